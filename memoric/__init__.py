@@ -1,0 +1,22 @@
+"""memoric: a persistent, deterministic memory store for AI agents (SQLite or PostgreSQL)."""
+
+from memoric.db.store import MemoryStore
+from memoric.errors import (
+    ConfigError,
+    LockTimeout,
+    MemoricError,
+    MigrationError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "LockTimeout",
+    "MemoricError",
+    "MemoryStore",
+    "MigrationError",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,100 @@
+"""Turn a database URL into a connected peewee Database, with SQLite tuned for concurrent agents."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from urllib.parse import urlsplit
+
+import peewee
+from playhouse import db_url
+
+from memoric.errors import ConfigError
+
+log = logging.getLogger("memoric")
+
+SQLITE_SCHEMES = {"sqlite"}
+POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
+POOLED_SUFFIX = "+pool"
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 30_000,
+    "synchronous": "normal",
+}
+SQLITE_WARNING = (
+    "memoric is using SQLite (%s): fine for development/testing only; use PostgreSQL in production"
+)
+
+db_url.register_database(peewee.PostgresqlDatabase, "postgresext")
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by `***`, safe to print or log."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def dialect_of(url: str) -> str:
+    """`"sqlite"` or `"postgresql"` for a memoric URL; ConfigError for any other scheme."""
+    scheme = urlsplit(url).scheme.lower()
+    base = scheme.removesuffix(POOLED_SUFFIX)
+    if base in SQLITE_SCHEMES:
+        return "sqlite"
+    if base in POSTGRES_SCHEMES:
+        return "postgresql"
+    raise ConfigError(
+        f"unsupported database URL {mask_password(url)!r}: the scheme must be "
+        "sqlite://, postgresql:// (or postgres://, postgresext://)"
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
+    path = urlsplit(url).path
+    return path[1:] if path.startswith("/") else path
+
+
+def open_database(url: str) -> peewee.Database:
+    """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"invalid database URL {url!r}: expected e.g. sqlite:///memoric.db")
+    dialect = dialect_of(url)
+    database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
+    try:
+        database.connect(reuse_if_open=True)
+    except peewee.DatabaseError as exc:
+        raise ConfigError(f"cannot open database {mask_password(url)}: {_first_line(exc)}") from exc
+    return database
+
+
+def _sqlite_database(url: str) -> peewee.Database:
+    path = sqlite_path(url)
+    if not path or path == ":memory:":
+        raise ConfigError(
+            f"in-memory SQLite ({url!r}) is a separate empty database per thread; use a file, "
+            "e.g. sqlite:///memoric.db"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"cannot open database {url}: directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
+    try:
+        database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+    log.warning(SQLITE_WARNING, path)
+    return database
+
+
+def _postgres_database(url: str) -> peewee.Database:
+    try:
+        return db_url.connect(url, unquote_password=True, unquote_user=True)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid database URL {mask_password(url)!r}: {exc}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

