@@ -8,6 +8,9 @@ dialect it runs on.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
+import os
 
 import peewee
 
@@ -50,6 +53,21 @@ class SqliteDialect:
     def create_extra_indexes(self, database: peewee.Database) -> None:
         """SQLite needs none beyond the models' own."""
 
+    def try_lock(self, database: peewee.Database, name: str):
+        """Take the named lock if free (an exclusive flock on a file beside the database)."""
+        path = f"{database.database}.{name}.lock"
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            return None
+        return handle
+
+    def unlock(self, database: peewee.Database, handle) -> None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
+
     def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
         """Nothing to do: SQLite picks max(rowid) + 1 for the next row."""
 
@@ -80,6 +98,15 @@ class PostgresDialect:
         )
         return seconds / SECONDS_PER_DAY
 
+    def try_lock(self, database: peewee.Database, name: str):
+        """Take the named session-level advisory lock if free (held by this thread's connection)."""
+        key = lock_key(name)
+        taken = database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        return key if taken else None
+
+    def unlock(self, database: peewee.Database, handle) -> None:
+        database.execute_sql("SELECT pg_advisory_unlock(%s)", (handle,))
+
     def create_extra_indexes(self, database: peewee.Database) -> None:
         for name in GIN_INDEXES:
             database.execute_sql(gin_index_sql(name))
@@ -100,6 +127,12 @@ def gin_index_sql(name: str) -> str:
     """The DDL of one of the PostgreSQL-only GIN indexes of `memories`."""
     column, opclass = GIN_INDEXES[name]
     return f'CREATE INDEX IF NOT EXISTS "{name}" ON "memories" USING GIN ("{column}" {opclass})'
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for a lock name."""
+    digest = hashlib.sha256(f"memoric:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def dialect_for(name: str):

@@ -8,9 +8,11 @@ validates its input first (`ValidationError`, nothing written), and wraps driver
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import operator
+import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import reduce
 from itertools import islice
@@ -21,11 +23,12 @@ from memoric import validation
 from memoric.db.connection import dialect_of, mask_password, open_database
 from memoric.db.dialects import dialect_for
 from memoric.db.models import UTC, bind_models
-from memoric.errors import MemoricError
+from memoric.errors import LockTimeout, MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 INSERT_BATCH_SIZE = 1000
 ID_CHUNK_SIZE = 5000
+LOCK_POLL_SECONDS = 0.05
 MEMORY_COLUMNS = (
     "id", "user_id", "namespace", "thread_id", "content", "tier", "score", "metadata",
     "related_threads", "summarized", "created_at", "updated_at",
@@ -106,6 +109,29 @@ class MemoryStore:
                 self.database.execute_sql("SELECT 1")
             except peewee.DatabaseError:
                 self.database.close()
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None):
+        """Hold the named cross-process lock for the block (PostgreSQL advisory lock, SQLite file lock).
+
+        Waits while another process or thread holds it, calling `on_wait` once when it starts to
+        wait; raises LockTimeout after `timeout` seconds (None waits forever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        while (handle := self._sql.try_lock(self.database, name)) is None:
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"could not take the {name!r} lock within {timeout} s: another run holds it"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            self._sql.unlock(self.database, handle)
 
     # --- schema -------------------------------------------------------------------------
 
