@@ -30,6 +30,11 @@ def selected_dialects() -> list[str]:
     return chosen
 
 
+requires_postgres = pytest.mark.skipif(
+    "postgresql" not in selected_dialects(), reason="PostgreSQL not selected in MEMORIC_TEST_DIALECTS"
+)
+
+
 def pytest_generate_tests(metafunc):
     if "dialect" in metafunc.fixturenames:
         metafunc.parametrize("dialect", selected_dialects(), scope="module")
@@ -103,17 +108,31 @@ def new_dsn(dialect, tmp_path, request):
     return create
 
 
+def _module_database_url(dialect, tmp_path_factory, request) -> str:
+    if dialect == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'memoric.db'}"
+    return request.getfixturevalue("new_postgres_url")()
+
+
 @pytest.fixture(scope="module")
 def module_store(dialect, tmp_path_factory, request):
     """One store per test module and dialect, schema created once."""
-    if dialect == "sqlite":
-        dsn = f"sqlite:///{tmp_path_factory.mktemp('db') / 'memoric.db'}"
-    else:
-        dsn = request.getfixturevalue("new_postgres_url")()
-    store = MemoryStore(dsn)
+    store = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
     store.create_schema()
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, request):
+    """One store of every selected dialect, for tests that compare the dialects call by call."""
+    opened = {}
+    for dialect in selected_dialects():
+        opened[dialect] = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
+        opened[dialect].create_schema()
+    yield opened
+    for store in opened.values():
+        store.close()
 
 
 @pytest.fixture

@@ -37,6 +37,8 @@ def mask_password(url: str) -> str:
 
 def dialect_of(url: str) -> str:
     """`"sqlite"` or `"postgresql"` for a memoric URL; ConfigError for any other scheme."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"invalid database URL {url!r}: expected e.g. sqlite:///memoric.db")
     scheme = urlsplit(url).scheme.lower()
     base = scheme.removesuffix(POOLED_SUFFIX)
     if base in SQLITE_SCHEMES:
@@ -57,8 +59,6 @@ def sqlite_path(url: str) -> str:
 
 def open_database(url: str) -> peewee.Database:
     """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"invalid database URL {url!r}: expected e.g. sqlite:///memoric.db")
     dialect = dialect_of(url)
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
     try:

@@ -1,0 +1,89 @@
+"""Opening databases: URLs, dialect flags, the SQLite warning and clear errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from memoric.db.connection import mask_password
+from memoric.db.store import MemoryStore
+from memoric.errors import ConfigError
+
+
+def test_store_reports_its_dialect(db, dialect):
+    assert db.dialect == dialect
+    assert db.is_sqlite is (dialect == "sqlite")
+    assert db.is_postgres is (dialect == "postgresql")
+    assert db.database is not None
+
+
+def test_sqlite_logs_one_warning_and_postgresql_none(new_dsn, dialect, caplog):
+    with caplog.at_level(logging.WARNING, logger="memoric"):
+        MemoryStore(new_dsn()).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if dialect == "sqlite":
+        assert len(warnings) == 1
+        assert "SQLite" in warnings[0] and "development/testing only" in warnings[0]
+    else:
+        assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("mysql://u:pw@localhost/db", "scheme"),
+        ("oracle://x", "scheme"),
+        ("not a url", "invalid database URL"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite://", "in-memory"),
+    ],
+)
+def test_bad_urls_are_config_errors(url, named):
+    with pytest.raises(ConfigError, match=named):
+        MemoryStore(url)
+
+
+def test_unreachable_postgresql_names_the_url_with_the_password_masked():
+    with pytest.raises(ConfigError) as raised:
+        MemoryStore("postgresql://agent:s3cret@127.0.0.1:1/memories")
+    message = str(raised.value)
+    assert "postgresql://agent:***@127.0.0.1:1/memories" in message
+    assert "s3cret" not in message
+
+
+def test_missing_sqlite_directory_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        MemoryStore(f"sqlite:///{tmp_path / 'missing' / 'm.db'}")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
+def test_read_only_sqlite_directory_is_a_config_error(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="not writable"):
+            MemoryStore(f"sqlite:///{tmp_path / 'm.db'}")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_relative_sqlite_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = MemoryStore("sqlite:///relative.db")
+    store.create_schema()
+    store.close()
+    assert (tmp_path / "relative.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_mask_password(url, masked):
+    assert mask_password(url) == masked
