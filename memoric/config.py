@@ -1,8 +1,15 @@
-"""Configuration: defaults, YAML loading and DSN resolution."""
+"""Configuration: defaults, YAML loading, validation and DSN resolution.
+
+A configuration is a plain dict with the sections of DESIGN §7. The YAML file (`config_path`)
+and then the `config=` dict are merged over the defaults section by section (mapping sections
+key by key; the `tiers` list is replaced as a whole, each tier completed with its defaults).
+Anything unknown or malformed raises `ConfigError` naming the key and the value at fault.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -11,6 +18,9 @@ import yaml
 from memoric.errors import ConfigError
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
+MAX_TIER_NAME = 64
+MAX_DECAY_DAYS = 36500
+WEIGHT_KEYS = ("importance", "recency", "thread")
 
 DEFAULTS: dict = {
     "database": {"dsn": None},
@@ -22,7 +32,9 @@ DEFAULTS: dict = {
     "summarization": {"enabled": True, "min_records": 10, "max_chars": 1000},
     "clustering": {"min_size": 1},
     "scoring": {"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60},
+    "policies": {"batch_size": 5000, "lock_timeout": 600},
 }
+TIER_DEFAULTS = {"name": None, "expire_after_days": None, "trim_chars": None}
 
 
 def default_database_path() -> Path:
@@ -30,13 +42,32 @@ def default_database_path() -> Path:
 
 
 def load_config(path: str | os.PathLike | None = None, data: dict | None = None) -> dict:
-    """The defaults, overlaid with the YAML file at `path` and then with `data`."""
+    """The defaults, overlaid with the YAML file at `path` and then with `data`, validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        config.update(_read_yaml(Path(path)))
+        config = merge(config, _read_yaml(Path(path)), source=str(path))
     if data is not None:
-        config.update(copy.deepcopy(data))
-    return config
+        config = merge(config, data, source="config")
+    return validate(config)
+
+
+def merge(base: dict, overlay, *, source: str = "config") -> dict:
+    """`overlay` merged over `base`: mapping sections key by key, anything else replaced."""
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{source} must be a mapping of sections, got {type(overlay).__name__}")
+    merged = copy.deepcopy(base)
+    for section, value in overlay.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"unknown config key {section!r} (known: {', '.join(DEFAULTS)})")
+        if isinstance(DEFAULTS[section], dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section} must be a mapping, got {type(value).__name__}")
+            merged[section] = {**merged[section], **copy.deepcopy(value)}
+        else:
+            merged[section] = copy.deepcopy(value)
+    return merged
 
 
 def _read_yaml(path: Path) -> dict:
@@ -44,9 +75,116 @@ def _read_yaml(path: Path) -> dict:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-    return loaded or {}
+    return {} if loaded is None else loaded
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate(config: dict) -> dict:
+    """`config` itself when every key and value is valid; ConfigError naming the first fault."""
+    for section, value in config.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"unknown config key {section!r} (known: {', '.join(DEFAULTS)})")
+        if isinstance(DEFAULTS[section], dict):
+            _known_keys(section, value, DEFAULTS[section])
+    dsn = config["database"]["dsn"]
+    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+        raise ConfigError(f"database.dsn must be a database URL string, got {dsn!r}")
+    config["tiers"] = _tiers(config["tiers"])
+    summarization = config["summarization"]
+    _boolean("summarization.enabled", summarization["enabled"])
+    _integer("summarization.min_records", summarization["min_records"], minimum=1)
+    _integer("summarization.max_chars", summarization["max_chars"], minimum=1)
+    _integer("clustering.min_size", config["clustering"]["min_size"], minimum=1)
+    _scoring(config["scoring"])
+    _integer("policies.batch_size", config["policies"]["batch_size"], minimum=1)
+    timeout = config["policies"]["lock_timeout"]
+    if timeout is not None:
+        _number("policies.lock_timeout", timeout, minimum=0)
+    return config
+
+
+def _known_keys(section: str, value: dict, defaults: dict) -> None:
+    for key in value:
+        if key not in defaults:
+            raise ConfigError(f"unknown config key '{section}.{key}' (known: {', '.join(defaults)})")
+
+
+def _tiers(tiers) -> list[dict]:
+    if not isinstance(tiers, list):
+        raise ConfigError(f"tiers must be a list of {{name: ...}} mappings, got {type(tiers).__name__}")
+    if not tiers:
+        raise ConfigError("tiers must not be empty: configure at least one tier")
+    checked, seen = [], set()
+    for index, tier in enumerate(tiers):
+        where = f"tiers[{index}]"
+        if not isinstance(tier, dict):
+            raise ConfigError(f"{where} must be a mapping with a name, got {tier!r}")
+        _known_keys(where, tier, TIER_DEFAULTS)
+        tier = {**TIER_DEFAULTS, **tier}
+        name = tier["name"]
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_TIER_NAME:
+            raise ConfigError(
+                f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, got {name!r}"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} is a duplicate tier name")
+        seen.add(name)
+        if tier["expire_after_days"] is not None:
+            _number(f"{where}.expire_after_days", tier["expire_after_days"], minimum=0)
+            if index == len(tiers) - 1:
+                raise ConfigError(
+                    f"{where}.expire_after_days is set on the last tier {name!r}, which has no next tier"
+                )
+        if tier["trim_chars"] is not None:
+            _integer(f"{where}.trim_chars", tier["trim_chars"], minimum=2)
+        checked.append(tier)
+    return checked
+
+
+def _scoring(scoring: dict) -> None:
+    for key in WEIGHT_KEYS:
+        _number(f"scoring.{key}", scoring[key], minimum=0, maximum=1)
+    if sum(round(scoring[key] * 1_000_000) for key in WEIGHT_KEYS) > 1_000_000:
+        weights = ", ".join(f"{key}={scoring[key]}" for key in WEIGHT_KEYS)
+        raise ConfigError(f"scoring weights must add up to at most 1, got {weights}")
+    decay = _number("scoring.decay_days", scoring["decay_days"], minimum=0, maximum=MAX_DECAY_DAYS)
+    if decay * 86400 < 1:
+        raise ConfigError(f"scoring.decay_days must be positive (at least one second), got {decay!r}")
+
+
+def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be at most {maximum}, got {value!r}")
+    return value
+
+
+def _integer(key: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {value!r}")
+    return value
+
+
+def _boolean(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+# --- reading a validated config -----------------------------------------------------------
 
 
 def resolve_dsn(dsn: str | None, config: dict) -> str:

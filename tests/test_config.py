@@ -1,0 +1,120 @@
+"""Configuration: defaults, YAML merging, validation errors that name the key, DSN resolution."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from memoric.config import DEFAULTS, ENV_DATABASE_URL, load_config, resolve_dsn, tier_names
+from memoric.errors import ConfigError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "memoric.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_valid_and_complete():
+    config = load_config()
+    assert tier_names(config) == ["short_term", "mid_term", "long_term"]
+    assert config["tiers"][2] == {"name": "long_term", "expire_after_days": None, "trim_chars": None}
+    assert config["scoring"] == DEFAULTS["scoring"]
+    assert config["summarization"] == {"enabled": True, "min_records": 10, "max_chars": 1000}
+
+
+def test_yaml_merges_per_section_over_defaults(tmp_path):
+    path = write(tmp_path, "scoring: {recency: 0.1}\nsummarization:\n  min_records: 3\n")
+    config = load_config(path)
+    assert config["scoring"] == {"importance": 0.5, "recency": 0.1, "thread": 0.2, "decay_days": 60}
+    assert config["summarization"] == {"enabled": True, "min_records": 3, "max_chars": 1000}
+    assert tier_names(config) == ["short_term", "mid_term", "long_term"]
+
+
+def test_config_dict_overrides_yaml_and_tiers_replace_as_a_whole(tmp_path):
+    path = write(tmp_path, "scoring: {recency: 0.1}\ntiers: [{name: a, expire_after_days: 1}, {name: b}]\n")
+    config = load_config(path, {"scoring": {"thread": 0.3}, "tiers": [{"name": "only"}]})
+    assert config["scoring"]["recency"] == 0.1
+    assert config["scoring"]["thread"] == 0.3
+    assert config["tiers"] == [{"name": "only", "expire_after_days": None, "trim_chars": None}]
+
+
+def test_empty_yaml_file_means_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == load_config()
+
+
+def test_loading_does_not_mutate_the_callers_dict_or_the_defaults():
+    data = {"tiers": [{"name": "a", "expire_after_days": 1}, {"name": "b"}]}
+    load_config(data=data)
+    assert data == {"tiers": [{"name": "a", "expire_after_days": 1}, {"name": "b"}]}
+    assert load_config()["tiers"][0] == {"name": "short_term", "expire_after_days": 7, "trim_chars": None}
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"sorting": {}}, "'sorting'"),
+        ({"scoring": {"importance": 0.5, "speed": 1}}, "scoring.speed"),
+        ({"database": {"url": "x"}}, "database.url"),
+        ({"tiers": [{"name": "a", "ttl": 3}]}, "tiers[0].ttl"),
+        ({"scoring": {"importance": "high"}}, "scoring.importance"),
+        ({"scoring": {"recency": True}}, "scoring.recency"),
+        ({"scoring": {"thread": None}}, "scoring.thread"),
+        ({"scoring": {"thread": float("nan")}}, "scoring.thread"),
+        ({"scoring": {"importance": -0.1}}, "scoring.importance"),
+        ({"scoring": {"importance": 0.9, "recency": 0.9}}, "add up to at most 1"),
+        ({"scoring": {"decay_days": 0}}, "scoring.decay_days"),
+        ({"scoring": {"decay_days": "60"}}, "scoring.decay_days"),
+        ({"tiers": []}, "tiers must not be empty"),
+        ({"tiers": [{"name": "a"}, {"name": "a"}]}, "tiers[1].name 'a' is a duplicate"),
+        ({"tiers": [{"name": ""}]}, "tiers[0].name"),
+        ({"tiers": [{"expire_after_days": 3}]}, "tiers[0].name"),
+        ({"tiers": "short_term"}, "tiers must be a list"),
+        ({"tiers": ["short_term"]}, "tiers[0] must be a mapping"),
+        ({"tiers": [{"name": "a", "expire_after_days": "x"}, {"name": "b"}]}, "tiers[0].expire_after_days"),
+        ({"tiers": [{"name": "a", "expire_after_days": 3}]}, "tiers[0].expire_after_days is set on the last"),
+        ({"tiers": [{"name": "a", "trim_chars": 1}]}, "tiers[0].trim_chars"),
+        ({"tiers": [{"name": "a", "trim_chars": 10.5}]}, "tiers[0].trim_chars"),
+        ({"summarization": {"enabled": "yes"}}, "summarization.enabled"),
+        ({"summarization": {"min_records": 0}}, "summarization.min_records"),
+        ({"summarization": {"max_chars": 2.5}}, "summarization.max_chars"),
+        ({"clustering": {"min_size": 0}}, "clustering.min_size"),
+        ({"clustering": [1]}, "clustering must be a mapping"),
+        ({"database": {"dsn": 5}}, "database.dsn"),
+        ({"policies": {"batch_size": 0}}, "policies.batch_size"),
+        ({"policies": {"lock_timeout": "soon"}}, "policies.lock_timeout"),
+    ],
+)
+def test_bad_config_names_the_key(data, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(data=data)
+
+
+def test_a_top_level_list_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "scoring: {importance: [\n"))
+    with pytest.raises(ConfigError, match=re.escape("unknown config key 'scoring.weight'")):
+        load_config(write(tmp_path, "scoring: {weight: 1}\n"))
+
+
+def test_dsn_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(ENV_DATABASE_URL, raising=False)
+    config = load_config(data={"database": {"dsn": "sqlite:///from-config.db"}})
+    assert resolve_dsn("sqlite:///arg.db", config) == "sqlite:///arg.db"
+    assert resolve_dsn(None, config) == "sqlite:///from-config.db"
+    monkeypatch.setenv(ENV_DATABASE_URL, "sqlite:///from-env.db")
+    assert resolve_dsn(None, config) == "sqlite:///from-env.db"
+    assert resolve_dsn("sqlite:///arg.db", config) == "sqlite:///arg.db"
+    monkeypatch.delenv(ENV_DATABASE_URL)
+    default = resolve_dsn(None, load_config())
+    assert default == f"sqlite:///{tmp_path / '.memoric' / 'memoric.db'}"
+    assert (tmp_path / ".memoric").is_dir()
