@@ -49,8 +49,10 @@ def _translate_errors(method):
         except MemoricError:
             raise
         except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-            self._discard_broken_connection()
-            raise MemoricError(f"{method.__name__} failed on {self.dialect}: {_first_line(exc)}") from exc
+            message = f"{method.__name__} failed on {self.dialect}: {_first_line(exc)}"
+            if self._discard_broken_connection():
+                message += " (the connection was lost; the next call reconnects)"
+            raise MemoricError(message) from exc
 
     return wrapper
 
@@ -103,12 +105,13 @@ class MemoryStore:
         if not self.database.is_closed():
             self.database.close()
 
-    def _discard_broken_connection(self) -> None:
-        if not self.database.is_closed() and not self.database.in_transaction():
-            try:
-                self.database.execute_sql("SELECT 1")
-            except peewee.DatabaseError:
-                self.database.close()
+    def _discard_broken_connection(self) -> bool:
+        """After a failed call, drop this thread's connection if the server closed it."""
+        database = self.database
+        if database.is_closed() or database.in_transaction() or database.is_connection_usable():
+            return False
+        database.close()
+        return True
 
     @contextlib.contextmanager
     def lock(self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None):
