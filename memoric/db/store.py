@@ -211,23 +211,31 @@ class MemoryStore:
             return self.Memory.insert(row).execute()
 
     @_translate_errors
-    def insert_memories(self, rows: Iterable[dict], *, batch_size: int = INSERT_BATCH_SIZE) -> int:
-        """Validate every row, then insert them in batches, one transaction per batch."""
-        validation.count("batch_size", batch_size)
-        if isinstance(rows, dict):
-            raise validation.ValidationError("rows must be an iterable of dicts, got one dict")
-        checked = []
-        for index, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise validation.ValidationError(f"rows[{index}] must be a dict, got {type(row).__name__}")
-            checked.append(self._memory_row(row, where=f"rows[{index}]: "))
-        for batch in _chunks(checked, max(batch_size, 1)):
-            with self.database.atomic():
-                for same_keys in _group_by_keys(batch):
-                    self.Memory.insert_many(same_keys).execute()
+    def insert_memories(
+        self, rows: Iterable[dict], *, batch_size: int = INSERT_BATCH_SIZE, skip_existing: bool = False
+    ) -> int:
+        """Validate every row, then insert them in batches, one transaction per batch.
+
+        With `skip_existing`, rows whose explicit `id` is already taken are skipped (import is
+        idempotent that way); the return value counts the rows actually inserted.
+        """
+        checked = [self._memory_row(row, where=f"rows[{i}]: ") for i, row in _dict_rows(rows)]
+        inserted = self._insert_batches(self.Memory, checked, batch_size, skip_existing)
         if any("id" in row for row in checked):
             self._sql.sync_id_sequence(self.database, self.Memory._meta.table_name, "id")
-        return len(checked)
+        return inserted
+
+    def _insert_batches(self, model, rows: list[dict], batch_size: int, skip_existing: bool) -> int:
+        validation.count("batch_size", batch_size)
+        inserted = 0
+        for batch in _chunks(rows, max(batch_size, 1)):
+            with self.database.atomic():
+                for same_keys in _group_by_keys(batch):
+                    query = model.insert_many(same_keys)
+                    if skip_existing:
+                        query = query.on_conflict_ignore()
+                    inserted += query.as_rowcount().execute()
+        return inserted
 
     # --- reading memories ---------------------------------------------------------------
 
@@ -442,6 +450,68 @@ class MemoryStore:
         return [dict(row) for row in query.dicts()]
 
     @_translate_errors
+    def insert_clusters(self, rows: Iterable[dict], *, skip_existing: bool = True) -> int:
+        """Insert whole cluster rows (ids and timestamps kept), e.g. from an export; rows inserted."""
+        checked = [self._cluster_row(row, where=f"clusters[{i}]: ") for i, row in _dict_rows(rows)]
+        inserted = self._insert_batches(self.MemoryCluster, checked, INSERT_BATCH_SIZE, skip_existing)
+        self._sql.sync_id_sequence(self.database, self.MemoryCluster._meta.table_name, "cluster_id")
+        return inserted
+
+    def _cluster_row(self, row: dict, where: str) -> dict:
+        expected = {"cluster_id", "user_id", "topic", "category", "memory_ids", "memory_count", "summary"}
+        stamps = {"created_at", "updated_at", "last_built_at"}
+        unknown = set(row) - expected - stamps
+        if unknown or not expected <= set(row):
+            problem = (
+                f"unexpected fields {sorted(unknown)}"
+                if unknown
+                else f"missing {sorted(expected - set(row))}"
+            )
+            raise validation.ValidationError(f"{where}{problem}")
+        now = self.clock()
+        try:
+            ids = validation.memory_ids(row["memory_ids"])
+            checked = {
+                "cluster_id": validation.memory_id(row["cluster_id"], "cluster_id"),
+                "user_id": validation.user_id(row["user_id"]),
+                "topic": validation.clean_text("topic", row["topic"], max_length=255),
+                "category": validation.clean_text("category", row["category"], max_length=255),
+                "memory_ids": ids,
+                "memory_count": validation.count("memory_count", row["memory_count"]),
+                "summary": row["summary"]
+                if row["summary"] == ""
+                else validation.clean_text("summary", row["summary"]),
+            }
+            checked.update({key: validation.timestamp(key, row.get(key)) or now for key in sorted(stamps)})
+        except validation.ValidationError as exc:
+            raise validation.ValidationError(f"{where}{exc}") from None
+        return checked
+
+    def iter_memories(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
+        """Every memory (of one user, or all) in id order, read page by page: constant memory."""
+        after_id = 0
+        while page := self.memories_after(after_id, user_id=user_id, limit=batch_size):
+            yield from page
+            after_id = page[-1]["id"]
+
+    @_translate_errors
+    def memories_after(self, after_id: int, *, user_id=None, limit: int = INSERT_BATCH_SIZE) -> list[dict]:
+        """Up to `limit` memories with an id above `after_id`, in id order (keyset paging)."""
+        m = self.Memory
+        conditions = self._conditions(user_id=user_id) + [m.id > validation.memory_id(after_id, "after_id")]
+        query = self._select(conditions).order_by(m.id).limit(validation.count("limit", limit))
+        return [_memory_dict(row) for row in query.dicts()]
+
+    @_translate_errors
+    def all_clusters(self, *, user_id=None) -> list[dict]:
+        """Every cluster (of one user, or all) in id order."""
+        c = self.MemoryCluster
+        query = c.select().order_by(c.cluster_id)
+        if user_id is not None:
+            query = query.where(c.user_id == validation.user_id(user_id))
+        return [dict(row) for row in query.dicts()]
+
+    @_translate_errors
     def delete_cluster(self, *, cluster_id) -> int:
         cluster_id = validation.memory_id(cluster_id, "cluster_id")
         c = self.MemoryCluster
@@ -454,6 +524,16 @@ def _memory_dict(row: dict) -> dict:
     row["related_threads"] = row.get("related_threads") or []
     row["summarized"] = bool(row["summarized"])
     return {column: row[column] for column in MEMORY_COLUMNS}
+
+
+def _dict_rows(rows: Iterable[dict]) -> Iterator[tuple[int, dict]]:
+    """(index, row) for an iterable of dicts; ValidationError naming the first row that is not one."""
+    if isinstance(rows, dict):
+        raise validation.ValidationError("rows must be an iterable of dicts, got one dict")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise validation.ValidationError(f"rows[{index}] must be a dict, got {type(row).__name__}")
+        yield index, row
 
 
 def _group_by_keys(rows: list[dict]) -> list[list[dict]]:
