@@ -52,7 +52,9 @@ def test_eight_writer_threads_lose_nothing(db):
     def write(writer):
         try:
             for n in range(INSERTS_PER_WRITER):
-                db.insert_memory(user_id=f"w{writer}", content=f"w{writer} n{n}", metadata={"writer": writer, "n": n})
+                db.insert_memory(
+                    user_id=f"w{writer}", content=f"w{writer} n{n}", metadata={"writer": writer, "n": n}
+                )
         finally:
             db.close()
 
@@ -63,7 +65,8 @@ def test_eight_writer_threads_lose_nothing(db):
 def test_eight_writer_processes_lose_nothing(db):
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER_SCRIPT, db.dsn, str(w), str(INSERTS_PER_WRITER)], stderr=subprocess.PIPE
+            [sys.executable, "-c", WRITER_SCRIPT, db.dsn, str(w), str(INSERTS_PER_WRITER)],
+            stderr=subprocess.PIPE,
         )
         for w in range(WRITERS)
     ]
@@ -80,7 +83,10 @@ def test_readers_during_bulk_writes_see_whole_batches(db):
     def write(_):
         try:
             for b in range(batches):
-                rows = [{"user_id": "ada", "content": f"b{b} r{r}", "metadata": {"batch": b}} for r in range(batch)]
+                rows = [
+                    {"user_id": "ada", "content": f"b{b} r{r}", "metadata": {"batch": b}}
+                    for r in range(batch)
+                ]
                 db.insert_memories(rows)
         finally:
             done.set()
@@ -111,7 +117,9 @@ def test_160_concurrent_upserts_on_10_keys_leave_10_rows(db):
         try:
             for round_ in range(20):
                 key = (worker * 20 + round_) % 10
-                db.upsert_cluster(user_id="ada", topic=f"t{key}", category="general", memory_ids=[worker, round_])
+                db.upsert_cluster(
+                    user_id="ada", topic=f"t{key}", category="general", memory_ids=[worker, round_]
+                )
         finally:
             db.close()
 

@@ -13,7 +13,8 @@ import sys
 from memoric.db.store import MemoryStore
 store = MemoryStore(sys.argv[1])
 for b in range(1000):
-    store.insert_memories([{"user_id": "ada", "content": f"b{b} r{r}", "metadata": {"b": b}} for r in range(1000)])
+    rows = [{"user_id": "ada", "content": f"b{b} r{r}", "metadata": {"b": b}} for r in range(1000)]
+    store.insert_memories(rows)
     print(f"batch {b}", flush=True)
 """
 
