@@ -18,6 +18,7 @@ from memoric.db import jsonfilter
 from memoric.db.models import GIN_INDEXES, SQLITE_TIME_FORMAT, to_utc
 
 SECONDS_PER_DAY = 86400.0
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class SqliteDialect:
@@ -77,6 +78,26 @@ class SqliteDialect:
         if database.table_exists("sqlite_sequence"):
             database.execute_sql("DELETE FROM sqlite_sequence")
 
+    # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
+
+    def age_seconds(self, column, now: dt.datetime):
+        """Whole seconds from `column` to `now` as an integer expression (exact: microseconds parsed).
+
+        Rounds toward zero, which is the floor for every non-negative age (the score treats any
+        negative age as 0, so the two roundings never disagree where it matters).
+        """
+        whole = peewee.fn.strftime(_text("%s"), peewee.fn.substr(column, 1, 19)).cast("INTEGER")
+        micros = peewee.fn.substr(column, 21, 6).cast("INTEGER")
+        column_us = whole * 1_000_000 + micros
+        return (peewee.Value(epoch_microseconds(now), converter=False) - column_us) / 1_000_000
+
+    def json_text(self, column, key: str):
+        """The string at `column.key`, or NULL when missing or not a JSON string."""
+        path = _text(f'$."{key}"')
+        return peewee.Case(
+            None, [(peewee.fn.json_type(column, path) == "text", peewee.fn.json_extract(column, path))]
+        )
+
 
 class PostgresDialect:
     name = "postgresql"
@@ -122,6 +143,22 @@ class PostgresDialect:
         quoted = ", ".join(f'"{table}"' for table in tables)
         database.execute_sql(f"TRUNCATE {quoted} RESTART IDENTITY")
 
+    # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
+
+    def age_seconds(self, column, now: dt.datetime):
+        """Whole seconds from `column` to `now`, rounded down, as a bigint expression."""
+        now_value = peewee.Value(to_utc(now), converter=False)
+        seconds = peewee.fn.EXTRACT(
+            peewee.NodeList((peewee.SQL("EPOCH FROM"), now_value, peewee.SQL("-"), column))
+        )
+        return peewee.fn.FLOOR(seconds).cast("BIGINT")
+
+    def json_text(self, column, key: str):
+        """The string at `column.key`, or NULL when missing or not a JSON string."""
+        value = peewee.Expression(column, "->", _text(key))
+        text = peewee.Expression(column, "->>", _text(key))
+        return peewee.Case(None, [(peewee.fn.jsonb_typeof(value) == "string", text)])
+
 
 def gin_index_sql(name: str) -> str:
     """The DDL of one of the PostgreSQL-only GIN indexes of `memories`."""
@@ -133,6 +170,15 @@ def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for a lock name."""
     digest = hashlib.sha256(f"memoric:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def epoch_microseconds(moment: dt.datetime) -> int:
+    """Exact microseconds since the Unix epoch of an aware (or naive UTC) datetime."""
+    return (to_utc(moment) - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _text(value: str) -> peewee.Value:
+    return peewee.Value(value, converter=False)
 
 
 def dialect_for(name: str):

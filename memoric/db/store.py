@@ -517,6 +517,295 @@ class MemoryStore:
         c = self.MemoryCluster
         return c.delete().where(c.cluster_id == cluster_id).execute()
 
+    # --- engine queries (issue #4: recall, tier policies, clusters, stats) ---------------
+    # Slices select memories by tier and age: `(tier, updated_before, updated_since)`, either
+    # bound None for "any"; a list of slices means any of them.
+
+    @contextlib.contextmanager
+    def atomic(self):
+        """One transaction (a savepoint when nested) around a group of store calls."""
+        with self.database.atomic():
+            yield
+
+    def _namespace_is(self, namespace):
+        """`namespace = ?`, or `namespace IS NULL` for None (memories saved without one)."""
+        m = self.Memory
+        if namespace is None:
+            return m.namespace.is_null()
+        return m.namespace == validation.clean_text("namespace", namespace)
+
+    def _in_slices(self, slices) -> peewee.Node:
+        m = self.Memory
+        alternatives = []
+        for tier, updated_before, updated_since in slices:
+            condition = m.tier == validation.tier(tier, self.tiers)
+            if updated_before is not None:
+                condition &= m.updated_at < updated_before
+            if updated_since is not None:
+                condition &= m.updated_at >= updated_since
+            alternatives.append(condition)
+        return reduce(operator.or_, alternatives) if alternatives else peewee.SQL("1 = 0")
+
+    def _lacks_metadata(self, pattern: dict) -> peewee.Node:
+        """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
+        contained = self._sql.json_contains(self.Memory.metadata, validation.metadata(pattern))
+        return peewee.Case(None, [(contained, 1)], 0) == 0
+
+    def _topic_threads(self, user_id: str, namespace, topic) -> list[str]:
+        m = self.Memory
+        conditions = [
+            m.user_id == user_id,
+            self._namespace_is(namespace),
+            self._sql.json_contains(m.metadata, validation.metadata({"topic": topic})),
+            m.thread_id.is_null(False),
+        ]
+        query = m.select(m.thread_id).where(reduce(operator.and_, conditions)).distinct()
+        return sorted(row.thread_id for row in query)
+
+    def _score_expression(self, formula, now: dt.datetime, bonus_thread_id):
+        """The score of `memoric.scoring.ScoreFormula` as SQL: integer arithmetic only."""
+        m = self.Memory
+        decay = formula.decay_seconds
+        age = self._sql.age_seconds(m.updated_at, now)
+        remaining = peewee.Case(None, [(age <= 0, decay), (age >= decay, 0)], decay - age)
+        same_thread = peewee.Value(0)
+        if bonus_thread_id is not None:
+            same_thread = peewee.Case(None, [(m.thread_id == bonus_thread_id, 1)], 0)
+        numerator = (
+            m.score.cast("BIGINT") * formula.importance_factor
+            + remaining * formula.recency_factor
+            + same_thread * formula.thread_factor
+        )
+        return (numerator * 2 + formula.denominator) / (2 * formula.denominator)
+
+    @_translate_errors
+    def ranked_memories(
+        self,
+        *,
+        user_id,
+        formula,
+        namespace=None,
+        thread_id=None,
+        topic=None,
+        where_metadata=None,
+        bonus_thread_id=None,
+        include_summarized: bool = False,
+        limit: int = 10,
+        now: dt.datetime | None = None,
+    ) -> list[dict]:
+        """One user's memories in one namespace (None: without one), best score first, ties newest first.
+
+        `thread_id` keeps one thread; `topic` keeps the threads of the user holding a memory with
+        that `metadata.topic` (and memories with that topic anywhere); `bonus_thread_id` is the
+        thread that earns the thread weight. Each dict carries its `_score`.
+        """
+        user_id = validation.user_id(user_id)
+        limit = validation.count("limit", limit)
+        validation.flag("include_summarized", include_summarized)
+        now = self.clock() if now is None else now
+        m = self.Memory
+        conditions = [m.user_id == user_id, self._namespace_is(namespace)]
+        conditions += self._conditions(thread_id=thread_id, where_metadata=where_metadata)
+        if topic is not None:
+            threads = self._topic_threads(user_id, namespace, topic)
+            has_topic = self._sql.json_contains(m.metadata, validation.metadata({"topic": topic}))
+            conditions.append(self._related_to(threads) | has_topic)
+        if not include_summarized:
+            conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
+        if bonus_thread_id is not None:
+            bonus_thread_id = validation.clean_text("thread_id", bonus_thread_id)
+        score = self._score_expression(formula, now, bonus_thread_id).alias("_score")
+        query = (
+            m.select(m, score)
+            .where(reduce(operator.and_, conditions))
+            .order_by(peewee.SQL('"_score"').desc(), m.created_at.desc(), m.id.desc())
+            .limit(limit)
+        )
+        return [{**_memory_dict(row), "_score": int(row["_score"])} for row in query.dicts()]
+
+    @_translate_errors
+    def count_in_slices(self, *, slices, user_id=None, longer_than: int | None = None) -> int:
+        """Memories in any of `slices`, optionally only those with content longer than `longer_than`."""
+        m = self.Memory
+        conditions = [self._in_slices(slices), *self._conditions(user_id=user_id)]
+        if longer_than is not None:
+            conditions.append(peewee.fn.LENGTH(m.content) > validation.count("longer_than", longer_than))
+        return self._select(conditions).count()
+
+    @_translate_errors
+    def move_expired(
+        self, *, from_tier, to_tier, updated_before, user_id=None, batch_size: int = 5000, on_batch=None
+    ) -> int:
+        """Move memories of `from_tier` not updated since `updated_before` to `to_tier`.
+
+        Set-based and batched (one UPDATE ... WHERE id IN (oldest `batch_size`) per transaction,
+        served by the (tier, updated_at) index); moving sets `updated_at` to now. `on_batch(n)`
+        is called after each batch.
+        """
+        to_tier = validation.tier(to_tier, self.tiers)
+        batch_size = max(1, validation.count("batch_size", batch_size))
+        m = self.Memory
+        conditions = [
+            self._in_slices([(from_tier, updated_before, None)]),
+            *self._conditions(user_id=user_id),
+        ]
+        moved = 0
+        while True:
+            batch = self._select(conditions).select(m.id).order_by(m.updated_at).limit(batch_size)
+            with self.database.atomic():
+                changed = m.update(tier=to_tier, updated_at=self.clock()).where(m.id.in_(batch)).execute()
+            moved += changed
+            if on_batch is not None and changed:
+                on_batch(changed)
+            if changed < batch_size:
+                return moved
+
+    @_translate_errors
+    def trim_content(
+        self, *, tier, max_chars: int, user_id=None, batch_size: int = 5000, on_batch=None
+    ) -> int:
+        """Cut content longer than `max_chars` in `tier` to `max_chars` characters ending in "…".
+
+        Batched like `move_expired`; `updated_at` is left alone (trimming is not new information).
+        """
+        max_chars = validation.count("max_chars", max_chars)
+        if max_chars < 2:
+            raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
+        batch_size = max(1, validation.count("batch_size", batch_size))
+        m = self.Memory
+        conditions = [
+            self._in_slices([(tier, None, None)]),
+            *self._conditions(user_id=user_id),
+            peewee.fn.LENGTH(m.content) > max_chars,
+        ]
+        cut = peewee.fn.SUBSTR(m.content, 1, max_chars - 1).concat("…")
+        trimmed = 0
+        while True:
+            batch = self._select(conditions).select(m.id).order_by(m.id).limit(batch_size)
+            with self.database.atomic():
+                changed = m.update(content=cut).where(m.id.in_(batch)).execute()
+            trimmed += changed
+            if on_batch is not None and changed:
+                on_batch(changed)
+            if changed < batch_size:
+                return trimmed
+
+    @_translate_errors
+    def summary_groups(self, *, slices, min_records: int, exclude_metadata: dict, user_id=None) -> list[dict]:
+        """(user_id, namespace, thread_id, count) of threads with ≥ `min_records` unsummarized memories.
+
+        Only memories in `slices`, with a thread, and whose metadata lacks `exclude_metadata`
+        (the summaries themselves) count. Sorted by user, namespace (None first), thread.
+        """
+        min_records = validation.count("min_records", min_records)
+        m = self.Memory
+        conditions = [
+            self._in_slices(slices),
+            *self._conditions(user_id=user_id),
+            m.summarized == False,  # noqa: E712 (SQL comparison)
+            m.thread_id.is_null(False),
+            self._lacks_metadata(exclude_metadata),
+        ]
+        n = peewee.fn.COUNT(m.id)
+        query = (
+            m.select(m.user_id, m.namespace, m.thread_id, n.alias("count"))
+            .where(reduce(operator.and_, conditions))
+            .group_by(m.user_id, m.namespace, m.thread_id)
+            .having(n >= min_records)
+        )
+        groups = list(query.dicts())
+        return sorted(
+            groups,
+            key=lambda g: (g["user_id"], g["namespace"] is not None, g["namespace"] or "", g["thread_id"]),
+        )
+
+    @_translate_errors
+    def thread_sources(self, *, user_id, namespace, thread_id, tier, exclude_metadata: dict) -> list[dict]:
+        """The unsummarized memories of one thread in `tier` (namespace None: without one), oldest first."""
+        m = self.Memory
+        conditions = [
+            m.user_id == validation.user_id(user_id),
+            self._namespace_is(namespace),
+            m.thread_id == validation.clean_text("thread_id", thread_id),
+            self._in_slices([(tier, None, None)]),
+            m.summarized == False,  # noqa: E712 (SQL comparison)
+            self._lacks_metadata(exclude_metadata),
+        ]
+        query = self._select(conditions).order_by(m.created_at, m.id)
+        return [_memory_dict(row) for row in query.dicts()]
+
+    @_translate_errors
+    def write_summaries(self, items: Iterable[tuple[dict, list[int]]]) -> tuple[int, int]:
+        """Insert each summary row and mark its sources summarized, all in one transaction.
+
+        Returns (summaries written, sources marked). Sources already summarized are left alone.
+        """
+        checked = [(self._memory_row(row), validation.memory_ids(ids)) for row, ids in items]
+        m = self.Memory
+        written = marked = 0
+        with self.database.atomic():
+            for row, ids in checked:
+                self.Memory.insert(row).execute()
+                written += 1
+                for chunk in _chunks(ids, ID_CHUNK_SIZE):
+                    query = m.update(summarized=True, updated_at=self.clock())
+                    marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712
+        return written, marked
+
+    @_translate_errors
+    def cluster_rows(self, *, exclude_metadata: dict, user_id=None) -> Iterator[tuple]:
+        """(id, user_id, thread_id, topic, category) of every memory lacking `exclude_metadata`.
+
+        topic and category are the metadata values when they are JSON strings, else None; only
+        these columns are read, so a rebuild over many rows stays cheap.
+        """
+        m = self.Memory
+        topic = self._sql.json_text(m.metadata, "topic")
+        category = self._sql.json_text(m.metadata, "category")
+        conditions = [*self._conditions(user_id=user_id), self._lacks_metadata(exclude_metadata)]
+        query = self._select(conditions).select(m.id, m.user_id, m.thread_id, topic, category)
+        return list(query.tuples().iterator())
+
+    @_translate_errors
+    def cluster_keys(self, *, user_id=None) -> list[tuple]:
+        """(cluster_id, user_id, topic, category) of every cluster (of one user), by id."""
+        c = self.MemoryCluster
+        query = c.select(c.cluster_id, c.user_id, c.topic, c.category).order_by(c.cluster_id)
+        if user_id is not None:
+            query = query.where(c.user_id == validation.user_id(user_id))
+        return list(query.tuples())
+
+    @_translate_errors
+    def memory_stats(self, *, user_id=None) -> dict:
+        """total, by_tier, summarized, users, threads (distinct user/thread pairs) and clusters."""
+        m, c = self.Memory, self.MemoryCluster
+        conditions = self._conditions(user_id=user_id)
+        summarized = peewee.fn.SUM(peewee.Case(None, [(m.summarized == True, 1)], 0))  # noqa: E712
+        per_tier = (
+            self._select(conditions)
+            .select(m.tier, peewee.fn.COUNT(m.id).alias("n"), summarized.alias("summarized"))
+            .group_by(m.tier)
+        )
+        by_tier = dict.fromkeys(self.tiers, 0)
+        summarized_total = 0
+        for row in per_tier.dicts():
+            by_tier[row["tier"]] = row["n"]
+            summarized_total += int(row["summarized"] or 0)
+        users = self._select(conditions).select(m.user_id).distinct().count()
+        thread_conditions = [*conditions, m.thread_id.is_null(False)]
+        threads = self._select(thread_conditions).select(m.user_id, m.thread_id).distinct().count()
+        clusters = c.select()
+        if user_id is not None:
+            clusters = clusters.where(c.user_id == validation.user_id(user_id))
+        return {
+            "total": sum(by_tier.values()),
+            "by_tier": by_tier,
+            "summarized": summarized_total,
+            "users": users,
+            "threads": threads,
+            "clusters": clusters.count(),
+        }
+
 
 def _memory_dict(row: dict) -> dict:
     """A memory as the API returns it (metadata `{}` and related_threads `[]` when empty)."""
