@@ -1,0 +1,211 @@
+"""Tier policies: tier migration, trimming and thread summaries, as logic over MemoryStore.
+
+One run, at one instant `now`, in this order:
+1. migration: memories whose `updated_at` is older than their tier's `expire_after_days` move to
+   the next tier (set-based batches; moving sets `updated_at` to now, so a memory moves at most
+   one tier per run and cascades across runs);
+2. trimming: in tiers with `trim_chars`, longer content is cut to `trim_chars` ending in "…";
+3. summaries: in the last tier, each (user, namespace, thread) with at least `min_records`
+   unsummarized memories gets one summary memory (metadata `{"kind": "thread_summary"}`, never
+   itself summarized again) and its sources are marked summarized, kept but hidden from recall.
+
+Runs take the store's "policies" lock, so overlapping runs apply once. A dry run writes nothing
+and takes no lock: it counts, with the same cut-off times, what a run would change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+
+from memoric.db.store import MemoryStore
+from memoric.errors import ValidationError
+
+SUMMARY_METADATA = {"kind": "thread_summary"}
+SUMMARY_CHUNK = 100
+ELLIPSIS = "…"
+
+Summarizer = Callable[[list[dict], int], str]
+Progress = Callable[[int], None]
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def run_policies(
+    store: MemoryStore,
+    config: dict,
+    *,
+    user_id: str | None = None,
+    dry_run: bool = False,
+    summarizer: Summarizer | None = None,
+    on_progress: Progress | None = None,
+) -> dict:
+    """Apply (or with `dry_run` count) the configured policies; the counts of DESIGN §7."""
+    now = store.clock()
+    if dry_run:
+        return _plan(store, config, now, user_id)
+    with store.lock("policies", timeout=config["policies"]["lock_timeout"]):
+        return _apply(store, config, now, user_id, summarizer or extractive_summary, on_progress)
+
+
+def _cutoffs(config: dict, now: dt.datetime) -> list[dt.datetime | None]:
+    """Per tier, the `updated_at` before which its memories move on (None: they never do)."""
+    return [
+        None if tier["expire_after_days"] is None else now - dt.timedelta(days=tier["expire_after_days"])
+        for tier in config["tiers"]
+    ]
+
+
+def _final_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
+    """The memories a run leaves in tier `index`: those that stay plus those arriving."""
+    tiers = config["tiers"]
+    slices = [(tiers[index]["name"], None, cutoffs[index])]
+    if index > 0 and cutoffs[index - 1] is not None:
+        slices.append((tiers[index - 1]["name"], cutoffs[index - 1], None))
+    return slices
+
+
+def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
+    tiers, cutoffs = config["tiers"], _cutoffs(config, now)
+    migrated = {}
+    for index, tier in enumerate(tiers[:-1]):
+        expired = [(tier["name"], cutoffs[index], None)]
+        migrated[tier["name"]] = (
+            0 if cutoffs[index] is None else store.count_in_slices(slices=expired, user_id=user_id)
+        )
+    trimmed = sum(
+        store.count_in_slices(
+            slices=_final_slices(config, cutoffs, index), user_id=user_id, longer_than=tier["trim_chars"]
+        )
+        for index, tier in enumerate(tiers)
+        if tier["trim_chars"] is not None
+    )
+    groups = []
+    if config["summarization"]["enabled"]:
+        groups = store.summary_groups(
+            slices=_final_slices(config, cutoffs, len(tiers) - 1),
+            min_records=config["summarization"]["min_records"],
+            exclude_metadata=SUMMARY_METADATA,
+            user_id=user_id,
+        )
+    return _counts(migrated, trimmed, sum(group["count"] for group in groups), len(groups))
+
+
+def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarizer, on_progress) -> dict:
+    tiers, cutoffs = config["tiers"], _cutoffs(config, now)
+    batch_size = config["policies"]["batch_size"]
+    migrated = {}
+    for index, tier in enumerate(tiers[:-1]):
+        migrated[tier["name"]] = 0
+        if cutoffs[index] is not None:
+            migrated[tier["name"]] = store.move_expired(
+                from_tier=tier["name"],
+                to_tier=tiers[index + 1]["name"],
+                updated_before=cutoffs[index],
+                user_id=user_id,
+                batch_size=batch_size,
+                on_batch=on_progress,
+            )
+    trimmed = 0
+    for tier in tiers:
+        if tier["trim_chars"] is not None:
+            trimmed += store.trim_content(
+                tier=tier["name"],
+                max_chars=tier["trim_chars"],
+                user_id=user_id,
+                batch_size=batch_size,
+                on_batch=on_progress,
+            )
+    summarized = created = 0
+    if config["summarization"]["enabled"]:
+        created, summarized = _summarize(store, config, user_id, summarizer, on_progress)
+    return _counts(migrated, trimmed, summarized, created)
+
+
+def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer, on_progress):
+    """Write the thread summaries of the last tier, SUMMARY_CHUNK threads per transaction."""
+    last = config["tiers"][-1]
+    limit = summary_limit(config)
+    groups = store.summary_groups(
+        slices=[(last["name"], None, None)],
+        min_records=config["summarization"]["min_records"],
+        exclude_metadata=SUMMARY_METADATA,
+        user_id=user_id,
+    )
+    created = marked = 0
+    for start in range(0, len(groups), SUMMARY_CHUNK):
+        items = []
+        for group in groups[start : start + SUMMARY_CHUNK]:
+            sources = store.thread_sources(
+                user_id=group["user_id"],
+                namespace=group["namespace"],
+                thread_id=group["thread_id"],
+                tier=last["name"],
+                exclude_metadata=SUMMARY_METADATA,
+            )
+            items.append((_summary_row(group, sources, last["name"], summarizer, limit), _ids(sources)))
+        written, sources_marked = store.write_summaries(items)
+        created += written
+        marked += sources_marked
+        if on_progress is not None:
+            on_progress(sources_marked)
+    return created, marked
+
+
+def summary_limit(config: dict) -> int:
+    """The longest summary: `max_chars`, or less where the last tier trims (so it is never cut)."""
+    limit = config["summarization"]["max_chars"]
+    trim = config["tiers"][-1]["trim_chars"]
+    return limit if trim is None else min(limit, trim)
+
+
+def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summarizer, limit: int) -> dict:
+    text = summarizer(sources, limit)
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(f"the summarizer must return a non-empty string, got {text!r:.60}")
+    return {
+        "user_id": group["user_id"],
+        "namespace": group["namespace"],
+        "thread_id": group["thread_id"],
+        "content": shorten(text, limit),
+        "tier": tier,
+        "score": max(source["score"] for source in sources),
+        "metadata": dict(SUMMARY_METADATA),
+    }
+
+
+def _ids(memories: list[dict]) -> list[int]:
+    return [memory["id"] for memory in memories]
+
+
+def _counts(migrated: dict, trimmed: int, summarized: int, created: int) -> dict:
+    return {"migrated": migrated, "trimmed": trimmed, "summarized": summarized, "summaries_created": created}
+
+
+# --- the default summarizer ---------------------------------------------------------------
+
+
+def extractive_summary(memories: list[dict], max_chars: int) -> str:
+    """The first sentence of each memory, oldest first, duplicates dropped, cut to `max_chars`."""
+    sentences, seen = [], set()
+    for memory in memories:
+        sentence = first_sentence(memory["content"])
+        if sentence.casefold() not in seen:
+            seen.add(sentence.casefold())
+            sentences.append(sentence)
+    thread = memories[0]["thread_id"] if memories else None
+    head = f"Thread {thread} ({len(memories)} memories): " if thread else f"{len(memories)} memories: "
+    return shorten(head + " | ".join(sentences), max_chars)
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end, whitespace collapsed."""
+    collapsed = " ".join(text.split())
+    return _SENTENCE_END.split(collapsed, maxsplit=1)[0]
+
+
+def shorten(text: str, max_chars: int) -> str:
+    """`text` when it fits, else its first `max_chars - 1` characters and "…"."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max(0, max_chars - 1)].rstrip() + ELLIPSIS
