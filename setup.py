@@ -11,7 +11,9 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["memoric", "memoric.*"]),
+    # The top-level migrations/ directory ships as the package `memoric_migrations`.
+    packages=[*find_packages(include=["memoric", "memoric.*"]), "memoric_migrations"],
+    package_dir={"memoric_migrations": "migrations"},
     install_requires=[
         "peewee>=4.5,<5",
         "peewee-migrate>=2.3,<3",
