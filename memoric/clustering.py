@@ -1,0 +1,86 @@
+"""Topic clusters: each user's memories grouped by (metadata.topic, metadata.category).
+
+A topic or category counts only when it is a non-blank JSON string; anything else (missing,
+null, a number, a boolean, a list, an object, a blank string) falls into "general". A string
+longer than the cluster column (255 characters) is cut to it. Thread summaries (metadata
+`{"kind": "thread_summary"}`) are derived text and belong to no cluster.
+
+A rebuild reads only the columns it needs, then per user, in one transaction, upserts every
+group of at least `min_size` memories and deletes that user's clusters that no longer exist.
+It is idempotent, and concurrent rebuilds converge to the same clusters.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from memoric.db.store import MemoryStore
+from memoric.policies import SUMMARY_METADATA
+
+GENERAL = "general"
+MAX_KEY_LENGTH = 255
+
+
+def cluster_key(value) -> str:
+    """The topic or category a metadata value stands for ("general" unless a non-blank string)."""
+    if not isinstance(value, str) or not value[:MAX_KEY_LENGTH].strip():
+        return GENERAL
+    return value[:MAX_KEY_LENGTH]
+
+
+def rebuild_clusters(
+    store: MemoryStore,
+    *,
+    min_size: int = 1,
+    user_id: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Rebuild the clusters of `user_id` (None: every user); the number of clusters they now have.
+
+    `on_progress(n)` is called after each user with the number of memories processed.
+    """
+    groups = _group(store.cluster_rows(exclude_metadata=SUMMARY_METADATA, user_id=user_id))
+    users = set(groups) | {key[1] for key in store.cluster_keys(user_id=user_id)}
+    total = 0
+    for user in sorted(users):
+        members = groups.get(user, {})
+        total += _rebuild_user(store, user, members, min_size)
+        if on_progress is not None:
+            on_progress(sum(len(rows) for rows in members.values()))
+    return total
+
+
+def _group(rows) -> dict[str, dict[tuple[str, str], list[tuple]]]:
+    """{user: {(topic, category): [(id, thread_id), ...]}} from cluster_rows tuples."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for memory_id, user, thread_id, topic, category in rows:
+        groups[user][(cluster_key(topic), cluster_key(category))].append((memory_id, thread_id))
+    return groups
+
+
+def _rebuild_user(store: MemoryStore, user: str, members: dict, min_size: int) -> int:
+    wanted = {key: rows for key, rows in members.items() if len(rows) >= min_size}
+    with store.atomic():
+        for topic, category in sorted(wanted):
+            rows = wanted[(topic, category)]
+            store.upsert_cluster(
+                user_id=user,
+                topic=topic,
+                category=category,
+                memory_ids=[memory_id for memory_id, _ in rows],
+                summary=describe(topic, category, rows),
+            )
+        for cluster_id, _, topic, category in store.cluster_keys(user_id=user):
+            if (topic, category) not in wanted:
+                store.delete_cluster(cluster_id=cluster_id)
+    return len(wanted)
+
+
+def describe(topic: str, category: str, rows: list[tuple]) -> str:
+    """A deterministic one-line summary of a cluster."""
+    count = len(rows)
+    threads = len({thread for _, thread in rows if thread is not None})
+    memories = f"{count} memor{'y' if count == 1 else 'ies'}"
+    where = f"across {threads} thread{'' if threads == 1 else 's'}" if threads else "outside any thread"
+    return f"{memories} about {topic} ({category}) {where}"
