@@ -1,5 +1,6 @@
 """memoric: a persistent, deterministic memory store for AI agents (SQLite or PostgreSQL)."""
 
+from memoric.core import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import (
     ConfigError,
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "LockTimeout",
+    "Memoric",
     "MemoricError",
     "MemoryStore",
     "MigrationError",

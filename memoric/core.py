@@ -1,15 +1,37 @@
-"""Memoric: the facade agent scripts use (save, retrieve, policies, clusters, stats, migrate)."""
+"""Memoric: the facade agent scripts use (save, retrieve, policies, clusters, stats, migrate).
+
+`Memoric()` resolves its database (argument > $MEMORIC_DATABASE_URL > config > the embedded
+SQLite file `~/.memoric/memoric.db`) and, before its first data operation, makes sure the schema
+is there: an empty database is built through the migration chain; one behind head raises
+`MigrationError` unless `auto_migrate=True`.
+"""
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import os
+import threading
+from collections.abc import Callable
 
+from memoric import clustering, policies, validation
 from memoric.config import load_config, resolve_dsn, tier_names
-from memoric.db.store import MemoryStore
+from memoric.db.store import MemoryStore, utc_now
+from memoric.errors import ValidationError
+from memoric.migrations import Migrations
+from memoric.scoring import ScoreFormula
+
+SCOPES = ("thread", "topic", "user")
+Enricher = Callable[[str, dict], dict | None]
 
 
 class Memoric:
-    """One memory store for an agent: `Memoric().save(...)` works with no setup."""
+    """One memory store for an agent: `Memoric().save(...)` works with no setup.
+
+    Beyond DESIGN §3: `summarizer(memories, max_chars) -> str` replaces the default extractive
+    thread summary; `enricher(content, metadata) -> dict` may add metadata keys on save (never
+    overwrite the caller's); `clock() -> datetime` is the time source (tests, replays).
+    """
 
     def __init__(
         self,
@@ -17,7 +39,180 @@ class Memoric:
         config_path: str | os.PathLike | None = None,
         config: dict | None = None,
         auto_migrate: bool = False,
+        *,
+        summarizer: policies.Summarizer | None = None,
+        enricher: Enricher | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.config = load_config(config_path, config)
-        self.db = MemoryStore(resolve_dsn(dsn, self.config), tiers=tier_names(self.config))
+        self.db = MemoryStore(resolve_dsn(dsn, self.config), tiers=tier_names(self.config), clock=clock)
         self.auto_migrate = auto_migrate
+        self.summarizer = summarizer
+        self.enricher = enricher
+        self.formula = ScoreFormula.from_config(self.config["scoring"])
+        self.migrations = Migrations(self.db)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Memoric({self.db!r})"
+
+    def __enter__(self) -> Memoric:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        self.db.close()
+
+    # --- schema -------------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        """Check (or build) the schema once, before the first data operation."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self.migrations.ensure_schema(self.auto_migrate)
+                self._schema_ready = True
+
+    def init_db(self) -> None:
+        """Create the schema from the models and record it as being at the latest migration."""
+        self.migrations.init_db()
+        self._schema_ready = True
+
+    def migrate(self, target: str = "head") -> list[str]:
+        """Apply the migrations up to `target`; the names applied."""
+        applied = self.migrations.upgrade(target)
+        self._schema_ready = False
+        return applied
+
+    # --- memories -----------------------------------------------------------------------
+
+    def save(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        thread_id: str | None = None,
+        metadata: dict | None = None,
+        namespace: str | None = None,
+        tier: str | None = None,
+        score: int | None = None,
+    ) -> int:
+        """Store one memory; its id. `tier` defaults to the first tier, `score` to 50."""
+        self._ready()
+        validation.user_id(user_id)
+        validation.clean_text("content", content)
+        metadata = copy.deepcopy(validation.metadata(metadata))
+        if self.enricher is not None:
+            metadata = {**self._enrichment(content, metadata), **metadata}
+        return self.db.insert_memory(
+            user_id=user_id,
+            content=content,
+            thread_id=thread_id,
+            metadata=metadata,
+            namespace=namespace,
+            tier=tier,
+            score=score,
+        )
+
+    def _enrichment(self, content: str, metadata: dict) -> dict:
+        extra = self.enricher(content, copy.deepcopy(metadata))
+        if extra is None:
+            return {}
+        if not isinstance(extra, dict):
+            raise ValidationError(f"the enricher must return a dict or None, got {type(extra).__name__}")
+        return validation.metadata(extra, "enricher metadata")
+
+    def retrieve(
+        self,
+        user_id: str,
+        *,
+        thread_id: str | None = None,
+        metadata_filter: dict | None = None,
+        scope: str = "thread",
+        namespace: str | None = None,
+        top_k: int = 10,
+        include_summarized: bool = False,
+    ) -> list[dict]:
+        """The `top_k` best memories of one user in one namespace, by the score of DESIGN §7.
+
+        scope `thread`: that thread (every thread of the user when none is given); `topic`: the
+        user's threads holding a memory with `metadata_filter["topic"]` (the other filter keys
+        still apply); `user`: all the user's memories. Ties go to the newest. Each dict has `_score`.
+        """
+        self._ready()
+        if scope not in SCOPES:
+            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+        pattern = dict(validation.metadata_filter(metadata_filter) or {})
+        query = {"where_metadata": pattern}
+        if scope == "thread":
+            query["thread_id"] = thread_id
+        elif scope == "topic":
+            if "topic" not in pattern:
+                raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
+            query["topic"] = pattern.pop("topic")
+        return self.db.ranked_memories(
+            user_id=user_id,
+            formula=self.formula,
+            namespace=namespace,
+            bonus_thread_id=thread_id,
+            include_summarized=include_summarized,
+            limit=top_k,
+            **query,
+        )
+
+    # --- policies, clusters, stats ------------------------------------------------------
+
+    def run_policies(
+        self,
+        *,
+        user_id: str | None = None,
+        dry_run: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict:
+        """Tier migration, trimming and thread summaries (DESIGN §7); the counts."""
+        self._ready()
+        if user_id is not None:
+            validation.user_id(user_id)
+        return policies.run_policies(
+            self.db,
+            self.config,
+            user_id=user_id,
+            dry_run=dry_run,
+            summarizer=self.summarizer,
+            on_progress=on_progress,
+        )
+
+    def rebuild_clusters(
+        self, user_id: str | None = None, *, on_progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Rebuild the topic clusters of one user (None: all); how many clusters they now have."""
+        self._ready()
+        if user_id is not None:
+            validation.user_id(user_id)
+        min_size = self.config["clustering"]["min_size"]
+        return clustering.rebuild_clusters(
+            self.db, min_size=min_size, user_id=user_id, on_progress=on_progress
+        )
+
+    def get_clusters(
+        self,
+        user_id: str | None = None,
+        *,
+        topic: str | None = None,
+        category: str | None = None,
+        limit: int | None = 100,
+    ) -> list[dict]:
+        """Clusters matching every filter, largest first."""
+        self._ready()
+        return self.db.get_clusters(user_id=user_id, topic=topic, category=category, limit=limit)
+
+    def stats(self, user_id: str | None = None) -> dict:
+        """Counts of memories (total, per tier, summarized), users, threads and clusters."""
+        self._ready()
+        counts = self.db.memory_stats(user_id=user_id)
+        return {**counts, "dialect": self.db.dialect, "schema_version": self.migrations.current()}
