@@ -631,15 +631,18 @@ def _gin_code(table: str, name: str, definition: tuple[str, str] | None) -> str:
 
 _find_field_type = auto.find_field_type
 _model_to_code = auto.model_to_code
+_diff_model = auto.diff_model
 
 
 _column_init = auto.Column.__init__
 
 
 def _column_init_with_default(self, field: peewee.Field, **kwargs) -> None:
-    """peewee-migrate's column, which also writes the field's SQL DEFAULT (as `constraints`)."""
+    """peewee-migrate's column, which also writes the SQL DEFAULT and a `dict`/`list` default."""
     _column_init(self, field, **kwargs)
     self.default = _sql_default(field)
+    if field.default in (dict, list):
+        self.extra_parameters = {**(self.extra_parameters or {}), "default": field.default.__name__}
 
 
 def _sql_default(field: peewee.Field) -> str | None:
@@ -703,6 +706,13 @@ def _create_model_code(model: type[peewee.Model], **kwargs) -> str:
     return "\n".join(lines)
 
 
+def _diff_model_drop_indexes_first(model, source, **opts) -> list[str]:
+    """One table's changes with index drops first: SQLite cannot drop an indexed column."""
+    changes = _diff_model(model, source, **opts)
+    drops = [change for change in changes if "DROP INDEX" in change]
+    return drops + [change for change in changes if change not in drops]
+
+
 @contextlib.contextmanager
 def _generator_patches() -> Iterator[None]:
     """peewee-migrate's generator, taught memoric's fields, SQL defaults and named indexes."""
@@ -711,6 +721,7 @@ def _generator_patches() -> Iterator[None]:
         "add_index": _create_index_code,
         "drop_index": _drop_index_code,
         "create_model": _create_model_code,
+        "diff_model": _diff_model_drop_indexes_first,
     }
     saved = {name: getattr(auto, name) for name in replacements}
     modules = dict(auto.FIELD_MODULES_MAP)

@@ -1,0 +1,687 @@
+"""The migration chain on SQLite and PostgreSQL: schema, targets, failures, locking, drafts."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import peewee
+import pytest
+
+from memoric.db.models import (
+    CLUSTER_INDEXES,
+    GIN_INDEXES,
+    MEMORY_INDEXES,
+    JSONDocumentField,
+    Memory,
+    MemoryCluster,
+)
+from memoric.db.store import MemoryStore
+from memoric.errors import LockTimeout, MemoricError, MigrationError
+from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
+
+HEAD = "001_initial_schema"
+MEMORIC_TABLES = ("memories", "memory_clusters")
+
+ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
+
+import peewee as pw
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.add_fields("memories", importance=pw.IntegerField(default=0))
+    migrator.sql('CREATE INDEX IF NOT EXISTS "idx_memories_importance" ON "memories" ("importance")')
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP INDEX IF EXISTS "idx_memories_importance"')
+    migrator.remove_fields("memories", "importance")
+'''
+
+FAILS_HALFWAY = '''"""Test-only: creates a table and an index, then fails."""
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "half_done" ("id" INTEGER PRIMARY KEY)')
+    migrator.sql('CREATE INDEX "idx_memories_half" ON "memories" ("content")')
+    migrator.sql('INSERT INTO "no_such_table" VALUES (1)')
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "half_done"')
+'''
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def chain(directory: Path, **extra: str) -> Path:
+    """A migrations directory: the shipped chain plus `extra` files (name -> source)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in default_migrate_dir().glob("[0-9][0-9][0-9]_*.py"):
+        shutil.copy(path, directory / path.name)
+    for name, source in extra.items():
+        (directory / f"{name}.py").write_text(source, encoding="utf-8")
+    return directory
+
+
+def tables(store: MemoryStore) -> set[str]:
+    return set(store.database.get_tables())
+
+
+def schema(store: MemoryStore, table_names=MEMORIC_TABLES) -> dict:
+    """Columns (type, nullability, default, primary key) and indexes of each table, from the catalogue."""
+    return {
+        table: {"columns": columns(store, table), "indexes": indexes(store, table)} for table in table_names
+    }
+
+
+def columns(store: MemoryStore, table: str) -> list[tuple]:
+    database = store.database
+    if store.is_sqlite:
+        rows = database.execute_sql(f'PRAGMA table_info("{table}")').fetchall()
+        return [
+            (name, kind.upper(), bool(notnull), default, bool(pk))
+            for _, name, kind, notnull, default, pk in rows
+        ]
+    rows = database.execute_sql(
+        "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
+        "ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def indexes(store: MemoryStore, table: str) -> dict[str, tuple]:
+    database = store.database
+    if store.is_sqlite:
+        found = {}
+        for _, name, unique, *_ in database.execute_sql(f'PRAGMA index_list("{table}")').fetchall():
+            info = database.execute_sql(f'PRAGMA index_info("{name}")').fetchall()
+            found[name] = (bool(unique), tuple(column for _, _, column in sorted(info)))
+        return found
+    rows = database.execute_sql(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s",
+        (table,),
+    ).fetchall()
+    return dict(rows)
+
+
+def history_names(store: MemoryStore) -> list[str]:
+    rows = store.database.execute_sql(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id').fetchall()
+    return [name for (name,) in rows]
+
+
+@pytest.fixture
+def store(new_dsn):
+    store = MemoryStore(new_dsn())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def model_schema(new_dsn) -> dict:
+    """The schema `MemoryStore.create_schema()` builds from the models, on this dialect."""
+    reference = MemoryStore(new_dsn())
+    reference.create_schema()
+    built = schema(reference)
+    reference.close()
+    return built
+
+
+# --- upgrade, downgrade, the exact schema ----------------------------------------------------
+
+
+def test_upgrade_from_empty_builds_the_models_schema(store, model_schema):
+    assert Migrations(store).upgrade() == [HEAD]
+    assert tables(store) == {*MEMORIC_TABLES, HISTORY_TABLE}
+    assert schema(store) == model_schema
+    memory_indexes = set(indexes(store, "memories"))
+    assert set(MEMORY_INDEXES) <= memory_indexes
+    assert set(CLUSTER_INDEXES) <= set(indexes(store, "memory_clusters"))
+    assert (set(GIN_INDEXES) <= memory_indexes) is store.is_postgres
+    assert bool(set(GIN_INDEXES) & memory_indexes) is store.is_postgres
+
+
+def test_column_types_per_dialect(store):
+    Migrations(store).upgrade()
+    by_name = {column[0]: column for column in columns(store, "memories")}
+    if store.is_postgres:
+        assert by_name["metadata"][1:5] == ("jsonb", None, "NO", "'{}'::jsonb")
+        assert by_name["related_threads"][4] == "'[]'::jsonb"
+        assert by_name["created_at"][1] == "timestamp with time zone"
+        assert by_name["summarized"][1:] == ("boolean", None, "NO", "false")
+        assert by_name["user_id"][1:4] == ("character varying", 128, "NO")
+        assert by_name["namespace"][3] == "YES"
+    else:
+        assert by_name["metadata"][1:4] == ("TEXT", True, "'{}'")
+        assert by_name["related_threads"][3] == "'[]'"
+        assert by_name["created_at"][1] == "DATETIME"
+        assert by_name["score"][1:4] == ("INTEGER", True, "50")
+        assert by_name["namespace"][2] is False
+
+
+def test_migrated_schema_serves_the_store(store):
+    Migrations(store).upgrade()
+    memory_id = store.insert_memory(user_id="ada", content="likes tea", metadata={"topic": "food"})
+    assert [m["id"] for m in store.get_memories(user_id="ada", where_metadata={"topic": "food"})] == [
+        memory_id
+    ]
+    assert store.upsert_cluster(user_id="ada", topic="food", category="general", memory_ids=[memory_id]) > 0
+
+
+def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    assert migrations.downgrade("base") == [HEAD]
+    assert tables(store) == {HISTORY_TABLE}
+    assert history_names(store) == []
+    assert migrations.current() is None
+    assert migrations.upgrade() == [HEAD]
+    assert schema(store) == model_schema
+
+
+def test_upgrade_adopts_tables_that_already_exist(store, model_schema):
+    store.create_schema()
+    assert Migrations(store).upgrade() == [HEAD]
+    assert schema(store) == model_schema
+
+
+def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_path):
+    migrations = Migrations(
+        store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    )
+    assert migrations.upgrade("001") == [HEAD]
+    ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
+    cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
+    before = store.get_memories(user_id="ada")
+
+    assert migrations.upgrade() == ["002_add_importance"]
+    values = store.database.execute_sql('SELECT importance FROM "memories" ORDER BY id').fetchall()
+    assert values == [(0,), (0,), (0,)]
+    assert "idx_memories_importance" in indexes(store, "memories")
+    assert migrations.downgrade() == ["002_add_importance"]
+    assert "importance" not in {column[0] for column in columns(store, "memories")}
+    assert store.get_memories(user_id="ada") == before
+    assert migrations.upgrade() == ["002_add_importance"]
+    assert store.get_memories(user_id="ada") == before
+    assert store.get_clusters(user_id="ada")[0]["cluster_id"] == cluster_id
+    assert set(MEMORY_INDEXES) <= set(indexes(store, "memories"))
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def test_a_failing_migration_leaves_schema_and_history_unchanged(store, tmp_path):
+    migrations = Migrations(
+        store, migrate_dir=chain(tmp_path / "chain", **{"002_fails_halfway": FAILS_HALFWAY})
+    )
+    migrations.upgrade("001")
+    before = schema(store)
+    with pytest.raises(MigrationError, match="002_fails_halfway") as failure:
+        migrations.upgrade()
+    assert isinstance(failure.value.__cause__, peewee.DatabaseError)
+    assert "unchanged" in str(failure.value)
+    assert "half_done" not in tables(store)
+    assert schema(store) == before
+    assert history_names(store) == [HEAD]
+    assert migrations.pending() == ["002_fails_halfway"]
+    store.insert_memory(user_id="ada", content="the store still works")
+
+
+def test_failure_in_a_later_migration_keeps_the_earlier_ones_of_the_run(store, tmp_path):
+    directory = chain(
+        tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE, "003_fails": FAILS_HALFWAY}
+    )
+    with pytest.raises(
+        MigrationError, match=r"003_fails.*completed before it: 001_initial_schema, 002_add_imp"
+    ):
+        Migrations(store, migrate_dir=directory).upgrade()
+    assert history_names(store) == [HEAD, "002_add_importance"]
+    assert "half_done" not in tables(store)
+
+
+def test_a_failing_rollback_is_undone_and_named(store, tmp_path):
+    broken = ADD_IMPORTANCE.replace(
+        'migrator.remove_fields("memories", "importance")', "migrator.sql('DROP TABLE \"no_such_table\"')"
+    )
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": broken}))
+    migrations.upgrade()
+    with pytest.raises(
+        MigrationError, match=r"rollback of migration 002_add_importance failed.*no_such_table"
+    ):
+        migrations.downgrade()
+    assert migrations.current() == "002_add_importance"
+    assert "idx_memories_importance" in indexes(store, "memories")
+
+
+def test_an_applied_migration_whose_file_is_gone_cannot_be_rolled_back(store, tmp_path):
+    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    Migrations(store, migrate_dir=directory).upgrade()
+    (directory / "002_add_importance.py").unlink()
+    migrations = Migrations(store, migrate_dir=directory)
+    assert migrations.pending() == []
+    assert migrations.history()[-1]["name"] == "002_add_importance"
+    with pytest.raises(MigrationError, match="002_add_importance"):
+        migrations.downgrade()
+
+
+def test_missing_directory_is_a_migration_error(store, tmp_path):
+    with pytest.raises(MigrationError, match="does not exist"):
+        Migrations(store, migrate_dir=tmp_path / "nowhere").upgrade()
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_refuses_to_run_inside_an_open_transaction(store):
+    with store.database.atomic(), pytest.raises(MigrationError, match="transaction"):
+        Migrations(store).upgrade()
+
+
+# --- targets, history, stamp, sql ------------------------------------------------------------
+
+
+@pytest.fixture
+def three(store, tmp_path) -> Migrations:
+    """A chain of three migrations on an empty database."""
+    second = ADD_IMPORTANCE
+    third = ADD_IMPORTANCE.replace("importance", "weight")
+    return Migrations(
+        store, migrate_dir=chain(tmp_path / "chain", **{"002_importance": second, "003_weight": third})
+    )
+
+
+def test_relative_and_named_targets(three):
+    assert three.upgrade("+1") == [HEAD]
+    assert three.upgrade("003_weight") == ["002_importance", "003_weight"]
+    assert three.downgrade("-2") == ["003_weight", "002_importance"]
+    assert three.upgrade("2") == ["002_importance"]
+    assert three.current() == "002_importance"
+    assert three.upgrade("001") == []
+    assert three.downgrade("001_initial_schema") == ["002_importance"]
+    assert three.upgrade("head") == ["002_importance", "003_weight"]
+    assert three.downgrade("head") == []
+    assert three.downgrade() == ["003_weight"]
+    assert three.downgrade("base") == ["002_importance", HEAD]
+    assert three.current() is None
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "message"),
+    [
+        ("upgrade", "nonsense", "unknown migration target 'nonsense'.*001_initial_schema, 002_importance"),
+        ("upgrade", "004", "unknown migration target '004'"),
+        ("upgrade", "+0", "unknown migration target"),
+        ("upgrade", "+4", "only 3 migration"),
+        ("upgrade", "-1", "use `downgrade -1`"),
+        ("downgrade", "-1", "only 0 migration"),
+        ("downgrade", "+1", "use `upgrade \\+1`"),
+        ("stamp", "002_nope", "unknown migration target"),
+    ],
+)
+def test_bad_targets_are_migration_errors(three, method, target, message):
+    with pytest.raises(MigrationError, match=message):
+        getattr(three, method)(target)
+    assert three.current() is None
+
+
+def test_history_pending_and_current(three):
+    assert three.current() is None
+    assert three.pending() == [HEAD, "002_importance", "003_weight"]
+    assert HISTORY_TABLE not in tables(three.store), "reading the state writes nothing"
+    three.upgrade("+2")
+    history = three.history()
+    assert [(row["name"], row["applied"]) for row in history] == [
+        (HEAD, True),
+        ("002_importance", True),
+        ("003_weight", False),
+    ]
+    assert history[0]["applied_at"].utcoffset().total_seconds() == 0
+    assert history[2]["applied_at"] is None
+    assert three.pending() == ["003_weight"]
+    assert three.current() == "002_importance"
+
+
+def test_history_names_are_unique(store):
+    Migrations(store).upgrade()
+    with pytest.raises(peewee.IntegrityError):
+        store.database.execute_sql(
+            f"INSERT INTO \"{HISTORY_TABLE}\" (name, migrated_at) VALUES ('{HEAD}', CURRENT_TIMESTAMP)"
+        )
+
+
+def test_stamp_moves_the_version_without_ddl(three):
+    store = three.store
+    assert three.stamp("head") == "003_weight"
+    assert tables(store) == {HISTORY_TABLE}
+    assert three.pending() == []
+    assert three.stamp("-1") == "002_importance"
+    assert three.stamp("base") is None
+    assert history_names(store) == []
+    assert three.stamp("+1") == HEAD
+    assert three.stamp("002") == "002_importance"
+    assert tables(store) == {HISTORY_TABLE}
+
+
+def test_adopting_an_existing_database_with_stamp(store, model_schema):
+    store.create_schema()
+    memory_id = store.insert_memory(user_id="ada", content="kept")
+    migrations = Migrations(store)
+    assert migrations.stamp("head") == HEAD
+    assert migrations.upgrade() == []
+    assert store.get_memory(memory_id)["content"] == "kept"
+    assert schema(store) == model_schema
+
+
+def test_sql_shows_the_statements_and_changes_nothing(three):
+    store = three.store
+    statements = three.sql("upgrade", "head")
+    assert tables(store) == set()
+    assert three.pending() == [HEAD, "002_importance", "003_weight"]
+    text = "\n".join(statements)
+    assert 'CREATE TABLE IF NOT EXISTS "memories"' in text
+    assert ("USING GIN" in text) is store.is_postgres
+    assert 'CREATE INDEX IF NOT EXISTS "idx_memories_weight"' in text
+    assert f"'{HEAD}'" in text, "the history rows, parameters inlined"
+    assert not any(s.lstrip().upper().startswith(("SELECT", "SAVEPOINT", "RELEASE")) for s in statements)
+
+    three.upgrade()
+    assert three.sql("upgrade", "head") == []
+    down = three.sql("downgrade", "-1")
+    assert any('DROP INDEX IF EXISTS "idx_memories_weight"' in s for s in down)
+    assert "weight" in {column[0] for column in columns(store, "memories")}
+    assert three.current() == "003_weight"
+    with pytest.raises(MigrationError, match="direction"):
+        three.sql("sideways", "head")
+
+
+# --- init_db and ensure_schema ---------------------------------------------------------------
+
+
+def test_init_db_then_upgrade_is_a_no_op(store, model_schema):
+    migrations = Migrations(store)
+    migrations.init_db()
+    assert migrations.current() == HEAD
+    assert schema(store) == model_schema
+    assert migrations.upgrade() == []
+    migrations.init_db()
+    assert history_names(store) == [HEAD]
+
+
+def test_init_db_refuses_a_database_behind_head(store, tmp_path):
+    migrations = Migrations(
+        store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    )
+    migrations.upgrade("001")
+    with pytest.raises(MigrationError, match="memoric migrate upgrade"):
+        migrations.init_db()
+
+
+def test_ensure_schema_builds_an_empty_database_through_the_chain(store):
+    migrations = Migrations(store)
+    migrations.ensure_schema()
+    assert history_names(store) == [HEAD]
+    migrations.ensure_schema()
+    assert history_names(store) == [HEAD]
+
+
+def test_ensure_schema_refuses_a_database_behind_head(store, tmp_path):
+    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    Migrations(store, migrate_dir=directory).upgrade("001")
+    migrations = Migrations(store, migrate_dir=directory)
+    with pytest.raises(
+        MigrationError, match=r"002_add_importance.*run `memoric migrate upgrade`.*auto_migrate"
+    ):
+        migrations.ensure_schema()
+    assert migrations.current() == HEAD
+    migrations.ensure_schema(auto_migrate=True)
+    assert migrations.current() == "002_add_importance"
+
+
+def test_ensure_schema_refuses_tables_without_history(store):
+    store.create_schema()
+    with pytest.raises(MigrationError, match="memoric migrate upgrade"):
+        Migrations(store).ensure_schema()
+    Migrations(store).ensure_schema(auto_migrate=True)
+    assert history_names(store) == [HEAD]
+
+
+def test_ensure_schema_after_downgrade_base_rebuilds(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    migrations.downgrade("base")
+    migrations.ensure_schema()
+    assert migrations.current() == HEAD
+
+
+# --- locking ---------------------------------------------------------------------------------
+
+
+def test_a_held_lock_times_out_and_reports_waiting(store):
+    waits = []
+    other = MemoryStore(store.dsn)
+    try:
+        with other.lock(LOCK_NAME):
+            migrations = Migrations(store, lock_timeout=0.2, on_wait=lambda: waits.append(1))
+            with pytest.raises(LockTimeout, match="migrations"):
+                migrations.upgrade()
+    finally:
+        other.close()
+    assert waits == [1]
+    assert migrations.current() is None
+    assert migrations.upgrade() == [HEAD]
+
+
+def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_path):
+    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    holder = MemoryStore(store.dsn)
+    both_waiting = threading.Barrier(3)
+    results, errors = [], []
+
+    def upgrade():
+        worker = MemoryStore(store.dsn)
+        try:
+            results.append(Migrations(worker, migrate_dir=directory, on_wait=both_waiting.wait).upgrade())
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            worker.close()
+
+    with holder.lock(LOCK_NAME):
+        threads = [threading.Thread(target=upgrade) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        both_waiting.wait(timeout=30)
+    for thread in threads:
+        thread.join(timeout=60)
+    holder.close()
+    assert errors == []
+    assert sorted(results, key=len) == [[], [HEAD, "002_add_importance"]]
+    assert history_names(store) == [HEAD, "002_add_importance"]
+
+
+# --- SQLite: foreign keys stay off during migrations -----------------------------------------
+
+PARENT_CHILD = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "parent" ("id" INTEGER PRIMARY KEY, "name" TEXT)')
+    migrator.sql(
+        'CREATE TABLE "child" ("id" INTEGER PRIMARY KEY, '
+        '"parent_id" INTEGER NOT NULL REFERENCES "parent" ("id") ON DELETE CASCADE)'
+    )
+    migrator.sql("INSERT INTO parent VALUES (1, 'p')")
+    migrator.sql("INSERT INTO child VALUES (1, 1)")
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "child"')
+    migrator.sql('DROP TABLE "parent"')
+"""
+REBUILD_PARENT = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "parent_new" ("id" INTEGER PRIMARY KEY, "name" TEXT NOT NULL DEFAULT \\'\\')')
+    migrator.sql('INSERT INTO "parent_new" SELECT "id", "name" FROM "parent"')
+    migrator.sql('DROP TABLE "parent"')
+    migrator.sql('ALTER TABLE "parent_new" RENAME TO "parent"')
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+"""
+ORPHAN = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql("INSERT INTO child VALUES (2, 99)")
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+"""
+
+
+@pytest.fixture
+def sqlite_only(dialect):
+    if dialect != "sqlite":
+        pytest.skip("SQLite foreign-key handling")
+
+
+@pytest.mark.usefixtures("sqlite_only")
+def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, tmp_path):
+    store.database.pragma("foreign_keys", 1)
+    directory = chain(tmp_path / "chain", **{"002_parent_child": PARENT_CHILD, "003_rebuild": REBUILD_PARENT})
+    Migrations(store, migrate_dir=directory).upgrade()
+    assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
+    assert store.database.pragma("foreign_keys") == 1, "the connection's setting is restored"
+
+
+@pytest.mark.usefixtures("sqlite_only")
+def test_sqlite_foreign_key_violation_fails_the_migration(store, tmp_path):
+    directory = chain(tmp_path / "chain", **{"002_parent_child": PARENT_CHILD, "003_orphan": ORPHAN})
+    migrations = Migrations(store, migrate_dir=directory)
+    with pytest.raises(MigrationError, match=r"003_orphan.*foreign key violations"):
+        migrations.upgrade()
+    assert migrations.current() == "002_parent_child"
+    assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
+
+
+@pytest.mark.usefixtures("sqlite_only")
+def test_sqlite_store_connections_do_not_enforce_foreign_keys(store):
+    assert store.database.pragma("foreign_keys") == 0
+
+
+# --- new migration files ---------------------------------------------------------------------
+
+
+def load(path: Path) -> dict:
+    scope: dict = {}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), scope)
+    return scope
+
+
+def test_create_writes_the_template_with_both_functions(store, tmp_path):
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
+    path = migrations.create("Add importance, please!")
+    assert path.name == "002_add_importance_please.py"
+    scope = load(path)
+    assert {"migrate", "rollback"} <= set(scope)
+    assert "fake=False" in path.read_text()
+    assert migrations.pending() == [HEAD, "002_add_importance_please"]
+    assert migrations.upgrade() == [HEAD, "002_add_importance_please"]
+    assert migrations.downgrade() == ["002_add_importance_please"]
+    assert migrations.create("next").name == "003_next.py"
+    with pytest.raises(MigrationError, match="message"):
+        migrations.create("  !! ")
+
+
+def test_auto_draft_at_head_finds_no_changes(store, tmp_path):
+    directory = chain(tmp_path / "chain")
+    with pytest.raises(MigrationError, match="no changes"):
+        Migrations(store, migrate_dir=directory).create("nothing", auto=True)
+    assert sorted(path.name for path in directory.glob("*.py")) == [f"{HEAD}.py"]
+
+
+def test_auto_draft_from_empty_chain_builds_the_models_schema(store, tmp_path, model_schema):
+    migrations = Migrations(store, migrate_dir=tmp_path / "drafts")
+    (tmp_path / "drafts").mkdir()
+    path = migrations.create("initial", auto=True)
+    source = path.read_text()
+    assert "DRAFT" in source
+    assert "mf.JSONDocumentField" in source and "pw_pext" not in source
+    assert "USING GIN" in source and "isinstance(database, pw.PostgresqlDatabase)" in source
+    assert migrations.upgrade() == ["001_initial"]
+    assert schema(store) == model_schema
+    with pytest.raises(MigrationError, match="no changes"):
+        migrations.create("again", auto=True)
+    assert migrations.downgrade("base") == ["001_initial"]
+    assert tables(store) == {HISTORY_TABLE}
+
+
+def test_auto_draft_adds_a_json_field_and_an_index(store, tmp_path):
+    class Memory2(Memory):
+        labels = JSONDocumentField(default=list, constraints=[peewee.SQL("DEFAULT '[]'")])
+
+        class Meta:
+            table_name = "memories"
+
+    Memory2.add_index(Memory2.user_id, Memory2.labels, name="idx_memories_user_labels")
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
+    path = migrations.create("labels", auto=[Memory2, MemoryCluster])
+    source = path.read_text()
+    assert "labels=mf.JSONDocumentField(constraints=[SQL(\"DEFAULT '[]'\")], default=list)" in source
+    assert "idx_memories_user_labels" in source
+    assert "remove_fields('memories', 'labels')" in source
+    migrations.upgrade()
+    assert "labels" in {column[0] for column in columns(store, "memories")}
+    assert "idx_memories_user_labels" in indexes(store, "memories")
+    store.insert_memory(user_id="ada", content="after the draft")
+    migrations.downgrade()
+    assert "labels" not in {column[0] for column in columns(store, "memories")}
+    assert store.count_memories(user_id="ada") == 1
+
+
+def test_store_errors_are_memoric_errors(store):
+    store.database.execute_sql(f'CREATE TABLE "{HISTORY_TABLE}" ("oops" INTEGER)')
+    with pytest.raises(MemoricError):
+        Migrations(store).current()
+
+
+# --- the facade ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def facade():
+    core = pytest.importorskip("memoric.core")
+    if not all(hasattr(core.Memoric, name) for name in ("init_db", "migrate")):
+        pytest.skip("the Memoric facade has no migration members yet")
+    return core.Memoric
+
+
+def test_facade_builds_an_empty_database_on_first_use(facade, new_dsn):
+    memoric = facade(dsn=new_dsn())
+    memoric.save("ada", "likes tea")
+    assert memoric.migrations.current() == HEAD
+    assert memoric.migrate() == []
+    memoric.close()
+
+
+def test_facade_refuses_a_database_behind_head_unless_auto_migrate(facade, new_dsn):
+    dsn = new_dsn()
+    store = MemoryStore(dsn)
+    store.create_schema()
+    store.close()
+    memoric = facade(dsn=dsn)
+    with pytest.raises(MigrationError, match="memoric migrate upgrade"):
+        memoric.save("ada", "likes tea")
+    memoric.close()
+    memoric = facade(dsn=dsn, auto_migrate=True)
+    memoric.save("ada", "likes tea")
+    assert memoric.migrations.current() == HEAD
+    memoric.close()
+
+
+def test_facade_init_db_records_head(facade, new_dsn):
+    memoric = facade(dsn=new_dsn())
+    memoric.init_db()
+    assert memoric.migrations.pending() == []
+    assert memoric.migrate() == []
+    memoric.close()
