@@ -78,6 +78,10 @@ class Memoric:
                 self.migrations.ensure_schema(self.auto_migrate)
                 self._schema_ready = True
 
+    def ensure_schema(self) -> None:
+        """Check (or build) the schema now, not at the first data operation (e.g. before using `db`)."""
+        self._ready()
+
     def init_db(self) -> None:
         """Create the schema from the models and record it as being at the latest migration."""
         self.migrations.init_db()

@@ -46,6 +46,13 @@ def test_a_fresh_database_is_built_through_the_chain_on_first_use(new_dsn):
     memoric.close()
 
 
+def test_ensure_schema_builds_it_before_the_store_is_used_directly(new_dsn):
+    memoric = Memoric(new_dsn())
+    memoric.ensure_schema()
+    assert memoric.db.count_memories() == 0
+    memoric.close()
+
+
 def test_a_database_behind_head_is_never_migrated_implicitly(new_dsn):
     dsn = new_dsn()
     setup = Memoric(dsn)
