@@ -32,7 +32,7 @@ DEFAULTS: dict = {
     "summarization": {"enabled": True, "min_records": 10, "max_chars": 1000},
     "clustering": {"min_size": 1},
     "scoring": {"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60},
-    "policies": {"batch_size": 5000, "lock_timeout": 600},
+    "policies": {"batch_size": 10000, "lock_timeout": 600},
 }
 TIER_DEFAULTS = {"name": None, "expire_after_days": None, "trim_chars": None}
 

@@ -23,7 +23,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 
 SUMMARY_METADATA = {"kind": "thread_summary"}
-SUMMARY_CHUNK = 100
+SUMMARY_USERS = 50
 ELLIPSIS = "…"
 
 Summarizer = Callable[[list[dict], int], str]
@@ -123,27 +123,31 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
 
 
 def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer, on_progress):
-    """Write the thread summaries of the last tier, SUMMARY_CHUNK threads per transaction."""
-    last = config["tiers"][-1]
+    """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction."""
+    last = config["tiers"][-1]["name"]
     limit = summary_limit(config)
     groups = store.summary_groups(
-        slices=[(last["name"], None, None)],
+        slices=[(last, None, None)],
         min_records=config["summarization"]["min_records"],
         exclude_metadata=SUMMARY_METADATA,
         user_id=user_id,
     )
+    users = sorted({group["user_id"] for group in groups})
     created = marked = 0
-    for start in range(0, len(groups), SUMMARY_CHUNK):
-        items = []
-        for group in groups[start : start + SUMMARY_CHUNK]:
-            sources = store.thread_sources(
-                user_id=group["user_id"],
-                namespace=group["namespace"],
-                thread_id=group["thread_id"],
-                tier=last["name"],
-                exclude_metadata=SUMMARY_METADATA,
+    for start in range(0, len(users), SUMMARY_USERS):
+        chunk = set(users[start : start + SUMMARY_USERS])
+        sources = store.summary_sources(user_ids=sorted(chunk), tier=last, exclude_metadata=SUMMARY_METADATA)
+        threads: dict[tuple, list[dict]] = {}
+        for memory in sources:
+            threads.setdefault((memory["user_id"], memory["namespace"], memory["thread_id"]), []).append(
+                memory
             )
-            items.append((_summary_row(group, sources, last["name"], summarizer, limit), _ids(sources)))
+        items = [
+            (_summary_row(group, thread, last, summarizer, limit), _ids(thread))
+            for group in groups
+            if group["user_id"] in chunk
+            and (thread := threads.get((group["user_id"], group["namespace"], group["thread_id"])))
+        ]
         written, sources_marked = store.write_summaries(items)
         created += written
         marked += sources_marked

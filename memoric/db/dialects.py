@@ -86,10 +86,14 @@ class SqliteDialect:
         Rounds toward zero, which is the floor for every non-negative age (the score treats any
         negative age as 0, so the two roundings never disagree where it matters).
         """
-        whole = peewee.fn.strftime(_text("%s"), peewee.fn.substr(column, 1, 19)).cast("INTEGER")
+        whole = peewee.fn.unixepoch(peewee.fn.substr(column, 1, 19))
         micros = peewee.fn.substr(column, 21, 6).cast("INTEGER")
         column_us = whole * 1_000_000 + micros
         return (peewee.Value(epoch_microseconds(now), converter=False) - column_us) / 1_000_000
+
+    def clamp(self, value, low, high):
+        """`value` limited to [low, high] (evaluated once)."""
+        return peewee.fn.min(peewee.fn.max(value, low), high)
 
     def json_text(self, column, key: str):
         """The string at `column.key`, or NULL when missing or not a JSON string."""
@@ -152,6 +156,10 @@ class PostgresDialect:
             peewee.NodeList((peewee.SQL("EPOCH FROM"), now_value, peewee.SQL("-"), column))
         )
         return peewee.fn.FLOOR(seconds).cast("BIGINT")
+
+    def clamp(self, value, low, high):
+        """`value` limited to [low, high] (evaluated once)."""
+        return peewee.fn.LEAST(peewee.fn.GREATEST(value, low), high)
 
     def json_text(self, column, key: str):
         """The string at `column.key`, or NULL when missing or not a JSON string."""

@@ -567,7 +567,7 @@ class MemoryStore:
         m = self.Memory
         decay = formula.decay_seconds
         age = self._sql.age_seconds(m.updated_at, now)
-        remaining = peewee.Case(None, [(age <= 0, decay), (age >= decay, 0)], decay - age)
+        remaining = decay - self._sql.clamp(age, 0, decay)
         same_thread = peewee.Value(0)
         if bonus_thread_id is not None:
             same_thread = peewee.Case(None, [(m.thread_id == bonus_thread_id, 1)], 0)
@@ -632,37 +632,51 @@ class MemoryStore:
             conditions.append(peewee.fn.LENGTH(m.content) > validation.count("longer_than", longer_than))
         return self._select(conditions).count()
 
+    def _batched_update(self, conditions: list, values: dict, batch_size: int, on_batch) -> int:
+        """UPDATE the rows matching `conditions` in batches of consecutive ids, one transaction each.
+
+        A batch ends at the `batch_size`-th matching id after the previous batch (found in SQL,
+        no ids travel to Python), so it touches neighbouring pages and uses the primary key.
+        `on_batch(n)` is called after each batch.
+        """
+        batch_size = max(1, validation.count("batch_size", batch_size))
+        m = self.Memory
+        changed = last_id = 0
+        while True:
+            after = [*conditions, m.id > last_id]
+            boundary = (
+                self._select(after).select(m.id).order_by(m.id).offset(batch_size - 1).limit(1).scalar()
+            )
+            bounded = after if boundary is None else [*after, m.id <= boundary]
+            with self.database.atomic():
+                done = m.update(**values).where(reduce(operator.and_, bounded)).execute()
+            changed += done
+            if on_batch is not None and done:
+                on_batch(done)
+            if boundary is None:
+                return changed
+            last_id = boundary
+
     @_translate_errors
     def move_expired(
-        self, *, from_tier, to_tier, updated_before, user_id=None, batch_size: int = 5000, on_batch=None
+        self, *, from_tier, to_tier, updated_before, user_id=None, batch_size: int = 10000, on_batch=None
     ) -> int:
         """Move memories of `from_tier` not updated since `updated_before` to `to_tier`.
 
-        Set-based and batched (one UPDATE ... WHERE id IN (oldest `batch_size`) per transaction,
-        served by the (tier, updated_at) index); moving sets `updated_at` to now. `on_batch(n)`
-        is called after each batch.
+        Set-based and batched (`_batched_update`; the candidates come from the (tier, updated_at)
+        index or the primary key); moving sets `updated_at` to now.
         """
         to_tier = validation.tier(to_tier, self.tiers)
-        batch_size = max(1, validation.count("batch_size", batch_size))
-        m = self.Memory
         conditions = [
             self._in_slices([(from_tier, updated_before, None)]),
             *self._conditions(user_id=user_id),
         ]
-        moved = 0
-        while True:
-            batch = self._select(conditions).select(m.id).order_by(m.updated_at).limit(batch_size)
-            with self.database.atomic():
-                changed = m.update(tier=to_tier, updated_at=self.clock()).where(m.id.in_(batch)).execute()
-            moved += changed
-            if on_batch is not None and changed:
-                on_batch(changed)
-            if changed < batch_size:
-                return moved
+        values = {"tier": to_tier, "updated_at": self.clock()}
+        return self._batched_update(conditions, values, batch_size, on_batch)
 
     @_translate_errors
     def trim_content(
-        self, *, tier, max_chars: int, user_id=None, batch_size: int = 5000, on_batch=None
+        self, *, tier, max_chars: int, user_id=None, batch_size: int = 10000, on_batch=None
     ) -> int:
         """Cut content longer than `max_chars` in `tier` to `max_chars` characters ending in "…".
 
@@ -671,7 +685,6 @@ class MemoryStore:
         max_chars = validation.count("max_chars", max_chars)
         if max_chars < 2:
             raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
-        batch_size = max(1, validation.count("batch_size", batch_size))
         m = self.Memory
         conditions = [
             self._in_slices([(tier, None, None)]),
@@ -679,16 +692,7 @@ class MemoryStore:
             peewee.fn.LENGTH(m.content) > max_chars,
         ]
         cut = peewee.fn.SUBSTR(m.content, 1, max_chars - 1).concat("…")
-        trimmed = 0
-        while True:
-            batch = self._select(conditions).select(m.id).order_by(m.id).limit(batch_size)
-            with self.database.atomic():
-                changed = m.update(content=cut).where(m.id.in_(batch)).execute()
-            trimmed += changed
-            if on_batch is not None and changed:
-                on_batch(changed)
-            if changed < batch_size:
-                return trimmed
+        return self._batched_update(conditions, {"content": cut}, batch_size, on_batch)
 
     @_translate_errors
     def summary_groups(self, *, slices, min_records: int, exclude_metadata: dict, user_id=None) -> list[dict]:
@@ -720,15 +724,20 @@ class MemoryStore:
         )
 
     @_translate_errors
-    def thread_sources(self, *, user_id, namespace, thread_id, tier, exclude_metadata: dict) -> list[dict]:
-        """The unsummarized memories of one thread in `tier` (namespace None: without one), oldest first."""
+    def summary_sources(self, *, user_ids, tier, exclude_metadata: dict) -> list[dict]:
+        """The unsummarized memories with a thread of these users in `tier`, oldest first.
+
+        Memories whose metadata contains `exclude_metadata` (the summaries) are left out.
+        """
+        users = [validation.user_id(user) for user in user_ids]
+        if not users:
+            return []
         m = self.Memory
         conditions = [
-            m.user_id == validation.user_id(user_id),
-            self._namespace_is(namespace),
-            m.thread_id == validation.clean_text("thread_id", thread_id),
+            m.user_id.in_(users),
             self._in_slices([(tier, None, None)]),
             m.summarized == False,  # noqa: E712 (SQL comparison)
+            m.thread_id.is_null(False),
             self._lacks_metadata(exclude_metadata),
         ]
         query = self._select(conditions).order_by(m.created_at, m.id)
@@ -736,24 +745,26 @@ class MemoryStore:
 
     @_translate_errors
     def write_summaries(self, items: Iterable[tuple[dict, list[int]]]) -> tuple[int, int]:
-        """Insert each summary row and mark its sources summarized, all in one transaction.
+        """Insert the summary rows and mark their sources summarized, all in one transaction.
 
         Returns (summaries written, sources marked). Sources already summarized are left alone.
         """
         checked = [(self._memory_row(row), validation.memory_ids(ids)) for row, ids in items]
+        if not checked:
+            return 0, 0
         m = self.Memory
-        written = marked = 0
+        sources = [memory_id for _, ids in checked for memory_id in ids]
+        marked = 0
         with self.database.atomic():
-            for row, ids in checked:
-                self.Memory.insert(row).execute()
-                written += 1
-                for chunk in _chunks(ids, ID_CHUNK_SIZE):
-                    query = m.update(summarized=True, updated_at=self.clock())
-                    marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712
-        return written, marked
+            for rows in _group_by_keys([row for row, _ in checked]):
+                m.insert_many(rows).execute()
+            for chunk in _chunks(sources, ID_CHUNK_SIZE):
+                query = m.update(summarized=True, updated_at=self.clock())
+                marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712
+        return len(checked), marked
 
     @_translate_errors
-    def cluster_rows(self, *, exclude_metadata: dict, user_id=None) -> Iterator[tuple]:
+    def cluster_rows(self, *, exclude_metadata: dict, user_id=None) -> list[tuple]:
         """(id, user_id, thread_id, topic, category) of every memory lacking `exclude_metadata`.
 
         topic and category are the metadata values when they are JSON strings, else None; only
@@ -764,7 +775,7 @@ class MemoryStore:
         category = self._sql.json_text(m.metadata, "category")
         conditions = [*self._conditions(user_id=user_id), self._lacks_metadata(exclude_metadata)]
         query = self._select(conditions).select(m.id, m.user_id, m.thread_id, topic, category)
-        return list(query.tuples().iterator())
+        return self.database.execute(query).fetchall()
 
     @_translate_errors
     def cluster_keys(self, *, user_id=None) -> list[tuple]:
@@ -780,17 +791,12 @@ class MemoryStore:
         """total, by_tier, summarized, users, threads (distinct user/thread pairs) and clusters."""
         m, c = self.Memory, self.MemoryCluster
         conditions = self._conditions(user_id=user_id)
-        summarized = peewee.fn.SUM(peewee.Case(None, [(m.summarized == True, 1)], 0))  # noqa: E712
-        per_tier = (
-            self._select(conditions)
-            .select(m.tier, peewee.fn.COUNT(m.id).alias("n"), summarized.alias("summarized"))
-            .group_by(m.tier)
-        )
+        # Separate queries, each served by an index of its own (one GROUP BY reading every row
+        # for `summarized` as well was several times slower on SQLite).
+        per_tier = self._select(conditions).select(m.tier, peewee.fn.COUNT(m.id).alias("n")).group_by(m.tier)
         by_tier = dict.fromkeys(self.tiers, 0)
-        summarized_total = 0
-        for row in per_tier.dicts():
-            by_tier[row["tier"]] = row["n"]
-            summarized_total += int(row["summarized"] or 0)
+        by_tier.update({row["tier"]: row["n"] for row in per_tier.dicts()})
+        summarized_total = self._select([*conditions, m.summarized == True]).count()  # noqa: E712
         users = self._select(conditions).select(m.user_id).distinct().count()
         thread_conditions = [*conditions, m.thread_id.is_null(False)]
         threads = self._select(thread_conditions).select(m.user_id, m.thread_id).distinct().count()
