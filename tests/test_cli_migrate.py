@@ -1,0 +1,321 @@
+"""`memoric migrate`, `db-migrate` and `init-db` on SQLite and PostgreSQL, in-process and as processes."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from memoric.cli import main
+from memoric.db.store import MemoryStore
+from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations
+from tests.test_migrations import ADD_IMPORTANCE, HEAD, chain, history_names, tables
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+WAITING = "Waiting for the migration lock"
+
+
+@pytest.fixture
+def dsn(new_dsn) -> str:
+    return new_dsn()
+
+
+@pytest.fixture
+def cli(dsn, monkeypatch):
+    """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--dsn", dsn, *args])
+
+    return run
+
+
+@pytest.fixture
+def check(dsn):
+    """A store on the same database, to see what the commands did."""
+    store = MemoryStore(dsn)
+    yield store
+    store.close()
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+# --- upgrade, downgrade, inspect ------------------------------------------------------------
+
+
+def test_upgrade_then_inspect_then_downgrade(cli, check):
+    result = cli("migrate", "pending")
+    assert (result.exit_code, result.stdout) == (0, f"{HEAD}\n")
+    assert cli("migrate", "current").stdout == "base\n"
+
+    result = cli("migrate", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert f"Applied {HEAD}" in result.stdout
+    assert f"is at {HEAD} (head)" in result.stdout
+    assert cli("migrate", "current").stdout == f"{HEAD}\n"
+    history = cli("migrate", "history").stdout
+    assert history.startswith(f"applied  {HEAD}  ") and history.rstrip().endswith("UTC")
+    assert "Nothing to apply" in cli("migrate", "upgrade").stdout
+    assert "at head" in cli("migrate", "pending").stderr
+
+    result = cli("migrate", "downgrade")
+    assert result.exit_code == 0, result.output
+    assert f"Rolled back {HEAD}" in result.stdout
+    assert "is at base" in result.stdout
+    assert tables(check) == {HISTORY_TABLE}
+
+
+def test_db_migrate_is_the_same_group(cli):
+    assert cli("db-migrate", "upgrade").exit_code == 0
+    assert cli("db-migrate", "current").stdout == f"{HEAD}\n"
+
+
+def test_targets_through_the_cli(cli, tmp_path, check):
+    directory = str(chain(tmp_path / "chain", **{"002_importance": ADD_IMPORTANCE}))
+    assert "Applied 001" in cli("migrate", "upgrade", "+1", "--dir", directory).stdout
+    assert "Applied 002_importance" in cli("migrate", "upgrade", "002_importance", "--dir", directory).stdout
+    assert "Rolled back 002_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
+    result = cli("migrate", "downgrade", "base", "--dir", directory)
+    assert f"Rolled back {HEAD}" in result.stdout
+    assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
+    assert history_names(check) == [HEAD]
+
+
+def test_unknown_target_is_one_line_and_exit_1(cli, check):
+    error = one_line_error(cli("migrate", "upgrade", "007_nope"))
+    assert "unknown migration target '007_nope'" in error and HEAD in error
+    one_line_error(cli("migrate", "downgrade", "+1"))
+    assert Migrations(check).current() is None
+
+
+def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
+    result = cli("migrate", "upgrade", "--sql")
+    assert result.exit_code == 0, result.output
+    assert 'CREATE TABLE IF NOT EXISTS "memories"' in result.stdout
+    assert ("USING GIN" in result.stdout) is dsn.startswith("postgres")
+    assert "nothing was changed" in result.stderr
+    assert tables(check) == set()
+
+    cli("migrate", "upgrade")
+    result = cli("migrate", "downgrade", "base", "--sql")
+    assert 'DROP TABLE IF EXISTS "memories";' in result.stdout
+    assert cli("migrate", "current").stdout == f"{HEAD}\n"
+    assert "memories" in tables(check)
+
+
+def test_stamp_moves_the_version_without_ddl(cli, check):
+    result = cli("migrate", "stamp", "head")
+    assert result.exit_code == 0, result.output
+    assert f"is at {HEAD} (head)" in result.stdout
+    assert tables(check) == {HISTORY_TABLE}
+    assert cli("migrate", "stamp", "base").exit_code == 0
+    assert history_names(check) == []
+
+
+def test_adopt_an_existing_database_with_stamp(cli, check):
+    check.create_schema()
+    memory_id = check.insert_memory(user_id="ada", content="kept")
+    assert cli("migrate", "stamp", "head").exit_code == 0
+    assert "Nothing to apply" in cli("migrate", "upgrade").stdout
+    assert check.get_memory(memory_id)["content"] == "kept"
+
+
+# --- init-db --------------------------------------------------------------------------------
+
+
+def test_init_db_then_upgrade_is_a_no_op(cli, check):
+    result = cli("init-db")
+    assert result.exit_code == 0, result.output
+    assert "from the models" in result.stdout
+    assert {"memories", "memory_clusters"} <= tables(check)
+    assert history_names(check) == [HEAD]
+    assert "Nothing to apply" in cli("migrate", "upgrade").stdout
+
+
+def test_init_db_migrate_records_the_history(cli, check):
+    result = cli("init-db", "--migrate")
+    assert result.exit_code == 0, result.output
+    assert f"Applied {HEAD}" in result.stdout
+    history = Migrations(check).history()
+    assert [(row["name"], row["applied"]) for row in history] == [(HEAD, True)]
+
+
+# --- revision -------------------------------------------------------------------------------
+
+
+def test_revision_writes_a_numbered_file_from_the_template(cli, tmp_path):
+    directory = chain(tmp_path / "chain")
+    result = cli("migrate", "revision", "-m", "Add importance", "--dir", str(directory))
+    assert result.exit_code == 0, result.output
+    path = directory / "002_add_importance.py"
+    assert f"Created {path}" in result.stdout
+    source = path.read_text()
+    compile(source, str(path), "exec")
+    assert "def migrate(migrator, database, *, fake=False):" in source
+    assert "def rollback(migrator, database, *, fake=False):" in source
+    assert cli("migrate", "upgrade", "--dir", str(directory)).exit_code == 0
+
+
+def test_revision_auto_writes_a_draft_to_review(cli, tmp_path):
+    directory = tmp_path / "drafts"
+    directory.mkdir()
+    result = cli("migrate", "revision", "--auto", "-m", "initial", "--dir", str(directory))
+    assert result.exit_code == 0, result.output
+    assert "review" in result.stdout
+    compile((directory / "001_initial.py").read_text(), "001_initial.py", "exec")
+    error = one_line_error(cli("migrate", "revision", "--auto", "-m", "again", "--dir", str(directory)))
+    assert "no changes" in error
+
+
+def test_revision_needs_a_message(cli):
+    assert cli("migrate", "revision").exit_code == 2
+
+
+# --- errors, options, DSN resolution --------------------------------------------------------
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("migrate", "upgrade", "--lock-timeout", "soon").exit_code == 2
+    assert cli("migrate", "sideways").exit_code == 2
+    assert cli("migrate", "upgrade", "--sqll").exit_code == 2
+    assert cli("migrate", "stamp").exit_code == 2
+
+
+def test_passwords_are_masked(monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    url = "postgresql://agent:s3cret-pw@127.0.0.1:1/memoric"
+    result = CliRunner().invoke(main, ["--dsn", url, "migrate", "current"])
+    error = one_line_error(result)
+    assert "s3cret-pw" not in result.output
+    assert "agent:***@" in error
+
+
+def test_dsn_from_environment_and_config(dsn, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORIC_DATABASE_URL", dsn)
+    assert "Applied" in CliRunner().invoke(main, ["migrate", "upgrade"]).stdout
+    monkeypatch.delenv("MEMORIC_DATABASE_URL")
+    config = tmp_path / "memoric.yaml"
+    config.write_text(f"database: {{dsn: '{dsn}'}}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "migrate", "current"])
+    assert result.stdout == f"{HEAD}\n"
+    error = one_line_error(
+        CliRunner().invoke(main, ["--config", str(tmp_path / "missing.yaml"), "migrate", "current"])
+    )
+    assert "missing.yaml" in error
+
+
+def test_lock_timeout_reports_waiting_then_fails(cli, check):
+    with check.lock(LOCK_NAME):
+        result = cli("migrate", "upgrade", "--lock-timeout", "0.2")
+    assert WAITING in result.stderr
+    assert "lock" in one_line_error(result)
+    assert Migrations(check).current() is None
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def start_cli(dsn: str, *args: str, cwd: Path) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key != "MEMORIC_DATABASE_URL"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, "--dsn", dsn, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """stderr of `process` up to `text` (fails if the process ends or the time runs out first).
+
+    Reads the raw pipe so that no line can sit unseen in a Python buffer while select() waits.
+    """
+    descriptor, seen = process.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        ready = remaining > 0 and select.select([descriptor], [], [], remaining)[0]
+        chunk = os.read(descriptor, 4096) if ready else b""
+        if not chunk:
+            process.kill()
+            pytest.fail(f"never printed {text!r}; stderr so far: {seen.decode(errors='replace')!r}")
+        seen += chunk
+    return seen.decode()
+
+
+def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
+    directory = str(chain(tmp_path / "chain", **{"002_importance": ADD_IMPORTANCE}))
+    with check.lock(LOCK_NAME):
+        processes = [start_cli(dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path) for _ in range(2)]
+        for process in processes:
+            read_until(process, WAITING)
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    stdouts = sorted(out for out, _ in outputs)
+    assert f"Applied {HEAD}\nApplied 002_importance\n" in stdouts[0]
+    assert "Nothing to apply" in stdouts[1]
+    assert history_names(check) == [HEAD, "002_importance"]
+
+
+# --- the installed package ------------------------------------------------------------------
+
+
+def run(command: list, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `command` outside this checkout: no PYTHONPATH, no MEMORIC_DATABASE_URL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MEMORIC_DATABASE_URL")}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.mark.slow
+def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.py", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("memoric", "migrations"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    dist = tmp_path / "dist"
+    run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(dist)], cwd=tmp_path)
+    wheel = next(dist.glob("memoric-*.whl"))
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=tmp_path)
+    python, memoric = venv / "bin" / "python", venv / "bin" / "memoric"
+    run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], cwd=tmp_path)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    located = run(
+        [python, "-c", "import memoric, memoric_migrations as m; print(memoric.__file__, m.__file__)"],
+        elsewhere,
+    )
+    assert all(path.startswith(str(venv)) for path in located.stdout.split())
+    assert (
+        f"Applied {HEAD}" in run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
+    )
+    assert (elsewhere / "x.db").exists()
+    assert (
+        f"Rolled back {HEAD}"
+        in run([memoric, "--dsn", "sqlite:///x.db", "migrate", "downgrade"], elsewhere).stdout
+    )
+    assert (
+        f"Applied {HEAD}" in run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
+    )
