@@ -6,7 +6,9 @@ longer than the cluster column (255 characters) is cut to it. Thread summaries (
 `{"kind": "thread_summary"}`) are derived text and belong to no cluster.
 
 A rebuild reads only the columns it needs, then per user, in one transaction, upserts every
-group of at least `min_size` memories and deletes that user's clusters that no longer exist.
+group of at least `min_size` memories (`upsert_clusters`, the bulk form of `upsert_cluster`:
+one statement per user instead of one per cluster) and deletes, through `delete_cluster`, that
+user's clusters that no longer exist.
 It is idempotent, and concurrent rebuilds converge to the same clusters.
 """
 
@@ -61,16 +63,17 @@ def _group(rows) -> dict[str, dict[tuple[str, str], list[tuple]]]:
 
 def _rebuild_user(store: MemoryStore, user: str, members: dict, min_size: int) -> int:
     wanted = {key: rows for key, rows in members.items() if len(rows) >= min_size}
+    clusters = [
+        {
+            "topic": topic,
+            "category": category,
+            "memory_ids": [memory_id for memory_id, _ in rows],
+            "summary": describe(topic, category, rows),
+        }
+        for (topic, category), rows in wanted.items()
+    ]
     with store.atomic():
-        for topic, category in sorted(wanted):
-            rows = wanted[(topic, category)]
-            store.upsert_cluster(
-                user_id=user,
-                topic=topic,
-                category=category,
-                memory_ids=[memory_id for memory_id, _ in rows],
-                summary=describe(topic, category, rows),
-            )
+        store.upsert_clusters(user_id=user, clusters=clusters)
         for cluster_id, _, topic, category in store.cluster_keys(user_id=user):
             if (topic, category) not in wanted:
                 store.delete_cluster(cluster_id=cluster_id)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from memoric.clustering import GENERAL, cluster_key, describe, rebuild_clusters
+from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from tests.engine_helpers import cluster_snapshot
 
@@ -138,3 +141,20 @@ def test_eight_concurrent_rebuilds_end_consistent(db):
     final = cluster_snapshot(db)
     assert [row[1:] for row in final] == [row[1:] for row in expected]
     assert len({row[0] for row in final}) == len(final)
+
+
+def test_bulk_upsert_follows_the_rules_of_upsert_cluster(db):
+    first = db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[3, 1, 3], summary="one")
+    assert (
+        db.upsert_clusters(user_id="ada", clusters=[{"topic": "t", "category": "c", "memory_ids": [2]}]) == 1
+    )
+    (cluster,) = db.get_clusters(user_id="ada")
+    assert (cluster["cluster_id"], cluster["memory_ids"], cluster["summary"]) == (first, [2], "")
+    for bad in (
+        {"topic": "", "category": "c", "memory_ids": []},
+        {"topic": "t", "category": "c", "memory_ids": ["1"]},
+    ):
+        with pytest.raises(ValidationError):
+            db.upsert_clusters(user_id="ada", clusters=[bad])
+    with pytest.raises(ValidationError):
+        db.upsert_clusters(user_id="", clusters=[])

@@ -521,6 +521,8 @@ class MemoryStore:
     # Slices select memories by tier and age: `(tier, updated_before, updated_since)`, either
     # bound None for "any"; a list of slices means any of them.
 
+    CLUSTER_CHUNK_SIZE = 500  # rows per INSERT of upsert_clusters (9 parameters each)
+
     @contextlib.contextmanager
     def atomic(self):
         """One transaction (a savepoint when nested) around a group of store calls."""
@@ -776,6 +778,50 @@ class MemoryStore:
         conditions = [*self._conditions(user_id=user_id), self._lacks_metadata(exclude_metadata)]
         query = self._select(conditions).select(m.id, m.user_id, m.thread_id, topic, category)
         return self.database.execute(query).fetchall()
+
+    @_translate_errors
+    def upsert_clusters(self, *, user_id, clusters: Iterable[dict]) -> int:
+        """`upsert_cluster` for many clusters of one user: one INSERT ... ON CONFLICT per chunk.
+
+        Each dict has topic, category, memory_ids and summary, checked by the same rules; one
+        row per (user, topic, category) as with `upsert_cluster`, written in key order so that
+        concurrent rebuilds lock rows in the same order. Returns the number written.
+        """
+        user_id = validation.user_id(user_id)
+        now = self.clock()
+        rows = sorted(
+            (self._cluster_row(user_id, cluster, now) for cluster in clusters),
+            key=lambda row: (row["topic"], row["category"]),
+        )
+        c = self.MemoryCluster
+        replaced = [c.memory_ids, c.memory_count, c.summary, c.updated_at, c.last_built_at]
+        with self.database.atomic():
+            for chunk in _chunks(rows, self.CLUSTER_CHUNK_SIZE):
+                query = c.insert_many(chunk).on_conflict(
+                    conflict_target=[c.user_id, c.topic, c.category], preserve=replaced
+                )
+                query.execute()
+        return len(rows)
+
+    @staticmethod
+    def _cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
+        ids = sorted(set(validation.memory_ids(cluster["memory_ids"])))
+        summary = cluster.get("summary", "")
+        if not isinstance(summary, str):
+            raise validation.ValidationError(f"summary must be a string, got {type(summary).__name__}")
+        if summary:
+            validation.clean_text("summary", summary)
+        return {
+            "user_id": user_id,
+            "topic": validation.clean_text("topic", cluster["topic"], max_length=255),
+            "category": validation.clean_text("category", cluster["category"], max_length=255),
+            "memory_ids": ids,
+            "memory_count": len(ids),
+            "summary": summary,
+            "created_at": now,
+            "updated_at": now,
+            "last_built_at": now,
+        }
 
     @_translate_errors
     def cluster_keys(self, *, user_id=None) -> list[tuple]:
