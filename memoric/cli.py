@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import functools
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from memoric import __version__
+from memoric import __version__, demo
 from memoric.config import load_config, resolve_dsn, tier_names
-from memoric.db.connection import mask_password
+from memoric.core import Memoric
+from memoric.db.connection import mask_password, sqlite_path
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrations import Migrations
@@ -228,3 +234,267 @@ def migrate_revision(ctx: click.Context, message: str, from_models: bool, migrat
     click.echo(f"Created {path}")
     if from_models:
         click.echo("It is a draft generated from the models: review and edit it before upgrading.")
+
+
+# --- the memory engine: demo, stats, run-policies, clusters, recall ---------------------------
+
+PROGRESS_MIN_ROWS = 1000
+CONTENT_WIDTH = 60
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+user_option = click.option("--user", "user_id", metavar="ID", help="Only this user (default: all users).")
+
+
+def library_errors(command: Callable) -> Callable:
+    """Run a command body with MemoricError turned into one stderr line and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return run_or_exit(command, *args, **kwargs)
+
+    return wrapper
+
+
+def open_memoric(ctx: click.Context, *, auto_migrate: bool = False) -> Memoric:
+    """The Memoric the global options point at (--dsn > $MEMORIC_DATABASE_URL > --config > default)."""
+    options = ctx.find_root().obj or {}
+    return Memoric(options.get("dsn"), options.get("config"), auto_migrate=auto_migrate)
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=_json_value))
+
+
+def _json_value(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def echo_table(headers: list[str] | None, rows: list[list], *, right: tuple[int, ...] = ()) -> None:
+    """Rows (under headers, if any) in aligned columns (the columns in `right` aligned right)."""
+    cells = [[str(cell) for cell in row] for row in ([headers] if headers else []) + rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        padded = [(str.rjust if i in right else str.ljust)(cell, widths[i]) for i, cell in enumerate(row)]
+        click.echo("  ".join(padded).rstrip())
+
+
+def shortened(text: str, width: int = CONTENT_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def when(moment: dt.datetime | None) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
+
+
+def where_it_lives(memoric: Memoric) -> str:
+    """The database as a person would look for it: the SQLite file, or the masked URL."""
+    if memoric.db.is_sqlite:
+        return f"SQLite file {Path(sqlite_path(memoric.db.dsn)).resolve()}"
+    return f"PostgreSQL {mask_password(memoric.db.dsn)}"
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str):
+    """A callback advancing a progress bar on stderr, shown only for many rows on a terminal."""
+    if total < PROGRESS_MIN_ROWS or not sys.stdout.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def echo_tiers(stats: dict) -> None:
+    total = stats["total"]
+    rows = [[tier, n, f"{100 * n / total:.1f}%" if total else "-"] for tier, n in stats["by_tier"].items()]
+    rows.append(["total", total, "100.0%" if total else "-"])
+    echo_table(["tier", "memories", "share"], rows, right=(1, 2))
+
+
+def echo_stats(stats: dict) -> None:
+    echo_tiers(stats)
+    click.echo()
+    rows = [[key, stats[key]] for key in ("summarized", "users", "threads", "clusters")]
+    rows += [["dialect", stats["dialect"]], ["schema version", stats["schema_version"] or "base"]]
+    echo_table(None, rows, right=(1,))
+
+
+def echo_policy_counts(result: dict, tiers: list[str]) -> None:
+    rows = [
+        [f"migrated {tier} -> {tiers[tiers.index(tier) + 1]}", n] for tier, n in result["migrated"].items()
+    ]
+    rows += [
+        ["trimmed", result["trimmed"]],
+        ["summarized (sources hidden)", result["summarized"]],
+        ["summaries created", result["summaries_created"]],
+    ]
+    echo_table(["policy", "memories"], rows, right=(1,))
+
+
+def echo_clusters(clusters: list[dict]) -> None:
+    if not clusters:
+        click.echo("No clusters (build them with `memoric clusters --rebuild`).")
+        return
+    keys = ("cluster_id", "user_id", "topic", "category", "memory_count")
+    rows = [[*(c[key] for key in keys), when(c["last_built_at"])] for c in clusters]
+    echo_table(["id", "user", "topic", "category", "size", "last built (UTC)"], rows, right=(0, 4))
+
+
+def echo_memories(memories: list[dict], *, scored: bool = True) -> None:
+    if not memories:
+        click.echo("No memories found.")
+        return
+    score = ["score"] if scored else []
+    rows = [
+        [m["id"], m["thread_id"] or "-", m["tier"], *(m[f"_{k}"] for k in score), shortened(m["content"])]
+        for m in memories
+    ]
+    echo_table(["id", "thread", "tier", *score, "content"], rows, right=(0, 3) if scored else (0,))
+
+
+def parse_metadata(ctx, param, value: str | None) -> dict | None:
+    """--metadata as a JSON object (a usage error otherwise)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('must be a JSON object, e.g. {"topic": "travel"}')
+    return parsed
+
+
+@main.command("stats")
+@user_option
+@json_option
+@click.pass_context
+@library_errors
+def stats_command(ctx: click.Context, user_id: str | None, as_json: bool) -> None:
+    """Memories per tier, summarized, users, threads, clusters, schema version."""
+    memoric = open_memoric(ctx)
+    stats = memoric.stats(user_id)
+    if as_json:
+        echo_json(stats)
+        return
+    scope = f"user {user_id}" if user_id else "all users"
+    click.echo(f"{where_it_lives(memoric)} ({scope})")
+    echo_stats(stats)
+
+
+@main.command("run-policies")
+@user_option
+@click.option("--dry-run", is_flag=True, help="Count what would change; write nothing.")
+@json_option
+@click.pass_context
+@library_errors
+def run_policies_command(ctx: click.Context, user_id: str | None, dry_run: bool, as_json: bool) -> None:
+    """Tier migration, trimming and thread summaries, as configured."""
+    memoric = open_memoric(ctx)
+    total = 0
+    if not dry_run and sys.stdout.isatty():
+        planned = memoric.run_policies(user_id=user_id, dry_run=True)
+        total = sum(planned["migrated"].values()) + planned["trimmed"] + planned["summarized"]
+    with progress(total, "Applying policies") as advance:
+        result = memoric.run_policies(user_id=user_id, dry_run=dry_run, on_progress=advance)
+    if as_json:
+        echo_json({**result, "dry_run": dry_run})
+        return
+    click.echo("Dry run: nothing was written." if dry_run else "Policies applied.")
+    echo_policy_counts(result, [tier["name"] for tier in memoric.config["tiers"]])
+
+
+@main.command("clusters")
+@user_option
+@click.option("--rebuild", is_flag=True, help="Rebuild the clusters first.")
+@click.option("--topic", help="Only clusters of this topic.")
+@click.option("--category", help="Only clusters of this category.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="At most so many.")
+@json_option
+@click.pass_context
+@library_errors
+def clusters_command(ctx: click.Context, user_id, rebuild, topic, category, limit, as_json) -> None:
+    """List topic clusters (largest first), optionally rebuilding them first."""
+    memoric = open_memoric(ctx)
+    rebuilt = None
+    if rebuild:
+        rows = memoric.stats(user_id)["total"] if sys.stdout.isatty() else 0
+        with progress(rows, "Rebuilding clusters") as advance:
+            rebuilt = memoric.rebuild_clusters(user_id, on_progress=advance)
+    clusters = memoric.get_clusters(user_id, topic=topic, category=category, limit=limit)
+    if as_json:
+        echo_json({"rebuilt": rebuilt, "clusters": clusters})
+        return
+    if rebuilt is not None:
+        click.echo(f"Rebuilt {rebuilt} cluster(s).")
+    echo_clusters(clusters)
+
+
+@main.command("recall")
+@click.option("--user", "user_id", required=True, metavar="ID", help="Whose memories.")
+@click.option("--thread", "thread_id", metavar="T", help="The thread asked about (scope and bonus).")
+@click.option("--scope", type=click.Choice(["thread", "topic", "user"]), default="thread", show_default=True)
+@click.option("--metadata", callback=parse_metadata, metavar="JSON", help='Filter, e.g. {"topic": "x"}.')
+@click.option("--namespace", metavar="NS", help="Namespace (default: memories saved without one).")
+@click.option("--top-k", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--include-summarized", is_flag=True, help="Also return memories already summarized.")
+@json_option
+@click.pass_context
+@library_errors
+def recall_command(
+    ctx: click.Context, user_id, thread_id, scope, metadata, namespace, top_k, include_summarized, as_json
+) -> None:
+    """The best memories for an agent to recall now, by the documented score."""
+    memoric = open_memoric(ctx)
+    memories = memoric.retrieve(
+        user_id,
+        thread_id=thread_id,
+        metadata_filter=metadata,
+        scope=scope,
+        namespace=namespace,
+        top_k=top_k,
+        include_summarized=include_summarized,
+    )
+    if as_json:
+        echo_json(memories)
+        return
+    echo_memories(memories)
+
+
+@main.command("demo")
+@json_option
+@click.pass_context
+@library_errors
+def demo_command(ctx: click.Context, as_json: bool) -> None:
+    """An end-to-end tour on the resolved database (built or migrated as needed)."""
+    memoric = open_memoric(ctx, auto_migrate=True)
+    tour = demo.run(memoric)
+    if as_json:
+        echo_json({"database": where_it_lives(memoric), **tour})
+        return
+    tiers = [tier["name"] for tier in memoric.config["tiers"]]
+    click.echo(f"memoric demo on the {where_it_lives(memoric)}")
+    click.echo(f"Saved {tour['saved']} memories for {' and '.join(demo.USERS)}.")
+    heading('Metadata filter: demo-ada, {"topic": "travel", "tags": ["booking"]}')
+    echo_memories(tour["filtered"], scored=False)
+    for scope, memories in tour["recall"].items():
+        heading(f"Recall for demo-ada in thread trip-porto, scope {scope}")
+        echo_memories(memories)
+    heading("Policies, dry run (nothing written)")
+    echo_policy_counts(tour["policies_dry_run"], tiers)
+    heading("Policies, real run")
+    echo_policy_counts(tour["policies"], tiers)
+    heading(f"Recall in thread {demo.OLD_THREAD} after the run: the summary replaces its sources")
+    echo_memories(tour["recall_after_policies"])
+    heading(f"Clusters ({tour['clusters_built']} built)")
+    echo_clusters(tour["clusters"])
+    heading("Stats")
+    echo_stats(tour["stats"])
+    click.echo()
+    click.echo(f"The database is the {where_it_lives(memoric)}.")
+
+
+def heading(title: str) -> None:
+    click.echo()
+    click.echo(f"== {title}")

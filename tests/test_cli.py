@@ -1,0 +1,232 @@
+"""The engine commands (demo, stats, run-policies, clusters, recall) on both dialects."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric.cli import main
+from tests.engine_helpers import ago
+
+CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+
+
+@pytest.fixture
+def dsn(new_dsn) -> str:
+    return new_dsn()
+
+
+@pytest.fixture
+def cli(dsn, monkeypatch):
+    """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--dsn", dsn, *args])
+
+    return run
+
+
+@pytest.fixture
+def filled(dsn):
+    """Two users' memories, some old enough for the policies; a Memoric on them."""
+    memoric = Memoric(dsn)
+    memoric.save("ada", "Flight to Lisbon booked", thread_id="t1", metadata={"topic": "travel"}, score=90)
+    memoric.save("ada", "Window seat please", thread_id="t1", metadata={"topic": "travel"})
+    memoric.save("ada", "Allergic to nuts", thread_id="t2", metadata={"topic": "food"})
+    memoric.save("bob", "Bob's secret", thread_id="t1", metadata={"topic": "travel"})
+    rows = [
+        {
+            "user_id": "ada",
+            "thread_id": "old",
+            "content": f"Old fact {i}.",
+            "tier": "mid_term",
+            **ago(days=40),
+        }
+        for i in range(10)
+    ]
+    memoric.db.insert_memories(rows)
+    yield memoric
+    memoric.close()
+
+
+def parsed(result):
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_stats(cli, filled):
+    assert parsed(cli("stats", "--json")) == json.loads(json.dumps(filled.stats()))
+    assert parsed(cli("stats", "--user", "bob", "--json"))["total"] == 1
+    result = cli("stats")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert "tier        memories   share" in lines
+    assert "short_term         4   28.6%" in lines
+    assert "total             14  100.0%" in lines
+    assert any(line.split() == ["users", "2"] for line in lines)
+
+
+def test_run_policies(cli, filled):
+    dry = parsed(cli("run-policies", "--dry-run", "--json"))
+    expected = {
+        "migrated": {"short_term": 0, "mid_term": 10},
+        "trimmed": 0,
+        "summarized": 10,
+        "summaries_created": 1,
+    }
+    assert dry == {**expected, "dry_run": True}
+    assert filled.stats()["by_tier"]["mid_term"] == 10
+    assert parsed(cli("run-policies", "--user", "bob", "--json"))["migrated"]["mid_term"] == 0
+    assert parsed(cli("run-policies", "--json")) == {**expected, "dry_run": False}
+    result = cli("run-policies")
+    assert result.exit_code == 0
+    assert "Policies applied." in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert ["migrated", "mid_term", "->", "long_term", "0"] in rows
+    assert "Dry run: nothing was written." in cli("run-policies", "--dry-run").stdout
+
+
+def test_clusters(cli, filled):
+    assert parsed(cli("clusters", "--json")) == {"rebuilt": None, "clusters": []}
+    assert "No clusters" in cli("clusters").stdout
+    built = parsed(cli("clusters", "--rebuild", "--json"))
+    assert built["rebuilt"] == 4
+    largest = built["clusters"][0]
+    assert (largest["user_id"], largest["topic"], largest["memory_count"]) == ("ada", "general", 10)
+    travel = parsed(cli("clusters", "--user", "ada", "--topic", "travel", "--json"))["clusters"]
+    assert [(c["topic"], c["category"], c["memory_ids"]) for c in travel] == [("travel", "general", [1, 2])]
+    lines = cli("clusters", "--user", "ada").stdout.splitlines()
+    assert lines[0].split() == ["id", "user", "topic", "category", "size", "last", "built", "(UTC)"]
+    assert len(lines) == 4
+    assert parsed(cli("clusters", "--category", "nothing", "--json"))["clusters"] == []
+
+
+def test_recall(cli, filled):
+    memories = parsed(cli("recall", "--user", "ada", "--thread", "t1", "--json"))
+    assert [(m["content"], m["_score"]) for m in memories] == [
+        ("Flight to Lisbon booked", 95),
+        ("Window seat please", 75),
+    ]
+    assert [m["user_id"] for m in parsed(cli("recall", "--user", "bob", "--scope", "user", "--json"))] == [
+        "bob"
+    ]
+    topic = parsed(
+        cli("recall", "--user", "ada", "--scope", "topic", "--metadata", '{"topic": "food"}', "--json")
+    )
+    assert [m["content"] for m in topic] == ["Allergic to nuts"]
+    assert len(parsed(cli("recall", "--user", "ada", "--scope", "user", "--top-k", "3", "--json"))) == 3
+    lines = cli("recall", "--user", "ada", "--thread", "t1").stdout.splitlines()
+    assert lines[0].split() == ["id", "thread", "tier", "score", "content"]
+    assert lines[1].split()[:4] == ["1", "t1", "short_term", "95"]
+    assert "No memories found." in cli("recall", "--user", "nobody").stdout
+
+
+def test_recall_shortens_long_content(cli, filled):
+    filled.save("ada", "word " * 40, thread_id="long")
+    line = cli("recall", "--user", "ada", "--thread", "long").stdout.splitlines()[1]
+    assert line.endswith("…")
+    assert len(line.split("short_term")[1].strip().split(maxsplit=1)[1]) == 60
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["recall"],
+        ["recall", "--user", "ada", "--metadata", "{not json"],
+        ["recall", "--user", "ada", "--metadata", "[1, 2]"],
+        ["recall", "--user", "ada", "--scope", "world"],
+        ["recall", "--user", "ada", "--top-k", "-1"],
+        ["stats", "--bogus"],
+        ["clusters", "--limit", "many"],
+    ],
+)
+def test_usage_errors_exit_2(cli, args):
+    assert cli(*args).exit_code == 2
+
+
+def test_memoric_errors_exit_1_with_one_line(cli, dsn, tmp_path):
+    assert "topic" in one_line_error(cli("recall", "--user", "ada", "--scope", "topic"))
+    assert "user_id" in one_line_error(cli("recall", "--user", " "))
+    runner = CliRunner()
+    assert "does not exist" in one_line_error(
+        runner.invoke(main, ["--config", str(tmp_path / "no.yaml"), "stats"])
+    )
+    config = tmp_path / "bad.yaml"
+    config.write_text("scoring: {importance: high}\n")
+    error = one_line_error(runner.invoke(main, ["--dsn", dsn, "--config", str(config), "stats"]))
+    assert "scoring.importance" in error
+    assert "unsupported database URL" in one_line_error(
+        runner.invoke(main, ["--dsn", "mysql://x/y", "stats"])
+    )
+
+
+def test_passwords_are_masked_in_errors():
+    result = CliRunner().invoke(main, ["--dsn", "postgresql://agent:s3cret@127.0.0.1:1/memoric", "stats"])
+    error = one_line_error(result)
+    assert "s3cret" not in result.stdout + result.stderr
+    assert "agent:***@" in error
+
+
+def test_demo(cli):
+    first = cli("demo")
+    assert first.exit_code == 0, first.output + first.stderr
+    out = first.stdout
+    for section in (
+        "== Metadata filter",
+        "scope thread",
+        "scope topic",
+        "scope user",
+        "Policies, dry run",
+        "Policies, real run",
+        "the summary replaces its sources",
+        "== Clusters",
+        "== Stats",
+    ):
+        assert section in out
+    assert "The database is the " in out
+    tour = parsed(cli("demo", "--json"))
+    assert tour["removed_from_earlier_demo"] == tour["saved"] + tour["policies"]["summaries_created"]
+    assert tour["policies"] == tour["policies_dry_run"]
+    assert tour["policies"]["summaries_created"] == 1
+    assert {m["tier"] for m in tour["recall_after_policies"]} == {"long_term"}
+    assert tour["stats"]["total"] == tour["saved"] + 1
+    assert {c["user_id"] for c in tour["clusters"]} == {"demo-ada", "demo-ben"}
+
+
+def test_demo_leaves_other_users_alone(cli, filled):
+    before = filled.stats("ada")
+    assert cli("demo").exit_code == 0
+    assert filled.stats("ada") == before
+
+
+def test_demo_works_on_a_fresh_machine_with_no_configuration(tmp_path):
+    """No --dsn, no environment, no config: the embedded SQLite file under ~/.memoric."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MEMORIC_")}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", CLI, "demo"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    database = tmp_path / ".memoric" / "memoric.db"
+    assert database.is_file()
+    assert f"The database is the SQLite file {database}." in result.stdout
