@@ -532,13 +532,11 @@ TEMPLATE = '''"""{message}
 {imports}
 
 def migrate(migrator, database, *, fake=False):
-    """Apply: {message}"""
-{migrate}
+    """Apply: {message}"""{migrate}
 
 
 def rollback(migrator, database, *, fake=False):
-    """Undo: {message}"""
-{rollback}
+    """Undo: {message}"""{rollback}
 '''
 BLANK_ABOUT = """Written by `memoric migrate revision`. Queue the changes on `migrator`; they run after this
 function returns, in one transaction with the history row: `migrator.add_fields("memories", ...)`,
@@ -584,13 +582,16 @@ def _source(message: str, about: str, forward: list[str], backward: list[str]) -
     message = " ".join(message.replace("\\", "/").replace('"', "'").split())
     migrate, rollback = _body(forward), _body(backward)
     used = [line for pattern, line in IMPORTS if pattern.search(migrate + rollback)]
-    imports = "\n" + "\n".join(used) + "\n" if used else ""
+    own = [line for line in used if line.startswith("from memoric")]
+    groups = ("\n".join(line for line in used if line not in own), "\n".join(own))
+    imports = "".join(f"\n{group}\n" for group in groups if group)
     return TEMPLATE.format(message=message, about=about, imports=imports, migrate=migrate, rollback=rollback)
 
 
 def _body(changes: list[str]) -> str:
-    lines = "\n\n".join(changes).splitlines() or ["pass"]
-    return "\n".join(INDENT + line if line.strip() else "" for line in lines)
+    """The changes as a function body (after the docstring line); empty when there are none."""
+    lines = "\n\n".join(changes).splitlines()
+    return "".join("\n" + (INDENT + line if line.strip() else "") for line in lines)
 
 
 def _gin_indexes(model_list: list) -> dict[str, dict]:
