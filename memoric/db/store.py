@@ -569,7 +569,11 @@ class MemoryStore:
         m = self.Memory
         decay = formula.decay_seconds
         age = self._sql.age_seconds(m.updated_at, now)
-        remaining = decay - self._sql.clamp(age, 0, decay)
+        # Plain comparisons settle the rows outside the decay window without date arithmetic.
+        fully_decayed = m.updated_at <= now - dt.timedelta(seconds=decay)
+        remaining = peewee.Case(
+            None, [(fully_decayed, 0), (m.updated_at >= now, decay)], decay - self._sql.clamp(age, 0, decay)
+        )
         same_thread = peewee.Value(0)
         if bonus_thread_id is not None:
             same_thread = peewee.Case(None, [(m.thread_id == bonus_thread_id, 1)], 0)
