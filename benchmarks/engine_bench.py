@@ -100,8 +100,8 @@ def median_of(call, arguments: list) -> float:
 
 def measure(dsn: str, rows: int) -> list[tuple[str, float, str]]:
     """(operation, seconds, note) for every engine operation on a freshly loaded database."""
-    now = dt.datetime.now(dt.UTC)
-    clock = lambda: now  # noqa: E731 (one instant for the whole run: a repeat run is a true no-op)
+    moment = {"now": dt.datetime.now(dt.UTC)}
+    clock = lambda: moment["now"]  # noqa: E731 (a stopped clock: a repeat run is a true no-op)
     memoric = Memoric(dsn, auto_migrate=True, clock=clock)
     migration_only = Memoric(dsn, config={"summarization": {"enabled": False}}, clock=clock)
     memoric.ensure_schema()
@@ -117,6 +117,9 @@ def measure(dsn: str, rows: int) -> list[tuple[str, float, str]]:
     results.append(("run_policies: thread summaries", seconds, _counts(done)))
     seconds, done = timed(memoric.run_policies)
     results.append(("run_policies: repeat (no-op)", seconds, _counts(done)))
+    moment["now"] += dt.timedelta(days=1)
+    seconds, done = timed(memoric.run_policies)
+    results.append(("run_policies: one day later", seconds, _counts(done)))
 
     seconds, built = timed(memoric.rebuild_clusters)
     results.append(("rebuild_clusters: all users", seconds, f"{built} clusters"))
