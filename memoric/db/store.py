@@ -452,12 +452,12 @@ class MemoryStore:
     @_translate_errors
     def insert_clusters(self, rows: Iterable[dict], *, skip_existing: bool = True) -> int:
         """Insert whole cluster rows (ids and timestamps kept), e.g. from an export; rows inserted."""
-        checked = [self._cluster_row(row, where=f"clusters[{i}]: ") for i, row in _dict_rows(rows)]
+        checked = [self._exported_cluster_row(row, where=f"clusters[{i}]: ") for i, row in _dict_rows(rows)]
         inserted = self._insert_batches(self.MemoryCluster, checked, INSERT_BATCH_SIZE, skip_existing)
         self._sql.sync_id_sequence(self.database, self.MemoryCluster._meta.table_name, "cluster_id")
         return inserted
 
-    def _cluster_row(self, row: dict, where: str) -> dict:
+    def _exported_cluster_row(self, row: dict, where: str) -> dict:
         expected = {"cluster_id", "user_id", "topic", "category", "memory_ids", "memory_count", "summary"}
         stamps = {"created_at", "updated_at", "last_built_at"}
         unknown = set(row) - expected - stamps
