@@ -66,6 +66,7 @@ def _final_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
 
 
 def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
+    """The counts a run at `now` would return, from read-only queries over the current state."""
     tiers, cutoffs = config["tiers"], _cutoffs(config, now)
     migrated = {}
     for index, tier in enumerate(tiers[:-1]):
@@ -92,6 +93,7 @@ def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
 
 
 def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarizer, on_progress) -> dict:
+    """Migrate, then trim, then summarize (the caller holds the policies lock)."""
     tiers, cutoffs = config["tiers"], _cutoffs(config, now)
     batch_size = config["policies"]["batch_size"]
     migrated = {}
