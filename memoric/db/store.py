@@ -794,7 +794,7 @@ class MemoryStore:
         user_id = validation.user_id(user_id)
         now = self.clock()
         rows = sorted(
-            (self._cluster_row(user_id, cluster, now) for cluster in clusters),
+            (self._upserted_cluster_row(user_id, cluster, now) for cluster in clusters),
             key=lambda row: (row["topic"], row["category"]),
         )
         c = self.MemoryCluster
@@ -808,7 +808,7 @@ class MemoryStore:
         return len(rows)
 
     @staticmethod
-    def _cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
+    def _upserted_cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
         ids = sorted(set(validation.memory_ids(cluster["memory_ids"])))
         summary = cluster.get("summary", "")
         if not isinstance(summary, str):
