@@ -68,6 +68,8 @@ POSTGRES_TABLES = (
 
 INDEXES = (
     'CREATE INDEX IF NOT EXISTS "idx_memories_user_thread" ON "memories" ("user_id", "thread_id")',
+    'CREATE INDEX IF NOT EXISTS "idx_memories_user_thread_created" ON "memories" '
+    '("user_id", "thread_id", "created_at")',
     'CREATE INDEX IF NOT EXISTS "idx_memories_user_tier" ON "memories" ("user_id", "tier")',
     'CREATE INDEX IF NOT EXISTS "idx_memories_tier_updated" ON "memories" ("tier", "updated_at")',
     'CREATE INDEX IF NOT EXISTS "idx_memories_user_tier_updated" ON "memories" '
@@ -143,6 +145,7 @@ class MemoryCluster(pw.Model):
 
 
 Memory.add_index(Memory.user_id, Memory.thread_id, name="idx_memories_user_thread")
+Memory.add_index(Memory.user_id, Memory.thread_id, Memory.created_at, name="idx_memories_user_thread_created")
 Memory.add_index(Memory.user_id, Memory.tier, name="idx_memories_user_tier")
 Memory.add_index(Memory.tier, Memory.updated_at, name="idx_memories_tier_updated")
 Memory.add_index(Memory.user_id, Memory.tier, Memory.updated_at, name="idx_memories_user_tier_updated")

