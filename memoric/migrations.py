@@ -443,14 +443,22 @@ class Migrations:
 
     @_translate_errors
     def ensure_schema(self, auto_migrate: bool = False) -> None:
-        """Build an empty database through the chain; refuse one behind head unless `auto_migrate`."""
-        pending = self.pending()
-        if not pending:
+        """Build an empty database through the chain; refuse one behind head unless `auto_migrate`.
+
+        The decision is taken again under the migrations lock: processes starting together on an
+        empty database all wait for the one building it, then find it at head.
+        """
+        if not self.pending():
             return
-        tables = set(self.database.get_tables()) & set(MEMORIC_TABLES)
-        if auto_migrate or (not tables and self.current() is None):
-            self.upgrade("head")
-            return
+        with self._session() as router:
+            done = router.done
+            pending = [name for name in router.names if name not in done]
+            if not pending:
+                return
+            tables = set(self.database.get_tables()) & set(MEMORIC_TABLES)
+            if auto_migrate or (not tables and not done):
+                self._apply(router, pending)
+                return
         raise MigrationError(
             f"the database schema is behind: {len(pending)} pending migration(s) ({', '.join(pending)}); "
             "run `memoric migrate upgrade` (or pass auto_migrate=True)"

@@ -1,15 +1,25 @@
-"""Concurrent agents on one store: no lost rows, no "database is locked", consistent reads."""
+"""Concurrent agents on one store: no lost rows, no "database is locked", consistent reads.
+
+Through the store and through the Memoric facade, in threads and in processes, on both dialects:
+writers on a database nobody has built yet, a writer waiting for another's open transaction,
+policy runs and cluster rebuilds interleaved (ending where one serial run ends).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import multiprocessing
 import subprocess
 import sys
 import threading
 
 import psycopg2
+import pytest
 
+from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
+from tests.engine_helpers import NOW, Clock, ago, cluster_snapshot, memory_snapshot
 
 WRITERS = 8
 INSERTS_PER_WRITER = 500
@@ -152,3 +162,216 @@ def test_two_stores_on_one_database_share_data(db):
     db.insert_memory(user_id="ada", content="from one")
     assert [m["content"] for m in other.get_memories()] == ["from one"]
     other.close()
+
+
+# --- through the facade ------------------------------------------------------------------------
+
+FACADE_WRITER = """
+import sys
+from memoric import Memoric
+memoric = Memoric(sys.argv[1])
+writer = int(sys.argv[2])
+for n in range(int(sys.argv[3])):
+    memoric.save(f"w{writer}", f"w{writer} n{n}", thread_id=f"t{n % 5}", metadata={"writer": writer, "n": n})
+"""
+
+
+def test_eight_facade_writer_processes_on_an_unbuilt_database_lose_nothing(new_dsn):
+    """All eight find the database empty: one builds the schema, the others wait for it, then all write."""
+    dsn = new_dsn()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FACADE_WRITER, dsn, str(w), str(INSERTS_PER_WRITER)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WRITERS)
+    ]
+    failures = [w.stderr.read() for w in writers if w.wait() != 0]
+    assert failures == []
+    memoric = Memoric(dsn)
+    assert [row["name"] for row in memoric.migrations.history() if row["applied"]] == ["001_initial_schema"]
+    assert_every_write_landed(memoric.db)
+
+
+def test_eight_facade_writer_threads_each_with_its_own_memoric_lose_nothing(new_dsn):
+    dsn = new_dsn()
+
+    def write(writer):
+        memoric = Memoric(dsn)
+        try:
+            for n in range(INSERTS_PER_WRITER):
+                memoric.save(f"w{writer}", f"w{writer} n{n}", metadata={"writer": writer, "n": n})
+        finally:
+            memoric.close()
+
+    assert run_in_threads(WRITERS, write) == []
+    assert_every_write_landed(Memoric(dsn).db)
+
+
+HOLDER = """
+import sys
+from memoric.db.store import MemoryStore
+store = MemoryStore(sys.argv[1])
+with store.atomic():
+    store.upsert_cluster(user_id="ada", topic="travel", category="general", memory_ids=[999])
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_writer_waits_for_another_processes_open_transaction_instead_of_failing(new_dsn):
+    """SQLite's write lock (BUSY) and PostgreSQL's row lock both make the second writer wait."""
+    memoric = Memoric(new_dsn())
+    memoric.save("ada", "Booked a flight", metadata={"topic": "travel"})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, memoric.db.dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "holding\n"
+    errors = []
+
+    def rebuild():
+        try:
+            memoric.rebuild_clusters("ada")
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+        finally:
+            memoric.close()
+
+    waiting = threading.Thread(target=rebuild)
+    waiting.start()
+    waiting.join(timeout=1.0)
+    assert waiting.is_alive(), "the second writer did not wait for the open transaction"
+    holder.communicate("release\n")
+    waiting.join()
+    assert holder.returncode == 0 and errors == []
+    (cluster,) = memoric.get_clusters("ada")
+    assert (cluster["topic"], cluster["memory_ids"]) == ("travel", [1])
+
+
+# --- policies and clusters, interleaved -----------------------------------------------------
+
+AGENT_CONFIG = {
+    "tiers": [
+        {"name": "short_term", "expire_after_days": 7},
+        {"name": "mid_term", "expire_after_days": 30, "trim_chars": 60},
+        {"name": "long_term"},
+    ],
+    "summarization": {"min_records": 4, "max_chars": 300},
+    "policies": {"batch_size": 50},
+}
+USERS = 12
+# (job, user): four policy runs and four cluster rebuilds, for everyone or for one user.
+JOBS = [
+    ("policies", None),
+    ("clusters", None),
+    ("policies", "u3"),
+    ("clusters", "u3"),
+    ("policies", None),
+    ("clusters", None),
+    ("policies", "u7"),
+    ("clusters", "u7"),
+]
+
+
+def agent_rows() -> list[dict]:
+    """1,200 memories of 12 users in every tier and age, with topics, some long enough to trim."""
+    tiers = [tier["name"] for tier in AGENT_CONFIG["tiers"]]
+    return [
+        {
+            "user_id": f"u{i % USERS}",
+            "thread_id": f"t{i % 5}",
+            "tier": tiers[i % 3],
+            "content": f"Fact {i} about thread t{i % 5}. " + "More detail follows here. " * (i % 4),
+            "metadata": {"topic": f"topic{i // 12 % 4}", **({"category": "c"} if i // 48 % 2 else {})},
+            **ago(days=(i * 7) % 50),
+        }
+        for i in range(1200)
+    ]
+
+
+def agent_memoric(dsn: str, now: dt.datetime = NOW) -> Memoric:
+    return Memoric(dsn, config=AGENT_CONFIG, clock=Clock(now))
+
+
+def run_job(memoric: Memoric, job: str, user: str | None):
+    if job == "policies":
+        return memoric.run_policies(user_id=user)
+    return memoric.rebuild_clusters(user)
+
+
+def end_state(memoric: Memoric) -> tuple[list, list]:
+    """Every memory (summaries without their ids: who writes first is free) and every cluster but its id."""
+    memories = [
+        (None, *row[1:]) if row[7] == [("kind", "thread_summary")] else row
+        for row in memory_snapshot(memoric.db)
+    ]
+    clusters = sorted(row[1:] for row in cluster_snapshot(memoric.db))
+    return sorted(memories, key=repr), clusters
+
+
+@pytest.fixture
+def serial_end_state(new_dsn):
+    """The end state of one policy run and then one cluster rebuild, on a fresh database."""
+    memoric = agent_memoric(new_dsn())
+    memoric.ensure_schema()
+    memoric.db.insert_memories(agent_rows())
+    summary = memoric.run_policies()
+    assert (
+        summary["summaries_created"] > 0 and summary["trimmed"] > 0 and summary["migrated"]["short_term"] > 0
+    )
+    memoric.rebuild_clusters()
+    return end_state(memoric)
+
+
+@pytest.fixture
+def agents_dsn(new_dsn) -> str:
+    memoric = agent_memoric(new_dsn())
+    memoric.ensure_schema()
+    memoric.db.insert_memories(agent_rows())
+    memoric.close()
+    return memoric.db.dsn
+
+
+def test_policies_and_clusters_interleaved_in_threads_end_as_one_serial_run(agents_dsn, serial_end_state):
+    memoric = agent_memoric(agents_dsn)
+    barrier = threading.Barrier(len(JOBS))
+
+    def work(index):
+        try:
+            barrier.wait()
+            run_job(memoric, *JOBS[index])
+        finally:
+            memoric.close()
+
+    assert run_in_threads(len(JOBS), work) == []
+    assert end_state(memoric) == serial_end_state
+
+
+def _job_process(dsn: str, now: str, job: str, user: str | None, barrier, errors) -> None:
+    memoric = agent_memoric(dsn, dt.datetime.fromisoformat(now))
+    barrier.wait()
+    try:
+        run_job(memoric, job, user)
+    except Exception as exc:  # reported by the parent
+        errors.put(f"{job} {user}: {exc!r}")
+    memoric.close()
+
+
+def test_policies_and_clusters_interleaved_in_processes_end_as_one_serial_run(agents_dsn, serial_end_state):
+    context = multiprocessing.get_context("spawn")
+    barrier, errors = context.Barrier(len(JOBS)), context.Queue()
+    processes = [
+        context.Process(target=_job_process, args=(agents_dsn, NOW.isoformat(), job, user, barrier, errors))
+        for job, user in JOBS
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [process.exitcode for process in processes] == [0] * len(JOBS)
+    assert errors.empty(), errors.get()
+    assert end_state(agent_memoric(agents_dsn)) == serial_end_state
