@@ -6,13 +6,16 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from memoric import __version__, demo
+from memoric import __version__, demo, transfer
 from memoric.config import load_config, resolve_dsn, tier_names
 from memoric.core import Memoric
 from memoric.db.connection import mask_password, sqlite_path
@@ -354,15 +357,15 @@ def echo_memories(memories: list[dict], *, scored: bool = True) -> None:
 
 
 def parse_metadata(ctx, param, value: str | None) -> dict | None:
-    """--metadata as a JSON object (a usage error otherwise)."""
+    """--metadata as a JSON object; anything else is bad input (one line on stderr, exit 1)."""
     if value is None:
         return None
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}") from None
+        raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
-        raise click.BadParameter('must be a JSON object, e.g. {"topic": "travel"}')
+        raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
     return parsed
 
 
@@ -498,3 +501,103 @@ def demo_command(ctx: click.Context, as_json: bool) -> None:
 def heading(title: str) -> None:
     click.echo()
     click.echo(f"== {title}")
+
+
+# --- moving data: export, import, copy --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: str):
+    """A text file written beside `path` and moved onto it only when the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with open(handle, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def readable_export(path: str):
+    """The export at `path` as binary lines that can be read twice (`-`: stdin, spooled to a file)."""
+    if path == "-":
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(click.get_binary_stream("stdin"), spool)
+            spool.seek(0)
+            yield spool
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stream = stack.enter_context(open(path, "rb"))
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        yield stream
+
+
+def echo_counts(verb: str, counts: dict, where: str, *, err: bool = False) -> None:
+    """One line: what moved where, and how many rows were already there."""
+    skipped = counts.get("skipped", 0)
+    already = f"; {skipped} already there, skipped" if skipped else ""
+    line = f"{verb} {counts['memories']} memories and {counts['clusters']} clusters {where}{already}"
+    click.echo(line, err=err)
+
+
+@main.command("export")
+@user_option
+@click.argument("file", default="-", metavar="[FILE|-]")
+@click.pass_context
+@library_errors
+def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
+    """Write memories and clusters as JSON Lines (to stdout by default).
+
+    The first line is a header with the format version and the schema version.
+    """
+    memoric = open_memoric(ctx)
+    if file == "-":
+        counts = transfer.export_memoric(memoric, click.get_text_stream("stdout"), user_id=user_id)
+    else:
+        with replaced_on_success(file) as out:
+            counts = transfer.export_memoric(memoric, out, user_id=user_id)
+    echo_counts("Exported", counts, f"to {file}", err=file == "-")
+
+
+@main.command("import")
+@click.argument("file", metavar="FILE|-")
+@click.pass_context
+@library_errors
+def import_command(ctx: click.Context, file: str) -> None:
+    """Load an export (FILE, or - for stdin): checked whole first, then written in batches.
+
+    Ids, timestamps and metadata types are kept; rows whose id is already there are skipped, so
+    importing the same file twice changes nothing.
+    """
+    memoric = open_memoric(ctx)
+    memoric.ensure_schema()
+    with readable_export(file) as stream:
+        found = transfer.check_jsonl(memoric.db, stream)
+        stream.seek(0)
+        with progress(found["memories"] + found["clusters"], "Importing") as advance:
+            counts = transfer.import_jsonl(memoric.db, stream, progress=advance)
+    echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
+
+
+@main.command("copy")
+@click.option("--from", "source_dsn", required=True, metavar="DSN", help="The database to copy.")
+@click.option("--to", "target_dsn", required=True, metavar="DSN", help="Where to (built or migrated first).")
+@click.pass_context
+@library_errors
+def copy_command(ctx: click.Context, source_dsn: str, target_dsn: str) -> None:
+    """Copy a whole database, e.g. from SQLite to PostgreSQL; ids and timestamps kept."""
+    config_path = (ctx.find_root().obj or {}).get("config")
+    source, target = transfer.open_copy(source_dsn, target_dsn, config_path=config_path)
+    total = transfer.copy_size(source) if sys.stdout.isatty() else 0
+    with progress(total, "Copying") as advance:
+        counts = transfer.copy_memoric(source, target, progress=advance)
+    where = f"from {where_it_lives(source)} to {where_it_lives(target)}"
+    echo_counts("Copied", counts, where)

@@ -147,8 +147,6 @@ def test_recall_shortens_long_content(cli, filled):
     "args",
     [
         ["recall"],
-        ["recall", "--user", "ada", "--metadata", "{not json"],
-        ["recall", "--user", "ada", "--metadata", "[1, 2]"],
         ["recall", "--user", "ada", "--scope", "world"],
         ["recall", "--user", "ada", "--top-k", "-1"],
         ["stats", "--bogus"],

@@ -1,14 +1,21 @@
-"""Turn a database URL into a connected peewee Database, with SQLite tuned for concurrent agents."""
+"""Turn a database URL into a connected peewee Database, with SQLite tuned for concurrent agents.
+
+`+pool` URLs (`postgresql+pool://`, `sqlite+pool://`) give a connection pool: each thread checks a
+connection out on first use and back in on `close()`. A thread finding every connection in use
+waits up to `timeout` seconds (`?timeout=N` in the URL, default POOL_WAIT_SECONDS) and then fails
+with a MemoricError; `?max_connections=N` sizes the pool (peewee's default: 20).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import peewee
 from playhouse import db_url
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from memoric.errors import ConfigError
 
@@ -17,6 +24,7 @@ log = logging.getLogger("memoric")
 SQLITE_SCHEMES = {"sqlite"}
 POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
 POOLED_SUFFIX = "+pool"
+POOL_WAIT_SECONDS = 30
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -30,7 +38,30 @@ SQLITE_WARNING = (
     "memoric is using SQLite (%s): fine for development/testing only; use PostgreSQL in production"
 )
 
+
+class _PoolErrors:
+    """A pool still exhausted after its wait timeout fails like any connection error."""
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded as exc:
+            raise peewee.OperationalError(
+                f"connection pool exhausted: all {self._max_connections} connections in use ({exc})"
+            ) from exc
+
+
+class PooledPostgres(_PoolErrors, PooledPostgresqlDatabase):
+    """playhouse's PostgreSQL pool, its exhaustion a peewee OperationalError."""
+
+
+class PooledSqlite(_PoolErrors, PooledSqliteDatabase):
+    """playhouse's SQLite pool, its exhaustion a peewee OperationalError."""
+
+
 db_url.register_database(peewee.PostgresqlDatabase, "postgresext")
+db_url.register_database(PooledPostgres, "postgres+pool", "postgresql+pool", "postgresext+pool")
+db_url.register_database(PooledSqlite, "sqlite+pool")
 
 
 def mask_password(url: str) -> str:
@@ -60,6 +91,24 @@ def sqlite_path(url: str) -> str:
     return path[1:] if path.startswith("/") else path
 
 
+def database_exists(url: str) -> bool:
+    """False for a SQLite URL whose file is not there; True otherwise (a server says so on connect)."""
+    if dialect_of(url) == "sqlite":
+        return os.path.isfile(sqlite_path(url))
+    return True
+
+
+def _pool_options(url: str) -> dict:
+    """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
+    parts = urlsplit(url)
+    if not parts.scheme.lower().endswith(POOLED_SUFFIX):
+        return {}
+    options = {} if "timeout" in parse_qs(parts.query) else {"timeout": POOL_WAIT_SECONDS}
+    if dialect_of(url) == "sqlite":
+        options["check_same_thread"] = False
+    return options
+
+
 def open_database(url: str) -> peewee.Database:
     """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened."""
     dialect = dialect_of(url)
@@ -67,7 +116,8 @@ def open_database(url: str) -> peewee.Database:
     try:
         database.connect(reuse_if_open=True)
     except peewee.DatabaseError as exc:
-        raise ConfigError(f"cannot open database {mask_password(url)}: {_first_line(exc)}") from exc
+        reason = mask_password(_first_line(exc))
+        raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
     return database
 
 
@@ -84,7 +134,7 @@ def _sqlite_database(url: str) -> peewee.Database:
     if not os.access(directory, os.W_OK):
         raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
     try:
-        database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+        database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", **_pool_options(url))
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     log.warning(SQLITE_WARNING, path)
@@ -93,9 +143,9 @@ def _sqlite_database(url: str) -> peewee.Database:
 
 def _postgres_database(url: str) -> peewee.Database:
     try:
-        return db_url.connect(url, unquote_password=True, unquote_user=True)
+        return db_url.connect(url, unquote_password=True, unquote_user=True, **_pool_options(url))
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid database URL {mask_password(url)!r}: {exc}") from exc
+        raise ConfigError(f"invalid database URL {mask_password(url)!r}: {mask_password(str(exc))}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

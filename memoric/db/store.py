@@ -18,6 +18,7 @@ from functools import reduce
 from itertools import islice
 
 import peewee
+from playhouse.pool import PooledDatabase
 
 from memoric import validation
 from memoric.db.connection import dialect_of, mask_password, open_database
@@ -110,11 +111,16 @@ class MemoryStore:
             self.database.close()
 
     def _discard_broken_connection(self) -> bool:
-        """After a failed call, drop this thread's connection if the server closed it."""
+        """After a failed call, drop this thread's connection if the server closed it.
+
+        A pool also drops its idle connections: a server restart broke them as well.
+        """
         database = self.database
         if database.is_closed() or database.in_transaction() or database.is_connection_usable():
             return False
         database.close()
+        if isinstance(database, PooledDatabase):
+            database.close_idle()
         return True
 
     @contextlib.contextmanager
@@ -555,6 +561,14 @@ class MemoryStore:
         except validation.ValidationError as exc:
             raise validation.ValidationError(f"{where}{exc}") from None
         return checked
+
+    def check_memory_row(self, row: dict) -> None:
+        """Raise ValidationError where `insert_memories` would refuse `row`; writes nothing."""
+        self._memory_row(row)
+
+    def check_cluster_row(self, row: dict) -> None:
+        """Raise ValidationError where `insert_clusters` would refuse `row`; writes nothing."""
+        self._exported_cluster_row(row, where="")
 
     def iter_memories(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
         """Every memory (of one user, or all) in id order, read page by page: constant memory."""

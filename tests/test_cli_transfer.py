@@ -1,0 +1,223 @@
+"""`memoric export`, `import` and `copy` on both dialects: exact round trips and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric.cli import main
+from memoric.db.store import MemoryStore
+from tests.conftest import requires_postgres
+from tests.test_transfer import fill, snapshot
+
+CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+HEAD = "001_initial_schema"
+HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
+
+
+def invoke(*args: str, input: str | bytes | None = None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def built(dsn: str) -> Memoric:
+    """A Memoric whose database was built through the migration chain."""
+    memoric = Memoric(dsn)
+    memoric.ensure_schema()
+    return memoric
+
+
+@pytest.fixture
+def source(new_dsn, monkeypatch) -> Memoric:
+    """2,497 memories with tricky metadata, id holes and two clusters, built through the chain."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    memoric = built(new_dsn())
+    fill(memoric.db)
+    yield memoric
+    memoric.close()
+
+
+def test_export_to_a_file_then_import_is_exact_and_idempotent(source, new_dsn, tmp_path):
+    path = tmp_path / "all.jsonl"
+    result = ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    assert result.stdout == f"Exported 2497 memories and 2 clusters to {path}\n"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    assert (header["format"], header["format_version"], header["schema_version"]) == (
+        "memoric-export",
+        1,
+        HEAD,
+    )
+    assert len(lines) == 1 + 2497 + 2
+
+    target = new_dsn()
+    result = ok(invoke("--dsn", target, "import", str(path)))
+    assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
+    check = MemoryStore(target)
+    assert snapshot(check) == snapshot(source.db)
+    assert Memoric(target).migrations.current() == HEAD
+
+    again = ok(invoke("--dsn", target, "import", str(path)))
+    assert "Imported 0 memories and 0 clusters" in again.stdout
+    assert "2499 already there, skipped" in again.stdout
+    assert snapshot(check) == snapshot(source.db)
+    assert check.insert_memory(user_id="new", content="after the import") == 2501
+
+
+def test_export_of_one_user_to_stdout_then_import_from_stdin(source, new_dsn):
+    result = ok(invoke("--dsn", source.db.dsn, "export", "--user", "user1"))
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0]["user_id"] == "user1" and records[0]["schema_version"] == HEAD
+    assert {r["user_id"] for r in records[1:]} == {"user1"}
+    assert "Exported 832 memories and 1 clusters to -" in result.stderr
+
+    target = new_dsn()
+    ok(invoke("--dsn", target, "import", "-", input=result.stdout.encode()))
+    imported = MemoryStore(target)
+    assert list(imported.iter_memories()) == list(source.db.iter_memories(user_id="user1"))
+    assert imported.all_clusters() == source.db.all_clusters(user_id="user1")
+
+
+def test_export_to_a_terminal_free_pipe_is_only_json_lines(source):
+    result = ok(invoke("--dsn", source.db.dsn, "export", "-"))
+    assert all(json.loads(line)["type"] for line in result.stdout.splitlines())
+
+
+def test_a_newer_export_format_is_refused_and_nothing_is_written(new_dsn, tmp_path):
+    path = tmp_path / "future.jsonl"
+    path.write_text(
+        '{"type": "header", "format": "memoric-export", "format_version": 2}\n'
+        '{"type": "memory", "id": 1, "user_id": "ada", "content": "from the future"}\n'
+    )
+    target = new_dsn()
+    error = one_line_error(invoke("--dsn", target, "import", str(path)))
+    assert "export format version 2 is newer than this memoric reads (1)" in error
+    assert MemoryStore(target).count_memories() == 0
+
+
+def test_one_bad_line_refuses_the_whole_file_before_any_batch(source, new_dsn, tmp_path):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    bad = json.loads(lines[2400])
+    bad["score"] = 101
+    lines[2400] = json.dumps(bad)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = new_dsn()
+    error = one_line_error(invoke("--dsn", target, "import", str(path)))
+    assert "line 2401: score must be from 0 to 100, got 101" in error
+    assert MemoryStore(target).count_memories() == 0
+
+
+def test_an_id_taken_by_another_memory_is_refused_never_dropped(new_dsn, tmp_path):
+    target = built(new_dsn())
+    target.save("ada", "already here")
+    path = tmp_path / "other.jsonl"
+    path.write_text(HEADER + '{"type": "memory", "id": 1, "user_id": "bob", "content": "other"}\n')
+    error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert "memory id 1 is already in the target with other data (differing: user_id, content)" in error
+    assert [m["content"] for m in target.db.get_memories()] == ["already here"]
+
+
+def test_a_failed_export_leaves_no_file_and_an_old_file_untouched(source, tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    path = exports / "keep.jsonl"
+    path.write_text("the previous export\n")
+    one_line_error(invoke("--dsn", source.db.dsn, "export", "--user", "", str(path)))
+    assert path.read_text() == "the previous export\n"
+    assert os.listdir(exports) == ["keep.jsonl"]
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(exports / "no" / "x.jsonl")))
+    assert "cannot write" in error
+
+
+@requires_postgres
+def test_copy_sqlite_to_postgresql_and_back_is_identical(tmp_path, new_postgres_url, monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    origin = built(f"sqlite:///{tmp_path / 'origin.db'}")
+    fill(origin.db)
+    middle = new_postgres_url()
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+
+    there = ok(invoke("copy", "--from", origin.db.dsn, "--to", middle))
+    assert there.stdout.startswith("Copied 2497 memories and 2 clusters from SQLite file ")
+    ok(invoke("copy", "--from", middle, "--to", back))
+    for dsn in (middle, back):
+        copied = Memoric(dsn)
+        assert copied.migrations.current() == HEAD
+        assert [row["name"] for row in copied.migrations.history()] == [HEAD]
+        assert snapshot(copied.db) == snapshot(origin.db)
+    exports = [ok(invoke("--dsn", dsn, "export")).stdout.splitlines()[1:] for dsn in (origin.db.dsn, back)]
+    # Equal records; only the key order inside metadata differs (JSONB stores keys sorted).
+    assert [json.loads(line) for line in exports[0]] == [json.loads(line) for line in exports[1]]
+
+    again = ok(invoke("copy", "--from", origin.db.dsn, "--to", middle))
+    assert "Copied 0 memories and 0 clusters" in again.stdout and "2499 already there" in again.stdout
+
+
+@requires_postgres
+def test_copy_masks_the_password_in_everything_it_prints(tmp_path, new_postgres_url):
+    origin = built(f"sqlite:///{tmp_path / 'origin.db'}")
+    origin.save("ada", "a memory")
+    target = new_postgres_url().replace("://postgres:@", "://postgres:s3cret@", 1)
+    assert "s3cret" in target
+    result = ok(invoke("copy", "--from", origin.db.dsn, "--to", target))
+    assert "postgres:***@" in result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
+    failed = invoke("copy", "--from", target, "--to", target.replace("/memoric_test", "/missing_db", 1))
+    assert "s3cret" not in one_line_error(failed)
+
+
+def run_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; (exit status, what it showed)."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the terminal closed when the process exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return process.wait(), shown.decode()
+
+
+def test_copy_shows_a_progress_bar_only_on_a_terminal(source, new_dsn):
+    status, shown = run_on_a_terminal("copy", "--from", source.db.dsn, "--to", new_dsn())
+    assert status == 0, shown
+    assert "Copying" in shown and "100%" in shown
+    assert "Copied 2497 memories and 2 clusters" in shown
+    piped = ok(invoke("copy", "--from", source.db.dsn, "--to", new_dsn()))
+    assert "Copying" not in piped.output + piped.stderr
+
+
+def test_import_shows_a_progress_bar_on_a_terminal(source, new_dsn, tmp_path):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    status, shown = run_on_a_terminal("--dsn", new_dsn(), "import", str(path))
+    assert status == 0, shown
+    assert "Importing" in shown and "100%" in shown
+    assert "Imported 2497 memories and 2 clusters" in shown
