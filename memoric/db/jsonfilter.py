@@ -121,8 +121,13 @@ def _exact_condition(column, path: str, wanted):
 
 
 def _addressable(key: str) -> bool:
-    """Whether a JSON path can name `key` exactly (SQLite cannot quote `"` or `\\` in a path)."""
-    return '"' not in key and "\\" not in key
+    """Whether a JSON path can name `key` exactly.
+
+    SQLite cannot quote `"` or `\\` in a path, and matches a path label against the key as
+    written in the JSON text, so a key JSON escapes (tab, newline, other control characters)
+    is never found by its path.
+    """
+    return json.dumps(key, ensure_ascii=False)[1:-1] == key
 
 
 def _text(value: str) -> peewee.Value:
