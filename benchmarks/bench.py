@@ -36,7 +36,14 @@ from memoric.db.store import MemoryStore
 
 DIALECTS = ("sqlite", "postgresql")
 LOAD_CHUNK = 10_000
-EXPLAINED = ("filter_no_match", "filter_user", "filter_all_2keys", "user_thread", "cluster_lookup")
+EXPLAINED = (
+    "filter_no_match",
+    "filter_user",
+    "filter_no_match_user",
+    "filter_all_2keys",
+    "user_thread",
+    "cluster_lookup",
+)
 
 
 @dataclass(frozen=True)

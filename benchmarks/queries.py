@@ -106,6 +106,11 @@ def filter_no_match_expected(rows, i):
     return []
 
 
+def filter_no_match_user(store, i):
+    pattern = {"topic": f"no-such-topic-{i % 5}"}
+    return store.get_memories(user_id=user_for(i), where_metadata=pattern, limit=LIMIT)
+
+
 # --- plain column filters -----------------------------------------------------------------
 
 
@@ -162,6 +167,12 @@ QUERIES = (
     Query("filter_nested", "nested filter, one user", filter_nested, filter_nested_expected),
     Query("filter_list", "list filter, one user", filter_list, filter_list_expected),
     Query("filter_no_match", "filter that matches nothing", filter_no_match, filter_no_match_expected),
+    Query(
+        "filter_no_match_user",
+        "filter that matches nothing, one user",
+        filter_no_match_user,
+        filter_no_match_expected,
+    ),
     Query("user_thread", "user + thread", user_thread, user_thread_expected),
     Query("tier_updated", "tier + updated (1000 rows)", tier_updated, tier_updated_expected),
     Query("cluster_lookup", "cluster lookup, one user", cluster_lookup, cluster_lookup_expected),

@@ -54,7 +54,7 @@ def test_query_matches_the_python_reference(loaded, name):
         result = query.run(store, i)
         assert queries.result_ids(query, result) == query.reference(rows, i), f"{name}, iteration {i}"
         answers.append(result)
-    if name != "filter_no_match":
+    if not name.startswith("filter_no_match"):
         assert any(answers), f"{name} never returned anything: the check would prove nothing"
     if name != "cluster_lookup":
         assert all(tuple(memory) == MEMORY_COLUMNS for result in answers for memory in result)

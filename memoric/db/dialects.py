@@ -27,6 +27,9 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 class SqliteDialect:
     name = "sqlite"
+    # Whether a user's metadata filter first looks among the user's newest rows (see
+    # `MemoryStore._from_newest_rows`): SQLite walks that user's index newest first anyway.
+    window_first = False
 
     def prepare(self, database: peewee.Database) -> None:
         """Register the exact containment function on every connection of `database`."""
@@ -34,7 +37,8 @@ class SqliteDialect:
             jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
         )
 
-    def json_contains(self, column, pattern: dict):
+    def json_contains(self, column, pattern: dict, *, indexed: bool = True):
+        """The exact containment test (there is no JSON index to use or avoid)."""
         return jsonfilter.sqlite_contains(column, pattern)
 
     def array_overlaps(self, column, values: list[str]):
@@ -131,6 +135,7 @@ class SqliteDialect:
 
 class PostgresDialect:
     name = "postgresql"
+    window_first = True
 
     def prepare(self, database: peewee.Database) -> None:
         """Cap the GIN pending list this store's sessions leave behind (see GIN_PENDING_LIST_LIMIT).
@@ -143,8 +148,9 @@ class PostgresDialect:
         if not database.is_closed():
             database.execute_sql(f"SET gin_pending_list_limit = '{GIN_PENDING_LIST_LIMIT}'")
 
-    def json_contains(self, column, pattern: dict):
-        return jsonfilter.postgres_contains(column, pattern)
+    def json_contains(self, column, pattern: dict, *, indexed: bool = True):
+        """`@>`, served by the GIN index unless not `indexed` (see `jsonfilter.postgres_contains`)."""
+        return jsonfilter.postgres_contains(column, pattern, indexed=indexed)
 
     def array_overlaps(self, column, values: list[str]):
         """`column ?| array[...]`: served by the GIN index on the JSONB array."""

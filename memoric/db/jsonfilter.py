@@ -157,6 +157,13 @@ def sqlite_contains_function(document_json, pattern_json) -> int:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def postgres_contains(column: peewee.Field, pattern: dict) -> peewee.Node:
-    """`column @> pattern` on JSONB, served by a GIN index."""
-    return peewee.Expression(column, "@>", column.db_value(pattern))
+def postgres_contains(column: peewee.Field, pattern: dict, *, indexed: bool = True) -> peewee.Node:
+    """`column @> pattern` on JSONB, served by a GIN index.
+
+    Not `indexed`: `jsonb_contains(column, pattern)`, the same test as a function call, which the
+    planner checks row by row on the rows another index yields instead of consulting the GIN index.
+    """
+    value = column.db_value(pattern)
+    if not indexed:
+        return peewee.fn.jsonb_contains(column, value)
+    return peewee.Expression(column, "@>", value)
