@@ -574,8 +574,9 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
 def import_command(ctx: click.Context, file: str) -> None:
     """Load an export (FILE, or - for stdin): checked whole first, then written in batches.
 
-    Ids, timestamps and metadata types are kept; rows whose id is already there are skipped, so
-    importing the same file twice changes nothing.
+    Ids, timestamps and metadata types are kept; memories already there (same id, same data) are
+    skipped, so importing the same file twice changes nothing; an id taken by another memory is
+    refused.
     """
     memoric = open_memoric(ctx)
     memoric.ensure_schema()
@@ -589,11 +590,17 @@ def import_command(ctx: click.Context, file: str) -> None:
 
 @main.command("copy")
 @click.option("--from", "source_dsn", required=True, metavar="DSN", help="The database to copy.")
-@click.option("--to", "target_dsn", required=True, metavar="DSN", help="Where to (built or migrated first).")
+@click.option(
+    "--to",
+    "target_dsn",
+    required=True,
+    metavar="DSN",
+    help="Target (an empty one is built through the chain).",
+)
 @click.pass_context
 @library_errors
 def copy_command(ctx: click.Context, source_dsn: str, target_dsn: str) -> None:
-    """Copy a whole database, e.g. from SQLite to PostgreSQL; ids and timestamps kept."""
+    """Copy a whole database (SQLite to PostgreSQL and back); ids and timestamps kept."""
     config_path = (ctx.find_root().obj or {}).get("config")
     source, target = transfer.open_copy(source_dsn, target_dsn, config_path=config_path)
     total = transfer.copy_size(source) if sys.stdout.isatty() else 0

@@ -93,7 +93,13 @@ def test_a_pool_recovers_when_the_server_drops_its_connections(new_postgres_url)
 # --- a schema that distributes by user_id (Citus and similar) ----------------------------------
 
 PER_USER_INDEXES = {
-    "memories": ["idx_memories_user_thread", "idx_memories_user_tier", "idx_memories_user_tier_updated"],
+    "memories": [
+        "idx_memories_user_thread",
+        "idx_memories_user_thread_created",
+        "idx_memories_user_tier",
+        "idx_memories_user_tier_updated",
+        "idx_memories_user_created",
+    ],
     "memory_clusters": ["idx_cluster_unique", "idx_cluster_user"],
 }
 
