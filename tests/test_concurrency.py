@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -250,6 +251,32 @@ def test_a_writer_waits_for_another_processes_open_transaction_instead_of_failin
     assert holder.returncode == 0 and errors == []
     (cluster,) = memoric.get_clusters("ada")
     assert (cluster["topic"], cluster["memory_ids"]) == ("travel", [1])
+
+
+def test_opening_a_new_sqlite_file_waits_while_another_connection_reads_it(tmp_path):
+    """Switching a file to WAL needs it to itself: SQLite answers BUSY (at once, or after 5 s)."""
+    path = tmp_path / "shared.db"
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("CREATE TABLE notes (note TEXT)")
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM notes").fetchall()
+    opened, errors = [], []
+
+    def open_store():
+        try:
+            opened.append(MemoryStore(f"sqlite:///{path}"))
+        except MemoricError as exc:  # asserted below
+            errors.append(exc)
+
+    opening = threading.Thread(target=open_store)
+    opening.start()
+    opening.join(timeout=6.0)
+    assert opening.is_alive(), f"gave up while the reader held the file: {errors}"
+    reader.execute("COMMIT")
+    opening.join()
+    reader.close()
+    assert errors == []
+    assert opened[0].database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # --- policies and clusters, interleaved -----------------------------------------------------

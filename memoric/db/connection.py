@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import peewee
@@ -26,9 +27,10 @@ POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
 POOLED_SUFFIX = "+pool"
 POOL_WAIT_SECONDS = 30
 
+SQLITE_BUSY_SECONDS = 30
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    "busy_timeout": 30_000,
+    "busy_timeout": SQLITE_BUSY_SECONDS * 1000,
     "synchronous": "normal",
     # 64 MiB page cache per connection (SQLite's default is 2 MiB): a filtered read walks an
     # index and fetches rows scattered over the file; at 1M rows this halved those queries.
@@ -114,11 +116,30 @@ def open_database(url: str) -> peewee.Database:
     dialect = dialect_of(url)
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
     try:
-        database.connect(reuse_if_open=True)
+        _connect(database, retry_busy=dialect == "sqlite")
     except peewee.DatabaseError as exc:
         reason = mask_password(_first_line(exc))
         raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
     return database
+
+
+def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
+    """Connect; on SQLite retry "database is locked" for up to SQLITE_BUSY_SECONDS.
+
+    Connections opening a new file together race to switch it to WAL, and SQLite answers the
+    losers with BUSY at once, without waiting in its busy handler.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            database.connect(reuse_if_open=True)
+            return
+        except peewee.OperationalError as exc:
+            if not retry_busy or "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _sqlite_database(url: str) -> peewee.Database:
