@@ -15,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
+from click.testing import CliRunner
 
+from memoric.cli import main
 from memoric.db.store import MemoryStore
 
 ALL_DIALECTS = ("sqlite", "postgresql")
@@ -140,3 +142,20 @@ def db(module_store) -> MemoryStore:
     """A store with empty tables (the module's store, truncated before each test)."""
     module_store.truncate()
     return module_store
+
+
+@pytest.fixture
+def dsn(new_dsn) -> str:
+    """A fresh, empty database of the current dialect."""
+    return new_dsn()
+
+
+@pytest.fixture
+def cli(dsn, monkeypatch):
+    """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--dsn", dsn, *args])
+
+    return run

@@ -18,22 +18,6 @@ CLI = "import sys; from memoric.cli import main; sys.exit(main())"
 
 
 @pytest.fixture
-def dsn(new_dsn) -> str:
-    return new_dsn()
-
-
-@pytest.fixture
-def cli(dsn, monkeypatch):
-    """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
-    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
-
-    def run(*args: str):
-        return CliRunner().invoke(main, ["--dsn", dsn, *args])
-
-    return run
-
-
-@pytest.fixture
 def filled(dsn):
     """Two users' memories, some old enough for the policies; a Memoric on them."""
     memoric = Memoric(dsn)

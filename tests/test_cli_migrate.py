@@ -24,22 +24,6 @@ WAITING = "Waiting for the migration lock"
 
 
 @pytest.fixture
-def dsn(new_dsn) -> str:
-    return new_dsn()
-
-
-@pytest.fixture
-def cli(dsn, monkeypatch):
-    """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
-    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
-
-    def run(*args: str):
-        return CliRunner().invoke(main, ["--dsn", dsn, *args])
-
-    return run
-
-
-@pytest.fixture
 def check(dsn):
     """A store on the same database, to see what the commands did."""
     store = MemoryStore(dsn)
