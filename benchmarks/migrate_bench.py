@@ -20,8 +20,7 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
-
+from benchmarks.databases import admin_sql
 from memoric.db.store import MemoryStore
 from memoric.migrations import Migrations
 
@@ -56,7 +55,7 @@ def fresh_databases(dialect: str) -> Iterator:
 
         def create() -> str:
             name = f"memoric_migrate_bench_{uuid.uuid4().hex[:8]}"
-            _admin(server_url, f'CREATE DATABASE "{name}"')
+            admin_sql(server_url, f'CREATE DATABASE "{name}"')
             created.append(name)
             return urlunsplit(urlsplit(server_url)._replace(path="/" + name))
 
@@ -64,18 +63,9 @@ def fresh_databases(dialect: str) -> Iterator:
             yield create
         finally:
             for name in created:
-                _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if server is not None:
                 server.cleanup()
-
-
-def _admin(url: str, statement: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(statement)
-    finally:
-        connection.close()
 
 
 def measure(dialect: str, runs: int) -> dict:
