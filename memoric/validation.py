@@ -22,11 +22,12 @@ def clean_text(field: str, value, *, max_length: int | None = None) -> str:
     """A non-empty, storable string (no NUL, valid Unicode), at most `max_length` characters."""
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
-    if not value.strip():
+    if not value or value.isspace():
         raise ValidationError(f"{field} must be a non-empty string")
     if max_length is not None and len(value) > max_length:
         raise ValidationError(f"{field} must be at most {max_length} characters, got {len(value)}")
-    _check_storable(field, value)
+    if not _is_storable(value):
+        _check_storable(field, value)
     return value
 
 
@@ -39,6 +40,8 @@ def user_id(value) -> str:
 
 
 def tier(value, tiers: Iterable[str]) -> str:
+    if type(value) is str and value in tiers:
+        return value
     tiers = list(tiers)
     if value not in tiers:
         raise ValidationError(f"tier must be one of {tiers}, got {value!r}")
@@ -61,7 +64,8 @@ def metadata(value, field: str = "metadata") -> dict:
         return {}
     if not isinstance(value, dict):
         raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
-    _check_json(field, value, depth=0)
+    if not _is_plain_json(value, depth=0):
+        _check_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
     return value
 
 
@@ -120,6 +124,52 @@ def timestamp(field: str, value) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}")
     return value
+
+
+def _is_storable(text: str) -> bool:
+    """The fast form of `_check_storable` for the common case (no message, no exception)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_plain_json(value: dict | list, depth: int) -> bool:
+    """Whether a dict or list is certainly valid JSON of plain types, checked without building
+    error paths (bulk inserts call this per row); False sends it to `_check_json` for the verdict.
+    """
+    if depth >= MAX_JSON_DEPTH:  # its items would lie deeper than the limit: let the slow walk judge
+        return False
+    if type(value) is dict:
+        try:
+            keys = "".join(value)  # every key a str, checked in one C call
+        except TypeError:
+            return False
+        if not _is_storable(keys):
+            return False
+        value = value.values()
+    for item in value:
+        kind = type(item)
+        if kind is str:
+            if (not item.isascii() or "\x00" in item) and not _is_storable(item):
+                return False
+        elif kind is dict or kind is list:
+            if not _is_plain_json(item, depth + 1):
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind not in _PLAIN_SCALARS:
+            return False
+    return True
+
+
+_PLAIN_SCALARS = frozenset({int, bool, type(None)})
 
 
 def _check_storable(field: str, text: str) -> None:

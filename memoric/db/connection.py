@@ -35,6 +35,11 @@ SQLITE_PRAGMAS = {
     # 64 MiB page cache per connection (SQLite's default is 2 MiB): a filtered read walks an
     # index and fetches rows scattered over the file; at 1M rows this halved those queries.
     "cache_size": -65536,
+    # Copy the WAL back into the database every 10,000 pages (~40 MiB) instead of every 1,000:
+    # each checkpoint flushes to disk, and a page written many times is copied once. Bulk
+    # inserts ran 1.5-1.8x faster; the WAL file is cut back to 64 MiB after a checkpoint.
+    "wal_autocheckpoint": 10000,
+    "journal_size_limit": 64 * 1024 * 1024,
 }
 SQLITE_WARNING = (
     "memoric is using SQLite (%s): fine for development/testing only; use PostgreSQL in production"

@@ -10,18 +10,20 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import os
 
 import peewee
 
 from memoric.db import jsonfilter
-from memoric.db.models import GIN_INDEXES, SQLITE_TIME_FORMAT, to_utc
+from memoric.db.models import GIN_INDEXES, sqlite_time, to_utc
 
 SECONDS_PER_DAY = 86400.0
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
 # default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
 # and bulk inserts are no slower (they still merge the list in batches).
 GIN_PENDING_LIST_LIMIT = "256kB"
+COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -56,7 +58,7 @@ class SqliteDialect:
 
     def age_days(self, column, now: dt.datetime):
         """Days between `column` (a timestamp) and `now`, as a float expression."""
-        now_text = to_utc(now).strftime(SQLITE_TIME_FORMAT)
+        now_text = sqlite_time(to_utc(now))
         return peewee.fn.julianday(peewee.Value(now_text, converter=False)) - peewee.fn.julianday(column)
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
@@ -191,13 +193,20 @@ class PostgresDialect:
         rows: list[tuple],
         skip_existing: bool,
     ) -> int:
-        """INSERT `rows` (values already converted for the driver) as one multi-row statement."""
+        """Insert `rows` (values already converted for the driver); the number inserted.
+
+        New rows go through `COPY ... FROM STDIN` (half the server's work of a multi-row INSERT);
+        `skip_existing` needs `ON CONFLICT DO NOTHING`, which only INSERT has.
+        """
         from psycopg2.extras import execute_values
 
-        conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
-        sql = f'INSERT INTO "{table}" ({_column_list(columns)}) VALUES %s{conflict}'
         with peewee.__exception_wrapper__:
             cursor = database.cursor()
+            if not skip_existing:
+                lines = io.StringIO("".join(map(copy_line, rows)))
+                cursor.copy_expert(f'COPY "{table}" ({_column_list(columns)}) FROM STDIN', lines, COPY_CHUNK)
+                return cursor.rowcount
+            sql = f'INSERT INTO "{table}" ({_column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
             execute_values(cursor, sql, rows, page_size=len(rows))
             return cursor.rowcount
 
@@ -247,6 +256,47 @@ def lock_key(name: str) -> int:
 def epoch_microseconds(moment: dt.datetime) -> int:
     """Exact microseconds since the Unix epoch of an aware (or naive UTC) datetime."""
     return (to_utc(moment) - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def copy_line(row: tuple) -> str:
+    """One row in COPY's text format: tab-separated fields, `\\N` for NULL, a newline at the end."""
+    return "\t".join([_COPY_FORMATS[type(value)](value) for value in row]) + "\n"
+
+
+def _copy_text(text: str) -> str:
+    """Text with COPY's escapes: backslash, tab, newline and carriage return."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def _copy_json(document) -> str:
+    """A psycopg2 `Json` parameter (what `BinaryJSONField.db_value` gives) as its JSON text."""
+    return _copy_text(document.dumps(document.adapted))
+
+
+class _CopyFormats(dict):
+    """type -> function writing a value of it for COPY; subclasses and psycopg2's Json looked up once."""
+
+    def __missing__(self, kind: type):
+        from psycopg2.extras import Json
+
+        self.setdefault(Json, _copy_json)
+        for base in kind.__mro__:
+            if base in self:
+                self[kind] = self[base]
+                return self[kind]
+        raise TypeError(f"cannot COPY a {kind.__name__} value")
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_FORMATS = _CopyFormats({
+    str: _copy_text,
+    int: str,
+    bool: lambda value: "t" if value else "f",
+    type(None): lambda value: "\\N",
+    dt.datetime: dt.datetime.isoformat,
+})  # fmt: skip
 
 
 def _column_list(columns: list[str]) -> str:

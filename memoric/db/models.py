@@ -16,14 +16,18 @@ import peewee
 from playhouse.postgres_ext import BinaryJSONField
 
 UTC = dt.UTC
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
 EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+_EMPTY_DOCUMENTS = {dict: "{}", list: "[]"}
+
+
 def dump_json(value) -> str:
     """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused."""
+    if not value and type(value) in _EMPTY_DOCUMENTS:
+        return _EMPTY_DOCUMENTS[type(value)]
     return _JSON_ENCODER.encode(value)
 
 
@@ -40,8 +44,13 @@ def to_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(UTC)
 
 
+def sqlite_time(value: dt.datetime) -> str:
+    """An aware UTC datetime as SQLite stores it: `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width."""
+    return value.isoformat(" ", "microseconds")[:SQLITE_TIME_LENGTH]
+
+
 def _is_sqlite_time(text: str) -> bool:
-    """Whether `text` has the shape of SQLITE_TIME_FORMAT (so it carries no UTC offset)."""
+    """Whether `text` has the shape `sqlite_time` writes (so it carries no UTC offset)."""
     return len(text) == SQLITE_TIME_LENGTH and text[-7] == "." and text[-6:].isdigit()
 
 
@@ -64,8 +73,9 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
     def db_value(self, value):
         if value is None or isinstance(value, peewee.Node):
             return value
-        value = to_utc(value)
-        return value if self._postgres else value.strftime(SQLITE_TIME_FORMAT)
+        if value.tzinfo is not UTC:
+            value = to_utc(value)
+        return value if self._postgres else value.isoformat(" ", "microseconds")[:SQLITE_TIME_LENGTH]
 
     def python_value(self, value):
         if value is None:

@@ -195,8 +195,7 @@ class MemoryStore:
         updated_at=None,
         id=None,
     ) -> dict:
-        now = self.clock()
-        created = validation.timestamp("created_at", created_at) or now
+        created = validation.timestamp("created_at", created_at) or self.clock()
         row = {
             "user_id": validation.user_id(user_id),
             "content": validation.clean_text("content", content),
@@ -1046,9 +1045,10 @@ def _driver_converter(model, keys: tuple[str, ...]) -> tuple[list[str], Callable
     converters = [
         (index, field.db_value) for index, field in enumerate(fields) if isinstance(field, CONVERTED_FIELDS)
     ]
+    values_of = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
 
     def convert(row: dict) -> tuple:
-        values = [row[key] for key in keys]
+        values = list(values_of(row))
         for index, db_value in converters:
             values[index] = db_value(values[index])
         return tuple(values)

@@ -1,0 +1,168 @@
+"""Bulk inserts: every value survives the fast path (SQLite executemany, PostgreSQL COPY) unchanged.
+
+`insert_memories` skips the per-value work `insert_memory` does: it checks JSON in one quick walk,
+formats timestamps itself and, on PostgreSQL, streams rows through COPY's text format, which has
+its own escapes. These tests feed it the values that could break each shortcut and read them back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memoric import validation
+from memoric.errors import ValidationError
+
+AWKWARD_TEXTS = [
+    "tab\there",
+    "new\nline",
+    "carriage\rreturn",
+    "back\\slash",
+    "\\N",  # COPY's NULL marker, as a literal text
+    "\\.",  # COPY's old end-of-data marker
+    "ends with a backslash\\",
+    "quotes ' and \"",
+    "unicode: 日本語 — emoji 🧠",
+    "\u2028line separator\u2029",
+    " leading and trailing spaces ",
+]
+WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=dt.UTC)
+
+
+class Priority(enum.IntEnum):
+    HIGH = 90
+
+
+def awkward_row(index: int, text: str) -> dict:
+    return {
+        "user_id": f"user {text}",
+        "thread_id": f"thread {text}",
+        "namespace": text,
+        "content": f"content {text}",
+        "metadata": {text: text, "nested": {"list": [text, 1, 2.5, True, None]}, "n": index},
+        "related_threads": [text],
+        "created_at": WHEN + dt.timedelta(microseconds=index),
+    }
+
+
+def without_ids(memories: list[dict]) -> list[dict]:
+    return [{key: value for key, value in memory.items() if key != "id"} for memory in memories]
+
+
+def test_awkward_texts_come_back_unchanged_from_a_bulk_insert(db):
+    rows = [awkward_row(index, text) for index, text in enumerate(AWKWARD_TEXTS)]
+    assert db.insert_memories(rows) == len(rows)
+    for index, text in enumerate(AWKWARD_TEXTS):
+        (memory,) = db.get_memories(user_id=f"user {text}")
+        assert memory["thread_id"] == f"thread {text}"
+        assert memory["namespace"] == text
+        assert memory["content"] == f"content {text}"
+        assert memory["metadata"] == rows[index]["metadata"]
+        assert memory["related_threads"] == [text]
+        assert memory["created_at"] == memory["updated_at"] == rows[index]["created_at"]
+
+
+def test_bulk_and_single_inserts_store_the_same_memory(db):
+    row = awkward_row(0, "\\N\t\n")
+    single_id = db.insert_memory(**row)
+    db.insert_memories([row])
+    stored = {memory["id"]: memory for memory in db.get_memories(user_id=row["user_id"])}
+    single = stored.pop(single_id)
+    assert without_ids(list(stored.values())) == without_ids([single])
+
+
+def test_nulls_booleans_and_int_subclasses_in_a_bulk_insert(db):
+    rows = [
+        {"user_id": "ada", "content": "no thread", "score": Priority.HIGH, "summarized": True},
+        {"user_id": "ada", "content": "a thread", "thread_id": "t", "score": 0},
+    ]
+    db.insert_memories(rows)
+    memories = {m["content"]: m for m in db.get_memories(user_id="ada")}
+    assert memories["no thread"]["thread_id"] is None
+    assert memories["no thread"]["namespace"] is None
+    assert memories["no thread"]["score"] == 90
+    assert memories["no thread"]["summarized"] is True
+    assert memories["a thread"]["summarized"] is False
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        dt.datetime(999, 1, 2, 3, 4, 5, tzinfo=dt.UTC),  # a year of three digits
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),  # no microseconds
+        dt.datetime(2026, 6, 1, 12, 0, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+        dt.datetime(2026, 6, 1, 12, 0, 0, 999999),  # naive: taken as UTC
+    ],
+)
+def test_timestamps_round_trip_through_a_bulk_insert(db, moment):
+    db.insert_memories([{"user_id": "ada", "content": "x", "created_at": moment}])
+    (memory,) = db.get_memories(user_id="ada")
+    expected = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    assert memory["created_at"] == expected
+    assert memory["created_at"].tzinfo is dt.UTC
+
+
+def test_a_bad_row_in_a_bulk_insert_writes_nothing(db):
+    rows = [awkward_row(n, "fine") for n in range(5)]
+    rows[3]["metadata"] = {"deep": {"x": float("nan")}}
+    with pytest.raises(ValidationError, match=r"rows\[3\]: metadata\['deep'\]\['x'\] holds nan"):
+        db.insert_memories(rows)
+    assert db.count_memories() == 0
+
+
+# --- the fast JSON check agrees with the slow one ------------------------------------------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # includes nan and infinities, which are refused
+    st.text(alphabet=st.characters(codec=None, exclude_categories=())),  # NUL and lone surrogates too
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers(), st.none()), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+def slow_verdict(value: dict) -> str | None:
+    """The error message of the full walk (None when the document is valid)."""
+    try:
+        validation._check_json("metadata", value, depth=0)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
+    if validation._is_plain_json(document, depth=0):
+        assert slow_verdict(document) is None
+    verdict = slow_verdict(document)
+    if verdict is None:
+        assert validation.metadata(document) is document
+    else:
+        with pytest.raises(ValidationError) as raised:
+            validation.metadata(document)
+        assert str(raised.value) == verdict
+
+
+def test_the_fast_json_check_stops_at_the_depth_limit():
+    document: dict = {}
+    inner = document
+    for _ in range(validation.MAX_JSON_DEPTH):
+        inner["x"] = {}
+        inner = inner["x"]
+    validation.metadata(document)  # exactly at the limit: accepted
+    inner["x"] = 1
+    with pytest.raises(ValidationError, match="nested deeper than 64"):
+        validation.metadata(document)
