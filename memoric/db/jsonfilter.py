@@ -17,6 +17,8 @@ from functools import lru_cache, reduce
 
 import peewee
 
+from memoric.db.models import load_json
+
 SQLITE_CONTAINS_FUNCTION = "memoric_json_contains"
 # Integers up to 2**53 in magnitude compare exactly in SQLite whether stored as integer or real.
 EXACT_SQLITE_INTEGER = 2**53
@@ -151,7 +153,7 @@ def sqlite_contains_function(document_json, pattern_json) -> int:
     """The reference containment as a SQLite function over two JSON texts."""
     if document_json is None:
         return 0
-    return int(contains(json.loads(document_json), _parsed_pattern(pattern_json)))
+    return int(contains(load_json(document_json), _parsed_pattern(pattern_json)))
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from playhouse.postgres_ext import BinaryJSONField
 UTC = dt.UTC
 SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
 EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
+_JSON_DECODER = json.JSONDecoder()
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
@@ -29,6 +30,22 @@ def dump_json(value) -> str:
     if not value and type(value) in _EMPTY_DOCUMENTS:
         return _EMPTY_DOCUMENTS[type(value)]
     return _JSON_ENCODER.encode(value)
+
+
+def load_json(text: str):
+    """A JSON document as memoric writes it, parsed without `json.loads`' whitespace scans.
+
+    Text with surrounding whitespace or anything after the document goes to `json.loads`,
+    which decides as it always does.
+    """
+    empty = EMPTY_JSON.get(text)
+    if empty is not None:
+        return empty()
+    try:
+        value, end = _JSON_DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def is_postgres(database) -> bool:
@@ -47,11 +64,6 @@ def to_utc(value: dt.datetime) -> dt.datetime:
 def sqlite_time(value: dt.datetime) -> str:
     """An aware UTC datetime as SQLite stores it: `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width."""
     return value.isoformat(" ", "microseconds")[:SQLITE_TIME_LENGTH]
-
-
-def _is_sqlite_time(text: str) -> bool:
-    """Whether `text` has the shape `sqlite_time` writes (so it carries no UTC offset)."""
-    return len(text) == SQLITE_TIME_LENGTH and text[-7] == "." and text[-6:].isdigit()
 
 
 class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
@@ -81,10 +93,13 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
         if value is None:
             return None
         if isinstance(value, str):
-            if _is_sqlite_time(value):  # as `db_value` writes it: parse it as UTC in one step
-                return dt.datetime.fromisoformat(value + "+00:00")
+            if len(value) == SQLITE_TIME_LENGTH:  # as `db_value` writes it: parse it as UTC in one step
+                try:
+                    return dt.datetime.fromisoformat(value + "+00:00")
+                except ValueError:
+                    pass  # another ISO form of that length: parsed below
             value = dt.datetime.fromisoformat(value)
-        return to_utc(value)
+        return value if value.tzinfo is UTC else to_utc(value)
 
 
 class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
@@ -114,8 +129,7 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if value is None:
             return None
         if isinstance(value, str):
-            empty = EMPTY_JSON.get(value)
-            return empty() if empty is not None else json.loads(value)
+            return load_json(value)
         return value
 
 

@@ -218,8 +218,8 @@ class MemoryStore:
         """Store one memory and return its id (fields as in DESIGN §4, plus optional timestamps)."""
         row = self._memory_row(fields)
         columns, values = _driver_row(self.Memory, row)
-        with self.database.atomic():
-            return self._sql.insert_one(self.database, self.Memory._meta.table_name, columns, values)
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
+        return self._sql.insert_one(self.database, self.Memory._meta.table_name, columns, values)
 
     @_translate_errors
     def insert_memories(
@@ -383,15 +383,13 @@ class MemoryStore:
         """Rows of `sql` as dicts, each column converted by its field (as peewee's `.dicts()` does)."""
         cursor = self.database.execute_sql(sql, params)
         names = [column[0] for column in cursor.description]
-        converters = _row_converters(model, names)
-        rows = []
-        for values in cursor.fetchall():
-            values = list(values)
-            for index, convert in converters:
-                if values[index] is not None:
-                    values[index] = convert(values[index])
-            rows.append(dict(zip(names, values, strict=True)))
-        return rows
+        rows = cursor.fetchall()
+        if not rows:
+            return []
+        columns = list(zip(*rows, strict=True))  # converted a column at a time: one map() each
+        for index, convert in _row_converters(model, names):
+            columns[index] = map(convert, columns[index])
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
     def _memory_rows(self, sql: str, params: list) -> list[dict]:
         """Memory dicts of a `SELECT` of all memory columns (metadata `{}`, related_threads `[]` if empty)."""
