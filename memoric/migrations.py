@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import importlib.util
 import logging
 import re
@@ -24,9 +23,10 @@ import peewee
 from peewee_migrate import Migrator, Router, auto
 
 from memoric.db import models
+from memoric.db.connection import driver_errors, first_line
 from memoric.db.models import GIN_INDEXES, UTCDateTimeField
 from memoric.db.store import MemoryStore
-from memoric.errors import MemoricError, MigrationError
+from memoric.errors import MigrationError
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -246,24 +246,10 @@ class _Router(Router):
         return name
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _translate_errors(method):
-    """Database errors outside a migration become MemoricError with the cause chained."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except MemoricError:
-            raise
-        except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-            raise MemoricError(f"migrations: {method.__name__} failed: {_first_line(exc)}") from exc
-
-    return wrapper
+# Database errors outside a migration become MemoricError with the cause chained.
+_translate_errors = driver_errors(
+    lambda migrations, method_name, exc: f"migrations: {method_name} failed: {first_line(exc)}"
+)
 
 
 # --- the public API --------------------------------------------------------------------------
@@ -358,7 +344,7 @@ class Migrations:
         try:
             migrator = router.migrator
         except Exception as exc:
-            raise MigrationError(f"cannot replay the applied migrations: {_first_line(exc)}") from exc
+            raise MigrationError(f"cannot replay the applied migrations: {first_line(exc)}") from exc
         finished = []
         for name in names:
             try:
@@ -492,13 +478,13 @@ class Migrations:
             try:
                 router.run_one(name, migrator, fake=True)
             except Exception as exc:
-                raise MigrationError(f"cannot replay migration {name}: {_first_line(exc)}") from exc
+                raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
         return migrator
 
 
 def _failure(name: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
     what = "rollback of migration" if downgrade else "migration"
-    message = f"{what} {name} failed and was undone (schema and history unchanged): {_first_line(exc)}"
+    message = f"{what} {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
     if finished:
         message += f" [completed before it: {', '.join(finished)}]"
     return message

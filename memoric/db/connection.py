@@ -8,17 +8,20 @@ with a MemoricError; `?max_connections=N` sizes the pool (peewee's default: 20).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, MemoricError
 
 log = logging.getLogger("memoric")
 
@@ -123,7 +126,7 @@ def open_database(url: str) -> peewee.Database:
     try:
         _connect(database, retry_busy=dialect == "sqlite")
     except peewee.DatabaseError as exc:
-        reason = mask_password(_first_line(exc))
+        reason = mask_password(first_line(exc))
         raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
     return database
 
@@ -174,6 +177,28 @@ def _postgres_database(url: str) -> peewee.Database:
         raise ConfigError(f"invalid database URL {mask_password(url)!r}: {mask_password(str(exc))}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (drivers add hints and context on later lines)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def driver_errors(message: Callable[[Any, str, BaseException], str]):
+    """A method decorator turning driver errors into MemoricError, the cause chained.
+
+    `message(instance, method_name, error)` words the MemoricError; memoric's own errors pass.
+    """
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except MemoricError:
+                raise
+            except (peewee.PeeweeException, peewee.DatabaseError) as exc:
+                raise MemoricError(message(self, method.__name__, exc)) from exc
+
+        return wrapper
+
+    return decorate

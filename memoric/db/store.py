@@ -21,10 +21,10 @@ import peewee
 from playhouse.pool import PooledDatabase
 
 from memoric import validation
-from memoric.db.connection import dialect_of, mask_password, open_database
+from memoric.db.connection import dialect_of, driver_errors, first_line, mask_password, open_database
 from memoric.db.dialects import dialect_for
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
-from memoric.errors import LockTimeout, MemoricError
+from memoric.errors import LockTimeout
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 INSERT_BATCH_SIZE = 1000
@@ -44,27 +44,15 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def _translate_errors(method):
-    """Wrap driver errors in MemoricError; drop a broken connection so the next call reconnects."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except MemoricError:
-            raise
-        except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-            message = f"{method.__name__} failed on {self.dialect}: {_first_line(exc)}"
-            if self._discard_broken_connection():
-                message += " (the connection was lost; the next call reconnects)"
-            raise MemoricError(message) from exc
-
-    return wrapper
+def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -> str:
+    """What failed, on which dialect; a broken connection is dropped so the next call reconnects."""
+    message = f"{method_name} failed on {store.dialect}: {first_line(exc)}"
+    if store._discard_broken_connection():
+        message += " (the connection was lost; the next call reconnects)"
+    return message
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_translate_errors = driver_errors(_failure_message)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
