@@ -15,10 +15,10 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from tests.conftest import requires_postgres
+from tests.test_migrations import HEAD, SHIPPED
 from tests.test_transfer import fill, snapshot
 
 CLI = "import sys; from memoric.cli import main; sys.exit(main())"
-HEAD = "001_initial_schema"
 HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
 
 
@@ -164,7 +164,7 @@ def test_copy_sqlite_to_postgresql_and_back_is_identical(tmp_path, new_postgres_
     for dsn in (middle, back):
         copied = Memoric(dsn)
         assert copied.migrations.current() == HEAD
-        assert [row["name"] for row in copied.migrations.history()] == [HEAD]
+        assert [row["name"] for row in copied.migrations.history()] == SHIPPED
         assert snapshot(copied.db) == snapshot(origin.db)
     exports = [ok(invoke("--dsn", dsn, "export")).stdout.splitlines()[1:] for dsn in (origin.db.dsn, back)]
     # Equal records; only the key order inside metadata differs (JSONB stores keys sorted).

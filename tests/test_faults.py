@@ -30,7 +30,7 @@ from tests.engine_helpers import NOW, ago
 from tests.test_cli_transfer import one_line_error
 from tests.test_concurrency import AGENT_CONFIG, agent_memoric, end_state
 from tests.test_connection import read_only_dir  # noqa: F401 (a fixture)
-from tests.test_migrations import HEAD, chain, history_names, tables
+from tests.test_migrations import SHIPPED, chain, history_names, tables
 from tests.test_transfer import fill, snapshot
 
 CLI = "import sys; from memoric.cli import main; sys.exit(main())"
@@ -231,7 +231,7 @@ def rollback(migrator, database, *, fake=False):
 
 
 def test_sigkill_during_a_migration_leaves_schema_and_history_as_they_were(new_dsn, tmp_path):
-    directory = chain(tmp_path / "migrations", **{"002_agent_notes": BLOCKS_HALFWAY})
+    directory = chain(tmp_path / "migrations", **{"003_agent_notes": BLOCKS_HALFWAY})
     memoric = Memoric(new_dsn())
     memoric.save("ada", "saved before the migration")
     before = snapshot(memoric.db)
@@ -256,7 +256,7 @@ def test_sigkill_during_a_migration_leaves_schema_and_history_as_they_were(new_d
     killed_at(child, "migrating: table created")
 
     store = MemoryStore(memoric.db.dsn)
-    assert history_names(store) == [HEAD]
+    assert history_names(store) == SHIPPED
     assert "agent_notes" not in tables(store)
     assert snapshot(store) == before
     if store.is_sqlite:
@@ -264,8 +264,8 @@ def test_sigkill_during_a_migration_leaves_schema_and_history_as_they_were(new_d
 
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "Applied 002_agent_notes" in rerun.stdout
-    assert Migrations(store, migrate_dir=directory).current() == "002_agent_notes"
+    assert "Applied 003_agent_notes" in rerun.stdout
+    assert Migrations(store, migrate_dir=directory).current() == "003_agent_notes"
     assert store.database.execute_sql("SELECT note FROM agent_notes").fetchall() == [("half done",)]
     assert snapshot(store) == before
 

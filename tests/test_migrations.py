@@ -21,7 +21,9 @@ from memoric.db.store import MemoryStore
 from memoric.errors import LockTimeout, MemoricError, MigrationError
 from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
 
-HEAD = "001_initial_schema"
+FIRST = "001_initial_schema"
+HEAD = "002_merge_thread_indexes"
+SHIPPED = [FIRST, HEAD]  # the chain shipped with memoric; test-only migrations are numbered after it
 MEMORIC_TABLES = ("memories", "memory_clusters")
 
 ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
@@ -56,12 +58,18 @@ def rollback(migrator, database, *, fake=False):
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def shipped_files() -> list[Path]:
+    return sorted(default_migrate_dir().glob("[0-9][0-9][0-9]_*.py"))
+
+
 def chain(directory: Path, **extra: str) -> Path:
-    """A migrations directory: the shipped chain plus `extra` files (name -> source)."""
+    """A migrations directory: the shipped chain plus `extra` files (name -> source) after its head."""
     directory.mkdir(parents=True, exist_ok=True)
-    for path in default_migrate_dir().glob("[0-9][0-9][0-9]_*.py"):
+    shipped = shipped_files()
+    for path in shipped:
         shutil.copy(path, directory / path.name)
     for name, source in extra.items():
+        assert name[:3] > shipped[-1].name[:3], f"test-only {name} must come after the shipped head"
         (directory / f"{name}.py").write_text(source, encoding="utf-8")
     return directory
 
@@ -134,8 +142,12 @@ def model_schema(new_dsn) -> dict:
 # --- upgrade, downgrade, the exact schema ----------------------------------------------------
 
 
+def test_the_shipped_chain_is_first_then_head():
+    assert [path.stem for path in shipped_files()] == SHIPPED
+
+
 def test_upgrade_from_empty_builds_the_models_schema(store, model_schema):
-    assert Migrations(store).upgrade() == [HEAD]
+    assert Migrations(store).upgrade() == SHIPPED
     assert tables(store) == {*MEMORIC_TABLES, HISTORY_TABLE}
     assert schema(store) == model_schema
     memory_indexes = set(indexes(store, "memories"))
@@ -175,40 +187,149 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD]
+    assert migrations.downgrade("base") == [HEAD, FIRST]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade() == SHIPPED
     assert schema(store) == model_schema
 
 
 def test_upgrade_adopts_tables_that_already_exist(store, model_schema):
     store.create_schema()
-    assert Migrations(store).upgrade() == [HEAD]
+    assert Migrations(store).upgrade() == SHIPPED
     assert schema(store) == model_schema
 
 
 def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("001") == [HEAD]
+    assert migrations.upgrade("002") == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
 
-    assert migrations.upgrade() == ["002_add_importance"]
+    assert migrations.upgrade() == ["003_add_importance"]
     values = store.database.execute_sql('SELECT importance FROM "memories" ORDER BY id').fetchall()
     assert values == [(0,), (0,), (0,)]
     assert "idx_memories_importance" in indexes(store, "memories")
-    assert migrations.downgrade() == ["002_add_importance"]
+    assert migrations.downgrade() == ["003_add_importance"]
     assert "importance" not in {column[0] for column in columns(store, "memories")}
     assert store.get_memories(user_id="ada") == before
-    assert migrations.upgrade() == ["002_add_importance"]
+    assert migrations.upgrade() == ["003_add_importance"]
     assert store.get_memories(user_id="ada") == before
     assert store.get_clusters(user_id="ada")[0]["cluster_id"] == cluster_id
     assert set(MEMORY_INDEXES) <= set(indexes(store, "memories"))
+
+
+# --- 002: one thread index instead of two ----------------------------------------------------
+
+THREAD_INDEX, OLD_THREAD_INDEX = "idx_memories_user_thread", "idx_memories_user_thread_created"
+THREAD_INDEXES_AT_001 = {
+    THREAD_INDEX: ("user_id", "thread_id"),
+    OLD_THREAD_INDEX: ("user_id", "thread_id", "created_at"),
+}
+THREAD_INDEXES_AT_002 = {THREAD_INDEX: ("user_id", "thread_id", "created_at")}
+
+
+def thread_indexes(store: MemoryStore) -> dict[str, tuple[str, ...]]:
+    """The thread indexes of `memories` with their columns in order, from the catalogue."""
+    return {
+        index.name: tuple(index.columns)
+        for index in store.database.get_indexes("memories")
+        if index.name.startswith(THREAD_INDEX)
+    }
+
+
+def index_oid(store: MemoryStore, name: str) -> int:
+    """PostgreSQL: the index's object id, which a rename keeps and a rebuild does not."""
+    return store.database.execute_sql("SELECT to_regclass(%s)::oid", (f'"{name}"',)).fetchone()[0]
+
+
+def fill_threads(store: MemoryStore) -> dict[str, list]:
+    """Memories in three threads of two users and a cluster; returns every row of both tables."""
+    ids = [
+        store.insert_memory(
+            user_id=("ada", "bob")[n % 2], thread_id=f"t{n % 3}", content=f"memory {n}", metadata={"n": n}
+        )
+        for n in range(12)
+    ]
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids[::2])
+    return all_rows(store)
+
+
+def all_rows(store: MemoryStore) -> dict[str, list]:
+    return {
+        table: store.database.execute_sql(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+        for table in MEMORIC_TABLES
+    }
+
+
+@pytest.fixture
+def schema_at_first(new_dsn) -> dict:
+    """The schema the first shipped migration alone builds, on this dialect."""
+    reference = MemoryStore(new_dsn())
+    Migrations(reference).upgrade(FIRST)
+    built = schema(reference)
+    reference.close()
+    return built
+
+
+def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model_schema, schema_at_first):
+    migrations = Migrations(store)
+    assert migrations.upgrade(FIRST) == [FIRST]
+    assert schema(store) == schema_at_first
+    assert thread_indexes(store) == THREAD_INDEXES_AT_001
+    before = fill_threads(store)
+    old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
+
+    assert migrations.upgrade() == [HEAD]
+    assert thread_indexes(store) == THREAD_INDEXES_AT_002
+    assert OLD_THREAD_INDEX not in indexes(store, "memories")
+    assert schema(store) == model_schema
+    assert all_rows(store) == before
+    if store.is_postgres:
+        assert index_oid(store, THREAD_INDEX) == old_oid, "renamed, not rebuilt"
+    thread = store.get_memories(user_id="ada", thread_id="t0")
+    assert [m["content"] for m in thread] == ["memory 6", "memory 0"]
+
+
+def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, schema_at_first):
+    migrations = Migrations(store)
+    assert migrations.upgrade() == SHIPPED
+    before = fill_threads(store)
+    oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
+
+    assert migrations.downgrade("001") == [HEAD]
+    assert migrations.current() == FIRST
+    assert thread_indexes(store) == THREAD_INDEXES_AT_001
+    assert schema(store) == schema_at_first
+    assert all_rows(store) == before
+    if store.is_postgres:
+        assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
+
+    assert migrations.upgrade() == [HEAD]
+    assert thread_indexes(store) == THREAD_INDEXES_AT_002
+    assert schema(store) == model_schema
+    assert all_rows(store) == before
+
+
+def test_002_renames_on_postgresql_and_rebuilds_on_sqlite(store):
+    migrations = Migrations(store)
+    migrations.upgrade(FIRST)
+    statements = migrations.sql("upgrade", "head")
+    renames = [s for s in statements if f'ALTER INDEX "{OLD_THREAD_INDEX}" RENAME TO "{THREAD_INDEX}"' in s]
+    builds = [s for s in statements if s.lstrip().upper().startswith("CREATE INDEX")]
+    if store.is_postgres:
+        assert (len(renames), builds) == (1, [])
+    else:
+        assert renames == []
+        assert builds == [
+            f'CREATE INDEX "{THREAD_INDEX}" ON "memories" ("user_id", "thread_id", "created_at")'
+        ]
+    assert thread_indexes(store) == THREAD_INDEXES_AT_001, "--sql changes nothing"
+    assert migrations.current() == FIRST
 
 
 # --- failures --------------------------------------------------------------------------------
@@ -216,30 +337,31 @@ def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_pat
 
 def test_a_failing_migration_leaves_schema_and_history_unchanged(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"002_fails_halfway": FAILS_HALFWAY})
+        store, migrate_dir=chain(tmp_path / "chain", **{"003_fails_halfway": FAILS_HALFWAY})
     )
-    migrations.upgrade("001")
+    assert migrations.upgrade(HEAD) == SHIPPED
     before = schema(store)
-    with pytest.raises(MigrationError, match="002_fails_halfway") as failure:
+    with pytest.raises(MigrationError, match="003_fails_halfway") as failure:
         migrations.upgrade()
     assert isinstance(failure.value.__cause__, peewee.DatabaseError)
     assert "unchanged" in str(failure.value)
     assert "half_done" not in tables(store)
     assert schema(store) == before
-    assert history_names(store) == [HEAD]
-    assert migrations.pending() == ["002_fails_halfway"]
+    assert history_names(store) == SHIPPED
+    assert migrations.pending() == ["003_fails_halfway"]
     store.insert_memory(user_id="ada", content="the store still works")
 
 
 def test_failure_in_a_later_migration_keeps_the_earlier_ones_of_the_run(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE, "003_fails": FAILS_HALFWAY}
+        tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE, "004_fails": FAILS_HALFWAY}
     )
     with pytest.raises(
-        MigrationError, match=r"003_fails.*completed before it: 001_initial_schema, 002_add_imp"
+        MigrationError,
+        match=r"004_fails.*completed before it: 001_initial_schema, 002_merge_thread_indexes, 003_add_imp",
     ):
         Migrations(store, migrate_dir=directory).upgrade()
-    assert history_names(store) == [HEAD, "002_add_importance"]
+    assert history_names(store) == [*SHIPPED, "003_add_importance"]
     assert "half_done" not in tables(store)
 
 
@@ -247,24 +369,24 @@ def test_a_failing_rollback_is_undone_and_named(store, tmp_path):
     broken = ADD_IMPORTANCE.replace(
         'migrator.remove_fields("memories", "importance")', "migrator.sql('DROP TABLE \"no_such_table\"')"
     )
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": broken}))
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": broken}))
     migrations.upgrade()
     with pytest.raises(
-        MigrationError, match=r"rollback of migration 002_add_importance failed.*no_such_table"
+        MigrationError, match=r"rollback of migration 003_add_importance failed.*no_such_table"
     ):
         migrations.downgrade()
-    assert migrations.current() == "002_add_importance"
+    assert migrations.current() == "003_add_importance"
     assert "idx_memories_importance" in indexes(store, "memories")
 
 
 def test_an_applied_migration_whose_file_is_gone_cannot_be_rolled_back(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
     Migrations(store, migrate_dir=directory).upgrade()
-    (directory / "002_add_importance.py").unlink()
+    (directory / "003_add_importance.py").unlink()
     migrations = Migrations(store, migrate_dir=directory)
     assert migrations.pending() == []
-    assert migrations.history()[-1]["name"] == "002_add_importance"
-    with pytest.raises(MigrationError, match="002_add_importance"):
+    assert migrations.history()[-1]["name"] == "003_add_importance"
+    with pytest.raises(MigrationError, match="003_add_importance"):
         migrations.downgrade()
 
 
@@ -283,64 +405,72 @@ def test_refuses_to_run_inside_an_open_transaction(store):
 
 
 @pytest.fixture
-def three(store, tmp_path) -> Migrations:
-    """A chain of three migrations on an empty database."""
-    second = ADD_IMPORTANCE
-    third = ADD_IMPORTANCE.replace("importance", "weight")
+def longer(store, tmp_path) -> Migrations:
+    """The shipped chain plus two test-only migrations after its head, on an empty database."""
+    third = ADD_IMPORTANCE
+    fourth = ADD_IMPORTANCE.replace("importance", "weight")
     return Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"002_importance": second, "003_weight": third})
+        store, migrate_dir=chain(tmp_path / "chain", **{"003_importance": third, "004_weight": fourth})
     )
 
 
-def test_relative_and_named_targets(three):
-    assert three.upgrade("+1") == [HEAD]
-    assert three.upgrade("003_weight") == ["002_importance", "003_weight"]
-    assert three.downgrade("-2") == ["003_weight", "002_importance"]
-    assert three.upgrade("2") == ["002_importance"]
-    assert three.current() == "002_importance"
-    assert three.upgrade("001") == []
-    assert three.downgrade("001_initial_schema") == ["002_importance"]
-    assert three.upgrade("head") == ["002_importance", "003_weight"]
-    assert three.downgrade("head") == []
-    assert three.downgrade() == ["003_weight"]
-    assert three.downgrade("base") == ["002_importance", HEAD]
-    assert three.current() is None
+def test_relative_and_named_targets(longer):
+    assert longer.upgrade("+1") == [FIRST]
+    assert longer.upgrade("004_weight") == [HEAD, "003_importance", "004_weight"]
+    assert longer.downgrade("-2") == ["004_weight", "003_importance"]
+    assert longer.upgrade("3") == ["003_importance"]
+    assert longer.current() == "003_importance"
+    assert longer.upgrade("002") == []
+    assert longer.downgrade("001_initial_schema") == ["003_importance", HEAD]
+    assert longer.current() == FIRST
+    assert longer.upgrade("head") == [HEAD, "003_importance", "004_weight"]
+    assert longer.downgrade("head") == []
+    assert longer.downgrade("2") == ["004_weight", "003_importance"]
+    assert longer.downgrade() == [HEAD]
+    assert longer.downgrade("base") == [FIRST]
+    assert longer.current() is None
 
 
 @pytest.mark.parametrize(
     ("method", "target", "message"),
     [
-        ("upgrade", "nonsense", "unknown migration target 'nonsense'.*001_initial_schema, 002_importance"),
-        ("upgrade", "004", "unknown migration target '004'"),
+        (
+            "upgrade",
+            "nonsense",
+            "unknown migration target 'nonsense'.*"
+            "001_initial_schema, 002_merge_thread_indexes, 003_importance, 004_weight",
+        ),
+        ("upgrade", "005", "unknown migration target '005'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+4", "only 3 migration"),
+        ("upgrade", "+5", "only 4 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
-        ("stamp", "002_nope", "unknown migration target"),
+        ("stamp", "003_nope", "unknown migration target"),
     ],
 )
-def test_bad_targets_are_migration_errors(three, method, target, message):
+def test_bad_targets_are_migration_errors(longer, method, target, message):
     with pytest.raises(MigrationError, match=message):
-        getattr(three, method)(target)
-    assert three.current() is None
+        getattr(longer, method)(target)
+    assert longer.current() is None
 
 
-def test_history_pending_and_current(three):
-    assert three.current() is None
-    assert three.pending() == [HEAD, "002_importance", "003_weight"]
-    assert HISTORY_TABLE not in tables(three.store), "reading the state writes nothing"
-    three.upgrade("+2")
-    history = three.history()
+def test_history_pending_and_current(longer):
+    assert longer.current() is None
+    assert longer.pending() == [*SHIPPED, "003_importance", "004_weight"]
+    assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
+    longer.upgrade("+3")
+    history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
+        (FIRST, True),
         (HEAD, True),
-        ("002_importance", True),
-        ("003_weight", False),
+        ("003_importance", True),
+        ("004_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[2]["applied_at"] is None
-    assert three.pending() == ["003_weight"]
-    assert three.current() == "002_importance"
+    assert history[3]["applied_at"] is None
+    assert longer.pending() == ["004_weight"]
+    assert longer.current() == "003_importance"
 
 
 def test_history_names_are_unique(store):
@@ -351,16 +481,17 @@ def test_history_names_are_unique(store):
         )
 
 
-def test_stamp_moves_the_version_without_ddl(three):
-    store = three.store
-    assert three.stamp("head") == "003_weight"
+def test_stamp_moves_the_version_without_ddl(longer):
+    store = longer.store
+    assert longer.stamp("head") == "004_weight"
     assert tables(store) == {HISTORY_TABLE}
-    assert three.pending() == []
-    assert three.stamp("-1") == "002_importance"
-    assert three.stamp("base") is None
+    assert longer.pending() == []
+    assert longer.stamp("-1") == "003_importance"
+    assert longer.stamp("base") is None
     assert history_names(store) == []
-    assert three.stamp("+1") == HEAD
-    assert three.stamp("002") == "002_importance"
+    assert longer.stamp("+1") == FIRST
+    assert longer.stamp("003") == "003_importance"
+    assert history_names(store) == [*SHIPPED, "003_importance"]
     assert tables(store) == {HISTORY_TABLE}
 
 
@@ -374,26 +505,26 @@ def test_adopting_an_existing_database_with_stamp(store, model_schema):
     assert schema(store) == model_schema
 
 
-def test_sql_shows_the_statements_and_changes_nothing(three):
-    store = three.store
-    statements = three.sql("upgrade", "head")
+def test_sql_shows_the_statements_and_changes_nothing(longer):
+    store = longer.store
+    statements = longer.sql("upgrade", "head")
     assert tables(store) == set()
-    assert three.pending() == [HEAD, "002_importance", "003_weight"]
+    assert longer.pending() == [*SHIPPED, "003_importance", "004_weight"]
     text = "\n".join(statements)
     assert 'CREATE TABLE IF NOT EXISTS "memories"' in text
     assert ("USING GIN" in text) is store.is_postgres
     assert 'CREATE INDEX IF NOT EXISTS "idx_memories_weight"' in text
-    assert f"'{HEAD}'" in text, "the history rows, parameters inlined"
+    assert f"'{FIRST}'" in text and f"'{HEAD}'" in text, "the history rows, parameters inlined"
     assert not any(s.lstrip().upper().startswith(("SELECT", "SAVEPOINT", "RELEASE")) for s in statements)
 
-    three.upgrade()
-    assert three.sql("upgrade", "head") == []
-    down = three.sql("downgrade", "-1")
+    longer.upgrade()
+    assert longer.sql("upgrade", "head") == []
+    down = longer.sql("downgrade", "-1")
     assert any('DROP INDEX IF EXISTS "idx_memories_weight"' in s for s in down)
     assert "weight" in {column[0] for column in columns(store, "memories")}
-    assert three.current() == "003_weight"
+    assert longer.current() == "004_weight"
     with pytest.raises(MigrationError, match="direction"):
-        three.sql("sideways", "head")
+        longer.sql("sideways", "head")
 
 
 # --- init_db and ensure_schema ---------------------------------------------------------------
@@ -406,37 +537,49 @@ def test_init_db_then_upgrade_is_a_no_op(store, model_schema):
     assert schema(store) == model_schema
     assert migrations.upgrade() == []
     migrations.init_db()
-    assert history_names(store) == [HEAD]
+    assert history_names(store) == SHIPPED
 
 
 def test_init_db_refuses_a_database_behind_head(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
     )
-    migrations.upgrade("001")
-    with pytest.raises(MigrationError, match="memoric migrate upgrade"):
+    migrations.upgrade(HEAD)
+    with pytest.raises(MigrationError, match=f"at {HEAD}, behind head.*memoric migrate upgrade"):
         migrations.init_db()
+    assert history_names(store) == SHIPPED
 
 
 def test_ensure_schema_builds_an_empty_database_through_the_chain(store):
     migrations = Migrations(store)
     migrations.ensure_schema()
-    assert history_names(store) == [HEAD]
+    assert history_names(store) == SHIPPED
     migrations.ensure_schema()
-    assert history_names(store) == [HEAD]
+    assert history_names(store) == SHIPPED
 
 
 def test_ensure_schema_refuses_a_database_behind_head(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
-    Migrations(store, migrate_dir=directory).upgrade("001")
+    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+    Migrations(store, migrate_dir=directory).upgrade(HEAD)
     migrations = Migrations(store, migrate_dir=directory)
     with pytest.raises(
-        MigrationError, match=r"002_add_importance.*run `memoric migrate upgrade`.*auto_migrate"
+        MigrationError,
+        match=r"1 pending .*\(003_add_importance\); run `memoric migrate upgrade`.*auto_migrate",
     ):
         migrations.ensure_schema()
     assert migrations.current() == HEAD
     migrations.ensure_schema(auto_migrate=True)
-    assert migrations.current() == "002_add_importance"
+    assert migrations.current() == "003_add_importance"
+
+
+def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
+    migrations = Migrations(store)
+    migrations.upgrade(FIRST)
+    with pytest.raises(MigrationError, match=rf"1 pending .*\({HEAD}\); run `memoric migrate upgrade`"):
+        migrations.ensure_schema()
+    assert migrations.current() == FIRST
+    migrations.ensure_schema(auto_migrate=True)
+    assert history_names(store) == SHIPPED
 
 
 def test_ensure_schema_refuses_tables_without_history(store):
@@ -444,7 +587,7 @@ def test_ensure_schema_refuses_tables_without_history(store):
     with pytest.raises(MigrationError, match="memoric migrate upgrade"):
         Migrations(store).ensure_schema()
     Migrations(store).ensure_schema(auto_migrate=True)
-    assert history_names(store) == [HEAD]
+    assert history_names(store) == SHIPPED
 
 
 def test_ensure_schema_after_downgrade_base_rebuilds(store):
@@ -470,11 +613,11 @@ def test_a_held_lock_times_out_and_reports_waiting(store):
         other.close()
     assert waits == [1]
     assert migrations.current() is None
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade() == SHIPPED
 
 
 def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"002_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
     holder = MemoryStore(store.dsn)
     both_waiting = threading.Barrier(3)
     results, errors = [], []
@@ -497,8 +640,8 @@ def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_pat
         thread.join(timeout=60)
     holder.close()
     assert errors == []
-    assert sorted(results, key=len) == [[], [HEAD, "002_add_importance"]]
-    assert history_names(store) == [HEAD, "002_add_importance"]
+    assert sorted(results, key=len) == [[], [*SHIPPED, "003_add_importance"]]
+    assert history_names(store) == [*SHIPPED, "003_add_importance"]
 
 
 # --- SQLite: foreign keys stay off during migrations -----------------------------------------
@@ -548,7 +691,7 @@ def sqlite_only(dialect):
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, tmp_path):
     store.database.pragma("foreign_keys", 1)
-    directory = chain(tmp_path / "chain", **{"002_parent_child": PARENT_CHILD, "003_rebuild": REBUILD_PARENT})
+    directory = chain(tmp_path / "chain", **{"003_parent_child": PARENT_CHILD, "004_rebuild": REBUILD_PARENT})
     Migrations(store, migrate_dir=directory).upgrade()
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
     assert store.database.pragma("foreign_keys") == 1, "the connection's setting is restored"
@@ -556,11 +699,11 @@ def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, 
 
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_foreign_key_violation_fails_the_migration(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"002_parent_child": PARENT_CHILD, "003_orphan": ORPHAN})
+    directory = chain(tmp_path / "chain", **{"003_parent_child": PARENT_CHILD, "004_orphan": ORPHAN})
     migrations = Migrations(store, migrate_dir=directory)
-    with pytest.raises(MigrationError, match=r"003_orphan.*foreign key violations"):
+    with pytest.raises(MigrationError, match=r"004_orphan.*foreign key violations"):
         migrations.upgrade()
-    assert migrations.current() == "002_parent_child"
+    assert migrations.current() == "003_parent_child"
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
 
 
@@ -581,14 +724,14 @@ def load(path: Path) -> dict:
 def test_create_writes_the_template_with_both_functions(store, tmp_path):
     migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
     path = migrations.create("Add importance, please!")
-    assert path.name == "002_add_importance_please.py"
+    assert path.name == "003_add_importance_please.py"
     scope = load(path)
     assert {"migrate", "rollback"} <= set(scope)
     assert "fake=False" in path.read_text()
-    assert migrations.pending() == [HEAD, "002_add_importance_please"]
-    assert migrations.upgrade() == [HEAD, "002_add_importance_please"]
-    assert migrations.downgrade() == ["002_add_importance_please"]
-    assert migrations.create("next").name == "003_next.py"
+    assert migrations.pending() == [*SHIPPED, "003_add_importance_please"]
+    assert migrations.upgrade() == [*SHIPPED, "003_add_importance_please"]
+    assert migrations.downgrade() == ["003_add_importance_please"]
+    assert migrations.create("next").name == "004_next.py"
     with pytest.raises(MigrationError, match="message"):
         migrations.create("  !! ")
 
@@ -597,7 +740,7 @@ def test_auto_draft_at_head_finds_no_changes(store, tmp_path):
     directory = chain(tmp_path / "chain")
     with pytest.raises(MigrationError, match="no changes"):
         Migrations(store, migrate_dir=directory).create("nothing", auto=True)
-    assert sorted(path.name for path in directory.glob("*.py")) == [f"{HEAD}.py"]
+    assert sorted(path.name for path in directory.glob("*.py")) == [f"{name}.py" for name in SHIPPED]
 
 
 def test_auto_draft_from_empty_chain_builds_the_models_schema(store, tmp_path, model_schema):

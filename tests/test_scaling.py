@@ -15,6 +15,7 @@ from memoric.errors import MemoricError
 from memoric.transfer import export_memoric, import_jsonl
 from tests.conftest import requires_postgres
 from tests.test_concurrency import INSERTS_PER_WRITER, WRITERS, assert_every_write_landed, run_in_threads
+from tests.test_migrations import HEAD
 
 
 def pooled(dsn: str, **options) -> str:
@@ -40,7 +41,7 @@ def test_eight_threads_share_a_pool_of_four_connections(new_dsn):
 
     assert run_in_threads(WRITERS, write) == []
     assert_every_write_landed(memoric.db)
-    assert memoric.migrations.current() == "001_initial_schema"
+    assert memoric.migrations.current() == HEAD
 
 
 def test_an_exhausted_pool_fails_with_a_memoric_error_after_its_timeout(new_dsn):
@@ -95,7 +96,6 @@ def test_a_pool_recovers_when_the_server_drops_its_connections(new_postgres_url)
 PER_USER_INDEXES = {
     "memories": [
         "idx_memories_user_thread",
-        "idx_memories_user_thread_created",
         "idx_memories_user_tier",
         "idx_memories_user_tier_updated",
         "idx_memories_user_created",
@@ -111,6 +111,8 @@ def test_every_per_user_index_leads_with_user_id(new_dsn):
         indexes = {index.name: index for index in memoric.db.database.get_indexes(table)}
         for name in names:
             assert indexes[name].columns[0] == "user_id", (table, name, indexes[name].columns)
+        leading_with_user_id = {name for name, index in indexes.items() if index.columns[0] == "user_id"}
+        assert leading_with_user_id == set(names), table
     unique = [index.name for index in memoric.db.database.get_indexes("memory_clusters") if index.unique]
     assert "idx_cluster_unique" in unique
 

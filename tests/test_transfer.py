@@ -13,6 +13,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.transfer import FORMAT_VERSION, copy_database, export_jsonl, import_jsonl
 from tests.conftest import requires_postgres
+from tests.test_migrations import HEAD
 
 T0 = dt.datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TRICKY_METADATA = {"int": 1, "float": 1.0, "big": 2**62, "neg": -0.5, "bool": False, "none": None,
@@ -56,9 +57,9 @@ def export_text(store: MemoryStore, **kwargs) -> str:
 
 def test_export_then_import_into_an_empty_database_is_exact(db, new_dsn):
     fill(db)
-    text = export_text(db, schema_version="001_initial_schema")
+    text = export_text(db, schema_version=HEAD)
     header = json.loads(text.splitlines()[0])
-    assert (header["format_version"], header["schema_version"]) == (FORMAT_VERSION, "001_initial_schema")
+    assert (header["format_version"], header["schema_version"]) == (FORMAT_VERSION, HEAD)
 
     target = MemoryStore(new_dsn())
     target.create_schema()

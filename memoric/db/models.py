@@ -175,9 +175,8 @@ class MemoryCluster(peewee.Model):
 CONVERTED_FIELDS = (peewee.BooleanField, JSONDocumentField, UTCDateTimeField)
 
 MEMORY_INDEXES = {
-    "idx_memories_user_thread": ("user_id", "thread_id"),
-    # newest first within a thread: LIMIT stops after the rows it returns (no sort of the thread)
-    "idx_memories_user_thread_created": ("user_id", "thread_id", "created_at"),
+    # also newest first within a thread: LIMIT stops after the rows it returns (migration 002)
+    "idx_memories_user_thread": ("user_id", "thread_id", "created_at"),
     "idx_memories_user_tier": ("user_id", "tier"),
     "idx_memories_tier_updated": ("tier", "updated_at"),
     "idx_memories_user_tier_updated": ("user_id", "tier", "updated_at"),
