@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from memoric.errors import ValidationError
 
@@ -39,13 +39,10 @@ def user_id(value) -> str:
     return clean_text("user_id", value, max_length=MAX_ID_LENGTH)
 
 
-def tier(value, tiers: Iterable[str]) -> str:
-    if type(value) is str and value in tiers:
+def tier(value, tiers: Sequence[str]) -> str:
+    if isinstance(value, str) and value in tiers:
         return value
-    tiers = list(tiers)
-    if value not in tiers:
-        raise ValidationError(f"tier must be one of {tiers}, got {value!r}")
-    return value
+    raise ValidationError(f"tier must be one of {list(tiers)}, got {value!r}")
 
 
 def score(value) -> int:

@@ -87,7 +87,7 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
             return value
         if value.tzinfo is not UTC:
             value = to_utc(value)
-        return value if self._postgres else value.isoformat(" ", "microseconds")[:SQLITE_TIME_LENGTH]
+        return value if self._postgres else sqlite_time(value)
 
     def python_value(self, value):
         if value is None:
