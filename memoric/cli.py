@@ -579,9 +579,9 @@ def import_command(ctx: click.Context, file: str) -> None:
     refused.
     """
     memoric = open_memoric(ctx)
-    memoric.ensure_schema()
     with readable_export(file) as stream:
         found = transfer.check_jsonl(memoric.db, stream)
+        memoric.ensure_schema()
         stream.seek(0)
         with progress(found["memories"] + found["clusters"], "Importing") as advance:
             counts = transfer.import_jsonl(memoric.db, stream, progress=advance)

@@ -91,8 +91,10 @@ def copy_database(
 def check_jsonl(store: MemoryStore, lines: Iterable[str | bytes]) -> dict[str, int]:
     """Validate a whole export as `import_jsonl` would, writing nothing; the rows it holds.
 
-    ValidationError names the first bad line.
+    ValidationError names the first bad line. A database without a schema yet needs no check
+    for ids taken by other memories, and gets none (so a refused file leaves it unbuilt).
     """
+    has_rows = store.has_schema()
     records = _records(lines)
     _check_header(next(records, None))
     counts = {"memories": 0, "clusters": 0}
@@ -109,7 +111,7 @@ def check_jsonl(store: MemoryStore, lines: Iterable[str | bytes]) -> dict[str, i
         except ValidationError as exc:
             raise ValidationError(f"line {number}: {exc}") from None
         counts["memories" if kind == "memory" else "clusters"] += 1
-        if kind == "memory":
+        if kind == "memory" and has_rows:
             memories.append(row)
         if len(memories) == BATCH_SIZE:
             _refuse_conflicts(store, memories)

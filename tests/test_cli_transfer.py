@@ -111,7 +111,7 @@ def test_a_newer_export_format_is_refused_and_nothing_is_written(new_dsn, tmp_pa
     target = new_dsn()
     error = one_line_error(invoke("--dsn", target, "import", str(path)))
     assert "export format version 2 is newer than this memoric reads (1)" in error
-    assert MemoryStore(target).count_memories() == 0
+    assert not MemoryStore(target).has_schema(), "a refused file leaves an empty database unbuilt"
 
 
 def test_one_bad_line_refuses_the_whole_file_before_any_batch(source, new_dsn, tmp_path):
@@ -125,7 +125,19 @@ def test_one_bad_line_refuses_the_whole_file_before_any_batch(source, new_dsn, t
     target = new_dsn()
     error = one_line_error(invoke("--dsn", target, "import", str(path)))
     assert "line 2401: score must be from 0 to 100, got 101" in error
-    assert MemoryStore(target).count_memories() == 0
+    store = MemoryStore(target)
+    assert not store.has_schema(), "a refused file leaves an empty database unbuilt"
+    store.create_schema()
+    assert store.count_memories() == 0
+
+
+def test_a_refused_file_leaves_a_built_database_as_it_was(source, tmp_path):
+    before = snapshot(source.db)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(HEADER + '{"type": "memory", "id": 999999, "user_id": "ada", "content": ""}\n')
+    error = one_line_error(invoke("--dsn", source.db.dsn, "import", str(path)))
+    assert "line 2: content must be a non-empty string" in error
+    assert snapshot(source.db) == before
 
 
 def test_an_id_taken_by_another_memory_is_refused_never_dropped(new_dsn, tmp_path):

@@ -138,6 +138,11 @@ class MemoryStore:
     # --- schema -------------------------------------------------------------------------
 
     @_translate_errors
+    def has_schema(self) -> bool:
+        """Whether the memories table exists (an empty database has none yet)."""
+        return self.database.table_exists(self.Memory._meta.table_name)
+
+    @_translate_errors
     def create_schema(self) -> None:
         """Create the tables and indexes straight from the models (tests; `init_db`)."""
         with self.database.atomic():
