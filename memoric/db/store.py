@@ -500,33 +500,17 @@ class MemoryStore:
     @_translate_errors
     def upsert_cluster(self, *, user_id, topic, category, memory_ids, summary: str = "") -> int:
         """Create or replace the cluster of (user, topic, category) in one statement; its id."""
-        c = self.MemoryCluster
-        ids = sorted(set(validation.memory_ids(memory_ids)))
-        if not isinstance(summary, str):
-            raise validation.ValidationError(f"summary must be a string, got {type(summary).__name__}")
-        now = self.clock()
-        row = {
-            "user_id": validation.user_id(user_id),
-            "topic": validation.clean_text("topic", topic, max_length=255),
-            "category": validation.clean_text("category", category, max_length=255),
-            "memory_ids": ids,
-            "memory_count": len(ids),
-            "summary": summary,
-            "created_at": now,
-            "updated_at": now,
-            "last_built_at": now,
-        }
-        if summary:
-            validation.clean_text("summary", summary)
-        replaced = [c.memory_ids, c.memory_count, c.summary, c.updated_at, c.last_built_at]
-        query = (
-            c.insert(row)
-            .on_conflict(conflict_target=[c.user_id, c.topic, c.category], preserve=replaced)
-            .returning(c.cluster_id)
-            .tuples()
-        )
+        cluster = {"topic": topic, "category": category, "memory_ids": memory_ids, "summary": summary}
+        row = self._upserted_cluster_row(validation.user_id(user_id), cluster, self.clock())
+        query = self._replacing_cluster(self.MemoryCluster.insert(row))
         with self.database.atomic():
-            return next(iter(query.execute()))[0]
+            return next(iter(query.returning(self.MemoryCluster.cluster_id).tuples().execute()))[0]
+
+    def _replacing_cluster(self, insert: peewee.Insert) -> peewee.Insert:
+        """`insert` that, on a (user, topic, category) already there, replaces that cluster's contents."""
+        c = self.MemoryCluster
+        replaced = [c.memory_ids, c.memory_count, c.summary, c.updated_at, c.last_built_at]
+        return insert.on_conflict(conflict_target=[c.user_id, c.topic, c.category], preserve=replaced)
 
     @_translate_errors
     def get_clusters(self, *, user_id=None, topic=None, category=None, limit: int | None = 100) -> list[dict]:
@@ -907,14 +891,9 @@ class MemoryStore:
             (self._upserted_cluster_row(user_id, cluster, now) for cluster in clusters),
             key=lambda row: (row["topic"], row["category"]),
         )
-        c = self.MemoryCluster
-        replaced = [c.memory_ids, c.memory_count, c.summary, c.updated_at, c.last_built_at]
         with self.database.atomic():
             for chunk in _chunks(rows, self.CLUSTER_CHUNK_SIZE):
-                query = c.insert_many(chunk).on_conflict(
-                    conflict_target=[c.user_id, c.topic, c.category], preserve=replaced
-                )
-                query.execute()
+                self._replacing_cluster(self.MemoryCluster.insert_many(chunk)).execute()
         return len(rows)
 
     @staticmethod
