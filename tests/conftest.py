@@ -159,3 +159,12 @@ def cli(dsn, monkeypatch):
         return CliRunner().invoke(main, ["--dsn", dsn, *args])
 
     return run
+
+
+def one_line_error(result) -> str:
+    """The CLI's one `Error:` line of a failed command (exit 1, no traceback)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
+from tests.conftest import one_line_error as any_one_line_error
 from tests.test_transfer import snapshot
 
 
@@ -355,13 +356,13 @@ MEMORY = {"type": "memory", "id": 1000, "user_id": "ada", "content": "imported"}
 
 
 def one_line_error(result) -> str:
+    """`conftest.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
-    assert "Traceback" not in result.output + result.stderr
+    error = any_one_line_error(result)
+    assert "Traceback" not in result.output
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1 and errors[0] == lines[-1], result.stderr
-    return errors[0]
+    assert error.startswith("Error: ") and error == result.stderr.splitlines()[-1], result.stderr
+    return error
 
 
 def memory_line(**change) -> str:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
+from tests.conftest import one_line_error
 from tests.engine_helpers import ago
 
 CLI = "import sys; from memoric.cli import main; sys.exit(main())"
@@ -43,14 +44,6 @@ def filled(dsn):
 def parsed(result):
     assert result.exit_code == 0, result.output + result.stderr
     return json.loads(result.stdout)
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def test_stats(cli, filled):

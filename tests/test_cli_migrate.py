@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations
+from tests.conftest import one_line_error
 from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, tables
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,14 +30,6 @@ def check(dsn):
     store = MemoryStore(dsn)
     yield store
     store.close()
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # --- upgrade, downgrade, inspect ------------------------------------------------------------

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from tests.conftest import requires_postgres
+from tests.conftest import one_line_error, requires_postgres
 from tests.test_migrations import HEAD, SHIPPED
 from tests.test_transfer import fill, snapshot
 
@@ -29,14 +29,6 @@ def invoke(*args: str, input: str | bytes | None = None):
 def ok(result):
     assert result.exit_code == 0, result.output + result.stderr
     return result
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def built(dsn: str) -> Memoric:
