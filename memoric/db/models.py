@@ -18,11 +18,9 @@ from playhouse.postgres_ext import BinaryJSONField
 UTC = dt.UTC
 SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
 EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
+_EMPTY_DOCUMENTS = {kind: text for text, kind in EMPTY_JSON.items()}  # and written without encoding
 _JSON_DECODER = json.JSONDecoder()
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-_EMPTY_DOCUMENTS = {dict: "{}", list: "[]"}
 
 
 def dump_json(value) -> str:
