@@ -7,6 +7,7 @@ import select
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -269,11 +270,27 @@ def run(command: list, cwd: Path, timeout: float = 300) -> subprocess.CompletedP
     return result
 
 
+def fresh_venv_on_these_dependencies(venv: Path, cwd: Path) -> tuple[Path, Path]:
+    """A new venv that sees this interpreter's installed packages (peewee, click...), not memoric.
+
+    `--system-site-packages` would give the base interpreter's packages, which inside a virtualenv
+    (tox, a user's venv) lack memoric's dependencies: a `.pth` file names this interpreter's
+    site-packages directories instead, as plain paths (their own `.pth` files, such as an editable
+    install of memoric, are not processed).
+    """
+    run([sys.executable, "-m", "venv", str(venv)], cwd=cwd)
+    python = venv / "bin" / "python"
+    site_packages = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd)
+    outer = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (Path(site_packages.stdout.strip()) / "outer_site_packages.pth").write_text("\n".join(outer) + "\n")
+    return python, venv / "bin" / "memoric"
+
+
 @pytest.mark.slow
 def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     for package in ("memoric", "migrations"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -281,8 +298,7 @@ def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(
     run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(dist)], cwd=tmp_path)
     wheel = next(dist.glob("memoric-*.whl"))
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=tmp_path)
-    python, memoric = venv / "bin" / "python", venv / "bin" / "memoric"
+    python, memoric = fresh_venv_on_these_dependencies(venv, tmp_path)
     run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], cwd=tmp_path)
 
     elsewhere = tmp_path / "elsewhere"
