@@ -28,7 +28,7 @@ Enricher = Callable[[str, dict], dict | None]
 class Memoric:
     """One memory store for an agent: `Memoric().save(...)` works with no setup.
 
-    Beyond DESIGN §3: `summarizer(memories, max_chars) -> str` replaces the default extractive
+    Options beyond the store's: `summarizer(memories, max_chars) -> str` replaces the default extractive
     thread summary; `enricher(content, metadata) -> dict` may add metadata keys on save (never
     overwrite the caller's); `clock() -> datetime` is the time source (tests, replays).
     """
@@ -45,17 +45,17 @@ class Memoric:
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.config = load_config(config_path, config)
-        self.db = MemoryStore(resolve_dsn(dsn, self.config), tiers=tier_names(self.config), clock=clock)
+        self.store = MemoryStore(resolve_dsn(dsn, self.config), tiers=tier_names(self.config), clock=clock)
         self.auto_migrate = auto_migrate
         self.summarizer = summarizer
         self.enricher = enricher
         self.formula = ScoreFormula.from_config(self.config["scoring"])
-        self.migrations = Migrations(self.db)
+        self.migrations = Migrations(self.store)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Memoric({self.db!r})"
+        return f"Memoric({self.store!r})"
 
     def __enter__(self) -> Memoric:
         return self
@@ -65,7 +65,16 @@ class Memoric:
 
     def close(self) -> None:
         """Close this thread's database connection."""
-        self.db.close()
+        self.store.close()
+
+    @property
+    def db(self) -> MemoryStore:
+        """The store, its schema checked (an empty database built through the chain) on first use.
+
+        `store` is the same object without that check, for code that must look before building.
+        """
+        self._ready()
+        return self.store
 
     # --- schema -------------------------------------------------------------------------
 
@@ -113,7 +122,7 @@ class Memoric:
         metadata = copy.deepcopy(validation.metadata(metadata))
         if self.enricher is not None:
             metadata = {**self._enrichment(content, metadata), **metadata}
-        return self.db.insert_memory(
+        return self.store.insert_memory(
             user_id=user_id,
             content=content,
             thread_id=thread_id,
@@ -142,7 +151,7 @@ class Memoric:
         top_k: int = 10,
         include_summarized: bool = False,
     ) -> list[dict]:
-        """The `top_k` best memories of one user in one namespace, by the score of DESIGN §7.
+        """The `top_k` best memories of one user in one namespace, by the recall score (`scoring.py`).
 
         scope `thread`: that thread (every thread of the user when none is given); `topic`: the
         user's threads holding a memory with `metadata_filter["topic"]` (the other filter keys
@@ -159,7 +168,7 @@ class Memoric:
             if "topic" not in pattern:
                 raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
             query["topic"] = pattern.pop("topic")
-        return self.db.ranked_memories(
+        return self.store.ranked_memories(
             user_id=user_id,
             formula=self.formula,
             namespace=namespace,
@@ -168,6 +177,18 @@ class Memoric:
             limit=top_k,
             **query,
         )
+
+    def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:
+        """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
+
+        Ids of other users' memories are left alone. The user's clusters are rebuilt (dropped
+        when nothing is left), so none lists a forgotten memory.
+        """
+        self._ready()
+        deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
+        if self.store.get_clusters(user_id=user_id, limit=1):
+            self.rebuild_clusters(user_id)
+        return deleted
 
     # --- policies, clusters, stats ------------------------------------------------------
 
@@ -178,12 +199,12 @@ class Memoric:
         dry_run: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> dict:
-        """Tier migration, trimming and thread summaries (DESIGN §7); the counts."""
+        """Tier migration, trimming and thread summaries, as configured; the counts."""
         self._ready()
         if user_id is not None:
             validation.user_id(user_id)
         return policies.run_policies(
-            self.db,
+            self.store,
             self.config,
             user_id=user_id,
             dry_run=dry_run,
@@ -200,7 +221,7 @@ class Memoric:
             validation.user_id(user_id)
         min_size = self.config["clustering"]["min_size"]
         return clustering.rebuild_clusters(
-            self.db, min_size=min_size, user_id=user_id, on_progress=on_progress
+            self.store, min_size=min_size, user_id=user_id, on_progress=on_progress
         )
 
     def get_clusters(
@@ -213,10 +234,10 @@ class Memoric:
     ) -> list[dict]:
         """Clusters matching every filter, largest first."""
         self._ready()
-        return self.db.get_clusters(user_id=user_id, topic=topic, category=category, limit=limit)
+        return self.store.get_clusters(user_id=user_id, topic=topic, category=category, limit=limit)
 
     def stats(self, user_id: str | None = None) -> dict:
         """Counts of memories (total, per tier, summarized), users, threads and clusters."""
         self._ready()
-        counts = self.db.memory_stats(user_id=user_id)
-        return {**counts, "dialect": self.db.dialect, "schema_version": self.migrations.current()}
+        counts = self.store.memory_stats(user_id=user_id)
+        return {**counts, "dialect": self.store.dialect, "schema_version": self.migrations.current()}

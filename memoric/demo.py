@@ -57,11 +57,7 @@ SHORT_LIVED = [
 
 def reset(memoric: Memoric) -> int:
     """Delete everything an earlier demo left for the demo users; how many memories that was."""
-    deleted = 0
-    for user in USERS:
-        ids = [memory["id"] for memory in memoric.db.get_memories(user_id=user, limit=None)]
-        deleted += memoric.db.delete_memories(memory_ids=ids)
-    return deleted
+    return sum(memoric.forget(user) for user in USERS)
 
 
 def seed(memoric: Memoric) -> int:

@@ -62,7 +62,32 @@ def test_a_database_behind_head_is_never_migrated_implicitly(new_dsn):
     memoric = Memoric(dsn)
     with pytest.raises(MigrationError, match="memoric migrate upgrade"):
         memoric.save("ada", "not written")
-    assert memoric.db.count_memories() == 0
+    with pytest.raises(MigrationError, match="memoric migrate upgrade"):
+        memoric.db.get_memories(user_id="ada")
+    assert memoric.store.count_memories() == 0
+    memoric.close()
+
+
+def test_the_store_is_usable_as_the_first_call_on_an_empty_database(new_dsn):
+    dsn = new_dsn()
+    memoric = Memoric(dsn)
+    assert memoric.db.get_memories(user_id="user1", where_metadata={"topic": "urgent"}) == []
+    assert memoric.migrations.pending() == []
+    memoric.close()
+
+
+def test_forget_deletes_only_that_users_memories_and_rebuilds_their_clusters(new_dsn):
+    memoric = Memoric(new_dsn())
+    ada = [memoric.save("ada", f"note {i}", metadata={"topic": "t"}) for i in range(3)]
+    bob = memoric.save("bob", "bob's note", metadata={"topic": "t"})
+    memoric.rebuild_clusters()
+    assert memoric.forget("ada", [ada[0], bob]) == 1
+    assert memoric.db.get_memory(bob) is not None
+    assert [c["memory_ids"] for c in memoric.get_clusters("ada")] == [ada[1:]]
+    assert memoric.forget("ada") == 2
+    assert memoric.db.count_memories(user_id="ada") == 0
+    assert memoric.get_clusters("ada") == []
+    assert [c["memory_ids"] for c in memoric.get_clusters("bob")] == [[bob]]
     memoric.close()
 
 

@@ -486,13 +486,20 @@ class MemoryStore:
         return self._update([memory_id], related_threads=threads)
 
     @_translate_errors
-    def delete_memories(self, *, memory_ids) -> int:
-        ids = validation.memory_ids(memory_ids)
+    def delete_memories(self, *, memory_ids=None, user_id=None) -> int:
+        """Delete the memories of `memory_ids`, only those of `user_id` if given (all of theirs
+        when `memory_ids` is None); rows deleted."""
+        if memory_ids is None and user_id is None:
+            raise validation.ValidationError("delete_memories needs memory_ids, user_id or both")
         m = self.Memory
+        owner = [] if user_id is None else [m.user_id == validation.user_id(user_id)]
+        if memory_ids is None:
+            return m.delete().where(*owner).execute()
+        ids = validation.memory_ids(memory_ids)
         deleted = 0
         with self.database.atomic():
             for chunk in _chunks(ids, ID_CHUNK_SIZE):
-                deleted += m.delete().where(m.id.in_(chunk)).execute()
+                deleted += m.delete().where(m.id.in_(chunk), *owner).execute()
         return deleted
 
     # --- clusters -----------------------------------------------------------------------
