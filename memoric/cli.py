@@ -188,8 +188,10 @@ def migrate_downgrade(ctx: click.Context, target: str, show_sql: bool, lock_time
 @dir_option
 @click.pass_context
 def migrate_current(ctx: click.Context, migrate_dir) -> None:
-    """Print the latest applied migration (`base` when none is)."""
-    click.echo(run_or_exit(open_migrations(ctx, migrate_dir).current) or "base")
+    """Print the latest applied migration (`base` when none is), and `(head)` when it is the last."""
+    migrations = open_migrations(ctx, migrate_dir)
+    current = run_or_exit(migrations.current) or "base"
+    click.echo(current if run_or_exit(migrations.pending) else f"{current} (head)")
 
 
 @migrate.command("history")
@@ -293,9 +295,9 @@ def when(moment: dt.datetime | None) -> str:
 
 def where_it_lives(memoric: Memoric) -> str:
     """The database as a person would look for it: the SQLite file, or the masked URL."""
-    if memoric.db.is_sqlite:
-        return f"SQLite file {Path(sqlite_path(memoric.db.dsn)).resolve()}"
-    return f"PostgreSQL {mask_password(memoric.db.dsn)}"
+    if memoric.store.is_sqlite:
+        return f"SQLite file {Path(sqlite_path(memoric.store.dsn)).resolve()}"
+    return f"PostgreSQL {mask_password(memoric.store.dsn)}"
 
 
 @contextlib.contextmanager
@@ -488,6 +490,11 @@ def demo_command(ctx: click.Context, as_json: bool) -> None:
     echo_policy_counts(tour["policies_dry_run"], tiers)
     heading("Policies, real run")
     echo_policy_counts(tour["policies"], tiers)
+    created = tour["policies"]["summaries_created"]
+    click.echo(
+        f"The summaries are memories too: {tour['saved']} saved + {created} written = "
+        f"{tour['saved'] + created} demo memories."
+    )
     heading(f"Recall in thread {demo.OLD_THREAD} after the run: the summary replaces its sources")
     echo_memories(tour["recall_after_policies"])
     heading(f"Clusters ({tour['clusters_built']} built)")
@@ -528,7 +535,7 @@ def readable_export(path: str):
     """The export at `path` as binary lines that can be read twice (`-`: stdin, spooled to a file)."""
     if path == "-":
         with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(click.get_binary_stream("stdin"), spool)
+            shutil.copyfileobj(sys.stdin.buffer, spool)
             spool.seek(0)
             yield spool
         return
@@ -560,7 +567,7 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
     """
     memoric = open_memoric(ctx)
     if file == "-":
-        counts = transfer.export_memoric(memoric, click.get_text_stream("stdout"), user_id=user_id)
+        counts = transfer.export_memoric(memoric, sys.stdout, user_id=user_id)
     else:
         with replaced_on_success(file) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
@@ -580,7 +587,7 @@ def import_command(ctx: click.Context, file: str) -> None:
     """
     memoric = open_memoric(ctx)
     with readable_export(file) as stream:
-        found = transfer.check_jsonl(memoric.db, stream)
+        found = transfer.check_jsonl(memoric.store, stream)
         memoric.ensure_schema()
         stream.seek(0)
         with progress(found["memories"] + found["clusters"], "Importing") as advance:

@@ -45,7 +45,7 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     assert result.exit_code == 0, result.output
     assert f"Applied {FIRST}\nApplied {HEAD}\n" in result.stdout
     assert f"is at {HEAD} (head)" in result.stdout
-    assert cli("migrate", "current").stdout == f"{HEAD}\n"
+    assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     history = cli("migrate", "history").stdout.splitlines()
     assert [line.split("  ")[:2] for line in history] == [["applied", name] for name in SHIPPED]
     assert all(line.endswith(" UTC") for line in history)
@@ -66,7 +66,7 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
 
 def test_db_migrate_is_the_same_group(cli):
     assert cli("db-migrate", "upgrade").exit_code == 0
-    assert cli("db-migrate", "current").stdout == f"{HEAD}\n"
+    assert cli("db-migrate", "current").stdout == f"{HEAD} (head)\n"
 
 
 def test_targets_through_the_cli(cli, tmp_path, check):
@@ -99,7 +99,7 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
     cli("migrate", "upgrade")
     result = cli("migrate", "downgrade", "base", "--sql")
     assert 'DROP TABLE IF EXISTS "memories";' in result.stdout
-    assert cli("migrate", "current").stdout == f"{HEAD}\n"
+    assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     assert "memories" in tables(check)
 
 
@@ -197,7 +197,7 @@ def test_dsn_from_environment_and_config(dsn, tmp_path, monkeypatch):
     config = tmp_path / "memoric.yaml"
     config.write_text(f"database: {{dsn: '{dsn}'}}\n")
     result = CliRunner().invoke(main, ["--config", str(config), "migrate", "current"])
-    assert result.stdout == f"{HEAD}\n"
+    assert result.stdout == f"{HEAD} (head)\n"
     error = one_line_error(
         CliRunner().invoke(main, ["--config", str(tmp_path / "missing.yaml"), "migrate", "current"])
     )
