@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -18,7 +19,7 @@ import click
 from memoric import __version__, demo, transfer
 from memoric.config import load_config, resolve_dsn, tier_names
 from memoric.core import Memoric
-from memoric.db.connection import mask_password, sqlite_path
+from memoric.db.connection import SQLITE_WARNING, mask_password, sqlite_path, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrations import Migrations
@@ -34,6 +35,20 @@ from memoric.migrations import Migrations
 def main(ctx: click.Context, dsn: str | None, config_path: str | None) -> None:
     """memoric: persistent memory for AI agents (SQLite by default, PostgreSQL in production)."""
     ctx.obj = {"dsn": dsn, "config": config_path}
+    logging.getLogger("memoric").addFilter(not_the_sqlite_warning)
+
+
+def not_the_sqlite_warning(record: logging.LogRecord) -> bool:
+    """Drop the library's SQLite warning: the CLI shows it itself, only where it matters."""
+    return record.msg is not SQLITE_WARNING
+
+
+def echo_sqlite_warning(ctx: click.Context, store: MemoryStore) -> None:
+    """The SQLite warning on stderr (init-db, demo, stats), unless the config or environment silence it."""
+    options = ctx.find_root().obj or {}
+    configured = load_config(options.get("config"))["database"]["sqlite_warning"]
+    if store.is_sqlite and sqlite_warning_wanted(configured):
+        click.echo("Warning: " + SQLITE_WARNING % sqlite_path(store.dsn), err=True)
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -113,6 +128,7 @@ def echo_sql(statements: list[str]) -> None:
 def init_db(ctx: click.Context, through_chain: bool, lock_timeout: float | None) -> None:
     """Create the schema from the models and record it at the latest migration."""
     migrations = open_migrations(ctx, lock_timeout=lock_timeout)
+    echo_sqlite_warning(ctx, migrations.store)
     if through_chain:
         for name in run_or_exit(migrations.upgrade, "head"):
             click.echo(f"Applied {name}")
@@ -383,6 +399,7 @@ def stats_command(ctx: click.Context, user_id: str | None, as_json: bool) -> Non
     if as_json:
         echo_json(stats)
         return
+    echo_sqlite_warning(ctx, memoric.store)
     scope = f"user {user_id}" if user_id else "all users"
     click.echo(f"{where_it_lives(memoric)} ({scope})")
     echo_stats(stats)
@@ -478,6 +495,7 @@ def demo_command(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json({"database": where_it_lives(memoric), **tour})
         return
+    echo_sqlite_warning(ctx, memoric.store)
     tiers = [tier["name"] for tier in memoric.config["tiers"]]
     click.echo(f"memoric demo on the {where_it_lives(memoric)}")
     click.echo(f"Saved {tour['saved']} memories for {' and '.join(demo.USERS)}.")

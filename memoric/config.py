@@ -23,7 +23,7 @@ MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 
 DEFAULTS: dict = {
-    "database": {"dsn": None},
+    "database": {"dsn": None, "sqlite_warning": True},
     "tiers": [
         {"name": "short_term", "expire_after_days": 7},
         {"name": "mid_term", "expire_after_days": 30, "trim_chars": None},
@@ -97,6 +97,7 @@ def validate(config: dict) -> dict:
     dsn = config["database"]["dsn"]
     if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
         raise ConfigError(f"database.dsn must be a database URL string, got {dsn!r}")
+    _boolean("database.sqlite_warning", config["database"]["sqlite_warning"])
     config["tiers"] = _tiers(config["tiers"])
     summarization = config["summarization"]
     _boolean("summarization.enabled", summarization["enabled"])

@@ -45,7 +45,12 @@ class Memoric:
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.config = load_config(config_path, config)
-        self.store = MemoryStore(resolve_dsn(dsn, self.config), tiers=tier_names(self.config), clock=clock)
+        self.store = MemoryStore(
+            resolve_dsn(dsn, self.config),
+            tiers=tier_names(self.config),
+            clock=clock,
+            warn_sqlite=self.config["database"]["sqlite_warning"],
+        )
         self.auto_migrate = auto_migrate
         self.summarizer = summarizer
         self.enricher = enricher

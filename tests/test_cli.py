@@ -205,3 +205,43 @@ def test_demo_works_on_a_fresh_machine_with_no_configuration(tmp_path):
     database = tmp_path / ".memoric" / "memoric.db"
     assert database.is_file()
     assert f"The database is the SQLite file {database}." in result.stdout
+
+
+# --- the SQLite warning: once, where it matters -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["stats"], True),
+        (["init-db"], True),
+        (["demo"], True),
+        (["stats", "--json"], False),
+        (["demo", "--json"], False),
+        (["migrate", "current"], False),
+        (["run-policies"], False),
+        (["recall", "--user", "ada"], False),
+        (["export"], False),
+    ],
+)
+def test_the_sqlite_warning_is_shown_once_where_it_matters(dsn, dialect, args, shown):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MEMORIC_")}
+    result = subprocess.run(
+        [sys.executable, "-c", CLI, "--dsn", dsn, *args], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "development/testing only" in line]
+    assert len(warnings) == (1 if shown and dialect == "sqlite" else 0), result.stderr
+    assert "development/testing only" not in result.stdout
+
+
+def test_the_sqlite_warning_is_silenced_by_config_or_environment(dsn, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    config = tmp_path / "quiet.yaml"
+    config.write_text("database: {sqlite_warning: false}\n")
+    quiet = CliRunner().invoke(main, ["--dsn", dsn, "--config", str(config), "stats"])
+    monkeypatch.setenv("MEMORIC_SQLITE_WARNING", "off")
+    silenced = CliRunner().invoke(main, ["--dsn", dsn, "stats"])
+    for result in (quiet, silenced):
+        assert result.exit_code == 0, result.output
+        assert "development/testing only" not in result.output

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -20,15 +20,30 @@ def test_store_reports_its_dialect(db, dialect):
     assert db.database is not None
 
 
-def test_sqlite_logs_one_warning_and_postgresql_none(new_dsn, dialect, caplog):
-    with caplog.at_level(logging.WARNING, logger="memoric"):
-        MemoryStore(new_dsn()).close()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+OPEN_STORES = "import sys; from memoric import MemoryStore; [MemoryStore(u).close() for u in sys.argv[1:]]"
+
+
+def stderr_of_a_process_opening(urls: list[str], **environment: str) -> str:
+    """What a fresh Python process opening a store on each URL writes to stderr."""
+    env = {**os.environ, **environment}
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_STORES, *urls], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stderr
+
+
+def test_sqlite_logs_one_warning_per_process_and_postgresql_none(new_dsn, dialect):
+    logged = stderr_of_a_process_opening([new_dsn(), new_dsn()]).splitlines()
     if dialect == "sqlite":
-        assert len(warnings) == 1
-        assert "SQLite" in warnings[0] and "development/testing only" in warnings[0]
+        assert len(logged) == 1
+        assert "SQLite" in logged[0] and "development/testing only" in logged[0]
     else:
-        assert warnings == []
+        assert logged == []
+
+
+@pytest.mark.parametrize("silenced", ["0", "false", "off", "No"])
+def test_the_environment_silences_the_sqlite_warning(new_dsn, silenced):
+    assert stderr_of_a_process_opening([new_dsn()], MEMORIC_SQLITE_WARNING=silenced) == ""
 
 
 @pytest.mark.parametrize(

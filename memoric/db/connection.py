@@ -47,6 +47,8 @@ SQLITE_PRAGMAS = {
 SQLITE_WARNING = (
     "memoric is using SQLite (%s): fine for development/testing only; use PostgreSQL in production"
 )
+SQLITE_WARNING_ENV = "MEMORIC_SQLITE_WARNING"  # 0, false, no or off: never show the warning
+_sqlite_warned: set[str] = set()  # the file warned about: the warning is logged once per process
 
 
 class _PoolErrors:
@@ -119,10 +121,29 @@ def _pool_options(url: str) -> dict:
     return options
 
 
-def open_database(url: str) -> peewee.Database:
-    """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened."""
+def sqlite_warning_wanted(configured: bool = True) -> bool:
+    """Whether to show the SQLite warning: `configured` and not silenced by $MEMORIC_SQLITE_WARNING."""
+    silenced = os.environ.get(SQLITE_WARNING_ENV, "").strip().lower() in {"0", "false", "no", "off"}
+    return configured and not silenced
+
+
+def warn_about_sqlite(path: str, configured: bool = True) -> None:
+    """Log the SQLite warning, once per process, unless it is silenced."""
+    if not _sqlite_warned and sqlite_warning_wanted(configured):
+        _sqlite_warned.add(path)
+        log.warning(SQLITE_WARNING, path)
+
+
+def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
+    """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened.
+
+    On SQLite the development-only warning is logged (once per process) unless `warn_sqlite` is
+    False or $MEMORIC_SQLITE_WARNING silences it.
+    """
     dialect = dialect_of(url)
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
+    if dialect == "sqlite":
+        warn_about_sqlite(sqlite_path(url), warn_sqlite)
     try:
         _connect(database, retry_busy=dialect == "sqlite")
     except peewee.DatabaseError as exc:
@@ -166,7 +187,6 @@ def _sqlite_database(url: str) -> peewee.Database:
         database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", **_pool_options(url))
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
-    log.warning(SQLITE_WARNING, path)
     return database
 
 

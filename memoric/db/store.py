@@ -70,12 +70,13 @@ class MemoryStore:
         *,
         tiers: Iterable[str] = DEFAULT_TIERS,
         clock: Callable[[], dt.datetime] = utc_now,
+        warn_sqlite: bool = True,
     ) -> None:
         self.dialect: str = dialect_of(dsn)
         self.dsn: str = dsn
         self.tiers: tuple[str, ...] = tuple(tiers)
         self.clock = clock
-        self.database: peewee.Database = open_database(dsn)
+        self.database: peewee.Database = open_database(dsn, warn_sqlite=warn_sqlite)
         self._sql = dialect_for(self.dialect)
         self._sql.prepare(self.database)
         models = bind_models(self.database)
