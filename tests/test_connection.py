@@ -112,3 +112,21 @@ def test_relative_sqlite_path_is_relative_to_the_working_directory(tmp_path, mon
 )
 def test_mask_password(url, masked):
     assert mask_password(url) == masked
+
+
+WITHOUT_DRIVER = "import sys; sys.modules['psycopg2'] = None; "
+
+
+@pytest.mark.parametrize("url", ["postgresql://agent:pw@localhost/memoric", "postgres+pool://localhost/x"])
+def test_postgresql_without_its_driver_is_one_clear_error(url):
+    library = WITHOUT_DRIVER + (
+        "from memoric import MemoryStore, ConfigError\n"
+        "try:\n    MemoryStore(sys.argv[1])\nexcept ConfigError as exc:\n    print(exc)"
+    )
+    said = subprocess.run([sys.executable, "-c", library, url], capture_output=True, text=True, check=True)
+    assert "pip install 'memoric[postgres]'" in said.stdout
+    cli = WITHOUT_DRIVER + "from memoric.cli import main; sys.exit(main())"
+    ran = subprocess.run([sys.executable, "-c", cli, "--dsn", url, "stats"], capture_output=True, text=True)
+    assert ran.returncode == 1
+    expected = "Error: PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'"
+    assert ran.stderr.splitlines() == [expected]

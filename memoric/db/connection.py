@@ -146,6 +146,10 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
         warn_about_sqlite(sqlite_path(url), warn_sqlite)
     try:
         _connect(database, retry_busy=dialect == "sqlite")
+    except peewee.ImproperlyConfigured as exc:
+        raise ConfigError(
+            "PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'"
+        ) from exc
     except peewee.DatabaseError as exc:
         reason = mask_password(first_line(exc))
         raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
