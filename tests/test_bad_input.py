@@ -563,7 +563,7 @@ def test_cli_refuses_a_missing_or_unreadable_config(m, tmp_path):
 
 def test_cli_copy_refuses_bad_ends_and_writes_nothing(m, tmp_path):
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    Memoric(empty).db.close()
+    Memoric(empty).store.close()
     cases = [
         ([m.db.dsn, m.db.dsn], "the source and the target are the same database"),
         ([f"sqlite:///{tmp_path / 'missing.db'}", f"sqlite:///{tmp_path / 't.db'}"], "does not exist"),
