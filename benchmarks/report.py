@@ -1,4 +1,4 @@
-"""Plain-text tables of benchmark results, with the issue's targets and the seed's claims beside them."""
+"""Plain-text tables of benchmark results, with the targets and the early estimates beside them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ TARGET_RATE = {
     ("bulk_insert", "sqlite"): 50_000, ("bulk_insert", "postgresql"): 20_000,
 }  # fmt: skip
 PEAK_RSS_TARGET_MB = 200
-# The seed's design documents (10,000 memories, never measured): (PostgreSQL, SQLite).
+# Estimates made before anything was measured (10,000 memories): (PostgreSQL, SQLite).
 SEED_CLAIMS_MS = {
     "filter_user": (8, 150),
     "user_thread": (5, 45),
@@ -124,7 +124,7 @@ def run_text(result: dict) -> str:
 
 
 def summary_text(output: dict) -> str:
-    """Every run side by side (medians, rates, sizes, RSS), with the seed's claims for 10,000 rows."""
+    """Every run side by side (medians, rates, sizes, RSS), with the early estimates for 10,000 rows."""
     runs = output["runs"]
     heads = [f"{r['dialect'][:6]} {_short(r['rows'])}" for r in runs]
     header = f"{'median ms':38} " + " ".join(f"{h:>12}" for h in heads) + f" {'seed PG/SQLite':>16}"

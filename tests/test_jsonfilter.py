@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from memoric.db.jsonfilter import contains
 
-# --- the reference, on the examples of DESIGN §5 ------------------------------------------
+# --- the reference, on examples of jsonb @> (objects, arrays, scalars, null) ---------------
 
 CASES = [
     ({"a": 1}, {}, True),

@@ -19,7 +19,7 @@ DAY = 86400
 
 
 def exact_score(weights: dict, importance: int, age: int, same_thread: bool) -> int:
-    """DESIGN §7 in rational arithmetic, rounded half up: what ScoreFormula must equal."""
+    """The documented recall score in rational arithmetic, rounded half up: what ScoreFormula must equal."""
     w = {
         key: Fraction(round(weights[key] * 1_000_000), 1_000_000)
         for key in ("importance", "recency", "thread")
