@@ -29,6 +29,7 @@ SQLITE_SCHEMES = {"sqlite"}
 POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
 POOLED_SUFFIX = "+pool"
 POOL_WAIT_SECONDS = 30
+PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 
 SQLITE_BUSY_SECONDS = 30
 SQLITE_PRAGMAS = {
@@ -162,12 +163,27 @@ def _sqlite_database(url: str) -> peewee.Database:
         raise ConfigError(f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
+    _create_private_file(path, url)
     try:
         database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", **_pool_options(url))
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     log.warning(SQLITE_WARNING, path)
     return database
+
+
+def _create_private_file(path: str, url: str) -> None:
+    """Create a missing database file readable by its owner only; an existing one keeps its mode.
+
+    An empty file is an empty SQLite database, and SQLite gives the -wal, -shm and -journal
+    files it creates beside it the database file's permissions.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
 
 
 def _postgres_database(url: str) -> peewee.Database:

@@ -16,6 +16,7 @@ import os
 import peewee
 
 from memoric.db import jsonfilter
+from memoric.db.connection import PRIVATE_FILE_MODE
 from memoric.db.models import GIN_INDEXES, sqlite_time, to_utc
 
 SECONDS_PER_DAY = 86400.0
@@ -67,7 +68,7 @@ class SqliteDialect:
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         path = f"{database.database}.{name}.lock"
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
