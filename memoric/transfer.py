@@ -181,7 +181,7 @@ def _load(
             if kind not in rows:
                 raise ValidationError(f"unknown record type {kind!r} (expected memory or cluster)")
             rows[kind].append(_decode(record) if encoded else record)
-        with store.database.atomic():
+        with store.atomic():
             _refuse_conflicts(store, rows["memory"])
             inserted_memories = store.insert_memories(rows["memory"], skip_existing=True)
             inserted_clusters = store.insert_clusters(rows["cluster"]) if rows["cluster"] else 0

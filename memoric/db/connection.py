@@ -8,10 +8,12 @@ with a MemoricError; `?max_connections=N` sizes the pool (peewee's default: 20).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,8 +52,79 @@ SQLITE_WARNING = (
 )
 
 
-class _PoolErrors:
-    """A pool still exhausted after its wait timeout fails like any connection error."""
+class _Recovering:
+    """A peewee Database that drops a connection the server has closed instead of keeping it.
+
+    peewee keeps a thread's connection until it is closed, so once a server restart or a
+    terminated backend broke it, every later call failed ("connection already closed"). Here
+    the call that meets the broken connection fails, and the next statement outside a
+    transaction finds it lost, drops it (with the transaction state peewee kept for it) and
+    connects anew. A transaction lost with its connection is not rolled back (there is nothing
+    left to roll back, and trying would replace the error that lost it). Nothing is retried.
+    """
+
+    def connection_lost(self) -> bool:
+        """Whether this thread holds a connection that can no longer be used."""
+        return not self.is_closed() and self._lost(self._state.conn)
+
+    def cursor(self, named_cursor=None):
+        """A cursor, on a new connection when this thread's was lost (outside a transaction)."""
+        if not self.in_transaction() and self.connection_lost():
+            self._drop_connection()
+        return super().cursor(named_cursor)
+
+    def rollback(self) -> None:
+        """ROLLBACK, unless the transaction was lost with the connection."""
+        if not self.connection_lost():
+            super().rollback()
+
+    def savepoint(self) -> peewee._savepoint:
+        """A savepoint that, on leaving it, is not rolled back when the transaction is gone."""
+        return _Savepoint(self)
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection and its transaction state, then close it."""
+        with self._lock:
+            connection, contexts = self._state.conn, self._state.ctx
+            self._state.reset()
+            self._state.ctx = contexts
+        self._discard(connection)
+
+    def _discard(self, connection) -> None:
+        """Close a lost connection (which may fail: it is broken)."""
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+class _Savepoint(peewee._savepoint):
+    """peewee's savepoint, not rolled back on leaving it when the connection was lost."""
+
+    def rollback(self, begin: bool = True) -> None:
+        if begin or not self.db.connection_lost():
+            super().rollback(begin)
+
+
+class _SqliteRecovering(_Recovering):
+    """A SQLite connection is lost when its handle was closed."""
+
+    @staticmethod
+    def _lost(connection) -> bool:
+        try:
+            connection.total_changes  # noqa: B018 (raises on a closed handle)
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+
+class _PostgresRecovering(_Recovering):
+    """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
+
+    def _lost(self, connection) -> bool:
+        return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+
+class _Pooled:
+    """A pool that never takes a lost connection back, and fails like any connection error when exhausted."""
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         try:
@@ -61,18 +134,34 @@ class _PoolErrors:
                 f"connection pool exhausted: all {self._max_connections} connections in use ({exc})"
             ) from exc
 
-
-class PooledPostgres(_PoolErrors, PooledPostgresqlDatabase):
-    """playhouse's PostgreSQL pool, its exhaustion a peewee OperationalError."""
-
-
-class PooledSqlite(_PoolErrors, PooledSqliteDatabase):
-    """playhouse's SQLite pool, its exhaustion a peewee OperationalError."""
+    def _discard(self, connection) -> None:
+        """Close the lost connection and the idle ones: the restart that broke it broke them too."""
+        self._close(connection, close_conn=True)
+        self.close_idle()
 
 
-db_url.register_database(peewee.PostgresqlDatabase, "postgresext")
-db_url.register_database(PooledPostgres, "postgres+pool", "postgresql+pool", "postgresext+pool")
-db_url.register_database(PooledSqlite, "sqlite+pool")
+class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
+    """peewee's SQLite database, recovering from a closed connection."""
+
+
+class Postgres(_PostgresRecovering, peewee.PostgresqlDatabase):
+    """peewee's PostgreSQL database, recovering from a lost connection."""
+
+
+class PooledSqlite(_Pooled, _SqliteRecovering, PooledSqliteDatabase):
+    """playhouse's SQLite pool, recovering from a closed connection."""
+
+
+class PooledPostgres(_Pooled, _PostgresRecovering, PooledPostgresqlDatabase):
+    """playhouse's PostgreSQL pool, recovering from a lost connection."""
+
+
+DATABASE_CLASSES = {
+    **dict.fromkeys(SQLITE_SCHEMES, Sqlite),
+    **dict.fromkeys(POSTGRES_SCHEMES, Postgres),
+    **{scheme + POOLED_SUFFIX: PooledSqlite for scheme in SQLITE_SCHEMES},
+    **{scheme + POOLED_SUFFIX: PooledPostgres for scheme in POSTGRES_SCHEMES},
+}
 
 
 def mask_password(url: str) -> str:
@@ -165,7 +254,7 @@ def _sqlite_database(url: str) -> peewee.Database:
         raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
     _create_private_file(path, url)
     try:
-        database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", **_pool_options(url))
+        database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     log.warning(SQLITE_WARNING, path)
@@ -188,15 +277,45 @@ def _create_private_file(path: str, url: str) -> None:
 
 def _postgres_database(url: str) -> peewee.Database:
     try:
-        return db_url.connect(url, unquote_password=True, unquote_user=True, **_pool_options(url))
+        return _new_database(url)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid database URL {mask_password(url)!r}: {mask_password(str(exc))}") from exc
+
+
+def _new_database(url: str, **options) -> peewee.Database:
+    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does)."""
+    parameters = db_url.parse(url, unquote_password=True, unquote_user=True)
+    if not parameters.get("database"):
+        raise ValueError("it names no database (local ones take three slashes: sqlite:///name.db)")
+    database_class = DATABASE_CLASSES[urlsplit(url).scheme.lower()]
+    return database_class(**parameters, **options, **_pool_options(url))
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (drivers add hints and context on later lines)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+DRIVER_ERRORS = peewee.PeeweeException  # peewee wraps every driver error in one of its own
+LOST_NOTE = " (the connection was lost; the next call reconnects)"
+
+
+class DriverErrors:
+    """A block in which driver errors become MemoricError(describe(error)), the cause chained."""
+
+    __slots__ = ("describe",)
+
+    def __init__(self, describe: Callable[[BaseException], str]) -> None:
+        self.describe = describe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, DRIVER_ERRORS):
+            raise MemoricError(self.describe(error)) from error
+        return False
 
 
 def driver_errors(message: Callable[[Any, str, BaseException], str]):
@@ -208,13 +327,15 @@ def driver_errors(message: Callable[[Any, str, BaseException], str]):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
-            try:
+            with DriverErrors(functools.partial(message, self, method.__name__)):
                 return method(self, *args, **kwargs)
-            except MemoricError:
-                raise
-            except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-                raise MemoricError(message(self, method.__name__, exc)) from exc
 
         return wrapper
 
     return decorate
+
+
+def failure_reason(database: peewee.Database, exc: BaseException) -> str:
+    """A driver error's first line, passwords masked, saying so when it lost the connection."""
+    reason = mask_password(first_line(exc))
+    return reason + LOST_NOTE if database.connection_lost() else reason
