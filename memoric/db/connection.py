@@ -59,13 +59,21 @@ class _Recovering:
     terminated backend broke it, every later call failed ("connection already closed"). Here
     the call that meets the broken connection fails, and the next statement outside a
     transaction finds it lost, drops it (with the transaction state peewee kept for it) and
-    connects anew. A transaction lost with its connection is not rolled back (there is nothing
-    left to roll back, and trying would replace the error that lost it). Nothing is retried.
+    connects anew. A transaction the engine has already ended (lost with its connection, or
+    rolled back by SQLite itself on SQLITE_FULL, IOERR, NOMEM or BUSY) is not rolled back again:
+    there is nothing left to roll back, and trying would replace the error that ended it
+    ("cannot rollback - no transaction is active" instead of "database or disk is full").
+    Nothing is retried.
     """
 
     def connection_lost(self) -> bool:
         """Whether this thread holds a connection that can no longer be used."""
         return not self.is_closed() and self._lost(self._state.conn)
+
+    def transaction_open(self) -> bool:
+        """Whether the engine still has a transaction open on this thread's connection."""
+        connection = None if self.is_closed() else self._state.conn
+        return connection is not None and not self._lost(connection) and self._in_transaction(connection)
 
     def cursor(self, named_cursor=None):
         """A cursor, on a new connection when this thread's was lost (outside a transaction)."""
@@ -74,12 +82,12 @@ class _Recovering:
         return super().cursor(named_cursor)
 
     def rollback(self) -> None:
-        """ROLLBACK, unless the transaction was lost with the connection."""
-        if not self.connection_lost():
+        """ROLLBACK, unless the engine has already ended the transaction."""
+        if self.is_closed() or self.transaction_open():
             super().rollback()
 
     def savepoint(self) -> peewee._savepoint:
-        """A savepoint that, on leaving it, is not rolled back when the transaction is gone."""
+        """A savepoint that, on leaving it, is not rolled back when the whole transaction is gone."""
         return _Savepoint(self)
 
     def _drop_connection(self) -> None:
@@ -97,10 +105,10 @@ class _Recovering:
 
 
 class _Savepoint(peewee._savepoint):
-    """peewee's savepoint, not rolled back on leaving it when the connection was lost."""
+    """peewee's savepoint, not rolled back on leaving it when the engine ended the whole transaction."""
 
     def rollback(self, begin: bool = True) -> None:
-        if begin or not self.db.connection_lost():
+        if begin or self.db.transaction_open():
             super().rollback(begin)
 
 
@@ -115,12 +123,19 @@ class _SqliteRecovering(_Recovering):
             return True
         return False
 
+    @staticmethod
+    def _in_transaction(connection) -> bool:
+        return connection.in_transaction
+
 
 class _PostgresRecovering(_Recovering):
     """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
 
     def _lost(self, connection) -> bool:
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+    def _in_transaction(self, connection) -> bool:
+        return self._adapter.txn_status(connection) != self._adapter.txn_idle
 
 
 class _Pooled:
