@@ -249,7 +249,7 @@ class _Router(Router):
 # Database errors outside a migration become MemoricError with the cause chained.
 _translate_errors = driver_errors(
     lambda migrations, method_name, exc: (
-        f"migrations: {method_name} failed: {failure_reason(migrations.database, exc)}"
+        f"migrations: {method_name} failed: {failure_reason(migrations.database, exc, migrations.store.dsn)}"
     )
 )
 

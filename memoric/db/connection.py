@@ -12,24 +12,31 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl
 
 import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from memoric.db.urls import (
+    POOLED_SUFFIX,
+    POSTGRES_SCHEMES,
+    SQLITE_SCHEMES,
+    UNENCODED,
+    URL_EXAMPLES,
+    dialect_of,
+    mask_password,
+    split_url,
+    sqlite_path,
+)
 from memoric.errors import ConfigError, MemoricError
 
 log = logging.getLogger("memoric")
 
-SQLITE_SCHEMES = {"sqlite"}
-POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
-POOLED_SUFFIX = "+pool"
 POOL_WAIT_SECONDS = 30
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 
@@ -179,33 +186,6 @@ DATABASE_CLASSES = {
 }
 
 
-def mask_password(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to print or log."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def dialect_of(url: str) -> str:
-    """`"sqlite"` or `"postgresql"` for a memoric URL; ConfigError for any other scheme."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"invalid database URL {url!r}: expected e.g. sqlite:///memoric.db")
-    scheme = urlsplit(url).scheme.lower()
-    base = scheme.removesuffix(POOLED_SUFFIX)
-    if base in SQLITE_SCHEMES:
-        return "sqlite"
-    if base in POSTGRES_SCHEMES:
-        return "postgresql"
-    raise ConfigError(
-        f"unsupported database URL {mask_password(url)!r}: the scheme must be "
-        "sqlite://, postgresql:// (or postgres://, postgresext://)"
-    )
-
-
-def sqlite_path(url: str) -> str:
-    """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
-    path = urlsplit(url).path
-    return path[1:] if path.startswith("/") else path
-
-
 def database_exists(url: str) -> bool:
     """False for a SQLite URL whose file is not there; True otherwise (a server says so on connect)."""
     if dialect_of(url) == "sqlite":
@@ -215,7 +195,7 @@ def database_exists(url: str) -> bool:
 
 def _pool_options(url: str) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if not parts.scheme.lower().endswith(POOLED_SUFFIX):
         return {}
     options = {} if "timeout" in parse_qs(parts.query) else {"timeout": POOL_WAIT_SECONDS}
@@ -225,15 +205,22 @@ def _pool_options(url: str) -> dict:
 
 
 def open_database(url: str) -> peewee.Database:
-    """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened."""
+    """A connected peewee Database for `url`; ConfigError (passwords masked) when it cannot be opened."""
     dialect = dialect_of(url)
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
     try:
         _connect(database, retry_busy=dialect == "sqlite")
-    except peewee.DatabaseError as exc:
-        reason = mask_password(first_line(exc))
-        raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
+    except (peewee.DatabaseError, TypeError) as exc:
+        raise _url_error(url, f"cannot open database {url}: {first_line(exc)}") from exc
     return database
+
+
+def _url_error(url: str, message: str) -> ConfigError:
+    """A ConfigError about `url` with every secret of it masked.
+
+    Raise it `from None` after a URL parser's error: that error may quote a piece of the URL.
+    """
+    return ConfigError(mask_password(message, url))
 
 
 def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
@@ -257,22 +244,29 @@ def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
 
 def _sqlite_database(url: str) -> peewee.Database:
     path = sqlite_path(url)
+    if split_url(url).netloc:
+        raise _url_error(
+            url,
+            f"invalid database URL '{url}': a sqlite URL names a file, not a host or a user "
+            "(sqlite:///relative.db, sqlite:////absolute/path.db)",
+        )
     if not path or path == ":memory:":
-        raise ConfigError(
-            f"in-memory SQLite ({url!r}) is a separate empty database per thread; use a file, "
-            "e.g. sqlite:///memoric.db"
+        raise _url_error(
+            url,
+            f"in-memory SQLite ('{url}') is a separate empty database per thread; use a file, "
+            "e.g. sqlite:///memoric.db",
         )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ConfigError(f"cannot open database {url}: directory {directory!r} does not exist")
+        raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
-        raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
+        raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
     _create_private_file(path, url)
     try:
         database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
-    log.warning(SQLITE_WARNING, path)
+        raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
+    log.warning(SQLITE_WARNING, mask_password(path, url))
     return database
 
 
@@ -287,22 +281,32 @@ def _create_private_file(path: str, url: str) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise ConfigError(f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
+        raise _url_error(url, f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
 
 
 def _postgres_database(url: str) -> peewee.Database:
+    """The PostgreSQL Database of `url`; ConfigError where the URL cannot be read one way only.
+
+    An unencoded `@`, `/`, `?` or `#` in a password splits the URL elsewhere than meant, and
+    pieces of the password would then reach the server as a host, port or database name (and
+    come back in its error messages): such URLs are refused, and no parser's message is shown.
+    """
+    parts = split_url(url)
+    keys = [key for key, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if "@" in parts.path or "@" in parts.fragment or any("@" in key for key in keys):
+        raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     try:
         return _new_database(url)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid database URL {mask_password(url)!r}: {mask_password(str(exc))}") from exc
+    except (ValueError, RuntimeError, TypeError):
+        raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 
 
 def _new_database(url: str, **options) -> peewee.Database:
     """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does)."""
     parameters = db_url.parse(url, unquote_password=True, unquote_user=True)
     if not parameters.get("database"):
-        raise ValueError("it names no database (local ones take three slashes: sqlite:///name.db)")
-    database_class = DATABASE_CLASSES[urlsplit(url).scheme.lower()]
+        raise _url_error(url, f"invalid database URL '{url}': it has no database name, {URL_EXAMPLES}")
+    database_class = DATABASE_CLASSES[split_url(url).scheme.lower()]
     return database_class(**parameters, **options, **_pool_options(url))
 
 
@@ -350,7 +354,7 @@ def driver_errors(message: Callable[[Any, str, BaseException], str]):
     return decorate
 
 
-def failure_reason(database: peewee.Database, exc: BaseException) -> str:
-    """A driver error's first line, passwords masked, saying so when it lost the connection."""
-    reason = mask_password(first_line(exc))
+def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> str:
+    """A driver error's first line, the passwords of `url` masked, saying so when it lost the connection."""
+    reason = mask_password(first_line(exc), url)
     return reason + LOST_NOTE if database.connection_lost() else reason

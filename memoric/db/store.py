@@ -25,11 +25,11 @@ from memoric.db.connection import (
     dialect_of,
     driver_errors,
     failure_reason,
-    mask_password,
     open_database,
 )
 from memoric.db.dialects import dialect_for
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
+from memoric.db.urls import mask_url
 from memoric.errors import LockTimeout, MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
@@ -52,7 +52,7 @@ def utc_now() -> dt.datetime:
 
 def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -> str:
     """What failed, on which dialect, and why (saying so when the connection was lost)."""
-    return f"{method_name} failed on {store.dialect}: {failure_reason(store.database, exc)}"
+    return f"{method_name} failed on {store.dialect}: {failure_reason(store.database, exc, store.dsn)}"
 
 
 _translate_errors = driver_errors(_failure_message)
@@ -95,7 +95,7 @@ class MemoryStore:
         return self.dialect == "postgresql"
 
     def __repr__(self) -> str:
-        return f"MemoryStore({mask_password(self.dsn)!r})"
+        return f"MemoryStore({mask_url(self.dsn)!r})"
 
     @_translate_errors
     def close(self) -> None:
