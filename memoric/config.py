@@ -97,7 +97,8 @@ def validate(config: dict) -> dict:
             _known_keys(section, value, DEFAULTS[section])
     dsn = config["database"]["dsn"]
     if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
-        raise ConfigError(f"database.dsn must be a database URL string, got {dsn!r}")
+        got = "an empty string" if isinstance(dsn, str) else f"a {type(dsn).__name__}"  # may hold a password
+        raise ConfigError(f"database.dsn must be a database URL string, got {got}")
     config["tiers"] = _tiers(config["tiers"])
     summarization = config["summarization"]
     _boolean("summarization.enabled", summarization["enabled"])

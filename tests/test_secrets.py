@@ -135,6 +135,15 @@ def test_mask_password_hides_the_secrets_of_known_urls_wherever_they_appear():
     )
 
 
+def test_a_database_setting_that_is_not_a_url_is_not_quoted(tmp_path):
+    config = tmp_path / "memoric.yaml"
+    config.write_text(f"database:\n  dsn: {{user: agent, password: {SECRET}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="got a dict") as raised:
+        Memoric(config_path=config)
+    assert_hidden(str(raised.value))
+    assert cli("--config", str(config), "stats").exit_code == 1
+
+
 # --- URLs that work ------------------------------------------------------------------------------
 
 
