@@ -74,7 +74,7 @@ def at_most_one_failure(store: MemoryStore, call):
 def memoric(request, dialect, tmp_path_factory):
     url = _module_database_url(dialect, tmp_path_factory, request)
     memoric = agent_memoric(pooled(url) if request.param == "pool" else url)
-    memoric.save("ada", "before the loss", thread_id="t1", metadata={"topic": "x"})
+    memoric.save("ada", "before the loss", thread_id="t1", metadata={"topic": "x", "tags": ["a", "b"]})
     yield memoric
     memoric.close()
 
@@ -105,6 +105,10 @@ ENTRY_POINTS = {
     "save": (lambda m: m.save("ada", "after", thread_id="t1"), lambda result: isinstance(result, int)),
     "retrieve": (lambda m: m.retrieve("ada", thread_id="t1"), lambda result: len(result) >= 1),
     "get_memories": (lambda m: m.db.get_memories(user_id="ada"), lambda result: len(result) >= 1),
+    "where_metadata": (
+        lambda m: m.db.get_memories(where_metadata={"tags": ["a"]}),
+        lambda result: len(result) == 1,
+    ),
     "insert_memories": (lambda m: m.db.insert_memories([{"user_id": "bo", "content": "x"}]), (1).__eq__),
     "run_policies": (lambda m: m.run_policies(), lambda result: "migrated" in result),
     "run_policies dry": (lambda m: m.run_policies(dry_run=True), lambda result: "migrated" in result),
@@ -117,6 +121,8 @@ ENTRY_POINTS = {
     "migrations.current": (lambda m: m.migrations.current(), bool),
     "migrations.history": (lambda m: m.migrations.history(), lambda rows: all(r["applied"] for r in rows)),
     "migrations.pending": (lambda m: m.migrations.pending(), [].__eq__),
+    "migrations.sql": (lambda m: m.migrations.sql("upgrade", "head"), [].__eq__),
+    "migrations.stamp": (lambda m: m.migrations.stamp("head"), bool),
     "export": (exported, lambda text: "before the loss" in text),
     "import": (lambda m: import_jsonl(m.db, io.StringIO(exported(m))), lambda c: c["memories"] == 0),
 }
