@@ -1,5 +1,8 @@
 """Turn a database URL into a connected peewee Database, with SQLite tuned for concurrent agents.
 
+The Database classes built here recover from a lost connection (a server restart, a terminated
+backend, a closed SQLite handle): the call that meets it fails once, the next one reconnects.
+
 `+pool` URLs (`postgresql+pool://`, `sqlite+pool://`) give a connection pool: each thread checks a
 connection out on first use and back in on `close()`. A thread finding every connection in use
 waits up to `timeout` seconds (`?timeout=N` in the URL, default POOL_WAIT_SECONDS) and then fails
@@ -115,6 +118,7 @@ class _Savepoint(peewee._savepoint):
     """peewee's savepoint, not rolled back on leaving it when the engine ended the whole transaction."""
 
     def rollback(self, begin: bool = True) -> None:
+        """ROLLBACK TO the savepoint, unless leaving it after the engine ended the transaction."""
         if begin or self.db.transaction_open():
             super().rollback(begin)
 
@@ -124,6 +128,7 @@ class _SqliteRecovering(_Recovering):
 
     @staticmethod
     def _lost(connection) -> bool:
+        """Whether the handle was closed (any use of it raises then)."""
         try:
             connection.total_changes  # noqa: B018 (raises on a closed handle)
         except sqlite3.ProgrammingError:
@@ -132,6 +137,7 @@ class _SqliteRecovering(_Recovering):
 
     @staticmethod
     def _in_transaction(connection) -> bool:
+        """Whether SQLite has a transaction open (False once it rolled one back by itself)."""
         return connection.in_transaction
 
 
@@ -139,9 +145,11 @@ class _PostgresRecovering(_Recovering):
     """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
 
     def _lost(self, connection) -> bool:
+        """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
 
     def _in_transaction(self, connection) -> bool:
+        """Whether the server has a transaction open on the connection (in progress or failed)."""
         return self._adapter.txn_status(connection) != self._adapter.txn_idle
 
 
@@ -149,6 +157,7 @@ class _Pooled:
     """A pool that never takes a lost connection back, and fails like any connection error when exhausted."""
 
     def connect(self, reuse_if_open: bool = False) -> bool:
+        """Check a connection out; an OperationalError when none frees up within the wait timeout."""
         try:
             return super().connect(reuse_if_open)
         except MaxConnectionsExceeded as exc:
@@ -332,6 +341,7 @@ class DriverErrors:
         return None
 
     def __exit__(self, kind, error, traceback) -> bool:
+        """Raise the MemoricError for a driver error; let anything else (memoric's own) pass."""
         if isinstance(error, DRIVER_ERRORS):
             raise MemoricError(self.describe(error)) from error
         return False

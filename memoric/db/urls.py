@@ -55,6 +55,7 @@ def _password_span(word: str) -> tuple[int, int] | None:
 
 
 def _mask_userinfo(word: str) -> str:
+    """`word` with the password of its `user:PASSWORD@` part, if it has one, masked."""
     span = _password_span(word)
     return word if span is None else f"{word[: span[0]]}{MASK}{word[span[1] :]}"
 
