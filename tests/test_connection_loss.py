@@ -204,11 +204,12 @@ def throwaway_server():
 
     server = pgserver.get_server(tempfile.mkdtemp(prefix="memoric-restart-"), cleanup_mode="delete")
 
-    def restart() -> None:
-        arguments = ("-w", "-D", str(server.pgdata), "-m", "fast", "restart")
+    def pg_ctl(action: str) -> None:
+        arguments = ("-w", "-D", str(server.pgdata), "-m", "fast", action)
         pgexec("pg_ctl", arguments, bin_path=server.bin_path, user=server.system_user)
 
-    yield server.get_uri(), restart
+    yield server.get_uri(), lambda: pg_ctl("restart")
+    pg_ctl("stop")  # the handle knows the first postmaster only, and would not stop the restarted one
     server.cleanup()
 
 
