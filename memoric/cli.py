@@ -17,15 +17,46 @@ from pathlib import Path
 import click
 
 from memoric import __version__, demo, transfer
-from memoric.config import load_config, resolve_dsn, tier_names
+from memoric.config import ENV_DATABASE_URL, load_config, resolve_dsn, tier_names
 from memoric.core import Memoric
-from memoric.db.connection import SQLITE_WARNING, mask_password, sqlite_path, sqlite_warning_wanted
+from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
+from memoric.db.urls import mask_password, mask_url, sqlite_path
 from memoric.errors import MemoricError
 from memoric.migrations import Migrations
 
+ARGUMENTS = "memoric.arguments"
 
-@click.group()
+
+@contextlib.contextmanager
+def masked_errors(arguments: tuple[str, ...]):
+    """Mask the passwords of the command line and $MEMORIC_DATABASE_URL in any error from the block.
+
+    click's own usage errors quote mistyped arguments, which may be URLs.
+    """
+    try:
+        yield
+    except click.ClickException as exc:
+        exc.message = mask_password(exc.message, *arguments, os.environ.get(ENV_DATABASE_URL))
+        raise
+
+
+class MaskingGroup(click.Group):
+    """The `memoric` group: whatever error it prints, from parsing to the last command, is masked."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        arguments = tuple(args)
+        with masked_errors(arguments):
+            ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[ARGUMENTS] = arguments
+        return ctx
+
+    def invoke(self, ctx: click.Context):
+        with masked_errors(ctx.meta.get(ARGUMENTS, ())):
+            return super().invoke(ctx)
+
+
+@click.group(cls=MaskingGroup)
 @click.version_option(__version__, prog_name="memoric")
 @click.option(
     "--dsn", metavar="URL", help="Database URL (default: $MEMORIC_DATABASE_URL, the config, SQLite)."
@@ -55,11 +86,11 @@ def echo_sqlite_warning(ctx: click.Context, store: MemoryStore) -> None:
 
 
 def run_or_exit(call: Callable, *args, **kwargs):
-    """Call the library; a MemoricError becomes one line on stderr (password masked) and exit 1."""
+    """Call the library; a MemoricError becomes one line on stderr (masked by `main`) and exit 1."""
     try:
         return call(*args, **kwargs)
     except MemoricError as exc:
-        message = " ".join(mask_password(str(exc)).split()) or type(exc).__name__
+        message = " ".join(str(exc).split()) or type(exc).__name__
         raise click.ClickException(message) from None
 
 
@@ -99,7 +130,7 @@ def open_migrations(ctx: click.Context, migrate_dir: Path | None = None, lock_ti
 
     def waiting() -> None:
         click.echo(
-            f"Waiting for the migration lock: another run is migrating {mask_password(store.dsn)}", err=True
+            f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True
         )
 
     return Migrations(store, migrate_dir=migrate_dir, lock_timeout=lock_timeout, on_wait=waiting)
@@ -109,7 +140,7 @@ def echo_position(migrations: Migrations) -> None:
     """Where the database stands now: the latest applied migration, and whether that is head."""
     current = run_or_exit(migrations.current) or "base (no migration applied)"
     head = "" if run_or_exit(migrations.pending) else " (head)"
-    click.echo(f"{mask_password(migrations.store.dsn)} is at {current}{head}")
+    click.echo(f"{mask_url(migrations.store.dsn)} is at {current}{head}")
 
 
 def echo_sql(statements: list[str]) -> None:
@@ -311,9 +342,10 @@ def when(moment: dt.datetime | None) -> str:
 
 def where_it_lives(memoric: Memoric) -> str:
     """The database as a person would look for it: the SQLite file, or the masked URL."""
+    dsn = memoric.store.dsn
     if memoric.store.is_sqlite:
-        return f"SQLite file {Path(sqlite_path(memoric.store.dsn)).resolve()}"
-    return f"PostgreSQL {mask_password(memoric.store.dsn)}"
+        return mask_password(f"SQLite file {Path(sqlite_path(dsn)).resolve()}", dsn)
+    return f"PostgreSQL {mask_url(dsn)}"
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 MAX_TIER_NAME = 64
 MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
+PRIVATE_DIRECTORY_MODE = 0o700
 
 DEFAULTS: dict = {
     "database": {"dsn": None, "sqlite_warning": True},
@@ -96,7 +97,8 @@ def validate(config: dict) -> dict:
             _known_keys(section, value, DEFAULTS[section])
     dsn = config["database"]["dsn"]
     if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
-        raise ConfigError(f"database.dsn must be a database URL string, got {dsn!r}")
+        got = "an empty string" if isinstance(dsn, str) else f"a {type(dsn).__name__}"  # may hold a password
+        raise ConfigError(f"database.dsn must be a database URL string, got {got}")
     _boolean("database.sqlite_warning", config["database"]["sqlite_warning"])
     config["tiers"] = _tiers(config["tiers"])
     summarization = config["summarization"]
@@ -189,12 +191,16 @@ def _boolean(key: str, value) -> bool:
 
 
 def resolve_dsn(dsn: str | None, config: dict) -> str:
-    """The database URL: argument > $MEMORIC_DATABASE_URL > config > ~/.memoric/memoric.db."""
+    """The database URL: argument > $MEMORIC_DATABASE_URL > config > ~/.memoric/memoric.db.
+
+    `~/.memoric` is created readable by its owner only (memories are private); an existing
+    directory keeps its mode.
+    """
     chosen = dsn or os.environ.get(ENV_DATABASE_URL) or (config.get("database") or {}).get("dsn")
     if chosen:
         return chosen
     path = default_database_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 

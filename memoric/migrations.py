@@ -23,7 +23,7 @@ import peewee
 from peewee_migrate import Migrator, Router, auto
 
 from memoric.db import models
-from memoric.db.connection import driver_errors, first_line
+from memoric.db.connection import driver_errors, failure_reason, first_line
 from memoric.db.models import GIN_INDEXES, UTCDateTimeField
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
@@ -248,7 +248,9 @@ class _Router(Router):
 
 # Database errors outside a migration become MemoricError with the cause chained.
 _translate_errors = driver_errors(
-    lambda migrations, method_name, exc: f"migrations: {method_name} failed: {first_line(exc)}"
+    lambda migrations, method_name, exc: (
+        f"migrations: {method_name} failed: {failure_reason(migrations.database, exc, migrations.store.dsn)}"
+    )
 )
 
 

@@ -20,9 +20,10 @@ from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
 from memoric import validation
-from memoric.db.connection import database_exists, mask_password
+from memoric.db.connection import database_exists
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
+from memoric.db.urls import mask_url
 from memoric.errors import ConfigError, MigrationError, ValidationError
 
 if TYPE_CHECKING:
@@ -136,14 +137,14 @@ def open_copy(source_dsn: str, target_dsn: str, *, config_path=None) -> tuple[Me
     if source_dsn == target_dsn:
         raise ValidationError("the source and the target are the same database")
     if not database_exists(source_dsn):
-        raise ConfigError(f"the source database {mask_password(source_dsn)} does not exist")
+        raise ConfigError(f"the source database {mask_url(source_dsn)} does not exist")
     source = Memoric(source_dsn, config_path)
     pending = source.migrations.pending()
     if pending and source.migrations.current() is None:
-        raise MigrationError(f"the source {mask_password(source_dsn)} holds no memoric schema")
+        raise MigrationError(f"the source {mask_url(source_dsn)} holds no memoric schema")
     if pending:
         raise MigrationError(
-            f"the source {mask_password(source_dsn)} is behind head ({', '.join(pending)} pending): "
+            f"the source {mask_url(source_dsn)} is behind head ({', '.join(pending)} pending): "
             "run `memoric --dsn SOURCE migrate upgrade` first"
         )
     target = Memoric(target_dsn, config_path)
@@ -181,7 +182,7 @@ def _load(
             if kind not in rows:
                 raise ValidationError(f"unknown record type {kind!r} (expected memory or cluster)")
             rows[kind].append(_decode(record) if encoded else record)
-        with store.database.atomic():
+        with store.atomic():
             _refuse_conflicts(store, rows["memory"])
             inserted_memories = store.insert_memories(rows["memory"], skip_existing=True)
             inserted_clusters = store.insert_clusters(rows["cluster"]) if rows["cluster"] else 0

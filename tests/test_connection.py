@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
 import pytest
 
+from memoric import Memoric
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError
@@ -130,3 +132,55 @@ def test_postgresql_without_its_driver_is_one_clear_error(url):
     assert ran.returncode == 1
     expected = "Error: PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'"
     assert ran.stderr.splitlines() == [expected]
+
+
+# --- private files -----------------------------------------------------------------------------
+
+
+def file_mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def usual_umask():
+    """The common umask 022, under which files are created world-readable unless asked otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def used(memoric: Memoric) -> None:
+    """Build the schema, write a memory and run the policies: every file memoric makes is there."""
+    memoric.save("ada", "a private memory", thread_id="t")
+    memoric.run_policies()
+
+
+def test_the_default_database_its_directory_and_its_files_are_private(tmp_path, monkeypatch, usual_umask):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    used(Memoric())
+    home = tmp_path / ".memoric"
+    assert file_mode(home) == 0o700
+    names = {path.name for path in home.iterdir()}
+    assert {"memoric.db", "memoric.db-wal", "memoric.db-shm"} <= names
+    assert {"memoric.db.migrations.lock", "memoric.db.policies.lock"} <= names
+    assert {name: file_mode(home / name) for name in names} == dict.fromkeys(names, 0o600)
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pool"])
+def test_a_new_sqlite_database_named_by_a_url_is_private(tmp_path, usual_umask, scheme):
+    used(Memoric(f"{scheme}:///{tmp_path / 'agent.db'}"))
+    names = {path.name for path in tmp_path.iterdir()}
+    assert {"agent.db", "agent.db-wal", "agent.db-shm", "agent.db.policies.lock"} <= names
+    assert {name: file_mode(tmp_path / name) for name in names} == dict.fromkeys(names, 0o600)
+
+
+def test_existing_files_and_directories_keep_their_modes(tmp_path, monkeypatch, usual_umask):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    (tmp_path / ".memoric").mkdir(mode=0o750)
+    (tmp_path / ".memoric" / "memoric.db").touch(mode=0o640)
+    used(Memoric())
+    assert file_mode(tmp_path / ".memoric") == 0o750
+    assert file_mode(tmp_path / ".memoric" / "memoric.db") == 0o640
+    assert file_mode(tmp_path / ".memoric" / "memoric.db-wal") == 0o640, "SQLite copies the database's mode"

@@ -1,5 +1,8 @@
 """Turn a database URL into a connected peewee Database, with SQLite tuned for concurrent agents.
 
+The Database classes built here recover from a lost connection (a server restart, a terminated
+backend, a closed SQLite handle): the call that meets it fails once, the next one reconnects.
+
 `+pool` URLs (`postgresql+pool://`, `sqlite+pool://`) give a connection pool: each thread checks a
 connection out on first use and back in on `close()`. A thread finding every connection in use
 waits up to `timeout` seconds (`?timeout=N` in the URL, default POOL_WAIT_SECONDS) and then fails
@@ -8,27 +11,37 @@ with a MemoricError; `?max_connections=N` sizes the pool (peewee's default: 20).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import re
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl
 
 import peewee
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from memoric.db.urls import (
+    POOLED_SUFFIX,
+    POSTGRES_SCHEMES,
+    SQLITE_SCHEMES,
+    UNENCODED,
+    URL_EXAMPLES,
+    dialect_of,
+    mask_password,
+    split_url,
+    sqlite_path,
+)
 from memoric.errors import ConfigError, MemoricError
 
 log = logging.getLogger("memoric")
 
-SQLITE_SCHEMES = {"sqlite"}
-POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
-POOLED_SUFFIX = "+pool"
 POOL_WAIT_SECONDS = 30
+PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 
 SQLITE_BUSY_SECONDS = 30
 SQLITE_PRAGMAS = {
@@ -51,10 +64,102 @@ SQLITE_WARNING_ENV = "MEMORIC_SQLITE_WARNING"  # 0, false, no or off: never show
 _sqlite_warned: set[str] = set()  # the file warned about: the warning is logged once per process
 
 
-class _PoolErrors:
-    """A pool still exhausted after its wait timeout fails like any connection error."""
+class _Recovering:
+    """A peewee Database that drops a connection the server has closed instead of keeping it.
+
+    peewee keeps a thread's connection until it is closed, so once a server restart or a
+    terminated backend broke it, every later call failed ("connection already closed"). Here
+    the call that meets the broken connection fails, and the next statement outside a
+    transaction finds it lost, drops it (with the transaction state peewee kept for it) and
+    connects anew. A transaction the engine has already ended (lost with its connection, or
+    rolled back by SQLite itself on SQLITE_FULL, IOERR, NOMEM or BUSY) is not rolled back again:
+    there is nothing left to roll back, and trying would replace the error that ended it
+    ("cannot rollback - no transaction is active" instead of "database or disk is full").
+    Nothing is retried.
+    """
+
+    def connection_lost(self) -> bool:
+        """Whether this thread holds a connection that can no longer be used."""
+        return not self.is_closed() and self._lost(self._state.conn)
+
+    def transaction_open(self) -> bool:
+        """Whether the engine still has a transaction open on this thread's connection."""
+        connection = None if self.is_closed() else self._state.conn
+        return connection is not None and not self._lost(connection) and self._in_transaction(connection)
+
+    def cursor(self, named_cursor=None):
+        """A cursor, on a new connection when this thread's was lost (outside a transaction)."""
+        if not self.in_transaction() and self.connection_lost():
+            self._drop_connection()
+        return super().cursor(named_cursor)
+
+    def rollback(self) -> None:
+        """ROLLBACK, unless the engine has already ended the transaction."""
+        if self.is_closed() or self.transaction_open():
+            super().rollback()
+
+    def savepoint(self) -> peewee._savepoint:
+        """A savepoint that, on leaving it, is not rolled back when the whole transaction is gone."""
+        return _Savepoint(self)
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection and its transaction state, then close it."""
+        with self._lock:
+            connection, contexts = self._state.conn, self._state.ctx
+            self._state.reset()
+            self._state.ctx = contexts
+        self._discard(connection)
+
+    def _discard(self, connection) -> None:
+        """Close a lost connection (which may fail: it is broken)."""
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+class _Savepoint(peewee._savepoint):
+    """peewee's savepoint, not rolled back on leaving it when the engine ended the whole transaction."""
+
+    def rollback(self, begin: bool = True) -> None:
+        """ROLLBACK TO the savepoint, unless leaving it after the engine ended the transaction."""
+        if begin or self.db.transaction_open():
+            super().rollback(begin)
+
+
+class _SqliteRecovering(_Recovering):
+    """A SQLite connection is lost when its handle was closed."""
+
+    @staticmethod
+    def _lost(connection) -> bool:
+        """Whether the handle was closed (any use of it raises then)."""
+        try:
+            connection.total_changes  # noqa: B018 (raises on a closed handle)
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+    @staticmethod
+    def _in_transaction(connection) -> bool:
+        """Whether SQLite has a transaction open (False once it rolled one back by itself)."""
+        return connection.in_transaction
+
+
+class _PostgresRecovering(_Recovering):
+    """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
+
+    def _lost(self, connection) -> bool:
+        """Whether psycopg closed the connection or lost track of its state (the server went away)."""
+        return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+    def _in_transaction(self, connection) -> bool:
+        """Whether the server has a transaction open on the connection (in progress or failed)."""
+        return self._adapter.txn_status(connection) != self._adapter.txn_idle
+
+
+class _Pooled:
+    """A pool that never takes a lost connection back, and fails like any connection error when exhausted."""
 
     def connect(self, reuse_if_open: bool = False) -> bool:
+        """Check a connection out; an OperationalError when none frees up within the wait timeout."""
         try:
             return super().connect(reuse_if_open)
         except MaxConnectionsExceeded as exc:
@@ -62,45 +167,34 @@ class _PoolErrors:
                 f"connection pool exhausted: all {self._max_connections} connections in use ({exc})"
             ) from exc
 
-
-class PooledPostgres(_PoolErrors, PooledPostgresqlDatabase):
-    """playhouse's PostgreSQL pool, its exhaustion a peewee OperationalError."""
-
-
-class PooledSqlite(_PoolErrors, PooledSqliteDatabase):
-    """playhouse's SQLite pool, its exhaustion a peewee OperationalError."""
+    def _discard(self, connection) -> None:
+        """Close the lost connection and the idle ones: the restart that broke it broke them too."""
+        self._close(connection, close_conn=True)
+        self.close_idle()
 
 
-db_url.register_database(peewee.PostgresqlDatabase, "postgresext")
-db_url.register_database(PooledPostgres, "postgres+pool", "postgresql+pool", "postgresext+pool")
-db_url.register_database(PooledSqlite, "sqlite+pool")
+class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
+    """peewee's SQLite database, recovering from a closed connection."""
 
 
-def mask_password(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to print or log."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+class Postgres(_PostgresRecovering, peewee.PostgresqlDatabase):
+    """peewee's PostgreSQL database, recovering from a lost connection."""
 
 
-def dialect_of(url: str) -> str:
-    """`"sqlite"` or `"postgresql"` for a memoric URL; ConfigError for any other scheme."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"invalid database URL {url!r}: expected e.g. sqlite:///memoric.db")
-    scheme = urlsplit(url).scheme.lower()
-    base = scheme.removesuffix(POOLED_SUFFIX)
-    if base in SQLITE_SCHEMES:
-        return "sqlite"
-    if base in POSTGRES_SCHEMES:
-        return "postgresql"
-    raise ConfigError(
-        f"unsupported database URL {mask_password(url)!r}: the scheme must be "
-        "sqlite://, postgresql:// (or postgres://, postgresext://)"
-    )
+class PooledSqlite(_Pooled, _SqliteRecovering, PooledSqliteDatabase):
+    """playhouse's SQLite pool, recovering from a closed connection."""
 
 
-def sqlite_path(url: str) -> str:
-    """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
-    path = urlsplit(url).path
-    return path[1:] if path.startswith("/") else path
+class PooledPostgres(_Pooled, _PostgresRecovering, PooledPostgresqlDatabase):
+    """playhouse's PostgreSQL pool, recovering from a lost connection."""
+
+
+DATABASE_CLASSES = {
+    **dict.fromkeys(SQLITE_SCHEMES, Sqlite),
+    **dict.fromkeys(POSTGRES_SCHEMES, Postgres),
+    **{scheme + POOLED_SUFFIX: PooledSqlite for scheme in SQLITE_SCHEMES},
+    **{scheme + POOLED_SUFFIX: PooledPostgres for scheme in POSTGRES_SCHEMES},
+}
 
 
 def database_exists(url: str) -> bool:
@@ -112,7 +206,7 @@ def database_exists(url: str) -> bool:
 
 def _pool_options(url: str) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if not parts.scheme.lower().endswith(POOLED_SUFFIX):
         return {}
     options = {} if "timeout" in parse_qs(parts.query) else {"timeout": POOL_WAIT_SECONDS}
@@ -135,7 +229,7 @@ def warn_about_sqlite(path: str, configured: bool = True) -> None:
 
 
 def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
-    """A connected peewee Database for `url`; ConfigError (password masked) when it cannot be opened.
+    """A connected peewee Database for `url`; ConfigError (passwords masked) when it cannot be opened.
 
     On SQLite the development-only warning is logged (once per process) unless `warn_sqlite` is
     False or $MEMORIC_SQLITE_WARNING silences it.
@@ -143,17 +237,22 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     dialect = dialect_of(url)
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
     if dialect == "sqlite":
-        warn_about_sqlite(sqlite_path(url), warn_sqlite)
+        warn_about_sqlite(mask_password(sqlite_path(url), url), warn_sqlite)
     try:
         _connect(database, retry_busy=dialect == "sqlite")
     except peewee.ImproperlyConfigured as exc:
-        raise ConfigError(
-            "PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'"
-        ) from exc
-    except peewee.DatabaseError as exc:
-        reason = mask_password(first_line(exc))
-        raise ConfigError(f"cannot open database {mask_password(url)}: {reason}") from exc
+        raise ConfigError("PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'") from exc
+    except (peewee.DatabaseError, TypeError) as exc:
+        raise _url_error(url, f"cannot open database {url}: {first_line(exc)}") from exc
     return database
+
+
+def _url_error(url: str, message: str) -> ConfigError:
+    """A ConfigError about `url` with every secret of it masked.
+
+    Raise it `from None` after a URL parser's error: that error may quote a piece of the URL.
+    """
+    return ConfigError(mask_password(message, url))
 
 
 def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
@@ -177,34 +276,97 @@ def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
 
 def _sqlite_database(url: str) -> peewee.Database:
     path = sqlite_path(url)
+    if split_url(url).netloc:
+        raise _url_error(
+            url,
+            f"invalid database URL '{url}': a sqlite URL names a file, not a host or a user "
+            "(sqlite:///relative.db, sqlite:////absolute/path.db)",
+        )
     if not path or path == ":memory:":
-        raise ConfigError(
-            f"in-memory SQLite ({url!r}) is a separate empty database per thread; use a file, "
-            "e.g. sqlite:///memoric.db"
+        raise _url_error(
+            url,
+            f"in-memory SQLite ('{url}') is a separate empty database per thread; use a file, "
+            "e.g. sqlite:///memoric.db",
         )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise ConfigError(f"cannot open database {url}: directory {directory!r} does not exist")
+        raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
-        raise ConfigError(f"cannot open database {url}: directory {directory!r} is not writable")
+        raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
+    _create_private_file(path, url)
     try:
-        database = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", **_pool_options(url))
+        database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+        raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
     return database
 
 
-def _postgres_database(url: str) -> peewee.Database:
+def _create_private_file(path: str, url: str) -> None:
+    """Create a missing database file readable by its owner only; an existing one keeps its mode.
+
+    An empty file is an empty SQLite database, and SQLite gives the -wal, -shm and -journal
+    files it creates beside it the database file's permissions.
+    """
     try:
-        return db_url.connect(url, unquote_password=True, unquote_user=True, **_pool_options(url))
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid database URL {mask_password(url)!r}: {mask_password(str(exc))}") from exc
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise _url_error(url, f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
+
+
+def _postgres_database(url: str) -> peewee.Database:
+    """The PostgreSQL Database of `url`; ConfigError where the URL cannot be read one way only.
+
+    An unencoded `@`, `/`, `?` or `#` in a password splits the URL elsewhere than meant, and
+    pieces of the password would then reach the server as a host, port or database name (and
+    come back in its error messages): such URLs are refused, and no parser's message is shown.
+    """
+    parts = split_url(url)
+    keys = [key for key, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if "@" in parts.path or "@" in parts.fragment or any("@" in key for key in keys):
+        raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
+    try:
+        return _new_database(url)
+    except (ValueError, RuntimeError, TypeError):
+        raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
+
+
+def _new_database(url: str, **options) -> peewee.Database:
+    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does)."""
+    parameters = db_url.parse(url, unquote_password=True, unquote_user=True)
+    if not parameters.get("database"):
+        raise _url_error(url, f"invalid database URL '{url}': it has no database name, {URL_EXAMPLES}")
+    database_class = DATABASE_CLASSES[split_url(url).scheme.lower()]
+    return database_class(**parameters, **options, **_pool_options(url))
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (drivers add hints and context on later lines)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+DRIVER_ERRORS = peewee.PeeweeException  # peewee wraps every driver error in one of its own
+LOST_NOTE = " (the connection was lost; the next call reconnects)"
+
+
+class DriverErrors:
+    """A block in which driver errors become MemoricError(describe(error)), the cause chained."""
+
+    __slots__ = ("describe",)
+
+    def __init__(self, describe: Callable[[BaseException], str]) -> None:
+        self.describe = describe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        """Raise the MemoricError for a driver error; let anything else (memoric's own) pass."""
+        if isinstance(error, DRIVER_ERRORS):
+            raise MemoricError(self.describe(error)) from error
+        return False
 
 
 def driver_errors(message: Callable[[Any, str, BaseException], str]):
@@ -216,13 +378,15 @@ def driver_errors(message: Callable[[Any, str, BaseException], str]):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
-            try:
+            with DriverErrors(functools.partial(message, self, method.__name__)):
                 return method(self, *args, **kwargs)
-            except MemoricError:
-                raise
-            except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-                raise MemoricError(message(self, method.__name__, exc)) from exc
 
         return wrapper
 
     return decorate
+
+
+def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> str:
+    """A driver error's first line, the passwords of `url` masked, saying so when it lost the connection."""
+    reason = mask_password(first_line(exc), url)
+    return reason + LOST_NOTE if database.connection_lost() else reason

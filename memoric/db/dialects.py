@@ -16,6 +16,7 @@ import os
 import peewee
 
 from memoric.db import jsonfilter
+from memoric.db.connection import PRIVATE_FILE_MODE
 from memoric.db.models import GIN_INDEXES, sqlite_time, to_utc
 
 SECONDS_PER_DAY = 86400.0
@@ -67,7 +68,7 @@ class SqliteDialect:
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         path = f"{database.database}.{name}.lock"
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,9 +76,11 @@ class SqliteDialect:
             return None
         return handle
 
-    def unlock(self, database: peewee.Database, handle) -> None:
+    def unlock(self, database: peewee.Database, handle) -> bool:
+        """Release the lock; True (a file lock outlives any connection)."""
         fcntl.flock(handle, fcntl.LOCK_UN)
         os.close(handle)
+        return True
 
     def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
         """Nothing to do: SQLite picks max(rowid) + 1 for the next row."""
@@ -169,10 +172,15 @@ class PostgresDialect:
         """Take the named session-level advisory lock if free (held by this thread's connection)."""
         key = lock_key(name)
         taken = database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-        return key if taken else None
+        return (key, database.connection()) if taken else None
 
-    def unlock(self, database: peewee.Database, handle) -> None:
-        database.execute_sql("SELECT pg_advisory_unlock(%s)", (handle,))
+    def unlock(self, database: peewee.Database, handle) -> bool:
+        """Release the lock; False when the connection holding it was lost (and the lock with it)."""
+        key, connection = handle
+        if database.is_closed() or database.connection() is not connection or database.connection_lost():
+            return False
+        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        return True
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
         for name in GIN_INDEXES:

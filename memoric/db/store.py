@@ -18,13 +18,19 @@ from functools import reduce
 from itertools import islice
 
 import peewee
-from playhouse.pool import PooledDatabase
 
 from memoric import validation
-from memoric.db.connection import dialect_of, driver_errors, first_line, mask_password, open_database
+from memoric.db.connection import (
+    DriverErrors,
+    dialect_of,
+    driver_errors,
+    failure_reason,
+    open_database,
+)
 from memoric.db.dialects import dialect_for
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
-from memoric.errors import LockTimeout
+from memoric.db.urls import mask_url
+from memoric.errors import LockTimeout, MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 INSERT_BATCH_SIZE = 1000
@@ -45,11 +51,8 @@ def utc_now() -> dt.datetime:
 
 
 def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -> str:
-    """What failed, on which dialect; a broken connection is dropped so the next call reconnects."""
-    message = f"{method_name} failed on {store.dialect}: {first_line(exc)}"
-    if store._discard_broken_connection():
-        message += " (the connection was lost; the next call reconnects)"
-    return message
+    """What failed, on which dialect, and why (saying so when the connection was lost)."""
+    return f"{method_name} failed on {store.dialect}: {failure_reason(store.database, exc, store.dsn)}"
 
 
 _translate_errors = driver_errors(_failure_message)
@@ -93,33 +96,42 @@ class MemoryStore:
         return self.dialect == "postgresql"
 
     def __repr__(self) -> str:
-        return f"MemoryStore({mask_password(self.dsn)!r})"
+        return f"MemoryStore({mask_url(self.dsn)!r})"
 
+    @_translate_errors
     def close(self) -> None:
         """Close this thread's connection (the next call opens a new one)."""
         if not self.database.is_closed():
             self.database.close()
 
-    def _discard_broken_connection(self) -> bool:
-        """After a failed call, drop this thread's connection if the server closed it.
-
-        A pool also drops its idle connections: a server restart broke them as well.
-        """
-        database = self.database
-        if database.is_closed() or database.in_transaction() or database.is_connection_usable():
-            return False
-        database.close()
-        if isinstance(database, PooledDatabase):
-            database.close_idle()
-        return True
+    def _driver_errors(self, what: str) -> DriverErrors:
+        """A block whose driver errors become MemoricError, worded as a failed `what`."""
+        return DriverErrors(functools.partial(_failure_message, self, what))
 
     @contextlib.contextmanager
     def lock(self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None):
         """Hold the named cross-process lock for the block (PostgreSQL advisory lock, SQLite file lock).
 
         Waits while another process or thread holds it, calling `on_wait` once when it starts to
-        wait; raises LockTimeout after `timeout` seconds (None waits forever).
+        wait; raises LockTimeout after `timeout` seconds (None waits forever). A PostgreSQL lock
+        belongs to the connection that took it: when that connection is lost during the block,
+        so is the lock, and a block that did not fail otherwise raises MemoricError saying so.
         """
+        with self._driver_errors("lock"):
+            handle = self._take_lock(name, timeout, on_wait)
+        try:
+            yield
+        finally:
+            with self._driver_errors("lock"):
+                held = self._sql.unlock(self.database, handle)
+        if not held:
+            raise MemoricError(
+                f"the {name!r} lock was lost with the connection to the database during the block: "
+                "what ran after that was not protected by it"
+            )
+
+    def _take_lock(self, name: str, timeout: float | None, on_wait: Callable[[], None] | None):
+        """The dialect's handle of the named lock, once free (see `lock`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waited = False
         while (handle := self._sql.try_lock(self.database, name)) is None:
@@ -131,10 +143,7 @@ class MemoryStore:
                     f"could not take the {name!r} lock within {timeout} s: another run holds it"
                 )
             time.sleep(LOCK_POLL_SECONDS)
-        try:
-            yield
-        finally:
-            self._sql.unlock(self.database, handle)
+        return handle
 
     # --- schema -------------------------------------------------------------------------
 
@@ -627,8 +636,11 @@ class MemoryStore:
 
     @contextlib.contextmanager
     def atomic(self):
-        """One transaction (a savepoint when nested) around a group of store calls."""
-        with self.database.atomic():
+        """One transaction (a savepoint when nested) around a group of store calls.
+
+        A failure to begin or commit it is a MemoricError like any driver error.
+        """
+        with self._driver_errors("atomic"), self.database.atomic():
             yield
 
     def _namespace_is(self, namespace):

@@ -1,0 +1,112 @@
+"""Database URLs: which dialect a URL names, and how to print one (or an error quoting one) safely.
+
+Passwords are masked in every form a user can type: `user:PASSWORD@host` with `@`, `/` or `:`
+inside the password, a one-slash scheme typo, no scheme at all, `?password=...`, upper-case and
+`+pool` schemes, percent-encoded passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from memoric.errors import ConfigError
+
+SQLITE_SCHEMES = {"sqlite"}
+POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
+POOLED_SUFFIX = "+pool"
+MASK = "***"
+MIN_LITERAL_SECRET = 4  # shorter secrets are masked where they stand in a URL, not everywhere
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
+_WORD = re.compile(r"""[^\s'"`<>]+""")
+_SECRET_SETTING = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)([^&\s'\"]+)")
+UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
+URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
+
+
+def mask_password(text: str, *urls: str) -> str:
+    """`text` with every password in it replaced by `***`, safe to print or log.
+
+    Masked: in any word shaped like `[scheme:/]user:PASSWORD@host`, everything from the first
+    `:` after the user to the last `@` (so `@`, `/` or `:` in a password are covered); any
+    `password=`-like setting (also `passwd`, `pwd`, `secret`, `token`, any case); and every
+    secret of `urls` (their passwords as typed and percent-decoded) wherever it appears. This
+    errs on the side of hiding too much.
+    """
+    for secret in sorted(_secrets(urls), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _WORD.sub(lambda word: _mask_userinfo(word.group()), text)
+    return _SECRET_SETTING.sub(rf"\g<1>{MASK}", text)
+
+
+def mask_url(url: str) -> str:
+    """A database URL safe to print or log."""
+    return mask_password(url, url)
+
+
+def _password_span(word: str) -> tuple[int, int] | None:
+    """Where the password of `[scheme:/]user:PASSWORD@host...` is: past the user's `:`, to the last `@`."""
+    at = word.rfind("@")
+    scheme = _SCHEME_AND_SLASHES.match(word)
+    colon = word.find(":", scheme.end() if scheme else 0, max(at, 0))
+    return None if colon < 0 else (colon + 1, at)
+
+
+def _mask_userinfo(word: str) -> str:
+    """`word` with the password of its `user:PASSWORD@` part, if it has one, masked."""
+    span = _password_span(word)
+    return word if span is None else f"{word[: span[0]]}{MASK}{word[span[1] :]}"
+
+
+def _secrets(urls) -> set[str]:
+    """The passwords of `urls` as they may appear in a message: as typed, percent-decoded, and
+    escaped as `repr()` and JSON write them (messages quote URLs so).
+
+    A password runs to the last `@`, or (when the query holds an `@` too) to the first one.
+    """
+    found = set()
+    for url in filter(lambda url: isinstance(url, str), urls):
+        span = _password_span(url)
+        if span is not None:
+            start, end = span
+            found |= {url[start:end], url[start : url.find("@", start)]}
+        found |= {match.group(2) for match in _SECRET_SETTING.finditer(url)}
+    found |= {unquote(secret) for secret in found}
+    found |= {escaped for secret in found for escaped in (repr(secret)[1:-1], json.dumps(secret)[1:-1])}
+    return {secret for secret in found if len(secret) >= MIN_LITERAL_SECRET}
+
+
+def dialect_of(url: str) -> str:
+    """`"sqlite"` or `"postgresql"` for a memoric URL; ConfigError for anything else."""
+    if not isinstance(url, str):
+        raise ConfigError(
+            f"invalid database URL: expected a string ({URL_EXAMPLES}), got {type(url).__name__}"
+        )
+    scheme = _SCHEME.match(url)
+    if scheme is None or not url[scheme.end() :].startswith("//"):
+        raise ConfigError(f"invalid database URL '{mask_url(url)}': expected scheme://..., {URL_EXAMPLES}")
+    base = scheme.group()[:-1].lower().removesuffix(POOLED_SUFFIX)
+    if base in SQLITE_SCHEMES:
+        return "sqlite"
+    if base in POSTGRES_SCHEMES:
+        return "postgresql"
+    raise ConfigError(
+        f"unsupported database URL '{mask_url(url)}': the scheme must be "
+        "sqlite://, postgresql:// (or postgres://, postgresext://)"
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
+    path = split_url(url).path
+    return path[1:] if path.startswith("/") else path
+
+
+def split_url(url: str) -> SplitResult:
+    """`urlsplit(url)`; ConfigError (masked) where Python cannot split it (e.g. an unclosed `[`)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"invalid database URL '{mask_url(url)}': {UNENCODED}") from None

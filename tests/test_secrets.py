@@ -1,0 +1,205 @@
+"""A password in a database URL is never printed, in any form a user can type, anywhere.
+
+The class tested: ~25 URL shapes (a password in the query string, raw `@ / ? # :` or a space in
+it, a one-slash scheme typo, no scheme, upper-case, `+pool` and unsupported schemes, percent-
+encoding, unparsable hosts and ports) times every place memoric prints or logs a URL or an error
+that may quote one: library exceptions, reprs, the `stats` header, the CLI's stdout and stderr
+of several commands (as --dsn, as $MEMORIC_DATABASE_URL, as copy --from/--to, mistyped as an
+argument), logs, the migration lock's waiting message. URLs that cannot be opened need no
+database; URLs that work use the test PostgreSQL server, which trusts local connections, so any
+password is accepted (SQLite URLs carry no password: those tests are PostgreSQL only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric.cli import main
+from memoric.db.connection import mask_password
+from memoric.db.store import MemoryStore
+from memoric.errors import ConfigError
+from tests.conftest import requires_postgres
+
+SECRET = "S3cr3t"
+FAR = "127.0.0.1:1"  # nothing listens there: connecting fails at once
+UNOPENABLE = [
+    f"postgresql://agent:{SECRET}@{FAR}/db",
+    f"postgresql://agent@/db?host=/nonexistent&password={SECRET}",
+    f"postgresql://agent@{FAR}/db?PASSWORD={SECRET}",
+    f"postgresql://agent:p@ss/w{SECRET}@{FAR}/db",
+    f"postgresql://agent:{SECRET}/x@{FAR}/db",
+    f"postgresql://agent:{SECRET}?x@{FAR}/db",
+    f"postgresql://agent:{SECRET}#x@{FAR}/db",
+    f"postgresql://agent:x:{SECRET}@{FAR}/db",
+    f"postgresql://agent:{SECRET} x@{FAR}/db",
+    f"postgresql://agent:{SECRET}'x\"y@{FAR}/db",
+    f"postgresql:/agent:{SECRET}@{FAR}/db",
+    f"postgresql:agent:{SECRET}@{FAR}/db",
+    f"agent:{SECRET}@{FAR}/db",
+    f"//agent:{SECRET}@{FAR}/db",
+    f"POSTGRESQL://agent:{SECRET}@{FAR}/db",
+    f"Postgres://agent:{SECRET}@{FAR}/db",
+    f"postgresql+pool://agent:{SECRET}@{FAR}/db",
+    f"POSTGRESEXT+POOL://agent:{SECRET}@{FAR}/db",
+    f"postgresql://agent:{SECRET}%40x@{FAR}/db",
+    f"postgresql://agent:%53%33cr3t@{FAR}/db",
+    f"mysql://agent:{SECRET}@{FAR}/db",
+    f"sqlite://agent:{SECRET}@/memoric.db",
+    f"sqlite:///no-such-directory/agent:{SECRET}@x/memoric.db",
+    f"postgresql://agent:{SECRET}@[::1/db",
+    f"postgresql://agent:{SECRET}@127.0.0.1:port/db",
+    f"postgresql://agent:{SECRET}@{FAR}",
+    f"postgresql://agent:{SECRET}@{FAR}/db?sslmode=bogus",
+]
+COMMANDS = [
+    ["stats"],
+    ["stats", "--json"],
+    ["migrate", "current"],
+    ["migrate", "upgrade"],
+    ["migrate", "history"],
+    ["export"],
+    ["recall", "--user", "ada"],
+    ["run-policies"],
+]
+
+
+def assert_hidden(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text and "S3cr" not in text, text
+
+
+def cli(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert "Traceback" not in result.output + result.stderr
+    assert_hidden(result.stdout, result.stderr)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def no_database_url_in_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("url", UNOPENABLE)
+def test_a_url_that_cannot_be_opened_is_named_masked_everywhere(url, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    for build in (MemoryStore, Memoric):
+        with pytest.raises(ConfigError) as raised:
+            build(url)
+        assert_hidden(str(raised.value), repr(raised.value))
+    sqlite = f"sqlite:///{tmp_path / 'other.db'}"
+    for command in COMMANDS:
+        assert cli("--dsn", url, *command).exit_code == 1
+        assert cli(*command, env={"MEMORIC_DATABASE_URL": url}).exit_code == 1
+    assert cli("copy", "--from", url, "--to", sqlite).exit_code == 1
+    Memoric(sqlite).save("ada", "a memory to copy")
+    assert cli("copy", "--from", sqlite, "--to", url).exit_code == 1
+    assert cli(url, "stats").exit_code == 2, "a URL typed where a command goes"
+    assert cli("stats", url).exit_code == 2
+    assert_hidden(caplog.text)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgres://u:p%40ss@h/db", "postgres://u:***@h/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        (
+            "postgresql://u@h:5432/db?password=x&sslmode=require",
+            "postgresql://u@h:5432/db?password=***&sslmode=require",
+        ),
+        (
+            "cannot open 'postgresql://a:p@ss/w@h/db': refused",
+            "cannot open 'postgresql://a:***@h/db': refused",
+        ),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("ada@example.com wrote at 12:30", "ada@example.com wrote at 12:30"),
+    ],
+)
+def test_mask_password_by_the_shape_of_the_text(text, masked):
+    assert mask_password(text) == masked
+
+
+def test_mask_password_hides_the_secrets_of_known_urls_wherever_they_appear():
+    url = f"postgresql://agent:{SECRET} with spaces%21@h/db"
+    assert mask_password(f"a driver quoted '{SECRET} with spaces!' and {SECRET} with spaces%21", url) == (
+        "a driver quoted '***' and ***"
+    )
+
+
+def test_a_database_setting_that_is_not_a_url_is_not_quoted(tmp_path):
+    config = tmp_path / "memoric.yaml"
+    config.write_text(f"database:\n  dsn: {{user: agent, password: {SECRET}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="got a dict") as raised:
+        Memoric(config_path=config)
+    assert_hidden(str(raised.value))
+    assert cli("--config", str(config), "stats").exit_code == 1
+
+
+# --- URLs that work ------------------------------------------------------------------------------
+
+
+def shapes_of(url: str) -> list[str]:
+    """The test server's URL `url` written with a password in the ways a user can type one."""
+    parts = urlsplit(url)
+    socket, database = parts.query, parts.path
+    return [
+        f"postgresql://postgres:{SECRET}@{database}?{socket}",
+        f"postgresql://postgres@{database}?{socket}&password={SECRET}",
+        f"POSTGRESQL://postgres:{SECRET}@{database}?{socket}",
+        f"postgresql+pool://postgres:{SECRET}@{database}?{socket}",
+        f"postgres://postgres:{SECRET}%2Fx%40y@{database}?{socket}",
+        f"postgresext://postgres:{SECRET}:x y'z@{database}?{socket}",
+        f"postgresql://postgres:p@{SECRET}@{database}?{socket}",
+    ]
+
+
+@requires_postgres
+def test_a_working_url_is_printed_masked_everywhere(new_postgres_url, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    sqlite = f"sqlite:///{tmp_path / 'copy.db'}"
+    for number, url in enumerate(shapes_of(new_postgres_url())):
+        memoric = Memoric(url)
+        memoric.save("ada", f"memory {number}")
+        assert_hidden(repr(memoric), repr(memoric.db))
+        for command in [*COMMANDS, ["clusters", "--rebuild"], ["migrate", "pending"]]:
+            assert cli("--dsn", url, *command).exit_code == 0
+        assert "***" in cli("--dsn", url, "stats").stdout.splitlines()[0], "the header names the database"
+        export = tmp_path / f"export-{number}.jsonl"
+        assert cli("--dsn", url, "export", str(export)).exit_code == 0
+        assert cli("--dsn", sqlite, "import", str(export)).exit_code == 0
+        assert "to PostgreSQL " in cli("copy", "--from", sqlite, "--to", url).stdout
+        assert cli("copy", "--from", url, "--to", f"sqlite:///{tmp_path / f'{number}.db'}").exit_code == 0
+        memoric.close()
+    assert_hidden(caplog.text)
+
+
+@requires_postgres
+def test_the_migration_lock_waiting_message_is_masked(new_postgres_url):
+    url = shapes_of(new_postgres_url())[0]
+    holder = Memoric(url)
+    holder.ensure_schema()
+    taken, done = threading.Event(), threading.Event()
+
+    def hold():
+        with holder.db.lock("migrations"):
+            taken.set()
+            done.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait()
+    try:
+        result = cli("--dsn", url, "migrate", "upgrade", "--lock-timeout", "0")
+    finally:
+        done.set()
+        thread.join()
+    assert "Waiting for the migration lock" in result.stderr and "postgres:***@" in result.stderr
