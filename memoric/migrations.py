@@ -538,10 +538,14 @@ function returns, in one transaction with the history row: `migrator.add_fields(
 migration is only replayed to rebuild `migrator.orm`: touch the database through `migrator` only.
 SQL for PostgreSQL alone goes under `if isinstance(database, pw.PostgresqlDatabase):`."""
 DRAFT_ABOUT = """DRAFT written by `memoric migrate revision --auto` from the models: review and edit it before
-running it. A renamed column shows up as add + remove (data loss). JSON and UTC timestamp columns
-use memoric's live field classes (`mf`, memoric.db.models): copy them in to freeze this file."""
+running it. A renamed column shows up as add + remove (data loss). Id, JSON and UTC timestamp
+columns use memoric's live field classes (`mf`, memoric.db.models): copy them in to freeze this file."""
 INDENT = "    "
-CUSTOM_FIELDS = {"JSONDocumentField": models.JSONDocumentField, "UTCDateTimeField": models.UTCDateTimeField}
+CUSTOM_FIELDS = {
+    "IdField": models.IdField,
+    "JSONDocumentField": models.JSONDocumentField,
+    "UTCDateTimeField": models.UTCDateTimeField,
+}
 IMPORTS = (
     (re.compile(r"\bpw\."), "import peewee as pw"),
     (re.compile(r"(?<![\w.])SQL\("), "from peewee import SQL"),
