@@ -22,7 +22,7 @@ from pathlib import Path
 import peewee
 from peewee_migrate import Migrator, Router, auto
 
-from memoric.db import models
+from memoric.db import catalogue, models
 from memoric.db.connection import driver_errors, first_line
 from memoric.db.models import GIN_INDEXES, UTCDateTimeField
 from memoric.db.store import MemoryStore
@@ -34,7 +34,6 @@ log.addHandler(logging.NullHandler())
 HISTORY_TABLE = "migratehistory"
 HISTORY_INDEX = "migratehistory_name_unique"
 LOCK_NAME = "migrations"
-MEMORIC_TABLES = ("memories", "memory_clusters")
 MIGRATIONS_PACKAGE = "memoric_migrations"
 FILE_PATTERN = re.compile(r"^\d{3}_[^.]+\.py$")
 RELATIVE_TARGET = re.compile(r"^([+-])([1-9]\d*)$")
@@ -196,11 +195,18 @@ def _no_rows(real, sql, params=None, *args, **kwargs):
 
 
 class _Migrator(Migrator):
-    """peewee-migrate's Migrator; on SQLite each migration ends with `PRAGMA foreign_key_check`."""
+    """peewee-migrate's Migrator; each migration ends with checks of what it built.
+
+    SQLite: no index may name a column its table lacks (SQLite would index a string constant
+    instead of failing), and `PRAGMA foreign_key_check` must find nothing.
+    """
 
     def __call__(self):
         super().__call__()
         database = self.__database__
+        misread = catalogue.misread_index_columns(database, [model._meta.table_name for model in self.orm])
+        if misread:
+            raise MigrationError("; ".join(misread))
         if isinstance(database, peewee.SqliteDatabase):
             broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
@@ -223,6 +229,13 @@ class _Router(Router):
     @property
     def todo(self) -> list[str]:
         return self.names
+
+    @property
+    def done(self) -> list[str]:
+        """The applied migrations; [] before the first run, without creating the history table."""
+        if not self.database.table_exists(HISTORY_TABLE):
+            return []
+        return super().done
 
     @cached_property
     def model(self) -> type[peewee.Model]:
@@ -337,6 +350,10 @@ class Migrations:
             if enabled:
                 self.database.pragma("foreign_keys", 1)
 
+    def _router(self, names: list[str]) -> _Router:
+        """A Router over this chain whose `todo` is `names`."""
+        return _Router(self.database, self.migrate_dir, names)
+
     def _apply(self, router: _Router, names: list[str], *, downgrade: bool = False) -> list[str]:
         """Run `names` one by one, each in its own transaction; MigrationError names a failing one."""
         if not names:
@@ -356,9 +373,15 @@ class Migrations:
 
     @_translate_errors
     def upgrade(self, target: str = "head") -> list[str]:
-        """Apply the pending migrations up to `target` (default head); the names applied."""
+        """Apply the pending migrations up to `target` (default head); the names applied.
+
+        A table the plan creates that exists already with another shape is refused first.
+        """
         with self._session() as router:
-            return self._apply(router, upgrade_plan(target, router.names, router.done))
+            done = router.done
+            plan = upgrade_plan(target, router.names, done)
+            self._refuse_foreign_tables(done, plan)
+            return self._apply(router, plan)
 
     @_translate_errors
     def downgrade(self, target: str = "-1") -> list[str]:
@@ -366,11 +389,74 @@ class Migrations:
         with self._session() as router:
             return self._apply(router, downgrade_plan(target, router.names, router.done), downgrade=True)
 
+    def _refuse_foreign_tables(self, done: list[str], plan: list[str]) -> None:
+        """MigrationError, before anything is written, when a table `plan` creates exists in another shape.
+
+        The chain's `CREATE TABLE IF NOT EXISTS` would adopt any table of that name: another
+        application's, which a later `downgrade` would then drop. The shape the chain builds is
+        learnt by building it, with the existing tables renamed aside, in a transaction that is
+        rolled back.
+        """
+        existing = set(catalogue.tables(self.database))
+        created = self._created_tables(done, plan)
+        creators = {table: name for name, tables in created for table in tables if table in existing}
+        if not creators:
+            return
+        last = max(plan.index(name) for name in creators.values())
+        built, found = self._built_and_found(plan[: last + 1], list(creators))
+        problems = [
+            f"table {table} already exists and is not the one {creators[table]} creates: "
+            + "; ".join(differences)
+            for table in creators
+            if (differences := catalogue.shape_differences(built.get(table), found[table]))
+        ]
+        if problems:
+            raise MigrationError(
+                "; ".join(problems) + "; nothing was changed (give memoric a database or schema of its own)"
+            )
+
+    def _created_tables(self, done: list[str], plan: list[str]) -> list[tuple[str, list[str]]]:
+        """(migration, the tables it creates) for each of `plan`, from the chain's ORM snapshot."""
+        router, migrator = self._router(done), self._replayed_migrator(done)
+        created = []
+        for name in plan:
+            before = {model._meta.table_name for model in migrator.orm}
+            _replay(router, migrator, name)
+            created.append((name, sorted({model._meta.table_name for model in migrator.orm} - before)))
+        return created
+
+    def _built_and_found(self, plan: list[str], tables: list[str]) -> tuple[dict, dict]:
+        """The columns `plan` gives `tables`, and the columns they have now; nothing is kept."""
+        aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
+        with self.database.atomic() as transaction:
+            try:
+                for table, name in aside.items():
+                    catalogue.rename_table(self.database, table, name)
+                router = self._router(plan)
+                migrator = router.migrator
+                for name in plan:
+                    router.run_one(name, migrator, fake=False)
+                built = catalogue.columns(self.database, tables)
+                found = catalogue.columns(self.database, aside.values())
+            except Exception as exc:
+                raise MigrationError(
+                    f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds: "
+                    f"{first_line(exc)}; nothing was changed"
+                ) from exc
+            finally:
+                transaction.rollback()
+        return built, {table: found[name] for table, name in aside.items()}
+
     @_translate_errors
     def stamp(self, target: str) -> str | None:
-        """Record the history as standing at `target` without running any migration; the new current."""
+        """Record the history as standing at `target` without running any migration; the new current.
+
+        Recording a migration whose table exists in another shape is refused, as for `upgrade`.
+        """
         with self._session() as router:
-            add, forget = stamp_plan(target, router.names, router.done)
+            done = router.done
+            add, forget = stamp_plan(target, router.names, done)
+            self._refuse_foreign_tables(done, add)
             model = router.model
             with self.database.atomic():
                 if forget:
@@ -392,15 +478,19 @@ class Migrations:
                 statements.append(self._render(sql, params))
             return real(sql, params, *args, **kwargs)
 
-        with self._session() as router, self.database.atomic() as transaction:
-            try:
-                with _intercepted(self.database, record):
-                    if direction == "upgrade":
-                        self._apply(router, upgrade_plan(target, router.names, router.done))
-                    else:
-                        self._apply(router, downgrade_plan(target, router.names, router.done), downgrade=True)
-            finally:
-                transaction.rollback()
+        with self._session() as router:
+            done = router.done
+            if direction == "upgrade":
+                plan = upgrade_plan(target, router.names, done)
+                self._refuse_foreign_tables(done, plan)
+            else:
+                plan = downgrade_plan(target, router.names, done)
+            with self.database.atomic() as transaction:
+                try:
+                    with _intercepted(self.database, record):
+                        self._apply(router, plan, downgrade=direction == "downgrade")
+                finally:
+                    transaction.rollback()
         return statements
 
     def _render(self, sql: str, params) -> str:
@@ -413,7 +503,11 @@ class Migrations:
 
     @_translate_errors
     def init_db(self) -> None:
-        """Create the schema straight from the models and record it as being at head."""
+        """Create the schema straight from the models and record it as being at head.
+
+        Tables of the chain that exist without any history go through the chain instead, which
+        checks them (a table of another shape is refused) and brings them to head.
+        """
         with self._session() as router:
             names, done = router.names, router.done
             pending = [name for name in names if name not in done]
@@ -421,6 +515,10 @@ class Migrations:
                 raise MigrationError(
                     f"the database is at {done[-1]}, behind head: run `memoric migrate upgrade` instead"
                 )
+            if not done and self._existing_chain_tables(pending):
+                self._refuse_foreign_tables(done, pending)
+                self._apply(router, pending)
+                return
             with self.database.atomic():
                 self.store.create_schema()
                 model = router.model
@@ -441,8 +539,8 @@ class Migrations:
             pending = [name for name in router.names if name not in done]
             if not pending:
                 return
-            tables = set(self.database.get_tables()) & set(MEMORIC_TABLES)
-            if auto_migrate or (not tables and not done):
+            self._refuse_foreign_tables(done, pending)
+            if auto_migrate or not (done or self._existing_chain_tables(pending)):
                 self._apply(router, pending)
                 return
         raise MigrationError(
@@ -471,15 +569,25 @@ class Migrations:
         return path
 
     def _replayed_migrator(self, names: list[str]) -> Migrator:
-        """A Migrator whose ORM snapshot is the schema the whole chain builds (nothing executed)."""
-        router = _Router(self.database, self.migrate_dir, names)
-        migrator = _Migrator(self.database)
+        """A Migrator whose ORM snapshot is the schema `names` build (nothing executed)."""
+        router, migrator = self._router(names), _Migrator(self.database)
         for name in names:
-            try:
-                router.run_one(name, migrator, fake=True)
-            except Exception as exc:
-                raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
+            _replay(router, migrator, name)
         return migrator
+
+    def _existing_chain_tables(self, names: list[str]) -> list[str]:
+        """The tables migrations `names` create that exist already."""
+        existing = set(catalogue.tables(self.database))
+        created = self._created_tables([], names)
+        return [table for _, tables in created for table in tables if table in existing]
+
+
+def _replay(router: _Router, migrator: Migrator, name: str) -> None:
+    """Replay migration `name` into `migrator.orm` (nothing executed); MigrationError if it cannot."""
+    try:
+        router.run_one(name, migrator, fake=True)
+    except Exception as exc:
+        raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
 
 
 def _failure(name: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrations import Migrations
-from tests.test_migrations import HEAD, SECOND, all_rows, history_names, schema
+from tests.test_migrations import FIRST, HEAD, SECOND, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
 
@@ -160,3 +160,22 @@ def test_the_facade_never_reuses_an_id(new_dsn):
         newest = memoric.save("alice", "two")
         memoric.db.delete_memories(memory_ids=[newest])
         assert memoric.save("bob", "three") > newest > first
+
+
+@pytest.mark.parametrize("how", ["init_db", "ensure_schema"])
+def test_tables_left_without_history_go_through_the_chain_and_stop_reusing_ids(store, new_dsn, how):
+    """Tables in 002's shape without history (an older version's): init_db and auto_migrate upgrade them."""
+    Migrations(store).upgrade(SECOND)
+    ids = [store.insert_memory(user_id="ada", content=f"m{n}") for n in range(3)]
+    store.database.execute_sql('DROP TABLE "migratehistory"')
+    if how == "init_db":
+        Migrations(store).init_db()
+    else:
+        Migrations(store).ensure_schema(auto_migrate=True)
+    reference = MemoryStore(new_dsn())
+    Migrations(reference).init_db()
+    assert schema(store) == schema(reference)
+    reference.close()
+    assert history_names(store) == [FIRST, SECOND, HEAD]
+    store.delete_memories(memory_ids=[ids[-1]])
+    assert store.insert_memory(user_id="bob", content="new") > ids[-1]
