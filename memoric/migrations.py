@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -35,8 +36,14 @@ HISTORY_TABLE = "migratehistory"
 HISTORY_INDEX = "migratehistory_name_unique"
 LOCK_NAME = "migrations"
 MIGRATIONS_PACKAGE = "memoric_migrations"
-FILE_PATTERN = re.compile(r"^\d{3}_[^.]+\.py$")
-RELATIVE_TARGET = re.compile(r"^([+-])([1-9]\d*)$")
+FILE_PATTERN = re.compile(r"[0-9]{3}_[^.]+\.py")
+LOOKS_LIKE_MIGRATION = re.compile(r"\d.*\.py\s*\Z", re.IGNORECASE | re.DOTALL)
+# Targets and file names take ASCII digits only: str.isdigit() and \d also accept "²" and "٣".
+RELATIVE_TARGET = re.compile(r"([+-])(0*[1-9][0-9]*)")
+NUMBER_TARGET = re.compile(r"[0-9]+")
+MAX_COUNT_DIGITS = 9
+SLUG_BYTES = 80
+SHOWN_TARGET_CHARS = 60
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 PRAGMA_READ = re.compile(r"^\s*PRAGMA\b[^=]*$", re.IGNORECASE)
 
@@ -47,6 +54,11 @@ def default_migrate_dir() -> Path:
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _is_migration_file(path: Path) -> bool:
+    """A file named NNN_name.py: three ASCII digits, a printable name without dots."""
+    return FILE_PATTERN.fullmatch(path.name) is not None and path.stem.isprintable() and path.is_file()
 
 
 def history_model(database: peewee.Database) -> type[peewee.Model]:
@@ -75,29 +87,49 @@ def _position(target: str, names: list[str]) -> int:
     if target == "base":
         return -1
     matches = [i for i, name in enumerate(names) if name == target or _number_matches(name, target)]
-    if len(matches) != 1:
+    if len(matches) > 1:
+        ambiguous = ", ".join(names[i] for i in matches)
+        raise MigrationError(f"migration target {_shown(target)} is ambiguous: it matches {ambiguous}")
+    if not matches:
         raise _unknown_target(target, names)
     return matches[0]
 
 
 def _number_matches(name: str, target: str) -> bool:
-    return target.isdigit() and int(name[:3]) == int(target)
+    """Whether `target` is the number of migration `name` (ASCII digits; leading zeros optional)."""
+    return NUMBER_TARGET.fullmatch(target) is not None and target.lstrip("0") == name[:3].lstrip("0")
 
 
-def _unknown_target(target: str, names: list[str]) -> MigrationError:
+def _cut(text: str) -> str:
+    """`text` cut short for an error message when it is very long."""
+    return text if len(text) <= SHOWN_TARGET_CHARS else text[: SHOWN_TARGET_CHARS - 3] + "..."
+
+
+def _shown(target) -> str:
+    """A target as error messages show it: quoted and escaped (one line), cut short when very long."""
+    return repr(_cut(target) if isinstance(target, str) else target)
+
+
+def _unknown_target(target, names: list[str]) -> MigrationError:
     known = ", ".join(names) if names else "(the chain is empty)"
     return MigrationError(
-        f"unknown migration target {target!r}: use head, base, +N, -N, a migration name or its number; "
+        f"unknown migration target {_shown(target)}: use head, base, +N, -N, a migration name or its number; "
         f"migrations: {known}"
     )
 
 
 def _relative(target: str, names: list[str]) -> tuple[str, int] | None:
-    """('+', N) or ('-', N) for a relative target, None for an absolute one."""
+    """('+', N) or ('-', N) for a relative target, None for an absolute one.
+
+    N is ASCII digits; one too large to mean anything stands as a count no chain reaches.
+    """
     if not isinstance(target, str) or not target:
-        raise _unknown_target(str(target), names)
-    match = RELATIVE_TARGET.match(target)
-    return (match.group(1), int(match.group(2))) if match else None
+        raise _unknown_target(target, names)
+    match = RELATIVE_TARGET.fullmatch(target)
+    if match is None:
+        return None
+    digits = match.group(2).lstrip("0")
+    return match.group(1), int(digits) if len(digits) <= MAX_COUNT_DIGITS else 10**MAX_COUNT_DIGITS
 
 
 def upgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
@@ -109,9 +141,11 @@ def upgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
         return [name for name in names[: position + 1] if name not in done]
     sign, count = relative
     if sign == "-":
-        raise MigrationError(f"upgrade target {target!r} goes backwards: use `downgrade {target}`")
+        raise MigrationError(
+            f"upgrade target {_shown(target)} goes backwards: use `downgrade {_cut(target)}`"
+        )
     if count > len(pending):
-        raise MigrationError(f"cannot upgrade {target}: only {len(pending)} migration(s) pending")
+        raise MigrationError(f"cannot upgrade {_shown(target)}: only {len(pending)} migration(s) pending")
     return pending[:count]
 
 
@@ -124,9 +158,9 @@ def downgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
         return [name for name in latest_first if name not in keep]
     sign, count = relative
     if sign == "+":
-        raise MigrationError(f"downgrade target {target!r} goes forwards: use `upgrade {target}`")
+        raise MigrationError(f"downgrade target {_shown(target)} goes forwards: use `upgrade {_cut(target)}`")
     if count > len(done):
-        raise MigrationError(f"cannot downgrade {target}: only {len(done)} migration(s) applied")
+        raise MigrationError(f"cannot downgrade {_shown(target)}: only {len(done)} migration(s) applied")
     return latest_first[:count]
 
 
@@ -291,10 +325,27 @@ class Migrations:
     # --- reading the state (no lock, nothing written) ---
 
     def names(self) -> list[str]:
-        """The migrations of the chain, in order (files `NNN_name.py` of the migrations directory)."""
+        """The migrations of the chain, in order (files `NNN_name.py` of the migrations directory).
+
+        An entry that looks meant as a migration but is not one (`3_x.py`, `003-x.py`,
+        `٠٠٣_x.py`, a directory) is an error: skipping it would leave it silently unapplied.
+        """
+        directory = str(self.migrate_dir)
         if not self.migrate_dir.is_dir():
-            raise MigrationError(f"migrations directory {str(self.migrate_dir)!r} does not exist")
-        return sorted(path.stem for path in self.migrate_dir.iterdir() if FILE_PATTERN.match(path.name))
+            raise MigrationError(f"migrations directory {directory!r} does not exist")
+        try:
+            entries = sorted(self.migrate_dir.iterdir())
+            files = [path for path in entries if _is_migration_file(path)]
+        except OSError as exc:
+            raise MigrationError(f"cannot read migrations directory {directory!r}: {exc.strerror}") from exc
+        odd = [path.name for path in entries if LOOKS_LIKE_MIGRATION.match(path.name) and path not in files]
+        if odd:
+            raise MigrationError(
+                f"migrations directory {directory!r} holds {', '.join(map(_shown, odd))}, which "
+                "look like migrations but are not files named NNN_name.py (three ASCII digits, a "
+                "printable name without dots): rename or remove them"
+            )
+        return sorted(path.stem for path in files)
 
     def _applied(self) -> list[tuple[str, dt.datetime]]:
         """(name, applied at) of the applied migrations, oldest first; [] before the first run."""
@@ -551,10 +602,13 @@ class Migrations:
     # --- writing migration files ---
 
     def create(self, message: str, auto=False) -> Path:
-        """Write `NNN_message.py`: the template, or with `auto` a draft from the models to review."""
-        slug = re.sub(r"[^0-9a-zA-Z]+", "_", message or "").strip("_").lower()
+        """Write `NNN_message.py`: the template, or with `auto` a draft from the models to review.
+
+        A new file only: an existing one is never overwritten, a failed write leaves none.
+        """
+        slug = _slug(message)
         if not slug:
-            raise MigrationError("a migration needs a message of letters or digits, e.g. -m 'add importance'")
+            raise MigrationError("a migration needs a message with letters or digits: -m 'add importance'")
         names = self.names()
         number = max((int(name[:3]) for name in names), default=0) + 1
         if number > 999:
@@ -565,7 +619,7 @@ class Migrations:
             source = draft_source(message, replayed, None if auto is True else list(auto))
         else:
             source = blank_source(message)
-        path.write_text(source, encoding="utf-8")
+        _write_new_file(path, source)
         return path
 
     def _replayed_migrator(self, names: list[str]) -> Migrator:
@@ -580,6 +634,32 @@ class Migrations:
         existing = set(catalogue.tables(self.database))
         created = self._created_tables([], names)
         return [table for _, tables in created for table in tables if table in existing]
+
+
+def _slug(message) -> str:
+    """The file-name part of a message: its letters and digits (any script) joined by `_`.
+
+    Lower case, NFC (the form Linux and macOS agree on), cut to SLUG_BYTES bytes of UTF-8 so
+    the file name stays far below the file system's limit of 255.
+    """
+    if not isinstance(message, str):
+        return ""
+    words = re.sub(r"[\W_]+", "_", unicodedata.normalize("NFC", message).lower()).strip("_")
+    return words.encode("utf-8")[:SLUG_BYTES].decode("utf-8", "ignore").rstrip("_")
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    """Create `path` holding `text`; MigrationError, and no file left behind, when that fails."""
+    try:
+        handle = path.open("x", encoding="utf-8")
+    except OSError as exc:
+        raise MigrationError(f"cannot create {str(path)!r}: {exc.strerror or exc}; nothing written") from exc
+    try:
+        with handle:
+            handle.write(text)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise MigrationError(f"cannot write {str(path)!r}: {exc.strerror or exc}; nothing written") from exc
 
 
 def _replay(router: _Router, migrator: Migrator, name: str) -> None:
@@ -685,7 +765,8 @@ def draft_source(message: str, migrator: Migrator, targets: list | None = None) 
 
 
 def _source(message: str, about: str, forward: list[str], backward: list[str]) -> str:
-    message = " ".join(message.replace("\\", "/").replace('"', "'").split())
+    printable = "".join(char if char.isprintable() else " " for char in message)
+    message = " ".join(printable.replace("\\", "/").replace('"', "'").split())
     migrate, rollback = _body(forward), _body(backward)
     used = [line for pattern, line in IMPORTS if pattern.search(migrate + rollback)]
     own = [line for line in used if line.startswith("from memoric")]
