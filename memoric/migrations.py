@@ -27,7 +27,7 @@ from memoric.db import catalogue, models
 from memoric.db.connection import driver_errors, first_line
 from memoric.db.models import GIN_INDEXES, UTCDateTimeField
 from memoric.db.store import MemoryStore
-from memoric.errors import MigrationError
+from memoric.errors import DataLossRefused, MigrationError
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -406,7 +406,10 @@ class Migrations:
         return _Router(self.database, self.migrate_dir, names)
 
     def _apply(self, router: _Router, names: list[str], *, downgrade: bool = False) -> list[str]:
-        """Run `names` one by one, each in its own transaction; MigrationError names a failing one."""
+        """Run `names` one by one, each in its own transaction; MigrationError names a failing one.
+
+        Inside an outer transaction (a downgrade, a preview) a failure undoes the whole run.
+        """
         if not names:
             return []
         try:
@@ -435,10 +438,43 @@ class Migrations:
             return self._apply(router, plan)
 
     @_translate_errors
-    def downgrade(self, target: str = "-1") -> list[str]:
-        """Roll back applied migrations down to `target` (default -1); the names rolled back."""
+    def downgrade(self, target: str = "-1", *, confirm_data_loss: bool = False) -> list[str]:
+        """Roll back applied migrations down to `target` (default -1); the names rolled back.
+
+        The whole downgrade is one transaction. When it drops tables or columns that hold data
+        it is undone and refused with DataLossRefused (what would go, how many rows or values)
+        unless `confirm_data_loss`; dropping empty ones needs no confirmation.
+        """
         with self._session() as router:
-            return self._apply(router, downgrade_plan(target, router.names, router.done), downgrade=True)
+            plan = downgrade_plan(target, router.names, router.done)
+            if not plan:
+                return []
+            before = self._shape()
+            with self.database.atomic() as transaction:
+                rolled_back = self._apply(router, plan, downgrade=True)
+                dropped = [] if confirm_data_loss else _dropped(before, self._shape())
+                if not dropped:
+                    return rolled_back
+                transaction.rollback()
+                losses = self._holding_data(dropped)
+                if losses:
+                    raise DataLossRefused(target, losses)
+                return self._apply(self._router(router.names), plan, downgrade=True)
+
+    def _shape(self) -> dict[str, set[str]]:
+        """{table: its column names} of every application table but the history."""
+        names = [table for table in catalogue.tables(self.database) if table != HISTORY_TABLE]
+        return {table: set(found) for table, found in catalogue.columns(self.database, names).items()}
+
+    def _holding_data(self, dropped: list[tuple[str, str | None]]) -> dict[str, int]:
+        """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty."""
+        losses = {}
+        for table, column in dropped:
+            if column is None:
+                losses[table] = catalogue.count_rows(self.database, table)
+            else:
+                losses[f"{table}.{column}"] = catalogue.count_values(self.database, table, column)
+        return {what: count for what, count in losses.items() if count}
 
     def _refuse_foreign_tables(self, done: list[str], plan: list[str]) -> None:
         """MigrationError, before anything is written, when a table `plan` creates exists in another shape.
@@ -670,9 +706,24 @@ def _replay(router: _Router, migrator: Migrator, name: str) -> None:
         raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
 
 
+def _dropped(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[tuple[str, str | None]]:
+    """(table, None) for each table gone from `before` to `after`, (table, column) for each column."""
+    dropped: list[tuple[str, str | None]] = []
+    for table, table_columns in before.items():
+        if table not in after:
+            dropped.append((table, None))
+        else:
+            dropped += [(table, column) for column in sorted(table_columns - after[table])]
+    return dropped
+
+
 def _failure(name: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
-    what = "rollback of migration" if downgrade else "migration"
-    message = f"{what} {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
+    if downgrade:
+        return (
+            f"rollback of migration {name} failed; the whole downgrade was undone (schema and history "
+            f"unchanged): {first_line(exc)}"
+        )
+    message = f"migration {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
     if finished:
         message += f" [completed before it: {', '.join(finished)}]"
     return message

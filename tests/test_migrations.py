@@ -229,7 +229,7 @@ def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_pat
     values = store.database.execute_sql('SELECT importance FROM "memories" ORDER BY id').fetchall()
     assert values == [(0,), (0,), (0,)]
     assert "idx_memories_importance" in indexes(store, "memories")
-    assert migrations.downgrade() == ["004_add_importance"]
+    assert migrations.downgrade(confirm_data_loss=True) == ["004_add_importance"]
     assert "importance" not in {column[0] for column in columns(store, "memories")}
     assert store.get_memories(user_id="ada") == before
     assert migrations.upgrade() == ["004_add_importance"]
@@ -795,7 +795,7 @@ def test_auto_draft_adds_a_json_field_and_an_index(store, tmp_path):
     assert "labels" in {column[0] for column in columns(store, "memories")}
     assert "idx_memories_user_labels" in indexes(store, "memories")
     store.insert_memory(user_id="ada", content="after the draft")
-    migrations.downgrade()
+    migrations.downgrade(confirm_data_loss=True)
     assert "labels" not in {column[0] for column in columns(store, "memories")}
     assert store.count_memories(user_id="ada") == 1
 

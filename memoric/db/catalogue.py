@@ -1,7 +1,8 @@
-"""What a database holds, read from its own catalogue: tables, columns, index checks.
+"""What a database holds, read from its own catalogue: tables, columns, row counts, index checks.
 
 The migration runner compares shapes with these (a table someone else created under a name the
-chain uses); the SQL of each dialect's catalogue lives here.
+chain uses; the tables and columns a downgrade would drop); the SQL of each dialect's catalogue
+lives here.
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ def _same_column(one: Column, other: Column) -> bool:
         other.null,
         other.primary_key,
     )
+
+
+def count_rows(database: peewee.Database, table: str) -> int:
+    """The rows of `table`."""
+    return database.execute_sql(f"SELECT COUNT(*) FROM {quoted(table)}").fetchone()[0]
+
+
+def count_values(database: peewee.Database, table: str, column: str) -> int:
+    """The rows of `table` where `column` is not NULL."""
+    return database.execute_sql(f"SELECT COUNT({quoted(column)}) FROM {quoted(table)}").fetchone()[0]
 
 
 def rename_table(database: peewee.Database, old: str, new: str) -> None:
