@@ -145,7 +145,7 @@ def upgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
             f"upgrade target {_shown(target)} goes backwards: use `downgrade {_cut(target)}`"
         )
     if count > len(pending):
-        raise MigrationError(f"cannot upgrade {_shown(target)}: only {len(pending)} migration(s) pending")
+        raise MigrationError(f"cannot upgrade {_cut(target)}: only {len(pending)} migration(s) pending")
     return pending[:count]
 
 
@@ -160,7 +160,7 @@ def downgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
     if sign == "+":
         raise MigrationError(f"downgrade target {_shown(target)} goes forwards: use `upgrade {_cut(target)}`")
     if count > len(done):
-        raise MigrationError(f"cannot downgrade {_shown(target)}: only {len(done)} migration(s) applied")
+        raise MigrationError(f"cannot downgrade {_cut(target)}: only {len(done)} migration(s) applied")
     return latest_first[:count]
 
 
