@@ -22,7 +22,7 @@ from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_password, mask_url, sqlite_path
-from memoric.errors import MemoricError
+from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
 from memoric.migrations import Migrations
 
 ARGUMENTS = "memoric.arguments"
@@ -213,22 +213,45 @@ def migrate_upgrade(ctx: click.Context, target: str, show_sql: bool, lock_timeou
 
 @migrate.command("downgrade", context_settings=TARGET_SETTINGS)
 @click.argument("target", default="-1", callback=target_argument)
+@click.option(
+    "--yes", "-y", "confirmed", is_flag=True, help="Roll back even if it drops tables or columns with data."
+)
 @sql_option
 @lock_timeout_option
 @dir_option
 @click.pass_context
-def migrate_downgrade(ctx: click.Context, target: str, show_sql: bool, lock_timeout, migrate_dir) -> None:
-    """Roll back applied migrations down to TARGET (default: -1, the latest one)."""
+def migrate_downgrade(
+    ctx: click.Context, target: str, confirmed: bool, show_sql: bool, lock_timeout, migrate_dir
+) -> None:
+    """Roll back applied migrations down to TARGET (default: -1, the latest one).
+
+    A rollback that would drop tables or columns holding data asks first on a terminal and
+    is refused elsewhere, unless --yes.
+    """
     migrations = open_migrations(ctx, migrate_dir, lock_timeout)
     if show_sql:
         echo_sql(run_or_exit(migrations.sql, "downgrade", target))
         return
-    rolled_back = run_or_exit(migrations.downgrade, target)
+    rolled_back = run_or_exit(downgrade_confirmed, migrations, target, confirmed)
     for name in rolled_back:
         click.echo(f"Rolled back {name}")
     if not rolled_back:
         click.echo("Nothing to roll back")
     echo_position(migrations)
+
+
+def downgrade_confirmed(migrations: Migrations, target: str, confirmed: bool) -> list[str]:
+    """Downgrade; when it would drop data, ask on a terminal, refuse (naming --yes) elsewhere."""
+    try:
+        return migrations.downgrade(target, confirm_data_loss=confirmed)
+    except DataLossRefused as refused:
+        lost = describe_losses(refused.losses)
+        if not sys.stdin.isatty():
+            raise MigrationError(
+                f"downgrade {target} would drop data: {lost}; nothing was changed; pass --yes to drop it"
+            ) from None
+        click.confirm(f"Downgrade {target} drops {lost}. Drop them?", default=False, abort=True, err=True)
+    return migrations.downgrade(target, confirm_data_loss=True)
 
 
 @migrate.command("current")

@@ -19,3 +19,27 @@ class MigrationError(MemoricError):
 
 class LockTimeout(MemoricError):
     """A lock (migration chain, policy run) could not be taken in the time allowed."""
+
+
+class DataLossRefused(MigrationError):
+    """A downgrade that would drop tables or columns holding data, refused for want of confirmation.
+
+    `losses` maps what would go (`table`, or `table.column`) to the rows (values) it holds.
+    """
+
+    def __init__(self, target: str, losses: dict[str, int]) -> None:
+        self.target = target
+        self.losses = dict(losses)
+        super().__init__(
+            f"downgrade {target} would drop data: {describe_losses(self.losses)}; nothing was changed "
+            "(confirm with confirm_data_loss=True, or --yes on the command line)"
+        )
+
+
+def describe_losses(losses: dict[str, int]) -> str:
+    """`memories (24 rows), memories.importance (3 values)`: what a downgrade would drop."""
+    parts = []
+    for what, count in losses.items():
+        unit = "value" if "." in what else "row"
+        parts.append(f"{what} ({count} {unit}{'' if count == 1 else 's'})")
+    return ", ".join(parts)

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -22,11 +23,11 @@ from pathlib import Path
 import peewee
 from peewee_migrate import Migrator, Router, auto
 
-from memoric.db import models
+from memoric.db import catalogue, models
 from memoric.db.connection import driver_errors, failure_reason, first_line
 from memoric.db.models import GIN_INDEXES, UTCDateTimeField
 from memoric.db.store import MemoryStore
-from memoric.errors import MigrationError
+from memoric.errors import DataLossRefused, MigrationError
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -34,10 +35,15 @@ log.addHandler(logging.NullHandler())
 HISTORY_TABLE = "migratehistory"
 HISTORY_INDEX = "migratehistory_name_unique"
 LOCK_NAME = "migrations"
-MEMORIC_TABLES = ("memories", "memory_clusters")
 MIGRATIONS_PACKAGE = "memoric_migrations"
-FILE_PATTERN = re.compile(r"^\d{3}_[^.]+\.py$")
-RELATIVE_TARGET = re.compile(r"^([+-])([1-9]\d*)$")
+FILE_PATTERN = re.compile(r"[0-9]{3}_[^.]+\.py")
+LOOKS_LIKE_MIGRATION = re.compile(r"\d.*\.py\s*\Z", re.IGNORECASE | re.DOTALL)
+# Targets and file names take ASCII digits only: str.isdigit() and \d also accept "²" and "٣".
+RELATIVE_TARGET = re.compile(r"([+-])(0*[1-9][0-9]*)")
+NUMBER_TARGET = re.compile(r"[0-9]+")
+MAX_COUNT_DIGITS = 9
+SLUG_BYTES = 80
+SHOWN_TARGET_CHARS = 60
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 PRAGMA_READ = re.compile(r"^\s*PRAGMA\b[^=]*$", re.IGNORECASE)
 
@@ -48,6 +54,11 @@ def default_migrate_dir() -> Path:
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _is_migration_file(path: Path) -> bool:
+    """A file named NNN_name.py: three ASCII digits, a printable name without dots."""
+    return FILE_PATTERN.fullmatch(path.name) is not None and path.stem.isprintable() and path.is_file()
 
 
 def history_model(database: peewee.Database) -> type[peewee.Model]:
@@ -76,29 +87,49 @@ def _position(target: str, names: list[str]) -> int:
     if target == "base":
         return -1
     matches = [i for i, name in enumerate(names) if name == target or _number_matches(name, target)]
-    if len(matches) != 1:
+    if len(matches) > 1:
+        ambiguous = ", ".join(names[i] for i in matches)
+        raise MigrationError(f"migration target {_shown(target)} is ambiguous: it matches {ambiguous}")
+    if not matches:
         raise _unknown_target(target, names)
     return matches[0]
 
 
 def _number_matches(name: str, target: str) -> bool:
-    return target.isdigit() and int(name[:3]) == int(target)
+    """Whether `target` is the number of migration `name` (ASCII digits; leading zeros optional)."""
+    return NUMBER_TARGET.fullmatch(target) is not None and target.lstrip("0") == name[:3].lstrip("0")
 
 
-def _unknown_target(target: str, names: list[str]) -> MigrationError:
+def _cut(text: str) -> str:
+    """`text` cut short for an error message when it is very long."""
+    return text if len(text) <= SHOWN_TARGET_CHARS else text[: SHOWN_TARGET_CHARS - 3] + "..."
+
+
+def _shown(target) -> str:
+    """A target as error messages show it: quoted and escaped (one line), cut short when very long."""
+    return repr(_cut(target) if isinstance(target, str) else target)
+
+
+def _unknown_target(target, names: list[str]) -> MigrationError:
     known = ", ".join(names) if names else "(the chain is empty)"
     return MigrationError(
-        f"unknown migration target {target!r}: use head, base, +N, -N, a migration name or its number; "
+        f"unknown migration target {_shown(target)}: use head, base, +N, -N, a migration name or its number; "
         f"migrations: {known}"
     )
 
 
 def _relative(target: str, names: list[str]) -> tuple[str, int] | None:
-    """('+', N) or ('-', N) for a relative target, None for an absolute one."""
+    """('+', N) or ('-', N) for a relative target, None for an absolute one.
+
+    N is ASCII digits; one too large to mean anything stands as a count no chain reaches.
+    """
     if not isinstance(target, str) or not target:
-        raise _unknown_target(str(target), names)
-    match = RELATIVE_TARGET.match(target)
-    return (match.group(1), int(match.group(2))) if match else None
+        raise _unknown_target(target, names)
+    match = RELATIVE_TARGET.fullmatch(target)
+    if match is None:
+        return None
+    digits = match.group(2).lstrip("0")
+    return match.group(1), int(digits) if len(digits) <= MAX_COUNT_DIGITS else 10**MAX_COUNT_DIGITS
 
 
 def upgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
@@ -110,9 +141,11 @@ def upgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
         return [name for name in names[: position + 1] if name not in done]
     sign, count = relative
     if sign == "-":
-        raise MigrationError(f"upgrade target {target!r} goes backwards: use `downgrade {target}`")
+        raise MigrationError(
+            f"upgrade target {_shown(target)} goes backwards: use `downgrade {_cut(target)}`"
+        )
     if count > len(pending):
-        raise MigrationError(f"cannot upgrade {target}: only {len(pending)} migration(s) pending")
+        raise MigrationError(f"cannot upgrade {_cut(target)}: only {len(pending)} migration(s) pending")
     return pending[:count]
 
 
@@ -125,9 +158,9 @@ def downgrade_plan(target: str, names: list[str], done: list[str]) -> list[str]:
         return [name for name in latest_first if name not in keep]
     sign, count = relative
     if sign == "+":
-        raise MigrationError(f"downgrade target {target!r} goes forwards: use `upgrade {target}`")
+        raise MigrationError(f"downgrade target {_shown(target)} goes forwards: use `upgrade {_cut(target)}`")
     if count > len(done):
-        raise MigrationError(f"cannot downgrade {target}: only {len(done)} migration(s) applied")
+        raise MigrationError(f"cannot downgrade {_cut(target)}: only {len(done)} migration(s) applied")
     return latest_first[:count]
 
 
@@ -196,11 +229,18 @@ def _no_rows(real, sql, params=None, *args, **kwargs):
 
 
 class _Migrator(Migrator):
-    """peewee-migrate's Migrator; on SQLite each migration ends with `PRAGMA foreign_key_check`."""
+    """peewee-migrate's Migrator; each migration ends with checks of what it built.
+
+    SQLite: no index may name a column its table lacks (SQLite would index a string constant
+    instead of failing), and `PRAGMA foreign_key_check` must find nothing.
+    """
 
     def __call__(self):
         super().__call__()
         database = self.__database__
+        misread = catalogue.misread_index_columns(database, [model._meta.table_name for model in self.orm])
+        if misread:
+            raise MigrationError("; ".join(misread))
         if isinstance(database, peewee.SqliteDatabase):
             broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
@@ -223,6 +263,13 @@ class _Router(Router):
     @property
     def todo(self) -> list[str]:
         return self.names
+
+    @property
+    def done(self) -> list[str]:
+        """The applied migrations; [] before the first run, without creating the history table."""
+        if not self.database.table_exists(HISTORY_TABLE):
+            return []
+        return super().done
 
     @cached_property
     def model(self) -> type[peewee.Model]:
@@ -280,10 +327,27 @@ class Migrations:
     # --- reading the state (no lock, nothing written) ---
 
     def names(self) -> list[str]:
-        """The migrations of the chain, in order (files `NNN_name.py` of the migrations directory)."""
+        """The migrations of the chain, in order (files `NNN_name.py` of the migrations directory).
+
+        An entry that looks meant as a migration but is not one (`3_x.py`, `003-x.py`,
+        `٠٠٣_x.py`, a directory) is an error: skipping it would leave it silently unapplied.
+        """
+        directory = str(self.migrate_dir)
         if not self.migrate_dir.is_dir():
-            raise MigrationError(f"migrations directory {str(self.migrate_dir)!r} does not exist")
-        return sorted(path.stem for path in self.migrate_dir.iterdir() if FILE_PATTERN.match(path.name))
+            raise MigrationError(f"migrations directory {directory!r} does not exist")
+        try:
+            entries = sorted(self.migrate_dir.iterdir())
+            files = [path for path in entries if _is_migration_file(path)]
+        except OSError as exc:
+            raise MigrationError(f"cannot read migrations directory {directory!r}: {exc.strerror}") from exc
+        odd = [path.name for path in entries if LOOKS_LIKE_MIGRATION.match(path.name) and path not in files]
+        if odd:
+            raise MigrationError(
+                f"migrations directory {directory!r} holds {', '.join(map(_shown, odd))}, which "
+                "look like migrations but are not files named NNN_name.py (three ASCII digits, a "
+                "printable name without dots): rename or remove them"
+            )
+        return sorted(path.stem for path in files)
 
     def _applied(self) -> list[tuple[str, dt.datetime]]:
         """(name, applied at) of the applied migrations, oldest first; [] before the first run."""
@@ -339,8 +403,15 @@ class Migrations:
             if enabled:
                 self.database.pragma("foreign_keys", 1)
 
+    def _router(self, names: list[str]) -> _Router:
+        """A Router over this chain whose `todo` is `names`."""
+        return _Router(self.database, self.migrate_dir, names)
+
     def _apply(self, router: _Router, names: list[str], *, downgrade: bool = False) -> list[str]:
-        """Run `names` one by one, each in its own transaction; MigrationError names a failing one."""
+        """Run `names` one by one, each in its own transaction; MigrationError names a failing one.
+
+        Inside an outer transaction (a downgrade, a preview) a failure undoes the whole run.
+        """
         if not names:
             return []
         try:
@@ -358,21 +429,123 @@ class Migrations:
 
     @_translate_errors
     def upgrade(self, target: str = "head") -> list[str]:
-        """Apply the pending migrations up to `target` (default head); the names applied."""
+        """Apply the pending migrations up to `target` (default head); the names applied.
+
+        A table the plan creates that exists already with another shape is refused first.
+        """
         with self._session() as router:
-            return self._apply(router, upgrade_plan(target, router.names, router.done))
+            done = router.done
+            plan = upgrade_plan(target, router.names, done)
+            self._refuse_foreign_tables(done, plan)
+            return self._apply(router, plan)
 
     @_translate_errors
-    def downgrade(self, target: str = "-1") -> list[str]:
-        """Roll back applied migrations down to `target` (default -1); the names rolled back."""
+    def downgrade(self, target: str = "-1", *, confirm_data_loss: bool = False) -> list[str]:
+        """Roll back applied migrations down to `target` (default -1); the names rolled back.
+
+        The whole downgrade is one transaction. When it drops tables or columns that hold data
+        it is undone and refused with DataLossRefused (what would go, how many rows or values)
+        unless `confirm_data_loss`; dropping empty ones needs no confirmation.
+        """
         with self._session() as router:
-            return self._apply(router, downgrade_plan(target, router.names, router.done), downgrade=True)
+            plan = downgrade_plan(target, router.names, router.done)
+            if not plan:
+                return []
+            before = self._shape()
+            with self.database.atomic() as transaction:
+                rolled_back = self._apply(router, plan, downgrade=True)
+                dropped = [] if confirm_data_loss else _dropped(before, self._shape())
+                if not dropped:
+                    return rolled_back
+                transaction.rollback()
+                losses = self._holding_data(dropped)
+                if losses:
+                    raise DataLossRefused(target, losses)
+                return self._apply(self._router(router.names), plan, downgrade=True)
+
+    def _shape(self) -> dict[str, set[str]]:
+        """{table: its column names} of every application table but the history."""
+        names = [table for table in catalogue.tables(self.database) if table != HISTORY_TABLE]
+        return {table: set(found) for table, found in catalogue.columns(self.database, names).items()}
+
+    def _holding_data(self, dropped: list[tuple[str, str | None]]) -> dict[str, int]:
+        """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty."""
+        losses = {}
+        for table, column in dropped:
+            if column is None:
+                losses[table] = catalogue.count_rows(self.database, table)
+            else:
+                losses[f"{table}.{column}"] = catalogue.count_values(self.database, table, column)
+        return {what: count for what, count in losses.items() if count}
+
+    def _refuse_foreign_tables(self, done: list[str], plan: list[str]) -> None:
+        """MigrationError, before anything is written, when a table `plan` creates exists in another shape.
+
+        The chain's `CREATE TABLE IF NOT EXISTS` would adopt any table of that name: another
+        application's, which a later `downgrade` would then drop. The shape the chain builds is
+        learnt by building it, with the existing tables renamed aside, in a transaction that is
+        rolled back.
+        """
+        existing = set(catalogue.tables(self.database))
+        created = self._created_tables(done, plan)
+        creators = {table: name for name, tables in created for table in tables if table in existing}
+        if not creators:
+            return
+        last = max(plan.index(name) for name in creators.values())
+        built, found = self._built_and_found(plan[: last + 1], list(creators))
+        problems = [
+            f"table {table} already exists and is not the one {creators[table]} creates: "
+            + "; ".join(differences)
+            for table in creators
+            if (differences := catalogue.shape_differences(built.get(table), found[table]))
+        ]
+        if problems:
+            raise MigrationError(
+                "; ".join(problems) + "; nothing was changed (give memoric a database or schema of its own)"
+            )
+
+    def _created_tables(self, done: list[str], plan: list[str]) -> list[tuple[str, list[str]]]:
+        """(migration, the tables it creates) for each of `plan`, from the chain's ORM snapshot."""
+        router, migrator = self._router(done), self._replayed_migrator(done)
+        created = []
+        for name in plan:
+            before = {model._meta.table_name for model in migrator.orm}
+            _replay(router, migrator, name)
+            created.append((name, sorted({model._meta.table_name for model in migrator.orm} - before)))
+        return created
+
+    def _built_and_found(self, plan: list[str], tables: list[str]) -> tuple[dict, dict]:
+        """The columns `plan` gives `tables`, and the columns they have now; nothing is kept."""
+        aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
+        with self.database.atomic() as transaction:
+            try:
+                for table, name in aside.items():
+                    catalogue.rename_table(self.database, table, name)
+                router = self._router(plan)
+                migrator = router.migrator
+                for name in plan:
+                    router.run_one(name, migrator, fake=False)
+                built = catalogue.columns(self.database, tables)
+                found = catalogue.columns(self.database, aside.values())
+            except Exception as exc:
+                raise MigrationError(
+                    f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds: "
+                    f"{first_line(exc)}; nothing was changed"
+                ) from exc
+            finally:
+                transaction.rollback()
+        return built, {table: found[name] for table, name in aside.items()}
 
     @_translate_errors
     def stamp(self, target: str) -> str | None:
-        """Record the history as standing at `target` without running any migration; the new current."""
+        """Record the history as standing at `target` without running any migration; the new current.
+
+        Recording a migration whose table exists in another shape is refused, as for `upgrade`.
+        """
         with self._session() as router:
-            add, forget = stamp_plan(target, router.names, router.done)
+            done = router.done
+            add, forget = stamp_plan(target, router.names, done)
+            self._refuse_foreign_tables(done, add)
             model = router.model
             with self.database.atomic():
                 if forget:
@@ -394,15 +567,19 @@ class Migrations:
                 statements.append(self._render(sql, params))
             return real(sql, params, *args, **kwargs)
 
-        with self._session() as router, self.database.atomic() as transaction:
-            try:
-                with _intercepted(self.database, record):
-                    if direction == "upgrade":
-                        self._apply(router, upgrade_plan(target, router.names, router.done))
-                    else:
-                        self._apply(router, downgrade_plan(target, router.names, router.done), downgrade=True)
-            finally:
-                transaction.rollback()
+        with self._session() as router:
+            done = router.done
+            if direction == "upgrade":
+                plan = upgrade_plan(target, router.names, done)
+                self._refuse_foreign_tables(done, plan)
+            else:
+                plan = downgrade_plan(target, router.names, done)
+            with self.database.atomic() as transaction:
+                try:
+                    with _intercepted(self.database, record):
+                        self._apply(router, plan, downgrade=direction == "downgrade")
+                finally:
+                    transaction.rollback()
         return statements
 
     def _render(self, sql: str, params) -> str:
@@ -415,7 +592,11 @@ class Migrations:
 
     @_translate_errors
     def init_db(self) -> None:
-        """Create the schema straight from the models and record it as being at head."""
+        """Create the schema straight from the models and record it as being at head.
+
+        Tables of the chain that exist without any history go through the chain instead, which
+        checks them (a table of another shape is refused) and brings them to head.
+        """
         with self._session() as router:
             names, done = router.names, router.done
             pending = [name for name in names if name not in done]
@@ -423,6 +604,10 @@ class Migrations:
                 raise MigrationError(
                     f"the database is at {done[-1]}, behind head: run `memoric migrate upgrade` instead"
                 )
+            if not done and self._existing_chain_tables(pending):
+                self._refuse_foreign_tables(done, pending)
+                self._apply(router, pending)
+                return
             with self.database.atomic():
                 self.store.create_schema()
                 model = router.model
@@ -443,8 +628,8 @@ class Migrations:
             pending = [name for name in router.names if name not in done]
             if not pending:
                 return
-            tables = set(self.database.get_tables()) & set(MEMORIC_TABLES)
-            if auto_migrate or (not tables and not done):
+            self._refuse_foreign_tables(done, pending)
+            if auto_migrate or not (done or self._existing_chain_tables(pending)):
                 self._apply(router, pending)
                 return
         raise MigrationError(
@@ -455,10 +640,13 @@ class Migrations:
     # --- writing migration files ---
 
     def create(self, message: str, auto=False) -> Path:
-        """Write `NNN_message.py`: the template, or with `auto` a draft from the models to review."""
-        slug = re.sub(r"[^0-9a-zA-Z]+", "_", message or "").strip("_").lower()
+        """Write `NNN_message.py`: the template, or with `auto` a draft from the models to review.
+
+        A new file only: an existing one is never overwritten, a failed write leaves none.
+        """
+        slug = _slug(message)
         if not slug:
-            raise MigrationError("a migration needs a message of letters or digits, e.g. -m 'add importance'")
+            raise MigrationError("a migration needs a message with letters or digits: -m 'add importance'")
         names = self.names()
         number = max((int(name[:3]) for name in names), default=0) + 1
         if number > 999:
@@ -469,24 +657,75 @@ class Migrations:
             source = draft_source(message, replayed, None if auto is True else list(auto))
         else:
             source = blank_source(message)
-        path.write_text(source, encoding="utf-8")
+        _write_new_file(path, source)
         return path
 
     def _replayed_migrator(self, names: list[str]) -> Migrator:
-        """A Migrator whose ORM snapshot is the schema the whole chain builds (nothing executed)."""
-        router = _Router(self.database, self.migrate_dir, names)
-        migrator = _Migrator(self.database)
+        """A Migrator whose ORM snapshot is the schema `names` build (nothing executed)."""
+        router, migrator = self._router(names), _Migrator(self.database)
         for name in names:
-            try:
-                router.run_one(name, migrator, fake=True)
-            except Exception as exc:
-                raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
+            _replay(router, migrator, name)
         return migrator
+
+    def _existing_chain_tables(self, names: list[str]) -> list[str]:
+        """The tables migrations `names` create that exist already."""
+        existing = set(catalogue.tables(self.database))
+        created = self._created_tables([], names)
+        return [table for _, tables in created for table in tables if table in existing]
+
+
+def _slug(message) -> str:
+    """The file-name part of a message: its letters and digits (any script) joined by `_`.
+
+    Lower case, NFC (the form Linux and macOS agree on), cut to SLUG_BYTES bytes of UTF-8 so
+    the file name stays far below the file system's limit of 255.
+    """
+    if not isinstance(message, str):
+        return ""
+    words = re.sub(r"[\W_]+", "_", unicodedata.normalize("NFC", message).lower()).strip("_")
+    return words.encode("utf-8")[:SLUG_BYTES].decode("utf-8", "ignore").rstrip("_")
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    """Create `path` holding `text`; MigrationError, and no file left behind, when that fails."""
+    try:
+        handle = path.open("x", encoding="utf-8")
+    except OSError as exc:
+        raise MigrationError(f"cannot create {str(path)!r}: {exc.strerror or exc}; nothing written") from exc
+    try:
+        with handle:
+            handle.write(text)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise MigrationError(f"cannot write {str(path)!r}: {exc.strerror or exc}; nothing written") from exc
+
+
+def _replay(router: _Router, migrator: Migrator, name: str) -> None:
+    """Replay migration `name` into `migrator.orm` (nothing executed); MigrationError if it cannot."""
+    try:
+        router.run_one(name, migrator, fake=True)
+    except Exception as exc:
+        raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
+
+
+def _dropped(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[tuple[str, str | None]]:
+    """(table, None) for each table gone from `before` to `after`, (table, column) for each column."""
+    dropped: list[tuple[str, str | None]] = []
+    for table, table_columns in before.items():
+        if table not in after:
+            dropped.append((table, None))
+        else:
+            dropped += [(table, column) for column in sorted(table_columns - after[table])]
+    return dropped
 
 
 def _failure(name: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
-    what = "rollback of migration" if downgrade else "migration"
-    message = f"{what} {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
+    if downgrade:
+        return (
+            f"rollback of migration {name} failed; the whole downgrade was undone (schema and history "
+            f"unchanged): {first_line(exc)}"
+        )
+    message = f"migration {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
     if finished:
         message += f" [completed before it: {', '.join(finished)}]"
     return message
@@ -540,10 +779,14 @@ function returns, in one transaction with the history row: `migrator.add_fields(
 migration is only replayed to rebuild `migrator.orm`: touch the database through `migrator` only.
 SQL for PostgreSQL alone goes under `if isinstance(database, pw.PostgresqlDatabase):`."""
 DRAFT_ABOUT = """DRAFT written by `memoric migrate revision --auto` from the models: review and edit it before
-running it. A renamed column shows up as add + remove (data loss). JSON and UTC timestamp columns
-use memoric's live field classes (`mf`, memoric.db.models): copy them in to freeze this file."""
+running it. A renamed column shows up as add + remove (data loss). Id, JSON and UTC timestamp
+columns use memoric's live field classes (`mf`, memoric.db.models): copy them in to freeze this file."""
 INDENT = "    "
-CUSTOM_FIELDS = {"JSONDocumentField": models.JSONDocumentField, "UTCDateTimeField": models.UTCDateTimeField}
+CUSTOM_FIELDS = {
+    "IdField": models.IdField,
+    "JSONDocumentField": models.JSONDocumentField,
+    "UTCDateTimeField": models.UTCDateTimeField,
+}
 IMPORTS = (
     (re.compile(r"\bpw\."), "import peewee as pw"),
     (re.compile(r"(?<![\w.])SQL\("), "from peewee import SQL"),
@@ -575,7 +818,8 @@ def draft_source(message: str, migrator: Migrator, targets: list | None = None) 
 
 
 def _source(message: str, about: str, forward: list[str], backward: list[str]) -> str:
-    message = " ".join(message.replace("\\", "/").replace('"', "'").split())
+    printable = "".join(char if char.isprintable() else " " for char in message)
+    message = " ".join(printable.replace("\\", "/").replace('"', "'").split())
     migrate, rollback = _body(forward), _body(backward)
     used = [line for pattern, line in IMPORTS if pattern.search(migrate + rollback)]
     own = [line for line in used if line.startswith("from memoric")]

@@ -404,9 +404,9 @@ CLI_BAD_ARGUMENTS = [
     (["migrate", "upgrade", "+1"], "cannot upgrade +1: only 0 migration(s) pending"),
     (["migrate", "upgrade", "-1"], "goes backwards"),
     (["migrate", "downgrade", "+1"], "goes forwards"),
-    (["migrate", "downgrade", "-5"], "cannot downgrade -5: only 2 migration(s) applied"),
+    (["migrate", "downgrade", "-5"], "cannot downgrade -5: only 3 migration(s) applied"),
     (["migrate", "downgrade", "nope"], "unknown migration target 'nope'"),
-    (["migrate", "stamp", "003"], "unknown migration target '003'"),
+    (["migrate", "stamp", "004"], "unknown migration target '004'"),
     (["migrate", "upgrade", "--sql", "999"], "unknown migration target '999'"),
 ]
 

@@ -18,7 +18,16 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.conftest import one_line_error
-from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, tables
+from tests.test_migrations import (
+    ADD_IMPORTANCE,
+    FIRST,
+    HEAD,
+    SECOND,
+    SHIPPED,
+    chain,
+    history_names,
+    tables,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = "import sys; from memoric.cli import main; sys.exit(main())"
@@ -38,12 +47,12 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{HEAD}\n")
+    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{HEAD}\n")
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {HEAD}\n" in result.stdout
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in result.stdout
     assert f"is at {HEAD} (head)" in result.stdout
     assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     history = cli("migrate", "history").stdout.splitlines()
@@ -55,11 +64,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {FIRST}\n" in result.stdout
+    assert f"is at {SECOND}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {FIRST}\n")
+    assert result.stdout.startswith(f"Rolled back {SECOND}\nRolled back {FIRST}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 
@@ -70,13 +79,13 @@ def test_db_migrate_is_the_same_group(cli):
 
 
 def test_targets_through_the_cli(cli, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"003_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"004_importance": ADD_IMPORTANCE}))
     assert "Applied 001" in cli("migrate", "upgrade", "+1", "--dir", directory).stdout
-    result = cli("migrate", "upgrade", "003_importance", "--dir", directory)
-    assert f"Applied {HEAD}\nApplied 003_importance\n" in result.stdout
-    assert "Rolled back 003_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
+    result = cli("migrate", "upgrade", "004_importance", "--dir", directory)
+    assert f"Applied {SECOND}\nApplied {HEAD}\nApplied 004_importance\n" in result.stdout
+    assert "Rolled back 004_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
     result = cli("migrate", "downgrade", "base", "--dir", directory)
-    assert f"Rolled back {HEAD}\nRolled back {FIRST}\n" in result.stdout
+    assert f"Rolled back {HEAD}\nRolled back {SECOND}\nRolled back {FIRST}\n" in result.stdout
     assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
     assert history_names(check) == [FIRST]
 
@@ -135,9 +144,9 @@ def test_init_db_then_upgrade_is_a_no_op(cli, check):
 def test_init_db_migrate_records_the_history(cli, check):
     result = cli("init-db", "--migrate")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {HEAD}\n" in result.stdout
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in result.stdout
     history = Migrations(check).history()
-    assert [(row["name"], row["applied"]) for row in history] == [(FIRST, True), (HEAD, True)]
+    assert [(row["name"], row["applied"]) for row in history] == [(name, True) for name in SHIPPED]
 
 
 # --- revision -------------------------------------------------------------------------------
@@ -147,7 +156,7 @@ def test_revision_writes_a_numbered_file_from_the_template(cli, tmp_path):
     directory = chain(tmp_path / "chain")
     result = cli("migrate", "revision", "-m", "Add importance", "--dir", str(directory))
     assert result.exit_code == 0, result.output
-    path = directory / "003_add_importance.py"
+    path = directory / "004_add_importance.py"
     assert f"Created {path}" in result.stdout
     source = path.read_text()
     compile(source, str(path), "exec")
@@ -246,7 +255,7 @@ def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str
 
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"003_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"004_importance": ADD_IMPORTANCE}))
     with check.lock(LOCK_NAME):
         processes = [start_cli(dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path) for _ in range(2)]
         for process in processes:
@@ -254,9 +263,9 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     stdouts = sorted(out for out, _ in outputs)
-    assert f"Applied {FIRST}\nApplied {HEAD}\nApplied 003_importance\n" in stdouts[0]
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\nApplied 004_importance\n" in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
-    assert history_names(check) == [*SHIPPED, "003_importance"]
+    assert history_names(check) == [*SHIPPED, "004_importance"]
 
 
 # --- the installed package ------------------------------------------------------------------
@@ -309,7 +318,7 @@ def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(
     )
     assert all(path.startswith(str(venv)) for path in located.stdout.split())
     upgraded = run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
-    assert f"Applied {FIRST}\nApplied {HEAD}\n" in upgraded
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in upgraded
     assert (elsewhere / "x.db").exists()
     assert (
         f"Rolled back {HEAD}"

@@ -22,8 +22,9 @@ from memoric.errors import LockTimeout, MemoricError, MigrationError
 from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
 
 FIRST = "001_initial_schema"
-HEAD = "002_merge_thread_indexes"
-SHIPPED = [FIRST, HEAD]  # the chain shipped with memoric; test-only migrations are numbered after it
+SECOND = "002_merge_thread_indexes"
+HEAD = "003_never_reuse_ids"
+SHIPPED = [FIRST, SECOND, HEAD]  # the chain shipped with memoric; test-only migrations are numbered after it
 MEMORIC_TABLES = ("memories", "memory_clusters")
 
 ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
@@ -75,14 +76,28 @@ def chain(directory: Path, **extra: str) -> Path:
 
 
 def tables(store: MemoryStore) -> set[str]:
-    return set(store.database.get_tables())
+    """The tables of the database, SQLite's own (`sqlite_sequence`) left out."""
+    return {table for table in store.database.get_tables() if not table.startswith("sqlite_")}
 
 
 def schema(store: MemoryStore, table_names=MEMORIC_TABLES) -> dict:
-    """Columns (type, nullability, default, primary key) and indexes of each table, from the catalogue."""
+    """Columns (type, nullability, default, primary key), indexes, SQLite's AUTOINCREMENT, per table."""
     return {
-        table: {"columns": columns(store, table), "indexes": indexes(store, table)} for table in table_names
+        table: {
+            "columns": columns(store, table),
+            "indexes": indexes(store, table),
+            "autoincrement": autoincrement(store, table),
+        }
+        for table in table_names
     }
+
+
+def autoincrement(store: MemoryStore, table: str) -> bool | None:
+    """SQLite: whether the table's stored definition says AUTOINCREMENT; None on PostgreSQL."""
+    if store.is_postgres:
+        return None
+    row = store.database.execute_sql("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    return row is not None and "AUTOINCREMENT" in row[0].upper()
 
 
 def columns(store: MemoryStore, table: str) -> list[tuple]:
@@ -187,7 +202,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, FIRST]
+    assert migrations.downgrade("base") == [HEAD, SECOND, FIRST]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -203,21 +218,21 @@ def test_upgrade_adopts_tables_that_already_exist(store, model_schema):
 
 def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("002") == SHIPPED
+    assert migrations.upgrade("003") == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
 
-    assert migrations.upgrade() == ["003_add_importance"]
+    assert migrations.upgrade() == ["004_add_importance"]
     values = store.database.execute_sql('SELECT importance FROM "memories" ORDER BY id').fetchall()
     assert values == [(0,), (0,), (0,)]
     assert "idx_memories_importance" in indexes(store, "memories")
-    assert migrations.downgrade() == ["003_add_importance"]
+    assert migrations.downgrade(confirm_data_loss=True) == ["004_add_importance"]
     assert "importance" not in {column[0] for column in columns(store, "memories")}
     assert store.get_memories(user_id="ada") == before
-    assert migrations.upgrade() == ["003_add_importance"]
+    assert migrations.upgrade() == ["004_add_importance"]
     assert store.get_memories(user_id="ada") == before
     assert store.get_clusters(user_id="ada")[0]["cluster_id"] == cluster_id
     assert set(MEMORY_INDEXES) <= set(indexes(store, "memories"))
@@ -284,7 +299,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade() == [SECOND, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -301,7 +316,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     before = fill_threads(store)
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.downgrade("001") == [HEAD]
+    assert migrations.downgrade("001") == [HEAD, SECOND]
     assert migrations.current() == FIRST
     assert thread_indexes(store) == THREAD_INDEXES_AT_001
     assert schema(store) == schema_at_first
@@ -309,7 +324,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade() == [SECOND, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -318,7 +333,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
 def test_002_renames_on_postgresql_and_rebuilds_on_sqlite(store):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
-    statements = migrations.sql("upgrade", "head")
+    statements = migrations.sql("upgrade", SECOND)
     renames = [s for s in statements if f'ALTER INDEX "{OLD_THREAD_INDEX}" RENAME TO "{THREAD_INDEX}"' in s]
     builds = [s for s in statements if s.lstrip().upper().startswith("CREATE INDEX")]
     if store.is_postgres:
@@ -337,31 +352,31 @@ def test_002_renames_on_postgresql_and_rebuilds_on_sqlite(store):
 
 def test_a_failing_migration_leaves_schema_and_history_unchanged(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"003_fails_halfway": FAILS_HALFWAY})
+        store, migrate_dir=chain(tmp_path / "chain", **{"004_fails_halfway": FAILS_HALFWAY})
     )
     assert migrations.upgrade(HEAD) == SHIPPED
     before = schema(store)
-    with pytest.raises(MigrationError, match="003_fails_halfway") as failure:
+    with pytest.raises(MigrationError, match="004_fails_halfway") as failure:
         migrations.upgrade()
     assert isinstance(failure.value.__cause__, peewee.DatabaseError)
     assert "unchanged" in str(failure.value)
     assert "half_done" not in tables(store)
     assert schema(store) == before
     assert history_names(store) == SHIPPED
-    assert migrations.pending() == ["003_fails_halfway"]
+    assert migrations.pending() == ["004_fails_halfway"]
     store.insert_memory(user_id="ada", content="the store still works")
 
 
 def test_failure_in_a_later_migration_keeps_the_earlier_ones_of_the_run(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE, "004_fails": FAILS_HALFWAY}
+        tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE, "005_fails": FAILS_HALFWAY}
     )
     with pytest.raises(
         MigrationError,
-        match=r"004_fails.*completed before it: 001_initial_schema, 002_merge_thread_indexes, 003_add_imp",
+        match=r"005_fails.*completed before it: 001_initial_schema, 002_merge_thread_indexes, 003_never_r",
     ):
         Migrations(store, migrate_dir=directory).upgrade()
-    assert history_names(store) == [*SHIPPED, "003_add_importance"]
+    assert history_names(store) == [*SHIPPED, "004_add_importance"]
     assert "half_done" not in tables(store)
 
 
@@ -369,24 +384,24 @@ def test_a_failing_rollback_is_undone_and_named(store, tmp_path):
     broken = ADD_IMPORTANCE.replace(
         'migrator.remove_fields("memories", "importance")', "migrator.sql('DROP TABLE \"no_such_table\"')"
     )
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": broken}))
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"004_add_importance": broken}))
     migrations.upgrade()
     with pytest.raises(
-        MigrationError, match=r"rollback of migration 003_add_importance failed.*no_such_table"
+        MigrationError, match=r"rollback of migration 004_add_importance failed.*no_such_table"
     ):
         migrations.downgrade()
-    assert migrations.current() == "003_add_importance"
+    assert migrations.current() == "004_add_importance"
     assert "idx_memories_importance" in indexes(store, "memories")
 
 
 def test_an_applied_migration_whose_file_is_gone_cannot_be_rolled_back(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE})
     Migrations(store, migrate_dir=directory).upgrade()
-    (directory / "003_add_importance.py").unlink()
+    (directory / "004_add_importance.py").unlink()
     migrations = Migrations(store, migrate_dir=directory)
     assert migrations.pending() == []
-    assert migrations.history()[-1]["name"] == "003_add_importance"
-    with pytest.raises(MigrationError, match="003_add_importance"):
+    assert migrations.history()[-1]["name"] == "004_add_importance"
+    with pytest.raises(MigrationError, match="004_add_importance"):
         migrations.downgrade()
 
 
@@ -410,24 +425,24 @@ def longer(store, tmp_path) -> Migrations:
     third = ADD_IMPORTANCE
     fourth = ADD_IMPORTANCE.replace("importance", "weight")
     return Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"003_importance": third, "004_weight": fourth})
+        store, migrate_dir=chain(tmp_path / "chain", **{"004_importance": third, "005_weight": fourth})
     )
 
 
 def test_relative_and_named_targets(longer):
     assert longer.upgrade("+1") == [FIRST]
-    assert longer.upgrade("004_weight") == [HEAD, "003_importance", "004_weight"]
-    assert longer.downgrade("-2") == ["004_weight", "003_importance"]
-    assert longer.upgrade("3") == ["003_importance"]
-    assert longer.current() == "003_importance"
+    assert longer.upgrade("005_weight") == [SECOND, HEAD, "004_importance", "005_weight"]
+    assert longer.downgrade("-2") == ["005_weight", "004_importance"]
+    assert longer.upgrade("4") == ["004_importance"]
+    assert longer.current() == "004_importance"
     assert longer.upgrade("002") == []
-    assert longer.downgrade("001_initial_schema") == ["003_importance", HEAD]
+    assert longer.downgrade("001_initial_schema") == ["004_importance", HEAD, SECOND]
     assert longer.current() == FIRST
-    assert longer.upgrade("head") == [HEAD, "003_importance", "004_weight"]
+    assert longer.upgrade("head") == [SECOND, HEAD, "004_importance", "005_weight"]
     assert longer.downgrade("head") == []
-    assert longer.downgrade("2") == ["004_weight", "003_importance"]
+    assert longer.downgrade("3") == ["005_weight", "004_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [FIRST]
+    assert longer.downgrade("base") == [SECOND, FIRST]
     assert longer.current() is None
 
 
@@ -438,15 +453,15 @@ def test_relative_and_named_targets(longer):
             "upgrade",
             "nonsense",
             "unknown migration target 'nonsense'.*"
-            "001_initial_schema, 002_merge_thread_indexes, 003_importance, 004_weight",
+            "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_importance, 005_weight",
         ),
-        ("upgrade", "005", "unknown migration target '005'"),
+        ("upgrade", "006", "unknown migration target '006'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+5", "only 4 migration"),
+        ("upgrade", "+6", "only 5 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
-        ("stamp", "003_nope", "unknown migration target"),
+        ("stamp", "004_nope", "unknown migration target"),
     ],
 )
 def test_bad_targets_are_migration_errors(longer, method, target, message):
@@ -457,20 +472,21 @@ def test_bad_targets_are_migration_errors(longer, method, target, message):
 
 def test_history_pending_and_current(longer):
     assert longer.current() is None
-    assert longer.pending() == [*SHIPPED, "003_importance", "004_weight"]
+    assert longer.pending() == [*SHIPPED, "004_importance", "005_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+3")
+    longer.upgrade("+4")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
         (FIRST, True),
+        (SECOND, True),
         (HEAD, True),
-        ("003_importance", True),
-        ("004_weight", False),
+        ("004_importance", True),
+        ("005_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[3]["applied_at"] is None
-    assert longer.pending() == ["004_weight"]
-    assert longer.current() == "003_importance"
+    assert history[4]["applied_at"] is None
+    assert longer.pending() == ["005_weight"]
+    assert longer.current() == "004_importance"
 
 
 def test_history_names_are_unique(store):
@@ -483,15 +499,15 @@ def test_history_names_are_unique(store):
 
 def test_stamp_moves_the_version_without_ddl(longer):
     store = longer.store
-    assert longer.stamp("head") == "004_weight"
+    assert longer.stamp("head") == "005_weight"
     assert tables(store) == {HISTORY_TABLE}
     assert longer.pending() == []
-    assert longer.stamp("-1") == "003_importance"
+    assert longer.stamp("-1") == "004_importance"
     assert longer.stamp("base") is None
     assert history_names(store) == []
     assert longer.stamp("+1") == FIRST
-    assert longer.stamp("003") == "003_importance"
-    assert history_names(store) == [*SHIPPED, "003_importance"]
+    assert longer.stamp("004") == "004_importance"
+    assert history_names(store) == [*SHIPPED, "004_importance"]
     assert tables(store) == {HISTORY_TABLE}
 
 
@@ -509,7 +525,7 @@ def test_sql_shows_the_statements_and_changes_nothing(longer):
     store = longer.store
     statements = longer.sql("upgrade", "head")
     assert tables(store) == set()
-    assert longer.pending() == [*SHIPPED, "003_importance", "004_weight"]
+    assert longer.pending() == [*SHIPPED, "004_importance", "005_weight"]
     text = "\n".join(statements)
     assert 'CREATE TABLE IF NOT EXISTS "memories"' in text
     assert ("USING GIN" in text) is store.is_postgres
@@ -522,7 +538,7 @@ def test_sql_shows_the_statements_and_changes_nothing(longer):
     down = longer.sql("downgrade", "-1")
     assert any('DROP INDEX IF EXISTS "idx_memories_weight"' in s for s in down)
     assert "weight" in {column[0] for column in columns(store, "memories")}
-    assert longer.current() == "004_weight"
+    assert longer.current() == "005_weight"
     with pytest.raises(MigrationError, match="direction"):
         longer.sql("sideways", "head")
 
@@ -542,7 +558,7 @@ def test_init_db_then_upgrade_is_a_no_op(store, model_schema):
 
 def test_init_db_refuses_a_database_behind_head(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE})
     )
     migrations.upgrade(HEAD)
     with pytest.raises(MigrationError, match=f"at {HEAD}, behind head.*memoric migrate upgrade"):
@@ -559,23 +575,25 @@ def test_ensure_schema_builds_an_empty_database_through_the_chain(store):
 
 
 def test_ensure_schema_refuses_a_database_behind_head(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE})
     Migrations(store, migrate_dir=directory).upgrade(HEAD)
     migrations = Migrations(store, migrate_dir=directory)
     with pytest.raises(
         MigrationError,
-        match=r"1 pending .*\(003_add_importance\); run `memoric migrate upgrade`.*auto_migrate",
+        match=r"1 pending .*\(004_add_importance\); run `memoric migrate upgrade`.*auto_migrate",
     ):
         migrations.ensure_schema()
     assert migrations.current() == HEAD
     migrations.ensure_schema(auto_migrate=True)
-    assert migrations.current() == "003_add_importance"
+    assert migrations.current() == "004_add_importance"
 
 
 def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
-    with pytest.raises(MigrationError, match=rf"1 pending .*\({HEAD}\); run `memoric migrate upgrade`"):
+    with pytest.raises(
+        MigrationError, match=rf"2 pending .*\({SECOND}, {HEAD}\); run `memoric migrate upgrade`"
+    ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST
     migrations.ensure_schema(auto_migrate=True)
@@ -617,7 +635,7 @@ def test_a_held_lock_times_out_and_reports_waiting(store):
 
 
 def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"003_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"004_add_importance": ADD_IMPORTANCE})
     holder = MemoryStore(store.dsn)
     both_waiting = threading.Barrier(3)
     results, errors = [], []
@@ -640,8 +658,8 @@ def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_pat
         thread.join(timeout=60)
     holder.close()
     assert errors == []
-    assert sorted(results, key=len) == [[], [*SHIPPED, "003_add_importance"]]
-    assert history_names(store) == [*SHIPPED, "003_add_importance"]
+    assert sorted(results, key=len) == [[], [*SHIPPED, "004_add_importance"]]
+    assert history_names(store) == [*SHIPPED, "004_add_importance"]
 
 
 # --- SQLite: foreign keys stay off during migrations -----------------------------------------
@@ -691,7 +709,7 @@ def sqlite_only(dialect):
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, tmp_path):
     store.database.pragma("foreign_keys", 1)
-    directory = chain(tmp_path / "chain", **{"003_parent_child": PARENT_CHILD, "004_rebuild": REBUILD_PARENT})
+    directory = chain(tmp_path / "chain", **{"004_parent_child": PARENT_CHILD, "005_rebuild": REBUILD_PARENT})
     Migrations(store, migrate_dir=directory).upgrade()
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
     assert store.database.pragma("foreign_keys") == 1, "the connection's setting is restored"
@@ -699,11 +717,11 @@ def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, 
 
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_foreign_key_violation_fails_the_migration(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"003_parent_child": PARENT_CHILD, "004_orphan": ORPHAN})
+    directory = chain(tmp_path / "chain", **{"004_parent_child": PARENT_CHILD, "005_orphan": ORPHAN})
     migrations = Migrations(store, migrate_dir=directory)
-    with pytest.raises(MigrationError, match=r"004_orphan.*foreign key violations"):
+    with pytest.raises(MigrationError, match=r"005_orphan.*foreign key violations"):
         migrations.upgrade()
-    assert migrations.current() == "003_parent_child"
+    assert migrations.current() == "004_parent_child"
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
 
 
@@ -724,14 +742,14 @@ def load(path: Path) -> dict:
 def test_create_writes_the_template_with_both_functions(store, tmp_path):
     migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
     path = migrations.create("Add importance, please!")
-    assert path.name == "003_add_importance_please.py"
+    assert path.name == "004_add_importance_please.py"
     scope = load(path)
     assert {"migrate", "rollback"} <= set(scope)
     assert "fake=False" in path.read_text()
-    assert migrations.pending() == [*SHIPPED, "003_add_importance_please"]
-    assert migrations.upgrade() == [*SHIPPED, "003_add_importance_please"]
-    assert migrations.downgrade() == ["003_add_importance_please"]
-    assert migrations.create("next").name == "004_next.py"
+    assert migrations.pending() == [*SHIPPED, "004_add_importance_please"]
+    assert migrations.upgrade() == [*SHIPPED, "004_add_importance_please"]
+    assert migrations.downgrade() == ["004_add_importance_please"]
+    assert migrations.create("next").name == "005_next.py"
     with pytest.raises(MigrationError, match="message"):
         migrations.create("  !! ")
 
@@ -777,7 +795,7 @@ def test_auto_draft_adds_a_json_field_and_an_index(store, tmp_path):
     assert "labels" in {column[0] for column in columns(store, "memories")}
     assert "idx_memories_user_labels" in indexes(store, "memories")
     store.insert_memory(user_id="ada", content="after the draft")
-    migrations.downgrade()
+    migrations.downgrade(confirm_data_loss=True)
     assert "labels" not in {column[0] for column in columns(store, "memories")}
     assert store.count_memories(user_id="ada") == 1
 

@@ -133,6 +133,23 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
         return value if value.tzinfo is UTC else to_utc(value)
 
 
+class IdField(peewee.FieldDatabaseHook, peewee.AutoField):
+    """An integer primary key whose values are never handed out twice, even after deletes.
+
+    A PostgreSQL sequence never goes back by itself; SQLite picks max(rowid) + 1 unless the
+    column is declared AUTOINCREMENT, so a deleted newest row's id would come back.
+    """
+
+    _sqlite = False
+
+    def _db_hook(self, database):
+        self._sqlite = isinstance(database, peewee.SqliteDatabase)
+
+    def ddl(self, ctx):
+        node = super().ddl(ctx)
+        return peewee.NodeList((node, peewee.SQL("AUTOINCREMENT"))) if self._sqlite else node
+
+
 class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
     """JSONB (playhouse `BinaryJSONField`, no implicit index) on PostgreSQL; JSON text on SQLite."""
 
@@ -167,7 +184,7 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
 class Memory(peewee.Model):
     """One memory of an agent about a user."""
 
-    id = peewee.AutoField()
+    id = IdField()
     user_id = peewee.CharField(max_length=128)
     namespace = peewee.CharField(max_length=128, null=True)
     thread_id = peewee.CharField(max_length=128, null=True)
@@ -187,7 +204,7 @@ class Memory(peewee.Model):
 class MemoryCluster(peewee.Model):
     """A group of one user's memories that share a topic and a category."""
 
-    cluster_id = peewee.AutoField()
+    cluster_id = IdField()
     user_id = peewee.CharField(max_length=128)
     topic = peewee.CharField(max_length=255)
     category = peewee.CharField(max_length=255)

@@ -1,0 +1,215 @@
+"""A downgrade that would drop tables or columns holding data needs a confirmation, on both dialects.
+
+`migrate downgrade base` used to drop every memory with exit 0. Now the downgrade runs in one
+transaction; when it would drop a table with rows or a column with non-null values it is undone
+and refused (DataLossRefused names what and how much) unless confirmed: the library's
+`confirm_data_loss=True`, the CLI's `--yes` or its prompt on a terminal. What is dropped is
+found by comparing the catalogue before and after, so an application's own migrations are
+guarded as well.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+
+from memoric import Memoric
+from memoric.db.store import MemoryStore
+from memoric.errors import DataLossRefused, MigrationError
+from memoric.migrations import Migrations
+from tests.conftest import one_line_error
+from tests.test_cli_migrate import CLI, read_until
+from tests.test_migrations import (
+    ADD_IMPORTANCE,
+    FIRST,
+    HEAD,
+    SECOND,
+    SHIPPED,
+    all_rows,
+    chain,
+    history_names,
+    schema,
+    tables,
+)
+
+NOTES = '''"""Test-only: an application's own table, filled by the migration."""
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "agent_notes" ("id" INTEGER PRIMARY KEY, "note" TEXT)')
+    migrator.sql("INSERT INTO \\"agent_notes\\" VALUES (1, 'one'), (2, 'two')")
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "agent_notes"')
+'''
+NULLABLE_IMPORTANCE = ADD_IMPORTANCE.replace("pw.IntegerField(default=0)", "pw.IntegerField(null=True)")
+
+
+@pytest.fixture
+def store(dsn):
+    store = MemoryStore(dsn)
+    yield store
+    store.close()
+
+
+def fill(store: MemoryStore, memories: int = 24) -> None:
+    ids = [store.insert_memory(user_id="ada", content=f"memory {n}") for n in range(memories)]
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
+
+
+def state(store: MemoryStore) -> tuple:
+    """Everything a refused downgrade must leave as it was."""
+    return history_names(store), tables(store), schema(store), all_rows(store)
+
+
+def test_downgrade_of_an_empty_database_needs_no_confirmation(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    assert migrations.downgrade("base") == [HEAD, SECOND, FIRST]
+    assert history_names(store) == []
+
+
+def test_downgrade_base_with_memories_is_refused_and_changes_nothing(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    fill(store)
+    before = state(store)
+    with pytest.raises(DataLossRefused) as refused:
+        migrations.downgrade("base")
+    assert isinstance(refused.value, MigrationError)
+    assert refused.value.losses == {"memories": 24, "memory_clusters": 1}
+    assert "downgrade base would drop data: memories (24 rows), memory_clusters (1 row)" in str(refused.value)
+    assert "confirm_data_loss=True" in str(refused.value)
+    assert state(store) == before
+
+    assert migrations.downgrade("base", confirm_data_loss=True) == [HEAD, SECOND, FIRST]
+    assert tables(store) == {"migratehistory"}
+
+
+def test_a_downgrade_that_drops_nothing_needs_no_confirmation(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    fill(store)
+    rows = all_rows(store)
+    assert migrations.downgrade("001") == [HEAD, SECOND]
+    assert all_rows(store) == rows
+
+
+def test_a_dropped_column_with_values_is_refused_one_with_only_nulls_is_not(store, tmp_path):
+    filled = Migrations(store, migrate_dir=chain(tmp_path / "filled", **{"004_importance": ADD_IMPORTANCE}))
+    filled.upgrade(HEAD)
+    fill(store, memories=3)
+    filled.upgrade()
+    with pytest.raises(DataLossRefused, match=r"memories\.importance \(3 values\)") as refused:
+        filled.downgrade()
+    assert refused.value.losses == {"memories.importance": 3}
+    assert filled.current() == "004_importance"
+    assert filled.downgrade(confirm_data_loss=True) == ["004_importance"]
+
+    empty = Migrations(
+        store, migrate_dir=chain(tmp_path / "empty", **{"004_importance": NULLABLE_IMPORTANCE})
+    )
+    empty.upgrade()
+    assert empty.downgrade() == ["004_importance"]
+
+
+def test_an_applications_own_table_is_guarded_too(store, tmp_path):
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"004_agent_notes": NOTES}))
+    migrations.upgrade()
+    with pytest.raises(DataLossRefused, match=r"agent_notes \(2 rows\)"):
+        migrations.downgrade()
+    assert "agent_notes" in tables(store)
+    assert migrations.downgrade(confirm_data_loss=True) == ["004_agent_notes"]
+
+
+def test_a_failing_rollback_undoes_the_whole_downgrade(store, tmp_path):
+    breaks = NOTES.replace('DROP TABLE "agent_notes"', 'DROP TABLE "no_such_table"')
+    directory = chain(tmp_path / "chain", **{"004_agent_notes": breaks, "005_importance": ADD_IMPORTANCE})
+    migrations = Migrations(store, migrate_dir=directory)
+    migrations.upgrade()
+    with pytest.raises(
+        MigrationError, match="rollback of migration 004_agent_notes failed; the whole downgrade"
+    ):
+        migrations.downgrade("base", confirm_data_loss=True)
+    assert history_names(store) == [*SHIPPED, "004_agent_notes", "005_importance"]
+    assert "importance" in {row[0] for row in schema(store)["memories"]["columns"]}
+
+
+def test_the_facade_migrations_are_guarded(dsn):
+    with Memoric(dsn=dsn) as memoric:
+        memoric.save("ada", "likes tea")
+        with pytest.raises(DataLossRefused, match=r"memories \(1 row\)"):
+            memoric.migrations.downgrade("base")
+        assert memoric.retrieve("ada")[0]["content"] == "likes tea"
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_refuses_in_one_line_without_a_terminal_and_yes_confirms(cli, store):
+    Migrations(store).upgrade()
+    fill(store)
+    before = state(store)
+    error = one_line_error(cli("migrate", "downgrade", "base"))
+    assert "downgrade base would drop data: memories (24 rows), memory_clusters (1 row)" in error
+    assert "--yes" in error
+    assert state(store) == before
+
+    result = cli("migrate", "downgrade", "base", "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"Rolled back {HEAD}\nRolled back {SECOND}\nRolled back {FIRST}\n" in result.stdout
+    assert tables(store) == {"migratehistory"}
+
+
+def test_cli_downgrade_of_an_empty_database_asks_nothing(cli, store):
+    Migrations(store).upgrade()
+    result = cli("migrate", "downgrade", "base")
+    assert result.exit_code == 0, result.output
+    assert history_names(store) == []
+
+
+def test_cli_sql_is_unaffected(cli, store):
+    Migrations(store).upgrade()
+    fill(store)
+    before = state(store)
+    result = cli("migrate", "downgrade", "base", "--sql")
+    assert result.exit_code == 0, result.output
+    assert 'DROP TABLE IF EXISTS "memories";' in result.stdout
+    assert state(store) == before
+
+
+@pytest.mark.parametrize(("answer", "dropped"), [("n", False), ("y", True)])
+def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, dropped):
+    Migrations(store).upgrade()
+    fill(store)
+    before = state(store)
+    terminal, terminal_side = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key != "MEMORIC_DATABASE_URL"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, "--dsn", dsn, "migrate", "downgrade", "base"],
+        stdin=terminal_side,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=env,
+        text=True,
+    )
+    os.close(terminal_side)
+    try:
+        read_until(process, "memories (24 rows), memory_clusters (1 row). Drop them? [y/N]")
+        os.write(terminal, f"{answer}\n".encode())
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+    assert process.returncode == (0 if dropped else 1), stderr
+    assert "Traceback" not in stderr
+    if dropped:
+        assert f"Rolled back {FIRST}" in stdout
+        assert tables(store) == {"migratehistory"}
+    else:
+        assert state(store) == before

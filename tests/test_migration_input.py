@@ -1,0 +1,207 @@
+"""Odd input to the migration chain is a MigrationError (one CLI line, exit 1), never a traceback.
+
+Targets take ASCII digits only (`str.isdigit` and `\\d` also accept "²" and "٣", which `int()`
+then refused or read as another number); revision messages keep letters of any script and are
+cut to a file name the file system takes; a migrations directory holding files that look like
+migrations but are not named like them is an error instead of a silently skipped file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from memoric.cli import main
+from memoric.db.store import MemoryStore
+from memoric.errors import MigrationError
+from memoric.migrations import Migrations
+from tests.conftest import one_line_error
+from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
+
+ODD_TARGETS = [
+    "²",
+    "³",
+    "٣",
+    "３",
+    "+²",
+    "-٣",
+    "+３",
+    "00²",
+    "+99999999999999999999",
+    "-99999999999999999999",
+    "99999999999999999999",
+    "+" + "9" * 5000,
+    "9" * 5000,
+    "",
+    " ",
+    "\t",
+    " head",
+    "head ",
+    "head\n",
+    "001\n",
+    "+1\n",
+    "-0",
+    "+0",
+    "+-1",
+    "0x1",
+    "1e3",
+    "1.0",
+    "1_0",
+    "head\x00",
+    "HEAD",
+    "003_never_reuse_ids.py",
+]
+METHODS = ["upgrade", "downgrade", "stamp", "sql-upgrade", "sql-downgrade"]
+
+
+def call(migrations: Migrations, method: str, target: str):
+    if method.startswith("sql-"):
+        return migrations.sql(method[4:], target)
+    return getattr(migrations, method)(target)
+
+
+@pytest.fixture
+def store(dsn):
+    store = MemoryStore(dsn)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def at_first(dialect, tmp_path_factory, request):
+    """A database at the first migration, shared by the many target cases (none may change it)."""
+    if dialect == "sqlite":
+        dsn = f"sqlite:///{tmp_path_factory.mktemp('targets') / 'memoric.db'}"
+    else:
+        dsn = request.getfixturevalue("new_postgres_url")()
+    store = MemoryStore(dsn)
+    Migrations(store).upgrade(FIRST)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("target", ODD_TARGETS, ids=ascii)
+def test_odd_targets_are_migration_errors_in_one_line(at_first, method, target):
+    with pytest.raises(MigrationError) as refused:
+        call(Migrations(at_first), method, target)
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 1000
+    assert history_names(at_first) == [FIRST]
+
+
+@pytest.mark.parametrize("command", ["upgrade", "downgrade", "stamp", "upgrade --sql", "downgrade --sql"])
+@pytest.mark.parametrize("target", ODD_TARGETS, ids=ascii)
+def test_odd_targets_are_one_line_from_the_cli(at_first, monkeypatch, command, target):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    words = command.split()
+    one_line_error(CliRunner().invoke(main, ["--dsn", at_first.dsn, "migrate", words[0], target, *words[1:]]))
+    assert history_names(at_first) == [FIRST]
+
+
+@pytest.mark.parametrize("target", ["3", "003", "0003", "+2", "+02", HEAD])
+def test_ascii_numbers_and_names_still_work(store, target):
+    migrations = Migrations(store)
+    migrations.upgrade(FIRST)
+    assert migrations.upgrade(target) == SHIPPED[1:]
+    assert migrations.stamp("1") == FIRST
+
+
+def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_path):
+    directory = chain(
+        tmp_path / "chain", **{"004_a": ADD_IMPORTANCE, "004_b": ADD_IMPORTANCE.replace("importance", "w")}
+    )
+    with pytest.raises(MigrationError, match="'004' is ambiguous: it matches 004_a, 004_b"):
+        Migrations(store, migrate_dir=directory).upgrade("004")
+
+
+# --- revision: messages become file names -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "name"),
+    [
+        ("é", "004_é.py"),
+        ("Ajouter l'élément", "004_ajouter_l_élément.py"),
+        ("データを追加", "004_データを追加.py"),
+        ("e\u0301te\u0301", "004_été.py"),  # decomposed accents become the composed letters
+        ("add\x00 nul\x1b[31m", "004_add_nul_31m.py"),
+        ("x²", "004_x².py"),
+    ],
+)
+def test_revision_keeps_letters_of_any_script(store, tmp_path, message, name):
+    directory = chain(tmp_path / "chain")
+    path = Migrations(store, migrate_dir=directory).create(message)
+    assert path.name == name
+    compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    assert Migrations(store, migrate_dir=directory).upgrade() == [*SHIPPED, path.stem]
+
+
+@pytest.mark.parametrize("message", ["a" * 300, "é" * 300, "日本" * 200, "word " * 100])
+def test_revision_of_a_long_message_is_cut_to_a_file_name_that_fits(cli, store, tmp_path, message):
+    directory = chain(tmp_path / "chain")
+    result = cli("migrate", "revision", "-m", message, "--dir", str(directory))
+    assert result.exit_code == 0, result.output
+    (path,) = directory.glob("004_*.py")
+    assert len(path.name.encode()) <= 100
+    assert f"{message[:20]}" in path.read_text(encoding="utf-8"), "the whole message stays in the docstring"
+    assert cli("migrate", "upgrade", "--dir", str(directory)).exit_code == 0
+
+
+@pytest.mark.parametrize("message", ["!!!", "  ", "—", "🙂", ""])
+def test_revision_needs_letters_or_digits(cli, tmp_path, message):
+    directory = chain(tmp_path / "chain")
+    assert "letters or digits" in one_line_error(
+        cli("migrate", "revision", "-m", message, "--dir", str(directory))
+    )
+    assert sorted(path.stem for path in directory.glob("*.py")) == SHIPPED
+
+
+def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli, tmp_path):
+    """A directory path so long that the new file's path passes PATH_MAX (ENAMETOOLONG)."""
+    directory = tmp_path
+    while len(str(directory)) < 4080:
+        directory = directory / ("d" * min(200, 4080 - len(str(directory)) - 1))
+    os.makedirs(directory)
+    error = one_line_error(cli("migrate", "revision", "-m", "add importance", "--dir", str(directory)))
+    assert "cannot create" in error and "nothing written" in error
+    assert os.listdir(directory) == []
+
+
+# --- odd file names in a migrations directory ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "4_importance.py",
+        "0004_importance.py",
+        "004-importance.py",
+        "004_importance.PY",
+        "004_a.b.py",
+        "٠٠٤_importance.py",
+        "004_importance.py\n",
+        "004_tab\there.py",
+        "004_importance.py/",
+    ],
+    ids=ascii,
+)
+def test_a_file_that_looks_like_a_migration_but_is_not_named_like_one_is_an_error(cli, store, tmp_path, odd):
+    directory = chain(tmp_path / "chain")
+    if odd.endswith("/"):
+        (directory / odd.rstrip("/")).mkdir()
+    else:
+        (directory / odd).write_text(ADD_IMPORTANCE, encoding="utf-8")
+    with pytest.raises(MigrationError, match=r"look like migrations but are not files named NNN_name\.py"):
+        Migrations(store, migrate_dir=directory).upgrade()
+    assert Migrations(store).current() is None
+    assert "rename or remove" in one_line_error(cli("migrate", "pending", "--dir", str(directory)))
+
+
+def test_other_files_in_a_migrations_directory_are_left_alone(store, tmp_path):
+    directory = chain(tmp_path / "chain")
+    for name in ("__init__.py", "README.md", "helpers.py", "004_notes.txt", ".004_hidden.py.swp"):
+        (directory / name).write_text("", encoding="utf-8")
+    assert Migrations(store, migrate_dir=directory).upgrade() == SHIPPED
