@@ -14,7 +14,6 @@ import functools
 import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
-from functools import reduce
 from itertools import islice
 
 import peewee
@@ -23,6 +22,7 @@ from playhouse.pool import PooledDatabase
 from memoric import validation
 from memoric.db.connection import dialect_of, driver_errors, first_line, mask_password, open_database
 from memoric.db.dialects import dialect_for
+from memoric.db.jsonfilter import all_of, any_of
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
 from memoric.errors import LockTimeout
 
@@ -294,12 +294,14 @@ class MemoryStore:
         if not threads:
             return peewee.SQL("1 = 0")
         m = self.Memory
-        return m.thread_id.in_(threads) | self._sql.array_overlaps(m.related_threads, threads)
+        return any_of(
+            [self._sql.in_values(m.thread_id, threads), self._sql.array_overlaps(m.related_threads, threads)]
+        )
 
     def _select(self, conditions: list):
         query = self.Memory.select()
         if conditions:
-            query = query.where(reduce(operator.and_, conditions))
+            query = query.where(all_of(conditions))
         return query
 
     @_translate_errors
@@ -403,7 +405,7 @@ class MemoryStore:
         conditions = self._conditions(user_id=user_id, where_metadata={"topic": topic})
         query = (
             m.select(m.thread_id)
-            .where(reduce(operator.and_, conditions) & m.thread_id.is_null(False))
+            .where(all_of([*conditions, m.thread_id.is_null(False)]))
             .distinct()
             .order_by(m.thread_id)
         )
@@ -414,7 +416,7 @@ class MemoryStore:
         limit = validation.count("limit", limit, allow_none=True)
         m = self.Memory
         conditions = self._conditions(user_id=user_id, tier=tier) + [m.thread_id.is_null(False)]
-        query = m.select(m.thread_id).where(reduce(operator.and_, conditions))
+        query = m.select(m.thread_id).where(all_of(conditions))
         query = query.distinct().order_by(m.thread_id)
         if limit is not None:
             query = query.limit(limit)
@@ -530,7 +532,7 @@ class MemoryStore:
         conditions = [getattr(c, name) == _slot(name) for name, value in checked.items() if value is not None]
         query = c.select().order_by(c.memory_count.desc(), c.cluster_id)
         if conditions:
-            query = query.where(reduce(operator.and_, conditions))
+            query = query.where(all_of(conditions))
         if limit is not None:
             query = query.limit(_slot("limit"))
         return query
@@ -634,13 +636,13 @@ class MemoryStore:
         m = self.Memory
         alternatives = []
         for tier, updated_before, updated_since in slices:
-            condition = m.tier == validation.tier(tier, self.tiers)
+            condition = [m.tier == validation.tier(tier, self.tiers)]
             if updated_before is not None:
-                condition &= m.updated_at < updated_before
+                condition.append(m.updated_at < updated_before)
             if updated_since is not None:
-                condition &= m.updated_at >= updated_since
-            alternatives.append(condition)
-        return reduce(operator.or_, alternatives) if alternatives else peewee.SQL("1 = 0")
+                condition.append(m.updated_at >= updated_since)
+            alternatives.append(all_of(condition))
+        return any_of(alternatives)
 
     def _lacks_metadata(self, pattern: dict) -> peewee.Node:
         """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
@@ -655,7 +657,7 @@ class MemoryStore:
             self._sql.json_contains(m.metadata, validation.metadata({"topic": topic})),
             m.thread_id.is_null(False),
         ]
-        query = m.select(m.thread_id).where(reduce(operator.and_, conditions)).distinct()
+        query = m.select(m.thread_id).where(all_of(conditions)).distinct()
         return sorted(row.thread_id for row in query)
 
     def _score_expression(self, formula, now: dt.datetime, bonus_thread_id):
@@ -717,7 +719,7 @@ class MemoryStore:
         score = self._score_expression(formula, now, bonus_thread_id).alias("_score")
         query = (
             m.select(m, score)
-            .where(reduce(operator.and_, conditions))
+            .where(all_of(conditions))
             .order_by(peewee.SQL('"_score"').desc(), m.created_at.desc(), m.id.desc())
             .limit(limit)
         )
@@ -749,7 +751,7 @@ class MemoryStore:
             )
             bounded = after if boundary is None else [*after, m.id <= boundary]
             with self.database.atomic():
-                done = m.update(**values).where(reduce(operator.and_, bounded)).execute()
+                done = m.update(**values).where(all_of(bounded)).execute()
             changed += done
             if on_batch is not None and done:
                 on_batch(done)
@@ -813,7 +815,7 @@ class MemoryStore:
         n = peewee.fn.COUNT(m.id)
         query = (
             m.select(m.user_id, m.namespace, m.thread_id, n.alias("count"))
-            .where(reduce(operator.and_, conditions))
+            .where(all_of(conditions))
             .group_by(m.user_id, m.namespace, m.thread_id)
             .having(n >= min_records)
         )
