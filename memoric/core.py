@@ -150,7 +150,7 @@ class Memoric:
         """
         self._ready()
         if scope not in SCOPES:
-            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {validation.shown(scope)}")
         pattern = dict(validation.metadata_filter(metadata_filter) or {})
         query = {"where_metadata": pattern}
         if scope == "thread":

@@ -19,6 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
+from memoric import validation
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 
@@ -168,7 +169,7 @@ def summary_limit(config: dict) -> int:
 def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summarizer, limit: int) -> dict:
     text = summarizer(sources, limit)
     if not isinstance(text, str) or not text.strip():
-        raise ValidationError(f"the summarizer must return a non-empty string, got {text!r:.60}")
+        raise ValidationError(f"the summarizer must return a non-empty string, got {validation.shown(text)}")
     return {
         "user_id": group["user_id"],
         "namespace": group["namespace"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import reprlib
 from collections.abc import Iterable, Sequence
 
 from memoric.errors import ValidationError
@@ -16,6 +17,40 @@ from memoric.errors import ValidationError
 MAX_ID_LENGTH = 128
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
+SHOWN_WIDTH = 60
+ELLIPSIS = "…"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's repr (bounded depth and item counts) that never converts a huge int to text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxlong = SHOWN_WIDTH
+        self.maxother = 4 * SHOWN_WIDTH
+        self.fillvalue = ELLIPSIS
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * SHOWN_WIDTH:
+            return f"<an int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_BOUNDED_REPR = _BoundedRepr()
+
+
+def shown(value) -> str:
+    """`repr(value)` for an error message: at most SHOWN_WIDTH characters, ending in "…" when cut.
+
+    Safe on any input: deep nesting, huge strings and ints too long to print are never
+    converted whole.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        text = repr(value[: SHOWN_WIDTH + 1])
+    else:
+        text = _BOUNDED_REPR.repr(value)
+    return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
 
 
 def clean_text(field: str, value, *, max_length: int | None = None) -> str:
@@ -42,16 +77,16 @@ def user_id(value) -> str:
 def tier(value, tiers: Sequence[str]) -> str:
     if isinstance(value, str) and value in tiers:
         return value
-    raise ValidationError(f"tier must be one of {list(tiers)}, got {value!r}")
+    raise ValidationError(f"tier must be one of {list(tiers)}, got {shown(value)}")
 
 
 def score(value) -> int:
     if value is None:
         return DEFAULT_SCORE
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"score must be an int from 0 to 100, got {value!r}")
+        raise ValidationError(f"score must be an int from 0 to 100, got {shown(value)}")
     if not 0 <= value <= 100:
-        raise ValidationError(f"score must be from 0 to 100, got {value}")
+        raise ValidationError(f"score must be from 0 to 100, got {shown(value)}")
     return value
 
 
@@ -83,7 +118,7 @@ def thread_list(field: str, value) -> list[str]:
 
 def memory_id(value, field: str = "memory_id") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{field} must be an int, got {value!r}")
+        raise ValidationError(f"{field} must be an int, got {shown(value)}")
     return value
 
 
@@ -98,20 +133,20 @@ def count(field: str, value, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{field} must be a non-negative int, got {value!r}")
+        raise ValidationError(f"{field} must be a non-negative int, got {shown(value)}")
     return value
 
 
 def days(value) -> float:
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value) or value < 0:
-        raise ValidationError(f"days must be a non-negative number, got {value!r}")
+        raise ValidationError(f"days must be a non-negative number, got {shown(value)}")
     return value
 
 
 def flag(field: str, value) -> bool | None:
     if value is not None and not isinstance(value, bool):
-        raise ValidationError(f"{field} must be True, False or None, got {value!r}")
+        raise ValidationError(f"{field} must be True, False or None, got {shown(value)}")
     return value
 
 
@@ -169,23 +204,31 @@ def _is_plain_json(value: dict | list, depth: int) -> bool:
 _PLAIN_SCALARS = frozenset({int, bool, type(None)})
 
 
+def _path(field: str) -> str:
+    """A field or JSON path for a message: its start and end when it is long (deep nesting)."""
+    if len(field) <= 2 * SHOWN_WIDTH:
+        return field
+    return f"{field[:SHOWN_WIDTH]}{ELLIPSIS}{field[-SHOWN_WIDTH + 1 :]}"
+
+
 def _check_storable(field: str, text: str) -> None:
     if "\x00" in text:
-        raise ValidationError(f"{field} contains a NUL character, which PostgreSQL cannot store")
+        raise ValidationError(f"{_path(field)} contains a NUL character, which PostgreSQL cannot store")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValidationError(f"{field} is not valid Unicode (lone surrogate at {exc.start})") from None
+        problem = f"is not valid Unicode (lone surrogate at {exc.start})"
+        raise ValidationError(f"{_path(field)} {problem}") from None
 
 
 def _check_json(field: str, value, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise ValidationError(f"{_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
     if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(f"{field} holds {value!r}; JSON numbers must be finite")
+            raise ValidationError(f"{_path(field)} holds {value!r}; JSON numbers must be finite")
         return
     if isinstance(value, str):
         _check_storable(field, value)
@@ -197,8 +240,9 @@ def _check_json(field: str, value, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(f"{field} has a non-string key {key!r}")
-            _check_storable(f"{field} key {key!r}", key)
-            _check_json(f"{field}[{key!r}]", item, depth + 1)
+                raise ValidationError(f"{_path(field)} has a non-string key {shown(key)}")
+            _check_storable(f"{field} key {shown(key)}", key)
+            _check_json(f"{field}[{shown(key)}]", item, depth + 1)
         return
-    raise ValidationError(f"{field} holds a {type(value).__name__} ({value!r:.40}), which is not JSON")
+    kind = type(value).__name__
+    raise ValidationError(f"{_path(field)} holds a {kind} ({shown(value)}), which is not JSON")

@@ -33,6 +33,14 @@ ID_CHUNK_SIZE = 5000
 LOCK_POLL_SECONDS = 0.05
 STATEMENT_CACHE_SIZE = 512
 EQUALITY_FILTERS = ("user_id", "namespace", "thread_id", "tier")
+FILTERS = (*EQUALITY_FILTERS, "where_metadata", "related_threads_any_of", "summarized")
+ROW_FIELDS = (
+    "user_id", "content", "thread_id", "tier", "score", "metadata", "namespace", "related_threads",
+    "summarized", "created_at", "updated_at", "id",
+)  # fmt: skip
+REQUIRED_ROW_FIELDS = ("user_id", "content")
+CLUSTER_FIELDS = ("topic", "category", "memory_ids", "summary")  # all but the summary required
+_ROW_FIELD_SET = frozenset(ROW_FIELDS)
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
 MEMORY_COLUMNS = (
     "id", "user_id", "namespace", "thread_id", "content", "tier", "score", "metadata",
@@ -166,45 +174,36 @@ class MemoryStore:
     def _memory_row(self, row: dict, where: str = "") -> dict:
         """One validated row ready for INSERT; `where` prefixes error messages (e.g. `rows[3]`)."""
         try:
-            return self._validated_row(**row)
-        except TypeError as exc:
-            raise validation.ValidationError(f"{where}unexpected field: {exc}") from None
+            if not _ROW_FIELD_SET.issuperset(row):
+                _known_keywords("field", row, ROW_FIELDS)
+            for name in REQUIRED_ROW_FIELDS:
+                if name not in row:
+                    raise validation.ValidationError(f"missing field {name}")
+            return self._validated_row(row)
         except validation.ValidationError as exc:
             raise validation.ValidationError(f"{where}{exc}") from None
 
-    def _validated_row(
-        self,
-        *,
-        user_id,
-        content,
-        thread_id=None,
-        tier=None,
-        score=None,
-        metadata=None,
-        namespace=None,
-        related_threads=None,
-        summarized=False,
-        created_at=None,
-        updated_at=None,
-        id=None,
-    ) -> dict:
-        created = validation.timestamp("created_at", created_at) or self.clock()
-        row = {
-            "user_id": validation.user_id(user_id),
-            "content": validation.clean_text("content", content),
-            "thread_id": validation.optional_text("thread_id", thread_id),
-            "namespace": validation.optional_text("namespace", namespace),
+    def _validated_row(self, row: dict) -> dict:
+        """The fields of a memory row checked (row has only ROW_FIELDS, the required ones among them)."""
+        get = row.get
+        created = validation.timestamp("created_at", get("created_at")) or self.clock()
+        tier = get("tier")
+        checked = {
+            "user_id": validation.user_id(row["user_id"]),
+            "content": validation.clean_text("content", row["content"]),
+            "thread_id": validation.optional_text("thread_id", get("thread_id")),
+            "namespace": validation.optional_text("namespace", get("namespace")),
             "tier": validation.tier(self.tiers[0] if tier is None else tier, self.tiers),
-            "score": validation.score(score),
-            "metadata": validation.metadata(metadata),
-            "related_threads": validation.thread_list("related_threads", related_threads),
-            "summarized": bool(validation.flag("summarized", summarized)),
+            "score": validation.score(get("score")),
+            "metadata": validation.metadata(get("metadata")),
+            "related_threads": validation.thread_list("related_threads", get("related_threads")),
+            "summarized": bool(validation.flag("summarized", get("summarized", False))),
             "created_at": created,
-            "updated_at": validation.timestamp("updated_at", updated_at) or created,
+            "updated_at": validation.timestamp("updated_at", get("updated_at")) or created,
         }
-        if id is not None:
-            row["id"] = validation.memory_id(id, "id")
-        return row
+        if get("id") is not None:
+            checked["id"] = validation.memory_id(row["id"], "id")
+        return checked
 
     @_translate_errors
     def insert_memory(self, **fields) -> int:
@@ -250,20 +249,17 @@ class MemoryStore:
 
     def _conditions(self, **filters) -> list:
         """The SQL conditions of the memory filters (validated; see `get_memories`)."""
-        return self._filter_nodes(self._checked_filters(**filters))
+        return self._filter_nodes(self._checked_filters(filters))
 
-    def _checked_filters(
-        self,
-        *,
-        user_id=None,
-        namespace=None,
-        thread_id=None,
-        tier=None,
-        where_metadata=None,
-        related_threads_any_of=None,
-        summarized=None,
-    ) -> dict:
-        """The filters validated, in this order; None where not given (and for `where_metadata={}`)."""
+    def _checked_filters(self, filters: dict, *, method: str = "", others: tuple[str, ...] = ()) -> dict:
+        """The filters (FILTERS) validated, in that order; None where not given (and for
+        `where_metadata={}`). A keyword that is neither a filter nor one of `others` (the
+        method's own keywords, named with `method` in the message) is a ValidationError.
+        """
+        _known_keywords("keyword argument", filters, (*others, *FILTERS), method)
+        user_id, namespace, thread_id, tier, where_metadata, related_threads_any_of, summarized = map(
+            filters.get, FILTERS
+        )
         return {
             "user_id": None if user_id is None else validation.user_id(user_id),
             "namespace": None if namespace is None else validation.clean_text("namespace", namespace),
@@ -313,9 +309,9 @@ class MemoryStore:
     @_translate_errors
     def get_memories(self, *, limit: int | None = 50, offset: int = 0, **filters) -> list[dict]:
         """Memories matching every filter, newest first (`created_at` desc, `id` desc)."""
+        checked = self._checked_filters(filters, method="get_memories", others=("limit", "offset"))
         limit = validation.count("limit", limit, allow_none=True)
         offset = validation.count("offset", offset)
-        checked = self._checked_filters(**filters)
         values = {**checked, "limit": limit, "offset": offset}
         if limit and checked["user_id"] is not None and checked["where_metadata"] and self._sql.window_first:
             page = self._from_newest_rows(checked, values)
@@ -396,7 +392,9 @@ class MemoryStore:
 
     @_translate_errors
     def count_memories(self, **filters) -> int:
-        return self._select(self._conditions(**filters)).count()
+        """How many memories match every filter (the filters of `get_memories`)."""
+        checked = self._checked_filters(filters, method="count_memories")
+        return self._select(self._filter_nodes(checked)).count()
 
     @_translate_errors
     def link_threads_by_topic(self, user_id: str, topic) -> list[str]:
@@ -437,7 +435,7 @@ class MemoryStore:
         """Memories not updated for `days` days, oldest first."""
         cutoff = self.clock() - dt.timedelta(days=validation.days(days))
         limit = validation.count("limit", limit, allow_none=True)
-        checked = self._checked_filters(user_id=user_id, tier=from_tier)
+        checked = self._checked_filters({"user_id": user_id, "tier": from_tier})
         key = ("find_older_than", _filter_shape(checked), limit is None)
         sql, params = self._statement(key, lambda: self._oldest_first(_slotted(checked), limit).sql())
         values = {**checked, "cutoff": self.Memory.updated_at.db_value(cutoff), "limit": limit}
@@ -551,7 +549,7 @@ class MemoryStore:
         unknown = set(row) - expected - stamps
         if unknown or not expected <= set(row):
             problem = (
-                f"unexpected fields {sorted(unknown)}"
+                f"unexpected fields {validation.shown(sorted(unknown, key=repr))}"
                 if unknown
                 else f"missing {sorted(expected - set(row))}"
             )
@@ -900,6 +898,12 @@ class MemoryStore:
 
     @staticmethod
     def _upserted_cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
+        if not isinstance(cluster, dict):
+            raise validation.ValidationError(f"a cluster must be a dict, got {type(cluster).__name__}")
+        _known_keywords("cluster field", cluster, CLUSTER_FIELDS)
+        for name in CLUSTER_FIELDS[:-1]:
+            if name not in cluster:
+                raise validation.ValidationError(f"missing cluster field {name}")
         ids = sorted(set(validation.memory_ids(cluster["memory_ids"])))
         summary = cluster.get("summary", "")
         if not isinstance(summary, str):
@@ -1040,6 +1044,17 @@ def _memory_dict(row: dict) -> dict:
     row["related_threads"] = row.get("related_threads") or []
     row["summarized"] = bool(row["summarized"])
     return {column: row[column] for column in MEMORY_COLUMNS}
+
+
+def _known_keywords(kind: str, given: dict, accepted: tuple[str, ...], method: str = "") -> None:
+    """ValidationError naming the first of `given`'s keys not in `accepted`, and the accepted ones."""
+    unknown = next((name for name in given if name not in accepted), None)
+    if unknown is None:
+        return
+    where = f"{method} got an " if method else ""
+    raise validation.ValidationError(
+        f"{where}unexpected {kind} {validation.shown(unknown)} (accepted: {', '.join(accepted)})"
+    )
 
 
 def _dict_rows(rows: Iterable[dict]) -> Iterator[tuple[int, dict]]:
