@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from memoric import __version__, demo, transfer
+from memoric import __version__, demo, transfer, validation
 from memoric.config import load_config, resolve_dsn, tier_names
 from memoric.core import Memoric
 from memoric.db.connection import mask_password, sqlite_path
@@ -243,6 +243,9 @@ def migrate_revision(ctx: click.Context, message: str, from_models: bool, migrat
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60
+# The type of every integer option: a count from 0 to the bound the library puts on every integer
+# argument, so a value the library would refuse is a usage error here.
+COUNT = click.IntRange(min=0, max=validation.MAX_INT)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 user_option = click.option("--user", "user_id", metavar="ID", help="Only this user (default: all users).")
 
@@ -413,7 +416,7 @@ def run_policies_command(ctx: click.Context, user_id: str | None, dry_run: bool,
 @click.option("--rebuild", is_flag=True, help="Rebuild the clusters first.")
 @click.option("--topic", help="Only clusters of this topic.")
 @click.option("--category", help="Only clusters of this category.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="At most so many.")
+@click.option("--limit", type=COUNT, default=100, show_default=True, help="At most so many.")
 @json_option
 @click.pass_context
 @library_errors
@@ -440,7 +443,7 @@ def clusters_command(ctx: click.Context, user_id, rebuild, topic, category, limi
 @click.option("--scope", type=click.Choice(["thread", "topic", "user"]), default="thread", show_default=True)
 @click.option("--metadata", callback=parse_metadata, metavar="JSON", help='Filter, e.g. {"topic": "x"}.')
 @click.option("--namespace", metavar="NS", help="Namespace (default: memories saved without one).")
-@click.option("--top-k", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--top-k", type=COUNT, default=10, show_default=True)
 @click.option("--include-summarized", is_flag=True, help="Also return memories already summarized.")
 @json_option
 @click.pass_context

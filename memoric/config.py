@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from memoric.errors import ConfigError
-from memoric.validation import shown
+from memoric.validation import MAX_INT, MIN_INT, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 MAX_TIER_NAME = 64
@@ -164,7 +164,12 @@ def _scoring(scoring: dict) -> None:
 
 
 def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite int or float within the bounds; an int also within the signed 64-bit range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {shown(value)}")
+    if isinstance(value, int):
+        _integer(key, value, minimum=MIN_INT)
+    elif not math.isfinite(value):
         raise ConfigError(f"{key} must be a number, got {shown(value)}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {shown(value)}")
@@ -174,10 +179,13 @@ def _number(key: str, value, *, minimum: float | None = None, maximum: float | N
 
 
 def _integer(key: str, value, *, minimum: int) -> int:
+    """An int (not a bool) from `minimum` to the signed 64-bit maximum every integer shares."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key} must be an integer, got {shown(value)}")
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {shown(value)}")
+    if value > MAX_INT:
+        raise ConfigError(f"{key} must be at most {MAX_INT}, got {shown(value)}")
     return value
 
 

@@ -50,9 +50,13 @@ def run_policies(
 
 
 def _cutoffs(config: dict, now: dt.datetime) -> list[dt.datetime | None]:
-    """Per tier, the `updated_at` before which its memories move on (None: they never do)."""
+    """Per tier, the `updated_at` before which its memories move on (None: they never do).
+
+    An `expire_after_days` reaching back before the earliest datetime gives that earliest
+    instant: no memory is that old, so none moves.
+    """
     return [
-        None if tier["expire_after_days"] is None else now - dt.timedelta(days=tier["expire_after_days"])
+        None if tier["expire_after_days"] is None else validation.cutoff(now, tier["expire_after_days"])
         for tier in config["tiers"]
     ]
 

@@ -3,6 +3,8 @@
 Every check raises `ValidationError` naming the field and the value at fault, before anything is
 written. JSON values are checked for what PostgreSQL's JSONB can store: no NUL characters, no
 lone surrogates, no NaN or infinity, only str/int/float/bool/None/list/dict with string keys.
+The bounds below are where one of the two databases (or Python's own JSON) would fail, so a
+value is either accepted by both dialects alike or refused here by both.
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from memoric.errors import ValidationError
 MAX_ID_LENGTH = 128
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
+# Every integer argument (limit, offset, top_k, ids, batch sizes, day counts) is a signed 64-bit
+# int: PostgreSQL's bigint and SQLite's INTEGER end there, and no row count or id goes beyond.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+# The id columns and `memory_count` are PostgreSQL `integer` (SERIAL) columns: an id written
+# explicitly (an import) must fit them, as every id the sequences hand out does.
+MAX_STORED_ID = 2**31 - 1
+# Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
+# any time zone can still hand them back as a datetime.
+MIN_TIMESTAMP = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+MAX_TIMESTAMP = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 SHOWN_WIDTH = 60
 ELLIPSIS = "…"
 
@@ -116,10 +130,23 @@ def thread_list(field: str, value) -> list[str]:
     return [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
 
 
-def memory_id(value, field: str = "memory_id") -> int:
+def integer(field: str, value, *, minimum: int = MIN_INT, maximum: int = MAX_INT) -> int:
+    """An int (not a bool) from `minimum` to `maximum`; the shared rule of every integer argument."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(f"{field} must be an int, got {shown(value)}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{field} must be an int from {minimum} to {maximum}, got {shown(value)}")
     return value
+
+
+def memory_id(value, field: str = "memory_id") -> int:
+    """An id to look up: any signed 64-bit int (ids that do not exist are simply not found)."""
+    return integer(field, value)
+
+
+def stored_id(value, field: str = "id") -> int:
+    """An id to write: from 1 to MAX_STORED_ID, what the id columns of both dialects hold."""
+    return integer(field, value, minimum=1, maximum=MAX_STORED_ID)
 
 
 def memory_ids(value) -> list[int]:
@@ -128,20 +155,37 @@ def memory_ids(value) -> list[int]:
     return [memory_id(item, f"memory_ids[{i}]") for i, item in enumerate(value)]
 
 
-def count(field: str, value, *, allow_none: bool = False) -> int | None:
-    """A non-negative int (limit, offset)."""
+def count(field: str, value, *, allow_none: bool = False, maximum: int = MAX_INT) -> int | None:
+    """A non-negative int (limit, offset, batch size) of at most `maximum`."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{field} must be a non-negative int, got {shown(value)}")
+    if value > maximum:
+        raise ValidationError(f"{field} must be at most {maximum}, got {shown(value)}")
     return value
 
 
 def days(value) -> float:
+    """A non-negative number of days (an int within the signed 64-bit range, or a finite float)."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value) or value < 0:
         raise ValidationError(f"days must be a non-negative number, got {shown(value)}")
+    if isinstance(value, int):
+        count("days", value)
     return value
+
+
+def cutoff(now: dt.datetime, days_before: float) -> dt.datetime:
+    """`now` minus `days_before` days, or EARLIEST when that lies before any datetime.
+
+    A cut-off before the earliest representable instant means nothing is that old: no stored
+    timestamp lies before EARLIEST. Every "older than N days" query takes its cut-off here.
+    """
+    now = _as_utc("now", now)
+    if days_before >= (now - EARLIEST) / dt.timedelta(days=1):
+        return EARLIEST
+    return now - dt.timedelta(days=days_before)
 
 
 def flag(field: str, value) -> bool | None:
@@ -151,11 +195,27 @@ def flag(field: str, value) -> bool | None:
 
 
 def timestamp(field: str, value) -> dt.datetime | None:
+    """None, or the datetime as aware UTC (naive means UTC) from MIN_TIMESTAMP to MAX_TIMESTAMP."""
     if value is None:
         return None
+    value = _as_utc(field, value)
+    if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise ValidationError(
+            f"{field} must lie from {MIN_TIMESTAMP.date()} to {MAX_TIMESTAMP.date()} (UTC), "
+            f"got {value.isoformat()}"
+        )
+    return value
+
+
+def _as_utc(field: str, value) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}")
-    return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError(f"{field} {value.isoformat()} lies outside the datetime range in UTC") from None
 
 
 def _is_storable(text: str) -> bool:

@@ -202,7 +202,7 @@ class MemoryStore:
             "updated_at": validation.timestamp("updated_at", get("updated_at")) or created,
         }
         if get("id") is not None:
-            checked["id"] = validation.memory_id(row["id"], "id")
+            checked["id"] = validation.stored_id(row["id"], "id")
         return checked
 
     @_translate_errors
@@ -332,7 +332,7 @@ class MemoryStore:
         """
         key = ("from_newest_rows", _filter_shape(checked), values["offset"] > 0)
         sql, params = self._statement(key, lambda: self._window_statement(checked, values["offset"] > 0))
-        window = WINDOW_PER_ROW * (values["offset"] + values["limit"])
+        window = min(WINDOW_PER_ROW * (values["offset"] + values["limit"]), validation.MAX_INT)
         return self._memory_rows(sql, _bind(params, {**values, "window": window}))
 
     def _window_statement(self, checked: dict, offset: bool) -> tuple[str, list]:
@@ -433,7 +433,7 @@ class MemoryStore:
     @_translate_errors
     def find_older_than(self, *, days, from_tier=None, user_id=None, limit: int | None = 1000) -> list[dict]:
         """Memories not updated for `days` days, oldest first."""
-        cutoff = self.clock() - dt.timedelta(days=validation.days(days))
+        cutoff = validation.cutoff(self.clock(), validation.days(days))
         limit = validation.count("limit", limit, allow_none=True)
         checked = self._checked_filters({"user_id": user_id, "tier": from_tier})
         key = ("find_older_than", _filter_shape(checked), limit is None)
@@ -558,12 +558,14 @@ class MemoryStore:
         try:
             ids = validation.memory_ids(row["memory_ids"])
             checked = {
-                "cluster_id": validation.memory_id(row["cluster_id"], "cluster_id"),
+                "cluster_id": validation.stored_id(row["cluster_id"], "cluster_id"),
                 "user_id": validation.user_id(row["user_id"]),
                 "topic": validation.clean_text("topic", row["topic"], max_length=255),
                 "category": validation.clean_text("category", row["category"], max_length=255),
                 "memory_ids": ids,
-                "memory_count": validation.count("memory_count", row["memory_count"]),
+                "memory_count": validation.count(
+                    "memory_count", row["memory_count"], maximum=validation.MAX_STORED_ID
+                ),
                 "summary": row["summary"]
                 if row["summary"] == ""
                 else validation.clean_text("summary", row["summary"]),
@@ -583,6 +585,7 @@ class MemoryStore:
 
     def iter_memories(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
         """Every memory (of one user, or all) in id order, read page by page: constant memory."""
+        validation.integer("batch_size", batch_size, minimum=1)
         after_id = 0
         while page := self.memories_after(after_id, user_id=user_id, limit=batch_size):
             yield from page
@@ -785,6 +788,9 @@ class MemoryStore:
         max_chars = validation.count("max_chars", max_chars)
         if max_chars < 2:
             raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
+        # No text on either dialect is longer than MAX_STORED_ID characters (PostgreSQL: 1 GB,
+        # SQLite: 1e9 bytes), and PostgreSQL's SUBSTR takes no larger length.
+        max_chars = min(max_chars, validation.MAX_STORED_ID)
         m = self.Memory
         conditions = [
             self._in_slices([(tier, None, None)]),
