@@ -363,10 +363,7 @@ def parse_metadata(ctx, param, value: str | None) -> dict | None:
     """--metadata as a JSON object; anything else is bad input (one line on stderr, exit 1)."""
     if value is None:
         return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
+    parsed = run_or_exit(validation.json_text, "--metadata", value)
     if not isinstance(parsed, dict):
         raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
     return parsed

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from memoric.errors import ConfigError
-from memoric.validation import MAX_INT, MIN_INT, shown
+from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 MAX_TIER_NAME = 64
@@ -56,6 +56,7 @@ def merge(base: dict, overlay, *, source: str = "config") -> dict:
     """`overlay` merged over `base`: mapping sections key by key, anything else replaced."""
     if not isinstance(overlay, dict):
         raise ConfigError(f"{source} must be a mapping of sections, got {type(overlay).__name__}")
+    _check_depth(overlay, source)
     merged = copy.deepcopy(base)
     for section, value in overlay.items():
         if section not in DEFAULTS:
@@ -71,6 +72,22 @@ def merge(base: dict, overlay, *, source: str = "config") -> dict:
     return merged
 
 
+def _check_depth(value, source: str) -> None:
+    """ConfigError when mappings and lists nest deeper than MAX_JSON_DEPTH (copying them would
+    exhaust the stack long before validation could name what is wrong); walked without recursion.
+    """
+    pending, seen = [(value, 0)], set()
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ConfigError(f"{source} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if not isinstance(item, (dict, list)) or id(item) in seen:  # YAML aliases share containers
+            continue
+        seen.add(id(item))
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -82,6 +99,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} is nested too deeply to read") from None
     return {} if loaded is None else loaded
 
 

@@ -10,6 +10,7 @@ value is either accepted by both dialects alike or refused here by both.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import reprlib
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,11 @@ MAX_INT = 2**63 - 1
 # The id columns and `memory_count` are PostgreSQL `integer` (SERIAL) columns: an id written
 # explicitly (an import) must fit them, as every id the sequences hand out does.
 MAX_STORED_ID = 2**31 - 1
+# Python converts an int to and from text only up to 4300 digits (its default limit), so a
+# metadata int must be below 10**4300 in magnitude to be written as JSON and read back.
+MAX_JSON_INT_DIGITS = 4300
+JSON_INT_LIMIT = 10**MAX_JSON_INT_DIGITS
+_JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
 # Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
 # any time zone can still hand them back as a datetime.
 MIN_TIMESTAMP = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
@@ -218,6 +224,29 @@ def _as_utc(field: str, value) -> dt.datetime:
         raise ValidationError(f"{field} {value.isoformat()} lies outside the datetime range in UTC") from None
 
 
+def json_text(field: str, text: str):
+    """Parse JSON text from outside (a CLI option); ValidationError where memoric could not store it.
+
+    Python's json raises RecursionError on deep nesting and a plain ValueError on an int of more
+    than 4300 digits; both become a ValidationError naming `field`.
+    """
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
+            raise ValidationError(
+                f"{field} holds an int of {len(digits.lstrip('-'))} digits; "
+                f"JSON ints may have at most {MAX_JSON_INT_DIGITS}"
+            )
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_int=parse_int)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{field} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
 def _is_storable(text: str) -> bool:
     """The fast form of `_check_storable` for the common case (no message, no exception)."""
     if "\x00" in text:
@@ -253,15 +282,15 @@ def _is_plain_json(value: dict | list, depth: int) -> bool:
         elif kind is dict or kind is list:
             if not _is_plain_json(item, depth + 1):
                 return False
+        elif kind is int:
+            if not _JSON_INT_FLOOR < item < JSON_INT_LIMIT:
+                return False
         elif kind is float:
             if not math.isfinite(item):
                 return False
-        elif kind not in _PLAIN_SCALARS:
+        elif kind is not bool and item is not None:
             return False
     return True
-
-
-_PLAIN_SCALARS = frozenset({int, bool, type(None)})
 
 
 def _path(field: str) -> str:
@@ -284,7 +313,14 @@ def _check_storable(field: str, text: str) -> None:
 def _check_json(field: str, value, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValidationError(f"{_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not _JSON_INT_FLOOR < value < JSON_INT_LIMIT:
+            raise ValidationError(
+                f"{_path(field)} holds an int of more than {MAX_JSON_INT_DIGITS} digits, "
+                "which JSON cannot carry"
+            )
         return
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -1,8 +1,9 @@
-"""Timestamps and cut-offs at and beyond the calendar: refused clearly, or stored and answered alike.
+"""Values at and beyond memoric's limits: refused with a clear error, or stored and answered alike.
 
-A timestamp whose UTC form overflows, or that a PostgreSQL session in another time zone could not
-hand back, is a ValidationError; a cut-off reaching before year 1 finds nothing instead of raising
-OverflowError, on both dialects.
+Metadata ints beyond what Python's JSON carries, JSON nested deeper than metadata may be (in the
+library, the config and `recall --metadata`), extreme timestamps, cut-offs before year 1: each is a
+ValidationError (ConfigError for config, one line and exit 1 in the CLI) naming what is wrong,
+never a traceback, and both dialects agree on what is accepted and what it answers.
 """
 
 from __future__ import annotations
@@ -17,14 +18,145 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
+from memoric.db.jsonfilter import contains
 from memoric.db.store import MemoryStore, utc_now
-from memoric.errors import ValidationError
+from memoric.errors import ConfigError, ValidationError
 from memoric.validation import (
+    JSON_INT_LIMIT,
+    MAX_JSON_DEPTH,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
 )
-from tests.conftest import requires_postgres
-from tests.engine_helpers import NOW, Clock
+from tests.conftest import one_line_error, requires_postgres
+from tests.engine_helpers import NOW, Clock, cluster_snapshot, memory_snapshot
+
+
+def nested(levels: int, leaf=1) -> dict:
+    value = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def state(store: MemoryStore) -> tuple:
+    return memory_snapshot(store), cluster_snapshot(store)
+
+
+# --- metadata ints: what round-trips through Python's JSON ----------------------------------------
+
+LARGEST_INT = JSON_INT_LIMIT - 1  # 4300 nines
+
+
+def test_the_largest_metadata_ints_are_stored_and_matched_alike(db):
+    document = {"big": LARGEST_INT, "small": -LARGEST_INT, "mixed": [LARGEST_INT, 1]}
+    memory_id = db.insert_memory(user_id="ada", content="big ints", metadata=document)
+    other = db.insert_memory(user_id="ada", content="other", metadata={"big": LARGEST_INT - 1})
+    assert db.get_memory(memory_id)["metadata"] == document
+    stored = {memory_id: document, other: {"big": LARGEST_INT - 1}}
+    for pattern in ({"big": LARGEST_INT}, {"small": -LARGEST_INT}, {"mixed": [LARGEST_INT]}, {"big": 1e308}):
+        expected = sorted(i for i, doc in stored.items() if contains(doc, pattern))
+        assert sorted(m["id"] for m in db.get_memories(where_metadata=pattern)) == expected, pattern
+    assert db.count_memories(where_metadata={"big": LARGEST_INT}) == 1
+
+
+TOO_LONG_INTS = [
+    ({"k": JSON_INT_LIMIT}, "['k']"),
+    ({"k": [1, -JSON_INT_LIMIT]}, "['k'][1]"),
+    ({"k": {"n": 10**5000}}, "['k']['n']"),
+]
+
+
+@pytest.mark.parametrize(("value", "path"), TOO_LONG_INTS)
+def test_metadata_ints_too_long_for_json_are_refused_naming_the_key(db, value, path):
+    db.insert_memory(user_id="ada", content="kept")
+    before = state(db)
+    calls = [
+        lambda: db.insert_memory(user_id="ada", content="x", metadata=value),
+        lambda: db.insert_memories([{"user_id": "ada", "content": "x", "metadata": value}]),
+        lambda: db.update_metadata(memory_id=1, new_metadata=value),
+        lambda: db.get_memories(where_metadata=value),
+        lambda: db.count_memories(where_metadata=value),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError) as raised:
+            call()
+        assert f"metadata{path} holds an int of more than 4300 digits" in str(raised.value)
+        assert len(str(raised.value)) < 200
+    assert state(db) == before
+
+
+def test_the_facade_refuses_too_long_ints_before_anything_is_written(dsn):
+    memoric = Memoric(dsn)
+    with pytest.raises(ValidationError, match=r"metadata\['k'\] holds an int of more than 4300 digits"):
+        memoric.save("ada", "x", metadata={"k": 10**4300})
+    with pytest.raises(ValidationError, match=r"where_metadata\['k'\] holds an int of more than 4300"):
+        memoric.retrieve("ada", metadata_filter={"k": -(10**4300)})
+    assert memoric.stats()["total"] == 0
+    memoric.close()
+
+
+# --- JSON nesting: every entry point -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 5000])
+def test_json_nested_too_deep_is_refused_at_every_entry_point(db, depth):
+    db.insert_memory(user_id="ada", content="kept")
+    before = state(db)
+    message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+    calls = [
+        lambda: db.insert_memory(user_id="ada", content="x", metadata=nested(depth)),
+        lambda: db.insert_memories([{"user_id": "ada", "content": "x", "metadata": nested(depth)}]),
+        lambda: db.update_metadata(memory_id=1, new_metadata=nested(depth)),
+        lambda: db.get_memories(where_metadata=nested(depth)),
+        lambda: db.count_memories(where_metadata=nested(depth)),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError, match=message) as raised:
+            call()
+        assert len(str(raised.value)) < 300
+    assert state(db) == before
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000])
+def test_a_config_nested_too_deep_is_a_config_error(tmp_path, depth):
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config={"scoring": {"importance": nested(depth)}})
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config={"tiers": [nested(depth)]})
+    path = tmp_path / "deep.yaml"
+    path.write_text("scoring: {importance: " + "[" * depth + "]" * depth + "}\n")
+    with pytest.raises(ConfigError, match="nested"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_a_yaml_config_referring_to_itself_is_a_config_error(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("scoring: {importance: &loop [*loop]}\n")
+    with pytest.raises(ConfigError, match=r"scoring\.importance must be a number"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
+
+
+CLI_BAD_METADATA = [
+    ('{"a": ' * 5000 + "1" + "}" * 5000, "--metadata is nested deeper than 64 levels"),
+    ('{"a": ' * 100 + "1" + "}" * 100, "is nested deeper than 64 levels"),
+    ('{"a": ' + "9" * 5000 + "}", "--metadata holds an int of 5000 digits; JSON ints may have at most 4300"),
+    ('{"a": [-' + "9" * 4301 + "]}", "--metadata holds an int of 4301 digits"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CLI_BAD_METADATA, ids=range(len(CLI_BAD_METADATA)))
+def test_cli_recall_metadata_too_deep_or_with_too_long_ints_is_one_line(cli, text, message):
+    error = one_line_error(cli("recall", "--user", "ada", "--metadata", text))
+    assert message in error and len(error) < 300
+
+
+def test_cli_recall_metadata_at_the_limits_answers(cli):
+    for text in ('{"a": ' + "9" * 4300 + "}", json.dumps(nested(MAX_JSON_DEPTH))):
+        result = cli("recall", "--user", "ada", "--metadata", text, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == []
+
 
 # --- timestamps ----------------------------------------------------------------------------------
 
