@@ -164,8 +164,10 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
 
 
 def summary_limit(config: dict) -> int:
-    """The longest summary: `max_chars`, or less where the last tier trims (so it is never cut)."""
-    limit = config["summarization"]["max_chars"]
+    """The longest summary: `max_chars`, or less where the last tier trims (so it is never cut),
+    and never more than a memory's content may hold.
+    """
+    limit = min(config["summarization"]["max_chars"], validation.MAX_CONTENT_LENGTH)
     trim = config["tiers"][-1]["trim_chars"]
     return limit if trim is None else min(limit, trim)
 

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 
 from memoric.errors import ValidationError
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
+MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
 # Every integer argument (limit, offset, top_k, ids, batch sizes, day counts) is a signed 64-bit
@@ -32,6 +33,10 @@ MAX_STORED_ID = 2**31 - 1
 MAX_JSON_INT_DIGITS = 4300
 JSON_INT_LIMIT = 10**MAX_JSON_INT_DIGITS
 _JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
+# SQLite refuses a value over 1e9 bytes, PostgreSQL a statement that outgrows its 1 GB buffer:
+# a 600-million-character content was stored by SQLite and refused by PostgreSQL. At most 10
+# million characters (40 MB of UTF-8) fits both with room.
+MAX_CONTENT_LENGTH = 10_000_000
 # Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
 # any time zone can still hand them back as a datetime.
 MIN_TIMESTAMP = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
@@ -88,6 +93,16 @@ def clean_text(field: str, value, *, max_length: int | None = None) -> str:
 
 def optional_text(field: str, value, *, max_length: int | None = MAX_ID_LENGTH) -> str | None:
     return None if value is None else clean_text(field, value, max_length=max_length)
+
+
+def cluster_key(field: str, value) -> str:
+    """A cluster's topic or category: a storable string of at most MAX_CLUSTER_KEY_LENGTH characters."""
+    return clean_text(field, value, max_length=MAX_CLUSTER_KEY_LENGTH)
+
+
+def content(value, field: str = "content") -> str:
+    """A memory's text: non-empty, storable, at most MAX_CONTENT_LENGTH characters."""
+    return clean_text(field, value, max_length=MAX_CONTENT_LENGTH)
 
 
 def user_id(value) -> str:

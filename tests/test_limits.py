@@ -1,9 +1,8 @@
 """Values at and beyond memoric's limits: refused with a clear error, or stored and answered alike.
 
-Metadata ints beyond what Python's JSON carries, JSON nested deeper than metadata may be (in the
-library, the config and `recall --metadata`), extreme timestamps, cut-offs before year 1: each is a
-ValidationError (ConfigError for config, one line and exit 1 in the CLI) naming what is wrong,
-never a traceback, and both dialects agree on what is accepted and what it answers.
+Huge ints, deep JSON, extreme timestamps, cut-offs before year 1, long identifiers, huge content:
+each is a ValidationError (ConfigError for config, one line and exit 1 in the CLI) naming what is
+wrong, never a traceback, and both dialects agree on what is accepted and what it answers.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ConfigError, ValidationError
 from memoric.validation import (
     JSON_INT_LIMIT,
+    MAX_CONTENT_LENGTH,
     MAX_JSON_DEPTH,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
@@ -247,3 +247,100 @@ def m_dsn_config(dsn, tmp_path, monkeypatch):
     memoric.save("ada", "a memory")
     memoric.close()
     return dsn, path
+
+
+# --- lengths: strings and content ---------------------------------------------------------------
+
+
+def test_content_at_the_limit_is_stored_and_one_more_character_is_refused(db):
+    longest = "é" * MAX_CONTENT_LENGTH
+    memory_id = db.insert_memory(user_id="ada", content=longest)
+    assert db.get_memory(memory_id)["content"] == longest
+    message = f"must be at most {MAX_CONTENT_LENGTH} characters, got {MAX_CONTENT_LENGTH + 1}"
+    with pytest.raises(ValidationError, match=f"content {message}"):
+        db.insert_memory(user_id="ada", content=longest + "x")
+    with pytest.raises(ValidationError, match=f"rows\\[0\\]: content {message}"):
+        db.insert_memories([{"user_id": "ada", "content": longest + "x"}])
+    with pytest.raises(ValidationError, match=f"new_content {message}"):
+        db.update_content(memory_id=memory_id, new_content=longest + "x")
+    assert db.count_memories() == 1
+    assert db.get_memory(memory_id)["content"] == longest
+
+
+def test_the_facade_refuses_content_over_the_limit(dsn):
+    memoric = Memoric(dsn)
+    with pytest.raises(ValidationError, match="content must be at most 10000000 characters"):
+        memoric.save("ada", "x" * (MAX_CONTENT_LENGTH + 1))
+    assert memoric.stats()["total"] == 0
+    memoric.close()
+
+
+def test_a_summary_is_never_longer_than_a_content_may_be(dsn):
+    config = {"summarization": {"min_records": 2, "max_chars": 2**63 - 1}}
+    memoric = Memoric(dsn, config=config, summarizer=lambda memories, limit: "x" * (MAX_CONTENT_LENGTH + 5))
+    for i in range(2):
+        memoric.save("ada", f"memory {i}", thread_id="t", tier="long_term")
+    assert memoric.run_policies()["summaries_created"] == 1
+    [summary] = memoric.db.get_memories(where_metadata={"kind": "thread_summary"})
+    assert len(summary["content"]) == MAX_CONTENT_LENGTH and summary["content"].endswith("…")
+    memoric.close()
+
+
+STRING_LIMITS = [
+    ("user_id", 128),
+    ("thread_id", 128),
+    ("namespace", 128),
+]
+
+
+@pytest.mark.parametrize(("field", "longest"), STRING_LIMITS)
+def test_identifiers_at_their_column_length_are_stored_and_longer_ones_refused(db, field, longest):
+    row = {"user_id": "ada", "content": "x"}
+    memory_id = db.insert_memory(**{**row, field: "é" * longest})
+    assert db.get_memory(memory_id)[field] == "é" * longest
+    assert db.count_memories(**{field: "é" * longest}) == 1
+    with pytest.raises(ValidationError, match=f"{field} must be at most {longest} characters"):
+        db.insert_memory(**{**row, field: "é" * (longest + 1)})
+    with pytest.raises(ValidationError, match=r"related_threads\[0\] must be at most 128 characters"):
+        db.insert_memory(**row, related_threads=["t" * 129])
+    for read in (db.count_memories, db.get_memories):
+        with pytest.raises(ValidationError, match=f"{field} must be at most {longest} characters"):
+            read(**{field: "é" * (longest + 1)})
+    assert db.count_memories() == 1
+
+
+def test_cluster_keys_at_their_column_length_are_stored_and_longer_ones_refused(db):
+    cluster_id = db.upsert_cluster(user_id="ada", topic="t" * 255, category="c" * 255, memory_ids=[1])
+    assert [c["cluster_id"] for c in db.get_clusters(topic="t" * 255, category="c" * 255)] == [cluster_id]
+    with pytest.raises(ValidationError, match="topic must be at most 255 characters"):
+        db.get_clusters(topic="t" * 256)
+    for field in ("topic", "category"):
+        cluster = {"user_id": "ada", "topic": "t", "category": "c", "memory_ids": [1], field: "x" * 256}
+        with pytest.raises(ValidationError, match=f"{field} must be at most 255 characters"):
+            db.upsert_cluster(**cluster)
+    assert len(db.get_clusters()) == 1
+
+
+def test_a_topic_longer_than_a_cluster_key_still_clusters(dsn):
+    memoric = Memoric(dsn)
+    memoric.save("ada", "long topic", metadata={"topic": "t" * 1000, "category": "c" * 300})
+    assert memoric.rebuild_clusters() == 1
+    assert [(c["topic"], c["category"]) for c in memoric.get_clusters()] == [("t" * 255, "c" * 255)]
+    memoric.close()
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+
+def test_extreme_scores_and_ages_rank_alike(dsn):
+    memoric = Memoric(dsn, clock=Clock(NOW))
+    memoric.ensure_schema()
+    saved = [
+        memoric.db.insert_memory(user_id="ada", content="oldest", score=100, created_at=MIN_TIMESTAMP),
+        memoric.db.insert_memory(user_id="ada", content="future", score=0, created_at=MAX_TIMESTAMP),
+        memoric.db.insert_memory(user_id="ada", content="now", score=100, created_at=NOW),
+        memoric.db.insert_memory(user_id="ada", content="now, zero", score=0, created_at=NOW),
+    ]
+    ranked = [(m["id"], m["_score"]) for m in memoric.retrieve("ada", scope="user")]
+    assert ranked == [(saved[2], 80), (saved[0], 50), (saved[1], 30), (saved[3], 30)]
+    memoric.close()

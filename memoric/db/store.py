@@ -190,7 +190,7 @@ class MemoryStore:
         tier = get("tier")
         checked = {
             "user_id": validation.user_id(row["user_id"]),
-            "content": validation.clean_text("content", row["content"]),
+            "content": validation.content(row["content"]),
             "thread_id": validation.optional_text("thread_id", get("thread_id")),
             "namespace": validation.optional_text("namespace", get("namespace")),
             "tier": validation.tier(self.tiers[0] if tier is None else tier, self.tiers),
@@ -262,8 +262,8 @@ class MemoryStore:
         )
         return {
             "user_id": None if user_id is None else validation.user_id(user_id),
-            "namespace": None if namespace is None else validation.clean_text("namespace", namespace),
-            "thread_id": None if thread_id is None else validation.clean_text("thread_id", thread_id),
+            "namespace": validation.optional_text("namespace", namespace),
+            "thread_id": validation.optional_text("thread_id", thread_id),
             "tier": None if tier is None else validation.tier(tier, self.tiers),
             "where_metadata": validation.metadata_filter(where_metadata),
             "related_threads_any_of": None
@@ -472,7 +472,7 @@ class MemoryStore:
     @_translate_errors
     def update_content(self, *, memory_id, new_content) -> int:
         memory_id = validation.memory_id(memory_id)
-        return self._update([memory_id], content=validation.clean_text("new_content", new_content))
+        return self._update([memory_id], content=validation.content(new_content, "new_content"))
 
     @_translate_errors
     def update_metadata(self, *, memory_id, new_metadata) -> int:
@@ -518,8 +518,10 @@ class MemoryStore:
         limit = validation.count("limit", limit, allow_none=True)
         checked = {
             "user_id": None if user_id is None else validation.user_id(user_id),
-            "topic": None if topic is None else validation.clean_text("topic", topic),
-            "category": None if category is None else validation.clean_text("category", category),
+            "topic": validation.optional_text("topic", topic, max_length=validation.MAX_CLUSTER_KEY_LENGTH),
+            "category": validation.optional_text(
+                "category", category, max_length=validation.MAX_CLUSTER_KEY_LENGTH
+            ),
         }
         key = ("get_clusters", *(value is not None for value in checked.values()), limit is None)
         sql, params = self._statement(key, lambda: self._largest_first(checked, limit).sql())
@@ -560,8 +562,8 @@ class MemoryStore:
             checked = {
                 "cluster_id": validation.stored_id(row["cluster_id"], "cluster_id"),
                 "user_id": validation.user_id(row["user_id"]),
-                "topic": validation.clean_text("topic", row["topic"], max_length=255),
-                "category": validation.clean_text("category", row["category"], max_length=255),
+                "topic": validation.cluster_key("topic", row["topic"]),
+                "category": validation.cluster_key("category", row["category"]),
                 "memory_ids": ids,
                 "memory_count": validation.count(
                     "memory_count", row["memory_count"], maximum=validation.MAX_STORED_ID
@@ -631,7 +633,7 @@ class MemoryStore:
         m = self.Memory
         if namespace is None:
             return m.namespace.is_null()
-        return m.namespace == validation.clean_text("namespace", namespace)
+        return m.namespace == validation.optional_text("namespace", namespace)
 
     def _in_slices(self, slices) -> peewee.Node:
         m = self.Memory
@@ -716,7 +718,7 @@ class MemoryStore:
         if not include_summarized:
             conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
         if bonus_thread_id is not None:
-            bonus_thread_id = validation.clean_text("thread_id", bonus_thread_id)
+            bonus_thread_id = validation.optional_text("thread_id", bonus_thread_id)
         score = self._score_expression(formula, now, bonus_thread_id).alias("_score")
         query = (
             m.select(m, score)
@@ -918,8 +920,8 @@ class MemoryStore:
             validation.clean_text("summary", summary)
         return {
             "user_id": user_id,
-            "topic": validation.clean_text("topic", cluster["topic"], max_length=255),
-            "category": validation.clean_text("category", cluster["category"], max_length=255),
+            "topic": validation.cluster_key("topic", cluster["topic"]),
+            "category": validation.cluster_key("category", cluster["category"]),
             "memory_ids": ids,
             "memory_count": len(ids),
             "summary": summary,
