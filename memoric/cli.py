@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from memoric import __version__, demo, transfer
+from memoric import __version__, demo, transfer, validation
 from memoric.config import ENV_DATABASE_URL, load_config, resolve_dsn, tier_names
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
@@ -315,6 +315,9 @@ def migrate_revision(ctx: click.Context, message: str, from_models: bool, migrat
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60
+# The type of every integer option: a count from 0 to the bound the library puts on every integer
+# argument, so a value the library would refuse is a usage error here.
+COUNT = click.IntRange(min=0, max=validation.MAX_INT)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 user_option = click.option("--user", "user_id", metavar="ID", help="Only this user (default: all users).")
 
@@ -433,10 +436,7 @@ def parse_metadata(ctx, param, value: str | None) -> dict | None:
     """--metadata as a JSON object; anything else is bad input (one line on stderr, exit 1)."""
     if value is None:
         return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--metadata is not valid JSON: {exc}") from None
+    parsed = run_or_exit(validation.json_text, "--metadata", value)
     if not isinstance(parsed, dict):
         raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
     return parsed
@@ -487,7 +487,7 @@ def run_policies_command(ctx: click.Context, user_id: str | None, dry_run: bool,
 @click.option("--rebuild", is_flag=True, help="Rebuild the clusters first.")
 @click.option("--topic", help="Only clusters of this topic.")
 @click.option("--category", help="Only clusters of this category.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="At most so many.")
+@click.option("--limit", type=COUNT, default=100, show_default=True, help="At most so many.")
 @json_option
 @click.pass_context
 @library_errors
@@ -514,7 +514,7 @@ def clusters_command(ctx: click.Context, user_id, rebuild, topic, category, limi
 @click.option("--scope", type=click.Choice(["thread", "topic", "user"]), default="thread", show_default=True)
 @click.option("--metadata", callback=parse_metadata, metavar="JSON", help='Filter, e.g. {"topic": "x"}.')
 @click.option("--namespace", metavar="NS", help="Namespace (default: memories saved without one).")
-@click.option("--top-k", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--top-k", type=COUNT, default=10, show_default=True)
 @click.option("--include-summarized", is_flag=True, help="Also return memories already summarized.")
 @json_option
 @click.pass_context

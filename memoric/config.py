@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from memoric.errors import ConfigError
+from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 MAX_TIER_NAME = 64
@@ -56,10 +57,11 @@ def merge(base: dict, overlay, *, source: str = "config") -> dict:
     """`overlay` merged over `base`: mapping sections key by key, anything else replaced."""
     if not isinstance(overlay, dict):
         raise ConfigError(f"{source} must be a mapping of sections, got {type(overlay).__name__}")
+    _check_depth(overlay, source)
     merged = copy.deepcopy(base)
     for section, value in overlay.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"unknown config key {section!r} (known: {', '.join(DEFAULTS)})")
+            raise ConfigError(f"unknown config key {shown(section)} (known: {', '.join(DEFAULTS)})")
         if isinstance(DEFAULTS[section], dict):
             if value is None:
                 continue
@@ -69,6 +71,22 @@ def merge(base: dict, overlay, *, source: str = "config") -> dict:
         else:
             merged[section] = copy.deepcopy(value)
     return merged
+
+
+def _check_depth(value, source: str) -> None:
+    """ConfigError when mappings and lists nest deeper than MAX_JSON_DEPTH (copying them would
+    exhaust the stack long before validation could name what is wrong); walked without recursion.
+    """
+    pending, seen = [(value, 0)], set()
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ConfigError(f"{source} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if not isinstance(item, (dict, list)) or id(item) in seen:  # YAML aliases share containers
+            continue
+        seen.add(id(item))
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -82,6 +100,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} is nested too deeply to read") from None
     return {} if loaded is None else loaded
 
 
@@ -92,7 +112,7 @@ def validate(config: dict) -> dict:
     """`config` itself when every key and value is valid; ConfigError naming the first fault."""
     for section, value in config.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"unknown config key {section!r} (known: {', '.join(DEFAULTS)})")
+            raise ConfigError(f"unknown config key {shown(section)} (known: {', '.join(DEFAULTS)})")
         if isinstance(DEFAULTS[section], dict):
             _known_keys(section, value, DEFAULTS[section])
     dsn = config["database"]["dsn"]
@@ -117,7 +137,8 @@ def validate(config: dict) -> dict:
 def _known_keys(section: str, value: dict, defaults: dict) -> None:
     for key in value:
         if key not in defaults:
-            raise ConfigError(f"unknown config key '{section}.{key}' (known: {', '.join(defaults)})")
+            name = shown(f"{section}.{key}")
+            raise ConfigError(f"unknown config key {name} (known: {', '.join(defaults)})")
 
 
 def _tiers(tiers) -> list[dict]:
@@ -129,22 +150,23 @@ def _tiers(tiers) -> list[dict]:
     for index, tier in enumerate(tiers):
         where = f"tiers[{index}]"
         if not isinstance(tier, dict):
-            raise ConfigError(f"{where} must be a mapping with a name, got {tier!r}")
+            raise ConfigError(f"{where} must be a mapping with a name, got {shown(tier)}")
         _known_keys(where, tier, TIER_DEFAULTS)
         tier = {**TIER_DEFAULTS, **tier}
         name = tier["name"]
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_TIER_NAME:
             raise ConfigError(
-                f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, got {name!r}"
+                f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, "
+                f"got {shown(name)}"
             )
         if name in seen:
-            raise ConfigError(f"{where}.name {name!r} is a duplicate tier name")
+            raise ConfigError(f"{where}.name {shown(name)} is a duplicate tier name")
         seen.add(name)
         if tier["expire_after_days"] is not None:
             _number(f"{where}.expire_after_days", tier["expire_after_days"], minimum=0)
             if index == len(tiers) - 1:
                 raise ConfigError(
-                    f"{where}.expire_after_days is set on the last tier {name!r}, which has no next tier"
+                    f"{where}.expire_after_days is set on the last tier {shown(name)}, which has no next tier"
                 )
         if tier["trim_chars"] is not None:
             _integer(f"{where}.trim_chars", tier["trim_chars"], minimum=2)
@@ -160,30 +182,38 @@ def _scoring(scoring: dict) -> None:
         raise ConfigError(f"scoring weights must add up to at most 1, got {weights}")
     decay = _number("scoring.decay_days", scoring["decay_days"], minimum=0, maximum=MAX_DECAY_DAYS)
     if decay * 86400 < 1:
-        raise ConfigError(f"scoring.decay_days must be positive (at least one second), got {decay!r}")
+        raise ConfigError(f"scoring.decay_days must be positive (at least one second), got {shown(decay)}")
 
 
 def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+    """A finite int or float within the bounds; an int also within the signed 64-bit range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {shown(value)}")
+    if isinstance(value, int):
+        _integer(key, value, minimum=MIN_INT)
+    elif not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number, got {shown(value)}")
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be at least {minimum}, got {value!r}")
+        raise ConfigError(f"{key} must be at least {minimum}, got {shown(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{key} must be at most {maximum}, got {value!r}")
+        raise ConfigError(f"{key} must be at most {maximum}, got {shown(value)}")
     return value
 
 
 def _integer(key: str, value, *, minimum: int) -> int:
+    """An int (not a bool) from `minimum` to the signed 64-bit maximum every integer shares."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {shown(value)}")
     if value < minimum:
-        raise ConfigError(f"{key} must be at least {minimum}, got {value!r}")
+        raise ConfigError(f"{key} must be at least {minimum}, got {shown(value)}")
+    if value > MAX_INT:
+        raise ConfigError(f"{key} must be at most {MAX_INT}, got {shown(value)}")
     return value
 
 
 def _boolean(key: str, value) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {shown(value)}")
     return value
 
 

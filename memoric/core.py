@@ -164,7 +164,8 @@ class Memoric:
         """
         self._ready()
         if scope not in SCOPES:
-            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {validation.shown(scope)}")
+        validation.count("top_k", top_k)
         pattern = dict(validation.metadata_filter(metadata_filter) or {})
         query = {"where_metadata": pattern}
         if scope == "thread":

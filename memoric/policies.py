@@ -19,6 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
+from memoric import validation
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 
@@ -49,9 +50,13 @@ def run_policies(
 
 
 def _cutoffs(config: dict, now: dt.datetime) -> list[dt.datetime | None]:
-    """Per tier, the `updated_at` before which its memories move on (None: they never do)."""
+    """Per tier, the `updated_at` before which its memories move on (None: they never do).
+
+    An `expire_after_days` reaching back before the earliest datetime gives that earliest
+    instant: no memory is that old, so none moves.
+    """
     return [
-        None if tier["expire_after_days"] is None else now - dt.timedelta(days=tier["expire_after_days"])
+        None if tier["expire_after_days"] is None else validation.cutoff(now, tier["expire_after_days"])
         for tier in config["tiers"]
     ]
 
@@ -159,8 +164,10 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
 
 
 def summary_limit(config: dict) -> int:
-    """The longest summary: `max_chars`, or less where the last tier trims (so it is never cut)."""
-    limit = config["summarization"]["max_chars"]
+    """The longest summary: `max_chars`, or less where the last tier trims (so it is never cut),
+    and never more than a memory's content may hold.
+    """
+    limit = min(config["summarization"]["max_chars"], validation.MAX_CONTENT_LENGTH)
     trim = config["tiers"][-1]["trim_chars"]
     return limit if trim is None else min(limit, trim)
 
@@ -168,7 +175,7 @@ def summary_limit(config: dict) -> int:
 def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summarizer, limit: int) -> dict:
     text = summarizer(sources, limit)
     if not isinstance(text, str) or not text.strip():
-        raise ValidationError(f"the summarizer must return a non-empty string, got {text!r:.60}")
+        raise ValidationError(f"the summarizer must return a non-empty string, got {validation.shown(text)}")
     return {
         "user_id": group["user_id"],
         "namespace": group["namespace"],

@@ -3,19 +3,79 @@
 Every check raises `ValidationError` naming the field and the value at fault, before anything is
 written. JSON values are checked for what PostgreSQL's JSONB can store: no NUL characters, no
 lone surrogates, no NaN or infinity, only str/int/float/bool/None/list/dict with string keys.
+The bounds below are where one of the two databases (or Python's own JSON) would fail, so a
+value is either accepted by both dialects alike or refused here by both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import reprlib
 from collections.abc import Iterable, Sequence
 
 from memoric.errors import ValidationError
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
+MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
+# Every integer argument (limit, offset, top_k, ids, batch sizes, day counts) is a signed 64-bit
+# int: PostgreSQL's bigint and SQLite's INTEGER end there, and no row count or id goes beyond.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+# The id columns and `memory_count` are PostgreSQL `integer` (SERIAL) columns: an id written
+# explicitly (an import) must fit them, as every id the sequences hand out does.
+MAX_STORED_ID = 2**31 - 1
+# Python converts an int to and from text only up to 4300 digits (its default limit), so a
+# metadata int must be below 10**4300 in magnitude to be written as JSON and read back.
+MAX_JSON_INT_DIGITS = 4300
+JSON_INT_LIMIT = 10**MAX_JSON_INT_DIGITS
+_JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
+# SQLite refuses a value over 1e9 bytes, PostgreSQL a statement that outgrows its 1 GB buffer:
+# a 600-million-character content was stored by SQLite and refused by PostgreSQL. At most 10
+# million characters (40 MB of UTF-8) fits both with room.
+MAX_CONTENT_LENGTH = 10_000_000
+# Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
+# any time zone can still hand them back as a datetime.
+MIN_TIMESTAMP = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+MAX_TIMESTAMP = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+SHOWN_WIDTH = 60
+ELLIPSIS = "…"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's repr (bounded depth and item counts) that never converts a huge int to text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxlong = SHOWN_WIDTH
+        self.maxother = 4 * SHOWN_WIDTH
+        self.fillvalue = ELLIPSIS
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * SHOWN_WIDTH:
+            return f"<an int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_BOUNDED_REPR = _BoundedRepr()
+
+
+def shown(value) -> str:
+    """`repr(value)` for an error message: at most SHOWN_WIDTH characters, ending in "…" when cut.
+
+    Safe on any input: deep nesting, huge strings and ints too long to print are never
+    converted whole.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        text = repr(value[: SHOWN_WIDTH + 1])
+    else:
+        text = _BOUNDED_REPR.repr(value)
+    return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
 
 
 def clean_text(field: str, value, *, max_length: int | None = None) -> str:
@@ -35,6 +95,16 @@ def optional_text(field: str, value, *, max_length: int | None = MAX_ID_LENGTH) 
     return None if value is None else clean_text(field, value, max_length=max_length)
 
 
+def cluster_key(field: str, value) -> str:
+    """A cluster's topic or category: a storable string of at most MAX_CLUSTER_KEY_LENGTH characters."""
+    return clean_text(field, value, max_length=MAX_CLUSTER_KEY_LENGTH)
+
+
+def content(value, field: str = "content") -> str:
+    """A memory's text: non-empty, storable, at most MAX_CONTENT_LENGTH characters."""
+    return clean_text(field, value, max_length=MAX_CONTENT_LENGTH)
+
+
 def user_id(value) -> str:
     return clean_text("user_id", value, max_length=MAX_ID_LENGTH)
 
@@ -42,16 +112,16 @@ def user_id(value) -> str:
 def tier(value, tiers: Sequence[str]) -> str:
     if isinstance(value, str) and value in tiers:
         return value
-    raise ValidationError(f"tier must be one of {list(tiers)}, got {value!r}")
+    raise ValidationError(f"tier must be one of {list(tiers)}, got {shown(value)}")
 
 
 def score(value) -> int:
     if value is None:
         return DEFAULT_SCORE
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"score must be an int from 0 to 100, got {value!r}")
+        raise ValidationError(f"score must be an int from 0 to 100, got {shown(value)}")
     if not 0 <= value <= 100:
-        raise ValidationError(f"score must be from 0 to 100, got {value}")
+        raise ValidationError(f"score must be from 0 to 100, got {shown(value)}")
     return value
 
 
@@ -81,10 +151,23 @@ def thread_list(field: str, value) -> list[str]:
     return [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
 
 
-def memory_id(value, field: str = "memory_id") -> int:
+def integer(field: str, value, *, minimum: int = MIN_INT, maximum: int = MAX_INT) -> int:
+    """An int (not a bool) from `minimum` to `maximum`; the shared rule of every integer argument."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{field} must be an int, got {value!r}")
+        raise ValidationError(f"{field} must be an int, got {shown(value)}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{field} must be an int from {minimum} to {maximum}, got {shown(value)}")
     return value
+
+
+def memory_id(value, field: str = "memory_id") -> int:
+    """An id to look up: any signed 64-bit int (ids that do not exist are simply not found)."""
+    return integer(field, value)
+
+
+def stored_id(value, field: str = "id") -> int:
+    """An id to write: from 1 to MAX_STORED_ID, what the id columns of both dialects hold."""
+    return integer(field, value, minimum=1, maximum=MAX_STORED_ID)
 
 
 def memory_ids(value) -> list[int]:
@@ -93,34 +176,90 @@ def memory_ids(value) -> list[int]:
     return [memory_id(item, f"memory_ids[{i}]") for i, item in enumerate(value)]
 
 
-def count(field: str, value, *, allow_none: bool = False) -> int | None:
-    """A non-negative int (limit, offset)."""
+def count(field: str, value, *, allow_none: bool = False, maximum: int = MAX_INT) -> int | None:
+    """A non-negative int (limit, offset, batch size) of at most `maximum`."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{field} must be a non-negative int, got {value!r}")
+        raise ValidationError(f"{field} must be a non-negative int, got {shown(value)}")
+    if value > maximum:
+        raise ValidationError(f"{field} must be at most {maximum}, got {shown(value)}")
     return value
 
 
 def days(value) -> float:
+    """A non-negative number of days (an int within the signed 64-bit range, or a finite float)."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value) or value < 0:
-        raise ValidationError(f"days must be a non-negative number, got {value!r}")
+        raise ValidationError(f"days must be a non-negative number, got {shown(value)}")
+    if isinstance(value, int):
+        count("days", value)
     return value
+
+
+def cutoff(now: dt.datetime, days_before: float) -> dt.datetime:
+    """`now` minus `days_before` days, or EARLIEST when that lies before any datetime.
+
+    A cut-off before the earliest representable instant means nothing is that old: no stored
+    timestamp lies before EARLIEST. Every "older than N days" query takes its cut-off here.
+    """
+    now = _as_utc("now", now)
+    if days_before >= (now - EARLIEST) / dt.timedelta(days=1):
+        return EARLIEST
+    return now - dt.timedelta(days=days_before)
 
 
 def flag(field: str, value) -> bool | None:
     if value is not None and not isinstance(value, bool):
-        raise ValidationError(f"{field} must be True, False or None, got {value!r}")
+        raise ValidationError(f"{field} must be True, False or None, got {shown(value)}")
     return value
 
 
 def timestamp(field: str, value) -> dt.datetime | None:
+    """None, or the datetime as aware UTC (naive means UTC) from MIN_TIMESTAMP to MAX_TIMESTAMP."""
     if value is None:
         return None
+    value = _as_utc(field, value)
+    if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise ValidationError(
+            f"{field} must lie from {MIN_TIMESTAMP.date()} to {MAX_TIMESTAMP.date()} (UTC), "
+            f"got {value.isoformat()}"
+        )
+    return value
+
+
+def _as_utc(field: str, value) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}")
-    return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError(f"{field} {value.isoformat()} lies outside the datetime range in UTC") from None
+
+
+def json_text(field: str, text: str):
+    """Parse JSON text from outside (a CLI option); ValidationError where memoric could not store it.
+
+    Python's json raises RecursionError on deep nesting and a plain ValueError on an int of more
+    than 4300 digits; both become a ValidationError naming `field`.
+    """
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
+            raise ValidationError(
+                f"{field} holds an int of {len(digits.lstrip('-'))} digits; "
+                f"JSON ints may have at most {MAX_JSON_INT_DIGITS}"
+            )
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_int=parse_int)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{field} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def _is_storable(text: str) -> bool:
@@ -158,34 +297,49 @@ def _is_plain_json(value: dict | list, depth: int) -> bool:
         elif kind is dict or kind is list:
             if not _is_plain_json(item, depth + 1):
                 return False
+        elif kind is int:
+            if not _JSON_INT_FLOOR < item < JSON_INT_LIMIT:
+                return False
         elif kind is float:
             if not math.isfinite(item):
                 return False
-        elif kind not in _PLAIN_SCALARS:
+        elif kind is not bool and item is not None:
             return False
     return True
 
 
-_PLAIN_SCALARS = frozenset({int, bool, type(None)})
+def _path(field: str) -> str:
+    """A field or JSON path for a message: its start and end when it is long (deep nesting)."""
+    if len(field) <= 2 * SHOWN_WIDTH:
+        return field
+    return f"{field[:SHOWN_WIDTH]}{ELLIPSIS}{field[-SHOWN_WIDTH + 1 :]}"
 
 
 def _check_storable(field: str, text: str) -> None:
     if "\x00" in text:
-        raise ValidationError(f"{field} contains a NUL character, which PostgreSQL cannot store")
+        raise ValidationError(f"{_path(field)} contains a NUL character, which PostgreSQL cannot store")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValidationError(f"{field} is not valid Unicode (lone surrogate at {exc.start})") from None
+        problem = f"is not valid Unicode (lone surrogate at {exc.start})"
+        raise ValidationError(f"{_path(field)} {problem}") from None
 
 
 def _check_json(field: str, value, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int)):
+        raise ValidationError(f"{_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not _JSON_INT_FLOOR < value < JSON_INT_LIMIT:
+            raise ValidationError(
+                f"{_path(field)} holds an int of more than {MAX_JSON_INT_DIGITS} digits, "
+                "which JSON cannot carry"
+            )
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(f"{field} holds {value!r}; JSON numbers must be finite")
+            raise ValidationError(f"{_path(field)} holds {value!r}; JSON numbers must be finite")
         return
     if isinstance(value, str):
         _check_storable(field, value)
@@ -197,8 +351,9 @@ def _check_json(field: str, value, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(f"{field} has a non-string key {key!r}")
-            _check_storable(f"{field} key {key!r}", key)
-            _check_json(f"{field}[{key!r}]", item, depth + 1)
+                raise ValidationError(f"{_path(field)} has a non-string key {shown(key)}")
+            _check_storable(f"{field} key {shown(key)}", key)
+            _check_json(f"{field}[{shown(key)}]", item, depth + 1)
         return
-    raise ValidationError(f"{field} holds a {type(value).__name__} ({value!r:.40}), which is not JSON")
+    kind = type(value).__name__
+    raise ValidationError(f"{_path(field)} holds a {kind} ({shown(value)}), which is not JSON")

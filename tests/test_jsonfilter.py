@@ -134,6 +134,7 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-3, max_value=3),
     st.integers(min_value=-(2**63), max_value=2**63),
+    st.sampled_from([10**20, -(10**20), 2**64, 10**308, 10**4299, -(10**4300 - 1)]),
     st.sampled_from([0.0, 1.0, -1.0, 1.5, 2.0, 0.1, 1e16, 2.0**53, 1e20]),
     st.floats(allow_nan=False, allow_infinity=False, width=64),
     st.sampled_from(["", "1", "a", "A", "true", "null", "żółw", "%s", "'", '"']),

@@ -17,7 +17,7 @@ import peewee
 
 from memoric.db import jsonfilter
 from memoric.db.connection import PRIVATE_FILE_MODE
-from memoric.db.models import GIN_INDEXES, sqlite_time, to_utc
+from memoric.db.models import GIN_INDEXES, dump_json, sqlite_time, to_utc
 
 SECONDS_PER_DAY = 86400.0
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -44,15 +44,21 @@ class SqliteDialect:
         """The exact containment test (there is no JSON index to use or avoid)."""
         return jsonfilter.sqlite_contains(column, pattern)
 
+    def in_values(self, column, values: list[str]):
+        """`column IN values`, the list bound as one JSON parameter: any length, whatever the
+        build's limit on host parameters (32766 by default).
+        """
+        return peewee.Expression(column, "IN", _json_values(values))
+
     def array_overlaps(self, column, values: list[str]):
-        """True where the JSON array in `column` shares an element with `values`."""
+        """True where the JSON array in `column` shares an element with `values` (one parameter)."""
         return peewee.fn.EXISTS(
             peewee.NodeList(
                 (
                     peewee.SQL("SELECT 1 FROM json_each("),
                     column,
                     peewee.SQL(") WHERE json_each.value IN"),
-                    peewee.EnclosedNodeList([peewee.Value(v, converter=False) for v in values]),
+                    _json_values(values),
                 )
             )
         )
@@ -156,6 +162,10 @@ class PostgresDialect:
     def json_contains(self, column, pattern: dict, *, indexed: bool = True):
         """`@>`, served by the GIN index unless not `indexed` (see `jsonfilter.postgres_contains`)."""
         return jsonfilter.postgres_contains(column, pattern, indexed=indexed)
+
+    def in_values(self, column, values: list[str]):
+        """`column IN (...)`: PostgreSQL takes a list of any length."""
+        return column.in_(values)
 
     def array_overlaps(self, column, values: list[str]):
         """`column ?| array[...]`: served by the GIN index on the JSONB array."""
@@ -313,6 +323,13 @@ def _column_list(columns: list[str]) -> str:
 
 def _text(value: str) -> peewee.Value:
     return peewee.Value(value, converter=False)
+
+
+def _json_values(values: list[str]) -> peewee.Node:
+    """`(SELECT value FROM json_each(?))`: the strings of `values` as a SQLite row set."""
+    return peewee.NodeList(
+        (peewee.SQL("(SELECT value FROM json_each("), _text(dump_json(values)), peewee.SQL("))"))
+    )
 
 
 def dialect_for(name: str):

@@ -1,19 +1,24 @@
 """JSON containment with exactly PostgreSQL's `jsonb @>` semantics, and its SQL for each dialect.
 
 `contains(document, pattern)` is the reference. PostgreSQL runs `metadata @> pattern` (served
-by the GIN index). SQLite runs the same test inside SQL: every part of the pattern that SQLite's
-JSON functions decide exactly (strings, booleans, nulls, small integers and empty objects,
-reached through nested objects) becomes a plain SQL condition; whatever is left (arrays, floats,
-keys no JSON path can address) goes to `memoric_json_contains`, a function registered on each
-connection that runs the reference. So LIMIT, OFFSET and ORDER BY stay in SQL.
+by the GIN index). SQLite runs the same test inside SQL: the first MAX_EXACT_CONDITIONS parts of
+the pattern that SQLite's JSON functions decide exactly (strings, booleans, nulls, small integers
+and empty objects, reached through nested objects) become plain SQL conditions; whatever is left
+(arrays, floats, keys no JSON path can address, the parts beyond that number) goes to
+`memoric_json_contains`, a function registered on each connection that runs the reference. So
+LIMIT, OFFSET and ORDER BY stay in SQL, and a filter of any width is one bounded SQL expression.
+
+Conditions are joined with `all_of` / `any_of`: one flat `(a AND b AND ...)`, never the nested
+`((a AND b) AND c)` of `functools.reduce`, which SQLite's parser (about 100 levels of
+parentheses) and peewee's recursive SQL generation both fail on for wide filters.
 """
 
 from __future__ import annotations
 
 import json
-import operator
+from collections.abc import Sequence
 from decimal import Decimal
-from functools import lru_cache, reduce
+from functools import lru_cache
 
 import peewee
 
@@ -22,6 +27,34 @@ from memoric.db.models import load_json
 SQLITE_CONTAINS_FUNCTION = "memoric_json_contains"
 # Integers up to 2**53 in magnitude compare exactly in SQLite whether stored as integer or real.
 EXACT_SQLITE_INTEGER = 2**53
+# Exact SQL conditions one filter may add on SQLite (each a few expression levels; SQLite caps an
+# expression at 1000): enough for any index-worthy filter, the rest is checked by the function.
+MAX_EXACT_CONDITIONS = 32
+
+
+def all_of(conditions: Sequence[peewee.Node]) -> peewee.Node:
+    """The conditions joined by AND in one flat, parenthesised list (`1 = 1` when there are none)."""
+    return _joined(conditions, " AND ", "1 = 1")
+
+
+def any_of(conditions: Sequence[peewee.Node]) -> peewee.Node:
+    """The conditions joined by OR in one flat, parenthesised list (`1 = 0` when there are none)."""
+    return _joined(conditions, " OR ", "1 = 0")
+
+
+def _joined(conditions: Sequence[peewee.Node], glue: str, empty: str) -> peewee.Node:
+    if not conditions:
+        return peewee.SQL(empty)
+    if len(conditions) == 1:
+        return conditions[0]
+    return peewee.NodeList([_parenthesised(node) for node in conditions], glue=glue, parens=True)
+
+
+def _parenthesised(node: peewee.Node) -> peewee.Node:
+    """`node` as one operand: expressions bracket themselves, raw SQL text gets brackets here."""
+    if isinstance(node, peewee.SQL):
+        return peewee.NodeList([node], parens=True)
+    return node
 
 
 def contains(document, pattern) -> bool:
@@ -31,10 +64,37 @@ def contains(document, pattern) -> bool:
             key in document and contains(document[key], value) for key, value in pattern.items()
         )
     if isinstance(pattern, list):
-        return isinstance(document, list) and all(
-            any(contains(element, wanted) for element in document) for wanted in pattern
-        )
+        return isinstance(document, list) and _array_contains(document, pattern)
     return scalars_equal(document, pattern)
+
+
+def _array_contains(document: list, pattern: list) -> bool:
+    """Every element of `pattern` is contained in some element of `document`.
+
+    A scalar is contained only in an equal scalar, so the scalars are looked up in a set of the
+    document's (linear, where comparing each pair made a 5,000-element filter take seconds per
+    row); objects and arrays are compared with the document's objects and arrays.
+    """
+    wanted_scalars = [wanted for wanted in pattern if not isinstance(wanted, (dict, list))]
+    if wanted_scalars:
+        present = {_scalar_key(element) for element in document if not isinstance(element, (dict, list))}
+        if not all(_scalar_key(wanted) in present for wanted in wanted_scalars):
+            return False
+    containers = [element for element in document if isinstance(element, (dict, list))]
+    return all(
+        any(contains(element, wanted) for element in containers)
+        for wanted in pattern
+        if isinstance(wanted, (dict, list))
+    )
+
+
+def _scalar_key(value) -> tuple:
+    """A key equal for two JSON scalars exactly when `scalars_equal` holds for them."""
+    if isinstance(value, bool):
+        return ("boolean", value)
+    if is_number(value):
+        return ("number", as_decimal(value))
+    return ("string", value) if isinstance(value, str) else ("null",)
 
 
 def scalars_equal(left, right) -> bool:
@@ -62,27 +122,27 @@ def as_decimal(number) -> Decimal:
 
 def sqlite_contains(column: peewee.Node, pattern: dict) -> peewee.Node:
     """A SQLite condition true exactly where `column` (JSON text) contains `pattern`."""
-    conditions, residual = _split_exact(column, "$", pattern)
+    conditions: list = []
+    residual = _split_exact(column, "$", pattern, conditions)
     if residual:
         conditions.append(
             peewee.Function(SQLITE_CONTAINS_FUNCTION, (column, _text(json.dumps(residual)))) == 1
         )
-    if not conditions:
-        return peewee.SQL("1 = 1")
-    return reduce(operator.and_, conditions)
+    return all_of(conditions)
 
 
-def _split_exact(column, path: str, pattern: dict):
-    """(exact SQL conditions, the rest of `pattern` for the registered function)."""
-    conditions, residual = [], {}
+def _split_exact(column, path: str, pattern: dict, conditions: list) -> dict:
+    """Append exact SQL conditions for `pattern` to `conditions` (at most MAX_EXACT_CONDITIONS in
+    all); return the rest of `pattern`, for the registered function.
+    """
+    residual = {}
     for key, wanted in pattern.items():
-        if not _addressable(key):
+        if len(conditions) >= MAX_EXACT_CONDITIONS or not _addressable(key):
             residual[key] = wanted
             continue
         key_path = f'{path}."{key}"'
         if isinstance(wanted, dict) and wanted:
-            nested_conditions, nested_residual = _split_exact(column, key_path, wanted)
-            conditions.extend(nested_conditions)
+            nested_residual = _split_exact(column, key_path, wanted, conditions)
             if nested_residual:
                 residual[key] = nested_residual
             continue
@@ -92,7 +152,7 @@ def _split_exact(column, path: str, pattern: dict):
             residual[key] = wanted
         else:
             conditions.append(condition)
-    return conditions, residual
+    return residual
 
 
 def _type_condition(column, path: str, wanted):

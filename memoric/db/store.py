@@ -14,7 +14,6 @@ import functools
 import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
-from functools import reduce
 from itertools import islice
 
 import peewee
@@ -28,6 +27,7 @@ from memoric.db.connection import (
     open_database,
 )
 from memoric.db.dialects import dialect_for
+from memoric.db.jsonfilter import all_of, any_of
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
 from memoric.db.urls import mask_url
 from memoric.errors import LockTimeout, MemoricError
@@ -39,6 +39,14 @@ ID_CHUNK_SIZE = 5000
 LOCK_POLL_SECONDS = 0.05
 STATEMENT_CACHE_SIZE = 512
 EQUALITY_FILTERS = ("user_id", "namespace", "thread_id", "tier")
+FILTERS = (*EQUALITY_FILTERS, "where_metadata", "related_threads_any_of", "summarized")
+ROW_FIELDS = (
+    "user_id", "content", "thread_id", "tier", "score", "metadata", "namespace", "related_threads",
+    "summarized", "created_at", "updated_at", "id",
+)  # fmt: skip
+REQUIRED_ROW_FIELDS = ("user_id", "content")
+CLUSTER_FIELDS = ("topic", "category", "memory_ids", "summary")  # all but the summary required
+_ROW_FIELD_SET = frozenset(ROW_FIELDS)
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
 MEMORY_COLUMNS = (
     "id", "user_id", "namespace", "thread_id", "content", "tier", "score", "metadata",
@@ -176,45 +184,36 @@ class MemoryStore:
     def _memory_row(self, row: dict, where: str = "") -> dict:
         """One validated row ready for INSERT; `where` prefixes error messages (e.g. `rows[3]`)."""
         try:
-            return self._validated_row(**row)
-        except TypeError as exc:
-            raise validation.ValidationError(f"{where}unexpected field: {exc}") from None
+            if not _ROW_FIELD_SET.issuperset(row):
+                _known_keywords("field", row, ROW_FIELDS)
+            for name in REQUIRED_ROW_FIELDS:
+                if name not in row:
+                    raise validation.ValidationError(f"missing field {name}")
+            return self._validated_row(row)
         except validation.ValidationError as exc:
             raise validation.ValidationError(f"{where}{exc}") from None
 
-    def _validated_row(
-        self,
-        *,
-        user_id,
-        content,
-        thread_id=None,
-        tier=None,
-        score=None,
-        metadata=None,
-        namespace=None,
-        related_threads=None,
-        summarized=False,
-        created_at=None,
-        updated_at=None,
-        id=None,
-    ) -> dict:
-        created = validation.timestamp("created_at", created_at) or self.clock()
-        row = {
-            "user_id": validation.user_id(user_id),
-            "content": validation.clean_text("content", content),
-            "thread_id": validation.optional_text("thread_id", thread_id),
-            "namespace": validation.optional_text("namespace", namespace),
+    def _validated_row(self, row: dict) -> dict:
+        """The fields of a memory row checked (row has only ROW_FIELDS, the required ones among them)."""
+        get = row.get
+        created = validation.timestamp("created_at", get("created_at")) or self.clock()
+        tier = get("tier")
+        checked = {
+            "user_id": validation.user_id(row["user_id"]),
+            "content": validation.content(row["content"]),
+            "thread_id": validation.optional_text("thread_id", get("thread_id")),
+            "namespace": validation.optional_text("namespace", get("namespace")),
             "tier": validation.tier(self.tiers[0] if tier is None else tier, self.tiers),
-            "score": validation.score(score),
-            "metadata": validation.metadata(metadata),
-            "related_threads": validation.thread_list("related_threads", related_threads),
-            "summarized": bool(validation.flag("summarized", summarized)),
+            "score": validation.score(get("score")),
+            "metadata": validation.metadata(get("metadata")),
+            "related_threads": validation.thread_list("related_threads", get("related_threads")),
+            "summarized": bool(validation.flag("summarized", get("summarized", False))),
             "created_at": created,
-            "updated_at": validation.timestamp("updated_at", updated_at) or created,
+            "updated_at": validation.timestamp("updated_at", get("updated_at")) or created,
         }
-        if id is not None:
-            row["id"] = validation.memory_id(id, "id")
-        return row
+        if get("id") is not None:
+            checked["id"] = validation.stored_id(row["id"], "id")
+        return checked
 
     @_translate_errors
     def insert_memory(self, **fields) -> int:
@@ -260,24 +259,21 @@ class MemoryStore:
 
     def _conditions(self, **filters) -> list:
         """The SQL conditions of the memory filters (validated; see `get_memories`)."""
-        return self._filter_nodes(self._checked_filters(**filters))
+        return self._filter_nodes(self._checked_filters(filters))
 
-    def _checked_filters(
-        self,
-        *,
-        user_id=None,
-        namespace=None,
-        thread_id=None,
-        tier=None,
-        where_metadata=None,
-        related_threads_any_of=None,
-        summarized=None,
-    ) -> dict:
-        """The filters validated, in this order; None where not given (and for `where_metadata={}`)."""
+    def _checked_filters(self, filters: dict, *, method: str = "", others: tuple[str, ...] = ()) -> dict:
+        """The filters (FILTERS) validated, in that order; None where not given (and for
+        `where_metadata={}`). A keyword that is neither a filter nor one of `others` (the
+        method's own keywords, named with `method` in the message) is a ValidationError.
+        """
+        _known_keywords("keyword argument", filters, (*others, *FILTERS), method)
+        user_id, namespace, thread_id, tier, where_metadata, related_threads_any_of, summarized = map(
+            filters.get, FILTERS
+        )
         return {
             "user_id": None if user_id is None else validation.user_id(user_id),
-            "namespace": None if namespace is None else validation.clean_text("namespace", namespace),
-            "thread_id": None if thread_id is None else validation.clean_text("thread_id", thread_id),
+            "namespace": validation.optional_text("namespace", namespace),
+            "thread_id": validation.optional_text("thread_id", thread_id),
             "tier": None if tier is None else validation.tier(tier, self.tiers),
             "where_metadata": validation.metadata_filter(where_metadata),
             "related_threads_any_of": None
@@ -304,12 +300,14 @@ class MemoryStore:
         if not threads:
             return peewee.SQL("1 = 0")
         m = self.Memory
-        return m.thread_id.in_(threads) | self._sql.array_overlaps(m.related_threads, threads)
+        return any_of(
+            [self._sql.in_values(m.thread_id, threads), self._sql.array_overlaps(m.related_threads, threads)]
+        )
 
     def _select(self, conditions: list):
         query = self.Memory.select()
         if conditions:
-            query = query.where(reduce(operator.and_, conditions))
+            query = query.where(all_of(conditions))
         return query
 
     @_translate_errors
@@ -321,9 +319,9 @@ class MemoryStore:
     @_translate_errors
     def get_memories(self, *, limit: int | None = 50, offset: int = 0, **filters) -> list[dict]:
         """Memories matching every filter, newest first (`created_at` desc, `id` desc)."""
+        checked = self._checked_filters(filters, method="get_memories", others=("limit", "offset"))
         limit = validation.count("limit", limit, allow_none=True)
         offset = validation.count("offset", offset)
-        checked = self._checked_filters(**filters)
         values = {**checked, "limit": limit, "offset": offset}
         if limit and checked["user_id"] is not None and checked["where_metadata"] and self._sql.window_first:
             page = self._from_newest_rows(checked, values)
@@ -344,7 +342,7 @@ class MemoryStore:
         """
         key = ("from_newest_rows", _filter_shape(checked), values["offset"] > 0)
         sql, params = self._statement(key, lambda: self._window_statement(checked, values["offset"] > 0))
-        window = WINDOW_PER_ROW * (values["offset"] + values["limit"])
+        window = min(WINDOW_PER_ROW * (values["offset"] + values["limit"]), validation.MAX_INT)
         return self._memory_rows(sql, _bind(params, {**values, "window": window}))
 
     def _window_statement(self, checked: dict, offset: bool) -> tuple[str, list]:
@@ -404,7 +402,9 @@ class MemoryStore:
 
     @_translate_errors
     def count_memories(self, **filters) -> int:
-        return self._select(self._conditions(**filters)).count()
+        """How many memories match every filter (the filters of `get_memories`)."""
+        checked = self._checked_filters(filters, method="count_memories")
+        return self._select(self._filter_nodes(checked)).count()
 
     @_translate_errors
     def link_threads_by_topic(self, user_id: str, topic) -> list[str]:
@@ -413,7 +413,7 @@ class MemoryStore:
         conditions = self._conditions(user_id=user_id, where_metadata={"topic": topic})
         query = (
             m.select(m.thread_id)
-            .where(reduce(operator.and_, conditions) & m.thread_id.is_null(False))
+            .where(all_of([*conditions, m.thread_id.is_null(False)]))
             .distinct()
             .order_by(m.thread_id)
         )
@@ -424,7 +424,7 @@ class MemoryStore:
         limit = validation.count("limit", limit, allow_none=True)
         m = self.Memory
         conditions = self._conditions(user_id=user_id, tier=tier) + [m.thread_id.is_null(False)]
-        query = m.select(m.thread_id).where(reduce(operator.and_, conditions))
+        query = m.select(m.thread_id).where(all_of(conditions))
         query = query.distinct().order_by(m.thread_id)
         if limit is not None:
             query = query.limit(limit)
@@ -443,9 +443,9 @@ class MemoryStore:
     @_translate_errors
     def find_older_than(self, *, days, from_tier=None, user_id=None, limit: int | None = 1000) -> list[dict]:
         """Memories not updated for `days` days, oldest first."""
-        cutoff = self.clock() - dt.timedelta(days=validation.days(days))
+        cutoff = validation.cutoff(self.clock(), validation.days(days))
         limit = validation.count("limit", limit, allow_none=True)
-        checked = self._checked_filters(user_id=user_id, tier=from_tier)
+        checked = self._checked_filters({"user_id": user_id, "tier": from_tier})
         key = ("find_older_than", _filter_shape(checked), limit is None)
         sql, params = self._statement(key, lambda: self._oldest_first(_slotted(checked), limit).sql())
         values = {**checked, "cutoff": self.Memory.updated_at.db_value(cutoff), "limit": limit}
@@ -482,7 +482,7 @@ class MemoryStore:
     @_translate_errors
     def update_content(self, *, memory_id, new_content) -> int:
         memory_id = validation.memory_id(memory_id)
-        return self._update([memory_id], content=validation.clean_text("new_content", new_content))
+        return self._update([memory_id], content=validation.content(new_content, "new_content"))
 
     @_translate_errors
     def update_metadata(self, *, memory_id, new_metadata) -> int:
@@ -535,8 +535,10 @@ class MemoryStore:
         limit = validation.count("limit", limit, allow_none=True)
         checked = {
             "user_id": None if user_id is None else validation.user_id(user_id),
-            "topic": None if topic is None else validation.clean_text("topic", topic),
-            "category": None if category is None else validation.clean_text("category", category),
+            "topic": validation.optional_text("topic", topic, max_length=validation.MAX_CLUSTER_KEY_LENGTH),
+            "category": validation.optional_text(
+                "category", category, max_length=validation.MAX_CLUSTER_KEY_LENGTH
+            ),
         }
         key = ("get_clusters", *(value is not None for value in checked.values()), limit is None)
         sql, params = self._statement(key, lambda: self._largest_first(checked, limit).sql())
@@ -547,7 +549,7 @@ class MemoryStore:
         conditions = [getattr(c, name) == _slot(name) for name, value in checked.items() if value is not None]
         query = c.select().order_by(c.memory_count.desc(), c.cluster_id)
         if conditions:
-            query = query.where(reduce(operator.and_, conditions))
+            query = query.where(all_of(conditions))
         if limit is not None:
             query = query.limit(_slot("limit"))
         return query
@@ -566,7 +568,7 @@ class MemoryStore:
         unknown = set(row) - expected - stamps
         if unknown or not expected <= set(row):
             problem = (
-                f"unexpected fields {sorted(unknown)}"
+                f"unexpected fields {validation.shown(sorted(unknown, key=repr))}"
                 if unknown
                 else f"missing {sorted(expected - set(row))}"
             )
@@ -575,12 +577,14 @@ class MemoryStore:
         try:
             ids = validation.memory_ids(row["memory_ids"])
             checked = {
-                "cluster_id": validation.memory_id(row["cluster_id"], "cluster_id"),
+                "cluster_id": validation.stored_id(row["cluster_id"], "cluster_id"),
                 "user_id": validation.user_id(row["user_id"]),
-                "topic": validation.clean_text("topic", row["topic"], max_length=255),
-                "category": validation.clean_text("category", row["category"], max_length=255),
+                "topic": validation.cluster_key("topic", row["topic"]),
+                "category": validation.cluster_key("category", row["category"]),
                 "memory_ids": ids,
-                "memory_count": validation.count("memory_count", row["memory_count"]),
+                "memory_count": validation.count(
+                    "memory_count", row["memory_count"], maximum=validation.MAX_STORED_ID
+                ),
                 "summary": row["summary"]
                 if row["summary"] == ""
                 else validation.clean_text("summary", row["summary"]),
@@ -600,6 +604,7 @@ class MemoryStore:
 
     def iter_memories(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
         """Every memory (of one user, or all) in id order, read page by page: constant memory."""
+        validation.integer("batch_size", batch_size, minimum=1)
         after_id = 0
         while page := self.memories_after(after_id, user_id=user_id, limit=batch_size):
             yield from page
@@ -648,19 +653,19 @@ class MemoryStore:
         m = self.Memory
         if namespace is None:
             return m.namespace.is_null()
-        return m.namespace == validation.clean_text("namespace", namespace)
+        return m.namespace == validation.optional_text("namespace", namespace)
 
     def _in_slices(self, slices) -> peewee.Node:
         m = self.Memory
         alternatives = []
         for tier, updated_before, updated_since in slices:
-            condition = m.tier == validation.tier(tier, self.tiers)
+            condition = [m.tier == validation.tier(tier, self.tiers)]
             if updated_before is not None:
-                condition &= m.updated_at < updated_before
+                condition.append(m.updated_at < updated_before)
             if updated_since is not None:
-                condition &= m.updated_at >= updated_since
-            alternatives.append(condition)
-        return reduce(operator.or_, alternatives) if alternatives else peewee.SQL("1 = 0")
+                condition.append(m.updated_at >= updated_since)
+            alternatives.append(all_of(condition))
+        return any_of(alternatives)
 
     def _lacks_metadata(self, pattern: dict) -> peewee.Node:
         """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
@@ -675,7 +680,7 @@ class MemoryStore:
             self._sql.json_contains(m.metadata, validation.metadata({"topic": topic})),
             m.thread_id.is_null(False),
         ]
-        query = m.select(m.thread_id).where(reduce(operator.and_, conditions)).distinct()
+        query = m.select(m.thread_id).where(all_of(conditions)).distinct()
         return sorted(row.thread_id for row in query)
 
     def _score_expression(self, formula, now: dt.datetime, bonus_thread_id):
@@ -733,11 +738,11 @@ class MemoryStore:
         if not include_summarized:
             conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
         if bonus_thread_id is not None:
-            bonus_thread_id = validation.clean_text("thread_id", bonus_thread_id)
+            bonus_thread_id = validation.optional_text("thread_id", bonus_thread_id)
         score = self._score_expression(formula, now, bonus_thread_id).alias("_score")
         query = (
             m.select(m, score)
-            .where(reduce(operator.and_, conditions))
+            .where(all_of(conditions))
             .order_by(peewee.SQL('"_score"').desc(), m.created_at.desc(), m.id.desc())
             .limit(limit)
         )
@@ -769,7 +774,7 @@ class MemoryStore:
             )
             bounded = after if boundary is None else [*after, m.id <= boundary]
             with self.database.atomic():
-                done = m.update(**values).where(reduce(operator.and_, bounded)).execute()
+                done = m.update(**values).where(all_of(bounded)).execute()
             changed += done
             if on_batch is not None and done:
                 on_batch(done)
@@ -805,6 +810,9 @@ class MemoryStore:
         max_chars = validation.count("max_chars", max_chars)
         if max_chars < 2:
             raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
+        # No text on either dialect is longer than MAX_STORED_ID characters (PostgreSQL: 1 GB,
+        # SQLite: 1e9 bytes), and PostgreSQL's SUBSTR takes no larger length.
+        max_chars = min(max_chars, validation.MAX_STORED_ID)
         m = self.Memory
         conditions = [
             self._in_slices([(tier, None, None)]),
@@ -833,7 +841,7 @@ class MemoryStore:
         n = peewee.fn.COUNT(m.id)
         query = (
             m.select(m.user_id, m.namespace, m.thread_id, n.alias("count"))
-            .where(reduce(operator.and_, conditions))
+            .where(all_of(conditions))
             .group_by(m.user_id, m.namespace, m.thread_id)
             .having(n >= min_records)
         )
@@ -918,6 +926,12 @@ class MemoryStore:
 
     @staticmethod
     def _upserted_cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
+        if not isinstance(cluster, dict):
+            raise validation.ValidationError(f"a cluster must be a dict, got {type(cluster).__name__}")
+        _known_keywords("cluster field", cluster, CLUSTER_FIELDS)
+        for name in CLUSTER_FIELDS[:-1]:
+            if name not in cluster:
+                raise validation.ValidationError(f"missing cluster field {name}")
         ids = sorted(set(validation.memory_ids(cluster["memory_ids"])))
         summary = cluster.get("summary", "")
         if not isinstance(summary, str):
@@ -926,8 +940,8 @@ class MemoryStore:
             validation.clean_text("summary", summary)
         return {
             "user_id": user_id,
-            "topic": validation.clean_text("topic", cluster["topic"], max_length=255),
-            "category": validation.clean_text("category", cluster["category"], max_length=255),
+            "topic": validation.cluster_key("topic", cluster["topic"]),
+            "category": validation.cluster_key("category", cluster["category"]),
             "memory_ids": ids,
             "memory_count": len(ids),
             "summary": summary,
@@ -1058,6 +1072,17 @@ def _memory_dict(row: dict) -> dict:
     row["related_threads"] = row.get("related_threads") or []
     row["summarized"] = bool(row["summarized"])
     return {column: row[column] for column in MEMORY_COLUMNS}
+
+
+def _known_keywords(kind: str, given: dict, accepted: tuple[str, ...], method: str = "") -> None:
+    """ValidationError naming the first of `given`'s keys not in `accepted`, and the accepted ones."""
+    unknown = next((name for name in given if name not in accepted), None)
+    if unknown is None:
+        return
+    where = f"{method} got an " if method else ""
+    raise validation.ValidationError(
+        f"{where}unexpected {kind} {validation.shown(unknown)} (accepted: {', '.join(accepted)})"
+    )
 
 
 def _dict_rows(rows: Iterable[dict]) -> Iterator[tuple[int, dict]]:

@@ -1,0 +1,346 @@
+"""Values at and beyond memoric's limits: refused with a clear error, or stored and answered alike.
+
+Huge ints, deep JSON, extreme timestamps, cut-offs before year 1, long identifiers, huge content:
+each is a ValidationError (ConfigError for config, one line and exit 1 in the CLI) naming what is
+wrong, never a traceback, and both dialects agree on what is accepted and what it answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric.cli import main
+from memoric.db.jsonfilter import contains
+from memoric.db.store import MemoryStore, utc_now
+from memoric.errors import ConfigError, ValidationError
+from memoric.validation import (
+    JSON_INT_LIMIT,
+    MAX_CONTENT_LENGTH,
+    MAX_JSON_DEPTH,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+)
+from tests.conftest import one_line_error, requires_postgres
+from tests.engine_helpers import NOW, Clock, cluster_snapshot, memory_snapshot
+
+
+def nested(levels: int, leaf=1) -> dict:
+    value = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def state(store: MemoryStore) -> tuple:
+    return memory_snapshot(store), cluster_snapshot(store)
+
+
+# --- metadata ints: what round-trips through Python's JSON ----------------------------------------
+
+LARGEST_INT = JSON_INT_LIMIT - 1  # 4300 nines
+
+
+def test_the_largest_metadata_ints_are_stored_and_matched_alike(db):
+    document = {"big": LARGEST_INT, "small": -LARGEST_INT, "mixed": [LARGEST_INT, 1]}
+    memory_id = db.insert_memory(user_id="ada", content="big ints", metadata=document)
+    other = db.insert_memory(user_id="ada", content="other", metadata={"big": LARGEST_INT - 1})
+    assert db.get_memory(memory_id)["metadata"] == document
+    stored = {memory_id: document, other: {"big": LARGEST_INT - 1}}
+    for pattern in ({"big": LARGEST_INT}, {"small": -LARGEST_INT}, {"mixed": [LARGEST_INT]}, {"big": 1e308}):
+        expected = sorted(i for i, doc in stored.items() if contains(doc, pattern))
+        assert sorted(m["id"] for m in db.get_memories(where_metadata=pattern)) == expected, pattern
+    assert db.count_memories(where_metadata={"big": LARGEST_INT}) == 1
+
+
+TOO_LONG_INTS = [
+    ({"k": JSON_INT_LIMIT}, "['k']"),
+    ({"k": [1, -JSON_INT_LIMIT]}, "['k'][1]"),
+    ({"k": {"n": 10**5000}}, "['k']['n']"),
+]
+
+
+@pytest.mark.parametrize(("value", "path"), TOO_LONG_INTS)
+def test_metadata_ints_too_long_for_json_are_refused_naming_the_key(db, value, path):
+    db.insert_memory(user_id="ada", content="kept")
+    before = state(db)
+    calls = [
+        lambda: db.insert_memory(user_id="ada", content="x", metadata=value),
+        lambda: db.insert_memories([{"user_id": "ada", "content": "x", "metadata": value}]),
+        lambda: db.update_metadata(memory_id=1, new_metadata=value),
+        lambda: db.get_memories(where_metadata=value),
+        lambda: db.count_memories(where_metadata=value),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError) as raised:
+            call()
+        assert f"metadata{path} holds an int of more than 4300 digits" in str(raised.value)
+        assert len(str(raised.value)) < 200
+    assert state(db) == before
+
+
+def test_the_facade_refuses_too_long_ints_before_anything_is_written(dsn):
+    memoric = Memoric(dsn)
+    with pytest.raises(ValidationError, match=r"metadata\['k'\] holds an int of more than 4300 digits"):
+        memoric.save("ada", "x", metadata={"k": 10**4300})
+    with pytest.raises(ValidationError, match=r"where_metadata\['k'\] holds an int of more than 4300"):
+        memoric.retrieve("ada", metadata_filter={"k": -(10**4300)})
+    assert memoric.stats()["total"] == 0
+    memoric.close()
+
+
+# --- JSON nesting: every entry point -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 5000])
+def test_json_nested_too_deep_is_refused_at_every_entry_point(db, depth):
+    db.insert_memory(user_id="ada", content="kept")
+    before = state(db)
+    message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+    calls = [
+        lambda: db.insert_memory(user_id="ada", content="x", metadata=nested(depth)),
+        lambda: db.insert_memories([{"user_id": "ada", "content": "x", "metadata": nested(depth)}]),
+        lambda: db.update_metadata(memory_id=1, new_metadata=nested(depth)),
+        lambda: db.get_memories(where_metadata=nested(depth)),
+        lambda: db.count_memories(where_metadata=nested(depth)),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError, match=message) as raised:
+            call()
+        assert len(str(raised.value)) < 300
+    assert state(db) == before
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000])
+def test_a_config_nested_too_deep_is_a_config_error(tmp_path, depth):
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config={"scoring": {"importance": nested(depth)}})
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config={"tiers": [nested(depth)]})
+    path = tmp_path / "deep.yaml"
+    path.write_text("scoring: {importance: " + "[" * depth + "]" * depth + "}\n")
+    with pytest.raises(ConfigError, match="nested"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_a_yaml_config_referring_to_itself_is_a_config_error(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("scoring: {importance: &loop [*loop]}\n")
+    with pytest.raises(ConfigError, match=r"scoring\.importance must be a number"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
+
+
+CLI_BAD_METADATA = [
+    ('{"a": ' * 5000 + "1" + "}" * 5000, "--metadata is nested deeper than 64 levels"),
+    ('{"a": ' * 100 + "1" + "}" * 100, "is nested deeper than 64 levels"),
+    ('{"a": ' + "9" * 5000 + "}", "--metadata holds an int of 5000 digits; JSON ints may have at most 4300"),
+    ('{"a": [-' + "9" * 4301 + "]}", "--metadata holds an int of 4301 digits"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CLI_BAD_METADATA, ids=range(len(CLI_BAD_METADATA)))
+def test_cli_recall_metadata_too_deep_or_with_too_long_ints_is_one_line(cli, text, message):
+    error = one_line_error(cli("recall", "--user", "ada", "--metadata", text))
+    assert message in error and len(error) < 300
+
+
+def test_cli_recall_metadata_at_the_limits_answers(cli):
+    for text in ('{"a": ' + "9" * 4300 + "}", json.dumps(nested(MAX_JSON_DEPTH))):
+        result = cli("recall", "--user", "ada", "--metadata", text, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == []
+
+
+# --- timestamps ----------------------------------------------------------------------------------
+
+EAST = dt.timezone(dt.timedelta(hours=14))
+WEST = dt.timezone(dt.timedelta(hours=-12))
+OUT_OF_RANGE_TIMESTAMPS = [
+    (dt.datetime.max.replace(tzinfo=WEST), "lies outside the datetime range in UTC"),
+    (dt.datetime.min.replace(tzinfo=EAST), "lies outside the datetime range in UTC"),
+    (dt.datetime.max.replace(tzinfo=dt.UTC), "must lie from 0001-01-02 to 9999-12-30 (UTC)"),
+    (dt.datetime.min, "must lie from 0001-01-02 to 9999-12-30 (UTC)"),
+    (MIN_TIMESTAMP - dt.timedelta(microseconds=1), "must lie from 0001-01-02"),
+    (MAX_TIMESTAMP + dt.timedelta(microseconds=1), "must lie from 0001-01-02"),
+]
+
+
+@pytest.mark.parametrize(("moment", "message"), OUT_OF_RANGE_TIMESTAMPS)
+def test_out_of_range_timestamps_are_refused(db, moment, message):
+    for field in ("created_at", "updated_at"):
+        with pytest.raises(ValidationError, match=re.escape(message)) as raised:
+            db.insert_memory(user_id="ada", content="x", **{field: moment})
+        assert str(raised.value).startswith(field)
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            db.insert_memories([{"user_id": "ada", "content": "x", field: moment}])
+    assert db.count_memories() == 0
+
+
+def test_the_earliest_and_latest_timestamps_are_stored_and_read_back(db):
+    moments = [MIN_TIMESTAMP, MAX_TIMESTAMP, MIN_TIMESTAMP.astimezone(EAST), MAX_TIMESTAMP.astimezone(WEST)]
+    ids = [db.insert_memory(user_id="ada", content="x", created_at=moment) for moment in moments]
+    assert [db.get_memory(memory_id)["created_at"] for memory_id in ids] == [
+        MIN_TIMESTAMP,
+        MAX_TIMESTAMP,
+        MIN_TIMESTAMP,
+        MAX_TIMESTAMP,
+    ]
+    db.clock = Clock(NOW)
+    try:
+        assert [m["id"] for m in db.find_older_than(days=0)] == [ids[0], ids[2]]
+        assert [m["id"] for m in db.find_older_than(days=(NOW - MIN_TIMESTAMP).days)] == [ids[0], ids[2]]
+        assert db.find_older_than(days=(NOW - MIN_TIMESTAMP).days + 1) == []
+    finally:
+        db.clock = utc_now
+
+
+@requires_postgres
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_the_extreme_timestamps_read_back_in_a_postgresql_session_of_any_zone(new_postgres_url, zone):
+    """A session west of UTC once failed to hand back year 1 ("year -1 is out of range")."""
+    url = new_postgres_url()
+    separator = "&" if "?" in url else "?"
+    store = MemoryStore(f"{url}{separator}options={quote(f'-c TimeZone={zone}')}")
+    store.create_schema()
+    ids = [
+        store.insert_memory(user_id="ada", content="x", created_at=m) for m in (MIN_TIMESTAMP, MAX_TIMESTAMP)
+    ]
+    assert [store.get_memory(memory_id)["created_at"] for memory_id in ids] == [MIN_TIMESTAMP, MAX_TIMESTAMP]
+    store.close()
+
+
+@pytest.mark.parametrize("days", [10**6, 2**63 - 1, 1e300, 10**9, 800_000.5])
+def test_find_older_than_reaching_before_the_calendar_finds_nothing(db, days):
+    db.insert_memory(user_id="ada", content="old", created_at=MIN_TIMESTAMP)
+    assert db.find_older_than(days=days) == []
+    assert db.find_older_than(days=days, limit=None, user_id="ada", from_tier="short_term") == []
+
+
+def test_cli_run_policies_with_a_tier_expiring_after_a_million_days(m_dsn_config):
+    dsn, config = m_dsn_config
+    for extra in ([], ["--dry-run"]):
+        result = CliRunner().invoke(
+            main, ["--dsn", dsn, "--config", str(config), "run-policies", "--json", *extra]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["migrated"] == {"short_term": 0, "mid_term": 0}
+
+
+@pytest.fixture
+def m_dsn_config(dsn, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    path = tmp_path / "memoric.yaml"
+    path.write_text(
+        "tiers:\n"
+        "  - {name: short_term, expire_after_days: 1000000}\n"
+        "  - {name: mid_term, expire_after_days: 1000000}\n"
+        "  - {name: long_term}\n"
+    )
+    memoric = Memoric(dsn, config_path=path)
+    memoric.save("ada", "a memory")
+    memoric.close()
+    return dsn, path
+
+
+# --- lengths: strings and content ---------------------------------------------------------------
+
+
+def test_content_at_the_limit_is_stored_and_one_more_character_is_refused(db):
+    longest = "é" * MAX_CONTENT_LENGTH
+    memory_id = db.insert_memory(user_id="ada", content=longest)
+    assert db.get_memory(memory_id)["content"] == longest
+    message = f"must be at most {MAX_CONTENT_LENGTH} characters, got {MAX_CONTENT_LENGTH + 1}"
+    with pytest.raises(ValidationError, match=f"content {message}"):
+        db.insert_memory(user_id="ada", content=longest + "x")
+    with pytest.raises(ValidationError, match=f"rows\\[0\\]: content {message}"):
+        db.insert_memories([{"user_id": "ada", "content": longest + "x"}])
+    with pytest.raises(ValidationError, match=f"new_content {message}"):
+        db.update_content(memory_id=memory_id, new_content=longest + "x")
+    assert db.count_memories() == 1
+    assert db.get_memory(memory_id)["content"] == longest
+
+
+def test_the_facade_refuses_content_over_the_limit(dsn):
+    memoric = Memoric(dsn)
+    with pytest.raises(ValidationError, match="content must be at most 10000000 characters"):
+        memoric.save("ada", "x" * (MAX_CONTENT_LENGTH + 1))
+    assert memoric.stats()["total"] == 0
+    memoric.close()
+
+
+def test_a_summary_is_never_longer_than_a_content_may_be(dsn):
+    config = {"summarization": {"min_records": 2, "max_chars": 2**63 - 1}}
+    memoric = Memoric(dsn, config=config, summarizer=lambda memories, limit: "x" * (MAX_CONTENT_LENGTH + 5))
+    for i in range(2):
+        memoric.save("ada", f"memory {i}", thread_id="t", tier="long_term")
+    assert memoric.run_policies()["summaries_created"] == 1
+    [summary] = memoric.db.get_memories(where_metadata={"kind": "thread_summary"})
+    assert len(summary["content"]) == MAX_CONTENT_LENGTH and summary["content"].endswith("…")
+    memoric.close()
+
+
+STRING_LIMITS = [
+    ("user_id", 128),
+    ("thread_id", 128),
+    ("namespace", 128),
+]
+
+
+@pytest.mark.parametrize(("field", "longest"), STRING_LIMITS)
+def test_identifiers_at_their_column_length_are_stored_and_longer_ones_refused(db, field, longest):
+    row = {"user_id": "ada", "content": "x"}
+    memory_id = db.insert_memory(**{**row, field: "é" * longest})
+    assert db.get_memory(memory_id)[field] == "é" * longest
+    assert db.count_memories(**{field: "é" * longest}) == 1
+    with pytest.raises(ValidationError, match=f"{field} must be at most {longest} characters"):
+        db.insert_memory(**{**row, field: "é" * (longest + 1)})
+    with pytest.raises(ValidationError, match=r"related_threads\[0\] must be at most 128 characters"):
+        db.insert_memory(**row, related_threads=["t" * 129])
+    for read in (db.count_memories, db.get_memories):
+        with pytest.raises(ValidationError, match=f"{field} must be at most {longest} characters"):
+            read(**{field: "é" * (longest + 1)})
+    assert db.count_memories() == 1
+
+
+def test_cluster_keys_at_their_column_length_are_stored_and_longer_ones_refused(db):
+    cluster_id = db.upsert_cluster(user_id="ada", topic="t" * 255, category="c" * 255, memory_ids=[1])
+    assert [c["cluster_id"] for c in db.get_clusters(topic="t" * 255, category="c" * 255)] == [cluster_id]
+    with pytest.raises(ValidationError, match="topic must be at most 255 characters"):
+        db.get_clusters(topic="t" * 256)
+    for field in ("topic", "category"):
+        cluster = {"user_id": "ada", "topic": "t", "category": "c", "memory_ids": [1], field: "x" * 256}
+        with pytest.raises(ValidationError, match=f"{field} must be at most 255 characters"):
+            db.upsert_cluster(**cluster)
+    assert len(db.get_clusters()) == 1
+
+
+def test_a_topic_longer_than_a_cluster_key_still_clusters(dsn):
+    memoric = Memoric(dsn)
+    memoric.save("ada", "long topic", metadata={"topic": "t" * 1000, "category": "c" * 300})
+    assert memoric.rebuild_clusters() == 1
+    assert [(c["topic"], c["category"]) for c in memoric.get_clusters()] == [("t" * 255, "c" * 255)]
+    memoric.close()
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+
+def test_extreme_scores_and_ages_rank_alike(dsn):
+    memoric = Memoric(dsn, clock=Clock(NOW))
+    memoric.ensure_schema()
+    saved = [
+        memoric.db.insert_memory(user_id="ada", content="oldest", score=100, created_at=MIN_TIMESTAMP),
+        memoric.db.insert_memory(user_id="ada", content="future", score=0, created_at=MAX_TIMESTAMP),
+        memoric.db.insert_memory(user_id="ada", content="now", score=100, created_at=NOW),
+        memoric.db.insert_memory(user_id="ada", content="now, zero", score=0, created_at=NOW),
+    ]
+    ranked = [(m["id"], m["_score"]) for m in memoric.retrieve("ada", scope="user")]
+    assert ranked == [(saved[2], 80), (saved[0], 50), (saved[1], 30), (saved[3], 30)]
+    memoric.close()
