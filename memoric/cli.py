@@ -569,22 +569,27 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
 
 @main.command("import")
 @click.argument("file", metavar="FILE|-")
+@click.option(
+    "--new-ids",
+    is_flag=True,
+    help="Give every memory and cluster a new id (to merge exports of different databases).",
+)
 @click.pass_context
 @library_errors
-def import_command(ctx: click.Context, file: str) -> None:
+def import_command(ctx: click.Context, file: str, new_ids: bool) -> None:
     """Load an export (FILE, or - for stdin): checked whole first, then written in batches.
 
     Ids, timestamps and metadata types are kept; memories already there (same id, same data) are
-    skipped, so importing the same file twice changes nothing; an id taken by another memory is
-    refused.
+    skipped, so importing the same file twice changes nothing; an id taken by other data is
+    refused before anything is written. Agents may keep saving meanwhile: their new memories get
+    ids above the file's. With --new-ids every row gets a fresh id instead (each run adds them).
     """
     memoric = open_memoric(ctx)
     with readable_export(file) as stream:
-        found = transfer.check_jsonl(memoric.db, stream)
+        plan = transfer.check_jsonl(memoric.db, stream, new_ids=new_ids)
         memoric.ensure_schema()
-        stream.seek(0)
-        with progress(found["memories"] + found["clusters"], "Importing") as advance:
-            counts = transfer.import_jsonl(memoric.db, stream, progress=advance)
+        with progress(plan.records, "Importing") as advance:
+            counts = transfer.import_checked(memoric.db, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
 
 
