@@ -19,7 +19,8 @@ from tests.test_migrations import HEAD
 T0 = dt.datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TRICKY_METADATA = {"int": 1, "float": 1.0, "big": 2**62, "neg": -0.5, "bool": False, "none": None,
                    "list": [1, "1", 1.5, [True]], "nested": {"a.b": {"%s": "'; DROP TABLE memories; --"}},
-                   "unicode": "żółw 🐢"}  # fmt: skip
+                   "unicode": "żółw 🐢", "huge_float": 1e16, "tiny_float": -1.5e-300,
+                   "floats": [2.5e300, 123456789012345678.0], "e+": "1e+16"}  # fmt: skip
 
 
 def fill(store: MemoryStore) -> None:
@@ -418,3 +419,14 @@ def test_copying_there_and_back_twice_is_exact_and_the_second_time_changes_nothi
         assert_identical(snapshot(back), snapshot(origin))
     nothing = {"memories": 0, "clusters": 0, "skipped": 2499}
     assert copy_database(origin, middle) == copy_database(middle, back) == nothing
+    assert type(middle.get_memory(1)["metadata"]["huge_float"]) is float
+
+
+def test_floats_of_any_size_stay_floats_on_every_write_path(db):
+    metadata = {"f": 1e16, "g": -2.5e300, "h": [123456789012345678.0, 1.5e-300], "text": "1e+16"}
+    db.insert_memory(user_id="ada", content="one", metadata=metadata)
+    db.insert_memories([{"user_id": "ada", "content": "many", "metadata": metadata}])
+    import_jsonl(db, export_of(memory_line(50, metadata=metadata)))
+    stored = [memory["metadata"] for memory in db.get_memories(limit=None)]
+    assert_identical(stored, [metadata] * 3)
+    assert db.count_memories(where_metadata={"f": 1e16}) == 3

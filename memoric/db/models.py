@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from types import SimpleNamespace
 
 import peewee
@@ -23,11 +24,29 @@ _JSON_DECODER = json.JSONDecoder()
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+# A JSON string, or a float Python writes with an exponent (1e+16): PostgreSQL's JSONB keeps a
+# number's decimal places, not its notation, and gives 1e+16 back as the integer 10000000000000000.
+_STRING_OR_EXPONENT_FLOAT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?e\+\d+)')
+
+
 def dump_json(value) -> str:
-    """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused."""
+    """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused.
+
+    A float of 1e16 or more is written in full with a `.0` (its exact value, which reads back as
+    the same float), so that it stays a float in JSONB as it does in JSON text.
+    """
     if not value and type(value) in _EMPTY_DOCUMENTS:
         return _EMPTY_DOCUMENTS[type(value)]
-    return _JSON_ENCODER.encode(value)
+    text = _JSON_ENCODER.encode(value)
+    if "e+" in text:
+        text = _STRING_OR_EXPONENT_FLOAT.sub(_written_in_full, text)
+    return text
+
+
+def _written_in_full(match: re.Match) -> str:
+    """A float in exponent notation as all its digits and `.0`; a JSON string unchanged."""
+    number = match.group(1)
+    return match.group(0) if number is None else f"{float(number):.1f}"
 
 
 def load_json(text: str):
