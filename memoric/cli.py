@@ -507,13 +507,31 @@ def heading(title: str) -> None:
 
 
 @contextlib.contextmanager
+def export_target(path: str):
+    """A text stream for the export at `path`; any write failure is one line, nothing left behind.
+
+    A regular file is written beside `path` and moved onto it only when the block succeeds (the
+    old file stays otherwise). Anything else that exists there and is not a directory (a
+    terminal, a pipe, a device) is written to directly. A directory is refused.
+    """
+    if os.path.isdir(path):
+        raise click.ClickException(f"cannot write {path}: it is a directory")
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w", encoding="utf-8") as out:
+                yield out
+            return
+        with replaced_on_success(path) as out:
+            yield out
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
 def replaced_on_success(path: str):
     """A text file written beside `path` and moved onto it only when the block succeeds."""
     directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
     try:
         with open(handle, "w", encoding="utf-8") as out:
             yield out
@@ -560,11 +578,22 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
     """
     memoric = open_memoric(ctx)
     if file == "-":
-        counts = transfer.export_memoric(memoric, click.get_text_stream("stdout"), user_id=user_id)
+        counts = export_to_stdout(memoric, user_id)
     else:
-        with replaced_on_success(file) as out:
+        with export_target(file) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
+
+
+def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
+    """The export on stdout; a failed write (a full disk, a closed pipe) is one line and exit 1."""
+    stdout = click.get_text_stream("stdout")
+    try:
+        counts = transfer.export_memoric(memoric, stdout, user_id=user_id)
+        stdout.flush()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to standard output: {exc.strerror or exc}") from None
+    return counts
 
 
 @main.command("import")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import resource
 import subprocess
 import sys
 
@@ -228,6 +229,66 @@ def test_import_shows_a_progress_bar_on_a_terminal(source, new_dsn, tmp_path):
 
 
 # --- an export that cannot be written; an import JSON cannot read ---------------------------
+
+
+def test_an_export_onto_a_directory_is_one_line_and_changes_nothing(source, tmp_path):
+    directory = tmp_path / "exports"
+    directory.mkdir()
+    (directory / "kept.jsonl").write_text("kept\n")
+    before = sorted(os.listdir(tmp_path))
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(directory)))
+    assert f"cannot write {directory}: it is a directory" in error
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(directory) == ["kept.jsonl"]
+
+
+def test_an_export_to_a_full_disk_is_one_line(source, tmp_path):
+    full = tmp_path / "full.jsonl"
+    full.symlink_to("/dev/full")  # a device that answers every write with ENOSPC
+    before = sorted(os.listdir(tmp_path))
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(full)))
+    assert f"cannot write {full}: No space left on device" in error
+    assert sorted(os.listdir(tmp_path)) == before and full.is_symlink()
+
+
+def run_cli(*args: str, stdout=subprocess.PIPE, max_file_size: int | None = None):
+    """The CLI in a child process (files it writes limited to `max_file_size` bytes, if given)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=None if max_file_size is None else limit,
+        check=False,
+    )
+
+
+def child_error(child: subprocess.CompletedProcess) -> str:
+    """The one `Error:` line of a child that failed (exit 1, nothing else but the SQLite warning)."""
+    assert child.returncode == 1, child.stderr
+    lines = [line for line in child.stderr.splitlines() if "development/testing only" not in line]
+    assert len(lines) == 1, child.stderr
+    return lines[0]
+
+
+def test_an_export_failing_half_way_keeps_the_old_file_and_leaves_no_temporary_one(source, tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    path = exports / "all.jsonl"
+    path.write_text("the previous export\n")
+    # The export is about 1.5 MB: past 64 kB every write fails with EFBIG, as on a full disk.
+    child = run_cli("--dsn", source.db.dsn, "export", str(path), max_file_size=64 * 1024)
+    assert child_error(child) == f"Error: cannot write {path}: File too large"
+    assert os.listdir(exports) == ["all.jsonl"] and path.read_text() == "the previous export\n"
+
+
+def test_an_export_to_a_full_standard_output_is_one_line(source):
+    with open("/dev/full", "w") as full:
+        child = run_cli("--dsn", source.db.dsn, "export", stdout=full)
+    assert child_error(child) == "Error: cannot write to standard output: No space left on device"
 
 
 @pytest.mark.parametrize(
