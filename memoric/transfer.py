@@ -21,7 +21,8 @@ An import (and a copy, whose source is read inside one snapshot) goes over its r
 
 Importing the same file twice changes nothing, and an import that was interrupted completes when
 run again. With `new_ids` every memory and cluster gets a fresh id instead, from a block
-reserved the same way, and each cluster's memory_ids follow its memories.
+reserved the same way, and each cluster's memory_ids follow its memories; such an import adds
+the export again each time it runs, so one that stops takes back what it wrote.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
 from memoric import validation
-from memoric.db.connection import database_exists, mask_password
+from memoric.db.connection import database_exists, first_line, mask_password
 from memoric.db.models import UTC, dump_json, to_utc
 from memoric.db.store import MemoryStore
-from memoric.errors import ConfigError, MigrationError, ValidationError
+from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
 
 if TYPE_CHECKING:
     from memoric.core import Memoric
@@ -242,13 +243,33 @@ def import_checked(
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
-    for batch in _batches(plan.source.records(store), max(batch_size, 1)):
-        for kind, records in _by_kind(batch).items():
-            counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
-        if progress is not None:
-            progress(len(batch))
+    try:
+        for batch in _batches(plan.source.records(store), max(batch_size, 1)):
+            for kind, records in _by_kind(batch).items():
+                counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
+            if progress is not None:
+                progress(len(batch))
+    except BaseException as exc:
+        if plan.new_ids:
+            _take_back(store, plan, tops, exc)
+        raise
     counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
     return counts
+
+
+def _take_back(store: MemoryStore, plan: ImportPlan, tops: dict[str, int], stopped: BaseException) -> None:
+    """Delete what an import with new ids wrote before it stopped: the rows of its reserved
+    blocks, which no one else can hold (a rerun would otherwise add them twice)."""
+    blocks = {kind: (tops[kind] + 1, tops[kind] + plan.counts[kind]) for kind in plan.highest}
+    try:
+        for kind, (low, high) in blocks.items():
+            store.delete_id_range(kind, low, high)
+    except MemoricError as exc:
+        held = ", ".join(f"{COUNT_KEYS[kind]} {low}-{high}" for kind, (low, high) in blocks.items())
+        raise MemoricError(
+            f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
+            f"({exc}): delete the ids it holds ({held}) before importing again"
+        ) from stopped
 
 
 def copy_database(

@@ -334,28 +334,51 @@ class Interrupted(Exception):
     """Stands for anything that stops an import between two batches."""
 
 
-def test_an_interrupted_import_completes_when_run_again(db, new_dsn):
+def stopping_after(batches: int):
+    """A progress callback that interrupts the import after `batches` batches."""
+    done: list[int] = []
+
+    def progress(rows: int) -> None:
+        done.append(rows)
+        if len(done) == batches:
+            raise Interrupted
+
+    return progress
+
+
+@pytest.fixture
+def exported(new_dsn) -> tuple[MemoryStore, str]:
+    """A filled database and its export."""
     source = MemoryStore(new_dsn())
     source.create_schema()
     fill(source)
-    text = export_text(source)
+    return source, export_text(source)
 
-    def stop_after_two_batches(rows: int) -> None:
-        done.append(rows)
-        if len(done) == 2:
-            raise Interrupted
 
-    done: list[int] = []
+def test_an_interrupted_import_completes_when_run_again(db, exported):
+    source, text = exported
     with pytest.raises(Interrupted):
-        import_jsonl(db, io.StringIO(text), batch_size=500, progress=stop_after_two_batches)
-    written = db.count_memories()
-    assert 1000 <= written <= 1001  # two batches (and the highest memory, where it holds the ids)
+        import_jsonl(db, io.StringIO(text), batch_size=500, progress=stopping_after(2))
+    memories, clusters = db.count_memories(), len(db.all_clusters())
+    assert 1000 <= memories <= 1001  # two batches (and the highest memory, where it holds the ids)
     counts = import_jsonl(db, io.StringIO(text), batch_size=500)
-    assert (
-        counts["memories"] == 2497 - written
-        and counts["memories"] + counts["skipped"] == 2497 + 2 - counts["clusters"]
-    )
+    assert counts == {"memories": 2497 - memories, "clusters": 2 - clusters, "skipped": memories + clusters}
     assert_identical(snapshot(db), snapshot(source))
+
+
+def test_an_import_with_new_ids_that_stops_takes_back_what_it_wrote(db, exported):
+    _, text = exported
+    db.insert_memories([{"user_id": "zoe", "content": f"zoe {i}"} for i in range(10)])
+    before = snapshot(db)
+    with pytest.raises(Interrupted):
+        import_jsonl(db, io.StringIO(text), new_ids=True, batch_size=500, progress=stopping_after(3))
+    assert_identical(snapshot(db), before)
+    assert import_jsonl(db, io.StringIO(text), new_ids=True) == {
+        "memories": 2497,
+        "clusters": 2,
+        "skipped": 0,
+    }
+    assert db.count_memories() == 10 + 2497
 
 
 def test_an_export_is_refused_where_its_ids_hold_other_users_memories_and_new_ids_add_it(db, new_dsn):

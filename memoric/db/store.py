@@ -649,6 +649,13 @@ class MemoryStore:
             return sum(self._insert_rows(model, same_keys, True) for same_keys in _group_by_keys(rows))
 
     @_translate_errors
+    def delete_id_range(self, kind: str, low: int, high: int) -> int:
+        """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
+        model, column = self._table(kind)
+        field = getattr(model, column)
+        return model.delete().where(field.between(low, high)).execute()
+
+    @_translate_errors
     def stored_rows(self, kind: str, ids: Iterable[int]) -> dict[int, dict]:
         """The stored memories or clusters with these ids, by id (absent ids left out)."""
         model, column = self._table(kind)
