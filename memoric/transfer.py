@@ -159,6 +159,8 @@ class ImportPlan:
     records: int = 0  # records in the source (identical duplicates included)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
     highest: dict[str, Record] = field(default_factory=dict)
+    lowest_memory_id: int | None = None
+    clusters: list[Record] = field(default_factory=list)  # few: kept for the comparison pass
     # a file's rows by kind: id -> line << DIGEST_BITS | digest of the row, to find lines that
     # contradict each other and a file changed between the passes (None for a database source)
     seen: dict[str, dict[int, int]] | None = None
@@ -355,6 +357,10 @@ def _survey(store: MemoryStore, source: _ExportLines | _DatabaseRows, *, new_ids
         highest = plan.highest.get(record.kind)
         if highest is None or record.id > highest.id:
             plan.highest[record.kind] = record
+        if record.kind == "cluster":
+            plan.clusters.append(record)
+        elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
+            plan.lowest_memory_id = record.id
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
@@ -378,18 +384,34 @@ def _first_sight(seen: dict[int, int], record: Record) -> bool:
 
 
 def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
-    """Pass 2 (ids reserved): ValidationError for any row the target holds with other data."""
-    for batch in _batches(plan.source.records(store), BATCH_SIZE):
-        for kind, records in _by_kind(batch).items():
+    """Pass 2 (ids reserved): ValidationError for any row the target holds with other data.
+
+    The memories are read again only when the target holds any id in their range (an import into
+    a database without them, the common case, costs one query); the clusters were kept.
+    """
+    memories = plan.highest.get("memory")
+    if (
+        memories is not None
+        and not plan.new_ids
+        and store.has_ids("memory", plan.lowest_memory_id, memories.id)
+    ):
+        for batch in _batches(plan.source.records(store), BATCH_SIZE):
+            records = [record for record in batch if record.kind == "memory"]
             for record in records:
                 plan.confirm(record)
-            if not plan.new_ids:
-                stored = store.stored_rows(kind, [record.id for record in records])
-                for record in records:
-                    if record.id in stored:
-                        _refuse_difference(record, record.row, stored[record.id], "nothing was written")
-            if kind == "cluster":
-                _refuse_taken_keys(store, plan, records)
+            _refuse_differences(store, "memory", records)
+    for batch in _batches(plan.clusters, BATCH_SIZE):
+        if not plan.new_ids:
+            _refuse_differences(store, "cluster", batch)
+        _refuse_taken_keys(store, plan, batch)
+
+
+def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:
+    """ValidationError for the first of `records` the target holds under its id with other data."""
+    stored = store.stored_rows(kind, [record.id for record in records])
+    for record in records:
+        if record.id in stored:
+            _refuse_difference(record, record.row, stored[record.id], "nothing was written")
 
 
 def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Record]) -> None:

@@ -649,6 +649,12 @@ class MemoryStore:
             return sum(self._insert_rows(model, same_keys, True) for same_keys in _group_by_keys(rows))
 
     @_translate_errors
+    def has_ids(self, kind: str, low: int, high: int) -> bool:
+        """Whether any memory (or cluster) has an id from `low` to `high`."""
+        model, column = self._table(kind)
+        return model.select().where(getattr(model, column).between(low, high)).exists()
+
+    @_translate_errors
     def delete_id_range(self, kind: str, low: int, high: int) -> int:
         """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
         model, column = self._table(kind)
