@@ -73,17 +73,17 @@ def export_jsonl(
     """
     if user_id is not None:
         validation.user_id(user_id)
-    header = {
-        "type": "header",
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "schema_version": schema_version,
-        "exported_at": dt.datetime.now(UTC).isoformat(),
-        "source_dialect": store.dialect,
-        "user_id": user_id,
-    }
     counts = {"memories": 0, "clusters": 0}
     with store.snapshot():
+        header = {
+            "type": "header",
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema_version": schema_version,
+            "exported_at": dt.datetime.now(UTC).isoformat(),
+            "source_dialect": store.dialect,
+            "user_id": user_id,
+        }
         out.write(dump_json(header) + "\n")
         for memory in store.iter_memories(user_id=user_id):
             out.write(dump_json({"type": "memory", **_encode(memory)}) + "\n")
@@ -116,6 +116,7 @@ class Record:
 
     @property
     def where(self) -> str:
+        """How messages name the record: its line, or its id in the source database."""
         return f"line {self.line}" if self.line is not None else f"source {self.kind} {self.id}"
 
     @functools.cached_property
@@ -500,8 +501,14 @@ def _rereadable(lines: Iterable[str | bytes]):
 
 
 def _is_rereadable(lines: Iterable) -> bool:
+    """Whether `lines` can be read again from where it stands: a list, a tuple, a seekable file."""
+    return isinstance(lines, (list, tuple)) or _is_seekable(lines)
+
+
+def _is_seekable(lines: Iterable) -> bool:
+    """Whether `lines` is a file that can be rewound (stdin on a pipe cannot)."""
     seekable = getattr(lines, "seekable", None)
-    return isinstance(lines, (list, tuple)) or (seekable is not None and seekable())
+    return seekable is not None and seekable()
 
 
 class _ExportLines:
@@ -511,7 +518,7 @@ class _ExportLines:
 
     def __init__(self, lines: Iterable[str | bytes]) -> None:
         self._lines = lines
-        self._start = lines.tell() if hasattr(lines, "seek") else None
+        self._start = lines.tell() if _is_seekable(lines) else None
         self._passes = 0
 
     def records(self, store: MemoryStore) -> Iterator[Record]:
@@ -541,6 +548,7 @@ class _DatabaseRows:
         self._store, self._batch_size = store, batch_size
 
     def records(self, store: MemoryStore) -> Iterator[Record]:
+        """The source's rows as records validated against `store`'s rules (the target's)."""
         for memory in self._store.iter_memories(batch_size=self._batch_size):
             yield Record(store, "memory", memory, None)
         for cluster in self._store.iter_clusters(batch_size=self._batch_size):
@@ -548,10 +556,12 @@ class _DatabaseRows:
 
 
 def _digest_of(mark: int) -> int:
+    """The digest part of a mark (line << DIGEST_BITS | digest)."""
     return mark & ((1 << DIGEST_BITS) - 1)
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Lists of up to `size` records, in order."""
     iterator = iter(records)
     while batch := list(islice(iterator, size)):
         yield batch

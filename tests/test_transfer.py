@@ -453,3 +453,13 @@ def test_floats_of_any_size_stay_floats_on_every_write_path(db):
     stored = [memory["metadata"] for memory in db.get_memories(limit=None)]
     assert_identical(stored, [metadata] * 3)
     assert db.count_memories(where_metadata={"f": 1e16}) == 3
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["text lines", "UTF-8 lines"])
+def test_an_export_given_as_a_one_pass_iterator_is_imported_whole(db, exported, encode):
+    source, text = exported
+    lines = (line.encode() if encode else line for line in text.splitlines())
+    assert import_jsonl(db, lines)["memories"] == 2497
+    assert_identical(snapshot(db), snapshot(source))
+    with pytest.raises(ValidationError, match="line 2 and line 2501 are two different memories with id 1"):
+        import_jsonl(db, iter([*text.splitlines(), json.dumps(memory_line(1))]))
