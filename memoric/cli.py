@@ -587,13 +587,31 @@ def heading(title: str) -> None:
 
 
 @contextlib.contextmanager
+def export_target(path: str):
+    """A text stream for the export at `path`; any write failure is one line, nothing left behind.
+
+    A regular file is written beside `path` and moved onto it only when the block succeeds (the
+    old file stays otherwise). Anything else that exists there and is not a directory (a
+    terminal, a pipe, a device) is written to directly. A directory is refused.
+    """
+    if os.path.isdir(path):
+        raise click.ClickException(f"cannot write {path}: it is a directory")
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w", encoding="utf-8") as out:
+                yield out
+            return
+        with replaced_on_success(path) as out:
+            yield out
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
 def replaced_on_success(path: str):
     """A text file written beside `path` and moved onto it only when the block succeeds."""
     directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
     try:
         with open(handle, "w", encoding="utf-8") as out:
             yield out
@@ -640,31 +658,47 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
     """
     memoric = open_memoric(ctx)
     if file == "-":
-        counts = transfer.export_memoric(memoric, sys.stdout, user_id=user_id)
+        counts = export_to_stdout(memoric, user_id)
     else:
-        with replaced_on_success(file) as out:
+        with export_target(file) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
 
 
+def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
+    """The export on stdout; a failed write (a full disk, a closed pipe) is one line and exit 1."""
+    stdout = sys.stdout
+    try:
+        counts = transfer.export_memoric(memoric, stdout, user_id=user_id)
+        stdout.flush()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to standard output: {exc.strerror or exc}") from None
+    return counts
+
+
 @main.command("import")
 @click.argument("file", metavar="FILE|-")
+@click.option(
+    "--new-ids",
+    is_flag=True,
+    help="Give every memory and cluster a new id (to merge exports of different databases).",
+)
 @click.pass_context
 @library_errors
-def import_command(ctx: click.Context, file: str) -> None:
+def import_command(ctx: click.Context, file: str, new_ids: bool) -> None:
     """Load an export (FILE, or - for stdin): checked whole first, then written in batches.
 
     Ids, timestamps and metadata types are kept; memories already there (same id, same data) are
-    skipped, so importing the same file twice changes nothing; an id taken by another memory is
-    refused.
+    skipped, so importing the same file twice changes nothing; an id taken by other data is
+    refused before anything is written. Agents may keep saving meanwhile: their new memories get
+    ids above the file's. With --new-ids every row gets a fresh id instead (each run adds them).
     """
     memoric = open_memoric(ctx)
     with readable_export(file) as stream:
-        found = transfer.check_jsonl(memoric.store, stream)
+        plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids)
         memoric.ensure_schema()
-        stream.seek(0)
-        with progress(found["memories"] + found["clusters"], "Importing") as advance:
-            counts = transfer.import_jsonl(memoric.db, stream, progress=advance)
+        with progress(plan.records, "Importing") as advance:
+            counts = transfer.import_checked(memoric.db, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
 
 

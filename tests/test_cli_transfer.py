@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import resource
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from tests.conftest import one_line_error, requires_postgres
 from tests.test_migrations import HEAD, SHIPPED
-from tests.test_transfer import fill, snapshot
+from tests.test_transfer import assert_identical, fill, snapshot
 
 CLI = "import sys; from memoric.cli import main; sys.exit(main())"
 HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
@@ -65,13 +66,13 @@ def test_export_to_a_file_then_import_is_exact_and_idempotent(source, new_dsn, t
     result = ok(invoke("--dsn", target, "import", str(path)))
     assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
     check = MemoryStore(target)
-    assert snapshot(check) == snapshot(source.db)
+    assert_identical(snapshot(check), snapshot(source.db))
     assert Memoric(target).migrations.current() == HEAD
 
     again = ok(invoke("--dsn", target, "import", str(path)))
     assert "Imported 0 memories and 0 clusters" in again.stdout
     assert "2499 already there, skipped" in again.stdout
-    assert snapshot(check) == snapshot(source.db)
+    assert_identical(snapshot(check), snapshot(source.db))
     assert check.insert_memory(user_id="new", content="after the import") == 2501
 
 
@@ -169,7 +170,7 @@ def test_copy_sqlite_to_postgresql_and_back_is_identical(tmp_path, new_postgres_
         copied = Memoric(dsn)
         assert copied.migrations.current() == HEAD
         assert [row["name"] for row in copied.migrations.history()] == SHIPPED
-        assert snapshot(copied.db) == snapshot(origin.db)
+        assert_identical(snapshot(copied.db), snapshot(origin.db))
     exports = [ok(invoke("--dsn", dsn, "export")).stdout.splitlines()[1:] for dsn in (origin.db.dsn, back)]
     # Equal records; only the key order inside metadata differs (JSONB stores keys sorted).
     assert [json.loads(line) for line in exports[0]] == [json.loads(line) for line in exports[1]]
@@ -225,3 +226,105 @@ def test_import_shows_a_progress_bar_on_a_terminal(source, new_dsn, tmp_path):
     assert status == 0, shown
     assert "Importing" in shown and "100%" in shown
     assert "Imported 2497 memories and 2 clusters" in shown
+
+
+# --- an export that cannot be written; an import JSON cannot read ---------------------------
+
+
+def test_an_export_onto_a_directory_is_one_line_and_changes_nothing(source, tmp_path):
+    directory = tmp_path / "exports"
+    directory.mkdir()
+    (directory / "kept.jsonl").write_text("kept\n")
+    before = sorted(os.listdir(tmp_path))
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(directory)))
+    assert f"cannot write {directory}: it is a directory" in error
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(directory) == ["kept.jsonl"]
+
+
+def test_an_export_to_a_full_disk_is_one_line(source, tmp_path):
+    full = tmp_path / "full.jsonl"
+    full.symlink_to("/dev/full")  # a device that answers every write with ENOSPC
+    before = sorted(os.listdir(tmp_path))
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(full)))
+    assert f"cannot write {full}: No space left on device" in error
+    assert sorted(os.listdir(tmp_path)) == before and full.is_symlink()
+
+
+def run_cli(*args: str, stdout=subprocess.PIPE, max_file_size: int | None = None):
+    """The CLI in a child process (files it writes limited to `max_file_size` bytes, if given)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=None if max_file_size is None else limit,
+        check=False,
+    )
+
+
+def child_error(child: subprocess.CompletedProcess) -> str:
+    """The one `Error:` line of a child that failed (exit 1, nothing else but the SQLite warning)."""
+    assert child.returncode == 1, child.stderr
+    lines = [line for line in child.stderr.splitlines() if "development/testing only" not in line]
+    assert len(lines) == 1, child.stderr
+    return lines[0]
+
+
+def test_an_export_failing_half_way_keeps_the_old_file_and_leaves_no_temporary_one(source, tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    path = exports / "all.jsonl"
+    path.write_text("the previous export\n")
+    # The export is about 1.5 MB: past 64 kB every write fails with EFBIG, as on a full disk.
+    child = run_cli("--dsn", source.db.dsn, "export", str(path), max_file_size=64 * 1024)
+    assert child_error(child) == f"Error: cannot write {path}: File too large"
+    assert os.listdir(exports) == ["all.jsonl"] and path.read_text() == "the previous export\n"
+
+
+def test_an_export_to_a_full_standard_output_is_one_line(source):
+    with open("/dev/full", "w") as full:
+        child = run_cli("--dsn", source.db.dsn, "export", stdout=full)
+    assert child_error(child) == "Error: cannot write to standard output: No space left on device"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ("1" + "0" * 4300, "line 2 is not valid JSON here: Exceeds the limit (4300 digits)"),
+        ("[" * 5000 + "]" * 5000, "line 2 is not valid JSON here: it is nested too deeply"),
+    ],
+    ids=["an int of 4,301 digits", "5,000 levels"],
+)
+def test_an_import_line_json_cannot_read_is_one_line_and_writes_nothing(new_dsn, tmp_path, metadata, message):
+    path = tmp_path / "odd.jsonl"
+    line = {"type": "memory", "id": 1, "user_id": "ada", "content": "x", "metadata": {"n": "?"}}
+    path.write_text(HEADER + json.dumps(line).replace('"?"', metadata) + "\n")
+    target = built(new_dsn())
+    assert message in one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert target.db.count_memories() == 0
+
+
+def test_import_with_new_ids_adds_an_export_beside_other_memories(source, new_dsn, tmp_path):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = built(new_dsn())
+    mine = [target.save("zoe", f"zoe {n}") for n in range(3)]
+    error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert "line 2: memory id 1 is already in the target with other data" in error
+    assert "import it with new ids" in error
+
+    result = ok(invoke("--dsn", target.db.dsn, "import", "--new-ids", str(path)))
+    assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
+    added = [m for m in target.db.get_memories(limit=None) if m["user_id"] != "zoe"]
+    originals = source.db.get_memories(limit=None)
+    assert [m["content"] for m in added] == [m["content"] for m in originals]
+    assert [m["id"] for m in target.db.get_memories(user_id="zoe", limit=None)] == mine[::-1]
+    content = {m["id"]: m["content"] for m in added}
+    for original in source.db.get_clusters():
+        [cluster] = target.db.get_clusters(user_id=original["user_id"], topic=original["topic"])
+        expected = [source.db.get_memory(i)["content"] for i in original["memory_ids"]]
+        assert [content[i] for i in cluster["memory_ids"]] == expected

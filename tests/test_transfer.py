@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 
 import pytest
 
@@ -18,7 +19,8 @@ from tests.test_migrations import HEAD
 T0 = dt.datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 TRICKY_METADATA = {"int": 1, "float": 1.0, "big": 2**62, "neg": -0.5, "bool": False, "none": None,
                    "list": [1, "1", 1.5, [True]], "nested": {"a.b": {"%s": "'; DROP TABLE memories; --"}},
-                   "unicode": "żółw 🐢"}  # fmt: skip
+                   "unicode": "żółw 🐢", "huge_float": 1e16, "tiny_float": -1.5e-300,
+                   "floats": [2.5e300, 123456789012345678.0], "e+": "1e+16"}  # fmt: skip
 
 
 def fill(store: MemoryStore) -> None:
@@ -45,8 +47,26 @@ def fill(store: MemoryStore) -> None:
     store.upsert_cluster(user_id="user2", topic="b", category="x", memory_ids=[2])
 
 
-def snapshot(store: MemoryStore) -> tuple[list, list]:
-    return list(store.iter_memories()), store.all_clusters()
+def snapshot(store: MemoryStore) -> list[list]:
+    """Every memory and every cluster, in id order."""
+    return [list(store.iter_memories()), store.all_clusters()]
+
+
+def same_types(a, b) -> bool:
+    """Whether two equal values have the same types all the way down (true is not 1, 1 is not 1.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return all(same_types(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return all(map(same_types, a, b))
+    return True
+
+
+def assert_identical(got, expected) -> None:
+    """Equal, and of the same JSON types all the way down."""
+    assert got == expected
+    assert same_types(got, expected), "equal values of different types"
 
 
 def export_text(store: MemoryStore, **kwargs) -> str:
@@ -65,7 +85,7 @@ def test_export_then_import_into_an_empty_database_is_exact(db, new_dsn):
     target.create_schema()
     counts = import_jsonl(target, io.StringIO(text))
     assert counts == {"memories": 2497, "clusters": 2, "skipped": 0}
-    assert snapshot(target) == snapshot(db)
+    assert_identical(snapshot(target), snapshot(db))
     metadata = target.get_memory(1)["metadata"]
     assert type(metadata["float"]) is float and type(metadata["int"]) is int and metadata["big"] == 2**62
     assert target.insert_memory(user_id="new", content="after import") == 2501
@@ -80,7 +100,7 @@ def test_importing_twice_changes_nothing(db):
         "clusters": 0,
         "skipped": 2499,
     }
-    assert snapshot(db) == before
+    assert_identical(snapshot(db), before)
 
 
 def test_export_of_one_user(db):
@@ -129,6 +149,320 @@ def test_round_trip_sqlite_to_postgresql_to_sqlite_is_identical(tmp_path, new_po
     assert copy_database(origin, middle, progress=progress.append)["memories"] == 2497
     assert sum(progress) == 2499
     copy_database(middle, back)
-    assert snapshot(middle) == snapshot(origin)
-    assert snapshot(back) == snapshot(origin)
+    assert_identical(snapshot(middle), snapshot(origin))
+    assert_identical(snapshot(back), snapshot(origin))
     assert middle.insert_memory(user_id="u", content="next id") == 2501
+
+
+# --- a file that contradicts itself, or the target ------------------------------------------
+
+HEADER = {"type": "header", "format": "memoric-export", "format_version": 1}
+
+
+def dump_lines(records: list[dict], header: dict = HEADER) -> str:
+    """The text of an export holding `header` and then these records, one JSON line each."""
+    return "".join(json.dumps(record) + "\n" for record in (header, *records))
+
+
+def export_of(*records: dict, header: dict = HEADER) -> io.StringIO:
+    """An export file holding `header` and then these records."""
+    return io.StringIO(dump_lines(list(records), header))
+
+
+def memory_line(memory_id: int, **fields) -> dict:
+    return {"type": "memory", "id": memory_id, "user_id": "ada", "content": f"memory {memory_id}",
+            "created_at": T0.isoformat(), **fields}  # fmt: skip
+
+
+def cluster_line(cluster_id: int, **fields) -> dict:
+    stamps = dict.fromkeys(("created_at", "updated_at", "last_built_at"), T0.isoformat())
+    return {"type": "cluster", "cluster_id": cluster_id, "user_id": "ada", "topic": "t",
+            "category": "general", "memory_ids": [1], "memory_count": 1, "summary": "", **stamps,
+            **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("records", "named"),
+    [
+        (
+            [memory_line(1), memory_line(1, content="another memory")],
+            "line 2 and line 3 are two different memories with id 1",
+        ),
+        (
+            [memory_line(1, metadata={"a": 1}), memory_line(2), memory_line(1, metadata={"a": True})],
+            "line 2 and line 4 are two different memories with id 1",
+        ),
+        (
+            [memory_line(1), cluster_line(1), cluster_line(1, summary="other")],
+            "line 3 and line 4 are two different clusters with cluster_id 1",
+        ),
+        (
+            [memory_line(1), cluster_line(1), cluster_line(2, memory_ids=[2])],
+            "line 3 and line 4 are two clusters (ids 1 and 2) for the same user_id, topic and category",
+        ),
+    ],
+)
+def test_a_file_that_contradicts_itself_is_refused_naming_both_lines_and_writes_nothing(db, records, named):
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(*records))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_the_same_line_twice_is_one_row(db):
+    counts = import_jsonl(db, export_of(memory_line(1), cluster_line(1), memory_line(1), cluster_line(1)))
+    assert counts == {"memories": 1, "clusters": 1, "skipped": 2}
+    assert [m["id"] for m in db.get_memories()] == [1]
+
+
+STORED = {"id": 1, "user_id": "ada", "content": "c", "thread_id": "t1", "namespace": "ns", "tier": "mid_term",
+          "score": 70, "metadata": {"flag": 1, "ratio": 1, "deep": {"list": [1, {"x": False}]}},
+          "related_threads": ["t2"], "summarized": True, "created_at": T0, "updated_at": T0}  # fmt: skip
+STORED_LINE = {"type": "memory", **STORED, "created_at": T0.isoformat(), "updated_at": T0.isoformat()}
+
+
+def without(key: str) -> dict:
+    return {k: v for k, v in STORED_LINE.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("line", "differing"),
+    [
+        ({**STORED_LINE, "metadata": {**STORED["metadata"], "flag": True}}, "metadata"),
+        ({**STORED_LINE, "metadata": {**STORED["metadata"], "ratio": 1.0}}, "metadata"),
+        (
+            {**STORED_LINE, "metadata": {**STORED["metadata"], "deep": {"list": [1.0, {"x": False}]}}},
+            "metadata",
+        ),
+        ({**STORED_LINE, "metadata": {**STORED["metadata"], "deep": {"list": [1, {"x": 0}]}}}, "metadata"),
+        (without("metadata"), "metadata"),
+        (without("tier"), "tier"),
+        (without("score"), "score"),
+        (without("thread_id"), "thread_id"),
+        (without("namespace"), "namespace"),
+        (without("related_threads"), "related_threads"),
+        (without("summarized"), "summarized"),
+        ({**STORED_LINE, "updated_at": (T0 - dt.timedelta(microseconds=1)).isoformat()}, "updated_at"),
+        ({**STORED_LINE, "user_id": "bob", "score": 71}, "user_id, score"),
+    ],
+)
+def test_a_line_differing_from_the_target_in_type_or_by_a_default_is_refused(db, line, differing):
+    db.insert_memories([STORED])
+    before = snapshot(db)
+    message = f"line 2: memory id 1 is already in the target with other data (differing: {differing})"
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        import_jsonl(db, export_of(line, memory_line(2)))
+    assert_identical(snapshot(db), before)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        STORED_LINE,
+        {**STORED_LINE, "created_at": T0.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()},
+        without("created_at") | {"updated_at": T0.isoformat()},
+        {k: v for k, v in STORED_LINE.items() if k not in ("created_at", "updated_at")},
+    ],
+    ids=["same", "same instant elsewhere", "created_at left out", "timestamps left out"],
+)
+def test_a_line_saying_what_the_target_holds_is_skipped(db, line):
+    db.insert_memories([STORED])
+    before = snapshot(db)
+    assert import_jsonl(db, export_of(line)) == {"memories": 0, "clusters": 0, "skipped": 1}
+    assert_identical(snapshot(db), before)
+
+
+def test_a_cluster_whose_key_the_target_holds_under_another_id_is_refused(db):
+    db.insert_memories([{"id": 1, "user_id": "ada", "content": "x"}])
+    db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[1])
+    db.upsert_cluster(user_id="ada", topic="u", category="general", memory_ids=[1])
+    before = snapshot(db)
+    taken = export_of(cluster_line(7))
+    with pytest.raises(
+        ValidationError, match=r"line 2: cluster 7 is for user_id, topic and category \['ada', 't'"
+    ):
+        import_jsonl(db, taken)
+    other_data = export_of(cluster_line(2, topic="u", summary="not the same"))
+    with pytest.raises(ValidationError, match=r"line 2: cluster id 2 is already in the target .*summary"):
+        import_jsonl(db, other_data)
+    assert_identical(snapshot(db), before)
+
+
+@pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, 2])
+def test_only_a_positive_integer_format_version_this_memoric_reads_is_accepted(db, version):
+    with pytest.raises(ValidationError, match="export format version"):
+        import_jsonl(db, export_of(memory_line(1), header={**HEADER, "format_version": version}))
+    assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            '{"type": "memory", "id": 1, "user_id": "a", "content": "x", "metadata": {"n": 1'
+            + "0" * 5000
+            + "}}",
+            "line 3 is not valid JSON here: Exceeds the limit (4300 digits)",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "a", "content": "x", "metadata": {"n": '
+            + "[" * 5000
+            + "]" * 5000
+            + "}}",
+            "line 3 is not valid JSON here: it is nested too deeply",
+        ),
+        (
+            '{"type": "memory", "id": 0, "user_id": "a", "content": "x"}',
+            "line 3: id must be an int from 1 to 2147483647, got 0",
+        ),
+        (
+            '{"type": "memory", "id": 9223372036854775808, "user_id": "a", "content": "x"}',
+            "line 3: id must be an int from 1 to 2147483647, got 9223372036854775808",
+        ),
+        ('{"type": "memory", "user_id": "a", "content": "x"}', "line 3: id must be an int, got None"),
+        ('{"type": "cluster", "cluster_id": true, "user_id": "a"}', "line 3: cluster_id must be an int"),
+    ],
+    ids=["huge int", "deep nesting", "id 0", "id beyond 64 bits", "no id", "cluster_id true"],
+)
+def test_a_line_json_or_memoric_cannot_take_is_a_validation_error_naming_it(db, text, named):
+    lines = export_of(memory_line(1)).getvalue() + text + "\n"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(lines))
+    assert db.count_memories() == 0
+
+
+# --- interrupted imports, other users, new ids ----------------------------------------------
+
+
+class Interrupted(Exception):
+    """Stands for anything that stops an import between two batches."""
+
+
+def stopping_after(batches: int):
+    """A progress callback that interrupts the import after `batches` batches."""
+    done: list[int] = []
+
+    def progress(rows: int) -> None:
+        done.append(rows)
+        if len(done) == batches:
+            raise Interrupted
+
+    return progress
+
+
+@pytest.fixture
+def exported(new_dsn) -> tuple[MemoryStore, str]:
+    """A filled database and its export."""
+    source = MemoryStore(new_dsn())
+    source.create_schema()
+    fill(source)
+    return source, export_text(source)
+
+
+def test_an_interrupted_import_completes_when_run_again(db, exported):
+    source, text = exported
+    with pytest.raises(Interrupted):
+        import_jsonl(db, io.StringIO(text), batch_size=500, progress=stopping_after(2))
+    memories, clusters = db.count_memories(), len(db.all_clusters())
+    assert 1000 <= memories <= 1001  # two batches (and the highest memory, where it holds the ids)
+    counts = import_jsonl(db, io.StringIO(text), batch_size=500)
+    assert counts == {"memories": 2497 - memories, "clusters": 2 - clusters, "skipped": memories + clusters}
+    assert_identical(snapshot(db), snapshot(source))
+
+
+def test_an_import_with_new_ids_that_stops_takes_back_what_it_wrote(db, exported):
+    _, text = exported
+    db.insert_memories([{"user_id": "zoe", "content": f"zoe {i}"} for i in range(10)])
+    before = snapshot(db)
+    with pytest.raises(Interrupted):
+        import_jsonl(db, io.StringIO(text), new_ids=True, batch_size=500, progress=stopping_after(3))
+    assert_identical(snapshot(db), before)
+    assert import_jsonl(db, io.StringIO(text), new_ids=True) == {
+        "memories": 2497,
+        "clusters": 2,
+        "skipped": 0,
+    }
+    assert db.count_memories() == 10 + 2497
+
+
+def test_an_export_is_refused_where_its_ids_hold_other_users_memories_and_new_ids_add_it(db, new_dsn):
+    source = MemoryStore(new_dsn())
+    source.create_schema()
+    fill(source)
+    text = export_text(source)
+    db.insert_memories([{"user_id": "zoe", "content": f"zoe {i}", "metadata": {"i": i}} for i in range(50)])
+    db.upsert_cluster(user_id="zoe", topic="a", category="general", memory_ids=[1, 2])
+    before = snapshot(db)
+    with pytest.raises(ValidationError, match="line 2: memory id 1 is already in the target with other data"):
+        import_jsonl(db, io.StringIO(text))
+    assert_identical(snapshot(db), before)
+
+    counts = import_jsonl(db, io.StringIO(text), new_ids=True, batch_size=700)
+    assert counts == {"memories": 2497, "clusters": 2, "skipped": 0}
+    memories, clusters = snapshot(db)
+    assert_identical([m for m in memories if m["user_id"] == "zoe"], before[0])
+    assert_identical([c for c in clusters if c["user_id"] == "zoe"], before[1])
+    originals, added = list(source.iter_memories()), [m for m in memories if m["user_id"] != "zoe"]
+    assert_identical([{**m, "id": None} for m in added], [{**m, "id": None} for m in originals])
+    new_id = {old["id"]: new["id"] for old, new in zip(originals, added, strict=True)}
+    first = min(new_id.values())  # above every id used (the refused import may have reserved some)
+    assert first > 50 and sorted(new_id.values()) == list(range(first, first + 2497))
+    for old in source.all_clusters():
+        [new] = [c for c in clusters if (c["user_id"], c["topic"]) == (old["user_id"], old["topic"])]
+        assert new["cluster_id"] > 1
+        assert_identical(
+            {**new, "cluster_id": None},
+            {**old, "cluster_id": None, "memory_ids": [new_id[i] for i in old["memory_ids"]]},
+        )
+    assert db.insert_memory(user_id="zoe", content="after") == first + 2497
+
+
+def test_new_ids_refuse_a_cluster_of_memories_the_export_lacks_or_a_key_the_target_holds(db):
+    with pytest.raises(
+        ValidationError, match="line 3: cluster 1 lists memory 2, which is not in this export"
+    ):
+        import_jsonl(db, export_of(memory_line(1), cluster_line(1, memory_ids=[1, 2])), new_ids=True)
+    db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[])
+    before = snapshot(db)
+    with pytest.raises(ValidationError, match="line 3: cluster 1 is for user_id, topic and category"):
+        import_jsonl(db, export_of(memory_line(1), cluster_line(1)), new_ids=True)
+    assert_identical(snapshot(db), before)
+
+
+@requires_postgres
+def test_copying_there_and_back_twice_is_exact_and_the_second_time_changes_nothing(
+    tmp_path, new_postgres_url
+):
+    origin = MemoryStore(f"sqlite:///{tmp_path / 'origin.db'}")
+    middle = MemoryStore(new_postgres_url())
+    back = MemoryStore(f"sqlite:///{tmp_path / 'back.db'}")
+    for store in (origin, middle, back):
+        store.create_schema()
+    fill(origin)
+    for _ in range(2):
+        copy_database(origin, middle)
+        copy_database(middle, back)
+        assert_identical(snapshot(middle), snapshot(origin))
+        assert_identical(snapshot(back), snapshot(origin))
+    nothing = {"memories": 0, "clusters": 0, "skipped": 2499}
+    assert copy_database(origin, middle) == copy_database(middle, back) == nothing
+    assert type(middle.get_memory(1)["metadata"]["huge_float"]) is float
+
+
+def test_floats_of_any_size_stay_floats_on_every_write_path(db):
+    metadata = {"f": 1e16, "g": -2.5e300, "h": [123456789012345678.0, 1.5e-300], "text": "1e+16"}
+    db.insert_memory(user_id="ada", content="one", metadata=metadata)
+    db.insert_memories([{"user_id": "ada", "content": "many", "metadata": metadata}])
+    import_jsonl(db, export_of(memory_line(50, metadata=metadata)))
+    stored = [memory["metadata"] for memory in db.get_memories(limit=None)]
+    assert_identical(stored, [metadata] * 3)
+    assert db.count_memories(where_metadata={"f": 1e16}) == 3
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["text lines", "UTF-8 lines"])
+def test_an_export_given_as_a_one_pass_iterator_is_imported_whole(db, exported, encode):
+    source, text = exported
+    lines = (line.encode() if encode else line for line in text.splitlines())
+    assert import_jsonl(db, lines)["memories"] == 2497
+    assert_identical(snapshot(db), snapshot(source))
+    with pytest.raises(ValidationError, match="line 2 and line 2501 are two different memories with id 1"):
+        import_jsonl(db, iter([*text.splitlines(), json.dumps(memory_line(1))]))

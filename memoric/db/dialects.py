@@ -1,12 +1,14 @@
 """What differs between SQLite and PostgreSQL, behind one interface.
 
 `MemoryStore` asks its dialect for the SQL of JSON containment, array overlap, age in days,
-the PostgreSQL-only indexes and a fast table reset; nothing outside `memoric.db` knows which
-dialect it runs on.
+the PostgreSQL-only indexes, a fast table reset, a read snapshot and the reservation of ids
+(raising the id counter under a short lock); nothing outside `memoric.db` knows which dialect it
+runs on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -88,8 +90,48 @@ class SqliteDialect:
         os.close(handle)
         return True
 
-    def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
-        """Nothing to do: SQLite picks max(rowid) + 1 for the next row."""
+    @contextlib.contextmanager
+    def snapshot(self, database: peewee.Database):
+        """One read transaction: in WAL mode every read in it sees the database as of its first
+        read, made at once so that the snapshot is of the moment the block starts."""
+        with database.transaction(lock_type="DEFERRED"):
+            database.execute_sql("SELECT COUNT(*) FROM sqlite_master")
+            yield
+
+    def has_id_counter(self, database: peewee.Database, table: str) -> bool:
+        """Whether `table` keeps its highest id ever used (AUTOINCREMENT: in `sqlite_sequence`).
+
+        Without it SQLite gives a new row max(rowid) + 1, so only a row can hold an id back.
+        """
+        sql = database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return sql is not None and "AUTOINCREMENT" in sql[0].upper()
+
+    def reserve_ids(
+        self, database: peewee.Database, table: str, column: str, *, above: int, count: int
+    ) -> int:
+        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far.
+
+        Inside BEGIN IMMEDIATE (no other writer meanwhile) the table's `sqlite_sequence` entry is
+        raised, never lowered. A table without AUTOINCREMENT has no counter: the caller must write
+        a row with the highest id in the same transaction (`has_id_counter`).
+        """
+        with database.atomic():
+            top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            if not self.has_id_counter(database, table):
+                return top
+            entry = database.execute_sql(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+            ).fetchone()
+            counter = 0 if entry is None else entry[0]
+            top = max(top, counter)
+            wanted = max(above, top + count)
+            if entry is None:
+                database.execute_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, wanted))
+            elif wanted > counter:
+                database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
+        return top
 
     def insert_rows(
         self,
@@ -196,12 +238,42 @@ class PostgresDialect:
         for name in GIN_INDEXES:
             database.execute_sql(gin_index_sql(name))
 
-    def sync_id_sequence(self, database: peewee.Database, table: str, column: str) -> None:
-        """Move the id sequence past rows inserted with explicit ids (import, copy)."""
-        database.execute_sql(
-            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
-            f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)'
-        )
+    @contextlib.contextmanager
+    def snapshot(self, database: peewee.Database):
+        """One REPEATABLE READ, read-only transaction: every read in it sees the moment the block
+        starts (its first query, made at once, takes the snapshot)."""
+        with database.transaction(isolation_level="REPEATABLE READ"):
+            database.execute_sql("SET TRANSACTION READ ONLY")
+            database.execute_sql("SELECT 1")
+            yield
+
+    def has_id_counter(self, database: peewee.Database, table: str) -> bool:
+        """Always: every id column of memoric's tables draws from a sequence."""
+        return True
+
+    def reserve_ids(
+        self, database: peewee.Database, table: str, column: str, *, above: int, count: int
+    ) -> int:
+        """Keep the id sequence from handing out ids up to max(`above`, top + `count`); top.
+
+        top is the highest id handed out or stored. `LOCK ... IN EXCLUSIVE MODE` waits for every
+        transaction that is inserting (an INSERT locks the table before it draws from the
+        sequence) and holds new ones back for this short transaction, so no id drawn before the
+        lock is higher than the sequence says; the sequence is then raised, never lowered.
+        """
+        with database.atomic():
+            database.execute_sql(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
+            sequence = database.execute_sql(
+                "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
+            ).fetchone()[0]
+            last, called = database.execute_sql(f"SELECT last_value, is_called FROM {sequence}").fetchone()
+            handed_out = last if called else last - 1
+            stored = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            top = max(handed_out, stored)
+            wanted = max(above, top + count)
+            if wanted > handed_out:
+                database.execute_sql("SELECT setval(%s, %s, true)", (sequence, wanted))
+        return top
 
     def insert_rows(
         self,

@@ -224,19 +224,22 @@ class MemoryStore:
         return self._sql.insert_one(self.database, self.Memory._meta.table_name, columns, values)
 
     @_translate_errors
-    def insert_memories(
-        self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE, skip_existing: bool = False
-    ) -> int:
+    def insert_memories(self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE) -> int:
         """Validate every row, then insert them in batches, one transaction per batch.
 
-        With `skip_existing`, rows whose explicit `id` is already taken are skipped (import is
-        idempotent that way); the return value counts the rows actually inserted.
+        Rows may carry an explicit `id`; the id counter is first moved past the highest one
+        (never back), so no memory saved meanwhile takes one of them. An id already taken fails.
         """
         checked = [self._memory_row(row, where=f"rows[{i}]: ") for i, row in _dict_rows(rows)]
-        inserted = self._insert_batches(self.Memory, checked, batch_size, skip_existing)
-        if any("id" in row for row in checked):
-            self._sql.sync_id_sequence(self.database, self.Memory._meta.table_name, "id")
-        return inserted
+        explicit = [row for row in checked if "id" in row]
+        if explicit:
+            highest = max(explicit, key=operator.itemgetter("id"))
+            table = self.Memory._meta.table_name
+            if self._sql.has_id_counter(self.database, table):
+                self._sql.reserve_ids(self.database, table, "id", above=highest["id"], count=0)
+            else:  # max(rowid) + 1 is the counter: the first transaction writes the highest id
+                checked = [highest, *(row for row in checked if row is not highest)]
+        return self._insert_batches(self.Memory, checked, batch_size, skip_existing=False)
 
     def _insert_batches(self, model, rows: list[dict], batch_size: int, skip_existing: bool) -> int:
         validation.count("batch_size", batch_size)
@@ -554,14 +557,6 @@ class MemoryStore:
             query = query.limit(_slot("limit"))
         return query
 
-    @_translate_errors
-    def insert_clusters(self, rows: Iterable[dict], *, skip_existing: bool = True) -> int:
-        """Insert whole cluster rows (ids and timestamps kept), e.g. from an export; rows inserted."""
-        checked = [self._exported_cluster_row(row, where=f"clusters[{i}]: ") for i, row in _dict_rows(rows)]
-        inserted = self._insert_batches(self.MemoryCluster, checked, INSERT_BATCH_SIZE, skip_existing)
-        self._sql.sync_id_sequence(self.database, self.MemoryCluster._meta.table_name, "cluster_id")
-        return inserted
-
     def _exported_cluster_row(self, row: dict, where: str) -> dict:
         expected = {"cluster_id", "user_id", "topic", "category", "memory_ids", "memory_count", "summary"}
         stamps = {"created_at", "updated_at", "last_built_at"}
@@ -594,21 +589,138 @@ class MemoryStore:
             raise validation.ValidationError(f"{where}{exc}") from None
         return checked
 
-    def check_memory_row(self, row: dict) -> None:
-        """Raise ValidationError where `insert_memories` would refuse `row`; writes nothing."""
-        self._memory_row(row)
+    # --- whole rows, ids kept: export, import, copy ------------------------------------------
 
-    def check_cluster_row(self, row: dict) -> None:
-        """Raise ValidationError where `insert_clusters` would refuse `row`; writes nothing."""
-        self._exported_cluster_row(row, where="")
+    def _table(self, kind: str) -> tuple[type[peewee.Model], str]:
+        """The model and id column of a kind of exported row ("memory" or "cluster")."""
+        return (self.Memory, "id") if kind == "memory" else (self.MemoryCluster, "cluster_id")
+
+    def whole_row(self, kind: str, record: dict) -> dict:
+        """The row `record` (a memory or a cluster, id included) is written as: validated, defaults
+        filled in (timestamps left out are now). ValidationError as `insert_memories` would raise."""
+        if kind == "memory":
+            return self._memory_row(record)
+        return self._exported_cluster_row(record, where="")
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Every read inside the block sees the database at one point in time.
+
+        PostgreSQL: one REPEATABLE READ, read-only transaction. SQLite: one read transaction
+        (WAL keeps what it saw at its first read). Writers elsewhere are not held up.
+        """
+        try:
+            with self._sql.snapshot(self.database):
+                yield
+        except (peewee.PeeweeException, peewee.DatabaseError) as exc:
+            raise MemoricError(_failure_message(self, "snapshot", exc)) from exc
+
+    @_translate_errors
+    def reserve_ids(
+        self,
+        claims: dict[str, tuple[int, int]],
+        *,
+        check: Callable[[], None],
+        holding_rows: Callable[[dict[str, int]], dict[str, dict]],
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Reserve ids for rows about to be written, then run `check` while they stay reserved.
+
+        `claims` maps a kind to (above, count): no new row of anyone else may get an id up to
+        max(above, top + count), top being the highest id used so far. Where the table keeps an id
+        counter it is raised under a short lock (never lowered) and `check` runs after. Where it
+        has none (SQLite without AUTOINCREMENT picks max(rowid) + 1), the row with the highest id,
+        `holding_rows(tops)[kind]`, is written instead: inside one write transaction with
+        `check`, so a refused import writes nothing. Returns the top and the rows written per kind.
+        """
+        uncounted = [
+            kind
+            for kind in claims
+            if not self._sql.has_id_counter(self.database, self._table(kind)[0]._meta.table_name)
+        ]
+        if not uncounted:
+            tops = self._raise_id_counters(claims)
+            check()
+            return tops, {}
+        with self.database.atomic():  # on SQLite a write lock: no other writer until COMMIT
+            tops = self._raise_id_counters(claims)
+            check()
+            rows = holding_rows(tops)
+            written = {
+                kind: self._insert_rows(self._table(kind)[0], [rows[kind]], skip_existing=True)
+                for kind in uncounted
+            }
+        return tops, written
+
+    def _raise_id_counters(self, claims: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """`reserve_ids` of the dialect for every claim (one short transaction each); the tops."""
+        tops = {}
+        for kind, (above, count) in claims.items():
+            model, column = self._table(kind)
+            tops[kind] = self._sql.reserve_ids(
+                self.database, model._meta.table_name, column, above=above, count=count
+            )
+        return tops
+
+    @_translate_errors
+    def insert_whole_rows(self, kind: str, rows: list[dict]) -> int:
+        """Insert rows returned by `whole_row`, skipping those whose id (or, for a cluster, whose
+        user/topic/category) is taken; the number inserted. The caller compares the skipped ones."""
+        model = self._table(kind)[0]
+        with self.database.atomic():
+            return sum(self._insert_rows(model, same_keys, True) for same_keys in _group_by_keys(rows))
+
+    @_translate_errors
+    def has_ids(self, kind: str, low: int, high: int) -> bool:
+        """Whether any memory (or cluster) has an id from `low` to `high`."""
+        model, column = self._table(kind)
+        return model.select().where(getattr(model, column).between(low, high)).exists()
+
+    @_translate_errors
+    def delete_id_range(self, kind: str, low: int, high: int) -> int:
+        """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
+        model, column = self._table(kind)
+        field = getattr(model, column)
+        return model.delete().where(field.between(low, high)).execute()
+
+    @_translate_errors
+    def stored_rows(self, kind: str, ids: Iterable[int]) -> dict[int, dict]:
+        """The stored memories or clusters with these ids, by id (absent ids left out)."""
+        model, column = self._table(kind)
+        found = {}
+        for chunk in _chunks(sorted(set(ids)), ID_CHUNK_SIZE):
+            for row in model.select().where(getattr(model, column).in_(chunk)).dicts():
+                found[row[column]] = _memory_dict(row) if kind == "memory" else row
+        return found
+
+    @_translate_errors
+    def cluster_ids_by_key(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+        """The stored cluster id of each (user_id, topic, category) that has one."""
+        c = self.MemoryCluster
+        found = {}
+        for chunk in _chunks(sorted(set(keys)), self.CLUSTER_CHUNK_SIZE):
+            key = peewee.Tuple(c.user_id, c.topic, c.category)
+            query = c.select(c.cluster_id, c.user_id, c.topic, c.category).where(key.in_(chunk))
+            for cluster_id, *stored_key in query.tuples():
+                found[tuple(stored_key)] = cluster_id
+        return found
 
     def iter_memories(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
-        """Every memory (of one user, or all) in id order, read page by page: constant memory."""
+        """Every memory (of one user, or all) in id order, read page by page: constant memory.
+
+        Pages are separate queries: inside `snapshot` they all see one point in time.
+        """
         validation.integer("batch_size", batch_size, minimum=1)
         after_id = 0
         while page := self.memories_after(after_id, user_id=user_id, limit=batch_size):
             yield from page
             after_id = page[-1]["id"]
+
+    def iter_clusters(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
+        """Every cluster (of one user, or all) in id order, read page by page like `iter_memories`."""
+        after_id = 0
+        while page := self.clusters_after(after_id, user_id=user_id, limit=batch_size):
+            yield from page
+            after_id = page[-1]["cluster_id"]
 
     @_translate_errors
     def memories_after(self, after_id: int, *, user_id=None, limit: int = INSERT_BATCH_SIZE) -> list[dict]:
@@ -619,13 +731,17 @@ class MemoryStore:
         return [_memory_dict(row) for row in query.dicts()]
 
     @_translate_errors
-    def all_clusters(self, *, user_id=None) -> list[dict]:
-        """Every cluster (of one user, or all) in id order."""
+    def clusters_after(self, after_id: int, *, user_id=None, limit: int = INSERT_BATCH_SIZE) -> list[dict]:
+        """Up to `limit` clusters with an id above `after_id`, in id order (keyset paging)."""
         c = self.MemoryCluster
-        query = c.select().order_by(c.cluster_id)
+        query = c.select().where(c.cluster_id > validation.memory_id(after_id, "after_id"))
         if user_id is not None:
             query = query.where(c.user_id == validation.user_id(user_id))
-        return [dict(row) for row in query.dicts()]
+        return list(query.order_by(c.cluster_id).limit(validation.count("limit", limit)).dicts())
+
+    def all_clusters(self, *, user_id=None) -> list[dict]:
+        """Every cluster (of one user, or all) in id order."""
+        return list(self.iter_clusters(user_id=user_id))
 
     @_translate_errors
     def delete_cluster(self, *, cluster_id) -> int:
