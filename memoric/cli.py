@@ -638,6 +638,39 @@ def readable_export(path: str):
         yield stream
 
 
+INTERRUPTED_EXIT = 130  # the shell's status for a command stopped by Ctrl-C
+
+
+@contextlib.contextmanager
+def resumable(total: int, label: str, *, taken_back: bool = False):
+    """A progress callback counting the rows written; Ctrl-C says how far it got and how to go on.
+
+    Rows go in whole batches, so an import or copy stopped between them resumes where it stopped
+    when run again (rows already there are skipped); one with `taken_back` removed what it wrote.
+    """
+    written = 0
+    with progress(total, label) as advance:
+
+        def step(rows: int) -> None:
+            nonlocal written
+            written += rows
+            if advance is not None:
+                advance(rows)
+
+        try:
+            yield step
+        except KeyboardInterrupt:
+            if taken_back:
+                said = "what it had written was removed; run the same command again to import the file"
+            else:
+                said = (
+                    f"{written} rows were written in whole batches; run the same command again to "
+                    "resume (rows already there are skipped)"
+                )
+            click.echo(f"Interrupted: {said}.", err=True)
+            sys.exit(INTERRUPTED_EXIT)
+
+
 def echo_counts(verb: str, counts: dict, where: str, *, err: bool = False) -> None:
     """One line: what moved where, and how many rows were already there."""
     skipped = counts.get("skipped", 0)
@@ -697,7 +730,7 @@ def import_command(ctx: click.Context, file: str, new_ids: bool) -> None:
     with readable_export(file) as stream:
         plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids)
         memoric.ensure_schema()
-        with progress(plan.records, "Importing") as advance:
+        with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
             counts = transfer.import_checked(memoric.db, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
 
@@ -718,7 +751,7 @@ def copy_command(ctx: click.Context, source_dsn: str, target_dsn: str) -> None:
     config_path = (ctx.find_root().obj or {}).get("config")
     source, target = transfer.open_copy(source_dsn, target_dsn, config_path=config_path)
     total = transfer.copy_size(source) if sys.stdout.isatty() else 0
-    with progress(total, "Copying") as advance:
+    with resumable(total, "Copying") as advance:
         counts = transfer.copy_memoric(source, target, progress=advance)
     where = f"from {where_it_lives(source)} to {where_it_lives(target)}"
     echo_counts("Copied", counts, where)

@@ -328,3 +328,65 @@ def test_import_with_new_ids_adds_an_export_beside_other_memories(source, new_ds
         [cluster] = target.db.get_clusters(user_id=original["user_id"], topic=original["topic"])
         expected = [source.db.get_memory(i)["content"] for i in original["memory_ids"]]
         assert [content[i] for i in cluster["memory_ids"]] == expected
+
+
+# --- Ctrl-C during import and copy ---------------------------------------------------------
+
+
+def stopped_after_the_first_batch(monkeypatch, name: str) -> None:
+    """Make `transfer.<name>` raise KeyboardInterrupt (as Ctrl-C does) once its first batch is written."""
+    from memoric import transfer
+
+    real = getattr(transfer, name)
+
+    def interrupted(*args, progress=None, **kwargs):
+        def after_a_batch(rows: int) -> None:
+            progress(rows)
+            raise KeyboardInterrupt
+
+        return real(*args, progress=after_a_batch, **kwargs)
+
+    monkeypatch.setattr(transfer, name, interrupted)
+
+
+def test_ctrl_c_during_an_import_says_what_was_written_and_the_rerun_resumes(
+    source, new_dsn, tmp_path, monkeypatch
+):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    with monkeypatch.context() as patched:
+        stopped_after_the_first_batch(patched, "import_checked")
+        result = invoke("--dsn", target, "import", str(path))
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert result.stderr.splitlines() == [
+        "Interrupted: 1000 rows were written in whole batches; run the same command again to resume "
+        "(rows already there are skipped)."
+    ]
+    assert MemoryStore(target).count_memories() == 1000
+    ok(invoke("--dsn", target, "import", str(path)))
+    assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+def test_ctrl_c_during_an_import_with_new_ids_leaves_nothing(source, new_dsn, tmp_path, monkeypatch):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    with monkeypatch.context() as patched:
+        stopped_after_the_first_batch(patched, "import_checked")
+        result = invoke("--dsn", target, "import", "--new-ids", str(path))
+    assert result.exit_code == 130
+    assert "what it had written was removed" in result.stderr
+    assert MemoryStore(target).count_memories() == 0
+
+
+def test_ctrl_c_during_a_copy_says_what_was_written_and_the_rerun_resumes(source, new_dsn, monkeypatch):
+    target = new_dsn()
+    with monkeypatch.context() as patched:
+        stopped_after_the_first_batch(patched, "copy_memoric")
+        result = invoke("copy", "--from", source.db.dsn, "--to", target)
+    assert result.exit_code == 130
+    assert result.stderr.startswith("Interrupted: 1000 rows were written in whole batches")
+    ok(invoke("copy", "--from", source.db.dsn, "--to", target))
+    assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
