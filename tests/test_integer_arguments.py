@@ -133,14 +133,6 @@ ARGUMENTS = [
         COUNT_RANGE,
         "batch_size",
     ),
-    Argument(
-        S,
-        "check_memory_row",
-        "row",
-        lambda m, v: m.db.check_memory_row(memory_row(id=v)),
-        int_in(1, MAX_STORED_ID),
-        "id",
-    ),
     Argument(S, "get_memory", "memory_id", lambda m, v: m.db.get_memory(v), ID_RANGE, "memory_id"),
     Argument(S, "get_memories", "limit", lambda m, v: m.db.get_memories(limit=v), COUNT_RANGE, "limit"),
     Argument(S, "get_memories", "offset", lambda m, v: m.db.get_memories(offset=v), COUNT_RANGE, "offset"),
@@ -245,39 +237,36 @@ ARGUMENTS = [
         ID_RANGE,
         "cluster_id",
     ),
-    Argument(
-        S,
-        "insert_clusters",
-        "rows[].cluster_id",
-        lambda m, v: m.db.insert_clusters([cluster_row(v, "cluster_id")]),
-        int_in(1, MAX_STORED_ID),
-        "cluster_id",
-    ),
-    Argument(
-        S,
-        "insert_clusters",
-        "rows[].memory_count",
-        lambda m, v: m.db.insert_clusters([cluster_row(v, "memory_count")]),
-        int_in(0, MAX_STORED_ID),
-        "memory_count",
-    ),
-    Argument(
-        S,
-        "insert_clusters",
-        "rows[].memory_ids",
-        lambda m, v: m.db.insert_clusters([cluster_row(v, "memory_ids")]),
-        ID_RANGE,
-        "memory_ids[0]",
-    ),
-    Argument(
-        S,
-        "check_cluster_row",
-        "row",
-        lambda m, v: m.db.check_cluster_row(cluster_row(v, "cluster_id")),
-        int_in(1, MAX_STORED_ID),
-        "cluster_id",
-    ),
     Argument(S, "memories_after", "after_id", lambda m, v: m.db.memories_after(v), ID_RANGE, "after_id"),
+    Argument(S, "clusters_after", "after_id", lambda m, v: m.db.clusters_after(v), ID_RANGE, "after_id"),
+    Argument(
+        S, "clusters_after", "limit", lambda m, v: m.db.clusters_after(0, limit=v), COUNT_RANGE, "limit"
+    ),
+    Argument(
+        S,
+        "iter_clusters",
+        "batch_size",
+        lambda m, v: list(m.db.iter_clusters(batch_size=v)),
+        int_in(1, MAX_INT),
+        "batch_size",
+    ),
+    Argument(S, "has_ids", "low", lambda m, v: m.db.has_ids("memory", v, -1), ID_RANGE, "low"),
+    Argument(S, "has_ids", "high", lambda m, v: m.db.has_ids("memory", 2**62, v), ID_RANGE, "high"),
+    Argument(
+        S, "delete_id_range", "low", lambda m, v: m.db.delete_id_range("memory", v, -1), ID_RANGE, "low"
+    ),
+    Argument(
+        S, "delete_id_range", "high", lambda m, v: m.db.delete_id_range("memory", 2**62, v), ID_RANGE, "high"
+    ),
+    Argument(S, "stored_rows", "ids", lambda m, v: m.db.stored_rows("memory", [v]), ID_RANGE, "ids[0]"),
+    Argument(
+        S,
+        "reserve_ids",
+        "claims",
+        lambda m, v: m.db.reserve_ids({"memory": (v, 0)}, check=lambda: None, holding_rows=lambda tops: {}),
+        int_in(0, 0),
+        "claims",
+    ),
     Argument(
         S, "memories_after", "limit", lambda m, v: m.db.memories_after(0, limit=v), COUNT_RANGE, "limit"
     ),

@@ -165,8 +165,8 @@ def shapes_of(url: str) -> list[str]:
 @requires_postgres
 def test_a_working_url_is_printed_masked_everywhere(new_postgres_url, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    sqlite = f"sqlite:///{tmp_path / 'copy.db'}"
     for number, url in enumerate(shapes_of(new_postgres_url())):
+        sqlite = f"sqlite:///{tmp_path / f'copy-{number}.db'}"  # each round's clusters differ
         memoric = Memoric(url)
         memoric.save("ada", f"memory {number}")
         assert_hidden(repr(memoric), repr(memoric.db))

@@ -632,6 +632,9 @@ class MemoryStore:
         `holding_rows(tops)[kind]`, is written instead: inside one write transaction with
         `check`, so a refused import writes nothing. Returns the top and the rows written per kind.
         """
+        for kind, (above, count) in claims.items():
+            validation.integer(f"claims[{kind!r}] above", above, minimum=0, maximum=validation.MAX_STORED_ID)
+            validation.count(f"claims[{kind!r}] count", count, maximum=validation.MAX_STORED_ID)
         uncounted = [
             kind
             for kind in claims
@@ -672,12 +675,14 @@ class MemoryStore:
     @_translate_errors
     def has_ids(self, kind: str, low: int, high: int) -> bool:
         """Whether any memory (or cluster) has an id from `low` to `high`."""
+        low, high = validation.memory_id(low, "low"), validation.memory_id(high, "high")
         model, column = self._table(kind)
         return model.select().where(getattr(model, column).between(low, high)).exists()
 
     @_translate_errors
     def delete_id_range(self, kind: str, low: int, high: int) -> int:
         """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
+        low, high = validation.memory_id(low, "low"), validation.memory_id(high, "high")
         model, column = self._table(kind)
         field = getattr(model, column)
         return model.delete().where(field.between(low, high)).execute()
@@ -685,6 +690,7 @@ class MemoryStore:
     @_translate_errors
     def stored_rows(self, kind: str, ids: Iterable[int]) -> dict[int, dict]:
         """The stored memories or clusters with these ids, by id (absent ids left out)."""
+        ids = [validation.memory_id(value, f"ids[{index}]") for index, value in enumerate(ids)]
         model, column = self._table(kind)
         found = {}
         for chunk in _chunks(sorted(set(ids)), ID_CHUNK_SIZE):
@@ -717,6 +723,7 @@ class MemoryStore:
 
     def iter_clusters(self, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
         """Every cluster (of one user, or all) in id order, read page by page like `iter_memories`."""
+        validation.integer("batch_size", batch_size, minimum=1)
         after_id = 0
         while page := self.clusters_after(after_id, user_id=user_id, limit=batch_size):
             yield from page
