@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -113,9 +114,17 @@ dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Migrations directory (default: the chain shipped with memoric).",
 )
+def finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number of seconds: `nan` and `inf` parse as floats but are no timeout."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 lock_timeout_option = click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
+    callback=finite_seconds,
     metavar="SECONDS",
     help="Fail if another run holds the migration lock longer than this (default: wait).",
 )

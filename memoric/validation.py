@@ -187,14 +187,19 @@ def count(field: str, value, *, allow_none: bool = False, maximum: int = MAX_INT
     return value
 
 
-def days(value) -> float:
-    """A non-negative number of days (an int within the signed 64-bit range, or a finite float)."""
+def non_negative_number(field: str, value) -> float:
+    """A non-negative number (an int within the signed 64-bit range, or a finite float)."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value) or value < 0:
-        raise ValidationError(f"days must be a non-negative number, got {shown(value)}")
+        raise ValidationError(f"{field} must be a non-negative number, got {shown(value)}")
     if isinstance(value, int):
-        count("days", value)
+        count(field, value)
     return value
+
+
+def days(value) -> float:
+    """A non-negative number of days."""
+    return non_negative_number("days", value)
 
 
 def cutoff(now: dt.datetime, days_before: float) -> dt.datetime:

@@ -344,3 +344,23 @@ def test_extreme_scores_and_ages_rank_alike(dsn):
     ranked = [(m["id"], m["_score"]) for m in memoric.retrieve("ada", scope="user")]
     assert ranked == [(saved[2], 80), (saved[0], 50), (saved[1], 30), (saved[3], 30)]
     memoric.close()
+
+
+# --- lock timeouts: a number of seconds, never NaN or infinity -----------------------------
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1, True, "5"])
+def test_a_lock_timeout_that_is_no_number_of_seconds_is_refused(db, timeout):
+    with (
+        pytest.raises(ValidationError, match="timeout must be a non-negative number"),
+        db.lock("x", timeout=timeout),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_the_cli_refuses_a_lock_timeout_that_is_no_number_of_seconds(cli, value):
+    result = cli("migrate", "upgrade", "--lock-timeout", value)
+    assert result.exit_code == 2
+    assert "--lock-timeout" in result.stderr and "Traceback" not in result.output
+    assert cli("migrate", "current").stdout == "base\n"

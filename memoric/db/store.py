@@ -125,6 +125,8 @@ class MemoryStore:
         belongs to the connection that took it: when that connection is lost during the block,
         so is the lock, and a block that did not fail otherwise raises MemoricError saying so.
         """
+        if timeout is not None:
+            validation.non_negative_number("timeout", timeout)
         with self._driver_errors("lock"):
             handle = self._take_lock(name, timeout, on_wait)
         try:
