@@ -4,7 +4,10 @@ and every link of the README and between the docs pages leads somewhere. No data
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -195,3 +198,14 @@ def test_a_broken_link_is_noticed(tmp_path):
         encoding="utf-8",
     )
     assert [entry.split(" ")[0] for entry in unresolved(page)] == ["missing.md", "other.md#nowhere"]
+
+
+def test_the_readme_tour_prints_what_the_readme_shows(tmp_path):
+    text = README.read_text(encoding="utf-8")
+    tour = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "Memoric(" in block)
+    shown = re.search(r"```\n(filter: .*?)```", text, re.S).group(1)
+    env = {**os.environ, "MEMORIC_SQLITE_WARNING": "0"}
+    env.pop("MEMORIC_DATABASE_URL", None)
+    ran = subprocess.run([sys.executable, "-c", tour], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == shown
