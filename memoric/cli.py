@@ -114,6 +114,8 @@ dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Migrations directory (default: the chain shipped with memoric).",
 )
+
+
 def finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """A number of seconds: `nan` and `inf` parse as floats but are no timeout."""
     if value is not None and not math.isfinite(value):
@@ -596,24 +598,52 @@ def heading(title: str) -> None:
 
 
 @contextlib.contextmanager
-def export_target(path: str):
+def export_target(path: str, database: str | None = None):
     """A text stream for the export at `path`; any write failure is one line, nothing left behind.
+
+    A SQLite database, and the files of the SQLite `database` (the file itself, its journals and
+    lock files), are refused: an export never replaces the data it was taken from.
 
     A regular file is written beside `path` and moved onto it only when the block succeeds (the
     old file stays otherwise). Anything else that exists there and is not a directory (a
     terminal, a pipe, a device) is written to directly. A directory is refused.
     """
-    if os.path.isdir(path):
+    if not path:
+        raise click.ClickException("the export needs a file name (or - for standard output)")
+    target = os.path.realpath(path)  # through symlinks: the file they name is replaced, not them
+    if os.path.isdir(target):
         raise click.ClickException(f"cannot write {path}: it is a directory")
+    if is_sqlite_file(target) or (database is not None and is_file_of(target, database)):
+        raise click.ClickException(f"cannot write {path}: it is a database file; refusing to overwrite it")
     try:
-        if os.path.exists(path) and not os.path.isfile(path):
-            with open(path, "w", encoding="utf-8") as out:
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "w", encoding="utf-8") as out:
                 yield out
             return
-        with replaced_on_success(path) as out:
+        with replaced_on_success(target) as out:
             yield out
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+SQLITE_HEADERS = (b"SQLite format 3\x00", bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
+
+
+def is_file_of(path: str, database: str) -> bool:
+    """Whether `path` (resolved) is the SQLite `database`, one of its journals or its lock files."""
+    own = os.path.realpath(database)
+    lock = path.startswith(own + ".") and path.endswith(".lock")
+    return path == own or path.startswith(own + "-") or lock
+
+
+def is_sqlite_file(path: str) -> bool:
+    """Whether `path` is a SQLite database or its write-ahead log (an export must never replace one)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return False
+    return head.startswith(SQLITE_HEADERS)
 
 
 @contextlib.contextmanager
@@ -702,7 +732,8 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
     if file == "-":
         counts = export_to_stdout(memoric, user_id)
     else:
-        with export_target(file) as out:
+        own_files = sqlite_path(memoric.store.dsn) if memoric.store.is_sqlite else None
+        with export_target(file, own_files) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
 

@@ -390,3 +390,35 @@ def test_ctrl_c_during_a_copy_says_what_was_written_and_the_rerun_resumes(source
     assert result.stderr.startswith("Interrupted: 1000 rows were written in whole batches")
     ok(invoke("copy", "--from", source.db.dsn, "--to", target))
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+# --- an export never replaces a database, and writes through symlinks ------------------------
+
+
+@pytest.mark.parametrize("name", ["agent.db", "agent.db-wal", "agent.db-shm", "agent.db.migrations.lock"])
+def test_an_export_never_replaces_the_sqlite_database_it_reads_or_its_files(tmp_path, name):
+    dsn = f"sqlite:///{tmp_path / 'agent.db'}"
+    Memoric(dsn).save("ada", "kept")
+    error = one_line_error(invoke("--dsn", dsn, "export", str(tmp_path / name)))
+    assert "refusing to overwrite it" in error
+    assert [m["content"] for m in Memoric(dsn).db.get_memories()] == ["kept"]
+    assert ok(invoke("--dsn", dsn, "export", str(tmp_path / "agent.db.jsonl")))
+
+
+def test_an_export_never_replaces_another_sqlite_database(source, tmp_path):
+    other = tmp_path / "other.db"
+    Memoric(f"sqlite:///{other}").save("zoe", "zoe's memory")
+    error = one_line_error(invoke("--dsn", source.db.dsn, "export", str(other)))
+    assert "refusing to overwrite it" in error
+    assert MemoryStore(f"sqlite:///{other}").count_memories() == 1
+
+
+def test_an_export_onto_a_symlink_replaces_the_file_it_names_and_keeps_the_link(source, tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "backup.jsonl"
+    target.write_text("an older export\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    ok(invoke("--dsn", source.db.dsn, "export", str(link)))
+    assert link.is_symlink() and link.resolve() == target
+    assert target.read_text().startswith('{"type":"header"')
