@@ -23,7 +23,7 @@ from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_password, mask_url, sqlite_path
 from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 
 ARGUMENTS = "memoric.arguments"
 
@@ -120,7 +120,14 @@ lock_timeout_option = click.option(
     help="Fail if another run holds the migration lock longer than this (default: wait).",
 )
 sql_option = click.option(
-    "--sql", "show_sql", is_flag=True, help="Print the SQL it would run instead (nothing is changed)."
+    "--sql",
+    "show_sql",
+    is_flag=True,
+    help=(
+        "Print the SQL instead of applying it: the migrations run in a transaction that is rolled back, "
+        "so it needs the live database, holds the migration lock, and on PostgreSQL holds table locks "
+        "until the rollback."
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from memoric import clustering, policies, validation
 from memoric.config import load_config, resolve_dsn, tier_names
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from memoric.scoring import ScoreFormula
 
 SCOPES = ("thread", "topic", "user")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations
+from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.conftest import one_line_error
 from tests.test_migrations import (
     ADD_IMPORTANCE,

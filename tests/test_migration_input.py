@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from tests.conftest import one_line_error
 from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
 

@@ -19,7 +19,7 @@ from memoric.db.models import (
 )
 from memoric.db.store import MemoryStore
 from memoric.errors import LockTimeout, MemoricError, MigrationError
-from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
+from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
 
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
