@@ -28,18 +28,24 @@ SLUG_BYTES = 80
 def write_migration(directory: Path, message, draft: Callable[[list[str]], str] | None) -> Path:
     """Write the next migration of the chain in `directory`: the template, or `draft(names)`.
 
-    The file is `NNN_message.py`, numbered one past the chain's last; MigrationError when the
-    message has no letters or digits or the chain is full.
+    The file is `NNN_message.py`, numbered one past the chain's last (001 in a new chain, whose
+    directory is created); MigrationError when the message has no letters or digits or the chain
+    is full.
     """
     slug = _slug(message)
     if not slug:
         raise MigrationError("a migration needs a message with letters or digits: -m 'add importance'")
-    names = migration_names(directory)
+    names = migration_names(directory) if directory.exists() else []
     number = max((int(name[:3]) for name in names), default=0) + 1
     if number > 999:
         raise MigrationError("the chain is full: migration numbers stop at 999")
+    source = draft(names) if draft is not None else blank_source(message)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MigrationError(f"cannot create the directory {str(directory)!r}: {exc.strerror}") from exc
     path = directory / f"{number:03d}_{slug}.py"
-    _write_new_file(path, draft(names) if draft is not None else blank_source(message))
+    _write_new_file(path, source)
     return path
 
 
@@ -96,25 +102,29 @@ CUSTOM_FIELDS = {
     "JSONDocumentField": models.JSONDocumentField,
     "UTCDateTimeField": models.UTCDateTimeField,
 }
+BLANK_IMPORT = "import peewee as pw"
 IMPORTS = (
-    (re.compile(r"\bpw\."), "import peewee as pw"),
+    (re.compile(r"\bpw\."), BLANK_IMPORT),
     (re.compile(r"(?<![\w.])SQL\("), "from peewee import SQL"),
     (re.compile(r"\bmf\."), "from memoric.db import models as mf"),
 )
 
 
 def blank_source(message: str) -> str:
-    """A migration file with empty `migrate` and `rollback` functions."""
-    return _source(message, BLANK_ABOUT, [], [])
+    """A migration file with empty `migrate` and `rollback` functions, importing peewee as `pw`."""
+    return _source(message, BLANK_ABOUT, [], [], always=(BLANK_IMPORT,))
 
 
 def draft_source(message: str, migrator: Migrator, targets: list | None = None) -> str:
-    """A migration file taking the chain's schema (`migrator.orm`) to the models' (default: memoric's).
+    """A migration file taking the chains' schema (`migrator.orm`) to the models' (default: memoric's).
 
-    MigrationError when there is nothing to change.
+    Tables of the schema that none of the models names are left as they are. MigrationError when
+    there is nothing to change.
     """
-    targets = targets or [models.Memory, models.MemoryCluster]
+    targets = list(targets or [models.Memory, models.MemoryCluster])
     source = list(migrator.orm)
+    named = {model._meta.table_name for model in targets}
+    targets += [model for model in source if model._meta.table_name not in named]
     with _generator_patches():
         forward = auto.diff_many(targets, source, migrator)
         backward = auto.diff_many(source, targets, migrator, reverse=True)
@@ -126,11 +136,14 @@ def draft_source(message: str, migrator: Migrator, targets: list | None = None) 
     return _source(message, DRAFT_ABOUT, forward, backward)
 
 
-def _source(message: str, about: str, forward: list[str], backward: list[str]) -> str:
+def _source(
+    message: str, about: str, forward: list[str], backward: list[str], always: tuple[str, ...] = ()
+) -> str:
+    """The file: docstring, the imports its code uses (and `always`), `migrate` and `rollback`."""
     printable = "".join(char if char.isprintable() else " " for char in message)
     message = " ".join(printable.replace("\\", "/").replace('"', "'").split())
     migrate, rollback = _body(forward), _body(backward)
-    used = [line for pattern, line in IMPORTS if pattern.search(migrate + rollback)]
+    used = [line for pattern, line in IMPORTS if line in always or pattern.search(migrate + rollback)]
     own = [line for line in used if line.startswith("from memoric")]
     groups = ("\n".join(line for line in used if line not in own), "\n".join(own))
     imports = "".join(f"\n{group}\n" for group in groups if group)

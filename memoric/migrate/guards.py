@@ -10,29 +10,29 @@ from __future__ import annotations
 from memoric.db import catalogue
 from memoric.db.connection import first_line
 from memoric.errors import MigrationError
-from memoric.migrate.chains import HISTORY_TABLE
-from memoric.migrate.runner import Runner, replay
+from memoric.migrate.runner import Run
+from memoric.migrate.targets import Step
 
 Shape = dict[str, set[str]]
 
 
-def refuse_foreign_tables(runner: Runner, done: list[str], plan: list[str]) -> None:
+def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
     """MigrationError, before anything is written, when a table `plan` creates exists in another shape.
 
-    The chain's `CREATE TABLE IF NOT EXISTS` would adopt any table of that name: another
+    A chain's `CREATE TABLE IF NOT EXISTS` would adopt any table of that name: another
     application's, which a later `downgrade` would then drop. The shape the chain builds is
     learnt by building it, with the existing tables renamed aside, in a transaction that is
     rolled back.
     """
-    existing = set(catalogue.tables(runner.database))
-    created = created_tables(runner, done, plan)
-    creators = {table: name for name, tables in created for table in tables if table in existing}
+    existing = set(catalogue.tables(run.database))
+    created = created_tables(run, done, plan)
+    creators = {table: step for step, tables in created for table in tables if table in existing}
     if not creators:
         return
-    last = max(plan.index(name) for name in creators.values())
-    built, found = _built_and_found(runner, plan[: last + 1], list(creators))
+    last = max(plan.index(step) for step in creators.values())
+    built, found = _built_and_found(run, plan[: last + 1], list(creators))
     problems = [
-        f"table {table} already exists and is not the one {creators[table]} creates: "
+        f"table {table} already exists and is not the one {creators[table].label} creates: "
         + "; ".join(differences)
         for table in creators
         if (differences := catalogue.shape_differences(built.get(table), found[table]))
@@ -43,35 +43,34 @@ def refuse_foreign_tables(runner: Runner, done: list[str], plan: list[str]) -> N
         )
 
 
-def created_tables(runner: Runner, done: list[str], plan: list[str]) -> list[tuple[str, list[str]]]:
-    """(migration, the tables it creates) for each of `plan`, from the chain's ORM snapshot."""
-    router, migrator = runner.router(done), runner.replayed_migrator(done)
+def created_tables(run: Run, done: list[Step], plan: list[Step]) -> list[tuple[Step, list[str]]]:
+    """(migration, the tables it creates) for each of `plan`, from the chains' ORM snapshot."""
+    migrator = run.migrator(done)
     created = []
-    for name in plan:
+    for step in plan:
         before = {model._meta.table_name for model in migrator.orm}
-        replay(router, migrator, name)
-        created.append((name, sorted({model._meta.table_name for model in migrator.orm} - before)))
+        run.replay(migrator, step)
+        created.append((step, sorted({model._meta.table_name for model in migrator.orm} - before)))
     return created
 
 
-def existing_chain_tables(runner: Runner, names: list[str]) -> list[str]:
-    """The tables migrations `names` create that exist already."""
-    existing = set(catalogue.tables(runner.database))
-    return [table for _, tables in created_tables(runner, [], names) for table in tables if table in existing]
+def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:
+    """The tables migrations `steps` create (from an empty schema) that exist already."""
+    existing = set(catalogue.tables(run.database))
+    return [table for _, tables in created_tables(run, [], steps) for table in tables if table in existing]
 
 
-def _built_and_found(runner: Runner, plan: list[str], tables: list[str]) -> tuple[dict, dict]:
+def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[dict, dict]:
     """The columns `plan` gives `tables`, and the columns they have now; nothing is kept."""
-    database = runner.database
+    database, scratch = run.database, run.fresh()
     aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
     with database.atomic() as transaction:
         try:
             for table, name in aside.items():
                 catalogue.rename_table(database, table, name)
-            router = runner.router(plan)
-            migrator = router.migrator
-            for name in plan:
-                router.run_one(name, migrator, fake=False)
+            migrator = scratch.migrator(scratch.done())
+            for step in plan:
+                scratch.routers[step.chain].run_one(step.name, migrator, fake=False)
             built = catalogue.columns(database, tables)
             found = catalogue.columns(database, aside.values())
         except Exception as exc:
@@ -84,11 +83,11 @@ def _built_and_found(runner: Runner, plan: list[str], tables: list[str]) -> tupl
     return built, {table: found[name] for table, name in aside.items()}
 
 
-def shape(runner: Runner) -> Shape:
-    """{table: its column names} of every application table but the history."""
-    database = runner.database
-    names = [table for table in catalogue.tables(database) if table != HISTORY_TABLE]
-    return {table: set(found) for table, found in catalogue.columns(database, names).items()}
+def shape(run: Run) -> Shape:
+    """{table: its column names} of every table but the chains' histories."""
+    histories = {router.chain.table for router in run.routers.values()}
+    names = [table for table in catalogue.tables(run.database) if table not in histories]
+    return {table: set(found) for table, found in catalogue.columns(run.database, names).items()}
 
 
 def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:
@@ -102,13 +101,12 @@ def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:
     return gone
 
 
-def holding_data(runner: Runner, gone: list[tuple[str, str | None]]) -> dict[str, int]:
+def holding_data(run: Run, gone: list[tuple[str, str | None]]) -> dict[str, int]:
     """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty."""
-    database = runner.database
     losses = {}
     for table, column in gone:
         if column is None:
-            losses[table] = catalogue.count_rows(database, table)
+            losses[table] = catalogue.count_rows(run.database, table)
         else:
-            losses[f"{table}.{column}"] = catalogue.count_values(database, table, column)
+            losses[f"{table}.{column}"] = catalogue.count_values(run.database, table, column)
     return {what: count for what, count in losses.items() if count}

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import re
 
-from memoric.migrate.runner import Runner, intercepted
+from memoric.migrate.runner import Run, intercepted
+from memoric.migrate.targets import Step
 
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 PRAGMA_READ = re.compile(r"^\s*PRAGMA\b[^=]*$", re.IGNORECASE)
 
 
-def rolled_back_statements(runner: Runner, router, plan: list[str], *, downgrade: bool) -> list[str]:
+def rolled_back_statements(run: Run, plan: list[Step], *, downgrade: bool) -> list[str]:
     """Run `plan` in a transaction that is rolled back; the statements that would change something.
 
     Each statement has its parameters inlined as SQL literals, as the server would run it.
     """
-    database, dialect = runner.database, runner.store.sql_dialect
+    database, dialect = run.database, run.store.sql_dialect
     statements: list[str] = []
 
     def record(real, sql, params=None, *args, **kwargs):
@@ -30,7 +31,7 @@ def rolled_back_statements(runner: Runner, router, plan: list[str], *, downgrade
     with database.atomic() as transaction:
         try:
             with intercepted(database, record):
-                runner.apply(router, plan, downgrade=downgrade)
+                run.apply(plan, downgrade=downgrade)
         finally:
             transaction.rollback()
     return statements

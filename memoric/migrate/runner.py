@@ -1,9 +1,11 @@
 """Running peewee-migrate safely: one run at a time, each migration checked and named when it fails.
 
-peewee-migrate's Router and Migrator, with what they lack: a cross-process lock around every run,
-a unique history table, a replay of the applied migrations that leaves other threads alone,
-checks after each migration, and errors that name the migration at fault. Each migration runs in
-one transaction with its history row: a failure rolls back both.
+peewee-migrate's Router and Migrator, with what they lack: a cross-process lock around every run
+(one lock for memoric's chain and the application's), unique history tables, a replay of the
+applied migrations that leaves other threads alone, checks after each migration, and errors that
+name the migration at fault. Each migration runs in one transaction with its history row: a
+failure rolls back both. The ORM snapshot a migration sees is memoric's chain then the
+application's, so an application's migration can change memoric's tables (`migrator.add_fields`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from pathlib import Path
 
 import peewee
 from peewee_migrate import Migrator, Router
@@ -22,7 +23,8 @@ from memoric.db import catalogue
 from memoric.db.connection import driver_errors, failure_reason, first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrate.chains import HISTORY_INDEX, HISTORY_TABLE, history_model, migration_names
+from memoric.migrate.chains import Chain, history_index, history_model
+from memoric.migrate.targets import Order, Step
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -103,18 +105,18 @@ class _Migrator(Migrator):
 
 
 class _Router(Router):
-    """peewee-migrate's Router with memoric's history table and a replay safe for other threads."""
+    """peewee-migrate's Router over one chain, with its history table and a replay safe for other threads."""
 
-    def __init__(self, database: peewee.Database, migrate_dir: Path, names: list[str], dialect) -> None:
+    def __init__(self, database: peewee.Database, chain: Chain, names: list[str]) -> None:
         super().__init__(
             database,
-            migrate_dir=migrate_dir,
-            migrate_table=HISTORY_TABLE,
+            migrate_dir=chain.directory,
+            migrate_table=chain.table,
             logger=log,
             migrator_class=_Migrator,
         )
+        self.chain = chain
         self.names = names
-        self.dialect = dialect
 
     @property
     def todo(self) -> list[str]:
@@ -123,26 +125,18 @@ class _Router(Router):
     @property
     def done(self) -> list[str]:
         """The applied migrations; [] before the first run, without creating the history table."""
-        if not self.database.table_exists(HISTORY_TABLE):
+        if not self.database.table_exists(self.chain.table):
             return []
         return super().done
 
     @cached_property
     def model(self) -> type[peewee.Model]:
-        """The history table, created (with its unique index) on the first run."""
-        model = history_model(self.database)
-        indexes = {index.name for index in self.database.get_indexes(HISTORY_TABLE)}
-        if HISTORY_INDEX not in indexes:
+        """The history table, created (with its unique index) on the chain's first run."""
+        model = history_model(self.database, self.chain.table)
+        indexes = {index.name for index in self.database.get_indexes(self.chain.table)}
+        if history_index(self.chain.table) not in indexes:
             model.create_table(safe=True)
         return model
-
-    @cached_property
-    def migrator(self) -> Migrator:
-        """A Migrator whose ORM snapshot is the schema the applied migrations built."""
-        migrator = _Migrator(self.database, self.dialect)
-        for name in self.done:
-            self.run_one(name, migrator)
-        return migrator
 
     def run_one(self, name, migrator, *, fake=True, downgrade=False, force=False):
         """Run a migration; a fake run replays it into `migrator.orm` without touching the database."""
@@ -165,18 +159,77 @@ translate_errors = driver_errors(
 )
 
 
+class Run:
+    """The chains of one run: a Router per chain and the order of their migrations."""
+
+    def __init__(self, store: MemoryStore, chains: list[Chain], names: dict[str, list[str]]) -> None:
+        self.store = store
+        self.chains = chains
+        self.names = names
+        self.routers = {chain.label: _Router(store.database, chain, names[chain.label]) for chain in chains}
+        self.order = Order(names, self.done())
+
+    def fresh(self) -> Run:
+        """The same chains with new Routers: after a rollback, no history table is assumed to exist."""
+        return Run(self.store, self.chains, self.names)
+
+    @property
+    def database(self) -> peewee.Database:
+        return self.store.database
+
+    def done(self) -> list[Step]:
+        """The applied migrations, chain by chain (memoric's, then the application's), each oldest first."""
+        return [Step(label, name) for label, router in self.routers.items() for name in router.done]
+
+    def history(self, chain: str) -> type[peewee.Model]:
+        """The history table of `chain`, created on first use."""
+        return self.routers[chain].model
+
+    def migrator(self, steps: list[Step]) -> Migrator:
+        """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
+        migrator = _Migrator(self.database, self.store.sql_dialect)
+        for step in steps:
+            self.replay(migrator, step)
+        return migrator
+
+    def replay(self, migrator: Migrator, step: Step) -> None:
+        """Replay `step` into `migrator.orm` (nothing executed); MigrationError if it cannot."""
+        try:
+            self.routers[step.chain].run_one(step.name, migrator, fake=True)
+        except Exception as exc:
+            raise MigrationError(f"cannot replay migration {step.label}: {first_line(exc)}") from exc
+
+    def apply(self, plan: list[Step], *, downgrade: bool = False) -> list[str]:
+        """Run `plan` one by one, each in its own transaction; the labels run.
+
+        MigrationError names a failing migration. Inside an outer transaction (a downgrade, a
+        preview) a failure undoes the whole run.
+        """
+        if not plan:
+            return []
+        migrator = self.migrator(self.done())
+        finished = []
+        for step in plan:
+            try:
+                self.routers[step.chain].run_one(step.name, migrator, fake=False, downgrade=downgrade)
+            except Exception as exc:
+                raise MigrationError(_failure(step.label, downgrade, finished, exc)) from exc
+            finished.append(step.label)
+        return finished
+
+
 class Runner:
-    """One store's chain run under the migrations lock: routers, replays, and applying migrations."""
+    """The chains of one store, run under the migrations lock (one run at a time across both)."""
 
     def __init__(
         self,
         store: MemoryStore,
-        migrate_dir: Path,
+        chains: list[Chain],
         lock_timeout: float | None = None,
         on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
-        self.migrate_dir = migrate_dir
+        self.chains = chains
         self.lock_timeout = lock_timeout
         self.on_wait = on_wait
 
@@ -184,63 +237,32 @@ class Runner:
     def database(self) -> peewee.Database:
         return self.store.database
 
+    def names(self) -> dict[str, list[str]]:
+        """{chain label: its migrations in order}; MigrationError when a directory is unusable."""
+        return {chain.label: chain.names() for chain in self.chains}
+
+    def run(self, names: dict[str, list[str]] | None = None) -> Run:
+        """The chains as they are now (or holding `names`), outside the lock: reading, replaying."""
+        return Run(self.store, self.chains, names if names is not None else self.names())
+
     @contextlib.contextmanager
-    def session(self) -> Iterator[_Router]:
-        """A Router for one run, under the migrations lock, with foreign keys unenforced (SQLite)."""
-        names = migration_names(self.migrate_dir)
+    def session(self) -> Iterator[Run]:
+        """A Run under the migrations lock, with foreign keys unenforced (SQLite)."""
+        names = self.names()
         if self.database.in_transaction():
             raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
         with lock, self.store.sql_dialect.foreign_keys_off(self.database):
-            yield self.router(names)
-
-    def router(self, names: list[str]) -> _Router:
-        """A Router over this chain whose `todo` is `names`."""
-        return _Router(self.database, self.migrate_dir, names, self.store.sql_dialect)
-
-    def apply(self, router: _Router, names: list[str], *, downgrade: bool = False) -> list[str]:
-        """Run `names` one by one, each in its own transaction; MigrationError names a failing one.
-
-        Inside an outer transaction (a downgrade, a preview) a failure undoes the whole run.
-        """
-        if not names:
-            return []
-        try:
-            migrator = router.migrator
-        except Exception as exc:
-            raise MigrationError(f"cannot replay the applied migrations: {first_line(exc)}") from exc
-        finished = []
-        for name in names:
-            try:
-                router.run_one(name, migrator, fake=False, downgrade=downgrade)
-            except Exception as exc:
-                raise MigrationError(_failure(name, downgrade, finished, exc)) from exc
-            finished.append(name)
-        return finished
-
-    def replayed_migrator(self, names: list[str]) -> Migrator:
-        """A Migrator whose ORM snapshot is the schema `names` build (nothing executed)."""
-        router, migrator = self.router(names), _Migrator(self.database, self.store.sql_dialect)
-        for name in names:
-            replay(router, migrator, name)
-        return migrator
+            yield Run(self.store, self.chains, names)
 
 
-def replay(router: _Router, migrator: Migrator, name: str) -> None:
-    """Replay migration `name` into `migrator.orm` (nothing executed); MigrationError if it cannot."""
-    try:
-        router.run_one(name, migrator, fake=True)
-    except Exception as exc:
-        raise MigrationError(f"cannot replay migration {name}: {first_line(exc)}") from exc
-
-
-def _failure(name: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
+def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
     if downgrade:
         return (
-            f"rollback of migration {name} failed; the whole downgrade was undone (schema and history "
+            f"rollback of migration {label} failed; the whole downgrade was undone (schema and history "
             f"unchanged): {first_line(exc)}"
         )
-    message = f"migration {name} failed and was undone (schema and history unchanged): {first_line(exc)}"
+    message = f"migration {label} failed and was undone (schema and history unchanged): {first_line(exc)}"
     if finished:
         message += f" [completed before it: {', '.join(finished)}]"
     return message
