@@ -73,7 +73,7 @@ def has_retrieve() -> bool:
 
 
 def has_migrations() -> bool:
-    return importlib.util.find_spec("memoric.migrations") is not None
+    return importlib.util.find_spec("memoric.migrate") is not None
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -201,9 +201,9 @@ def single_insert_rate(store: MemoryStore, settings: Settings) -> dict:
 def migrate_upgrade(server: databases.Server, name: str) -> dict:
     """Seconds of `migrate upgrade` from an empty database to head (migrate_bench.time_upgrade)."""
     if not has_migrations():
-        return {"skipped": "memoric.migrations does not exist yet"}
+        return {"skipped": "memoric.migrate does not exist yet"}
     from benchmarks.migrate_bench import time_upgrade
-    from memoric.migrations import Migrations
+    from memoric.migrate import Migrations
 
     dsn = server.dsn(name)
     seconds = time_upgrade(dsn)

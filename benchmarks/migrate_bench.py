@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from benchmarks.databases import admin_sql
 from memoric.db.store import MemoryStore
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 
 TARGETS = {"sqlite": 0.5, "postgresql": 1.0}
 

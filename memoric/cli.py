@@ -18,13 +18,13 @@ from pathlib import Path
 import click
 
 from memoric import __version__, demo, transfer, validation
-from memoric.config import ENV_DATABASE_URL, load_config, resolve_dsn, tier_names
+from memoric.config import ENV_DATABASE_URL, load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_password, mask_url, sqlite_path
 from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
-from memoric.migrations import Migrations
+from memoric.migrate import MEMORIC, Migrations
 
 ARGUMENTS = "memoric.arguments"
 
@@ -63,10 +63,15 @@ class MaskingGroup(click.Group):
     "--dsn", metavar="URL", help="Database URL (default: $MEMORIC_DATABASE_URL, the config, SQLite)."
 )
 @click.option("--config", "config_path", metavar="PATH", help="YAML configuration file.")
+@click.option(
+    "--app-dir",
+    metavar="DIRECTORY",
+    help="The application's own migration chain (default: $MEMORIC_APP_MIGRATIONS, the config).",
+)
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None, config_path: str | None) -> None:
+def main(ctx: click.Context, dsn: str | None, config_path: str | None, app_dir: str | None) -> None:
     """memoric: persistent memory for AI agents (SQLite by default, PostgreSQL in production)."""
-    ctx.obj = {"dsn": dsn, "config": config_path}
+    ctx.obj = {"dsn": dsn, "config": config_path, "app_dir": app_dir}
     logging.getLogger("memoric").addFilter(not_the_sqlite_warning)
 
 
@@ -106,7 +111,15 @@ def open_store(ctx: click.Context) -> MemoryStore:
     return run_or_exit(build)
 
 
+def app_dir_of(ctx: click.Context) -> Path | None:
+    """The application's migration chain (--app-dir > $MEMORIC_APP_MIGRATIONS > --config > none)."""
+    options = ctx.find_root().obj or {}
+    return run_or_exit(lambda: resolve_app_dir(options.get("app_dir"), load_config(options.get("config"))))
+
+
 # --- schema: init-db and migrate ------------------------------------------------------------
+
+CHAIN_WIDTH = len("memoric")
 
 dir_option = click.option(
     "--dir",
@@ -131,12 +144,19 @@ lock_timeout_option = click.option(
     help="Fail if another run holds the migration lock longer than this (default: wait).",
 )
 sql_option = click.option(
-    "--sql", "show_sql", is_flag=True, help="Print the SQL it would run instead (nothing is changed)."
+    "--sql",
+    "show_sql",
+    is_flag=True,
+    help=(
+        "Print the SQL instead of applying it: the migrations run in a transaction that is rolled back, "
+        "so it needs the live database, holds the migration lock, and on PostgreSQL holds table locks "
+        "until the rollback."
+    ),
 )
 
 
 def open_migrations(ctx: click.Context, migrate_dir: Path | None = None, lock_timeout=None) -> Migrations:
-    """The migration chain of the selected database; says so on stderr when it waits for the lock."""
+    """The migration chains of the selected database; says so on stderr when it waits for the lock."""
     store = open_store(ctx)
 
     def waiting() -> None:
@@ -144,14 +164,32 @@ def open_migrations(ctx: click.Context, migrate_dir: Path | None = None, lock_ti
             f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True
         )
 
-    return Migrations(store, migrate_dir=migrate_dir, lock_timeout=lock_timeout, on_wait=waiting)
+    return Migrations(
+        store, migrate_dir=migrate_dir, app_dir=app_dir_of(ctx), lock_timeout=lock_timeout, on_wait=waiting
+    )
+
+
+def positions(migrations: Migrations, base: str = "base") -> dict[str, str]:
+    """{chain: its latest applied migration (or `base`), with ` (head)` when none of it is pending}."""
+    rows = run_or_exit(migrations.history)
+    found = {}
+    for chain in run_or_exit(lambda: [each.label for each in migrations.chains]):
+        current = run_or_exit(migrations.current, chain) or base
+        at_head = all(row["applied"] for row in rows if row["chain"] == chain)
+        found[chain] = f"{current} (head)" if at_head else current
+    return found
+
+
+def chain_column(migrations: Migrations, chain: str) -> str:
+    """The chain a listed migration belongs to, as a first column (only when the app chain is in use)."""
+    return f"{chain:<{CHAIN_WIDTH}}  " if migrations.app_dir is not None else ""
 
 
 def echo_position(migrations: Migrations) -> None:
-    """Where the database stands now: the latest applied migration, and whether that is head."""
-    current = run_or_exit(migrations.current) or "base (no migration applied)"
-    head = "" if run_or_exit(migrations.pending) else " (head)"
-    click.echo(f"{mask_url(migrations.store.dsn)} is at {current}{head}")
+    """Where the database stands now on each chain: the latest applied migration, and whether that is head."""
+    found = positions(migrations, "base (no migration applied)")
+    where = f"{mask_url(migrations.store.dsn)} is at {found.pop(MEMORIC)}"
+    click.echo(where + "".join(f"; {chain} chain at {position}" for chain, position in found.items()))
 
 
 def echo_sql(statements: list[str]) -> None:
@@ -195,7 +233,9 @@ def target_argument(ctx: click.Context, param: click.Parameter, value: str) -> s
 def migrate() -> None:
     """Upgrade, roll back and inspect the versioned schema (also: db-migrate).
 
-    TARGET is head, base, a migration name or its number (001), +N or -N.
+    TARGET is head, base, a migration name or its number (001), +N or -N, optionally prefixed
+    with the chain it counts in: memoric:TARGET or app:TARGET (the application's chain, see
+    --app-dir). memoric's chain comes first, the application's after it.
     """
 
 
@@ -269,30 +309,36 @@ def downgrade_confirmed(migrations: Migrations, target: str, confirmed: bool) ->
 @dir_option
 @click.pass_context
 def migrate_current(ctx: click.Context, migrate_dir) -> None:
-    """Print the latest applied migration (`base` when none is), and `(head)` when it is the last."""
+    """Print the latest applied migration (`base` when none is), and `(head)` when it is the last.
+
+    With the application's chain in use, one line per chain.
+    """
     migrations = open_migrations(ctx, migrate_dir)
-    current = run_or_exit(migrations.current) or "base"
-    click.echo(current if run_or_exit(migrations.pending) else f"{current} (head)")
+    for chain, position in positions(migrations).items():
+        click.echo(chain_column(migrations, chain) + position)
 
 
 @migrate.command("history")
 @dir_option
 @click.pass_context
 def migrate_history(ctx: click.Context, migrate_dir) -> None:
-    """List every migration of the chain: applied (with when) or pending."""
-    for row in run_or_exit(open_migrations(ctx, migrate_dir).history):
+    """List every migration, chain by chain: applied (with when) or pending."""
+    migrations = open_migrations(ctx, migrate_dir)
+    for row in run_or_exit(migrations.history):
         when = f"  {row['applied_at']:%Y-%m-%d %H:%M:%S} UTC" if row["applied_at"] else ""
-        click.echo(f"{'applied' if row['applied'] else 'pending'}  {row['name']}{when}")
+        state = "applied" if row["applied"] else "pending"
+        click.echo(f"{chain_column(migrations, row['chain'])}{state}  {row['name']}{when}")
 
 
 @migrate.command("pending")
 @dir_option
 @click.pass_context
 def migrate_pending(ctx: click.Context, migrate_dir) -> None:
-    """List the migrations not applied yet."""
-    pending = run_or_exit(open_migrations(ctx, migrate_dir).pending)
-    for name in pending:
-        click.echo(name)
+    """List the migrations not applied yet, memoric's first."""
+    migrations = open_migrations(ctx, migrate_dir)
+    pending = [row for row in run_or_exit(migrations.history) if not row["applied"]]
+    for row in pending:
+        click.echo(chain_column(migrations, row["chain"]) + row["name"])
     if not pending:
         click.echo("No pending migrations: the database is at head", err=True)
 
@@ -312,11 +358,14 @@ def migrate_stamp(ctx: click.Context, target: str, lock_timeout, migrate_dir) ->
 @migrate.command("revision")
 @click.option("-m", "--message", required=True, help="What the migration does (becomes its file name).")
 @click.option("--auto", "from_models", is_flag=True, help="Draft the changes from the models (review it!).")
-@dir_option
 @click.pass_context
-def migrate_revision(ctx: click.Context, message: str, from_models: bool, migrate_dir) -> None:
-    """Write a new migration file NNN_message.py with migrate() and rollback()."""
-    path = run_or_exit(open_migrations(ctx, migrate_dir).create, message, auto=from_models)
+def migrate_revision(ctx: click.Context, message: str, from_models: bool) -> None:
+    """Write the application's next migration file NNN_message.py, with migrate() and rollback().
+
+    Only into the application's own chain (--app-dir, $MEMORIC_APP_MIGRATIONS or migrations.app_dir
+    of the config), never into memoric's chain or an installed package.
+    """
+    path = run_or_exit(open_migrations(ctx).create, message, auto=from_models)
     click.echo(f"Created {path}")
     if from_models:
         click.echo("It is a draft generated from the models: review and edit it before upgrading.")
@@ -346,7 +395,9 @@ def library_errors(command: Callable) -> Callable:
 def open_memoric(ctx: click.Context, *, auto_migrate: bool = False) -> Memoric:
     """The Memoric the global options point at (--dsn > $MEMORIC_DATABASE_URL > --config > default)."""
     options = ctx.find_root().obj or {}
-    return Memoric(options.get("dsn"), options.get("config"), auto_migrate=auto_migrate)
+    return Memoric(
+        options.get("dsn"), options.get("config"), auto_migrate=auto_migrate, app_dir=options.get("app_dir")
+    )
 
 
 def echo_json(value) -> None:
@@ -788,8 +839,10 @@ def import_command(ctx: click.Context, file: str, new_ids: bool) -> None:
 @library_errors
 def copy_command(ctx: click.Context, source_dsn: str, target_dsn: str) -> None:
     """Copy a whole database (SQLite to PostgreSQL and back); ids and timestamps kept."""
-    config_path = (ctx.find_root().obj or {}).get("config")
-    source, target = transfer.open_copy(source_dsn, target_dsn, config_path=config_path)
+    options = ctx.find_root().obj or {}
+    source, target = transfer.open_copy(
+        source_dsn, target_dsn, config_path=options.get("config"), app_dir=options.get("app_dir")
+    )
     total = transfer.copy_size(source) if sys.stdout.isatty() else 0
     with resumable(total, "Copying") as advance:
         counts = transfer.copy_memoric(source, target, progress=advance)

@@ -19,6 +19,7 @@ from memoric.errors import ConfigError
 from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
+ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"
 MAX_TIER_NAME = 64
 MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
@@ -35,6 +36,7 @@ DEFAULTS: dict = {
     "clustering": {"min_size": 1},
     "scoring": {"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60},
     "policies": {"batch_size": 10000, "lock_timeout": 600},
+    "migrations": {"app_dir": None},
 }
 TIER_DEFAULTS = {"name": None, "expire_after_days": None, "trim_chars": None}
 
@@ -47,7 +49,7 @@ def load_config(path: str | os.PathLike | None = None, data: dict | None = None)
     """The defaults, overlaid with the YAML file at `path` and then with `data`, validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        config = merge(config, _read_yaml(Path(path)), source=str(path))
+        config = merge(config, _relative_to_file(_read_yaml(Path(path)), Path(path)), source=str(path))
     if data is not None:
         config = merge(config, data, source="config")
     return validate(config)
@@ -87,6 +89,21 @@ def _check_depth(value, source: str) -> None:
         seen.add(id(item))
         children = item.values() if isinstance(item, dict) else item
         pending.extend((child, depth + 1) for child in children)
+
+
+def _relative_to_file(loaded, path: Path):
+    """The file's settings with a relative `migrations.app_dir` taken from the file's directory.
+
+    Anything malformed is left for `merge` and `validate` to name.
+    """
+    section = loaded.get("migrations") if isinstance(loaded, dict) else None
+    app_dir = section.get("app_dir") if isinstance(section, dict) else None
+    if not isinstance(app_dir, str) or not app_dir.strip() or "\0" in app_dir:
+        return loaded
+    located = Path(app_dir).expanduser()
+    if not located.is_absolute():
+        located = path.parent.absolute() / located
+    return {**loaded, "migrations": {**section, "app_dir": str(located)}}
 
 
 def _read_yaml(path: Path) -> dict:
@@ -131,7 +148,15 @@ def validate(config: dict) -> dict:
     timeout = config["policies"]["lock_timeout"]
     if timeout is not None:
         _number("policies.lock_timeout", timeout, minimum=0)
+    _directory("migrations.app_dir", config["migrations"]["app_dir"])
     return config
+
+
+def _directory(key: str, value) -> None:
+    """None, or a non-empty path string (no NUL character)."""
+    if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
+        got = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+        raise ConfigError(f"{key} must be a directory path, got {got}")
 
 
 def _known_keys(section: str, value: dict, defaults: dict) -> None:
@@ -232,6 +257,20 @@ def resolve_dsn(dsn: str | None, config: dict) -> str:
     path = default_database_path()
     path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def resolve_app_dir(app_dir: str | os.PathLike | None, config: dict) -> Path | None:
+    """The application's migrations directory: argument > $MEMORIC_APP_MIGRATIONS > config > none.
+
+    A relative argument or environment value is taken from the working directory; the config
+    file's own is already taken from the file's directory.
+    """
+    chosen = app_dir or os.environ.get(ENV_APP_MIGRATIONS) or config["migrations"]["app_dir"]
+    if not chosen:
+        return None
+    if isinstance(chosen, str) and "\0" in chosen:
+        raise ConfigError(f"the application migrations directory must be a path, got {chosen!r}")
+    return Path(chosen).expanduser()
 
 
 def tier_names(config: dict) -> list[str]:

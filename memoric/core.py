@@ -1,9 +1,10 @@
 """Memoric: the facade agent scripts use (save, retrieve, policies, clusters, stats, migrate).
 
 `Memoric()` resolves its database (argument > $MEMORIC_DATABASE_URL > config > the embedded
-SQLite file `~/.memoric/memoric.db`) and, before its first data operation, makes sure the schema
-is there: an empty database is built through the migration chain; one behind head raises
-`MigrationError` unless `auto_migrate=True`.
+SQLite file `~/.memoric/memoric.db`) and its application's migration chain, if any (argument >
+$MEMORIC_APP_MIGRATIONS > config `migrations.app_dir`). Before its first data operation it makes
+sure the schema is there: an empty database is built through memoric's chain then the
+application's; one behind head on either chain raises `MigrationError` unless `auto_migrate=True`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import threading
 from collections.abc import Callable
 
 from memoric import clustering, policies, validation
-from memoric.config import load_config, resolve_dsn, tier_names
+from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from memoric.scoring import ScoreFormula
 
 SCOPES = ("thread", "topic", "user")
@@ -28,9 +29,10 @@ Enricher = Callable[[str, dict], dict | None]
 class Memoric:
     """One memory store for an agent: `Memoric().save(...)` works with no setup.
 
-    Options beyond the store's: `summarizer(memories, max_chars) -> str` replaces the default extractive
-    thread summary; `enricher(content, metadata) -> dict` may add metadata keys on save (never
-    overwrite the caller's); `clock() -> datetime` is the time source (tests, replays).
+    Options beyond the store's: `app_dir` is the application's own migrations directory;
+    `summarizer(memories, max_chars) -> str` replaces the default extractive thread summary;
+    `enricher(content, metadata) -> dict` may add metadata keys on save (never overwrite the
+    caller's); `clock() -> datetime` is the time source (tests, replays).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Memoric:
         config: dict | None = None,
         auto_migrate: bool = False,
         *,
+        app_dir: str | os.PathLike | None = None,
         summarizer: policies.Summarizer | None = None,
         enricher: Enricher | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
@@ -55,7 +58,7 @@ class Memoric:
         self.summarizer = summarizer
         self.enricher = enricher
         self.formula = ScoreFormula.from_config(self.config["scoring"])
-        self.migrations = Migrations(self.store)
+        self.migrations = Migrations(self.store, app_dir=resolve_app_dir(app_dir, self.config))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 

@@ -298,15 +298,18 @@ def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None)
     return export_jsonl(memoric.db, out, user_id=user_id, schema_version=memoric.migrations.current())
 
 
-def open_copy(source_dsn: str, target_dsn: str, *, config_path=None) -> tuple[Memoric, Memoric]:
-    """The two ends of a copy: a source at head (nothing is written to it), a target built or at head."""
+def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=None) -> tuple[Memoric, Memoric]:
+    """The two ends of a copy: a source at head (nothing is written to it), a target built or at head.
+
+    `app_dir` is the application's migration chain, for both ends (default: as `Memoric` resolves it).
+    """
     from memoric.core import Memoric
 
     if source_dsn == target_dsn:
         raise ValidationError("the source and the target are the same database")
     if not database_exists(source_dsn):
         raise ConfigError(f"the source database {mask_url(source_dsn)} does not exist")
-    source = Memoric(source_dsn, config_path)
+    source = Memoric(source_dsn, config_path, app_dir=app_dir)
     pending = source.migrations.pending()
     if pending and source.migrations.current() is None:
         raise MigrationError(f"the source {mask_url(source_dsn)} holds no memoric schema")
@@ -315,7 +318,7 @@ def open_copy(source_dsn: str, target_dsn: str, *, config_path=None) -> tuple[Me
             f"the source {mask_url(source_dsn)} is behind head ({', '.join(pending)} pending): "
             "run `memoric --dsn SOURCE migrate upgrade` first"
         )
-    target = Memoric(target_dsn, config_path)
+    target = Memoric(target_dsn, config_path, app_dir=app_dir)
     target.ensure_schema()
     return source, target
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations
+from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.conftest import one_line_error
 from tests.test_migrations import (
     ADD_IMPORTANCE,
@@ -152,27 +152,34 @@ def test_init_db_migrate_records_the_history(cli, check):
 # --- revision -------------------------------------------------------------------------------
 
 
-def test_revision_writes_a_numbered_file_from_the_template(cli, tmp_path):
-    directory = chain(tmp_path / "chain")
-    result = cli("migrate", "revision", "-m", "Add importance", "--dir", str(directory))
+def test_revision_writes_a_numbered_file_from_the_template_into_the_app_chain(cli, tmp_path):
+    directory = tmp_path / "app"
+    result = cli("--app-dir", str(directory), "migrate", "revision", "-m", "Add importance")
     assert result.exit_code == 0, result.output
-    path = directory / "004_add_importance.py"
+    path = directory / "001_add_importance.py"
     assert f"Created {path}" in result.stdout
     source = path.read_text()
     compile(source, str(path), "exec")
+    assert "import peewee as pw" in source
     assert "def migrate(migrator, database, *, fake=False):" in source
     assert "def rollback(migrator, database, *, fake=False):" in source
-    assert cli("migrate", "upgrade", "--dir", str(directory)).exit_code == 0
+    assert cli("--app-dir", str(directory), "migrate", "upgrade").exit_code == 0
 
 
 def test_revision_auto_writes_a_draft_to_review(cli, tmp_path):
-    directory = tmp_path / "drafts"
+    """The app chain adds `importance`, which memoric's models lack: the draft removes it."""
+    directory = tmp_path / "app"
     directory.mkdir()
-    result = cli("migrate", "revision", "--auto", "-m", "initial", "--dir", str(directory))
+    (directory / "001_importance.py").write_text(ADD_IMPORTANCE, encoding="utf-8")
+    result = cli("--app-dir", str(directory), "migrate", "revision", "--auto", "-m", "sync")
     assert result.exit_code == 0, result.output
     assert "review" in result.stdout
-    compile((directory / "001_initial.py").read_text(), "001_initial.py", "exec")
-    error = one_line_error(cli("migrate", "revision", "--auto", "-m", "again", "--dir", str(directory)))
+    source = (directory / "002_sync.py").read_text()
+    compile(source, "002_sync.py", "exec")
+    assert "remove_fields('memories', 'importance')" in source
+    (directory / "002_sync.py").unlink()
+    (directory / "001_importance.py").unlink()
+    error = one_line_error(cli("--app-dir", str(directory), "migrate", "revision", "--auto", "-m", "again"))
     assert "no changes" in error
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from memoric.config import DEFAULTS, ENV_DATABASE_URL, load_config, resolve_dsn, tier_names
+from memoric.config import (
+    DEFAULTS,
+    ENV_APP_MIGRATIONS,
+    ENV_DATABASE_URL,
+    load_config,
+    resolve_app_dir,
+    resolve_dsn,
+    tier_names,
+)
 from memoric.errors import ConfigError
 
 
@@ -84,6 +93,12 @@ def test_loading_does_not_mutate_the_callers_dict_or_the_defaults():
         ({"database": {"dsn": 5}}, "database.dsn"),
         ({"policies": {"batch_size": 0}}, "policies.batch_size"),
         ({"policies": {"lock_timeout": "soon"}}, "policies.lock_timeout"),
+        ({"migrations": {"app_dir": 5}}, "migrations.app_dir must be a directory path, got a int"),
+        ({"migrations": {"app_dir": ""}}, "migrations.app_dir must be a directory path, got ''"),
+        ({"migrations": {"app_dir": ["a"]}}, "migrations.app_dir must be a directory path, got a list"),
+        ({"migrations": {"app_dir": "a\0b"}}, "migrations.app_dir"),
+        ({"migrations": {"dir": "a"}}, "unknown config key 'migrations.dir' (known: app_dir)"),
+        ({"migrations": "a"}, "migrations must be a mapping"),
     ],
 )
 def test_bad_config_names_the_key(data, named):
@@ -118,3 +133,25 @@ def test_dsn_resolution_order(monkeypatch, tmp_path):
     default = resolve_dsn(None, load_config())
     assert default == f"sqlite:///{tmp_path / '.memoric' / 'memoric.db'}"
     assert (tmp_path / ".memoric").is_dir()
+
+
+def test_a_relative_app_dir_is_the_config_files_and_the_environment_is_the_working_directorys(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_APP_MIGRATIONS, raising=False)
+    relative = load_config(write(tmp_path / "project", "migrations: {app_dir: db/app}\n"))
+    assert relative["migrations"]["app_dir"] == str(tmp_path / "project" / "db" / "app")
+    assert (
+        load_config(write(tmp_path, "migrations: {app_dir: /srv/app}\n"))["migrations"]["app_dir"]
+        == "/srv/app"
+    )
+    assert load_config(data={"migrations": {"app_dir": "db/app"}})["migrations"]["app_dir"] == "db/app"
+    assert resolve_app_dir(None, load_config()) is None
+    assert resolve_app_dir(None, relative) == tmp_path / "project" / "db" / "app"
+    monkeypatch.setenv(ENV_APP_MIGRATIONS, "from-env")
+    assert resolve_app_dir(None, relative) == Path("from-env")
+    assert resolve_app_dir("from-flag", relative) == Path("from-flag")
+    monkeypatch.setenv(ENV_APP_MIGRATIONS, "")
+    assert resolve_app_dir(None, relative) == tmp_path / "project" / "db" / "app", "empty means unset"

@@ -23,7 +23,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from memoric.transfer import export_memoric
 from tests.conftest import requires_postgres
 from tests.engine_helpers import NOW, ago

@@ -17,7 +17,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrations import Migrations, history_model
+from memoric.migrate import Migrations, history_model
 from tests.conftest import one_line_error
 from tests.test_migrations import HEAD, SHIPPED, chain, history_names, indexes, schema, tables
 

@@ -20,7 +20,7 @@ import pytest
 from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from tests.conftest import one_line_error
 from tests.test_cli_migrate import CLI, read_until
 from tests.test_migrations import (

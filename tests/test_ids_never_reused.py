@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from tests.test_migrations import FIRST, HEAD, SECOND, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrations import Migrations
+from memoric.migrate import Migrations
 from tests.conftest import one_line_error
 from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
 
@@ -123,40 +123,40 @@ def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_pa
 @pytest.mark.parametrize(
     ("message", "name"),
     [
-        ("é", "004_é.py"),
-        ("Ajouter l'élément", "004_ajouter_l_élément.py"),
-        ("データを追加", "004_データを追加.py"),
-        ("e\u0301te\u0301", "004_été.py"),  # decomposed accents become the composed letters
-        ("add\x00 nul\x1b[31m", "004_add_nul_31m.py"),
-        ("x²", "004_x².py"),
+        ("é", "001_é.py"),
+        ("Ajouter l'élément", "001_ajouter_l_élément.py"),
+        ("データを追加", "001_データを追加.py"),
+        ("e\u0301te\u0301", "001_été.py"),  # decomposed accents become the composed letters
+        ("add\x00 nul\x1b[31m", "001_add_nul_31m.py"),
+        ("x²", "001_x².py"),
     ],
 )
 def test_revision_keeps_letters_of_any_script(store, tmp_path, message, name):
-    directory = chain(tmp_path / "chain")
-    path = Migrations(store, migrate_dir=directory).create(message)
+    directory = tmp_path / "app"
+    path = Migrations(store, app_dir=directory).create(message)
     assert path.name == name
     compile(path.read_text(encoding="utf-8"), str(path), "exec")
-    assert Migrations(store, migrate_dir=directory).upgrade() == [*SHIPPED, path.stem]
+    assert Migrations(store, app_dir=directory).upgrade() == [*SHIPPED, f"app:{path.stem}"]
 
 
 @pytest.mark.parametrize("message", ["a" * 300, "é" * 300, "日本" * 200, "word " * 100])
 def test_revision_of_a_long_message_is_cut_to_a_file_name_that_fits(cli, store, tmp_path, message):
-    directory = chain(tmp_path / "chain")
-    result = cli("migrate", "revision", "-m", message, "--dir", str(directory))
+    directory = tmp_path / "app"
+    result = cli("--app-dir", str(directory), "migrate", "revision", "-m", message)
     assert result.exit_code == 0, result.output
-    (path,) = directory.glob("004_*.py")
+    (path,) = directory.glob("001_*.py")
     assert len(path.name.encode()) <= 100
     assert f"{message[:20]}" in path.read_text(encoding="utf-8"), "the whole message stays in the docstring"
-    assert cli("migrate", "upgrade", "--dir", str(directory)).exit_code == 0
+    assert cli("--app-dir", str(directory), "migrate", "upgrade").exit_code == 0
 
 
 @pytest.mark.parametrize("message", ["!!!", "  ", "—", "🙂", ""])
 def test_revision_needs_letters_or_digits(cli, tmp_path, message):
-    directory = chain(tmp_path / "chain")
+    directory = tmp_path / "app"
     assert "letters or digits" in one_line_error(
-        cli("migrate", "revision", "-m", message, "--dir", str(directory))
+        cli("--app-dir", str(directory), "migrate", "revision", "-m", message)
     )
-    assert sorted(path.stem for path in directory.glob("*.py")) == SHIPPED
+    assert not directory.exists()
 
 
 def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli, tmp_path):
@@ -165,7 +165,7 @@ def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli,
     while len(str(directory)) < 4080:
         directory = directory / ("d" * min(200, 4080 - len(str(directory)) - 1))
     os.makedirs(directory)
-    error = one_line_error(cli("migrate", "revision", "-m", "add importance", "--dir", str(directory)))
+    error = one_line_error(cli("--app-dir", str(directory), "migrate", "revision", "-m", "add importance"))
     assert "cannot create" in error and "nothing written" in error
     assert os.listdir(directory) == []
 

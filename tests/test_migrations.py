@@ -15,11 +15,10 @@ from memoric.db.models import (
     MEMORY_INDEXES,
     JSONDocumentField,
     Memory,
-    MemoryCluster,
 )
 from memoric.db.store import MemoryStore
 from memoric.errors import LockTimeout, MemoricError, MigrationError
-from memoric.migrations import HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
+from memoric.migrate import APP_HISTORY_TABLE, HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
 
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
@@ -739,42 +738,41 @@ def load(path: Path) -> dict:
     return scope
 
 
-def test_create_writes_the_template_with_both_functions(store, tmp_path):
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
+def test_create_writes_the_template_into_the_app_chain(store, tmp_path):
+    migrations = Migrations(store, app_dir=tmp_path / "app")
     path = migrations.create("Add importance, please!")
-    assert path.name == "004_add_importance_please.py"
+    assert path == tmp_path / "app" / "001_add_importance_please.py"
     scope = load(path)
-    assert {"migrate", "rollback"} <= set(scope)
+    assert {"migrate", "rollback", "pw"} <= set(scope), "the template imports peewee as pw"
     assert "fake=False" in path.read_text()
-    assert migrations.pending() == [*SHIPPED, "004_add_importance_please"]
-    assert migrations.upgrade() == [*SHIPPED, "004_add_importance_please"]
-    assert migrations.downgrade() == ["004_add_importance_please"]
-    assert migrations.create("next").name == "005_next.py"
+    assert migrations.pending() == [*SHIPPED, "app:001_add_importance_please"]
+    assert migrations.upgrade() == [*SHIPPED, "app:001_add_importance_please"]
+    assert migrations.downgrade() == ["app:001_add_importance_please"]
+    assert migrations.create("next").name == "002_next.py"
     with pytest.raises(MigrationError, match="message"):
         migrations.create("  !! ")
 
 
 def test_auto_draft_at_head_finds_no_changes(store, tmp_path):
-    directory = chain(tmp_path / "chain")
     with pytest.raises(MigrationError, match="no changes"):
-        Migrations(store, migrate_dir=directory).create("nothing", auto=True)
-    assert sorted(path.name for path in directory.glob("*.py")) == [f"{name}.py" for name in SHIPPED]
+        Migrations(store, app_dir=tmp_path / "app").create("nothing", auto=True)
+    assert not (tmp_path / "app").exists(), "nothing written, not even the directory"
 
 
 def test_auto_draft_from_empty_chain_builds_the_models_schema(store, tmp_path, model_schema):
-    migrations = Migrations(store, migrate_dir=tmp_path / "drafts")
-    (tmp_path / "drafts").mkdir()
+    (tmp_path / "empty").mkdir()
+    migrations = Migrations(store, migrate_dir=tmp_path / "empty", app_dir=tmp_path / "drafts")
     path = migrations.create("initial", auto=True)
     source = path.read_text()
     assert "DRAFT" in source
     assert "mf.JSONDocumentField" in source and "pw_pext" not in source
     assert "USING GIN" in source and "isinstance(database, pw.PostgresqlDatabase)" in source
-    assert migrations.upgrade() == ["001_initial"]
+    assert migrations.upgrade() == ["app:001_initial"]
     assert schema(store) == model_schema
     with pytest.raises(MigrationError, match="no changes"):
         migrations.create("again", auto=True)
-    assert migrations.downgrade("base") == ["001_initial"]
-    assert tables(store) == {HISTORY_TABLE}
+    assert migrations.downgrade("base") == ["app:001_initial"]
+    assert tables(store) == {APP_HISTORY_TABLE}
 
 
 def test_auto_draft_adds_a_json_field_and_an_index(store, tmp_path):
@@ -785,12 +783,13 @@ def test_auto_draft_adds_a_json_field_and_an_index(store, tmp_path):
             table_name = "memories"
 
     Memory2.add_index(Memory2.user_id, Memory2.labels, name="idx_memories_user_labels")
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain"))
-    path = migrations.create("labels", auto=[Memory2, MemoryCluster])
+    migrations = Migrations(store, app_dir=tmp_path / "app")
+    path = migrations.create("labels", auto=[Memory2])
     source = path.read_text()
     assert "labels=mf.JSONDocumentField(constraints=[SQL(\"DEFAULT '[]'\")], default=list)" in source
     assert "idx_memories_user_labels" in source
     assert "remove_fields('memories', 'labels')" in source
+    assert "memory_clusters" not in source, "a table the models do not name is left alone"
     migrations.upgrade()
     assert "labels" in {column[0] for column in columns(store, "memories")}
     assert "idx_memories_user_labels" in indexes(store, "memories")

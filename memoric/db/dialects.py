@@ -2,8 +2,9 @@
 
 `MemoryStore` asks its dialect for the SQL of JSON containment, array overlap, age in days,
 the PostgreSQL-only indexes, a fast table reset, a read snapshot and the reservation of ids
-(raising the id counter under a short lock); nothing outside `memoric.db` knows which dialect it
-runs on.
+(raising the id counter under a short lock); the migration runner asks it for foreign-key
+handling around a run and for the literal SQL of a preview. Nothing outside `memoric.db` knows
+which dialect it runs on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import fcntl
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 
 import peewee
 
@@ -28,6 +30,8 @@ SECONDS_PER_DAY = 86400.0
 GIN_PENDING_LIST_LIMIT = "256kB"
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The guard generated migration files put around SQL for PostgreSQL alone (a file runs on both).
+POSTGRES_ONLY = "if isinstance(database, pw.PostgresqlDatabase):"
 
 
 class SqliteDialect:
@@ -160,6 +164,31 @@ class SqliteDialect:
             database.execute_sql(f'DELETE FROM "{table}"')
         if database.table_exists("sqlite_sequence"):
             database.execute_sql("DELETE FROM sqlite_sequence")
+
+    # --- migrations ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def foreign_keys_off(self, database: peewee.Database) -> Iterator[None]:
+        """Foreign keys unenforced for the block: a table rebuild inside a transaction must not cascade.
+
+        peewee-migrate opens its transaction before the migrator could turn them off itself.
+        """
+        enabled = bool(database.pragma("foreign_keys"))
+        if enabled:
+            database.pragma("foreign_keys", 0)
+        try:
+            yield
+        finally:
+            if enabled:
+                database.pragma("foreign_keys", 1)
+
+    def foreign_key_violations(self, database: peewee.Database) -> list:
+        """Rows breaking a foreign key (checked after each migration, since enforcement was off)."""
+        return database.execute_sql("PRAGMA foreign_key_check").fetchall()
+
+    def render_sql(self, database: peewee.Database, sql: str, params) -> str:
+        """`sql` with its `?` parameters inlined as SQLite literals, as the preview prints it."""
+        return _inline_sqlite_params(sql, list(params))
 
     # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
 
@@ -310,6 +339,21 @@ class PostgresDialect:
         quoted = ", ".join(f'"{table}"' for table in tables)
         database.execute_sql(f"TRUNCATE {quoted} RESTART IDENTITY")
 
+    # --- migrations ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def foreign_keys_off(self, database: peewee.Database) -> Iterator[None]:
+        """Nothing to turn off: PostgreSQL never cascades a table rebuild (it has none)."""
+        yield
+
+    def foreign_key_violations(self, database: peewee.Database) -> list:
+        """None: PostgreSQL checks foreign keys at every statement."""
+        return []
+
+    def render_sql(self, database: peewee.Database, sql: str, params) -> str:
+        """`sql` with its parameters inlined as the driver sends them, as the preview prints it."""
+        return database.cursor().mogrify(sql, params).decode()
+
     # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
 
     def age_seconds(self, column, now: dt.datetime):
@@ -331,10 +375,43 @@ class PostgresDialect:
         return peewee.Case(None, [(peewee.fn.jsonb_typeof(value) == "string", text)])
 
 
-def gin_index_sql(name: str) -> str:
-    """The DDL of one of the PostgreSQL-only GIN indexes of `memories`."""
-    column, opclass = GIN_INDEXES[name]
-    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "memories" USING GIN ("{column}" {opclass})'
+def gin_index_sql(name: str, table: str = "memories", definition: tuple[str, str] | None = None) -> str:
+    """The DDL of a PostgreSQL GIN index (default: one of the GIN indexes of `memories`)."""
+    column, opclass = definition or GIN_INDEXES[name]
+    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING GIN ("{column}" {opclass})'
+
+
+def postgres_only_code(code: str, indent: str) -> str:
+    """Migration-file code running `code` on PostgreSQL only (the file itself runs on both dialects)."""
+    return f"{POSTGRES_ONLY}\n{indent}{code}"
+
+
+def _inline_sqlite_params(sql: str, params: list) -> str:
+    """Replace each `?` outside quotes with the next parameter as a SQLite literal."""
+    out, quote = [], None
+    for char in sql:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "?" and params:
+            out.append(_sqlite_literal(params.pop(0)))
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def _sqlite_literal(value) -> str:
+    """`value` written as a SQLite literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def lock_key(name: str) -> int:

@@ -103,6 +103,11 @@ class MemoryStore:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    @property
+    def sql_dialect(self):
+        """The dialect object behind this store, for callers that must not branch on the dialect."""
+        return self._sql
+
     def __repr__(self) -> str:
         return f"MemoryStore({mask_url(self.dsn)!r})"
 

@@ -1,0 +1,112 @@
+"""The two guards of a run: never adopt a foreign table, never drop data unconfirmed.
+
+An upgrade (or stamp) refuses, before writing anything, a table it would create that exists
+already in another shape; a downgrade finds what it dropped by comparing the catalogue before
+and after, so any migration's drops are seen, memoric's or an application's.
+"""
+
+from __future__ import annotations
+
+from memoric.db import catalogue
+from memoric.db.connection import first_line
+from memoric.errors import MigrationError
+from memoric.migrate.runner import Run
+from memoric.migrate.targets import Step
+
+Shape = dict[str, set[str]]
+
+
+def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
+    """MigrationError, before anything is written, when a table `plan` creates exists in another shape.
+
+    A chain's `CREATE TABLE IF NOT EXISTS` would adopt any table of that name: another
+    application's, which a later `downgrade` would then drop. The shape the chain builds is
+    learnt by building it, with the existing tables renamed aside, in a transaction that is
+    rolled back.
+    """
+    existing = set(catalogue.tables(run.database))
+    created = created_tables(run, done, plan)
+    creators = {table: step for step, tables in created for table in tables if table in existing}
+    if not creators:
+        return
+    last = max(plan.index(step) for step in creators.values())
+    built, found = _built_and_found(run, plan[: last + 1], list(creators))
+    problems = [
+        f"table {table} already exists and is not the one {creators[table].label} creates: "
+        + "; ".join(differences)
+        for table in creators
+        if (differences := catalogue.shape_differences(built.get(table), found[table]))
+    ]
+    if problems:
+        raise MigrationError(
+            "; ".join(problems) + "; nothing was changed (give memoric a database or schema of its own)"
+        )
+
+
+def created_tables(run: Run, done: list[Step], plan: list[Step]) -> list[tuple[Step, list[str]]]:
+    """(migration, the tables it creates) for each of `plan`, from the chains' ORM snapshot."""
+    migrator = run.migrator(done)
+    created = []
+    for step in plan:
+        before = {model._meta.table_name for model in migrator.orm}
+        run.replay(migrator, step)
+        created.append((step, sorted({model._meta.table_name for model in migrator.orm} - before)))
+    return created
+
+
+def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:
+    """The tables migrations `steps` create (from an empty schema) that exist already."""
+    existing = set(catalogue.tables(run.database))
+    return [table for _, tables in created_tables(run, [], steps) for table in tables if table in existing]
+
+
+def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[dict, dict]:
+    """The columns `plan` gives `tables`, and the columns they have now; nothing is kept."""
+    database, scratch = run.database, run.fresh()
+    aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
+    with database.atomic() as transaction:
+        try:
+            for table, name in aside.items():
+                catalogue.rename_table(database, table, name)
+            migrator = scratch.migrator(scratch.done())
+            for step in plan:
+                scratch.routers[step.chain].run_one(step.name, migrator, fake=False)
+            built = catalogue.columns(database, tables)
+            found = catalogue.columns(database, aside.values())
+        except Exception as exc:
+            raise MigrationError(
+                f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds: "
+                f"{first_line(exc)}; nothing was changed"
+            ) from exc
+        finally:
+            transaction.rollback()
+    return built, {table: found[name] for table, name in aside.items()}
+
+
+def shape(run: Run) -> Shape:
+    """{table: its column names} of every table but the chains' histories."""
+    histories = {router.chain.table for router in run.routers.values()}
+    names = [table for table in catalogue.tables(run.database) if table not in histories]
+    return {table: set(found) for table, found in catalogue.columns(run.database, names).items()}
+
+
+def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:
+    """(table, None) for each table gone from `before` to `after`, (table, column) for each column."""
+    gone: list[tuple[str, str | None]] = []
+    for table, table_columns in before.items():
+        if table not in after:
+            gone.append((table, None))
+        else:
+            gone += [(table, column) for column in sorted(table_columns - after[table])]
+    return gone
+
+
+def holding_data(run: Run, gone: list[tuple[str, str | None]]) -> dict[str, int]:
+    """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty."""
+    losses = {}
+    for table, column in gone:
+        if column is None:
+            losses[table] = catalogue.count_rows(run.database, table)
+        else:
+            losses[f"{table}.{column}"] = catalogue.count_values(run.database, table, column)
+    return {what: count for what, count in losses.items() if count}

@@ -1,0 +1,275 @@
+"""`Migrations`: the versioned schema of one store, as the library and the CLI use it.
+
+memoric's chain, and optionally an application's own chain (`app_dir`: a directory in the
+application's repository, recorded in its own history table). Upgrade, downgrade, stamp and
+preview under one migrations lock (so concurrent runs apply each migration once); read the state
+without writing anything; build or check the schema for the facade; write new migration files,
+only ever into the application's chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import peewee
+
+from memoric.db.store import MemoryStore
+from memoric.errors import DataLossRefused, MigrationError
+from memoric.migrate import authoring, guards
+from memoric.migrate.chains import (
+    APP_HISTORY_TABLE,
+    Chain,
+    app_chain,
+    app_migrations_recorded,
+    memoric_chain,
+    refuse_installed,
+)
+from memoric.migrate.preview import rolled_back_statements
+from memoric.migrate.runner import Run, Runner, translate_errors
+from memoric.migrate.targets import APP, MEMORIC, NO_APP_CHAIN, Step, labels
+
+
+class Migrations:
+    """The migration chains of one store: upgrade, downgrade, inspect, stamp, preview, create.
+
+    `migrate_dir` replaces memoric's shipped chain (tests, a fork); `app_dir` is the application's
+    chain, applied after memoric's and rolled back before it. Migrations are named by their file
+    name, the application's as `app:NAME`.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        migrate_dir: str | Path | None = None,
+        app_dir: str | Path | None = None,
+        lock_timeout: float | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.memoric_chain = memoric_chain(Path(migrate_dir) if migrate_dir is not None else None)
+        self.app_dir = Path(app_dir) if app_dir is not None else None
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
+
+    @property
+    def database(self) -> peewee.Database:
+        return self.store.database
+
+    @property
+    def chains(self) -> list[Chain]:
+        """memoric's chain, then the application's when one is configured."""
+        if self.app_dir is None:
+            return [self.memoric_chain]
+        return [self.memoric_chain, app_chain(self.app_dir, self.memoric_chain)]
+
+    @property
+    def _runner(self) -> Runner:
+        return Runner(self.store, self.chains, self.lock_timeout, self.on_wait)
+
+    # --- reading the state (no lock, nothing written) ---
+
+    def names(self) -> list[str]:
+        """Every migration in order: memoric's (files `NNN_name.py`), then the application's (`app:NAME`)."""
+        return [Step(chain.label, name).label for chain in self.chains for name in chain.names()]
+
+    @translate_errors
+    def current(self, chain: str = MEMORIC) -> str | None:
+        """The latest applied migration of `chain` (`memoric` or `app`), None when none is."""
+        applied = self._chain(chain).applied(self.database)
+        return applied[-1][0].name if applied else None
+
+    @translate_errors
+    def history(self) -> list[dict]:
+        """Every migration, chain by chain (then any applied one missing from its chain), applied or not.
+
+        Each row: `chain`, `name` (the file name, without the `app:` prefix), `applied`, `applied_at`.
+        """
+        rows = []
+        for chain in self.chains:
+            applied = {step.name: at for step, at in chain.applied(self.database)}
+            names = chain.names()
+            rows += [_row(chain, name, applied.get(name), name in applied) for name in names]
+            rows += [_row(chain, name, at, True) for name, at in applied.items() if name not in names]
+        return rows
+
+    @translate_errors
+    def pending(self) -> list[str]:
+        """The migrations not applied yet, in order (the application's as `app:NAME`)."""
+        return [step.label for step in self._runner.run().order.pending()]
+
+    def _chain(self, label: str) -> Chain:
+        """The configured chain called `label`; MigrationError for another label."""
+        for chain in self.chains:
+            if chain.label == label:
+                return chain
+        if label == APP:
+            raise MigrationError(f"the app chain is not in use: {NO_APP_CHAIN}")
+        raise MigrationError(f"unknown chain {label!r}: use {MEMORIC!r} or {APP!r}")
+
+    # --- running (under the lock) ---
+
+    @translate_errors
+    def upgrade(self, target: str = "head") -> list[str]:
+        """Apply the pending migrations up to `target` (default head); the migrations applied.
+
+        memoric's chain comes first, then the application's. A table the plan creates that
+        exists already with another shape is refused first.
+        """
+        with self._runner.session() as run:
+            plan = run.order.upgrade(target)
+            guards.refuse_foreign_tables(run, run.order.done, plan)
+            return run.apply(plan)
+
+    @translate_errors
+    def downgrade(self, target: str = "-1", *, confirm_data_loss: bool = False) -> list[str]:
+        """Roll back applied migrations down to `target` (default -1); the migrations rolled back.
+
+        The application's chain is rolled back before memoric's. The whole downgrade is one
+        transaction. When it drops tables or columns that hold data it is undone and refused with
+        DataLossRefused (what would go, how many rows or values) unless `confirm_data_loss`;
+        dropping empty ones needs no confirmation.
+        """
+        with self._runner.session() as run:
+            plan = self._downgrade_plan(run, target)
+            if not plan:
+                return []
+            before = guards.shape(run)
+            with self.database.atomic() as transaction:
+                rolled_back = run.apply(plan, downgrade=True)
+                dropped = [] if confirm_data_loss else guards.dropped(before, guards.shape(run))
+                if not dropped:
+                    return rolled_back
+                transaction.rollback()
+                losses = guards.holding_data(run, dropped)
+                if losses:
+                    raise DataLossRefused(target, losses)
+                return run.fresh().apply(plan, downgrade=True)
+
+    @translate_errors
+    def stamp(self, target: str) -> str | None:
+        """Record the history as standing at `target` without running any migration; the new latest.
+
+        Recording a migration whose table exists in another shape is refused, as for `upgrade`.
+        """
+        with self._runner.session() as run:
+            add, forget = run.order.stamp(target)
+            guards.refuse_foreign_tables(run, run.order.done, add)
+            with self.database.atomic():
+                for step in forget:
+                    model = run.history(step.chain)
+                    model.delete().where(model.name == step.name).execute()
+                for step in add:
+                    run.history(step.chain).create(name=step.name)
+            done = run.done()
+            return done[-1].label if done else None
+
+    @translate_errors
+    def sql(self, direction: str, target: str) -> list[str]:
+        """The exact SQL `upgrade`/`downgrade` to `target` would run; run and rolled back, nothing changed.
+
+        Being a real run, it needs the live database, holds the migrations lock, and on PostgreSQL
+        holds the table locks its DDL takes until the rollback.
+        """
+        if direction not in ("upgrade", "downgrade"):
+            raise MigrationError(f"direction must be 'upgrade' or 'downgrade', got {direction!r}")
+        with self._runner.session() as run:
+            if direction == "upgrade":
+                plan = run.order.upgrade(target)
+                guards.refuse_foreign_tables(run, run.order.done, plan)
+            else:
+                plan = self._downgrade_plan(run, target)
+            return rolled_back_statements(run, plan, downgrade=direction == "downgrade")
+
+    def _downgrade_plan(self, run: Run, target: str) -> list[Step]:
+        """The plan of `downgrade(target)`; refused while application migrations are applied unseen.
+
+        Without the application's chain, memoric's would be rolled back under the application's
+        migrations, which must go first.
+        """
+        plan = run.order.downgrade(target)
+        recorded = app_migrations_recorded(self.database) if APP not in run.routers else []
+        if plan and recorded:
+            raise MigrationError(
+                f"the application migrations {', '.join(recorded)} are applied ({APP_HISTORY_TABLE}) but "
+                f"not in use here, and they must be rolled back before memoric's: {NO_APP_CHAIN}"
+            )
+        return plan
+
+    @translate_errors
+    def init_db(self) -> None:
+        """Create memoric's schema straight from the models, record it at head, then run the app's chain.
+
+        Tables of the chains that exist without any history go through the chains instead, which
+        check them (a table of another shape is refused) and bring them to head.
+        """
+        with self._runner.session() as run:
+            done, pending = run.order.done, run.order.pending()
+            if done and pending:
+                raise MigrationError(
+                    f"the database is at {done[-1].label}, behind head: run `memoric migrate upgrade` instead"
+                )
+            if not done and guards.existing_chain_tables(run, pending):
+                guards.refuse_foreign_tables(run, done, pending)
+                run.apply(pending)
+                return
+            with self.database.atomic():
+                self.store.create_schema()
+                model = run.history(MEMORIC)
+                for step in pending:
+                    if step.chain == MEMORIC:
+                        model.create(name=step.name)
+            run.apply([step for step in pending if step.chain != MEMORIC])
+
+    @translate_errors
+    def ensure_schema(self, auto_migrate: bool = False) -> None:
+        """Build an empty database through the chains; refuse one behind head unless `auto_migrate`.
+
+        Behind head on either chain counts. The decision is taken again under the migrations
+        lock: processes starting together on an empty database all wait for the one building it,
+        then find it at head.
+        """
+        if not self.pending():
+            return
+        with self._runner.session() as run:
+            done, pending = run.order.done, run.order.pending()
+            if not pending:
+                return
+            guards.refuse_foreign_tables(run, done, pending)
+            if auto_migrate or not (done or guards.existing_chain_tables(run, pending)):
+                run.apply(pending)
+                return
+        raise MigrationError(
+            f"the database schema is behind: {len(pending)} pending migration(s) ({labels(pending)}); "
+            "run `memoric migrate upgrade` (or pass auto_migrate=True)"
+        )
+
+    # --- writing migration files ---
+
+    def create(self, message: str, auto=False) -> Path:
+        """Write the application's next migration `NNN_message.py`: the template, or a draft with `auto`.
+
+        Only into the application's chain (`app_dir`, created if missing), never into memoric's
+        or an installed package. A draft compares memoric's models (or the models `auto` lists)
+        with the schema both chains build; tables those models do not name are left alone.
+        A new file only: an existing one is never overwritten, a failed write leaves none.
+        """
+        if self.app_dir is None:
+            raise MigrationError(
+                f"`revision` writes only into the application's own chain, and {NO_APP_CHAIN}"
+            )
+        chain = self._chain(APP)
+        refuse_installed(chain.directory)
+        memoric_names = self.memoric_chain.names()
+
+        def draft(names: list[str]) -> str:
+            run = self._runner.run({MEMORIC: memoric_names, APP: names})
+            snapshot = run.migrator(run.order.steps)
+            return authoring.draft_source(message, snapshot, None if auto is True else list(auto))
+
+        return authoring.write_migration(chain.directory, message, draft if auto else None)
+
+
+def _row(chain: Chain, name: str, applied_at, applied: bool) -> dict:
+    return {"chain": chain.label, "name": name, "applied": applied, "applied_at": applied_at}

@@ -1,0 +1,268 @@
+"""Running peewee-migrate safely: one run at a time, each migration checked and named when it fails.
+
+peewee-migrate's Router and Migrator, with what they lack: a cross-process lock around every run
+(one lock for memoric's chain and the application's), unique history tables, a replay of the
+applied migrations that leaves other threads alone, checks after each migration, and errors that
+name the migration at fault. Each migration runs in one transaction with its history row: a
+failure rolls back both. The ORM snapshot a migration sees is memoric's chain then the
+application's, so an application's migration can change memoric's tables (`migrator.add_fields`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from functools import cached_property
+
+import peewee
+from peewee_migrate import Migrator, Router
+
+from memoric.db import catalogue
+from memoric.db.connection import driver_errors, failure_reason, first_line
+from memoric.db.store import MemoryStore
+from memoric.errors import MigrationError
+from memoric.migrate.chains import Chain, history_index, history_model
+from memoric.migrate.targets import Order, Step
+
+log = logging.getLogger("memoric.migrations")
+log.addHandler(logging.NullHandler())
+
+LOCK_NAME = "migrations"
+
+
+class _NoRows:
+    """The cursor a migration sees while it is only replayed to rebuild the ORM snapshot."""
+
+    rowcount = 0
+    lastrowid = None
+    description = ()
+
+    def fetchone(self):
+        return None
+
+    def fetchall(self):
+        return []
+
+    def fetchmany(self, size=None):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+
+@contextlib.contextmanager
+def intercepted(database: peewee.Database, handler: Callable) -> Iterator[None]:
+    """Route this thread's `execute_sql` calls on `database` through `handler(real, sql, params)`.
+
+    Other threads keep the real method: peewee-migrate's own replay patches
+    `peewee.Database.execute_sql` for the whole process, which would swallow their writes.
+    """
+    real = database.execute_sql
+    owner = threading.get_ident()
+    had_own = "execute_sql" in vars(database)
+
+    def execute_sql(sql, params=None, *args, **kwargs):
+        if threading.get_ident() != owner:
+            return real(sql, params, *args, **kwargs)
+        return handler(real, sql, params, *args, **kwargs)
+
+    database.execute_sql = execute_sql
+    try:
+        yield
+    finally:
+        if had_own:
+            database.execute_sql = real
+        else:
+            del database.execute_sql
+
+
+def _no_rows(real, sql, params=None, *args, **kwargs):
+    return _NoRows()
+
+
+class _Migrator(Migrator):
+    """peewee-migrate's Migrator; each migration ends with checks of what it built.
+
+    No index may name a column its table lacks (SQLite would index a string constant instead of
+    failing), and no row may break a foreign key (SQLite runs migrations without enforcing them).
+    """
+
+    def __init__(self, database: peewee.Database, dialect) -> None:
+        super().__init__(database)
+        self.dialect = dialect
+
+    def __call__(self):
+        super().__call__()
+        database = self.__database__
+        misread = catalogue.misread_index_columns(database, [model._meta.table_name for model in self.orm])
+        if misread:
+            raise MigrationError("; ".join(misread))
+        broken = self.dialect.foreign_key_violations(database)
+        if broken:
+            raise MigrationError(f"foreign key violations after the migration: {broken[:5]}")
+
+
+class _Router(Router):
+    """peewee-migrate's Router over one chain, with its history table and a replay safe for other threads."""
+
+    def __init__(self, database: peewee.Database, chain: Chain, names: list[str]) -> None:
+        super().__init__(
+            database,
+            migrate_dir=chain.directory,
+            migrate_table=chain.table,
+            logger=log,
+            migrator_class=_Migrator,
+        )
+        self.chain = chain
+        self.names = names
+
+    @property
+    def todo(self) -> list[str]:
+        return self.names
+
+    @property
+    def done(self) -> list[str]:
+        """The applied migrations; [] before the first run, without creating the history table."""
+        if not self.database.table_exists(self.chain.table):
+            return []
+        return super().done
+
+    @cached_property
+    def model(self) -> type[peewee.Model]:
+        """The history table, created (with its unique index) on the chain's first run."""
+        model = history_model(self.database, self.chain.table)
+        indexes = {index.name for index in self.database.get_indexes(self.chain.table)}
+        if history_index(self.chain.table) not in indexes:
+            model.create_table(safe=True)
+        return model
+
+    def run_one(self, name, migrator, *, fake=True, downgrade=False, force=False):
+        """Run a migration; a fake run replays it into `migrator.orm` without touching the database."""
+        if not fake:
+            return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
+        migrate, _ = self.read(name)
+        with intercepted(self.database, _no_rows):
+            migrate(migrator, self.database, fake=True)
+        migrator.__ops__ = []
+        if force:
+            self.model.create(name=name)
+        return name
+
+
+# Database errors outside a migration become MemoricError with the cause chained.
+translate_errors = driver_errors(
+    lambda migrations, method_name, exc: (
+        f"migrations: {method_name} failed: {failure_reason(migrations.database, exc, migrations.store.dsn)}"
+    )
+)
+
+
+class Run:
+    """The chains of one run: a Router per chain and the order of their migrations."""
+
+    def __init__(self, store: MemoryStore, chains: list[Chain], names: dict[str, list[str]]) -> None:
+        self.store = store
+        self.chains = chains
+        self.names = names
+        self.routers = {chain.label: _Router(store.database, chain, names[chain.label]) for chain in chains}
+        self.order = Order(names, self.done())
+
+    def fresh(self) -> Run:
+        """The same chains with new Routers: after a rollback, no history table is assumed to exist."""
+        return Run(self.store, self.chains, self.names)
+
+    @property
+    def database(self) -> peewee.Database:
+        return self.store.database
+
+    def done(self) -> list[Step]:
+        """The applied migrations, chain by chain (memoric's, then the application's), each oldest first."""
+        return [Step(label, name) for label, router in self.routers.items() for name in router.done]
+
+    def history(self, chain: str) -> type[peewee.Model]:
+        """The history table of `chain`, created on first use."""
+        return self.routers[chain].model
+
+    def migrator(self, steps: list[Step]) -> Migrator:
+        """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
+        migrator = _Migrator(self.database, self.store.sql_dialect)
+        for step in steps:
+            self.replay(migrator, step)
+        return migrator
+
+    def replay(self, migrator: Migrator, step: Step) -> None:
+        """Replay `step` into `migrator.orm` (nothing executed); MigrationError if it cannot."""
+        try:
+            self.routers[step.chain].run_one(step.name, migrator, fake=True)
+        except Exception as exc:
+            raise MigrationError(f"cannot replay migration {step.label}: {first_line(exc)}") from exc
+
+    def apply(self, plan: list[Step], *, downgrade: bool = False) -> list[str]:
+        """Run `plan` one by one, each in its own transaction; the labels run.
+
+        MigrationError names a failing migration. Inside an outer transaction (a downgrade, a
+        preview) a failure undoes the whole run.
+        """
+        if not plan:
+            return []
+        migrator = self.migrator(self.done())
+        finished = []
+        for step in plan:
+            try:
+                self.routers[step.chain].run_one(step.name, migrator, fake=False, downgrade=downgrade)
+            except Exception as exc:
+                raise MigrationError(_failure(step.label, downgrade, finished, exc)) from exc
+            finished.append(step.label)
+        return finished
+
+
+class Runner:
+    """The chains of one store, run under the migrations lock (one run at a time across both)."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        chains: list[Chain],
+        lock_timeout: float | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.chains = chains
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
+
+    @property
+    def database(self) -> peewee.Database:
+        return self.store.database
+
+    def names(self) -> dict[str, list[str]]:
+        """{chain label: its migrations in order}; MigrationError when a directory is unusable."""
+        return {chain.label: chain.names() for chain in self.chains}
+
+    def run(self, names: dict[str, list[str]] | None = None) -> Run:
+        """The chains as they are now (or holding `names`), outside the lock: reading, replaying."""
+        return Run(self.store, self.chains, names if names is not None else self.names())
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Run]:
+        """A Run under the migrations lock, with foreign keys unenforced (SQLite)."""
+        names = self.names()
+        if self.database.in_transaction():
+            raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
+        lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
+        with lock, self.store.sql_dialect.foreign_keys_off(self.database):
+            yield Run(self.store, self.chains, names)
+
+
+def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
+    if downgrade:
+        return (
+            f"rollback of migration {label} failed; the whole downgrade was undone (schema and history "
+            f"unchanged): {first_line(exc)}"
+        )
+    message = f"migration {label} failed and was undone (schema and history unchanged): {first_line(exc)}"
+    if finished:
+        message += f" [completed before it: {', '.join(finished)}]"
+    return message
