@@ -30,6 +30,7 @@ SECRET = "S3cr3t"
 FAR = "127.0.0.1:1"  # nothing listens there: connecting fails at once
 UNOPENABLE = [
     f"postgresql://agent:{SECRET}@{FAR}/db",
+    f"postgresql://{FAR}/db?dbname=host%3D{FAR}%20user%3Dagent%20password%3D{SECRET}%20dbname%3Dnone",
     f"postgresql://agent@/db?host=/nonexistent&password={SECRET}",
     f"postgresql://agent@{FAR}/db?PASSWORD={SECRET}",
     f"postgresql://agent:p@ss/w{SECRET}@{FAR}/db",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from memoric.errors import ConfigError
 
@@ -72,8 +72,10 @@ def _secrets(urls) -> set[str]:
         if span is not None:
             start, end = span
             found |= {url[start:end], url[start : url.find("@", start)]}
-        found |= {match.group(2) for match in _SECRET_SETTING.finditer(url)}
+        for text in (url, unquote(url)):  # also a setting inside an encoded value: ?dbname=password%3D...
+            found |= {match.group(2) for match in _SECRET_SETTING.finditer(text)}
     found |= {unquote(secret) for secret in found}
+    found |= {quote(secret, safe="") for secret in found}
     found |= {escaped for secret in found for escaped in (repr(secret)[1:-1], json.dumps(secret)[1:-1])}
     return {secret for secret in found if len(secret) >= MIN_LITERAL_SECRET}
 
