@@ -8,6 +8,7 @@ wrong, never a traceback, and both dialects agree on what is accepted and what i
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from memoric.cli import main
 from memoric.db.jsonfilter import contains
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ConfigError, ValidationError
+from memoric.transfer import export_jsonl, import_jsonl
 from memoric.validation import (
     JSON_INT_LIMIT,
     MAX_CONTENT_LENGTH,
@@ -364,3 +366,32 @@ def test_the_cli_refuses_a_lock_timeout_that_is_no_number_of_seconds(cli, value)
     assert result.exit_code == 2
     assert "--lock-timeout" in result.stderr and "Traceback" not in result.output
     assert cli("migrate", "current").stdout == "base\n"
+
+
+# --- the clock: its readings follow the timestamp rule ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "moment", [dt.datetime(1, 1, 2, tzinfo=dt.UTC), dt.datetime(9999, 12, 30, 23, 59, tzinfo=dt.UTC)]
+)
+def test_a_clock_at_either_end_of_time_saves_recalls_and_round_trips(new_dsn, moment):
+    memoric = Memoric(new_dsn(), clock=lambda: moment)
+    saved = memoric.save("edge", "at the edge of time", thread_id="t")
+    assert [m["id"] for m in memoric.retrieve("edge", thread_id="t")] == [saved]
+    assert memoric.run_policies()["migrated"] == {"short_term": 0, "mid_term": 0}
+    copy = Memoric(new_dsn())
+    copy.ensure_schema()
+    text = io.StringIO()
+    export_jsonl(memoric.db, text)
+    import_jsonl(copy.db, io.StringIO(text.getvalue()))
+    assert copy.db.get_memory(saved)["created_at"] == moment
+
+
+@pytest.mark.parametrize(
+    "moment", [dt.datetime(1, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, 12, tzinfo=dt.UTC)]
+)
+def test_a_clock_past_either_end_of_time_is_refused_before_anything_is_written(new_dsn, moment):
+    memoric = Memoric(new_dsn(), clock=lambda: moment)
+    with pytest.raises(ValidationError, match="the clock's time must lie from 0001-01-02 to 9999-12-30"):
+        memoric.save("edge", "never written")
+    assert memoric.store.count_memories() == 0

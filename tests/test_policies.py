@@ -27,8 +27,9 @@ LONG_TEXT = "The user explained at length why they prefer trains to planes on sh
 
 @pytest.fixture
 def clock(db):
-    db.clock = Clock(NOW)
-    yield db.clock
+    stopped = Clock(NOW)
+    db.clock = stopped
+    yield stopped
     db.clock = utc_now
 
 

@@ -58,6 +58,19 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def _checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]:
+    """`clock`, each reading checked like a timestamp argument (aware UTC, years 1 to 9999).
+
+    A clock outside that range would store times no export can load back; its reading is a
+    ValidationError before anything is written.
+    """
+
+    def now() -> dt.datetime:
+        return validation.timestamp("the clock's time", clock())
+
+    return now
+
+
 def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -> str:
     """What failed, on which dialect, and why (saying so when the connection was lost)."""
     return f"{method_name} failed on {store.dialect}: {failure_reason(store.database, exc, store.dsn)}"
@@ -94,6 +107,15 @@ class MemoryStore:
         self.Memory = models.Memory
         self.MemoryCluster = models.MemoryCluster
         self._statements: dict[tuple, tuple[str, list]] = {}
+
+    @property
+    def clock(self) -> Callable[[], dt.datetime]:
+        """The time source, each reading checked like a timestamp argument (see `_checked_clock`)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], dt.datetime]) -> None:
+        self._clock = _checked_clock(clock)
 
     @property
     def is_sqlite(self) -> bool:
@@ -819,7 +841,9 @@ class MemoryStore:
         decay = formula.decay_seconds
         age = self._sql.age_seconds(m.updated_at, now)
         # Plain comparisons settle the rows outside the decay window without date arithmetic.
-        fully_decayed = m.updated_at <= now - dt.timedelta(seconds=decay)
+        window = dt.timedelta(seconds=decay)
+        decayed_since = now - window if now - validation.EARLIEST > window else validation.EARLIEST
+        fully_decayed = m.updated_at <= decayed_since
         remaining = peewee.Case(
             None, [(fully_decayed, 0), (m.updated_at >= now, decay)], decay - self._sql.clamp(age, 0, decay)
         )
