@@ -1,6 +1,7 @@
 """Configuration: defaults, YAML loading, validation and DSN resolution.
 
-A configuration is a plain dict with the sections of DESIGN §7. The YAML file (`config_path`)
+A configuration is a plain dict of sections (database, tiers, summarization, clustering,
+scoring, policies, migrations). The YAML file (`config_path`)
 and then the `config=` dict are merged over the defaults section by section (mapping sections
 key by key; the `tiers` list is replaced as a whole, each tier completed with its defaults).
 Anything unknown or malformed raises `ConfigError` naming the key and the value at fault.

@@ -1,4 +1,4 @@
-"""The recall score of DESIGN §7, defined once in exact integer arithmetic.
+"""The recall score (importance, recency, same thread), defined once in exact integer arithmetic.
 
     score = 100 × (importance·s/100 + recency·max(0, 1 − age/decay) + thread·[same thread])
 

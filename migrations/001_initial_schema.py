@@ -1,4 +1,4 @@
-"""001: the `memories` and `memory_clusters` tables with all their indexes (DESIGN §6).
+"""001: the `memories` and `memory_clusters` tables with all their indexes.
 
 A frozen snapshot: the DDL below is what runs, written out per dialect (JSONB and TIMESTAMPTZ on
 PostgreSQL, JSON text and DATETIME on SQLite; GIN indexes on PostgreSQL only), so later changes to

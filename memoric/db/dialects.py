@@ -190,7 +190,7 @@ class SqliteDialect:
         """`sql` with its `?` parameters inlined as SQLite literals, as the preview prints it."""
         return _inline_sqlite_params(sql, list(params))
 
-    # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
+    # --- engine helpers: the recall score and clusters -------------------------------------
 
     def age_seconds(self, column, now: dt.datetime):
         """Whole seconds from `column` to `now` as an integer expression (exact: microseconds parsed).
@@ -354,7 +354,7 @@ class PostgresDialect:
         """`sql` with its parameters inlined as the driver sends them, as the preview prints it."""
         return database.cursor().mogrify(sql, params).decode()
 
-    # --- engine helpers (issue #4: recall score, clusters) ----------------------------------
+    # --- engine helpers: the recall score and clusters -------------------------------------
 
     def age_seconds(self, column, now: dt.datetime):
         """Whole seconds from `column` to `now`, rounded down, as a bigint expression."""

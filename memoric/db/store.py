@@ -246,7 +246,7 @@ class MemoryStore:
 
     @_translate_errors
     def insert_memory(self, **fields) -> int:
-        """Store one memory and return its id (fields as in DESIGN §4, plus optional timestamps)."""
+        """Store one memory and return its id (the memory fields, plus optional timestamps)."""
         row = self._memory_row(fields)
         columns, values = _driver_row(self.Memory, row)
         # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
@@ -785,7 +785,7 @@ class MemoryStore:
         c = self.MemoryCluster
         return c.delete().where(c.cluster_id == cluster_id).execute()
 
-    # --- engine queries (issue #4: recall, tier policies, clusters, stats) ---------------
+    # --- engine queries: recall, tier policies, clusters, stats ---------------------------
     # Slices select memories by tier and age: `(tier, updated_before, updated_since)`, either
     # bound None for "any"; a list of slices means any of them.
 
