@@ -41,7 +41,10 @@ def run_policies(
     summarizer: Summarizer | None = None,
     on_progress: Progress | None = None,
 ) -> dict:
-    """Apply (or with `dry_run` count) the configured policies; the counts: migrated per tier, trimmed, summarized, summaries_created."""
+    """Apply (or with `dry_run` count) the configured policies.
+
+    Returns the counts: migrated per tier, trimmed, summarized, summaries_created.
+    """
     now = store.clock()
     if dry_run:
         return _plan(store, config, now, user_id)
