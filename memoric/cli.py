@@ -322,11 +322,11 @@ def migrate_current(ctx: click.Context, migrate_dir) -> None:
 @dir_option
 @click.pass_context
 def migrate_history(ctx: click.Context, migrate_dir) -> None:
-    """List every migration, chain by chain: applied (with when) or pending."""
+    """List every migration, chain by chain: applied (with when), pending, or unknown (not in the chain)."""
     migrations = open_migrations(ctx, migrate_dir)
     for row in run_or_exit(migrations.history):
         when = f"  {row['applied_at']:%Y-%m-%d %H:%M:%S} UTC" if row["applied_at"] else ""
-        state = "applied" if row["applied"] else "pending"
+        state = "unknown" if not row["known"] else "applied" if row["applied"] else "pending"
         click.echo(f"{chain_column(migrations, row['chain'])}{state}  {row['name']}{when}")
 
 

@@ -11,6 +11,7 @@ may name a chain (`app:base`, `memoric:002`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import peewee
@@ -21,7 +22,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
-from memoric.migrate import APP_HISTORY_TABLE, HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
+from memoric.migrate import APP_HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
 from tests.conftest import one_line_error
 from tests.test_cli_migrate import WAITING, read_until, start_cli
 from tests.test_foreign_tables import LABELS
@@ -282,15 +283,16 @@ def test_an_app_target_without_an_app_chain_says_how_to_configure_one(store):
 
 def test_stamp_moves_either_chain_without_ddl(both):
     store = both.store
-    assert both.stamp("app:001") == f"app:{SENTIMENT}"
-    assert history_names(store) == SHIPPED and app_history(store) == [SENTIMENT]
-    assert tables(store) == {HISTORY_TABLE, APP_HISTORY_TABLE}
+    both.upgrade()
+    built = tables(store)
     assert both.stamp("app:base") == HEAD
     assert app_history(store) == []
+    assert both.stamp("app:001") == f"app:{SENTIMENT}"
+    assert history_names(store) == SHIPPED and app_history(store) == [SENTIMENT]
     assert both.stamp("head") == "app:002_labels"
     assert both.stamp("memoric:base") is None
     assert (history_names(store), app_history(store)) == ([], [])
-    assert tables(store) == {HISTORY_TABLE, APP_HISTORY_TABLE}
+    assert tables(store) == built
 
 
 def test_sql_covers_the_app_chain_and_changes_nothing(both):
@@ -503,3 +505,27 @@ def test_the_app_directory_comes_from_argument_environment_or_config(dsn, tmp_pa
     assert Memoric(config_path=config).migrations.pending()[-1] == "app:001_environment"
     assert pending_app("--app-dir", ".") == ["001_flag"], "relative to the working directory"
     assert Memoric(config_path=config, app_dir=tmp_path / "flag").migrations.pending()[-1] == "app:001_flag"
+
+
+def test_stamping_the_app_chain_over_its_missing_table_is_refused(both):
+    both.upgrade(f"app:{SENTIMENT}")
+    with pytest.raises(MigrationError, match=r"cannot stamp app:002_labels: table labels does not exist"):
+        both.stamp("head")
+    assert app_history(both.store) == [SENTIMENT]
+
+
+def test_an_app_history_the_app_chain_does_not_have_is_named(both, cli):
+    both.upgrade()
+    both.store.database.execute_sql(
+        f"UPDATE \"{APP_HISTORY_TABLE}\" SET name = '002_gone' WHERE name = '002_labels'"
+    )
+    message = (
+        f"the history table {APP_HISTORY_TABLE} lists migrations the application's chain does not have "
+        "(002_gone): it belongs to another application, or the chain was edited"
+    )
+    for call in (both.upgrade, both.downgrade, lambda: both.current("app")):
+        with pytest.raises(MigrationError, match=re.escape(message)):
+            call()
+    error = one_line_error(cli("--app-dir", str(both.app_dir), "migrate", "upgrade"))
+    assert error.startswith(f"Error: {message}")
+    assert app_history(both.store) == [SENTIMENT, "002_gone"]

@@ -113,12 +113,14 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
 
 
 def test_stamp_moves_the_version_without_ddl(cli, check):
+    cli("migrate", "upgrade")
+    built = tables(check)
+    assert cli("migrate", "stamp", "base").exit_code == 0
+    assert history_names(check) == []
     result = cli("migrate", "stamp", "head")
     assert result.exit_code == 0, result.output
     assert f"is at {HEAD} (head)" in result.stdout
-    assert tables(check) == {HISTORY_TABLE}
-    assert cli("migrate", "stamp", "base").exit_code == 0
-    assert history_names(check) == []
+    assert tables(check) == built
 
 
 def test_adopt_an_existing_database_with_stamp(cli, check):
@@ -334,3 +336,11 @@ def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(
     assert (
         f"Applied {HEAD}" in run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
     )
+
+
+def test_stamp_over_missing_tables_is_refused_in_one_line(cli, check):
+    error = one_line_error(cli("migrate", "stamp", "head"))
+    assert error.startswith(f"Error: cannot stamp {FIRST}: tables memories, memory_clusters do not exist")
+    assert "run `memoric migrate upgrade` to build them; nothing was changed" in error
+    assert tables(check) == set()
+    assert cli("migrate", "current").stdout == "base\n"

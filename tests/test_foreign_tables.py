@@ -224,3 +224,104 @@ def test_a_clean_database_still_builds_through_001(store):
     result = runner.invoke(main, ["--dsn", store.dsn, "migrate", "upgrade"])
     assert result.exit_code == 0, result.output
     assert history_names(store) == SHIPPED
+
+
+# --- a history table of another application ----------------------------------------------------
+
+THEIR_HISTORY = (
+    'CREATE TABLE "migratehistory" ("id" INTEGER PRIMARY KEY, "name" VARCHAR(255) NOT NULL, '
+    '"migrated_at" TIMESTAMP NOT NULL)'
+)
+FOREIGN_HISTORY = (
+    "the history table migratehistory lists migrations memoric's chain does not have (001_users, "
+    "002_orders): it belongs to another application, or the chain was edited; give memoric a "
+    "database or schema of its own"
+)
+
+
+@pytest.fixture
+def their_history(store):
+    """Another peewee-migrate application's `migratehistory` (001_users, 002_orders); returns how it looks."""
+    store.database.execute_sql(THEIR_HISTORY)
+    store.database.execute_sql(
+        "INSERT INTO \"migratehistory\" VALUES (1, '001_users', '2024-01-02 03:04:05'), "
+        "(2, '002_orders', '2024-01-02 03:04:06')"
+    )
+    return history_snapshot(store)
+
+
+def history_snapshot(store: MemoryStore) -> dict:
+    """Every table, the history table's indexes and rows."""
+    return {
+        "tables": tables(store),
+        "indexes": indexes(store, "migratehistory"),
+        "rows": store.database.execute_sql('SELECT id, name FROM "migratehistory" ORDER BY 1').fetchall(),
+    }
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.upgrade(),
+        lambda m: m.downgrade("base"),
+        lambda m: m.stamp("base"),
+        lambda m: m.stamp("head"),
+        lambda m: m.sql("upgrade", "head"),
+        lambda m: m.init_db(),
+        lambda m: m.ensure_schema(auto_migrate=True),
+        lambda m: m.current(),
+        lambda m: m.pending(),
+    ],
+    ids=[
+        "upgrade",
+        "downgrade",
+        "stamp-base",
+        "stamp-head",
+        "sql",
+        "init_db",
+        "ensure_schema",
+        "current",
+        "pending",
+    ],
+)
+def test_another_applications_history_is_named_before_anything_is_replayed(store, their_history, call):
+    with pytest.raises(MigrationError) as refused:
+        call(Migrations(store))
+    assert str(refused.value) == FOREIGN_HISTORY
+    assert history_snapshot(store) == their_history
+
+
+def test_history_marks_their_migrations_unknown(store, their_history):
+    rows = Migrations(store).history()
+    assert [(row["name"], row["applied"], row["known"]) for row in rows] == [
+        *[(name, False, True) for name in SHIPPED],
+        ("001_users", True, False),
+        ("002_orders", True, False),
+    ]
+
+
+def test_the_facade_names_their_history(store, their_history):
+    with Memoric(dsn=store.dsn, auto_migrate=True) as memoric, pytest.raises(MigrationError) as refused:
+        memoric.save("ada", "not written")
+    assert str(refused.value) == FOREIGN_HISTORY
+    assert history_snapshot(store) == their_history
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("migrate", "upgrade"), ("migrate", "stamp", "base"), ("migrate", "current"), ("init-db",)],
+    ids=["upgrade", "stamp-base", "current", "init-db"],
+)
+def test_the_cli_names_their_history_in_one_line(cli, store, their_history, args):
+    assert one_line_error(cli(*args)) == f"Error: {FOREIGN_HISTORY}"
+    assert history_snapshot(store) == their_history
+
+
+def test_the_cli_history_lists_their_migrations_as_unknown(cli, store, their_history):
+    result = cli("migrate", "history")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-2:] == [
+        "unknown  001_users  2024-01-02 03:04:05 UTC",
+        "unknown  002_orders  2024-01-02 03:04:06 UTC",
+    ]
+    assert history_snapshot(store) == their_history

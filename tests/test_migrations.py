@@ -9,6 +9,7 @@ from pathlib import Path
 import peewee
 import pytest
 
+from memoric import Memoric
 from memoric.db.models import (
     CLUSTER_INDEXES,
     GIN_INDEXES,
@@ -18,7 +19,14 @@ from memoric.db.models import (
 )
 from memoric.db.store import MemoryStore
 from memoric.errors import LockTimeout, MemoricError, MigrationError
-from memoric.migrate import APP_HISTORY_TABLE, HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
+from memoric.migrate import (
+    APP_HISTORY_TABLE,
+    HISTORY_TABLE,
+    LOCK_NAME,
+    Migrations,
+    default_migrate_dir,
+    history_model,
+)
 
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
@@ -398,10 +406,12 @@ def test_an_applied_migration_whose_file_is_gone_cannot_be_rolled_back(store, tm
     Migrations(store, migrate_dir=directory).upgrade()
     (directory / "004_add_importance.py").unlink()
     migrations = Migrations(store, migrate_dir=directory)
-    assert migrations.pending() == []
-    assert migrations.history()[-1]["name"] == "004_add_importance"
-    with pytest.raises(MigrationError, match="004_add_importance"):
-        migrations.downgrade()
+    row = migrations.history()[-1]
+    assert (row["name"], row["applied"], row["known"]) == ("004_add_importance", True, False)
+    edited = r"lists migrations memoric's chain does not have \(004_add_importance\):.*the chain was edited"
+    for call in (migrations.pending, migrations.downgrade, migrations.upgrade):
+        with pytest.raises(MigrationError, match=edited):
+            call()
 
 
 def test_missing_directory_is_a_migration_error(store, tmp_path):
@@ -498,16 +508,18 @@ def test_history_names_are_unique(store):
 
 def test_stamp_moves_the_version_without_ddl(longer):
     store = longer.store
-    assert longer.stamp("head") == "005_weight"
-    assert tables(store) == {HISTORY_TABLE}
-    assert longer.pending() == []
+    longer.upgrade()
+    built = schema(store)
     assert longer.stamp("-1") == "004_importance"
-    assert longer.stamp("base") is None
-    assert history_names(store) == []
-    assert longer.stamp("+1") == FIRST
+    assert longer.stamp("-2") == SECOND
+    assert longer.stamp("+1") == HEAD
     assert longer.stamp("004") == "004_importance"
     assert history_names(store) == [*SHIPPED, "004_importance"]
-    assert tables(store) == {HISTORY_TABLE}
+    assert longer.stamp("head") == "005_weight"
+    assert longer.pending() == []
+    assert longer.stamp("base") is None
+    assert history_names(store) == []
+    assert schema(store) == built
 
 
 def test_adopting_an_existing_database_with_stamp(store, model_schema):
@@ -845,3 +857,46 @@ def test_facade_init_db_records_head(facade, new_dsn):
     assert memoric.migrations.pending() == []
     assert memoric.migrate() == []
     memoric.close()
+
+
+# --- stamp records only what exists --------------------------------------------------------------
+
+STAMP_MISSING = f"cannot stamp {FIRST}: tables memories, memory_clusters do not exist"
+RECORDED_MISSING = (
+    f"the history says {FIRST} is applied but tables memories, memory_clusters do not exist: "
+    "run `memoric migrate stamp base` then `memoric migrate upgrade`"
+)
+
+
+@pytest.mark.parametrize("target", ["head", "1", "+2", FIRST])
+def test_stamp_refuses_migrations_whose_tables_do_not_exist(store, target):
+    """Stamp writes history, never DDL: over an empty database it used to leave head and no tables."""
+    migrations = Migrations(store)
+    with pytest.raises(MigrationError) as refused:
+        migrations.stamp(target)
+    assert STAMP_MISSING in str(refused.value) and "nothing was changed" in str(refused.value)
+    assert tables(store) == set()
+
+
+def test_stamp_names_only_the_missing_table(store):
+    store.create_schema()
+    store.database.execute_sql('DROP TABLE "memory_clusters"')
+    with pytest.raises(MigrationError, match=f"cannot stamp {FIRST}: table memory_clusters does not exist"):
+        Migrations(store).stamp("head")
+    assert tables(store) == {"memories"}
+
+
+@pytest.mark.parametrize("auto_migrate", [False, True])
+def test_a_history_at_head_without_the_tables_is_named_with_the_way_out(store, auto_migrate):
+    """What an earlier stamp on an empty database left: every call failed on `no such table`."""
+    history = history_model(store.database)
+    history.create_table()
+    history.insert_many([{"name": name} for name in SHIPPED]).execute()
+    with Memoric(dsn=store.dsn, auto_migrate=auto_migrate) as memoric:
+        with pytest.raises(MigrationError) as refused:
+            memoric.save("ada", "not written")
+        assert str(refused.value) == RECORDED_MISSING
+        assert tables(store) == {HISTORY_TABLE}
+        memoric.migrations.stamp("base")
+        assert memoric.migrate() == SHIPPED
+        assert memoric.save("ada", "written") == 1

@@ -17,7 +17,7 @@ import peewee
 
 from memoric.db.models import UTCDateTimeField
 from memoric.errors import MigrationError
-from memoric.migrate.targets import APP, MEMORIC, Step, shown
+from memoric.migrate.targets import APP, MEMORIC, Step, cut, shown
 
 HISTORY_TABLE = "migratehistory"
 APP_HISTORY_TABLE = "memoric_app_history"
@@ -25,6 +25,7 @@ MIGRATIONS_PACKAGE = "memoric_migrations"
 FILE_PATTERN = re.compile(r"[0-9]{3}_[^.]+\.py")
 LOOKS_LIKE_MIGRATION = re.compile(r"\d.*\.py\s*\Z", re.IGNORECASE | re.DOTALL)
 INSTALLED_PACKAGE_DIRS = ("site-packages", "dist-packages")
+SHOWN_UNKNOWN = 10
 
 
 def default_migrate_dir() -> Path:
@@ -109,6 +110,25 @@ class Chain:
             return []
         model = history_model(database, self.table)
         return [(Step(self.label, row.name), row.migrated_at) for row in model.select().order_by(model.id)]
+
+    def refuse_unknown(self, applied: list[str], names: list[str]) -> None:
+        """MigrationError when the history lists migrations the chain lacks: replaying them cannot work.
+
+        Such a history is another application's peewee-migrate table of the same name, or the
+        chain lost or renamed files; either way no run may read or change it.
+        """
+        unknown = [name for name in applied if name not in names]
+        if not unknown:
+            return
+        shown_names = ", ".join(map(cut, unknown[:SHOWN_UNKNOWN]))
+        if len(unknown) > SHOWN_UNKNOWN:
+            shown_names += f" and {len(unknown) - SHOWN_UNKNOWN} more"
+        owner = "memoric's chain" if self.label == MEMORIC else "the application's chain"
+        raise MigrationError(
+            f"the history table {self.table} lists migrations {owner} does not have ({shown_names}): "
+            "it belongs to another application, or the chain was edited; give memoric a database or "
+            "schema of its own"
+        )
 
 
 def memoric_chain(directory: Path | None = None) -> Chain:

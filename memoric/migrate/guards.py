@@ -45,13 +45,75 @@ def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
 
 def created_tables(run: Run, done: list[Step], plan: list[Step]) -> list[tuple[Step, list[str]]]:
     """(migration, the tables it creates) for each of `plan`, from the chains' ORM snapshot."""
+    return _replayed(run, done, plan)[0]
+
+
+def _replayed(run: Run, done: list[Step], plan: list[Step]) -> tuple[list[tuple[Step, list[str]]], set[str]]:
+    """(migration, the tables it creates) for each of `plan` replayed after `done`; the tables at the end."""
     migrator = run.migrator(done)
     created = []
     for step in plan:
-        before = {model._meta.table_name for model in migrator.orm}
+        before = _snapshot_tables(migrator)
         run.replay(migrator, step)
-        created.append((step, sorted({model._meta.table_name for model in migrator.orm} - before)))
-    return created
+        created.append((step, sorted(_snapshot_tables(migrator) - before)))
+    return created, _snapshot_tables(migrator)
+
+
+def _snapshot_tables(migrator) -> set[str]:
+    return {model._meta.table_name for model in migrator.orm}
+
+
+def missing_tables(run: Run, done: list[Step], plan: list[Step]) -> dict[Step, list[str]]:
+    """{migration of `plan`: the tables it creates that the database lacks}, replayed after `done`.
+
+    A table a later migration of the plan drops again is not expected to exist.
+    """
+    created, kept = _replayed(run, done, plan)
+    existing = set(catalogue.tables(run.database))
+    missing = {
+        step: [table for table in tables if table in kept and table not in existing]
+        for step, tables in created
+    }
+    return {step: tables for step, tables in missing.items() if tables}
+
+
+def refuse_stamping_missing_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
+    """MigrationError when a migration stamped as applied creates a table the database lacks.
+
+    Stamp records history without running anything: it adopts tables that exist. Recording a
+    migration whose tables are missing would leave a history at head over a schema that is not there.
+    """
+    missing = missing_tables(run, done, plan)
+    if missing:
+        raise MigrationError(
+            "cannot stamp "
+            + "; ".join(f"{step.label}: {_tables(tables)} not exist" for step, tables in missing.items())
+            + "; stamp records migrations as applied without running them, for tables that exist already: "
+            "run `memoric migrate upgrade` to build them; nothing was changed"
+        )
+
+
+def refuse_recorded_missing_tables(run: Run) -> None:
+    """MigrationError when the history records a migration whose tables the database lacks.
+
+    Such a history (a stamp on an empty database) makes every later call fail on a missing table.
+    """
+    missing = missing_tables(run, [], run.order.done)
+    if missing:
+        raise MigrationError(
+            "; ".join(
+                f"the history says {step.label} is applied but {_tables(tables)} not exist"
+                for step, tables in missing.items()
+            )
+            + ": run `memoric migrate stamp base` then `memoric migrate upgrade`"
+        )
+
+
+def _tables(tables: list[str]) -> str:
+    """`table x does` or `tables x, y do`, for a sentence ending in `not exist`."""
+    if len(tables) == 1:
+        return f"table {tables[0]} does"
+    return f"tables {', '.join(tables)} do"
 
 
 def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:

@@ -76,22 +76,31 @@ class Migrations:
 
     @translate_errors
     def current(self, chain: str = MEMORIC) -> str | None:
-        """The latest applied migration of `chain` (`memoric` or `app`), None when none is."""
-        applied = self._chain(chain).applied(self.database)
+        """The latest applied migration of `chain` (`memoric` or `app`), None when none is.
+
+        MigrationError when the history lists migrations the chain does not have.
+        """
+        found = self._chain(chain)
+        applied = found.applied(self.database)
+        found.refuse_unknown([step.name for step, _ in applied], found.names())
         return applied[-1][0].name if applied else None
 
     @translate_errors
     def history(self) -> list[dict]:
         """Every migration, chain by chain (then any applied one missing from its chain), applied or not.
 
-        Each row: `chain`, `name` (the file name, without the `app:` prefix), `applied`, `applied_at`.
+        Each row: `chain`, `name` (the file name, without the `app:` prefix), `applied`, `applied_at`,
+        and `known`: False for an applied one the chain has no file for (another application's
+        history, or an edited chain).
         """
         rows = []
         for chain in self.chains:
             applied = {step.name: at for step, at in chain.applied(self.database)}
             names = chain.names()
             rows += [_row(chain, name, applied.get(name), name in applied) for name in names]
-            rows += [_row(chain, name, at, True) for name, at in applied.items() if name not in names]
+            rows += [
+                _row(chain, name, at, True, known=False) for name, at in applied.items() if name not in names
+            ]
         return rows
 
     @translate_errors
@@ -151,11 +160,14 @@ class Migrations:
     def stamp(self, target: str) -> str | None:
         """Record the history as standing at `target` without running any migration; the new latest.
 
-        Recording a migration whose table exists in another shape is refused, as for `upgrade`.
+        Stamp adopts tables that exist: recording a migration whose table is missing, or exists in
+        another shape (as for `upgrade`), is refused before anything is written.
         """
         with self._runner.session() as run:
             add, forget = run.order.stamp(target)
-            guards.refuse_foreign_tables(run, run.order.done, add)
+            kept = [step for step in run.order.done if step not in forget]
+            guards.refuse_foreign_tables(run, kept, add)
+            guards.refuse_stamping_missing_tables(run, kept, add)
             with self.database.atomic():
                 for step in forget:
                     model = run.history(step.chain)
@@ -226,16 +238,20 @@ class Migrations:
     def ensure_schema(self, auto_migrate: bool = False) -> None:
         """Build an empty database through the chains; refuse one behind head unless `auto_migrate`.
 
-        Behind head on either chain counts. The decision is taken again under the migrations
+        Behind head on either chain counts; a history recording migrations whose tables are missing
+        is refused, saying how to rebuild them. The decision is taken again under the migrations
         lock: processes starting together on an empty database all wait for the one building it,
         then find it at head.
         """
-        if not self.pending():
+        run = self._runner.run()
+        guards.refuse_recorded_missing_tables(run)
+        if not run.order.pending():
             return
         with self._runner.session() as run:
             done, pending = run.order.done, run.order.pending()
             if not pending:
                 return
+            guards.refuse_recorded_missing_tables(run)
             guards.refuse_foreign_tables(run, done, pending)
             if auto_migrate or not (done or guards.existing_chain_tables(run, pending)):
                 run.apply(pending)
@@ -271,5 +287,5 @@ class Migrations:
         return authoring.write_migration(chain.directory, message, draft if auto else None)
 
 
-def _row(chain: Chain, name: str, applied_at, applied: bool) -> dict:
-    return {"chain": chain.label, "name": name, "applied": applied, "applied_at": applied_at}
+def _row(chain: Chain, name: str, applied_at, applied: bool, *, known: bool = True) -> dict:
+    return {"chain": chain.label, "name": name, "applied": applied, "applied_at": applied_at, "known": known}

@@ -124,10 +124,8 @@ class _Router(Router):
 
     @property
     def done(self) -> list[str]:
-        """The applied migrations; [] before the first run, without creating the history table."""
-        if not self.database.table_exists(self.chain.table):
-            return []
-        return super().done
+        """The applied migrations; [] before the first run; nothing is created or changed."""
+        return [step.name for step, _ in self.chain.applied(self.database)]
 
     @cached_property
     def model(self) -> type[peewee.Model]:
@@ -167,7 +165,12 @@ class Run:
         self.chains = chains
         self.names = names
         self.routers = {chain.label: _Router(store.database, chain, names[chain.label]) for chain in chains}
-        self.order = Order(names, self.done())
+        done = self.done()
+        for chain in chains:
+            chain.refuse_unknown(
+                [step.name for step in done if step.chain == chain.label], names[chain.label]
+            )
+        self.order = Order(names, done)
 
     def fresh(self) -> Run:
         """The same chains with new Routers: after a rollback, no history table is assumed to exist."""
