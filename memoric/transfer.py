@@ -8,14 +8,16 @@ An import (and a copy, whose source is read inside one snapshot) goes over its r
 
 1. check: every row is validated as the store would validate it; a file naming one id, or one
    cluster (user_id, topic, category), twice with different data is refused, naming both lines
-   (a row repeated with the same JSON, key order aside, is read once). Nothing is written.
+   (a row repeated with the same JSON, key order aside, is read once); so is a cluster listing a
+   memory the file holds for another user_id. Nothing is written.
 2. reserve and compare: the target's id counters are raised past the file's highest ids under
    a short lock, never lowered, so a memory or cluster an agent saves meanwhile gets an id above
    them; then every row whose id (or cluster key) is already in the target is compared with it,
    field by field and type-exactly (true is not 1, 1 is not 1.0; a field the line leaves out
    counts as its default, a timestamp left out as whatever the target holds). Any difference
    refuses the import, naming the line, with no row written (the id counters may have moved:
-   ids are never given twice, so a gap is harmless).
+   ids are never given twice, so a gap is harmless); so does a cluster listing a memory that is
+   not in the file and not the same user_id's in the target.
 3. write: batches, one transaction each; a row whose id is taken meanwhile is compared again and
    a difference rolls its batch back and stops the import, naming it. Nothing is skipped unseen.
 
@@ -117,6 +119,11 @@ class Record:
         """How messages name the record: its line, or its id in the source database."""
         return f"line {self.line}" if self.line is not None else f"source {self.kind} {self.id}"
 
+    @property
+    def source(self) -> str:
+        """How messages name where the record comes from."""
+        return "this export" if self.line is not None else "the source database"
+
     @functools.cached_property
     def row(self) -> dict:
         """The row as the store writes it: validated, defaults filled in, timestamps in UTC."""
@@ -164,6 +171,7 @@ class ImportPlan:
     # contradict each other and a file changed between the passes (None for a database source)
     seen: dict[str, dict[int, int]] | None = None
     old_ids: dict[str, array] = field(default_factory=dict)  # with new_ids: each kind's ids, sorted
+    owners: _MemoryOwners = field(default_factory=lambda: _MemoryOwners())  # the source's memories
 
     def confirm(self, record: Record) -> None:
         """ValidationError unless `record` is the row the check saw under its id."""
@@ -184,19 +192,6 @@ class ImportPlan:
         if record.kind == "cluster":
             row["memory_ids"] = [self._new_id("memory", old, tops) for old in row["memory_ids"]]
         return row
-
-    def check_renumbering(self, record: Record) -> None:
-        """With `new_ids`: ValidationError unless every memory a cluster lists is in the file."""
-        if not self.new_ids or record.kind != "cluster":
-            return
-        ids = self.old_ids["memory"]
-        for old in record.row["memory_ids"]:
-            place = bisect.bisect_left(ids, old)
-            if place == len(ids) or ids[place] != old:
-                raise ValidationError(
-                    f"{record.where}: cluster {record.id} lists memory {old}, which is not in this "
-                    "export, so it cannot be given a new id; nothing was written"
-                )
 
     def _new_id(self, kind: str, old: int, tops: dict[str, int]) -> int:
         """`old`'s place among the file's ids of `kind`, counted from the top of the reserved block."""
@@ -348,6 +343,8 @@ def _survey(store: MemoryStore, source: _ExportLines | _DatabaseRows, *, new_ids
         plan.records += 1
         if plan.seen is None or _first_sight(plan.seen[record.kind], record):
             plan.counts[record.kind] += 1
+            if record.kind == "memory":
+                plan.owners.add(record.id, record.row["user_id"])
         if record.kind == "cluster":
             other_id, other_where = keys.setdefault(record.key, (record.id, record.where))
             if other_id != record.id:
@@ -367,7 +364,43 @@ def _survey(store: MemoryStore, source: _ExportLines | _DatabaseRows, *, new_ids
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
         plan.old_ids = {kind: array("q", sorted(ids)) for kind, ids in plan.seen.items()}
+    for cluster in plan.clusters:
+        _check_members(plan, cluster)
     return plan
+
+
+def _check_members(plan: ImportPlan, cluster: Record) -> None:
+    """ValidationError for a memory the cluster lists that the source holds for another user_id,
+    or (with new ids, which only the source's memories get) that the source lacks."""
+    user_id = cluster.row["user_id"]
+    for memory_id in cluster.row["memory_ids"]:
+        owner = plan.owners.get(memory_id)
+        if owner is None and plan.new_ids:
+            raise ValidationError(
+                f"{cluster.where}: cluster {cluster.id} lists memory {memory_id}, which is not in this "
+                "export, so it cannot be given a new id; nothing was written"
+            )
+        if owner is not None and owner != user_id:
+            raise ValidationError(
+                f"{cluster.where}: cluster {cluster.id} of user_id {user_id!r} lists memory {memory_id}, "
+                f"which {cluster.source} holds for another user_id; nothing was written"
+            )
+
+
+def _refuse_strangers(store: MemoryStore, plan: ImportPlan, clusters: list[Record]) -> None:
+    """ValidationError for a memory a cluster lists that is neither in the source nor, in the
+    target, a memory of the cluster's user_id."""
+    outside = {i for cluster in clusters for i in cluster.row["memory_ids"] if plan.owners.get(i) is None}
+    stored = store.memory_owners(outside)
+    for cluster in clusters:
+        user_id = cluster.row["user_id"]
+        for memory_id in cluster.row["memory_ids"]:
+            if memory_id in outside and stored.get(memory_id) != user_id:
+                raise ValidationError(
+                    f"{cluster.where}: cluster {cluster.id} of user_id {user_id!r} lists memory "
+                    f"{memory_id}, which is neither in {cluster.source} nor a memory of that user_id in "
+                    "the target; nothing was written"
+                )
 
 
 def _first_sight(seen: dict[int, int], record: Record) -> bool:
@@ -405,6 +438,7 @@ def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
     for batch in _batches(plan.clusters, BATCH_SIZE):
         if not plan.new_ids:
             _refuse_differences(store, "cluster", batch)
+            _refuse_strangers(store, plan, batch)
         _refuse_taken_keys(store, plan, batch)
 
 
@@ -420,7 +454,6 @@ def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Recor
     """ValidationError for a cluster whose (user_id, topic, category) is another cluster's in the target."""
     taken = store.cluster_ids_by_key(record.key for record in records)
     for record in records:
-        plan.check_renumbering(record)
         holder = taken.get(record.key)
         if holder is not None and (plan.new_ids or holder != record.id):
             raise ValidationError(
@@ -554,6 +587,35 @@ class _DatabaseRows:
             yield Record(store, "memory", memory, None)
         for cluster in self._store.iter_clusters(batch_size=self._batch_size):
             yield Record(store, "cluster", cluster, None)
+
+
+class _MemoryOwners:
+    """The user_id of each memory of a source, 8 bytes a memory: id << 32 | the user's number."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}  # user_id -> its number
+        self._users: list[str] = []  # number -> user_id
+        self._marks = array("q")
+        self._sorted = True
+
+    def add(self, memory_id: int, user_id: str) -> None:
+        """Remember that memory `memory_id` (a stored id, below 2**31) is `user_id`'s."""
+        number = self._numbers.setdefault(user_id, len(self._users))
+        if number == len(self._users):
+            self._users.append(user_id)
+        mark = memory_id << 32 | number
+        if self._marks and mark < self._marks[-1]:
+            self._sorted = False
+        self._marks.append(mark)
+
+    def get(self, memory_id: int) -> str | None:
+        """The user_id of memory `memory_id`, or None when the source does not hold it."""
+        if not self._sorted:
+            self._marks, self._sorted = array("q", sorted(self._marks)), True
+        place = bisect.bisect_left(self._marks, memory_id << 32)
+        if place < len(self._marks) and self._marks[place] >> 32 == memory_id:
+            return self._users[self._marks[place] & 0xFFFFFFFF]
+        return None
 
 
 def _digest_of(mark: int) -> int:

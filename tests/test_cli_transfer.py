@@ -143,6 +143,25 @@ def test_an_id_taken_by_another_memory_is_refused_never_dropped(new_dsn, tmp_pat
     assert [m["content"] for m in target.db.get_memories()] == ["already here"]
 
 
+def test_a_cluster_listing_another_users_memory_in_the_target_is_refused(new_dsn, tmp_path):
+    target = built(new_dsn())
+    target.save("demo-ada", "ada's secret")
+    before = snapshot(target.db)
+    path = tmp_path / "mallory.jsonl"
+    path.write_text(
+        HEADER
+        + '{"type": "memory", "id": 2, "user_id": "mallory", "content": "mine"}\n'
+        + '{"type": "cluster", "cluster_id": 5, "user_id": "mallory", "topic": "t", "category": "general", '
+        '"memory_ids": [1, 2], "memory_count": 2, "summary": ""}\n'
+    )
+    error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert error == (
+        "Error: line 3: cluster 5 of user_id 'mallory' lists memory 1, which is neither in this export "
+        "nor a memory of that user_id in the target; nothing was written"
+    )
+    assert_identical(snapshot(target.db), before)
+
+
 def test_a_failed_export_leaves_no_file_and_an_old_file_untouched(source, tmp_path):
     exports = tmp_path / "exports"
     exports.mkdir()

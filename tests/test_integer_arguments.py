@@ -259,6 +259,7 @@ ARGUMENTS = [
         S, "delete_id_range", "high", lambda m, v: m.db.delete_id_range("memory", 2**62, v), ID_RANGE, "high"
     ),
     Argument(S, "stored_rows", "ids", lambda m, v: m.db.stored_rows("memory", [v]), ID_RANGE, "ids[0]"),
+    Argument(S, "memory_owners", "ids", lambda m, v: m.db.memory_owners([v]), ID_RANGE, "ids[0]"),
     Argument(
         S,
         "reserve_ids",

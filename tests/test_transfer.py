@@ -43,8 +43,8 @@ def fill(store: MemoryStore) -> None:
         ]
     )
     store.delete_memories(memory_ids=[5, 6, 7])  # ids with holes must survive
-    store.upsert_cluster(user_id="user1", topic="a", category="general", memory_ids=[1, 4], summary="two")
-    store.upsert_cluster(user_id="user2", topic="b", category="x", memory_ids=[2])
+    store.upsert_cluster(user_id="user1", topic="a", category="general", memory_ids=[2, 8], summary="two")
+    store.upsert_cluster(user_id="user2", topic="b", category="x", memory_ids=[3])
 
 
 def snapshot(store: MemoryStore) -> list[list]:
@@ -177,8 +177,8 @@ def memory_line(memory_id: int, **fields) -> dict:
 def cluster_line(cluster_id: int, **fields) -> dict:
     stamps = dict.fromkeys(("created_at", "updated_at", "last_built_at"), T0.isoformat())
     return {"type": "cluster", "cluster_id": cluster_id, "user_id": "ada", "topic": "t",
-            "category": "general", "memory_ids": [1], "memory_count": 1, "summary": "", **stamps,
-            **fields}  # fmt: skip
+            "category": "general", "memory_ids": [1], "summary": "", **stamps,
+            "memory_count": len(fields.get("memory_ids", [1])), **fields}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -212,6 +212,89 @@ def test_the_same_line_twice_is_one_row(db):
     counts = import_jsonl(db, export_of(memory_line(1), cluster_line(1), memory_line(1), cluster_line(1)))
     assert counts == {"memories": 1, "clusters": 1, "skipped": 2}
     assert [m["id"] for m in db.get_memories()] == [1]
+
+
+# --- a cluster must list its own user's memories, once each, in order --------------------
+
+
+ANOTHER_USERS = "which this export holds for another user_id"
+NOWHERE = "which is neither in this export nor a memory of that user_id in the target"
+NOT_RENUMBERED = "which is not in this export, so it cannot be given a new id"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "named", "named_with_new_ids"),
+    [
+        (
+            cluster_line(1, user_id="mallory", memory_ids=[5]),
+            f"line 4: cluster 1 of user_id 'mallory' lists memory 5, {ANOTHER_USERS}",
+            None,
+        ),
+        (
+            cluster_line(1, memory_ids=[999999]),
+            f"line 4: cluster 1 of user_id 'ada' lists memory 999999, {NOWHERE}",
+            f"line 4: cluster 1 lists memory 999999, {NOT_RENUMBERED}",
+        ),
+        (
+            cluster_line(1, user_id="mallory", memory_ids=[7]),
+            f"line 4: cluster 1 of user_id 'mallory' lists memory 7, {NOWHERE}",
+            f"line 4: cluster 1 lists memory 7, {NOT_RENUMBERED}",
+        ),
+        (
+            cluster_line(1, memory_ids=[9, 9, 1]),
+            "line 4: memory_ids must be unique and ascending, but memory_ids[1] 9 follows 9",
+            None,
+        ),
+        (
+            cluster_line(1, memory_ids=[1, 9, 5]),
+            "line 4: memory_ids must be unique and ascending, but memory_ids[2] 5 follows 9",
+            None,
+        ),
+        (
+            cluster_line(1, memory_ids=[9], memory_count=42),
+            "line 4: memory_count 42 is not the number of",
+            None,
+        ),
+        (cluster_line(1, memory_ids=[], memory_count=1), "line 4: memory_count 1 is not the number of", None),
+    ],
+    ids=[
+        "another user's",
+        "nowhere",
+        "another user's in the target",
+        "repeated",
+        "unordered",
+        "count",
+        "none",
+    ],
+)
+@pytest.mark.parametrize("new_ids", [False, True], ids=["ids kept", "new ids"])
+def test_a_cluster_contradicting_its_memories_is_refused_naming_the_line_and_id(
+    db, cluster, named, named_with_new_ids, new_ids
+):
+    db.insert_memories([{"id": 7, "user_id": "demo-ada", "content": "stored", "created_at": T0}])
+    before = snapshot(db)
+    lines = export_of(memory_line(5, user_id="demo-ada"), memory_line(9), cluster)
+    with pytest.raises(ValidationError, match=re.escape((new_ids and named_with_new_ids) or named)):
+        import_jsonl(db, lines, new_ids=new_ids)
+    assert_identical(snapshot(db), before)
+
+
+def test_a_cluster_may_list_memories_of_its_user_from_the_file_and_the_target(db):
+    db.insert_memories([{"id": 3, "user_id": "ada", "content": "stored", "created_at": T0}])
+    lines = export_of(cluster_line(1, memory_ids=[1, 3, 8]), memory_line(8), memory_line(1))
+    assert import_jsonl(db, lines) == {"memories": 2, "clusters": 1, "skipped": 0}
+    assert db.all_clusters()[0]["memory_ids"] == [1, 3, 8]
+
+
+def test_a_copy_refuses_a_source_cluster_listing_another_users_memory(db, new_dsn):
+    db.insert_memories([{"user_id": "demo-ada", "content": "secret"}, {"user_id": "mallory", "content": "m"}])
+    db.upsert_cluster(user_id="mallory", topic="t", category="general", memory_ids=[1, 2])
+    target = MemoryStore(new_dsn())
+    target.create_schema()
+    message = "source cluster 1: cluster 1 of user_id 'mallory' lists memory 1, which the source database"
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        copy_database(db, target)
+    assert_identical(snapshot(target), [[], []])
 
 
 STORED = {"id": 1, "user_id": "ada", "content": "c", "thread_id": "t1", "namespace": "ns", "tier": "mid_term",

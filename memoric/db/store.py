@@ -79,6 +79,17 @@ def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -
 _translate_errors = driver_errors(_failure_message)
 
 
+def _ascending_ids(ids: list[int]) -> list[int]:
+    """`ids` if each is above the one before (a stored cluster's memory_ids are); else ValidationError."""
+    for place in range(1, len(ids)):
+        if ids[place] <= ids[place - 1]:
+            raise validation.ValidationError(
+                f"memory_ids must be unique and ascending, but memory_ids[{place}] {ids[place]} "
+                f"follows {ids[place - 1]}"
+            )
+    return ids
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -599,7 +610,7 @@ class MemoryStore:
             raise validation.ValidationError(f"{where}{problem}")
         now = self.clock()
         try:
-            ids = validation.memory_ids(row["memory_ids"])
+            ids = _ascending_ids(validation.memory_ids(row["memory_ids"]))
             checked = {
                 "cluster_id": validation.stored_id(row["cluster_id"], "cluster_id"),
                 "user_id": validation.user_id(row["user_id"]),
@@ -614,6 +625,10 @@ class MemoryStore:
                 else validation.clean_text("summary", row["summary"]),
             }
             checked.update({key: validation.timestamp(key, row.get(key)) or now for key in sorted(stamps)})
+            if checked["memory_count"] != len(ids):
+                raise validation.ValidationError(
+                    f"memory_count {checked['memory_count']} is not the number of memory_ids ({len(ids)})"
+                )
         except validation.ValidationError as exc:
             raise validation.ValidationError(f"{where}{exc}") from None
         return checked
@@ -725,6 +740,16 @@ class MemoryStore:
         for chunk in _chunks(sorted(set(ids)), ID_CHUNK_SIZE):
             for row in model.select().where(getattr(model, column).in_(chunk)).dicts():
                 found[row[column]] = _memory_dict(row) if kind == "memory" else row
+        return found
+
+    @_translate_errors
+    def memory_owners(self, ids: Iterable[int]) -> dict[int, str]:
+        """The user_id of each stored memory among `ids`, by id (absent ids left out)."""
+        ids = [validation.memory_id(value, f"ids[{index}]") for index, value in enumerate(ids)]
+        m = self.Memory
+        found = {}
+        for chunk in _chunks(sorted(set(ids)), ID_CHUNK_SIZE):
+            found.update(m.select(m.id, m.user_id).where(m.id.in_(chunk)).tuples())
         return found
 
     @_translate_errors
