@@ -107,6 +107,15 @@ def test_a_newer_export_format_is_refused_and_nothing_is_written(new_dsn, tmp_pa
     assert not MemoryStore(target).has_schema(), "a refused file leaves an empty database unbuilt"
 
 
+def test_a_refused_import_into_a_sqlite_file_not_there_yet_leaves_no_file(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(HEADER + '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "tier": "t"}\n')
+    target = tmp_path / "new.db"
+    error = one_line_error(invoke("--dsn", f"sqlite:///{target}", "import", str(path)))
+    assert "line 2: tier must be one of" in error
+    assert sorted(tmp_path.iterdir()) == [path], "no database file, no lock file"
+
+
 def test_one_bad_line_refuses_the_whole_file_before_any_batch(source, new_dsn, tmp_path):
     path = tmp_path / "all.jsonl"
     ok(invoke("--dsn", source.db.dsn, "export", str(path)))

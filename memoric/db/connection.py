@@ -128,6 +128,26 @@ class _Savepoint(peewee._savepoint):
 class _SqliteRecovering(_Recovering):
     """A SQLite connection is lost when its handle was closed."""
 
+    def _connect(self):
+        """Create a missing file (owner-only) and connect; retry "database is locked" a while.
+
+        The file appears at the first connection, not when the store is built, so a command
+        refused before it touches the database (a bad import file) leaves no file behind.
+        Connections opening a new file together race to switch it to WAL, and SQLite answers
+        the losers with BUSY at once, without waiting in its busy handler.
+        """
+        _create_private_file(self.database)
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return super()._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
     @staticmethod
     def _lost(connection) -> bool:
         """Whether the handle was closed (any use of it raises then)."""
@@ -238,8 +258,10 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
     if dialect == "sqlite":
         warn_about_sqlite(mask_password(sqlite_path(url), url), warn_sqlite)
+        if not os.path.exists(database.database):
+            return database  # nothing to check yet: the file is created at the first use
     try:
-        _connect(database, retry_busy=dialect == "sqlite")
+        database.connect(reuse_if_open=True)
     except peewee.ImproperlyConfigured as exc:
         raise ConfigError("PostgreSQL needs its driver, psycopg2: pip install 'memoric[postgres]'") from exc
     except (peewee.DatabaseError, TypeError) as exc:
@@ -253,25 +275,6 @@ def _url_error(url: str, message: str) -> ConfigError:
     Raise it `from None` after a URL parser's error: that error may quote a piece of the URL.
     """
     return ConfigError(mask_password(message, url))
-
-
-def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
-    """Connect; on SQLite retry "database is locked" for up to SQLITE_BUSY_SECONDS.
-
-    Connections opening a new file together race to switch it to WAL, and SQLite answers the
-    losers with BUSY at once, without waiting in its busy handler.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
-    delay = 0.005
-    while True:
-        try:
-            database.connect(reuse_if_open=True)
-            return
-        except peewee.OperationalError as exc:
-            if not retry_busy or "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def _sqlite_database(url: str) -> peewee.Database:
@@ -293,7 +296,6 @@ def _sqlite_database(url: str) -> peewee.Database:
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
-    _create_private_file(path, url)
     try:
         database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
@@ -301,7 +303,7 @@ def _sqlite_database(url: str) -> peewee.Database:
     return database
 
 
-def _create_private_file(path: str, url: str) -> None:
+def _create_private_file(path: str) -> None:
     """Create a missing database file readable by its owner only; an existing one keeps its mode.
 
     An empty file is an empty SQLite database, and SQLite gives the -wal, -shm and -journal
@@ -312,7 +314,7 @@ def _create_private_file(path: str, url: str) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise _url_error(url, f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot open database file {path!r}: cannot create it: {exc.strerror}") from None
 
 
 def _postgres_database(url: str) -> peewee.Database:
