@@ -590,31 +590,35 @@ class _DatabaseRows:
 
 
 class _MemoryOwners:
-    """The user_id of each memory of a source, 8 bytes a memory: id << 32 | the user's number."""
+    """The user_id of each memory of a source, 12 bytes a memory: its id and its user's number."""
 
     def __init__(self) -> None:
         self._numbers: dict[str, int] = {}  # user_id -> its number
         self._users: list[str] = []  # number -> user_id
-        self._marks = array("q")
+        self._ids = array("q")
+        self._owners = array("i")  # the number of the user of the memory at the same place
         self._sorted = True
 
     def add(self, memory_id: int, user_id: str) -> None:
-        """Remember that memory `memory_id` (a stored id, below 2**31) is `user_id`'s."""
+        """Remember that memory `memory_id` (a stored id, a signed 64-bit int) is `user_id`'s."""
         number = self._numbers.setdefault(user_id, len(self._users))
         if number == len(self._users):
             self._users.append(user_id)
-        mark = memory_id << 32 | number
-        if self._marks and mark < self._marks[-1]:
+        if self._ids and memory_id < self._ids[-1]:
             self._sorted = False
-        self._marks.append(mark)
+        self._ids.append(memory_id)
+        self._owners.append(number)
 
     def get(self, memory_id: int) -> str | None:
         """The user_id of memory `memory_id`, or None when the source does not hold it."""
         if not self._sorted:
-            self._marks, self._sorted = array("q", sorted(self._marks)), True
-        place = bisect.bisect_left(self._marks, memory_id << 32)
-        if place < len(self._marks) and self._marks[place] >> 32 == memory_id:
-            return self._users[self._marks[place] & 0xFFFFFFFF]
+            order = sorted(range(len(self._ids)), key=self._ids.__getitem__)
+            self._ids = array("q", (self._ids[place] for place in order))
+            self._owners = array("i", (self._owners[place] for place in order))
+            self._sorted = True
+        place = bisect.bisect_left(self._ids, memory_id)
+        if place < len(self._ids) and self._ids[place] == memory_id:
+            return self._users[self._owners[place]]
         return None
 
 

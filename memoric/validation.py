@@ -25,9 +25,11 @@ DEFAULT_SCORE = 50
 # int: PostgreSQL's bigint and SQLite's INTEGER end there, and no row count or id goes beyond.
 MIN_INT = -(2**63)
 MAX_INT = 2**63 - 1
-# The id columns and `memory_count` are PostgreSQL `integer` (SERIAL) columns: an id written
-# explicitly (an import) must fit them, as every id the sequences hand out does.
-MAX_STORED_ID = 2**31 - 1
+# The id columns are 64-bit on both dialects (BIGINT on PostgreSQL, SQLite's INTEGER key): an id
+# written explicitly (an import) must fit them, as every id the counters hand out does.
+MAX_STORED_ID = MAX_INT
+# A cluster's `memory_count` is a PostgreSQL `integer` column.
+MAX_COUNT = 2**31 - 1
 # Python converts an int to and from text only up to 4300 digits (its default limit), so a
 # metadata int must be below 10**4300 in magnitude to be written as JSON and read back.
 MAX_JSON_INT_DIGITS = 4300

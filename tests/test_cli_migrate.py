@@ -24,6 +24,7 @@ from tests.test_migrations import (
     HEAD,
     SECOND,
     SHIPPED,
+    THIRD,
     chain,
     history_names,
     tables,
@@ -47,12 +48,12 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{HEAD}\n")
+    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{THIRD}\n{HEAD}\n")
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in result.stdout
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in result.stdout
     assert f"is at {HEAD} (head)" in result.stdout
     assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     history = cli("migrate", "history").stdout.splitlines()
@@ -64,11 +65,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {SECOND}\n" in result.stdout
+    assert f"is at {THIRD}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {SECOND}\nRolled back {FIRST}\n")
+    assert result.stdout.startswith(f"Rolled back {THIRD}\nRolled back {SECOND}\nRolled back {FIRST}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 
@@ -79,13 +80,16 @@ def test_db_migrate_is_the_same_group(cli):
 
 
 def test_targets_through_the_cli(cli, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"004_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"005_importance": ADD_IMPORTANCE}))
     assert "Applied 001" in cli("migrate", "upgrade", "+1", "--dir", directory).stdout
-    result = cli("migrate", "upgrade", "004_importance", "--dir", directory)
-    assert f"Applied {SECOND}\nApplied {HEAD}\nApplied 004_importance\n" in result.stdout
-    assert "Rolled back 004_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
+    result = cli("migrate", "upgrade", "005_importance", "--dir", directory)
+    assert f"Applied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\nApplied 005_importance\n" in result.stdout
+    assert "Rolled back 005_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
     result = cli("migrate", "downgrade", "base", "--dir", directory)
-    assert f"Rolled back {HEAD}\nRolled back {SECOND}\nRolled back {FIRST}\n" in result.stdout
+    assert (
+        f"Rolled back {HEAD}\nRolled back {THIRD}\nRolled back {SECOND}\nRolled back {FIRST}\n"
+        in result.stdout
+    )
     assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
     assert history_names(check) == [FIRST]
 
@@ -146,7 +150,7 @@ def test_init_db_then_upgrade_is_a_no_op(cli, check):
 def test_init_db_migrate_records_the_history(cli, check):
     result = cli("init-db", "--migrate")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in result.stdout
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in result.stdout
     history = Migrations(check).history()
     assert [(row["name"], row["applied"]) for row in history] == [(name, True) for name in SHIPPED]
 
@@ -264,7 +268,7 @@ def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str
 
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"004_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"005_importance": ADD_IMPORTANCE}))
     with check.lock(LOCK_NAME):
         processes = [start_cli(dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path) for _ in range(2)]
         for process in processes:
@@ -272,9 +276,12 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     stdouts = sorted(out for out, _ in outputs)
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\nApplied 004_importance\n" in stdouts[0]
+    assert (
+        f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\nApplied 005_importance\n"
+        in stdouts[0]
+    )
     assert "Nothing to apply" in stdouts[1]
-    assert history_names(check) == [*SHIPPED, "004_importance"]
+    assert history_names(check) == [*SHIPPED, "005_importance"]
 
 
 # --- the installed package ------------------------------------------------------------------
@@ -327,7 +334,7 @@ def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(
     )
     assert all(path.startswith(str(venv)) for path in located.stdout.split())
     upgraded = run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\n" in upgraded
+    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in upgraded
     assert (elsewhere / "x.db").exists()
     assert (
         f"Rolled back {HEAD}"

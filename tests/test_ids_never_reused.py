@@ -15,7 +15,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.test_migrations import FIRST, HEAD, SECOND, all_rows, history_names, schema
+from tests.test_migrations import FIRST, HEAD, SECOND, THIRD, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
 
@@ -74,7 +74,7 @@ def test_a_memory_a_cluster_still_lists_never_gets_the_id_of_another(store):
     store.upsert_cluster(user_id="alice", topic="t", category="c", memory_ids=ids)
     store.delete_memories(memory_ids=[ids[-1]])
 
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade(THIRD) == [THIRD]
     bob = store.insert_memory(user_id="bob", content="bob's private note")
     listed = store.get_clusters(user_id="alice")[0]["memory_ids"]
     assert bob not in listed
@@ -105,7 +105,7 @@ def test_cli_upgrade_from_002_keeps_ids_rows_and_seeds_the_sequence(dsn, store, 
 
     result = CliRunner().invoke(main, ["--dsn", dsn, "migrate", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert f"Applied {HEAD}" in result.stdout
+    assert f"Applied {THIRD}\nApplied {HEAD}" in result.stdout
     assert all_rows(store) == before
     assert schema(store) == schema(reference)
     reference.close()
@@ -123,11 +123,11 @@ def test_003_rollback_restores_002_and_upgrade_again_keeps_everything(store, new
     fill(store)
     before = all_rows(store)
 
-    assert migrations.downgrade() == [HEAD]
+    assert migrations.downgrade(SECOND) == [HEAD, THIRD]
     assert schema(store) == schema(at_002)
     assert all_rows(store) == before
     assert history_names(store)[-1] == SECOND
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade() == [THIRD, HEAD]
     assert all_rows(store) == before
     at_002.close()
 
@@ -147,7 +147,7 @@ def test_003_keeps_what_an_application_added_to_the_tables(store):
     memory_id = store.insert_memory(user_id="ada", content="kept")
     run('UPDATE "memories" SET "importance" = 7')
 
-    Migrations(store).upgrade()
+    Migrations(store).upgrade(THIRD)
     assert run('SELECT "id", "importance" FROM "ada_memories"').fetchall() == [(memory_id, 7)]
     later = store.insert_memory(user_id="ada", content="later")
     if store.is_sqlite:
@@ -176,6 +176,6 @@ def test_tables_left_without_history_go_through_the_chain_and_stop_reusing_ids(s
     Migrations(reference).init_db()
     assert schema(store) == schema(reference)
     reference.close()
-    assert history_names(store) == [FIRST, SECOND, HEAD]
+    assert history_names(store) == [FIRST, SECOND, THIRD, HEAD]
     store.delete_memories(memory_ids=[ids[-1]])
     assert store.insert_memory(user_id="bob", content="new") > ids[-1]

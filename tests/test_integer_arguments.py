@@ -265,7 +265,7 @@ ARGUMENTS = [
         "reserve_ids",
         "claims",
         lambda m, v: m.db.reserve_ids({"memory": (v, 0)}, check=lambda: None, holding_rows=lambda tops: {}),
-        int_in(0, 0),
+        int_in(0, MAX_STORED_ID),
         "claims",
     ),
     Argument(

@@ -101,7 +101,7 @@ def test_odd_targets_are_one_line_from_the_cli(at_first, monkeypatch, command, t
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["3", "003", "0003", "+2", "+02", HEAD])
+@pytest.mark.parametrize("target", ["4", "004", "0004", "+3", "+03", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
@@ -111,10 +111,10 @@ def test_ascii_numbers_and_names_still_work(store, target):
 
 def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"004_a": ADD_IMPORTANCE, "004_b": ADD_IMPORTANCE.replace("importance", "w")}
+        tmp_path / "chain", **{"005_a": ADD_IMPORTANCE, "005_b": ADD_IMPORTANCE.replace("importance", "w")}
     )
-    with pytest.raises(MigrationError, match="'004' is ambiguous: it matches 004_a, 004_b"):
-        Migrations(store, migrate_dir=directory).upgrade("004")
+    with pytest.raises(MigrationError, match="'005' is ambiguous: it matches 005_a, 005_b"):
+        Migrations(store, migrate_dir=directory).upgrade("005")
 
 
 # --- revision: messages become file names -----------------------------------------------------
@@ -177,14 +177,14 @@ def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli,
     "odd",
     [
         "4_importance.py",
-        "0004_importance.py",
+        "0005_importance.py",
         "004-importance.py",
-        "004_importance.PY",
-        "004_a.b.py",
+        "005_importance.PY",
+        "005_a.b.py",
         "٠٠٤_importance.py",
-        "004_importance.py\n",
-        "004_tab\there.py",
-        "004_importance.py/",
+        "005_importance.py\n",
+        "005_tab\there.py",
+        "005_importance.py/",
     ],
     ids=ascii,
 )
@@ -202,6 +202,6 @@ def test_a_file_that_looks_like_a_migration_but_is_not_named_like_one_is_an_erro
 
 def test_other_files_in_a_migrations_directory_are_left_alone(store, tmp_path):
     directory = chain(tmp_path / "chain")
-    for name in ("__init__.py", "README.md", "helpers.py", "004_notes.txt", ".004_hidden.py.swp"):
+    for name in ("__init__.py", "README.md", "helpers.py", "005_notes.txt", ".005_hidden.py.swp"):
         (directory / name).write_text("", encoding="utf-8")
     assert Migrations(store, migrate_dir=directory).upgrade() == SHIPPED

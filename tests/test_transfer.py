@@ -395,11 +395,11 @@ def test_only_a_positive_integer_format_version_this_memoric_reads_is_accepted(d
         ),
         (
             '{"type": "memory", "id": 0, "user_id": "a", "content": "x"}',
-            "line 3: id must be an int from 1 to 2147483647, got 0",
+            "line 3: id must be an int from 1 to 9223372036854775807, got 0",
         ),
         (
             '{"type": "memory", "id": 9223372036854775808, "user_id": "a", "content": "x"}',
-            "line 3: id must be an int from 1 to 2147483647, got 9223372036854775808",
+            "line 3: id must be an int from 1 to 9223372036854775807, got 9223372036854775808",
         ),
         ('{"type": "memory", "user_id": "a", "content": "x"}', "line 3: id must be an int, got None"),
         ('{"type": "cluster", "cluster_id": true, "user_id": "a"}', "line 3: cluster_id must be an int"),

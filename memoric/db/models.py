@@ -133,8 +133,8 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
         return value if value.tzinfo is UTC else to_utc(value)
 
 
-class IdField(peewee.FieldDatabaseHook, peewee.AutoField):
-    """An integer primary key whose values are never handed out twice, even after deletes.
+class IdField(peewee.FieldDatabaseHook, peewee.BigAutoField):
+    """A 64-bit integer primary key whose values are never handed out twice, even after deletes.
 
     A PostgreSQL sequence never goes back by itself; SQLite picks max(rowid) + 1 unless the
     column is declared AUTOINCREMENT, so a deleted newest row's id would come back.

@@ -618,7 +618,7 @@ class MemoryStore:
                 "category": validation.cluster_key("category", row["category"]),
                 "memory_ids": ids,
                 "memory_count": validation.count(
-                    "memory_count", row["memory_count"], maximum=validation.MAX_STORED_ID
+                    "memory_count", row["memory_count"], maximum=validation.MAX_COUNT
                 ),
                 "summary": row["summary"]
                 if row["summary"] == ""
@@ -989,9 +989,9 @@ class MemoryStore:
         max_chars = validation.count("max_chars", max_chars)
         if max_chars < 2:
             raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
-        # No text on either dialect is longer than MAX_STORED_ID characters (PostgreSQL: 1 GB,
+        # No text on either dialect is longer than MAX_COUNT characters (PostgreSQL: 1 GB,
         # SQLite: 1e9 bytes), and PostgreSQL's SUBSTR takes no larger length.
-        max_chars = min(max_chars, validation.MAX_STORED_ID)
+        max_chars = min(max_chars, validation.MAX_COUNT)
         m = self.Memory
         conditions = [
             self._in_slices([(tier, None, None)]),

@@ -29,18 +29,28 @@ def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
     creators = {table: step for step, tables in created for table in tables if table in existing}
     if not creators:
         return
-    last = max(plan.index(step) for step in creators.values())
-    built, found = _built_and_found(run, plan[: last + 1], list(creators))
+    built, found = _built_and_found(run, plan, list(creators))
     problems = [
         f"table {table} already exists and is not the one {creators[table].label} creates: "
         + "; ".join(differences)
         for table in creators
-        if (differences := catalogue.shape_differences(built.get(table), found[table]))
+        if (differences := _unlike_every_shape(built[plan.index(creators[table]) :], table, found[table]))
     ]
     if problems:
         raise MigrationError(
             "; ".join(problems) + "; nothing was changed (give memoric a database or schema of its own)"
         )
+
+
+def _unlike_every_shape(shapes: list[dict], table: str, found: dict) -> list[str]:
+    """[] when `found` is `table` as one of `shapes` has it (its creator's, or a later migration's).
+
+    Otherwise how it differs from the first: the shape its creator gives it. A table an
+    older memoric built from its models, or one already in the shape of the whole plan, is
+    memoric's and adopted; the migrations after its creator then bring it to head.
+    """
+    differences = [catalogue.shape_differences(shape.get(table), found) for shape in shapes]
+    return [] if any(not difference for difference in differences) else differences[0]
 
 
 def created_tables(run: Run, done: list[Step], plan: list[Step]) -> list[tuple[Step, list[str]]]:
@@ -122,10 +132,11 @@ def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:
     return [table for _, tables in created_tables(run, [], steps) for table in tables if table in existing]
 
 
-def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[dict, dict]:
-    """The columns `plan` gives `tables`, and the columns they have now; nothing is kept."""
+def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[list[dict], dict]:
+    """The columns of `tables` after each step of `plan`, and the columns they have now; nothing is kept."""
     database, scratch = run.database, run.fresh()
     aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
+    built = []
     with database.atomic() as transaction:
         try:
             for table, name in aside.items():
@@ -133,7 +144,7 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[dic
             migrator = scratch.migrator(scratch.done())
             for step in plan:
                 scratch.routers[step.chain].run_one(step.name, migrator, fake=False)
-            built = catalogue.columns(database, tables)
+                built.append(catalogue.columns(database, tables))
             found = catalogue.columns(database, aside.values())
         except Exception as exc:
             raise MigrationError(

@@ -1,0 +1,151 @@
+"""Ids are 64-bit on both dialects: past 2**31 - 1 a store keeps saving, importing and copying.
+
+PostgreSQL's SERIAL columns stopped at 2,147,483,647 while SQLite's INTEGER key goes to
+2**63 - 1: a SQLite export with larger ids could not be loaded into PostgreSQL, and a store
+whose sequence reached the end refused every save. Migration 004 makes both id columns and
+their sequences BIGINT on PostgreSQL; its rollback refuses while an id needs the extra bits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from memoric.db import catalogue
+from memoric.db.store import MemoryStore
+from memoric.errors import MigrationError
+from memoric.migrate import Migrations
+from memoric.transfer import export_jsonl, import_jsonl
+from tests.test_migrations import HEAD, THIRD, all_rows, schema
+
+PAST_32_BITS = 2**31
+LARGEST = 2**63 - 1
+ID_COLUMNS = (("memories", "id"), ("memory_clusters", "cluster_id"))
+
+
+@pytest.fixture
+def store(new_dsn):
+    store = MemoryStore(new_dsn())
+    yield store
+    store.close()
+
+
+def id_columns(store: MemoryStore) -> dict[str, str]:
+    """{table: the declared type of its id column}, as the catalogue reports it."""
+    found = catalogue.columns(store.database, ["memories", "memory_clusters"])
+    return {
+        "memories": found["memories"]["id"].type,
+        "memory_clusters": found["memory_clusters"]["cluster_id"].type,
+    }
+
+
+def move_counters_to(store: MemoryStore, last: int) -> None:
+    """Make both id counters hand out `last + 1` next, as a store that has saved that much would."""
+    if store.is_postgres:
+        for table, column in (("memories", "id"), ("memory_clusters", "cluster_id")):
+            store.database.execute_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {last})"
+            )
+    else:
+        store.database.execute_sql("UPDATE sqlite_sequence SET seq = ?", (last,))
+
+
+@pytest.mark.parametrize("how", ["chain", "models"])
+def test_saves_go_on_past_two_billion_ids(store, how):
+    if how == "chain":
+        Migrations(store).upgrade()
+    else:
+        Migrations(store).init_db()
+    store.insert_memory(user_id="ada", content="first")
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[])
+    move_counters_to(store, PAST_32_BITS - 1)
+
+    memory_id = store.insert_memory(user_id="ada", content="the two-billionth")
+    cluster_id = store.upsert_cluster(user_id="ada", topic="u", category="c", memory_ids=[memory_id])
+    assert (memory_id, cluster_id) == (PAST_32_BITS, PAST_32_BITS)
+    assert store.get_memory(memory_id)["content"] == "the two-billionth"
+    assert store.get_clusters(user_id="ada", topic="u")[0]["memory_ids"] == [memory_id]
+
+
+def test_an_export_with_64_bit_ids_imports_on_both_dialects(store):
+    Migrations(store).upgrade()
+    header = {"type": "header", "format": "memoric-export", "format_version": 1}
+    memory = {"type": "memory", "id": LARGEST, "user_id": "ada", "content": "the last id there is"}
+    cluster = {
+        "type": "cluster",
+        "cluster_id": PAST_32_BITS,
+        "user_id": "ada",
+        "topic": "t",
+        "category": "c",
+        "memory_ids": [LARGEST],
+        "memory_count": 1,
+        "summary": "",
+    }
+    import_jsonl(store, [json.dumps(line) for line in (header, memory, cluster)])
+    assert store.get_memory(LARGEST)["content"] == "the last id there is"
+    assert store.get_clusters(user_id="ada")[0]["memory_ids"] == [LARGEST]
+    again = io.StringIO()
+    export_jsonl(store, again)
+    assert json.loads(again.getvalue().splitlines()[1])["id"] == LARGEST
+
+
+def test_upgrade_from_003_widens_the_ids_and_keeps_every_row(store, new_dsn):
+    migrations = Migrations(store)
+    migrations.upgrade(THIRD)
+    at_003 = schema(store)
+    ids = [store.insert_memory(user_id="ada", content=f"m{n}", metadata={"n": n}) for n in range(5)]
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
+    before = all_rows(store)
+    narrow = id_columns(store)
+
+    assert migrations.upgrade() == [HEAD]
+    assert all_rows(store) == before
+    reference = MemoryStore(new_dsn())
+    Migrations(reference).init_db()
+    assert schema(store) == schema(reference), "the chain builds what the models declare"
+    reference.close()
+    if store.is_postgres:
+        assert narrow == {"memories": "integer", "memory_clusters": "integer"}
+        assert id_columns(store) == {"memories": "bigint", "memory_clusters": "bigint"}
+
+    assert migrations.downgrade() == [HEAD]
+    assert schema(store) == at_003
+    assert all_rows(store) == before
+
+
+def test_the_rollback_refuses_while_an_id_needs_64_bits(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    store.insert_memory(user_id="ada", content="small")
+    wide = store.insert_memory(id=PAST_32_BITS, user_id="ada", content="wide")
+    before, built = all_rows(store), schema(store)
+
+    if store.is_postgres:
+        with pytest.raises(
+            MigrationError, match=rf"memories\.id has reached {PAST_32_BITS}.*cannot be narrowed"
+        ):
+            migrations.downgrade()
+        assert (migrations.current(), all_rows(store), schema(store)) == (HEAD, before, built)
+    else:
+        assert migrations.downgrade() == [HEAD], "SQLite's integer key held 64 bits before 004 too"
+        assert store.get_memory(wide)["content"] == "wide"
+
+
+def test_a_view_on_the_ids_stops_the_upgrade_naming_it_and_changes_nothing(store):
+    migrations = Migrations(store)
+    migrations.upgrade(THIRD)
+    store.insert_memory(user_id="ada", content="kept")
+    store.database.execute_sql('CREATE VIEW "ada_notes" AS SELECT "id", "content" FROM "memories"')
+    before, at_003 = all_rows(store), schema(store)
+
+    if store.is_postgres:
+        with pytest.raises(
+            MigrationError, match="view\\(s\\) ada_notes read it: drop them, run this migration"
+        ):
+            migrations.upgrade()
+        assert (migrations.current(), all_rows(store), schema(store)) == (THIRD, before, at_003)
+    else:
+        assert migrations.upgrade() == [HEAD], "nothing changes type on SQLite"
+    assert store.database.execute_sql('SELECT "content" FROM "ada_notes"').fetchall() == [("kept",)]
