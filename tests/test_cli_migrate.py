@@ -151,6 +151,29 @@ def test_init_db_migrate_records_the_history(cli, check):
     assert [(row["name"], row["applied"]) for row in history] == [(name, True) for name in SHIPPED]
 
 
+def test_init_db_on_a_database_at_head_says_it_was_already_there(cli, check):
+    assert cli("init-db").exit_code == 0
+    memory_id = check.insert_memory(user_id="ada", content="kept")
+    for command in (["init-db"], ["init-db", "--migrate"]):
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        assert "Created" not in result.stdout and "Applied" not in result.stdout
+        assert "the schema was already at head" in result.stdout
+        assert f"is at {HEAD} (head)" in result.stdout
+    assert Migrations(check).init_db() is False
+    assert check.get_memory(memory_id)["content"] == "kept"
+    assert history_names(check) == SHIPPED
+
+
+def test_init_db_builds_the_tables_a_history_at_head_records_but_the_database_lacks(cli, check):
+    assert cli("migrate", "upgrade").exit_code == 0
+    check.drop_schema()
+    result = cli("init-db")
+    assert result.exit_code == 0, result.output
+    assert "Created the schema from the models" in result.stdout
+    assert {"memories", "memory_clusters"} <= tables(check)
+
+
 # --- revision -------------------------------------------------------------------------------
 
 

@@ -61,11 +61,15 @@ def init_db(session: Session, *, through_chain: bool = False, lock_timeout: floa
     migrations = open_migrations(session, lock_timeout=lock_timeout)
     session.echo_sqlite_warning()
     if through_chain:
-        for name in migrations.upgrade("head"):
+        applied = migrations.upgrade("head")
+        for name in applied:
             click.echo(f"Applied {name}")
-    else:
-        migrations.init_db()
+        if not applied:
+            click.echo("Nothing to apply: the schema was already at head")
+    elif migrations.init_db():
         click.echo("Created the schema from the models")
+    else:
+        click.echo("Nothing to create: the schema was already at head")
     echo_position(migrations)
 
 
