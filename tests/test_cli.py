@@ -177,6 +177,15 @@ def test_memoric_errors_exit_1_with_one_line(cli, dsn, tmp_path):
     )
 
 
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Memoric, "stats", interrupted)
+    result = cli("stats")
+    assert (result.exit_code, result.stdout, result.stderr) == (130, "", "Interrupted.\n")
+
+
 def test_passwords_are_masked_in_errors():
     result = CliRunner().invoke(main, ["--dsn", "postgresql://agent:s3cret@127.0.0.1:1/memoric", "stats"])
     error = one_line_error(result)

@@ -112,6 +112,18 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
     assert "memories" in tables(check)
 
 
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_the_help_of_sql_says_it_is_a_real_run_that_is_rolled_back(direction):
+    shown = " ".join(CliRunner().invoke(main, ["migrate", direction, "--help"]).stdout.split())
+    for said in (
+        "the migrations run in a transaction that is rolled back",
+        "it needs the live database",
+        "holds the migration lock",
+        "on PostgreSQL holds table locks until the rollback",
+    ):
+        assert said in shown
+
+
 def test_stamp_moves_the_version_without_ddl(cli, check):
     cli("migrate", "upgrade")
     built = tables(check)
