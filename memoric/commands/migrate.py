@@ -56,17 +56,28 @@ def echo_position(migrations: Migrations) -> None:
     click.echo(where + "".join(f"; {chain} chain at {position}" for chain, position in found.items()))
 
 
+def echo_run(migrations: Migrations, names: list[str], verb: str, nothing: str) -> None:
+    """`VERB NAME` for each migration a run applied or rolled back (`nothing` for none), then the position."""
+    for name in names:
+        click.echo(f"{verb} {name}")
+    if not names:
+        click.echo(nothing)
+    echo_position(migrations)
+
+
 def init_db(session: Session, *, through_chain: bool = False, lock_timeout: float | None = None) -> None:
     """Create the schema from the models (or through the chain) and record it at the latest migration."""
     migrations = open_migrations(session, lock_timeout=lock_timeout)
     session.echo_sqlite_warning()
     if through_chain:
-        applied = migrations.upgrade("head")
-        for name in applied:
-            click.echo(f"Applied {name}")
-        if not applied:
-            click.echo("Nothing to apply: the schema was already at head")
-    elif migrations.init_db():
+        echo_run(
+            migrations,
+            migrations.upgrade("head"),
+            "Applied",
+            "Nothing to apply: the schema was already at head",
+        )
+        return
+    if migrations.init_db():
         click.echo("Created the schema from the models")
     else:
         click.echo("Nothing to create: the schema was already at head")
@@ -86,12 +97,7 @@ def upgrade(
     if show_sql:
         echo_sql(migrations.sql("upgrade", target))
         return
-    applied = migrations.upgrade(target)
-    for name in applied:
-        click.echo(f"Applied {name}")
-    if not applied:
-        click.echo("Nothing to apply")
-    echo_position(migrations)
+    echo_run(migrations, migrations.upgrade(target), "Applied", "Nothing to apply")
 
 
 def downgrade(
@@ -108,12 +114,9 @@ def downgrade(
     if show_sql:
         echo_sql(migrations.sql("downgrade", target))
         return
-    rolled_back = downgrade_confirmed(migrations, target, confirmed)
-    for name in rolled_back:
-        click.echo(f"Rolled back {name}")
-    if not rolled_back:
-        click.echo("Nothing to roll back")
-    echo_position(migrations)
+    echo_run(
+        migrations, downgrade_confirmed(migrations, target, confirmed), "Rolled back", "Nothing to roll back"
+    )
 
 
 def downgrade_confirmed(migrations: Migrations, target: str, confirmed: bool) -> list[str]:
