@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -40,6 +41,9 @@ DEFAULTS: dict = {
     "migrations": {"app_dir": None},
 }
 TIER_DEFAULTS = {"name": None, "expire_after_days": None, "trim_chars": None}
+# A float as YAML 1.2 writes it. PyYAML reads YAML 1.1, where an exponent needs a dot before it
+# and a sign after the `e`, and a leading-dot number no sign: it reads 1e-7, 1.0e7 or -.5 as text.
+YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 def default_database_path() -> Path:
@@ -148,7 +152,7 @@ def validate(config: dict) -> dict:
     _integer("policies.batch_size", config["policies"]["batch_size"], minimum=1)
     timeout = config["policies"]["lock_timeout"]
     if timeout is not None:
-        _number("policies.lock_timeout", timeout, minimum=0)
+        config["policies"]["lock_timeout"] = _number("policies.lock_timeout", timeout, minimum=0)
     _directory("migrations.app_dir", config["migrations"]["app_dir"])
     return config
 
@@ -189,7 +193,9 @@ def _tiers(tiers) -> list[dict]:
             raise ConfigError(f"{where}.name {shown(name)} is a duplicate tier name")
         seen.add(name)
         if tier["expire_after_days"] is not None:
-            _number(f"{where}.expire_after_days", tier["expire_after_days"], minimum=0)
+            tier["expire_after_days"] = _number(
+                f"{where}.expire_after_days", tier["expire_after_days"], minimum=0
+            )
             if index == len(tiers) - 1:
                 raise ConfigError(
                     f"{where}.expire_after_days is set on the last tier {shown(name)}, which has no next tier"
@@ -202,17 +208,24 @@ def _tiers(tiers) -> list[dict]:
 
 def _scoring(scoring: dict) -> None:
     for key in WEIGHT_KEYS:
-        _number(f"scoring.{key}", scoring[key], minimum=0, maximum=1)
+        scoring[key] = _number(f"scoring.{key}", scoring[key], minimum=0, maximum=1)
     if sum(round(scoring[key] * 1_000_000) for key in WEIGHT_KEYS) > 1_000_000:
         weights = ", ".join(f"{key}={scoring[key]}" for key in WEIGHT_KEYS)
         raise ConfigError(f"scoring weights must add up to at most 1, got {weights}")
     decay = _number("scoring.decay_days", scoring["decay_days"], minimum=0, maximum=MAX_DECAY_DAYS)
+    scoring["decay_days"] = decay
     if decay * 86400 < 1:
         raise ConfigError(f"scoring.decay_days must be positive (at least one second), got {shown(decay)}")
 
 
 def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    """A finite int or float within the bounds; an int also within the signed 64-bit range."""
+    """A finite int or float within the bounds; an int also within the signed 64-bit range.
+
+    Every number option is read here. A string that YAML 1.2 reads as a float and PyYAML (YAML
+    1.1) as text, such as `1e-7`, is that float; a quoted number that YAML 1.1 reads as a
+    number (`"0.5"`, `"60"`) stays text, and is refused.
+    """
+    value = _yaml12_float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {shown(value)}")
     if isinstance(value, int):
@@ -224,6 +237,15 @@ def _number(key: str, value, *, minimum: float | None = None, maximum: float | N
     if maximum is not None and value > maximum:
         raise ConfigError(f"{key} must be at most {maximum}, got {shown(value)}")
     return value
+
+
+def _yaml12_float(value):
+    """`value`, or the float it spells when YAML 1.2 reads it as one and YAML 1.1 as text."""
+    if not isinstance(value, str) or not YAML12_FLOAT.fullmatch(value):
+        return value
+    as_yaml11 = yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
+    number = float(value)
+    return number if as_yaml11 == "tag:yaml.org,2002:str" and math.isfinite(number) else value
 
 
 def _integer(key: str, value, *, minimum: int) -> int:

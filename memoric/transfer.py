@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from memoric import validation
 from memoric.db.connection import database_exists, first_line
+from memoric.db.identity import same_database
 from memoric.db.models import UTC, dump_json, to_utc
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_url
@@ -296,15 +297,17 @@ def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None)
 def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=None) -> tuple[Memoric, Memoric]:
     """The two ends of a copy: a source at head (nothing is written to it), a target built or at head.
 
-    `app_dir` is the application's migration chain, for both ends (default: as `Memoric` resolves it).
+    A target that is the source under another URL (another path to the file, another name of
+    the server) is refused before it is opened. `app_dir` is the application's migration chain,
+    for both ends (default: as `Memoric` resolves it).
     """
     from memoric.core import Memoric
 
-    if source_dsn == target_dsn:
-        raise ValidationError("the source and the target are the same database")
     if not database_exists(source_dsn):
         raise ConfigError(f"the source database {mask_url(source_dsn)} does not exist")
     source = Memoric(source_dsn, config_path, app_dir=app_dir)
+    if same_database(source.store.database, target_dsn):
+        raise ValidationError("the source and the target are the same database")
     pending = source.migrations.pending()
     if pending and source.migrations.current() is None:
         raise MigrationError(f"the source {mask_url(source_dsn)} holds no memoric schema")

@@ -120,6 +120,33 @@ def test_recall_shortens_long_content(cli, filled):
     assert len(line.split("short_term")[1].strip().split(maxsplit=1)[1]) == 60
 
 
+NUMBERS_AS_WRITTEN = {
+    "exponents": ("6e-1", "3e-1", "1e-1", "6e1", "7e0", "3e1", "6e2"),
+    "decimals": ("0.6", "0.3", "0.1", "60.0", "7.0", "30.0", "600.0"),
+}
+
+
+def test_a_config_written_with_exponents_works_as_its_decimals(cli, filled, tmp_path):
+    """PyYAML reads an exponent without a dot (1e-1) as text; every number option takes it as the float."""
+    commands = [
+        ["recall", "--user", "ada", "--thread", "t1", "--json"],
+        ["run-policies", "--dry-run", "--json"],
+    ]
+    shown = {}
+    for name, (importance, recency, thread, decay, short, mid, timeout) in NUMBERS_AS_WRITTEN.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"scoring: {{importance: {importance}, recency: {recency}, thread: {thread}, "
+            f"decay_days: {decay}}}\n"
+            f"tiers: [{{name: short_term, expire_after_days: {short}}}, "
+            f"{{name: mid_term, expire_after_days: {mid}}}, {{name: long_term}}]\n"
+            f"policies: {{lock_timeout: {timeout}}}\n"
+        )
+        shown[name] = [parsed(cli("--config", str(path), *command)) for command in commands]
+    assert shown["exponents"] == shown["decimals"]
+    assert shown["exponents"][1]["migrated"]["mid_term"] == 10
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -148,6 +175,15 @@ def test_memoric_errors_exit_1_with_one_line(cli, dsn, tmp_path):
     assert "unsupported database URL" in one_line_error(
         runner.invoke(main, ["--dsn", "mysql://x/y", "stats"])
     )
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(cli, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Memoric, "stats", interrupted)
+    result = cli("stats")
+    assert (result.exit_code, result.stdout, result.stderr) == (130, "", "Interrupted.\n")
 
 
 def test_passwords_are_masked_in_errors():

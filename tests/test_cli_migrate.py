@@ -116,6 +116,18 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
     assert "memories" in tables(check)
 
 
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_the_help_of_sql_says_it_is_a_real_run_that_is_rolled_back(direction):
+    shown = " ".join(CliRunner().invoke(main, ["migrate", direction, "--help"]).stdout.split())
+    for said in (
+        "the migrations run in a transaction that is rolled back",
+        "it needs the live database",
+        "holds the migration lock",
+        "on PostgreSQL holds table locks until the rollback",
+    ):
+        assert said in shown
+
+
 def test_stamp_moves_the_version_without_ddl(cli, check):
     cli("migrate", "upgrade")
     built = tables(check)
@@ -153,6 +165,29 @@ def test_init_db_migrate_records_the_history(cli, check):
     assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in result.stdout
     history = Migrations(check).history()
     assert [(row["name"], row["applied"]) for row in history] == [(name, True) for name in SHIPPED]
+
+
+def test_init_db_on_a_database_at_head_says_it_was_already_there(cli, check):
+    assert cli("init-db").exit_code == 0
+    memory_id = check.insert_memory(user_id="ada", content="kept")
+    for command in (["init-db"], ["init-db", "--migrate"]):
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        assert "Created" not in result.stdout and "Applied" not in result.stdout
+        assert "the schema was already at head" in result.stdout
+        assert f"is at {HEAD} (head)" in result.stdout
+    assert Migrations(check).init_db() is False
+    assert check.get_memory(memory_id)["content"] == "kept"
+    assert history_names(check) == SHIPPED
+
+
+def test_init_db_builds_the_tables_a_history_at_head_records_but_the_database_lacks(cli, check):
+    assert cli("migrate", "upgrade").exit_code == 0
+    check.drop_schema()
+    result = cli("init-db")
+    assert result.exit_code == 0, result.output
+    assert "Created the schema from the models" in result.stdout
+    assert {"memories", "memory_clusters"} <= tables(check)
 
 
 # --- revision -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import pty
 import resource
 import subprocess
 import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +17,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
+from memoric.db.urls import sqlite_path
 from tests.conftest import one_line_error, requires_postgres
 from tests.test_migrations import HEAD, SHIPPED
 from tests.test_transfer import assert_identical, fill, snapshot
@@ -218,6 +221,61 @@ def test_copy_masks_the_password_in_everything_it_prints(tmp_path, new_postgres_
     assert "s3cret" not in result.stdout + result.stderr
     failed = invoke("copy", "--from", target, "--to", target.replace("/memoric_test", "/missing_db", 1))
     assert "s3cret" not in one_line_error(failed)
+
+
+def other_spellings(dsn: str, monkeypatch) -> list[str]:
+    """Other URLs of the database at `dsn`: the same SQLite file, or the same server's database.
+
+    SQLite: relative (from the file's directory, made the working directory), `./`, `..`, a
+    double slash, a symbolic and a hard link, `+pool`, the scheme's case and a parameter.
+    PostgreSQL: the scheme's other names, `+pool`, a parameter, and the host spelt otherwise.
+    """
+    if dsn.startswith("sqlite"):
+        path = Path(sqlite_path(dsn))
+        monkeypatch.chdir(path.parent)
+        (path.parent / "sub").mkdir()
+        (path.parent / "link.db").symlink_to(path)
+        os.link(path, path.parent / "hard.db")
+        return [
+            f"sqlite:///{path.name}",
+            f"sqlite:///./{path.name}",
+            f"sqlite:///sub/../{path.name}",
+            f"sqlite:///{path.parent}//{path.name}",
+            "sqlite:///link.db",
+            f"sqlite:///{path.parent / 'link.db'}",
+            "sqlite:///hard.db",
+            f"sqlite+pool:///{path}",
+            f"SQLite:///{path}?timeout=5",
+        ]
+    parts = urlsplit(dsn)
+    joined = parts.query + "&" if parts.query else ""
+    spellings = [
+        urlunsplit(parts._replace(scheme=scheme)) for scheme in ("postgres", "postgresext", "postgresql+pool")
+    ]
+    spellings.append(urlunsplit(parts._replace(query=joined + "connect_timeout=10")))
+    if "host=/" in parts.query:  # a Unix socket directory, spelt with a trailing slash
+        spellings.append(urlunsplit(parts._replace(query=parts.query.replace("host=/", "host=//", 1) + "/")))
+    aliases = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
+    if parts.hostname in aliases:
+        spellings.append(dsn.replace(f"@{parts.hostname}", f"@{aliases[parts.hostname]}", 1))
+    return spellings
+
+
+def test_copy_refuses_the_same_database_under_any_spelling(dsn, monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    memoric = built(dsn)
+    memoric.save("ada", "only once")
+    memoric.close()  # SQLite cannot open a WAL database under a second name while it is open
+    spellings = other_spellings(dsn, monkeypatch)
+    for other in spellings:
+        result = invoke("copy", "--from", dsn, "--to", other)
+        assert "the source and the target are the same database" in one_line_error(result), other
+    if dsn.startswith("sqlite"):  # the target was never opened: no journal under a second name
+        assert not [name for name in os.listdir() if name.startswith(("link.db-", "hard.db-"))]
+    for other in spellings:
+        result = invoke("copy", "--from", other, "--to", dsn)
+        assert "the source and the target are the same database" in one_line_error(result), other
+    assert MemoryStore(dsn).count_memories() == 1
 
 
 def run_on_a_terminal(*args: str) -> tuple[int, str]:

@@ -106,6 +106,46 @@ def test_bad_config_names_the_key(data, named):
         load_config(data=data)
 
 
+# Every option read as a number, as YAML writing one value (the others leave room for it).
+NUMBER_OPTIONS = {
+    "scoring.importance": "scoring: {importance: %s, recency: 0, thread: 0}",
+    "scoring.recency": "scoring: {importance: 0, recency: %s, thread: 0}",
+    "scoring.thread": "scoring: {importance: 0, recency: 0, thread: %s}",
+    "scoring.decay_days": "scoring: {decay_days: %s}",
+    "policies.lock_timeout": "policies: {lock_timeout: %s}",
+    "tiers.0.expire_after_days": "tiers: [{name: a, expire_after_days: %s}, {name: b}]",
+}
+
+
+def option_value(config: dict, option: str):
+    """The value at a dotted path such as `tiers.0.expire_after_days`."""
+    for key in option.split("."):
+        config = config[int(key)] if key.isdigit() else config[key]
+    return config
+
+
+@pytest.mark.parametrize("option", NUMBER_OPTIONS)
+@pytest.mark.parametrize(
+    ("written", "number"), [("1e-1", 0.1), ("5E-1", 0.5), ("1.0e-1", 0.1), ("25e-2", 0.25), ("+.5", 0.5)]
+)
+def test_every_number_option_takes_a_float_pyyaml_reads_as_text(tmp_path, option, written, number):
+    """YAML 1.1 reads an exponent only after a dot and with a sign, and `.5` only unsigned."""
+    config = load_config(write(tmp_path, NUMBER_OPTIONS[option] % written + "\n"))
+    value = option_value(config, option)
+    assert (type(value), value) == (float, number)
+
+
+@pytest.mark.parametrize("option", NUMBER_OPTIONS)
+@pytest.mark.parametrize(
+    "written", ['"0.5"', "'1'", "1e-1x", "1e999", "e5", "1e", "0x1p-1", ".inf", "1_0e-1"]
+)
+def test_a_number_option_still_refuses_quoted_numbers_and_what_no_yaml_reads_as_one(
+    tmp_path, option, written
+):
+    with pytest.raises(ConfigError, match=re.escape(f"{option.replace('.0.', '[0].')} must be a number")):
+        load_config(write(tmp_path, NUMBER_OPTIONS[option] % written + "\n"))
+
+
 def test_a_top_level_list_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))

@@ -6,13 +6,18 @@ import os
 import stat
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
+from click.testing import CliRunner
 
 from memoric import Memoric
+from memoric.cli import main
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
+from memoric.db.urls import DATABASE_PARAMETERS, POOL_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
 from memoric.errors import ConfigError
+from tests.conftest import one_line_error
 
 
 def test_store_reports_its_dialect(db, dialect):
@@ -184,3 +189,49 @@ def test_existing_files_and_directories_keep_their_modes(tmp_path, monkeypatch, 
     assert file_mode(tmp_path / ".memoric") == 0o750
     assert file_mode(tmp_path / ".memoric" / "memoric.db") == 0o640
     assert file_mode(tmp_path / ".memoric" / "memoric.db-wal") == 0o640, "SQLite copies the database's mode"
+
+
+# --- typed URL parameters --------------------------------------------------------------------
+
+BAD_VALUES = {
+    "count": ["abc", "-1", "1.5", "", "1e3", "99999999999", "٣", "9" * 5000],
+    "seconds": ["abc", "-1", "", "nan", "inf", "1e999", "2,5", "0x10"],
+    "boolean": ["maybe", "", "2", "tru"],
+}
+GOOD_VALUES = {"count": ["1", "64"], "seconds": ["0", "2.5", "30", "1e2"], "boolean": ["true", "FALSE", "1"]}
+
+
+def typed_cases(dialect: str) -> list[tuple[str, str, UrlParameter]]:
+    """(scheme suffix, name, declaration) of every typed parameter a URL of `dialect` takes."""
+    cases = [("+pool", name, parameter) for name, parameter in POOL_PARAMETERS.items()]
+    cases += [("", name, parameter) for name, parameter in DATABASE_PARAMETERS.items()]
+    if dialect == "sqlite":
+        cases += [("", name, parameter) for name, parameter in SQLITE_PARAMETERS.items()]
+    return cases
+
+
+def with_parameter(dsn: str, suffix: str, name: str, value: str) -> str:
+    """`dsn` with `suffix` added to its scheme and the query parameter name=value."""
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}{suffix}://{rest}{'&' if '?' in rest else '?'}{name}={quote(value)}"
+
+
+def test_every_typed_url_parameter_of_another_form_is_named_with_the_form_it_needs(dsn, dialect):
+    for suffix, name, parameter in typed_cases(dialect):
+        for value in BAD_VALUES[parameter.kind]:
+            url = with_parameter(dsn, suffix, name, value)
+            with pytest.raises(ConfigError) as raised:
+                MemoryStore(url)
+            said = f"the parameter {name} must be "
+            assert said in str(raised.value) and str(raised.value).startswith("invalid database URL '")
+            assert said in one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
+
+
+def test_every_typed_url_parameter_takes_the_form_it_names(dsn, dialect):
+    for suffix, name, parameter in typed_cases(dialect):
+        values = GOOD_VALUES[parameter.kind] + (["none", "NULL"] if parameter.nullable else [])
+        for value in values:
+            store = MemoryStore(with_parameter(dsn, suffix, name, value))
+            store.create_schema()
+            assert store.get_memory(store.insert_memory(user_id="ada", content=value))["content"] == value
+            store.close()

@@ -35,6 +35,7 @@ from memoric.db.urls import (
     mask_password,
     split_url,
     sqlite_path,
+    typed_parameters,
 )
 from memoric.errors import ConfigError, MemoricError
 
@@ -335,8 +336,10 @@ def _postgres_database(url: str) -> peewee.Database:
 
 
 def _new_database(url: str, **options) -> peewee.Database:
-    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does)."""
-    parameters = db_url.parse(url, unquote_password=True, unquote_user=True)
+    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does,
+    those peewee and sqlite3 read as numbers or booleans checked and converted by memoric)."""
+    typed = typed_parameters(url)  # first: playhouse's own conversion fails on some of their values
+    parameters = db_url.parse(url, unquote_password=True, unquote_user=True) | typed
     if not parameters.get("database"):
         raise _url_error(url, f"invalid database URL '{url}': it has no database name, {URL_EXAMPLES}")
     database_class = DATABASE_CLASSES[split_url(url).scheme.lower()]

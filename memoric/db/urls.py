@@ -8,8 +8,10 @@ inside the password, a one-slash scheme typo, no scheme at all, `?password=...`,
 from __future__ import annotations
 
 import json
+import math
 import re
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from dataclasses import dataclass
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from memoric.errors import ConfigError
 
@@ -24,6 +26,9 @@ _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_SETTING = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)([^&\s'\"]+)")
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
+MAX_URL_COUNT = 2**31 - 1  # SQLite's counts are C ints
+TRUE, FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+SECONDS = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
 
 
 def mask_password(text: str, *urls: str) -> str:
@@ -112,3 +117,81 @@ def split_url(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError:
         raise ConfigError(f"invalid database URL '{mask_url(url)}': {UNENCODED}") from None
+
+
+@dataclass(frozen=True)
+class UrlParameter:
+    """A query parameter read as a number or a boolean: `count` (whole), `seconds` or `boolean`.
+
+    `nullable`: `none` (or `null`) is also accepted, and means the library's "no limit".
+    """
+
+    kind: str
+    minimum: int = 0
+    nullable: bool = False
+
+
+# The query parameters that peewee and Python's sqlite3 read themselves, which fail on a bad
+# value with a message that names neither the parameter nor the URL. The PostgreSQL driver's own
+# (connect_timeout, port, keepalives...) are checked by libpq, whose message names them.
+POOL_PARAMETERS = {
+    "max_connections": UrlParameter("count", minimum=1, nullable=True),
+    "stale_timeout": UrlParameter("seconds", nullable=True),
+    "timeout": UrlParameter("seconds"),
+}
+SQLITE_PARAMETERS = {
+    "timeout": UrlParameter("seconds"),
+    "cached_statements": UrlParameter("count"),
+    "detect_types": UrlParameter("count"),
+    "check_same_thread": UrlParameter("boolean"),
+    "uri": UrlParameter("boolean"),
+}
+DATABASE_PARAMETERS = {name: UrlParameter("boolean") for name in ("autoconnect", "thread_safe")}
+
+
+def typed_parameters(url: str) -> dict[str, int | float | bool | None]:
+    """The typed query parameters of `url`, converted; ConfigError naming the one of another form.
+
+    Which are typed depends on the URL: a `+pool` URL's POOL_PARAMETERS, a SQLite URL's
+    SQLITE_PARAMETERS, and every URL's DATABASE_PARAMETERS (peewee's own).
+    """
+    parts = split_url(url)
+    known = dict(DATABASE_PARAMETERS)
+    if dialect_of(url) == "sqlite":
+        known.update(SQLITE_PARAMETERS)
+    if parts.scheme.lower().endswith(POOLED_SUFFIX):
+        known.update(POOL_PARAMETERS)
+    given = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return {name: _typed(url, name, given[name], known[name]) for name in given if name in known}
+
+
+def _typed(url: str, name: str, value: str, parameter: UrlParameter) -> int | float | bool | None:
+    """`value` of the parameter `name` converted, or ConfigError saying what form it must have."""
+    converted = _converted(value, parameter)
+    if converted is not _INVALID:
+        return converted
+    expected = {
+        "boolean": "true or false",
+        "count": f"a whole number from {parameter.minimum} to {MAX_URL_COUNT}",
+        "seconds": f"a number of seconds, e.g. ?{name}=30 or ?{name}=2.5",
+    }[parameter.kind]
+    also = " (or none: no limit)" if parameter.nullable else ""
+    message = f"invalid database URL '{url}': the parameter {name} must be {expected}{also}, got {value!r}"
+    raise ConfigError(mask_password(message, url))
+
+
+_INVALID = object()
+
+
+def _converted(value: str, parameter: UrlParameter):
+    """`value` as the parameter's type, or _INVALID."""
+    lowered = value.lower()
+    if parameter.nullable and lowered in ("none", "null"):
+        return None
+    if parameter.kind == "boolean":
+        return lowered in TRUE if lowered in TRUE | FALSE else _INVALID
+    if parameter.kind == "count":
+        digits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_URL_COUNT))
+        return int(value) if digits and parameter.minimum <= int(value) <= MAX_URL_COUNT else _INVALID
+    seconds = float(value) if re.fullmatch(SECONDS, value) else math.inf
+    return seconds if math.isfinite(seconds) else _INVALID

@@ -210,14 +210,17 @@ class Migrations:
         return plan
 
     @translate_errors
-    def init_db(self) -> None:
+    def init_db(self) -> bool:
         """Create memoric's schema straight from the models, record it at head, then run the app's chain.
 
         Tables of the chains that exist without any history go through the chains instead, which
-        check them (a table of another shape is refused) and bring them to head.
+        check them (a table of another shape is refused) and bring them to head. False when there
+        was nothing to do: the history at head and every table it records there.
         """
         with self._runner.session() as run:
             done, pending = run.order.done, run.order.pending()
+            if not pending and not guards.missing_tables(run, [], done):
+                return False
             if done and pending:
                 raise MigrationError(
                     f"the database is at {done[-1].label}, behind head: run `memoric migrate upgrade` instead"
@@ -225,7 +228,7 @@ class Migrations:
             if not done and guards.existing_chain_tables(run, pending):
                 guards.refuse_foreign_tables(run, done, pending)
                 run.apply(pending)
-                return
+                return True
             with self.database.atomic():
                 self.store.create_schema()
                 model = run.history(MEMORIC)
@@ -233,6 +236,7 @@ class Migrations:
                     if step.chain == MEMORIC:
                         model.create(name=step.name)
             run.apply([step for step in pending if step.chain != MEMORIC])
+            return True
 
     @translate_errors
     def ensure_schema(self, auto_migrate: bool = False) -> None:

@@ -1,0 +1,64 @@
+"""What every command shares: the global options, resolved once, and the Memoric they select."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from memoric.config import load_config, resolve_dsn
+from memoric.core import Memoric
+from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
+from memoric.db.urls import sqlite_path
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the command had done by then and how to go on (`memoric` prints it)."""
+
+
+class Session:
+    """The database and configuration one `memoric` run works on.
+
+    `--dsn`, `--config` and `--app-dir` are read once, on first use (a command that needs no
+    database resolves none): the configuration, then the database URL (--dsn >
+    $MEMORIC_DATABASE_URL > config > the default SQLite file), then the `Memoric` on it, which
+    resolves the application's migration chain. Set `auto_migrate` before the first use of
+    `memoric` to bring a database behind head up to date.
+    """
+
+    def __init__(
+        self, dsn: str | None = None, config_path: str | None = None, app_dir: str | None = None
+    ) -> None:
+        self.dsn_option = dsn
+        self.config_path = config_path
+        self.app_dir_option = app_dir
+        self.auto_migrate = False
+
+    @functools.cached_property
+    def config(self) -> dict:
+        """The validated configuration: the defaults, overlaid with the --config file."""
+        return load_config(self.config_path)
+
+    @functools.cached_property
+    def dsn(self) -> str:
+        """The database URL the options select."""
+        return resolve_dsn(self.dsn_option, self.config)
+
+    @functools.cached_property
+    def memoric(self) -> Memoric:
+        """The Memoric on the selected database (its schema checked at its first data operation)."""
+        return Memoric(
+            self.dsn, config=self.config, auto_migrate=self.auto_migrate, app_dir=self.app_dir_option
+        )
+
+    @property
+    def app_dir(self) -> Path | None:
+        """The application's migration chain (--app-dir > $MEMORIC_APP_MIGRATIONS > config > none)."""
+        return self.memoric.migrations.app_dir
+
+    def echo_sqlite_warning(self) -> None:
+        """The SQLite warning on stderr (init-db, demo, stats), unless config or environment silence it."""
+        store = self.memoric.store
+        if store.is_sqlite and sqlite_warning_wanted(self.config["database"]["sqlite_warning"]):
+            click.echo("Warning: " + SQLITE_WARNING % sqlite_path(store.dsn), err=True)

@@ -1,0 +1,175 @@
+"""Moving data: the export, import and copy commands, and the files they read and write."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+
+import click
+
+from memoric import transfer
+from memoric.commands.output import echo_counts, progress, where_it_lives
+from memoric.commands.session import Interrupted, Session
+from memoric.core import Memoric
+from memoric.db.urls import sqlite_path
+
+
+def export(session: Session, file: str = "-", *, user_id: str | None = None) -> None:
+    """Write memories and clusters as JSON Lines to `file` (`-`: stdout), a header line first."""
+    memoric = session.memoric
+    if file == "-":
+        counts = export_to_stdout(memoric, user_id)
+    else:
+        own_files = sqlite_path(memoric.store.dsn) if memoric.store.is_sqlite else None
+        with export_target(file, own_files) as out:
+            counts = transfer.export_memoric(memoric, out, user_id=user_id)
+    echo_counts("Exported", counts, f"to {file}", err=file == "-")
+
+
+def import_(session: Session, file: str, *, new_ids: bool = False) -> None:
+    """Load an export (`-`: stdin): checked whole first, then written in batches."""
+    memoric = session.memoric
+    with readable_export(file) as stream:
+        plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids)
+        memoric.ensure_schema()
+        with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
+            counts = transfer.import_checked(memoric.db, plan, progress=advance)
+    echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
+
+
+def copy(session: Session, source_dsn: str, target_dsn: str) -> None:
+    """Copy a whole database (SQLite to PostgreSQL and back); ids and timestamps kept."""
+    source, target = transfer.open_copy(
+        source_dsn, target_dsn, config_path=session.config_path, app_dir=session.app_dir_option
+    )
+    total = transfer.copy_size(source) if sys.stdout.isatty() else 0
+    with resumable(total, "Copying") as advance:
+        counts = transfer.copy_memoric(source, target, progress=advance)
+    where = f"from {where_it_lives(source)} to {where_it_lives(target)}"
+    echo_counts("Copied", counts, where)
+
+
+# --- the files ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def export_target(path: str, database: str | None = None):
+    """A text stream for the export at `path`; any write failure is one line, nothing left behind.
+
+    A SQLite database, and the files of the SQLite `database` (the file itself, its journals and
+    lock files), are refused: an export never replaces the data it was taken from.
+
+    A regular file is written beside `path` and moved onto it only when the block succeeds (the
+    old file stays otherwise). Anything else that exists there and is not a directory (a
+    terminal, a pipe, a device) is written to directly. A directory is refused.
+    """
+    if not path:
+        raise click.ClickException("the export needs a file name (or - for standard output)")
+    target = os.path.realpath(path)  # through symlinks: the file they name is replaced, not them
+    if os.path.isdir(target):
+        raise click.ClickException(f"cannot write {path}: it is a directory")
+    if is_sqlite_file(target) or (database is not None and is_file_of(target, database)):
+        raise click.ClickException(f"cannot write {path}: it is a database file; refusing to overwrite it")
+    try:
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "w", encoding="utf-8") as out:
+                yield out
+            return
+        with replaced_on_success(target) as out:
+            yield out
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+SQLITE_HEADERS = (b"SQLite format 3\x00", bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
+
+
+def is_file_of(path: str, database: str) -> bool:
+    """Whether `path` (resolved) is the SQLite `database`, one of its journals or its lock files."""
+    own = os.path.realpath(database)
+    lock = path.startswith(own + ".") and path.endswith(".lock")
+    return path == own or path.startswith(own + "-") or lock
+
+
+def is_sqlite_file(path: str) -> bool:
+    """Whether `path` is a SQLite database or its write-ahead log (an export must never replace one)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return False
+    return head.startswith(SQLITE_HEADERS)
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: str):
+    """A text file written beside `path` and moved onto it only when the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".memoric-export-", dir=directory)
+    try:
+        with open(handle, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
+    """The export on stdout; a failed write (a full disk, a closed pipe) is one line and exit 1."""
+    stdout = sys.stdout
+    try:
+        counts = transfer.export_memoric(memoric, stdout, user_id=user_id)
+        stdout.flush()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to standard output: {exc.strerror or exc}") from None
+    return counts
+
+
+@contextlib.contextmanager
+def readable_export(path: str):
+    """The export at `path` as binary lines that can be read twice (`-`: stdin, spooled to a file)."""
+    if path == "-":
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.seek(0)
+            yield spool
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stream = stack.enter_context(open(path, "rb"))
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        yield stream
+
+
+@contextlib.contextmanager
+def resumable(total: int, label: str, *, taken_back: bool = False):
+    """A progress callback counting the rows written; Ctrl-C says how far it got and how to go on.
+
+    Rows go in whole batches, so an import or copy stopped between them resumes where it stopped
+    when run again (rows already there are skipped); one with `taken_back` removed what it wrote.
+    """
+    written = 0
+    with progress(total, label) as advance:
+
+        def step(rows: int) -> None:
+            nonlocal written
+            written += rows
+            if advance is not None:
+                advance(rows)
+
+        try:
+            yield step
+        except KeyboardInterrupt:
+            if taken_back:
+                said = "what it had written was removed; run the same command again to import the file"
+            else:
+                said = (
+                    f"{written} rows were written in whole batches; run the same command again to "
+                    "resume (rows already there are skipped)"
+                )
+            raise Interrupted(said) from None

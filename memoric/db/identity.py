@@ -1,0 +1,44 @@
+"""Whether two URLs reach one database, however each is spelt (a copy must not read its own target)."""
+
+from __future__ import annotations
+
+import os
+
+import peewee
+
+from memoric.db.connection import DriverErrors, first_line, open_database
+from memoric.db.urls import dialect_of, sqlite_path
+
+# The database's oid on the running server, and the server by its start time: the same for every
+# URL that reaches that database (host alias, socket or TCP, port spelling, scheme, parameters).
+POSTGRES_IDENTITY = (
+    "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = current_database()"
+)
+
+
+def same_database(database: peewee.Database, url: str) -> bool:
+    """Whether `url` names the database `database` is connected to.
+
+    SQLite: the same file, through relative paths, `.` and `..`, symbolic and hard links; the
+    file of `url` is only looked at. PostgreSQL: the same database of the same running server;
+    `url` is connected to for the comparison and closed again, nothing is written.
+    """
+    dialect = dialect_of(url)
+    if dialect != ("sqlite" if isinstance(database, peewee.SqliteDatabase) else "postgresql"):
+        return False
+    if dialect == "sqlite":
+        path = sqlite_path(url)
+        return os.path.exists(path) and os.path.samefile(database.database, path)
+    other = open_database(url)
+    try:
+        return _postgres_identity(database) == _postgres_identity(other)
+    finally:
+        other.close()
+        if hasattr(other, "close_all"):  # a pool keeps the connection it was handed back
+            other.close_all()
+
+
+def _postgres_identity(database: peewee.Database) -> tuple:
+    """(the server's start time, the database's oid) of a PostgreSQL connection."""
+    with DriverErrors(lambda exc: f"cannot tell which database it is: {first_line(exc)}"):
+        return tuple(database.execute_sql(POSTGRES_IDENTITY).fetchone())
