@@ -404,9 +404,9 @@ CLI_BAD_ARGUMENTS = [
     (["migrate", "upgrade", "+1"], "cannot upgrade +1: only 0 migration(s) pending"),
     (["migrate", "upgrade", "-1"], "goes backwards"),
     (["migrate", "downgrade", "+1"], "goes forwards"),
-    (["migrate", "downgrade", "-5"], "cannot downgrade -5: only 3 migration(s) applied"),
+    (["migrate", "downgrade", "-5"], "cannot downgrade -5: only 4 migration(s) applied"),
     (["migrate", "downgrade", "nope"], "unknown migration target 'nope'"),
-    (["migrate", "stamp", "004"], "unknown migration target '004'"),
+    (["migrate", "stamp", "005"], "unknown migration target '005'"),
     (["migrate", "upgrade", "--sql", "999"], "unknown migration target '999'"),
 ]
 
@@ -563,7 +563,8 @@ def test_cli_refuses_a_missing_or_unreadable_config(m, tmp_path):
 
 def test_cli_copy_refuses_bad_ends_and_writes_nothing(m, tmp_path):
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
-    Memoric(empty).store.close()
+    with Memoric(empty) as built:
+        built.store.database.execute_sql("SELECT 1")  # an empty SQLite file
     cases = [
         ([m.db.dsn, m.db.dsn], "the source and the target are the same database"),
         ([f"sqlite:///{tmp_path / 'missing.db'}", f"sqlite:///{tmp_path / 't.db'}"], "does not exist"),
