@@ -10,29 +10,17 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import subprocess
 
 import pytest
 from click.testing import CliRunner
 
-from memoric.cli import main
-from memoric.db.store import MemoryStore
-from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server
+pytest.register_assert_rewrite("tests.helpers")
 
-ALL_DIALECTS = ("sqlite", "postgresql")
-
-
-def selected_dialects() -> list[str]:
-    raw = os.environ.get("MEMORIC_TEST_DIALECTS", ",".join(ALL_DIALECTS))
-    chosen = [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = set(chosen) - set(ALL_DIALECTS)
-    if unknown:
-        raise pytest.UsageError(f"MEMORIC_TEST_DIALECTS: unknown dialect(s) {sorted(unknown)}")
-    return chosen
-
-
-requires_postgres = pytest.mark.skipif(
-    "postgresql" not in selected_dialects(), reason="PostgreSQL not selected in MEMORIC_TEST_DIALECTS"
-)
+from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the helpers is registered)
+from memoric.db.store import MemoryStore  # noqa: E402
+from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
+from tests.helpers import schema, selected_dialects  # noqa: E402
 
 
 def pytest_generate_tests(metafunc):
@@ -81,9 +69,21 @@ def _module_database_url(dialect, tmp_path_factory, request) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_store(dialect, tmp_path_factory, request):
+def new_module_dsn(dialect, tmp_path_factory, request):
+    """A factory of fresh, empty databases of the current dialect that last as long as the test module."""
+    return lambda: _module_database_url(dialect, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="module")
+def module_dsn(new_module_dsn) -> str:
+    """One fresh, empty database per test module and dialect."""
+    return new_module_dsn()
+
+
+@pytest.fixture(scope="module")
+def module_store(module_dsn):
     """One store per test module and dialect, schema created once."""
-    store = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
+    store = MemoryStore(module_dsn)
     store.create_schema()
     yield store
     store.close()
@@ -125,10 +125,25 @@ def cli(dsn, monkeypatch):
     return run
 
 
-def one_line_error(result) -> str:
-    """The CLI's one `Error:` line of a failed command (exit 1, no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
+@pytest.fixture
+def model_schema(new_dsn) -> dict:
+    """The schema `MemoryStore.create_schema()` builds from the models, on this dialect."""
+    reference = MemoryStore(new_dsn())
+    reference.create_schema()
+    built = schema(reference)
+    reference.close()
+    return built
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody may write to: mode 0500, and immutable (chattr +i) when we are root."""
+    directory = tmp_path / "read-only"
+    directory.mkdir(mode=0o500)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and chattr +i is not available: cannot make a read-only directory")
+    yield directory
+    if immutable:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    directory.chmod(0o700)

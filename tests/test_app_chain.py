@@ -23,21 +23,22 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import APP_HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
-from tests.conftest import one_line_error
-from tests.test_cli_migrate import WAITING, read_until, start_cli
-from tests.test_foreign_tables import LABELS
-from tests.test_migrations import (
+from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
     HEAD,
+    LABELS,
     SECOND,
     SHIPPED,
+    WAITING,
     all_rows,
     chain,
     columns,
     history_names,
-    model_schema,  # noqa: F401 (a fixture)
+    one_line_error,
+    read_until,
     schema,
+    start_cli,
     tables,
 )
 
@@ -110,7 +111,7 @@ def memoric_rows(store: MemoryStore) -> dict[str, list]:
 # --- the whole workflow, through the command line ----------------------------------------------
 
 
-def test_the_whole_workflow_through_the_cli(dsn, tmp_path, monkeypatch, model_schema):  # noqa: F811
+def test_the_whole_workflow_through_the_cli(dsn, tmp_path, monkeypatch, model_schema):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()

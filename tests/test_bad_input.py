@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
-from tests.conftest import one_line_error as any_one_line_error
-from tests.test_transfer import snapshot
+from tests.helpers import one_line_error as any_one_line_error
+from tests.helpers import snapshot
 
 
 def deeply_nested(levels: int) -> dict:

@@ -12,10 +12,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
-from tests.conftest import one_line_error
-from tests.engine_helpers import ago
-
-CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+from tests.helpers import CLI, ago, one_line_error
 
 
 @pytest.fixture

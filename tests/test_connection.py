@@ -76,20 +76,6 @@ def test_missing_sqlite_directory_is_a_config_error(tmp_path):
         MemoryStore(f"sqlite:///{tmp_path / 'missing' / 'm.db'}")
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A directory nobody may write to: mode 0500, and immutable (chattr +i) when we are root."""
-    directory = tmp_path / "read-only"
-    directory.mkdir(mode=0o500)
-    immutable = os.geteuid() == 0
-    if immutable and subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
-        pytest.skip("running as root and chattr +i is not available: cannot make a read-only directory")
-    yield directory
-    if immutable:
-        subprocess.run(["chattr", "-i", str(directory)], check=True)
-    directory.chmod(0o700)
-
-
 def test_read_only_sqlite_directory_is_a_config_error(read_only_dir):
     with pytest.raises(ConfigError, match="not writable"):
         MemoryStore(f"sqlite:///{read_only_dir / 'm.db'}")

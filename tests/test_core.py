@@ -9,7 +9,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.errors import MigrationError, ValidationError
-from tests.engine_helpers import NOW, Clock, ago, matches, reference_ranking
+from tests.helpers import NOW, Clock, ago, matches, reference_ranking
 
 
 @pytest.fixture(scope="module")

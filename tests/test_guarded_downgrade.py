@@ -21,10 +21,9 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import Migrations
-from tests.conftest import one_line_error
-from tests.test_cli_migrate import CLI, read_until
-from tests.test_migrations import (
+from tests.helpers import (
     ADD_IMPORTANCE,
+    CLI,
     FIRST,
     HEAD,
     SECOND,
@@ -32,6 +31,8 @@ from tests.test_migrations import (
     all_rows,
     chain,
     history_names,
+    one_line_error,
+    read_until,
     schema,
     tables,
 )

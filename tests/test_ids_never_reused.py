@@ -15,7 +15,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.test_migrations import FIRST, HEAD, SECOND, all_rows, history_names, schema
+from tests.helpers import FIRST, HEAD, SECOND, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
 

@@ -29,8 +29,7 @@ from memoric.validation import (
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
 )
-from tests.conftest import one_line_error, requires_postgres
-from tests.engine_helpers import NOW, Clock, cluster_snapshot, memory_snapshot
+from tests.helpers import NOW, Clock, cluster_snapshot, memory_snapshot, one_line_error, requires_postgres
 
 
 def nested(levels: int, leaf=1) -> dict:

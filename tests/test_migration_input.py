@@ -17,8 +17,7 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
-from tests.conftest import one_line_error
-from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
+from tests.helpers import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, one_line_error
 
 ODD_TARGETS = [
     "²",

@@ -13,9 +13,14 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.errors import MemoricError
 from memoric.transfer import export_memoric, import_jsonl
-from tests.conftest import requires_postgres
-from tests.test_concurrency import INSERTS_PER_WRITER, WRITERS, assert_every_write_landed, run_in_threads
-from tests.test_migrations import HEAD
+from tests.helpers import (
+    HEAD,
+    INSERTS_PER_WRITER,
+    WRITERS,
+    assert_every_write_landed,
+    requires_postgres,
+    run_in_threads,
+)
 
 
 def pooled(dsn: str, **options) -> str:

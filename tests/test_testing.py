@@ -50,10 +50,11 @@ def test_new_databases_are_empty_and_dropped_after_the_block(postgres_server_url
     with new_databases(postgres_server_url, "memoric_testing") as new_database:
         first, second = new_database(), new_database()
         assert first != second
-        memoric = Memoric(first)
-        memoric.save("ada", "kept in the first database only")
-        assert Memoric(second).stats()["total"] == 0
-        memoric.close()
+        written, empty = Memoric(first), Memoric(second)
+        written.save("ada", "kept in the first database only")
+        assert (written.stats()["total"], empty.stats()["total"]) == (1, 0)
+        written.close()
+        empty.close()
     names = [first.rsplit("/", 1)[-1], second.rsplit("/", 1)[-1]]
     listed = "SELECT datname FROM pg_database WHERE datname LIKE 'memoric_testing%'"
     assert not set(names) & {name for (name,) in admin_sql(postgres_server_url, listed)}

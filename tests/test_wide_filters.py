@@ -14,7 +14,7 @@ from memoric.db.jsonfilter import MAX_EXACT_CONDITIONS, contains
 from memoric.errors import ValidationError
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_JSON_DEPTH
-from tests.conftest import selected_dialects
+from tests.helpers import selected_dialects
 
 WIDTHS = (1, 78, 100, 1000, 5000)
 FULL_WIDTH = max(WIDTHS)
