@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from memoric import Memoric
 from memoric.db.jsonfilter import contains
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
+from memoric.errors import ValidationError
 from memoric.migrate import HISTORY_TABLE, default_migrate_dir
 from memoric.scoring import score_memory
 
@@ -42,6 +44,13 @@ def selected_dialects() -> list[str]:
 requires_postgres = pytest.mark.skipif(
     "postgresql" not in selected_dialects(), reason="PostgreSQL not selected in MEMORIC_TEST_DIALECTS"
 )
+
+
+def refusal(check: Callable, *args, **kwargs) -> str:
+    """The message of the ValidationError `check(*args, **kwargs)` raises: what an entry point must say."""
+    with pytest.raises(ValidationError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
 
 
 def one_line_error(result) -> str:
