@@ -115,6 +115,14 @@ def dsn(new_dsn) -> str:
 
 
 @pytest.fixture
+def store(dsn):
+    """A store on a fresh, empty database of the current dialect (no schema yet)."""
+    store = MemoryStore(dsn)
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def cli(dsn, monkeypatch):
     """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)

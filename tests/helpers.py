@@ -24,7 +24,7 @@ from memoric.db.jsonfilter import contains
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
-from memoric.migrate import HISTORY_TABLE, default_migrate_dir
+from memoric.migrate import HISTORY_TABLE, LOCK_NAME, default_migrate_dir
 from memoric.scoring import score_memory
 
 # --- dialects and the CLI ------------------------------------------------------------------------
@@ -283,6 +283,18 @@ def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str
     return seen.decode()
 
 
+def run_twice_at_once(store: MemoryStore, dsn: str, *args: str, cwd: Path) -> list[str]:
+    """Two `memoric --dsn DSN ARGS` started while `store` holds the migration lock, released once
+    both wait for it; their standard outputs, sorted (both must exit 0)."""
+    with store.lock(LOCK_NAME):
+        processes = [start_cli(dsn, *args, cwd=cwd) for _ in range(2)]
+        for process in processes:
+            read_until(process, WAITING)
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    return sorted(out for out, _ in outputs)
+
+
 # --- transfer: a database full of awkward values ------------------------------------------------
 
 T0 = dt.datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -371,6 +383,12 @@ def run_in_threads(count, target):
     for thread in threads:
         thread.join()
     return errors
+
+
+def save_as_writer(memoric: Memoric, writer: int) -> None:
+    """INSERTS_PER_WRITER memories of user `w<writer>` through `save`, as assert_every_write_landed reads."""
+    for n in range(INSERTS_PER_WRITER):
+        memoric.save(f"w{writer}", f"w{writer} n{n}", metadata={"writer": writer, "n": n})
 
 
 def assert_every_write_landed(store):

@@ -23,21 +23,10 @@ from tests.helpers import one_line_error as any_one_line_error
 from tests.helpers import refusal, snapshot
 
 
-def deeply_nested(levels: int) -> dict:
-    value: dict = {}
-    for _ in range(levels):
-        value = {"k": value}
-    return value
-
-
 @pytest.fixture(scope="module")
-def module_memoric(dialect, tmp_path_factory, request):
+def module_memoric(module_dsn):
     """A database built through the chain, with a control memory and cluster no bad input may touch."""
-    if dialect == "sqlite":
-        dsn = f"sqlite:///{tmp_path_factory.mktemp('bad') / 'memoric.db'}"
-    else:
-        dsn = request.getfixturevalue("new_postgres_url")()
-    memoric = Memoric(dsn)
+    memoric = Memoric(module_dsn)
     memoric.save("control", "the control memory", thread_id="t", metadata={"topic": "x", "n": 1})
     memoric.rebuild_clusters()
     yield memoric
@@ -328,7 +317,7 @@ MEMORY = {"type": "memory", "id": 1000, "user_id": "ada", "content": "imported"}
 
 
 def one_line_error(result) -> str:
-    """`conftest.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
+    """`helpers.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
     error = any_one_line_error(result)
     assert "Traceback" not in result.output

@@ -25,8 +25,7 @@ from tests.helpers import (
     chain,
     history_names,
     one_line_error,
-    read_until,
-    start_cli,
+    run_twice_at_once,
     tables,
 )
 
@@ -234,13 +233,7 @@ def test_lock_timeout_reports_waiting_then_fails(cli, check):
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
     directory = str(chain(tmp_path / "chain", **{"004_importance": ADD_IMPORTANCE}))
-    with check.lock(LOCK_NAME):
-        processes = [start_cli(dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path) for _ in range(2)]
-        for process in processes:
-            read_until(process, WAITING)
-    outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    stdouts = sorted(out for out, _ in outputs)
+    stdouts = run_twice_at_once(check, dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path)
     assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {HEAD}\nApplied 004_importance\n" in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
     assert history_names(check) == [*SHIPPED, "004_importance"]

@@ -31,6 +31,7 @@ from tests.helpers import (
     assert_every_write_landed,
     end_state,
     run_in_threads,
+    save_as_writer,
 )
 
 WRITER_SCRIPT = """
@@ -185,8 +186,7 @@ def test_eight_facade_writer_threads_each_with_its_own_memoric_lose_nothing(new_
     def write(writer):
         memoric = Memoric(dsn)
         try:
-            for n in range(INSERTS_PER_WRITER):
-                memoric.save(f"w{writer}", f"w{writer} n{n}", metadata={"writer": writer, "n": n})
+            save_as_writer(memoric, writer)
         finally:
             memoric.close()
 

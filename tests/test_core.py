@@ -12,14 +12,6 @@ from memoric.errors import MigrationError, ValidationError
 from tests.helpers import NOW, Clock, ago, matches, reference_ranking
 
 
-@pytest.fixture(scope="module")
-def module_dsn(dialect, tmp_path_factory, request):
-    """One database per module and dialect, built by the first Memoric through the chain."""
-    if dialect == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('core') / 'memoric.db'}"
-    return request.getfixturevalue("new_postgres_url")()
-
-
 @pytest.fixture
 def m(module_dsn):
     """A Memoric with empty tables and a clock stopped at NOW."""

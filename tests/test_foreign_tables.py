@@ -28,13 +28,6 @@ MISSING = (
 
 
 @pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def theirs(store):
     """Another application's `memories` table with one row; returns how it looks."""
     store.database.execute_sql(THEIRS)

@@ -51,13 +51,6 @@ def rollback(migrator, database, *, fake=False):
 NULLABLE_IMPORTANCE = ADD_IMPORTANCE.replace("pw.IntegerField(default=0)", "pw.IntegerField(null=True)")
 
 
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
-
-
 def fill(store: MemoryStore, memories: int = 24) -> None:
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}") for n in range(memories)]
     store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)

@@ -20,13 +20,6 @@ from tests.helpers import FIRST, HEAD, SECOND, all_rows, history_names, schema
 BUILDS = ("chain", "models")
 
 
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
-
-
 def build(store: MemoryStore, how: str) -> None:
     """The schema at head, through the migration chain or straight from the models."""
     if how == "chain":

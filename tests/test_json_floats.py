@@ -57,8 +57,9 @@ def test_a_saved_float_reads_back_as_the_same_float_and_matches_itself(module_st
 
 
 @pytest.fixture(scope="module")
-def import_target(module_dsn):
-    store = MemoryStore(module_dsn)
+def import_target(new_module_dsn):
+    """A second database of the module, to import into."""
+    store = MemoryStore(new_module_dsn())
     store.create_schema()
     yield store
     store.close()

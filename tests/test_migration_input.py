@@ -73,13 +73,6 @@ def plan_refusal(method: str, target: str) -> str:
     return str(refused.value)
 
 
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
-
-
 @pytest.fixture(scope="module")
 def at_first(module_dsn):
     """A database at the first migration, shared by the many target cases (none may change it)."""

@@ -59,13 +59,6 @@ def rollback(migrator, database, *, fake=False):
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(new_dsn):
-    store = MemoryStore(new_dsn())
-    yield store
-    store.close()
-
-
 # --- upgrade, downgrade, the exact schema ----------------------------------------------------
 
 
