@@ -60,16 +60,7 @@ def test_the_largest_metadata_ints_are_stored_and_matched_alike(db):
     assert db.count_memories(where_metadata={"big": LARGEST_INT}) == 1
 
 
-# --- JSON nesting ----------------------------------------------------------------------------------
-
-
-def test_the_deepest_metadata_allowed_is_stored_and_matched_alike(db):
-    deepest = nested(MAX_JSON_DEPTH - 1, leaf=[1, "x"])  # the list's items lie at the deepest level
-    memory_id = db.insert_memory(user_id="ada", content="deep", metadata=deepest)
-    assert db.get_memory(memory_id)["metadata"] == deepest
-    found = db.get_memories(where_metadata=nested(MAX_JSON_DEPTH - 1, leaf=["x"]))
-    assert [m["id"] for m in found] == [memory_id]
-    assert db.count_memories(where_metadata=nested(MAX_JSON_DEPTH - 1, leaf=[2])) == 0
+# --- JSON nesting in the config (what metadata may hold is tested in test_wide_filters.py) ----------
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5000])

@@ -45,6 +45,14 @@ def nested(levels: int, leaf=1) -> dict:
     return value
 
 
+def nested_lists(levels: int, leaf=1) -> list:
+    """`leaf` inside `levels` lists."""
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def test_validation_error_is_a_memoric_error_and_a_value_error():
     assert issubclass(ValidationError, MemoricError)
     assert issubclass(ValidationError, ValueError)
@@ -234,6 +242,8 @@ def test_json_nests_at_most_64_levels(depth):
     message = refusal(v.metadata, nested(depth))
     assert message.startswith("metadata['k']['k']") and message.endswith("is nested deeper than 64 levels")
     assert len(message) < 300
+    lists = refusal(v.metadata_filter, {"l": nested_lists(depth - 1)})
+    assert lists.startswith("where_metadata['l'][0][0]") and lists.endswith("is nested deeper than 64 levels")
 
 
 def test_a_filter_is_a_json_object_and_empty_means_none():
