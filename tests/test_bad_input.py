@@ -8,7 +8,6 @@ Injection-shaped ids, keys and values are stored and matched literally and harm 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import math
 
@@ -16,27 +15,18 @@ import pytest
 from click.testing import CliRunner
 
 from memoric import Memoric
+from memoric import validation as v
 from memoric.cli import main
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
-from tests.conftest import one_line_error as any_one_line_error
-from tests.test_transfer import snapshot
-
-
-def deeply_nested(levels: int) -> dict:
-    value: dict = {}
-    for _ in range(levels):
-        value = {"k": value}
-    return value
+from memoric.validation import MAX_TIMESTAMP
+from tests.helpers import one_line_error as any_one_line_error
+from tests.helpers import refusal, snapshot
 
 
 @pytest.fixture(scope="module")
-def module_memoric(dialect, tmp_path_factory, request):
+def module_memoric(module_dsn):
     """A database built through the chain, with a control memory and cluster no bad input may touch."""
-    if dialect == "sqlite":
-        dsn = f"sqlite:///{tmp_path_factory.mktemp('bad') / 'memoric.db'}"
-    else:
-        dsn = request.getfixturevalue("new_postgres_url")()
-    memoric = Memoric(dsn)
+    memoric = Memoric(module_dsn)
     memoric.save("control", "the control memory", thread_id="t", metadata={"topic": "x", "n": 1})
     memoric.rebuild_clusters()
     yield memoric
@@ -58,218 +48,154 @@ def m(module_memoric, monkeypatch):
     assert state(module_memoric) == before
 
 
-# --- the library: Memoric.save and Memoric.retrieve ---------------------------------------------
+# --- the library: every entry point is wired to the validators ------------------------------------
+# The rules themselves, their boundaries and messages, are tested once in test_validation.py, and
+# every integer argument in test_integer_arguments.py. Here each entry point refuses one bad value
+# per validated argument with the validator's own message; the `m` fixture checks nothing changed.
 
-GOOD_SAVE = {"user_id": "ada", "content": "a memory"}
-BAD_SAVES = [
-    ({"user_id": ""}, "user_id must be a non-empty string"),
-    ({"user_id": "   "}, "user_id must be a non-empty string"),
-    ({"user_id": "x" * 129}, "user_id must be at most 128 characters, got 129"),
-    ({"user_id": "x" * 1_000_000}, "user_id must be at most 128 characters"),
-    ({"user_id": None}, "user_id must be a string, got NoneType"),
-    ({"user_id": 42}, "user_id must be a string, got int"),
-    ({"user_id": b"ada"}, "user_id must be a string, got bytes"),
-    ({"user_id": "a\x00b"}, "user_id contains a NUL character"),
-    ({"content": ""}, "content must be a non-empty string"),
-    ({"content": None}, "content must be a string"),
-    ({"content": b"bytes"}, "content must be a string, got bytes"),
-    ({"content": "nul \x00 inside"}, "content contains a NUL character"),
-    ({"content": "lone \ud800 surrogate"}, "content is not valid Unicode"),
-    ({"thread_id": ""}, "thread_id must be a non-empty string"),
-    ({"thread_id": 7}, "thread_id must be a string, got int"),
-    ({"thread_id": "t\x00"}, "thread_id contains a NUL character"),
-    ({"thread_id": "t" * 129}, "thread_id must be at most 128 characters"),
-    ({"namespace": "n\x00"}, "namespace contains a NUL character"),
-    ({"namespace": "n" * 129}, "namespace must be at most 128 characters"),
-    ({"namespace": 3}, "namespace must be a string, got int"),
-    ({"tier": "forever"}, "tier must be one of .*got 'forever'"),
-    ({"tier": ""}, "tier must be one of"),
-    ({"tier": 1}, "tier must be one of"),
-    ({"score": 101}, "score must be from 0 to 100, got 101"),
-    ({"score": -1}, "score must be from 0 to 100, got -1"),
-    ({"score": 10**20}, "score must be from 0 to 100"),
-    ({"score": True}, "score must be an int from 0 to 100, got True"),
-    ({"score": False}, "score must be an int from 0 to 100, got False"),
-    ({"score": 50.0}, "score must be an int from 0 to 100, got 50.0"),
-    ({"score": math.nan}, "score must be an int from 0 to 100, got nan"),
-    ({"score": "50"}, "score must be an int from 0 to 100, got '50'"),
-    ({"metadata": []}, "metadata must be a dict, got list"),
-    ({"metadata": "{}"}, "metadata must be a dict, got str"),
-    ({"metadata": 5}, "metadata must be a dict, got int"),
-    ({"metadata": {1: "a"}}, "metadata has a non-string key 1"),
-    ({"metadata": {None: "a"}}, "metadata has a non-string key None"),
-    ({"metadata": {("t",): 1}}, r"metadata has a non-string key \('t',\)"),
-    ({"metadata": {"x": math.nan}}, r"metadata\['x'\] holds nan; JSON numbers must be finite"),
-    ({"metadata": {"x": math.inf}}, r"metadata\['x'\] holds inf; JSON numbers must be finite"),
-    ({"metadata": {"x": -math.inf}}, r"metadata\['x'\] holds -inf"),
-    ({"metadata": {"x": [1, {"y": math.nan}]}}, r"metadata\['x'\]\[1\]\['y'\] holds nan"),
-    ({"metadata": {"x": {1, 2}}}, r"metadata\['x'\] holds a set"),
-    ({"metadata": {"x": frozenset()}}, "holds a frozenset"),
-    ({"metadata": {"x": b"raw"}}, "holds a bytes"),
-    ({"metadata": {"x": bytearray(b"raw")}}, "holds a bytearray"),
-    ({"metadata": {"x": dt.datetime(2026, 1, 1)}}, "holds a datetime"),
-    ({"metadata": {"x": dt.date(2026, 1, 1)}}, "holds a date"),
-    ({"metadata": {"x": decimal.Decimal("1.5")}}, "holds a Decimal"),
-    ({"metadata": {"x": (1, 2)}}, "holds a tuple"),
-    ({"metadata": {"x": object()}}, "holds a object"),
-    ({"metadata": {"nul\x00key": 1}}, "metadata key 'nul\\\\x00key' contains a NUL character"),
-    ({"metadata": {"k": "nul\x00value"}}, r"metadata\['k'\] contains a NUL character"),
-    ({"metadata": {"k": ["ok", "nul\x00"]}}, r"metadata\['k'\]\[1\] contains a NUL character"),
-    ({"metadata": {"k": {"nested\x00": 1}}}, "contains a NUL character"),
-    ({"metadata": {"k": "lone \udfff"}}, "not valid Unicode"),
-    ({"metadata": deeply_nested(70)}, "nested deeper than 64 levels"),
-]
+TIERS = ["short_term", "mid_term", "long_term"]
+LATE = MAX_TIMESTAMP + dt.timedelta(microseconds=1)
+GOOD = {"user_id": "ada", "content": "a memory"}
 
 
-@pytest.mark.parametrize(("change", "message"), BAD_SAVES)
-def test_save_refuses_bad_input_and_writes_nothing(m, change, message):
+def entry(label: str, call, check):
+    """A case: `call(memoric)` must refuse with the message of the validator call `check()`."""
+    return pytest.param(call, check, id=label)
+
+
+STORE_CALLS = [
+    entry("insert_memory user_id", lambda m: m.db.insert_memory(**{**GOOD, "user_id": "x" * 129}),
+          lambda: v.user_id("x" * 129)),
+    entry("insert_memory content", lambda m: m.db.insert_memory(user_id="ada", content="nul\x00"),
+          lambda: v.content("nul\x00")),
+    entry("insert_memory thread_id", lambda m: m.db.insert_memory(**GOOD, thread_id=""),
+          lambda: v.optional_text("thread_id", "")),
+    entry("insert_memory namespace", lambda m: m.db.insert_memory(**GOOD, namespace=3),
+          lambda: v.optional_text("namespace", 3)),
+    entry("insert_memory tier", lambda m: m.db.insert_memory(**GOOD, tier="forever"),
+          lambda: v.tier("forever", TIERS)),
+    entry("insert_memory metadata", lambda m: m.db.insert_memory(**GOOD, metadata={"x": math.nan}),
+          lambda: v.metadata({"x": math.nan})),
+    entry("insert_memory related_threads", lambda m: m.db.insert_memory(**GOOD, related_threads="t1"),
+          lambda: v.thread_list("related_threads", "t1")),
+    entry("insert_memory summarized", lambda m: m.db.insert_memory(**GOOD, summarized="yes"),
+          lambda: v.flag("summarized", "yes")),
+    entry("insert_memory created_at", lambda m: m.db.insert_memory(**GOOD, created_at="2026-01-01"),
+          lambda: v.timestamp("created_at", "2026-01-01")),
+    entry("insert_memory updated_at", lambda m: m.db.insert_memory(**GOOD, updated_at=LATE),
+          lambda: v.timestamp("updated_at", LATE)),
+    entry("update_tier", lambda m: m.db.update_tier(memory_ids=[1], new_tier="nope"),
+          lambda: v.tier("nope", TIERS)),
+    entry("update_tier memory_ids", lambda m: m.db.update_tier(memory_ids=1, new_tier="mid_term"),
+          lambda: v.memory_ids(1)),
+    entry("delete_memories", lambda m: m.db.delete_memories(memory_ids="12"), lambda: v.memory_ids("12")),
+    entry("update_content", lambda m: m.db.update_content(memory_id=1, new_content=""),
+          lambda: v.content("", "new_content")),
+    entry("update_metadata", lambda m: m.db.update_metadata(memory_id=1, new_metadata={"x": math.inf}),
+          lambda: v.metadata({"x": math.inf}, "new_metadata")),
+    entry("set_related_threads", lambda m: m.db.set_related_threads(memory_id=1, related_threads=[None]),
+          lambda: v.thread_list("related_threads", [None])),
+    entry("get_memories where_metadata", lambda m: m.db.get_memories(where_metadata=["topic"]),
+          lambda: v.metadata_filter(["topic"])),
+    entry("get_memories user_id", lambda m: m.db.get_memories(user_id=""), lambda: v.user_id("")),
+    entry("get_memories thread_id", lambda m: m.db.get_memories(thread_id=5),
+          lambda: v.optional_text("thread_id", 5)),
+    entry("get_memories namespace", lambda m: m.db.get_memories(namespace="n\x00"),
+          lambda: v.optional_text("namespace", "n\x00")),
+    entry("get_memories tier", lambda m: m.db.get_memories(tier="nope"), lambda: v.tier("nope", TIERS)),
+    entry("get_memories summarized", lambda m: m.db.get_memories(summarized="yes"),
+          lambda: v.flag("summarized", "yes")),
+    entry("get_memories related_threads_any_of", lambda m: m.db.get_memories(related_threads_any_of="t1"),
+          lambda: v.thread_list("related_threads_any_of", "t1")),
+    entry("count_memories", lambda m: m.db.count_memories(where_metadata={"k": b"v"}),
+          lambda: v.metadata_filter({"k": b"v"})),
+    entry("upsert_cluster topic",
+          lambda m: m.db.upsert_cluster(user_id="ada", topic="", category="c", memory_ids=[]),
+          lambda: v.cluster_key("topic", "")),
+    entry("upsert_cluster category",
+          lambda m: m.db.upsert_cluster(user_id="ada", topic="t", category="c" * 256, memory_ids=[]),
+          lambda: v.cluster_key("category", "c" * 256)),
+    entry("upsert_cluster summary",
+          lambda m: m.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[], summary=3),
+          lambda: v.clean_text("summary", 3)),
+    entry("get_clusters topic", lambda m: m.db.get_clusters(topic="t" * 256),
+          lambda: v.cluster_key("topic", "t" * 256)),
+    entry("lock timeout", lambda m: m.db.lock("x", timeout=math.nan).__enter__(),
+          lambda: v.non_negative_number("timeout", math.nan)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "check"), STORE_CALLS)
+def test_the_store_refuses_with_the_validators_message_and_writes_nothing(m, call, check):
+    assert refusal(call, m) == refusal(check)
+
+
+FACADE_CALLS = [
+    entry("save user_id", lambda m: m.save("", "x"), lambda: v.user_id("")),
+    entry("save content", lambda m: m.save("ada", b"bytes"), lambda: v.content(b"bytes")),
+    entry("save thread_id", lambda m: m.save("ada", "x", thread_id="t" * 129),
+          lambda: v.optional_text("thread_id", "t" * 129)),
+    entry("save namespace", lambda m: m.save("ada", "x", namespace="n\x00"),
+          lambda: v.optional_text("namespace", "n\x00")),
+    entry("save tier", lambda m: m.save("ada", "x", tier=1), lambda: v.tier(1, TIERS)),
+    entry("save metadata", lambda m: m.save("ada", "x", metadata={1: "a"}), lambda: v.metadata({1: "a"})),
+    entry("retrieve user_id", lambda m: m.retrieve(None), lambda: v.user_id(None)),
+    entry("retrieve thread_id", lambda m: m.retrieve("control", thread_id="t\x00"),
+          lambda: v.optional_text("thread_id", "t\x00")),
+    entry("retrieve namespace", lambda m: m.retrieve("control", namespace=7),
+          lambda: v.optional_text("namespace", 7)),
+    entry("retrieve metadata_filter", lambda m: m.retrieve("control", metadata_filter={"k": {1, 2}}),
+          lambda: v.metadata_filter({"k": {1, 2}})),
+    entry("retrieve include_summarized", lambda m: m.retrieve("control", include_summarized="yes"),
+          lambda: v.flag("include_summarized", "yes")),
+    entry("run_policies", lambda m: m.run_policies(user_id="u\x00"), lambda: v.user_id("u\x00")),
+    entry("rebuild_clusters", lambda m: m.rebuild_clusters("x" * 129), lambda: v.user_id("x" * 129)),
+    entry("get_clusters user_id", lambda m: m.get_clusters(b"ada"), lambda: v.user_id(b"ada")),
+    entry("get_clusters category", lambda m: m.get_clusters(category="c\x00"),
+          lambda: v.optional_text("category", "c\x00")),
+    entry("stats", lambda m: m.stats(["ada"]), lambda: v.user_id(["ada"])),
+    entry("forget", lambda m: m.forget(" "), lambda: v.user_id(" ")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "check"), FACADE_CALLS)
+def test_the_facade_refuses_with_the_validators_message_and_writes_nothing(m, call, check):
+    assert refusal(call, m) == refusal(check)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scope": "world"}, "scope must be one of"),
+        ({"scope": "topic"}, 'scope "topic" needs metadata_filter'),
+    ],
+)
+def test_retrieve_refuses_an_unknown_scope_or_a_topic_without_one(m, change, message):
     with pytest.raises(ValidationError, match=message):
-        m.save(**{**GOOD_SAVE, **change})
+        m.retrieve("control", **change)
 
 
-BAD_RETRIEVES = [
-    ({"user_id": ""}, "user_id must be a non-empty string"),
-    ({"user_id": None}, "user_id must be a string"),
-    ({"user_id": 7}, "user_id must be a string"),
-    ({"user_id": "x" * 129}, "user_id must be at most 128 characters"),
-    ({"user_id": "a\x00"}, "user_id contains a NUL character"),
-    ({"thread_id": "t\x00"}, "thread_id contains a NUL character"),
-    ({"thread_id": 5}, "thread_id must be a string"),
-    ({"namespace": "n\x00"}, "namespace contains a NUL character"),
-    ({"metadata_filter": ["topic"]}, "where_metadata must be a dict, got list"),
-    ({"metadata_filter": "topic"}, "where_metadata must be a dict, got str"),
-    ({"metadata_filter": {"k": math.nan}}, "holds nan; JSON numbers must be finite"),
-    ({"metadata_filter": {"k": math.inf}}, "holds inf; JSON numbers must be finite"),
-    ({"metadata_filter": {"k": {1, 2}}}, "holds a set"),
-    ({"metadata_filter": {"k": b"v"}}, "holds a bytes"),
-    ({"metadata_filter": {"k": dt.datetime(2026, 1, 1)}}, "holds a datetime"),
-    ({"metadata_filter": {1: "v"}}, "non-string key 1"),
-    ({"metadata_filter": {"k\x00": 1}}, "contains a NUL character"),
-    ({"metadata_filter": {"k": "v\x00"}}, "contains a NUL character"),
-    ({"scope": "world"}, "scope must be one of"),
-    ({"scope": "topic"}, 'scope "topic" needs metadata_filter'),
-    ({"top_k": -1}, "must be a non-negative int, got -1"),
-    ({"top_k": "10"}, "must be a non-negative int, got '10'"),
-    ({"top_k": True}, "must be a non-negative int, got True"),
-    ({"top_k": 2.5}, "must be a non-negative int, got 2.5"),
-    ({"include_summarized": "yes"}, "include_summarized must be True, False or None"),
-]
+def test_a_bulk_row_that_is_not_a_dict_is_named_by_its_index(m):
+    with pytest.raises(ValidationError, match=r"rows\[0\] must be a dict"):
+        m.db.insert_memories(["not a row"])
 
 
-@pytest.mark.parametrize(("change", "message"), BAD_RETRIEVES)
-def test_retrieve_refuses_bad_input(m, change, message):
-    arguments = {"user_id": "control", **change}
-    with pytest.raises(ValidationError, match=message):
-        m.retrieve(arguments.pop("user_id"), **arguments)
+# The URL rules are tested once in test_connection.py and the config rules in test_config.py;
+# the facade and the CLI show they are wired to them.
 
 
-BAD_CALLS = [
-    ("run_policies", {"user_id": ""}, "user_id"),
-    ("run_policies", {"user_id": 5}, "user_id"),
-    ("run_policies", {"user_id": "u\x00"}, "NUL"),
-    ("rebuild_clusters", {"user_id": "x" * 129}, "user_id"),
-    ("rebuild_clusters", {"user_id": b"ada"}, "user_id"),
-    ("get_clusters", {"topic": ""}, "topic"),
-    ("get_clusters", {"category": "c\x00"}, "NUL"),
-    ("get_clusters", {"limit": -1}, "limit"),
-    ("stats", {"user_id": ""}, "user_id"),
-    ("stats", {"user_id": ["ada"]}, "user_id"),
-]
-
-
-@pytest.mark.parametrize(("method", "arguments", "message"), BAD_CALLS)
-def test_policies_clusters_and_stats_refuse_bad_input(m, method, arguments, message):
-    with pytest.raises(ValidationError, match=message):
-        getattr(m, method)(**arguments)
-
-
-BAD_MEMORY_IDS = [
-    ("get_memory", ("1",), {}),
-    ("get_memory", (1.0,), {}),
-    ("get_memory", (True,), {}),
-    ("get_memory", (None,), {}),
-    ("update_tier", (), {"memory_ids": ["1"], "new_tier": "mid_term"}),
-    ("update_tier", (), {"memory_ids": 1, "new_tier": "mid_term"}),
-    ("mark_summarized", (), {"memory_ids": [True]}),
-    ("delete_memories", (), {"memory_ids": [1.0]}),
-    ("delete_memories", (), {"memory_ids": "1"}),
-    ("update_content", (), {"memory_id": "1", "new_content": "x"}),
-    ("update_metadata", (), {"memory_id": None, "new_metadata": {}}),
-]
-
-
-@pytest.mark.parametrize(("method", "args", "kwargs"), BAD_MEMORY_IDS)
-def test_non_int_memory_ids_are_refused(m, method, args, kwargs):
-    with pytest.raises(ValidationError, match="memory_id"):
-        getattr(m.db, method)(*args, **kwargs)
-
-
-BAD_SETUPS = [
-    ({"dsn": "not a url"}, ConfigError, "invalid database URL"),
-    ({"dsn": "mysql://u:secret@localhost/db"}, ConfigError, "unsupported database URL 'mysql://u:\\*\\*\\*@"),
-    ({"dsn": "sqlite://"}, ConfigError, "in-memory"),
-    ({"dsn": "sqlite:///:memory:"}, ConfigError, "in-memory"),
-    (
-        {"dsn": "postgresql://u:secret@127.0.0.1:1/db"},
-        ConfigError,
-        "cannot open database postgresql://u:\\*\\*\\*@",
-    ),
-    ({"dsn": "postgresql://u:secret@host:port/db"}, ConfigError, "invalid database URL"),
-    ({"dsn": "postgresql:///"}, ConfigError, "invalid database URL"),
-    ({"dsn": "postgresql://u:secret@localhost"}, ConfigError, "has no database name"),
-    ({"config": {"colour": "blue"}}, ConfigError, "unknown config key 'colour'"),
-    ({"config": {"scoring": {"weight": 1}}}, ConfigError, "unknown config key 'scoring.weight'"),
-    (
-        {"config": {"tiers": [{"name": "a", "expire": 3}]}},
-        ConfigError,
-        r"unknown config key 'tiers\[0\].expire'",
-    ),
-    ({"config": {"tiers": "short"}}, ConfigError, "tiers must be a list"),
-    ({"config": {"summarization": {"min_records": 0}}}, ConfigError, "summarization.min_records"),
-    ({"config": {"scoring": {"importance": math.nan}}}, ConfigError, "scoring.importance"),
-]
-
-
-@pytest.mark.parametrize(("arguments", "error", "message"), BAD_SETUPS)
-def test_malformed_dsns_and_configs_are_config_errors(arguments, error, message, monkeypatch):
+def test_the_facade_refuses_a_bad_url_or_config_before_opening_anything(monkeypatch, tmp_path):
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
-    with pytest.raises(error, match=message) as raised:
-        Memoric(**arguments)
+    with pytest.raises(ConfigError, match=r"unsupported database URL 'mysql://u:\*\*\*@") as raised:
+        Memoric("mysql://u:secret@localhost/db")
     assert "secret" not in str(raised.value)
-
-
-BAD_YAML = [
-    ("tiers: [\n", "is not valid YAML"),
-    ("colour: blue\n", "unknown config key 'colour'"),
-    ("scoring: {decay: 3}\n", "unknown config key 'scoring.decay'"),
-    ("- just\n- a list\n", "must be a mapping"),
-    ("scoring: high\n", "scoring must be a mapping"),
-    ("\tkey: tab-indented\n", "is not valid YAML"),
-]
-
-
-@pytest.mark.parametrize(("text", "message"), BAD_YAML)
-def test_malformed_yaml_is_a_config_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=r"scoring\.importance"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", config={"scoring": {"importance": math.nan}})
     path = tmp_path / "memoric.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    path.write_text("tiers: [\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
         Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
     assert not (tmp_path / "m.db").exists()
-
-
-BAD_TARGETS = [
-    ("upgrade", "999"),
-    ("upgrade", "head~1"),
-    ("upgrade", "+1"),
-    ("upgrade", "-1"),
-    ("upgrade", ""),
-]
-
-
-@pytest.mark.parametrize(("method", "target"), BAD_TARGETS)
-def test_unknown_migration_targets_are_migration_errors(m, method, target):
-    with pytest.raises(MigrationError):
-        getattr(m.migrations, method)(target)
 
 
 def test_every_error_is_a_memoric_error():
@@ -356,7 +282,7 @@ MEMORY = {"type": "memory", "id": 1000, "user_id": "ada", "content": "imported"}
 
 
 def one_line_error(result) -> str:
-    """`conftest.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
+    """`helpers.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
     error = any_one_line_error(result)
     assert "Traceback" not in result.output
@@ -370,49 +296,43 @@ def memory_line(**change) -> str:
 
 
 NUL = "\x00"
-CLI_BAD_ARGUMENTS = [
-    (["recall", "--user", ""], "user_id must be a non-empty string"),
-    (["recall", "--user", "   "], "user_id must be a non-empty string"),
-    (["recall", "--user", "x" * 129], "user_id must be at most 128 characters"),
-    (["recall", "--user", f"a{NUL}b"], "user_id contains a NUL character"),
-    (["recall", "--user", "ada", "--thread", f"t{NUL}"], "thread_id contains a NUL character"),
-    (["recall", "--user", "ada", "--thread", ""], "thread_id must be a non-empty string"),
-    (["recall", "--user", "ada", "--namespace", f"n{NUL}"], "namespace contains a NUL character"),
-    (["recall", "--user", "ada", "--metadata", "{not json"], "--metadata is not valid JSON"),
-    (["recall", "--user", "ada", "--metadata", ""], "--metadata is not valid JSON"),
-    (["recall", "--user", "ada", "--metadata", "[1, 2]"], "--metadata must be a JSON object"),
-    (["recall", "--user", "ada", "--metadata", '"travel"'], "--metadata must be a JSON object"),
-    (["recall", "--user", "ada", "--metadata", "null"], "--metadata must be a JSON object"),
-    (["recall", "--user", "ada", "--metadata", "42"], "--metadata must be a JSON object"),
-    (["recall", "--user", "ada", "--metadata", '{"a": NaN}'], "JSON numbers must be finite"),
-    (["recall", "--user", "ada", "--metadata", '{"a": -Infinity}'], "JSON numbers must be finite"),
-    (["recall", "--user", "ada", "--metadata", '{"k\\u0000": 1}'], "contains a NUL character"),
-    (["recall", "--user", "ada", "--metadata", '{"k": "v\\u0000"}'], "contains a NUL character"),
-    (["recall", "--user", "ada", "--scope", "topic"], 'scope "topic" needs metadata_filter'),
-    (["stats", "--user", ""], "user_id must be a non-empty string"),
-    (["stats", "--user", "x" * 200], "user_id must be at most 128 characters"),
-    (["run-policies", "--user", f"u{NUL}"], "user_id contains a NUL character"),
-    (["run-policies", "--user", "", "--dry-run"], "user_id must be a non-empty string"),
-    (["clusters", "--user", ""], "user_id must be a non-empty string"),
-    (["clusters", "--topic", ""], "topic must be a non-empty string"),
-    (["clusters", "--category", f"c{NUL}"], "category contains a NUL character"),
-    (["clusters", "--rebuild", "--user", " "], "user_id must be a non-empty string"),
-    (["export", "--user", ""], "user_id must be a non-empty string"),
-    (["export", "--user", "x" * 129], "user_id must be at most 128 characters"),
-    (["migrate", "upgrade", "999"], "unknown migration target '999'"),
-    (["migrate", "upgrade", "head~1"], "unknown migration target 'head~1'"),
-    (["migrate", "upgrade", "+1"], "cannot upgrade +1: only 0 migration(s) pending"),
-    (["migrate", "upgrade", "-1"], "goes backwards"),
-    (["migrate", "downgrade", "+1"], "goes forwards"),
-    (["migrate", "downgrade", "-5"], "cannot downgrade -5: only 4 migration(s) applied"),
-    (["migrate", "downgrade", "nope"], "unknown migration target 'nope'"),
-    (["migrate", "stamp", "005"], "unknown migration target '005'"),
-    (["migrate", "upgrade", "--sql", "999"], "unknown migration target '999'"),
+DIGITS_5000 = '{"a": ' + "9" * 5000 + "}"
+DEEP_TEXT = '{"a": ' * 100 + "1" + "}" * 100
+CLI_CALLS = [
+    (["recall", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
+    (["recall", "--user", "ada", "--thread", f"t{NUL}"], lambda: v.optional_text("thread_id", f"t{NUL}")),
+    (["recall", "--user", "ada", "--namespace", ""], lambda: v.optional_text("namespace", "")),
+    (["recall", "--user", "ada", "--metadata", '{"a": NaN}'], lambda: v.metadata_filter({"a": math.nan})),
+    (["recall", "--user", "ada", "--metadata", "{not json"], lambda: v.json_text("--metadata", "{not json")),
+    (["recall", "--user", "ada", "--metadata", DIGITS_5000], lambda: v.json_text("--metadata", DIGITS_5000)),
+    (["recall", "--user", "ada", "--metadata", DEEP_TEXT], lambda: v.metadata_filter(json.loads(DEEP_TEXT))),
+    (["stats", "--user", ""], lambda: v.user_id("")),
+    (["run-policies", "--user", f"u{NUL}", "--dry-run"], lambda: v.user_id(f"u{NUL}")),
+    (["clusters", "--rebuild", "--user", " "], lambda: v.user_id(" ")),
+    (["clusters", "--topic", ""], lambda: v.optional_text("topic", "")),
+    (["clusters", "--category", f"c{NUL}"], lambda: v.optional_text("category", f"c{NUL}")),
+    (["export", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), CLI_BAD_ARGUMENTS)
-def test_cli_refuses_bad_arguments_in_one_line(m, args, message):
+@pytest.mark.parametrize(
+    ("args", "check"), CLI_CALLS, ids=lambda x: " ".join(x)[:40] if isinstance(x, list) else ""
+)
+def test_the_cli_refuses_with_the_validators_message_in_one_line(m, args, check):
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", m.db.dsn, *args]))
+    assert error == f"Error: {refusal(check)}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recall", "--user", "ada", "--metadata", "[1, 2]"], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--metadata", "null"], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--metadata", '"travel"'], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--scope", "topic"], 'scope "topic" needs metadata_filter'),
+    ],
+)
+def test_cli_refuses_a_filter_that_is_no_object_and_a_topic_without_one(m, args, message):
     error = one_line_error(CliRunner().invoke(main, ["--dsn", m.db.dsn, *args]))
     assert message in error
 
@@ -420,66 +340,20 @@ def test_cli_refuses_bad_arguments_in_one_line(m, args, message):
 CLI_BAD_IMPORTS = [
     ("", "the export is empty: no header line"),
     ("\n\n", "the export is empty: no header line"),
-    (memory_line() + "\n", "not a memoric export"),
     ('{"type": "header", "format": "other-tool", "format_version": 1}\n', "not a memoric export"),
-    ('{"type": "header", "format": "memoric-export", "format_version": 2}\n', "format version 2 is newer"),
-    ('{"type": "header", "format": "memoric-export", "format_version": "1"}\n', "format version '1'"),
     ("[1, 2]\n", "line 1 is not a JSON object"),
     ("{oops\n", "line 1 is not valid JSON"),
-    (f"{HEADER}\n{{oops\n", "line 2 is not valid JSON"),
-    (f"{HEADER}\n[1]\n", "line 2 is not a JSON object"),
-    (f'{HEADER}\n"memory"\n', "line 2 is not a JSON object"),
-    (f'{HEADER}\n{{"type": "alien"}}\n', "line 2: unknown record type 'alien'"),
     (f'{HEADER}\n{{"user_id": "ada", "content": "x"}}\n', "line 2: unknown record type None"),
-    (f"{HEADER}\n{memory_line(user_id='')}\n", "line 2: user_id must be a non-empty string"),
     (f"{HEADER}\n{memory_line(user_id='x' * 129)}\n", "line 2: user_id must be at most 128 characters"),
-    (f"{HEADER}\n{memory_line(user_id=7)}\n", "line 2: user_id must be a string, got int"),
-    (f"{HEADER}\n{memory_line(user_id=None)}\n", "line 2: user_id must be a string"),
-    (f"{HEADER}\n{memory_line(user_id='a' + NUL)}\n", "line 2: user_id contains a NUL character"),
-    (f"{HEADER}\n{memory_line(content='')}\n", "line 2: content must be a non-empty string"),
-    (f"{HEADER}\n{memory_line(content='n' + NUL)}\n", "line 2: content contains a NUL character"),
-    (f"{HEADER}\n{memory_line(content=['x'])}\n", "line 2: content must be a string, got list"),
-    (f"{HEADER}\n{memory_line(thread_id='t' + NUL)}\n", "line 2: thread_id contains a NUL character"),
-    (f"{HEADER}\n{memory_line(namespace=3)}\n", "line 2: namespace must be a string"),
-    (f"{HEADER}\n{memory_line(tier='forever')}\n", "line 2: tier must be one of"),
-    (f"{HEADER}\n{memory_line(score=101)}\n", "line 2: score must be from 0 to 100, got 101"),
-    (f"{HEADER}\n{memory_line(score=-1)}\n", "line 2: score must be from 0 to 100, got -1"),
-    (f"{HEADER}\n{memory_line(score=True)}\n", "line 2: score must be an int from 0 to 100, got True"),
-    (f"{HEADER}\n{memory_line(score=5.5)}\n", "line 2: score must be an int from 0 to 100, got 5.5"),
-    (f"{HEADER}\n{memory_line(score='50')}\n", "line 2: score must be an int from 0 to 100, got '50'"),
-    (f"{HEADER}\n{memory_line(metadata=[1])}\n", "line 2: metadata must be a dict, got list"),
-    (f"{HEADER}\n{memory_line(metadata='{}')}\n", "line 2: metadata must be a dict, got str"),
     (f'{HEADER}\n{memory_line()[:-1]}, "metadata": {{"x": NaN}}}}\n', "line 2: metadata['x'] holds nan"),
-    (f'{HEADER}\n{memory_line()[:-1]}, "metadata": {{"x": Infinity}}}}\n', "line 2: metadata['x'] holds inf"),
-    (f"{HEADER}\n{memory_line(metadata={'k' + NUL: 1})}\n", "line 2: metadata key"),
-    (
-        f"{HEADER}\n{memory_line(metadata={'k': 'v' + NUL})}\n",
-        "line 2: metadata['k'] contains a NUL character",
-    ),
     (f"{HEADER}\n{memory_line(id='1')}\n", "line 2: id must be an int, got '1'"),
-    (f"{HEADER}\n{memory_line(id=1.5)}\n", "line 2: id must be an int, got 1.5"),
-    (f"{HEADER}\n{memory_line(id=True)}\n", "line 2: id must be an int, got True"),
-    (
-        f"{HEADER}\n{memory_line(created_at='yesterday')}\n",
-        "line 2: created_at 'yesterday' is not an ISO 8601",
-    ),
     (f"{HEADER}\n{memory_line(updated_at=12)}\n", "line 2: updated_at must be a datetime, got int"),
-    (f"{HEADER}\n{memory_line(summarized='yes')}\n", "line 2: summarized must be True, False or None"),
-    (f"{HEADER}\n{memory_line(related_threads='t1')}\n", "line 2: related_threads must be a list"),
     (f"{HEADER}\n{memory_line(colour='blue')}\n", "line 2: unexpected field"),
     (f'{HEADER}\n{{"type": "cluster", "cluster_id": 9}}\n', "line 2: missing"),
     (
         f'{HEADER}\n{{"type": "cluster", "cluster_id": 9, "user_id": "ada", "topic": "t", "category": "c", '
         '"memory_ids": ["x"], "memory_count": 1, "summary": ""}\n',
         "line 2: memory_ids[0] must be an int",
-    ),
-    (
-        f"{HEADER}\n{memory_line()}\n{memory_line(id=1001, score=500)}\n",
-        "line 3: score must be from 0 to 100",
-    ),
-    (
-        f"{HEADER}\n{memory_line(id=1, user_id='intruder')}\n",
-        "memory id 1 is already in the target with other",
     ),
     (f"{HEADER}\n".encode() + b'{"type": "memory", "content": "\xff\xfe"}\n', "line 2 is not UTF-8 text"),
 ]
@@ -502,20 +376,10 @@ def test_cli_import_of_a_missing_file(m, tmp_path):
 CLI_BAD_DSNS = [
     ("not a url", "invalid database URL"),
     ("mysql://agent:s3cret@localhost/db", "unsupported database URL 'mysql://agent:***@localhost/db'"),
-    ("oracle://x", "unsupported database URL"),
-    ("sqlite://", "in-memory SQLite"),
-    ("sqlite:///:memory:", "in-memory SQLite"),
     ("sqlite:////no/such/directory/m.db", "directory '/no/such/directory' does not exist"),
     (
         "postgresql://agent:s3cret@127.0.0.1:1/memoric",
         "cannot open database postgresql://agent:***@127.0.0.1:1",
-    ),
-    ("postgresql://agent:s3cret@host:port/memoric", "invalid database URL 'postgresql://agent:***@host:port"),
-    ("postgresql:///", "invalid database URL"),
-    ("postgresql://agent:s3cret@localhost", "has no database name"),
-    (
-        "postgresql+pool://agent:s3cret@127.0.0.1:1/memoric",
-        "cannot open database postgresql+pool://agent:***@",
     ),
 ]
 
@@ -538,11 +402,10 @@ def test_cli_refuses_a_malformed_dsn_in_one_line_password_masked(dsn, message, m
     assert list(tmp_path.iterdir()) == []
 
 
-CLI_BAD_CONFIGS = BAD_YAML + [
+CLI_BAD_CONFIGS = [
+    ("tiers: [\n", "is not valid YAML"),
+    ("colour: blue\n", "unknown config key 'colour'"),
     ("tiers: []\n", "tiers must not be empty"),
-    ("tiers:\n  - {name: a, expire_after_days: 1}\n", "has no next tier"),
-    ("policies: {lock_timeout: -1}\n", "policies.lock_timeout must be at least 0"),
-    ("database: {dsn: 42}\n", "database.dsn must be a database URL string"),
 ]
 
 

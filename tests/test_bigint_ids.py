@@ -18,18 +18,11 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.test_migrations import HEAD, THIRD, all_rows, schema
+from tests.helpers import HEAD, THIRD, all_rows, schema
 
 PAST_32_BITS = 2**31
 LARGEST = 2**63 - 1
 ID_COLUMNS = (("memories", "id"), ("memory_clusters", "cluster_id"))
-
-
-@pytest.fixture
-def store(new_dsn):
-    store = MemoryStore(new_dsn())
-    yield store
-    store.close()
 
 
 def id_columns(store: MemoryStore) -> dict[str, str]:

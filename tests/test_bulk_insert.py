@@ -11,10 +11,7 @@ import datetime as dt
 import enum
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from memoric import validation
 from memoric.errors import ValidationError
 
 AWKWARD_TEXTS = [
@@ -112,57 +109,3 @@ def test_a_bad_row_in_a_bulk_insert_writes_nothing(db):
     with pytest.raises(ValidationError, match=r"rows\[3\]: metadata\['deep'\]\['x'\] holds nan"):
         db.insert_memories(rows)
     assert db.count_memories() == 0
-
-
-# --- the fast JSON check agrees with the slow one ------------------------------------------
-
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(),  # includes nan and infinities, which are refused
-    st.text(alphabet=st.characters(codec=None, exclude_categories=())),  # NUL and lone surrogates too
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(st.one_of(st.text(max_size=5), st.integers(), st.none()), children, max_size=4),
-    ),
-    max_leaves=20,
-)
-
-
-def slow_verdict(value: dict) -> str | None:
-    """The error message of the full walk (None when the document is valid)."""
-    try:
-        validation._check_json("metadata", value, depth=0)
-    except ValidationError as exc:
-        return str(exc)
-    return None
-
-
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
-def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
-    if validation._is_plain_json(document, depth=0):
-        assert slow_verdict(document) is None
-    verdict = slow_verdict(document)
-    if verdict is None:
-        assert validation.metadata(document) is document
-    else:
-        with pytest.raises(ValidationError) as raised:
-            validation.metadata(document)
-        assert str(raised.value) == verdict
-
-
-def test_the_fast_json_check_stops_at_the_depth_limit():
-    document: dict = {}
-    inner = document
-    for _ in range(validation.MAX_JSON_DEPTH):
-        inner["x"] = {}
-        inner = inner["x"]
-    validation.metadata(document)  # exactly at the limit: accepted
-    inner["x"] = 1
-    with pytest.raises(ValidationError, match="nested deeper than 64"):
-        validation.metadata(document)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,22 @@ from click.testing import CliRunner
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
-from tests.conftest import one_line_error
-from tests.test_migrations import (
+from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
     HEAD,
     SECOND,
     SHIPPED,
     THIRD,
+    WAITING,
     chain,
     history_names,
+    one_line_error,
+    run_twice_at_once,
     tables,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = "import sys; from memoric.cli import main; sys.exit(main())"
-WAITING = "Waiting for the migration lock"
 
 
 @pytest.fixture
@@ -272,49 +270,10 @@ def test_lock_timeout_reports_waiting_then_fails(cli, check):
 # --- processes ------------------------------------------------------------------------------
 
 
-def start_cli(dsn: str, *args: str, cwd: Path) -> subprocess.Popen:
-    env = {key: value for key, value in os.environ.items() if key != "MEMORIC_DATABASE_URL"}
-    return subprocess.Popen(
-        [sys.executable, "-c", CLI, "--dsn", dsn, *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """stderr of `process` up to `text` (fails if the process ends or the time runs out first).
-
-    Reads the raw pipe so that no line can sit unseen in a Python buffer while select() waits.
-    """
-    descriptor, seen = process.stderr.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while text.encode() not in seen:
-        remaining = deadline - time.monotonic()
-        ready = remaining > 0 and select.select([descriptor], [], [], remaining)[0]
-        chunk = os.read(descriptor, 4096) if ready else b""
-        if not chunk:
-            process.kill()
-            pytest.fail(f"never printed {text!r}; stderr so far: {seen.decode(errors='replace')!r}")
-        seen += chunk
-    return seen.decode()
-
-
 def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
     directory = str(chain(tmp_path / "chain", **{"005_importance": ADD_IMPORTANCE}))
-    with check.lock(LOCK_NAME):
-        processes = [start_cli(dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path) for _ in range(2)]
-        for process in processes:
-            read_until(process, WAITING)
-    outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    stdouts = sorted(out for out, _ in outputs)
-    assert (
-        f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\nApplied 005_importance\n"
-        in stdouts[0]
-    )
+    stdouts = run_twice_at_once(check, dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path)
+    assert "".join(f"Applied {name}\n" for name in [*SHIPPED, "005_importance"]) in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
     assert history_names(check) == [*SHIPPED, "005_importance"]
 

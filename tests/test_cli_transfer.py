@@ -18,11 +18,17 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
-from tests.conftest import one_line_error, requires_postgres
-from tests.test_migrations import HEAD, SHIPPED
-from tests.test_transfer import assert_identical, fill, snapshot
+from tests.helpers import (
+    CLI,
+    HEAD,
+    SHIPPED,
+    assert_identical,
+    fill,
+    one_line_error,
+    requires_postgres,
+    snapshot,
+)
 
-CLI = "import sys; from memoric.cli import main; sys.exit(main())"
 HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
 
 

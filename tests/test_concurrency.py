@@ -20,11 +20,19 @@ import pytest
 from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
-from tests.engine_helpers import NOW, Clock, ago, cluster_snapshot, memory_snapshot
-from tests.test_migrations import SHIPPED
-
-WRITERS = 8
-INSERTS_PER_WRITER = 500
+from tests.helpers import (
+    AGENT_CONFIG,
+    INSERTS_PER_WRITER,
+    NOW,
+    SHIPPED,
+    WRITERS,
+    agent_memoric,
+    ago,
+    assert_every_write_landed,
+    end_state,
+    run_in_threads,
+    save_as_writer,
+)
 
 WRITER_SCRIPT = """
 import sys
@@ -34,30 +42,6 @@ writer = int(sys.argv[2])
 for n in range(int(sys.argv[3])):
     store.insert_memory(user_id=f"w{writer}", content=f"w{writer} n{n}", metadata={"writer": writer, "n": n})
 """
-
-
-def run_in_threads(count, target):
-    errors = []
-
-    def guarded(index):
-        try:
-            target(index)
-        except Exception as exc:  # collected and asserted by the caller
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
-
-
-def assert_every_write_landed(store):
-    assert store.count_memories() == WRITERS * INSERTS_PER_WRITER
-    for writer in range(WRITERS):
-        rows = store.get_memories(user_id=f"w{writer}", limit=None)
-        assert sorted(m["metadata"]["n"] for m in rows) == list(range(INSERTS_PER_WRITER))
 
 
 def test_eight_writer_threads_lose_nothing(db):
@@ -202,8 +186,7 @@ def test_eight_facade_writer_threads_each_with_its_own_memoric_lose_nothing(new_
     def write(writer):
         memoric = Memoric(dsn)
         try:
-            for n in range(INSERTS_PER_WRITER):
-                memoric.save(f"w{writer}", f"w{writer} n{n}", metadata={"writer": writer, "n": n})
+            save_as_writer(memoric, writer)
         finally:
             memoric.close()
 
@@ -282,15 +265,6 @@ def test_opening_a_new_sqlite_file_waits_while_another_connection_reads_it(tmp_p
 
 # --- policies and clusters, interleaved -----------------------------------------------------
 
-AGENT_CONFIG = {
-    "tiers": [
-        {"name": "short_term", "expire_after_days": 7},
-        {"name": "mid_term", "expire_after_days": 30, "trim_chars": 60},
-        {"name": "long_term"},
-    ],
-    "summarization": {"min_records": 4, "max_chars": 300},
-    "policies": {"batch_size": 50},
-}
 USERS = 12
 # (job, user): four policy runs and four cluster rebuilds, for everyone or for one user.
 JOBS = [
@@ -321,24 +295,10 @@ def agent_rows() -> list[dict]:
     ]
 
 
-def agent_memoric(dsn: str, now: dt.datetime = NOW) -> Memoric:
-    return Memoric(dsn, config=AGENT_CONFIG, clock=Clock(now))
-
-
 def run_job(memoric: Memoric, job: str, user: str | None):
     if job == "policies":
         return memoric.run_policies(user_id=user)
     return memoric.rebuild_clusters(user)
-
-
-def end_state(memoric: Memoric) -> tuple[list, list]:
-    """Every memory (summaries without their ids: who writes first is free) and every cluster but its id."""
-    memories = [
-        (None, *row[1:]) if row[7] == [("kind", "thread_summary")] else row
-        for row in memory_snapshot(memoric.db)
-    ]
-    clusters = sorted(row[1:] for row in cluster_snapshot(memoric.db))
-    return sorted(memories, key=repr), clusters
 
 
 @pytest.fixture

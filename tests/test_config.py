@@ -146,9 +146,23 @@ def test_a_number_option_still_refuses_quoted_numbers_and_what_no_yaml_reads_as_
         load_config(write(tmp_path, NUMBER_OPTIONS[option] % written + "\n"))
 
 
-def test_a_top_level_list_is_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="must be a mapping"):
-        load_config(write(tmp_path, "- a\n- b\n"))
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("tiers: [\n", "is not valid YAML"),
+        ("\tkey: tab-indented\n", "is not valid YAML"),
+        ("colour: blue\n", "unknown config key 'colour'"),
+        ("scoring: {decay: 3}\n", "unknown config key 'scoring.decay'"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("scoring: high\n", "scoring must be a mapping"),
+        ("tiers:\n  - {name: a, expire_after_days: 1}\n", "has no next tier"),
+        ("policies: {lock_timeout: -1}\n", "policies.lock_timeout must be at least 0"),
+        ("database: {dsn: 42}\n", "database.dsn must be a database URL string"),
+    ],
+)
+def test_a_bad_yaml_file_names_what_is_wrong(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(write(tmp_path, text))
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

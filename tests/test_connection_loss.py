@@ -21,9 +21,7 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.transfer import export_memoric, import_jsonl
-from tests.conftest import _module_database_url, requires_postgres
-from tests.engine_helpers import ago
-from tests.test_concurrency import AGENT_CONFIG, agent_memoric
+from tests.helpers import AGENT_CONFIG, agent_memoric, ago, requires_postgres
 
 
 def pooled(url: str) -> str:
@@ -71,8 +69,8 @@ def at_most_one_failure(store: MemoryStore, call):
 
 
 @pytest.fixture(scope="module", params=["plain", "pool"])
-def memoric(request, dialect, tmp_path_factory):
-    url = _module_database_url(dialect, tmp_path_factory, request)
+def memoric(request, new_module_dsn):
+    url = new_module_dsn()
     memoric = agent_memoric(pooled(url) if request.param == "pool" else url)
     memoric.save("ada", "before the loss", thread_id="t1", metadata={"topic": "x", "tags": ["a", "b"]})
     yield memoric

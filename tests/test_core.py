@@ -9,15 +9,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.errors import MigrationError, ValidationError
-from tests.engine_helpers import NOW, Clock, ago, matches, reference_ranking
-
-
-@pytest.fixture(scope="module")
-def module_dsn(dialect, tmp_path_factory, request):
-    """One database per module and dialect, built by the first Memoric through the chain."""
-    if dialect == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('core') / 'memoric.db'}"
-    return request.getfixturevalue("new_postgres_url")()
+from tests.helpers import NOW, Clock, ago, matches, reference_ranking
 
 
 @pytest.fixture
@@ -107,20 +99,11 @@ def test_init_db_and_migrate(new_dsn):
 # --- save ---------------------------------------------------------------------------------
 
 
-def test_save_stores_with_defaults_and_validates(m):
+def test_save_stores_with_defaults(m):
     memory_id = m.save("ada", "Prefers email", thread_id="t1", metadata={"topic": "contact"})
     memory = m.db.get_memory(memory_id)
     assert (memory["tier"], memory["score"], memory["namespace"]) == ("short_term", 50, None)
     assert memory["metadata"] == {"topic": "contact"}
-    for bad in (
-        {"user_id": "", "content": "x"},
-        {"user_id": "ada", "content": " "},
-        {"user_id": "ada", "content": "x", "tier": "forever"},
-        {"user_id": "ada", "content": "x", "score": 101},
-        {"user_id": "ada", "content": "x", "metadata": {"k": float("inf")}},
-    ):
-        with pytest.raises(ValidationError):
-            m.save(bad.pop("user_id"), bad.pop("content"), **bad)
     assert m.db.count_memories() == 1
 
 
@@ -181,8 +164,6 @@ def test_topic_scope_spans_the_users_threads_sharing_the_topic(m, scoped):
     assert found == {scoped[k] for k in ("t1", "t1b", "t2", "t4")}
     narrowed = m.retrieve("ada", scope="topic", metadata_filter={"topic": "travel", "kind": "hotel"})
     assert ids(narrowed) == [scoped["t2"]]
-    with pytest.raises(ValidationError, match="topic"):
-        m.retrieve("ada", scope="topic")
 
 
 def test_user_scope_and_the_thread_bonus(m, scoped):
@@ -208,14 +189,9 @@ def test_summarized_memories_are_hidden_unless_asked(m, scoped):
     assert scoped["hidden"] in ids(m.retrieve("ada", thread_id="t1", include_summarized=True))
 
 
-def test_retrieve_validates(m):
+def test_retrieve_needs_a_user_and_top_k_0_answers_nothing(m):
     with pytest.raises(TypeError):
         m.retrieve(thread_id="t1")
-    for bad in ({"user_id": None}, {"user_id": ""}, {"user_id": "ada", "scope": "world"}):
-        with pytest.raises(ValidationError):
-            m.retrieve(bad.pop("user_id"), **bad)
-    with pytest.raises(ValidationError):
-        m.retrieve("ada", top_k=-1)
     assert m.retrieve("ada", top_k=0) == []
 
 
@@ -322,5 +298,3 @@ def test_policies_and_clusters_through_the_facade(m):
     (cluster,) = m.get_clusters("ada")
     assert cluster["memory_count"] == 10
     assert m.get_clusters(topic="elsewhere") == []
-    with pytest.raises(ValidationError):
-        m.run_policies(user_id="")

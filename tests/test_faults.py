@@ -25,15 +25,22 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrate import Migrations
 from memoric.transfer import export_memoric
-from tests.conftest import requires_postgres
-from tests.engine_helpers import NOW, ago
-from tests.test_cli_transfer import one_line_error
-from tests.test_concurrency import AGENT_CONFIG, agent_memoric, end_state
-from tests.test_connection import read_only_dir  # noqa: F401 (a fixture)
-from tests.test_migrations import SHIPPED, chain, history_names, tables
-from tests.test_transfer import fill, snapshot
-
-CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+from tests.helpers import (
+    AGENT_CONFIG,
+    CLI,
+    NOW,
+    SHIPPED,
+    agent_memoric,
+    ago,
+    chain,
+    end_state,
+    fill,
+    history_names,
+    one_line_error,
+    requires_postgres,
+    snapshot,
+    tables,
+)
 
 BATCH = 1000
 
@@ -128,7 +135,7 @@ POLICY_RUNNER = """
 import datetime as dt, json, sys
 from memoric import Memoric
 from memoric.policies import extractive_summary
-from tests.engine_helpers import Clock
+from tests.helpers import Clock
 
 calls = []
 
@@ -304,7 +311,7 @@ def test_the_cli_names_a_missing_sqlite_directory_in_one_line(tmp_path):
     assert not missing.exists()
 
 
-def test_the_cli_names_a_read_only_sqlite_directory_in_one_line(read_only_dir):  # noqa: F811
+def test_the_cli_names_a_read_only_sqlite_directory_in_one_line(read_only_dir):
     for command in (["stats"], ["init-db"], ["import", "-"]):
         result = CliRunner().invoke(
             main, ["--dsn", f"sqlite:///{read_only_dir / 'm.db'}", *command], input=""
@@ -313,7 +320,7 @@ def test_the_cli_names_a_read_only_sqlite_directory_in_one_line(read_only_dir): 
     assert os.listdir(read_only_dir) == []
 
 
-def test_copy_into_a_read_only_directory_writes_nothing_to_the_source(tmp_path, read_only_dir):  # noqa: F811
+def test_copy_into_a_read_only_directory_writes_nothing_to_the_source(tmp_path, read_only_dir):
     source = Memoric(f"sqlite:///{tmp_path / 'source.db'}")
     source.save("ada", "a memory")
     before = snapshot(source.db)

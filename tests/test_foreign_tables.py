@@ -18,21 +18,13 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations, history_model
-from tests.conftest import one_line_error
-from tests.test_migrations import HEAD, SHIPPED, chain, history_names, indexes, schema, tables
+from tests.helpers import HEAD, LABELS, SHIPPED, chain, history_names, indexes, one_line_error, schema, tables
 
 THEIRS = 'CREATE TABLE "memories" ("id" INTEGER PRIMARY KEY, "user_id" TEXT, "body" TEXT, "created_at" TEXT)'
 MISSING = (
     "missing columns namespace, thread_id, content, tier, score, "
     "metadata, related_threads, summarized, updated_at"
 )
-
-
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
 
 
 @pytest.fixture
@@ -113,33 +105,6 @@ def test_a_column_of_another_type_is_refused(store):
     ):
         Migrations(store).upgrade()
     assert tables(store) == before
-
-
-LABELS = """
-import peewee as pw
-
-
-class Label(pw.Model):
-    id = pw.AutoField()
-    memory_id = pw.IntegerField()
-    note = pw.TextField()
-
-    class Meta:
-        table_name = "labels"
-
-
-def migrate(migrator, database, *, fake=False):
-    migrator.sql(
-        'CREATE TABLE IF NOT EXISTS "labels" ("id" INTEGER PRIMARY KEY, "memory_id" INTEGER NOT NULL, '
-        '"note" TEXT NOT NULL)'
-    )
-    migrator.orm.add(Label)
-
-
-def rollback(migrator, database, *, fake=False):
-    migrator.sql('DROP TABLE "labels"')
-    migrator.orm.remove(Label)
-"""
 
 
 def test_any_migration_that_creates_a_table_is_checked_and_extra_required_columns_refused(store, tmp_path):

@@ -21,10 +21,9 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import Migrations
-from tests.conftest import one_line_error
-from tests.test_cli_migrate import CLI, read_until
-from tests.test_migrations import (
+from tests.helpers import (
     ADD_IMPORTANCE,
+    CLI,
     FIRST,
     HEAD,
     SECOND,
@@ -33,6 +32,8 @@ from tests.test_migrations import (
     all_rows,
     chain,
     history_names,
+    one_line_error,
+    read_until,
     schema,
     tables,
 )
@@ -49,13 +50,6 @@ def rollback(migrator, database, *, fake=False):
     migrator.sql('DROP TABLE "agent_notes"')
 '''
 NULLABLE_IMPORTANCE = ADD_IMPORTANCE.replace("pw.IntegerField(default=0)", "pw.IntegerField(null=True)")
-
-
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
 
 
 def fill(store: MemoryStore, memories: int = 24) -> None:

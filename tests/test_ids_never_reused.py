@@ -15,16 +15,9 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.test_migrations import FIRST, HEAD, SECOND, THIRD, all_rows, history_names, schema
+from tests.helpers import FIRST, HEAD, SECOND, THIRD, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
-
-
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
 
 
 def build(store: MemoryStore, how: str) -> None:

@@ -28,8 +28,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, ValidationError
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_INT, MAX_STORED_ID, MIN_INT
-from tests.conftest import selected_dialects
-from tests.engine_helpers import NOW, Clock, ago, cluster_snapshot, memory_snapshot
+from tests.helpers import NOW, Clock, ago, cluster_snapshot, memory_snapshot, selected_dialects
 
 VALUES = [-1, 0, 2**31, 2**63 - 1, 2**63, 10**30, True, 1.5, "3"]
 FORMULA = ScoreFormula.from_config({"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60})

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from memoric.db.models import dump_json
 from memoric.db.store import MemoryStore
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.conftest import _module_database_url
 
 EDGE_FLOATS = [1e16, -1e16, 1.5e16, 2.0**53 + 2, 2.0**63, 1e22, 1e300, -1e300, sys.float_info.max, 5e-324,
                -5e-324, sys.float_info.min, 1e-7, 0.0, -0.0, 0.1, 1e15, 123456789.125]  # fmt: skip
@@ -58,8 +57,9 @@ def test_a_saved_float_reads_back_as_the_same_float_and_matches_itself(module_st
 
 
 @pytest.fixture(scope="module")
-def import_target(dialect, tmp_path_factory, request):
-    store = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
+def import_target(new_module_dsn):
+    """A second database of the module, to import into."""
+    store = MemoryStore(new_module_dsn())
     store.create_schema()
     yield store
     store.close()

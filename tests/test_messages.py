@@ -1,71 +1,14 @@
-"""Error messages: values shortened with an ellipsis, misspelled keywords named with the accepted ones.
+"""Error messages: a misspelled keyword or field is named with the accepted ones.
 
-A value shown in a message is cut to SHOWN_WIDTH characters ending in "…" (before, `{value!r:.40}`
-cut without a mark, so a datetime's microseconds read as one digit), and is never converted whole
-(a 5,000-deep dict or a 10,000-digit int). A misspelled keyword is a ValidationError naming it and
-the accepted ones, not a TypeError naming a private method.
+A misspelled keyword is a ValidationError naming it and the accepted ones, not a TypeError naming
+a private method. (Values shown in messages, cut with "…", are tested in test_validation.py.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from memoric.errors import ValidationError
-from memoric.validation import SHOWN_WIDTH, shown
-
-
-def nested(levels: int, leaf=1) -> dict:
-    value = leaf
-    for _ in range(levels):
-        value = {"k": value}
-    return value
-
-
-# --- error messages: values shortened with an ellipsis --------------------------------------------
-
-
-def test_shown_values_are_cut_with_an_ellipsis_and_never_built_whole():
-    moment = dt.datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=dt.UTC)
-    assert shown(moment.replace(tzinfo=None)) == repr(moment.replace(tzinfo=None))
-    assert shown(moment).endswith("…") and len(shown(moment)) == SHOWN_WIDTH
-    assert shown("x" * 10**7) == "'" + "x" * (SHOWN_WIDTH - 2) + "…"
-    assert shown(b"\x00" * 10**6).endswith("…")
-    assert shown(10**5000) == "<an int of 16610 bits>"
-    assert shown(nested(5000)).startswith("{'k': {'k':")
-    assert shown("short") == "'short'"
-
-
-LONG_VALUES = [
-    ("insert_memory", {"user_id": "ada", "content": "x", "metadata": {"k": b"x" * 1000}}, "holds a bytes"),
-    ("insert_memory", {"user_id": "ada", "content": "x", "tier": "t" * 1000}, "tier must be one of"),
-    ("insert_memory", {"user_id": "ada", "content": "x", "metadata": {"k" * 1000: {1, 2}}}, "holds a set"),
-    ("insert_memory", {"user_id": "ada", "content": "x", "score": "9" * 1000}, "score must be an int"),
-    ("insert_memory", {"user_id": "ada", "content": "x", "summarized": "y" * 1000}, "summarized must be"),
-    ("get_memories", {"limit": "9" * 1000}, "limit must be a non-negative int"),
-    ("get_memory", {"memory_id": [0] * 1000}, "memory_id must be an int"),
-]
-
-
-@pytest.mark.parametrize(("method", "arguments", "message"), LONG_VALUES)
-def test_long_values_in_messages_end_with_an_ellipsis(db, method, arguments, message):
-    with pytest.raises(ValidationError, match=message) as raised:
-        getattr(db, method)(**arguments)
-    text = str(raised.value)
-    assert "…" in text and len(text) < 400, text
-
-
-def test_a_datetime_in_metadata_is_shown_whole_or_with_an_ellipsis(db):
-    """Cut at 40 characters, the microseconds of a datetime once read as a single digit."""
-    moment = dt.datetime(2026, 1, 1, 12, 30, 45, 123456)
-    with pytest.raises(ValidationError) as raised:
-        db.insert_memory(user_id="ada", content="x", metadata={"when": moment})
-    assert repr(moment) in str(raised.value)
-    with pytest.raises(ValidationError) as raised:
-        db.insert_memory(user_id="ada", content="x", metadata={"when": moment.replace(tzinfo=dt.UTC)})
-    assert "123456, tzinfo=" in str(raised.value) and "…" in str(raised.value)
-
 
 # --- misspelled keywords -------------------------------------------------------------------------
 

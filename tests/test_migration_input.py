@@ -17,8 +17,8 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
-from tests.conftest import one_line_error
-from tests.test_migrations import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
+from memoric.migrate.targets import MEMORIC, Order, Step
+from tests.helpers import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, one_line_error
 
 ODD_TARGETS = [
     "²",
@@ -54,6 +54,9 @@ ODD_TARGETS = [
     "003_never_reuse_ids.py",
 ]
 METHODS = ["upgrade", "downgrade", "stamp", "sql-upgrade", "sql-downgrade"]
+# A few of the odd targets for each entry point; the rule itself is tried on all of them, on the
+# plan alone, by test_an_odd_target_is_a_one_line_migration_error.
+WIRED_TARGETS = ["²", "-٣", "+３", "", "head\n", "9" * 5000, "-99999999999999999999"]
 
 
 def call(migrations: Migrations, method: str, target: str):
@@ -62,42 +65,47 @@ def call(migrations: Migrations, method: str, target: str):
     return getattr(migrations, method)(target)
 
 
-@pytest.fixture
-def store(dsn):
-    store = MemoryStore(dsn)
-    yield store
-    store.close()
+def plan_refusal(method: str, target: str) -> str:
+    """The MigrationError a database at FIRST meets for `method` to `target`, from the plan alone."""
+    order = Order({MEMORIC: SHIPPED}, [Step(MEMORIC, FIRST)])
+    with pytest.raises(MigrationError) as refused:
+        getattr(order, method.removeprefix("sql-"))(target)
+    return str(refused.value)
 
 
 @pytest.fixture(scope="module")
-def at_first(dialect, tmp_path_factory, request):
+def at_first(module_dsn):
     """A database at the first migration, shared by the many target cases (none may change it)."""
-    if dialect == "sqlite":
-        dsn = f"sqlite:///{tmp_path_factory.mktemp('targets') / 'memoric.db'}"
-    else:
-        dsn = request.getfixturevalue("new_postgres_url")()
-    store = MemoryStore(dsn)
+    store = MemoryStore(module_dsn)
     Migrations(store).upgrade(FIRST)
     yield store
     store.close()
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("target", ODD_TARGETS, ids=ascii)
-def test_odd_targets_are_migration_errors_in_one_line(at_first, method, target):
-    with pytest.raises(MigrationError) as refused:
-        call(Migrations(at_first), method, target)
-    message = str(refused.value)
-    assert "\n" not in message and len(message) < 1000
+def test_an_odd_target_is_a_one_line_migration_error(target):
+    for method in ("upgrade", "downgrade", "stamp"):
+        message = plan_refusal(method, target)
+        assert "\n" not in message and len(message) < 1000, (method, message)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_library_refuses_odd_targets_with_the_plans_message(at_first, method):
+    for target in WIRED_TARGETS:
+        with pytest.raises(MigrationError) as refused:
+            call(Migrations(at_first), method, target)
+        assert str(refused.value) == plan_refusal(method, target)
     assert history_names(at_first) == [FIRST]
 
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade", "stamp", "upgrade --sql", "downgrade --sql"])
-@pytest.mark.parametrize("target", ODD_TARGETS, ids=ascii)
-def test_odd_targets_are_one_line_from_the_cli(at_first, monkeypatch, command, target):
+def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command):
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
     words = command.split()
-    one_line_error(CliRunner().invoke(main, ["--dsn", at_first.dsn, "migrate", words[0], target, *words[1:]]))
+    for target in WIRED_TARGETS:
+        arguments = ["--dsn", at_first.dsn, "migrate", words[0], target, *words[1:]]
+        error = one_line_error(CliRunner().invoke(main, arguments))
+        assert error == f"Error: {plan_refusal(words[0], target)}"
     assert history_names(at_first) == [FIRST]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -24,36 +23,25 @@ from memoric.migrate import (
     HISTORY_TABLE,
     LOCK_NAME,
     Migrations,
-    default_migrate_dir,
     history_model,
 )
-
-FIRST = "001_initial_schema"
-SECOND = "002_merge_thread_indexes"
-THIRD = "003_never_reuse_ids"
-HEAD = "004_bigint_ids"
-SHIPPED = [
+from tests.helpers import (
+    ADD_IMPORTANCE,
     FIRST,
-    SECOND,
-    THIRD,
     HEAD,
-]  # the chain shipped with memoric; test-only migrations are numbered after it
-MEMORIC_TABLES = ("memories", "memory_clusters")
-
-ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
-
-import peewee as pw
-
-
-def migrate(migrator, database, *, fake=False):
-    migrator.add_fields("memories", importance=pw.IntegerField(default=0))
-    migrator.sql('CREATE INDEX IF NOT EXISTS "idx_memories_importance" ON "memories" ("importance")')
-
-
-def rollback(migrator, database, *, fake=False):
-    migrator.sql('DROP INDEX IF EXISTS "idx_memories_importance"')
-    migrator.remove_fields("memories", "importance")
-'''
+    MEMORIC_TABLES,
+    SECOND,
+    SHIPPED,
+    THIRD,
+    all_rows,
+    chain,
+    columns,
+    history_names,
+    indexes,
+    schema,
+    shipped_files,
+    tables,
+)
 
 FAILS_HALFWAY = '''"""Test-only: creates a table and an index, then fails."""
 
@@ -70,101 +58,6 @@ def rollback(migrator, database, *, fake=False):
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def shipped_files() -> list[Path]:
-    return sorted(default_migrate_dir().glob("[0-9][0-9][0-9]_*.py"))
-
-
-def chain(directory: Path, **extra: str) -> Path:
-    """A migrations directory: the shipped chain plus `extra` files (name -> source) after its head."""
-    directory.mkdir(parents=True, exist_ok=True)
-    shipped = shipped_files()
-    for path in shipped:
-        shutil.copy(path, directory / path.name)
-    for name, source in extra.items():
-        assert name[:3] > shipped[-1].name[:3], f"test-only {name} must come after the shipped head"
-        (directory / f"{name}.py").write_text(source, encoding="utf-8")
-    return directory
-
-
-def tables(store: MemoryStore) -> set[str]:
-    """The tables of the database, SQLite's own (`sqlite_sequence`) left out."""
-    return {table for table in store.database.get_tables() if not table.startswith("sqlite_")}
-
-
-def schema(store: MemoryStore, table_names=MEMORIC_TABLES) -> dict:
-    """Columns (type, nullability, default, primary key), indexes, SQLite's AUTOINCREMENT, per table."""
-    return {
-        table: {
-            "columns": columns(store, table),
-            "indexes": indexes(store, table),
-            "autoincrement": autoincrement(store, table),
-        }
-        for table in table_names
-    }
-
-
-def autoincrement(store: MemoryStore, table: str) -> bool | None:
-    """SQLite: whether the table's stored definition says AUTOINCREMENT; None on PostgreSQL."""
-    if store.is_postgres:
-        return None
-    row = store.database.execute_sql("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
-    return row is not None and "AUTOINCREMENT" in row[0].upper()
-
-
-def columns(store: MemoryStore, table: str) -> list[tuple]:
-    database = store.database
-    if store.is_sqlite:
-        rows = database.execute_sql(f'PRAGMA table_info("{table}")').fetchall()
-        return [
-            (name, kind.upper(), bool(notnull), default, bool(pk))
-            for _, name, kind, notnull, default, pk in rows
-        ]
-    rows = database.execute_sql(
-        "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default "
-        "FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
-        "ORDER BY ordinal_position",
-        (table,),
-    ).fetchall()
-    return [tuple(row) for row in rows]
-
-
-def indexes(store: MemoryStore, table: str) -> dict[str, tuple]:
-    database = store.database
-    if store.is_sqlite:
-        found = {}
-        for _, name, unique, *_ in database.execute_sql(f'PRAGMA index_list("{table}")').fetchall():
-            info = database.execute_sql(f'PRAGMA index_info("{name}")').fetchall()
-            found[name] = (bool(unique), tuple(column for _, _, column in sorted(info)))
-        return found
-    rows = database.execute_sql(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s",
-        (table,),
-    ).fetchall()
-    return dict(rows)
-
-
-def history_names(store: MemoryStore) -> list[str]:
-    rows = store.database.execute_sql(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id').fetchall()
-    return [name for (name,) in rows]
-
-
-@pytest.fixture
-def store(new_dsn):
-    store = MemoryStore(new_dsn())
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def model_schema(new_dsn) -> dict:
-    """The schema `MemoryStore.create_schema()` builds from the models, on this dialect."""
-    reference = MemoryStore(new_dsn())
-    reference.create_schema()
-    built = schema(reference)
-    reference.close()
-    return built
 
 
 # --- upgrade, downgrade, the exact schema ----------------------------------------------------
@@ -285,13 +178,6 @@ def fill_threads(store: MemoryStore) -> dict[str, list]:
     ]
     store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids[::2])
     return all_rows(store)
-
-
-def all_rows(store: MemoryStore) -> dict[str, list]:
-    return {
-        table: store.database.execute_sql(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
-        for table in MEMORIC_TABLES
-    }
 
 
 @pytest.fixture

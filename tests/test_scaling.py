@@ -13,9 +13,14 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.errors import MemoricError
 from memoric.transfer import export_memoric, import_jsonl
-from tests.conftest import requires_postgres
-from tests.test_concurrency import INSERTS_PER_WRITER, WRITERS, assert_every_write_landed, run_in_threads
-from tests.test_migrations import HEAD
+from tests.helpers import (
+    HEAD,
+    WRITERS,
+    assert_every_write_landed,
+    requires_postgres,
+    run_in_threads,
+    save_as_writer,
+)
 
 
 def pooled(dsn: str, **options) -> str:
@@ -34,8 +39,7 @@ def test_eight_threads_share_a_pool_of_four_connections(new_dsn):
 
     def write(writer):
         try:
-            for n in range(INSERTS_PER_WRITER):
-                memoric.save(f"w{writer}", f"w{writer} n{n}", metadata={"writer": writer, "n": n})
+            save_as_writer(memoric, writer)
         finally:
             memoric.close()
 

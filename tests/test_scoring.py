@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from memoric.config import load_config
 from memoric.scoring import ScoreFormula, age_seconds
-from tests.engine_helpers import NOW, reference_ranking
+from tests.helpers import NOW, reference_ranking
 
 DEFAULT = ScoreFormula.from_config(load_config()["scoring"])
 DAY = 86400

@@ -24,7 +24,7 @@ from memoric.cli import main
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError
-from tests.conftest import requires_postgres
+from tests.helpers import requires_postgres
 
 SECRET = "S3cr3t"
 FAR = "127.0.0.1:1"  # nothing listens there: connecting fails at once

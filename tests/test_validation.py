@@ -1,63 +1,56 @@
-"""Bad input raises ValidationError naming the problem, and leaves the tables unchanged."""
+"""The input rules of `memoric.validation`, once each, without a database: boundaries and messages.
+
+Every entry point (the store, the facade, the CLI, import) hands its input to these functions;
+test_bad_input.py proves each is wired to them, and test_integer_arguments.py walks every integer
+argument. Here each rule is tried at its boundary values, and each refusal's message is checked
+to the letter: it names the field and the value at fault, on one short line.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from memoric import validation as v
 from memoric.errors import MemoricError, ValidationError
+from memoric.validation import (
+    JSON_INT_LIMIT,
+    MAX_CONTENT_LENGTH,
+    MAX_INT,
+    MAX_JSON_DEPTH,
+    MAX_STORED_ID,
+    MAX_TIMESTAMP,
+    MIN_INT,
+    MIN_TIMESTAMP,
+    SHOWN_WIDTH,
+    shown,
+)
+from tests.helpers import refusal
 
-GOOD = {"user_id": "ada", "content": "a memory"}
-
-BAD_MEMORIES = [
-    ({"user_id": ""}, "user_id"),
-    ({"user_id": "   "}, "user_id"),
-    ({"user_id": "x" * 129}, "user_id"),
-    ({"user_id": None}, "user_id"),
-    ({"user_id": 7}, "user_id"),
-    ({"user_id": "a\x00b"}, "NUL"),
-    ({"content": ""}, "content"),
-    ({"content": None}, "content"),
-    ({"content": b"bytes"}, "content"),
-    ({"content": "nul\x00here"}, "NUL"),
-    ({"content": "lone \ud800 surrogate"}, "surrogate"),
-    ({"thread_id": ""}, "thread_id"),
-    ({"thread_id": "t" * 129}, "thread_id"),
-    ({"namespace": 3}, "namespace"),
-    ({"tier": "forever"}, "tier"),
-    ({"score": 101}, "score"),
-    ({"score": -1}, "score"),
-    ({"score": True}, "score"),
-    ({"score": 5.0}, "score"),
-    ({"score": "50"}, "score"),
-    ({"metadata": ["not", "a", "dict"]}, "metadata"),
-    ({"metadata": "{}"}, "metadata"),
-    ({"metadata": {1: "int key"}}, "non-string key"),
-    ({"metadata": {"nan": math.nan}}, "finite"),
-    ({"metadata": {"inf": [math.inf]}}, "finite"),
-    ({"metadata": {"set": {1, 2}}}, "set"),
-    ({"metadata": {"bytes": b"x"}}, "bytes"),
-    ({"metadata": {"when": dt.datetime(2026, 1, 1)}}, "datetime"),
-    ({"metadata": {"tuple": (1, 2)}}, "tuple"),
-    ({"metadata": {"k": "nul\x00"}}, "NUL"),
-    ({"metadata": {"nul\x00key": 1}}, "NUL"),
-    ({"metadata": {"deep": {"deeper": [{"x": object()}]}}}, "object"),
-    ({"related_threads": "t1"}, "related_threads"),
-    ({"related_threads": ["ok", ""]}, r"related_threads\[1\]"),
-    ({"created_at": "2026-01-01"}, "created_at"),
-    ({"colour": "blue"}, "unexpected"),
-]
+TIERS = ["short_term", "mid_term", "long_term"]
+EAST = dt.timezone(dt.timedelta(hours=14))
+WEST = dt.timezone(dt.timedelta(hours=-12))
 
 
-@pytest.mark.parametrize(("change", "named"), BAD_MEMORIES)
-def test_bad_memory_is_refused_and_nothing_is_written(db, change, named):
-    with pytest.raises(ValidationError, match=named):
-        db.insert_memory(**{**GOOD, **change})
-    with pytest.raises(ValidationError, match=named):
-        db.insert_memories([GOOD, {**GOOD, **change}])
-    assert db.count_memories() == 0
+def nested(levels: int, leaf=1) -> dict:
+    """`leaf` inside `levels` dicts: its JSON depth is `levels`."""
+    value = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def nested_lists(levels: int, leaf=1) -> list:
+    """`leaf` inside `levels` lists."""
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
 
 
 def test_validation_error_is_a_memoric_error_and_a_value_error():
@@ -65,57 +58,440 @@ def test_validation_error_is_a_memoric_error_and_a_value_error():
     assert issubclass(ValidationError, ValueError)
 
 
-def test_bulk_error_names_the_row(db):
-    rows = [GOOD, GOOD, {**GOOD, "score": 500}]
-    with pytest.raises(ValidationError, match=r"rows\[2\]: score"):
-        db.insert_memories(rows)
-    with pytest.raises(ValidationError, match=r"rows\[0\] must be a dict"):
-        db.insert_memories(["not a row"])
-    assert db.count_memories() == 0
+# --- text: ids, content, cluster keys ------------------------------------------------------------
+
+ID_CHECKS = {
+    "user_id": v.user_id,
+    "thread_id": lambda value: v.optional_text("thread_id", value),
+    "namespace": lambda value: v.optional_text("namespace", value),
+}
 
 
-BAD_CALLS = [
-    ("update_tier", {"memory_ids": [1], "new_tier": "nope"}, "tier"),
-    ("update_tier", {"memory_ids": ["1"], "new_tier": "mid_term"}, r"memory_ids\[0\]"),
-    ("update_tier", {"memory_ids": [True], "new_tier": "mid_term"}, r"memory_ids\[0\]"),
-    ("update_tier", {"memory_ids": 1, "new_tier": "mid_term"}, "memory_ids"),
-    ("mark_summarized", {"memory_ids": [1.0]}, r"memory_ids\[0\]"),
-    ("delete_memories", {"memory_ids": "12"}, "memory_ids"),
-    ("update_content", {"memory_id": 1, "new_content": ""}, "new_content"),
-    ("update_content", {"memory_id": "1", "new_content": "x"}, "memory_id"),
-    ("update_metadata", {"memory_id": 1, "new_metadata": {"x": math.nan}}, "finite"),
-    ("set_related_threads", {"memory_id": 1, "related_threads": [None]}, "related_threads"),
-    ("get_memories", {"where_metadata": ["topic"]}, "where_metadata"),
-    ("get_memories", {"where_metadata": {"k": {1, 2}}}, "set"),
-    ("get_memories", {"limit": -1}, "limit"),
-    ("get_memories", {"offset": "3"}, "offset"),
-    ("get_memories", {"tier": "nope"}, "tier"),
-    ("get_memories", {"summarized": "yes"}, "summarized"),
-    ("get_memories", {"related_threads_any_of": "t1"}, "related_threads_any_of"),
-    ("count_memories", {"user_id": ""}, "user_id"),
-    ("find_older_than", {"days": -1}, "days"),
-    ("find_older_than", {"days": math.inf}, "days"),
-    ("upsert_cluster", {"user_id": "ada", "topic": "", "category": "c", "memory_ids": []}, "topic"),
-    ("upsert_cluster", {"user_id": "ada", "topic": "t", "category": "c", "memory_ids": ["x"]}, "memory_ids"),
-    (
-        "upsert_cluster",
-        {"user_id": "ada", "topic": "t", "category": "c", "memory_ids": [], "summary": 3},
-        "summary",
-    ),
-    ("delete_cluster", {"cluster_id": "1"}, "cluster_id"),
+@pytest.mark.parametrize("field", sorted(ID_CHECKS))
+def test_an_id_is_a_non_empty_storable_string_of_at_most_128_characters(field):
+    check = ID_CHECKS[field]
+    for good in ("ada", "x" * 128, "é" * 128, "ünï 🐢", " padded "):
+        assert check(good) == good
+    refused = [
+        ("", f"{field} must be a non-empty string"),
+        ("   ", f"{field} must be a non-empty string"),
+        ("\t\n", f"{field} must be a non-empty string"),
+        ("x" * 129, f"{field} must be at most 128 characters, got 129"),
+        ("é" * 129, f"{field} must be at most 128 characters, got 129"),
+        ("x" * 1_000_000, f"{field} must be at most 128 characters, got 1000000"),
+        (42, f"{field} must be a string, got int"),
+        (b"ada", f"{field} must be a string, got bytes"),
+        (["ada"], f"{field} must be a string, got list"),
+        ("a\x00b", f"{field} contains a NUL character, which PostgreSQL cannot store"),
+        ("lone \ud800", f"{field} is not valid Unicode (lone surrogate at 5)"),
+    ]
+    for value, message in refused:
+        assert refusal(check, value) == message
+
+
+def test_a_user_id_is_required_and_the_other_ids_are_optional():
+    assert refusal(v.user_id, None) == "user_id must be a string, got NoneType"
+    assert v.optional_text("thread_id", None) is None
+    assert v.optional_text("topic", "t" * 200, max_length=None) == "t" * 200
+
+
+def test_content_is_a_non_empty_storable_string_of_at_most_ten_million_characters():
+    longest = "é" * MAX_CONTENT_LENGTH
+    assert v.content(longest) is longest
+    too_long = f"must be at most {MAX_CONTENT_LENGTH} characters, got {MAX_CONTENT_LENGTH + 1}"
+    assert refusal(v.content, longest + "x") == f"content {too_long}"
+    assert refusal(v.content, longest + "x", "new_content") == f"new_content {too_long}"
+    assert refusal(v.content, " ") == "content must be a non-empty string"
+    assert refusal(v.content, None) == "content must be a string, got NoneType"
+    assert refusal(v.content, b"bytes") == "content must be a string, got bytes"
+    assert (
+        refusal(v.content, "nul \x00 inside")
+        == "content contains a NUL character, which PostgreSQL cannot store"
+    )
+    assert refusal(v.content, "lone \ud800 surrogate") == "content is not valid Unicode (lone surrogate at 5)"
+
+
+def test_a_cluster_key_is_a_storable_string_of_at_most_255_characters():
+    assert v.cluster_key("topic", "t" * 255) == "t" * 255
+    assert refusal(v.cluster_key, "topic", "t" * 256) == "topic must be at most 255 characters, got 256"
+    assert refusal(v.cluster_key, "category", "") == "category must be a non-empty string"
+    assert refusal(v.cluster_key, "category", "c\x00") == (
+        "category contains a NUL character, which PostgreSQL cannot store"
+    )
+
+
+# --- tier, score, flags --------------------------------------------------------------------------
+
+
+def test_a_tier_is_one_of_the_configured_tiers():
+    for tier in TIERS:
+        assert v.tier(tier, TIERS) == tier
+    assert refusal(v.tier, "forever", TIERS) == f"tier must be one of {TIERS}, got 'forever'"
+    for value, as_shown in (("", "''"), (1, "1"), (None, "None"), (["short_term"], "['short_term']")):
+        assert refusal(v.tier, value, TIERS) == f"tier must be one of {TIERS}, got {as_shown}"
+
+
+def test_a_score_is_an_int_from_0_to_100_defaulting_to_50():
+    assert v.score(None) == v.DEFAULT_SCORE == 50
+    assert (v.score(0), v.score(100)) == (0, 100)
+    for value in (-1, 101, 10**20):
+        assert refusal(v.score, value) == f"score must be from 0 to 100, got {value}"
+    for value, as_shown in (
+        (True, "True"),
+        (False, "False"),
+        (50.0, "50.0"),
+        (math.nan, "nan"),
+        ("50", "'50'"),
+    ):
+        assert refusal(v.score, value) == f"score must be an int from 0 to 100, got {as_shown}"
+
+
+def test_a_flag_is_true_false_or_none():
+    assert [v.flag("summarized", value) for value in (True, False, None)] == [True, False, None]
+    for value, as_shown in (("yes", "'yes'"), (1, "1"), (0, "0")):
+        assert (
+            refusal(v.flag, "summarized", value) == f"summarized must be True, False or None, got {as_shown}"
+        )
+
+
+# --- metadata: JSON that PostgreSQL's JSONB stores -------------------------------------------------
+
+
+def test_metadata_is_a_json_object_and_none_means_empty():
+    document = {
+        "s": "ünï",
+        "i": -(2**62),
+        "f": 1.5,
+        "b": False,
+        "n": None,
+        "l": [1, [2, {"x": "y"}]],
+        "d": {},
+    }
+    assert v.metadata(document) is document
+    assert v.metadata(None) == {}
+    for value, kind in (([], "list"), ("{}", "str"), (5, "int")):
+        assert refusal(v.metadata, value) == f"metadata must be a dict, got {kind}"
+    assert refusal(v.metadata, [], "new_metadata") == "new_metadata must be a dict, got list"
+
+
+def test_metadata_keys_are_strings():
+    for key, as_shown in ((1, "1"), (None, "None"), (("t",), "('t',)")):
+        assert refusal(v.metadata, {key: "a"}) == f"metadata has a non-string key {as_shown}"
+
+
+NOT_JSON = [
+    ({1, 2}, "a set ({1, 2})"),
+    (frozenset(), "a frozenset (frozenset())"),
+    (b"raw", "a bytes (b'raw')"),
+    (bytearray(b"raw"), "a bytearray (bytearray(b'raw'))"),
+    (dt.date(2026, 1, 1), "a date (datetime.date(2026, 1, 1))"),
+    (decimal.Decimal("1.5"), "a Decimal (Decimal('1.5'))"),
+    ((1, 2), "a tuple ((1, 2))"),
 ]
 
 
-@pytest.mark.parametrize(("method", "arguments", "named"), BAD_CALLS)
-def test_bad_arguments_are_refused_and_nothing_changes(db, method, arguments, named):
-    memory_id = db.insert_memory(**GOOD, metadata={"k": "v"})
-    before = db.get_memories(limit=None), db.get_clusters()
-    with pytest.raises(ValidationError, match=named):
-        getattr(db, method)(**arguments)
-    assert (db.get_memories(limit=None), db.get_clusters()) == before
-    assert db.get_memory(memory_id)["metadata"] == {"k": "v"}
+@pytest.mark.parametrize(("value", "described"), NOT_JSON, ids=lambda x: type(x).__name__)
+def test_a_value_that_is_not_json_is_named_with_its_path(value, described):
+    assert refusal(v.metadata, {"x": value}) == f"metadata['x'] holds {described}, which is not JSON"
+    assert refusal(v.metadata, {"x": [1, {"y": value}]}) == (
+        f"metadata['x'][1]['y'] holds {described}, which is not JSON"
+    )
+    assert refusal(v.metadata, {"x": object()}).startswith("metadata['x'] holds a object (<object object")
 
 
-def test_get_memory_refuses_a_non_int_id(db):
-    with pytest.raises(ValidationError, match="memory_id"):
-        db.get_memory("1")
+def test_json_numbers_are_finite():
+    for value in (math.nan, math.inf, -math.inf):
+        assert (
+            refusal(v.metadata, {"x": value}) == f"metadata['x'] holds {value!r}; JSON numbers must be finite"
+        )
+    assert refusal(v.metadata, {"x": [1, {"y": math.nan}]}) == (
+        "metadata['x'][1]['y'] holds nan; JSON numbers must be finite"
+    )
+
+
+def test_json_ints_have_at_most_4300_digits():
+    largest = JSON_INT_LIMIT - 1
+    assert v.metadata({"big": largest, "small": -largest, "mixed": [largest, 1]})
+    for value, path in (
+        ({"k": JSON_INT_LIMIT}, "['k']"),
+        ({"k": [1, -JSON_INT_LIMIT]}, "['k'][1]"),
+        ({"k": {"n": 10**5000}}, "['k']['n']"),
+    ):
+        message = refusal(v.metadata, value)
+        assert message == f"metadata{path} holds an int of more than 4300 digits, which JSON cannot carry"
+
+
+def test_json_text_is_storable():
+    nul = "contains a NUL character, which PostgreSQL cannot store"
+    cases = [
+        ({"nul\x00key": 1}, f"metadata key 'nul\\x00key' {nul}"),
+        ({"k": "nul\x00value"}, f"metadata['k'] {nul}"),
+        ({"k": ["ok", "nul\x00"]}, f"metadata['k'][1] {nul}"),
+        ({"k": {"nested\x00": 1}}, f"metadata['k'] key 'nested\\x00' {nul}"),
+        ({"k": "lone \udfff"}, "metadata['k'] is not valid Unicode (lone surrogate at 5)"),
+        ({"lone \udfff": 1}, "metadata key 'lone \\udfff' is not valid Unicode (lone surrogate at 5)"),
+    ]
+    for value, message in cases:
+        assert refusal(v.metadata, value) == message
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 5000])
+def test_json_nests_at_most_64_levels(depth):
+    assert v.metadata(nested(MAX_JSON_DEPTH))
+    assert v.metadata(nested(MAX_JSON_DEPTH - 1, leaf=[]))
+    message = refusal(v.metadata, nested(depth))
+    assert message.startswith("metadata['k']['k']") and message.endswith("is nested deeper than 64 levels")
+    assert len(message) < 300
+    lists = refusal(v.metadata_filter, {"l": nested_lists(depth - 1)})
+    assert lists.startswith("where_metadata['l'][0][0]") and lists.endswith("is nested deeper than 64 levels")
+
+
+def test_a_filter_is_a_json_object_and_empty_means_none():
+    assert v.metadata_filter(None) is None
+    assert v.metadata_filter({}) is None
+    assert v.metadata_filter({"topic": "x"}) == {"topic": "x"}
+    assert refusal(v.metadata_filter, ["topic"]) == "where_metadata must be a dict, got list"
+    assert (
+        refusal(v.metadata_filter, {"k": math.inf})
+        == "where_metadata['k'] holds inf; JSON numbers must be finite"
+    )
+
+
+def test_json_text_from_the_command_line_parses_within_the_limits():
+    assert v.json_text("--metadata", '{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    assert v.json_text("--metadata", '{"a": ' + "9" * 4300 + "}") == {"a": int("9" * 4300)}
+    assert refusal(v.json_text, "--metadata", "{oops").startswith("--metadata is not valid JSON: Expecting")
+    assert refusal(v.json_text, "--metadata", "").startswith("--metadata is not valid JSON")
+    for text, message in (
+        ('{"a": ' * 5000 + "1" + "}" * 5000, "--metadata is nested deeper than 64 levels"),
+        (
+            '{"a": ' + "9" * 5000 + "}",
+            "--metadata holds an int of 5000 digits; JSON ints may have at most 4300",
+        ),
+        (
+            '{"a": [-' + "9" * 4301 + "]}",
+            "--metadata holds an int of 4301 digits; JSON ints may have at most 4300",
+        ),
+    ):
+        assert refusal(v.json_text, "--metadata", text) == message
+
+
+# --- thread lists and id lists -------------------------------------------------------------------
+
+
+def test_a_thread_list_is_a_list_of_ids():
+    assert v.thread_list("related_threads", None) == []
+    assert v.thread_list("related_threads", ("t1", "t2")) == ["t1", "t2"]
+    assert v.thread_list("related_threads", iter(["t1"])) == ["t1"]
+    for value, kind in (("t1", "str"), (b"t1", "bytes"), (5, "int")):
+        assert refusal(v.thread_list, "related_threads", value) == (
+            f"related_threads must be a list of thread ids, got {kind}"
+        )
+    assert (
+        refusal(v.thread_list, "related_threads", ["ok", ""])
+        == "related_threads[1] must be a non-empty string"
+    )
+    assert (
+        refusal(v.thread_list, "related_threads", [None])
+        == "related_threads[0] must be a string, got NoneType"
+    )
+    assert refusal(v.thread_list, "related_threads_any_of", ["t" * 129]) == (
+        "related_threads_any_of[0] must be at most 128 characters, got 129"
+    )
+
+
+def test_a_memory_id_list_is_a_list_of_64_bit_ints():
+    assert v.memory_ids([MIN_INT, 0, MAX_INT]) == [MIN_INT, 0, MAX_INT]
+    assert v.memory_ids(iter((1, 2))) == [1, 2]
+    for value, kind in (("12", "str"), (b"1", "bytes"), ({1: 1}, "dict"), (1, "int"), (None, "NoneType")):
+        assert refusal(v.memory_ids, value) == f"memory_ids must be a list of ints, got {kind}"
+    for item, as_shown in (("1", "'1'"), (True, "True"), (1.0, "1.0"), (None, "None")):
+        assert refusal(v.memory_ids, [7, item]) == f"memory_ids[1] must be an int, got {as_shown}"
+
+
+# --- integers and numbers ------------------------------------------------------------------------
+
+
+def test_an_integer_is_an_int_within_its_range():
+    assert (v.integer("n", MIN_INT), v.integer("n", MAX_INT)) == (MIN_INT, MAX_INT)
+    for value in (MIN_INT - 1, MAX_INT + 1):
+        assert refusal(v.integer, "n", value) == f"n must be an int from {MIN_INT} to {MAX_INT}, got {value}"
+    for value, as_shown in ((True, "True"), (1.0, "1.0"), ("3", "'3'"), (None, "None")):
+        assert refusal(v.integer, "n", value) == f"n must be an int, got {as_shown}"
+    assert v.integer("n", 5, minimum=5, maximum=5) == 5
+    assert refusal(v.integer, "n", 4, minimum=5, maximum=9) == "n must be an int from 5 to 9, got 4"
+
+
+def test_an_id_to_look_up_is_any_64_bit_int_and_an_id_to_write_fits_the_id_columns():
+    assert v.memory_id(MIN_INT) == MIN_INT
+    assert refusal(v.memory_id, "1") == "memory_id must be an int, got '1'"
+    assert refusal(v.memory_id, MAX_INT + 1, "cluster_id").startswith("cluster_id must be an int from")
+    assert (v.stored_id(1), v.stored_id(MAX_STORED_ID)) == (1, MAX_STORED_ID)
+    for value in (0, MAX_STORED_ID + 1):
+        assert refusal(v.stored_id, value) == f"id must be an int from 1 to {MAX_STORED_ID}, got {value}"
+
+
+def test_a_count_is_a_non_negative_int_of_at_most_its_maximum():
+    assert (v.count("limit", 0), v.count("limit", MAX_INT)) == (0, MAX_INT)
+    assert v.count("limit", None, allow_none=True) is None
+    for value, as_shown in ((-1, "-1"), (True, "True"), (1.5, "1.5"), ("3", "'3'"), (None, "None")):
+        assert refusal(v.count, "limit", value) == f"limit must be a non-negative int, got {as_shown}"
+    assert refusal(v.count, "limit", MAX_INT + 1) == f"limit must be at most {MAX_INT}, got {MAX_INT + 1}"
+    assert refusal(v.count, "memory_count", 8, maximum=7) == "memory_count must be at most 7, got 8"
+
+
+def test_a_number_of_days_or_seconds_is_non_negative_and_finite():
+    for value in (0, 0.0, 1.5, 1e300, MAX_INT):
+        assert v.days(value) == value
+        assert v.non_negative_number("timeout", value) == value
+    for value, as_shown in ((-1, "-1"), (-0.5, "-0.5"), (math.nan, "nan"), (math.inf, "inf"), (True, "True"),
+                            ("5", "'5'"), (None, "None")):  # fmt: skip
+        assert refusal(v.days, value) == f"days must be a non-negative number, got {as_shown}"
+        assert refusal(v.non_negative_number, "timeout", value) == (
+            f"timeout must be a non-negative number, got {as_shown}"
+        )
+    assert refusal(v.days, MAX_INT + 1) == f"days must be at most {MAX_INT}, got {MAX_INT + 1}"
+
+
+# --- timestamps ----------------------------------------------------------------------------------
+
+
+def test_a_timestamp_is_a_datetime_in_utc_within_the_stored_range():
+    assert v.timestamp("created_at", None) is None
+    naive = dt.datetime(2026, 1, 1, 12)
+    assert v.timestamp("created_at", naive) == naive.replace(tzinfo=dt.UTC)
+    assert v.timestamp("created_at", naive.replace(tzinfo=EAST)).tzinfo is dt.UTC
+    assert v.timestamp("created_at", MIN_TIMESTAMP.astimezone(EAST)) == MIN_TIMESTAMP
+    assert v.timestamp("updated_at", MAX_TIMESTAMP.astimezone(WEST)) == MAX_TIMESTAMP
+    assert refusal(v.timestamp, "created_at", "2026-01-01") == "created_at must be a datetime, got str"
+    assert (
+        refusal(v.timestamp, "updated_at", dt.date(2026, 1, 1)) == "updated_at must be a datetime, got date"
+    )
+
+
+OUT_OF_RANGE_TIMESTAMPS = [
+    dt.datetime.max.replace(tzinfo=dt.UTC),
+    dt.datetime.min,
+    MIN_TIMESTAMP - dt.timedelta(microseconds=1),
+    MAX_TIMESTAMP + dt.timedelta(microseconds=1),
+]
+
+
+@pytest.mark.parametrize("moment", OUT_OF_RANGE_TIMESTAMPS, ids=str)
+def test_a_timestamp_outside_the_stored_range_is_refused(moment):
+    as_utc = moment.replace(tzinfo=moment.tzinfo or dt.UTC)
+    assert refusal(v.timestamp, "created_at", moment) == (
+        f"created_at must lie from 0001-01-02 to 9999-12-30 (UTC), got {as_utc.isoformat()}"
+    )
+
+
+@pytest.mark.parametrize(
+    "moment", [dt.datetime.max.replace(tzinfo=WEST), dt.datetime.min.replace(tzinfo=EAST)]
+)
+def test_a_timestamp_with_no_utc_equivalent_is_refused(moment):
+    assert refusal(v.timestamp, "updated_at", moment) == (
+        f"updated_at {moment.isoformat()} lies outside the datetime range in UTC"
+    )
+
+
+def test_a_cutoff_before_the_calendar_is_the_earliest_instant():
+    now = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    assert v.cutoff(now, 1.5) == now - dt.timedelta(days=1.5)
+    assert v.cutoff(now.replace(tzinfo=None), 0) == now
+    for days in (10**6, MAX_INT, 1e300, (now - v.EARLIEST).days + 1):
+        assert v.cutoff(now, days) == v.EARLIEST
+    assert refusal(v.cutoff, "now", 1) == "now must be a datetime, got str"
+
+
+# --- the fast JSON check agrees with the slow one ------------------------------------------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # includes nan and infinities, which are refused
+    st.text(alphabet=st.characters(codec=None, exclude_categories=())),  # NUL and lone surrogates too
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers(), st.none()), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+def slow_verdict(value: dict) -> str | None:
+    """The error message of the full walk (None when the document is valid)."""
+    try:
+        v._check_json("metadata", value, depth=0)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
+    if v._is_plain_json(document, depth=0):
+        assert slow_verdict(document) is None
+    verdict = slow_verdict(document)
+    if verdict is None:
+        assert v.metadata(document) is document
+    else:
+        with pytest.raises(ValidationError) as raised:
+            v.metadata(document)
+        assert str(raised.value) == verdict
+
+
+def test_the_fast_json_check_stops_at_the_depth_limit():
+    document: dict = {}
+    inner = document
+    for _ in range(v.MAX_JSON_DEPTH):
+        inner["x"] = {}
+        inner = inner["x"]
+    v.metadata(document)  # exactly at the limit: accepted
+    inner["x"] = 1
+    with pytest.raises(ValidationError, match="nested deeper than 64"):
+        v.metadata(document)
+
+
+# --- values shown in messages: cut with an ellipsis, never converted whole --------------------------
+
+
+def test_shown_values_are_cut_with_an_ellipsis_and_never_built_whole():
+    moment = dt.datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=dt.UTC)
+    assert shown(moment.replace(tzinfo=None)) == repr(moment.replace(tzinfo=None))
+    assert shown(moment).endswith("…") and len(shown(moment)) == SHOWN_WIDTH
+    assert shown("x" * 10**7) == "'" + "x" * (SHOWN_WIDTH - 2) + "…"
+    assert shown(b"\x00" * 10**6).endswith("…")
+    assert shown(10**5000) == "<an int of 16610 bits>"
+    assert shown(nested(5000)).startswith("{'k': {'k':")
+    assert shown("short") == "'short'"
+
+
+LONG_VALUES = [
+    (lambda: v.metadata({"k": b"x" * 1000}), "metadata['k'] holds a bytes"),
+    (lambda: v.metadata({"k" * 1000: {1, 2}}), "holds a set"),
+    (lambda: v.tier("t" * 1000, TIERS), "tier must be one of"),
+    (lambda: v.score("9" * 1000), "score must be an int"),
+    (lambda: v.flag("summarized", "y" * 1000), "summarized must be True, False or None"),
+    (lambda: v.count("limit", "9" * 1000), "limit must be a non-negative int"),
+    (lambda: v.memory_id([0] * 1000), "memory_id must be an int"),
+]
+
+
+@pytest.mark.parametrize(("check", "message"), LONG_VALUES, ids=[m for _, m in LONG_VALUES])
+def test_long_values_in_messages_end_with_an_ellipsis(check, message):
+    text = refusal(check)
+    assert text.startswith(message) or message in text
+    assert "…" in text and len(text) < 400, text
+
+
+def test_a_datetime_in_metadata_is_shown_whole_or_with_an_ellipsis():
+    """Cut at 40 characters, the microseconds of a datetime once read as a single digit."""
+    moment = dt.datetime(2026, 1, 1, 12, 30, 45, 123456)
+    assert repr(moment) in refusal(v.metadata, {"when": moment})
+    message = refusal(v.metadata, {"when": moment.replace(tzinfo=dt.UTC)})
+    assert "123456, tzinfo=" in message and "…" in message

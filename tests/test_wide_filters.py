@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 
 from memoric.db.jsonfilter import MAX_EXACT_CONDITIONS, contains
-from memoric.errors import ValidationError
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_JSON_DEPTH
-from tests.conftest import selected_dialects
+from tests.helpers import selected_dialects
 
 WIDTHS = (1, 78, 100, 1000, 5000)
 FULL_WIDTH = max(WIDTHS)
@@ -206,15 +205,6 @@ def test_filters_as_deep_as_metadata_may_be_answer_as_the_reference(stores, patt
         assert [m["id"] for m in store.get_memories(user_id="deep", where_metadata=pattern)] == expected_ids(
             docs, pattern
         )[:50]
-
-
-def test_a_filter_deeper_than_metadata_may_be_is_refused_alike(stores):
-    for store in stores.values():
-        for depth in (MAX_JSON_DEPTH + 1, 5000):
-            with pytest.raises(ValidationError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
-                store.count_memories(where_metadata=nested(depth, 1))
-            with pytest.raises(ValidationError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
-                store.get_memories(where_metadata={"l": nested_lists(depth, 1)})
 
 
 WIDE_ARRAY = [*range(5000), *(f"s{i}" for i in range(1000)), *({"o": i, "p": [i]} for i in range(1000))]
