@@ -249,4 +249,4 @@ class Memoric:
         """Counts of memories (total, per tier, summarized), users, threads and clusters."""
         self._ready()
         counts = self.store.memory_stats(user_id=user_id)
-        return {**counts, "dialect": self.store.dialect, "schema_version": self.migrations.current()}
+        return {**counts, "dialect": self.store.dialect.name, "schema_version": self.migrations.current()}

@@ -83,7 +83,7 @@ def export_jsonl(
             "format_version": FORMAT_VERSION,
             "schema_version": schema_version,
             "exported_at": dt.datetime.now(UTC).isoformat(),
-            "source_dialect": store.dialect,
+            "source_dialect": store.dialect.name,
             "user_id": user_id,
         }
         out.write(dump_json(header) + "\n")

@@ -26,7 +26,7 @@ from memoric.db.connection import (
     failure_reason,
     open_database,
 )
-from memoric.db.dialects import dialect_for
+from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.jsonfilter import all_of, any_of
 from memoric.db.models import CONVERTED_FIELDS, UTC, bind_models, dump_json
 from memoric.db.urls import mask_url
@@ -73,7 +73,7 @@ def _checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime
 
 def _failure_message(store: MemoryStore, method_name: str, exc: BaseException) -> str:
     """What failed, on which dialect, and why (saying so when the connection was lost)."""
-    return f"{method_name} failed on {store.dialect}: {failure_reason(store.database, exc, store.dsn)}"
+    return f"{method_name} failed on {store.dialect.name}: {failure_reason(store.database, exc, store.dsn)}"
 
 
 _translate_errors = driver_errors(_failure_message)
@@ -107,13 +107,12 @@ class MemoryStore:
         clock: Callable[[], dt.datetime] = utc_now,
         warn_sqlite: bool = True,
     ) -> None:
-        self.dialect: str = dialect_of(dsn)
+        self.dialect: Dialect = dialect_for(dialect_of(dsn))
         self.dsn: str = dsn
         self.tiers: tuple[str, ...] = tuple(tiers)
         self.clock = clock
         self.database: peewee.Database = open_database(dsn, warn_sqlite=warn_sqlite)
-        self._sql = dialect_for(self.dialect)
-        self._sql.prepare(self.database)
+        self.dialect.prepare(self.database)
         models = bind_models(self.database)
         self.Memory = models.Memory
         self.MemoryCluster = models.MemoryCluster
@@ -130,16 +129,11 @@ class MemoryStore:
 
     @property
     def is_sqlite(self) -> bool:
-        return self.dialect == "sqlite"
+        return self.dialect.name == "sqlite"
 
     @property
     def is_postgres(self) -> bool:
-        return self.dialect == "postgresql"
-
-    @property
-    def sql_dialect(self):
-        """The dialect object behind this store, for callers that must not branch on the dialect."""
-        return self._sql
+        return self.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
         return f"MemoryStore({mask_url(self.dsn)!r})"
@@ -171,7 +165,7 @@ class MemoryStore:
             yield
         finally:
             with self._driver_errors("lock"):
-                held = self._sql.unlock(self.database, handle)
+                held = self.dialect.unlock(self.database, handle)
         if not held:
             raise MemoricError(
                 f"the {name!r} lock was lost with the connection to the database during the block: "
@@ -182,7 +176,7 @@ class MemoryStore:
         """The dialect's handle of the named lock, once free (see `lock`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waited = False
-        while (handle := self._sql.try_lock(self.database, name)) is None:
+        while (handle := self.dialect.try_lock(self.database, name)) is None:
             if not waited and on_wait is not None:
                 on_wait()
             waited = True
@@ -205,7 +199,7 @@ class MemoryStore:
         """Create the tables and indexes straight from the models (tests; `init_db`)."""
         with self.database.atomic():
             self.database.create_tables([self.Memory, self.MemoryCluster], safe=True)
-            self._sql.create_extra_indexes(self.database)
+            self.dialect.create_extra_indexes(self.database)
 
     @_translate_errors
     def drop_schema(self) -> None:
@@ -217,7 +211,7 @@ class MemoryStore:
         """Delete every memory and cluster and restart the ids."""
         with self.database.atomic():
             tables = [self.Memory._meta.table_name, self.MemoryCluster._meta.table_name]
-            self._sql.truncate(self.database, tables)
+            self.dialect.truncate(self.database, tables)
 
     # --- writing memories ---------------------------------------------------------------
 
@@ -261,7 +255,7 @@ class MemoryStore:
         row = self._memory_row(fields)
         columns, values = _driver_row(self.Memory, row)
         # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
-        return self._sql.insert_one(self.database, self.Memory._meta.table_name, columns, values)
+        return self.dialect.insert_one(self.database, self.Memory._meta.table_name, columns, values)
 
     @_translate_errors
     def insert_memories(self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE) -> int:
@@ -275,8 +269,8 @@ class MemoryStore:
         if explicit:
             highest = max(explicit, key=operator.itemgetter("id"))
             table = self.Memory._meta.table_name
-            if self._sql.has_id_counter(self.database, table):
-                self._sql.reserve_ids(self.database, table, "id", above=highest["id"], count=0)
+            if self.dialect.has_id_counter(self.database, table):
+                self.dialect.reserve_ids(self.database, table, "id", above=highest["id"], count=0)
             else:  # max(rowid) + 1 is the counter: the first transaction writes the highest id
                 checked = [highest, *(row for row in checked if row is not highest)]
         return self._insert_batches(self.Memory, checked, batch_size, skip_existing=False)
@@ -294,7 +288,7 @@ class MemoryStore:
         """One multi-row INSERT of rows with the same keys, values converted by their fields."""
         columns, convert = _driver_converter(model, tuple(rows[0]))
         table = model._meta.table_name
-        return self._sql.insert_rows(
+        return self.dialect.insert_rows(
             self.database, table, columns, [convert(row) for row in rows], skip_existing
         )
 
@@ -332,7 +326,7 @@ class MemoryStore:
             getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None
         ]
         if checked["where_metadata"]:
-            conditions.append(self._sql.json_contains(m.metadata, checked["where_metadata"]))
+            conditions.append(self.dialect.json_contains(m.metadata, checked["where_metadata"]))
         if checked["related_threads_any_of"] is not None:
             conditions.append(self._related_to(checked["related_threads_any_of"]))
         if checked["summarized"] is not None:
@@ -342,9 +336,9 @@ class MemoryStore:
     def _related_to(self, threads: list[str]):
         if not threads:
             return peewee.SQL("1 = 0")
-        m = self.Memory
+        m, dialect = self.Memory, self.dialect
         return any_of(
-            [self._sql.in_values(m.thread_id, threads), self._sql.array_overlaps(m.related_threads, threads)]
+            [dialect.in_values(m.thread_id, threads), dialect.array_overlaps(m.related_threads, threads)]
         )
 
     def _select(self, conditions: list):
@@ -366,7 +360,8 @@ class MemoryStore:
         limit = validation.count("limit", limit, allow_none=True)
         offset = validation.count("offset", offset)
         values = {**checked, "limit": limit, "offset": offset}
-        if limit and checked["user_id"] is not None and checked["where_metadata"] and self._sql.window_first:
+        window_first = self.dialect.window_first and checked["user_id"] is not None
+        if limit and window_first and checked["where_metadata"]:
             page = self._from_newest_rows(checked, values)
             if len(page) == limit:
                 return page
@@ -393,7 +388,7 @@ class MemoryStore:
         newest = _slotted({**checked, "where_metadata": None})
         window = self._select(self._filter_nodes(newest)).order_by(m.created_at.desc(), m.id.desc())
         window_sql, window_params = window.limit(_slot("window")).sql()
-        contained = self._sql.json_contains(m.metadata, checked["where_metadata"], indexed=False)
+        contained = self.dialect.json_contains(m.metadata, checked["where_metadata"], indexed=False)
         test_sql, test_params = self.database.get_sql_context().sql(contained).query()
         mark = self.database.param
         sql = (
@@ -654,7 +649,7 @@ class MemoryStore:
         (WAL keeps what it saw at its first read). Writers elsewhere are not held up.
         """
         try:
-            with self._sql.snapshot(self.database):
+            with self.dialect.snapshot(self.database):
                 yield
         except (peewee.PeeweeException, peewee.DatabaseError) as exc:
             raise MemoricError(_failure_message(self, "snapshot", exc)) from exc
@@ -682,7 +677,7 @@ class MemoryStore:
         uncounted = [
             kind
             for kind in claims
-            if not self._sql.has_id_counter(self.database, self._table(kind)[0]._meta.table_name)
+            if not self.dialect.has_id_counter(self.database, self._table(kind)[0]._meta.table_name)
         ]
         if not uncounted:
             tops = self._raise_id_counters(claims)
@@ -703,7 +698,7 @@ class MemoryStore:
         tops = {}
         for kind, (above, count) in claims.items():
             model, column = self._table(kind)
-            tops[kind] = self._sql.reserve_ids(
+            tops[kind] = self.dialect.reserve_ids(
                 self.database, model._meta.table_name, column, above=above, count=count
             )
         return tops
@@ -846,7 +841,7 @@ class MemoryStore:
 
     def _lacks_metadata(self, pattern: dict) -> peewee.Node:
         """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
-        contained = self._sql.json_contains(self.Memory.metadata, validation.metadata(pattern))
+        contained = self.dialect.json_contains(self.Memory.metadata, validation.metadata(pattern))
         return peewee.Case(None, [(contained, 1)], 0) == 0
 
     def _topic_threads(self, user_id: str, namespace, topic) -> list[str]:
@@ -854,7 +849,7 @@ class MemoryStore:
         conditions = [
             m.user_id == user_id,
             self._namespace_is(namespace),
-            self._sql.json_contains(m.metadata, validation.metadata({"topic": topic})),
+            self.dialect.json_contains(m.metadata, validation.metadata({"topic": topic})),
             m.thread_id.is_null(False),
         ]
         query = m.select(m.thread_id).where(all_of(conditions)).distinct()
@@ -864,14 +859,13 @@ class MemoryStore:
         """The score of `memoric.scoring.ScoreFormula` as SQL: integer arithmetic only."""
         m = self.Memory
         decay = formula.decay_seconds
-        age = self._sql.age_seconds(m.updated_at, now)
+        age = self.dialect.age_seconds(m.updated_at, now)
         # Plain comparisons settle the rows outside the decay window without date arithmetic.
         window = dt.timedelta(seconds=decay)
         decayed_since = now - window if now - validation.EARLIEST > window else validation.EARLIEST
         fully_decayed = m.updated_at <= decayed_since
-        remaining = peewee.Case(
-            None, [(fully_decayed, 0), (m.updated_at >= now, decay)], decay - self._sql.clamp(age, 0, decay)
-        )
+        decaying = decay - self.dialect.clamp(age, 0, decay)
+        remaining = peewee.Case(None, [(fully_decayed, 0), (m.updated_at >= now, decay)], decaying)
         same_thread = peewee.Value(0)
         if bonus_thread_id is not None:
             same_thread = peewee.Case(None, [(m.thread_id == bonus_thread_id, 1)], 0)
@@ -912,7 +906,7 @@ class MemoryStore:
         conditions += self._conditions(thread_id=thread_id, where_metadata=where_metadata)
         if topic is not None:
             threads = self._topic_threads(user_id, namespace, topic)
-            has_topic = self._sql.json_contains(m.metadata, validation.metadata({"topic": topic}))
+            has_topic = self.dialect.json_contains(m.metadata, validation.metadata({"topic": topic}))
             conditions.append(self._related_to(threads) | has_topic)
         if not include_summarized:
             conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
@@ -1078,8 +1072,8 @@ class MemoryStore:
         these columns are read, so a rebuild over many rows stays cheap.
         """
         m = self.Memory
-        topic = self._sql.json_text(m.metadata, "topic")
-        category = self._sql.json_text(m.metadata, "category")
+        topic = self.dialect.json_text(m.metadata, "topic")
+        category = self.dialect.json_text(m.metadata, "category")
         conditions = [*self._conditions(user_id=user_id), self._lacks_metadata(exclude_metadata)]
         query = self._select(conditions).select(m.id, m.user_id, m.thread_id, topic, category)
         return self.database.execute(query).fetchall()
