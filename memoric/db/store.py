@@ -326,7 +326,7 @@ class MemoryStore:
             getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None
         ]
         if checked["where_metadata"]:
-            conditions.append(self.dialect.json_contains(m.metadata, checked["where_metadata"]))
+            conditions.append(m.metadata.contains(checked["where_metadata"]))
         if checked["related_threads_any_of"] is not None:
             conditions.append(self._related_to(checked["related_threads_any_of"]))
         if checked["summarized"] is not None:
@@ -336,10 +336,8 @@ class MemoryStore:
     def _related_to(self, threads: list[str]):
         if not threads:
             return peewee.SQL("1 = 0")
-        m, dialect = self.Memory, self.dialect
-        return any_of(
-            [dialect.in_values(m.thread_id, threads), dialect.array_overlaps(m.related_threads, threads)]
-        )
+        m = self.Memory
+        return any_of([self.dialect.in_values(m.thread_id, threads), m.related_threads.contains_any(threads)])
 
     def _select(self, conditions: list):
         query = self.Memory.select()
@@ -388,7 +386,7 @@ class MemoryStore:
         newest = _slotted({**checked, "where_metadata": None})
         window = self._select(self._filter_nodes(newest)).order_by(m.created_at.desc(), m.id.desc())
         window_sql, window_params = window.limit(_slot("window")).sql()
-        contained = self.dialect.json_contains(m.metadata, checked["where_metadata"], indexed=False)
+        contained = self.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
         test_sql, test_params = self.database.get_sql_context().sql(contained).query()
         mark = self.database.param
         sql = (
@@ -841,7 +839,7 @@ class MemoryStore:
 
     def _lacks_metadata(self, pattern: dict) -> peewee.Node:
         """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
-        contained = self.dialect.json_contains(self.Memory.metadata, validation.metadata(pattern))
+        contained = self.Memory.metadata.contains(validation.metadata(pattern))
         return peewee.Case(None, [(contained, 1)], 0) == 0
 
     def _topic_threads(self, user_id: str, namespace, topic) -> list[str]:
@@ -849,7 +847,7 @@ class MemoryStore:
         conditions = [
             m.user_id == user_id,
             self._namespace_is(namespace),
-            self.dialect.json_contains(m.metadata, validation.metadata({"topic": topic})),
+            m.metadata.contains(validation.metadata({"topic": topic})),
             m.thread_id.is_null(False),
         ]
         query = m.select(m.thread_id).where(all_of(conditions)).distinct()
@@ -906,7 +904,7 @@ class MemoryStore:
         conditions += self._conditions(thread_id=thread_id, where_metadata=where_metadata)
         if topic is not None:
             threads = self._topic_threads(user_id, namespace, topic)
-            has_topic = self.dialect.json_contains(m.metadata, validation.metadata({"topic": topic}))
+            has_topic = m.metadata.contains(validation.metadata({"topic": topic}))
             conditions.append(self._related_to(threads) | has_topic)
         if not include_summarized:
             conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
@@ -1072,8 +1070,7 @@ class MemoryStore:
         these columns are read, so a rebuild over many rows stays cheap.
         """
         m = self.Memory
-        topic = self.dialect.json_text(m.metadata, "topic")
-        category = self.dialect.json_text(m.metadata, "category")
+        topic, category = m.metadata.string_at("topic"), m.metadata.string_at("category")
         conditions = [*self._conditions(user_id=user_id), self._lacks_metadata(exclude_metadata)]
         query = self._select(conditions).select(m.id, m.user_id, m.thread_id, topic, category)
         return self.database.execute(query).fetchall()

@@ -50,16 +50,8 @@ class Dialect(abc.ABC):
         """Set up every connection of `database` as memoric needs it."""
 
     @abc.abstractmethod
-    def json_contains(self, column, pattern: dict, *, indexed: bool = True) -> peewee.Node:
-        """True where the JSON in `column` contains `pattern` (`jsonb @>` semantics)."""
-
-    @abc.abstractmethod
-    def array_overlaps(self, column, values: list[str]) -> peewee.Node:
-        """True where the JSON array in `column` shares an element with `values`."""
-
-    @abc.abstractmethod
-    def json_text(self, column, key: str) -> peewee.Node:
-        """The string at `column.key`, or NULL when missing or not a JSON string."""
+    def contains_row_by_row(self, column, pattern: dict) -> peewee.Node:
+        """`column.contains(pattern)` as a test of each row, never a search of a JSON index."""
 
     @abc.abstractmethod
     def in_values(self, column, values: list[str]) -> peewee.Node:
@@ -155,7 +147,3 @@ def column_list(columns: list[str]) -> str:
     """The quoted column names, comma-separated."""
     return ", ".join(f'"{column}"' for column in columns)
 
-
-def text(value: str) -> peewee.Value:
-    """`value` bound as a parameter as it is (no field conversion)."""
-    return peewee.Value(value, converter=False)

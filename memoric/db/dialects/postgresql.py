@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import peewee
 
-from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list, text
+from memoric.db.dialects.base import Dialect, column_list
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -53,17 +52,14 @@ class PostgresDialect(Dialect):
         if not database.is_closed():
             database.execute_sql(f"SET gin_pending_list_limit = '{GIN_PENDING_LIST_LIMIT}'")
 
-    def json_contains(self, column, pattern: dict, *, indexed: bool = True):
-        """`@>`, served by the GIN index unless not `indexed` (see `jsonfilter.postgres_contains`)."""
-        return jsonfilter.postgres_contains(column, pattern, indexed=indexed)
+    def contains_row_by_row(self, column, pattern: dict):
+        """`jsonb_contains(column, pattern)`: `@>` as a function call, which the planner checks row
+        by row on the rows another index yields instead of consulting the GIN index."""
+        return peewee.fn.jsonb_contains(column, column.db_value(pattern))
 
     def in_values(self, column, values: list[str]):
         """`column IN (...)`: PostgreSQL takes a list of any length."""
         return column.in_(values)
-
-    def array_overlaps(self, column, values: list[str]):
-        """`column ?| array[...]`: served by the GIN index on the JSONB array."""
-        return peewee.Expression(column, "?|", peewee.Value(list(values), converter=False, unpack=False))
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection)."""
@@ -183,12 +179,6 @@ class PostgresDialect(Dialect):
     def clamp(self, value, low, high):
         """`value` limited to [low, high] (evaluated once)."""
         return peewee.fn.LEAST(peewee.fn.GREATEST(value, low), high)
-
-    def json_text(self, column, key: str):
-        """The string at `column.key`, or NULL when missing or not a JSON string."""
-        value = peewee.Expression(column, "->", text(key))
-        string = peewee.Expression(column, "->>", text(key))
-        return peewee.Case(None, [(peewee.fn.jsonb_typeof(value) == "string", string)])
 
     # --- the catalogue ------------------------------------------------------------------------
 

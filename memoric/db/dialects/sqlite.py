@@ -14,8 +14,8 @@ import peewee
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import PRIVATE_FILE_MODE
-from memoric.db.dialects.base import Dialect, column_list, text
-from memoric.db.models import dump_json, to_utc
+from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.models import to_utc
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SQLITE_TABLES = (
@@ -39,28 +39,15 @@ class SqliteDialect(Dialect):
             jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
         )
 
-    def json_contains(self, column, pattern: dict, *, indexed: bool = True):
-        """The exact containment test (there is no JSON index to use or avoid)."""
-        return jsonfilter.sqlite_contains(column, pattern)
+    def contains_row_by_row(self, column, pattern: dict):
+        """The exact containment test (there is no JSON index to avoid)."""
+        return column.contains(pattern)
 
     def in_values(self, column, values: list[str]):
         """`column IN values`, the list bound as one JSON parameter: any length, whatever the
         build's limit on host parameters (32766 by default).
         """
-        return peewee.Expression(column, "IN", _json_values(values))
-
-    def array_overlaps(self, column, values: list[str]):
-        """True where the JSON array in `column` shares an element with `values` (one parameter)."""
-        return peewee.fn.EXISTS(
-            peewee.NodeList(
-                (
-                    peewee.SQL("SELECT 1 FROM json_each("),
-                    column,
-                    peewee.SQL(") WHERE json_each.value IN"),
-                    _json_values(values),
-                )
-            )
-        )
+        return peewee.Expression(column, "IN", jsonfilter.json_values(values))
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
         """SQLite needs none beyond the models' own."""
@@ -195,13 +182,6 @@ class SqliteDialect(Dialect):
         """`value` limited to [low, high] (evaluated once)."""
         return peewee.fn.min(peewee.fn.max(value, low), high)
 
-    def json_text(self, column, key: str):
-        """The string at `column.key`, or NULL when missing or not a JSON string."""
-        path = text(f'$."{key}"')
-        return peewee.Case(
-            None, [(peewee.fn.json_type(column, path) == "text", peewee.fn.json_extract(column, path))]
-        )
-
     # --- the catalogue ------------------------------------------------------------------------
 
     def tables(self, database: peewee.Database) -> list[str]:
@@ -285,13 +265,6 @@ def _sqlite_literal(value) -> str:
 def epoch_microseconds(moment: dt.datetime) -> int:
     """Exact microseconds since the Unix epoch of an aware (or naive UTC) datetime."""
     return (to_utc(moment) - EPOCH) // dt.timedelta(microseconds=1)
-
-
-def _json_values(values: list[str]) -> peewee.Node:
-    """`(SELECT value FROM json_each(?))`: the strings of `values` as a SQLite row set."""
-    return peewee.NodeList(
-        (peewee.SQL("(SELECT value FROM json_each("), text(dump_json(values)), peewee.SQL("))"))
-    )
 
 
 def _quoted_names_after_on(sql: str) -> list[str]:
