@@ -390,3 +390,12 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     """A driver error's first line, the passwords of `url` masked, saying so when it lost the connection."""
     reason = mask_password(first_line(exc), url)
     return reason + LOST_NOTE if database.connection_lost() else reason
+
+
+def failure_message(store, method_name: str, exc: BaseException) -> str:
+    """What failed in a store call, on which dialect, and why (saying so when the connection was lost)."""
+    return f"{method_name} failed on {store.dialect.name}: {failure_reason(store.database, exc, store.dsn)}"
+
+
+# The decorator of every store query (a method, or a function taking the store first).
+translate_errors = driver_errors(failure_message)

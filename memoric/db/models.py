@@ -112,6 +112,7 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
             self._jsonb = None
 
     def bind(self, model, name, set_attribute=True):
+        """Bind to `model` as peewee does, the JSONB field (on PostgreSQL) with it."""
         super().bind(model, name, set_attribute)
         self._bind_jsonb()
 

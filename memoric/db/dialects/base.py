@@ -146,4 +146,3 @@ class Dialect(abc.ABC):
 def column_list(columns: list[str]) -> str:
     """The quoted column names, comma-separated."""
     return ", ".join(f'"{column}"' for column in columns)
-
