@@ -184,3 +184,26 @@ def test_existing_files_and_directories_keep_their_modes(tmp_path, monkeypatch, 
     assert file_mode(tmp_path / ".memoric") == 0o750
     assert file_mode(tmp_path / ".memoric" / "memoric.db") == 0o640
     assert file_mode(tmp_path / ".memoric" / "memoric.db-wal") == 0o640, "SQLite copies the database's mode"
+
+
+PLAYHOUSE_SCHEMES_AFTER_MEMORIC = """
+import sys
+from playhouse import db_url
+before = dict(db_url.schemes)
+import memoric.cli
+from memoric import MemoryStore
+for url in sys.argv[1:]:
+    MemoryStore(url).close()
+changed = {name for name in {*before, *db_url.schemes} if before.get(name) is not db_url.schemes.get(name)}
+memorics = {name for name, cls in db_url.schemes.items() if cls.__module__.startswith("memoric")}
+print(sorted(changed), sorted(memorics))
+"""
+
+
+def test_memoric_leaves_playhouse_url_schemes_alone(tmp_path):
+    """Importing memoric and opening stores changes nothing in playhouse.db_url's scheme table,
+    so `postgresext://` and the rest keep playhouse's meaning for its other users in the process."""
+    urls = [f"sqlite:///{tmp_path / 'a.db'}", f"sqlite+pool:///{tmp_path / 'b.db'}"]
+    code = PLAYHOUSE_SCHEMES_AFTER_MEMORIC
+    result = subprocess.run([sys.executable, "-c", code, *urls], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[0] == "[] []"

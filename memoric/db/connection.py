@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import SplitResult
 
 import peewee
 from playhouse import db_url
@@ -32,6 +32,7 @@ from memoric.db.urls import (
     UNENCODED,
     URL_EXAMPLES,
     dialect_of,
+    file_path,
     mask_password,
     split_url,
     sqlite_path,
@@ -204,13 +205,13 @@ def database_exists(url: str) -> bool:
     return True
 
 
-def _pool_options(url: str) -> dict:
+def _pool_options(parts: SplitResult, parameters: dict) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
-    parts = split_url(url)
-    if not parts.scheme.lower().endswith(POOLED_SUFFIX):
+    if not parts.scheme.endswith(POOLED_SUFFIX):
         return {}
-    options = {} if "timeout" in parse_qs(parts.query) else {"timeout": POOL_WAIT_SECONDS}
-    if dialect_of(url) == "sqlite":
+    given = parameters.get("timeout", "") != ""  # `?timeout=` with no value gives none
+    options = {} if given else {"timeout": POOL_WAIT_SECONDS}
+    if DATABASE_CLASSES[parts.scheme] is PooledSqlite:
         options["check_same_thread"] = False
     return options
 
@@ -235,9 +236,10 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     False or $MEMORIC_SQLITE_WARNING silences it.
     """
     dialect = dialect_of(url)
-    database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
+    parts = split_url(url)  # the one parse of the URL: every piece below is read from `parts`
+    database = _sqlite_database(url, parts) if dialect == "sqlite" else _postgres_database(url, parts)
     if dialect == "sqlite":
-        warn_about_sqlite(mask_password(sqlite_path(url), url), warn_sqlite)
+        warn_about_sqlite(mask_password(file_path(parts), url), warn_sqlite)
     try:
         _connect(database, retry_busy=dialect == "sqlite")
     except peewee.ImproperlyConfigured as exc:
@@ -274,9 +276,10 @@ def _connect(database: peewee.Database, *, retry_busy: bool) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def _sqlite_database(url: str) -> peewee.Database:
-    path = sqlite_path(url)
-    if split_url(url).netloc:
+def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
+    """The SQLite Database of `url` (split into `parts`); ConfigError naming what is wrong with it."""
+    path = file_path(parts)
+    if parts.netloc:
         raise _url_error(
             url,
             f"invalid database URL '{url}': a sqlite URL names a file, not a host or a user "
@@ -295,7 +298,8 @@ def _sqlite_database(url: str) -> peewee.Database:
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
     _create_private_file(path, url)
     try:
-        database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+        parameters = _parameters(parts)
+        database = _new_database(url, parts, parameters, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
         raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
     return database
@@ -315,30 +319,36 @@ def _create_private_file(path: str, url: str) -> None:
         raise _url_error(url, f"cannot open database {url}: cannot create {path!r}: {exc.strerror}") from None
 
 
-def _postgres_database(url: str) -> peewee.Database:
+def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     """The PostgreSQL Database of `url`; ConfigError where the URL cannot be read one way only.
 
     An unencoded `@`, `/`, `?` or `#` in a password splits the URL elsewhere than meant, and
     pieces of the password would then reach the server as a host, port or database name (and
     come back in its error messages): such URLs are refused, and no parser's message is shown.
     """
-    parts = split_url(url)
-    keys = [key for key, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    if "@" in parts.path or "@" in parts.fragment or any("@" in key for key in keys):
+    if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     try:
-        return _new_database(url)
+        parameters = _parameters(parts)
+        if any("@" in key for key in parameters):  # the query string split a password
+            raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
+        return _new_database(url, parts, parameters)
     except (ValueError, RuntimeError, TypeError):
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 
 
-def _new_database(url: str, **options) -> peewee.Database:
-    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does)."""
-    parameters = db_url.parse(url, unquote_password=True, unquote_user=True)
+def _parameters(parts: SplitResult) -> dict:
+    """The connection parameters of a split URL, read as playhouse.db_url reads them (ValueError
+    for a port that is no number)."""
+    return db_url.parseresult_to_dict(parts, unquote_password=True, unquote_user=True)
+
+
+def _new_database(url: str, parts: SplitResult, parameters: dict, **options) -> peewee.Database:
+    """The Database of the URL's scheme in memoric's own table (playhouse's is left alone)."""
     if not parameters.get("database"):
         raise _url_error(url, f"invalid database URL '{url}': it has no database name, {URL_EXAMPLES}")
-    database_class = DATABASE_CLASSES[split_url(url).scheme.lower()]
-    return database_class(**parameters, **options, **_pool_options(url))
+    database_class = DATABASE_CLASSES[parts.scheme]
+    return database_class(**parameters, **options, **_pool_options(parts, parameters))
 
 
 def first_line(exc: BaseException) -> str:

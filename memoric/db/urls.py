@@ -102,7 +102,12 @@ def dialect_of(url: str) -> str:
 
 def sqlite_path(url: str) -> str:
     """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
-    path = split_url(url).path
+    return file_path(split_url(url))
+
+
+def file_path(parts: SplitResult) -> str:
+    """The file path of a split sqlite:// URL (see `sqlite_path`)."""
+    path = parts.path
     return path[1:] if path.startswith("/") else path
 
 
