@@ -22,7 +22,7 @@ from memoric.config import ENV_DATABASE_URL, load_config, resolve_app_dir, resol
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 from memoric.db.store import MemoryStore
-from memoric.db.urls import mask_password, mask_url, sqlite_path
+from memoric.db.urls import mask_password, mask_url
 from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
 from memoric.migrate import MEMORIC, Migrations
 
@@ -84,8 +84,8 @@ def echo_sqlite_warning(ctx: click.Context, store: MemoryStore) -> None:
     """The SQLite warning on stderr (init-db, demo, stats), unless the config or environment silence it."""
     options = ctx.find_root().obj or {}
     configured = load_config(options.get("config"))["database"]["sqlite_warning"]
-    if store.is_sqlite and sqlite_warning_wanted(configured):
-        click.echo("Warning: " + SQLITE_WARNING % sqlite_path(store.dsn), err=True)
+    if store.database_file is not None and sqlite_warning_wanted(configured):
+        click.echo("Warning: " + SQLITE_WARNING % store.database_file, err=True)
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -430,9 +430,9 @@ def when(moment: dt.datetime | None) -> str:
 
 def where_it_lives(memoric: Memoric) -> str:
     """The database as a person would look for it: the SQLite file, or the masked URL."""
-    dsn = memoric.store.dsn
-    if memoric.store.is_sqlite:
-        return mask_password(f"SQLite file {Path(sqlite_path(dsn)).resolve()}", dsn)
+    dsn, path = memoric.store.dsn, memoric.store.database_file
+    if path is not None:
+        return mask_password(f"SQLite file {Path(path).resolve()}", dsn)
     return f"PostgreSQL {mask_url(dsn)}"
 
 
@@ -783,7 +783,7 @@ def export_command(ctx: click.Context, user_id: str | None, file: str) -> None:
     if file == "-":
         counts = export_to_stdout(memoric, user_id)
     else:
-        own_files = sqlite_path(memoric.store.dsn) if memoric.store.is_sqlite else None
+        own_files = memoric.store.database_file
         with export_target(file, own_files) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")

@@ -207,3 +207,10 @@ def test_memoric_leaves_playhouse_url_schemes_alone(tmp_path):
     code = PLAYHOUSE_SCHEMES_AFTER_MEMORIC
     result = subprocess.run([sys.executable, "-c", code, *urls], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[0] == "[] []"
+
+
+def test_store_names_the_file_holding_its_database(db, dialect):
+    if dialect == "sqlite":
+        assert os.path.samefile(db.database_file, db.database.database)
+    else:
+        assert db.database_file is None

@@ -114,6 +114,11 @@ class MemoryStore:
     def is_postgres(self) -> bool:
         return self.dialect.name == "postgresql"
 
+    @property
+    def database_file(self) -> str | None:
+        """The file holding the database (SQLite), None when a server holds it (PostgreSQL)."""
+        return self.dialect.database_file(self.dsn)
+
     def __repr__(self) -> str:
         return f"MemoryStore({mask_url(self.dsn)!r})"
 

@@ -100,6 +100,11 @@ def dialect_of(url: str) -> str:
     )
 
 
+def file_url(path) -> str:
+    """The URL of a database in the file at `path` (memoric's embedded default, SQLite)."""
+    return f"sqlite:///{path}"
+
+
 def sqlite_path(url: str) -> str:
     """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
     return file_path(split_url(url))

@@ -46,6 +46,10 @@ class Dialect(abc.ABC):
     # --- the store ----------------------------------------------------------------------------
 
     @abc.abstractmethod
+    def database_file(self, url: str) -> str | None:
+        """The file holding the database of `url`, or None when a server holds it."""
+
+    @abc.abstractmethod
     def prepare(self, database: peewee.Database) -> None:
         """Set up every connection of `database` as memoric needs it."""
 

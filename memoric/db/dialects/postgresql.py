@@ -41,6 +41,10 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     window_first = True
 
+    def database_file(self, url: str) -> str | None:
+        """None: a server holds the database."""
+        return None
+
     def prepare(self, database: peewee.Database) -> None:
         """Cap the GIN pending list this store's sessions leave behind (see GIN_PENDING_LIST_LIMIT).
 

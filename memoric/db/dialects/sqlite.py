@@ -16,6 +16,7 @@ from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import PRIVATE_FILE_MODE
 from memoric.db.dialects.base import Dialect, column_list
 from memoric.db.models import to_utc
+from memoric.db.urls import sqlite_path
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SQLITE_TABLES = (
@@ -32,6 +33,10 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     # SQLite walks the user's index newest first anyway.
     window_first = False
+
+    def database_file(self, url: str) -> str | None:
+        """The file the URL names (relative with three slashes, absolute with four)."""
+        return sqlite_path(url)
 
     def prepare(self, database: peewee.Database) -> None:
         """Register the exact containment function on every connection of `database`."""
