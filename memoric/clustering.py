@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
+from memoric.db import cluster_queries
 from memoric.db.store import MemoryStore
 from memoric.policies import SUMMARY_METADATA
 
@@ -42,8 +43,8 @@ def rebuild_clusters(
 
     `on_progress(n)` is called after each user with the number of memories processed.
     """
-    groups = _group(store.cluster_rows(exclude_metadata=SUMMARY_METADATA, user_id=user_id))
-    users = set(groups) | {key[1] for key in store.cluster_keys(user_id=user_id)}
+    groups = _group(cluster_queries.cluster_rows(store, exclude_metadata=SUMMARY_METADATA, user_id=user_id))
+    users = set(groups) | {key[1] for key in cluster_queries.cluster_keys(store, user_id=user_id)}
     total = 0
     for user in sorted(users):
         members = groups.get(user, {})
@@ -74,7 +75,7 @@ def _rebuild_user(store: MemoryStore, user: str, members: dict, min_size: int) -
     ]
     with store.atomic():
         store.upsert_clusters(user_id=user, clusters=clusters)
-        for cluster_id, _, topic, category in store.cluster_keys(user_id=user):
+        for cluster_id, _, topic, category in cluster_queries.cluster_keys(store, user_id=user):
             if (topic, category) not in wanted:
                 store.delete_cluster(cluster_id=cluster_id)
     return len(wanted)

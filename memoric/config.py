@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from memoric.db.urls import file_url
 from memoric.errors import ConfigError
 from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
 
@@ -279,7 +280,7 @@ def resolve_dsn(dsn: str | None, config: dict) -> str:
         return chosen
     path = default_database_path()
     path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return file_url(path)
 
 
 def resolve_app_dir(app_dir: str | os.PathLike | None, config: dict) -> Path | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from memoric import clustering, policies, validation
 from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
+from memoric.db import recall_queries
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
 from memoric.migrate import Migrations
@@ -177,7 +178,8 @@ class Memoric:
             if "topic" not in pattern:
                 raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
             query["topic"] = pattern.pop("topic")
-        return self.store.ranked_memories(
+        return recall_queries.ranked_memories(
+            self.store,
             user_id=user_id,
             formula=self.formula,
             namespace=namespace,
@@ -248,5 +250,5 @@ class Memoric:
     def stats(self, user_id: str | None = None) -> dict:
         """Counts of memories (total, per tier, summarized), users, threads and clusters."""
         self._ready()
-        counts = self.store.memory_stats(user_id=user_id)
-        return {**counts, "dialect": self.store.dialect, "schema_version": self.migrations.current()}
+        counts = recall_queries.memory_stats(self.store, user_id=user_id)
+        return {**counts, "dialect": self.store.dialect.name, "schema_version": self.migrations.current()}

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 from memoric import validation
+from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 
@@ -80,18 +81,24 @@ def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
     for index, tier in enumerate(tiers[:-1]):
         expired = [(tier["name"], cutoffs[index], None)]
         migrated[tier["name"]] = (
-            0 if cutoffs[index] is None else store.count_in_slices(slices=expired, user_id=user_id)
+            0
+            if cutoffs[index] is None
+            else policy_queries.count_in_slices(store, slices=expired, user_id=user_id)
         )
     trimmed = sum(
-        store.count_in_slices(
-            slices=_final_slices(config, cutoffs, index), user_id=user_id, longer_than=tier["trim_chars"]
+        policy_queries.count_in_slices(
+            store,
+            slices=_final_slices(config, cutoffs, index),
+            user_id=user_id,
+            longer_than=tier["trim_chars"],
         )
         for index, tier in enumerate(tiers)
         if tier["trim_chars"] is not None
     )
     groups = []
     if config["summarization"]["enabled"]:
-        groups = store.summary_groups(
+        groups = policy_queries.summary_groups(
+            store,
             slices=_final_slices(config, cutoffs, len(tiers) - 1),
             min_records=config["summarization"]["min_records"],
             exclude_metadata=SUMMARY_METADATA,
@@ -108,7 +115,8 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
     for index, tier in enumerate(tiers[:-1]):
         migrated[tier["name"]] = 0
         if cutoffs[index] is not None:
-            migrated[tier["name"]] = store.move_expired(
+            migrated[tier["name"]] = policy_queries.move_expired(
+                store,
                 from_tier=tier["name"],
                 to_tier=tiers[index + 1]["name"],
                 updated_before=cutoffs[index],
@@ -119,7 +127,8 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
     trimmed = 0
     for tier in tiers:
         if tier["trim_chars"] is not None:
-            trimmed += store.trim_content(
+            trimmed += policy_queries.trim_content(
+                store,
                 tier=tier["name"],
                 max_chars=tier["trim_chars"],
                 user_id=user_id,
@@ -136,7 +145,8 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
     """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction."""
     last = config["tiers"][-1]["name"]
     limit = summary_limit(config)
-    groups = store.summary_groups(
+    groups = policy_queries.summary_groups(
+        store,
         slices=[(last, None, None)],
         min_records=config["summarization"]["min_records"],
         exclude_metadata=SUMMARY_METADATA,
@@ -146,7 +156,9 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
     created = marked = 0
     for start in range(0, len(users), SUMMARY_USERS):
         chunk = set(users[start : start + SUMMARY_USERS])
-        sources = store.summary_sources(user_ids=sorted(chunk), tier=last, exclude_metadata=SUMMARY_METADATA)
+        sources = policy_queries.summary_sources(
+            store, user_ids=sorted(chunk), tier=last, exclude_metadata=SUMMARY_METADATA
+        )
         threads: dict[tuple, list[dict]] = {}
         for memory in sources:
             threads.setdefault((memory["user_id"], memory["namespace"], memory["thread_id"]), []).append(
@@ -158,7 +170,7 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
             if group["user_id"] in chunk
             and (thread := threads.get((group["user_id"], group["namespace"], group["thread_id"])))
         ]
-        written, sources_marked = store.write_summaries(items)
+        written, sources_marked = policy_queries.write_summaries(store, items)
         created += written
         marked += sources_marked
         if on_progress is not None:

@@ -43,6 +43,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, TextIO
 
 from memoric import validation
+from memoric.db import recall_queries, transfer_queries
 from memoric.db.connection import database_exists, first_line
 from memoric.db.identity import same_database
 from memoric.db.models import UTC, dump_json, to_utc
@@ -77,21 +78,21 @@ def export_jsonl(
     if user_id is not None:
         validation.user_id(user_id)
     counts = {"memories": 0, "clusters": 0}
-    with store.snapshot():
+    with transfer_queries.snapshot(store):
         header = {
             "type": "header",
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "schema_version": schema_version,
             "exported_at": dt.datetime.now(UTC).isoformat(),
-            "source_dialect": store.dialect,
+            "source_dialect": store.dialect.name,
             "user_id": user_id,
         }
         out.write(dump_json(header) + "\n")
-        for memory in store.iter_memories(user_id=user_id):
+        for memory in transfer_queries.iter_memories(store, user_id=user_id):
             out.write(dump_json({"type": "memory", **_encode(memory)}) + "\n")
             counts["memories"] += 1
-        for cluster in store.iter_clusters(user_id=user_id):
+        for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
             out.write(dump_json({"type": "cluster", **_encode(cluster)}) + "\n")
             counts["clusters"] += 1
     return counts
@@ -129,7 +130,7 @@ class Record:
     def row(self) -> dict:
         """The row as the store writes it: validated, defaults filled in, timestamps in UTC."""
         try:
-            row = self._store.whole_row(self.kind, _decode(self.fields))
+            row = transfer_queries.whole_row(self._store, self.kind, _decode(self.fields))
         except ValidationError as exc:
             raise ValidationError(f"{self.where}: {exc}") from None
         for key in TIMESTAMPS:
@@ -234,7 +235,8 @@ def import_checked(
     claims = {
         kind: (0, plan.counts[kind]) if plan.new_ids else (plan.highest[kind].id, 0) for kind in plan.highest
     }
-    tops, written = store.reserve_ids(
+    tops, written = transfer_queries.reserve_ids(
+        store,
         claims,
         check=lambda: _compare_with_target(store, plan),
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
@@ -260,7 +262,7 @@ def _take_back(store: MemoryStore, plan: ImportPlan, tops: dict[str, int], stopp
     blocks = {kind: (tops[kind] + 1, tops[kind] + plan.counts[kind]) for kind in plan.highest}
     try:
         for kind, (low, high) in blocks.items():
-            store.delete_id_range(kind, low, high)
+            transfer_queries.delete_id_range(store, kind, low, high)
     except MemoricError as exc:
         held = ", ".join(f"{COUNT_KEYS[kind]} {low}-{high}" for kind, (low, high) in blocks.items())
         raise MemoricError(
@@ -280,7 +282,7 @@ def copy_database(
 
     The source is read inside one snapshot; the target is written like an import.
     """
-    with source.snapshot():
+    with transfer_queries.snapshot(source):
         plan = _survey(target, _DatabaseRows(source, max(batch_size, 1)), new_ids=False)
         return import_checked(target, plan, batch_size=batch_size, progress=progress)
 
@@ -323,7 +325,7 @@ def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=Non
 
 def copy_size(memoric: Memoric) -> int:
     """How many rows (memories and clusters) a copy of this database moves: the progress total."""
-    stats = memoric.db.memory_stats()
+    stats = recall_queries.memory_stats(memoric.db)
     return stats["total"] + stats["clusters"]
 
 
@@ -394,7 +396,7 @@ def _refuse_strangers(store: MemoryStore, plan: ImportPlan, clusters: list[Recor
     """ValidationError for a memory a cluster lists that is neither in the source nor, in the
     target, a memory of the cluster's user_id."""
     outside = {i for cluster in clusters for i in cluster.row["memory_ids"] if plan.owners.get(i) is None}
-    stored = store.memory_owners(outside)
+    stored = {i: row["user_id"] for i, row in transfer_queries.stored_rows(store, "memory", outside).items()}
     for cluster in clusters:
         user_id = cluster.row["user_id"]
         for memory_id in cluster.row["memory_ids"]:
@@ -431,7 +433,7 @@ def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
     if (
         memories is not None
         and not plan.new_ids
-        and store.has_ids("memory", plan.lowest_memory_id, memories.id)
+        and transfer_queries.has_ids(store, "memory", plan.lowest_memory_id, memories.id)
     ):
         for batch in _batches(plan.source.records(store), BATCH_SIZE):
             records = [record for record in batch if record.kind == "memory"]
@@ -447,7 +449,7 @@ def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
 
 def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:
     """ValidationError for the first of `records` the target holds under its id with other data."""
-    stored = store.stored_rows(kind, [record.id for record in records])
+    stored = transfer_queries.stored_rows(store, kind, [record.id for record in records])
     for record in records:
         if record.id in stored:
             _refuse_difference(record, record.row, stored[record.id], "nothing was written")
@@ -455,7 +457,7 @@ def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) ->
 
 def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Record]) -> None:
     """ValidationError for a cluster whose (user_id, topic, category) is another cluster's in the target."""
-    taken = store.cluster_ids_by_key(record.key for record in records)
+    taken = transfer_queries.cluster_ids_by_key(store, (record.key for record in records))
     for record in records:
         holder = taken.get(record.key)
         if holder is not None and (plan.new_ids or holder != record.id):
@@ -473,10 +475,10 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
         plan.confirm(record)
         rows.setdefault(record.id, plan.final_row(record, tops))
     with store.atomic():
-        inserted = store.insert_whole_rows(kind, list(rows.values()))
+        inserted = transfer_queries.insert_whole_rows(store, kind, list(rows.values()))
         if inserted < len(rows):
             column = ID_COLUMNS[kind]
-            stored = store.stored_rows(kind, [row[column] for row in rows.values()])
+            stored = transfer_queries.stored_rows(store, kind, [row[column] for row in rows.values()])
             for record in records:
                 row = rows[record.id]
                 written = stored.get(row[column])
@@ -586,9 +588,9 @@ class _DatabaseRows:
 
     def records(self, store: MemoryStore) -> Iterator[Record]:
         """The source's rows as records validated against `store`'s rules (the target's)."""
-        for memory in self._store.iter_memories(batch_size=self._batch_size):
+        for memory in transfer_queries.iter_memories(self._store, batch_size=self._batch_size):
             yield Record(store, "memory", memory, None)
-        for cluster in self._store.iter_clusters(batch_size=self._batch_size):
+        for cluster in transfer_queries.iter_clusters(self._store, batch_size=self._batch_size):
             yield Record(store, "cluster", cluster, None)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from memoric import Memoric
+from memoric.db import transfer_queries
 from memoric.db.jsonfilter import contains
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
@@ -330,7 +331,7 @@ def fill(store: MemoryStore) -> None:
 
 def snapshot(store: MemoryStore) -> list[list]:
     """Every memory and every cluster, in id order."""
-    return [list(store.iter_memories()), store.all_clusters()]
+    return [list(transfer_queries.iter_memories(store)), transfer_queries.all_clusters(store)]
 
 
 def same_types(a, b) -> bool:

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from benchmarks import bench, queries, workload
-from memoric.db.store import MEMORY_COLUMNS
+from memoric.db.rows import MEMORY_COLUMNS
 
 ROWS = 500
 SEED = 7

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
+from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
 from tests.helpers import (
@@ -95,8 +96,12 @@ def test_export_of_one_user_to_stdout_then_import_from_stdin(source, new_dsn):
     target = new_dsn()
     ok(invoke("--dsn", target, "import", "-", input=result.stdout.encode()))
     imported = MemoryStore(target)
-    assert list(imported.iter_memories()) == list(source.db.iter_memories(user_id="user1"))
-    assert imported.all_clusters() == source.db.all_clusters(user_id="user1")
+    assert list(transfer_queries.iter_memories(imported)) == list(
+        transfer_queries.iter_memories(source.db, user_id="user1")
+    )
+    assert transfer_queries.all_clusters(imported) == transfer_queries.all_clusters(
+        source.db, user_id="user1"
+    )
 
 
 def test_export_to_a_terminal_free_pipe_is_only_json_lines(source):

@@ -226,3 +226,33 @@ def test_every_typed_url_parameter_takes_the_form_it_names(dsn, dialect):
             store.create_schema()
             assert store.get_memory(store.insert_memory(user_id="ada", content=value))["content"] == value
             store.close()
+
+
+PLAYHOUSE_SCHEMES_AFTER_MEMORIC = """
+import sys
+from playhouse import db_url
+before = dict(db_url.schemes)
+import memoric.cli
+from memoric import MemoryStore
+for url in sys.argv[1:]:
+    MemoryStore(url).close()
+changed = {name for name in {*before, *db_url.schemes} if before.get(name) is not db_url.schemes.get(name)}
+memorics = {name for name, cls in db_url.schemes.items() if cls.__module__.startswith("memoric")}
+print(sorted(changed), sorted(memorics))
+"""
+
+
+def test_memoric_leaves_playhouse_url_schemes_alone(tmp_path):
+    """Importing memoric and opening stores changes nothing in playhouse.db_url's scheme table,
+    so `postgresext://` and the rest keep playhouse's meaning for its other users in the process."""
+    urls = [f"sqlite:///{tmp_path / 'a.db'}", f"sqlite+pool:///{tmp_path / 'b.db'}"]
+    code = PLAYHOUSE_SCHEMES_AFTER_MEMORIC
+    result = subprocess.run([sys.executable, "-c", code, *urls], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[0] == "[] []"
+
+
+def test_store_names_the_file_holding_its_database(db, dialect):
+    if dialect == "sqlite":
+        assert os.path.samefile(db.database_file, db.database.database)
+    else:
+        assert db.database_file is None

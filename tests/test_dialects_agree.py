@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from memoric.db.dialects import DIALECTS, Dialect
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
 from tests.helpers import selected_dialects
@@ -99,3 +100,12 @@ def test_every_call_returns_the_same_on_both_dialects(stores):
     assert len(sqlite) == len(postgres)
     for index, (left, right) in enumerate(zip(sqlite, postgres, strict=True)):
         assert left == right, f"result {index} differs"
+
+
+def test_the_dialects_share_one_declared_interface():
+    """Each dialect implements every method `Dialect` declares, and has no public method of its own."""
+    declared = {*Dialect.__abstractmethods__, "name", "window_first"}
+    for name, dialect in DIALECTS.items():
+        assert not type(dialect).__abstractmethods__
+        assert {member for member in dir(dialect) if not member.startswith("_")} == declared
+        assert dialect == name and str(dialect) == name and hash(dialect) == hash(name)

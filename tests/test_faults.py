@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
+from memoric.db import policy_queries, transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrate import Migrations
@@ -114,13 +115,13 @@ def test_sigkill_during_an_import_keeps_whole_batches_and_the_rerun_completes(ne
         text=True,
     )
     assert killed_at(child, "imported") == "imported 1000\n"
-    written = list(target.db.iter_memories())
-    everything = list(source.db.iter_memories())
+    written = list(transfer_queries.iter_memories(target.db))
+    everything = list(transfer_queries.iter_memories(source.db))
     # Where the table keeps no id counter (SQLite without AUTOINCREMENT) the file's highest
     # memory and cluster are written first: those rows hold the file's ids back from agents.
     assert written in (everything[:1000], [*everything[:1000], everything[-1]])
-    clusters = target.db.all_clusters()
-    assert clusters in ([], source.db.all_clusters()[-1:])
+    clusters = transfer_queries.all_clusters(target.db)
+    assert clusters in ([], transfer_queries.all_clusters(source.db)[-1:])
     assert (len(written) == 1001) == (len(clusters) == 1)
 
     result = CliRunner().invoke(main, ["--dsn", target.db.dsn, "import", str(path)])
@@ -203,7 +204,7 @@ def test_sigkill_during_a_policy_run_keeps_whole_chunks_and_the_next_run_complet
     assert {m["user_id"] for m in hidden} == {m["user_id"] for m in summaries}
     assert len(hidden) == 5 * 50
     assert memoric.stats()["by_tier"] == {"short_term": 0, "mid_term": 2 * 60 + 60, "long_term": 5 * 60 + 50}
-    assert memoric.db.count_in_slices(slices=[("mid_term", None, None)], longer_than=60) == 0
+    assert policy_queries.count_in_slices(memoric.db, slices=[("mid_term", None, None)], longer_than=60) == 0
 
     child = run_policy_child(memoric.db.dsn, block_at=0)
     output, _ = child.communicate()

@@ -24,7 +24,26 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import COUNT, main
 from memoric.config import load_config
+from memoric.db import cluster_queries, policy_queries, recall_queries, transfer_queries
+from memoric.db.policy_queries import (
+    count_in_slices,
+    move_expired,
+    summary_groups,
+    trim_content,
+    write_summaries,
+)
+from memoric.db.recall_queries import ranked_memories
 from memoric.db.store import MemoryStore
+from memoric.db.transfer_queries import (
+    clusters_after,
+    delete_id_range,
+    has_ids,
+    iter_clusters,
+    iter_memories,
+    memories_after,
+    reserve_ids,
+    stored_rows,
+)
 from memoric.errors import ConfigError, ValidationError
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_INT, MAX_STORED_ID, MIN_INT
@@ -236,45 +255,44 @@ ARGUMENTS = [
         ID_RANGE,
         "cluster_id",
     ),
-    Argument(S, "memories_after", "after_id", lambda m, v: m.db.memories_after(v), ID_RANGE, "after_id"),
-    Argument(S, "clusters_after", "after_id", lambda m, v: m.db.clusters_after(v), ID_RANGE, "after_id"),
+    Argument(S, "memories_after", "after_id", lambda m, v: memories_after(m.db, v), ID_RANGE, "after_id"),
+    Argument(S, "clusters_after", "after_id", lambda m, v: clusters_after(m.db, v), ID_RANGE, "after_id"),
     Argument(
-        S, "clusters_after", "limit", lambda m, v: m.db.clusters_after(0, limit=v), COUNT_RANGE, "limit"
+        S, "clusters_after", "limit", lambda m, v: clusters_after(m.db, 0, limit=v), COUNT_RANGE, "limit"
     ),
     Argument(
         S,
         "iter_clusters",
         "batch_size",
-        lambda m, v: list(m.db.iter_clusters(batch_size=v)),
+        lambda m, v: list(iter_clusters(m.db, batch_size=v)),
         int_in(1, MAX_INT),
         "batch_size",
     ),
-    Argument(S, "has_ids", "low", lambda m, v: m.db.has_ids("memory", v, -1), ID_RANGE, "low"),
-    Argument(S, "has_ids", "high", lambda m, v: m.db.has_ids("memory", 2**62, v), ID_RANGE, "high"),
+    Argument(S, "has_ids", "low", lambda m, v: has_ids(m.db, "memory", v, -1), ID_RANGE, "low"),
+    Argument(S, "has_ids", "high", lambda m, v: has_ids(m.db, "memory", 2**62, v), ID_RANGE, "high"),
     Argument(
-        S, "delete_id_range", "low", lambda m, v: m.db.delete_id_range("memory", v, -1), ID_RANGE, "low"
+        S, "delete_id_range", "low", lambda m, v: delete_id_range(m.db, "memory", v, -1), ID_RANGE, "low"
     ),
     Argument(
-        S, "delete_id_range", "high", lambda m, v: m.db.delete_id_range("memory", 2**62, v), ID_RANGE, "high"
+        S, "delete_id_range", "high", lambda m, v: delete_id_range(m.db, "memory", 2**62, v), ID_RANGE, "high"
     ),
-    Argument(S, "stored_rows", "ids", lambda m, v: m.db.stored_rows("memory", [v]), ID_RANGE, "ids[0]"),
-    Argument(S, "memory_owners", "ids", lambda m, v: m.db.memory_owners([v]), ID_RANGE, "ids[0]"),
+    Argument(S, "stored_rows", "ids", lambda m, v: stored_rows(m.db, "memory", [v]), ID_RANGE, "ids[0]"),
     Argument(
         S,
         "reserve_ids",
         "claims",
-        lambda m, v: m.db.reserve_ids({"memory": (v, 0)}, check=lambda: None, holding_rows=lambda tops: {}),
+        lambda m, v: reserve_ids(m.db, {"memory": (v, 0)}, check=lambda: None, holding_rows=lambda tops: {}),
         int_in(0, MAX_STORED_ID),
         "claims",
     ),
     Argument(
-        S, "memories_after", "limit", lambda m, v: m.db.memories_after(0, limit=v), COUNT_RANGE, "limit"
+        S, "memories_after", "limit", lambda m, v: memories_after(m.db, 0, limit=v), COUNT_RANGE, "limit"
     ),
     Argument(
         S,
         "iter_memories",
         "batch_size",
-        lambda m, v: list(m.db.iter_memories(batch_size=v)),
+        lambda m, v: list(iter_memories(m.db, batch_size=v)),
         int_in(1, MAX_INT),
         "batch_size",
     ),
@@ -282,8 +300,8 @@ ARGUMENTS = [
         S,
         "move_expired",
         "batch_size",
-        lambda m, v: m.db.move_expired(
-            from_tier="short_term", to_tier="mid_term", updated_before=LONG_AGO, batch_size=v
+        lambda m, v: move_expired(
+            m.db, from_tier="short_term", to_tier="mid_term", updated_before=LONG_AGO, batch_size=v
         ),
         COUNT_RANGE,
         "batch_size",
@@ -292,7 +310,7 @@ ARGUMENTS = [
         S,
         "trim_content",
         "max_chars",
-        lambda m, v: m.db.trim_content(tier="short_term", max_chars=v),
+        lambda m, v: trim_content(m.db, tier="short_term", max_chars=v),
         int_in(2, MAX_INT),
         "max_chars",
     ),
@@ -300,7 +318,7 @@ ARGUMENTS = [
         S,
         "trim_content",
         "batch_size",
-        lambda m, v: m.db.trim_content(tier="short_term", max_chars=1000, batch_size=v),
+        lambda m, v: trim_content(m.db, tier="short_term", max_chars=1000, batch_size=v),
         COUNT_RANGE,
         "batch_size",
     ),
@@ -308,8 +326,8 @@ ARGUMENTS = [
         S,
         "summary_groups",
         "min_records",
-        lambda m, v: m.db.summary_groups(
-            slices=[("short_term", None, None)], min_records=v, exclude_metadata={"kind": "s"}
+        lambda m, v: summary_groups(
+            m.db, slices=[("short_term", None, None)], min_records=v, exclude_metadata={"kind": "s"}
         ),
         COUNT_RANGE,
         "min_records",
@@ -318,7 +336,7 @@ ARGUMENTS = [
         S,
         "count_in_slices",
         "longer_than",
-        lambda m, v: m.db.count_in_slices(slices=[("short_term", None, None)], longer_than=v),
+        lambda m, v: count_in_slices(m.db, slices=[("short_term", None, None)], longer_than=v),
         COUNT_RANGE,
         "longer_than",
     ),
@@ -326,7 +344,7 @@ ARGUMENTS = [
         S,
         "ranked_memories",
         "limit",
-        lambda m, v: m.db.ranked_memories(user_id="ada", formula=FORMULA, limit=v, now=NOW),
+        lambda m, v: ranked_memories(m.db, user_id="ada", formula=FORMULA, limit=v, now=NOW),
         COUNT_RANGE,
         "limit",
     ),
@@ -334,7 +352,7 @@ ARGUMENTS = [
         S,
         "write_summaries",
         "items",
-        lambda m, v: m.db.write_summaries([summary_item(v)]),
+        lambda m, v: write_summaries(m.db, [summary_item(v)]),
         ID_RANGE,
         "memory_ids[0]",
     ),
@@ -351,14 +369,14 @@ UNTYPED_INTEGER_PARAMETERS = {"memory_id", "memory_ids", "cluster_id", "days"}
 
 
 def integer_parameters(cls) -> set[tuple[str, str]]:
-    """(method, parameter) of each public method parameter that takes an int.
+    """(method, parameter) of each public method (or, of a module, function) parameter that takes an int.
 
     Found by its annotation or default, or by name where the signature has neither, so that a
     new integer parameter fails `test_every_integer_parameter_is_covered` until it is listed.
     """
     found = set()
     for method, function in inspect.getmembers(cls, inspect.isfunction):
-        if method.startswith("_"):
+        if method.startswith("_") or (inspect.ismodule(cls) and function.__module__ != cls.__name__):
             continue
         for parameter in inspect.signature(function).parameters.values():
             annotation = str(parameter.annotation)
@@ -374,7 +392,8 @@ def integer_parameters(cls) -> set[tuple[str, str]]:
 
 def test_every_integer_parameter_is_covered():
     listed = {(argument.owner, argument.method, argument.parameter) for argument in ARGUMENTS}
-    for owner, cls in ((S, MemoryStore), (M, Memoric)):
+    query_modules = (cluster_queries, policy_queries, recall_queries, transfer_queries)
+    for owner, cls in ((S, MemoryStore), *((S, module) for module in query_modules), (M, Memoric)):
         missing = {(owner, *key) for key in integer_parameters(cls)} - listed
         assert not missing, f"integer parameters without a test: {sorted(missing)}"
 

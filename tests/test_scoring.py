@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memoric.config import load_config
+from memoric.db import recall_queries
 from memoric.scoring import ScoreFormula, age_seconds
 from tests.helpers import NOW, reference_ranking
 
@@ -111,8 +112,8 @@ def tied(tied_store):
 @pytest.mark.parametrize("top_k", [1, 10, 250])
 def test_sql_ranking_equals_the_python_reference_on_ties(tied_store, tied, bonus, top_k):
     keep = lambda m: m["user_id"] == "ada" and m["namespace"] is None  # noqa: E731
-    ranked = tied_store.ranked_memories(
-        user_id="ada", formula=DEFAULT, bonus_thread_id=bonus, limit=top_k, now=NOW
+    ranked = recall_queries.ranked_memories(
+        tied_store, user_id="ada", formula=DEFAULT, bonus_thread_id=bonus, limit=top_k, now=NOW
     )
     expected = reference_ranking(tied, DEFAULT, NOW, bonus_thread_id=bonus, keep=keep, top_k=top_k)
     assert [(m["id"], m["_score"]) for m in ranked] == expected
@@ -131,8 +132,14 @@ def test_sql_ranking_equals_the_python_reference_on_ties(tied_store, tied, bonus
 def test_sql_ranking_agrees_for_other_weights_and_times(tied_store, tied, weights):
     formula = ScoreFormula.from_config(weights)
     for now in (NOW, NOW + dt.timedelta(days=3, microseconds=123), NOW - dt.timedelta(seconds=1)):
-        ranked = tied_store.ranked_memories(
-            user_id="bob", namespace="work", formula=formula, bonus_thread_id="t2", limit=400, now=now
+        ranked = recall_queries.ranked_memories(
+            tied_store,
+            user_id="bob",
+            namespace="work",
+            formula=formula,
+            bonus_thread_id="t2",
+            limit=400,
+            now=now,
         )
         keep = lambda m: m["user_id"] == "bob" and m["namespace"] == "work"  # noqa: E731
         expected = reference_ranking(tied, formula, now, bonus_thread_id="t2", keep=keep, top_k=400)

@@ -16,6 +16,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.clustering import rebuild_clusters
+from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
@@ -272,14 +273,14 @@ def test_the_read_side_of_a_copy_shows_one_point_in_time(filled, new_dsn):
 
 def test_an_export_reads_page_by_page(filled, monkeypatch):
     pages: list[int] = []
-    read_page = filled.memories_after
+    read_page = transfer_queries.memories_after
 
-    def counted(after_id: int, **kwargs) -> list[dict]:
-        page = read_page(after_id, **kwargs)
+    def counted(store, after_id: int, **kwargs) -> list[dict]:
+        page = read_page(store, after_id, **kwargs)
         pages.append(len(page))
         return page
 
-    monkeypatch.setattr(filled, "memories_after", counted)
+    monkeypatch.setattr(transfer_queries, "memories_after", counted)
     out = io.StringIO()
     export_jsonl(filled, out)
     assert pages == [1000, 1000, 497, 0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from memoric.db import recall_queries
 from memoric.db.jsonfilter import MAX_EXACT_CONDITIONS, contains
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_JSON_DEPTH
@@ -122,7 +123,9 @@ def test_a_wide_filter_in_recall(stores, wide):
     formula = ScoreFormula.from_config({"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60})
     pattern = pattern_of(FULL_WIDTH)
     for dialect, store in stores.items():
-        ranked = store.ranked_memories(user_id="wide", formula=formula, where_metadata=pattern, limit=100)
+        ranked = recall_queries.ranked_memories(
+            store, user_id="wide", formula=formula, where_metadata=pattern, limit=100
+        )
         assert sorted(memory["id"] for memory in ranked) == sorted(expected_ids(wide[dialect], pattern))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from memoric.core import Memoric
-from memoric.db.urls import mask_password, mask_url, sqlite_path
+from memoric.db.urls import mask_password, mask_url
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60
@@ -57,8 +57,9 @@ def heading(title: str) -> None:
 def where_it_lives(memoric: Memoric) -> str:
     """The database as a person would look for it: the SQLite file, or the masked URL."""
     dsn = memoric.store.dsn
-    if memoric.store.is_sqlite:
-        return mask_password(f"SQLite file {Path(sqlite_path(dsn)).resolve()}", dsn)
+    path = memoric.store.database_file
+    if path is not None:
+        return mask_password(f"SQLite file {Path(path).resolve()}", dsn)
     return f"PostgreSQL {mask_url(dsn)}"
 
 

@@ -10,7 +10,6 @@ import click
 from memoric.config import load_config, resolve_dsn
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
-from memoric.db.urls import sqlite_path
 
 
 class Interrupted(KeyboardInterrupt):
@@ -60,5 +59,6 @@ class Session:
     def echo_sqlite_warning(self) -> None:
         """The SQLite warning on stderr (init-db, demo, stats), unless config or environment silence it."""
         store = self.memoric.store
-        if store.is_sqlite and sqlite_warning_wanted(self.config["database"]["sqlite_warning"]):
-            click.echo("Warning: " + SQLITE_WARNING % sqlite_path(store.dsn), err=True)
+        path = store.database_file
+        if path is not None and sqlite_warning_wanted(self.config["database"]["sqlite_warning"]):
+            click.echo("Warning: " + SQLITE_WARNING % path, err=True)

@@ -14,7 +14,6 @@ from memoric import transfer
 from memoric.commands.output import echo_counts, progress, where_it_lives
 from memoric.commands.session import Interrupted, Session
 from memoric.core import Memoric
-from memoric.db.urls import sqlite_path
 
 
 def export(session: Session, file: str = "-", *, user_id: str | None = None) -> None:
@@ -23,7 +22,7 @@ def export(session: Session, file: str = "-", *, user_id: str | None = None) -> 
     if file == "-":
         counts = export_to_stdout(memoric, user_id)
     else:
-        own_files = sqlite_path(memoric.store.dsn) if memoric.store.is_sqlite else None
+        own_files = memoric.store.database_file
         with export_target(file, own_files) as out:
             counts = transfer.export_memoric(memoric, out, user_id=user_id)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import SplitResult
 
 import peewee
 from playhouse import db_url
@@ -32,6 +32,7 @@ from memoric.db.urls import (
     UNENCODED,
     URL_EXAMPLES,
     dialect_of,
+    file_path,
     mask_password,
     split_url,
     sqlite_path,
@@ -225,13 +226,13 @@ def database_exists(url: str) -> bool:
     return True
 
 
-def _pool_options(url: str) -> dict:
+def _pool_options(parts: SplitResult, parameters: dict) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
-    parts = split_url(url)
-    if not parts.scheme.lower().endswith(POOLED_SUFFIX):
+    if not parts.scheme.endswith(POOLED_SUFFIX):
         return {}
-    options = {} if "timeout" in parse_qs(parts.query) else {"timeout": POOL_WAIT_SECONDS}
-    if dialect_of(url) == "sqlite":
+    given = parameters.get("timeout", "") != ""  # `?timeout=` with no value gives none
+    options = {} if given else {"timeout": POOL_WAIT_SECONDS}
+    if DATABASE_CLASSES[parts.scheme] is PooledSqlite:
         options["check_same_thread"] = False
     return options
 
@@ -256,9 +257,10 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     False or $MEMORIC_SQLITE_WARNING silences it.
     """
     dialect = dialect_of(url)
-    database = _sqlite_database(url) if dialect == "sqlite" else _postgres_database(url)
+    parts = split_url(url)  # the one parse of the URL: every piece below is read from `parts`
+    database = _sqlite_database(url, parts) if dialect == "sqlite" else _postgres_database(url, parts)
     if dialect == "sqlite":
-        warn_about_sqlite(mask_password(sqlite_path(url), url), warn_sqlite)
+        warn_about_sqlite(mask_password(file_path(parts), url), warn_sqlite)
         if not os.path.exists(database.database):
             return database  # nothing to check yet: the file is created at the first use
     try:
@@ -278,9 +280,10 @@ def _url_error(url: str, message: str) -> ConfigError:
     return ConfigError(mask_password(message, url))
 
 
-def _sqlite_database(url: str) -> peewee.Database:
-    path = sqlite_path(url)
-    if split_url(url).netloc:
+def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
+    """The SQLite Database of `url` (split into `parts`); ConfigError naming what is wrong with it."""
+    path = file_path(parts)
+    if parts.netloc:
         raise _url_error(
             url,
             f"invalid database URL '{url}': a sqlite URL names a file, not a host or a user "
@@ -298,7 +301,8 @@ def _sqlite_database(url: str) -> peewee.Database:
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
     try:
-        database = _new_database(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+        parameters = _parameters(url, parts)
+        database = _new_database(url, parts, parameters, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     except (ValueError, RuntimeError, TypeError) as exc:
         raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
     return database
@@ -318,32 +322,38 @@ def _create_private_file(path: str) -> None:
         raise ConfigError(f"cannot open database file {path!r}: cannot create it: {exc.strerror}") from None
 
 
-def _postgres_database(url: str) -> peewee.Database:
+def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     """The PostgreSQL Database of `url`; ConfigError where the URL cannot be read one way only.
 
     An unencoded `@`, `/`, `?` or `#` in a password splits the URL elsewhere than meant, and
     pieces of the password would then reach the server as a host, port or database name (and
     come back in its error messages): such URLs are refused, and no parser's message is shown.
     """
-    parts = split_url(url)
-    keys = [key for key, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    if "@" in parts.path or "@" in parts.fragment or any("@" in key for key in keys):
+    if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     try:
-        return _new_database(url)
+        parameters = _parameters(url, parts)
+        if any("@" in key for key in parameters):  # the query string split a password
+            raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
+        return _new_database(url, parts, parameters)
     except (ValueError, RuntimeError, TypeError):
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 
 
-def _new_database(url: str, **options) -> peewee.Database:
-    """The Database of `url`'s scheme, with the URL's parameters (parsed as playhouse.db_url does,
-    those peewee and sqlite3 read as numbers or booleans checked and converted by memoric)."""
-    typed = typed_parameters(url)  # first: playhouse's own conversion fails on some of their values
-    parameters = db_url.parse(url, unquote_password=True, unquote_user=True) | typed
+def _parameters(url: str, parts: SplitResult) -> dict:
+    """The connection parameters of a split URL, read as playhouse.db_url reads them (ValueError
+    for a port that is no number), those peewee and sqlite3 read as numbers or booleans checked
+    and converted by memoric first: playhouse's own conversion fails on some of their values."""
+    typed = typed_parameters(url, parts)
+    return db_url.parseresult_to_dict(parts, unquote_password=True, unquote_user=True) | typed
+
+
+def _new_database(url: str, parts: SplitResult, parameters: dict, **options) -> peewee.Database:
+    """The Database of the URL's scheme in memoric's own table (playhouse's is left alone)."""
     if not parameters.get("database"):
         raise _url_error(url, f"invalid database URL '{url}': it has no database name, {URL_EXAMPLES}")
-    database_class = DATABASE_CLASSES[split_url(url).scheme.lower()]
-    return database_class(**parameters, **options, **_pool_options(url))
+    database_class = DATABASE_CLASSES[parts.scheme]
+    return database_class(**parameters, **options, **_pool_options(parts, parameters))
 
 
 def first_line(exc: BaseException) -> str:
@@ -395,3 +405,12 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     """A driver error's first line, the passwords of `url` masked, saying so when it lost the connection."""
     reason = mask_password(first_line(exc), url)
     return reason + LOST_NOTE if database.connection_lost() else reason
+
+
+def failure_message(store, method_name: str, exc: BaseException) -> str:
+    """What failed in a store call, on which dialect, and why (saying so when the connection was lost)."""
+    return f"{method_name} failed on {store.dialect.name}: {failure_reason(store.database, exc, store.dsn)}"
+
+
+# The decorator of every store query (a method, or a function taking the store first).
+translate_errors = driver_errors(failure_message)

@@ -1,7 +1,8 @@
-"""JSON containment with exactly PostgreSQL's `jsonb @>` semantics, and its SQL for each dialect.
+"""JSON containment with exactly PostgreSQL's `jsonb @>` semantics: the reference, and SQLite's SQL.
 
 `contains(document, pattern)` is the reference. PostgreSQL runs `metadata @> pattern` (served
-by the GIN index). SQLite runs the same test inside SQL: the first MAX_EXACT_CONDITIONS parts of
+by the GIN index), through `JSONDocumentField.contains`, which on SQLite runs the same test
+inside SQL, built here: the first MAX_EXACT_CONDITIONS parts of
 the pattern that SQLite's JSON functions decide exactly (strings, booleans, nulls, small integers
 and empty objects, reached through nested objects) become plain SQL conditions; whatever is left
 (arrays, floats, keys no JSON path can address, the parts beyond that number) goes to
@@ -22,7 +23,7 @@ from functools import lru_cache
 
 import peewee
 
-from memoric.db.models import load_json
+from memoric.db.jsoncodec import dump_json, load_json
 
 SQLITE_CONTAINS_FUNCTION = "memoric_json_contains"
 # Integers up to 2**53 in magnitude compare exactly in SQLite whether stored as integer or real.
@@ -58,10 +59,21 @@ def _parenthesised(node: peewee.Node) -> peewee.Node:
 
 
 def contains(document, pattern) -> bool:
-    """True when `document` contains `pattern` as PostgreSQL's `jsonb @>` decides it."""
+    """True when `document` contains `pattern` as PostgreSQL's `jsonb @>` decides it.
+
+    At the top level an array also contains each of its scalars (`'["a"]' @> '"a"'`), the one
+    exception PostgreSQL makes to structures matching.
+    """
+    if isinstance(document, list) and not isinstance(pattern, (dict, list)):
+        return _array_contains(document, [pattern])
+    return _contains(document, pattern)
+
+
+def _contains(document, pattern) -> bool:
+    """Containment below the top level: objects in objects, arrays in arrays, equal scalars."""
     if isinstance(pattern, dict):
         return isinstance(document, dict) and all(
-            key in document and contains(document[key], value) for key, value in pattern.items()
+            key in document and _contains(document[key], value) for key, value in pattern.items()
         )
     if isinstance(pattern, list):
         return isinstance(document, list) and _array_contains(document, pattern)
@@ -82,7 +94,7 @@ def _array_contains(document: list, pattern: list) -> bool:
             return False
     containers = [element for element in document if isinstance(element, (dict, list))]
     return all(
-        any(contains(element, wanted) for element in containers)
+        any(_contains(element, wanted) for element in containers)
         for wanted in pattern
         if isinstance(wanted, (dict, list))
     )
@@ -120,15 +132,67 @@ def as_decimal(number) -> Decimal:
 # --- SQLite -------------------------------------------------------------------------------
 
 
-def sqlite_contains(column: peewee.Node, pattern: dict) -> peewee.Node:
+def sqlite_contains(column: peewee.Node, pattern) -> peewee.Node:
     """A SQLite condition true exactly where `column` (JSON text) contains `pattern`."""
+    if pattern == {}:  # every object contains it, and nothing else does
+        return _json_type(column, "$") == "object"
+    if not isinstance(pattern, dict):
+        return _contains_function(column, pattern)
     conditions: list = []
     residual = _split_exact(column, "$", pattern, conditions)
     if residual:
-        conditions.append(
-            peewee.Function(SQLITE_CONTAINS_FUNCTION, (column, _text(json.dumps(residual)))) == 1
-        )
+        conditions.append(_contains_function(column, residual))
     return all_of(conditions)
+
+
+def _contains_function(column: peewee.Node, pattern) -> peewee.Node:
+    """The registered reference function's test that `column` contains `pattern`."""
+    return peewee.Function(SQLITE_CONTAINS_FUNCTION, (column, _text(json.dumps(pattern)))) == 1
+
+
+def sqlite_contains_any(column: peewee.Node, strings: list[str]) -> peewee.Node:
+    """True where one of `strings` is a top-level key of the JSON in `column`, one of its string
+    elements, or the whole document (a JSON string): PostgreSQL's `?|`, one parameter for the list.
+    """
+    return peewee.fn.EXISTS(
+        peewee.NodeList(
+            (
+                peewee.SQL("SELECT 1 FROM json_each("),
+                column,
+                peewee.SQL(
+                    ") WHERE CASE WHEN typeof(json_each.key) = 'text' THEN json_each.key "
+                    "WHEN json_each.type = 'text' THEN json_each.value END IN"
+                ),
+                json_values(strings),
+            )
+        )
+    )
+
+
+def sqlite_string_at(column: peewee.Node, key: str) -> peewee.Node:
+    """The string under the top-level `key` of the JSON in `column`, else NULL.
+
+    A key no JSON path can name is looked up among the document's keys, bound as data.
+    """
+    if not _addressable(key):
+        return peewee.NodeList(
+            (
+                peewee.SQL("(SELECT value FROM json_each("),
+                column,
+                peewee.SQL(") WHERE key ="),
+                _text(key),
+                peewee.SQL("AND type = 'text')"),
+            )
+        )
+    path = f'$."{key}"'
+    return peewee.Case(None, [(_json_type(column, path) == "text", _json_extract(column, path))])
+
+
+def json_values(values: list[str]) -> peewee.Node:
+    """`(SELECT value FROM json_each(?))`: the strings of `values` as a SQLite row set."""
+    return peewee.NodeList(
+        (peewee.SQL("(SELECT value FROM json_each("), _text(dump_json(values)), peewee.SQL("))"))
+    )
 
 
 def _split_exact(column, path: str, pattern: dict, conditions: list) -> dict:
@@ -214,18 +278,3 @@ def sqlite_contains_function(document_json, pattern_json) -> int:
     if document_json is None:
         return 0
     return int(contains(load_json(document_json), _parsed_pattern(pattern_json)))
-
-
-# --- PostgreSQL ---------------------------------------------------------------------------
-
-
-def postgres_contains(column: peewee.Field, pattern: dict, *, indexed: bool = True) -> peewee.Node:
-    """`column @> pattern` on JSONB, served by a GIN index.
-
-    Not `indexed`: `jsonb_contains(column, pattern)`, the same test as a function call, which the
-    planner checks row by row on the rows another index yields instead of consulting the GIN index.
-    """
-    value = column.db_value(pattern)
-    if not indexed:
-        return peewee.fn.jsonb_contains(column, value)
-    return peewee.Expression(column, "@>", value)

@@ -9,74 +9,16 @@ copies, so one process can talk to a SQLite file and a PostgreSQL server at once
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
-from decimal import Decimal
 from types import SimpleNamespace
 
 import peewee
 from playhouse.postgres_ext import BinaryJSONField
 
+from memoric.db import jsonfilter
+from memoric.db.jsoncodec import dump_json, load_json
+
 UTC = dt.UTC
 SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
-EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
-_EMPTY_DOCUMENTS = {kind: text for text, kind in EMPTY_JSON.items()}  # and written without encoding
-_JSON_DECODER = json.JSONDecoder()
-_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_EXPONENT = re.compile(r"\de\+")  # how JSON writes a float of magnitude 1e16 or more
-
-
-def dump_json(value) -> str:
-    """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused, floats kept floats.
-
-    A float of magnitude 1e16 or more is written out digit by digit with a `.0` (`1e+16` becomes
-    `10000000000000000.0`): PostgreSQL keeps a JSONB number as `numeric`, which prints an
-    integral value written in exponent form without a decimal point, so it would read back as
-    an int. The fast encoder's output is used as it is unless it holds such an exponent.
-    """
-    if not value and type(value) in _EMPTY_DOCUMENTS:
-        return _EMPTY_DOCUMENTS[type(value)]
-    text = _JSON_ENCODER.encode(value)
-    if "e+" in text and _EXPONENT.search(text):
-        return _positional_json(value)
-    return text
-
-
-def _positional_json(value) -> str:
-    """`value` as JSON, with every float of magnitude 1e16 or more in positional notation.
-
-    Such a float is integral: its shortest repr's digits and exponent, written out in full,
-    are exactly its value, and a float parser reads them back as that float.
-    """
-    if isinstance(value, dict):
-        items = (f"{_json_key(key)}:{_positional_json(item)}" for key, item in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(map(_positional_json, value)) + "]"
-    if isinstance(value, float) and "e+" in repr(value):
-        return f"{Decimal(repr(value)):f}.0"
-    return _JSON_ENCODER.encode(value)
-
-
-def _json_key(key) -> str:
-    """An object key as the encoder writes it (a non-string key becomes a string its own way)."""
-    return _JSON_ENCODER.encode({key: None})[1 : -len(":null}")]
-
-
-def load_json(text: str):
-    """A JSON document as memoric writes it, parsed without `json.loads`' whitespace scans.
-
-    Text with surrounding whitespace or anything after the document goes to `json.loads`,
-    which decides as it always does.
-    """
-    empty = EMPTY_JSON.get(text)
-    if empty is not None:
-        return empty()
-    try:
-        value, end = _JSON_DECODER.raw_decode(text)
-    except json.JSONDecodeError:
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
 
 
 def is_postgres(database) -> bool:
@@ -151,7 +93,12 @@ class IdField(peewee.FieldDatabaseHook, peewee.BigAutoField):
 
 
 class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
-    """JSONB (playhouse `BinaryJSONField`, no implicit index) on PostgreSQL; JSON text on SQLite."""
+    """JSONB (playhouse `BinaryJSONField`, no implicit index) on PostgreSQL; JSON text on SQLite.
+
+    Its query methods read the same on both: `contains` (`@>`) and `contains_any` (`?|`) are
+    BinaryJSONField's operators on PostgreSQL and memoric's exact equivalents on SQLite
+    (`jsonfilter`), so both dialects return the same rows; `string_at` reads one key.
+    """
 
     field_type = "JSON"
     _jsonb = None
@@ -160,8 +107,21 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if is_postgres(database):
             self._jsonb = BinaryJSONField(index=False, dumps=dump_json)
             self._jsonb._db_hook(database)
+            self._bind_jsonb()
         else:
             self._jsonb = None
+
+    def bind(self, model, name, set_attribute=True):
+        """Bind to `model` as peewee does, the JSONB field (on PostgreSQL) with it."""
+        super().bind(model, name, set_attribute)
+        self._bind_jsonb()
+
+    def _bind_jsonb(self) -> None:
+        """Make the JSONB field stand for this column, so that its operators name it."""
+        model = getattr(self, "model", None)
+        if self._jsonb is not None and model is not None:
+            self._jsonb.column_name = self.column_name
+            peewee.Field.bind(self._jsonb, model, self.name, set_attribute=False)
 
     def ddl_datatype(self, ctx):
         return peewee.SQL("JSONB" if self._jsonb is not None else "TEXT")
@@ -179,6 +139,34 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if isinstance(value, str):
             return load_json(value)
         return value
+
+    def contains(self, pattern) -> peewee.Node:
+        """True where the document contains `pattern`, exactly as PostgreSQL's `jsonb @>` decides."""
+        if self._jsonb is not None:
+            return self._jsonb.contains(pattern)
+        return jsonfilter.sqlite_contains(self, pattern)
+
+    def contains_any(self, *strings) -> peewee.Node:
+        """True where one of `strings` (or of one list of them) is a top-level key of the document,
+        one of its string elements, or the document itself (PostgreSQL's `?|`)."""
+        if len(strings) == 1 and isinstance(strings[0], (list, tuple)):
+            strings = tuple(strings[0])
+        if self._jsonb is not None:
+            return self._jsonb.contains_any(*strings)
+        return jsonfilter.sqlite_contains_any(self, list(strings))
+
+    def string_at(self, key: str) -> peewee.Node:
+        """The string under the top-level `key`, or NULL when the key is missing or holds no string.
+
+        The key is bound as a parameter on both dialects (BinaryJSONField's `field[key]` writes it
+        into the SQL text, where a `%` breaks psycopg2).
+        """
+        if self._jsonb is None:
+            return jsonfilter.sqlite_string_at(self, key)
+        key_value = peewee.Value(key, converter=False)
+        value = peewee.Expression(self, "->", key_value)
+        string = peewee.Expression(self, "->>", key_value)
+        return peewee.Case(None, [(peewee.fn.jsonb_typeof(value) == "string", string)])
 
 
 class Memory(peewee.Model):

@@ -105,9 +105,19 @@ def dialect_of(url: str) -> str:
     )
 
 
+def file_url(path) -> str:
+    """The URL of a database in the file at `path` (memoric's embedded default, SQLite)."""
+    return f"sqlite:///{path}"
+
+
 def sqlite_path(url: str) -> str:
     """The file path of a sqlite:// URL (relative with three slashes, absolute with four)."""
-    path = split_url(url).path
+    return file_path(split_url(url))
+
+
+def file_path(parts: SplitResult) -> str:
+    """The file path of a split sqlite:// URL (see `sqlite_path`)."""
+    path = parts.path
     return path[1:] if path.startswith("/") else path
 
 
@@ -149,13 +159,13 @@ SQLITE_PARAMETERS = {
 DATABASE_PARAMETERS = {name: UrlParameter("boolean") for name in ("autoconnect", "thread_safe")}
 
 
-def typed_parameters(url: str) -> dict[str, int | float | bool | None]:
-    """The typed query parameters of `url`, converted; ConfigError naming the one of another form.
+def typed_parameters(url: str, parts: SplitResult) -> dict[str, int | float | bool | None]:
+    """The typed query parameters of `url` (split into `parts`), converted; ConfigError naming
+    the one of another form.
 
     Which are typed depends on the URL: a `+pool` URL's POOL_PARAMETERS, a SQLite URL's
     SQLITE_PARAMETERS, and every URL's DATABASE_PARAMETERS (peewee's own).
     """
-    parts = split_url(url)
     known = dict(DATABASE_PARAMETERS)
     if dialect_of(url) == "sqlite":
         known.update(SQLITE_PARAMETERS)

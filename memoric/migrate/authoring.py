@@ -17,7 +17,7 @@ import peewee
 from peewee_migrate import Migrator, auto
 
 from memoric.db import models
-from memoric.db.dialects import POSTGRES_ONLY, gin_index_sql, postgres_only_code
+from memoric.db.dialects import GUARD_NOTE, gin_index_code
 from memoric.db.models import GIN_INDEXES
 from memoric.errors import MigrationError
 from memoric.migrate.chains import migration_names
@@ -92,7 +92,7 @@ BLANK_ABOUT = f"""Written by `memoric migrate revision`. Queue the changes on `m
 function returns, in one transaction with the history row: `migrator.add_fields("memories", ...)`,
 `migrator.add_index(...)`, `migrator.sql("...")`, `migrator.run(function)`. With `fake=True` the
 migration is only replayed to rebuild `migrator.orm`: touch the database through `migrator` only.
-SQL for PostgreSQL alone goes under `{POSTGRES_ONLY}`."""
+{GUARD_NOTE}"""
 DRAFT_ABOUT = """DRAFT written by `memoric migrate revision --auto` from the models: review and edit it before
 running it. A renamed column shows up as add + remove (data loss). Id, JSON and UTC timestamp
 columns use memoric's live field classes (`mf`, memoric.db.models): copy them in to freeze this file."""
@@ -173,21 +173,11 @@ def _gin_changes(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
         had = before.get(table, {})
         for name in sorted(had):
             if wanted.get(name) != had[name]:
-                changes.append(_gin_code(table, name, None))
+                changes.append(gin_index_code(table, name, None, INDENT))
         for name in sorted(wanted):
             if had.get(name) != wanted[name]:
-                changes.append(_gin_code(table, name, wanted[name]))
+                changes.append(gin_index_code(table, name, wanted[name], INDENT))
     return changes
-
-
-def _gin_code(table: str, name: str, definition: tuple[str, str] | None) -> str:
-    """Create (`definition` given) or drop one GIN index, and record it in the ORM snapshot."""
-    gin = f'migrator.orm["{table}"]._meta.gin_indexes'
-    if definition is None:
-        sql, record = f'DROP INDEX IF EXISTS "{name}"', f"{gin}.pop({name!r}, None)"
-    else:
-        sql, record = gin_index_sql(name, table, definition), f"{gin}[{name!r}] = {definition!r}"
-    return postgres_only_code(f"migrator.sql({sql!r})", INDENT) + f"\n{record}"
 
 
 _find_field_type = auto.find_field_type

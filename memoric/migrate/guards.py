@@ -24,7 +24,7 @@ def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
     learnt by building it, with the existing tables renamed aside, in a transaction that is
     rolled back.
     """
-    existing = set(catalogue.tables(run.database))
+    existing = set(run.dialect.tables(run.database))
     created = created_tables(run, done, plan)
     creators = {table: step for step, tables in created for table in tables if table in existing}
     if not creators:
@@ -79,7 +79,7 @@ def missing_tables(run: Run, done: list[Step], plan: list[Step]) -> dict[Step, l
     A table a later migration of the plan drops again is not expected to exist.
     """
     created, kept = _replayed(run, done, plan)
-    existing = set(catalogue.tables(run.database))
+    existing = set(run.dialect.tables(run.database))
     missing = {
         step: [table for table in tables if table in kept and table not in existing]
         for step, tables in created
@@ -128,7 +128,7 @@ def _tables(tables: list[str]) -> str:
 
 def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:
     """The tables migrations `steps` create (from an empty schema) that exist already."""
-    existing = set(catalogue.tables(run.database))
+    existing = set(run.dialect.tables(run.database))
     return [table for _, tables in created_tables(run, [], steps) for table in tables if table in existing]
 
 
@@ -140,12 +140,12 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
     with database.atomic() as transaction:
         try:
             for table, name in aside.items():
-                catalogue.rename_table(database, table, name)
+                run.dialect.rename_table(database, table, name)
             migrator = scratch.migrator(scratch.done())
             for step in plan:
                 scratch.routers[step.chain].run_one(step.name, migrator, fake=False)
-                built.append(catalogue.columns(database, tables))
-            found = catalogue.columns(database, aside.values())
+                built.append(run.dialect.columns(database, tables))
+            found = run.dialect.columns(database, aside.values())
         except Exception as exc:
             raise MigrationError(
                 f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds: "
@@ -159,8 +159,8 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
 def shape(run: Run) -> Shape:
     """{table: its column names} of every table but the chains' histories."""
     histories = {router.chain.table for router in run.routers.values()}
-    names = [table for table in catalogue.tables(run.database) if table not in histories]
-    return {table: set(found) for table, found in catalogue.columns(run.database, names).items()}
+    names = [table for table in run.dialect.tables(run.database) if table not in histories]
+    return {table: set(found) for table, found in run.dialect.columns(run.database, names).items()}
 
 
 def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:

@@ -20,7 +20,7 @@ def rolled_back_statements(run: Run, plan: list[Step], *, downgrade: bool) -> li
 
     Each statement has its parameters inlined as SQL literals, as the server would run it.
     """
-    database, dialect = run.database, run.store.sql_dialect
+    database, dialect = run.database, run.dialect
     statements: list[str] = []
 
     def record(real, sql, params=None, *args, **kwargs):

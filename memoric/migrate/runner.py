@@ -19,8 +19,8 @@ from functools import cached_property
 import peewee
 from peewee_migrate import Migrator, Router
 
-from memoric.db import catalogue
 from memoric.db.connection import driver_errors, failure_reason, first_line
+from memoric.db.dialects import Dialect
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate.chains import Chain, history_index, history_model
@@ -89,14 +89,14 @@ class _Migrator(Migrator):
     failing), and no row may break a foreign key (SQLite runs migrations without enforcing them).
     """
 
-    def __init__(self, database: peewee.Database, dialect) -> None:
+    def __init__(self, database: peewee.Database, dialect: Dialect) -> None:
         super().__init__(database)
         self.dialect = dialect
 
     def __call__(self):
         super().__call__()
         database = self.__database__
-        misread = catalogue.misread_index_columns(database, [model._meta.table_name for model in self.orm])
+        misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
             raise MigrationError("; ".join(misread))
         broken = self.dialect.foreign_key_violations(database)
@@ -180,6 +180,10 @@ class Run:
     def database(self) -> peewee.Database:
         return self.store.database
 
+    @property
+    def dialect(self) -> Dialect:
+        return self.store.dialect
+
     def done(self) -> list[Step]:
         """The applied migrations, chain by chain (memoric's, then the application's), each oldest first."""
         return [Step(label, name) for label, router in self.routers.items() for name in router.done]
@@ -190,7 +194,7 @@ class Run:
 
     def migrator(self, steps: list[Step]) -> Migrator:
         """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
-        migrator = _Migrator(self.database, self.store.sql_dialect)
+        migrator = _Migrator(self.database, self.dialect)
         for step in steps:
             self.replay(migrator, step)
         return migrator
@@ -255,7 +259,7 @@ class Runner:
         if self.database.in_transaction():
             raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
-        with lock, self.store.sql_dialect.foreign_keys_off(self.database):
+        with lock, self.store.dialect.foreign_keys_off(self.database):
             yield Run(self.store, self.chains, names)
 
 

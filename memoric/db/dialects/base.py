@@ -1,0 +1,152 @@
+"""`Dialect`: the one interface behind which SQLite and PostgreSQL differ.
+
+`MemoryStore` asks its dialect for the few SQL expressions that differ (age arithmetic, clamping,
+`IN` over a long list, containment checked row by row), the dialect-only indexes, locks, a fast
+table reset, a read snapshot, bulk inserts and the reservation of ids; the migration runner asks
+it for foreign-key handling around a run, the literal SQL of a preview, and the catalogue (tables,
+columns, renames, index checks). Nothing outside `memoric.db` knows which dialect it runs on.
+
+A dialect compares equal to its name, so `store.dialect == "sqlite"` reads as it always did.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+
+import peewee
+
+from memoric.db.catalogue import Column
+
+
+class Dialect(abc.ABC):
+    """What one SQL dialect does its own way; stateless, every method takes the Database."""
+
+    name: str  # "sqlite" or "postgresql", as `stats()` and exports report it
+    # Whether a user's metadata filter first looks among the user's newest rows (see
+    # `MemoryStore._from_newest_rows`).
+    window_first: bool
+
+    def __eq__(self, other) -> bool:
+        """Equal to the same dialect, and to its name."""
+        if isinstance(other, Dialect):
+            return self.name == other.name
+        return self.name == other if isinstance(other, str) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # --- the store ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def database_file(self, url: str) -> str | None:
+        """The file holding the database of `url`, or None when a server holds it."""
+
+    @abc.abstractmethod
+    def prepare(self, database: peewee.Database) -> None:
+        """Set up every connection of `database` as memoric needs it."""
+
+    @abc.abstractmethod
+    def contains_row_by_row(self, column, pattern: dict) -> peewee.Node:
+        """`column.contains(pattern)` as a test of each row, never a search of a JSON index."""
+
+    @abc.abstractmethod
+    def in_values(self, column, values: list[str]) -> peewee.Node:
+        """`column IN values`, for a list of any length."""
+
+    @abc.abstractmethod
+    def create_extra_indexes(self, database: peewee.Database) -> None:
+        """Create the indexes this dialect has beyond the models' own."""
+
+    @abc.abstractmethod
+    def try_lock(self, database: peewee.Database, name: str):
+        """Take the named cross-process lock if it is free: its handle, or None."""
+
+    @abc.abstractmethod
+    def unlock(self, database: peewee.Database, handle) -> bool:
+        """Release the lock; False when it was lost before (with its connection)."""
+
+    @abc.abstractmethod
+    def snapshot(self, database: peewee.Database) -> contextlib.AbstractContextManager:
+        """A block whose reads all see the database as of the moment it starts."""
+
+    @abc.abstractmethod
+    def has_id_counter(self, database: peewee.Database, table: str) -> bool:
+        """Whether `table` keeps the highest id it ever handed out."""
+
+    @abc.abstractmethod
+    def reserve_ids(
+        self, database: peewee.Database, table: str, column: str, *, above: int, count: int
+    ) -> int:
+        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far."""
+
+    @abc.abstractmethod
+    def insert_rows(
+        self,
+        database: peewee.Database,
+        table: str,
+        columns: list[str],
+        rows: list[tuple],
+        skip_existing: bool,
+    ) -> int:
+        """Insert `rows` (values already converted for the driver); the number inserted."""
+
+    @abc.abstractmethod
+    def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
+        """INSERT one row (values already converted for the driver); its new id."""
+
+    @abc.abstractmethod
+    def truncate(self, database: peewee.Database, tables: list[str]) -> None:
+        """Delete every row of `tables` and restart their ids."""
+
+    @abc.abstractmethod
+    def age_seconds(self, column, now: dt.datetime) -> peewee.Node:
+        """Whole seconds from `column` (a timestamp) to `now`, as an integer expression."""
+
+    @abc.abstractmethod
+    def clamp(self, value, low, high) -> peewee.Node:
+        """`value` limited to [low, high] (evaluated once)."""
+
+    # --- migrations ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def foreign_keys_off(self, database: peewee.Database) -> contextlib.AbstractContextManager[None]:
+        """Foreign keys unenforced for the block, where a table rebuild could otherwise cascade."""
+
+    @abc.abstractmethod
+    def foreign_key_violations(self, database: peewee.Database) -> list:
+        """Rows breaking a foreign key (checked after each migration)."""
+
+    @abc.abstractmethod
+    def render_sql(self, database: peewee.Database, sql: str, params) -> str:
+        """`sql` with its parameters inlined as literals, as the `--sql` preview prints it."""
+
+    # --- the catalogue ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def tables(self, database: peewee.Database) -> list[str]:
+        """The application tables of the current schema (the engine's internal ones left out)."""
+
+    @abc.abstractmethod
+    def columns(self, database: peewee.Database, table_names) -> dict[str, dict[str, Column]]:
+        """{table: {column: Column}} for those of `table_names` that exist, columns in table order."""
+
+    @abc.abstractmethod
+    def rename_table(self, database: peewee.Database, old: str, new: str) -> None:
+        """Rename a table, leaving views that name it alone."""
+
+    @abc.abstractmethod
+    def misread_index_columns(self, database: peewee.Database, table_names) -> list[str]:
+        """Problems of indexes on `table_names` that name a column the table lacks."""
+
+
+def column_list(columns: list[str]) -> str:
+    """The quoted column names, comma-separated."""
+    return ", ".join(f'"{column}"' for column in columns)

@@ -1,0 +1,287 @@
+"""SQLite: JSON text with an exact containment function, a file lock, AUTOINCREMENT counters."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+
+import peewee
+
+from memoric.db import jsonfilter
+from memoric.db.catalogue import Column, quoted
+from memoric.db.connection import PRIVATE_FILE_MODE
+from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.models import to_utc
+from memoric.db.urls import sqlite_path
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+SQLITE_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+)
+# One SQL token: a string, a "quoted" identifier (group 1), a [bracketed] or `backquoted` one,
+# a word (group 2), or any other character.
+SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|\[[^\]]*\]|`(?:[^`]|``)*`|(\w+)|\S""")
+
+
+class SqliteDialect(Dialect):
+    """SQLite: JSON text, a file lock, `sqlite_sequence`, `executemany`."""
+
+    name = "sqlite"
+    # SQLite walks the user's index newest first anyway.
+    window_first = False
+
+    def database_file(self, url: str) -> str | None:
+        """The file the URL names (relative with three slashes, absolute with four)."""
+        return sqlite_path(url)
+
+    def prepare(self, database: peewee.Database) -> None:
+        """Register the exact containment function on every connection of `database`."""
+        database.register_function(
+            jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
+        )
+
+    def contains_row_by_row(self, column, pattern: dict):
+        """The exact containment test (there is no JSON index to avoid)."""
+        return column.contains(pattern)
+
+    def in_values(self, column, values: list[str]):
+        """`column IN values`, the list bound as one JSON parameter: any length, whatever the
+        build's limit on host parameters (32766 by default).
+        """
+        return peewee.Expression(column, "IN", jsonfilter.json_values(values))
+
+    def create_extra_indexes(self, database: peewee.Database) -> None:
+        """SQLite needs none beyond the models' own."""
+
+    def try_lock(self, database: peewee.Database, name: str):
+        """Take the named lock if free (an exclusive flock on a file beside the database)."""
+        path = f"{database.database}.{name}.lock"
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            return None
+        return handle
+
+    def unlock(self, database: peewee.Database, handle) -> bool:
+        """Release the lock; True (a file lock outlives any connection)."""
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
+        return True
+
+    @contextlib.contextmanager
+    def snapshot(self, database: peewee.Database):
+        """One read transaction: in WAL mode every read in it sees the database as of its first
+        read, made at once so that the snapshot is of the moment the block starts."""
+        with database.transaction(lock_type="DEFERRED"):
+            database.execute_sql("SELECT COUNT(*) FROM sqlite_master")
+            yield
+
+    def has_id_counter(self, database: peewee.Database, table: str) -> bool:
+        """Whether `table` keeps its highest id ever used (AUTOINCREMENT: in `sqlite_sequence`).
+
+        Without it SQLite gives a new row max(rowid) + 1, so only a row can hold an id back.
+        """
+        sql = database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return sql is not None and "AUTOINCREMENT" in sql[0].upper()
+
+    def reserve_ids(
+        self, database: peewee.Database, table: str, column: str, *, above: int, count: int
+    ) -> int:
+        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far.
+
+        Inside BEGIN IMMEDIATE (no other writer meanwhile) the table's `sqlite_sequence` entry is
+        raised, never lowered. A table without AUTOINCREMENT has no counter: the caller must write
+        a row with the highest id in the same transaction (`has_id_counter`).
+        """
+        with database.atomic():
+            top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            if not self.has_id_counter(database, table):
+                return top
+            entry = database.execute_sql(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+            ).fetchone()
+            counter = 0 if entry is None else entry[0]
+            top = max(top, counter)
+            wanted = max(above, top + count)
+            if entry is None:
+                database.execute_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, wanted))
+            elif wanted > counter:
+                database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
+        return top
+
+    def insert_rows(
+        self,
+        database: peewee.Database,
+        table: str,
+        columns: list[str],
+        rows: list[tuple],
+        skip_existing: bool,
+    ) -> int:
+        """INSERT `rows` (values already converted for the driver) in one `executemany`; rows inserted."""
+        verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
+        marks = ", ".join("?" * len(columns))
+        sql = f'{verb} INTO "{table}" ({column_list(columns)}) VALUES ({marks})'
+        with peewee.__exception_wrapper__:
+            cursor = database.cursor()
+            cursor.executemany(sql, rows)
+            return cursor.rowcount
+
+    def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
+        """INSERT one row (values already converted for the driver); its new id."""
+        sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({", ".join("?" * len(columns))})'
+        return database.execute_sql(sql, row).lastrowid
+
+    def truncate(self, database: peewee.Database, tables: list[str]) -> None:
+        for table in tables:
+            database.execute_sql(f'DELETE FROM "{table}"')
+        if database.table_exists("sqlite_sequence"):
+            database.execute_sql("DELETE FROM sqlite_sequence")
+
+    # --- migrations ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def foreign_keys_off(self, database: peewee.Database) -> Iterator[None]:
+        """Foreign keys unenforced for the block: a table rebuild inside a transaction must not cascade.
+
+        peewee-migrate opens its transaction before the migrator could turn them off itself.
+        """
+        enabled = bool(database.pragma("foreign_keys"))
+        if enabled:
+            database.pragma("foreign_keys", 0)
+        try:
+            yield
+        finally:
+            if enabled:
+                database.pragma("foreign_keys", 1)
+
+    def foreign_key_violations(self, database: peewee.Database) -> list:
+        """Rows breaking a foreign key (checked after each migration, since enforcement was off)."""
+        return database.execute_sql("PRAGMA foreign_key_check").fetchall()
+
+    def render_sql(self, database: peewee.Database, sql: str, params) -> str:
+        """`sql` with its `?` parameters inlined as SQLite literals, as the preview prints it."""
+        return _inline_sqlite_params(sql, list(params))
+
+    # --- engine helpers: the recall score and clusters -------------------------------------
+
+    def age_seconds(self, column, now: dt.datetime):
+        """Whole seconds from `column` to `now` as an integer expression (exact: microseconds parsed).
+
+        Rounds toward zero, which is the floor for every non-negative age (the score treats any
+        negative age as 0, so the two roundings never disagree where it matters).
+        """
+        whole = peewee.fn.unixepoch(peewee.fn.substr(column, 1, 19))
+        micros = peewee.fn.substr(column, 21, 6).cast("INTEGER")
+        column_us = whole * 1_000_000 + micros
+        return (peewee.Value(epoch_microseconds(now), converter=False) - column_us) / 1_000_000
+
+    def clamp(self, value, low, high):
+        """`value` limited to [low, high] (evaluated once)."""
+        return peewee.fn.min(peewee.fn.max(value, low), high)
+
+    # --- the catalogue ------------------------------------------------------------------------
+
+    def tables(self, database: peewee.Database) -> list[str]:
+        """The application tables (SQLite's internal ones left out)."""
+        return sorted(name for (name,) in database.execute_sql(SQLITE_TABLES).fetchall())
+
+    def columns(self, database: peewee.Database, table_names) -> dict[str, dict[str, Column]]:
+        """{table: {column: Column}} for those of `table_names` that exist, columns in table order."""
+        found: dict[str, dict[str, Column]] = {}
+        existing = set(self.tables(database))
+        for table in table_names:
+            if table in existing:
+                rows = database.execute_sql(f"PRAGMA table_info({quoted(table)})").fetchall()
+                found[table] = {
+                    name: Column(kind.upper(), not not_null, bool(primary_key), default)
+                    for _, name, kind, not_null, default, primary_key in rows
+                }
+        return found
+
+    def rename_table(self, database: peewee.Database, old: str, new: str) -> None:
+        """Rename a table without rewriting (or failing on) views that name it."""
+        legacy = database.execute_sql("PRAGMA legacy_alter_table").fetchone()[0]
+        database.execute_sql("PRAGMA legacy_alter_table = 1")
+        try:
+            database.execute_sql(f"ALTER TABLE {quoted(old)} RENAME TO {quoted(new)}")
+        finally:
+            database.execute_sql(f"PRAGMA legacy_alter_table = {int(legacy)}")
+
+    def misread_index_columns(self, database: peewee.Database, table_names) -> list[str]:
+        """Indexes on `table_names` that name a column the table lacks.
+
+        SQLite reads a double-quoted name that is no column as a string literal, so such an index
+        is built on a constant instead of failing: `CREATE INDEX i ON t ("no_such_column")`.
+        """
+        problems = []
+        for table, table_columns in self.columns(database, table_names).items():
+            known = {name.lower() for name in table_columns}
+            rows = database.execute_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL ORDER BY name",
+                (table,),
+            ).fetchall()
+            for index, sql in rows:
+                problems += [
+                    f'index {index} on {table} names "{name}", which is not a column of {table} '
+                    "(SQLite would index the string instead)"
+                    for name in _quoted_names_after_on(sql)
+                    if name.lower() not in known
+                ]
+        return problems
+
+
+def _inline_sqlite_params(sql: str, params: list) -> str:
+    """Replace each `?` outside quotes with the next parameter as a SQLite literal."""
+    out, quote = [], None
+    for char in sql:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "?" and params:
+            out.append(_sqlite_literal(params.pop(0)))
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def _sqlite_literal(value) -> str:
+    """`value` written as a SQLite literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def epoch_microseconds(moment: dt.datetime) -> int:
+    """Exact microseconds since the Unix epoch of an aware (or naive UTC) datetime."""
+    return (to_utc(moment) - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _quoted_names_after_on(sql: str) -> list[str]:
+    """The double-quoted names in an index's columns and WHERE clause (collation names left out)."""
+    names, state, previous = [], "head", ""
+    for match in SQL_TOKEN.finditer(sql):
+        text, quoted_name, word = match.group(0), match.group(1), match.group(2)
+        if state == "head":
+            state = "table" if (word or "").upper() == "ON" else "head"
+        elif state == "table":
+            state = "body"
+        elif quoted_name is not None and previous != "COLLATE":
+            names.append(quoted_name.replace('""', '"'))
+        previous = text.upper()
+    return names

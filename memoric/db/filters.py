@@ -1,0 +1,182 @@
+"""The memory filters as SQL: conditions, and the shapes of the statements built on them.
+
+`checked_filters` validates the filters every memory query takes (FILTERS); `filter_nodes` and
+`filter_conditions` turn them into SQL conditions; `slotted` and `filter_shape` let a query shape
+be rendered once and cached (`rows.Statements`), its equality values bound per call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import peewee
+
+from memoric import validation
+from memoric.db.jsoncodec import dump_json
+from memoric.db.jsonfilter import all_of, any_of
+from memoric.db.rows import Slot, known_keywords, slot
+
+if TYPE_CHECKING:
+    from memoric.db.store import MemoryStore
+
+EQUALITY_FILTERS = ("user_id", "namespace", "thread_id", "tier")
+FILTERS = (*EQUALITY_FILTERS, "where_metadata", "related_threads_any_of", "summarized")
+
+
+def filter_conditions(store: MemoryStore, **filters) -> list:
+    """The SQL conditions of the memory filters (validated; see `get_memories`)."""
+    return filter_nodes(store, checked_filters(store, filters))
+
+
+def checked_filters(
+    store: MemoryStore, filters: dict, *, method: str = "", others: tuple[str, ...] = ()
+) -> dict:
+    """The filters (FILTERS) validated, in that order; None where not given (and for
+    `where_metadata={}`). A keyword that is neither a filter nor one of `others` (the
+    method's own keywords, named with `method` in the message) is a ValidationError.
+    """
+    known_keywords("keyword argument", filters, (*others, *FILTERS), method)
+    user_id, namespace, thread_id, tier, where_metadata, related_threads_any_of, summarized = map(
+        filters.get, FILTERS
+    )
+    return {
+        "user_id": None if user_id is None else validation.user_id(user_id),
+        "namespace": validation.optional_text("namespace", namespace),
+        "thread_id": validation.optional_text("thread_id", thread_id),
+        "tier": None if tier is None else validation.tier(tier, store.tiers),
+        "where_metadata": validation.metadata_filter(where_metadata),
+        "related_threads_any_of": None
+        if related_threads_any_of is None
+        else validation.thread_list("related_threads_any_of", related_threads_any_of),
+        "summarized": validation.flag("summarized", summarized),
+    }
+
+
+def filter_nodes(store: MemoryStore, checked: dict) -> list:
+    """SQL conditions for validated filters (equality values may be `slot`s)."""
+    m = store.Memory
+    conditions = [getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None]
+    if checked["where_metadata"]:
+        conditions.append(m.metadata.contains(checked["where_metadata"]))
+    if checked["related_threads_any_of"] is not None:
+        conditions.append(related_to(store, checked["related_threads_any_of"]))
+    if checked["summarized"] is not None:
+        conditions.append(m.summarized == checked["summarized"])
+    return conditions
+
+
+def related_to(store: MemoryStore, threads: list[str]):
+    """Memories of one of `threads`, or related to one (`related_threads` shares an element)."""
+    if not threads:
+        return peewee.SQL("1 = 0")
+    m = store.Memory
+    return any_of([store.dialect.in_values(m.thread_id, threads), m.related_threads.contains_any(threads)])
+
+
+def select_memories(store: MemoryStore, conditions: list):
+    """SELECT of whole memories meeting every one of `conditions`."""
+    query = store.Memory.select()
+    if conditions:
+        query = query.where(all_of(conditions))
+    return query
+
+
+def namespace_is(store: MemoryStore, namespace):
+    """`namespace = ?`, or `namespace IS NULL` for None (memories saved without one)."""
+    m = store.Memory
+    if namespace is None:
+        return m.namespace.is_null()
+    return m.namespace == validation.optional_text("namespace", namespace)
+
+
+def in_slices(store: MemoryStore, slices) -> peewee.Node:
+    """Memories in any of `slices`: (tier, updated_before, updated_since), None for "any"."""
+    m = store.Memory
+    alternatives = []
+    for tier, updated_before, updated_since in slices:
+        condition = [m.tier == validation.tier(tier, store.tiers)]
+        if updated_before is not None:
+            condition.append(m.updated_at < updated_before)
+        if updated_since is not None:
+            condition.append(m.updated_at >= updated_since)
+        alternatives.append(all_of(condition))
+    return any_of(alternatives)
+
+
+def lacks_metadata(store: MemoryStore, pattern: dict) -> peewee.Node:
+    """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
+    contained = store.Memory.metadata.contains(validation.metadata(pattern))
+    return peewee.Case(None, [(contained, 1)], 0) == 0
+
+
+def thread_ids(store: MemoryStore, conditions: list, limit: int | None = None) -> list[str]:
+    """Sorted distinct thread ids of the memories meeting `conditions` (the first `limit`)."""
+    m = store.Memory
+    query = m.select(m.thread_id).where(all_of([*conditions, m.thread_id.is_null(False)]))
+    query = query.distinct().order_by(m.thread_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [row.thread_id for row in query]
+
+
+def newest_first(store: MemoryStore, checked: dict, limit: int | None, offset: int):
+    """The `get_memories` query of `checked` (slots for its values), newest first."""
+    m = store.Memory
+    query = select_memories(store, filter_nodes(store, checked)).order_by(m.created_at.desc(), m.id.desc())
+    if limit is not None:
+        query = query.limit(slot("limit"))
+    if offset:
+        query = query.offset(slot("offset"))
+    return query
+
+
+def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
+    """(sql, params) of the page among the user's newest rows (see `MemoryStore._from_newest_rows`)."""
+    m = store.Memory
+    newest = slotted({**checked, "where_metadata": None})
+    window = select_memories(store, filter_nodes(store, newest)).order_by(m.created_at.desc(), m.id.desc())
+    window_sql, window_params = window.limit(slot("window")).sql()
+    contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
+    test_sql, test_params = store.database.get_sql_context().sql(contained).query()
+    mark = store.database.param
+    sql = (
+        f'SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
+        f'ORDER BY "t1"."created_at" DESC, "t1"."id" DESC LIMIT {mark}'
+    )
+    params = [*window_params, *test_params, Slot("limit")]
+    if offset:
+        sql, params = f"{sql} OFFSET {mark}", [*params, Slot("offset")]
+    return sql, params
+
+
+def oldest_first(store: MemoryStore, checked: dict, limit: int | None):
+    """The `find_older_than` query of `checked` (slots for its values), oldest first."""
+    m = store.Memory
+    conditions = [*filter_nodes(store, checked), m.updated_at < slot("cutoff")]
+    query = select_memories(store, conditions).order_by(m.updated_at, m.id)
+    if limit is not None:
+        query = query.limit(slot("limit"))
+    return query
+
+
+def slotted(checked: dict) -> dict:
+    """Validated filters with each equality filter's value replaced by its slot."""
+    return {
+        name: slot(name) if name in EQUALITY_FILTERS and value is not None else value
+        for name, value in checked.items()
+    }
+
+
+def filter_shape(checked: dict) -> tuple:
+    """All the SQL of validated filters depends on: which equality filters are set, the other values."""
+    shape = []
+    for name, value in checked.items():
+        if name in EQUALITY_FILTERS:
+            shape.append(value is not None)
+        elif name == "where_metadata":
+            shape.append(None if value is None else dump_json(value))
+        elif name == "related_threads_any_of":
+            shape.append(None if value is None else tuple(value))
+        else:
+            shape.append(value)
+    return tuple(shape)

@@ -1,0 +1,66 @@
+"""The one JSON encoding memoric writes, and the fast reader of what it wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+
+EMPTY_JSON = {"{}": dict, "[]": list}  # the commonest documents, built without parsing
+_EMPTY_DOCUMENTS = {kind: text for text, kind in EMPTY_JSON.items()}  # and written without encoding
+_JSON_DECODER = json.JSONDecoder()
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_EXPONENT = re.compile(r"\de\+")  # how JSON writes a float of magnitude 1e16 or more
+
+
+def dump_json(value) -> str:
+    """The one JSON encoding memoric writes: compact, UTF-8 kept, NaN refused, floats kept floats.
+
+    A float of magnitude 1e16 or more is written out digit by digit with a `.0` (`1e+16` becomes
+    `10000000000000000.0`): PostgreSQL keeps a JSONB number as `numeric`, which prints an
+    integral value written in exponent form without a decimal point, so it would read back as
+    an int. The fast encoder's output is used as it is unless it holds such an exponent.
+    """
+    if not value and type(value) in _EMPTY_DOCUMENTS:
+        return _EMPTY_DOCUMENTS[type(value)]
+    text = _JSON_ENCODER.encode(value)
+    if "e+" in text and _EXPONENT.search(text):
+        return _positional_json(value)
+    return text
+
+
+def _positional_json(value) -> str:
+    """`value` as JSON, with every float of magnitude 1e16 or more in positional notation.
+
+    Such a float is integral: its shortest repr's digits and exponent, written out in full,
+    are exactly its value, and a float parser reads them back as that float.
+    """
+    if isinstance(value, dict):
+        items = (f"{_json_key(key)}:{_positional_json(item)}" for key, item in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(_positional_json, value)) + "]"
+    if isinstance(value, float) and "e+" in repr(value):
+        return f"{Decimal(repr(value)):f}.0"
+    return _JSON_ENCODER.encode(value)
+
+
+def _json_key(key) -> str:
+    """An object key as the encoder writes it (a non-string key becomes a string its own way)."""
+    return _JSON_ENCODER.encode({key: None})[1 : -len(":null}")]
+
+
+def load_json(text: str):
+    """A JSON document as memoric writes it, parsed without `json.loads`' whitespace scans.
+
+    Text with surrounding whitespace or anything after the document goes to `json.loads`,
+    which decides as it always does.
+    """
+    empty = EMPTY_JSON.get(text)
+    if empty is not None:
+        return empty()
+    try:
+        value, end = _JSON_DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)

@@ -1,0 +1,181 @@
+"""The queries of the tier policies (`memoric.policies`): expiry, trimming, thread summaries.
+
+Memories are selected by slices of tier and age: `(tier, updated_before, updated_since)`, either
+bound None for "any"; a list of slices means any of them. Updates run in batches of consecutive
+ids, one transaction each (`batched_update`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import peewee
+
+from memoric import validation
+from memoric.db.connection import translate_errors
+from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
+from memoric.db.jsonfilter import all_of
+from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, memory_dict, memory_row
+
+if TYPE_CHECKING:
+    from memoric.db.store import MemoryStore
+
+
+@translate_errors
+def count_in_slices(store: MemoryStore, *, slices, user_id=None, longer_than: int | None = None) -> int:
+    """Memories in any of `slices`, optionally only those with content longer than `longer_than`."""
+    m = store.Memory
+    conditions = [in_slices(store, slices), *filter_conditions(store, user_id=user_id)]
+    if longer_than is not None:
+        conditions.append(peewee.fn.LENGTH(m.content) > validation.count("longer_than", longer_than))
+    return select_memories(store, conditions).count()
+
+
+def _batched_update(store: MemoryStore, conditions: list, values: dict, batch_size: int, on_batch) -> int:
+    """UPDATE the rows matching `conditions` in batches of consecutive ids, one transaction each.
+
+    A batch ends at the `batch_size`-th matching id after the previous batch (found in SQL,
+    no ids travel to Python), so it touches neighbouring pages and uses the primary key.
+    `on_batch(n)` is called after each batch.
+    """
+    batch_size = max(1, validation.count("batch_size", batch_size))
+    m = store.Memory
+    changed = last_id = 0
+    while True:
+        after = [*conditions, m.id > last_id]
+        boundary = (
+            select_memories(store, after).select(m.id).order_by(m.id).offset(batch_size - 1).limit(1).scalar()
+        )
+        bounded = after if boundary is None else [*after, m.id <= boundary]
+        with store.database.atomic():
+            done = m.update(**values).where(all_of(bounded)).execute()
+        changed += done
+        if on_batch is not None and done:
+            on_batch(done)
+        if boundary is None:
+            return changed
+        last_id = boundary
+
+
+@translate_errors
+def move_expired(
+    store: MemoryStore,
+    *,
+    from_tier,
+    to_tier,
+    updated_before,
+    user_id=None,
+    batch_size: int = 10000,
+    on_batch=None,
+) -> int:
+    """Move memories of `from_tier` not updated since `updated_before` to `to_tier`.
+
+    Set-based and batched (`_batched_update`; the candidates come from the (tier, updated_at)
+    index or the primary key); moving sets `updated_at` to now.
+    """
+    to_tier = validation.tier(to_tier, store.tiers)
+    conditions = [
+        in_slices(store, [(from_tier, updated_before, None)]),
+        *filter_conditions(store, user_id=user_id),
+    ]
+    values = {"tier": to_tier, "updated_at": store.clock()}
+    return _batched_update(store, conditions, values, batch_size, on_batch)
+
+
+@translate_errors
+def trim_content(
+    store: MemoryStore, *, tier, max_chars: int, user_id=None, batch_size: int = 10000, on_batch=None
+) -> int:
+    """Cut content longer than `max_chars` in `tier` to `max_chars` characters ending in "…".
+
+    Batched like `move_expired`; `updated_at` is left alone (trimming is not new information).
+    """
+    max_chars = validation.count("max_chars", max_chars)
+    if max_chars < 2:
+        raise validation.ValidationError(f"max_chars must be at least 2, got {max_chars}")
+    # No text on either dialect is longer than MAX_COUNT characters (PostgreSQL: 1 GB,
+    # SQLite: 1e9 bytes), and PostgreSQL's SUBSTR takes no larger length.
+    max_chars = min(max_chars, validation.MAX_COUNT)
+    m = store.Memory
+    conditions = [
+        in_slices(store, [(tier, None, None)]),
+        *filter_conditions(store, user_id=user_id),
+        peewee.fn.LENGTH(m.content) > max_chars,
+    ]
+    cut = peewee.fn.SUBSTR(m.content, 1, max_chars - 1).concat("…")
+    return _batched_update(store, conditions, {"content": cut}, batch_size, on_batch)
+
+
+@translate_errors
+def summary_groups(
+    store: MemoryStore, *, slices, min_records: int, exclude_metadata: dict, user_id=None
+) -> list[dict]:
+    """(user_id, namespace, thread_id, count) of threads with ≥ `min_records` unsummarized memories.
+
+    Only memories in `slices`, with a thread, and whose metadata lacks `exclude_metadata`
+    (the summaries themselves) count. Sorted by user, namespace (None first), thread.
+    """
+    min_records = validation.count("min_records", min_records)
+    m = store.Memory
+    conditions = [
+        in_slices(store, slices),
+        *filter_conditions(store, user_id=user_id),
+        m.summarized == False,  # noqa: E712 (SQL comparison)
+        m.thread_id.is_null(False),
+        lacks_metadata(store, exclude_metadata),
+    ]
+    n = peewee.fn.COUNT(m.id)
+    query = (
+        m.select(m.user_id, m.namespace, m.thread_id, n.alias("count"))
+        .where(all_of(conditions))
+        .group_by(m.user_id, m.namespace, m.thread_id)
+        .having(n >= min_records)
+    )
+    groups = list(query.dicts())
+    return sorted(
+        groups,
+        key=lambda g: (g["user_id"], g["namespace"] is not None, g["namespace"] or "", g["thread_id"]),
+    )
+
+
+@translate_errors
+def summary_sources(store: MemoryStore, *, user_ids, tier, exclude_metadata: dict) -> list[dict]:
+    """The unsummarized memories with a thread of these users in `tier`, oldest first.
+
+    Memories whose metadata contains `exclude_metadata` (the summaries) are left out.
+    """
+    users = [validation.user_id(user) for user in user_ids]
+    if not users:
+        return []
+    m = store.Memory
+    conditions = [
+        m.user_id.in_(users),
+        in_slices(store, [(tier, None, None)]),
+        m.summarized == False,  # noqa: E712 (SQL comparison)
+        m.thread_id.is_null(False),
+        lacks_metadata(store, exclude_metadata),
+    ]
+    query = select_memories(store, conditions).order_by(m.created_at, m.id)
+    return [memory_dict(row) for row in query.dicts()]
+
+
+@translate_errors
+def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]]) -> tuple[int, int]:
+    """Insert the summary rows and mark their sources summarized, all in one transaction.
+
+    Returns (summaries written, sources marked). Sources already summarized are left alone.
+    """
+    checked = [(memory_row(store, row), validation.memory_ids(ids)) for row, ids in items]
+    if not checked:
+        return 0, 0
+    m = store.Memory
+    sources = [memory_id for _, ids in checked for memory_id in ids]
+    marked = 0
+    with store.database.atomic():
+        for rows in group_by_keys([row for row, _ in checked]):
+            m.insert_many(rows).execute()
+        for chunk in peewee.chunked(sources, ID_CHUNK_SIZE):
+            query = m.update(summarized=True, updated_at=store.clock())
+            marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712
+    return len(checked), marked
