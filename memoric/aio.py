@@ -39,19 +39,23 @@ Result = TypeVar("Result")
 
 
 class _Workers:
-    """A fixed set of threads running submitted calls; each runs `farewell` as it stops."""
+    """Threads running submitted calls in the order submitted; each runs `farewell` as it stops."""
 
-    def __init__(self, size: int, farewell: Callable[[], None]) -> None:
+    def __init__(self, farewell: Callable[[], None]) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._farewell = farewell
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"memoric-aio-{n}", daemon=True) for n in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+
+    def grow(self, count: int) -> None:
+        """Start `count` more threads."""
+        with self._lock:
+            for _ in range(count):
+                name = f"memoric-aio-{len(self._threads)}"
+                self._threads.append(threading.Thread(target=self._serve, name=name, daemon=True))
+                self._threads[-1].start()
 
     def submit(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Future:
         """Queue `function(*args, **kwargs)`; its future. MemoricError once stopping."""
@@ -147,23 +151,28 @@ class AsyncMemoric:
         if self._closing is not None:
             raise MemoricError(CLOSED)
         if self._opening is None:
-            self._opening = asyncio.ensure_future(asyncio.to_thread(self._open))
+            self._opening = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._opening)
 
-    def _open(self) -> Memoric:
-        """Build the `Memoric` and its workers; this (borrowed) thread keeps no connection."""
+    async def _open(self) -> Memoric:
+        """Build the `Memoric` on a first worker (so no other thread ever connects), then start the rest."""
+        self._workers = _Workers(farewell=self._close_connection)
+        self._workers.grow(1)
         args, kwargs = self._arguments
-        memoric = Memoric(*args, **kwargs)
-        memoric.close()
-        database = memoric.store.database
         try:
-            size = self._size(pool_capacity(database))
-        except ConfigError:
-            close_idle(database)
+            self._memoric = await asyncio.wrap_future(self._workers.submit(Memoric, *args, **kwargs))
+            size = self._size(pool_capacity(self._memoric.store.database))
+        except BaseException:
+            await asyncio.to_thread(self._stop_workers)
+            self._memoric = None
             raise
-        self._workers = _Workers(size, farewell=memoric.close)
-        self._memoric = memoric
-        return memoric
+        self._workers.grow(size - 1)
+        return self._memoric
+
+    def _close_connection(self) -> None:
+        """A worker's farewell: close its connection (it has none when the `Memoric` was not built)."""
+        if self._memoric is not None:
+            self._memoric.close()
 
     def _size(self, capacity: int | None) -> int:
         """How many workers: as asked (never more than the pool holds), or the default the pool allows."""
@@ -177,18 +186,19 @@ class AsyncMemoric:
         return self._max_workers
 
     async def _close(self) -> None:
-        """Once opening is over: stop the workers (each closes its connection), close the pool's idle ones."""
-        if self._opening is not None:
+        """Once opening is over, shut the workers down (nothing to do when opening failed)."""
+        if self._opening is not None and not self._opening.done():
             await asyncio.wait([self._opening])
         if self._memoric is not None:
-            await asyncio.to_thread(self._shut_down)
+            await asyncio.to_thread(self._stop_workers)
 
-    def _shut_down(self) -> None:
-        """Stop the workers, then close what a pool keeps idle (a worker's close returned it there)."""
+    def _stop_workers(self) -> None:
+        """Stop the workers (each closes its connection), then close the connections a pool keeps idle."""
         try:
             self._workers.stop()
         finally:
-            close_idle(self._memoric.store.database)
+            if self._memoric is not None:
+                close_idle(self._memoric.store.database)
 
 
 def _awaitable(method: Callable) -> Callable:
@@ -203,13 +213,13 @@ def _awaitable(method: Callable) -> Callable:
     return call
 
 
-def facade_methods() -> dict[str, Callable]:
+def _facade_methods() -> dict[str, Callable]:
     """The public methods of `Memoric`: the ones `AsyncMemoric` must offer awaitable."""
     methods = inspect.getmembers(Memoric, inspect.isfunction)
     return {name: method for name, method in methods if not name.startswith("_")}
 
 
-for _name, _method in facade_methods().items():
+for _name, _method in _facade_methods().items():
     if _name not in vars(AsyncMemoric):
         setattr(AsyncMemoric, _name, _awaitable(_method))
 del _name, _method
