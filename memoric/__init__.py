@@ -1,5 +1,6 @@
 """memoric: a persistent, deterministic memory store for AI agents (SQLite or PostgreSQL)."""
 
+from memoric.aio import AsyncMemoric
 from memoric.core import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import (
@@ -13,6 +14,7 @@ from memoric.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMemoric",
     "ConfigError",
     "LockTimeout",
     "Memoric",

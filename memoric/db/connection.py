@@ -219,6 +219,17 @@ DATABASE_CLASSES = {
 }
 
 
+def pool_capacity(database: peewee.Database) -> int | None:
+    """How many connections a `+pool` database opens at most; None for a plain one or an unbounded pool."""
+    return (database._max_connections or None) if isinstance(database, _Pooled) else None
+
+
+def close_idle(database: peewee.Database) -> None:
+    """Close the connections a pool keeps open for reuse (a plain database keeps none)."""
+    if isinstance(database, _Pooled):
+        database.close_idle()
+
+
 def database_exists(url: str) -> bool:
     """False for a SQLite URL whose file is not there; True otherwise (a server says so on connect)."""
     if dialect_of(url) == "sqlite":
