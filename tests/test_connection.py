@@ -17,7 +17,7 @@ from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.db.urls import DATABASE_PARAMETERS, POOL_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
 from memoric.errors import ConfigError
-from tests.conftest import one_line_error
+from tests.helpers import one_line_error
 
 
 def test_store_reports_its_dialect(db, dialect):
