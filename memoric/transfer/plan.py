@@ -1,0 +1,180 @@
+"""The check pass of an import or a copy: every record validated, a source that contradicts itself
+refused, and the plan the writing passes follow."""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from dataclasses import dataclass, field
+
+from memoric.db import transfer_queries
+from memoric.db.store import MemoryStore
+from memoric.errors import ValidationError
+from memoric.transfer.records import (
+    COUNT_KEYS,
+    DIGEST_BITS,
+    ID_COLUMNS,
+    DatabaseRows,
+    ExportLines,
+    Record,
+    digest_of,
+)
+
+
+@dataclass
+class ImportPlan:
+    """What the check of an export (or of a copy's source) found, for the passes that write."""
+
+    source: ExportLines | DatabaseRows
+    new_ids: bool
+    records: int = 0  # records in the source (identical duplicates included)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
+    highest: dict[str, Record] = field(default_factory=dict)
+    lowest_memory_id: int | None = None
+    clusters: list[Record] = field(default_factory=list)  # few: kept for the comparison pass
+    # a file's rows by kind: id -> line << DIGEST_BITS | digest of the row, to find lines that
+    # contradict each other and a file changed between the passes (None for a database source)
+    seen: dict[str, dict[int, int]] | None = None
+    old_ids: dict[str, array] = field(default_factory=dict)  # with new_ids: each kind's ids, sorted
+    owners: MemoryOwners = field(default_factory=lambda: MemoryOwners())  # the source's memories
+
+    def confirm(self, record: Record) -> None:
+        """ValidationError unless `record` is the row the check saw under its id."""
+        if self.seen is None:
+            return
+        mark = self.seen[record.kind].get(record.id)
+        if mark is None or digest_of(mark) != record.digest:
+            raise ValidationError(
+                f"{record.where} changed after the file was checked: import it again once nothing "
+                "writes to it"
+            )
+
+    def final_row(self, record: Record, tops: dict[str, int]) -> dict:
+        """The row as written: with `new_ids`, its id and memory_ids moved into the reserved blocks."""
+        if not self.new_ids:
+            return record.row
+        row = {**record.row, ID_COLUMNS[record.kind]: self._new_id(record.kind, record.id, tops)}
+        if record.kind == "cluster":
+            row["memory_ids"] = [self._new_id("memory", old, tops) for old in row["memory_ids"]]
+        return row
+
+    def _new_id(self, kind: str, old: int, tops: dict[str, int]) -> int:
+        """`old`'s place among the file's ids of `kind`, counted from the top of the reserved block."""
+        return tops[kind] + bisect.bisect_left(self.old_ids[kind], old) + 1
+
+
+class MemoryOwners:
+    """The user_id of each memory of a source, 12 bytes a memory: its id and its user's number."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}  # user_id -> its number
+        self._users: list[str] = []  # number -> user_id
+        self._ids = array("q")
+        self._owners = array("i")  # the number of the user of the memory at the same place
+        self._sorted = True
+
+    def add(self, memory_id: int, user_id: str) -> None:
+        """Remember that memory `memory_id` (a stored id, a signed 64-bit int) is `user_id`'s."""
+        number = self._numbers.setdefault(user_id, len(self._users))
+        if number == len(self._users):
+            self._users.append(user_id)
+        if self._ids and memory_id < self._ids[-1]:
+            self._sorted = False
+        self._ids.append(memory_id)
+        self._owners.append(number)
+
+    def get(self, memory_id: int) -> str | None:
+        """The user_id of memory `memory_id`, or None when the source does not hold it."""
+        if not self._sorted:
+            order = sorted(range(len(self._ids)), key=self._ids.__getitem__)
+            self._ids = array("q", (self._ids[place] for place in order))
+            self._owners = array("i", (self._owners[place] for place in order))
+            self._sorted = True
+        place = bisect.bisect_left(self._ids, memory_id)
+        if place < len(self._ids) and self._ids[place] == memory_id:
+            return self._users[self._owners[place]]
+        return None
+
+
+def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool) -> ImportPlan:
+    """Pass 1: every record validated; contradictions inside the source refused; the plan."""
+    plan = ImportPlan(source, new_ids, seen={kind: {} for kind in ID_COLUMNS} if source.is_file else None)
+    keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
+    for record in source.records(store):
+        record.row  # noqa: B018 (validated now, on this pass)
+        plan.records += 1
+        if plan.seen is None or _first_sight(plan.seen[record.kind], record):
+            plan.counts[record.kind] += 1
+            if record.kind == "memory":
+                plan.owners.add(record.id, record.row["user_id"])
+        if record.kind == "cluster":
+            other_id, other_where = keys.setdefault(record.key, (record.id, record.where))
+            if other_id != record.id:
+                raise ValidationError(
+                    f"{other_where} and {record.where} are two clusters (ids {other_id} and {record.id}) "
+                    f"for the same user_id, topic and category {list(record.key)}: the export "
+                    "contradicts itself; nothing was written"
+                )
+        highest = plan.highest.get(record.kind)
+        if highest is None or record.id > highest.id:
+            plan.highest[record.kind] = record
+        if record.kind == "cluster":
+            plan.clusters.append(record)
+        elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
+            plan.lowest_memory_id = record.id
+    if new_ids:
+        if plan.seen is None:
+            raise ValidationError("new ids are given only when importing an export")
+        plan.old_ids = {kind: array("q", sorted(ids)) for kind, ids in plan.seen.items()}
+    for cluster in plan.clusters:
+        _check_members(plan, cluster)
+    return plan
+
+
+def _check_members(plan: ImportPlan, cluster: Record) -> None:
+    """ValidationError for a memory the cluster lists that the source holds for another user_id,
+    or (with new ids, which only the source's memories get) that the source lacks."""
+    user_id = cluster.row["user_id"]
+    for memory_id in cluster.row["memory_ids"]:
+        owner = plan.owners.get(memory_id)
+        if owner is None and plan.new_ids:
+            raise ValidationError(
+                f"{cluster.where}: cluster {cluster.id} lists memory {memory_id}, which is not in this "
+                "export, so it cannot be given a new id; nothing was written"
+            )
+        if owner is not None and owner != user_id:
+            raise ValidationError(
+                f"{cluster.where}: cluster {cluster.id} of user_id {user_id!r} lists memory {memory_id}, "
+                f"which {cluster.source} holds for another user_id; nothing was written"
+            )
+
+
+def refuse_strangers(store: MemoryStore, plan: ImportPlan, clusters: list[Record]) -> None:
+    """ValidationError for a memory a cluster lists that is neither in the source nor, in the
+    target, a memory of the cluster's user_id."""
+    outside = {i for cluster in clusters for i in cluster.row["memory_ids"] if plan.owners.get(i) is None}
+    stored = {i: row["user_id"] for i, row in transfer_queries.stored_rows(store, "memory", outside).items()}
+    for cluster in clusters:
+        user_id = cluster.row["user_id"]
+        for memory_id in cluster.row["memory_ids"]:
+            if memory_id in outside and stored.get(memory_id) != user_id:
+                raise ValidationError(
+                    f"{cluster.where}: cluster {cluster.id} of user_id {user_id!r} lists memory "
+                    f"{memory_id}, which is neither in {cluster.source} nor a memory of that user_id in "
+                    "the target; nothing was written"
+                )
+
+
+def _first_sight(seen: dict[int, int], record: Record) -> bool:
+    """Remember `record` under its id; False for the same row seen before; ValidationError for another."""
+    mark = record.line << DIGEST_BITS | record.digest
+    earlier = seen.setdefault(record.id, mark)
+    if earlier == mark:
+        return True
+    if digest_of(earlier) == digest_of(mark):
+        return False
+    raise ValidationError(
+        f"line {earlier >> DIGEST_BITS} and line {record.line} are two different "
+        f"{COUNT_KEYS[record.kind]} with {ID_COLUMNS[record.kind]} {record.id}: the export "
+        "contradicts itself; nothing was written"
+    )

@@ -1,0 +1,262 @@
+"""The rows of an export or of a copy's source: lines parsed and numbered, records validated
+when first needed, and the JSON forms of their values."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+
+from memoric import validation
+from memoric.db import transfer_queries
+from memoric.db.models import to_utc
+from memoric.db.store import MemoryStore
+from memoric.errors import ValidationError
+
+FORMAT = "memoric-export"
+FORMAT_VERSION = 1
+BATCH_SIZE = 1000
+TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
+ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
+COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
+DIGEST_BITS = 64
+
+Progress = Callable[[int], None]
+
+
+class Record:
+    """One memory or cluster of an export (or of a copy's source), validated when first needed."""
+
+    def __init__(self, store: MemoryStore, kind: str, fields: dict, line: int | None) -> None:
+        self.kind = kind  # "memory" or "cluster"
+        self.fields = fields  # as the export (or the source) gives it
+        self.line = line  # its line in an export; None when copied from a database
+        self._store = store
+        column = ID_COLUMNS[kind]
+        self.id = fields.get(column)
+        try:
+            validation.stored_id(self.id, column)
+        except ValidationError as exc:
+            raise ValidationError(f"{self.where}: {exc}") from None
+
+    @property
+    def where(self) -> str:
+        """How messages name the record: its line, or its id in the source database."""
+        return f"line {self.line}" if self.line is not None else f"source {self.kind} {self.id}"
+
+    @property
+    def source(self) -> str:
+        """How messages name where the record comes from."""
+        return "this export" if self.line is not None else "the source database"
+
+    @functools.cached_property
+    def row(self) -> dict:
+        """The row as the store writes it: validated, defaults filled in, timestamps in UTC."""
+        try:
+            row = transfer_queries.whole_row(self._store, self.kind, decode(self.fields))
+        except ValidationError as exc:
+            raise ValidationError(f"{self.where}: {exc}") from None
+        for key in TIMESTAMPS:
+            if key in row:
+                row[key] = to_utc(row[key])
+        return row
+
+    @functools.cached_property
+    def stated(self) -> frozenset[str]:
+        """The timestamps the record gives; the others are stamped with the time of writing."""
+        stated = {key for key in TIMESTAMPS if self.fields.get(key) is not None}
+        if self.kind == "memory" and "created_at" in stated:
+            stated.add("updated_at")  # left out, it is created_at
+        return frozenset(stated)
+
+    @functools.cached_property
+    def digest(self) -> int:
+        """A 64-bit digest of what the record says: its JSON with keys sorted (type-exact)."""
+        text = json.dumps(self.fields, sort_keys=True, ensure_ascii=False)
+        return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """A cluster's (user_id, topic, category), unique in a database."""
+        return self.row["user_id"], self.row["topic"], self.row["category"]
+
+
+def same_json(a, b) -> bool:
+    """Equal values of the same types all the way down: true is not 1, 1 is not 1.0, {} is not []."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same_json(value, b[key]) for key, value in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(map(same_json, a, b))
+    return a == b
+
+
+@contextlib.contextmanager
+def rereadable(lines: Iterable[str | bytes]):
+    """`lines` if it can be read again (a list, a tuple, a seekable file), else a spooled copy."""
+    if _is_rereadable(lines):
+        yield lines
+        return
+    with tempfile.TemporaryFile() as spool:
+        for line in lines:
+            if isinstance(line, str):
+                line = line.encode("utf-8", "surrogatepass")
+            spool.write(line if line.endswith(b"\n") else line + b"\n")
+        spool.seek(0)
+        yield spool
+
+
+def _is_rereadable(lines: Iterable) -> bool:
+    """Whether `lines` can be read again from where it stands: a list, a tuple, a seekable file."""
+    return isinstance(lines, (list, tuple)) or _is_seekable(lines)
+
+
+def _is_seekable(lines: Iterable) -> bool:
+    """Whether `lines` is a file that can be rewound (stdin on a pipe cannot)."""
+    seekable = getattr(lines, "seekable", None)
+    return seekable is not None and seekable()
+
+
+class ExportLines:
+    """The lines of an export, read once per pass: a seekable file is rewound, a list reread."""
+
+    is_file = True
+
+    def __init__(self, lines: Iterable[str | bytes]) -> None:
+        self._lines = lines
+        self._start = lines.tell() if _is_seekable(lines) else None
+        self._passes = 0
+
+    def records(self, store: MemoryStore) -> Iterator[Record]:
+        """The export's records, each validated against `store`'s rules (header checked first)."""
+        self._passes += 1
+        if self._passes > 1 and not _is_rereadable(self._lines):
+            raise ValidationError("an export given as a one-pass iterator can be checked, not imported")
+        if self._start is not None:
+            self._lines.seek(self._start)
+        parsed = _parsed(self._lines)
+        _check_header(next(parsed, None))
+        for number, fields in parsed:
+            kind = fields.pop("type", None)
+            if kind not in ID_COLUMNS:
+                raise ValidationError(
+                    f"line {number}: unknown record type {kind!r} (expected memory or cluster)"
+                )
+            yield Record(store, kind, fields, number)
+
+
+class DatabaseRows:
+    """Every memory, then every cluster, of a database (read inside the caller's snapshot)."""
+
+    is_file = False
+
+    def __init__(self, store: MemoryStore, batch_size: int) -> None:
+        self._store, self._batch_size = store, batch_size
+
+    def records(self, store: MemoryStore) -> Iterator[Record]:
+        """The source's rows as records validated against `store`'s rules (the target's)."""
+        for memory in transfer_queries.iter_memories(self._store, batch_size=self._batch_size):
+            yield Record(store, "memory", memory, None)
+        for cluster in transfer_queries.iter_clusters(self._store, batch_size=self._batch_size):
+            yield Record(store, "cluster", cluster, None)
+
+
+def digest_of(mark: int) -> int:
+    """The digest part of a mark (line << DIGEST_BITS | digest)."""
+    return mark & ((1 << DIGEST_BITS) - 1)
+
+
+def batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Lists of up to `size` records, in order."""
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def by_kind(records: list[Record]) -> dict[str, list[Record]]:
+    """The records of a batch by kind, memories first (a cluster refers to memories)."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.kind, []).append(record)
+    return {kind: groups[kind] for kind in ID_COLUMNS if kind in groups}
+
+
+def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
+    """(line number, parsed object) for every non-blank line; ValidationError names a bad line."""
+    for number, line in _numbered(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"line {number} is not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise ValidationError(f"line {number} is not valid JSON here: it is nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer longer than Python converts from text
+            reason = str(exc).split(";")[0]
+            raise ValidationError(f"line {number} is not valid JSON here: {reason}") from None
+        if not isinstance(record, dict):
+            raise ValidationError(f"line {number} is not a JSON object")
+        yield number, record
+
+
+def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line (str, or bytes decoded as UTF-8); bad UTF-8 is a ValidationError."""
+    number = 0
+    iterator = iter(lines)
+    while True:
+        try:
+            line = next(iterator)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"the export is not UTF-8 text after line {number} ({exc.reason})"
+            ) from None
+        number += 1
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValidationError(f"line {number} is not UTF-8 text ({exc.reason})") from None
+        yield number, line
+
+
+def _check_header(first: tuple[int, dict] | None) -> None:
+    """ValidationError unless the first line is a header of a format version this memoric reads."""
+    if first is None:
+        raise ValidationError("the export is empty: no header line")
+    _, header = first
+    if header.get("type") != "header" or header.get("format") != FORMAT:
+        raise ValidationError(f"not a memoric export: the first line must be a {FORMAT!r} header")
+    version = header.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ValidationError(
+            f"export format version {version!r} is not a positive integer: not a memoric export"
+        )
+    if version > FORMAT_VERSION:
+        raise ValidationError(
+            f"export format version {version} is newer than this memoric reads ({FORMAT_VERSION}); "
+            "upgrade memoric to import it"
+        )
+
+
+def encode(row: dict) -> dict:
+    return {key: value.isoformat() if key in TIMESTAMPS else value for key, value in row.items()}
+
+
+def decode(record: dict) -> dict:
+    decoded = dict(record)
+    for key in TIMESTAMPS:
+        if isinstance(decoded.get(key), str):
+            try:
+                decoded[key] = dt.datetime.fromisoformat(decoded[key])
+            except ValueError:
+                raise ValidationError(f"{key} {decoded[key]!r} is not an ISO 8601 timestamp") from None
+    return decoded

@@ -1,0 +1,201 @@
+"""The writing passes of an import or a copy: ids reserved, rows compared with the target, then
+written in batches; an import with new ids takes back what it wrote when it stops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from memoric import validation
+from memoric.db import transfer_queries
+from memoric.db.connection import first_line
+from memoric.db.store import MemoryStore
+from memoric.errors import MemoricError, ValidationError
+from memoric.transfer.plan import ImportPlan, refuse_strangers, survey
+from memoric.transfer.records import (
+    BATCH_SIZE,
+    COUNT_KEYS,
+    ID_COLUMNS,
+    TIMESTAMPS,
+    DatabaseRows,
+    ExportLines,
+    Progress,
+    Record,
+    batches,
+    by_kind,
+    rereadable,
+    same_json,
+)
+
+
+def import_jsonl(
+    store: MemoryStore,
+    lines: Iterable[str | bytes],
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    new_ids: bool = False,
+) -> dict[str, int]:
+    """Load an export into `store`: checked whole first, then written; counts inserted and skipped.
+
+    `lines` is read more than once: a seekable file is rewound, a list reread, anything else
+    spooled to a temporary file first.
+    """
+    with rereadable(lines) as reread:
+        plan = check_jsonl(store, reread, new_ids=new_ids)
+        return import_checked(store, plan, batch_size=batch_size, progress=progress)
+
+
+def check_jsonl(store: MemoryStore, lines: Iterable[str | bytes], *, new_ids: bool = False) -> ImportPlan:
+    """Check a whole export as `import_jsonl` would, writing nothing; the plan that imports it.
+
+    ValidationError names the first bad line (both lines of a contradiction). Rows are compared
+    with the target only when it is imported (`import_checked`), after its ids are reserved.
+    """
+    return survey(store, ExportLines(lines), new_ids=new_ids)
+
+
+def import_checked(
+    store: MemoryStore, plan: ImportPlan, *, batch_size: int = BATCH_SIZE, progress: Progress | None = None
+) -> dict[str, int]:
+    """Write what `check_jsonl` checked: reserve the ids, compare with the target, write in batches."""
+    validation.count("batch_size", batch_size)
+    claims = {
+        kind: (0, plan.counts[kind]) if plan.new_ids else (plan.highest[kind].id, 0) for kind in plan.highest
+    }
+    tops, written = transfer_queries.reserve_ids(
+        store,
+        claims,
+        check=lambda: _compare_with_target(store, plan),
+        holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
+    )
+    counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
+    try:
+        for batch in batches(plan.source.records(store), max(batch_size, 1)):
+            for kind, records in by_kind(batch).items():
+                counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
+            if progress is not None:
+                progress(len(batch))
+    except BaseException as exc:
+        if plan.new_ids:
+            _take_back(store, plan, tops, exc)
+        raise
+    counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
+    return counts
+
+
+def _take_back(store: MemoryStore, plan: ImportPlan, tops: dict[str, int], stopped: BaseException) -> None:
+    """Delete what an import with new ids wrote before it stopped: the rows of its reserved
+    blocks, which no one else can hold (a rerun would otherwise add them twice)."""
+    blocks = {kind: (tops[kind] + 1, tops[kind] + plan.counts[kind]) for kind in plan.highest}
+    try:
+        for kind, (low, high) in blocks.items():
+            transfer_queries.delete_id_range(store, kind, low, high)
+    except MemoricError as exc:
+        held = ", ".join(f"{COUNT_KEYS[kind]} {low}-{high}" for kind, (low, high) in blocks.items())
+        raise MemoricError(
+            f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
+            f"({exc}): delete the ids it holds ({held}) before importing again"
+        ) from stopped
+
+
+def copy_database(
+    source: MemoryStore,
+    target: MemoryStore,
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Copy every memory and cluster of `source` into `target` (any dialects), ids kept.
+
+    The source is read inside one snapshot; the target is written like an import.
+    """
+    with transfer_queries.snapshot(source):
+        plan = survey(target, DatabaseRows(source, max(batch_size, 1)), new_ids=False)
+        return import_checked(target, plan, batch_size=batch_size, progress=progress)
+
+
+def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
+    """Pass 2 (ids reserved): ValidationError for any row the target holds with other data.
+
+    The memories are read again only when the target holds any id in their range (an import into
+    a database without them, the common case, costs one query); the clusters were kept.
+    """
+    memories = plan.highest.get("memory")
+    if (
+        memories is not None
+        and not plan.new_ids
+        and transfer_queries.has_ids(store, "memory", plan.lowest_memory_id, memories.id)
+    ):
+        for batch in batches(plan.source.records(store), BATCH_SIZE):
+            records = [record for record in batch if record.kind == "memory"]
+            for record in records:
+                plan.confirm(record)
+            _refuse_differences(store, "memory", records)
+    for batch in batches(plan.clusters, BATCH_SIZE):
+        if not plan.new_ids:
+            _refuse_differences(store, "cluster", batch)
+            refuse_strangers(store, plan, batch)
+        _refuse_taken_keys(store, plan, batch)
+
+
+def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:
+    """ValidationError for the first of `records` the target holds under its id with other data."""
+    stored = transfer_queries.stored_rows(store, kind, [record.id for record in records])
+    for record in records:
+        if record.id in stored:
+            _refuse_difference(record, record.row, stored[record.id], "nothing was written")
+
+
+def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Record]) -> None:
+    """ValidationError for a cluster whose (user_id, topic, category) is another cluster's in the target."""
+    taken = transfer_queries.cluster_ids_by_key(store, (record.key for record in records))
+    for record in records:
+        holder = taken.get(record.key)
+        if holder is not None and (plan.new_ids or holder != record.id):
+            raise ValidationError(
+                f"{record.where}: cluster {record.id} is for user_id, topic and category "
+                f"{list(record.key)}, which the target holds as cluster {holder}: nothing was written "
+                "(delete that cluster or run `memoric clusters --rebuild` after importing without it)"
+            )
+
+
+def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record], tops: dict) -> int:
+    """Pass 3: one batch of one kind in one transaction; rows skipped must equal what is stored."""
+    rows: dict[int, dict] = {}
+    for record in records:
+        plan.confirm(record)
+        rows.setdefault(record.id, plan.final_row(record, tops))
+    with store.atomic():
+        inserted = transfer_queries.insert_whole_rows(store, kind, list(rows.values()))
+        if inserted < len(rows):
+            column = ID_COLUMNS[kind]
+            stored = transfer_queries.stored_rows(store, kind, [row[column] for row in rows.values()])
+            for record in records:
+                row = rows[record.id]
+                written = stored.get(row[column])
+                if written is None:
+                    taken = "its user_id, topic and category are" if kind == "cluster" else "its id is"
+                    raise ValidationError(
+                        f"{record.where}: {kind} {row[column]} could not be written: {taken} "
+                        "another's in the target now; this batch was not written, the ones before it were"
+                    )
+                _refuse_difference(
+                    record, row, written, "this batch was not written, the ones before it were"
+                )
+    return inserted
+
+
+def _refuse_difference(record: Record, row: dict, stored: dict, outcome: str) -> None:
+    """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if any."""
+    differing = [
+        key
+        for key, value in row.items()
+        if (key in record.stated or key not in TIMESTAMPS) and not same_json(value, stored.get(key))
+    ]
+    if differing:
+        hint = " (to add the export beside what is there, import it with new ids)" if record.line else ""
+        raise ValidationError(
+            f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
+            f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "
+            f"source; {outcome}{hint}"
+        )
