@@ -13,9 +13,9 @@ import peewee
 
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.connection import PRIVATE_FILE_MODE
 from memoric.db.dialects.base import Dialect, column_list
 from memoric.db.models import to_utc
+from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -1,0 +1,181 @@
+"""peewee Databases that recover from a lost connection, and create a SQLite file owner-only.
+
+peewee keeps a thread's connection until it is closed; after a server restart, a terminated
+backend or a closed SQLite handle every later call would fail on it. These classes drop such a
+connection: the call that meets it fails once, the next one reconnects. A pool never takes a
+lost connection back and fails like any connection error when it is exhausted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+
+import peewee
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from memoric.errors import ConfigError
+
+PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
+SQLITE_BUSY_SECONDS = 30
+
+
+class _Recovering:
+    """A peewee Database that drops a connection the server has closed instead of keeping it.
+
+    peewee keeps a thread's connection until it is closed, so once a server restart or a
+    terminated backend broke it, every later call failed ("connection already closed"). Here
+    the call that meets the broken connection fails, and the next statement outside a
+    transaction finds it lost, drops it (with the transaction state peewee kept for it) and
+    connects anew. A transaction the engine has already ended (lost with its connection, or
+    rolled back by SQLite itself on SQLITE_FULL, IOERR, NOMEM or BUSY) is not rolled back again:
+    there is nothing left to roll back, and trying would replace the error that ended it
+    ("cannot rollback - no transaction is active" instead of "database or disk is full").
+    Nothing is retried.
+    """
+
+    def connection_lost(self) -> bool:
+        """Whether this thread holds a connection that can no longer be used."""
+        return not self.is_closed() and self._lost(self._state.conn)
+
+    def transaction_open(self) -> bool:
+        """Whether the engine still has a transaction open on this thread's connection."""
+        connection = None if self.is_closed() else self._state.conn
+        return connection is not None and not self._lost(connection) and self._in_transaction(connection)
+
+    def cursor(self, named_cursor=None):
+        """A cursor, on a new connection when this thread's was lost (outside a transaction)."""
+        if not self.in_transaction() and self.connection_lost():
+            self._drop_connection()
+        return super().cursor(named_cursor)
+
+    def rollback(self) -> None:
+        """ROLLBACK, unless the engine has already ended the transaction."""
+        if self.is_closed() or self.transaction_open():
+            super().rollback()
+
+    def savepoint(self) -> peewee._savepoint:
+        """A savepoint that, on leaving it, is not rolled back when the whole transaction is gone."""
+        return _Savepoint(self)
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection and its transaction state, then close it."""
+        with self._lock:
+            connection, contexts = self._state.conn, self._state.ctx
+            self._state.reset()
+            self._state.ctx = contexts
+        self._discard(connection)
+
+    def _discard(self, connection) -> None:
+        """Close a lost connection (which may fail: it is broken)."""
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+class _Savepoint(peewee._savepoint):
+    """peewee's savepoint, not rolled back on leaving it when the engine ended the whole transaction."""
+
+    def rollback(self, begin: bool = True) -> None:
+        """ROLLBACK TO the savepoint, unless leaving it after the engine ended the transaction."""
+        if begin or self.db.transaction_open():
+            super().rollback(begin)
+
+
+class _SqliteRecovering(_Recovering):
+    """A SQLite connection is lost when its handle was closed."""
+
+    def _connect(self):
+        """Create a missing file (owner-only) and connect; retry "database is locked" a while.
+
+        The file appears at the first connection, not when the store is built, so a command
+        refused before it touches the database (a bad import file) leaves no file behind.
+        Connections opening a new file together race to switch it to WAL, and SQLite answers
+        the losers with BUSY at once, without waiting in its busy handler.
+        """
+        _create_private_file(self.database)
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return super()._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @staticmethod
+    def _lost(connection) -> bool:
+        """Whether the handle was closed (any use of it raises then)."""
+        try:
+            connection.total_changes  # noqa: B018 (raises on a closed handle)
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+    @staticmethod
+    def _in_transaction(connection) -> bool:
+        """Whether SQLite has a transaction open (False once it rolled one back by itself)."""
+        return connection.in_transaction
+
+
+class _PostgresRecovering(_Recovering):
+    """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
+
+    def _lost(self, connection) -> bool:
+        """Whether psycopg closed the connection or lost track of its state (the server went away)."""
+        return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+    def _in_transaction(self, connection) -> bool:
+        """Whether the server has a transaction open on the connection (in progress or failed)."""
+        return self._adapter.txn_status(connection) != self._adapter.txn_idle
+
+
+class Pooled:
+    """A pool that never takes a lost connection back, and fails like any connection error when exhausted."""
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        """Check a connection out; an OperationalError when none frees up within the wait timeout."""
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded as exc:
+            raise peewee.OperationalError(
+                f"connection pool exhausted: all {self._max_connections} connections in use ({exc})"
+            ) from exc
+
+    def _discard(self, connection) -> None:
+        """Close the lost connection and the idle ones: the restart that broke it broke them too."""
+        self._close(connection, close_conn=True)
+        self.close_idle()
+
+
+class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
+    """peewee's SQLite database, recovering from a closed connection."""
+
+
+class Postgres(_PostgresRecovering, peewee.PostgresqlDatabase):
+    """peewee's PostgreSQL database, recovering from a lost connection."""
+
+
+class PooledSqlite(Pooled, _SqliteRecovering, PooledSqliteDatabase):
+    """playhouse's SQLite pool, recovering from a closed connection."""
+
+
+class PooledPostgres(Pooled, _PostgresRecovering, PooledPostgresqlDatabase):
+    """playhouse's PostgreSQL pool, recovering from a lost connection."""
+
+
+def _create_private_file(path: str) -> None:
+    """Create a missing database file readable by its owner only; an existing one keeps its mode.
+
+    An empty file is an empty SQLite database, and SQLite gives the -wal, -shm and -journal
+    files it creates beside it the database file's permissions.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot open database file {path!r}: cannot create it: {exc.strerror}") from None
