@@ -6,9 +6,10 @@
 
 Each (dialect, row count) gets a fresh database: the memories are bulk-loaded with
 `MemoryStore.insert_memories` in chunks, one cluster per (user, topic, category) is written with
-`upsert_cluster`, and every query is then timed many times in a separate process (so its peak
-RSS is the query phase's own). Single-row and bulk insert rates, `migrate upgrade` from empty,
-the table and index sizes, and the query plans are reported with the timings.
+`upsert_cluster`, and every query is then timed many times. The load and the queries each run in
+a process of their own, so each phase's peak RSS is its own. Single-row and bulk insert rates,
+`migrate upgrade` from empty, the table and index sizes, and the query plans are reported with
+the timings.
 """
 
 from __future__ import annotations
@@ -115,6 +116,18 @@ def create_clusters(store: MemoryStore, collector: w.ClusterCollector) -> dict:
     return {"clusters": count, "seconds": spent, "per_s": count / spent}
 
 
+def load_phase(dsn: str, rows: int, seed: int) -> dict:
+    """Schema, bulk load and clusters (in its own process: `load_peak_rss_mb` is the bulk load's peak)."""
+    quiet_logging()
+    store = create_schema(dsn)
+    before = _rss_mb()
+    loaded, collector = load(store, rows, seed)
+    peak = _rss_mb()
+    clusters = create_clusters(store, collector)
+    store.close()
+    return {"load": loaded, "clusters": clusters, "load_rss_before_mb": before, "load_peak_rss_mb": peak}
+
+
 def is_loaded(store: MemoryStore, rows: int) -> bool:
     """Whether a reused database already holds the whole workload."""
     try:
@@ -178,11 +191,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def isolated_query_phase(dsn: str, settings: Settings) -> dict:
-    """`query_phase` in a fresh interpreter, so its peak RSS excludes the load."""
+def isolated(phase, *args) -> dict:
+    """`phase(*args)` in a fresh interpreter, so the peak RSS it reports is its own."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(query_phase, dsn, settings).result()
+        return pool.submit(phase, *args).result()
 
 
 # --- inserts, migrations, plans -----------------------------------------------------------
@@ -233,14 +246,11 @@ def run(server: databases.Server, rows: int, settings: Settings, reuse: bool) ->
         result["notes"].append("database reused: load and cluster times are from an earlier run")
     else:
         store.close()
-        store = create_schema(server.dsn(name))
-        result["load"], collector = load(store, rows, settings.seed)
-        result["clusters"] = create_clusters(store, collector)
-        del collector
+        result.update(isolated(load_phase, server.dsn(name), rows, settings.seed))
     databases.analyze(store)
     result["engine_version"] = databases.server_version(store)
     store.close()
-    phase = isolated_query_phase(dsn, settings)
+    phase = isolated(query_phase, dsn, settings)
     result["notes"].extend(phase.pop("notes"))
     result.update(phase)
     result["plans"] = plans(store)

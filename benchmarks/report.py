@@ -83,6 +83,11 @@ def _other_lines(result: dict) -> list[str]:
         f"{'size: table / +indexes / overhead':38} {_mb(s['table_bytes'])} / {_mb(s['with_indexes_bytes'])}"
         f" / +{s['index_overhead_pct']}%"
     )
+    if "load_peak_rss_mb" in result:
+        lines.append(
+            f"{'peak RSS, load phase':38} {result['load_peak_rss_mb']:.0f} MB"
+            f" (after open: {result['load_rss_before_mb']:.0f})"
+        )
     rss = result["peak_rss_mb"]
     rss_goal = ""
     if result["dialect"] == "sqlite" and result["rows"] >= 1_000_000:
@@ -165,6 +170,7 @@ SUMMARY_EXTRAS = (
     ("table (no indexes), MB", lambda r: r["sizes"]["table_bytes"] / 1e6, "{:12.1f}", ""),
     ("table + indexes, MB", lambda r: r["sizes"]["with_indexes_bytes"] / 1e6, "{:12.1f}", ""),
     ("index overhead, %", _get("sizes", "index_overhead_pct"), "{:12.1f}", "87 / 50"),
+    ("peak RSS of the load phase, MB", _get("load_peak_rss_mb"), "{:12.0f}", ""),
     ("peak RSS of the query phase, MB", _get("peak_rss_mb"), "{:12.0f}", ""),
 )
 
