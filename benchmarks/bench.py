@@ -3,12 +3,16 @@
     python -m benchmarks.bench --rows 10000 --dialect all            # full timing run
     python -m benchmarks.bench --rows 10000 --dialect all --quick    # CI smoke (seconds)
     python -m benchmarks.bench --rows 1000000 --dialect sqlite --json
+    python -m benchmarks.bench --rows 10000 --dialect all --peers langgraph  # beside LangGraph
 
 Each (dialect, row count) gets a fresh database: the memories are bulk-loaded with
 `MemoryStore.insert_memories` in chunks, one cluster per (user, topic, category) is written with
-`upsert_cluster`, and every query is then timed many times in a separate process (so its peak
-RSS is the query phase's own). Single-row and bulk insert rates, `migrate upgrade` from empty,
-the table and index sizes, and the query plans are reported with the timings.
+`upsert_cluster`, and every query is then timed many times. The load and the queries each run in
+a process of their own, so each phase's peak RSS is its own. Single-row and bulk insert rates,
+`migrate upgrade` from empty, the table and index sizes, and the query plans are reported with
+the timings. LangGraph's SqliteStore and PostgresStore (benchmarks/peers.py) are loaded with the
+same memories in a database of their own and timed the same way in the same run, when installed
+(`pip install '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import peewee
 
-from benchmarks import databases, report
+from benchmarks import databases, peers, report
 from benchmarks import queries as q
 from benchmarks import workload as w
 from memoric.db.store import MemoryStore
@@ -115,6 +119,18 @@ def create_clusters(store: MemoryStore, collector: w.ClusterCollector) -> dict:
     return {"clusters": count, "seconds": spent, "per_s": count / spent}
 
 
+def load_phase(dsn: str, rows: int, seed: int) -> dict:
+    """Schema, bulk load and clusters (in its own process: `load_peak_rss_mb` is the bulk load's peak)."""
+    quiet_logging()
+    store = create_schema(dsn)
+    before = _rss_mb()
+    loaded, collector = load(store, rows, seed)
+    peak = _rss_mb()
+    clusters = create_clusters(store, collector)
+    store.close()
+    return {"load": loaded, "clusters": clusters, "load_rss_before_mb": before, "load_peak_rss_mb": peak}
+
+
 def is_loaded(store: MemoryStore, rows: int) -> bool:
     """Whether a reused database already holds the whole workload."""
     try:
@@ -178,11 +194,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def isolated_query_phase(dsn: str, settings: Settings) -> dict:
-    """`query_phase` in a fresh interpreter, so its peak RSS excludes the load."""
+def isolated(phase, *args) -> dict:
+    """`phase(*args)` in a fresh interpreter, so the peak RSS it reports is its own."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(query_phase, dsn, settings).result()
+        return pool.submit(phase, *args).result()
 
 
 # --- inserts, migrations, plans -----------------------------------------------------------
@@ -223,8 +239,8 @@ def plans(store: MemoryStore) -> dict:
 # --- one run ------------------------------------------------------------------------------
 
 
-def run(server: databases.Server, rows: int, settings: Settings, reuse: bool) -> dict:
-    """Everything measured for one (dialect, row count)."""
+def run(server: databases.Server, rows: int, settings: Settings, reuse: bool, compare: bool = False) -> dict:
+    """Everything measured for one (dialect, row count), and for the peer too when `compare`."""
     name = server.name(str(rows))
     dsn = server.dsn(name, fresh=not reuse)
     result = {"dialect": server.dialect, "rows": rows, "notes": []}
@@ -233,14 +249,11 @@ def run(server: databases.Server, rows: int, settings: Settings, reuse: bool) ->
         result["notes"].append("database reused: load and cluster times are from an earlier run")
     else:
         store.close()
-        store = create_schema(server.dsn(name))
-        result["load"], collector = load(store, rows, settings.seed)
-        result["clusters"] = create_clusters(store, collector)
-        del collector
+        result.update(isolated(load_phase, server.dsn(name), rows, settings.seed))
     databases.analyze(store)
     result["engine_version"] = databases.server_version(store)
     store.close()
-    phase = isolated_query_phase(dsn, settings)
+    phase = isolated(query_phase, dsn, settings)
     result["notes"].extend(phase.pop("notes"))
     result.update(phase)
     result["plans"] = plans(store)
@@ -251,7 +264,55 @@ def run(server: databases.Server, rows: int, settings: Settings, reuse: bool) ->
     result["migrate_upgrade"] = migrate_upgrade(server, server.name(f"migrate_{rows}"))
     if not reuse:
         server.drop(name)
+    if compare:
+        result["peers"] = {peers.NAME: run_peer(server, rows, settings, reuse)}
     return result
+
+
+# --- the peer -----------------------------------------------------------------------------
+
+
+def run_peer(server: databases.Server, rows: int, settings: Settings, reuse: bool) -> dict:
+    """LangGraph's store on a database of its own: load, queries and single-row puts, as memoric's."""
+    name = server.name(f"{peers.NAME}_{rows}")
+    dsn = server.dsn(name, fresh=not reuse)
+    result = {"label": peers.label(server.dialect), "notes": []}
+    with peers.open_store(dsn) as store:
+        loaded = reuse and peers.is_loaded(store, rows)
+    if loaded:
+        result["notes"].append("database reused: the load time is from an earlier run")
+    else:
+        result.update(isolated(peer_load_phase, server.dsn(name), rows, settings.seed))
+    result.update(isolated(peer_query_phase, dsn, settings))
+    with peers.open_store(dsn) as store:
+        result["single_insert"] = peers.single_insert_rate(store, settings.single_inserts, settings.seed + 1)
+        note = peers.settings_note(store)
+    if note:
+        result["notes"].append(note)
+    if not reuse:
+        server.drop(name)
+    return result
+
+
+def peer_load_phase(dsn: str, rows: int, seed: int) -> dict:
+    """The peer's bulk load (in its own process: `load_peak_rss_mb` is the load's peak)."""
+    with peers.open_store(dsn) as store:
+        before = _rss_mb()
+        loaded = peers.load(store, rows, seed)
+        peak = _rss_mb()
+        peers.analyze(store)
+    return {"load": loaded, "load_rss_before_mb": before, "load_peak_rss_mb": peak}
+
+
+def peer_query_phase(dsn: str, settings: Settings) -> dict:
+    """Time every query the peer can ask (in its own process: `peak_rss_mb` is this phase's peak)."""
+    with peers.open_store(dsn) as store:
+        baseline = _rss_mb()
+        results = {
+            name: time_calls(lambda i, run=run: run(store, i), settings)
+            for name, run in peers.QUERIES.items()
+        }
+    return {"queries": results, "rss_before_mb": baseline, "peak_rss_mb": _rss_mb()}
 
 
 def machine() -> dict:
@@ -274,9 +335,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", help="keep databases here (default: a temporary directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse a loaded database in --workdir")
+    parser.add_argument(
+        "--peers",
+        default="auto",
+        choices=("auto", peers.NAME, "none"),
+        help=f"time LangGraph's stores beside memoric (auto: when installed, {peers.INSTALL_HINT})",
+    )
     args = parser.parse_args(argv)
     if args.reuse and not args.workdir:
         parser.error("--reuse needs --workdir")
+    args.compare = args.peers != "none" and peers.missing() is None
+    if args.peers == peers.NAME and not args.compare:
+        parser.error(f"--peers {peers.NAME}: {peers.missing()}")
     args.row_counts = [int(part.replace("_", "")) for part in args.rows.split(",")]
     return args
 
@@ -284,6 +354,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_logging()
+    if args.peers == "auto" and not args.compare:
+        print(f"peers: {peers.missing()}; memoric runs alone", file=sys.stderr, flush=True)
     settings = Settings.quick(args.seed) if args.quick else Settings(seed=args.seed)
     dialects = DIALECTS if args.dialect == "all" else (args.dialect,)
     runs = []
@@ -292,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         server = databases.Server(dialect, workdir, args.postgres_url)
         try:
             for rows in args.row_counts:
-                runs.append(run(server, rows, settings, args.reuse))
+                runs.append(run(server, rows, settings, args.reuse, args.compare))
                 if not args.json:
                     print(report.run_text(runs[-1]), flush=True)
         finally:

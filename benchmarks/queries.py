@@ -1,8 +1,9 @@
 """The timed queries: what each one asks the public API, and what it must return.
 
 Every query takes an iteration number `i` and picks its parameters from it (a different user,
-topic or thread each time, the same sequence on every run). `reference` computes the expected
-answer from the workload's rows in plain Python, for the smoke test.
+topic or thread each time, the same sequence on every run). `keeps(i)` says which workload rows
+answer it, and `reference` computes the expected answer from them in plain Python, for the smoke
+test; the peers' versions of a query (benchmarks/peers.py) are checked against the same `keeps`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,18 @@ class Query:
     name: str
     label: str
     run: Callable
-    reference: Callable | None = None
+    keeps: Callable[[int], Callable[[dict], bool]] | None = None
+    expected: Callable | None = None
+    limit: int = LIMIT
     needs: str = "store"
+
+    @property
+    def reference(self) -> Callable | None:
+        """Its answer in Python: `expected`, else the newest `limit` rows that `keeps(i)`; None: unchecked."""
+        if self.expected is not None or self.keeps is None:
+            return self.expected
+        keeps, limit = self.keeps, self.limit
+        return lambda rows, i: _newest_first(rows, keeps(i), limit)
 
 
 def user_for(i: int) -> str:
@@ -38,7 +49,7 @@ def thread_for(i: int) -> str:
     return w.thread_name((i * 37) % w.USERS, i % w.THREADS_PER_USER)
 
 
-def _newest_first(rows: list[dict], keep: Callable[[dict], bool], limit: int | None = LIMIT) -> list[int]:
+def _newest_first(rows: list[dict], keep: Callable[[dict], bool], limit: int | None) -> list[int]:
     chosen = sorted((r for r in rows if keep(r)), key=lambda r: (r["created_at"], r["id"]), reverse=True)
     return [r["id"] for r in chosen[:limit]]
 
@@ -50,42 +61,41 @@ def _ids(memories: list[dict]) -> list[int]:
 # --- metadata filters ---------------------------------------------------------------------
 
 
+def topic_for(i: int) -> str:
+    return w.TOPICS[i % len(w.TOPICS)]
+
+
 def filter_one_user(store, i):
-    return store.get_memories(user_id=user_for(i), where_metadata={"topic": w.TOPICS[i % 20]}, limit=LIMIT)
+    return store.get_memories(user_id=user_for(i), where_metadata={"topic": topic_for(i)}, limit=LIMIT)
 
 
-def filter_one_user_expected(rows, i):
-    topic = w.TOPICS[i % 20]
-    return _newest_first(rows, lambda r: r["user_id"] == user_for(i) and r["metadata"]["topic"] == topic)
+def filter_one_user_keeps(i):
+    return lambda r: r["user_id"] == user_for(i) and r["metadata"]["topic"] == topic_for(i)
 
 
-def _two_keys(i: int) -> dict:
+def two_keys(i: int) -> dict:
     return {"category": w.CATEGORIES[i % len(w.CATEGORIES)], "priority": "high"}
 
 
 def filter_two_keys(store, i):
-    return store.get_memories(where_metadata=_two_keys(i), limit=LIMIT)
+    return store.get_memories(where_metadata=two_keys(i), limit=LIMIT)
 
 
-def filter_two_keys_expected(rows, i):
-    wanted = _two_keys(i)
-    return _newest_first(rows, lambda r: all(r["metadata"][k] == v for k, v in wanted.items()))
+def filter_two_keys_keeps(i):
+    return lambda r: all(r["metadata"][k] == v for k, v in two_keys(i).items())
 
 
-def _customer_tier(i: int) -> str:
+def customer_tier(i: int) -> str:
     return w.CUSTOMER_TIERS[i % 2]
 
 
 def filter_nested(store, i):
-    pattern = {"customer": {"tier": _customer_tier(i)}}
+    pattern = {"customer": {"tier": customer_tier(i)}}
     return store.get_memories(user_id=user_for(i), where_metadata=pattern, limit=LIMIT)
 
 
-def filter_nested_expected(rows, i):
-    tier = _customer_tier(i)
-    return _newest_first(
-        rows, lambda r: r["user_id"] == user_for(i) and r["metadata"]["customer"]["tier"] == tier
-    )
+def filter_nested_keeps(i):
+    return lambda r: r["user_id"] == user_for(i) and r["metadata"]["customer"]["tier"] == customer_tier(i)
 
 
 def filter_list(store, i):
@@ -93,22 +103,26 @@ def filter_list(store, i):
     return store.get_memories(user_id=user_for(i), where_metadata=pattern, limit=LIMIT)
 
 
-def filter_list_expected(rows, i):
+def filter_list_keeps(i):
     tag = w.TAGS[i % len(w.TAGS)]
-    return _newest_first(rows, lambda r: r["user_id"] == user_for(i) and tag in r["metadata"]["tags"])
+    return lambda r: r["user_id"] == user_for(i) and tag in r["metadata"]["tags"]
+
+
+def no_such_topic(i: int) -> str:
+    return f"no-such-topic-{i % 5}"
 
 
 def filter_no_match(store, i):
-    return store.get_memories(where_metadata={"topic": f"no-such-topic-{i % 5}"}, limit=LIMIT)
-
-
-def filter_no_match_expected(rows, i):
-    return []
+    return store.get_memories(where_metadata={"topic": no_such_topic(i)}, limit=LIMIT)
 
 
 def filter_no_match_user(store, i):
-    pattern = {"topic": f"no-such-topic-{i % 5}"}
+    pattern = {"topic": no_such_topic(i)}
     return store.get_memories(user_id=user_for(i), where_metadata=pattern, limit=LIMIT)
+
+
+def matches_nothing(i):
+    return lambda r: False
 
 
 # --- plain column filters -----------------------------------------------------------------
@@ -118,25 +132,29 @@ def user_thread(store, i):
     return store.get_memories(user_id=user_for(i), thread_id=thread_for(i), limit=LIMIT)
 
 
-def user_thread_expected(rows, i):
-    return _newest_first(rows, lambda r: r["user_id"] == user_for(i) and r["thread_id"] == thread_for(i))
+def user_thread_keeps(i):
+    return lambda r: r["user_id"] == user_for(i) and r["thread_id"] == thread_for(i)
 
 
-def _older_tier(i: int) -> str:
+def older_tier(i: int) -> str:
     return ("short_term", "mid_term")[i % 2]
 
 
+def older_than_cutoff() -> dt.datetime:
+    """The `updated_at` the tier query looks before: OLDER_THAN_DAYS before the benchmark's now."""
+    return w.NOW - dt.timedelta(days=OLDER_THAN_DAYS)
+
+
 def tier_updated(store, i):
-    return store.find_older_than(days=OLDER_THAN_DAYS, from_tier=_older_tier(i), limit=OLDER_THAN_LIMIT)
+    return store.find_older_than(days=OLDER_THAN_DAYS, from_tier=older_tier(i), limit=OLDER_THAN_LIMIT)
+
+
+def tier_updated_keeps(i):
+    return lambda r: r["tier"] == older_tier(i) and r["updated_at"] < older_than_cutoff()
 
 
 def tier_updated_expected(rows, i):
-    cutoff = w.NOW - dt.timedelta(days=OLDER_THAN_DAYS)
-    tier = _older_tier(i)
-    chosen = sorted(
-        (r for r in rows if r["tier"] == tier and r["updated_at"] < cutoff),
-        key=lambda r: (r["updated_at"], r["id"]),
-    )
+    chosen = sorted(filter(tier_updated_keeps(i), rows), key=lambda r: (r["updated_at"], r["id"]))
     return [r["id"] for r in chosen[:OLDER_THAN_LIMIT]]
 
 
@@ -160,22 +178,24 @@ def recall(memoric, i):
 
 
 QUERIES = (
-    Query("filter_user", "metadata filter, one user", filter_one_user, filter_one_user_expected),
+    Query("filter_user", "metadata filter, one user", filter_one_user, filter_one_user_keeps),
+    Query("filter_all_2keys", "metadata filter, all users, 2 keys", filter_two_keys, filter_two_keys_keeps),
+    Query("filter_nested", "nested filter, one user", filter_nested, filter_nested_keeps),
+    Query("filter_list", "list filter, one user", filter_list, filter_list_keeps),
+    Query("filter_no_match", "filter that matches nothing", filter_no_match, matches_nothing),
     Query(
-        "filter_all_2keys", "metadata filter, all users, 2 keys", filter_two_keys, filter_two_keys_expected
+        "filter_no_match_user", "filter that matches nothing, one user", filter_no_match_user, matches_nothing
     ),
-    Query("filter_nested", "nested filter, one user", filter_nested, filter_nested_expected),
-    Query("filter_list", "list filter, one user", filter_list, filter_list_expected),
-    Query("filter_no_match", "filter that matches nothing", filter_no_match, filter_no_match_expected),
+    Query("user_thread", "user + thread", user_thread, user_thread_keeps),
     Query(
-        "filter_no_match_user",
-        "filter that matches nothing, one user",
-        filter_no_match_user,
-        filter_no_match_expected,
+        "tier_updated",
+        "tier + updated (1000 rows)",
+        tier_updated,
+        tier_updated_keeps,
+        tier_updated_expected,
+        limit=OLDER_THAN_LIMIT,
     ),
-    Query("user_thread", "user + thread", user_thread, user_thread_expected),
-    Query("tier_updated", "tier + updated (1000 rows)", tier_updated, tier_updated_expected),
-    Query("cluster_lookup", "cluster lookup, one user", cluster_lookup, cluster_lookup_expected),
+    Query("cluster_lookup", "cluster lookup, one user", cluster_lookup, expected=cluster_lookup_expected),
     Query("recall", "recall top-10", recall, needs="memoric"),
 )
 

@@ -1,4 +1,4 @@
-"""Plain-text tables of benchmark results, with the targets and the early estimates beside them."""
+"""Plain-text tables of benchmark results, with the targets, the early estimates and the peer beside them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks import peers
 from benchmarks import queries as q
 
 # Targets for the median (ms) or rate (rows/s), by (measure, dialect, rows).
@@ -83,6 +84,11 @@ def _other_lines(result: dict) -> list[str]:
         f"{'size: table / +indexes / overhead':38} {_mb(s['table_bytes'])} / {_mb(s['with_indexes_bytes'])}"
         f" / +{s['index_overhead_pct']}%"
     )
+    if "load_peak_rss_mb" in result:
+        lines.append(
+            f"{'peak RSS, load phase':38} {result['load_peak_rss_mb']:.0f} MB"
+            f" (after open: {result['load_rss_before_mb']:.0f})"
+        )
     rss = result["peak_rss_mb"]
     rss_goal = ""
     if result["dialect"] == "sqlite" and result["rows"] >= 1_000_000:
@@ -90,6 +96,35 @@ def _other_lines(result: dict) -> list[str]:
     lines.append(
         f"{'peak RSS, query phase':38} {rss:.0f} MB (after open: {result['rss_before_mb']:.0f})" + rss_goal
     )
+    return lines
+
+
+def _ahead(mine: float | None, theirs: float | None, higher_is_better: bool) -> str:
+    """How many times better memoric's figure is than the peer's (below 1: the peer is ahead)."""
+    if not mine or not theirs:
+        return ""
+    return f"{(mine / theirs if higher_is_better else theirs / mine):7.2f}x"
+
+
+def _peer_lines(result: dict) -> list[str]:
+    """memoric beside each peer: every query both can ask, the insert rates and both peak RSS."""
+    lines = []
+    for name, peer in result.get("peers", {}).items():
+        header = f"{'queries: median ms':38} {'memoric':>12} {name:>12} {'ahead':>8}"
+        lines += ["", f"memoric beside {peer['label']}, in the same run:", header, "-" * len(header)]
+        for query in q.QUERIES:
+            theirs = peer["queries"].get(query.name)
+            mine = result.get("queries", {}).get(query.name)
+            if theirs and mine:
+                mine, theirs = mine["median"], theirs["median"]
+                ahead = _ahead(mine, theirs, False)
+                lines.append(f"{query.label:38} {mine:12.3f} {theirs:12.3f} {ahead}")
+        for label, pick, form, higher in PEER_MEASURES:
+            mine, theirs = pick(result), pick(peer)
+            cells = " ".join(f"{'-':>12}" if v is None else form.format(v) for v in (mine, theirs))
+            lines.append(f"{label:38} {cells} {_ahead(mine, theirs, higher)}")
+        lines.append("ahead: how many times faster (or smaller) memoric's figure is than the peer's")
+        lines.extend(f"note: {name}: {note}" for note in peer.get("notes", []))
     return lines
 
 
@@ -118,7 +153,8 @@ def gin_check(result: dict) -> str:
 def run_text(result: dict) -> str:
     """One (dialect, rows) run: timings, rates, sizes, RSS, plans and notes."""
     title = f"== {result['dialect']} {result.get('engine_version', '')}, {result['rows']:,} rows =="
-    parts = [title, *_query_lines(result), "", *_other_lines(result), "", *_plan_lines(result)]
+    parts = [title, *_query_lines(result), "", *_other_lines(result), *_peer_lines(result)]
+    parts += ["", *_plan_lines(result)]
     parts.extend(f"note: {note}" for note in result.get("notes", []))
     return "\n".join(parts) + "\n"
 
@@ -135,11 +171,25 @@ def summary_text(output: dict) -> str:
             claim = SEED_CLAIMS_MS.get(query.name)
             claim_text = f"{claim[0]} / {claim[1]}" if claim else ""
             lines.append(_row(query.label, [c and c["median"] for c in cells], "{:12.3f}", claim_text))
+            lines.extend(_peer_rows(runs, _get("queries", query.name, "median"), "{:12.3f}"))
     for label, pick, form, claim in SUMMARY_EXTRAS:
         lines.append(_row(label, [pick(r) for r in runs], form, claim))
+        if label in PEER_PICKS:
+            lines.extend(_peer_rows(runs, PEER_PICKS[label], form))
     m = output["machine"]
     lines.append(f"machine: {m['cpus']} cpus, Python {m['python']}, peewee {m['peewee']}, {m['date']}")
     return "\n".join(lines)
+
+
+def _peer_rows(runs: list[dict], pick, form: str) -> list[str]:
+    """One row per peer under memoric's: the peer's figure in each run, where it has one."""
+    names = sorted({name for r in runs for name in r.get("peers", {})})
+    rows = []
+    for name in names:
+        values = [pick(r["peers"][name]) if name in r.get("peers", {}) else None for r in runs]
+        if any(v is not None for v in values):
+            rows.append(_row(f"  {peers.LABEL if name == peers.NAME else name}", values, form, ""))
+    return rows
 
 
 def _row(label: str, values: list, form: str, claim: str) -> str:
@@ -165,8 +215,17 @@ SUMMARY_EXTRAS = (
     ("table (no indexes), MB", lambda r: r["sizes"]["table_bytes"] / 1e6, "{:12.1f}", ""),
     ("table + indexes, MB", lambda r: r["sizes"]["with_indexes_bytes"] / 1e6, "{:12.1f}", ""),
     ("index overhead, %", _get("sizes", "index_overhead_pct"), "{:12.1f}", "87 / 50"),
+    ("peak RSS of the load phase, MB", _get("load_peak_rss_mb"), "{:12.0f}", ""),
     ("peak RSS of the query phase, MB", _get("peak_rss_mb"), "{:12.0f}", ""),
 )
+# What a peer is compared on besides the queries: (label, pick, format, higher is better).
+PEER_MEASURES = (
+    ("single-row insert, rows/s", _get("single_insert", "rows_per_s"), "{:12,.0f}", True),
+    ("bulk insert, rows/s", _get("load", "rows_per_s"), "{:12,.0f}", True),
+    ("peak RSS of the load phase, MB", _get("load_peak_rss_mb"), "{:12.0f}", False),
+    ("peak RSS of the query phase, MB", _get("peak_rss_mb"), "{:12.0f}", False),
+)
+PEER_PICKS = {label: pick for label, pick, _, _ in PEER_MEASURES}
 
 
 def main(paths: list[str]) -> int:

@@ -86,4 +86,5 @@ def test_quick_run_reports_every_query(dialect, request, capsys):
     expected = {query.name for query in queries.QUERIES}
     assert set(run["queries"]) | {note.split(":")[0] for note in run["notes"]} >= expected
     assert run["load"]["rows"] == 300 and run["single_insert"]["rows_per_s"] > 0
+    assert run["load_peak_rss_mb"] >= run["load_rss_before_mb"] > 0
     assert run["sizes"]["table_bytes"] > 0 and run["sizes"]["index_bytes"] > 0
