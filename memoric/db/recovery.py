@@ -124,6 +124,10 @@ class _SqliteRecovering(_Recovering):
 class _PostgresRecovering(_Recovering):
     """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
 
+    # memoric speaks psycopg2 (COPY, its error classes): peewee would pick psycopg 3 when psycopg2
+    # is missing; its psycopg2 adapter then says the driver is missing instead.
+    psycopg3_adapter = peewee.Psycopg2Adapter
+
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
