@@ -41,7 +41,7 @@ from memoric.db.urls import (
     mask_password,
     split_url,
     sqlite_path,
-    typed_parameters,
+    url_parameters,
 )
 from memoric.errors import ConfigError, MemoricError
 
@@ -99,8 +99,7 @@ def _pool_options(parts: SplitResult, parameters: dict) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
     if not parts.scheme.endswith(POOLED_SUFFIX):
         return {}
-    given = parameters.get("timeout", "") != ""  # `?timeout=` with no value gives none
-    options = {} if given else {"timeout": POOL_WAIT_SECONDS}
+    options = {} if "timeout" in parameters else {"timeout": POOL_WAIT_SECONDS}
     if DATABASE_CLASSES[parts.scheme] is PooledSqlite:
         options["check_same_thread"] = False
     return options
@@ -169,12 +168,11 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
-    try:
-        parameters = _parameters(url, parts)
-        database = _new_database(url, parts, parameters, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
-    return database
+    parameters = _parameters(url, parts)
+    pragmas = SQLITE_PRAGMAS
+    if "timeout" in parameters and not parts.scheme.endswith(POOLED_SUFFIX):  # a pool's is its wait
+        pragmas = SQLITE_PRAGMAS | {"busy_timeout": round(parameters["timeout"] * 1000)}
+    return _new_database(url, parts, parameters, pragmas=pragmas, lock_type="IMMEDIATE")
 
 
 def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
@@ -187,20 +185,22 @@ def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     try:
-        parameters = _parameters(url, parts)
-        if any("@" in key for key in parameters):  # the query string split a password
-            raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
-        return _new_database(url, parts, parameters)
+        return _new_database(url, parts, _parameters(url, parts))
     except (ValueError, RuntimeError, TypeError):
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 
 
 def _parameters(url: str, parts: SplitResult) -> dict:
-    """The connection parameters of a split URL, read as playhouse.db_url reads them (ValueError
-    for a port that is no number), those peewee and sqlite3 read as numbers or booleans checked
-    and converted by memoric first: playhouse's own conversion fails on some of their values."""
-    typed = typed_parameters(url, parts)
-    return db_url.parseresult_to_dict(parts, unquote_password=True, unquote_user=True) | typed
+    """The connection parameters of a split URL: host, port, user, password and database from
+    its parts, read as playhouse.db_url reads them (ValueError for a port that is no number),
+    then its query parameters, checked and converted by memoric (`url_parameters`), which
+    override them as in libpq (`dbname` names the database)."""
+    netloc = parts._replace(query="")
+    parameters = db_url.parseresult_to_dict(netloc, unquote_password=True, unquote_user=True)
+    given = url_parameters(url, parts)
+    if "dbname" in given:
+        given["database"] = given.pop("dbname")
+    return parameters | given
 
 
 def _new_database(url: str, parts: SplitResult, parameters: dict, **options) -> peewee.Database:
