@@ -289,6 +289,40 @@ def test_copy_refuses_the_same_database_under_any_spelling(dsn, monkeypatch):
     assert MemoryStore(dsn).count_memories() == 1
 
 
+# SQLite URLs naming a file SQLite keeps beside a database (its -wal file is deleted when the
+# source's last connection closes), one of memoric's lock files, or an in-memory database.
+NOT_A_DATABASE = [
+    "agent.db-wal",
+    "agent.db-shm",
+    "agent.db-journal",
+    "agent.db.migrations.lock",
+    "agent.db.policies.lock",
+    "file::memory:?uri=true",
+    "file::memory:",
+    "file:agent.db?uri=true",
+]
+
+
+@pytest.mark.parametrize("name", NOT_A_DATABASE)
+def test_copy_and_import_refuse_a_sqlite_url_that_keeps_nothing(name, tmp_path, monkeypatch):
+    """Before, `copy --to sqlite:///agent.db-wal` (or an in-memory URI) reported "Copied 24
+    memories" and kept none, and `file:agent.db?uri=true` opened agent.db under another name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    agent = built("sqlite:///agent.db")
+    agent.save("ada", "kept")
+    agent.run_policies()
+    ok(invoke("--dsn", "sqlite:///agent.db", "export", "agent.jsonl"))
+    before = {path.name: path.stat().st_size for path in tmp_path.iterdir()}
+    for args in (
+        ["copy", "--from", "sqlite:///agent.db", "--to", f"sqlite:///{name}"],
+        ["--dsn", f"sqlite:///{name}", "import", "agent.jsonl"],
+    ):
+        assert "invalid database URL" in one_line_error(invoke(*args)), args
+    assert not set(os.listdir()) - set(before), "a refused URL created a file"
+    assert [memory["content"] for memory in Memoric("sqlite:///agent.db").db.get_memories()] == ["kept"]
+
+
 def run_on_a_terminal(*args: str) -> tuple[int, str]:
     """Run the CLI with stdout and stderr on a pseudo-terminal; (exit status, what it showed)."""
     controller, terminal = pty.openpty()

@@ -397,6 +397,53 @@ def test_a_sqlite_url_timeout_is_how_long_a_statement_waits_for_a_lock(tmp_path)
     default.close()
 
 
+# --- SQLite file names SQLite would not keep ------------------------------------------------------
+
+URI_FILE_NAMES = ["file::memory:", "file::memory:?uri=true", "file:agent.db", "file:agent.db?mode=memory"]
+
+
+@pytest.mark.parametrize("name", URI_FILE_NAMES)
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pool"])
+def test_a_sqlite_file_name_sqlite_reads_as_a_uri_is_refused(name, scheme, tmp_path, monkeypatch):
+    """`file::memory:` is an in-memory database in SQLite builds reading every name as a URI:
+    a demo on it succeeded and every row vanished at exit."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    url = f"{scheme}:///{name}"
+    with pytest.raises(ConfigError, match="reads a file name beginning with 'file:' as a URI"):
+        MemoryStore(url)
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", url, "demo"]))
+    assert "invalid database URL" in error
+    assert not any(tmp_path.iterdir()), "a refused URL created a file"
+
+
+COMPANION_NAMES = [
+    "agent.db-wal",
+    "agent.db-shm",
+    "agent.db-journal",
+    "agent.db.migrations.lock",
+    "agent.db.policies.lock",
+]
+KEPT_BESIDE = "the name of a file SQLite or memoric keeps beside a database"
+
+
+def test_a_sqlite_url_naming_a_file_kept_beside_a_database_is_refused(tmp_path):
+    """SQLite deletes a database's -wal file when its last connection closes: a database opened
+    under that name was lost. The lock files memoric keeps beside a database are no databases."""
+    agent = Memoric(f"sqlite:///{tmp_path / 'agent.db'}")
+    agent.save("ada", "kept")
+    agent.run_policies()
+    (tmp_path / "agent.db-journal").touch()
+    (tmp_path / "link.db").symlink_to(tmp_path / "agent.db-wal")
+    assert set(COMPANION_NAMES) <= {path.name for path in tmp_path.iterdir()}
+    for name in [*COMPANION_NAMES, "link.db", "other.db-WAL"]:
+        for scheme in ("sqlite", "sqlite+pool"):
+            with pytest.raises(ConfigError, match=KEPT_BESIDE):
+                MemoryStore(f"{scheme}:///{tmp_path / name}")
+    assert not (tmp_path / "other.db-WAL").exists()
+    assert [memory["content"] for memory in agent.db.get_memories()] == ["kept"]
+
+
 PLAYHOUSE_SCHEMES_AFTER_MEMORIC = """
 import sys
 from playhouse import db_url

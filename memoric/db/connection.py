@@ -38,6 +38,7 @@ from memoric.db.urls import (
     URL_EXAMPLES,
     dialect_of,
     file_path,
+    invalid_url,
     mask_password,
     split_url,
     sqlite_path,
@@ -67,6 +68,15 @@ SQLITE_WARNING = (
 )
 SQLITE_WARNING_ENV = "MEMORIC_SQLITE_WARNING"  # 0, false, no or off: never show the warning
 _sqlite_warned: set[str] = set()  # the file warned about: the warning is logged once per process
+
+# What SQLite and memoric keep beside a database file: its write-ahead log, shared-memory index
+# and rollback journal, and memoric's cross-process locks (DATABASE.NAME.lock). A database opened
+# under one of these names is deleted or overwritten by the database it belongs to.
+LOCK_FILE_SUFFIX = ".lock"
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_FILE_SUFFIX)
+# SQLite reads a file name beginning with this as a URI (in every build that enables URIs
+# globally, whatever the URL says): `file::memory:` is an in-memory database.
+SQLITE_URI_PREFIX = "file:"
 
 
 DATABASE_CLASSES = {
@@ -163,6 +173,7 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
             f"in-memory SQLite ('{url}') is a separate empty database per thread; use a file, "
             "e.g. sqlite:///memoric.db",
         )
+    _check_file_name(url, path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
@@ -173,6 +184,25 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
     if "timeout" in parameters and not parts.scheme.endswith(POOLED_SUFFIX):  # a pool's is its wait
         pragmas = SQLITE_PRAGMAS | {"busy_timeout": round(parameters["timeout"] * 1000)}
     return _new_database(url, parts, parameters, pragmas=pragmas, lock_type="IMMEDIATE")
+
+
+def _check_file_name(url: str, path: str) -> None:
+    """ConfigError for a file name SQLite reads as a URI, or one SQLite or memoric keeps beside a
+    database (checked as typed and through symbolic links)."""
+    if path.startswith(SQLITE_URI_PREFIX):
+        raise invalid_url(
+            url,
+            f"SQLite reads a file name beginning with '{SQLITE_URI_PREFIX}' as a URI, which can "
+            "name an in-memory database or another file; name the file plainly, e.g. sqlite:///memoric.db",
+        )
+    for name in (os.path.basename(path), os.path.basename(os.path.realpath(path))):
+        suffix = next((suffix for suffix in COMPANION_SUFFIXES if name.lower().endswith(suffix)), None)
+        if suffix is not None:
+            raise invalid_url(
+                url,
+                f"{name!r} ends in {suffix!r}, the name of a file SQLite or memoric keeps beside a "
+                f"database ({', '.join(COMPANION_SUFFIXES)}), which that database deletes or overwrites",
+            )
 
 
 def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
