@@ -9,7 +9,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from click.testing import CliRunner
@@ -287,6 +287,77 @@ def test_copy_refuses_the_same_database_under_any_spelling(dsn, monkeypatch):
         result = invoke("copy", "--from", other, "--to", dsn)
         assert "the source and the target are the same database" in one_line_error(result), other
     assert MemoryStore(dsn).count_memories() == 1
+
+
+# SQLite URLs naming a file SQLite keeps beside a database (its -wal file is deleted when the
+# source's last connection closes), one of memoric's lock files, or an in-memory database.
+NOT_A_DATABASE = [
+    "agent.db-wal",
+    "agent.db-shm",
+    "agent.db-journal",
+    "agent.db.migrations.lock",
+    "agent.db.policies.lock",
+    "file::memory:?uri=true",
+    "file::memory:",
+    "file:agent.db?uri=true",
+]
+
+
+@pytest.mark.parametrize("name", NOT_A_DATABASE)
+def test_copy_and_import_refuse_a_sqlite_url_that_keeps_nothing(name, tmp_path, monkeypatch):
+    """Before, `copy --to sqlite:///agent.db-wal` (or an in-memory URI) reported "Copied 24
+    memories" and kept none, and `file:agent.db?uri=true` opened agent.db under another name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    agent = built("sqlite:///agent.db")
+    agent.save("ada", "kept")
+    agent.run_policies()
+    ok(invoke("--dsn", "sqlite:///agent.db", "export", "agent.jsonl"))
+    before = {path.name: path.stat().st_size for path in tmp_path.iterdir()}
+    for args in (
+        ["copy", "--from", "sqlite:///agent.db", "--to", f"sqlite:///{name}"],
+        ["--dsn", f"sqlite:///{name}", "import", "agent.jsonl"],
+    ):
+        assert "invalid database URL" in one_line_error(invoke(*args)), args
+    assert not set(os.listdir()) - set(before), "a refused URL created a file"
+    assert [memory["content"] for memory in Memoric("sqlite:///agent.db").db.get_memories()] == ["kept"]
+
+
+def with_search_path(dsn: str, search_path: str) -> str:
+    """`dsn` with the PostgreSQL search path `search_path` (libpq's `options`)."""
+    options = quote(f"-c search_path={search_path}", safe="")
+    return f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
+
+
+@requires_postgres
+def test_copy_into_another_schema_of_the_same_database_works_and_the_same_schema_is_refused(
+    new_postgres_url, monkeypatch
+):
+    """A URL with another search path is another store (its tables are in another schema)."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    dsn = new_postgres_url()
+    origin = built(dsn)
+    origin.save("ada", "first")
+    origin.save("ada", "second")
+    for schema in ("b", "c"):
+        origin.db.database.execute_sql(f"CREATE SCHEMA {schema}")
+
+    for schema, search_path in (("b", "b"), ("c", "c,public")):  # memoric builds in the first schema
+        copied = ok(invoke("copy", "--from", dsn, "--to", with_search_path(dsn, search_path)))
+        assert copied.stdout.startswith("Copied 2 memories")
+        rows = origin.db.database.execute_sql(f"SELECT content FROM {schema}.memories ORDER BY id")
+        assert rows.fetchall() == [("first",), ("second",)]
+
+    for same, spelt in [
+        (dsn, "PUBLIC"),
+        (dsn, "nosuch,public"),
+        (dsn, '"$user",public'),
+        (with_search_path(dsn, "b"), "B"),
+        (with_search_path(dsn, "b"), "nosuch,b,public"),
+    ]:
+        result = invoke("copy", "--from", same, "--to", with_search_path(dsn, spelt))
+        assert "the source and the target are the same database" in one_line_error(result), spelt
+    assert origin.db.count_memories() == 2
 
 
 def run_on_a_terminal(*args: str) -> tuple[int, str]:

@@ -38,10 +38,11 @@ from memoric.db.urls import (
     URL_EXAMPLES,
     dialect_of,
     file_path,
+    invalid_url,
     mask_password,
     split_url,
     sqlite_path,
-    typed_parameters,
+    url_parameters,
 )
 from memoric.errors import ConfigError, MemoricError
 
@@ -67,6 +68,15 @@ SQLITE_WARNING = (
 )
 SQLITE_WARNING_ENV = "MEMORIC_SQLITE_WARNING"  # 0, false, no or off: never show the warning
 _sqlite_warned: set[str] = set()  # the file warned about: the warning is logged once per process
+
+# What SQLite and memoric keep beside a database file: its write-ahead log, shared-memory index
+# and rollback journal, and memoric's cross-process locks (DATABASE.NAME.lock). A database opened
+# under one of these names is deleted or overwritten by the database it belongs to.
+LOCK_FILE_SUFFIX = ".lock"
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_FILE_SUFFIX)
+# SQLite reads a file name beginning with this as a URI (in every build that enables URIs
+# globally, whatever the URL says): `file::memory:` is an in-memory database.
+SQLITE_URI_PREFIX = "file:"
 
 
 DATABASE_CLASSES = {
@@ -99,8 +109,7 @@ def _pool_options(parts: SplitResult, parameters: dict) -> dict:
     """Pools hand a connection to one thread at a time, and wait for one (peewee fails at once)."""
     if not parts.scheme.endswith(POOLED_SUFFIX):
         return {}
-    given = parameters.get("timeout", "") != ""  # `?timeout=` with no value gives none
-    options = {} if given else {"timeout": POOL_WAIT_SECONDS}
+    options = {} if "timeout" in parameters else {"timeout": POOL_WAIT_SECONDS}
     if DATABASE_CLASSES[parts.scheme] is PooledSqlite:
         options["check_same_thread"] = False
     return options
@@ -164,17 +173,36 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
             f"in-memory SQLite ('{url}') is a separate empty database per thread; use a file, "
             "e.g. sqlite:///memoric.db",
         )
+    _check_file_name(url, path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
-    try:
-        parameters = _parameters(url, parts)
-        database = _new_database(url, parts, parameters, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise _url_error(url, f"invalid database URL '{url}': {exc}") from None
-    return database
+    parameters = _parameters(url, parts)
+    pragmas = SQLITE_PRAGMAS
+    if "timeout" in parameters and not parts.scheme.endswith(POOLED_SUFFIX):  # a pool's is its wait
+        pragmas = SQLITE_PRAGMAS | {"busy_timeout": round(parameters["timeout"] * 1000)}
+    return _new_database(url, parts, parameters, pragmas=pragmas, lock_type="IMMEDIATE")
+
+
+def _check_file_name(url: str, path: str) -> None:
+    """ConfigError for a file name SQLite reads as a URI, or one SQLite or memoric keeps beside a
+    database (checked as typed and through symbolic links)."""
+    if path.startswith(SQLITE_URI_PREFIX):
+        raise invalid_url(
+            url,
+            f"SQLite reads a file name beginning with '{SQLITE_URI_PREFIX}' as a URI, which can "
+            "name an in-memory database or another file; name the file plainly, e.g. sqlite:///memoric.db",
+        )
+    for name in (os.path.basename(path), os.path.basename(os.path.realpath(path))):
+        suffix = next((suffix for suffix in COMPANION_SUFFIXES if name.lower().endswith(suffix)), None)
+        if suffix is not None:
+            raise invalid_url(
+                url,
+                f"{name!r} ends in {suffix!r}, the name of a file SQLite or memoric keeps beside a "
+                f"database ({', '.join(COMPANION_SUFFIXES)}), which that database deletes or overwrites",
+            )
 
 
 def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
@@ -187,20 +215,22 @@ def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     try:
-        parameters = _parameters(url, parts)
-        if any("@" in key for key in parameters):  # the query string split a password
-            raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
-        return _new_database(url, parts, parameters)
+        return _new_database(url, parts, _parameters(url, parts))
     except (ValueError, RuntimeError, TypeError):
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 
 
 def _parameters(url: str, parts: SplitResult) -> dict:
-    """The connection parameters of a split URL, read as playhouse.db_url reads them (ValueError
-    for a port that is no number), those peewee and sqlite3 read as numbers or booleans checked
-    and converted by memoric first: playhouse's own conversion fails on some of their values."""
-    typed = typed_parameters(url, parts)
-    return db_url.parseresult_to_dict(parts, unquote_password=True, unquote_user=True) | typed
+    """The connection parameters of a split URL: host, port, user, password and database from
+    its parts, read as playhouse.db_url reads them (ValueError for a port that is no number),
+    then its query parameters, checked and converted by memoric (`url_parameters`), which
+    override them as in libpq (`dbname` names the database)."""
+    netloc = parts._replace(query="")
+    parameters = db_url.parseresult_to_dict(netloc, unquote_password=True, unquote_user=True)
+    given = url_parameters(url, parts)
+    if "dbname" in given:
+        given["database"] = given.pop("dbname")
+    return parameters | given
 
 
 def _new_database(url: str, parts: SplitResult, parameters: dict, **options) -> peewee.Database:

@@ -9,10 +9,13 @@ import peewee
 from memoric.db.connection import DriverErrors, first_line, open_database
 from memoric.db.urls import dialect_of, sqlite_path
 
-# The database's oid on the running server, and the server by its start time: the same for every
-# URL that reaches that database (host alias, socket or TCP, port spelling, scheme, parameters).
+# The server by its start time, the database's oid on it, and the schema memoric's tables are in
+# (the first existing schema of the connection's search_path, `?options=-c search_path=...`: the
+# store finds and builds its tables there). The same for every URL that reaches those tables:
+# host alias, socket or TCP, port spelling, scheme, parameters, another spelling of the path.
 POSTGRES_IDENTITY = (
-    "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = current_database()"
+    "SELECT pg_postmaster_start_time(), oid, current_schema() FROM pg_database "
+    "WHERE datname = current_database()"
 )
 
 
@@ -20,8 +23,9 @@ def same_database(database: peewee.Database, url: str) -> bool:
     """Whether `url` names the database `database` is connected to.
 
     SQLite: the same file, through relative paths, `.` and `..`, symbolic and hard links; the
-    file of `url` is only looked at. PostgreSQL: the same database of the same running server;
-    `url` is connected to for the comparison and closed again, nothing is written.
+    file of `url` is only looked at. PostgreSQL: the same schema of the same database of the
+    same running server; `url` is connected to for the comparison and closed again, nothing is
+    written.
     """
     dialect = dialect_of(url)
     if dialect != ("sqlite" if isinstance(database, peewee.SqliteDatabase) else "postgresql"):
@@ -39,6 +43,6 @@ def same_database(database: peewee.Database, url: str) -> bool:
 
 
 def _postgres_identity(database: peewee.Database) -> tuple:
-    """(the server's start time, the database's oid) of a PostgreSQL connection."""
+    """(the server's start time, the database's oid, the current schema) of a PostgreSQL connection."""
     with DriverErrors(lambda exc: f"cannot tell which database it is: {first_line(exc)}"):
         return tuple(database.execute_sql(POSTGRES_IDENTITY).fetchone())

@@ -1,4 +1,5 @@
-"""Database URLs: which dialect a URL names, and how to print one (or an error quoting one) safely.
+"""Database URLs: which dialect a URL names, which query parameters it may carry, and how to
+print one (or an error quoting one) safely.
 
 Passwords are masked in every form a user can type: `user:PASSWORD@host` with `@`, `/` or `:`
 inside the password, a one-slash scheme typo, no scheme at all, `?password=...`, upper-case and
@@ -27,7 +28,6 @@ _SECRET_SETTING = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
 MAX_URL_COUNT = 2**31 - 1  # SQLite's counts are C ints
-TRUE, FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 SECONDS = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
 
 
@@ -131,63 +131,107 @@ def split_url(url: str) -> SplitResult:
 
 @dataclass(frozen=True)
 class UrlParameter:
-    """A query parameter read as a number or a boolean: `count` (whole), `seconds` or `boolean`.
+    """A query parameter memoric accepts: `text` (passed on as written: its driver checks it),
+    `count` (a whole number) or `seconds`.
 
+    `minimum`: the least count. `positive`: seconds must be above 0; `maximum`: the most seconds.
     `nullable`: `none` (or `null`) is also accepted, and means the library's "no limit".
     """
 
     kind: str
     minimum: int = 0
+    positive: bool = False
+    maximum: float = math.inf
     nullable: bool = False
 
 
-# The query parameters that peewee and Python's sqlite3 read themselves, which fail on a bad
-# value with a message that names neither the parameter nor the URL. The PostgreSQL driver's own
-# (connect_timeout, port, keepalives...) are checked by libpq, whose message names them.
+# The query parameters a URL may carry; every other one is refused by name. Their values reach
+# peewee, sqlite3 or psycopg2 as constructor arguments, where an unchecked one could change how
+# memoric's database behaves (another file, an in-memory database, values read back as other
+# types, one connection shared between threads) or fail with a message naming nothing.
+# A pool's seconds must be above 0: peewee's pool reads a wait of 0 as "wait forever" and a
+# stale timeout of 0 as "never stale".
 POOL_PARAMETERS = {
     "max_connections": UrlParameter("count", minimum=1, nullable=True),
-    "stale_timeout": UrlParameter("seconds", nullable=True),
-    "timeout": UrlParameter("seconds"),
+    "stale_timeout": UrlParameter("seconds", positive=True, nullable=True),
+    "timeout": UrlParameter("seconds", positive=True),
 }
+# `timeout`: how long a statement waits for another connection's lock (SQLite counts it in
+# milliseconds, a C int).
 SQLITE_PARAMETERS = {
-    "timeout": UrlParameter("seconds"),
+    "timeout": UrlParameter("seconds", maximum=MAX_URL_COUNT / 1000),
     "cached_statements": UrlParameter("count"),
-    "detect_types": UrlParameter("count"),
-    "check_same_thread": UrlParameter("boolean"),
-    "uri": UrlParameter("boolean"),
 }
-DATABASE_PARAMETERS = {name: UrlParameter("boolean") for name in ("autoconnect", "thread_safe")}
+# libpq's connection keywords (PostgreSQL 18's list), passed on as written: libpq checks their
+# values and names the keyword in its message. Keywords newer than the installed libpq are
+# refused by libpq ("invalid connection option"). `dbname` names the database like the path.
+LIBPQ_KEYWORDS = (
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
+    "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "sslmode", "requiressl", "sslnegotiation",
+    "sslcompression", "sslcert", "sslkey", "sslkeylogfile", "sslpassword", "sslcertmode",
+    "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
+    "ssl_max_protocol_version", "min_protocol_version", "max_protocol_version", "krbsrvname",
+    "gsslib", "gssdelegation", "gssencmode", "service", "target_session_attrs",
+    "load_balance_hosts", "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope",
+)  # fmt: skip
+POSTGRES_PARAMETERS = dict.fromkeys(LIBPQ_KEYWORDS, UrlParameter("text"))
+# Why memoric refuses parameters its drivers would take.
+REFUSED_PARAMETERS = {
+    "uri": "SQLite would read the file name as a URI, which can name an in-memory database or another file",
+    "detect_types": "it changes the types stored values are read back as",
+    "check_same_thread": "memoric gives each thread its own connection, and a pool hands them on itself",
+    "autoconnect": "memoric reconnects after a lost connection and connects in every thread",
+    "thread_safe": "false shares one connection, and its transactions, between threads",
+    "replication": "a replication connection cannot run memoric's queries",
+}
 
 
-def typed_parameters(url: str, parts: SplitResult) -> dict[str, int | float | bool | None]:
-    """The typed query parameters of `url` (split into `parts`), converted; ConfigError naming
-    the one of another form.
-
-    Which are typed depends on the URL: a `+pool` URL's POOL_PARAMETERS, a SQLite URL's
-    SQLITE_PARAMETERS, and every URL's DATABASE_PARAMETERS (peewee's own).
-    """
-    known = dict(DATABASE_PARAMETERS)
-    if dialect_of(url) == "sqlite":
-        known.update(SQLITE_PARAMETERS)
+def accepted_parameters(url: str, parts: SplitResult) -> dict[str, UrlParameter]:
+    """The query parameters `url` (split into `parts`) may carry: its dialect's, and a pool's."""
+    accepted = dict(SQLITE_PARAMETERS if dialect_of(url) == "sqlite" else POSTGRES_PARAMETERS)
     if parts.scheme.lower().endswith(POOLED_SUFFIX):
-        known.update(POOL_PARAMETERS)
-    given = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return {name: _typed(url, name, given[name], known[name]) for name in given if name in known}
+        accepted.update(POOL_PARAMETERS)
+    return accepted
 
 
-def _typed(url: str, name: str, value: str, parameter: UrlParameter) -> int | float | bool | None:
+def url_parameters(url: str, parts: SplitResult) -> dict[str, str | int | float | None]:
+    """The query parameters of `url` (split into `parts`), checked and converted; ConfigError
+    (masked) naming one the URL does not accept, one given twice or one of another form."""
+    accepted = accepted_parameters(url, parts)
+    given = parse_qsl(parts.query, keep_blank_values=True)
+    names = [name for name, _ in given]
+    for name in names:
+        if "@" in name:  # the query string split a password
+            raise invalid_url(url, UNENCODED)
+        if name not in accepted:
+            why = f" ({REFUSED_PARAMETERS[name]})" if name in REFUSED_PARAMETERS else ""
+            listed = ", ".join(sorted(accepted))
+            raise invalid_url(url, f"it does not accept the parameter {name!r}{why}; it accepts: {listed}")
+        if names.count(name) > 1:
+            raise invalid_url(url, f"the parameter {name} is given twice")
+    return {name: _typed(url, name, value, accepted[name]) for name, value in given}
+
+
+def invalid_url(url: str, problem: str) -> ConfigError:
+    """The ConfigError "invalid database URL '<url>': <problem>", every secret of `url` masked."""
+    return ConfigError(mask_password(f"invalid database URL '{url}': {problem}", url))
+
+
+def _typed(url: str, name: str, value: str, parameter: UrlParameter) -> str | int | float | None:
     """`value` of the parameter `name` converted, or ConfigError saying what form it must have."""
     converted = _converted(value, parameter)
     if converted is not _INVALID:
         return converted
+    least = "above 0" if parameter.positive else "from 0"
+    most = f" to {parameter.maximum:g}" if math.isfinite(parameter.maximum) else ""
     expected = {
-        "boolean": "true or false",
         "count": f"a whole number from {parameter.minimum} to {MAX_URL_COUNT}",
-        "seconds": f"a number of seconds, e.g. ?{name}=30 or ?{name}=2.5",
+        "seconds": f"a number of seconds {least}{most}, e.g. ?{name}=30 or ?{name}=2.5",
     }[parameter.kind]
     also = " (or none: no limit)" if parameter.nullable else ""
-    message = f"invalid database URL '{url}': the parameter {name} must be {expected}{also}, got {value!r}"
-    raise ConfigError(mask_password(message, url))
+    raise invalid_url(url, f"the parameter {name} must be {expected}{also}, got {value!r}")
 
 
 _INVALID = object()
@@ -195,13 +239,13 @@ _INVALID = object()
 
 def _converted(value: str, parameter: UrlParameter):
     """`value` as the parameter's type, or _INVALID."""
-    lowered = value.lower()
-    if parameter.nullable and lowered in ("none", "null"):
+    if parameter.kind == "text":
+        return value
+    if parameter.nullable and value.lower() in ("none", "null"):
         return None
-    if parameter.kind == "boolean":
-        return lowered in TRUE if lowered in TRUE | FALSE else _INVALID
     if parameter.kind == "count":
         digits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_URL_COUNT))
         return int(value) if digits and parameter.minimum <= int(value) <= MAX_URL_COUNT else _INVALID
     seconds = float(value) if re.fullmatch(SECONDS, value) else math.inf
-    return seconds if math.isfinite(seconds) else _INVALID
+    too_few = seconds <= 0 if parameter.positive else seconds < 0
+    return seconds if math.isfinite(seconds) and not too_few and seconds <= parameter.maximum else _INVALID

@@ -13,6 +13,7 @@ import peewee
 
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
+from memoric.db.connection import LOCK_FILE_SUFFIX
 from memoric.db.dialects.base import Dialect, column_list
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
@@ -59,7 +60,7 @@ class SqliteDialect(Dialect):
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
-        path = f"{database.database}.{name}.lock"
+        path = f"{database.database}.{name}{LOCK_FILE_SUFFIX}"
         handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
