@@ -14,6 +14,7 @@ from memoric import transfer
 from memoric.commands.output import echo_counts, progress, where_it_lives
 from memoric.commands.session import Interrupted, Session
 from memoric.core import Memoric
+from memoric.db.identity import is_database_file, is_file_of
 
 
 def export(session: Session, file: str = "-", *, user_id: str | None = None) -> None:
@@ -70,7 +71,7 @@ def export_target(path: str, database: str | None = None):
     target = os.path.realpath(path)  # through symlinks: the file they name is replaced, not them
     if os.path.isdir(target):
         raise click.ClickException(f"cannot write {path}: it is a directory")
-    if is_sqlite_file(target) or (database is not None and is_file_of(target, database)):
+    if is_database_file(target) or (database is not None and is_file_of(target, database)):
         raise click.ClickException(f"cannot write {path}: it is a database file; refusing to overwrite it")
     try:
         if os.path.exists(target) and not os.path.isfile(target):
@@ -81,26 +82,6 @@ def export_target(path: str, database: str | None = None):
             yield out
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-SQLITE_HEADERS = (b"SQLite format 3\x00", bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
-
-
-def is_file_of(path: str, database: str) -> bool:
-    """Whether `path` (resolved) is the SQLite `database`, one of its journals or its lock files."""
-    own = os.path.realpath(database)
-    lock = path.startswith(own + ".") and path.endswith(".lock")
-    return path == own or path.startswith(own + "-") or lock
-
-
-def is_sqlite_file(path: str) -> bool:
-    """Whether `path` is a SQLite database or its write-ahead log (an export must never replace one)."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(16)
-    except OSError:
-        return False
-    return head.startswith(SQLITE_HEADERS)
 
 
 @contextlib.contextmanager

@@ -46,3 +46,24 @@ def _postgres_identity(database: peewee.Database) -> tuple:
     """(the server's start time, the database's oid, the current schema) of a PostgreSQL connection."""
     with DriverErrors(lambda exc: f"cannot tell which database it is: {first_line(exc)}"):
         return tuple(database.execute_sql(POSTGRES_IDENTITY).fetchone())
+
+
+# The first bytes of a SQLite database file and of its write-ahead log (both byte orders).
+SQLITE_HEADERS = (b"SQLite format 3\x00", bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
+
+
+def is_file_of(path: str, database: str) -> bool:
+    """Whether `path` (resolved) is the SQLite `database`, one of its journals or its lock files."""
+    own = os.path.realpath(database)
+    lock = path.startswith(own + ".") and path.endswith(".lock")
+    return path == own or path.startswith(own + "-") or lock
+
+
+def is_database_file(path: str) -> bool:
+    """Whether `path` is a SQLite database or its write-ahead log (an export must never replace one)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return False
+    return head.startswith(SQLITE_HEADERS)
