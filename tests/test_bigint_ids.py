@@ -13,7 +13,6 @@ import json
 
 import pytest
 
-from memoric.db import catalogue
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
@@ -27,7 +26,7 @@ ID_COLUMNS = (("memories", "id"), ("memory_clusters", "cluster_id"))
 
 def id_columns(store: MemoryStore) -> dict[str, str]:
     """{table: the declared type of its id column}, as the catalogue reports it."""
-    found = catalogue.columns(store.database, ["memories", "memory_clusters"])
+    found = store.dialect.columns(store.database, ["memories", "memory_clusters"])
     return {
         "memories": found["memories"]["id"].type,
         "memory_clusters": found["memory_clusters"]["cluster_id"].type,
