@@ -5,15 +5,37 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
 
 import pytest
 
+from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
+from memoric.db.urls import sqlite_path
 from memoric.errors import ValidationError
-from memoric.transfer import FORMAT_VERSION, copy_database, export_jsonl, import_jsonl
-from tests.helpers import HEAD, HEADER, T0, assert_identical, dump_lines, fill, requires_postgres, snapshot
+from memoric.transfer import (
+    FORMAT_VERSION,
+    check_jsonl,
+    copy_database,
+    export_jsonl,
+    import_jsonl,
+    import_memoric,
+)
+from tests.helpers import (
+    HEAD,
+    HEADER,
+    T0,
+    assert_identical,
+    dump_lines,
+    fill,
+    id_counters,
+    requires_postgres,
+    schema,
+    snapshot,
+    tables,
+)
 
 
 def export_text(store: MemoryStore, **kwargs) -> str:
@@ -291,6 +313,62 @@ def test_a_cluster_whose_key_the_target_holds_under_another_id_is_refused(db):
     with pytest.raises(ValidationError, match=r"line 2: cluster id 2 is already in the target .*summary"):
         import_jsonl(db, other_data)
     assert_identical(snapshot(db), before)
+
+
+LARGEST = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("records", "named"),
+    [
+        (
+            [memory_line(1, user_id="bob"), memory_line(LARGEST)],
+            "line 2: memory id 1 is already in the target with other data",
+        ),
+        (
+            [cluster_line(1, summary="another summary"), memory_line(LARGEST)],
+            "line 2: cluster id 1 is already in the target with other data",
+        ),
+        (
+            [memory_line(LARGEST), cluster_line(LARGEST, memory_ids=[LARGEST])],
+            f"line 3: cluster {LARGEST} is for user_id, topic and category ['ada', 't', 'general'], "
+            "which the target holds as cluster 1",
+        ),
+        (
+            [
+                memory_line(LARGEST, user_id="bob"),
+                cluster_line(LARGEST, user_id="bob", memory_ids=[1, LARGEST], memory_count=2),
+            ],
+            f"line 3: cluster {LARGEST} of user_id 'bob' lists memory 1, which is neither in this export "
+            "nor a memory of that user_id in the target",
+        ),
+    ],
+    ids=["memory differs", "cluster differs", "cluster key taken", "another user's memory"],
+)
+def test_an_import_refused_for_what_the_target_holds_moves_no_id_counter(db, records, named):
+    db.insert_memories([{"user_id": "ada", "content": "memory 1", "created_at": T0}])
+    db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[1])
+    counters, built, before = id_counters(db), schema(db), snapshot(db)
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(*records))
+    assert (id_counters(db), schema(db)) == (counters, built)
+    assert_identical(snapshot(db), before)
+    assert db.insert_memory(user_id="ada", content="saved after") == 2
+    assert db.upsert_cluster(user_id="ada", topic="u", category="general", memory_ids=[2]) == 2
+
+
+def test_an_import_refused_for_what_an_empty_database_lacks_leaves_it_unbuilt(new_dsn):
+    dsn = new_dsn()
+    memoric = Memoric(dsn)
+    stranger = export_of(memory_line(LARGEST), cluster_line(3, memory_ids=[1, LARGEST], memory_count=2))
+    plan = check_jsonl(memoric.store, stranger)
+    with pytest.raises(ValidationError, match="line 3: cluster 3 of user_id 'ada' lists memory 1, which is"):
+        import_memoric(memoric, plan)
+    if memoric.store.is_sqlite:
+        assert not os.path.exists(sqlite_path(dsn)), "a SQLite file not there stays away"
+    else:
+        assert (tables(memoric.store), id_counters(memoric.store)) == (set(), {})
+    memoric.close()
 
 
 @pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, 2])
