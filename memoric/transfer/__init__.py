@@ -17,9 +17,10 @@ An import (and a copy, whose source is read inside one snapshot) goes over its r
    moved; so does a cluster listing a memory that is not in the file and not the same user_id's
    in the target. A target whose schema is not built counts as empty and stays unbuilt. Then
    the target's id counters are raised past the file's highest ids under a short lock, never
-   lowered, so a memory or cluster an agent saves meanwhile gets an id above them; and the
-   rows are compared again, for rows written in between (a refusal then may leave a counter
-   raised: ids are never given twice, so a gap is harmless).
+   lowered (a block of new ids that would pass the largest id, 2**63 - 1, is refused before
+   any counter moves), so a memory or cluster an agent saves meanwhile gets an id above them;
+   and the rows are compared again, for rows written in between (a refusal then may leave a
+   counter raised: ids are never given twice, so a gap is harmless).
 3. write: batches, one transaction each; a row whose id is taken meanwhile is compared again and
    a difference rolls its batch back and stops the import, naming it. Nothing is skipped unseen.
 

@@ -17,6 +17,7 @@ import datetime as dt
 
 import peewee
 
+from memoric import validation
 from memoric.db.catalogue import Column
 
 
@@ -82,10 +83,17 @@ class Dialect(abc.ABC):
         """Whether `table` keeps the highest id it ever handed out."""
 
     @abc.abstractmethod
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id of `table` used so far: stored, or handed out by its id counter."""
+
+    @abc.abstractmethod
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
-        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far."""
+        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far.
+
+        ValidationError (`reserved_end`), nothing written, when that passes the largest id.
+        """
 
     @abc.abstractmethod
     def insert_rows(
@@ -145,6 +153,21 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def misread_index_columns(self, database: peewee.Database, table_names) -> list[str]:
         """Problems of indexes on `table_names` that name a column the table lacks."""
+
+
+def reserved_end(table: str, top: int, above: int, count: int) -> int:
+    """max(`above`, `top` + `count`): the highest id a reservation keeps from new rows.
+
+    ValidationError when `count` new ids above `top` would pass the largest id both dialects
+    store, which neither SQLite's counter nor a PostgreSQL sequence can be set beyond.
+    """
+    left = validation.MAX_STORED_ID - top
+    if count > left:
+        raise validation.ValidationError(
+            f"{table} needs {count} new ids but has only {left} left: ids end at "
+            f"{validation.MAX_STORED_ID} and it has used them up to {top}; nothing was written"
+        )
+    return max(above, top + count)
 
 
 def column_list(columns: list[str]) -> str:

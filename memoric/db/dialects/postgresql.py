@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.dialects.base import Dialect, column_list, reserved_end
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -96,6 +96,11 @@ class PostgresDialect(Dialect):
         """Always: every id column of memoric's tables draws from a sequence."""
         return True
 
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id handed out by the table's sequence or stored."""
+        sequence = self._sequence(database, table, column)
+        return max(self._handed_out_and_stored(database, sequence, table, column))
+
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
@@ -108,17 +113,27 @@ class PostgresDialect(Dialect):
         """
         with database.atomic():
             database.execute_sql(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
-            sequence = database.execute_sql(
-                "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
-            ).fetchone()[0]
-            last, called = database.execute_sql(f"SELECT last_value, is_called FROM {sequence}").fetchone()
-            handed_out = last if called else last - 1
-            stored = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            sequence = self._sequence(database, table, column)
+            handed_out, stored = self._handed_out_and_stored(database, sequence, table, column)
             top = max(handed_out, stored)
-            wanted = max(above, top + count)
+            wanted = reserved_end(table, top, above, count)
             if wanted > handed_out:
                 database.execute_sql("SELECT setval(%s, %s, true)", (sequence, wanted))
         return top
+
+    def _handed_out_and_stored(
+        self, database: peewee.Database, sequence: str, table: str, column: str
+    ) -> tuple[int, int]:
+        """The highest id `sequence` has handed out, and the highest stored in `table` (0 for none)."""
+        last, called = database.execute_sql(f"SELECT last_value, is_called FROM {sequence}").fetchone()
+        stored = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+        return (last if called else last - 1), stored
+
+    def _sequence(self, database: peewee.Database, table: str, column: str) -> str:
+        """The name of the sequence `column` of `table` draws its ids from."""
+        return database.execute_sql(
+            "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
+        ).fetchone()[0]
 
     def insert_rows(
         self,

@@ -13,7 +13,7 @@ import peewee
 
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.dialects.base import Dialect, column_list, reserved_end
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
@@ -92,6 +92,13 @@ class SqliteDialect(Dialect):
         ).fetchone()
         return sql is not None and "AUTOINCREMENT" in sql[0].upper()
 
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id stored, or (AUTOINCREMENT) ever handed out: `sqlite_sequence`'s entry."""
+        top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+        if not self.has_id_counter(database, table):
+            return top
+        return max(top, self._counter(database, table) or 0)
+
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
@@ -102,20 +109,21 @@ class SqliteDialect(Dialect):
         a row with the highest id in the same transaction (`has_id_counter`).
         """
         with database.atomic():
-            top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            top = self.id_top(database, table, column)
+            wanted = reserved_end(table, top, above, count)
             if not self.has_id_counter(database, table):
                 return top
-            entry = database.execute_sql(
-                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
-            ).fetchone()
-            counter = 0 if entry is None else entry[0]
-            top = max(top, counter)
-            wanted = max(above, top + count)
-            if entry is None:
+            counter = self._counter(database, table)
+            if counter is None:
                 database.execute_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, wanted))
             elif wanted > counter:
                 database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
         return top
+
+    def _counter(self, database: peewee.Database, table: str) -> int | None:
+        """The `sqlite_sequence` entry of `table` (an AUTOINCREMENT table), None before its first id."""
+        entry = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return None if entry is None else entry[0]
 
     def insert_rows(
         self,
