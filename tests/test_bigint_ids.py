@@ -14,8 +14,9 @@ import re
 
 import pytest
 
+from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
-from memoric.errors import MigrationError, ValidationError
+from memoric.errors import MemoricError, MigrationError, ValidationError
 from memoric.migrate import Migrations
 from memoric.transfer import export_jsonl, import_jsonl
 from tests.helpers import HEAD, THIRD, all_rows, id_counters, schema
@@ -200,3 +201,31 @@ def test_an_import_keeping_ids_up_to_the_largest_is_taken_whole_near_the_top(sto
     assert import_jsonl(store, lines) == {"memories": 0, "clusters": 0, "skipped": 3}
     assert store.get_memory(LARGEST)["content"] == f"memory {LARGEST}"
 
+
+SAVES = {
+    "insert_memory": lambda store: store.insert_memory(user_id="ada", content="one more"),
+    "insert_memories": lambda store: store.insert_memories([{"user_id": "ada", "content": "more"}]),
+    "write_summaries": lambda store: policy_queries.write_summaries(
+        store, [({"user_id": "ada", "content": "a summary", "tier": "long_term"}, [1])]
+    ),
+    "upsert_cluster": lambda store: store.upsert_cluster(
+        user_id="ada", topic="new", category="c", memory_ids=[1]
+    ),
+    "upsert_clusters": lambda store: store.upsert_clusters(
+        user_id="ada", clusters=[{"topic": "new", "category": "c", "memory_ids": [1], "summary": ""}]
+    ),
+}
+
+
+@pytest.mark.parametrize("save", SAVES)
+def test_a_save_once_the_largest_id_is_handed_out_says_no_id_left(store, save):
+    Migrations(store).upgrade()
+    store.insert_memory(user_id="ada", content="first")
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[1])
+    move_counters_to(store, LARGEST)
+    before = all_rows(store)
+    table = "memory_clusters" if "cluster" in save else "memories"
+    message = f"no id left: {table} has handed out the largest id there is ({LARGEST})"
+    with pytest.raises(MemoricError, match=re.escape(message)):
+        SAVES[save](store)
+    assert all_rows(store) == before

@@ -19,6 +19,7 @@ import peewee
 
 from memoric import validation
 from memoric.db.catalogue import Column
+from memoric.errors import MemoricError
 
 
 class Dialect(abc.ABC):
@@ -96,6 +97,11 @@ class Dialect(abc.ABC):
         """
 
     @abc.abstractmethod
+    def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
+        """MemoricError ("no id left") when `error`, raised by an INSERT into `table`, means its
+        id counter has handed out the largest id there is; otherwise nothing (called only on errors)."""
+
+    @abc.abstractmethod
     def insert_rows(
         self,
         database: peewee.Database,
@@ -168,6 +174,21 @@ def reserved_end(table: str, top: int, above: int, count: int) -> int:
             f"{validation.MAX_STORED_ID} and it has used them up to {top}; nothing was written"
         )
     return max(above, top + count)
+
+
+def driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception behind a peewee one (peewee raises its own while handling it)."""
+    if isinstance(error, peewee.PeeweeException) and error.__context__ is not None:
+        return error.__context__
+    return error
+
+
+def no_id_left(table: str) -> MemoricError:
+    """The error of a save into `table` once its id counter has handed out the largest id."""
+    return MemoricError(
+        f"no id left: {table} has handed out the largest id there is ({validation.MAX_STORED_ID}), "
+        "so no new row can be saved there; nothing was written"
+    )
 
 
 def column_list(columns: list[str]) -> str:

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list, reserved_end
+from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_left, reserved_end
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
 # default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
 # and bulk inserts are no slower (they still merge the list in batches).
 GIN_PENDING_LIST_LIMIT = "256kB"
+SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 # The guard generated migration files put around SQL for PostgreSQL alone (a file runs on both).
 POSTGRES_ONLY = "if isinstance(database, pw.PostgresqlDatabase):"
@@ -135,6 +136,11 @@ class PostgresDialect(Dialect):
             "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
         ).fetchone()[0]
 
+    def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
+        """MemoricError "no id left" for a sequence at its maximum ("nextval: reached maximum value")."""
+        if getattr(driver_error(error), "pgcode", None) == SEQUENCE_LIMIT_EXCEEDED:
+            raise no_id_left(table) from error
+
     def insert_rows(
         self,
         database: peewee.Database,
@@ -150,21 +156,30 @@ class PostgresDialect(Dialect):
         """
         from psycopg2.extras import execute_values
 
-        with peewee.__exception_wrapper__:
-            cursor = database.cursor()
-            if not skip_existing:
-                lines = io.StringIO("".join(map(copy_line, rows)))
-                cursor.copy_expert(f'COPY "{table}" ({column_list(columns)}) FROM STDIN', lines, COPY_CHUNK)
+        try:
+            with peewee.__exception_wrapper__:
+                cursor = database.cursor()
+                if not skip_existing:
+                    lines = io.StringIO("".join(map(copy_line, rows)))
+                    copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
+                    cursor.copy_expert(copy, lines, COPY_CHUNK)
+                    return cursor.rowcount
+                sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
+                execute_values(cursor, sql, rows, page_size=len(rows))
                 return cursor.rowcount
-            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
-            execute_values(cursor, sql, rows, page_size=len(rows))
-            return cursor.rowcount
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
         marks = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
-        return database.execute_sql(sql, row).fetchone()[0]
+        try:
+            return database.execute_sql(sql, row).fetchone()[0]
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)
