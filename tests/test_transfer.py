@@ -414,6 +414,53 @@ def test_a_line_json_or_memoric_cannot_take_is_a_validation_error_naming_it(db, 
     assert db.count_memories() == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "content": "y"}',
+            "line 3 gives the key 'content' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "metadata": {"a": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"l": [1, {"b": {"c": true, "d": 0, "c": true}}]}}',
+            "line 3 gives the key 'c' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "id": 1, "user_id": "ada", "content": "x"}',
+            "line 3 gives the key 'id' twice in one object",
+        ),
+        (
+            '{"type": "cluster", "cluster_id": 1, "user_id": "ada", "topic": "t", "category": "c", '
+            '"memory_ids": [], "memory_count": 0, "summary": "", "summary": "other"}',
+            "line 3 gives the key 'summary' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"\\u0061": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+    ],
+    ids=["content", "metadata", "deep in a list", "same value twice", "cluster", "escaped key"],
+)
+def test_a_line_giving_a_key_twice_is_refused_naming_the_line_and_the_key(db, text, named):
+    lines = export_of(memory_line(5)).getvalue() + text + "\n"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(lines))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_header_giving_a_key_twice_is_refused(db):
+    header = '{"type": "header", "format": "memoric-export", "format_version": 2, "format_version": 1}\n'
+    with pytest.raises(ValidationError, match="line 1 gives the key 'format_version' twice in one object"):
+        import_jsonl(db, io.StringIO(header + json.dumps(memory_line(1)) + "\n"))
+    assert db.count_memories() == 0
+
+
 # --- interrupted imports, other users, new ids ----------------------------------------------
 
 

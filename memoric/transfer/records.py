@@ -193,7 +193,12 @@ def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = _DECODER.decode(line)
+        except DuplicateKey as exc:
+            raise ValidationError(
+                f"line {number} gives the key {exc.key!r} twice in one object: a JSON reader would "
+                "keep only the last value, silently"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValidationError(f"line {number} is not valid JSON: {exc.msg}") from None
         except RecursionError:
@@ -204,6 +209,29 @@ def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise ValidationError(f"line {number} is not a JSON object")
         yield number, record
+
+
+class DuplicateKey(Exception):
+    """A JSON object of a line gives a key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """The object of `pairs`; DuplicateKey when a key comes twice (json keeps the last silently)."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
