@@ -461,6 +461,31 @@ def test_a_header_giving_a_key_twice_is_refused(db):
     assert db.count_memories() == 0
 
 
+PRECISE = ["2026-11-29T23:06:03.1098409+00:00", "2026-11-29T23:06:03,1234561Z",
+           "20261129T230603.1234560001+02:00"]  # fmt: skip
+
+
+@pytest.mark.parametrize("stamp", PRECISE)
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [("memory", "created_at"), ("memory", "updated_at"), ("cluster", "created_at"),
+     ("cluster", "updated_at"), ("cluster", "last_built_at")],
+)  # fmt: skip
+def test_a_timestamp_more_precise_than_a_microsecond_is_refused_naming_the_line_and_field(
+    db, kind, field, stamp
+):
+    line = memory_line(2, **{field: stamp}) if kind == "memory" else cluster_line(1, **{field: stamp})
+    named = f"line 3: {field} {stamp!r} is more precise than a microsecond"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(memory_line(1), line))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_timestamp_with_zeros_past_the_microsecond_is_the_instant_it_says(db):
+    import_jsonl(db, export_of(memory_line(1, created_at="2026-11-29T23:06:03.1098400000+00:00")))
+    assert db.get_memory(1)["created_at"] == dt.datetime(2026, 11, 29, 23, 6, 3, 109840, tzinfo=dt.UTC)
+
+
 # --- interrupted imports, other users, new ids ----------------------------------------------
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -25,6 +26,8 @@ TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
 DIGEST_BITS = 64
+# A fraction of a second with a non-zero digit past the sixth: Python reads it, cut to microseconds.
+BELOW_A_MICROSECOND = re.compile(r"[.,]\d{6}0*[1-9]")
 
 Progress = Callable[[int], None]
 
@@ -280,6 +283,7 @@ def encode(row: dict) -> dict:
 
 
 def decode(record: dict) -> dict:
+    """An exported record with its timestamps parsed; ValidationError for one memoric cannot keep exactly."""
     decoded = dict(record)
     for key in TIMESTAMPS:
         if isinstance(decoded.get(key), str):
@@ -287,4 +291,9 @@ def decode(record: dict) -> dict:
                 decoded[key] = dt.datetime.fromisoformat(decoded[key])
             except ValueError:
                 raise ValidationError(f"{key} {decoded[key]!r} is not an ISO 8601 timestamp") from None
+            if BELOW_A_MICROSECOND.search(record[key]):
+                raise ValidationError(
+                    f"{key} {record[key]!r} is more precise than a microsecond, the finest time "
+                    "memoric stores: it would be cut"
+                )
     return decoded
