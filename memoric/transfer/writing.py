@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from memoric import validation
 from memoric.db import transfer_queries
-from memoric.db.connection import database_exists, first_line
+from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
 from memoric.transfer.plan import ImportPlan, refuse_strangers, survey
@@ -143,7 +143,7 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
     created). The memories are read again only when the target holds any id in their range (an
     import into a database without them, the common case, costs one query); the clusters were kept.
     """
-    if not (database_exists(store.dsn) and store.has_schema()):
+    if not (store.exists() and store.has_schema()):
         for batch in batches(plan.clusters, BATCH_SIZE):
             refuse_strangers(None, plan, batch)
         return
