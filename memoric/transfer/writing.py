@@ -64,9 +64,11 @@ def import_memoric(
     """`import_checked` into a Memoric's database, whose schema is built only for a file it takes.
 
     An empty database (a SQLite file not there yet included) is compared with as empty before it
-    is built, so a file refused for what the database holds leaves it as it was: unbuilt.
+    is built, so a file refused for what the database holds leaves it as it was: unbuilt. A
+    built one is compared by `import_checked`, after its schema is checked.
     """
-    compare_with_target(memoric.store, plan)
+    if not _built(memoric.store):
+        compare_with_target(memoric.store, plan)
     memoric.ensure_schema()
     return import_checked(memoric.db, plan, batch_size=batch_size, progress=progress)
 
@@ -143,7 +145,7 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
     created). The memories are read again only when the target holds any id in their range (an
     import into a database without them, the common case, costs one query); the clusters were kept.
     """
-    if not (store.exists() and store.has_schema()):
+    if not _built(store):
         for batch in batches(plan.clusters, BATCH_SIZE):
             refuse_strangers(None, plan, batch)
         return
@@ -163,6 +165,11 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
             _refuse_differences(store, "cluster", batch)
             refuse_strangers(store, plan, batch)
         _refuse_taken_keys(store, plan, batch)
+
+
+def _built(store: MemoryStore) -> bool:
+    """Whether the target has memoric's schema (asking does not create a SQLite file)."""
+    return store.exists() and store.has_schema()
 
 
 def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:
