@@ -232,6 +232,17 @@ def indexes(store: MemoryStore, table: str) -> dict[str, tuple]:
     return dict(rows)
 
 
+def id_counters(store: MemoryStore) -> dict:
+    """Where every id counter stands: SQLite's `sqlite_sequence` rows, or each PostgreSQL sequence's
+    last value ({} where there are none yet)."""
+    if store.is_sqlite:
+        if not store.database.table_exists("sqlite_sequence"):
+            return {}
+        return dict(store.database.execute_sql("SELECT name, seq FROM sqlite_sequence").fetchall())
+    query = "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = current_schema()"
+    return dict(store.database.execute_sql(query).fetchall())
+
+
 def history_names(store: MemoryStore) -> list[str]:
     rows = store.database.execute_sql(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id').fetchall()
     return [name for (name,) in rows]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
+from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
-from memoric.errors import MigrationError
+from memoric.errors import MemoricError, MigrationError, ValidationError
 from memoric.migrate import Migrations
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.helpers import HEAD, THIRD, all_rows, schema
+from tests.helpers import HEAD, THIRD, all_rows, id_counters, schema
 
 PAST_32_BITS = 2**31
 LARGEST = 2**63 - 1
@@ -33,15 +35,15 @@ def id_columns(store: MemoryStore) -> dict[str, str]:
     }
 
 
-def move_counters_to(store: MemoryStore, last: int) -> None:
-    """Make both id counters hand out `last + 1` next, as a store that has saved that much would."""
-    if store.is_postgres:
-        for table, column in (("memories", "id"), ("memory_clusters", "cluster_id")):
+def move_counters_to(store: MemoryStore, last: int, tables=ID_COLUMNS) -> None:
+    """Make the id counters of `tables` hand out `last + 1` next, as after saving that many rows."""
+    for table, column in tables:
+        if store.is_postgres:
             store.database.execute_sql(
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {last})"
             )
-    else:
-        store.database.execute_sql("UPDATE sqlite_sequence SET seq = ?", (last,))
+        else:
+            store.database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (last, table))
 
 
 @pytest.mark.parametrize("how", ["chain", "models"])
@@ -141,3 +143,89 @@ def test_a_view_on_the_ids_stops_the_upgrade_naming_it_and_changes_nothing(store
     else:
         assert migrations.upgrade() == [HEAD], "nothing changes type on SQLite"
     assert store.database.execute_sql('SELECT "content" FROM "ada_notes"').fetchall() == [("kept",)]
+
+
+HEADER = {"type": "header", "format": "memoric-export", "format_version": 1}
+
+
+def export_lines(memory_ids: list[int], cluster_ids: list[int]) -> list[str]:
+    """An export of ada's memories with these ids, and of clusters with these ids listing all of them."""
+    memories = [{"type": "memory", "id": i, "user_id": "ada", "content": f"memory {i}"} for i in memory_ids]
+    clusters = [
+        {"type": "cluster", "cluster_id": i, "user_id": "ada", "topic": f"topic {i}", "category": "c",
+         "memory_ids": memory_ids, "memory_count": len(memory_ids), "summary": ""}
+        for i in cluster_ids
+    ]  # fmt: skip
+    return [json.dumps(line) for line in (HEADER, *memories, *clusters)]
+
+
+def refused_new_ids(table: str, needed: int, top: int) -> str:
+    return re.escape(
+        f"{table} needs {needed} new ids but has only {LARGEST - top} left: ids end at {LARGEST} "
+        f"and it has used them up to {top}; nothing was written"
+    )
+
+
+def test_new_ids_that_would_pass_the_largest_id_are_refused_before_any_counter_moves(store):
+    Migrations(store).upgrade()
+    store.insert_memory(user_id="ada", content="first")
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[1])
+    lines = export_lines([1, 2, 3], [1, 2])
+    move_counters_to(store, LARGEST - 1, tables=[("memory_clusters", "cluster_id")])
+    counters, before = id_counters(store), all_rows(store)
+    with pytest.raises(ValidationError, match=refused_new_ids("memory_clusters", 2, LARGEST - 1)):
+        import_jsonl(store, lines, new_ids=True)
+    assert (id_counters(store), all_rows(store)) == (counters, before), "the memories' counter too"
+
+    move_counters_to(store, 10)
+    move_counters_to(store, LARGEST - 2, tables=[("memories", "id")])
+    counters = id_counters(store)
+    with pytest.raises(ValidationError, match=refused_new_ids("memories", 3, LARGEST - 2)):
+        import_jsonl(store, lines, new_ids=True)
+    assert (id_counters(store), all_rows(store)) == (counters, before)
+
+    move_counters_to(store, LARGEST - 3, tables=[("memories", "id")])
+    assert import_jsonl(store, lines, new_ids=True) == {"memories": 3, "clusters": 2, "skipped": 0}
+    ids = sorted(memory["id"] for memory in store.get_memories(user_id="ada", limit=None))
+    assert ids == [1, LARGEST - 2, LARGEST - 1, LARGEST]
+    assert store.get_clusters(user_id="ada", topic="topic 2")[0]["memory_ids"] == [
+        LARGEST - 2, LARGEST - 1, LARGEST
+    ]  # fmt: skip
+
+
+def test_an_import_keeping_ids_up_to_the_largest_is_taken_whole_near_the_top(store):
+    Migrations(store).upgrade()
+    move_counters_to(store, LARGEST - 5)
+    lines = export_lines([LARGEST - 1, LARGEST], [LARGEST])
+    assert import_jsonl(store, lines) == {"memories": 2, "clusters": 1, "skipped": 0}
+    assert import_jsonl(store, lines) == {"memories": 0, "clusters": 0, "skipped": 3}
+    assert store.get_memory(LARGEST)["content"] == f"memory {LARGEST}"
+
+
+SAVES = {
+    "insert_memory": lambda store: store.insert_memory(user_id="ada", content="one more"),
+    "insert_memories": lambda store: store.insert_memories([{"user_id": "ada", "content": "more"}]),
+    "write_summaries": lambda store: policy_queries.write_summaries(
+        store, [({"user_id": "ada", "content": "a summary", "tier": "long_term"}, [1])]
+    ),
+    "upsert_cluster": lambda store: store.upsert_cluster(
+        user_id="ada", topic="new", category="c", memory_ids=[1]
+    ),
+    "upsert_clusters": lambda store: store.upsert_clusters(
+        user_id="ada", clusters=[{"topic": "new", "category": "c", "memory_ids": [1], "summary": ""}]
+    ),
+}
+
+
+@pytest.mark.parametrize("save", SAVES)
+def test_a_save_once_the_largest_id_is_handed_out_says_no_id_left(store, save):
+    Migrations(store).upgrade()
+    store.insert_memory(user_id="ada", content="first")
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[1])
+    move_counters_to(store, LARGEST)
+    before = all_rows(store)
+    table = "memory_clusters" if "cluster" in save else "memories"
+    message = f"no id left: {table} has handed out the largest id there is ({LARGEST})"
+    with pytest.raises(MemoricError, match=re.escape(message)):
+        SAVES[save](store)
+    assert all_rows(store) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from tests.helpers import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+APPLIED_AT = re.compile(r"'\d{4}-\d\d-\d\d[ T][\d:.+]+'")  # a history row's time, as a preview shows it
 
 
 @pytest.fixture
@@ -112,6 +114,42 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
     assert 'DROP TABLE IF EXISTS "memories";' in result.stdout
     assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     assert "memories" in tables(check)
+
+
+WRITING_NOTHING = [
+    (["current"], 0, "base\n"),
+    (["history"], 0, "".join(f"pending  {name}\n" for name in SHIPPED)),
+    (["pending"], 0, "".join(f"{name}\n" for name in SHIPPED)),
+    (["upgrade", "nosuch"], 1, "Error: unknown migration target 'nosuch'"),
+    (["downgrade"], 1, "Error: cannot downgrade -1: only 0 migration(s) applied"),
+    (["downgrade", "base"], 0, "Nothing to roll back\n"),
+    (["stamp", "head"], 1, f"Error: cannot stamp {FIRST}: tables memories, memory_clusters do not exist"),
+    (["stamp", "base"], 0, "is at base (no migration applied)\n"),
+    (["upgrade", "--sql"], 0, 'CREATE TABLE IF NOT EXISTS "memories"'),
+    (["upgrade", "nosuch", "--sql"], 1, "Error: unknown migration target 'nosuch'"),
+    (["downgrade", "--sql"], 1, "Error: cannot downgrade -1: only 0 migration(s) applied"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "shown"), WRITING_NOTHING, ids=[" ".join(args) for args, _, _ in WRITING_NOTHING]
+)
+def test_a_migrate_command_that_writes_nothing_creates_nothing(cli, check, tmp_path, args, exit_code, shown):
+    result = cli("migrate", *args)
+    assert result.exit_code == exit_code, result.output
+    assert shown in result.output
+    if check.is_sqlite:
+        assert list(tmp_path.iterdir()) == [], "no database file, no lock file"
+    else:
+        assert tables(check) == set()
+
+
+def test_the_preview_of_a_sqlite_file_not_there_yet_is_the_preview_of_an_empty_database(new_dsn, tmp_path):
+    absent, empty = new_dsn(), new_dsn()
+    Migrations(MemoryStore(empty)).current()  # the file exists now, empty
+    previews = [Migrations(MemoryStore(dsn)).sql("upgrade", "head") for dsn in (absent, empty)]
+    absent_sql, empty_sql = ([APPLIED_AT.sub("'NOW'", statement) for statement in sql] for sql in previews)
+    assert absent_sql == empty_sql and len(absent_sql) > len(SHIPPED)
 
 
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])

@@ -23,11 +23,15 @@ from tests.helpers import (
     CLI,
     HEAD,
     SHIPPED,
+    THIRD,
     assert_identical,
     fill,
+    id_counters,
     one_line_error,
     requires_postgres,
+    schema,
     snapshot,
+    tables,
 )
 
 HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
@@ -185,6 +189,49 @@ def test_a_cluster_listing_another_users_memory_in_the_target_is_refused(new_dsn
     assert_identical(snapshot(target.db), before)
 
 
+LARGEST = 2**63 - 1
+
+
+def test_an_import_refused_for_what_the_target_holds_moves_no_id_counter(new_dsn, tmp_path):
+    target = built(new_dsn())
+    target.save("ada", "already here")
+    target.db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[1])
+    counters, shape, before = id_counters(target.db), schema(target.db), snapshot(target.db)
+    path = tmp_path / "taken.jsonl"
+    path.write_text(
+        HEADER
+        + json.dumps({"type": "memory", "id": LARGEST, "user_id": "ada", "content": "last"})
+        + "\n"
+        + json.dumps({"type": "cluster", "cluster_id": LARGEST, "user_id": "ada", "topic": "t",
+                      "category": "general", "memory_ids": [LARGEST], "memory_count": 1, "summary": ""})
+        + "\n"
+    )  # fmt: skip
+    error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert f"line 3: cluster {LARGEST} is for user_id, topic and category" in error
+    assert (id_counters(target.db), schema(target.db)) == (counters, shape)
+    assert_identical(snapshot(target.db), before)
+    assert target.save("ada", "saved after") == 2
+    ok(invoke("--dsn", target.db.dsn, "migrate", "downgrade", THIRD))
+
+
+def test_an_import_refused_for_a_memory_no_one_has_leaves_an_empty_database_unbuilt(new_dsn, tmp_path):
+    target = new_dsn()
+    path = tmp_path / "stranger.jsonl"
+    path.write_text(
+        HEADER + '{"type": "cluster", "cluster_id": 5, "user_id": "ada", "topic": "t", '
+        '"category": "general", "memory_ids": [7], "memory_count": 1, "summary": ""}\n'
+    )
+    error = one_line_error(invoke("--dsn", target, "import", str(path)))
+    assert error == (
+        "Error: line 2: cluster 5 of user_id 'ada' lists memory 7, which is neither in this export nor "
+        "a memory of that user_id in the target; nothing was written"
+    )
+    if target.startswith("sqlite"):
+        assert sorted(tmp_path.iterdir()) == [path], "no database file, no lock file"
+    else:
+        assert (tables(MemoryStore(target)), id_counters(MemoryStore(target))) == (set(), {})
+
+
 def test_a_failed_export_leaves_no_file_and_an_old_file_untouched(source, tmp_path):
     exports = tmp_path / "exports"
     exports.mkdir()
@@ -339,13 +386,13 @@ def test_copy_into_another_schema_of_the_same_database_works_and_the_same_schema
     origin = built(dsn)
     origin.save("ada", "first")
     origin.save("ada", "second")
-    for schema in ("b", "c"):
-        origin.db.database.execute_sql(f"CREATE SCHEMA {schema}")
+    for name in ("b", "c"):
+        origin.db.database.execute_sql(f"CREATE SCHEMA {name}")
 
-    for schema, search_path in (("b", "b"), ("c", "c,public")):  # memoric builds in the first schema
+    for name, search_path in (("b", "b"), ("c", "c,public")):  # memoric builds in the first schema
         copied = ok(invoke("copy", "--from", dsn, "--to", with_search_path(dsn, search_path)))
         assert copied.stdout.startswith("Copied 2 memories")
-        rows = origin.db.database.execute_sql(f"SELECT content FROM {schema}.memories ORDER BY id")
+        rows = origin.db.database.execute_sql(f"SELECT content FROM {name}.memories ORDER BY id")
         assert rows.fetchall() == [("first",), ("second",)]
 
     for same, spelt in [
@@ -524,7 +571,7 @@ def test_ctrl_c_during_an_import_says_what_was_written_and_the_rerun_resumes(
     ok(invoke("--dsn", source.db.dsn, "export", str(path)))
     target = new_dsn()
     with monkeypatch.context() as patched:
-        stopped_after_the_first_batch(patched, "import_checked")
+        stopped_after_the_first_batch(patched, "import_memoric")
         result = invoke("--dsn", target, "import", str(path))
     assert result.exit_code == 130
     assert "Traceback" not in result.output and "Aborted" not in result.output
@@ -542,7 +589,7 @@ def test_ctrl_c_during_an_import_with_new_ids_leaves_nothing(source, new_dsn, tm
     ok(invoke("--dsn", source.db.dsn, "export", str(path)))
     target = new_dsn()
     with monkeypatch.context() as patched:
-        stopped_after_the_first_batch(patched, "import_checked")
+        stopped_after_the_first_batch(patched, "import_memoric")
         result = invoke("--dsn", target, "import", "--new-ids", str(path))
     assert result.exit_code == 130
     assert "what it had written was removed" in result.stderr

@@ -5,15 +5,37 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
 
 import pytest
 
+from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
+from memoric.db.urls import sqlite_path
 from memoric.errors import ValidationError
-from memoric.transfer import FORMAT_VERSION, copy_database, export_jsonl, import_jsonl
-from tests.helpers import HEAD, HEADER, T0, assert_identical, dump_lines, fill, requires_postgres, snapshot
+from memoric.transfer import (
+    FORMAT_VERSION,
+    check_jsonl,
+    copy_database,
+    export_jsonl,
+    import_jsonl,
+    import_memoric,
+)
+from tests.helpers import (
+    HEAD,
+    HEADER,
+    T0,
+    assert_identical,
+    dump_lines,
+    fill,
+    id_counters,
+    requires_postgres,
+    schema,
+    snapshot,
+    tables,
+)
 
 
 def export_text(store: MemoryStore, **kwargs) -> str:
@@ -293,6 +315,62 @@ def test_a_cluster_whose_key_the_target_holds_under_another_id_is_refused(db):
     assert_identical(snapshot(db), before)
 
 
+LARGEST = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("records", "named"),
+    [
+        (
+            [memory_line(1, user_id="bob"), memory_line(LARGEST)],
+            "line 2: memory id 1 is already in the target with other data",
+        ),
+        (
+            [cluster_line(1, summary="another summary"), memory_line(LARGEST)],
+            "line 2: cluster id 1 is already in the target with other data",
+        ),
+        (
+            [memory_line(LARGEST), cluster_line(LARGEST, memory_ids=[LARGEST])],
+            f"line 3: cluster {LARGEST} is for user_id, topic and category ['ada', 't', 'general'], "
+            "which the target holds as cluster 1",
+        ),
+        (
+            [
+                memory_line(LARGEST, user_id="bob"),
+                cluster_line(LARGEST, user_id="bob", memory_ids=[1, LARGEST], memory_count=2),
+            ],
+            f"line 3: cluster {LARGEST} of user_id 'bob' lists memory 1, which is neither in this export "
+            "nor a memory of that user_id in the target",
+        ),
+    ],
+    ids=["memory differs", "cluster differs", "cluster key taken", "another user's memory"],
+)
+def test_an_import_refused_for_what_the_target_holds_moves_no_id_counter(db, records, named):
+    db.insert_memories([{"user_id": "ada", "content": "memory 1", "created_at": T0}])
+    db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[1])
+    counters, built, before = id_counters(db), schema(db), snapshot(db)
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(*records))
+    assert (id_counters(db), schema(db)) == (counters, built)
+    assert_identical(snapshot(db), before)
+    assert db.insert_memory(user_id="ada", content="saved after") == 2
+    assert db.upsert_cluster(user_id="ada", topic="u", category="general", memory_ids=[2]) == 2
+
+
+def test_an_import_refused_for_what_an_empty_database_lacks_leaves_it_unbuilt(new_dsn):
+    dsn = new_dsn()
+    memoric = Memoric(dsn)
+    stranger = export_of(memory_line(LARGEST), cluster_line(3, memory_ids=[1, LARGEST], memory_count=2))
+    plan = check_jsonl(memoric.store, stranger)
+    with pytest.raises(ValidationError, match="line 3: cluster 3 of user_id 'ada' lists memory 1, which is"):
+        import_memoric(memoric, plan)
+    if memoric.store.is_sqlite:
+        assert not os.path.exists(sqlite_path(dsn)), "a SQLite file not there stays away"
+    else:
+        assert (tables(memoric.store), id_counters(memoric.store)) == (set(), {})
+    memoric.close()
+
+
 @pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, 2])
 def test_only_a_positive_integer_format_version_this_memoric_reads_is_accepted(db, version):
     with pytest.raises(ValidationError, match="export format version"):
@@ -334,6 +412,78 @@ def test_a_line_json_or_memoric_cannot_take_is_a_validation_error_naming_it(db, 
     with pytest.raises(ValidationError, match=re.escape(named)):
         import_jsonl(db, io.StringIO(lines))
     assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "content": "y"}',
+            "line 3 gives the key 'content' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "metadata": {"a": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"l": [1, {"b": {"c": true, "d": 0, "c": true}}]}}',
+            "line 3 gives the key 'c' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "id": 1, "user_id": "ada", "content": "x"}',
+            "line 3 gives the key 'id' twice in one object",
+        ),
+        (
+            '{"type": "cluster", "cluster_id": 1, "user_id": "ada", "topic": "t", "category": "c", '
+            '"memory_ids": [], "memory_count": 0, "summary": "", "summary": "other"}',
+            "line 3 gives the key 'summary' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"\\u0061": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+    ],
+    ids=["content", "metadata", "deep in a list", "same value twice", "cluster", "escaped key"],
+)
+def test_a_line_giving_a_key_twice_is_refused_naming_the_line_and_the_key(db, text, named):
+    lines = export_of(memory_line(5)).getvalue() + text + "\n"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(lines))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_header_giving_a_key_twice_is_refused(db):
+    header = '{"type": "header", "format": "memoric-export", "format_version": 2, "format_version": 1}\n'
+    with pytest.raises(ValidationError, match="line 1 gives the key 'format_version' twice in one object"):
+        import_jsonl(db, io.StringIO(header + json.dumps(memory_line(1)) + "\n"))
+    assert db.count_memories() == 0
+
+
+PRECISE = ["2026-11-29T23:06:03.1098409+00:00", "2026-11-29T23:06:03,1234561Z",
+           "20261129T230603.1234560001+02:00"]  # fmt: skip
+
+
+@pytest.mark.parametrize("stamp", PRECISE)
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [("memory", "created_at"), ("memory", "updated_at"), ("cluster", "created_at"),
+     ("cluster", "updated_at"), ("cluster", "last_built_at")],
+)  # fmt: skip
+def test_a_timestamp_more_precise_than_a_microsecond_is_refused_naming_the_line_and_field(
+    db, kind, field, stamp
+):
+    line = memory_line(2, **{field: stamp}) if kind == "memory" else cluster_line(1, **{field: stamp})
+    named = f"line 3: {field} {stamp!r} is more precise than a microsecond"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(memory_line(1), line))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_timestamp_with_zeros_past_the_microsecond_is_the_instant_it_says(db):
+    import_jsonl(db, export_of(memory_line(1, created_at="2026-11-29T23:06:03.1098400000+00:00")))
+    assert db.get_memory(1)["created_at"] == dt.datetime(2026, 11, 29, 23, 6, 3, 109840, tzinfo=dt.UTC)
 
 
 # --- interrupted imports, other users, new ids ----------------------------------------------

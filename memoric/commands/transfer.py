@@ -34,9 +34,8 @@ def import_(session: Session, file: str, *, new_ids: bool = False) -> None:
     memoric = session.memoric
     with readable_export(file) as stream:
         plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids)
-        memoric.ensure_schema()
         with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
-            counts = transfer.import_checked(memoric.db, plan, progress=advance)
+            counts = transfer.import_memoric(memoric, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
 
 

@@ -17,7 +17,7 @@ from memoric import validation
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
-from memoric.db.rows import bind, known_keywords, read, slot
+from memoric.db.rows import bind, ids_left, known_keywords, read, slot
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -32,7 +32,7 @@ def upsert_cluster(store: MemoryStore, *, user_id, topic, category, memory_ids, 
     cluster = {"topic": topic, "category": category, "memory_ids": memory_ids, "summary": summary}
     row = _upserted_cluster_row(validation.user_id(user_id), cluster, store.clock())
     query = _replacing_cluster(store, store.MemoryCluster.insert(row))
-    with store.database.atomic():
+    with store.database.atomic(), ids_left(store, store.MemoryCluster):
         return next(iter(query.returning(store.MemoryCluster.cluster_id).tuples().execute()))[0]
 
 
@@ -57,7 +57,7 @@ def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) ->
         (_upserted_cluster_row(user_id, cluster, now) for cluster in clusters),
         key=lambda row: (row["topic"], row["category"]),
     )
-    with store.database.atomic():
+    with store.database.atomic(), ids_left(store, store.MemoryCluster):
         for chunk in peewee.chunked(rows, CLUSTER_CHUNK_SIZE):
             _replacing_cluster(store, store.MemoryCluster.insert_many(chunk)).execute()
     return len(rows)

@@ -16,7 +16,7 @@ from memoric import validation
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
-from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, memory_dict, memory_row
+from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, ids_left, memory_dict, memory_row
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -174,7 +174,8 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
     marked = 0
     with store.database.atomic():
         for rows in group_by_keys([row for row, _ in checked]):
-            m.insert_many(rows).execute()
+            with ids_left(store, m):
+                m.insert_many(rows).execute()
         for chunk in peewee.chunked(sources, ID_CHUNK_SIZE):
             query = m.update(summarized=True, updated_at=store.clock())
             marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712

@@ -8,6 +8,7 @@ statements whose parameters are filled in per call (`Statements`, `slot`, `bind`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator
@@ -100,6 +101,19 @@ def insert_rows(store: MemoryStore, model, rows: list[dict], skip_existing: bool
     return store.dialect.insert_rows(
         store.database, table, columns, [convert(row) for row in rows], skip_existing
     )
+
+
+@contextlib.contextmanager
+def ids_left(store: MemoryStore, model) -> Iterator[None]:
+    """The block's INSERTs into `model`'s table, "no id left" (MemoricError) once its ids are used up.
+
+    The dialect's fast paths check this themselves; this is for INSERTs peewee builds.
+    """
+    try:
+        yield
+    except peewee.DatabaseError as exc:
+        store.dialect.refuse_exhausted_ids(store.database, model._meta.table_name, exc)
+        raise
 
 
 class Slot:

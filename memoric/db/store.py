@@ -15,8 +15,10 @@ import contextlib
 import datetime as dt
 import functools
 import operator
+import os
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import peewee
 
@@ -118,6 +120,23 @@ class MemoryStore:
     def database_file(self) -> str | None:
         """The file holding the database (SQLite), None when a server holds it (PostgreSQL)."""
         return self.dialect.database_file(self.dsn)
+
+    def exists(self) -> bool:
+        """False for a SQLite file not there yet (asking does not create it); True otherwise."""
+        path = self.database_file
+        return path is None or os.path.isfile(path)
+
+    @contextlib.contextmanager
+    def stand_in(self) -> Iterator[MemoryStore]:
+        """An empty SQLite store in a temporary directory, deleted after the block: what a preview
+        of migrations runs against in place of a SQLite file not there yet (never created by it)."""
+        with tempfile.TemporaryDirectory(prefix="memoric-preview-") as directory:
+            url = f"sqlite:///{os.path.join(directory, 'preview.db')}"
+            stand_in = MemoryStore(url, tiers=self.tiers, warn_sqlite=False)
+            try:
+                yield stand_in
+            finally:
+                stand_in.close()
 
     def __repr__(self) -> str:
         return f"MemoryStore({mask_url(self.dsn)!r})"

@@ -16,6 +16,7 @@ import peewee
 from memoric import validation
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
 from memoric.db.connection import failure_message, translate_errors
+from memoric.db.dialects.base import reserved_end
 from memoric.db.filters import filter_conditions, select_memories
 from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, insert_rows, memory_dict, memory_row
 from memoric.errors import MemoricError
@@ -113,7 +114,8 @@ def reserve_ids(
     """Reserve ids for rows about to be written, then run `check` while they stay reserved.
 
     `claims` maps a kind to (above, count): no new row of anyone else may get an id up to
-    max(above, top + count), top being the highest id used so far. Where the table keeps an id
+    max(above, top + count), top being the highest id used so far. A claim that would pass the
+    largest id is a ValidationError before any counter moves. Where the table keeps an id
     counter it is raised under a short lock (never lowered) and `check` runs after. Where it
     has none (SQLite without AUTOINCREMENT picks max(rowid) + 1), the row with the highest id,
     `holding_rows(tops)[kind]`, is written instead: inside one write transaction with
@@ -122,6 +124,9 @@ def reserve_ids(
     for kind, (above, count) in claims.items():
         validation.integer(f"claims[{kind!r}] above", above, minimum=0, maximum=validation.MAX_STORED_ID)
         validation.count(f"claims[{kind!r}] count", count, maximum=validation.MAX_STORED_ID)
+        model, column = _table(store, kind)
+        table = model._meta.table_name
+        reserved_end(table, store.dialect.id_top(store.database, table, column), above, count)
     uncounted = [
         kind
         for kind in claims

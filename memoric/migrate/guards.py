@@ -24,7 +24,7 @@ def refuse_foreign_tables(run: Run, done: list[Step], plan: list[Step]) -> None:
     learnt by building it, with the existing tables renamed aside, in a transaction that is
     rolled back.
     """
-    existing = set(run.dialect.tables(run.database))
+    existing = set(run.tables())
     created = created_tables(run, done, plan)
     creators = {table: step for step, tables in created for table in tables if table in existing}
     if not creators:
@@ -79,7 +79,7 @@ def missing_tables(run: Run, done: list[Step], plan: list[Step]) -> dict[Step, l
     A table a later migration of the plan drops again is not expected to exist.
     """
     created, kept = _replayed(run, done, plan)
-    existing = set(run.dialect.tables(run.database))
+    existing = set(run.tables())
     missing = {
         step: [table for table in tables if table in kept and table not in existing]
         for step, tables in created
@@ -128,7 +128,7 @@ def _tables(tables: list[str]) -> str:
 
 def existing_chain_tables(run: Run, steps: list[Step]) -> list[str]:
     """The tables migrations `steps` create (from an empty schema) that exist already."""
-    existing = set(run.dialect.tables(run.database))
+    existing = set(run.tables())
     return [table for _, tables in created_tables(run, [], steps) for table in tables if table in existing]
 
 
@@ -159,7 +159,7 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
 def shape(run: Run) -> Shape:
     """{table: its column names} of every table but the chains' histories."""
     histories = {router.chain.table for router in run.routers.values()}
-    names = [table for table in run.dialect.tables(run.database) if table not in histories]
+    names = [table for table in run.tables() if table not in histories]
     return {table: set(found) for table, found in run.dialect.columns(run.database, names).items()}
 
 

@@ -9,6 +9,8 @@ only ever into the application's chain.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,7 +83,7 @@ class Migrations:
         MigrationError when the history lists migrations the chain does not have.
         """
         found = self._chain(chain)
-        applied = found.applied(self.database)
+        applied = self._applied(found)
         found.refuse_unknown([step.name for step, _ in applied], found.names())
         return applied[-1][0].name if applied else None
 
@@ -95,7 +97,7 @@ class Migrations:
         """
         rows = []
         for chain in self.chains:
-            applied = {step.name: at for step, at in chain.applied(self.database)}
+            applied = {step.name: at for step, at in self._applied(chain)}
             names = chain.names()
             rows += [_row(chain, name, applied.get(name), name in applied) for name in names]
             rows += [
@@ -107,6 +109,16 @@ class Migrations:
     def pending(self) -> list[str]:
         """The migrations not applied yet, in order (the application's as `app:NAME`)."""
         return [step.label for step in self._runner.run().order.pending()]
+
+    def _applied(self, chain: Chain) -> list[tuple[Step, dt.datetime]]:
+        """`chain.applied`, reading nothing from a SQLite file not there yet (which is not created)."""
+        return chain.applied(self.database) if self.store.exists() else []
+
+    def _nothing_to_create(self, planned: Callable[[Run], object]) -> bool:
+        """For a SQLite file not there yet: whether `planned(run)` (a plan, false when empty;
+        refused by raising) has nothing to do. Either way the file and its lock file are not
+        created; False for a database that exists or a plan with work, which then runs."""
+        return not self.store.exists() and not planned(self._runner.run())
 
     def _chain(self, label: str) -> Chain:
         """The configured chain called `label`; MigrationError for another label."""
@@ -126,6 +138,8 @@ class Migrations:
         memoric's chain comes first, then the application's. A table the plan creates that
         exists already with another shape is refused first.
         """
+        if self._nothing_to_create(lambda run: run.order.upgrade(target)):
+            return []
         with self._runner.session() as run:
             plan = run.order.upgrade(target)
             guards.refuse_foreign_tables(run, run.order.done, plan)
@@ -140,6 +154,8 @@ class Migrations:
         DataLossRefused (what would go, how many rows or values) unless `confirm_data_loss`;
         dropping empty ones needs no confirmation.
         """
+        if self._nothing_to_create(lambda run: self._downgrade_plan(run, target)):
+            return []
         with self._runner.session() as run:
             plan = self._downgrade_plan(run, target)
             if not plan:
@@ -163,11 +179,10 @@ class Migrations:
         Stamp adopts tables that exist: recording a migration whose table is missing, or exists in
         another shape (as for `upgrade`), is refused before anything is written.
         """
+        if self._nothing_to_create(lambda run: any(self._stamp_plan(run, target))):
+            return None
         with self._runner.session() as run:
-            add, forget = run.order.stamp(target)
-            kept = [step for step in run.order.done if step not in forget]
-            guards.refuse_foreign_tables(run, kept, add)
-            guards.refuse_stamping_missing_tables(run, kept, add)
+            add, forget = self._stamp_plan(run, target)
             with self.database.atomic():
                 for step in forget:
                     model = run.history(step.chain)
@@ -177,22 +192,39 @@ class Migrations:
             done = run.done()
             return done[-1].label if done else None
 
+    def _stamp_plan(self, run: Run, target: str) -> tuple[list[Step], list[Step]]:
+        """The migrations `stamp(target)` records and forgets; refused as it would be."""
+        add, forget = run.order.stamp(target)
+        kept = [step for step in run.order.done if step not in forget]
+        guards.refuse_foreign_tables(run, kept, add)
+        guards.refuse_stamping_missing_tables(run, kept, add)
+        return add, forget
+
     @translate_errors
     def sql(self, direction: str, target: str) -> list[str]:
         """The exact SQL `upgrade`/`downgrade` to `target` would run; run and rolled back, nothing changed.
 
         Being a real run, it needs the live database, holds the migrations lock, and on PostgreSQL
-        holds the table locks its DDL takes until the rollback.
+        holds the table locks its DDL takes until the rollback. A SQLite file not there yet is
+        previewed on an empty stand-in in a temporary directory, and not created.
         """
         if direction not in ("upgrade", "downgrade"):
             raise MigrationError(f"direction must be 'upgrade' or 'downgrade', got {direction!r}")
-        with self._runner.session() as run:
-            if direction == "upgrade":
-                plan = run.order.upgrade(target)
-                guards.refuse_foreign_tables(run, run.order.done, plan)
-            else:
-                plan = self._downgrade_plan(run, target)
-            return rolled_back_statements(run, plan, downgrade=direction == "downgrade")
+        if self._nothing_to_create(lambda run: self._plan(run, direction, target)):
+            return []
+        with contextlib.ExitStack() as stack:
+            store = self.store if self.store.exists() else stack.enter_context(self.store.stand_in())
+            with Runner(store, self.chains, self.lock_timeout, self.on_wait).session() as run:
+                plan = self._plan(run, direction, target)
+                return rolled_back_statements(run, plan, downgrade=direction == "downgrade")
+
+    def _plan(self, run: Run, direction: str, target: str) -> list[Step]:
+        """The migrations `upgrade` or `downgrade` to `target` would run; refused as they would be."""
+        if direction == "downgrade":
+            return self._downgrade_plan(run, target)
+        plan = run.order.upgrade(target)
+        guards.refuse_foreign_tables(run, run.order.done, plan)
+        return plan
 
     def _downgrade_plan(self, run: Run, target: str) -> list[Step]:
         """The plan of `downgrade(target)`; refused while application migrations are applied unseen.
@@ -201,8 +233,8 @@ class Migrations:
         migrations, which must go first.
         """
         plan = run.order.downgrade(target)
-        recorded = app_migrations_recorded(self.database) if APP not in run.routers else []
-        if plan and recorded:
+        recorded = app_migrations_recorded(self.database) if plan and APP not in run.routers else []
+        if recorded:
             raise MigrationError(
                 f"the application migrations {', '.join(recorded)} are applied ({APP_HISTORY_TABLE}) but "
                 f"not in use here, and they must be rolled back before memoric's: {NO_APP_CHAIN}"

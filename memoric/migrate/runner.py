@@ -107,14 +107,15 @@ class _Migrator(Migrator):
 class _Router(Router):
     """peewee-migrate's Router over one chain, with its history table and a replay safe for other threads."""
 
-    def __init__(self, database: peewee.Database, chain: Chain, names: list[str]) -> None:
+    def __init__(self, store: MemoryStore, chain: Chain, names: list[str]) -> None:
         super().__init__(
-            database,
+            store.database,
             migrate_dir=chain.directory,
             migrate_table=chain.table,
             logger=log,
             migrator_class=_Migrator,
         )
+        self.store = store
         self.chain = chain
         self.names = names
 
@@ -124,7 +125,10 @@ class _Router(Router):
 
     @property
     def done(self) -> list[str]:
-        """The applied migrations; [] before the first run; nothing is created or changed."""
+        """The applied migrations; [] before the first run; nothing is created or changed (not
+        even a SQLite file that is not there yet)."""
+        if not self.store.exists():
+            return []
         return [step.name for step, _ in self.chain.applied(self.database)]
 
     @cached_property
@@ -164,7 +168,7 @@ class Run:
         self.store = store
         self.chains = chains
         self.names = names
-        self.routers = {chain.label: _Router(store.database, chain, names[chain.label]) for chain in chains}
+        self.routers = {chain.label: _Router(store, chain, names[chain.label]) for chain in chains}
         done = self.done()
         for chain in chains:
             chain.refuse_unknown(
@@ -183,6 +187,10 @@ class Run:
     @property
     def dialect(self) -> Dialect:
         return self.store.dialect
+
+    def tables(self) -> list[str]:
+        """The tables of the database; none in a SQLite file not there yet (which is not created)."""
+        return self.dialect.tables(self.database) if self.store.exists() else []
 
     def done(self) -> list[Step]:
         """The applied migrations, chain by chain (memoric's, then the application's), each oldest first."""

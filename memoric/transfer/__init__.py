@@ -10,14 +10,17 @@ An import (and a copy, whose source is read inside one snapshot) goes over its r
    cluster (user_id, topic, category), twice with different data is refused, naming both lines
    (a row repeated with the same JSON, key order aside, is read once); so is a cluster listing a
    memory the file holds for another user_id. Nothing is written.
-2. reserve and compare: the target's id counters are raised past the file's highest ids under
-   a short lock, never lowered, so a memory or cluster an agent saves meanwhile gets an id above
-   them; then every row whose id (or cluster key) is already in the target is compared with it,
-   field by field and type-exactly (true is not 1, 1 is not 1.0; a field the line leaves out
-   counts as its default, a timestamp left out as whatever the target holds). Any difference
-   refuses the import, naming the line, with no row written (the id counters may have moved:
-   ids are never given twice, so a gap is harmless); so does a cluster listing a memory that is
-   not in the file and not the same user_id's in the target.
+2. compare, reserve, compare: every row whose id (or cluster key) is already in the target is
+   compared with it, field by field and type-exactly (true is not 1, 1 is not 1.0; a field the
+   line leaves out counts as its default, a timestamp left out as whatever the target holds).
+   Any difference refuses the import, naming the line, with nothing written and no id counter
+   moved; so does a cluster listing a memory that is not in the file and not the same user_id's
+   in the target. A target whose schema is not built counts as empty and stays unbuilt. Then
+   the target's id counters are raised past the file's highest ids under a short lock, never
+   lowered (a block of new ids that would pass the largest id, 2**63 - 1, is refused before
+   any counter moves), so a memory or cluster an agent saves meanwhile gets an id above them;
+   and the rows are compared again, for rows written in between (a refusal then may leave a
+   counter raised: ids are never given twice, so a gap is harmless).
 3. write: batches, one transaction each; a row whose id is taken meanwhile is compared again and
    a difference rolls its batch back and stops the import, naming it. Nothing is skipped unseen.
 
@@ -35,7 +38,14 @@ from memoric.transfer.copying import copy_memoric, copy_size, open_copy
 from memoric.transfer.export import export_jsonl, export_memoric
 from memoric.transfer.plan import ImportPlan
 from memoric.transfer.records import BATCH_SIZE, FORMAT, FORMAT_VERSION, Progress, Record, same_json
-from memoric.transfer.writing import check_jsonl, copy_database, import_checked, import_jsonl
+from memoric.transfer.writing import (
+    check_jsonl,
+    compare_with_target,
+    copy_database,
+    import_checked,
+    import_jsonl,
+    import_memoric,
+)
 
 __all__ = [
     "BATCH_SIZE",
@@ -45,6 +55,7 @@ __all__ = [
     "Progress",
     "Record",
     "check_jsonl",
+    "compare_with_target",
     "copy_database",
     "copy_memoric",
     "copy_size",
@@ -52,6 +63,7 @@ __all__ = [
     "export_memoric",
     "import_checked",
     "import_jsonl",
+    "import_memoric",
     "open_copy",
     "same_json",
 ]

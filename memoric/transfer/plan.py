@@ -149,11 +149,12 @@ def _check_members(plan: ImportPlan, cluster: Record) -> None:
             )
 
 
-def refuse_strangers(store: MemoryStore, plan: ImportPlan, clusters: list[Record]) -> None:
+def refuse_strangers(store: MemoryStore | None, plan: ImportPlan, clusters: list[Record]) -> None:
     """ValidationError for a memory a cluster lists that is neither in the source nor, in the
-    target, a memory of the cluster's user_id."""
+    target (None: one without memoric's schema, holding nothing), a memory of the cluster's user_id."""
     outside = {i for cluster in clusters for i in cluster.row["memory_ids"] if plan.owners.get(i) is None}
-    stored = {i: row["user_id"] for i, row in transfer_queries.stored_rows(store, "memory", outside).items()}
+    found = transfer_queries.stored_rows(store, "memory", outside) if store is not None and outside else {}
+    stored = {i: row["user_id"] for i, row in found.items()}
     for cluster in clusters:
         user_id = cluster.row["user_id"]
         for memory_id in cluster.row["memory_ids"]:

@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -25,6 +26,8 @@ TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
 DIGEST_BITS = 64
+# A fraction of a second with a non-zero digit past the sixth: Python reads it, cut to microseconds.
+BELOW_A_MICROSECOND = re.compile(r"[.,]\d{6}0*[1-9]")
 
 Progress = Callable[[int], None]
 
@@ -193,7 +196,12 @@ def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = _DECODER.decode(line)
+        except DuplicateKey as exc:
+            raise ValidationError(
+                f"line {number} gives the key {exc.key!r} twice in one object: a JSON reader would "
+                "keep only the last value, silently"
+            ) from None
         except json.JSONDecodeError as exc:
             raise ValidationError(f"line {number} is not valid JSON: {exc.msg}") from None
         except RecursionError:
@@ -204,6 +212,29 @@ def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise ValidationError(f"line {number} is not a JSON object")
         yield number, record
+
+
+class DuplicateKey(Exception):
+    """A JSON object of a line gives a key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """The object of `pairs`; DuplicateKey when a key comes twice (json keeps the last silently)."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
@@ -252,6 +283,7 @@ def encode(row: dict) -> dict:
 
 
 def decode(record: dict) -> dict:
+    """An exported record with its timestamps parsed; ValidationError for one memoric cannot keep exactly."""
     decoded = dict(record)
     for key in TIMESTAMPS:
         if isinstance(decoded.get(key), str):
@@ -259,4 +291,9 @@ def decode(record: dict) -> dict:
                 decoded[key] = dt.datetime.fromisoformat(decoded[key])
             except ValueError:
                 raise ValidationError(f"{key} {decoded[key]!r} is not an ISO 8601 timestamp") from None
+            if BELOW_A_MICROSECOND.search(record[key]):
+                raise ValidationError(
+                    f"{key} {record[key]!r} is more precise than a microsecond, the finest time "
+                    "memoric stores: it would be cut"
+                )
     return decoded

@@ -4,6 +4,7 @@ written in batches; an import with new ids takes back what it wrote when it stop
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from memoric import validation
 from memoric.db import transfer_queries
@@ -25,6 +26,9 @@ from memoric.transfer.records import (
     rereadable,
     same_json,
 )
+
+if TYPE_CHECKING:
+    from memoric.core import Memoric
 
 
 def import_jsonl(
@@ -49,23 +53,41 @@ def check_jsonl(store: MemoryStore, lines: Iterable[str | bytes], *, new_ids: bo
     """Check a whole export as `import_jsonl` would, writing nothing; the plan that imports it.
 
     ValidationError names the first bad line (both lines of a contradiction). Rows are compared
-    with the target only when it is imported (`import_checked`), after its ids are reserved.
+    with the target when it is imported (`import_checked`), or first by `compare_with_target`.
     """
     return survey(store, ExportLines(lines), new_ids=new_ids)
+
+
+def import_memoric(
+    memoric: Memoric, plan: ImportPlan, *, batch_size: int = BATCH_SIZE, progress: Progress | None = None
+) -> dict[str, int]:
+    """`import_checked` into a Memoric's database, whose schema is built only for a file it takes.
+
+    An empty database (a SQLite file not there yet included) is compared with as empty before it
+    is built, so a file refused for what the database holds leaves it as it was: unbuilt. A
+    built one is compared by `import_checked`, after its schema is checked.
+    """
+    if not _built(memoric.store):
+        compare_with_target(memoric.store, plan)
+    memoric.ensure_schema()
+    return import_checked(memoric.db, plan, batch_size=batch_size, progress=progress)
 
 
 def import_checked(
     store: MemoryStore, plan: ImportPlan, *, batch_size: int = BATCH_SIZE, progress: Progress | None = None
 ) -> dict[str, int]:
-    """Write what `check_jsonl` checked: reserve the ids, compare with the target, write in batches."""
+    """Write what `check_jsonl` checked: compare with the target, reserve the ids, compare again
+    (rows written meanwhile), write in batches. A refusal before writing leaves every id counter
+    as it was, unless it comes from rows written between the two comparisons."""
     validation.count("batch_size", batch_size)
+    compare_with_target(store, plan)
     claims = {
         kind: (0, plan.counts[kind]) if plan.new_ids else (plan.highest[kind].id, 0) for kind in plan.highest
     }
     tops, written = transfer_queries.reserve_ids(
         store,
         claims,
-        check=lambda: _compare_with_target(store, plan),
+        check=lambda: compare_with_target(store, plan),
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
@@ -114,12 +136,19 @@ def copy_database(
         return import_checked(target, plan, batch_size=batch_size, progress=progress)
 
 
-def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
-    """Pass 2 (ids reserved): ValidationError for any row the target holds with other data.
+def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
+    """Pass 2: ValidationError for any row the target holds with other data, a cluster whose key
+    it holds under another id, or a cluster listing a memory that is neither in the source nor,
+    in the target, its user_id's. Nothing is written.
 
-    The memories are read again only when the target holds any id in their range (an import into
-    a database without them, the common case, costs one query); the clusters were kept.
+    A target without memoric's schema counts as empty (a SQLite file not there yet is not
+    created). The memories are read again only when the target holds any id in their range (an
+    import into a database without them, the common case, costs one query); the clusters were kept.
     """
+    if not _built(store):
+        for batch in batches(plan.clusters, BATCH_SIZE):
+            refuse_strangers(None, plan, batch)
+        return
     memories = plan.highest.get("memory")
     if (
         memories is not None
@@ -136,6 +165,11 @@ def _compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
             _refuse_differences(store, "cluster", batch)
             refuse_strangers(store, plan, batch)
         _refuse_taken_keys(store, plan, batch)
+
+
+def _built(store: MemoryStore) -> bool:
+    """Whether the target has memoric's schema (asking does not create a SQLite file)."""
+    return store.exists() and store.has_schema()
 
 
 def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:

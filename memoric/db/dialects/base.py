@@ -17,7 +17,9 @@ import datetime as dt
 
 import peewee
 
+from memoric import validation
 from memoric.db.catalogue import Column
+from memoric.errors import MemoricError
 
 
 class Dialect(abc.ABC):
@@ -82,10 +84,22 @@ class Dialect(abc.ABC):
         """Whether `table` keeps the highest id it ever handed out."""
 
     @abc.abstractmethod
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id of `table` used so far: stored, or handed out by its id counter."""
+
+    @abc.abstractmethod
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
-        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far."""
+        """Keep new rows from ids up to max(`above`, top + `count`); top, the highest id used so far.
+
+        ValidationError (`reserved_end`), nothing written, when that passes the largest id.
+        """
+
+    @abc.abstractmethod
+    def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
+        """MemoricError ("no id left") when `error`, raised by an INSERT into `table`, means its
+        id counter has handed out the largest id there is; otherwise nothing (called only on errors)."""
 
     @abc.abstractmethod
     def insert_rows(
@@ -145,6 +159,36 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def misread_index_columns(self, database: peewee.Database, table_names) -> list[str]:
         """Problems of indexes on `table_names` that name a column the table lacks."""
+
+
+def reserved_end(table: str, top: int, above: int, count: int) -> int:
+    """max(`above`, `top` + `count`): the highest id a reservation keeps from new rows.
+
+    ValidationError when `count` new ids above `top` would pass the largest id both dialects
+    store, which neither SQLite's counter nor a PostgreSQL sequence can be set beyond.
+    """
+    left = validation.MAX_STORED_ID - top
+    if count > left:
+        raise validation.ValidationError(
+            f"{table} needs {count} new ids but has only {left} left: ids end at "
+            f"{validation.MAX_STORED_ID} and it has used them up to {top}; nothing was written"
+        )
+    return max(above, top + count)
+
+
+def driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception behind a peewee one (peewee raises its own while handling it)."""
+    if isinstance(error, peewee.PeeweeException) and error.__context__ is not None:
+        return error.__context__
+    return error
+
+
+def no_id_left(table: str) -> MemoricError:
+    """The error of a save into `table` once its id counter has handed out the largest id."""
+    return MemoricError(
+        f"no id left: {table} has handed out the largest id there is ({validation.MAX_STORED_ID}), "
+        "so no new row can be saved there; nothing was written"
+    )
 
 
 def column_list(columns: list[str]) -> str:

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_left, reserved_end
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
 # default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
 # and bulk inserts are no slower (they still merge the list in batches).
 GIN_PENDING_LIST_LIMIT = "256kB"
+SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 # The guard generated migration files put around SQL for PostgreSQL alone (a file runs on both).
 POSTGRES_ONLY = "if isinstance(database, pw.PostgresqlDatabase):"
@@ -96,6 +97,11 @@ class PostgresDialect(Dialect):
         """Always: every id column of memoric's tables draws from a sequence."""
         return True
 
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id handed out by the table's sequence or stored."""
+        sequence = self._sequence(database, table, column)
+        return max(self._handed_out_and_stored(database, sequence, table, column))
+
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
@@ -108,17 +114,32 @@ class PostgresDialect(Dialect):
         """
         with database.atomic():
             database.execute_sql(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
-            sequence = database.execute_sql(
-                "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
-            ).fetchone()[0]
-            last, called = database.execute_sql(f"SELECT last_value, is_called FROM {sequence}").fetchone()
-            handed_out = last if called else last - 1
-            stored = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            sequence = self._sequence(database, table, column)
+            handed_out, stored = self._handed_out_and_stored(database, sequence, table, column)
             top = max(handed_out, stored)
-            wanted = max(above, top + count)
+            wanted = reserved_end(table, top, above, count)
             if wanted > handed_out:
                 database.execute_sql("SELECT setval(%s, %s, true)", (sequence, wanted))
         return top
+
+    def _handed_out_and_stored(
+        self, database: peewee.Database, sequence: str, table: str, column: str
+    ) -> tuple[int, int]:
+        """The highest id `sequence` has handed out, and the highest stored in `table` (0 for none)."""
+        last, called = database.execute_sql(f"SELECT last_value, is_called FROM {sequence}").fetchone()
+        stored = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+        return (last if called else last - 1), stored
+
+    def _sequence(self, database: peewee.Database, table: str, column: str) -> str:
+        """The name of the sequence `column` of `table` draws its ids from."""
+        return database.execute_sql(
+            "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
+        ).fetchone()[0]
+
+    def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
+        """MemoricError "no id left" for a sequence at its maximum ("nextval: reached maximum value")."""
+        if getattr(driver_error(error), "pgcode", None) == SEQUENCE_LIMIT_EXCEEDED:
+            raise no_id_left(table) from error
 
     def insert_rows(
         self,
@@ -135,21 +156,30 @@ class PostgresDialect(Dialect):
         """
         from psycopg2.extras import execute_values
 
-        with peewee.__exception_wrapper__:
-            cursor = database.cursor()
-            if not skip_existing:
-                lines = io.StringIO("".join(map(copy_line, rows)))
-                cursor.copy_expert(f'COPY "{table}" ({column_list(columns)}) FROM STDIN', lines, COPY_CHUNK)
+        try:
+            with peewee.__exception_wrapper__:
+                cursor = database.cursor()
+                if not skip_existing:
+                    lines = io.StringIO("".join(map(copy_line, rows)))
+                    copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
+                    cursor.copy_expert(copy, lines, COPY_CHUNK)
+                    return cursor.rowcount
+                sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
+                execute_values(cursor, sql, rows, page_size=len(rows))
                 return cursor.rowcount
-            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
-            execute_values(cursor, sql, rows, page_size=len(rows))
-            return cursor.rowcount
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
         marks = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
-        return database.execute_sql(sql, row).fetchone()[0]
+        try:
+            return database.execute_sql(sql, row).fetchone()[0]
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)

@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 
 import peewee
@@ -14,10 +15,11 @@ import peewee
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
-from memoric.db.dialects.base import Dialect, column_list
+from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_left, reserved_end
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
+from memoric.validation import MAX_STORED_ID
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SQLITE_TABLES = (
@@ -93,6 +95,13 @@ class SqliteDialect(Dialect):
         ).fetchone()
         return sql is not None and "AUTOINCREMENT" in sql[0].upper()
 
+    def id_top(self, database: peewee.Database, table: str, column: str) -> int:
+        """The highest id stored, or (AUTOINCREMENT) ever handed out: `sqlite_sequence`'s entry."""
+        top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+        if not self.has_id_counter(database, table):
+            return top
+        return max(top, self._counter(database, table) or 0)
+
     def reserve_ids(
         self, database: peewee.Database, table: str, column: str, *, above: int, count: int
     ) -> int:
@@ -103,20 +112,30 @@ class SqliteDialect(Dialect):
         a row with the highest id in the same transaction (`has_id_counter`).
         """
         with database.atomic():
-            top = database.execute_sql(f'SELECT COALESCE(MAX("{column}"), 0) FROM "{table}"').fetchone()[0]
+            top = self.id_top(database, table, column)
+            wanted = reserved_end(table, top, above, count)
             if not self.has_id_counter(database, table):
                 return top
-            entry = database.execute_sql(
-                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
-            ).fetchone()
-            counter = 0 if entry is None else entry[0]
-            top = max(top, counter)
-            wanted = max(above, top + count)
-            if entry is None:
+            counter = self._counter(database, table)
+            if counter is None:
                 database.execute_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, wanted))
             elif wanted > counter:
                 database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
         return top
+
+    def _counter(self, database: peewee.Database, table: str) -> int | None:
+        """The `sqlite_sequence` entry of `table` (an AUTOINCREMENT table), None before its first id."""
+        entry = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return None if entry is None else entry[0]
+
+    def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
+        """MemoricError "no id left" for SQLITE_FULL ("database or disk is full") while the counter
+        stands at the largest id: SQLite's answer when AUTOINCREMENT has nothing left to give."""
+        if getattr(driver_error(error), "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+            return
+        exhausted = self.has_id_counter(database, table) and self._counter(database, table) == MAX_STORED_ID
+        if exhausted:
+            raise no_id_left(table) from error
 
     def insert_rows(
         self,
@@ -130,15 +149,23 @@ class SqliteDialect(Dialect):
         verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
         marks = ", ".join("?" * len(columns))
         sql = f'{verb} INTO "{table}" ({column_list(columns)}) VALUES ({marks})'
-        with peewee.__exception_wrapper__:
-            cursor = database.cursor()
-            cursor.executemany(sql, rows)
-            return cursor.rowcount
+        try:
+            with peewee.__exception_wrapper__:
+                cursor = database.cursor()
+                cursor.executemany(sql, rows)
+                return cursor.rowcount
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({", ".join("?" * len(columns))})'
-        return database.execute_sql(sql, row).lastrowid
+        try:
+            return database.execute_sql(sql, row).lastrowid
+        except peewee.DatabaseError as exc:
+            self.refuse_exhausted_ids(database, table, exc)
+            raise
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         for table in tables:
