@@ -254,8 +254,10 @@ def test_every_typed_url_parameter_takes_the_form_it_names(dsn, dialect):
 @pytest.mark.parametrize("wait", ["timeout=0", "timeout=0.0", "timeout=1e-400", "stale_timeout=0"])
 def test_a_pool_wait_or_staleness_of_zero_seconds_is_refused(scheme, wait, tmp_path):
     """peewee's pool reads a wait of 0 as "wait forever" and a stale timeout of 0 as "never"."""
-    url = f"{scheme}:///{tmp_path / 'pool.db'}?{wait}" if scheme.startswith("sqlite") else (
-        f"{scheme}://agent:s3cret@127.0.0.1:1/db?{wait}"
+    url = (
+        f"{scheme}:///{tmp_path / 'pool.db'}?{wait}"
+        if scheme.startswith("sqlite")
+        else (f"{scheme}://agent:s3cret@127.0.0.1:1/db?{wait}")
     )
     with pytest.raises(ConfigError, match=r"must be a number of seconds above 0") as raised:
         MemoryStore(url)
