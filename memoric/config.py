@@ -12,11 +12,11 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 from pathlib import Path
 
 import yaml
 
+from memoric import yaml12
 from memoric.db.urls import file_url
 from memoric.errors import ConfigError
 from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
@@ -44,7 +44,6 @@ DEFAULTS: dict = {
 TIER_DEFAULTS = {"name": None, "expire_after_days": None, "trim_chars": None}
 # A float as YAML 1.2 writes it. PyYAML reads YAML 1.1, where an exponent needs a dot before it
 # and a sign after the `e`, and a leading-dot number no sign: it reads 1e-7, 1.0e7 or -.5 as text.
-YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 def default_database_path() -> Path:
@@ -114,7 +113,7 @@ def _relative_to_file(loaded, path: Path):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml12.load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
@@ -222,11 +221,9 @@ def _scoring(scoring: dict) -> None:
 def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
     """A finite int or float within the bounds; an int also within the signed 64-bit range.
 
-    Every number option is read here. A string that YAML 1.2 reads as a float and PyYAML (YAML
-    1.1) as text, such as `1e-7`, is that float; a quoted number that YAML 1.1 reads as a
-    number (`"0.5"`, `"60"`) stays text, and is refused.
+    Every number option is read here; a config file's numbers are read as YAML 1.2 reads them
+    (`memoric.yaml12`), and a quoted number (`"0.5"`) is text, refused.
     """
-    value = _yaml12_float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {shown(value)}")
     if isinstance(value, int):
@@ -238,15 +235,6 @@ def _number(key: str, value, *, minimum: float | None = None, maximum: float | N
     if maximum is not None and value > maximum:
         raise ConfigError(f"{key} must be at most {maximum}, got {shown(value)}")
     return value
-
-
-def _yaml12_float(value):
-    """`value`, or the float it spells when YAML 1.2 reads it as one and YAML 1.1 as text."""
-    if not isinstance(value, str) or not YAML12_FLOAT.fullmatch(value):
-        return value
-    as_yaml11 = yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (True, False))
-    number = float(value)
-    return number if as_yaml11 == "tag:yaml.org,2002:str" and math.isfinite(number) else value
 
 
 def _integer(key: str, value, *, minimum: int) -> int:

@@ -146,6 +146,43 @@ def test_a_number_option_still_refuses_quoted_numbers_and_what_no_yaml_reads_as_
         load_config(write(tmp_path, NUMBER_OPTIONS[option] % written + "\n"))
 
 
+# Every option read as a whole number, as YAML writing one value.
+WHOLE_NUMBER_OPTIONS = {
+    "summarization.min_records": "summarization: {min_records: %s}",
+    "summarization.max_chars": "summarization: {max_chars: %s}",
+    "clustering.min_size": "clustering: {min_size: %s}",
+    "policies.batch_size": "policies: {batch_size: %s}",
+    "tiers.1.trim_chars": "tiers: [{name: a, expire_after_days: 1}, {name: b, trim_chars: %s}]",
+}
+
+
+UNBOUNDED = (
+    "scoring.decay_days",
+    "policies.lock_timeout",
+    "tiers.0.expire_after_days",
+)  # the weights stop at 1
+
+
+@pytest.mark.parametrize("option", [*WHOLE_NUMBER_OPTIONS, *UNBOUNDED])
+@pytest.mark.parametrize(("written", "number"), [("010", 10), ("0x10", 16), ("0o17", 15), ("+12", 12)])
+def test_a_config_reads_numbers_as_yaml_1_2_does(tmp_path, option, written, number):
+    """YAML 1.1 read `010` as eight: a value written in the file came back as another."""
+    template = {**WHOLE_NUMBER_OPTIONS, **NUMBER_OPTIONS}[option]
+    config = load_config(write(tmp_path, template % written + "\n"))
+    assert option_value(config, option) == number
+
+
+@pytest.mark.parametrize("option", [*WHOLE_NUMBER_OPTIONS, *NUMBER_OPTIONS])
+@pytest.mark.parametrize("written", ["1:30", "1_000", "0b11"])
+def test_what_only_yaml_1_1_reads_as_a_number_is_refused(tmp_path, option, written):
+    """YAML 1.1 read `1:30` as ninety (base 60) and `1_000` as a thousand, silently."""
+    template = {**WHOLE_NUMBER_OPTIONS, **NUMBER_OPTIONS}[option]
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{option.replace('.0.', '[0].').replace('.1.', '[1].')} must be")
+    ):
+        load_config(write(tmp_path, template % written + "\n"))
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [

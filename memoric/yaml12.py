@@ -1,0 +1,54 @@
+"""PyYAML's safe loader, reading numbers as YAML 1.2 does (its core schema).
+
+PyYAML implements YAML 1.1, whose numbers surprise: `010` is eight (octal), `1:30` is ninety
+(base 60), and `1e-7` is text because a 1.1 float needs a dot. A config read with 1.1 rules could
+change a value silently; YAML 1.2 reads `010` as ten, `1:30` as text (refused where a number is
+wanted) and `1e-7` as a float. Booleans keep PyYAML's reading.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import yaml
+
+INT = "tag:yaml.org,2002:int"
+FLOAT = "tag:yaml.org,2002:float"
+INT_PATTERN = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+FLOAT_PATTERN = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2's int and float resolution."""
+
+
+def _construct_int(loader: Yaml12Loader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 int: decimal (leading zeros are decimal), `0o` octal or `0x` hexadecimal."""
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
+
+
+def _construct_float(loader: Yaml12Loader, node: yaml.ScalarNode) -> float:
+    """A YAML 1.2 float, `.inf` and `.nan` included."""
+    text = loader.construct_scalar(node).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text == ".nan" else float(text)
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (INT, FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(INT, INT_PATTERN, list("-+0123456789"))
+Yaml12Loader.add_implicit_resolver(FLOAT, FLOAT_PATTERN, list("-+0123456789."))
+Yaml12Loader.add_constructor(INT, _construct_int)
+Yaml12Loader.add_constructor(FLOAT, _construct_float)
+
+
+def load(text: str):
+    """The YAML document `text`, numbers read as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=Yaml12Loader)
