@@ -25,15 +25,25 @@ class Yaml12Loader(yaml.SafeLoader):
     """`yaml.SafeLoader` with YAML 1.2's int and float resolution."""
 
 
+def _scalar(loader: Yaml12Loader, node: yaml.ScalarNode, pattern: re.Pattern, kind: str) -> str:
+    """The text of a scalar tagged (or resolved) as `kind`; a YAML error unless 1.2 reads it so."""
+    text = loader.construct_scalar(node)
+    if not isinstance(text, str) or not pattern.match(text):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not a YAML 1.2 {kind}", node.start_mark
+        )
+    return text
+
+
 def _construct_int(loader: Yaml12Loader, node: yaml.ScalarNode) -> int:
     """A YAML 1.2 int: decimal (leading zeros are decimal), `0o` octal or `0x` hexadecimal."""
-    text = loader.construct_scalar(node)
+    text = _scalar(loader, node, INT_PATTERN, "int")
     return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
 
 
 def _construct_float(loader: Yaml12Loader, node: yaml.ScalarNode) -> float:
     """A YAML 1.2 float, `.inf` and `.nan` included."""
-    text = loader.construct_scalar(node).lower()
+    text = _scalar(loader, node, FLOAT_PATTERN, "float").lower()
     if text.endswith(".inf"):
         return -math.inf if text.startswith("-") else math.inf
     return math.nan if text == ".nan" else float(text)

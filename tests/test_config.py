@@ -183,6 +183,13 @@ def test_what_only_yaml_1_1_reads_as_a_number_is_refused(tmp_path, option, writt
         load_config(write(tmp_path, template % written + "\n"))
 
 
+@pytest.mark.parametrize("written", ["!!int 1:30", "!!int 0b11", "!!int true", "!!float 1:30", "!!int 1_0"])
+def test_a_tagged_value_yaml_1_2_cannot_read_so_is_a_yaml_error(tmp_path, written):
+    """An explicit `!!int` on text that is no int raised a bare ValueError (a traceback in the CLI)."""
+    with pytest.raises(ConfigError, match=r"is not valid YAML: .* is not a YAML 1.2 (int|float)"):
+        load_config(write(tmp_path, f"policies: {{batch_size: {written}}}\n"))
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [

@@ -18,7 +18,7 @@ from memoric.db import urls
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.db.urls import POOL_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, LockTimeout, MemoricError
 from tests.helpers import one_line_error
 
 
@@ -474,3 +474,42 @@ def test_store_names_the_file_holding_its_database(db, dialect):
         assert os.path.samefile(db.database_file, db.database.database)
     else:
         assert db.database_file is None
+
+
+def test_a_url_with_a_fragment_or_a_nul_is_refused_and_opens_nothing(dsn, dialect, tmp_path):
+    """`sqlite:///a#b.db` opened a file named `a`; a NUL raised a bare ValueError on PostgreSQL."""
+    joiner = "&" if "?" in dsn else "?"
+    if dialect == "sqlite":
+        urls = [f"sqlite:///{tmp_path / 'a#b.db'}", f"sqlite:///{tmp_path / 'x%00.db'}"]
+    else:
+        urls = [f"{dsn}#frag", f"{dsn}{joiner}application_name=a%00b"]
+    before = sorted(tmp_path.iterdir())
+    for url in urls:
+        with pytest.raises(ConfigError, match=r"invalid database URL .*(has a '#'|NUL character)"):
+            MemoryStore(url)
+        error = one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
+        assert "invalid database URL" in error
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_every_path_to_one_sqlite_file_takes_the_same_lock(tmp_path):
+    """The lock file was named after the path as typed: a symlink's runs were not serialised."""
+    real = MemoryStore(f"sqlite:///{tmp_path / 'real.db'}")
+    real.create_schema()
+    (tmp_path / "link.db").symlink_to(tmp_path / "real.db")
+    linked = MemoryStore(f"sqlite:///{tmp_path / 'link.db'}")
+    with real.lock("policies", timeout=0), pytest.raises(LockTimeout), linked.lock("policies", timeout=0):
+        pass
+    linked.close()
+    real.close()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_memoric_error(tmp_path):
+    (tmp_path / "l.db.policies.lock").mkdir()
+    store = MemoryStore(f"sqlite:///{tmp_path / 'l.db'}")
+    with (
+        pytest.raises(MemoricError, match=r"cannot open the lock file .*l\.db\.policies\.lock"),
+        store.lock("policies", timeout=0),
+    ):
+        pass
+    store.close()

@@ -486,6 +486,18 @@ def test_a_timestamp_with_zeros_past_the_microsecond_is_the_instant_it_says(db):
     assert db.get_memory(1)["created_at"] == dt.datetime(2026, 11, 29, 23, 6, 3, 109840, tzinfo=dt.UTC)
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-11-29T23:07:09.111146+00:00:00.5", "2026-11-29T23:07:09+01:30:15", "2026-11-29T23:07:09-000001"],
+)
+def test_a_timestamp_whose_utc_offset_has_seconds_is_refused(db, stamp):
+    """Python 3.11 read `+00:00:00.5` as UTC, dropping half a second: the instant changed silently."""
+    named = f"line 2: created_at {stamp!r} has a UTC offset with seconds"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(memory_line(1, created_at=stamp)))
+    assert_identical(snapshot(db), [[], []])
+
+
 # --- interrupted imports, other users, new ids ----------------------------------------------
 
 

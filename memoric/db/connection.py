@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import SplitResult
+from urllib.parse import SplitResult, unquote
 
 import peewee
 from playhouse import db_url
@@ -136,6 +136,7 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     """
     dialect = dialect_of(url)
     parts = split_url(url)  # the one parse of the URL: every piece below is read from `parts`
+    _refuse_unreadable(url)
     database = _sqlite_database(url, parts) if dialect == "sqlite" else _postgres_database(url, parts)
     if dialect == "sqlite":
         warn_about_sqlite(mask_password(file_path(parts), url), warn_sqlite)
@@ -148,6 +149,17 @@ def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
     except (peewee.DatabaseError, TypeError) as exc:
         raise _url_error(url, f"cannot open database {url}: {first_line(exc)}") from exc
     return database
+
+
+def _refuse_unreadable(url: str) -> None:
+    """ConfigError for a URL with a `#fragment` (a `#` in a SQLite file name cut the name there,
+    and another file was opened) or a NUL character anywhere, encoded or not."""
+    if "#" in url:
+        raise _url_error(
+            url, f"invalid database URL '{url}': it has a '#', which ends the URL there; write it as %23"
+        )
+    if "\0" in unquote(url):
+        raise _url_error(url, f"invalid database URL '{url}': it contains a NUL character")
 
 
 def _url_error(url: str, message: str) -> ConfigError:

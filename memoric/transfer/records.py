@@ -28,6 +28,8 @@ COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
 DIGEST_BITS = 64
 # A fraction of a second with a non-zero digit past the sixth: Python reads it, cut to microseconds.
 BELOW_A_MICROSECOND = re.compile(r"[.,]\d{6}0*[1-9]")
+# A UTC offset with seconds: not ISO 8601, and Python 3.11 drops a fraction of such an offset.
+OFFSET_WITH_SECONDS = re.compile(r"[+-]\d\d:?\d\d:?\d\d(?:[.,]\d+)?$")
 
 Progress = Callable[[int], None]
 
@@ -295,5 +297,10 @@ def decode(record: dict) -> dict:
                 raise ValidationError(
                     f"{key} {record[key]!r} is more precise than a microsecond, the finest time "
                     "memoric stores: it would be cut"
+                )
+            if OFFSET_WITH_SECONDS.search(record[key]):
+                raise ValidationError(
+                    f"{key} {record[key]!r} has a UTC offset with seconds; an ISO 8601 offset is "
+                    "hours and minutes (+HH:MM)"
                 )
     return decoded

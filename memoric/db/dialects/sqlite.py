@@ -19,6 +19,7 @@ from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_l
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
+from memoric.errors import MemoricError
 from memoric.validation import MAX_STORED_ID
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -62,8 +63,12 @@ class SqliteDialect(Dialect):
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
-        path = f"{database.database}.{name}{LOCK_FILE_SUFFIX}"
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        # Beside the file itself, through any symlink: every path to one database takes one lock.
+        path = f"{os.path.realpath(database.database)}.{name}{LOCK_FILE_SUFFIX}"
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise MemoricError(f"cannot open the lock file {path!r}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
