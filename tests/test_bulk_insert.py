@@ -109,3 +109,25 @@ def test_a_bad_row_in_a_bulk_insert_writes_nothing(db):
     with pytest.raises(ValidationError, match=r"rows\[3\]: metadata\['deep'\]\['x'\] holds nan"):
         db.insert_memories(rows)
     assert db.count_memories() == 0
+
+
+def test_rows_from_a_generator_go_in_as_a_list_does_and_a_bad_one_writes_nothing(db):
+    """Every row of an iterator is checked before the first batch is written."""
+    listed = [awkward_row(n, f"row {n}") for n in range(25)]
+    assert db.insert_memories(iter(listed), batch_size=4) == 25
+    stored = [db.get_memories(user_id=row["user_id"], limit=None) for row in listed]
+    assert [m["content"] for found in stored for m in found] == [row["content"] for row in listed]
+
+    def late_refusal():
+        yield from (awkward_row(n, f"more {n}") for n in range(10))
+        yield {**awkward_row(10, "bad"), "score": 101}
+
+    with pytest.raises(ValidationError, match=r"rows\[10\]: score must be from 0 to 100"):
+        db.insert_memories(late_refusal(), batch_size=4)
+    assert db.count_memories() == 25
+
+
+def test_explicit_ids_from_a_generator_move_the_counter_past_the_highest(db):
+    rows = ({**awkward_row(n, f"id {n}"), "id": 1000 + n * 7} for n in range(5))
+    assert db.insert_memories(rows) == 5
+    assert db.insert_memory(user_id="ada", content="after") > 1000 + 4 * 7
