@@ -8,7 +8,6 @@ statements whose parameters are filled in per call (`Statements`, `slot`, `bind`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric import validation
+from memoric.db.dialects.base import ids_left as dialect_ids_left
 from memoric.db.models import CONVERTED_FIELDS
 
 if TYPE_CHECKING:
@@ -103,17 +103,10 @@ def insert_rows(store: MemoryStore, model, rows: list[dict], skip_existing: bool
     )
 
 
-@contextlib.contextmanager
-def ids_left(store: MemoryStore, model) -> Iterator[None]:
-    """The block's INSERTs into `model`'s table, "no id left" (MemoricError) once its ids are used up.
-
-    The dialect's fast paths check this themselves; this is for INSERTs peewee builds.
-    """
-    try:
-        yield
-    except peewee.DatabaseError as exc:
-        store.dialect.refuse_exhausted_ids(store.database, model._meta.table_name, exc)
-        raise
+def ids_left(store: MemoryStore, model):
+    """The block's INSERTs into `model`'s table, "no id left" (MemoricError) once its ids are used
+    up (the dialects' own INSERTs check the same way)."""
+    return dialect_ids_left(store.dialect, store.database, model._meta.table_name)
 
 
 class Slot:

@@ -194,3 +194,14 @@ def no_id_left(table: str) -> MemoricError:
 def column_list(columns: list[str]) -> str:
     """The quoted column names, comma-separated."""
     return ", ".join(f'"{column}"' for column in columns)
+
+
+@contextlib.contextmanager
+def ids_left(dialect: Dialect, database: peewee.Database, table: str):
+    """A block of INSERTs into `table`: "no id left" (MemoricError) once its ids are used up, any
+    other driver error as it is. Only a failing INSERT pays for the check."""
+    try:
+        yield
+    except peewee.DatabaseError as exc:
+        dialect.refuse_exhausted_ids(database, table, exc)
+        raise

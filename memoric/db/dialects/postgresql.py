@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_left, reserved_end
+from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -156,30 +156,23 @@ class PostgresDialect(Dialect):
         """
         from psycopg2.extras import execute_values
 
-        try:
-            with peewee.__exception_wrapper__:
-                cursor = database.cursor()
-                if not skip_existing:
-                    lines = io.StringIO("".join(map(copy_line, rows)))
-                    copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
-                    cursor.copy_expert(copy, lines, COPY_CHUNK)
-                    return cursor.rowcount
-                sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
-                execute_values(cursor, sql, rows, page_size=len(rows))
+        with ids_left(self, database, table), peewee.__exception_wrapper__:
+            cursor = database.cursor()
+            if not skip_existing:
+                lines = io.StringIO("".join(map(copy_line, rows)))
+                copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
+                cursor.copy_expert(copy, lines, COPY_CHUNK)
                 return cursor.rowcount
-        except peewee.DatabaseError as exc:
-            self.refuse_exhausted_ids(database, table, exc)
-            raise
+            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
+            execute_values(cursor, sql, rows, page_size=len(rows))
+            return cursor.rowcount
 
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
         marks = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
-        try:
+        with ids_left(self, database, table):
             return database.execute_sql(sql, row).fetchone()[0]
-        except peewee.DatabaseError as exc:
-            self.refuse_exhausted_ids(database, table, exc)
-            raise
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)

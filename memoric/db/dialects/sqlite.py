@@ -15,7 +15,7 @@ import peewee
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
-from memoric.db.dialects.base import Dialect, column_list, driver_error, no_id_left, reserved_end
+from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
@@ -154,23 +154,16 @@ class SqliteDialect(Dialect):
         verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
         marks = ", ".join("?" * len(columns))
         sql = f'{verb} INTO "{table}" ({column_list(columns)}) VALUES ({marks})'
-        try:
-            with peewee.__exception_wrapper__:
-                cursor = database.cursor()
-                cursor.executemany(sql, rows)
-                return cursor.rowcount
-        except peewee.DatabaseError as exc:
-            self.refuse_exhausted_ids(database, table, exc)
-            raise
+        with ids_left(self, database, table), peewee.__exception_wrapper__:
+            cursor = database.cursor()
+            cursor.executemany(sql, rows)
+            return cursor.rowcount
 
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({", ".join("?" * len(columns))})'
-        try:
+        with ids_left(self, database, table):
             return database.execute_sql(sql, row).lastrowid
-        except peewee.DatabaseError as exc:
-            self.refuse_exhausted_ids(database, table, exc)
-            raise
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         for table in tables:
