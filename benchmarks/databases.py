@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 
+from memoric.db.catalogue import METADATA_KEYS_TABLE
 from memoric.testing import admin_sql, create_database, database_url, drop_database, postgres_server
 
 PEEWEE_LOGGER = logging.getLogger("peewee")
@@ -73,7 +74,8 @@ def server_version(store) -> str:
 
 
 def sizes(store) -> dict:
-    """Bytes of the `memories` table and of each of its secondary indexes."""
+    """Bytes of the `memories` table and of each of its secondary indexes (SQLite's metadata keys
+    table counted as one)."""
     measure = _sqlite_sizes if store.is_sqlite else _postgres_sizes
     table, indexes = measure(store.database)
     total = sum(indexes.values())
@@ -91,7 +93,10 @@ def _sqlite_sizes(database) -> tuple[int, dict]:
     names = database.execute_sql(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'memories'"
     ).fetchall()
-    return pages["memories"], {name: pages.get(name, 0) for (name,) in names}
+    indexes = {name: pages.get(name, 0) for (name,) in names}
+    if METADATA_KEYS_TABLE in pages:  # SQLite's metadata index is a table of its own
+        indexes[METADATA_KEYS_TABLE] = pages[METADATA_KEYS_TABLE]
+    return pages["memories"], indexes
 
 
 def _postgres_sizes(database) -> tuple[int, dict]:

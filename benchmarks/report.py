@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks import peers
 from benchmarks import queries as q
+from memoric.db.catalogue import METADATA_KEYS_TABLE
 
 # Targets for the median (ms) or rate (rows/s), by (measure, dialect, rows).
 TARGET_MS = {
@@ -84,6 +85,9 @@ def _other_lines(result: dict) -> list[str]:
         f"{'size: table / +indexes / overhead':38} {_mb(s['table_bytes'])} / {_mb(s['with_indexes_bytes'])}"
         f" / +{s['index_overhead_pct']}%"
     )
+    keys = s["indexes"].get(METADATA_KEYS_TABLE)
+    if keys is not None:
+        lines.append(f"{'size: metadata keys (SQLite index)':38} {_mb(keys)}")
     if "load_peak_rss_mb" in result:
         lines.append(
             f"{'peak RSS, load phase':38} {result['load_peak_rss_mb']:.0f} MB"

@@ -133,14 +133,27 @@ def matches(memory, pattern) -> bool:
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
 THIRD = "003_never_reuse_ids"
-HEAD = "004_bigint_ids"
+FOURTH = "004_bigint_ids"
+HEAD = "005_metadata_keys"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, HEAD]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, HEAD]
 
 
 MEMORIC_TABLES = ("memories", "memory_clusters")
+# Tables memoric keeps on one dialect only, derived from the memories (SQLite's metadata keys).
+DIALECT_TABLES = {"sqlite": ("memory_metadata_keys",), "postgresql": ()}
+
+
+def applied(names: list[str]) -> str:
+    """What `migrate upgrade` prints for applying `names`."""
+    return "".join(f"Applied {name}\n" for name in names)
+
+
+def memoric_tables(store: MemoryStore) -> set[str]:
+    """Every table memoric's schema has on the store's dialect."""
+    return {*MEMORIC_TABLES, *DIALECT_TABLES[store.dialect.name]}
 
 
 ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
@@ -181,8 +194,9 @@ def tables(store: MemoryStore) -> set[str]:
 
 
 def schema(store: MemoryStore, table_names=MEMORIC_TABLES) -> dict:
-    """Columns (type, nullability, default, primary key), indexes, SQLite's AUTOINCREMENT, per table."""
-    return {
+    """Columns (type, nullability, default, primary key), indexes, SQLite's AUTOINCREMENT, per table;
+    and SQLite's derived tables and triggers as stored."""
+    tables = {
         table: {
             "columns": columns(store, table),
             "indexes": indexes(store, table),
@@ -190,6 +204,18 @@ def schema(store: MemoryStore, table_names=MEMORIC_TABLES) -> dict:
         }
         for table in table_names
     }
+    return {**tables, "sqlite objects": sqlite_objects(store)}
+
+
+def sqlite_objects(store: MemoryStore) -> list[tuple] | None:
+    """SQLite: (type, name, SQL) of every trigger and dialect table, as stored; None on PostgreSQL."""
+    if store.is_postgres:
+        return None
+    names = DIALECT_TABLES["sqlite"]
+    marks = ", ".join("?" * len(names))
+    sql = f"SELECT type, name, sql FROM sqlite_master WHERE type = 'trigger' OR name IN ({marks})"
+    sql += " ORDER BY name"
+    return store.database.execute_sql(sql, names).fetchall()
 
 
 def autoincrement(store: MemoryStore, table: str) -> bool | None:

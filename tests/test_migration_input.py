@@ -109,7 +109,7 @@ def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command)
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["4", "004", "0004", "+3", "+03", HEAD])
+@pytest.mark.parametrize("target", ["5", "005", "0005", "+4", "+04", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
@@ -119,10 +119,10 @@ def test_ascii_numbers_and_names_still_work(store, target):
 
 def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"005_a": ADD_IMPORTANCE, "005_b": ADD_IMPORTANCE.replace("importance", "w")}
+        tmp_path / "chain", **{"090_a": ADD_IMPORTANCE, "090_b": ADD_IMPORTANCE.replace("importance", "w")}
     )
-    with pytest.raises(MigrationError, match="'005' is ambiguous: it matches 005_a, 005_b"):
-        Migrations(store, migrate_dir=directory).upgrade("005")
+    with pytest.raises(MigrationError, match="'090' is ambiguous: it matches 090_a, 090_b"):
+        Migrations(store, migrate_dir=directory).upgrade("090")
 
 
 # --- revision: messages become file names -----------------------------------------------------
@@ -187,12 +187,12 @@ def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli,
         "4_importance.py",
         "0005_importance.py",
         "004-importance.py",
-        "005_importance.PY",
+        "090_importance.PY",
         "005_a.b.py",
         "٠٠٤_importance.py",
-        "005_importance.py\n",
+        "090_importance.py\n",
         "005_tab\there.py",
-        "005_importance.py/",
+        "090_importance.py/",
     ],
     ids=ascii,
 )

@@ -110,7 +110,7 @@ def sqlite_without_autoincrement(path) -> MemoryStore:
     database = store.database
     schema = database.execute_sql(
         "SELECT type, sql FROM sqlite_master WHERE tbl_name IN ('memories', 'memory_clusters') "
-        "AND sql IS NOT NULL ORDER BY type DESC"
+        "AND sql IS NOT NULL ORDER BY type = 'table' DESC, type"
     ).fetchall()
     for table in ("memories", "memory_clusters"):
         database.execute_sql(f'DROP TABLE "{table}"')

@@ -11,6 +11,11 @@ from typing import NamedTuple
 
 import peewee
 
+METADATA_KEYS_TABLE = "memory_metadata_keys"  # SQLite's index of metadata keys
+# Tables memoric derives from the memories alone (indexes of them): a downgrade that drops one
+# loses nothing an upgrade does not build again.
+DERIVED_TABLES = frozenset({METADATA_KEYS_TABLE})
+
 
 class Column(NamedTuple):
     """One column as the catalogue declares it."""

@@ -25,7 +25,16 @@ FILTERS = (*EQUALITY_FILTERS, "where_metadata", "related_threads_any_of", "summa
 
 def filter_conditions(store: MemoryStore, **filters) -> list:
     """The SQL conditions of the memory filters (validated; see `get_memories`)."""
-    return filter_nodes(store, checked_filters(store, filters))
+    return filter_nodes(store, keyed(store, checked_filters(store, filters)))
+
+
+def keyed(store: MemoryStore, checked: dict, enough: int | None = None) -> dict:
+    """Validated filters with `metadata_key`: the key of `where_metadata` to find memories by in
+    the dialect's own metadata index, or None (see `Dialect.metadata_key`)."""
+    key, pattern = None, checked["where_metadata"]
+    if pattern:
+        key = store.dialect.metadata_key(store.database, pattern, checked["user_id"], enough)
+    return {**checked, "metadata_key": key}
 
 
 def checked_filters(
@@ -56,6 +65,8 @@ def filter_nodes(store: MemoryStore, checked: dict) -> list:
     """SQL conditions for validated filters (equality values may be `slot`s)."""
     m = store.Memory
     conditions = [getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None]
+    if checked.get("metadata_key") is not None:
+        conditions.append(checked["metadata_key"].holders(m.id))
     if checked["where_metadata"]:
         conditions.append(m.metadata.contains(checked["where_metadata"]))
     if checked["related_threads_any_of"] is not None:
@@ -73,9 +84,12 @@ def related_to(store: MemoryStore, threads: list[str]):
     return any_of([store.dialect.in_values(m.thread_id, threads), m.related_threads.contains_any(threads)])
 
 
-def select_memories(store: MemoryStore, conditions: list):
-    """SELECT of whole memories meeting every one of `conditions`."""
+def select_memories(store: MemoryStore, conditions: list, key=None):
+    """SELECT of whole memories meeting every one of `conditions`; read by the metadata `key`'s
+    postings when one is given."""
     query = store.Memory.select()
+    if key is not None:
+        query = key.leading(query)
     if conditions:
         query = query.where(all_of(conditions))
     return query
@@ -122,7 +136,8 @@ def thread_ids(store: MemoryStore, conditions: list, limit: int | None = None) -
 def newest_first(store: MemoryStore, checked: dict, limit: int | None, offset: int):
     """The `get_memories` query of `checked` (slots for its values), newest first."""
     m = store.Memory
-    query = select_memories(store, filter_nodes(store, checked)).order_by(m.created_at.desc(), m.id.desc())
+    query = select_memories(store, filter_nodes(store, checked), checked.get("metadata_key"))
+    query = query.order_by(m.created_at.desc(), m.id.desc())
     if limit is not None:
         query = query.limit(slot("limit"))
     if offset:
@@ -131,21 +146,34 @@ def newest_first(store: MemoryStore, checked: dict, limit: int | None, offset: i
 
 
 def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
-    """(sql, params) of the page among the user's newest rows (see `MemoryStore._from_newest_rows`)."""
-    m = store.Memory
-    newest = slotted({**checked, "where_metadata": None})
+    """(sql, params) of the page looked for among the user's newest rows first, in one statement
+    (see `MemoryStore._from_newest_rows`).
+
+    `win` is the newest rows, `hits` the page among them. The page is `hits` when it is full, or
+    when `win` holds every row of the user; otherwise the statement reads the whole filter
+    (`rest`, through the JSON index). Each branch is guarded by a one-time condition, so the one
+    not taken is never run.
+    """
+    m, mark = store.Memory, store.database.param
+    newest = slotted({**checked, "where_metadata": None, "metadata_key": None})
     window = select_memories(store, filter_nodes(store, newest)).order_by(m.created_at.desc(), m.id.desc())
     window_sql, window_params = window.limit(slot("window")).sql()
     contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
     test_sql, test_params = store.database.get_sql_context().sql(contained).query()
-    mark = store.database.param
+    rest_sql, rest_params = newest_first(store, slotted(checked), 1, int(offset)).sql()
+    page = f"LIMIT {mark} OFFSET {mark}" if offset else f"LIMIT {mark}"
+    page_params = [Slot("limit"), Slot("offset")] if offset else [Slot("limit")]
+    order = '"created_at" DESC, "id" DESC'
+    short = f'(SELECT count(*) FROM "hits") < {mark}'
+    covered = f'(SELECT count(*) FROM "win") < {mark}'
     sql = (
-        f'SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
-        f'ORDER BY "t1"."created_at" DESC, "t1"."id" DESC LIMIT {mark}'
+        f'WITH "win" AS MATERIALIZED ({window_sql}), "hits" AS MATERIALIZED '
+        f'(SELECT * FROM "win" AS "t1" WHERE {test_sql} ORDER BY {order} {page}) '
+        f'SELECT * FROM "hits" WHERE NOT {short} OR {covered} '
+        f'UNION ALL SELECT * FROM ({rest_sql}) AS "rest" WHERE {short} AND NOT {covered} ORDER BY {order}'
     )
-    params = [*window_params, *test_params, Slot("limit")]
-    if offset:
-        sql, params = f"{sql} OFFSET {mark}", [*params, Slot("offset")]
+    guards = [Slot("limit"), Slot("window")]
+    params = [*window_params, *test_params, *page_params, *guards, *rest_params, *guards]
     return sql, params
 
 
@@ -160,11 +188,23 @@ def oldest_first(store: MemoryStore, checked: dict, limit: int | None):
 
 
 def slotted(checked: dict) -> dict:
-    """Validated filters with each equality filter's value replaced by its slot."""
-    return {
+    """Validated filters with each equality filter's value, and the metadata key's, replaced by its slot."""
+    slots = {
         name: slot(name) if name in EQUALITY_FILTERS and value is not None else value
         for name, value in checked.items()
     }
+    key = checked.get("metadata_key")
+    if key is not None:
+        owner = None if key.user_id is None else slot("user_id")
+        slots["metadata_key"] = key._replace(name=slot("key_name"), value=slot("key_value"), user_id=owner)
+    return slots
+
+
+def slot_values(checked: dict) -> dict:
+    """The values `slotted(checked)`'s slots stand for."""
+    key = checked.get("metadata_key")
+    extra = {} if key is None else {"key_name": key.name, "key_value": key.value}
+    return {**checked, **extra}
 
 
 def filter_shape(checked: dict) -> tuple:
@@ -177,6 +217,8 @@ def filter_shape(checked: dict) -> tuple:
             shape.append(None if value is None else dump_json(value))
         elif name == "related_threads_any_of":
             shape.append(None if value is None else tuple(value))
+        elif name == "metadata_key":
+            shape.append(value is not None)
         else:
             shape.append(value)
     return tuple(shape)

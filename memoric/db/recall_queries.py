@@ -69,8 +69,9 @@ def ranked_memories(
     validation.flag("include_summarized", include_summarized)
     now = store.clock() if now is None else now
     m = store.Memory
-    conditions = [m.user_id == user_id, namespace_is(store, namespace)]
-    conditions += filter_conditions(store, thread_id=thread_id, where_metadata=where_metadata)
+    conditions = [namespace_is(store, namespace)]
+    filters = {"user_id": user_id, "thread_id": thread_id, "where_metadata": where_metadata}
+    conditions += filter_conditions(store, **filters)
     if topic is not None:
         has_topic = m.metadata.contains(validation.metadata({"topic": topic}))
         threads = thread_ids(store, [m.user_id == user_id, namespace_is(store, namespace), has_topic])

@@ -31,9 +31,11 @@ from memoric.db.filters import (
     filter_conditions,
     filter_nodes,
     filter_shape,
+    keyed,
     newest_first,
     oldest_first,
     select_memories,
+    slot_values,
     slotted,
     thread_ids,
     window_statement,
@@ -57,7 +59,9 @@ from memoric.errors import LockTimeout, MemoricError
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 LOCK_POLL_SECONDS = 0.05
-WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
+# Rows looked at per row asked for before using the JSON index: PostgreSQL's window of the user's
+# newest rows; on SQLite the most memories a key may be held by for its postings to be read.
+WINDOW_PER_ROW = 40
 
 
 def utc_now() -> dt.datetime:
@@ -206,8 +210,10 @@ class MemoryStore:
 
     @translate_errors
     def drop_schema(self) -> None:
-        """Drop the two tables (and their indexes)."""
-        self.database.drop_tables([self.Memory, self.MemoryCluster], safe=True)
+        """Drop the two tables (and their indexes, the dialect's own included)."""
+        with self.database.atomic():
+            self.dialect.drop_extra_tables(self.database)
+            self.database.drop_tables([self.Memory, self.MemoryCluster], safe=True)
 
     @translate_errors
     def truncate(self) -> None:
@@ -276,12 +282,11 @@ class MemoryStore:
         checked = checked_filters(self, filters, method="get_memories", others=("limit", "offset"))
         limit = validation.count("limit", limit, allow_none=True)
         offset = validation.count("offset", offset)
-        values = {**checked, "limit": limit, "offset": offset}
+        checked = keyed(self, checked, enough=WINDOW_PER_ROW * (offset + limit) if limit else None)
+        values = {**slot_values(checked), "limit": limit, "offset": offset}
         window_first = self.dialect.window_first and checked["user_id"] is not None
         if limit and window_first and checked["where_metadata"]:
-            page = self._from_newest_rows(checked, values)
-            if len(page) == limit:
-                return page
+            return self._from_newest_rows(checked, values)
         key = ("get_memories", filter_shape(checked), limit is None, offset > 0)
         sql, params = self.statements.get(
             key, lambda: newest_first(self, slotted(checked), limit, offset).sql()
@@ -289,13 +294,14 @@ class MemoryStore:
         return memory_rows(self, sql, bind(params, values))
 
     def _from_newest_rows(self, checked: dict, values: dict) -> list[dict]:
-        """The page, looked for among the user's newest WINDOW_PER_ROW × (offset + limit) rows only.
+        """The page, looked for among the user's newest WINDOW_PER_ROW × (offset + limit) rows first.
 
-        A full page is the right answer: those rows come first in the order, so the matches among
-        them come first among all matches. The rows are walked newest first and the walk stops
-        when the page is full, so a common value costs a few rows where PostgreSQL's GIN index
-        would collect every row holding it (15 ms for a value in 5 % of 1M rows); a rare one
-        costs the window, then `get_memories` asks the index.
+        A full page among them is the right answer: those rows come first in the order, so the
+        matches among them come first among all matches; so is a short one when they are all the
+        user's rows. The rows are walked newest first and the walk stops when the page is full, so
+        a common value costs a few rows where PostgreSQL's GIN index would collect every row
+        holding it (15 ms for a value in 5 % of 1M rows); a rare one costs the window, then the
+        same statement asks the index (`window_statement`).
         """
         key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
@@ -305,8 +311,8 @@ class MemoryStore:
     @translate_errors
     def count_memories(self, **filters) -> int:
         """How many memories match every filter (the filters of `get_memories`)."""
-        checked = checked_filters(self, filters, method="count_memories")
-        return select_memories(self, filter_nodes(self, checked)).count()
+        checked = keyed(self, checked_filters(self, filters, method="count_memories"))
+        return select_memories(self, filter_nodes(self, checked), checked["metadata_key"]).count()
 
     @translate_errors
     def link_threads_by_topic(self, user_id: str, topic) -> list[str]:

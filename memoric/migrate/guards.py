@@ -157,9 +157,9 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
 
 
 def shape(run: Run) -> Shape:
-    """{table: its column names} of every table but the chains' histories."""
-    histories = {router.chain.table for router in run.routers.values()}
-    names = [table for table in run.tables() if table not in histories]
+    """{table: its column names} of every table but the chains' histories and the derived tables."""
+    skipped = {router.chain.table for router in run.routers.values()} | catalogue.DERIVED_TABLES
+    names = [table for table in run.tables() if table not in skipped]
     return {table: set(found) for table, found in run.dialect.columns(run.database, names).items()}
 
 

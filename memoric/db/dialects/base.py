@@ -68,6 +68,17 @@ class Dialect(abc.ABC):
         """Create the indexes this dialect has beyond the models' own."""
 
     @abc.abstractmethod
+    def drop_extra_tables(self, database: peewee.Database) -> None:
+        """Drop the tables this dialect keeps beside memoric's two (its indexes of them)."""
+
+    @abc.abstractmethod
+    def metadata_key(self, database: peewee.Database, pattern: dict, user_id: str | None, enough: int | None):
+        """The key of `pattern` to look memories up by in this dialect's own metadata index
+        (its `holders(id_column)` is the condition, `leading(query)` the query reading by it):
+        None where there is none to use (no such index, or every key held by more than
+        `enough` memories of `user_id`, or of everyone's when None)."""
+
+    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

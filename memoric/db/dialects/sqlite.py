@@ -15,6 +15,7 @@ import peewee
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
+from memoric.db.dialects import sqlite_keys
 from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
@@ -59,7 +60,21 @@ class SqliteDialect(Dialect):
         return peewee.Expression(column, "IN", jsonfilter.json_values(values))
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
-        """SQLite needs none beyond the models' own."""
+        """The metadata keys table and the triggers that keep it (`sqlite_keys`)."""
+        sqlite_keys.create(database)
+
+    def drop_extra_tables(self, database: peewee.Database) -> None:
+        sqlite_keys.drop(database)
+
+    def metadata_key(self, database: peewee.Database, pattern: dict, user_id: str | None, enough: int | None):
+        """The rarest key of `pattern` (`sqlite_keys`); None in a schema without the keys table (a
+        draft of the models, say), where filters read every memory in scope, as before it."""
+        try:
+            return sqlite_keys.rarest_key(database, pattern, user_id, enough)
+        except peewee.OperationalError as exc:
+            if str(exc) == f"no such table: {sqlite_keys.TABLE}":
+                return None
+            raise
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
