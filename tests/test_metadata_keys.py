@@ -235,6 +235,16 @@ def test_a_rare_key_is_read_and_a_common_one_walks_the_newest_rows(db):
     assert [m["content"] for m in page] == ["m7"]
 
 
+def test_create_schema_over_memories_posts_their_keys(db):
+    """Building the schema where memories exist without the keys table indexes them too."""
+    if db.is_postgres:
+        pytest.skip("the keys table is SQLite's")
+    fill(db)
+    sqlite_keys.drop(db.database)
+    db.create_schema()
+    assert_filters_match_the_reference(db)
+
+
 def test_a_database_without_the_keys_table_still_filters_exactly(db):
     """A schema drafted from the models alone has no keys table: filters read every memory."""
     if db.is_postgres:

@@ -81,9 +81,16 @@ TRIGGERS_DDL = (
 
 
 def create(database: peewee.Database) -> None:
-    """Create the keys table and the triggers that keep it, where not there yet (an empty schema:
-    the migration that adds them to a database with memories posts their keys)."""
-    database.execute_sql(TABLE_DDL)
+    """Create the keys table, post the keys of any memories already there, and add the triggers
+    that keep it; where the table exists already, only the missing triggers are added."""
+    exists = database.execute_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+    ).fetchone()
+    if not exists:
+        database.execute_sql(TABLE_DDL)
+        database.execute_sql(
+            f"INSERT OR IGNORE INTO {TABLE} {keys_of('m.metadata', ', m.user_id, m.id', 'memories AS m, ')}"
+        )
     for statement in TRIGGERS_DDL:
         database.execute_sql(statement)
 
