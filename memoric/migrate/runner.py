@@ -227,6 +227,7 @@ class Run:
         for step in plan:
             try:
                 self.routers[step.chain].run_one(step.name, migrator, fake=False, downgrade=downgrade)
+                self.dialect.repair_extra_indexes(self.database)
             except Exception as exc:
                 raise MigrationError(_failure(step.label, downgrade, finished, exc)) from exc
             finished.append(step.label)

@@ -68,6 +68,10 @@ class Dialect(abc.ABC):
         """Create the indexes this dialect has beyond the models' own."""
 
     @abc.abstractmethod
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """Put back what a migration's rebuild of a table took from the dialect's own indexes."""
+
+    @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """Drop the tables this dialect keeps beside memoric's two (its indexes of them)."""
 

@@ -84,6 +84,9 @@ class PostgresDialect(Dialect):
         for name in GIN_INDEXES:
             database.execute_sql(gin_index_sql(name))
 
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """None: PostgreSQL rewrites a table with its indexes."""
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """None: the GIN indexes go with their table."""
 

@@ -63,6 +63,11 @@ class SqliteDialect(Dialect):
         """The metadata keys table and the triggers that keep it (`sqlite_keys`)."""
         sqlite_keys.create(database)
 
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """The metadata keys' triggers, with every key posted afresh, when a rebuild of `memories`
+        dropped them (`sqlite_keys.repair`)."""
+        sqlite_keys.repair(database)
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
 

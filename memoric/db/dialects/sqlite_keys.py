@@ -73,7 +73,7 @@ TABLE_DDL = (
 )
 TRIGGERS_DDL = (
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_insert AFTER INSERT ON memories BEGIN {_add('NEW')} END",
-    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE OF metadata, user_id, id ON memories "
+    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE ON memories "
     "WHEN OLD.metadata IS NOT NEW.metadata OR OLD.user_id IS NOT NEW.user_id OR OLD.id IS NOT NEW.id "
     f"BEGIN {_remove('OLD')} {_add('NEW')} END",
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_delete AFTER DELETE ON memories BEGIN {_remove('OLD')} END",
@@ -95,9 +95,33 @@ def create(database: peewee.Database) -> None:
         database.execute_sql(statement)
 
 
+TRIGGERS = ("memories_keys_insert", "memories_keys_update", "memories_keys_delete")
+_TRIGGERS_FOUND = (
+    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'memories' "
+    f"AND name IN {TRIGGERS!r}"
+)
+
+
+def kept(database: peewee.Database) -> bool:
+    """Whether all three triggers are there, so the keys are those of the memories."""
+    return database.execute_sql(_TRIGGERS_FOUND).fetchone()[0] == len(TRIGGERS)
+
+
+def repair(database: peewee.Database) -> None:
+    """Post every memory's keys afresh and put the triggers back, where the keys table is there
+    but a trigger is not: rebuilding `memories` (as SQLite's ALTER of a column does, in any
+    migration) drops its triggers, and every write after that would go unposted."""
+    found = {name for (name,) in database.execute_sql("SELECT name FROM sqlite_master").fetchall()}
+    if TABLE not in found or "memories" not in found or kept(database):
+        return
+    with database.atomic():
+        drop(database)
+        create(database)
+
+
 def drop(database: peewee.Database) -> None:
     """Drop the triggers and the keys table (the memories keep everything they hold)."""
-    for trigger in ("memories_keys_insert", "memories_keys_update", "memories_keys_delete"):
+    for trigger in TRIGGERS:
         database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
     database.execute_sql(f"DROP TABLE IF EXISTS {TABLE}")
 
@@ -148,11 +172,12 @@ def rarest_key(
 ) -> MetadataKey | None:
     """The pattern's key with the fewest postings (of `user_id`'s memories, or everyone's).
 
-    None when the pattern has no key, or when even the rarest is held by more than `enough`
-    memories: walking the memories in order finds a page sooner then.
+    None when the pattern has no key, when even the rarest is held by more than `enough`
+    memories (walking the memories in order finds a page sooner then), or when a trigger is
+    missing (the keys may be stale: every memory in scope is read instead).
     """
     keys = pattern_keys(pattern)[:MAX_PROBED_KEYS]
-    if not keys:
+    if not keys or not kept(database):
         return None
     cap = COUNT_CAP if enough is None else min(enough, COUNT_CAP) + 1
     owner = "" if user_id is None else ' AND "user_id" = ?'
