@@ -153,14 +153,18 @@ def captured_sql():
         PEEWEE_LOGGER.setLevel(level)
 
 
+QUERY_WORDS = ("SELECT", "WITH")
+
+
 def explain(store, call) -> dict:
-    """The SQL `call()` runs (its first SELECT) and the plan the database picks for it."""
+    """The SQL `call()` runs (its last query: on SQLite the metadata keys are counted first) and
+    the plan the database picks for it."""
     with captured_sql() as statements:
         call()
-    selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
-    if not selects:
+    queries = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(QUERY_WORDS)]
+    if not queries:
         return {"sql": None, "plan": []}
-    sql, params = selects[0]
+    sql, params = queries[-1]
     prefix = "EXPLAIN QUERY PLAN " if store.is_sqlite else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
     rows = store.database.execute_sql(prefix + sql, params).fetchall()
     plan = [row[-1] for row in rows]
