@@ -164,7 +164,7 @@ def explain(store, call) -> dict:
     queries = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(QUERY_WORDS)]
     if not queries:
         return {"sql": None, "plan": []}
-    sql, params = queries[-1]
+    sql, params = queries[-1][0], queries[-1][1] or ()
     prefix = "EXPLAIN QUERY PLAN " if store.is_sqlite else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
     rows = store.database.execute_sql(prefix + sql, params).fetchall()
     plan = [row[-1] for row in rows]
