@@ -133,14 +133,16 @@ def matches(memory, pattern) -> bool:
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
 THIRD = "003_never_reuse_ids"
-HEAD = "004_bigint_ids"
+FOURTH = "004_bigint_ids"
+POSTINGS = "006_text_postings"
 
 
-# The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, HEAD]
+# The chain shipped with memoric; test-only migrations are numbered after it (007 on).
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, POSTINGS]
+HEAD = SHIPPED[-1]
 
 
-MEMORIC_TABLES = ("memories", "memory_clusters")
+MEMORIC_TABLES = ("memories", "memory_clusters", "memory_terms", "memory_documents")
 
 
 ADD_IMPORTANCE = '''"""Test-only: an `importance` column with an index."""
@@ -249,9 +251,10 @@ def history_names(store: MemoryStore) -> list[str]:
 
 
 def all_rows(store: MemoryStore) -> dict[str, list]:
+    """Every row of the memories and clusters tables (the text postings are derived from them)."""
     return {
         table: store.database.execute_sql(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
-        for table in MEMORIC_TABLES
+        for table in ("memories", "memory_clusters")
     }
 
 

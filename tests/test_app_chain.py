@@ -26,9 +26,9 @@ from memoric.migrate import APP_HISTORY_TABLE, Migrations, default_migrate_dir
 from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
+    FOURTH,
     HEAD,
     LABELS,
-    SECOND,
     SHIPPED,
     THIRD,
     all_rows,
@@ -185,16 +185,16 @@ def test_memoric_gains_a_migration_after_the_app_added_its_own(store, tmp_path):
     sentiments = store.database.execute_sql('SELECT "id", "sentiment" FROM "memories" ORDER BY 1').fetchall()
     before = all_rows(store)
 
-    (memoric_dir / "005_add_importance.py").write_text(ADD_IMPORTANCE, encoding="utf-8")
+    (memoric_dir / "007_add_importance.py").write_text(ADD_IMPORTANCE, encoding="utf-8")
     later = Migrations(store, migrate_dir=memoric_dir, app_dir=app)
-    assert later.names() == [*SHIPPED, "005_add_importance", f"app:{SENTIMENT}"]
-    assert later.pending() == ["005_add_importance"]
-    with pytest.raises(MigrationError, match=r"1 pending migration\(s\) \(005_add_importance\)"):
+    assert later.names() == [*SHIPPED, "007_add_importance", f"app:{SENTIMENT}"]
+    assert later.pending() == ["007_add_importance"]
+    with pytest.raises(MigrationError, match=r"1 pending migration\(s\) \(007_add_importance\)"):
         later.ensure_schema()
-    assert later.upgrade() == ["005_add_importance"]
-    assert (later.current(), later.current("app")) == ("005_add_importance", SENTIMENT)
+    assert later.upgrade() == ["007_add_importance"]
+    assert (later.current(), later.current("app")) == ("007_add_importance", SENTIMENT)
     assert [(row["chain"], row["name"], row["applied"]) for row in later.history()] == [
-        *(("memoric", name, True) for name in [*SHIPPED, "005_add_importance"]),
+        *(("memoric", name, True) for name in [*SHIPPED, "007_add_importance"]),
         ("app", SENTIMENT, True),
     ]
     assert (
@@ -204,10 +204,10 @@ def test_memoric_gains_a_migration_after_the_app_added_its_own(store, tmp_path):
     assert [m["id"] for m in store.get_memories(user_id="ada")] == ids[::-1]
 
     assert later.downgrade(confirm_data_loss=True) == [f"app:{SENTIMENT}"], "the app's chain comes last"
-    assert later.downgrade(confirm_data_loss=True) == ["005_add_importance"]
-    assert later.upgrade() == ["005_add_importance", f"app:{SENTIMENT}"]
+    assert later.downgrade(confirm_data_loss=True) == ["007_add_importance"]
+    assert later.upgrade() == ["007_add_importance", f"app:{SENTIMENT}"]
     assert later.downgrade("app:base", confirm_data_loss=True) == [f"app:{SENTIMENT}"]
-    assert later.downgrade("memoric:004", confirm_data_loss=True) == ["005_add_importance"]
+    assert later.downgrade("memoric:006", confirm_data_loss=True) == ["007_add_importance"]
     assert all_rows(store) == {
         table: [row[: len(row) - 1] if table == "memories" else row for row in rows]
         for table, rows in before.items()
@@ -229,15 +229,17 @@ def test_targets_across_the_two_chains(both):
     assert both.upgrade("app:+1") == [*SHIPPED, sentiment], "memoric's chain comes first"
     assert both.upgrade("+1") == ["app:002_labels"]
     assert both.downgrade("app:-1") == ["app:002_labels"]
-    assert both.downgrade("memoric:002") == [sentiment, HEAD, THIRD], "the app's chain is rolled back first"
-    assert both.upgrade("app:001") == [THIRD, HEAD, sentiment]
+    assert both.downgrade("memoric:002") == [sentiment, HEAD, FOURTH, THIRD], (
+        "the app's chain is rolled back first"
+    )
+    assert both.upgrade("app:001") == [THIRD, FOURTH, HEAD, sentiment]
     assert both.upgrade("002_labels") == ["app:002_labels"], "a name only the app chain has"
     assert both.downgrade("app:base") == ["app:002_labels", sentiment]
     assert (both.current(), both.current("app")) == (HEAD, None)
     assert both.upgrade("memoric:head") == []
     assert both.upgrade() == [sentiment, "app:002_labels"]
     assert both.downgrade("memoric:-1") == ["app:002_labels", sentiment, HEAD]
-    assert both.downgrade("base") == [THIRD, SECOND, FIRST]
+    assert both.downgrade("base") == SHIPPED[-2::-1]
     assert both.pending() == [*SHIPPED, sentiment, "app:002_labels"]
 
 

@@ -19,6 +19,7 @@ from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
+    FOURTH,
     HEAD,
     SECOND,
     SHIPPED,
@@ -48,12 +49,12 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{THIRD}\n{HEAD}\n")
+    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{THIRD}\n{FOURTH}\n{HEAD}\n")
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in result.stdout
+    assert "".join(f"Applied {name}\n" for name in SHIPPED) in result.stdout
     assert f"is at {HEAD} (head)" in result.stdout
     assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     history = cli("migrate", "history").stdout.splitlines()
@@ -65,11 +66,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {THIRD}\n" in result.stdout
+    assert f"is at {FOURTH}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {THIRD}\nRolled back {SECOND}\nRolled back {FIRST}\n")
+    assert result.stdout.startswith("".join(f"Rolled back {name}\n" for name in SHIPPED[-2::-1]))
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 
@@ -80,16 +81,16 @@ def test_db_migrate_is_the_same_group(cli):
 
 
 def test_targets_through_the_cli(cli, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"005_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"007_importance": ADD_IMPORTANCE}))
     assert "Applied 001" in cli("migrate", "upgrade", "+1", "--dir", directory).stdout
-    result = cli("migrate", "upgrade", "005_importance", "--dir", directory)
-    assert f"Applied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\nApplied 005_importance\n" in result.stdout
-    assert "Rolled back 005_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
-    result = cli("migrate", "downgrade", "base", "--dir", directory)
+    result = cli("migrate", "upgrade", "007_importance", "--dir", directory)
     assert (
-        f"Rolled back {HEAD}\nRolled back {THIRD}\nRolled back {SECOND}\nRolled back {FIRST}\n"
+        f"Applied {SECOND}\nApplied {THIRD}\nApplied {FOURTH}\nApplied {HEAD}\nApplied 007_importance\n"
         in result.stdout
     )
+    assert "Rolled back 007_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
+    result = cli("migrate", "downgrade", "base", "--dir", directory)
+    assert "".join(f"Rolled back {name}\n" for name in SHIPPED[::-1]) in result.stdout
     assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
     assert history_names(check) == [FIRST]
 
@@ -198,7 +199,7 @@ def test_init_db_then_upgrade_is_a_no_op(cli, check):
 def test_init_db_migrate_records_the_history(cli, check):
     result = cli("init-db", "--migrate")
     assert result.exit_code == 0, result.output
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in result.stdout
+    assert "".join(f"Applied {name}\n" for name in SHIPPED) in result.stdout
     history = Migrations(check).history()
     assert [(row["name"], row["applied"]) for row in history] == [(name, True) for name in SHIPPED]
 
@@ -309,11 +310,11 @@ def test_lock_timeout_reports_waiting_then_fails(cli, check):
 
 
 def test_two_processes_upgrading_at_once_apply_each_migration_once(dsn, tmp_path, check):
-    directory = str(chain(tmp_path / "chain", **{"005_importance": ADD_IMPORTANCE}))
+    directory = str(chain(tmp_path / "chain", **{"007_importance": ADD_IMPORTANCE}))
     stdouts = run_twice_at_once(check, dsn, "migrate", "upgrade", "--dir", directory, cwd=tmp_path)
-    assert "".join(f"Applied {name}\n" for name in [*SHIPPED, "005_importance"]) in stdouts[0]
+    assert "".join(f"Applied {name}\n" for name in [*SHIPPED, "007_importance"]) in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
-    assert history_names(check) == [*SHIPPED, "005_importance"]
+    assert history_names(check) == [*SHIPPED, "007_importance"]
 
 
 # --- the installed package ------------------------------------------------------------------
@@ -366,7 +367,7 @@ def test_a_wheel_in_a_fresh_venv_upgrades_and_downgrades_from_another_directory(
     )
     assert all(path.startswith(str(venv)) for path in located.stdout.split())
     upgraded = run([memoric, "--dsn", "sqlite:///x.db", "migrate", "upgrade"], elsewhere).stdout
-    assert f"Applied {FIRST}\nApplied {SECOND}\nApplied {THIRD}\nApplied {HEAD}\n" in upgraded
+    assert "".join(f"Applied {name}\n" for name in SHIPPED) in upgraded
     assert (elsewhere / "x.db").exists()
     assert (
         f"Rolled back {HEAD}"

@@ -245,7 +245,7 @@ def rollback(migrator, database, *, fake=False):
 
 
 def test_sigkill_during_a_migration_leaves_schema_and_history_as_they_were(new_dsn, tmp_path):
-    directory = chain(tmp_path / "migrations", **{"005_agent_notes": BLOCKS_HALFWAY})
+    directory = chain(tmp_path / "migrations", **{"007_agent_notes": BLOCKS_HALFWAY})
     memoric = Memoric(new_dsn())
     memoric.save("ada", "saved before the migration")
     before = snapshot(memoric.db)
@@ -278,8 +278,8 @@ def test_sigkill_during_a_migration_leaves_schema_and_history_as_they_were(new_d
 
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "Applied 005_agent_notes" in rerun.stdout
-    assert Migrations(store, migrate_dir=directory).current() == "005_agent_notes"
+    assert "Applied 007_agent_notes" in rerun.stdout
+    assert Migrations(store, migrate_dir=directory).current() == "007_agent_notes"
     assert store.database.execute_sql("SELECT note FROM agent_notes").fetchall() == [("half done",)]
     assert snapshot(store) == before
 

@@ -25,6 +25,7 @@ from tests.helpers import (
     ADD_IMPORTANCE,
     CLI,
     FIRST,
+    FOURTH,
     HEAD,
     SECOND,
     SHIPPED,
@@ -65,7 +66,7 @@ def state(store: MemoryStore) -> tuple:
 def test_downgrade_of_an_empty_database_needs_no_confirmation(store):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == [HEAD, FOURTH, THIRD, SECOND, FIRST]
     assert history_names(store) == []
 
 
@@ -82,7 +83,7 @@ def test_downgrade_base_with_memories_is_refused_and_changes_nothing(store):
     assert "confirm_data_loss=True" in str(refused.value)
     assert state(store) == before
 
-    assert migrations.downgrade("base", confirm_data_loss=True) == [HEAD, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base", confirm_data_loss=True) == [HEAD, FOURTH, THIRD, SECOND, FIRST]
     assert tables(store) == {"migratehistory"}
 
 
@@ -91,47 +92,47 @@ def test_a_downgrade_that_drops_nothing_needs_no_confirmation(store):
     migrations.upgrade()
     fill(store)
     rows = all_rows(store)
-    assert migrations.downgrade("001") == [HEAD, THIRD, SECOND]
+    assert migrations.downgrade("001") == [HEAD, FOURTH, THIRD, SECOND]
     assert all_rows(store) == rows
 
 
 def test_a_dropped_column_with_values_is_refused_one_with_only_nulls_is_not(store, tmp_path):
-    filled = Migrations(store, migrate_dir=chain(tmp_path / "filled", **{"005_importance": ADD_IMPORTANCE}))
+    filled = Migrations(store, migrate_dir=chain(tmp_path / "filled", **{"007_importance": ADD_IMPORTANCE}))
     filled.upgrade(HEAD)
     fill(store, memories=3)
     filled.upgrade()
     with pytest.raises(DataLossRefused, match=r"memories\.importance \(3 values\)") as refused:
         filled.downgrade()
     assert refused.value.losses == {"memories.importance": 3}
-    assert filled.current() == "005_importance"
-    assert filled.downgrade(confirm_data_loss=True) == ["005_importance"]
+    assert filled.current() == "007_importance"
+    assert filled.downgrade(confirm_data_loss=True) == ["007_importance"]
 
     empty = Migrations(
-        store, migrate_dir=chain(tmp_path / "empty", **{"005_importance": NULLABLE_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "empty", **{"007_importance": NULLABLE_IMPORTANCE})
     )
     empty.upgrade()
-    assert empty.downgrade() == ["005_importance"]
+    assert empty.downgrade() == ["007_importance"]
 
 
 def test_an_applications_own_table_is_guarded_too(store, tmp_path):
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"005_agent_notes": NOTES}))
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"007_agent_notes": NOTES}))
     migrations.upgrade()
     with pytest.raises(DataLossRefused, match=r"agent_notes \(2 rows\)"):
         migrations.downgrade()
     assert "agent_notes" in tables(store)
-    assert migrations.downgrade(confirm_data_loss=True) == ["005_agent_notes"]
+    assert migrations.downgrade(confirm_data_loss=True) == ["007_agent_notes"]
 
 
 def test_a_failing_rollback_undoes_the_whole_downgrade(store, tmp_path):
     breaks = NOTES.replace('DROP TABLE "agent_notes"', 'DROP TABLE "no_such_table"')
-    directory = chain(tmp_path / "chain", **{"005_agent_notes": breaks, "006_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"007_agent_notes": breaks, "008_importance": ADD_IMPORTANCE})
     migrations = Migrations(store, migrate_dir=directory)
     migrations.upgrade()
     with pytest.raises(
-        MigrationError, match="rollback of migration 005_agent_notes failed; the whole downgrade"
+        MigrationError, match="rollback of migration 007_agent_notes failed; the whole downgrade"
     ):
         migrations.downgrade("base", confirm_data_loss=True)
-    assert history_names(store) == [*SHIPPED, "005_agent_notes", "006_importance"]
+    assert history_names(store) == [*SHIPPED, "007_agent_notes", "008_importance"]
     assert "importance" in {row[0] for row in schema(store)["memories"]["columns"]}
 
 
@@ -157,10 +158,7 @@ def test_cli_refuses_in_one_line_without_a_terminal_and_yes_confirms(cli, store)
 
     result = cli("migrate", "downgrade", "base", "--yes")
     assert result.exit_code == 0, result.output
-    assert (
-        f"Rolled back {HEAD}\nRolled back {THIRD}\nRolled back {SECOND}\nRolled back {FIRST}\n"
-        in result.stdout
-    )
+    assert "".join(f"Rolled back {name}\n" for name in SHIPPED[::-1]) in result.stdout
     assert tables(store) == {"migratehistory"}
 
 

@@ -109,7 +109,7 @@ def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command)
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["4", "004", "0004", "+3", "+03", HEAD])
+@pytest.mark.parametrize("target", ["6", "006", "0006", "+4", "+04", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
@@ -119,10 +119,10 @@ def test_ascii_numbers_and_names_still_work(store, target):
 
 def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"005_a": ADD_IMPORTANCE, "005_b": ADD_IMPORTANCE.replace("importance", "w")}
+        tmp_path / "chain", **{"007_a": ADD_IMPORTANCE, "007_b": ADD_IMPORTANCE.replace("importance", "w")}
     )
-    with pytest.raises(MigrationError, match="'005' is ambiguous: it matches 005_a, 005_b"):
-        Migrations(store, migrate_dir=directory).upgrade("005")
+    with pytest.raises(MigrationError, match="'007' is ambiguous: it matches 007_a, 007_b"):
+        Migrations(store, migrate_dir=directory).upgrade("007")
 
 
 # --- revision: messages become file names -----------------------------------------------------
@@ -187,12 +187,12 @@ def test_revision_that_cannot_write_its_file_is_one_line_and_leaves_nothing(cli,
         "4_importance.py",
         "0005_importance.py",
         "004-importance.py",
-        "005_importance.PY",
-        "005_a.b.py",
+        "007_importance.PY",
+        "007_a.b.py",
         "٠٠٤_importance.py",
-        "005_importance.py\n",
-        "005_tab\there.py",
-        "005_importance.py/",
+        "007_importance.py\n",
+        "007_tab\there.py",
+        "007_importance.py/",
     ],
     ids=ascii,
 )
@@ -210,6 +210,6 @@ def test_a_file_that_looks_like_a_migration_but_is_not_named_like_one_is_an_erro
 
 def test_other_files_in_a_migrations_directory_are_left_alone(store, tmp_path):
     directory = chain(tmp_path / "chain")
-    for name in ("__init__.py", "README.md", "helpers.py", "005_notes.txt", ".005_hidden.py.swp"):
+    for name in ("__init__.py", "README.md", "helpers.py", "007_notes.txt", ".007_hidden.py.swp"):
         (directory / name).write_text("", encoding="utf-8")
     assert Migrations(store, migrate_dir=directory).upgrade() == SHIPPED

@@ -28,11 +28,12 @@ from memoric.migrate import (
 from tests.helpers import (
     ADD_IMPORTANCE,
     FIRST,
+    FOURTH,
     HEAD,
     MEMORIC_TABLES,
+    POSTINGS,
     SECOND,
     SHIPPED,
-    THIRD,
     all_rows,
     chain,
     columns,
@@ -108,7 +109,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == SHIPPED[::-1]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -124,21 +125,21 @@ def test_upgrade_adopts_tables_that_already_exist(store, model_schema):
 
 def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("004") == SHIPPED
+    assert migrations.upgrade("006") == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
 
-    assert migrations.upgrade() == ["005_add_importance"]
+    assert migrations.upgrade() == ["007_add_importance"]
     values = store.database.execute_sql('SELECT importance FROM "memories" ORDER BY id').fetchall()
     assert values == [(0,), (0,), (0,)]
     assert "idx_memories_importance" in indexes(store, "memories")
-    assert migrations.downgrade(confirm_data_loss=True) == ["005_add_importance"]
+    assert migrations.downgrade(confirm_data_loss=True) == ["007_add_importance"]
     assert "importance" not in {column[0] for column in columns(store, "memories")}
     assert store.get_memories(user_id="ada") == before
-    assert migrations.upgrade() == ["005_add_importance"]
+    assert migrations.upgrade() == ["007_add_importance"]
     assert store.get_memories(user_id="ada") == before
     assert store.get_clusters(user_id="ada")[0]["cluster_id"] == cluster_id
     assert set(MEMORY_INDEXES) <= set(indexes(store, "memories"))
@@ -198,7 +199,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [SECOND, THIRD, HEAD]
+    assert migrations.upgrade() == SHIPPED[1:]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -215,7 +216,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     before = fill_threads(store)
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.downgrade("001") == [HEAD, THIRD, SECOND]
+    assert migrations.downgrade("001") == SHIPPED[:0:-1]
     assert migrations.current() == FIRST
     assert thread_indexes(store) == THREAD_INDEXES_AT_001
     assert schema(store) == schema_at_first
@@ -223,7 +224,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [SECOND, THIRD, HEAD]
+    assert migrations.upgrade() == SHIPPED[1:]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -251,31 +252,31 @@ def test_002_renames_on_postgresql_and_rebuilds_on_sqlite(store):
 
 def test_a_failing_migration_leaves_schema_and_history_unchanged(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"005_fails_halfway": FAILS_HALFWAY})
+        store, migrate_dir=chain(tmp_path / "chain", **{"007_fails_halfway": FAILS_HALFWAY})
     )
     assert migrations.upgrade(HEAD) == SHIPPED
     before = schema(store)
-    with pytest.raises(MigrationError, match="005_fails_halfway") as failure:
+    with pytest.raises(MigrationError, match="007_fails_halfway") as failure:
         migrations.upgrade()
     assert isinstance(failure.value.__cause__, peewee.DatabaseError)
     assert "unchanged" in str(failure.value)
     assert "half_done" not in tables(store)
     assert schema(store) == before
     assert history_names(store) == SHIPPED
-    assert migrations.pending() == ["005_fails_halfway"]
+    assert migrations.pending() == ["007_fails_halfway"]
     store.insert_memory(user_id="ada", content="the store still works")
 
 
 def test_failure_in_a_later_migration_keeps_the_earlier_ones_of_the_run(store, tmp_path):
     directory = chain(
-        tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE, "006_fails": FAILS_HALFWAY}
+        tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE, "008_fails": FAILS_HALFWAY}
     )
     with pytest.raises(
         MigrationError,
-        match=r"006_fails.*completed before it: 001_initial_schema, 002_merge_thread_indexes, 003_never_r",
+        match=r"008_fails.*completed before it: 001_initial_schema, 002_merge_thread_indexes, 003_never_r",
     ):
         Migrations(store, migrate_dir=directory).upgrade()
-    assert history_names(store) == [*SHIPPED, "005_add_importance"]
+    assert history_names(store) == [*SHIPPED, "007_add_importance"]
     assert "half_done" not in tables(store)
 
 
@@ -283,24 +284,24 @@ def test_a_failing_rollback_is_undone_and_named(store, tmp_path):
     broken = ADD_IMPORTANCE.replace(
         'migrator.remove_fields("memories", "importance")', "migrator.sql('DROP TABLE \"no_such_table\"')"
     )
-    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"005_add_importance": broken}))
+    migrations = Migrations(store, migrate_dir=chain(tmp_path / "chain", **{"007_add_importance": broken}))
     migrations.upgrade()
     with pytest.raises(
-        MigrationError, match=r"rollback of migration 005_add_importance failed.*no_such_table"
+        MigrationError, match=r"rollback of migration 007_add_importance failed.*no_such_table"
     ):
         migrations.downgrade()
-    assert migrations.current() == "005_add_importance"
+    assert migrations.current() == "007_add_importance"
     assert "idx_memories_importance" in indexes(store, "memories")
 
 
 def test_an_applied_migration_whose_file_is_gone_cannot_be_rolled_back(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE})
     Migrations(store, migrate_dir=directory).upgrade()
-    (directory / "005_add_importance.py").unlink()
+    (directory / "007_add_importance.py").unlink()
     migrations = Migrations(store, migrate_dir=directory)
     row = migrations.history()[-1]
-    assert (row["name"], row["applied"], row["known"]) == ("005_add_importance", True, False)
-    edited = r"lists migrations memoric's chain does not have \(005_add_importance\):.*the chain was edited"
+    assert (row["name"], row["applied"], row["known"]) == ("007_add_importance", True, False)
+    edited = r"lists migrations memoric's chain does not have \(007_add_importance\):.*the chain was edited"
     for call in (migrations.pending, migrations.downgrade, migrations.upgrade):
         with pytest.raises(MigrationError, match=edited):
             call()
@@ -326,24 +327,24 @@ def longer(store, tmp_path) -> Migrations:
     third = ADD_IMPORTANCE
     fourth = ADD_IMPORTANCE.replace("importance", "weight")
     return Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"005_importance": third, "006_weight": fourth})
+        store, migrate_dir=chain(tmp_path / "chain", **{"007_importance": third, "008_weight": fourth})
     )
 
 
 def test_relative_and_named_targets(longer):
     assert longer.upgrade("+1") == [FIRST]
-    assert longer.upgrade("006_weight") == [SECOND, THIRD, HEAD, "005_importance", "006_weight"]
-    assert longer.downgrade("-2") == ["006_weight", "005_importance"]
-    assert longer.upgrade("5") == ["005_importance"]
-    assert longer.current() == "005_importance"
+    assert longer.upgrade("008_weight") == [*SHIPPED[1:], "007_importance", "008_weight"]
+    assert longer.downgrade("-2") == ["008_weight", "007_importance"]
+    assert longer.upgrade("7") == ["007_importance"]
+    assert longer.current() == "007_importance"
     assert longer.upgrade("002") == []
-    assert longer.downgrade("001_initial_schema") == ["005_importance", HEAD, THIRD, SECOND]
+    assert longer.downgrade("001_initial_schema") == ["007_importance", *SHIPPED[:0:-1]]
     assert longer.current() == FIRST
-    assert longer.upgrade("head") == [SECOND, THIRD, HEAD, "005_importance", "006_weight"]
+    assert longer.upgrade("head") == [*SHIPPED[1:], "007_importance", "008_weight"]
     assert longer.downgrade("head") == []
-    assert longer.downgrade("4") == ["006_weight", "005_importance"]
+    assert longer.downgrade("6") == ["008_weight", "007_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [THIRD, SECOND, FIRST]
+    assert longer.downgrade("base") == SHIPPED[-2::-1]
     assert longer.current() is None
 
 
@@ -353,17 +354,15 @@ def test_relative_and_named_targets(longer):
         (
             "upgrade",
             "nonsense",
-            "unknown migration target 'nonsense'.*"
-            "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
-            "005_importance, 006_weight",
+            f"unknown migration target 'nonsense'.*{', '.join(SHIPPED)}, 007_importance, 008_weight",
         ),
-        ("upgrade", "007", "unknown migration target '007'"),
+        ("upgrade", "009", "unknown migration target '009'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+7", "only 6 migration"),
+        ("upgrade", "+8", "only 7 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
-        ("stamp", "005_nope", "unknown migration target"),
+        ("stamp", "007_nope", "unknown migration target"),
     ],
 )
 def test_bad_targets_are_migration_errors(longer, method, target, message):
@@ -374,22 +373,19 @@ def test_bad_targets_are_migration_errors(longer, method, target, message):
 
 def test_history_pending_and_current(longer):
     assert longer.current() is None
-    assert longer.pending() == [*SHIPPED, "005_importance", "006_weight"]
+    assert longer.pending() == [*SHIPPED, "007_importance", "008_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+5")
+    longer.upgrade(f"+{len(SHIPPED) + 1}")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
-        (FIRST, True),
-        (SECOND, True),
-        (THIRD, True),
-        (HEAD, True),
-        ("005_importance", True),
-        ("006_weight", False),
+        *((name, True) for name in SHIPPED),
+        ("007_importance", True),
+        ("008_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[5]["applied_at"] is None
-    assert longer.pending() == ["006_weight"]
-    assert longer.current() == "005_importance"
+    assert history[-1]["applied_at"] is None
+    assert longer.pending() == ["008_weight"]
+    assert longer.current() == "007_importance"
 
 
 def test_history_names_are_unique(store):
@@ -404,12 +400,12 @@ def test_stamp_moves_the_version_without_ddl(longer):
     store = longer.store
     longer.upgrade()
     built = schema(store)
-    assert longer.stamp("-1") == "005_importance"
-    assert longer.stamp("-2") == THIRD
+    assert longer.stamp("-1") == "007_importance"
+    assert longer.stamp("-2") == FOURTH
     assert longer.stamp("+1") == HEAD
-    assert longer.stamp("005") == "005_importance"
-    assert history_names(store) == [*SHIPPED, "005_importance"]
-    assert longer.stamp("head") == "006_weight"
+    assert longer.stamp("007") == "007_importance"
+    assert history_names(store) == [*SHIPPED, "007_importance"]
+    assert longer.stamp("head") == "008_weight"
     assert longer.pending() == []
     assert longer.stamp("base") is None
     assert history_names(store) == []
@@ -430,7 +426,7 @@ def test_sql_shows_the_statements_and_changes_nothing(longer):
     store = longer.store
     statements = longer.sql("upgrade", "head")
     assert tables(store) == set()
-    assert longer.pending() == [*SHIPPED, "005_importance", "006_weight"]
+    assert longer.pending() == [*SHIPPED, "007_importance", "008_weight"]
     text = "\n".join(statements)
     assert 'CREATE TABLE IF NOT EXISTS "memories"' in text
     assert ("USING GIN" in text) is store.is_postgres
@@ -443,7 +439,7 @@ def test_sql_shows_the_statements_and_changes_nothing(longer):
     down = longer.sql("downgrade", "-1")
     assert any('DROP INDEX IF EXISTS "idx_memories_weight"' in s for s in down)
     assert "weight" in {column[0] for column in columns(store, "memories")}
-    assert longer.current() == "006_weight"
+    assert longer.current() == "008_weight"
     with pytest.raises(MigrationError, match="direction"):
         longer.sql("sideways", "head")
 
@@ -463,7 +459,7 @@ def test_init_db_then_upgrade_is_a_no_op(store, model_schema):
 
 def test_init_db_refuses_a_database_behind_head(store, tmp_path):
     migrations = Migrations(
-        store, migrate_dir=chain(tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE})
+        store, migrate_dir=chain(tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE})
     )
     migrations.upgrade(HEAD)
     with pytest.raises(MigrationError, match=f"at {HEAD}, behind head.*memoric migrate upgrade"):
@@ -480,24 +476,24 @@ def test_ensure_schema_builds_an_empty_database_through_the_chain(store):
 
 
 def test_ensure_schema_refuses_a_database_behind_head(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE})
     Migrations(store, migrate_dir=directory).upgrade(HEAD)
     migrations = Migrations(store, migrate_dir=directory)
     with pytest.raises(
         MigrationError,
-        match=r"1 pending .*\(005_add_importance\); run `memoric migrate upgrade`.*auto_migrate",
+        match=r"1 pending .*\(007_add_importance\); run `memoric migrate upgrade`.*auto_migrate",
     ):
         migrations.ensure_schema()
     assert migrations.current() == HEAD
     migrations.ensure_schema(auto_migrate=True)
-    assert migrations.current() == "005_add_importance"
+    assert migrations.current() == "007_add_importance"
 
 
 def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)
     with pytest.raises(
-        MigrationError, match=rf"3 pending .*\({SECOND}, {THIRD}, {HEAD}\); run `memoric migrate upgrade`"
+        MigrationError, match=rf"4 pending .*\({', '.join(SHIPPED[1:])}\); run `memoric migrate upgrade`"
     ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST
@@ -540,7 +536,7 @@ def test_a_held_lock_times_out_and_reports_waiting(store):
 
 
 def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"005_add_importance": ADD_IMPORTANCE})
+    directory = chain(tmp_path / "chain", **{"007_add_importance": ADD_IMPORTANCE})
     holder = MemoryStore(store.dsn)
     both_waiting = threading.Barrier(3)
     results, errors = [], []
@@ -563,8 +559,8 @@ def test_concurrent_upgrades_in_threads_apply_each_migration_once(store, tmp_pat
         thread.join(timeout=60)
     holder.close()
     assert errors == []
-    assert sorted(results, key=len) == [[], [*SHIPPED, "005_add_importance"]]
-    assert history_names(store) == [*SHIPPED, "005_add_importance"]
+    assert sorted(results, key=len) == [[], [*SHIPPED, "007_add_importance"]]
+    assert history_names(store) == [*SHIPPED, "007_add_importance"]
 
 
 # --- SQLite: foreign keys stay off during migrations -----------------------------------------
@@ -614,7 +610,7 @@ def sqlite_only(dialect):
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, tmp_path):
     store.database.pragma("foreign_keys", 1)
-    directory = chain(tmp_path / "chain", **{"005_parent_child": PARENT_CHILD, "006_rebuild": REBUILD_PARENT})
+    directory = chain(tmp_path / "chain", **{"007_parent_child": PARENT_CHILD, "008_rebuild": REBUILD_PARENT})
     Migrations(store, migrate_dir=directory).upgrade()
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
     assert store.database.pragma("foreign_keys") == 1, "the connection's setting is restored"
@@ -622,11 +618,11 @@ def test_sqlite_table_rebuild_does_not_cascade_even_with_foreign_keys_on(store, 
 
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_foreign_key_violation_fails_the_migration(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"005_parent_child": PARENT_CHILD, "006_orphan": ORPHAN})
+    directory = chain(tmp_path / "chain", **{"007_parent_child": PARENT_CHILD, "008_orphan": ORPHAN})
     migrations = Migrations(store, migrate_dir=directory)
-    with pytest.raises(MigrationError, match=r"006_orphan.*foreign key violations"):
+    with pytest.raises(MigrationError, match=r"008_orphan.*foreign key violations"):
         migrations.upgrade()
-    assert migrations.current() == "005_parent_child"
+    assert migrations.current() == "007_parent_child"
     assert store.database.execute_sql("SELECT COUNT(*) FROM child").fetchone() == (1,)
 
 
@@ -757,7 +753,8 @@ def test_facade_init_db_records_head(facade, new_dsn):
 
 STAMP_MISSING = f"cannot stamp {FIRST}: tables memories, memory_clusters do not exist"
 RECORDED_MISSING = (
-    f"the history says {FIRST} is applied but tables memories, memory_clusters do not exist: "
+    f"the history says {FIRST} is applied but tables memories, memory_clusters do not exist; the history "
+    f"says {POSTINGS} is applied but tables memory_documents, memory_terms do not exist: "
     "run `memoric migrate stamp base` then `memoric migrate upgrade`"
 )
 
@@ -777,7 +774,7 @@ def test_stamp_names_only_the_missing_table(store):
     store.database.execute_sql('DROP TABLE "memory_clusters"')
     with pytest.raises(MigrationError, match=f"cannot stamp {FIRST}: table memory_clusters does not exist"):
         Migrations(store).stamp("head")
-    assert tables(store) == {"memories"}
+    assert tables(store) == {"memories", "memory_terms", "memory_documents"}
 
 
 @pytest.mark.parametrize("auto_migrate", [False, True])

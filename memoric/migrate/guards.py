@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from memoric.db import catalogue
 from memoric.db.connection import first_line
+from memoric.db.models import POSTING_TABLES
 from memoric.errors import MigrationError
 from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
@@ -175,9 +176,15 @@ def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:
 
 
 def holding_data(run: Run, gone: list[tuple[str, str | None]]) -> dict[str, int]:
-    """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty."""
+    """{`table` or `table.column`: rows or non-null values} of what is dropped and not empty.
+
+    The text postings are left out: they are derived from the memories and built again by the
+    upgrade that adds them, so dropping them loses nothing.
+    """
     losses = {}
     for table, column in gone:
+        if column is None and table in POSTING_TABLES:
+            continue
         if column is None:
             losses[table] = catalogue.count_rows(run.database, table)
         else:

@@ -97,6 +97,12 @@ class Dialect(abc.ABC):
         """
 
     @abc.abstractmethod
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """`count` new ids for rows about to be inserted into `table`, ascending, drawn from its id
+        counter as an INSERT would draw them (inside the transaction that inserts the rows);
+        "no id left" (MemoricError) when the counter has fewer left."""
+
+    @abc.abstractmethod
     def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
         """MemoricError ("no id left") when `error`, raised by an INSERT into `table`, means its
         id counter has handed out the largest id there is; otherwise nothing (called only on errors)."""

@@ -136,6 +136,16 @@ class PostgresDialect(Dialect):
             "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
         ).fetchone()[0]
 
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """`count` values of the id sequence (`nextval`, as an INSERT draws them: never handed out
+        twice, even to concurrent transactions), ascending."""
+        sequence = self._sequence(database, table, column)
+        with ids_left(self, database, table):
+            rows = database.execute_sql(
+                "SELECT nextval(%s) FROM generate_series(1, %s)", (sequence, count)
+            ).fetchall()
+        return sorted(value for (value,) in rows)
+
     def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
         """MemoricError "no id left" for a sequence at its maximum ("nextval: reached maximum value")."""
         if getattr(driver_error(error), "pgcode", None) == SEQUENCE_LIMIT_EXCEEDED:

@@ -128,6 +128,14 @@ class SqliteDialect(Dialect):
                 database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
         return top
 
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """The `count` ids after the highest used so far: inside the write transaction (BEGIN
+        IMMEDIATE) no other writer can take them, and inserting them moves the counter past them."""
+        top = self.id_top(database, table, column)
+        if count > MAX_STORED_ID - top:
+            raise no_id_left(table)
+        return list(range(top + 1, top + count + 1))
+
     def _counter(self, database: peewee.Database, table: str) -> int | None:
         """The `sqlite_sequence` entry of `table` (an AUTOINCREMENT table), None before its first id."""
         entry = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
