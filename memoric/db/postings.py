@@ -123,4 +123,3 @@ def delete_memories(store: MemoryStore, conditions: list) -> int:
     deleted = [memory_id for (memory_id,) in m.delete().where(*conditions).returning(m.id).tuples().execute()]
     forget(store, deleted)
     return len(deleted)
-

@@ -1,24 +1,33 @@
-"""The two read queries of the `Memoric` facade: ranked recall and the stats.
+"""The read queries of the `Memoric` facade: ranked recall, keyword recall and the stats.
 
 `ranked_memories` renders `memoric.scoring.ScoreFormula` as integer SQL and ranks one user's
-memories by it in the database; `memory_stats` counts what `Memoric.stats` reports.
+memories by it in the database; given a query it ranks the memories sharing a term with it by
+`memoric.scoring.Relevance` (BM25 over the text postings, blended with the score), also in the
+database; `memory_stats` counts what `Memoric.stats` reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import operator
 from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric import validation
+from memoric import text, validation
+from memoric.db import postings
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, namespace_is, related_to, select_memories, thread_ids
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import memory_dict
+from memoric.scoring import QueryConstants, Relevance
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
+
+MAX_QUERY_TERMS = 64  # distinct terms of one query: one SQL sum term each
 
 
 def _score_expression(store: MemoryStore, formula, now: dt.datetime, bonus_thread_id):
@@ -57,16 +66,22 @@ def ranked_memories(
     include_summarized: bool = False,
     limit: int = 10,
     now: dt.datetime | None = None,
+    query: str | None = None,
+    relevance: Relevance | None = None,
 ) -> list[dict]:
     """One user's memories in one namespace (None: without one), best score first, ties newest first.
 
     `thread_id` keeps one thread; `topic` keeps the threads of the user holding a memory with
     that `metadata.topic` (and memories with that topic anywhere); `bonus_thread_id` is the
     thread that earns the thread weight. Each dict carries its `_score`.
+    With a `query` (and the `relevance` settings), only memories sharing a term with it, best
+    rank first (see `memoric.scoring.Relevance`); each dict also carries `_relevance` and `_rank`.
     """
     user_id = validation.user_id(user_id)
     limit = validation.count("limit", limit)
     validation.flag("include_summarized", include_summarized)
+    if query is not None:
+        query = validation.clean_text("query", query, max_length=validation.MAX_QUERY_LENGTH)
     now = store.clock() if now is None else now
     m = store.Memory
     conditions = [m.user_id == user_id, namespace_is(store, namespace)]
@@ -79,14 +94,113 @@ def ranked_memories(
         conditions.append(m.summarized == False)  # noqa: E712 (SQL comparison)
     if bonus_thread_id is not None:
         bonus_thread_id = validation.optional_text("thread_id", bonus_thread_id)
-    score = _score_expression(store, formula, now, bonus_thread_id).alias("_score")
-    query = (
-        m.select(m, score)
+    score = _score_expression(store, formula, now, bonus_thread_id)
+    if query is not None:
+        return _by_relevance(store, user_id, namespace, conditions, score, query, relevance, limit)
+    ranked = (
+        m.select(m, score.alias("_score"))
         .where(all_of(conditions))
         .order_by(peewee.SQL('"_score"').desc(), m.created_at.desc(), m.id.desc())
         .limit(limit)
     )
-    return [{**memory_dict(row), "_score": int(row["_score"])} for row in query.dicts()]
+    return [{**memory_dict(row), "_score": int(row["_score"])} for row in ranked.dicts()]
+
+
+def _by_relevance(store: MemoryStore, user_id, namespace, conditions, score, query, relevance, limit):
+    """The memories matching `conditions` that share a term with `query`, best rank first.
+
+    Two reads, in one snapshot where the caller has no transaction open: the statistics of
+    the user's namespace (memories, total length, each term's document frequency), from which
+    Python computes the query's constants; then the ranking, all in SQL (exact top-k).
+    """
+    terms = text.query_terms(query)
+    if len(terms) > MAX_QUERY_TERMS:
+        raise validation.ValidationError(
+            f"query has {len(terms)} distinct terms; at most {MAX_QUERY_TERMS} are allowed"
+        )
+    if not terms or limit == 0 or not postings.enabled(store):
+        return []
+    reads = (
+        contextlib.nullcontext()
+        if store.database.in_transaction()
+        else store.dialect.snapshot(store.database)
+    )
+    with reads:
+        documents, total, frequencies = _statistics(store, user_id, namespace, terms)
+        if not total or not any(frequencies):
+            return []
+        constants = relevance.constants(documents, total, frequencies)
+        ranked = _ranking(store, user_id, namespace, conditions, score, terms, constants, limit)
+        rows = list(ranked.dicts())
+    return [
+        {
+            **memory_dict(row),
+            "_score": int(row["_score"]),
+            "_relevance": row["_relevance"],
+            "_rank": row["_rank"],
+        }
+        for row in rows
+    ]
+
+
+def _in_scope(model, user_id: str, namespace) -> list:
+    """Conditions on a postings table: that user's rows of that namespace (None: without one)."""
+    same_namespace = model.namespace.is_null() if namespace is None else model.namespace == namespace
+    return [model.user_id == user_id, same_namespace]
+
+
+def _statistics(store: MemoryStore, user_id: str, namespace, terms: list[str]) -> tuple[int, int, list[int]]:
+    """Memories of the user's namespace, their total length in terms, and each term's document frequency."""
+    d, t = store.MemoryDocument, store.MemoryTerm
+    counted = d.select(peewee.fn.COUNT(d.memory_id), peewee.fn.SUM(d.length)).where(
+        *_in_scope(d, user_id, namespace)
+    )
+    documents, total = counted.tuples().get()
+    found = (
+        t.select(t.term, peewee.fn.COUNT(t.memory_id))
+        .where(*_in_scope(t, user_id, namespace), t.term.in_(terms))
+        .group_by(t.term)
+        .tuples()
+    )
+    frequency = dict(found)
+    return documents, int(total or 0), [frequency.get(term, 0) for term in terms]
+
+
+def _double(value: float) -> peewee.Node:
+    """A bound float the database reads as an IEEE double (PostgreSQL would read NUMERIC)."""
+    return peewee.Cast(peewee.Value(value, converter=False), "DOUBLE PRECISION")
+
+
+def _ranking(store, user_id, namespace, conditions, score, terms, constants: QueryConstants, limit):
+    """The SELECT ranking the memories with a query term by `memoric.scoring.Relevance`."""
+    m, t = store.Memory, store.MemoryTerm
+    length = (t.tf + _double(constants.length_base)) + _double(constants.length_factor) * t.dl
+    parts = [
+        peewee.fn.COALESCE(
+            peewee.fn.MAX(peewee.Case(None, [(t.term == term, (t.tf * _double(weight)) / length)], None)),
+            _double(0.0),
+        )
+        for term, weight in zip(terms, constants.term_weights, strict=True)
+    ]
+    relevance = functools.reduce(operator.add, parts)
+    hits = (
+        t.select(t.memory_id, relevance.alias("relevance"))
+        .where(*_in_scope(t, user_id, namespace), t.term.in_(terms))
+        .group_by(t.memory_id)
+        .alias("hits")
+    )
+    best = peewee.fn.MAX(hits.c.relevance).over()
+    rank = (
+        _double(constants.relevance_share) * (hits.c.relevance / best)
+        + _double(constants.score_share) * score
+    )
+    return (
+        m.select(m, score.alias("_score"), hits.c.relevance.alias("_relevance"), rank.alias("_rank"))
+        .join(hits, on=(m.id == hits.c.memory_id))
+        .where(all_of(conditions))
+        .order_by(peewee.SQL('"_rank"').desc(), m.created_at.desc(), m.id.desc())
+        .limit(limit)
+    )
 
 
 @translate_errors
