@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import math
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -381,3 +382,47 @@ def test_006_builds_postings_for_existing_memories_and_its_rollback_drops_them(s
     store.insert_memory(user_id="u0", content="written while the postings are gone")
     assert migrations.upgrade() == [POSTINGS]
     assert_postings_match(store)
+
+
+def test_concurrent_writers_leave_postings_equal_to_a_rebuild(db):
+    """Inserts, content updates and deletes of one user's memories at once, from four threads."""
+    seeded = [db.insert_memory(user_id="ada", content=f"seed {n} refund") for n in range(40)]
+    start = threading.Barrier(4)
+    failures = []
+
+    def insert():
+        start.wait()
+        for n in range(10):
+            db.insert_memories([{"user_id": "ada", "content": f"bulk {n} {k} tea"} for k in range(5)])
+
+    def update():
+        start.wait()
+        for memory_id in seeded:
+            db.update_content(memory_id=memory_id, new_content=f"updated {memory_id} policy policy")
+
+    def delete():
+        start.wait()
+        for memory_id in seeded[::3]:
+            db.delete_memories(memory_ids=[memory_id])
+
+    def save():
+        start.wait()
+        for n in range(30):
+            db.insert_memory(user_id="ada", content=f"single {n} café")
+
+    def guarded(work):
+        try:
+            work()
+        except BaseException as exc:  # reported below, with the thread's work named
+            failures.append((work.__name__, exc))
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=guarded, args=(work,)) for work in (insert, update, delete, save)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert_postings_match(db)
+    assert len(db.get_memories(limit=None)) == 40 - len(seeded[::3]) + 50 + 30

@@ -6,7 +6,7 @@ row per memory: its length), both carrying the memory's user and namespace. Neit
 can run memoric's tokenizer (`memoric.text`), so the postings are written here, by Python,
 inside the same transaction as the write that changes the memories:
 
-- `insert_memories`: every INSERT of memories (save, bulk insert, thread summaries, import,
+- `insert_memory`, `insert_memories`: every INSERT of memories (save, bulk insert, thread summaries, import,
   copy), ids drawn beforehand so that the postings can name them;
 - `reindex`: after an UPDATE of content (`update_content`, trimming), from the stored content;
 - `delete_memories`: every DELETE of memories, the postings of the deleted ids with them.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, insert_rows
+from memoric.db.rows import ID_CHUNK_SIZE, driver_row, group_by_keys, insert_rows
 from memoric.text import term_counts
 
 if TYPE_CHECKING:
@@ -84,6 +84,18 @@ def reindex(store: MemoryStore, memory_ids: list[int]) -> None:
     for chunk in peewee.chunked(sorted(set(memory_ids)), ID_CHUNK_SIZE):
         query = m.select(m.id, m.user_id, m.namespace, m.content).where(m.id.in_(chunk)).order_by(m.id)
         write_postings(store, list(query.dicts()))
+
+
+def insert_memory(store: MemoryStore, row: dict) -> int:
+    """INSERT one validated memory row and its postings in one transaction; its id."""
+    columns, values = driver_row(store.Memory, row)
+    table = store.Memory._meta.table_name
+    if not enabled(store):  # one statement is atomic by itself: no BEGIN/COMMIT around it
+        return store.dialect.insert_one(store.database, table, columns, values)
+    with store.database.atomic():
+        memory_id = store.dialect.insert_one(store.database, table, columns, values)
+        write_postings(store, [{**row, "id": memory_id}])
+    return memory_id
 
 
 def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool = False) -> int:

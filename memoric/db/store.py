@@ -44,7 +44,6 @@ from memoric.db.rows import (
     Statements,
     bind,
     dict_rows,
-    driver_row,
     memory_dict,
     memory_row,
     memory_rows,
@@ -217,7 +216,7 @@ class MemoryStore:
 
     @translate_errors
     def truncate(self) -> None:
-        """Delete every memory and cluster and restart the ids."""
+        """Delete every memory (and its postings) and cluster and restart the ids."""
         with self.database.atomic():
             models = self._models() if postings.enabled(self) else [self.Memory, self.MemoryCluster]
             self.dialect.truncate(self.database, [model._meta.table_name for model in models])
@@ -236,15 +235,7 @@ class MemoryStore:
     @translate_errors
     def insert_memory(self, **fields) -> int:
         """Store one memory and return its id (the memory fields, plus optional timestamps)."""
-        row = memory_row(self, fields)
-        columns, values = driver_row(self.Memory, row)
-        table = self.Memory._meta.table_name
-        if not postings.enabled(self):  # one statement is atomic by itself: no BEGIN/COMMIT around it
-            return self.dialect.insert_one(self.database, table, columns, values)
-        with self.database.atomic():
-            memory_id = self.dialect.insert_one(self.database, table, columns, values)
-            postings.write_postings(self, [{**row, "id": memory_id}])
-        return memory_id
+        return postings.insert_memory(self, memory_row(self, fields))
 
     @translate_errors
     def insert_memories(self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE) -> int:
