@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING
 
 import peewee
 
+from memoric.db.dialects.base import DOCUMENT_COLUMNS, TERM_COLUMNS, MemoryPostings
 from memoric.db.rows import ID_CHUNK_SIZE, driver_row, group_by_keys, insert_rows
 from memoric.text import term_counts
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
-
-TERM_COLUMNS = ["memory_id", "user_id", "namespace", "term", "tf", "dl"]
-DOCUMENT_COLUMNS = ["memory_id", "user_id", "namespace", "length"]
 
 
 def enabled(store: MemoryStore) -> bool:
@@ -92,10 +90,16 @@ def insert_memory(store: MemoryStore, row: dict) -> int:
     table = store.Memory._meta.table_name
     if not enabled(store):  # one statement is atomic by itself: no BEGIN/COMMIT around it
         return store.dialect.insert_one(store.database, table, columns, values)
-    with store.database.atomic():
-        memory_id = store.dialect.insert_one(store.database, table, columns, values)
-        write_postings(store, [{**row, "id": memory_id}])
-    return memory_id
+    counts, length = term_counts(row["content"])
+    postings = MemoryPostings(
+        documents_table=store.MemoryDocument._meta.table_name,
+        terms_table=store.MemoryTerm._meta.table_name,
+        user_id=row["user_id"],
+        namespace=row["namespace"],
+        length=length,
+        counts=sorted(counts.items()),
+    )
+    return store.dialect.insert_one_with_postings(store.database, table, columns, values, postings)
 
 
 def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool = False) -> int:

@@ -14,12 +14,28 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+from typing import NamedTuple
 
 import peewee
 
 from memoric import validation
 from memoric.db.catalogue import Column
 from memoric.errors import MemoricError
+
+
+class MemoryPostings(NamedTuple):
+    """The text postings of one memory about to be inserted (its id comes from the INSERT)."""
+
+    documents_table: str  # columns memory_id, user_id, namespace, length
+    terms_table: str  # columns memory_id, user_id, namespace, term, tf, dl
+    user_id: str
+    namespace: str | None
+    length: int  # the memory's length in terms (dl)
+    counts: list[tuple[str, int]]  # (term, tf), sorted by term
+
+
+DOCUMENT_COLUMNS = ["memory_id", "user_id", "namespace", "length"]
+TERM_COLUMNS = ["memory_id", "user_id", "namespace", "term", "tf", "dl"]
 
 
 class Dialect(abc.ABC):
@@ -121,6 +137,21 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
+
+    def insert_one_with_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """INSERT one memory row (values converted for the driver) and its postings, atomically; its id."""
+        with database.atomic():
+            memory_id = self.insert_one(database, table, columns, row)
+            owner = (memory_id, postings.user_id, postings.namespace)
+            self.insert_rows(
+                database, postings.documents_table, DOCUMENT_COLUMNS, [(*owner, postings.length)], False
+            )
+            terms = [(*owner, term, tf, postings.length) for term, tf in postings.counts]
+            if terms:
+                self.insert_rows(database, postings.terms_table, TERM_COLUMNS, terms, False)
+        return memory_id
 
     @abc.abstractmethod
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
