@@ -138,20 +138,11 @@ class Dialect(abc.ABC):
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
 
+    @abc.abstractmethod
     def insert_one_with_postings(
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
     ) -> int:
         """INSERT one memory row (values converted for the driver) and its postings, atomically; its id."""
-        with database.atomic():
-            memory_id = self.insert_one(database, table, columns, row)
-            owner = (memory_id, postings.user_id, postings.namespace)
-            self.insert_rows(
-                database, postings.documents_table, DOCUMENT_COLUMNS, [(*owner, postings.length)], False
-            )
-            terms = [(*owner, term, tf, postings.length) for term, tf in postings.counts]
-            if terms:
-                self.insert_rows(database, postings.terms_table, TERM_COLUMNS, terms, False)
-        return memory_id
 
     @abc.abstractmethod
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:

@@ -15,7 +15,17 @@ import peewee
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
-from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
+from memoric.db.dialects.base import (
+    DOCUMENT_COLUMNS,
+    TERM_COLUMNS,
+    Dialect,
+    MemoryPostings,
+    column_list,
+    driver_error,
+    ids_left,
+    no_id_left,
+    reserved_end,
+)
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
@@ -172,6 +182,22 @@ class SqliteDialect(Dialect):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({", ".join("?" * len(columns))})'
         with ids_left(self, database, table):
             return database.execute_sql(sql, row).lastrowid
+
+    def insert_one_with_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """INSERT one memory row (values converted for the driver) and its postings in one transaction
+        (statements cost no round trip in process); its id."""
+        with database.atomic():
+            memory_id = self.insert_one(database, table, columns, row)
+            owner = (memory_id, postings.user_id, postings.namespace)
+            self.insert_rows(
+                database, postings.documents_table, DOCUMENT_COLUMNS, [(*owner, postings.length)], False
+            )
+            terms = [(*owner, term, tf, postings.length) for term, tf in postings.counts]
+            if terms:
+                self.insert_rows(database, postings.terms_table, TERM_COLUMNS, terms, False)
+        return memory_id
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         for table in tables:
