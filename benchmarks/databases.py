@@ -88,6 +88,25 @@ def sizes(store) -> dict:
     }
 
 
+POSTING_TABLES = ("memory_terms", "memory_documents")
+
+
+def posting_sizes(store) -> dict:
+    """Bytes of each text postings table with its indexes (keyword recall), {} before they exist."""
+    database = store.database
+    present = [table for table in POSTING_TABLES if database.table_exists(table)]
+    if store.is_postgres:
+        return {
+            t: database.execute_sql("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0] for t in present
+        }
+    pages = dict(database.execute_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+    found = {}
+    for table in present:
+        names = database.execute_sql("SELECT name FROM sqlite_master WHERE tbl_name = ?", (table,)).fetchall()
+        found[table] = sum(pages.get(name, 0) for (name,) in names)
+    return found
+
+
 def _sqlite_sizes(database) -> tuple[int, dict]:
     pages = dict(database.execute_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
     names = database.execute_sql(

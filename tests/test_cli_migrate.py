@@ -18,10 +18,10 @@ from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
+    FIFTH,
     FIRST,
     FOURTH,
     HEAD,
-    SECOND,
     SHIPPED,
     THIRD,
     WAITING,
@@ -50,7 +50,7 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{THIRD}\n{FOURTH}\n{HEAD}\n")
+    assert (result.exit_code, result.stdout) == (0, "".join(f"{name}\n" for name in SHIPPED))
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")
@@ -67,11 +67,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {FOURTH}\n" in result.stdout
+    assert f"is at {FIFTH}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {FOURTH}\nRolled back {THIRD}\nRolled back {SECOND}\n")
+    assert result.stdout.startswith(f"Rolled back {FIFTH}\nRolled back {FOURTH}\nRolled back {THIRD}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 

@@ -268,8 +268,11 @@ class Runner:
         if self.database.in_transaction():
             raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
-        with lock, self.store.dialect.foreign_keys_off(self.database):
-            yield Run(self.store, self.chains, names)
+        try:
+            with lock, self.store.dialect.foreign_keys_off(self.database):
+                yield Run(self.store, self.chains, names)
+        finally:
+            self.store.postings_ready = False  # a migration may have added or dropped them
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
