@@ -49,7 +49,9 @@ def _term_pattern() -> re.Pattern:
         )
     )
     word = rf"(?:(?![{CJK_RANGES}])\w)"
-    return re.compile(rf"[{CJK_RANGES}]|{word}(?:{word}|[{marks}])*")
+    # A CJK character is a term when it is a word character: the kana blocks also hold
+    # punctuation and sound marks (the middle dot of 東京・大阪), which separate terms.
+    return re.compile(rf"(?=\w)[{CJK_RANGES}]|{word}(?:{word}|[{marks}])*")
 
 
 def _ranges(codes) -> list[tuple[int, int]]:

@@ -52,6 +52,7 @@ def facade(store, **options) -> Memoric:
         ("नमस्ते दुनिया", ["नमस्ते", "दुनिया"]),  # Devanagari vowel signs and virama keep the word whole
         ("退款政策", ["退", "款", "政", "策"]),  # ideographs: one term each
         ("東京タワーtokyo", ["東", "京", "タ", "ワ", "ー", "tokyo"]),
+        ("東京・大阪 ゠ ゛", ["東", "京", "大", "阪"]),  # kana-block punctuation and marks are no terms
         ("refund_policy v2.0 e-mail", ["refund_policy", "v2", "0", "e", "mail"]),
         ("👍🎉 !!! ... ---", []),  # emoji and punctuation only: no terms
     ],
