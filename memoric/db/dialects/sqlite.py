@@ -82,14 +82,9 @@ class SqliteDialect(Dialect):
         sqlite_keys.drop(database)
 
     def metadata_key(self, database: peewee.Database, pattern: dict, user_id: str | None, enough: int | None):
-        """The rarest key of `pattern` (`sqlite_keys`); None in a schema without the keys table (a
-        draft of the models, say), where filters read every memory in scope, as before it."""
-        try:
-            return sqlite_keys.rarest_key(database, pattern, user_id, enough)
-        except peewee.OperationalError as exc:
-            if str(exc) == f"no such table: {sqlite_keys.TABLE}":
-                return None
-            raise
+        """The rarest key of `pattern` (`sqlite_keys`); None in a schema without the keys table or
+        one of its triggers (a draft of the models, say), where filters read every memory in scope."""
+        return sqlite_keys.rarest_key(database, pattern, user_id, enough)
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""

@@ -83,10 +83,7 @@ TRIGGERS_DDL = (
 def create(database: peewee.Database) -> None:
     """Create the keys table, post the keys of any memories already there, and add the triggers
     that keep it; where the table exists already, only the missing triggers are added."""
-    exists = database.execute_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-    ).fetchone()
-    if not exists:
+    if not database.table_exists(TABLE):
         database.execute_sql(TABLE_DDL)
         database.execute_sql(
             f"INSERT OR IGNORE INTO {TABLE} {keys_of('m.metadata', ', m.user_id, m.id', 'memories AS m, ')}"
@@ -96,23 +93,23 @@ def create(database: peewee.Database) -> None:
 
 
 TRIGGERS = ("memories_keys_insert", "memories_keys_update", "memories_keys_delete")
-_TRIGGERS_FOUND = (
-    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'memories' "
-    f"AND name IN {TRIGGERS!r}"
+_PARTS_FOUND = (
+    "SELECT count(*) FROM sqlite_master WHERE (type = 'trigger' AND tbl_name = 'memories' "
+    f"AND name IN {TRIGGERS!r}) OR (type = 'table' AND name = '{TABLE}')"
 )
 
 
 def kept(database: peewee.Database) -> bool:
-    """Whether all three triggers are there, so the keys are those of the memories."""
-    return database.execute_sql(_TRIGGERS_FOUND).fetchone()[0] == len(TRIGGERS)
+    """Whether the keys table and its three triggers are all there: only then are the keys those
+    of the memories (a schema drafted from the models has none of them)."""
+    return database.execute_sql(_PARTS_FOUND).fetchone()[0] == len(TRIGGERS) + 1
 
 
 def repair(database: peewee.Database) -> None:
     """Post every memory's keys afresh and put the triggers back, where the keys table is there
     but a trigger is not: rebuilding `memories` (as SQLite's ALTER of a column does, in any
     migration) drops its triggers, and every write after that would go unposted."""
-    found = {name for (name,) in database.execute_sql("SELECT name FROM sqlite_master").fetchall()}
-    if TABLE not in found or "memories" not in found or kept(database):
+    if not (database.table_exists(TABLE) and database.table_exists("memories")) or kept(database):
         return
     with database.atomic():
         drop(database)
@@ -174,7 +171,7 @@ def rarest_key(
 
     None when the pattern has no key, when even the rarest is held by more than `enough`
     memories (walking the memories in order finds a page sooner then), or when a trigger is
-    missing (the keys may be stale: every memory in scope is read instead).
+    missing or the table is (the keys may be stale or absent: every memory in scope is read instead).
     """
     keys = pattern_keys(pattern)[:MAX_PROBED_KEYS]
     if not keys or not kept(database):
