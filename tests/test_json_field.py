@@ -9,6 +9,7 @@ through the model, whatever memoric's own input rules would allow.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -118,3 +119,25 @@ def test_contains_and_contains_any_combine_with_other_conditions(db, documents):
     assert matching(db, either) == expected
     numbers = [i for i, document in documents.items() if is_number(document)]
     assert matching(db, m.metadata.contains(3)) == numbers
+
+
+def test_documents_read_back_as_written_through_sql_of_the_connection(db, documents):
+    """Raw SQL on memoric's connection reads every kind of JSON document as it was written
+    (on PostgreSQL memoric's own JSONB reader; psycopg2's process-wide one stays as it was)."""
+    m = db.Memory
+    cursor = db.database.execute_sql(f'SELECT "id", "metadata" FROM "{m._meta.table_name}" ORDER BY "id"')
+    read = {memory_id: value for memory_id, value in cursor.fetchall()}
+    if isinstance(read[min(read)], str):  # SQLite hands back the text
+        read = {memory_id: json.loads(value) for memory_id, value in read.items()}
+    assert read == documents
+    assert all(type(read[key]) is type(documents[key]) for key in documents)
+
+
+def test_other_psycopg2_connections_keep_their_json_reader(db, documents):
+    """memoric's JSONB reader is set on its own connections, never process-wide."""
+    if not db.is_postgres:
+        pytest.skip("JSONB and its reader are PostgreSQL's")
+    psycopg2_extensions = pytest.importorskip("psycopg2.extensions")
+    before = psycopg2_extensions.string_types.get(3802)  # JSONB's type oid
+    db.database.execute_sql("SELECT 1").fetchall()
+    assert psycopg2_extensions.string_types.get(3802) is before
