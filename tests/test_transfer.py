@@ -138,6 +138,14 @@ def cluster_line(cluster_id: int, **fields) -> dict:
             "line 2 and line 4 are two different memories with id 1",
         ),
         (
+            [memory_line(5), memory_line(2), memory_line(5, content="another memory")],
+            "line 2 and line 4 are two different memories with id 5",
+        ),
+        (
+            [memory_line(5), memory_line(2), memory_line(3), memory_line(2, content="another memory")],
+            "line 3 and line 5 are two different memories with id 2",
+        ),
+        (
             [memory_line(1), cluster_line(1), cluster_line(1, summary="other")],
             "line 3 and line 4 are two different clusters with cluster_id 1",
         ),
@@ -157,6 +165,22 @@ def test_the_same_line_twice_is_one_row(db):
     counts = import_jsonl(db, export_of(memory_line(1), cluster_line(1), memory_line(1), cluster_line(1)))
     assert counts == {"memories": 1, "clusters": 1, "skipped": 2}
     assert [m["id"] for m in db.get_memories()] == [1]
+
+
+def test_a_file_out_of_id_order_imports_each_row_once(db):
+    """Ids that do not rise (a file put together by hand) are found again wherever they come."""
+    lines = [memory_line(3), memory_line(1), memory_line(3), memory_line(2), memory_line(1)]
+    counts = import_jsonl(db, export_of(*lines))
+    assert counts == {"memories": 3, "clusters": 0, "skipped": 2}
+    assert sorted(m["id"] for m in db.get_memories()) == [1, 2, 3]
+
+
+def test_new_ids_follow_the_order_of_the_old_ones_whatever_the_order_of_the_lines(db):
+    first = db.insert_memory(user_id="ada", content="already there")
+    lines = [memory_line(30), memory_line(10), memory_line(20), memory_line(10)]
+    import_jsonl(db, export_of(*lines), new_ids=True)
+    given = {m["content"]: m["id"] for m in db.get_memories() if m["id"] != first}
+    assert given == {"memory 10": first + 1, "memory 20": first + 2, "memory 30": first + 3}
 
 
 # --- a cluster must list its own user's memories, once each, in order --------------------

@@ -4,6 +4,7 @@ refused, and the plan the writing passes follow."""
 from __future__ import annotations
 
 import bisect
+import heapq
 from array import array
 from dataclasses import dataclass, field
 
@@ -12,12 +13,10 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.transfer.records import (
     COUNT_KEYS,
-    DIGEST_BITS,
     ID_COLUMNS,
     DatabaseRows,
     ExportLines,
     Record,
-    digest_of,
 )
 
 
@@ -32,9 +31,9 @@ class ImportPlan:
     highest: dict[str, Record] = field(default_factory=dict)
     lowest_memory_id: int | None = None
     clusters: list[Record] = field(default_factory=list)  # few: kept for the comparison pass
-    # a file's rows by kind: id -> line << DIGEST_BITS | digest of the row, to find lines that
-    # contradict each other and a file changed between the passes (None for a database source)
-    seen: dict[str, dict[int, int]] | None = None
+    # a file's rows by kind: the line and digest of each id, to find lines that contradict each
+    # other and a file changed between the passes (None for a database source)
+    seen: dict[str, SeenRows] | None = None
     old_ids: dict[str, array] = field(default_factory=dict)  # with new_ids: each kind's ids, sorted
     owners: MemoryOwners = field(default_factory=lambda: MemoryOwners())  # the source's memories
 
@@ -42,8 +41,8 @@ class ImportPlan:
         """ValidationError unless `record` is the row the check saw under its id."""
         if self.seen is None:
             return
-        mark = self.seen[record.kind].get(record.id)
-        if mark is None or digest_of(mark) != record.digest:
+        earlier = self.seen[record.kind].get(record.id)
+        if earlier is None or earlier[1] != record.digest:
             raise ValidationError(
                 f"{record.where} changed after the file was checked: import it again once nothing "
                 "writes to it"
@@ -61,6 +60,46 @@ class ImportPlan:
     def _new_id(self, kind: str, old: int, tops: dict[str, int]) -> int:
         """`old`'s place among the file's ids of `kind`, counted from the top of the reserved block."""
         return tops[kind] + bisect.bisect_left(self.old_ids[kind], old) + 1
+
+
+class SeenRows:
+    """The (line, digest) of each id of one kind of record in a file, in constant memory per row.
+
+    Ids that rise, as an export writes them, are kept in arrays (24 bytes a row) and found by
+    bisection; an id that comes out of order, in a file put together by hand, goes to a dict.
+    """
+
+    def __init__(self) -> None:
+        self._ids = array("q")
+        self._lines = array("q")
+        self._digests = array("Q")
+        self._out_of_order: dict[int, tuple[int, int]] = {}
+
+    def get(self, record_id: int) -> tuple[int, int] | None:
+        """The (line, digest) remembered under `record_id`, or None."""
+        place = bisect.bisect_left(self._ids, record_id)
+        if place < len(self._ids) and self._ids[place] == record_id:
+            return self._lines[place], self._digests[place]
+        return self._out_of_order.get(record_id)
+
+    def remember(self, record_id: int, line: int, digest: int) -> tuple[int, int] | None:
+        """Remember (line, digest) under `record_id` unless an earlier one is there; that one, or None.
+
+        An id above the arrays' last is new: every out-of-order id is below some id before it.
+        """
+        if not self._ids or record_id > self._ids[-1]:
+            self._ids.append(record_id)
+            self._lines.append(line)
+            self._digests.append(digest)
+            return None
+        earlier = self.get(record_id)
+        if earlier is None:
+            self._out_of_order[record_id] = (line, digest)
+        return earlier
+
+    def sorted_ids(self) -> array:
+        """Every id remembered, ascending."""
+        return array("q", heapq.merge(self._ids, sorted(self._out_of_order)))
 
 
 class MemoryOwners:
@@ -98,7 +137,9 @@ class MemoryOwners:
 
 def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool) -> ImportPlan:
     """Pass 1: every record validated; contradictions inside the source refused; the plan."""
-    plan = ImportPlan(source, new_ids, seen={kind: {} for kind in ID_COLUMNS} if source.is_file else None)
+    plan = ImportPlan(
+        source, new_ids, seen={kind: SeenRows() for kind in ID_COLUMNS} if source.is_file else None
+    )
     keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
     for record in source.records(store):
         record.row  # noqa: B018 (validated now, on this pass)
@@ -125,7 +166,7 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
-        plan.old_ids = {kind: array("q", sorted(ids)) for kind, ids in plan.seen.items()}
+        plan.old_ids = {kind: seen.sorted_ids() for kind, seen in plan.seen.items()}
     for cluster in plan.clusters:
         _check_members(plan, cluster)
     return plan
@@ -166,16 +207,16 @@ def refuse_strangers(store: MemoryStore | None, plan: ImportPlan, clusters: list
                 )
 
 
-def _first_sight(seen: dict[int, int], record: Record) -> bool:
+def _first_sight(seen: SeenRows, record: Record) -> bool:
     """Remember `record` under its id; False for the same row seen before; ValidationError for another."""
-    mark = record.line << DIGEST_BITS | record.digest
-    earlier = seen.setdefault(record.id, mark)
-    if earlier == mark:
+    earlier = seen.remember(record.id, record.line, record.digest)
+    if earlier is None or earlier == (record.line, record.digest):
         return True
-    if digest_of(earlier) == digest_of(mark):
+    earlier_line, earlier_digest = earlier
+    if earlier_digest == record.digest:
         return False
     raise ValidationError(
-        f"line {earlier >> DIGEST_BITS} and line {record.line} are two different "
+        f"line {earlier_line} and line {record.line} are two different "
         f"{COUNT_KEYS[record.kind]} with {ID_COLUMNS[record.kind]} {record.id}: the export "
         "contradicts itself; nothing was written"
     )

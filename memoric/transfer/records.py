@@ -25,7 +25,6 @@ BATCH_SIZE = 1000
 TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
-DIGEST_BITS = 64
 # A fraction of a second with a non-zero digit past the sixth: Python reads it, cut to microseconds.
 BELOW_A_MICROSECOND = re.compile(r"[.,]\d{6}0*[1-9]")
 # A UTC offset with seconds: not ISO 8601, and Python 3.11 drops a fraction of such an offset.
@@ -170,11 +169,6 @@ class DatabaseRows:
             yield Record(store, "memory", memory, None)
         for cluster in transfer_queries.iter_clusters(self._store, batch_size=self._batch_size):
             yield Record(store, "cluster", cluster, None)
-
-
-def digest_of(mark: int) -> int:
-    """The digest part of a mark (line << DIGEST_BITS | digest)."""
-    return mark & ((1 << DIGEST_BITS) - 1)
 
 
 def batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
