@@ -12,7 +12,7 @@ import enum
 
 import pytest
 
-from memoric.errors import ValidationError
+from memoric.errors import MemoricError, ValidationError
 
 AWKWARD_TEXTS = [
     "tab\there",
@@ -131,3 +131,36 @@ def test_explicit_ids_from_a_generator_move_the_counter_past_the_highest(db):
     rows = ({**awkward_row(n, f"id {n}"), "id": 1000 + n * 7} for n in range(5))
     assert db.insert_memories(rows) == 5
     assert db.insert_memory(user_id="ada", content="after") > 1000 + 4 * 7
+
+
+# --- many batches: the checked rows wait in a temporary file -------------------------------
+
+
+def test_explicit_ids_over_many_batches_keep_their_ids_wherever_the_highest_comes(db):
+    """The highest id may sit in any batch; every row keeps its id and the counter passes it."""
+    ids = [5, 9, 2, 70, 11, 3, 8, 40]
+    rows = ({**awkward_row(n, f"id {n}"), "id": memory_id} for n, memory_id in enumerate(ids))
+    assert db.insert_memories(rows, batch_size=3) == len(ids)
+    stored = {m["id"]: m["content"] for m in db.get_memories(limit=None)}
+    assert stored == {memory_id: f"content id {n}" for n, memory_id in enumerate(ids)}
+    assert db.insert_memory(user_id="ada", content="after") > max(ids)
+
+
+def test_values_pickle_cannot_take_go_in_over_many_batches(db):
+    """A value of a class defined inside a function stays in memory instead of the file."""
+
+    class LocalInt(int):
+        pass
+
+    rows = [{**awkward_row(n, f"local {n}"), "metadata": {"n": LocalInt(n)}} for n in range(7)]
+    assert db.insert_memories(iter(rows), batch_size=2) == 7
+    stored = sorted(m["metadata"]["n"] for m in db.get_memories(limit=None))
+    assert stored == list(range(7))
+
+
+def test_no_room_to_set_rows_aside_is_a_memoric_error_and_writes_nothing(db, monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    rows = (awkward_row(n, f"row {n}") for n in range(9))
+    with pytest.raises(MemoricError, match="could not set checked rows aside in a temporary file"):
+        db.insert_memories(rows, batch_size=4)
+    assert db.count_memories() == 0

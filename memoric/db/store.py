@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import operator
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 import peewee
 
 from memoric import validation
-from memoric.db import cluster_queries, postings
+from memoric.db import bulk, cluster_queries, postings
 from memoric.db.connection import DriverErrors, dialect_of, failure_message, open_database, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
@@ -45,7 +44,6 @@ from memoric.db.rows import (
     ID_CHUNK_SIZE,
     Statements,
     bind,
-    dict_rows,
     memory_dict,
     memory_row,
     memory_rows,
@@ -57,6 +55,7 @@ DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 LOCK_POLL_SECONDS = 0.05
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
+PROBE_PER_ROW = 4  # the window's first rows per row asked for: no match among them, use the index
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
@@ -248,31 +247,8 @@ class MemoryStore:
 
     @translate_errors
     def insert_memories(self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE) -> int:
-        """Validate every row, then insert them in batches, one transaction per batch.
-
-        Rows may carry an explicit `id`; the id counter is first moved past the highest one
-        (never back), so no memory saved meanwhile takes one of them. An id already taken fails.
-        """
-        checked = [memory_row(self, row, where=f"rows[{i}]: ") for i, row in dict_rows(rows)]
-        explicit = [row for row in checked if "id" in row]
-        if explicit:
-            highest = max(explicit, key=operator.itemgetter("id"))
-            table = self.Memory._meta.table_name
-            if self.dialect.has_id_counter(self.database, table):
-                self.dialect.reserve_ids(self.database, table, "id", above=highest["id"], count=0)
-            else:  # max(rowid) + 1 is the counter: the first transaction writes the highest id
-                checked = [highest, *(row for row in checked if row is not highest)]
-        return self._insert_batches(checked, batch_size, skip_existing=False)
-
-    def _insert_batches(self, rows: list[dict], batch_size: int, skip_existing: bool) -> int:
-        """Insert memory `rows` and their postings, `batch_size` rows per transaction; rows inserted."""
-        validation.count("batch_size", batch_size)
-        inserted = 0
-        # peewee.chunked holds `n` slots per chunk: never more than there are rows.
-        for batch in peewee.chunked(rows, max(min(batch_size, len(rows)), 1)):
-            with self.database.atomic():
-                inserted += postings.insert_memories(self, batch, skip_existing=skip_existing)
-        return inserted
+        """Validate every row, then insert them in batches, one transaction per batch (`bulk`)."""
+        return bulk.insert_memories(self, rows, batch_size)
 
     @translate_errors
     def get_memory(self, memory_id: int) -> dict | None:
@@ -304,13 +280,16 @@ class MemoryStore:
         matches among them come first among all matches; so is a short one when they are all the
         user's rows. The rows are walked newest first and the walk stops when the page is full, so
         a common value costs a few rows where PostgreSQL's GIN index would collect every row
-        holding it (15 ms for a value in 5 % of 1M rows); a rare one costs the window, then the
-        same statement asks the index (`window_statement`).
+        holding it (15 ms for a value in 5 % of 1M rows). A value none of the first
+        PROBE_PER_ROW × (offset + limit) rows holds is taken for a rare one: the same statement
+        asks the index instead of reading the rest of the window (`window_statement`).
         """
         key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
-        window = min(WINDOW_PER_ROW * (values["offset"] + values["limit"]), validation.MAX_INT)
-        return memory_rows(self, sql, bind(params, {**values, "window": window}))
+        wanted = values["offset"] + values["limit"]
+        window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
+        probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
+        return memory_rows(self, sql, bind(params, {**values, "window": window, "probe": probe}))
 
     @translate_errors
     def count_memories(self, **filters) -> int:
