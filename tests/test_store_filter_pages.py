@@ -1,8 +1,9 @@
 """Pages of one user's metadata-filtered memories equal the reference, whichever way the store finds them.
 
 On PostgreSQL `get_memories` first looks among the user's newest rows and asks the GIN index only
-when that window does not fill the page; these cases cover a full window, a window that comes up
-short, offsets, other users' rows in between, and ties on `created_at`.
+when that window does not fill the page, or when none of its first rows matches; these cases cover
+a full window, a window that comes up short, a value only old rows hold, offsets, other users' rows
+in between, and ties on `created_at`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 def _rows() -> list[dict]:
     rows = []
     for n in range(600):
-        kind = "common" if n % 3 == 0 else ("rare" if n in (17, 401) else "other")
+        kind = "common" if n % 3 == 0 else ("rare" if n in (17, 401) else ("old" if n < 90 else "other"))
         rows.append(
             {
                 "user_id": "ada" if n % 4 else "bob",
@@ -40,7 +41,9 @@ def loaded(db):
     return db, stored
 
 
-@pytest.mark.parametrize("pattern", [{"k": "common"}, {"k": "rare"}, {"k": "none"}, {"k": "common", "n": 3}])
+@pytest.mark.parametrize(
+    "pattern", [{"k": "common"}, {"k": "rare"}, {"k": "old"}, {"k": "none"}, {"k": "common", "n": 3}]
+)
 @pytest.mark.parametrize(("limit", "offset"), [(5, 0), (5, 7), (50, 0), (1, 99), (200, 40)])
 def test_user_page_equals_the_reference(loaded, pattern, limit, offset):
     db, stored = loaded

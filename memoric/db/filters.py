@@ -149,31 +149,46 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     """(sql, params) of the page looked for among the user's newest rows first, in one statement
     (see `MemoryStore._from_newest_rows`).
 
-    `win` is the newest rows, `hits` the page among them. The page is `hits` when it is full, or
-    when `win` holds every row of the user; otherwise the statement reads the whole filter
-    (`rest`, through the JSON index). Each branch is guarded by a one-time condition, so the one
-    not taken is never run.
+    The window is the user's newest `probe` rows, then the `older` ones up to `window` in all;
+    `hits` is the page among them. When not one of the `probe` rows matches (`rare`), the window
+    would seldom fill the page: the statement reads the whole filter at once (`rest`, through
+    the JSON index) and never reads `older`. Otherwise the page is `hits` when it is full, or
+    when the window holds every row of the user; else `rest`. Each branch is guarded by a
+    one-time condition, so the one not taken is never run; every branch gives the exact page.
+    The probe is a query of its own so that its small LIMIT walks the index: the whole window
+    may be planned as a sort of all the user's rows.
     """
     m, mark = store.Memory, store.database.param
-    newest = slotted({**checked, "where_metadata": None, "metadata_key": None})
-    window = select_memories(store, filter_nodes(store, newest)).order_by(m.created_at.desc(), m.id.desc())
-    window_sql, window_params = window.limit(slot("window")).sql()
+    newest = filter_nodes(store, slotted({**checked, "where_metadata": None, "metadata_key": None}))
+    order = (m.created_at.desc(), m.id.desc())
+    probe_sql, probe_params = select_memories(store, newest).order_by(*order).limit(slot("probe")).sql()
+    last_probed = peewee.SQL('(SELECT "created_at", "id" FROM "probe" ORDER BY "created_at", "id" LIMIT 1)')
+    older = select_memories(store, [*newest, peewee.Tuple(m.created_at, m.id) < last_probed])
+    older_sql, older_params = older.order_by(*order).limit(slot("older")).sql()
     contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
     test_sql, test_params = store.database.get_sql_context().sql(contained).query()
     rest_sql, rest_params = newest_first(store, slotted(checked), 1, int(offset)).sql()
     page = f"LIMIT {mark} OFFSET {mark}" if offset else f"LIMIT {mark}"
     page_params = [Slot("limit"), Slot("offset")] if offset else [Slot("limit")]
-    order = '"created_at" DESC, "id" DESC'
+    order_sql = '"created_at" DESC, "id" DESC'
+    rare = 'EXISTS (SELECT 1 FROM "rare")'
     short = f'(SELECT count(*) FROM "hits") < {mark}'
-    covered = f'(SELECT count(*) FROM "win") < {mark}'
+    covered = f'(SELECT count(*) FROM "probe") + (SELECT count(*) FROM "older") < {mark}'
     sql = (
-        f'WITH "win" AS MATERIALIZED ({window_sql}), "hits" AS MATERIALIZED '
-        f'(SELECT * FROM "win" AS "t1" WHERE {test_sql} ORDER BY {order} {page}) '
-        f'SELECT * FROM "hits" WHERE NOT {short} OR {covered} '
-        f'UNION ALL SELECT * FROM ({rest_sql}) AS "rest" WHERE {short} AND NOT {covered} ORDER BY {order}'
+        f'WITH "probe" AS MATERIALIZED ({probe_sql}), "older" AS MATERIALIZED ({older_sql}), '
+        f'"rare" AS MATERIALIZED (SELECT 1 FROM "probe" AS "t1" HAVING count(*) = {mark} '
+        f"AND NOT coalesce(bool_or({test_sql}), false)), "
+        f'"hits" AS MATERIALIZED (SELECT * FROM (SELECT * FROM "probe" UNION ALL SELECT * FROM "older") '
+        f'AS "t1" WHERE {test_sql} ORDER BY {order_sql} {page}) '
+        f'SELECT * FROM "hits" WHERE NOT {rare} AND (NOT {short} OR {covered}) '
+        f'UNION ALL SELECT * FROM ({rest_sql}) AS "rest" WHERE {rare} OR ({short} AND NOT {covered}) '
+        f"ORDER BY {order_sql}"
     )
     guards = [Slot("limit"), Slot("window")]
-    params = [*window_params, *test_params, *page_params, *guards, *rest_params, *guards]
+    params = [
+        *probe_params, *older_params, Slot("probe"), *test_params, *test_params, *page_params,
+        *guards, *rest_params, *guards,
+    ]  # fmt: skip
     return sql, params
 
 

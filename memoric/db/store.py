@@ -55,7 +55,7 @@ DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 LOCK_POLL_SECONDS = 0.05
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
-PROBE_PER_ROW = 4  # the window's first rows per row asked for: no match among them, use the index
+PROBE_PER_ROW = 1  # the newest rows probed per row asked for: no match among them, use the index
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
@@ -289,7 +289,8 @@ class MemoryStore:
         wanted = values["offset"] + values["limit"]
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
         probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
-        return memory_rows(self, sql, bind(params, {**values, "window": window, "probe": probe}))
+        values = {**values, "window": window, "probe": probe, "older": window - probe}
+        return memory_rows(self, sql, bind(params, values))
 
     @translate_errors
     def count_memories(self, **filters) -> int:
