@@ -37,12 +37,18 @@ from memoric.testing import _require, admin_sql, database_url
 
 CITUS_SOURCE_VARIABLE = "MEMORIC_CITUS_SOURCE"
 TEMPLATE = "memoric_citus_template"
-# Eight shards per table keep each test database's DDL quick; production clusters keep their own.
+# Eight shards per table keep each test database's DDL quick; a throwaway cluster needs no
+# durability, and a small WAL keeps its disk use to a few hundred MB. Production clusters keep their own.
 NODE_SETTINGS = (
     "shared_preload_libraries = 'citus'",
     "citus.shard_count = 8",
     "citus.enable_statistics_collection = off",
     "max_connections = 300",
+    "fsync = off",
+    "synchronous_commit = off",
+    "full_page_writes = off",
+    "max_wal_size = 64MB",
+    "min_wal_size = 32MB",
 )
 SETTINGS_MARK = "# memoric test cluster"
 
@@ -157,7 +163,7 @@ class CitusCluster:
     def create_database(self, server_url: str, name: str) -> str:
         """Create database `name` on every node (a copy of the template); its coordinator URL."""
         for url in (*self.worker_urls, self.url):
-            admin_sql(url, f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+            admin_sql(url, f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE} STRATEGY FILE_COPY')
         return database_url(self.url, name)
 
     def drop_database(self, server_url: str, name: str) -> None:

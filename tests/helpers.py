@@ -27,19 +27,35 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, default_migrate_dir
 from memoric.scoring import score_memory
+from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_version
 
 # --- dialects and the CLI ------------------------------------------------------------------------
 
 ALL_DIALECTS = ("sqlite", "postgresql")
+# A third target: PostgreSQL distributed by Citus, for the modules marked `citus`.
+CITUS = "citus"
 
 
-def selected_dialects() -> list[str]:
-    raw = os.environ.get("MEMORIC_TEST_DIALECTS", ",".join(ALL_DIALECTS))
+def selected_targets() -> list[str]:
+    """The targets MEMORIC_TEST_DIALECTS names; unset: both dialects, and Citus where it is to be had."""
+    raw = os.environ.get("MEMORIC_TEST_DIALECTS")
+    if raw is None:
+        return [*ALL_DIALECTS, *([CITUS] if citus_to_be_had() else [])]
     chosen = [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = set(chosen) - set(ALL_DIALECTS)
+    unknown = set(chosen) - {*ALL_DIALECTS, CITUS}
     if unknown:
         raise pytest.UsageError(f"MEMORIC_TEST_DIALECTS: unknown dialect(s) {sorted(unknown)}")
     return chosen
+
+
+def selected_dialects() -> list[str]:
+    """The dialects every database test runs on (sqlite, postgresql)."""
+    return [name for name in selected_targets() if name != CITUS]
+
+
+def citus_to_be_had() -> bool:
+    """Whether Citus is installed for the embedded PostgreSQL, or a source tree to build it is named."""
+    return bool(os.environ.get(CITUS_SOURCE_VARIABLE)) or citus_version() is not None
 
 
 requires_postgres = pytest.mark.skipif(
@@ -134,11 +150,12 @@ FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"
 THIRD = "003_never_reuse_ids"
 FOURTH = "004_bigint_ids"
-HEAD = "005_metadata_keys"
+FIFTH = "005_metadata_keys"
+HEAD = "007_distribute_on_citus"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, HEAD]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, HEAD]
 
 
 MEMORIC_TABLES = ("memories", "memory_clusters")

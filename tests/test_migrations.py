@@ -44,6 +44,9 @@ from tests.helpers import (
     tables,
 )
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
+
 FAILS_HALFWAY = '''"""Test-only: creates a table and an index, then fails."""
 
 

@@ -207,6 +207,7 @@ class MemoryStore:
         with self.database.atomic():
             self.database.create_tables([self.Memory, self.MemoryCluster], safe=True)
             self.dialect.create_extra_indexes(self.database)
+            self.dialect.distribute(self.database)
 
     @translate_errors
     def drop_schema(self) -> None:

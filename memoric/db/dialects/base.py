@@ -68,6 +68,14 @@ class Dialect(abc.ABC):
         """Create the indexes this dialect has beyond the models' own."""
 
     @abc.abstractmethod
+    def distribute(self, database: peewee.Database) -> None:
+        """Spread memoric's tables over the nodes of a distributed database; nothing elsewhere."""
+
+    def select_writes(self, sql: str) -> bool:
+        """Whether `sql`, a SELECT, changes the schema (a function call with effects); False by default."""
+        return False
+
+    @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """Drop the tables this dialect keeps beside memoric's two (its indexes of them)."""
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
+from memoric.db.dialects import citus
 from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
 from memoric.db.models import GIN_INDEXES, to_utc
 
@@ -83,6 +84,15 @@ class PostgresDialect(Dialect):
     def create_extra_indexes(self, database: peewee.Database) -> None:
         for name in GIN_INDEXES:
             database.execute_sql(gin_index_sql(name))
+
+    def distribute(self, database: peewee.Database) -> None:
+        """On Citus (its extension installed in the database): both tables distributed by user_id."""
+        if citus.installed(database):
+            citus.distribute(database)
+
+    def select_writes(self, sql: str) -> bool:
+        """Whether `sql` calls one of Citus's functions that change tables."""
+        return citus.changes_tables(sql)
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """None: the GIN indexes go with their table."""

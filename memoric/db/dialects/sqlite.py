@@ -63,6 +63,9 @@ class SqliteDialect(Dialect):
         """The metadata keys table and the triggers that keep it (`sqlite_keys`)."""
         sqlite_keys.create(database)
 
+    def distribute(self, database: peewee.Database) -> None:
+        """Nothing: a SQLite file is one node."""
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
 

@@ -1,0 +1,84 @@
+"""007: on Citus, `memories` and `memory_clusters` distributed by `user_id`, co-located.
+
+Citus (distributed PostgreSQL) spreads a distributed table's rows over shards on its worker
+nodes by one column. Every per-user call filters on `user_id`, so with both tables distributed
+on it, and co-located (a user's memories and clusters on the same shard), such a call is routed
+to one shard. Citus requires every primary and unique key to contain the distribution column:
+the primary keys become (`id`, `user_id`) and (`cluster_id`, `user_id`), id first so a lookup
+by id alone is still served by the key's index on every shard; `idx_cluster_unique` already
+leads with `user_id`. Every index, the GIN ones included, is created on every shard by
+`create_distributed_table`, and the migration history stays a local table on the coordinator.
+Ids still come from the coordinator's sequences, so they stay unique across users.
+
+The step runs only where the `citus` extension is installed in the database being migrated
+(`pg_extension`): installing it (`CREATE EXTENSION citus`) is the operator's explicit choice for
+that database, whereas a server merely preloading the library may hold plain databases too, and
+a database without the extension cannot call Citus's functions at all. On plain PostgreSQL and
+on SQLite this step does nothing. Run it on the coordinator.
+
+The rollback turns both tables back into plain tables on the coordinator (`undistribute_table`
+copies every row back) and the primary keys back to the id alone.
+"""
+
+import peewee as pw
+
+ID_COLUMNS = {"memories": "id", "memory_clusters": "cluster_id"}
+CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+DISTRIBUTED = "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass)"
+PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
+
+
+def _on_citus(database) -> bool:
+    """Whether the Citus extension is installed in this database."""
+    return database.execute_sql(CITUS_INSTALLED).fetchone()[0]
+
+
+def _distributed(database, table: str) -> bool:
+    return database.execute_sql(DISTRIBUTED, (f'"{table}"',)).fetchone()[0]
+
+
+def _set_primary_key(database, table: str, columns: tuple[str, ...]) -> None:
+    """Make `columns` the primary key of `table`, under the name its key has now."""
+    (name,) = database.execute_sql(PRIMARY_KEY, (f'"{table}"',)).fetchone()
+    listed = ", ".join(f'"{column}"' for column in columns)
+    database.execute_sql(
+        f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}", '
+        f'ADD CONSTRAINT "{name}" PRIMARY KEY ({listed})'
+    )
+
+
+def _distribute(database) -> None:
+    """Citus: keys with user_id, then both tables distributed by it, the clusters beside the memories."""
+    if not _on_citus(database):
+        return
+    for table, column in ID_COLUMNS.items():
+        if not _distributed(database, table):
+            _set_primary_key(database, table, (column, "user_id"))
+    if not _distributed(database, "memories"):
+        database.execute_sql("SELECT create_distributed_table('memories', 'user_id')")
+    if not _distributed(database, "memory_clusters"):
+        database.execute_sql(
+            "SELECT create_distributed_table('memory_clusters', 'user_id', colocate_with => 'memories')"
+        )
+
+
+def _undistribute(database) -> None:
+    """Citus: both tables back on the coordinator alone, keyed by their ids alone."""
+    if not _on_citus(database):
+        return
+    for table, column in reversed(ID_COLUMNS.items()):
+        if _distributed(database, table):
+            database.execute_sql("SELECT undistribute_table(%s)", (table,))
+        _set_primary_key(database, table, (column,))
+
+
+def migrate(migrator, database, *, fake=False):
+    """Citus: distribute both tables by user_id, co-located; elsewhere nothing."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        migrator.run(_distribute, database)
+
+
+def rollback(migrator, database, *, fake=False):
+    """Citus: both tables back to plain tables keyed by id; elsewhere nothing."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        migrator.run(_undistribute, database)

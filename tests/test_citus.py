@@ -1,0 +1,204 @@
+"""memoric on Citus: the schema distributed by migration 007, per-user calls routed to one shard.
+
+The cluster is a coordinator and two workers the suite starts (see conftest.py); each test has a
+database of its own on every node. Without Citus these tests are deselected (one line says so);
+the tests that prove 007 changes nothing on SQLite and plain PostgreSQL run on both dialects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+
+from memoric import Memoric
+from memoric.migrate import HISTORY_TABLE
+from memoric.migrate.runner import intercepted
+from memoric.transfer import export_memoric
+from tests.helpers import FIFTH, HEAD, NOW, Clock, schema
+
+MEMORIC_TABLES = ("memories", "memory_clusters")
+ON_SHARDS = "SELECT result FROM run_command_on_shards(%s, %s)"
+PRIMARY_KEY_COLUMNS = """
+SELECT array_agg(att.attname ORDER BY key.n)
+FROM pg_constraint AS con, unnest(con.conkey) WITH ORDINALITY AS key(attnum, n), pg_attribute AS att
+WHERE con.conrelid = %s::regclass AND con.contype = 'p'
+  AND att.attrelid = con.conrelid AND att.attnum = key.attnum
+"""
+
+
+def rows(memoric: Memoric, sql: str, params=()) -> list[tuple]:
+    return memoric.migrations.store.database.execute_sql(sql, params).fetchall()
+
+
+def distribution(memoric: Memoric) -> dict[str, tuple]:
+    """{table: (distribution column, colocation group)} of the distributed tables."""
+    found = rows(
+        memoric,
+        "SELECT logicalrelid::text, column_to_column_name(logicalrelid, partkey), colocationid "
+        "FROM pg_dist_partition",
+    )
+    return {table: (column, group) for table, column, group in found}
+
+
+def primary_key(memoric: Memoric, table: str) -> list[str]:
+    return rows(memoric, PRIMARY_KEY_COLUMNS, (table,))[0][0]
+
+
+def per_shard(memoric: Memoric, table: str, command: str) -> list[str]:
+    """`command` (with `%s` for the shard's table name) run on every shard of `table`: each result."""
+    return [result for (result,) in rows(memoric, ON_SHARDS, (table, command))]
+
+
+def assert_distributed(memoric: Memoric) -> None:
+    """Both tables distributed by user_id, co-located, keys holding user_id, GIN on every shard."""
+    placed = distribution(memoric)
+    assert set(placed) == set(MEMORIC_TABLES), placed
+    assert placed["memories"][0] == placed["memory_clusters"][0] == "user_id"
+    assert placed["memories"][1] == placed["memory_clusters"][1], "co-located"
+    assert primary_key(memoric, "memories") == ["id", "user_id"]
+    assert primary_key(memoric, "memory_clusters") == ["cluster_id", "user_id"]
+    gin = "SELECT count(*) FROM pg_indexes WHERE tablename = '%s' AND indexdef LIKE '%%USING gin%%'"
+    shards = per_shard(memoric, "memories", gin)
+    assert len(shards) > 1 and set(shards) == {"2"}, shards
+
+
+def test_the_chain_distributes_both_tables_by_user_id(new_citus_url):
+    memoric = Memoric(new_citus_url())
+    memoric.migrate()
+    assert_distributed(memoric)
+    assert HISTORY_TABLE in memoric.db.database.get_tables(), "the history: a local table on the coordinator"
+    assert memoric.migrations.current() == HEAD
+    memoric.close()
+
+
+def test_a_schema_built_from_the_models_is_distributed_the_same(new_citus_url):
+    through_chain, from_models = Memoric(new_citus_url()), Memoric(new_citus_url())
+    through_chain.migrate()
+    from_models.init_db()
+    assert_distributed(from_models)
+    assert schema(from_models.db) == schema(through_chain.db)
+    assert from_models.migrations.current() == HEAD
+
+
+def test_downgrade_and_upgrade_keep_every_row(new_citus_url):
+    memoric = Memoric(new_citus_url(), clock=Clock())
+    memoric.migrate()
+    ids = [
+        memoric.save(user, f"{user} fact {n}", thread_id="t", metadata={"n": n})
+        for user in "ab"
+        for n in range(3)
+    ]
+    memoric.rebuild_clusters()
+    before = (memoric.db.get_memories(limit=None), memoric.get_clusters())
+    assert memoric.migrations.downgrade("-1") == [HEAD]
+    assert distribution(memoric) == {}
+    assert primary_key(memoric, "memories") == ["id"]
+    assert (memoric.db.get_memories(limit=None), memoric.get_clusters()) == before
+    assert memoric.migrations.upgrade() == [HEAD]
+    assert_distributed(memoric)
+    assert (memoric.db.get_memories(limit=None), memoric.get_clusters()) == before
+    assert memoric.save("a", "after") > max(ids)
+    memoric.close()
+
+
+def test_the_sql_preview_shows_the_distribution_and_changes_nothing(new_citus_url):
+    memoric = Memoric(new_citus_url())
+    memoric.migrate(FIFTH)
+    statements = "\n".join(memoric.migrations.sql("upgrade", "head"))
+    assert "SELECT create_distributed_table('memories', 'user_id')" in statements
+    assert "colocate_with => 'memories'" in statements
+    assert distribution(memoric) == {} and memoric.migrations.current() == FIFTH
+    memoric.migrate()
+    down = "\n".join(memoric.migrations.sql("downgrade", FIFTH))
+    assert "SELECT undistribute_table('memory_clusters')" in down
+    assert_distributed(memoric)
+    memoric.close()
+
+
+def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_citus_url):
+    memoric = Memoric(new_citus_url())
+    memoric.migrate()
+    memoric.migrations.stamp(FIFTH)
+    assert memoric.migrations.current() == FIFTH
+    assert memoric.migrations.upgrade() == [HEAD]
+    assert_distributed(memoric)
+    memoric.close()
+
+
+def test_the_step_changes_nothing_without_citus(dialect, new_dsn):
+    """On SQLite and plain PostgreSQL, 007 leaves the schema as 005 built it, both ways."""
+    memoric = Memoric(new_dsn())
+    memoric.migrate(FIFTH)
+    before = schema(memoric.migrations.store)
+    assert memoric.migrations.upgrade() == [HEAD]
+    assert schema(memoric.migrations.store) == before
+    assert memoric.migrations.downgrade(FIFTH) == [HEAD]
+    assert schema(memoric.migrations.store) == before
+    memoric.close()
+
+
+# --- routing: every per-user call on one shard ---------------------------------------------------
+
+WRITES_AND_READS = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+
+
+def shard_counts(memoric: Memoric, call) -> list[tuple[str, list[int]]]:
+    """Run `call`; each statement it sent that touches a distributed table, with its plan's task counts."""
+    database, sent = memoric.db.database, []
+
+    def record(real, sql, params=None, *args, **kwargs):
+        sent.append((sql, params))
+        return real(sql, params, *args, **kwargs)
+
+    with intercepted(database, record):
+        call()
+    planned = []
+    for sql, params in sent:
+        if not WRITES_AND_READS.match(sql):
+            continue
+        plan = "\n".join(line for (line,) in database.execute_sql(f"EXPLAIN {sql}", params).fetchall())
+        if "Citus" in plan:
+            planned.append((sql, [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]))
+    return planned
+
+
+def seeded(url: str) -> Memoric:
+    """Three users with memories in two threads and topics, half of them old enough for the policies."""
+    config = {
+        "summarization": {"min_records": 3},
+        "tiers": [{"name": "short_term", "expire_after_days": 7}, {"name": "long_term"}],
+    }
+    clock = Clock(NOW - dt.timedelta(days=30))
+    memoric = Memoric(url, config=config, clock=clock)
+    memoric.migrate()
+    for n in range(6):
+        for user in ("ada", "bob", "cyd"):
+            topic = {"topic": f"x{n % 2}", "category": "c"}
+            memoric.save(user, f"{user} note {n} about tea", thread_id=f"t{n % 2}", metadata=topic)
+        clock.advance(days=5)
+    return memoric
+
+
+def test_every_per_user_call_runs_on_one_shard(new_citus_url):
+    memoric = seeded(new_citus_url())
+    calls = {
+        "save": lambda: memoric.save("ada", "one more", thread_id="t0", metadata={"topic": "x0"}),
+        "retrieve thread": lambda: memoric.retrieve("ada", thread_id="t0"),
+        "retrieve topic": lambda: memoric.retrieve(
+            "ada", thread_id="t0", scope="topic", metadata_filter={"topic": "x0"}
+        ),
+        "retrieve user": lambda: memoric.retrieve("ada", scope="user", metadata_filter={"category": "c"}),
+        "run_policies": lambda: memoric.run_policies(user_id="ada"),
+        "rebuild_clusters": lambda: memoric.rebuild_clusters("ada"),
+        "get_clusters": lambda: memoric.get_clusters("ada"),
+        "stats": lambda: memoric.stats("ada"),
+        "export --user": lambda: export_memoric(memoric, io.StringIO(), user_id="ada"),
+    }
+    spread = {}
+    for name, call in calls.items():
+        counts = shard_counts(memoric, call)
+        assert counts, f"{name}: no statement on a distributed table"
+        spread[name] = [(sql, tasks) for sql, tasks in counts if set(tasks) != {1}]
+    assert spread == {name: [] for name in calls}
+    memoric.close()
