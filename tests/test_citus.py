@@ -11,11 +11,16 @@ import datetime as dt
 import io
 import re
 
+import pytest
+
 from memoric import Memoric
+from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
 from memoric.migrate.runner import intercepted
 from memoric.transfer import export_memoric
-from tests.helpers import FIFTH, HEAD, NOW, Clock, schema
+from tests.helpers import FIFTH, HEAD, NOW, Clock, schema, selected_dialects
+
+pytestmark = pytest.mark.citus
 
 MEMORIC_TABLES = ("memories", "memory_clusters")
 ON_SHARDS = "SELECT result FROM run_command_on_shards(%s, %s)"
@@ -126,9 +131,15 @@ def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_cit
     memoric.close()
 
 
-def test_the_step_changes_nothing_without_citus(dialect, new_dsn):
+@pytest.mark.parametrize("plain", selected_dialects())
+def test_the_step_changes_nothing_without_citus(plain, tmp_path, request):
     """On SQLite and plain PostgreSQL, 007 leaves the schema as 005 built it, both ways."""
-    memoric = Memoric(new_dsn())
+    url = (
+        f"sqlite:///{tmp_path / 'plain.db'}"
+        if plain == "sqlite"
+        else request.getfixturevalue("new_postgres_url")()
+    )
+    memoric = Memoric(url)
     memoric.migrate(FIFTH)
     before = schema(memoric.migrations.store)
     assert memoric.migrations.upgrade() == [HEAD]
@@ -201,4 +212,48 @@ def test_every_per_user_call_runs_on_one_shard(new_citus_url):
         assert counts, f"{name}: no statement on a distributed table"
         spread[name] = [(sql, tasks) for sql, tasks in counts if set(tasks) != {1}]
     assert spread == {name: [] for name in calls}
+    memoric.close()
+
+
+# --- a worker restarted mid-run ----------------------------------------------------------------
+
+
+def worker_of(memoric: Memoric, user_id: str) -> str:
+    """The socket directory of the worker holding `user_id`'s shard of the memories."""
+    sql = (
+        "SELECT nodename FROM citus_shards WHERE table_name = 'memories'::regclass "
+        "AND shardid = get_shard_id_for_distribution_column('memories', %s)"
+    )
+    return rows(memoric, sql, (user_id,))[0][0]
+
+
+def test_a_worker_down_fails_its_users_clearly_and_loses_nothing(citus, new_citus_url):
+    memoric = Memoric(new_citus_url())
+    memoric.migrate()
+    users = [f"user{n}" for n in range(16)]
+    down_node = citus.worker_urls[0].rsplit("host=", 1)[1]
+    on_down = {user for user in users if worker_of(memoric, user) == down_node}
+    assert on_down and on_down != set(users), "both workers hold some of the users"
+    saved = {user: [memoric.save(user, "before")] for user in users}
+    citus.stop_worker(0)
+    try:
+        failed = set()
+        for user in users:
+            try:
+                saved[user].append(memoric.save(user, "while a worker is down"))
+            except MemoricError as exc:
+                assert f"connection to the remote node postgres@{down_node}:" in str(exc)
+                failed.add(user)
+        assert failed == on_down, "exactly the users of the stopped worker fail"
+        live = sorted(set(users) - on_down)[0]
+        assert [m["id"] for m in memoric.retrieve(live, scope="user")] == sorted(saved[live], reverse=True)
+        with pytest.raises(MemoricError):
+            memoric.stats()  # every shard: the stopped worker's too
+    finally:
+        citus.start_worker(0)
+    for user in users:
+        saved[user].append(memoric.save(user, "after"))
+    for user in users:
+        assert sorted(m["id"] for m in memoric.retrieve(user, scope="user", top_k=10)) == sorted(saved[user])
+    assert memoric.stats()["total"] == sum(map(len, saved.values()))
     memoric.close()

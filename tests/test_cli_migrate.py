@@ -88,10 +88,7 @@ def test_targets_through_the_cli(cli, tmp_path, check):
     assert applied([*SHIPPED[1:], "090_importance"]) in result.stdout
     assert "Rolled back 090_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
     result = cli("migrate", "downgrade", "base", "--dir", directory)
-    assert (
-        "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED))
-        in result.stdout
-    )
+    assert "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED)) in result.stdout
     assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
     assert history_names(check) == [FIRST]
 
