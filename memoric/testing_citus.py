@@ -167,9 +167,18 @@ class CitusCluster:
         return database_url(self.url, name)
 
     def drop_database(self, server_url: str, name: str) -> None:
-        """Drop database `name` on every node, coordinator first."""
+        """Drop database `name` on every node, coordinator first.
+
+        Citus's maintenance daemon, a background worker that `WITH (FORCE)` leaves alone, holds a
+        session on a database of its own: new sessions are refused first, then every one ended.
+        """
         for url in (self.url, *self.worker_urls):
-            admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if admin_sql(url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+                admin_sql(url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+                admin_sql(
+                    url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                )
+                admin_sql(url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
     def stop_worker(self, index: int) -> None:
         """Stop worker `index` (fast shutdown: its sessions end at once)."""

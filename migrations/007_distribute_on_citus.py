@@ -17,7 +17,8 @@ a database without the extension cannot call Citus's functions at all. On plain 
 on SQLite this step does nothing. Run it on the coordinator.
 
 The rollback turns both tables back into plain tables on the coordinator (`undistribute_table`
-copies every row back) and the primary keys back to the id alone.
+copies every row back), the id sequences back into local ones, and the primary keys back to the
+id alone.
 """
 
 import peewee as pw
@@ -25,6 +26,10 @@ import peewee as pw
 ID_COLUMNS = {"memories": "id", "memory_clusters": "cluster_id"}
 CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 DISTRIBUTED = "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass)"
+UNMARK_SEQUENCE = (
+    "SELECT citus_unmark_object_distributed("
+    "'pg_class'::regclass, pg_get_serial_sequence(%s, %s)::regclass, 0, false)"
+)
 PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
 
 
@@ -42,8 +47,7 @@ def _set_primary_key(database, table: str, columns: tuple[str, ...]) -> None:
     (name,) = database.execute_sql(PRIMARY_KEY, (f'"{table}"',)).fetchone()
     listed = ", ".join(f'"{column}"' for column in columns)
     database.execute_sql(
-        f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}", '
-        f'ADD CONSTRAINT "{name}" PRIMARY KEY ({listed})'
+        f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}", ADD CONSTRAINT "{name}" PRIMARY KEY ({listed})'
     )
 
 
@@ -63,12 +67,17 @@ def _distribute(database) -> None:
 
 
 def _undistribute(database) -> None:
-    """Citus: both tables back on the coordinator alone, keyed by their ids alone."""
+    """Citus: both tables back on the coordinator alone, keyed by their ids alone.
+
+    `undistribute_table` leaves the id sequence recorded as a distributed object, which Citus
+    refuses to alter (004's rollback narrows it): the record is removed, as for a local table.
+    """
     if not _on_citus(database):
         return
     for table, column in reversed(ID_COLUMNS.items()):
         if _distributed(database, table):
             database.execute_sql("SELECT undistribute_table(%s)", (table,))
+            database.execute_sql(UNMARK_SEQUENCE, (f'"{table}"', column))
         _set_primary_key(database, table, (column,))
 
 

@@ -18,6 +18,7 @@ from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
+    FIFTH,
     FIRST,
     FOURTH,
     HEAD,
@@ -50,7 +51,10 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (0, f"{FIRST}\n{SECOND}\n{THIRD}\n{FOURTH}\n{HEAD}\n")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        f"{FIRST}\n{SECOND}\n{THIRD}\n{FOURTH}\n{FIFTH}\n{HEAD}\n",
+    )
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")

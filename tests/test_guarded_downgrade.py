@@ -24,6 +24,7 @@ from memoric.migrate import Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
     CLI,
+    FIFTH,
     FIRST,
     FOURTH,
     HEAD,
@@ -66,7 +67,7 @@ def state(store: MemoryStore) -> tuple:
 def test_downgrade_of_an_empty_database_needs_no_confirmation(store):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == [HEAD, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert history_names(store) == []
 
 
@@ -83,7 +84,7 @@ def test_downgrade_base_with_memories_is_refused_and_changes_nothing(store):
     assert "confirm_data_loss=True" in str(refused.value)
     assert state(store) == before
 
-    assert migrations.downgrade("base", confirm_data_loss=True) == [HEAD, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base", confirm_data_loss=True) == [HEAD, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert tables(store) == {"migratehistory"}
 
 
@@ -92,7 +93,7 @@ def test_a_downgrade_that_drops_nothing_needs_no_confirmation(store):
     migrations.upgrade()
     fill(store)
     rows = all_rows(store)
-    assert migrations.downgrade("001") == [HEAD, FOURTH, THIRD, SECOND]
+    assert migrations.downgrade("001") == [HEAD, FIFTH, FOURTH, THIRD, SECOND]
     assert all_rows(store) == rows
 
 

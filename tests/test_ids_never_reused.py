@@ -15,7 +15,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.helpers import FIRST, FOURTH, HEAD, SECOND, THIRD, all_rows, history_names, schema
+from tests.helpers import FIFTH, FIRST, FOURTH, HEAD, SECOND, THIRD, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
 
@@ -116,11 +116,11 @@ def test_003_rollback_restores_002_and_upgrade_again_keeps_everything(store, new
     fill(store)
     before = all_rows(store)
 
-    assert migrations.downgrade(SECOND) == [HEAD, FOURTH, THIRD]
+    assert migrations.downgrade(SECOND) == [HEAD, FIFTH, FOURTH, THIRD]
     assert schema(store) == schema(at_002)
     assert all_rows(store) == before
     assert history_names(store)[-1] == SECOND
-    assert migrations.upgrade() == [THIRD, FOURTH, HEAD]
+    assert migrations.upgrade() == [THIRD, FOURTH, FIFTH, HEAD]
     assert all_rows(store) == before
     at_002.close()
 
@@ -169,6 +169,6 @@ def test_tables_left_without_history_go_through_the_chain_and_stop_reusing_ids(s
     Migrations(reference).init_db()
     assert schema(store) == schema(reference)
     reference.close()
-    assert history_names(store) == [FIRST, SECOND, THIRD, FOURTH, HEAD]
+    assert history_names(store) == [FIRST, SECOND, THIRD, FOURTH, FIFTH, HEAD]
     store.delete_memories(memory_ids=[ids[-1]])
     assert store.insert_memory(user_id="bob", content="new") > ids[-1]

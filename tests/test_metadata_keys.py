@@ -22,7 +22,7 @@ from memoric.errors import MemoricError
 from memoric.migrate import Migrations
 from memoric.transfer.export import export_jsonl
 from memoric.transfer.writing import copy_database, import_jsonl
-from tests.helpers import FOURTH, HEAD, all_rows, schema, tables
+from tests.helpers import FIFTH, FOURTH, all_rows, schema, tables
 from tests.test_jsonfilter import cases
 
 PATTERNS = [
@@ -189,16 +189,16 @@ def test_the_migration_builds_the_keys_of_existing_memories_and_rolls_back(store
     fill(store, 60)
     before = all_rows(store)
 
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade(FIFTH) == [FIFTH]
     assert all_rows(store) == before
     assert_filters_match_the_reference(store)
     if store.is_sqlite:
         assert len(posted(store)) > 60 * 5, "every memory's keys were posted"
 
-    assert migrations.downgrade() == [HEAD], "dropping an index of the memories needs no confirmation"
+    assert migrations.downgrade(FOURTH) == [FIFTH], "dropping an index of the memories needs no confirmation"
     assert (schema(store), tables(store), all_rows(store)) == (at_004, built_tables, before)
     assert_filters_match_the_reference(store)
-    assert migrations.upgrade() == [HEAD]
+    assert migrations.upgrade(FIFTH) == [FIFTH]
     assert_filters_match_the_reference(store)
 
 

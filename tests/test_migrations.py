@@ -27,6 +27,7 @@ from memoric.migrate import (
 )
 from tests.helpers import (
     ADD_IMPORTANCE,
+    FIFTH,
     FIRST,
     FOURTH,
     HEAD,
@@ -112,7 +113,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == [HEAD, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -130,7 +131,7 @@ def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_pat
     migrations = Migrations(
         store, migrate_dir=chain(tmp_path / "chain", **{"090_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("005") == SHIPPED
+    assert migrations.upgrade("007") == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
@@ -202,7 +203,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -219,7 +220,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     before = fill_threads(store)
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.downgrade("001") == [HEAD, FOURTH, THIRD, SECOND]
+    assert migrations.downgrade("001") == [HEAD, FIFTH, FOURTH, THIRD, SECOND]
     assert migrations.current() == FIRST
     assert thread_indexes(store) == THREAD_INDEXES_AT_001
     assert schema(store) == schema_at_first
@@ -227,7 +228,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -336,14 +337,22 @@ def longer(store, tmp_path) -> Migrations:
 
 def test_relative_and_named_targets(longer):
     assert longer.upgrade("+1") == [FIRST]
-    assert longer.upgrade("091_weight") == [SECOND, THIRD, FOURTH, HEAD, "090_importance", "091_weight"]
+    assert longer.upgrade("091_weight") == [
+        SECOND,
+        THIRD,
+        FOURTH,
+        FIFTH,
+        HEAD,
+        "090_importance",
+        "091_weight",
+    ]
     assert longer.downgrade("-2") == ["091_weight", "090_importance"]
     assert longer.upgrade("90") == ["090_importance"]
     assert longer.current() == "090_importance"
     assert longer.upgrade("002") == []
-    assert longer.downgrade("001_initial_schema") == ["090_importance", HEAD, FOURTH, THIRD, SECOND]
+    assert longer.downgrade("001_initial_schema") == ["090_importance", HEAD, FIFTH, FOURTH, THIRD, SECOND]
     assert longer.current() == FIRST
-    assert longer.upgrade("head") == [SECOND, THIRD, FOURTH, HEAD, "090_importance", "091_weight"]
+    assert longer.upgrade("head") == [SECOND, THIRD, FOURTH, FIFTH, HEAD, "090_importance", "091_weight"]
     assert longer.downgrade("head") == []
     assert longer.downgrade("5") == ["091_weight", "090_importance"]
     assert longer.downgrade() == [HEAD]
@@ -359,11 +368,11 @@ def test_relative_and_named_targets(longer):
             "nonsense",
             "unknown migration target 'nonsense'.*"
             "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
-            "005_metadata_keys, 090_importance, 091_weight",
+            "005_metadata_keys, 007_distribute_on_citus, 090_importance, 091_weight",
         ),
-        ("upgrade", "007", "unknown migration target '007'"),
+        ("upgrade", "006", "unknown migration target '006'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+8", "only 7 migration"),
+        ("upgrade", "+9", "only 8 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
@@ -503,7 +512,7 @@ def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations.upgrade(FIRST)
     with pytest.raises(
         MigrationError,
-        match=rf"4 pending .*\({SECOND}, {THIRD}, {FOURTH}, {HEAD}\); run `memoric migrate upgrade`",
+        match=rf"5 pending .*\({SECOND}, {THIRD}, {FOURTH}, {FIFTH}, {HEAD}\); run `memoric migrate upgrade`",
     ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST
