@@ -6,6 +6,7 @@ and the concurrency workload. Fixtures live in conftest.py; no test module impor
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import select
@@ -53,6 +54,7 @@ def selected_dialects() -> list[str]:
     return [name for name in selected_targets() if name != CITUS]
 
 
+@functools.cache
 def citus_to_be_had() -> bool:
     """Whether Citus is installed for the embedded PostgreSQL, or a source tree to build it is named."""
     return bool(os.environ.get(CITUS_SOURCE_VARIABLE)) or citus_version() is not None

@@ -240,7 +240,7 @@ def test_targets_across_the_two_chains(both):
     assert both.upgrade("memoric:head") == []
     assert both.upgrade() == [sentiment, "app:002_labels"]
     assert both.downgrade("memoric:-1") == ["app:002_labels", sentiment, HEAD]
-    assert both.downgrade("base") == [FOURTH, THIRD, SECOND, FIRST]
+    assert both.downgrade("base") == [FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert both.pending() == [*SHIPPED, sentiment, "app:002_labels"]
 
 

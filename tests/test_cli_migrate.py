@@ -71,11 +71,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {FOURTH}\n" in result.stdout
+    assert f"is at {FIFTH}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {FOURTH}\nRolled back {THIRD}\nRolled back {SECOND}\n")
+    assert result.stdout.startswith(f"Rolled back {FIFTH}\nRolled back {FOURTH}\nRolled back {THIRD}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 

@@ -98,7 +98,7 @@ def test_cli_upgrade_from_002_keeps_ids_rows_and_seeds_the_sequence(dsn, store, 
 
     result = CliRunner().invoke(main, ["--dsn", dsn, "migrate", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert f"Applied {THIRD}\nApplied {FOURTH}\nApplied {HEAD}" in result.stdout
+    assert f"Applied {THIRD}\nApplied {FOURTH}\nApplied {FIFTH}\nApplied {HEAD}" in result.stdout
     assert all_rows(store) == before
     assert schema(store) == schema(reference)
     reference.close()

@@ -354,9 +354,9 @@ def test_relative_and_named_targets(longer):
     assert longer.current() == FIRST
     assert longer.upgrade("head") == [SECOND, THIRD, FOURTH, FIFTH, HEAD, "090_importance", "091_weight"]
     assert longer.downgrade("head") == []
-    assert longer.downgrade("5") == ["091_weight", "090_importance"]
+    assert longer.downgrade("7") == ["091_weight", "090_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [FOURTH, THIRD, SECOND, FIRST]
+    assert longer.downgrade("base") == [FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert longer.current() is None
 
 
@@ -389,19 +389,20 @@ def test_history_pending_and_current(longer):
     assert longer.current() is None
     assert longer.pending() == [*SHIPPED, "090_importance", "091_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+6")
+    longer.upgrade("+7")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
         (FIRST, True),
         (SECOND, True),
         (THIRD, True),
         (FOURTH, True),
+        (FIFTH, True),
         (HEAD, True),
         ("090_importance", True),
         ("091_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[6]["applied_at"] is None
+    assert history[7]["applied_at"] is None
     assert longer.pending() == ["091_weight"]
     assert longer.current() == "090_importance"
 
@@ -419,7 +420,7 @@ def test_stamp_moves_the_version_without_ddl(longer):
     longer.upgrade()
     built = schema(store)
     assert longer.stamp("-1") == "090_importance"
-    assert longer.stamp("-2") == FOURTH
+    assert longer.stamp("-2") == FIFTH
     assert longer.stamp("+1") == HEAD
     assert longer.stamp("090") == "090_importance"
     assert history_names(store) == [*SHIPPED, "090_importance"]
