@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
 
 import pytest
@@ -272,7 +273,7 @@ def everything(memoric: Memoric) -> dict:
         "by tier": memoric.db.count_by_tier(),
         "threads": memoric.db.distinct_threads(),
         "old": memoric.db.find_older_than(days=10),
-        "export": out.getvalue(),
+        "export": [json.loads(line) for line in out.getvalue().splitlines()[1:]],  # after the header
     }
 
 
