@@ -159,7 +159,10 @@ def test_cli_refuses_in_one_line_without_a_terminal_and_yes_confirms(cli, store)
 
     result = cli("migrate", "downgrade", "base", "--yes")
     assert result.exit_code == 0, result.output
-    assert "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED)) in result.stdout
+    assert (
+        "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED))
+        in result.stdout
+    )
     assert tables(store) == {"migratehistory"}
 
 

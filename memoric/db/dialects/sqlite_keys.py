@@ -149,7 +149,9 @@ def rarest_key(
         return None
     cap = COUNT_CAP if enough is None else min(enough, COUNT_CAP) + 1
     owner = "" if user_id is None else ' AND "user_id" = ?'
-    sql = f'SELECT count(*) FROM (SELECT 1 FROM "{TABLE}" WHERE "name" = ? AND "value" = ?{owner} LIMIT ?)'
+    sql = (
+        f'SELECT count(*) FROM (SELECT 1 FROM "{TABLE}" WHERE "name" = ? AND "value" = ?{owner} LIMIT ?)'
+    )
     counts = []
     for name, value in keys:
         params = (name, value) if user_id is None else (name, value, user_id)
