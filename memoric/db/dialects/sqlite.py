@@ -66,6 +66,10 @@ class SqliteDialect(Dialect):
     def distribute(self, database: peewee.Database) -> None:
         """Nothing: a SQLite file is one node."""
 
+    def select_writes(self, sql: str) -> bool:
+        """False: no SQLite function memoric's migrations call changes the schema."""
+        return False
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
 
