@@ -132,6 +132,20 @@ def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_cit
     memoric.close()
 
 
+def test_a_database_at_head_before_citus_is_distributed_by_running_007_again(new_citus_url):
+    """007 ran as a no-op before Citus was installed: downgrading it and upgrading distributes."""
+    memoric = Memoric(new_citus_url())
+    memoric.migrate(FIFTH)
+    memoric.migrations.stamp(HEAD)  # what an upgrade on PostgreSQL without Citus leaves
+    saved = memoric.save("ada", "kept")
+    assert distribution(memoric) == {}
+    assert memoric.migrations.downgrade(FIFTH) == [HEAD]
+    assert memoric.migrations.upgrade() == [HEAD]
+    assert_distributed(memoric)
+    assert [m["id"] for m in memoric.retrieve("ada", scope="user")] == [saved]
+    memoric.close()
+
+
 @pytest.mark.parametrize("plain", selected_dialects())
 def test_the_step_changes_nothing_without_citus(plain, tmp_path, request):
     """On SQLite and plain PostgreSQL, 007 leaves the schema as 005 built it, both ways."""
