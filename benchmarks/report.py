@@ -141,17 +141,26 @@ def _plan_lines(result: dict) -> list[str]:
     for name, plan in result.get("plans", {}).items():
         lines.append(f"EXPLAIN {name}:")
         lines.extend(f"    {step}" for step in plan["plan"])
-    if result["dialect"] == "postgresql":
-        lines.append(f"GIN check: {gin_check(result)}")
+    lines.append(f"index check: {index_check(result)}")
     return lines
 
 
-def gin_check(result: dict) -> str:
-    """Whether PostgreSQL served the no-match containment filter from the metadata GIN index."""
+# What the no-match filter's plan shows when its dialect's metadata index serves it.
+INDEX_STEPS = {
+    "postgresql": "Bitmap Index Scan on idx_memories_metadata_gin",
+    "sqlite": "USING PRIMARY KEY (name=? AND value=?",  # the keys table, aliased in the query
+}
+
+
+def index_served(result: dict) -> bool:
+    """Whether the no-match containment filter was served by the dialect's metadata index."""
     plan = result.get("plans", {}).get("filter_no_match", {}).get("plan", [])
-    used = any("Bitmap Index Scan on idx_memories_metadata_gin" in step for step in plan)
-    verdict = "served by" if used else "NOT served by"
-    return f"filter_no_match {verdict} a Bitmap Index Scan on idx_memories_metadata_gin"
+    return any(INDEX_STEPS[result["dialect"]] in step for step in plan)
+
+
+def index_check(result: dict) -> str:
+    verdict = "served by" if index_served(result) else "NOT served by"
+    return f"filter_no_match {verdict} {INDEX_STEPS[result['dialect']]}"
 
 
 def run_text(result: dict) -> str:

@@ -10,6 +10,7 @@ and `NOW`. Loaded into a fresh database in order, memory `i` (0-based) gets id `
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import string
 from collections.abc import Iterator
@@ -46,6 +47,12 @@ def _text_pool(rng: random.Random) -> str:
     letters = string.ascii_lowercase
     words = ["".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(TEXT_POOL_SIZE // 5)]
     return " ".join(words)
+
+
+@functools.cache
+def pool_words(seed: int = 42) -> list[str]:
+    """The distinct words memory contents are cut from (what keyword recall queries ask for)."""
+    return sorted(set(_text_pool(random.Random(seed)).split()))
 
 
 def _tier(rng: random.Random) -> str:

@@ -316,6 +316,9 @@ def clusters_command(session: Session, user_id, rebuild, topic, category, limit,
 @click.option("--namespace", metavar="NS", help="Namespace (default: memories saved without one).")
 @click.option("--top-k", type=COUNT, default=10, show_default=True)
 @click.option("--include-summarized", is_flag=True, help="Also return memories already summarized.")
+@click.option(
+    "--query", metavar="TEXT", help="Only memories sharing a word with TEXT, ranked by relevance (BM25)."
+)
 @json_option
 @pass_session
 def recall_command(session: Session, user_id: str, as_json: bool, **query) -> None:

@@ -28,6 +28,8 @@ MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700
 
+MAX_BM25_K1 = 1000  # far past any useful value (1.2 to 2 in practice); keeps the arithmetic finite
+
 DEFAULTS: dict = {
     "database": {"dsn": None, "sqlite_warning": True},
     "tiers": [
@@ -37,7 +39,16 @@ DEFAULTS: dict = {
     ],
     "summarization": {"enabled": True, "min_records": 10, "max_chars": 1000},
     "clustering": {"min_size": 1},
-    "scoring": {"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60},
+    "scoring": {
+        "importance": 0.5,
+        "recency": 0.3,
+        "thread": 0.2,
+        "decay_days": 60,
+        # keyword recall (`retrieve(query=...)`): the relevance's weight in the rank, BM25's k1 and b
+        "relevance": 0.7,
+        "bm25_k1": 1.2,
+        "bm25_b": 0.75,
+    },
     "policies": {"batch_size": 10000, "lock_timeout": 600},
     "migrations": {"app_dir": None},
 }
@@ -216,6 +227,9 @@ def _scoring(scoring: dict) -> None:
     scoring["decay_days"] = decay
     if decay * 86400 < 1:
         raise ConfigError(f"scoring.decay_days must be positive (at least one second), got {shown(decay)}")
+    scoring["relevance"] = _number("scoring.relevance", scoring["relevance"], minimum=0, maximum=1)
+    scoring["bm25_b"] = _number("scoring.bm25_b", scoring["bm25_b"], minimum=0, maximum=1)
+    scoring["bm25_k1"] = _number("scoring.bm25_k1", scoring["bm25_k1"], minimum=0, maximum=MAX_BM25_K1)
 
 
 def _number(key: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:

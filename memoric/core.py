@@ -21,7 +21,7 @@ from memoric.db import recall_queries
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
 from memoric.migrate import Migrations
-from memoric.scoring import ScoreFormula
+from memoric.scoring import Relevance, ScoreFormula
 
 SCOPES = ("thread", "topic", "user")
 Enricher = Callable[[str, dict], dict | None]
@@ -59,6 +59,7 @@ class Memoric:
         self.summarizer = summarizer
         self.enricher = enricher
         self.formula = ScoreFormula.from_config(self.config["scoring"])
+        self.relevance = Relevance.from_config(self.config["scoring"])
         self.migrations = Migrations(self.store, app_dir=resolve_app_dir(app_dir, self.config))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -159,25 +160,29 @@ class Memoric:
         namespace: str | None = None,
         top_k: int = 10,
         include_summarized: bool = False,
+        query: str | None = None,
     ) -> list[dict]:
         """The `top_k` best memories of one user in one namespace, by the recall score (`scoring.py`).
 
         scope `thread`: that thread (every thread of the user when none is given); `topic`: the
         user's threads holding a memory with `metadata_filter["topic"]` (the other filter keys
         still apply); `user`: all the user's memories. Ties go to the newest. Each dict has `_score`.
+        With `query`, only memories sharing a term with it (memoric's tokenizer, `memoric.text`),
+        ranked by BM25 relevance blended with the score (`scoring.Relevance`); each dict also has
+        `_relevance` (its BM25 value) and `_rank`.
         """
         self._ready()
         if scope not in SCOPES:
             raise ValidationError(f"scope must be one of {list(SCOPES)}, got {validation.shown(scope)}")
         validation.count("top_k", top_k)
         pattern = dict(validation.metadata_filter(metadata_filter) or {})
-        query = {"where_metadata": pattern}
+        scoped = {"where_metadata": pattern}
         if scope == "thread":
-            query["thread_id"] = thread_id
+            scoped["thread_id"] = thread_id
         elif scope == "topic":
             if "topic" not in pattern:
                 raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
-            query["topic"] = pattern.pop("topic")
+            scoped["topic"] = pattern.pop("topic")
         return recall_queries.ranked_memories(
             self.store,
             user_id=user_id,
@@ -186,7 +191,9 @@ class Memoric:
             bonus_thread_id=thread_id,
             include_summarized=include_summarized,
             limit=top_k,
-            **query,
+            query=query,
+            relevance=self.relevance,
+            **scoped,
         )
 
     def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:

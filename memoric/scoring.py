@@ -16,6 +16,7 @@ Python (the reference below) compute the very same score, ties included: no floa
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 WEIGHT_SCALE = 1_000_000
@@ -85,3 +86,69 @@ def score_memory(formula: ScoreFormula, memory: dict, now: dt.datetime, thread_i
     """The score of a memory dict when recalled at `now` for `thread_id`."""
     same = thread_id is not None and memory["thread_id"] == thread_id
     return formula.score(memory["score"], age_seconds(memory["updated_at"], now), same)
+
+
+# --- keyword recall: BM25 relevance and its blend with the score -------------------------------
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """BM25 with Lucene's idf, and the blend that ranks keyword recall.
+
+    For a memory d of one user and namespace (N memories, average length avgdl terms) and the
+    distinct query terms t with document frequency df(t) and frequency tf(t, d) in d (length dl):
+
+        idf(t)       = ln(1 + (N − df + 0.5) / (df + 0.5))           (always > 0)
+        relevance(d) = Σ_t  tf · idf·(k1 + 1) / (tf + k1·(1 − b) + k1·b·dl/avgdl)
+        rank(d)      = weight · relevance / max relevance + (1 − weight) · score / 100
+
+    the sum taken in the order the terms first occur in the query, the maximum over the memories
+    the recall considers. Python computes idf and the other per-query constants; the database
+    applies them per posting with multiplications, additions and divisions only, which both
+    dialects do in IEEE double precision in the order written: equal inputs, equal bits.
+    """
+
+    weight: float  # of the relevance in the rank; the score has the rest
+    k1: float
+    b: float
+
+    @classmethod
+    def from_config(cls, scoring: dict) -> Relevance:
+        """The relevance settings of a validated `scoring` config section."""
+        return cls(weight=scoring["relevance"], k1=scoring["bm25_k1"], b=scoring["bm25_b"])
+
+    def constants(self, documents: int, total_length: int, frequencies: list[int]) -> QueryConstants:
+        """The per-query constants for N = `documents` of `total_length` terms in all, and the
+        document frequency of each query term (in query order)."""
+        average = total_length / documents
+        return QueryConstants(
+            term_weights=[idf(documents, df) * (self.k1 + 1) for df in frequencies],
+            length_base=self.k1 * (1 - self.b),
+            length_factor=self.k1 * self.b / average,
+            relevance_share=self.weight,
+            score_share=(1 - self.weight) / 100,
+        )
+
+
+@dataclass(frozen=True)
+class QueryConstants:
+    """What one keyword recall binds into its SQL, and the Python mirror of that SQL."""
+
+    term_weights: list[float]  # idf·(k1 + 1) per query term
+    length_base: float  # k1·(1 − b)
+    length_factor: float  # k1·b / avgdl
+    relevance_share: float
+    score_share: float  # (1 − weight) / 100
+
+    def contribution(self, term: int, tf: int, dl: int) -> float:
+        """One query term's part of a memory's relevance, computed as the SQL computes it."""
+        return (tf * self.term_weights[term]) / ((tf + self.length_base) + self.length_factor * dl)
+
+    def rank(self, relevance: float, best: float, score: int) -> float:
+        """The rank of a memory, computed as the SQL computes it."""
+        return self.relevance_share * (relevance / best) + self.score_share * score
+
+
+def idf(documents: int, frequency: int) -> float:
+    """Lucene's BM25 idf: ln(1 + (N − df + 0.5) / (df + 0.5)), positive even where df = N."""
+    return math.log(1 + (documents - frequency + 0.5) / (frequency + 0.5))

@@ -39,6 +39,7 @@ _JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
 # a 600-million-character content was stored by SQLite and refused by PostgreSQL. At most 10
 # million characters (40 MB of UTF-8) fits both with room.
 MAX_CONTENT_LENGTH = 10_000_000
+MAX_QUERY_LENGTH = 10_000  # characters of a keyword recall's query text
 # Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
 # any time zone can still hand them back as a datetime.
 MIN_TIMESTAMP = dt.datetime(1, 1, 2, tzinfo=dt.UTC)

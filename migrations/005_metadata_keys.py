@@ -4,7 +4,7 @@
 scalar with the name of the member it sits under (a scalar in an array takes the array's name),
 numbers as doubles, true/false/null as one-byte blobs, with the memory's user and id. Three
 triggers keep it in the same transaction as every write to `memories`. The upgrade posts the
-keys of the memories already there, BUILD_BATCH ids per statement, then adds the triggers (each
+keys of the memories already there, BUILD_BATCH memories per statement, then adds the triggers (each
 step kept when there already, as in a schema built from the models); the
 rollback drops the triggers and the table (the memories keep everything: nothing to confirm).
 
@@ -55,24 +55,28 @@ CREATE_TABLE = (
 )
 CREATE_TRIGGERS = (
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_insert AFTER INSERT ON memories BEGIN {_add('NEW')} END",
-    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE OF metadata, user_id, id ON memories "
+    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE ON memories "
     "WHEN OLD.metadata IS NOT NEW.metadata OR OLD.user_id IS NOT NEW.user_id OR OLD.id IS NOT NEW.id "
     f"BEGIN {_remove('OLD')} {_add('NEW')} END",
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_delete AFTER DELETE ON memories BEGIN {_remove('OLD')} END",
 )
+# The id ending the next batch of memories after an id (ids may be far apart: walked, not counted).
+BATCH_END = "SELECT max(id) FROM (SELECT id FROM memories WHERE id > ? ORDER BY id LIMIT ?)"
 BUILD = f"INSERT OR IGNORE INTO {TABLE} " + _keys_of(
     "m.metadata", ", m.user_id, m.id", "memories AS m, ", "m.id > ? AND m.id <= ? AND "
 )
 
 
 def _create(database) -> None:
-    """The table, the keys of every memory (BUILD_BATCH ids at a time), then the triggers."""
+    """The table, the keys of every memory (BUILD_BATCH memories at a time), then the triggers."""
     database.execute_sql(CREATE_TABLE)
-    (low, high) = database.execute_sql("SELECT min(id), max(id) FROM memories").fetchone()
-    if low is not None:
-        for start in range(low - 1, high, BUILD_BATCH):
-            end = start + BUILD_BATCH
-            database.execute_sql(BUILD, (start, end, start, end))
+    start = -(2**63)
+    while True:
+        (end,) = database.execute_sql(BATCH_END, (start, BUILD_BATCH)).fetchone()
+        if end is None:
+            break
+        database.execute_sql(BUILD, (start, end, start, end))
+        start = end
     for statement in CREATE_TRIGGERS:
         database.execute_sql(statement)
 

@@ -153,14 +153,16 @@ SECOND = "002_merge_thread_indexes"
 THIRD = "003_never_reuse_ids"
 FOURTH = "004_bigint_ids"
 FIFTH = "005_metadata_keys"
-HEAD = "007_distribute_on_citus"
+POSTINGS = "006_text_postings"
+DISTRIBUTE = "007_distribute_on_citus"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, HEAD]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE]
+HEAD = SHIPPED[-1]
 
 
-MEMORIC_TABLES = ("memories", "memory_clusters")
+MEMORIC_TABLES = ("memories", "memory_clusters", "memory_terms", "memory_documents")
 # Tables memoric keeps on one dialect only, derived from the memories (SQLite's metadata keys).
 DIALECT_TABLES = {"sqlite": ("memory_metadata_keys",), "postgresql": ()}
 
@@ -294,9 +296,10 @@ def history_names(store: MemoryStore) -> list[str]:
 
 
 def all_rows(store: MemoryStore) -> dict[str, list]:
+    """Every row of the memories and clusters tables (the other tables are derived from them)."""
     return {
         table: store.database.execute_sql(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
-        for table in MEMORIC_TABLES
+        for table in ("memories", "memory_clusters")
     }
 
 

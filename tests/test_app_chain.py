@@ -30,6 +30,7 @@ from tests.helpers import (
     FOURTH,
     HEAD,
     LABELS,
+    POSTINGS,
     SECOND,
     SHIPPED,
     THIRD,
@@ -232,15 +233,15 @@ def test_targets_across_the_two_chains(both):
     assert both.upgrade("+1") == ["app:002_labels"]
     assert both.downgrade("app:-1") == ["app:002_labels"]
     rolled_back = both.downgrade("memoric:002")
-    assert rolled_back == [sentiment, HEAD, FIFTH, FOURTH, THIRD], "the app's chain is rolled back first"
-    assert both.upgrade("app:001") == [THIRD, FOURTH, FIFTH, HEAD, sentiment]
+    assert rolled_back == [sentiment, *reversed(SHIPPED[2:])], "the app's chain is rolled back first"
+    assert both.upgrade("app:001") == [THIRD, FOURTH, FIFTH, POSTINGS, HEAD, sentiment]
     assert both.upgrade("002_labels") == ["app:002_labels"], "a name only the app chain has"
     assert both.downgrade("app:base") == ["app:002_labels", sentiment]
     assert (both.current(), both.current("app")) == (HEAD, None)
     assert both.upgrade("memoric:head") == []
     assert both.upgrade() == [sentiment, "app:002_labels"]
     assert both.downgrade("memoric:-1") == ["app:002_labels", sentiment, HEAD]
-    assert both.downgrade("base") == [FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert both.downgrade("base") == [POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert both.pending() == [*SHIPPED, sentiment, "app:002_labels"]
 
 

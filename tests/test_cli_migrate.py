@@ -22,9 +22,8 @@ from tests.helpers import (
     FIRST,
     FOURTH,
     HEAD,
-    SECOND,
+    POSTINGS,
     SHIPPED,
-    THIRD,
     WAITING,
     applied,
     chain,
@@ -51,10 +50,7 @@ def check(dsn):
 
 def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "pending")
-    assert (result.exit_code, result.stdout) == (
-        0,
-        f"{FIRST}\n{SECOND}\n{THIRD}\n{FOURTH}\n{FIFTH}\n{HEAD}\n",
-    )
+    assert (result.exit_code, result.stdout) == (0, "".join(f"{name}\n" for name in SHIPPED))
     assert cli("migrate", "current").stdout == "base\n"
 
     result = cli("migrate", "upgrade")
@@ -71,11 +67,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {FIFTH}\n" in result.stdout
+    assert f"is at {POSTINGS}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {FIFTH}\nRolled back {FOURTH}\nRolled back {THIRD}\n")
+    assert result.stdout.startswith(f"Rolled back {POSTINGS}\nRolled back {FIFTH}\nRolled back {FOURTH}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 

@@ -36,7 +36,15 @@ def test_defaults_are_valid_and_complete():
 def test_yaml_merges_per_section_over_defaults(tmp_path):
     path = write(tmp_path, "scoring: {recency: 0.1}\nsummarization:\n  min_records: 3\n")
     config = load_config(path)
-    assert config["scoring"] == {"importance": 0.5, "recency": 0.1, "thread": 0.2, "decay_days": 60}
+    assert config["scoring"] == {
+        "importance": 0.5,
+        "recency": 0.1,
+        "thread": 0.2,
+        "decay_days": 60,
+        "relevance": 0.7,
+        "bm25_k1": 1.2,
+        "bm25_b": 0.75,
+    }
     assert config["summarization"] == {"enabled": True, "min_records": 3, "max_chars": 1000}
     assert tier_names(config) == ["short_term", "mid_term", "long_term"]
 

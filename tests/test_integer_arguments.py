@@ -497,6 +497,7 @@ CONFIG_KEYS = {
         lambda v: {"scoring": {"decay_days": v}},
         lambda v: is_days(v) and 0 < v <= 36500,
     ),
+    "scoring.bm25_k1": (lambda v: {"scoring": {"bm25_k1": v}}, lambda v: is_days(v) and v <= 1000),
 }
 
 
@@ -513,7 +514,9 @@ def test_every_integer_config_key_is_covered():
         "scoring.importance",
         "scoring.recency",
         "scoring.thread",
-    }  # fractions 0-1, tested in test_config
+        "scoring.relevance",
+        "scoring.bm25_b",
+    }  # fractions 0-1, tested in test_config and test_keyword_recall
     assert keys - weights == set(CONFIG_KEYS)
 
 

@@ -22,7 +22,7 @@ from memoric.errors import MemoricError
 from memoric.migrate import Migrations
 from memoric.transfer.export import export_jsonl
 from memoric.transfer.writing import copy_database, import_jsonl
-from tests.helpers import FIFTH, FOURTH, all_rows, schema, tables
+from tests.helpers import FIFTH, FOURTH, HEAD, all_rows, schema, tables
 from tests.test_jsonfilter import cases
 
 PATTERNS = [
@@ -202,17 +202,17 @@ def test_the_migration_builds_the_keys_of_existing_memories_and_rolls_back(store
     assert_filters_match_the_reference(store)
 
 
-def test_the_migration_builds_in_batches(store, monkeypatch):
-    """Ids far apart (several batches, empty ones between) all get their keys."""
+def test_the_migration_builds_in_batches(store):
+    """Ids far apart (2**62 among them: the build walks the ids, it does not count through them)."""
     migrations = Migrations(store)
     migrations.upgrade(FOURTH)
-    for memory_id in (1, 2, 50_000, 50_001, 130_000):
+    for memory_id in (1, 2, 50_000, 50_001, 130_000, 2**62):
         store.insert_memory(
             id=memory_id, user_id="ada", content="x", metadata={"topic": "travel", "id": memory_id}
         )
     migrations.upgrade()
     found = store.get_memories(user_id="ada", where_metadata={"topic": "travel"}, limit=None)
-    assert [m["id"] for m in found] == [130_000, 50_001, 50_000, 2, 1]
+    assert [m["id"] for m in found] == [2**62, 130_000, 50_001, 50_000, 2, 1]
     if store.is_sqlite:
         assert posted(store) == rebuilt(store)
 
@@ -235,14 +235,79 @@ def test_a_rare_key_is_read_and_a_common_one_walks_the_newest_rows(db):
     assert [m["content"] for m in page] == ["m7"]
 
 
+def test_create_schema_over_memories_posts_their_keys(db):
+    """Building the schema where memories exist without the keys table indexes them too."""
+    if db.is_postgres:
+        pytest.skip("the keys table is SQLite's")
+    fill(db)
+    sqlite_keys.drop(db.database)
+    db.create_schema()
+    assert_filters_match_the_reference(db)
+
+
 def test_a_database_without_the_keys_table_still_filters_exactly(db):
     """A schema drafted from the models alone has no keys table: filters read every memory."""
     if db.is_postgres:
         pytest.skip("the keys table is SQLite's")
     fill(db)
     expected = db.get_memories(where_metadata={"topic": "travel"}, limit=None)
-    sqlite_keys.drop(db.database)
+    db.database.execute_sql(f"DROP TABLE {sqlite_keys.TABLE}")  # by hand: its triggers remain
     try:
+        assert db.get_memories(where_metadata={"topic": "travel"}, limit=None) == expected
+        sqlite_keys.drop(db.database)
         assert db.get_memories(where_metadata={"topic": "travel"}, limit=None) == expected
     finally:
         sqlite_keys.create(db.database)
+
+
+ADD_WITH_DEFAULT = """
+import peewee as pw
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.add_fields("memories", sentiment=pw.FloatField(default=0.0, constraints=[pw.SQL("DEFAULT 0")]))
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.remove_fields("memories", "sentiment")
+"""
+
+
+def test_a_migration_that_rebuilds_the_memories_table_keeps_the_index(store, tmp_path):
+    """SQLite rebuilds a table to add a column with a default, dropping its triggers with it."""
+    migrations = Migrations(store, app_dir=tmp_path / "app")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "001_add_sentiment.py").write_text(ADD_WITH_DEFAULT, encoding="utf-8")
+    migrations.upgrade(HEAD)
+    ids = fill(store)
+    migrations.upgrade()
+    store.insert_memory(user_id="ada", content="after", metadata={"topic": "travel"})
+    store.update_metadata(memory_id=ids[0], new_metadata={"topic": "work"})
+    assert_filters_match_the_reference(store)
+    migrations.downgrade("app:base", confirm_data_loss=True)
+    store.update_metadata(memory_id=ids[3], new_metadata={"topic": "food"})
+    assert_filters_match_the_reference(store)
+
+
+def test_an_update_of_the_rowid_moves_the_keys(db):
+    if db.is_postgres:
+        pytest.skip("PostgreSQL rows have no rowid")
+    ids = fill(db)
+    db.database.execute_sql("UPDATE memories SET rowid = 999 WHERE id = ?", (ids[0],))
+    db.database.execute_sql("UPDATE memories SET _rowid_ = 998 WHERE id = ?", (ids[1],))
+    assert_filters_match_the_reference(db)
+
+
+def test_filters_stay_exact_while_a_trigger_is_missing(db):
+    """A trigger dropped by hand: the keys may be stale, so filters read every memory in scope."""
+    if db.is_postgres:
+        pytest.skip("the keys table is SQLite's")
+    ids = fill(db)
+    db.database.execute_sql("DROP TRIGGER memories_keys_update")
+    db.update_metadata(memory_id=ids[0], new_metadata={"topic": "none such"})
+    try:
+        found = db.get_memories(where_metadata={"topic": "none such"}, limit=None)
+        assert [m["id"] for m in found] == [ids[0]]
+    finally:
+        sqlite_keys.repair(db.database)
+    assert_filters_match_the_reference(db)

@@ -32,6 +32,7 @@ from tests.helpers import (
     FIRST,
     FOURTH,
     HEAD,
+    POSTINGS,
     SECOND,
     SHIPPED,
     THIRD,
@@ -114,7 +115,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -204,7 +205,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -219,7 +220,8 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     migrations = Migrations(store)
     assert migrations.upgrade() == SHIPPED
     before = fill_threads(store)
-    assert migrations.downgrade(SECOND) == [HEAD, FIFTH, FOURTH, THIRD]  # on Citus, 007's undo rebuilds
+    # On Citus, 007's undo rebuilds the tables: 002's rename is checked from 002.
+    assert migrations.downgrade(SECOND) == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD]
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
     assert migrations.downgrade("001") == [SECOND]
@@ -230,7 +232,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -339,26 +341,18 @@ def longer(store, tmp_path) -> Migrations:
 
 def test_relative_and_named_targets(longer):
     assert longer.upgrade("+1") == [FIRST]
-    assert longer.upgrade("091_weight") == [
-        SECOND,
-        THIRD,
-        FOURTH,
-        FIFTH,
-        HEAD,
-        "090_importance",
-        "091_weight",
-    ]
+    assert longer.upgrade("091_weight") == [*SHIPPED[1:], "090_importance", "091_weight"]
     assert longer.downgrade("-2") == ["091_weight", "090_importance"]
     assert longer.upgrade("90") == ["090_importance"]
     assert longer.current() == "090_importance"
     assert longer.upgrade("002") == []
-    assert longer.downgrade("001_initial_schema") == ["090_importance", HEAD, FIFTH, FOURTH, THIRD, SECOND]
+    assert longer.downgrade("001_initial_schema") == ["090_importance", *reversed(SHIPPED[1:])]
     assert longer.current() == FIRST
-    assert longer.upgrade("head") == [SECOND, THIRD, FOURTH, FIFTH, HEAD, "090_importance", "091_weight"]
+    assert longer.upgrade("head") == [*SHIPPED[1:], "090_importance", "091_weight"]
     assert longer.downgrade("head") == []
     assert longer.downgrade("7") == ["091_weight", "090_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert longer.downgrade("base") == [POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert longer.current() is None
 
 
@@ -370,11 +364,11 @@ def test_relative_and_named_targets(longer):
             "nonsense",
             "unknown migration target 'nonsense'.*"
             "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
-            "005_metadata_keys, 007_distribute_on_citus, 090_importance, 091_weight",
+            "005_metadata_keys, 006_text_postings, 007_distribute_on_citus, 090_importance, 091_weight",
         ),
-        ("upgrade", "006", "unknown migration target '006'"),
+        ("upgrade", "008", "unknown migration target '008'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+9", "only 8 migration"),
+        ("upgrade", "+10", "only 9 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
@@ -391,7 +385,7 @@ def test_history_pending_and_current(longer):
     assert longer.current() is None
     assert longer.pending() == [*SHIPPED, "090_importance", "091_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+7")
+    longer.upgrade("+8")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
         (FIRST, True),
@@ -399,12 +393,13 @@ def test_history_pending_and_current(longer):
         (THIRD, True),
         (FOURTH, True),
         (FIFTH, True),
+        (POSTINGS, True),
         (HEAD, True),
         ("090_importance", True),
         ("091_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[7]["applied_at"] is None
+    assert history[8]["applied_at"] is None
     assert longer.pending() == ["091_weight"]
     assert longer.current() == "090_importance"
 
@@ -422,7 +417,7 @@ def test_stamp_moves_the_version_without_ddl(longer):
     longer.upgrade()
     built = schema(store)
     assert longer.stamp("-1") == "090_importance"
-    assert longer.stamp("-2") == FIFTH
+    assert longer.stamp("-2") == POSTINGS
     assert longer.stamp("+1") == HEAD
     assert longer.stamp("090") == "090_importance"
     assert history_names(store) == [*SHIPPED, "090_importance"]
@@ -518,7 +513,7 @@ def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations.upgrade(FIRST)
     with pytest.raises(
         MigrationError,
-        match=rf"5 pending .*\({SECOND}, {THIRD}, {FOURTH}, {FIFTH}, {HEAD}\); run `memoric migrate upgrade`",
+        match=rf"6 pending .*\({', '.join(SHIPPED[1:])}\); run `memoric migrate upgrade`",
     ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST
@@ -780,7 +775,8 @@ def test_facade_init_db_records_head(facade, new_dsn):
 
 STAMP_MISSING = f"cannot stamp {FIRST}: tables memories, memory_clusters do not exist"
 RECORDED_MISSING = (
-    f"the history says {FIRST} is applied but tables memories, memory_clusters do not exist: "
+    f"the history says {FIRST} is applied but tables memories, memory_clusters do not exist; the history "
+    f"says {POSTINGS} is applied but tables memory_documents, memory_terms do not exist: "
     "run `memoric migrate stamp base` then `memoric migrate upgrade`"
 )
 

@@ -92,9 +92,10 @@ def recall(
     namespace: str | None = None,
     top_k: int = 10,
     include_summarized: bool = False,
+    query: str | None = None,
     as_json: bool = False,
 ) -> None:
-    """The best memories for an agent to recall now, by the documented score."""
+    """The best memories for an agent to recall now, by the documented score (and `query`)."""
     memories = session.memoric.retrieve(
         user_id,
         thread_id=thread_id,
@@ -103,6 +104,7 @@ def recall(
         namespace=namespace,
         top_k=top_k,
         include_summarized=include_summarized,
+        query=query,
     )
     if as_json:
         echo_json(memories)

@@ -207,6 +207,38 @@ class MemoryCluster(peewee.Model):
         table_name = "memory_clusters"
 
 
+class MemoryTerm(peewee.Model):
+    """A term posting: how often `term` occurs in one memory, with that memory's length in terms.
+
+    The owner and namespace are the memory's, so a recall reads one user's postings of one
+    namespace for the query's terms from one index, and never another user's.
+    """
+
+    memory_id = peewee.BigIntegerField()
+    user_id = peewee.CharField(max_length=128)
+    namespace = peewee.CharField(max_length=128, null=True)
+    term = peewee.CharField(max_length=64)
+    tf = peewee.IntegerField()
+    dl = peewee.IntegerField()
+
+    class Meta:
+        table_name = "memory_terms"
+        primary_key = peewee.CompositeKey("memory_id", "term")
+
+
+class MemoryDocument(peewee.Model):
+    """One row per memory: its length in terms (0 for content without any), for the statistics
+    of its user and namespace (how many memories, their average length)."""
+
+    memory_id = peewee.BigIntegerField(primary_key=True)
+    user_id = peewee.CharField(max_length=128)
+    namespace = peewee.CharField(max_length=128, null=True)
+    length = peewee.IntegerField()
+
+    class Meta:
+        table_name = "memory_documents"
+
+
 # Fields whose values need converting between Python and the database (the others pass as they are).
 CONVERTED_FIELDS = (peewee.BooleanField, JSONDocumentField, UTCDateTimeField)
 
@@ -224,6 +256,8 @@ CLUSTER_INDEXES = {
     "idx_cluster_user": ("user_id",),
     "idx_cluster_topic": ("topic",),
 }
+TERM_INDEXES = {"idx_memory_terms_lookup": ("user_id", "namespace", "term", "memory_id", "tf", "dl")}
+DOCUMENT_INDEXES = {"idx_memory_documents_scope": ("user_id", "namespace", "length")}
 UNIQUE_INDEXES = {"idx_cluster_unique"}
 # PostgreSQL only: GIN indexes serve `@>` (metadata) and `?|` (related_threads).
 # jsonb_path_ops is smaller and faster for `@>`; `?|` needs the default jsonb_ops.
@@ -241,12 +275,17 @@ def _declare_indexes(model, indexes):
 
 _declare_indexes(Memory, MEMORY_INDEXES)
 _declare_indexes(MemoryCluster, CLUSTER_INDEXES)
+_declare_indexes(MemoryTerm, TERM_INDEXES)
+_declare_indexes(MemoryDocument, DOCUMENT_INDEXES)
+# The tables keyword recall reads (`memoric.db.postings` keeps them in step with `memories`).
+POSTING_MODELS = (MemoryTerm, MemoryDocument)
+POSTING_TABLES = frozenset(model._meta.table_name for model in POSTING_MODELS)
 
 
 def bind_models(database) -> SimpleNamespace:
-    """Copies of `Memory` and `MemoryCluster` bound to `database`, leaving the originals unbound."""
+    """Copies of every model bound to `database`, leaving the originals unbound."""
     bound = {}
-    for model in (Memory, MemoryCluster):
+    for model in (Memory, MemoryCluster, *POSTING_MODELS):
         meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
         bound[model.__name__] = type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
     return SimpleNamespace(**bound)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric import validation
+from memoric.db import postings
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
-from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, ids_left, memory_dict, memory_row
+from memoric.db.rows import ID_CHUNK_SIZE, ids_left, memory_dict, memory_row
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -49,13 +50,24 @@ def _batched_update(store: MemoryStore, conditions: list, values: dict, batch_si
         )
         bounded = after if boundary is None else [*after, m.id <= boundary]
         with store.database.atomic():
-            done = m.update(**values).where(all_of(bounded)).execute()
+            done = _update(store, bounded, values)
         changed += done
         if on_batch is not None and done:
             on_batch(done)
         if boundary is None:
             return changed
         last_id = boundary
+
+
+def _update(store: MemoryStore, conditions: list, values: dict) -> int:
+    """UPDATE the rows matching `conditions`; rows changed. A new content rebuilds their postings."""
+    m = store.Memory
+    query = m.update(**values).where(all_of(conditions))
+    if "content" not in values:
+        return query.execute()
+    changed = [memory_id for (memory_id,) in query.returning(m.id).tuples().execute()]
+    postings.reindex(store, changed)
+    return len(changed)
 
 
 @translate_errors
@@ -175,9 +187,8 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
         sources.setdefault(row["user_id"], []).extend(ids)
     marked = 0
     with store.database.atomic():
-        for rows in group_by_keys([row for row, _ in checked]):
-            with ids_left(store, m):
-                m.insert_many(rows).execute()
+        with ids_left(store, m):
+            postings.insert_memories(store, [row for row, _ in checked])
         for user_id, ids in sources.items():  # one user per UPDATE: one shard on a distributed table
             for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
                 query = m.update(summarized=True, updated_at=store.clock())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric import validation
+from memoric.db import postings
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
 from memoric.db.connection import failure_message, translate_errors
 from memoric.db.dialects.base import reserved_end
@@ -140,10 +141,7 @@ def reserve_ids(
         tops = _raise_id_counters(store, claims)
         check()
         rows = holding_rows(tops)
-        written = {
-            kind: insert_rows(store, _table(store, kind)[0], [rows[kind]], skip_existing=True)
-            for kind in uncounted
-        }
+        written = {kind: _insert(store, kind, [rows[kind]]) for kind in uncounted}
     return tops, written
 
 
@@ -162,9 +160,16 @@ def _raise_id_counters(store: MemoryStore, claims: dict[str, tuple[int, int]]) -
 def insert_whole_rows(store: MemoryStore, kind: str, rows: list[dict]) -> int:
     """Insert rows returned by `whole_row`, skipping those whose id (or, for a cluster, whose
     user/topic/category) is taken; the number inserted. The caller compares the skipped ones."""
-    model = _table(store, kind)[0]
     with store.database.atomic():
-        return sum(insert_rows(store, model, same_keys, True) for same_keys in group_by_keys(rows))
+        return _insert(store, kind, rows)
+
+
+def _insert(store: MemoryStore, kind: str, rows: list[dict]) -> int:
+    """Insert whole rows skipping taken ids (memories with their postings); the number inserted."""
+    if kind == "memory":
+        return postings.insert_memories(store, rows, skip_existing=True)
+    model = _table(store, kind)[0]
+    return sum(insert_rows(store, model, same_keys, True) for same_keys in group_by_keys(rows))
 
 
 @translate_errors
@@ -180,8 +185,11 @@ def delete_id_range(store: MemoryStore, kind: str, low: int, high: int) -> int:
     """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
     low, high = validation.memory_id(low, "low"), validation.memory_id(high, "high")
     model, column = _table(store, kind)
-    field = getattr(model, column)
-    return model.delete().where(field.between(low, high)).execute()
+    in_range = getattr(model, column).between(low, high)
+    if kind == "memory":
+        with store.database.atomic():
+            return postings.delete_memories(store, [in_range])
+    return model.delete().where(in_range).execute()
 
 
 @translate_errors

@@ -121,7 +121,7 @@ def draft_source(message: str, migrator: Migrator, targets: list | None = None) 
     Tables of the schema that none of the models names are left as they are. MigrationError when
     there is nothing to change.
     """
-    targets = list(targets or [models.Memory, models.MemoryCluster])
+    targets = list(targets or [models.Memory, models.MemoryCluster, *models.POSTING_MODELS])
     source = list(migrator.orm)
     named = {model._meta.table_name for model in targets}
     targets += [model for model in source if model._meta.table_name not in named]

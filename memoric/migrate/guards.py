@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from memoric.db import catalogue
 from memoric.db.connection import first_line
+from memoric.db.models import POSTING_TABLES
 from memoric.errors import MigrationError
 from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
@@ -157,8 +158,11 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
 
 
 def shape(run: Run) -> Shape:
-    """{table: its column names} of every table but the chains' histories and the derived tables."""
-    skipped = {router.chain.table for router in run.routers.values()} | catalogue.DERIVED_TABLES
+    """{table: its column names} of every table but the chains' histories and the tables derived
+    from the memories alone (the metadata keys, the text postings): dropping those loses nothing
+    the upgrade that adds them does not build again."""
+    histories = {router.chain.table for router in run.routers.values()}
+    skipped = histories | catalogue.DERIVED_TABLES | POSTING_TABLES
     names = [table for table in run.tables() if table not in skipped]
     return {table: set(found) for table, found in run.dialect.columns(run.database, names).items()}
 

@@ -227,6 +227,7 @@ class Run:
         for step in plan:
             try:
                 self.routers[step.chain].run_one(step.name, migrator, fake=False, downgrade=downgrade)
+                self.dialect.repair_extra_indexes(self.database)
             except Exception as exc:
                 raise MigrationError(_failure(step.label, downgrade, finished, exc)) from exc
             finished.append(step.label)
@@ -267,8 +268,11 @@ class Runner:
         if self.database.in_transaction():
             raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
-        with lock, self.store.dialect.foreign_keys_off(self.database):
-            yield Run(self.store, self.chains, names)
+        try:
+            with lock, self.store.dialect.foreign_keys_off(self.database):
+                yield Run(self.store, self.chains, names)
+        finally:
+            self.store.postings_ready = False  # a migration may have added or dropped them
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:

@@ -14,12 +14,28 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+from typing import NamedTuple
 
 import peewee
 
 from memoric import validation
 from memoric.db.catalogue import Column
 from memoric.errors import MemoricError
+
+
+class MemoryPostings(NamedTuple):
+    """The text postings of one memory about to be inserted (its id comes from the INSERT)."""
+
+    documents_table: str  # columns memory_id, user_id, namespace, length
+    terms_table: str  # columns memory_id, user_id, namespace, term, tf, dl
+    user_id: str
+    namespace: str | None
+    length: int  # the memory's length in terms (dl)
+    counts: list[tuple[str, int]]  # (term, tf), sorted by term
+
+
+DOCUMENT_COLUMNS = ["memory_id", "user_id", "namespace", "length"]
+TERM_COLUMNS = ["memory_id", "user_id", "namespace", "term", "tf", "dl"]
 
 
 class Dialect(abc.ABC):
@@ -76,6 +92,10 @@ class Dialect(abc.ABC):
         """Whether `sql`, a SELECT, changes the schema (a function with effects): a preview shows it."""
 
     @abc.abstractmethod
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """Put back what a migration's rebuild of a table took from the dialect's own indexes."""
+
+    @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """Drop the tables this dialect keeps beside memoric's two (its indexes of them)."""
 
@@ -116,6 +136,12 @@ class Dialect(abc.ABC):
         """
 
     @abc.abstractmethod
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """`count` new ids for rows about to be inserted into `table`, ascending, drawn from its id
+        counter as an INSERT would draw them (inside the transaction that inserts the rows);
+        "no id left" (MemoricError) when the counter has fewer left."""
+
+    @abc.abstractmethod
     def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
         """MemoricError ("no id left") when `error`, raised by an INSERT into `table`, means its
         id counter has handed out the largest id there is; otherwise nothing (called only on errors)."""
@@ -134,6 +160,12 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:
         """INSERT one row (values already converted for the driver); its new id."""
+
+    @abc.abstractmethod
+    def insert_one_with_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """INSERT one memory row (values converted for the driver) and its postings, atomically; its id."""
 
     @abc.abstractmethod
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:

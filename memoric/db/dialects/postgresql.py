@@ -12,7 +12,17 @@ import peewee
 
 from memoric.db.catalogue import Column, quoted
 from memoric.db.dialects import citus
-from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
+from memoric.db.dialects.base import (
+    DOCUMENT_COLUMNS,
+    TERM_COLUMNS,
+    Dialect,
+    MemoryPostings,
+    column_list,
+    driver_error,
+    ids_left,
+    no_id_left,
+    reserved_end,
+)
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -94,6 +104,9 @@ class PostgresDialect(Dialect):
         """Whether `sql` calls one of Citus's functions that change tables."""
         return citus.changes_tables(sql)
 
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """None: PostgreSQL rewrites a table with its indexes."""
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """None: the GIN indexes go with their table."""
 
@@ -153,6 +166,16 @@ class PostgresDialect(Dialect):
             "SELECT pg_get_serial_sequence(%s, %s)", (f'"{table}"', column)
         ).fetchone()[0]
 
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """`count` values of the id sequence (`nextval`, as an INSERT draws them: never handed out
+        twice, even to concurrent transactions), ascending."""
+        sequence = self._sequence(database, table, column)
+        with ids_left(self, database, table):
+            rows = database.execute_sql(
+                "SELECT nextval(%s) FROM generate_series(1, %s)", (sequence, count)
+            ).fetchall()
+        return sorted(value for (value,) in rows)
+
     def refuse_exhausted_ids(self, database: peewee.Database, table: str, error: BaseException) -> None:
         """MemoricError "no id left" for a sequence at its maximum ("nextval: reached maximum value")."""
         if getattr(driver_error(error), "pgcode", None) == SEQUENCE_LIMIT_EXCEEDED:
@@ -190,6 +213,29 @@ class PostgresDialect(Dialect):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
         with ids_left(self, database, table):
             return database.execute_sql(sql, row).fetchone()[0]
+
+    def insert_one_with_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """One statement (atomic by itself, one round trip): the memory's INSERT, then its document
+        row and its terms (from two arrays) in data-modifying WITH clauses; its new id."""
+        values = ", ".join(["%s"] * len(columns))
+        sql = (
+            f'WITH "new" AS (INSERT INTO "{table}" ({column_list(columns)}) VALUES ({values}) '
+            'RETURNING "id"), '
+            f'"document" AS (INSERT INTO "{postings.documents_table}" ({column_list(DOCUMENT_COLUMNS)}) '
+            'SELECT "id", %s, %s, %s FROM "new"), '
+            f'"terms" AS (INSERT INTO "{postings.terms_table}" ({column_list(TERM_COLUMNS)}) '
+            'SELECT "new"."id", %s, %s, "t"."term", "t"."tf", %s FROM "new", '
+            'unnest(%s::text[], %s::integer[]) AS "t" ("term", "tf")) '
+            'SELECT "id" FROM "new"'
+        )
+        owner = (postings.user_id, postings.namespace)
+        terms = [term for term, _ in postings.counts]
+        frequencies = [tf for _, tf in postings.counts]
+        params = (*row, *owner, postings.length, *owner, postings.length, terms, frequencies)
+        with ids_left(self, database, table):
+            return database.execute_sql(sql, params).fetchone()[0]
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)

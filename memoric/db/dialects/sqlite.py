@@ -16,7 +16,17 @@ from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
 from memoric.db.dialects import sqlite_keys
-from memoric.db.dialects.base import Dialect, column_list, driver_error, ids_left, no_id_left, reserved_end
+from memoric.db.dialects.base import (
+    DOCUMENT_COLUMNS,
+    TERM_COLUMNS,
+    Dialect,
+    MemoryPostings,
+    column_list,
+    driver_error,
+    ids_left,
+    no_id_left,
+    reserved_end,
+)
 from memoric.db.models import to_utc
 from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
@@ -70,18 +80,18 @@ class SqliteDialect(Dialect):
         """False: no SQLite function memoric's migrations call changes the schema."""
         return False
 
+    def repair_extra_indexes(self, database: peewee.Database) -> None:
+        """The metadata keys' triggers, with every key posted afresh, when a rebuild of `memories`
+        dropped them (`sqlite_keys.repair`)."""
+        sqlite_keys.repair(database)
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
 
     def metadata_key(self, database: peewee.Database, pattern: dict, user_id: str | None, enough: int | None):
-        """The rarest key of `pattern` (`sqlite_keys`); None in a schema without the keys table (a
-        draft of the models, say), where filters read every memory in scope, as before it."""
-        try:
-            return sqlite_keys.rarest_key(database, pattern, user_id, enough)
-        except peewee.OperationalError as exc:
-            if str(exc) == f"no such table: {sqlite_keys.TABLE}":
-                return None
-            raise
+        """The rarest key of `pattern` (`sqlite_keys`); None in a schema without the keys table or
+        one of its triggers (a draft of the models, say), where filters read every memory in scope."""
+        return sqlite_keys.rarest_key(database, pattern, user_id, enough)
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
@@ -150,6 +160,14 @@ class SqliteDialect(Dialect):
                 database.execute_sql("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (wanted, table))
         return top
 
+    def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
+        """The `count` ids after the highest used so far: inside the write transaction (BEGIN
+        IMMEDIATE) no other writer can take them, and inserting them moves the counter past them."""
+        top = self.id_top(database, table, column)
+        if count > MAX_STORED_ID - top:
+            raise no_id_left(table)
+        return list(range(top + 1, top + count + 1))
+
     def _counter(self, database: peewee.Database, table: str) -> int | None:
         """The `sqlite_sequence` entry of `table` (an AUTOINCREMENT table), None before its first id."""
         entry = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
@@ -186,6 +204,22 @@ class SqliteDialect(Dialect):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({", ".join("?" * len(columns))})'
         with ids_left(self, database, table):
             return database.execute_sql(sql, row).lastrowid
+
+    def insert_one_with_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """INSERT one memory row (values converted for the driver) and its postings in one transaction
+        (statements cost no round trip in process); its id."""
+        with database.atomic():
+            memory_id = self.insert_one(database, table, columns, row)
+            owner = (memory_id, postings.user_id, postings.namespace)
+            self.insert_rows(
+                database, postings.documents_table, DOCUMENT_COLUMNS, [(*owner, postings.length)], False
+            )
+            terms = [(*owner, term, tf, postings.length) for term, tf in postings.counts]
+            if terms:
+                self.insert_rows(database, postings.terms_table, TERM_COLUMNS, terms, False)
+        return memory_id
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         for table in tables:

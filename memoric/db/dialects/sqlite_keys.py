@@ -73,7 +73,7 @@ TABLE_DDL = (
 )
 TRIGGERS_DDL = (
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_insert AFTER INSERT ON memories BEGIN {_add('NEW')} END",
-    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE OF metadata, user_id, id ON memories "
+    "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE ON memories "
     "WHEN OLD.metadata IS NOT NEW.metadata OR OLD.user_id IS NOT NEW.user_id OR OLD.id IS NOT NEW.id "
     f"BEGIN {_remove('OLD')} {_add('NEW')} END",
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_delete AFTER DELETE ON memories BEGIN {_remove('OLD')} END",
@@ -81,16 +81,44 @@ TRIGGERS_DDL = (
 
 
 def create(database: peewee.Database) -> None:
-    """Create the keys table and the triggers that keep it, where not there yet (an empty schema:
-    the migration that adds them to a database with memories posts their keys)."""
-    database.execute_sql(TABLE_DDL)
+    """Create the keys table, post the keys of any memories already there, and add the triggers
+    that keep it; where the table exists already, only the missing triggers are added."""
+    if not database.table_exists(TABLE):
+        database.execute_sql(TABLE_DDL)
+        database.execute_sql(
+            f"INSERT OR IGNORE INTO {TABLE} {keys_of('m.metadata', ', m.user_id, m.id', 'memories AS m, ')}"
+        )
     for statement in TRIGGERS_DDL:
         database.execute_sql(statement)
 
 
+TRIGGERS = ("memories_keys_insert", "memories_keys_update", "memories_keys_delete")
+_PARTS_FOUND = (
+    "SELECT count(*) FROM sqlite_master WHERE (type = 'trigger' AND tbl_name = 'memories' "
+    f"AND name IN {TRIGGERS!r}) OR (type = 'table' AND name = '{TABLE}')"
+)
+
+
+def kept(database: peewee.Database) -> bool:
+    """Whether the keys table and its three triggers are all there: only then are the keys those
+    of the memories (a schema drafted from the models has none of them)."""
+    return database.execute_sql(_PARTS_FOUND).fetchone()[0] == len(TRIGGERS) + 1
+
+
+def repair(database: peewee.Database) -> None:
+    """Post every memory's keys afresh and put the triggers back, where the keys table is there
+    but a trigger is not: rebuilding `memories` (as SQLite's ALTER of a column does, in any
+    migration) drops its triggers, and every write after that would go unposted."""
+    if not (database.table_exists(TABLE) and database.table_exists("memories")) or kept(database):
+        return
+    with database.atomic():
+        drop(database)
+        create(database)
+
+
 def drop(database: peewee.Database) -> None:
     """Drop the triggers and the keys table (the memories keep everything they hold)."""
-    for trigger in ("memories_keys_insert", "memories_keys_update", "memories_keys_delete"):
+    for trigger in TRIGGERS:
         database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
     database.execute_sql(f"DROP TABLE IF EXISTS {TABLE}")
 
@@ -141,11 +169,12 @@ def rarest_key(
 ) -> MetadataKey | None:
     """The pattern's key with the fewest postings (of `user_id`'s memories, or everyone's).
 
-    None when the pattern has no key, or when even the rarest is held by more than `enough`
-    memories: walking the memories in order finds a page sooner then.
+    None when the pattern has no key, when even the rarest is held by more than `enough`
+    memories (walking the memories in order finds a page sooner then), or when a trigger is
+    missing or the table is (the keys may be stale or absent: every memory in scope is read instead).
     """
     keys = pattern_keys(pattern)[:MAX_PROBED_KEYS]
-    if not keys:
+    if not keys or not kept(database):
         return None
     cap = COUNT_CAP if enough is None else min(enough, COUNT_CAP) + 1
     owner = "" if user_id is None else ' AND "user_id" = ?'

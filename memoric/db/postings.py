@@ -1,0 +1,141 @@
+"""Text postings: the terms of every memory, kept in step with its content by every write.
+
+Keyword recall (`recall_queries`) ranks by BM25 over two tables: `memory_terms` (one row per
+memory and term: how often the term occurs, the memory's length) and `memory_documents` (one
+row per memory: its length), both carrying the memory's user and namespace. Neither database
+can run memoric's tokenizer (`memoric.text`), so the postings are written here, by Python,
+inside the same transaction as the write that changes the memories:
+
+- `insert_memory`, `insert_memories`: every INSERT of memories (save, bulk insert, thread summaries, import,
+  copy), ids drawn beforehand so that the postings can name them;
+- `reindex`: after an UPDATE of content (`update_content`, trimming), from the stored content;
+- `delete_memories`: every DELETE of memories, the postings of the deleted ids with them.
+
+The memory rows are always written before their postings, so two transactions touching the
+same memory take their locks in the same order. Before migration 006 the tables do not exist
+and these functions write memories only (`enabled`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import peewee
+
+from memoric.db.dialects.base import DOCUMENT_COLUMNS, TERM_COLUMNS, MemoryPostings
+from memoric.db.rows import ID_CHUNK_SIZE, driver_row, group_by_keys, insert_rows
+from memoric.text import term_counts
+
+if TYPE_CHECKING:
+    from memoric.db.store import MemoryStore
+
+
+def enabled(store: MemoryStore) -> bool:
+    """Whether the postings tables exist (migration 006 applied or the schema built from the models).
+
+    Only the answer yes is remembered: a store opened before an upgrade notices the tables
+    at its next write.
+    """
+    if not store.postings_ready:
+        store.postings_ready = store.database.table_exists(store.MemoryDocument._meta.table_name)
+    return store.postings_ready
+
+
+def posting_rows(memories: Iterable[dict]) -> tuple[list[tuple], list[tuple]]:
+    """The `memory_terms` and `memory_documents` rows of memories (dicts with id, user_id,
+    namespace and content), terms of each memory in sorted order."""
+    terms, documents = [], []
+    for memory in memories:
+        counts, length = term_counts(memory["content"])
+        owner = (memory["id"], memory["user_id"], memory["namespace"])
+        documents.append((*owner, length))
+        terms += [(*owner, term, counts[term], length) for term in sorted(counts)]
+    return terms, documents
+
+
+def write_postings(store: MemoryStore, memories: list[dict]) -> None:
+    """Insert the postings of memories that have none yet (call inside the memories' transaction)."""
+    terms, documents = posting_rows(memories)
+    for model, columns, rows in (
+        (store.MemoryDocument, DOCUMENT_COLUMNS, documents),
+        (store.MemoryTerm, TERM_COLUMNS, terms),
+    ):
+        if rows:
+            store.dialect.insert_rows(store.database, model._meta.table_name, columns, rows, False)
+
+
+def forget(store: MemoryStore, memory_ids: list[int]) -> None:
+    """Delete the postings of these memories (call inside the transaction that changed them)."""
+    for model in (store.MemoryTerm, store.MemoryDocument):
+        for chunk in peewee.chunked(memory_ids, ID_CHUNK_SIZE):
+            model.delete().where(model.memory_id.in_(chunk)).execute()
+
+
+def reindex(store: MemoryStore, memory_ids: list[int]) -> None:
+    """Rebuild the postings of these memories from their stored content (inside the write's
+    transaction); ids of memories that no longer exist just lose theirs."""
+    if not memory_ids or not enabled(store):
+        return
+    forget(store, memory_ids)
+    m = store.Memory
+    for chunk in peewee.chunked(sorted(set(memory_ids)), ID_CHUNK_SIZE):
+        query = m.select(m.id, m.user_id, m.namespace, m.content).where(m.id.in_(chunk)).order_by(m.id)
+        write_postings(store, list(query.dicts()))
+
+
+def insert_memory(store: MemoryStore, row: dict) -> int:
+    """INSERT one validated memory row and its postings in one transaction; its id."""
+    columns, values = driver_row(store.Memory, row)
+    table = store.Memory._meta.table_name
+    if not enabled(store):  # one statement is atomic by itself: no BEGIN/COMMIT around it
+        return store.dialect.insert_one(store.database, table, columns, values)
+    counts, length = term_counts(row["content"])
+    postings = MemoryPostings(
+        documents_table=store.MemoryDocument._meta.table_name,
+        terms_table=store.MemoryTerm._meta.table_name,
+        user_id=row["user_id"],
+        namespace=row["namespace"],
+        length=length,
+        counts=sorted(counts.items()),
+    )
+    return store.dialect.insert_one_with_postings(store.database, table, columns, values, postings)
+
+
+def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool = False) -> int:
+    """INSERT validated memory rows and their postings (inside one transaction); rows inserted.
+
+    Rows without an id get one drawn from the table's id counter first. With `skip_existing`,
+    rows whose id is taken are left out (an import) and the postings of every id given are
+    rebuilt from what is stored, whichever row won.
+    """
+    m = store.Memory
+    if not enabled(store):
+        return sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
+    rows = with_ids(store, rows)
+    inserted = sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
+    if skip_existing:
+        reindex(store, [row["id"] for row in rows])
+    else:
+        write_postings(store, rows)
+    return inserted
+
+
+def with_ids(store: MemoryStore, rows: list[dict]) -> list[dict]:
+    """`rows`, each without an id given the next one the id counter hands out (in row order)."""
+    missing = sum(1 for row in rows if "id" not in row)
+    if not missing:
+        return rows
+    table = store.Memory._meta.table_name
+    drawn = iter(store.dialect.new_ids(store.database, table, "id", missing))
+    return [row if "id" in row else {**row, "id": next(drawn)} for row in rows]
+
+
+def delete_memories(store: MemoryStore, conditions: list) -> int:
+    """DELETE the memories matching every condition and their postings (inside one transaction)."""
+    m = store.Memory
+    if not enabled(store):
+        return m.delete().where(*conditions).execute()
+    deleted = [memory_id for (memory_id,) in m.delete().where(*conditions).returning(m.id).tuples().execute()]
+    forget(store, deleted)
+    return len(deleted)

@@ -1,0 +1,87 @@
+"""memoric's one tokenizer: the terms a memory is indexed by and a query is matched with.
+
+Both dialects rank by the terms this module finds, so keyword recall returns the same memories
+on SQLite and PostgreSQL (neither database's own tokenizer is used). The rules:
+
+- the text is normalized to NFKC, then case-folded (`"Straße"` and `"STRASSE"` give `strasse`,
+  full-width `"ＡＢＣ"` gives `abc`, the ligature `"ﬁ"` gives `fi`);
+- a term is a run of word characters (Python's `\\w`: letters, digits and `_` of every script)
+  together with the combining marks that follow them, so accents and the vowel signs of Indic
+  scripts stay inside their word; everything else (spaces, punctuation, symbols, emoji) splits;
+- Chinese, Japanese kana and the other ideographic scripts are written without spaces, so each
+  ideograph or kana character is a term of its own (`"退款政策"` gives 退, 款, 政, 策);
+- a term longer than MAX_TERM_LENGTH characters is cut to its first MAX_TERM_LENGTH (a query
+  holding the same long word is cut the same way, so it still matches).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections import Counter
+
+MAX_TERM_LENGTH = 64
+# Ideographs, kana and the other scripts written without spaces: one character, one term.
+CJK_RANGES = (
+    "\u2e80-\u2fdf"  # CJK radicals, Kangxi radicals
+    "\u3005-\u3007\u3021-\u3029\u3038-\u303c"  # ideographic iteration marks and numerals
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3100-\u312f\u31a0-\u31bf"  # Bopomofo
+    "\u31f0-\u31ff"  # Katakana phonetic extensions
+    "\u3400-\u4dbf\u4e00-\u9fff"  # CJK unified ideographs and extension A
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "\uff66-\uff9f"  # half-width Katakana (NFKC makes them full-width first)
+    "\U00020000-\U0003134f"  # CJK extensions B to G, compatibility supplement
+)
+
+# Where Unicode has combining marks: the first two planes and the variation selectors supplement.
+MARK_PLANES = [*range(0x20000), *range(0xE0000, 0xE1000)]
+
+
+@functools.cache
+def _term_pattern() -> re.Pattern:
+    """The term regex: one CJK character, or word characters and combining marks (built once)."""
+    marks = "".join(
+        _char_range(start, end)
+        for start, end in _ranges(
+            code for code in MARK_PLANES if unicodedata.category(chr(code)) in ("Mn", "Mc", "Me")
+        )
+    )
+    word = rf"(?:(?![{CJK_RANGES}])\w)"
+    # A CJK character is a term when it is a word character: the kana blocks also hold
+    # punctuation and sound marks (the middle dot of 東京・大阪), which separate terms.
+    return re.compile(rf"(?=\w)[{CJK_RANGES}]|{word}(?:{word}|[{marks}])*")
+
+
+def _ranges(codes) -> list[tuple[int, int]]:
+    """Consecutive code points merged into (first, last) ranges."""
+    merged: list[list[int]] = []
+    for code in codes:
+        if merged and merged[-1][1] == code - 1:
+            merged[-1][1] = code
+        else:
+            merged.append([code, code])
+    return [(first, last) for first, last in merged]
+
+
+def _char_range(first: int, last: int) -> str:
+    """A regex character-class range of code points, escaped."""
+    return re.escape(chr(first)) if first == last else f"{re.escape(chr(first))}-{re.escape(chr(last))}"
+
+
+def tokens(text: str) -> list[str]:
+    """The terms of `text`, in order, repeats kept (see the module's rules)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return [term[:MAX_TERM_LENGTH] for term in _term_pattern().findall(folded)]
+
+
+def term_counts(text: str) -> tuple[Counter, int]:
+    """Each term of `text` with how often it occurs, and the number of terms (the document length)."""
+    found = tokens(text)
+    return Counter(found), len(found)
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct terms of a query, in the order they first occur."""
+    return list(dict.fromkeys(tokens(text)))
