@@ -1,14 +1,16 @@
-"""007: on Citus, `memories` and `memory_clusters` distributed by `user_id`, co-located.
+"""007: on Citus, memoric's tables distributed by `user_id`, co-located with `memories`.
 
 Citus (distributed PostgreSQL) spreads a distributed table's rows over shards on its worker
-nodes by one column. Every per-user call filters on `user_id`, so with both tables distributed
-on it, and co-located (a user's memories and clusters on the same shard), such a call is routed
-to one shard. Citus requires every primary and unique key to contain the distribution column:
-the primary keys become (`id`, `user_id`) and (`cluster_id`, `user_id`), id first so a lookup
-by id alone is still served by the key's index on every shard; `idx_cluster_unique` already
-leads with `user_id`. Every index, the GIN ones included, is created on every shard by
-`create_distributed_table`, and the migration history stays a local table on the coordinator.
-Ids still come from the coordinator's sequences, so they stay unique across users.
+nodes by one column. Every per-user call filters on `user_id`, so with `memories`,
+`memory_clusters` and the text postings (`memory_terms`, `memory_documents`) distributed on it,
+and co-located (a user's memories, clusters and postings on the same shard), such a call is
+routed to one shard. Citus requires every primary and unique key to contain the distribution
+column: `user_id` is appended to each primary key, which becomes (`id`, `user_id`),
+(`cluster_id`, `user_id`), (`memory_id`, `term`, `user_id`) and (`memory_id`, `user_id`), the
+old columns first so a lookup by them alone is still served by the key's index on every shard;
+`idx_cluster_unique` already leads with `user_id`. Every index, the GIN ones included, is created
+on every shard by `create_distributed_table`, and the migration history stays a local table on
+the coordinator. Ids still come from the coordinator's sequences, so they stay unique across users.
 
 The step runs only where the `citus` extension is installed in the database being migrated
 (`pg_extension`): installing it (`CREATE EXTENSION citus`) is the operator's explicit choice for
@@ -16,13 +18,21 @@ that database, whereas a server merely preloading the library may hold plain dat
 a database without the extension cannot call Citus's functions at all. On plain PostgreSQL and
 on SQLite this step does nothing. Run it on the coordinator.
 
-The rollback turns both tables back into plain tables on the coordinator (`undistribute_table`
-copies every row back), the id sequences back into local ones, and the primary keys back to the
-id alone.
+The rollback turns every table back into a plain table on the coordinator (`undistribute_table`
+copies every row back), the id sequences back into local ones, and the primary keys back to
+their columns without `user_id`.
 """
 
 import peewee as pw
 
+# Each table's primary key without user_id, the memories first (the others are placed beside them).
+PRIMARY_KEYS = {
+    "memories": ("id",),
+    "memory_clusters": ("cluster_id",),
+    "memory_terms": ("memory_id", "term"),
+    "memory_documents": ("memory_id",),
+}
+# The tables whose ids a sequence hands out, and their id columns.
 ID_COLUMNS = {"memories": "id", "memory_clusters": "cluster_id"}
 CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 DISTRIBUTED = "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass)"
@@ -39,6 +49,7 @@ def _on_citus(database) -> bool:
 
 
 def _distributed(database, table: str) -> bool:
+    """Whether `table` is a Citus distributed table."""
     return database.execute_sql(DISTRIBUTED, (f'"{table}"',)).fetchone()[0]
 
 
@@ -52,42 +63,44 @@ def _set_primary_key(database, table: str, columns: tuple[str, ...]) -> None:
 
 
 def _distribute(database) -> None:
-    """Citus: keys with user_id, then both tables distributed by it, the clusters beside the memories."""
+    """Citus: keys with user_id, then every table distributed by it, beside the memories."""
     if not _on_citus(database):
         return
-    for table, column in ID_COLUMNS.items():
+    for table, columns in PRIMARY_KEYS.items():
         if not _distributed(database, table):
-            _set_primary_key(database, table, (column, "user_id"))
+            _set_primary_key(database, table, (*columns, "user_id"))
     if not _distributed(database, "memories"):
         database.execute_sql("SELECT create_distributed_table('memories', 'user_id')")
-    if not _distributed(database, "memory_clusters"):
-        database.execute_sql(
-            "SELECT create_distributed_table('memory_clusters', 'user_id', colocate_with => 'memories')"
-        )
+    for table in list(PRIMARY_KEYS)[1:]:
+        if not _distributed(database, table):
+            database.execute_sql(
+                f"SELECT create_distributed_table('{table}', 'user_id', colocate_with => 'memories')"
+            )
 
 
 def _undistribute(database) -> None:
-    """Citus: both tables back on the coordinator alone, keyed by their ids alone.
+    """Citus: every table back on the coordinator alone, keyed without user_id.
 
-    `undistribute_table` leaves the id sequence recorded as a distributed object, which Citus
+    `undistribute_table` leaves an id sequence recorded as a distributed object, which Citus
     refuses to alter (004's rollback narrows it): the record is removed, as for a local table.
     """
     if not _on_citus(database):
         return
-    for table, column in reversed(ID_COLUMNS.items()):
+    for table, columns in reversed(PRIMARY_KEYS.items()):
         if _distributed(database, table):
             database.execute_sql("SELECT undistribute_table(%s)", (table,))
-            database.execute_sql(UNMARK_SEQUENCE, (f'"{table}"', column))
-        _set_primary_key(database, table, (column,))
+            if table in ID_COLUMNS:
+                database.execute_sql(UNMARK_SEQUENCE, (f'"{table}"', ID_COLUMNS[table]))
+        _set_primary_key(database, table, columns)
 
 
 def migrate(migrator, database, *, fake=False):
-    """Citus: distribute both tables by user_id, co-located; elsewhere nothing."""
+    """Citus: distribute every table by user_id, co-located; elsewhere nothing."""
     if isinstance(database, pw.PostgresqlDatabase):
         migrator.run(_distribute, database)
 
 
 def rollback(migrator, database, *, fake=False):
-    """Citus: both tables back to plain tables keyed by id; elsewhere nothing."""
+    """Citus: every table back to a plain table keyed without user_id; elsewhere nothing."""
     if isinstance(database, pw.PostgresqlDatabase):
         migrator.run(_undistribute, database)

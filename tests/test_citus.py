@@ -19,11 +19,17 @@ from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
 from memoric.migrate.runner import intercepted
 from memoric.transfer import export_memoric
-from tests.helpers import FIFTH, HEAD, NOW, Clock, schema, selected_dialects
+from tests.helpers import HEAD, MEMORIC_TABLES, NOW, POSTINGS, Clock, schema, selected_dialects
 
 pytestmark = pytest.mark.citus
 
-MEMORIC_TABLES = ("memories", "memory_clusters")
+# Each table's primary key on Citus: its key on plain PostgreSQL, then user_id.
+DISTRIBUTED_KEYS = {
+    "memories": ["id", "user_id"],
+    "memory_clusters": ["cluster_id", "user_id"],
+    "memory_terms": ["memory_id", "term", "user_id"],
+    "memory_documents": ["memory_id", "user_id"],
+}
 ON_SHARDS = "SELECT result FROM run_command_on_shards(%s, %s)"
 PRIMARY_KEY_COLUMNS = """
 SELECT array_agg(att.attname ORDER BY key.n)
@@ -57,19 +63,26 @@ def per_shard(memoric: Memoric, table: str, command: str) -> list[str]:
 
 
 def assert_distributed(memoric: Memoric) -> None:
-    """Both tables distributed by user_id, co-located, keys holding user_id, GIN on every shard."""
+    """Every table distributed by user_id, co-located, keys holding user_id, indexes on every shard."""
     placed = distribution(memoric)
     assert set(placed) == set(MEMORIC_TABLES), placed
-    assert placed["memories"][0] == placed["memory_clusters"][0] == "user_id"
-    assert placed["memories"][1] == placed["memory_clusters"][1], "co-located"
-    assert primary_key(memoric, "memories") == ["id", "user_id"]
-    assert primary_key(memoric, "memory_clusters") == ["cluster_id", "user_id"]
+    assert {column for column, _ in placed.values()} == {"user_id"}
+    assert len({group for _, group in placed.values()}) == 1, "co-located"
+    assert {table: primary_key(memoric, table) for table in MEMORIC_TABLES} == DISTRIBUTED_KEYS
     gin = "SELECT count(*) FROM pg_indexes WHERE tablename = '%s' AND indexdef LIKE '%%USING gin%%'"
     shards = per_shard(memoric, "memories", gin)
     assert len(shards) > 1 and set(shards) == {"2"}, shards
+    lookup = "SELECT count(*) FROM pg_indexes WHERE tablename = '%s' AND indexname LIKE 'idx_memory_terms%%'"
+    assert set(per_shard(memoric, "memory_terms", lookup)) == {"1"}
 
 
-def test_the_chain_distributes_both_tables_by_user_id(new_citus_url):
+def postings_rows(memoric: Memoric) -> dict[str, list[tuple]]:
+    """Every row of the text postings tables, sorted."""
+    tables = ("memory_terms", "memory_documents")
+    return {table: sorted(rows(memoric, f'SELECT * FROM "{table}"')) for table in tables}
+
+
+def test_the_chain_distributes_every_table_by_user_id(new_citus_url):
     memoric = Memoric(new_citus_url())
     memoric.migrate()
     assert_distributed(memoric)
@@ -96,27 +109,29 @@ def test_downgrade_and_upgrade_keep_every_row(new_citus_url):
         for n in range(3)
     ]
     memoric.rebuild_clusters()
-    before = (memoric.db.get_memories(limit=None), memoric.get_clusters())
+    before = (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric))
     assert memoric.migrations.downgrade("-1") == [HEAD]
     assert distribution(memoric) == {}
-    assert primary_key(memoric, "memories") == ["id"]
-    assert (memoric.db.get_memories(limit=None), memoric.get_clusters()) == before
+    assert {table: primary_key(memoric, table) for table in MEMORIC_TABLES} == {
+        table: columns[:-1] for table, columns in DISTRIBUTED_KEYS.items()
+    }
+    assert (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric)) == before
     assert memoric.migrations.upgrade() == [HEAD]
     assert_distributed(memoric)
-    assert (memoric.db.get_memories(limit=None), memoric.get_clusters()) == before
+    assert (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric)) == before
     assert memoric.save("a", "after") > max(ids)
     memoric.close()
 
 
 def test_the_sql_preview_shows_the_distribution_and_changes_nothing(new_citus_url):
     memoric = Memoric(new_citus_url())
-    memoric.migrate(FIFTH)
+    memoric.migrate(POSTINGS)
     statements = "\n".join(memoric.migrations.sql("upgrade", "head"))
     assert "SELECT create_distributed_table('memories', 'user_id')" in statements
     assert "colocate_with => 'memories'" in statements
-    assert distribution(memoric) == {} and memoric.migrations.current() == FIFTH
+    assert distribution(memoric) == {} and memoric.migrations.current() == POSTINGS
     memoric.migrate()
-    down = "\n".join(memoric.migrations.sql("downgrade", FIFTH))
+    down = "\n".join(memoric.migrations.sql("downgrade", POSTINGS))
     assert "SELECT undistribute_table('memory_clusters')" in down
     assert_distributed(memoric)
     memoric.close()
@@ -125,8 +140,8 @@ def test_the_sql_preview_shows_the_distribution_and_changes_nothing(new_citus_ur
 def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_citus_url):
     memoric = Memoric(new_citus_url())
     memoric.migrate()
-    memoric.migrations.stamp(FIFTH)
-    assert memoric.migrations.current() == FIFTH
+    memoric.migrations.stamp(POSTINGS)
+    assert memoric.migrations.current() == POSTINGS
     assert memoric.migrations.upgrade() == [HEAD]
     assert_distributed(memoric)
     memoric.close()
@@ -135,11 +150,11 @@ def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_cit
 def test_a_database_at_head_before_citus_is_distributed_by_running_007_again(new_citus_url):
     """007 ran as a no-op before Citus was installed: downgrading it and upgrading distributes."""
     memoric = Memoric(new_citus_url())
-    memoric.migrate(FIFTH)
+    memoric.migrate(POSTINGS)
     memoric.migrations.stamp(HEAD)  # what an upgrade on PostgreSQL without Citus leaves
     saved = memoric.save("ada", "kept")
     assert distribution(memoric) == {}
-    assert memoric.migrations.downgrade(FIFTH) == [HEAD]
+    assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
     assert memoric.migrations.upgrade() == [HEAD]
     assert_distributed(memoric)
     assert [m["id"] for m in memoric.retrieve("ada", scope="user")] == [saved]
@@ -148,18 +163,18 @@ def test_a_database_at_head_before_citus_is_distributed_by_running_007_again(new
 
 @pytest.mark.parametrize("plain", selected_dialects())
 def test_the_step_changes_nothing_without_citus(plain, tmp_path, request):
-    """On SQLite and plain PostgreSQL, 007 leaves the schema as 005 built it, both ways."""
+    """On SQLite and plain PostgreSQL, 007 leaves the schema as 006 built it, both ways."""
     url = (
         f"sqlite:///{tmp_path / 'plain.db'}"
         if plain == "sqlite"
         else request.getfixturevalue("new_postgres_url")()
     )
     memoric = Memoric(url)
-    memoric.migrate(FIFTH)
+    memoric.migrate(POSTINGS)
     before = schema(memoric.migrations.store)
     assert memoric.migrations.upgrade() == [HEAD]
     assert schema(memoric.migrations.store) == before
-    assert memoric.migrations.downgrade(FIFTH) == [HEAD]
+    assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
     assert schema(memoric.migrations.store) == before
     memoric.close()
 
@@ -170,7 +185,8 @@ WRITES_AND_READS = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IG
 
 
 def shard_counts(memoric: Memoric, call) -> list[tuple[str, list[int]]]:
-    """Run `call`; each statement it sent that touches a distributed table, with its plan's task counts."""
+    """Run `call`; each statement it sent that touches a distributed table, with its plan's task
+    counts (a 0 for each step Citus runs through the coordinator: a subplan, an INSERT ... SELECT)."""
     database, sent = memoric.db.database, []
 
     def record(real, sql, params=None, *args, **kwargs):
@@ -185,7 +201,9 @@ def shard_counts(memoric: Memoric, call) -> list[tuple[str, list[int]]]:
             continue
         plan = "\n".join(line for (line,) in database.execute_sql(f"EXPLAIN {sql}", params).fetchall())
         if "Citus" in plan:
-            planned.append((sql, [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]))
+            tasks = [int(n) for n in re.findall(r"Task Count: (\d+)", plan)]
+            through_coordinator = re.findall(r"Distributed Subplan|Citus INSERT \.\.\. SELECT", plan)
+            planned.append((sql, tasks + [0] * len(through_coordinator)))
     return planned
 
 
@@ -193,7 +211,10 @@ def seeded(url: str) -> Memoric:
     """Three users with memories in two threads and topics, half of them old enough for the policies."""
     config = {
         "summarization": {"min_records": 3},
-        "tiers": [{"name": "short_term", "expire_after_days": 7}, {"name": "long_term"}],
+        "tiers": [
+            {"name": "short_term", "expire_after_days": 7},
+            {"name": "long_term", "trim_chars": 12},
+        ],
     }
     clock = Clock(NOW - dt.timedelta(days=30))
     memoric = Memoric(url, config=config, clock=clock)
@@ -208,8 +229,10 @@ def seeded(url: str) -> Memoric:
 
 def test_every_per_user_call_runs_on_one_shard(new_citus_url):
     memoric = seeded(new_citus_url())
+    oldest = memoric.db.get_memories(user_id="ada", limit=None)[-1]["id"]
     calls = {
         "save": lambda: memoric.save("ada", "one more", thread_id="t0", metadata={"topic": "x0"}),
+        "retrieve query": lambda: memoric.retrieve("ada", query="tea note", scope="user"),
         "retrieve thread": lambda: memoric.retrieve("ada", thread_id="t0"),
         "retrieve topic": lambda: memoric.retrieve(
             "ada", thread_id="t0", scope="topic", metadata_filter={"topic": "x0"}
@@ -220,6 +243,7 @@ def test_every_per_user_call_runs_on_one_shard(new_citus_url):
         "get_clusters": lambda: memoric.get_clusters("ada"),
         "stats": lambda: memoric.stats("ada"),
         "export --user": lambda: export_memoric(memoric, io.StringIO(), user_id="ada"),
+        "forget": lambda: memoric.forget("ada", [oldest]),
     }
     spread = {}
     for name, call in calls.items():

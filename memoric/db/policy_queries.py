@@ -65,7 +65,7 @@ def _update(store: MemoryStore, conditions: list, values: dict) -> int:
     query = m.update(**values).where(all_of(conditions))
     if "content" not in values:
         return query.execute()
-    changed = [memory_id for (memory_id,) in query.returning(m.id).tuples().execute()]
+    changed = list(query.returning(*postings.posted_fields(m)).dicts().execute())
     postings.reindex(store, changed)
     return len(changed)
 

@@ -96,6 +96,10 @@ class Dialect(abc.ABC):
         """Put back what a migration's rebuild of a table took from the dialect's own indexes."""
 
     @abc.abstractmethod
+    def forget_schema(self, database: peewee.Database) -> None:
+        """Forget what the dialect remembers of the schema of `database` (it was built or migrated)."""
+
+    @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """Drop the tables this dialect keeps beside memoric's two (its indexes of them)."""
 

@@ -85,6 +85,9 @@ class SqliteDialect(Dialect):
         dropped them (`sqlite_keys.repair`)."""
         sqlite_keys.repair(database)
 
+    def forget_schema(self, database: peewee.Database) -> None:
+        """Nothing: the SQLite dialect remembers nothing of a schema."""
+
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
 
