@@ -31,12 +31,17 @@ from tests.helpers import CITUS, citus_to_be_had, schema, selected_dialects, sel
 SERVERS = {"postgresql": "new_postgres_url", CITUS: "new_citus_url"}
 
 
+def targets_of(node) -> list[str]:
+    """The targets a test runs on: the selected dialects, and Citus for a module marked `citus`."""
+    targets = selected_dialects()
+    if node.get_closest_marker(CITUS) and CITUS in selected_targets():
+        targets = [*targets, CITUS]
+    return targets
+
+
 def pytest_generate_tests(metafunc):
     if "dialect" in metafunc.fixturenames:
-        targets = selected_dialects()
-        if metafunc.definition.get_closest_marker(CITUS) and CITUS in selected_targets():
-            targets = [*targets, CITUS]
-        metafunc.parametrize("dialect", targets, scope="module")
+        metafunc.parametrize("dialect", targets_of(metafunc.definition), scope="module")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -143,9 +148,9 @@ def module_store(module_dsn):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, request):
-    """One store of every selected dialect, for tests that compare the dialects call by call."""
+    """One store of every selected target, for tests that compare the dialects call by call."""
     opened = {}
-    for dialect in selected_dialects():
+    for dialect in targets_of(request.node):
         opened[dialect] = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
         opened[dialect].create_schema()
     yield opened

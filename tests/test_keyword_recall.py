@@ -30,6 +30,8 @@ from memoric.text import MAX_TERM_LENGTH, query_terms, tokens
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
 from tests.helpers import FIFTH, FOURTH, NOW, POSTINGS, Clock, ago
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit for bit
+
 
 def facade(store, **options) -> Memoric:
     """A Memoric on the store's database, its schema (built from the models) stamped at head."""
