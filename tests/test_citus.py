@@ -161,6 +161,23 @@ def test_a_database_at_head_before_citus_is_distributed_by_running_007_again(new
     memoric.close()
 
 
+def test_a_bulk_insert_draws_its_ids_from_the_distributed_sequence(new_citus_url):
+    """A bulk insert draws its ids before writing (`new_ids`: nextval of the coordinator's
+    sequence, which Citus distributed with the table), so its postings can name them."""
+    memoric = Memoric(new_citus_url())
+    memoric.migrate()
+    first = memoric.save("ada", "first tea")
+    rows_in = [{"user_id": user, "content": f"{user} tea {n}"} for n in range(5) for user in ("ada", "bob")]
+    assert memoric.db.insert_memories(rows_in, batch_size=3) == 10
+    last = memoric.save("bob", "last tea")
+    ids = sorted(m["id"] for m in memoric.db.get_memories(limit=None))
+    assert ids == list(range(first, last + 1)), "each id handed out once, in order"
+    documents = rows(memoric, 'SELECT memory_id FROM "memory_documents" ORDER BY 1')
+    assert [memory_id for (memory_id,) in documents] == ids
+    assert len(memoric.retrieve("bob", query="tea", scope="user", top_k=20)) == 6
+    memoric.close()
+
+
 @pytest.mark.parametrize("plain", selected_dialects())
 def test_the_step_changes_nothing_without_citus(plain, tmp_path, request):
     """On SQLite and plain PostgreSQL, 007 leaves the schema as 006 built it, both ways."""
