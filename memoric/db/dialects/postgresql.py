@@ -251,8 +251,8 @@ class PostgresDialect(Dialect):
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
     ) -> int:
         """Citus: the memory's INSERT, its document row's, its terms' (VALUES lists), in one
-        transaction; its new id. Each is routed to the user's shard, whereas Citus runs the INSERTs
-        of a WITH through the coordinator, sending their results to every worker."""
+        transaction; its new id. Each is routed to the user's shard, whereas Citus plans each INSERT
+        of a WITH as a step of its own through the coordinator, which needs every worker up."""
         with database.atomic():
             memory_id = self.insert_one(database, table, columns, row)
             owner = (memory_id, postings.user_id, postings.namespace)
