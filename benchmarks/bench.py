@@ -4,6 +4,7 @@
     python -m benchmarks.bench --rows 10000 --dialect all --quick    # CI smoke (seconds)
     python -m benchmarks.bench --rows 1000000 --dialect sqlite --json
     python -m benchmarks.bench --rows 10000 --dialect all --peers langgraph  # beside LangGraph
+    python -m benchmarks.bench --rows 10000 --dialect citus          # a coordinator and two workers
 
 Each (dialect, row count) gets a fresh database: the memories are bulk-loaded with
 `MemoryStore.insert_memories` in chunks, one cluster per (user, topic, category) is written with
@@ -39,6 +40,7 @@ from benchmarks import workload as w
 from memoric.db.store import MemoryStore
 
 DIALECTS = ("sqlite", "postgresql")
+CITUS = "citus"  # PostgreSQL distributed by Citus: a target of its own, not part of "all"
 LOAD_CHUNK = 10_000
 EXPLAINED = (
     "filter_no_match",
@@ -329,7 +331,12 @@ def machine() -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="10000", help="row counts, comma separated (e.g. 10000,100000)")
-    parser.add_argument("--dialect", default="all", choices=(*DIALECTS, "all"))
+    parser.add_argument(
+        "--dialect",
+        default="all",
+        choices=(*DIALECTS, CITUS, "all"),
+        help=f"all: {', '.join(DIALECTS)}; {CITUS}: a coordinator and two workers (memoric.testing_citus)",
+    )
     parser.add_argument("--postgres-url", help="an existing server to use instead of the embedded one")
     parser.add_argument("--quick", action="store_true", help="one or a few runs per query (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

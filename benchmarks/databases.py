@@ -13,6 +13,7 @@ import tempfile
 
 from memoric.db.catalogue import METADATA_KEYS_TABLE
 from memoric.testing import admin_sql, create_database, database_url, drop_database, postgres_server
+from memoric.testing_citus import citus_cluster
 
 PEEWEE_LOGGER = logging.getLogger("peewee")
 
@@ -27,9 +28,15 @@ class Server:
         os.makedirs(self.workdir, exist_ok=True)
         self._server = contextlib.ExitStack()
         self.postgres_url = postgres_url
+        self.cluster = None
         if dialect == "postgresql" and not postgres_url:
             pgdata = os.path.join(self.workdir, "pgdata")
             self.postgres_url = self._server.enter_context(postgres_server(pgdata))
+        if dialect == "citus":  # a coordinator and two workers; databases made on every node
+            self.cluster = self._server.enter_context(
+                citus_cluster(os.path.join(self.workdir, "citus"), durable=True)
+            )
+            self.postgres_url = self.cluster.url
 
     def name(self, label: str) -> str:
         """A database name for `label`: stable in a work directory, unique to this process otherwise."""
@@ -44,17 +51,24 @@ class Server:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(path + suffix)
             return f"sqlite:///{path}"
+        create, drop = (
+            (self.cluster.create_database, self.cluster.drop_database)
+            if self.cluster
+            else (create_database, drop_database)
+        )
         if fresh:
-            drop_database(self.postgres_url, name)
+            drop(self.postgres_url, name)
         elif admin_sql(self.postgres_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
             return database_url(self.postgres_url, name)
-        return create_database(self.postgres_url, name)
+        return create(self.postgres_url, name)
 
     def drop(self, name: str) -> None:
         """Remove database `name` (kept when a work directory was given)."""
         if self._tmp is None:
             return
-        if self.dialect == "postgresql":
+        if self.cluster:
+            self.cluster.drop_database(self.postgres_url, name)
+        elif self.dialect == "postgresql":
             drop_database(self.postgres_url, name)
 
     def close(self) -> None:
@@ -119,6 +133,10 @@ def _sqlite_sizes(database) -> tuple[int, dict]:
 
 
 def _postgres_sizes(database) -> tuple[int, dict]:
+    if _distributed(database):  # the shards' sizes, summed over the workers
+        table = database.execute_sql("SELECT citus_table_size('memories')").fetchone()[0]
+        total = database.execute_sql("SELECT citus_total_relation_size('memories')").fetchone()[0]
+        return table, {"all indexes, every shard": total - table}
     table = database.execute_sql("SELECT pg_table_size('memories')").fetchone()[0]
     rows = database.execute_sql(
         "SELECT i.relname, pg_relation_size(i.oid) FROM pg_index x "
@@ -128,9 +146,19 @@ def _postgres_sizes(database) -> tuple[int, dict]:
     return table, dict(rows)
 
 
+def _distributed(database) -> bool:
+    """Whether `memories` is a Citus distributed table (its rows on the workers' shards)."""
+    if not database.execute_sql("SELECT to_regclass('pg_dist_partition') IS NOT NULL").fetchone()[0]:
+        return False
+    return database.execute_sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'memories'::regclass)"
+    ).fetchone()[0]
+
+
 def primary_key_bytes(store) -> int:
-    """PostgreSQL's primary-key index size (SQLite keeps the rowid inside the table)."""
-    if store.is_sqlite:
+    """PostgreSQL's primary-key index size (SQLite keeps the rowid inside the table; counted with
+    the other indexes on Citus)."""
+    if store.is_sqlite or _distributed(store.database):
         return 0
     return store.database.execute_sql(
         "SELECT COALESCE(SUM(pg_relation_size(indexrelid)), 0) FROM pg_index "

@@ -145,9 +145,11 @@ def _plan_lines(result: dict) -> list[str]:
     return lines
 
 
-# What the no-match filter's plan shows when its dialect's metadata index serves it.
+# What the no-match filter's plan shows when its dialect's metadata index serves it (on Citus,
+# in the plan of a shard, whose index names end in the shard's number).
 INDEX_STEPS = {
     "postgresql": "Bitmap Index Scan on idx_memories_metadata_gin",
+    "citus": "Bitmap Index Scan on idx_memories_metadata_gin",
     "sqlite": "USING PRIMARY KEY (name=? AND value=?",  # the keys table, aliased in the query
 }
 

@@ -120,13 +120,19 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def new_databases(server_url: str, prefix: str = "memoric_test") -> Iterator[Callable[[], str]]:
-    """A factory of fresh, empty databases on the server (a URL each call); all dropped afterwards."""
+def new_databases(server_url: str, prefix: str = "memoric_test", cluster=None) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty databases on the server (a URL each call); all dropped afterwards.
+
+    With `cluster` (a `memoric.testing_citus.CitusCluster`) each is made, and dropped, on every node.
+    """
     created: list[str] = []
+    make, drop = (
+        (cluster.create_database, cluster.drop_database) if cluster else (create_database, drop_database)
+    )
 
     def create() -> str:
         name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}_{uuid.uuid4().hex[:6]}"
-        url = create_database(server_url, name)
+        url = make(server_url, name)
         created.append(name)
         return url
 
@@ -134,4 +140,4 @@ def new_databases(server_url: str, prefix: str = "memoric_test") -> Iterator[Cal
         yield create
     finally:
         for name in created:
-            drop_database(server_url, name)
+            drop(server_url, name)

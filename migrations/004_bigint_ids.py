@@ -63,13 +63,24 @@ def _refuse_dependent_views(database, table: str, column: str) -> None:
         )
 
 
+COLUMN_TYPE = (
+    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s"
+)
+SEQUENCE_TYPE = "SELECT format_type(seqtypid, NULL) FROM pg_sequence WHERE seqrelid = %s::regclass"
+
+
 def _set_type(database, sql_type: str) -> None:
-    """Give both id columns and their sequences the type `sql_type`."""
+    """Give both id columns and their sequences the type `sql_type`; those of that type already are
+    left alone (tables adopted as they are; Citus refuses to alter a distributed table's id)."""
     for table, column in ID_COLUMNS.items():
         _refuse_dependent_views(database, table, column)
         sequence = _sequence(database, table, column)
-        database.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {sql_type}')
-        database.execute_sql(f"ALTER SEQUENCE {sequence} AS {sql_type}")
+        (column_type,) = database.execute_sql(COLUMN_TYPE, (f'"{table}"', column)).fetchone()
+        if column_type != sql_type.lower():
+            database.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {sql_type}')
+        (sequence_type,) = database.execute_sql(SEQUENCE_TYPE, (sequence,)).fetchone()
+        if sequence_type != sql_type.lower():
+            database.execute_sql(f"ALTER SEQUENCE {sequence} AS {sql_type}")
 
 
 def _refuse_wide_ids(database) -> None:

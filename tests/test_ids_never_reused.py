@@ -15,7 +15,18 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.helpers import FIFTH, FIRST, FOURTH, HEAD, SECOND, THIRD, all_rows, history_names, schema
+from tests.helpers import (
+    FIFTH,
+    FOURTH,
+    HEAD,
+    POSTINGS,
+    SECOND,
+    SHIPPED,
+    THIRD,
+    all_rows,
+    history_names,
+    schema,
+)
 
 BUILDS = ("chain", "models")
 
@@ -98,7 +109,7 @@ def test_cli_upgrade_from_002_keeps_ids_rows_and_seeds_the_sequence(dsn, store, 
 
     result = CliRunner().invoke(main, ["--dsn", dsn, "migrate", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert f"Applied {THIRD}\nApplied {FOURTH}\nApplied {FIFTH}\nApplied {HEAD}" in result.stdout
+    assert "\n".join(f"Applied {name}" for name in SHIPPED[2:]) in result.stdout
     assert all_rows(store) == before
     assert schema(store) == schema(reference)
     reference.close()
@@ -116,11 +127,11 @@ def test_003_rollback_restores_002_and_upgrade_again_keeps_everything(store, new
     fill(store)
     before = all_rows(store)
 
-    assert migrations.downgrade(SECOND) == [HEAD, FIFTH, FOURTH, THIRD]
+    assert migrations.downgrade(SECOND) == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD]
     assert schema(store) == schema(at_002)
     assert all_rows(store) == before
     assert history_names(store)[-1] == SECOND
-    assert migrations.upgrade() == [THIRD, FOURTH, FIFTH, HEAD]
+    assert migrations.upgrade() == [THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
     assert all_rows(store) == before
     at_002.close()
 
@@ -169,6 +180,6 @@ def test_tables_left_without_history_go_through_the_chain_and_stop_reusing_ids(s
     Migrations(reference).init_db()
     assert schema(store) == schema(reference)
     reference.close()
-    assert history_names(store) == [FIRST, SECOND, THIRD, FOURTH, FIFTH, HEAD]
+    assert history_names(store) == SHIPPED
     store.delete_memories(memory_ids=[ids[-1]])
     assert store.insert_memory(user_id="bob", content="new") > ids[-1]

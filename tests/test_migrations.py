@@ -9,6 +9,7 @@ import peewee
 import pytest
 
 from memoric import Memoric
+from memoric.db.dialects import citus
 from memoric.db.models import (
     CLUSTER_INDEXES,
     GIN_INDEXES,
@@ -45,6 +46,9 @@ from tests.helpers import (
     shipped_files,
     tables,
 )
+
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
 
 FAILS_HALFWAY = '''"""Test-only: creates a table and an index, then fails."""
 
@@ -111,7 +115,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -129,7 +133,7 @@ def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_pat
     migrations = Migrations(
         store, migrate_dir=chain(tmp_path / "chain", **{"090_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("006") == SHIPPED
+    assert migrations.upgrade("007") == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
@@ -201,7 +205,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -216,9 +220,11 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     migrations = Migrations(store)
     assert migrations.upgrade() == SHIPPED
     before = fill_threads(store)
+    # On Citus, 007's undo rebuilds the tables: 002's rename is checked from 002.
+    assert migrations.downgrade(SECOND) == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD]
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.downgrade("001") == [HEAD, FIFTH, FOURTH, THIRD, SECOND]
+    assert migrations.downgrade("001") == [SECOND]
     assert migrations.current() == FIRST
     assert thread_indexes(store) == THREAD_INDEXES_AT_001
     assert schema(store) == schema_at_first
@@ -226,7 +232,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, HEAD]
+    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -340,13 +346,13 @@ def test_relative_and_named_targets(longer):
     assert longer.upgrade("90") == ["090_importance"]
     assert longer.current() == "090_importance"
     assert longer.upgrade("002") == []
-    assert longer.downgrade("001_initial_schema") == ["090_importance", HEAD, FIFTH, FOURTH, THIRD, SECOND]
+    assert longer.downgrade("001_initial_schema") == ["090_importance", *reversed(SHIPPED[1:])]
     assert longer.current() == FIRST
     assert longer.upgrade("head") == [*SHIPPED[1:], "090_importance", "091_weight"]
     assert longer.downgrade("head") == []
-    assert longer.downgrade("6") == ["091_weight", "090_importance"]
+    assert longer.downgrade("7") == ["091_weight", "090_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert longer.downgrade("base") == [POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
     assert longer.current() is None
 
 
@@ -358,11 +364,11 @@ def test_relative_and_named_targets(longer):
             "nonsense",
             "unknown migration target 'nonsense'.*"
             "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
-            "005_metadata_keys, 006_text_postings, 090_importance, 091_weight",
+            "005_metadata_keys, 006_text_postings, 007_distribute_on_citus, 090_importance, 091_weight",
         ),
-        ("upgrade", "007", "unknown migration target '007'"),
+        ("upgrade", "008", "unknown migration target '008'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+9", "only 8 migration"),
+        ("upgrade", "+10", "only 9 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
@@ -379,7 +385,7 @@ def test_history_pending_and_current(longer):
     assert longer.current() is None
     assert longer.pending() == [*SHIPPED, "090_importance", "091_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+7")
+    longer.upgrade("+8")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
         (FIRST, True),
@@ -387,12 +393,13 @@ def test_history_pending_and_current(longer):
         (THIRD, True),
         (FOURTH, True),
         (FIFTH, True),
+        (POSTINGS, True),
         (HEAD, True),
         ("090_importance", True),
         ("091_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[7]["applied_at"] is None
+    assert history[8]["applied_at"] is None
     assert longer.pending() == ["091_weight"]
     assert longer.current() == "090_importance"
 
@@ -410,7 +417,7 @@ def test_stamp_moves_the_version_without_ddl(longer):
     longer.upgrade()
     built = schema(store)
     assert longer.stamp("-1") == "090_importance"
-    assert longer.stamp("-2") == FIFTH
+    assert longer.stamp("-2") == POSTINGS
     assert longer.stamp("+1") == HEAD
     assert longer.stamp("090") == "090_importance"
     assert history_names(store) == [*SHIPPED, "090_importance"]
@@ -441,7 +448,10 @@ def test_sql_shows_the_statements_and_changes_nothing(longer):
     assert ("USING GIN" in text) is store.is_postgres
     assert 'CREATE INDEX IF NOT EXISTS "idx_memories_weight"' in text
     assert f"'{FIRST}'" in text and f"'{HEAD}'" in text, "the history rows, parameters inlined"
-    assert not any(s.lstrip().upper().startswith(("SELECT", "SAVEPOINT", "RELEASE")) for s in statements)
+    assert not any(s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE")) for s in statements)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert all("create_distributed_table(" in s for s in selects), "only Citus's calls that distribute tables"
+    assert bool(selects) is (store.is_postgres and citus.installed(store.database))
 
     longer.upgrade()
     assert longer.sql("upgrade", "head") == []
@@ -503,7 +513,7 @@ def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations.upgrade(FIRST)
     with pytest.raises(
         MigrationError,
-        match=rf"5 pending .*\({SECOND}, {THIRD}, {FOURTH}, {FIFTH}, {HEAD}\); run `memoric migrate upgrade`",
+        match=rf"6 pending .*\({', '.join(SHIPPED[1:])}\); run `memoric migrate upgrade`",
     ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST
@@ -680,6 +690,7 @@ def test_auto_draft_from_empty_chain_builds_the_models_schema(store, tmp_path, m
     assert "mf.JSONDocumentField" in source and "pw_pext" not in source
     assert "USING GIN" in source and "isinstance(database, pw.PostgresqlDatabase)" in source
     assert migrations.upgrade() == ["app:001_initial"]
+    store.dialect.distribute(store.database)  # on Citus, what 007 does to the tables; elsewhere nothing
     drafted = {**schema(store), "sqlite objects": model_schema["sqlite objects"]}
     assert drafted == model_schema, "a draft holds the models' tables (SQLite's keys index is not one)"
     with pytest.raises(MigrationError, match="no changes"):

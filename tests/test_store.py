@@ -10,6 +10,9 @@ import pytest
 from memoric.db.models import UTC
 from memoric.db.store import DEFAULT_TIERS
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
+
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

@@ -37,6 +37,8 @@ from tests.helpers import (
     tables,
 )
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
 
 def export_text(store: MemoryStore, **kwargs) -> str:
     out = io.StringIO()

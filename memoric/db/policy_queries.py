@@ -65,7 +65,7 @@ def _update(store: MemoryStore, conditions: list, values: dict) -> int:
     query = m.update(**values).where(all_of(conditions))
     if "content" not in values:
         return query.execute()
-    changed = [memory_id for (memory_id,) in query.returning(m.id).tuples().execute()]
+    changed = list(query.returning(*postings.posted_fields(m)).dicts().execute())
     postings.reindex(store, changed)
     return len(changed)
 
@@ -182,12 +182,16 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
     if not checked:
         return 0, 0
     m = store.Memory
-    sources = [memory_id for _, ids in checked for memory_id in ids]
+    sources: dict[str, list[int]] = {}  # by user: each summary's sources are its user's
+    for row, ids in checked:
+        sources.setdefault(row["user_id"], []).extend(ids)
     marked = 0
     with store.database.atomic():
         with ids_left(store, m):
             postings.insert_memories(store, [row for row, _ in checked])
-        for chunk in peewee.chunked(sources, ID_CHUNK_SIZE):
-            query = m.update(summarized=True, updated_at=store.clock())
-            marked += query.where(m.id.in_(chunk) & (m.summarized == False)).execute()  # noqa: E712
+        for user_id, ids in sources.items():  # one user per UPDATE: one shard on a distributed table
+            for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
+                query = m.update(summarized=True, updated_at=store.clock())
+                unmarked = (m.user_id == user_id) & m.id.in_(chunk) & (m.summarized == False)  # noqa: E712
+                marked += query.where(unmarked).execute()
     return len(checked), marked

@@ -8,7 +8,7 @@ inside the same transaction as the write that changes the memories:
 
 - `insert_memory`, `insert_memories`: every INSERT of memories (save, bulk insert, thread summaries, import,
   copy), ids drawn beforehand so that the postings can name them;
-- `reindex`: after an UPDATE of content (`update_content`, trimming), from the stored content;
+- `reindex`: after an UPDATE of content (`update_content`, trimming), from the content it returned;
 - `delete_memories`: every DELETE of memories, the postings of the deleted ids with them.
 
 The memory rows are always written before their postings, so two transactions touching the
@@ -65,23 +65,38 @@ def write_postings(store: MemoryStore, memories: list[dict]) -> None:
             store.dialect.insert_rows(store.database, model._meta.table_name, columns, rows, False)
 
 
-def forget(store: MemoryStore, memory_ids: list[int]) -> None:
-    """Delete the postings of these memories (call inside the transaction that changed them)."""
+def forget(store: MemoryStore, owners: list[tuple[int, str]]) -> None:
+    """Delete the postings of these (memory id, user id) pairs (inside the transaction that changed
+    them). Each statement names the users as well as the ids: a database distributed by user
+    (Citus) sends it to those users' shards alone, never to every shard."""
     for model in (store.MemoryTerm, store.MemoryDocument):
-        for chunk in peewee.chunked(memory_ids, ID_CHUNK_SIZE):
-            model.delete().where(model.memory_id.in_(chunk)).execute()
+        for chunk in peewee.chunked(owners, ID_CHUNK_SIZE):
+            users = sorted({user_id for _, user_id in chunk})
+            ids = [memory_id for memory_id, _ in chunk]
+            model.delete().where(model.user_id.in_(users) & model.memory_id.in_(ids)).execute()
 
 
-def reindex(store: MemoryStore, memory_ids: list[int]) -> None:
-    """Rebuild the postings of these memories from their stored content (inside the write's
-    transaction); ids of memories that no longer exist just lose theirs."""
-    if not memory_ids or not enabled(store):
+def reindex(store: MemoryStore, memories: list[dict]) -> None:
+    """Rebuild the postings of memories just updated (dicts with id, user_id, namespace and the
+    stored content, as the UPDATE returned them), inside the write's transaction."""
+    if not memories or not enabled(store):
         return
-    forget(store, memory_ids)
+    memories = sorted(memories, key=lambda memory: memory["id"])
+    forget(store, [(memory["id"], memory["user_id"]) for memory in memories])
+    write_postings(store, memories)
+
+
+def reindex_ids(store: MemoryStore, memory_ids: list[int]) -> None:
+    """Rebuild the postings of these memories from what is stored (inside the write's transaction);
+    ids of memories that do not exist have none."""
     m = store.Memory
     for chunk in peewee.chunked(sorted(set(memory_ids)), ID_CHUNK_SIZE):
-        query = m.select(m.id, m.user_id, m.namespace, m.content).where(m.id.in_(chunk)).order_by(m.id)
-        write_postings(store, list(query.dicts()))
+        reindex(store, list(m.select(*posted_fields(m)).where(m.id.in_(chunk)).dicts()))
+
+
+def posted_fields(memory: type[peewee.Model]) -> tuple:
+    """The columns of a memory its postings are built from (what an UPDATE returns for `reindex`)."""
+    return (memory.id, memory.user_id, memory.namespace, memory.content)
 
 
 def insert_memory(store: MemoryStore, row: dict) -> int:
@@ -115,7 +130,7 @@ def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool
     rows = with_ids(store, rows)
     inserted = sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
     if skip_existing:
-        reindex(store, [row["id"] for row in rows])
+        reindex_ids(store, [row["id"] for row in rows])
     else:
         write_postings(store, rows)
     return inserted
@@ -136,6 +151,6 @@ def delete_memories(store: MemoryStore, conditions: list) -> int:
     m = store.Memory
     if not enabled(store):
         return m.delete().where(*conditions).execute()
-    deleted = [memory_id for (memory_id,) in m.delete().where(*conditions).returning(m.id).tuples().execute()]
+    deleted = list(m.delete().where(*conditions).returning(m.id, m.user_id).tuples().execute())
     forget(store, deleted)
     return len(deleted)

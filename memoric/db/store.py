@@ -209,6 +209,8 @@ class MemoryStore:
         with self.database.atomic():
             self.database.create_tables(self._models(), safe=True)
             self.dialect.create_extra_indexes(self.database)
+            self.dialect.distribute(self.database)
+        self.dialect.forget_schema(self.database)
 
     @translate_errors
     def drop_schema(self) -> None:
@@ -217,6 +219,7 @@ class MemoryStore:
             self.dialect.drop_extra_tables(self.database)
             self.database.drop_tables(self._models(), safe=True)
         self.postings_ready = False
+        self.dialect.forget_schema(self.database)
 
     def _models(self) -> list[type[peewee.Model]]:
         """Every table's model: the memories, the clusters, the text postings."""
@@ -336,9 +339,13 @@ class MemoryStore:
         changed = 0
         with self.database.atomic():
             for chunk in peewee.chunked(memory_ids, ID_CHUNK_SIZE):
-                changed += m.update(**values).where(m.id.in_(chunk)).execute()
-                if "content" in values:
-                    postings.reindex(self, chunk)
+                query = m.update(**values).where(m.id.in_(chunk))
+                if "content" not in values:
+                    changed += query.execute()
+                    continue
+                updated = list(query.returning(*postings.posted_fields(m)).dicts().execute())
+                postings.reindex(self, updated)
+                changed += len(updated)
         return changed
 
     @translate_errors

@@ -24,7 +24,7 @@ def rolled_back_statements(run: Run, plan: list[Step], *, downgrade: bool) -> li
     statements: list[str] = []
 
     def record(real, sql, params=None, *args, **kwargs):
-        if not READ_ONLY_SQL.match(sql) and not PRAGMA_READ.match(sql):
+        if (not READ_ONLY_SQL.match(sql) or dialect.select_writes(sql)) and not PRAGMA_READ.match(sql):
             statements.append(dialect.render_sql(database, sql, params) if params else sql)
         return real(sql, params, *args, **kwargs)
 

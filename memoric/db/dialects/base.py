@@ -84,8 +84,20 @@ class Dialect(abc.ABC):
         """Create the indexes this dialect has beyond the models' own."""
 
     @abc.abstractmethod
+    def distribute(self, database: peewee.Database) -> None:
+        """Spread memoric's tables over the nodes of a distributed database; nothing elsewhere."""
+
+    @abc.abstractmethod
+    def select_writes(self, sql: str) -> bool:
+        """Whether `sql`, a SELECT, changes the schema (a function with effects): a preview shows it."""
+
+    @abc.abstractmethod
     def repair_extra_indexes(self, database: peewee.Database) -> None:
         """Put back what a migration's rebuild of a table took from the dialect's own indexes."""
+
+    @abc.abstractmethod
+    def forget_schema(self, database: peewee.Database) -> None:
+        """Forget what the dialect remembers of the schema of `database` (it was built or migrated)."""
 
     @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:

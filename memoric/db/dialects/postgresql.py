@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
+from memoric.db.dialects import citus
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
     TERM_COLUMNS,
@@ -30,6 +31,7 @@ from memoric.db.models import GIN_INDEXES, to_utc
 GIN_PENDING_LIST_LIMIT = "256kB"
 SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
+VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
 # The guard generated migration files put around SQL for PostgreSQL alone (a file runs on both).
 POSTGRES_ONLY = "if isinstance(database, pw.PostgresqlDatabase):"
 GUARD_NOTE = f"SQL for PostgreSQL alone goes under `{POSTGRES_ONLY}`."  # for the migration template
@@ -94,8 +96,21 @@ class PostgresDialect(Dialect):
         for name in GIN_INDEXES:
             database.execute_sql(gin_index_sql(name))
 
+    def distribute(self, database: peewee.Database) -> None:
+        """On Citus (its extension installed in the database): every table distributed by user_id."""
+        if citus.installed(database):
+            citus.distribute(database)
+
+    def select_writes(self, sql: str) -> bool:
+        """Whether `sql` calls one of Citus's functions that change tables."""
+        return citus.changes_tables(sql)
+
     def repair_extra_indexes(self, database: peewee.Database) -> None:
         """None: PostgreSQL rewrites a table with its indexes."""
+
+    def forget_schema(self, database: peewee.Database) -> None:
+        """Forget which tables Citus distributes (`citus.routed`)."""
+        citus.forget_layout(database)
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
         """None: the GIN indexes go with their table."""
@@ -208,7 +223,12 @@ class PostgresDialect(Dialect):
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
     ) -> int:
         """One statement (atomic by itself, one round trip): the memory's INSERT, then its document
-        row and its terms (from two arrays) in data-modifying WITH clauses; its new id."""
+        row and its terms (from two arrays) in data-modifying WITH clauses; its new id.
+
+        On Citus, three statements in one transaction instead (`_insert_one_then_postings`).
+        """
+        if citus.routed(database, table):
+            return self._insert_one_then_postings(database, table, columns, row, postings)
         values = ", ".join(["%s"] * len(columns))
         sql = (
             f'WITH "new" AS (INSERT INTO "{table}" ({column_list(columns)}) VALUES ({values}) '
@@ -226,6 +246,21 @@ class PostgresDialect(Dialect):
         params = (*row, *owner, postings.length, *owner, postings.length, terms, frequencies)
         with ids_left(self, database, table):
             return database.execute_sql(sql, params).fetchone()[0]
+
+    def _insert_one_then_postings(
+        self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
+    ) -> int:
+        """Citus: the memory's INSERT, its document row's, its terms' (VALUES lists), in one
+        transaction; its new id. Each is routed to the user's shard, whereas Citus plans each INSERT
+        of a WITH as a step of its own through the coordinator, which needs every worker up."""
+        with database.atomic():
+            memory_id = self.insert_one(database, table, columns, row)
+            owner = (memory_id, postings.user_id, postings.namespace)
+            document = [(*owner, postings.length)]
+            _insert_values(database, postings.documents_table, DOCUMENT_COLUMNS, document)
+            terms = [(*owner, term, tf, postings.length) for term, tf in postings.counts]
+            _insert_values(database, postings.terms_table, TERM_COLUMNS, terms)
+        return memory_id
 
     def truncate(self, database: peewee.Database, tables: list[str]) -> None:
         quoted = ", ".join(f'"{table}"' for table in tables)
@@ -281,6 +316,14 @@ class PostgresDialect(Dialect):
     def misread_index_columns(self, database: peewee.Database, table_names) -> list[str]:
         """None: PostgreSQL refuses an index on a column the table lacks."""
         return []
+
+
+def _insert_values(database: peewee.Database, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """INSERT `rows` as VALUES lists of VALUES_CHUNK rows (one user's rows: one shard on Citus)."""
+    row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    for chunk in peewee.chunked(rows, VALUES_CHUNK):
+        sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ' + ", ".join([row_marks] * len(chunk))
+        database.execute_sql(sql, [value for row in chunk for value in row])
 
 
 def gin_index_sql(name: str, table: str = "memories", definition: tuple[str, str] | None = None) -> str:

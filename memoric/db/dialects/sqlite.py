@@ -73,10 +73,20 @@ class SqliteDialect(Dialect):
         """The metadata keys table and the triggers that keep it (`sqlite_keys`)."""
         sqlite_keys.create(database)
 
+    def distribute(self, database: peewee.Database) -> None:
+        """Nothing: a SQLite file is one node."""
+
+    def select_writes(self, sql: str) -> bool:
+        """False: no SQLite function memoric's migrations call changes the schema."""
+        return False
+
     def repair_extra_indexes(self, database: peewee.Database) -> None:
         """The metadata keys' triggers, with every key posted afresh, when a rebuild of `memories`
         dropped them (`sqlite_keys.repair`)."""
         sqlite_keys.repair(database)
+
+    def forget_schema(self, database: peewee.Database) -> None:
+        """Nothing: the SQLite dialect remembers nothing of a schema."""
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
