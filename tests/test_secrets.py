@@ -32,6 +32,8 @@ UNOPENABLE = [
     f"postgresql://agent:{SECRET}@{FAR}/db",
     f"postgresql://{FAR}/db?dbname=host%3D{FAR}%20user%3Dagent%20password%3D{SECRET}%20dbname%3Dnone",
     f"postgresql://agent@/db?host=/nonexistent&password={SECRET}",
+    f"postgresql://agent@/db?host=/nonexistent&password=TOP {SECRET}",
+    f"postgresql://agent@/db?host=/nonexistent&password=TOP+{SECRET}&sslmode=disable",
     f"postgresql://agent@{FAR}/db?PASSWORD={SECRET}",
     f"postgresql://agent:p@ss/w{SECRET}@{FAR}/db",
     f"postgresql://agent:{SECRET}/x@{FAR}/db",

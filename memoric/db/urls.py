@@ -24,6 +24,7 @@ MIN_LITERAL_SECRET = 4  # shorter secrets are masked where they stand in a URL, 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
+_SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
 _SECRET_SETTING = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)([^&\s'\"]+)")
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
@@ -79,10 +80,20 @@ def _secrets(urls) -> set[str]:
             found |= {url[start:end], url[start : url.find("@", start)]}
         for text in (url, unquote(url)):  # also a setting inside an encoded value: ?dbname=password%3D...
             found |= {match.group(2) for match in _SECRET_SETTING.finditer(text)}
+        found |= _query_secrets(url)
     found |= {unquote(secret) for secret in found}
     found |= {quote(secret, safe="") for secret in found}
     found |= {escaped for secret in found for escaped in (repr(secret)[1:-1], json.dumps(secret)[1:-1])}
     return {secret for secret in found if len(secret) >= MIN_LITERAL_SECRET}
+
+
+def _query_secrets(url: str) -> set[str]:
+    """The whole values of the URL's `password=`-like query parameters, spaces included (libpq
+    takes a raw space in a value), as typed and decoded."""
+    query = url.partition("?")[2].partition("#")[0]
+    pairs = [part.partition("=") for part in query.split("&")]
+    decoded = parse_qsl(query, keep_blank_values=True)
+    return {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
 
 
 def dialect_of(url: str) -> str:
