@@ -41,6 +41,14 @@ UNMARK_SEQUENCE = (
     "'pg_class'::regclass, pg_get_serial_sequence(%s, %s)::regclass, 0, false)"
 )
 PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'"
+KEY_COLUMNS = (
+    "SELECT array_agg(attname::text ORDER BY n) "
+    "FROM pg_constraint, unnest(conkey) WITH ORDINALITY AS k(num, n), pg_attribute "
+    "WHERE pg_constraint.conrelid = %s::regclass AND contype = 'p' "
+    "AND attrelid = pg_constraint.conrelid AND attnum = k.num"
+)
+# A save writes the memory, then its document row, then its terms: the rollback locks them so too.
+LOCK_ORDER = '"memories", "memory_documents", "memory_terms", "memory_clusters"'
 
 
 def _on_citus(database) -> bool:
@@ -54,7 +62,9 @@ def _distributed(database, table: str) -> bool:
 
 
 def _set_primary_key(database, table: str, columns: tuple[str, ...]) -> None:
-    """Make `columns` the primary key of `table`, under the name its key has now."""
+    """Make `columns` the primary key of `table`, under the name its key has now (unless they are)."""
+    if tuple(database.execute_sql(KEY_COLUMNS, (f'"{table}"',)).fetchone()[0]) == columns:
+        return
     (name,) = database.execute_sql(PRIMARY_KEY, (f'"{table}"',)).fetchone()
     listed = ", ".join(f'"{column}"' for column in columns)
     database.execute_sql(
@@ -83,9 +93,12 @@ def _undistribute(database) -> None:
 
     `undistribute_table` leaves an id sequence recorded as a distributed object, which Citus
     refuses to alter (004's rollback narrows it): the record is removed, as for a local table.
+    The tables are locked first, in the order a save writes them, so saves wait for the rollback
+    instead of deadlocking with it.
     """
     if not _on_citus(database):
         return
+    database.execute_sql(f"LOCK TABLE {LOCK_ORDER} IN ACCESS EXCLUSIVE MODE")
     for table, columns in reversed(PRIMARY_KEYS.items()):
         if _distributed(database, table):
             database.execute_sql("SELECT undistribute_table(%s)", (table,))

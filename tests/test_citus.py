@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import re
+import threading
 
 import pytest
 
@@ -18,7 +19,7 @@ from memoric import Memoric
 from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
 from memoric.migrate.runner import intercepted
-from memoric.transfer import export_memoric
+from memoric.transfer import export_memoric, import_jsonl
 from tests.helpers import HEAD, MEMORIC_TABLES, NOW, POSTINGS, Clock, schema, selected_dialects
 
 pytestmark = pytest.mark.citus
@@ -337,3 +338,103 @@ def test_calls_across_users_answer_as_on_plain_postgresql(new_citus_url, new_pos
     assert everything(distributed) == everything(plain)
     plain.close()
     distributed.close()
+
+
+def test_two_users_memories_never_share_an_id(new_citus_url):
+    """A key of (id, user_id) would let another user's row take an id given explicitly; every
+    write that gives ids refuses it, as the key on one server does, and leaves one row."""
+    memoric = Memoric(new_citus_url())
+    memoric.migrate()
+    store = memoric.db
+    store.insert_memories([{"id": 7, "user_id": "ada", "content": "ada's"}])
+    duplicate = 'duplicate key value violates unique constraint "memories_pkey"'
+    with pytest.raises(MemoricError, match=duplicate):
+        store.insert_memories([{"id": 7, "user_id": "bob", "content": "bob's"}])
+    with pytest.raises(MemoricError, match=duplicate):
+        store.insert_memory(id=7, user_id="bob", content="bob's")
+    assert [(m["id"], m["user_id"]) for m in store.get_memories(limit=None)] == [(7, "ada")]
+
+
+def export_of_users(user: str, ids: range) -> str:
+    """An export holding one memory of `user` under each of `ids`."""
+    header = {"type": "header", "format": "memoric-export", "format_version": 1}
+    memory = {"type": "memory", "user_id": user, "created_at": NOW.isoformat()}
+    lines = [header] + [{**memory, "id": n, "content": f"{user} {n}"} for n in ids]
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def test_two_imports_at_once_of_the_same_ids_for_other_users_leave_each_id_once(new_citus_url):
+    """Both imports check the target before either writes; the lock taken by writes that give ids
+    makes the second see the first's rows, so it stops instead of adding a second row per id."""
+    url = new_citus_url()
+    Memoric(url).migrate()
+    ids = range(500_001, 503_001)
+    outcomes = {}
+    barrier = threading.Barrier(2)
+
+    def run(user: str) -> None:
+        memoric = Memoric(url)
+        barrier.wait()
+        try:
+            outcomes[user] = import_jsonl(memoric.db, io.StringIO(export_of_users(user, ids)))
+        except MemoricError as exc:
+            outcomes[user] = exc
+        finally:
+            memoric.close()
+
+    threads = [threading.Thread(target=run, args=(user,)) for user in ("imp-a", "imp-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    memoric = Memoric(url)
+    shared = rows(memoric, 'SELECT "id" FROM "memories" GROUP BY "id" HAVING count(*) > 1')
+    assert shared == []
+    assert sum(isinstance(outcome, MemoricError) for outcome in outcomes.values()) >= 1, outcomes
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["plain tables", "distributed tables"])
+def test_rolling_007_back_while_an_agent_saves_makes_the_saves_wait(new_citus_url, distributed):
+    """The rollback locks the tables in the order a save writes them: a save waits for it
+    instead of dying in a deadlock, and every save is kept."""
+    url = new_citus_url()
+    memoric = Memoric(url)
+    memoric.migrate(POSTINGS)
+    if distributed:
+        memoric.migrate()
+    else:
+        memoric.migrations.stamp(HEAD)  # plain tables with Citus installed: the move in place
+    for n in range(200):
+        memoric.save(f"user{n % 4}", f"before {n}")
+    failures, saved = [], []
+    started, stop, saved_after = threading.Event(), threading.Event(), threading.Event()
+    rolled_back_at = []  # how many saves had been made when the rollback ended
+
+    def agent() -> None:
+        writer = Memoric(url)
+        n = 0
+        while not stop.is_set():
+            try:
+                saved.append(writer.save(f"user{n % 4}", f"during {n}"))
+            except MemoricError as exc:
+                failures.append(exc)
+            started.set()
+            if rolled_back_at and len(saved) > rolled_back_at[0] + 3:
+                saved_after.set()
+            n += 1
+        writer.close()
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    try:
+        assert started.wait(60)
+        assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
+        rolled_back_at.append(len(saved))
+        assert saved_after.wait(60)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    stored = {m["id"] for m in memoric.db.get_memories(limit=None)}
+    assert set(saved) <= stored
+    memoric.close()

@@ -127,8 +127,11 @@ def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool
     m = store.Memory
     if not enabled(store):
         return sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
+    ids_given = any("id" in row for row in rows)
     rows = with_ids(store, rows)
-    inserted = sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
+    inserted = sum(
+        insert_rows(store, m, same_keys, skip_existing, ids_given) for same_keys in group_by_keys(rows)
+    )
     if skip_existing:
         reindex_ids(store, [row["id"] for row in rows])
     else:

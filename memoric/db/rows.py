@@ -94,12 +94,15 @@ def memory_rows(store: MemoryStore, sql: str, params: list) -> list[dict]:
     return rows
 
 
-def insert_rows(store: MemoryStore, model, rows: list[dict], skip_existing: bool) -> int:
-    """One multi-row INSERT of rows with the same keys, values converted by their fields."""
+def insert_rows(
+    store: MemoryStore, model, rows: list[dict], skip_existing: bool, ids_given: bool = True
+) -> int:
+    """One multi-row INSERT of rows with the same keys, values converted by their fields
+    (`ids_given`: see `Dialect.insert_rows`)."""
     columns, convert = _driver_converter(model, tuple(rows[0]))
     table = model._meta.table_name
     return store.dialect.insert_rows(
-        store.database, table, columns, [convert(row) for row in rows], skip_existing
+        store.database, table, columns, [convert(row) for row in rows], skip_existing, ids_given
     )
 
 

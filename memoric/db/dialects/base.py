@@ -158,8 +158,13 @@ class Dialect(abc.ABC):
         columns: list[str],
         rows: list[tuple],
         skip_existing: bool,
+        ids_given: bool = True,
     ) -> int:
-        """Insert `rows` (values already converted for the driver); the number inserted."""
+        """Insert `rows` (values already converted for the driver); the number inserted.
+
+        `ids_given`: whether ids in `rows` come from the caller (an import, explicit ids) rather
+        than from the table's own counter; a dialect whose keys cannot refuse a taken id checks those.
+        """
 
     @abc.abstractmethod
     def insert_one(self, database: peewee.Database, table: str, columns: list[str], row: tuple) -> int:

@@ -27,6 +27,9 @@ PRIMARY_KEYS = {
     "memory_terms": ("memory_id", "term"),
     "memory_documents": ("memory_id",),
 }
+# The id column of each table whose rows may be written with ids given (an import, a copy, explicit ids).
+ID_COLUMNS = {"memories": "id", "memory_clusters": "cluster_id"}
+EXPLICIT_IDS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 # Citus's functions that change tables though called by a SELECT: a `--sql` preview shows them.
 TABLE_FUNCTIONS = re.compile(
     r"^\s*SELECT\s+(create_distributed_table|undistribute_table|alter_distributed_table)\s*\(", re.IGNORECASE
@@ -75,6 +78,41 @@ def routed(database: peewee.Database, table: str) -> bool:
     if table not in layout:
         layout[table] = installed(database) and distributed(database, table)
     return layout[table]
+
+
+def taken_ids(database: peewee.Database, table: str, columns: list[str], rows: list[tuple]) -> set[int]:
+    """The ids given in `rows` that a row of `table` already holds, under any user (Citus only).
+
+    A distributed table's primary key must contain user_id, so (id, user_id) would let two users'
+    memories share an id, which no unique index can refuse. Writes that give ids therefore take
+    one lock for the table, held to the end of their transaction, and look first: two imports at
+    once cannot both pass. Saves draw ids from the sequence and never take it.
+    """
+    column = ID_COLUMNS.get(table)
+    if column not in columns or not routed(database, table):
+        return set()
+    database.execute_sql(EXPLICIT_IDS_LOCK, (f"memoric explicit ids {table}",))
+    place = columns.index(column)
+    given = [row[place] for row in rows]
+    found = database.execute_sql(f'SELECT "{column}" FROM "{table}" WHERE "{column}" = ANY(%s)', (given,))
+    return {value for (value,) in found.fetchall()}
+
+
+def untaken_rows(
+    database: peewee.Database, table: str, columns: list[str], rows: list[tuple], skip_existing: bool
+) -> list[tuple]:
+    """`rows` whose given ids no row holds yet (`taken_ids`); a taken one is a duplicate key error
+    as on one server, or, with `skip_existing`, left out as ON CONFLICT DO NOTHING would."""
+    taken = taken_ids(database, table, columns, rows)
+    if not taken:
+        return rows
+    if not skip_existing:
+        raise peewee.IntegrityError(
+            f'duplicate key value violates unique constraint "{table}_pkey"\n'
+            f"DETAIL:  Key ({ID_COLUMNS[table]})=({min(taken)}) already exists."
+        )
+    place = columns.index(ID_COLUMNS[table])
+    return [row for row in rows if row[place] not in taken]
 
 
 def forget_layout(database: peewee.Database) -> None:

@@ -193,6 +193,7 @@ class PostgresDialect(Dialect):
         columns: list[str],
         rows: list[tuple],
         skip_existing: bool,
+        ids_given: bool = True,
     ) -> int:
         """Insert `rows` (values already converted for the driver); the number inserted.
 
@@ -201,8 +202,16 @@ class PostgresDialect(Dialect):
         """
         from psycopg2.extras import execute_values
 
-        with ids_left(self, database, table), peewee.__exception_wrapper__:
+        with (
+            _citus_transaction(database, table),
+            ids_left(self, database, table),
+            peewee.__exception_wrapper__,
+        ):
+            if ids_given:
+                rows = citus.untaken_rows(database, table, columns, rows, skip_existing)
             cursor = database.cursor()
+            if not rows:
+                return 0
             if not skip_existing:
                 lines = io.StringIO("".join(map(copy_line, rows)))
                 copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
@@ -216,7 +225,8 @@ class PostgresDialect(Dialect):
         """INSERT one row (values already converted for the driver); its new id."""
         marks = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
-        with ids_left(self, database, table):
+        with _citus_transaction(database, table), ids_left(self, database, table):
+            citus.untaken_rows(database, table, columns, [row], skip_existing=False)
             return database.execute_sql(sql, row).fetchone()[0]
 
     def insert_one_with_postings(
@@ -392,3 +402,11 @@ _COPY_FORMATS = _CopyFormats({
     type(None): lambda value: "\\N",
     dt.datetime: dt.datetime.isoformat,
 })  # fmt: skip
+
+
+def _citus_transaction(database: peewee.Database, table: str):
+    """A transaction around a write to a Citus table outside one (the lock `citus.taken_ids` takes
+    lasts to the end of a transaction); nothing otherwise."""
+    if database.in_transaction() or not citus.routed(database, table):
+        return contextlib.nullcontext()
+    return database.atomic()

@@ -192,8 +192,10 @@ class SqliteDialect(Dialect):
         columns: list[str],
         rows: list[tuple],
         skip_existing: bool,
+        ids_given: bool = True,
     ) -> int:
-        """INSERT `rows` (values already converted for the driver) in one `executemany`; rows inserted."""
+        """INSERT `rows` (values already converted for the driver) in one `executemany`; rows inserted
+        (the primary key refuses a taken id, given or not)."""
         verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
         marks = ", ".join("?" * len(columns))
         sql = f'{verb} INTO "{table}" ({column_list(columns)}) VALUES ({marks})'
