@@ -164,3 +164,13 @@ def test_no_room_to_set_rows_aside_is_a_memoric_error_and_writes_nothing(db, mon
     with pytest.raises(MemoricError, match="could not set checked rows aside in a temporary file"):
         db.insert_memories(rows, batch_size=4)
     assert db.count_memories() == 0
+
+
+def test_a_memory_saved_with_an_id_moves_the_counter_past_it(db):
+    """A later save never draws the id `insert_memory` was given (as after `insert_memories`)."""
+    first = db.insert_memory(user_id="ada", content="first")
+    given = db.insert_memory(id=first + 2, user_id="ada", content="given its id")
+    later = [db.insert_memory(user_id="bob", content=f"later {n}") for n in range(3)]
+    assert given == first + 2
+    assert min(later) > given
+    assert len({m["id"] for m in db.get_memories(limit=None)}) == 5

@@ -52,11 +52,19 @@ def _highest_id_safe(
     """The batches, once no memory saved meanwhile can take the highest explicit id: the id
     counter moved past it, or (SQLite, where max(rowid) + 1 is the counter) that row written in
     the first transaction."""
-    table = store.Memory._meta.table_name
-    if store.dialect.has_id_counter(store.database, table):
-        store.dialect.reserve_ids(store.database, table, "id", above=row["id"], count=0)
+    if counter_moved_past(store, row["id"]):
         return iter(checked)
     return moved_first(checked, index, row)
+
+
+def counter_moved_past(store: MemoryStore, memory_id: int) -> bool:
+    """Move the id counter past `memory_id` (never back), so that no memory saved later draws it;
+    False where the table keeps no counter (SQLite without AUTOINCREMENT: max(rowid) + 1)."""
+    table = store.Memory._meta.table_name
+    if not store.dialect.has_id_counter(store.database, table):
+        return False
+    store.dialect.reserve_ids(store.database, table, "id", above=memory_id, count=0)
+    return True
 
 
 class CheckedBatches:

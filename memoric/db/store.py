@@ -245,8 +245,12 @@ class MemoryStore:
 
     @translate_errors
     def insert_memory(self, **fields) -> int:
-        """Store one memory and return its id (the memory fields, plus optional timestamps)."""
-        return postings.insert_memory(self, memory_row(self, fields))
+        """Store one memory and return its id (the memory fields, plus optional timestamps and id;
+        the id counter is moved past a given id first, as `insert_memories` does)."""
+        row = memory_row(self, fields)
+        if "id" in row:
+            bulk.counter_moved_past(self, row["id"])
+        return postings.insert_memory(self, row)
 
     @translate_errors
     def insert_memories(self, rows: Iterable[dict], *, batch_size: int = BULK_BATCH_SIZE) -> int:
