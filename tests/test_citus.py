@@ -352,7 +352,31 @@ def test_two_users_memories_never_share_an_id(new_citus_url):
         store.insert_memories([{"id": 7, "user_id": "bob", "content": "bob's"}])
     with pytest.raises(MemoricError, match=duplicate):
         store.insert_memory(id=7, user_id="bob", content="bob's")
+    with pytest.raises(MemoricError, match=duplicate):
+        store.insert_memories([{"id": 9, "user_id": user, "content": f"{user}'s"} for user in ("ada", "bob")])
     assert [(m["id"], m["user_id"]) for m in store.get_memories(limit=None)] == [(7, "ada")]
+
+
+def test_a_store_opened_before_the_tables_were_distributed_still_refuses_a_taken_id(new_citus_url):
+    """What a store remembers of the layout from before another process distributed the tables
+    (the move in place) never lets a given id through twice."""
+    url = new_citus_url()
+    agent = Memoric(url)
+    agent.migrate(POSTINGS)
+    agent.migrations.stamp(HEAD)  # plain tables with Citus installed
+    taken = agent.save("ada", "ada's")  # the agent's store now knows the tables as plain
+    deploy = Memoric(url)
+    assert deploy.migrations.downgrade(POSTINGS) == [HEAD]
+    assert deploy.migrations.upgrade() == [HEAD]
+    assert_distributed(deploy)
+    duplicate = 'duplicate key value violates unique constraint "memories_pkey"'
+    with pytest.raises(MemoricError, match=duplicate):
+        agent.db.insert_memories([{"id": taken, "user_id": "bob", "content": "bob's"}])
+    with pytest.raises(MemoricError, match=duplicate):
+        agent.db.insert_memory(id=taken, user_id="cyd", content="cyd's")
+    assert [(m["id"], m["user_id"]) for m in deploy.db.get_memories(limit=None)] == [(taken, "ada")]
+    agent.close()
+    deploy.close()
 
 
 def export_of_users(user: str, ids: range) -> str:

@@ -80,8 +80,11 @@ def routed(database: peewee.Database, table: str) -> bool:
     return layout[table]
 
 
-def taken_ids(database: peewee.Database, table: str, columns: list[str], rows: list[tuple]) -> set[int]:
-    """The ids given in `rows` that a row of `table` already holds, under any user (Citus only).
+def taken_ids(
+    database: peewee.Database, table: str, columns: list[str], rows: list[tuple]
+) -> set[int] | None:
+    """The ids given in `rows` that a row of `table` already holds, under any user; None where the
+    key refuses taken ids itself (no ids given, or not a distributed table).
 
     A distributed table's primary key must contain user_id, so (id, user_id) would let two users'
     memories share an id, which no unique index can refuse. Writes that give ids therefore take
@@ -89,8 +92,8 @@ def taken_ids(database: peewee.Database, table: str, columns: list[str], rows: l
     once cannot both pass. Saves draw ids from the sequence and never take it.
     """
     column = ID_COLUMNS.get(table)
-    if column not in columns or not routed(database, table):
-        return set()
+    if column not in columns or not distributed_now(database, table):
+        return None
     database.execute_sql(EXPLICIT_IDS_LOCK, (f"memoric explicit ids {table}",))
     place = columns.index(column)
     given = [row[place] for row in rows]
@@ -104,15 +107,26 @@ def untaken_rows(
     """`rows` whose given ids no row holds yet (`taken_ids`); a taken one is a duplicate key error
     as on one server, or, with `skip_existing`, left out as ON CONFLICT DO NOTHING would."""
     taken = taken_ids(database, table, columns, rows)
-    if not taken:
+    if taken is None:
         return rows
-    if not skip_existing:
-        raise peewee.IntegrityError(
-            f'duplicate key value violates unique constraint "{table}_pkey"\n'
-            f"DETAIL:  Key ({ID_COLUMNS[table]})=({min(taken)}) already exists."
-        )
     place = columns.index(ID_COLUMNS[table])
-    return [row for row in rows if row[place] not in taken]
+    kept = []
+    for row in rows:  # an id given twice in `rows` is taken by its first row
+        if row[place] not in taken:
+            kept.append(row)
+        elif not skip_existing:
+            raise peewee.IntegrityError(
+                f'duplicate key value violates unique constraint "{table}_pkey"\n'
+                f"DETAIL:  Key ({ID_COLUMNS[table]})=({row[place]}) already exists."
+            )
+        taken.add(row[place])
+    return kept
+
+
+def distributed_now(database: peewee.Database, table: str) -> bool:
+    """Whether `table` is distributed, asked now: a write that gives ids must not trust what
+    `routed` remembers from before the tables were distributed by another process."""
+    return installed(database) and distributed(database, table)
 
 
 def forget_layout(database: peewee.Database) -> None:

@@ -203,7 +203,7 @@ class PostgresDialect(Dialect):
         from psycopg2.extras import execute_values
 
         with (
-            _citus_transaction(database, table),
+            _citus_transaction(database, table, columns),
             ids_left(self, database, table),
             peewee.__exception_wrapper__,
         ):
@@ -225,7 +225,7 @@ class PostgresDialect(Dialect):
         """INSERT one row (values already converted for the driver); its new id."""
         marks = ", ".join(["%s"] * len(columns))
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
-        with _citus_transaction(database, table), ids_left(self, database, table):
+        with _citus_transaction(database, table, columns), ids_left(self, database, table):
             citus.untaken_rows(database, table, columns, [row], skip_existing=False)
             return database.execute_sql(sql, row).fetchone()[0]
 
@@ -237,7 +237,7 @@ class PostgresDialect(Dialect):
 
         On Citus, three statements in one transaction instead (`_insert_one_then_postings`).
         """
-        if citus.routed(database, table):
+        if citus.routed(database, table) or ("id" in columns and citus.distributed_now(database, table)):
             return self._insert_one_then_postings(database, table, columns, row, postings)
         values = ", ".join(["%s"] * len(columns))
         sql = (
@@ -404,9 +404,10 @@ _COPY_FORMATS = _CopyFormats({
 })  # fmt: skip
 
 
-def _citus_transaction(database: peewee.Database, table: str):
-    """A transaction around a write to a Citus table outside one (the lock `citus.taken_ids` takes
-    lasts to the end of a transaction); nothing otherwise."""
-    if database.in_transaction() or not citus.routed(database, table):
+def _citus_transaction(database: peewee.Database, table: str, columns: list[str]):
+    """A transaction around a write to a Citus table, or one that gives ids, outside one (the lock
+    `citus.taken_ids` takes lasts to the end of a transaction); nothing otherwise."""
+    gives_ids = citus.ID_COLUMNS.get(table) in columns
+    if database.in_transaction() or not (gives_ids or citus.routed(database, table)):
         return contextlib.nullcontext()
     return database.atomic()
