@@ -33,6 +33,7 @@ UNOPENABLE = [
     f"postgresql://{FAR}/db?dbname=host%3D{FAR}%20user%3Dagent%20password%3D{SECRET}%20dbname%3Dnone",
     f"postgresql://agent@/db?host=/nonexistent&password={SECRET}",
     f"postgresql://agent@/db?host=/nonexistent&password=TOP {SECRET}",
+    f"postgresql://agent@/db?host=/nonexistent&dbname=password='{SECRET} x'",
     f"postgresql://agent@/db?host=/nonexistent&password=TOP+{SECRET}&sslmode=disable",
     f"postgresql://agent@{FAR}/db?PASSWORD={SECRET}",
     f"postgresql://agent:p@ss/w{SECRET}@{FAR}/db",
@@ -124,6 +125,7 @@ def test_a_url_that_cannot_be_opened_is_named_masked_everywhere(url, caplog, tmp
             "cannot open 'postgresql://a:***@h/db': refused",
         ),
         ("sqlite:///x.db", "sqlite:///x.db"),
+        ("database \"password='two words'\" does not exist", "database \"password=***\" does not exist"),
         ("ada@example.com wrote at 12:30", "ada@example.com wrote at 12:30"),
     ],
 )

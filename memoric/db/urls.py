@@ -25,7 +25,9 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
-_SECRET_SETTING = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)([^&\s'\"]+)")
+_SECRET_SETTING = re.compile(
+    r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
+)  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
 MAX_URL_COUNT = 2**31 - 1  # SQLite's counts are C ints
@@ -79,7 +81,7 @@ def _secrets(urls) -> set[str]:
             start, end = span
             found |= {url[start:end], url[start : url.find("@", start)]}
         for text in (url, unquote(url)):  # also a setting inside an encoded value: ?dbname=password%3D...
-            found |= {match.group(2) for match in _SECRET_SETTING.finditer(text)}
+            found |= {match.group(2).strip("'\"") for match in _SECRET_SETTING.finditer(text)}
         found |= _query_secrets(url)
     found |= {unquote(secret) for secret in found}
     found |= {quote(secret, safe="") for secret in found}
