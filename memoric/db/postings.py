@@ -67,13 +67,16 @@ def write_postings(store: MemoryStore, memories: list[dict]) -> None:
 
 def forget(store: MemoryStore, owners: list[tuple[int, str]]) -> None:
     """Delete the postings of these (memory id, user id) pairs (inside the transaction that changed
-    them). Each statement names the users as well as the ids: a database distributed by user
-    (Citus) sends it to those users' shards alone, never to every shard."""
+    them). Where the tables are distributed by user (Citus) each statement names the users too,
+    so it goes to their shards alone; elsewhere it names the ids only, as the users would lead
+    SQLite to read every posting of theirs through the lookup index."""
     for model in (store.MemoryTerm, store.MemoryDocument):
+        by_user = store.dialect.routes_by_user(store.database, model._meta.table_name)
         for chunk in peewee.chunked(owners, ID_CHUNK_SIZE):
-            users = sorted({user_id for _, user_id in chunk})
-            ids = [memory_id for memory_id, _ in chunk]
-            model.delete().where(model.user_id.in_(users) & model.memory_id.in_(ids)).execute()
+            condition = model.memory_id.in_([memory_id for memory_id, _ in chunk])
+            if by_user:
+                condition &= model.user_id.in_(sorted({user_id for _, user_id in chunk}))
+            model.delete().where(condition).execute()
 
 
 def reindex(store: MemoryStore, memories: list[dict]) -> None:

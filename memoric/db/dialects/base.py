@@ -96,6 +96,11 @@ class Dialect(abc.ABC):
         """Put back what a migration's rebuild of a table took from the dialect's own indexes."""
 
     @abc.abstractmethod
+    def routes_by_user(self, database: peewee.Database, table: str) -> bool:
+        """Whether a statement on `table` that names its users goes only where they are (a table
+        distributed by user); elsewhere a condition on the users can only mislead the planner."""
+
+    @abc.abstractmethod
     def forget_schema(self, database: peewee.Database) -> None:
         """Forget what the dialect remembers of the schema of `database` (it was built or migrated)."""
 

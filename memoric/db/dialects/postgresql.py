@@ -108,6 +108,10 @@ class PostgresDialect(Dialect):
     def repair_extra_indexes(self, database: peewee.Database) -> None:
         """None: PostgreSQL rewrites a table with its indexes."""
 
+    def routes_by_user(self, database: peewee.Database, table: str) -> bool:
+        """On Citus, where `table` is distributed by user."""
+        return citus.routed(database, table)
+
     def forget_schema(self, database: peewee.Database) -> None:
         """Forget which tables Citus distributes (`citus.routed`)."""
         citus.forget_layout(database)

@@ -85,6 +85,10 @@ class SqliteDialect(Dialect):
         dropped them (`sqlite_keys.repair`)."""
         sqlite_keys.repair(database)
 
+    def routes_by_user(self, database: peewee.Database, table: str) -> bool:
+        """Never: one file holds every user."""
+        return False
+
     def forget_schema(self, database: peewee.Database) -> None:
         """Nothing: the SQLite dialect remembers nothing of a schema."""
 
