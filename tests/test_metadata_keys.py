@@ -10,6 +10,7 @@ index and must give the same answers.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import pytest
@@ -19,7 +20,7 @@ from memoric import Memoric
 from memoric.db.dialects import sqlite_keys
 from memoric.db.jsonfilter import contains
 from memoric.errors import MemoricError
-from memoric.migrate import Migrations
+from memoric.migrate import Migrations, default_migrate_dir
 from memoric.transfer.export import export_jsonl
 from memoric.transfer.writing import copy_database, import_jsonl
 from tests.helpers import FIFTH, FOURTH, HEAD, all_rows, schema, tables
@@ -311,3 +312,34 @@ def test_filters_stay_exact_while_a_trigger_is_missing(db):
     finally:
         sqlite_keys.repair(db.database)
     assert_filters_match_the_reference(db)
+
+
+def triggers_of_005() -> tuple[str, ...]:
+    """The trigger DDL migration 005 wrote (the version before key deletes used the primary key)."""
+    path = default_migrate_dir() / f"{FIFTH}.py"
+    spec = importlib.util.spec_from_file_location("migration_005", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CREATE_TRIGGERS
+
+
+def test_an_upgrade_with_nothing_to_apply_brings_older_triggers_up_to_date(new_dsn):
+    """A database whose triggers migration 005 wrote (each key delete read the whole keys table)
+    gets today's from `migrate upgrade`, even at head, and its keys stay exact."""
+    memoric = Memoric(new_dsn())
+    if memoric.db.is_postgres:
+        pytest.skip("the keys table is SQLite's")
+    memoric.migrate()
+    store = memoric.db
+    ids = fill(store)
+    for trigger in sqlite_keys.TRIGGERS:
+        store.database.execute_sql(f"DROP TRIGGER {trigger}")
+    for statement in triggers_of_005():
+        store.database.execute_sql(statement)
+    assert not sqlite_keys.current(store.database)
+    assert memoric.migrations.upgrade() == []
+    assert sqlite_keys.current(store.database)
+    store.delete_memories(memory_ids=ids[:5])
+    store.update_metadata(memory_id=ids[5], new_metadata={"topic": "moved"})
+    assert_filters_match_the_reference(store)
+    memoric.close()

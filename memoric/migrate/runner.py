@@ -215,12 +215,14 @@ class Run:
             raise MigrationError(f"cannot replay migration {step.label}: {first_line(exc)}") from exc
 
     def apply(self, plan: list[Step], *, downgrade: bool = False) -> list[str]:
-        """Run `plan` one by one, each in its own transaction; the labels run.
+        """Run `plan` one by one, each in its own transaction, the dialect's own indexes repaired
+        after each (and once when there is nothing to run); the labels run.
 
         MigrationError names a failing migration. Inside an outer transaction (a downgrade, a
         preview) a failure undoes the whole run.
         """
-        if not plan:
+        if not plan:  # nothing to run: still bring the dialect's own indexes up to date
+            self.dialect.repair_extra_indexes(self.database)
             return []
         migrator = self.migrator(self.done())
         finished = []

@@ -60,7 +60,12 @@ def _posted(row: str) -> str:
 
 
 def _remove(row: str) -> str:
-    return f"DELETE FROM {TABLE} WHERE (name, value, user_id, memory_id) IN ({_posted(row)});"
+    """The keys of the memory `row` deleted, each found by the primary key: the (name, value)
+    list is not correlated with the table (a list of all four columns was, and read every key)."""
+    return (
+        f"DELETE FROM {TABLE} WHERE user_id = {row}.user_id AND memory_id = {row}.id "
+        f"AND (name, value) IN ({keys_of(f'{row}.metadata')});"
+    )
 
 
 def _add(row: str) -> str:
@@ -108,12 +113,28 @@ def kept(database: peewee.Database) -> bool:
 def repair(database: peewee.Database) -> None:
     """Post every memory's keys afresh and put the triggers back, where the keys table is there
     but a trigger is not: rebuilding `memories` (as SQLite's ALTER of a column does, in any
-    migration) drops its triggers, and every write after that would go unposted."""
-    if not (database.table_exists(TABLE) and database.table_exists("memories")) or kept(database):
+    migration) drops its triggers, and every write after that would go unposted. Triggers an
+    older memoric wrote are replaced by today's (same keys, found faster)."""
+    if not (database.table_exists(TABLE) and database.table_exists("memories")):
         return
-    with database.atomic():
-        drop(database)
-        create(database)
+    if not kept(database):
+        with database.atomic():
+            drop(database)
+            create(database)
+    elif not current(database):
+        with database.atomic():
+            for trigger in TRIGGERS:
+                database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+            for statement in TRIGGERS_DDL:
+                database.execute_sql(statement)
+
+
+def current(database: peewee.Database) -> bool:
+    """Whether the triggers are today's, as `TRIGGERS_DDL` writes them."""
+    found = f"SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN {TRIGGERS!r}"
+    stored = database.execute_sql(found)
+    wanted = {statement.replace(" IF NOT EXISTS", "", 1) for statement in TRIGGERS_DDL}
+    return {sql for (sql,) in stored.fetchall()} == wanted
 
 
 def drop(database: peewee.Database) -> None:
