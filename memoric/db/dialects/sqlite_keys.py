@@ -46,7 +46,8 @@ def keys_of(document: str, owner: str = "", source: str = "") -> str:
     the `owner` columns (", user, id"), from the `source` tables ("memories AS m, ") when it has any.
     A key held twice comes twice."""
     return (
-        f"SELECT leaf.key, {_scalar('leaf')}{owner} FROM {source}json_tree({document}) AS leaf "
+        f"SELECT leaf.key AS name, {_scalar('leaf')} AS value{owner} "
+        f"FROM {source}json_tree({document}) AS leaf "
         "WHERE leaf.type NOT IN ('object', 'array') AND typeof(leaf.key) = 'text' "
         f"UNION ALL SELECT node.key, {_scalar('item')}{owner} "
         f"FROM {source}json_tree({document}) AS node, json_each(node.value) AS item "
@@ -60,11 +61,13 @@ def _posted(row: str) -> str:
 
 
 def _remove(row: str) -> str:
-    """The keys of the memory `row` deleted, each found by the primary key: the (name, value)
-    list is not correlated with the table (a list of all four columns was, and read every key)."""
+    """The keys of the memory `row` deleted, found by the primary key whatever the statistics:
+    its names and its values as two lists (the table holds no other pair of them for this memory;
+    a list of pairs, or of all four columns, made SQLite read every key)."""
+    keys = keys_of(f"{row}.metadata")
     return (
-        f"DELETE FROM {TABLE} WHERE user_id = {row}.user_id AND memory_id = {row}.id "
-        f"AND (name, value) IN ({keys_of(f'{row}.metadata')});"
+        f"DELETE FROM {TABLE} WHERE name IN (SELECT name FROM ({keys})) "
+        f"AND value IN (SELECT value FROM ({keys})) AND user_id = {row}.user_id AND memory_id = {row}.id;"
     )
 
 
