@@ -126,10 +126,8 @@ def repair(database: peewee.Database) -> None:
             create(database)
     elif not current(database):
         with database.atomic():
-            for trigger in TRIGGERS:
-                database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
-            for statement in TRIGGERS_DDL:
-                database.execute_sql(statement)
+            _drop_triggers(database)
+            create(database)
 
 
 def current(database: peewee.Database) -> bool:
@@ -142,9 +140,13 @@ def current(database: peewee.Database) -> bool:
 
 def drop(database: peewee.Database) -> None:
     """Drop the triggers and the keys table (the memories keep everything they hold)."""
+    _drop_triggers(database)
+    database.execute_sql(f"DROP TABLE IF EXISTS {TABLE}")
+
+
+def _drop_triggers(database: peewee.Database) -> None:
     for trigger in TRIGGERS:
         database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
-    database.execute_sql(f"DROP TABLE IF EXISTS {TABLE}")
 
 
 class MetadataKey(NamedTuple):
