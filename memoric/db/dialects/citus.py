@@ -67,6 +67,12 @@ def distribute(database: peewee.Database) -> None:
             )
 
 
+def distributed_now(database: peewee.Database, table: str) -> bool:
+    """Whether `table` is distributed, asked now: a write that gives ids must not trust what
+    `routed` remembers from before the tables were distributed by another process."""
+    return installed(database) and distributed(database, table)
+
+
 def routed(database: peewee.Database, table: str) -> bool:
     """Whether `table` is distributed here, so statements naming one user go to one shard.
 
@@ -76,7 +82,7 @@ def routed(database: peewee.Database, table: str) -> bool:
     """
     layout = _LAYOUTS.setdefault(database, {})
     if table not in layout:
-        layout[table] = installed(database) and distributed(database, table)
+        layout[table] = distributed_now(database, table)
     return layout[table]
 
 
@@ -121,12 +127,6 @@ def untaken_rows(
             )
         taken.add(row[place])
     return kept
-
-
-def distributed_now(database: peewee.Database, table: str) -> bool:
-    """Whether `table` is distributed, asked now: a write that gives ids must not trust what
-    `routed` remembers from before the tables were distributed by another process."""
-    return installed(database) and distributed(database, table)
 
 
 def forget_layout(database: peewee.Database) -> None:
