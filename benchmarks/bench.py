@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench --rows 10000 --dialect all            # full timing run
     python -m benchmarks.bench --rows 10000 --dialect all --quick    # CI smoke (seconds)
-    python -m benchmarks.bench --rows 1000000 --dialect sqlite --json
+    python -m benchmarks.bench --rows 1000000 --dialect sqlite --json --save results.json
     python -m benchmarks.bench --rows 10000 --dialect all --peers langgraph  # beside LangGraph
     python -m benchmarks.bench --rows 10000 --dialect citus          # a coordinator and two workers
 
@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -340,6 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres-url", help="an existing server to use instead of the embedded one")
     parser.add_argument("--quick", action="store_true", help="one or a few runs per query (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--save", help="write the JSON results to this file after every run, as they stand")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", help="keep databases here (default: a temporary directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse a loaded database in --workdir")
@@ -366,20 +368,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peers: {peers.missing()}; memoric runs alone", file=sys.stderr, flush=True)
     settings = Settings.quick(args.seed) if args.quick else Settings(seed=args.seed)
     dialects = DIALECTS if args.dialect == "all" else (args.dialect,)
-    runs = []
+    output = {"machine": machine(), "settings": asdict(settings), "runs": []}
     for dialect in dialects:
         workdir = f"{args.workdir}/{dialect}" if args.workdir else None
         server = databases.Server(dialect, workdir, args.postgres_url)
         try:
             for rows in args.row_counts:
-                runs.append(run(server, rows, settings, args.reuse, args.compare))
+                output["runs"].append(run(server, rows, settings, args.reuse, args.compare))
+                if args.save:
+                    save(output, args.save)
                 if not args.json:
-                    print(report.run_text(runs[-1]), flush=True)
+                    print(report.run_text(output["runs"][-1]), flush=True)
         finally:
             server.close()
-    output = {"machine": machine(), "settings": asdict(settings), "runs": runs}
-    print(json.dumps(output, indent=2, default=str) if args.json else report.summary_text(output))
+    print(as_json(output) if args.json else report.summary_text(output))
     return 0
+
+
+def as_json(output: dict) -> str:
+    return json.dumps(output, indent=2, default=str)
+
+
+def save(output: dict, path: str) -> None:
+    """Replace `path` with the results so far, whole: a reader never sees half a file."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as file:
+        file.write(as_json(output))
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

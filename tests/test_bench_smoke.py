@@ -76,12 +76,14 @@ def test_recall_returns_the_threads_top_memories(loaded):
     memoric.close()
 
 
-def test_quick_run_reports_every_query(dialect, request, capsys):
-    args = ["--rows", "300", "--dialect", dialect, "--quick", "--json"]
+def test_quick_run_reports_every_query(dialect, request, capsys, tmp_path):
+    saved = tmp_path / "results.json"
+    args = ["--rows", "300", "--dialect", dialect, "--quick", "--json", "--save", str(saved)]
     if dialect == "postgresql":
         args += ["--postgres-url", request.getfixturevalue("postgres_server_url")]
     assert bench.main(args) == 0
     output = json.loads(capsys.readouterr().out)
+    assert json.loads(saved.read_text()) == output
     (run,) = output["runs"]
     expected = {query.name for query in queries.QUERIES}
     assert set(run["queries"]) | {note.split(":")[0] for note in run["notes"]} >= expected
