@@ -23,6 +23,7 @@ from memoric.aio import AsyncMemoric
 from memoric.cli import main
 from memoric.db.postings import posting_rows
 from memoric.db.recall_queries import MAX_QUERY_TERMS
+from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, MemoricError, ValidationError
 from memoric.migrate import Migrations
 from memoric.scoring import idf, score_memory
@@ -245,6 +246,29 @@ def test_both_dialects_rank_generated_corpora_identically_and_as_the_reference(s
         assert answers[dialect] == expected
         memoric.close()
     assert len(set(map(repr, answers.values()))) == 1
+
+
+def test_relevance_reads_back_bit_for_bit_where_the_server_prints_floats_short(dsn):
+    """A PostgreSQL database set to print floats to 15 digits (`extra_float_digits = 0`, the
+    default before version 12) still hands back the relevance and rank the SQL computed, equal
+    to Python's; SQLite has no such setting and must agree."""
+    store = MemoryStore(dsn, clock=Clock(NOW))
+    store.create_schema()
+    if store.is_postgres:
+        name = store.database.execute_sql("SELECT current_database()").fetchone()[0]
+        store.database.execute_sql(f'ALTER DATABASE "{name}" SET extra_float_digits = 0')
+        store.close()
+        store = MemoryStore(dsn, clock=Clock(NOW))
+    contents = ["refund policy refund", "the policy of the house", "green tea with a refund", "tea"]
+    store.insert_memories([{"user_id": "ada", "content": c, **ago(hours=n)} for n, c in enumerate(contents)])
+    memoric = facade(store, clock=Clock(NOW))
+    found = recalled(memoric.retrieve("ada", query="refund policy tea", scope="user", top_k=10))
+    memories = store.get_memories(user_id="ada", limit=None)
+    expected = reference_ranking(memories, "refund policy tea", memoric.relevance, memoric.formula, NOW)
+    assert found == expected
+    assert any(len(repr(relevance)) > 17 for _, relevance, _, _ in found)  # digits past the 15th
+    memoric.close()
+    store.close()
 
 
 def test_relevance_agrees_with_rank_bm25_to_1e_9(db):

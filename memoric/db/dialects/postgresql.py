@@ -29,6 +29,12 @@ from memoric.db.models import GIN_INDEXES, to_utc
 # default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
 # and bulk inserts are no slower (they still merge the list in batches).
 GIN_PENDING_LIST_LIMIT = "256kB"
+SESSION_SETTINGS = {
+    "gin_pending_list_limit": GIN_PENDING_LIST_LIMIT,
+    # Floats printed in full: below 1 the server rounds them to 15 digits, and a relevance or
+    # rank read back would no longer be the double the server computed (nor SQLite's).
+    "extra_float_digits": "3",
+}
 SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
@@ -59,15 +65,17 @@ class PostgresDialect(Dialect):
         return None
 
     def prepare(self, database: peewee.Database) -> None:
-        """Cap the GIN pending list this store's sessions leave behind (see GIN_PENDING_LIST_LIMIT).
+        """Give this store's sessions the settings memoric's answers depend on (`SESSION_SETTINGS`).
 
-        Set for this connection and, through the connect options, for every later one.
+        Set for this connection and, through the connect options, for every later one; they come
+        after any of the URL's own, so they win.
         """
-        setting = f"-c gin_pending_list_limit={GIN_PENDING_LIST_LIMIT}"
+        settings = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
         options = database.connect_params.get("options")
-        database.connect_params["options"] = f"{options} {setting}" if options else setting
+        database.connect_params["options"] = f"{options} {settings}" if options else settings
         if not database.is_closed():
-            database.execute_sql(f"SET gin_pending_list_limit = '{GIN_PENDING_LIST_LIMIT}'")
+            for name, value in SESSION_SETTINGS.items():
+                database.execute_sql(f"SET {name} = '{value}'")
 
     def contains_row_by_row(self, column, pattern: dict):
         """`jsonb_contains(column, pattern)`: `@>` as a function call, which the planner checks row
