@@ -2,8 +2,9 @@
 
 On PostgreSQL `get_memories` first looks among the user's newest rows and asks the GIN index only
 when that window does not fill the page, or when none of its first rows matches; these cases cover
-a full window, a window that comes up short, a value only old rows hold, offsets, other users' rows
-in between, and ties on `created_at`.
+a full window, a window that comes up short (holding every row of the user, or not), a value only
+old rows hold, one the newest rows hold and then only old ones, offsets, other users' rows in
+between, and ties on `created_at`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def _rows() -> list[dict]:
     rows = []
     for n in range(600):
         kind = "common" if n % 3 == 0 else ("rare" if n in (17, 401) else ("old" if n < 90 else "other"))
+        if n in (598, 599) or n < 12:  # the user's two newest rows, then only old ones
+            kind = "ends"
         rows.append(
             {
                 "user_id": "ada" if n % 4 else "bob",
@@ -42,7 +45,8 @@ def loaded(db):
 
 
 @pytest.mark.parametrize(
-    "pattern", [{"k": "common"}, {"k": "rare"}, {"k": "old"}, {"k": "none"}, {"k": "common", "n": 3}]
+    "pattern",
+    [{"k": "common"}, {"k": "rare"}, {"k": "old"}, {"k": "ends"}, {"k": "none"}, {"k": "common", "n": 3}],
 )
 @pytest.mark.parametrize(("limit", "offset"), [(5, 0), (5, 7), (50, 0), (1, 99), (200, 40)])
 def test_user_page_equals_the_reference(loaded, pattern, limit, offset):

@@ -149,22 +149,20 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     """(sql, params) of the page looked for among the user's newest rows first, in one statement
     (see `MemoryStore._from_newest_rows`).
 
-    The window is the user's newest `probe` rows, then the `older` ones up to `window` in all;
-    `hits` is the page among them. When not one of the `probe` rows matches (`rare`), the window
-    would seldom fill the page: the statement reads the whole filter at once (`rest`, through
-    the JSON index) and never reads `older`. Otherwise the page is `hits` when it is full, or
-    when the window holds every row of the user; else `rest`. Each branch is guarded by a
-    one-time condition, so the one not taken is never run; every branch gives the exact page.
-    The probe is a query of its own so that its small LIMIT walks the index: the whole window
-    may be planned as a sort of all the user's rows.
+    `hits` walks the user's newest `window` rows newest first, testing each, and stops when the
+    page is full: a common value reads a few rows. When not one of the newest `probe` rows
+    matches (`rare`), the walk would seldom fill the page: the statement reads the whole filter
+    at once (`rest`, through the JSON index) and never walks. Otherwise the page is `hits` when it
+    is full, or when the window holds every row of the user (`seen`, counted only then); else
+    `rest`. Each branch is guarded by a one-time condition, so the one not taken is never run;
+    every branch gives the exact page.
     """
     m, mark = store.Memory, store.database.param
     newest = filter_nodes(store, slotted({**checked, "where_metadata": None, "metadata_key": None}))
-    order = (m.created_at.desc(), m.id.desc())
-    probe_sql, probe_params = select_memories(store, newest).order_by(*order).limit(slot("probe")).sql()
-    last_probed = peewee.SQL('(SELECT "created_at", "id" FROM "probe" ORDER BY "created_at", "id" LIMIT 1)')
-    older = select_memories(store, [*newest, peewee.Tuple(m.created_at, m.id) < last_probed])
-    older_sql, older_params = older.order_by(*order).limit(slot("older")).sql()
+    probe_sql, probe_params = _newest_rows(store, newest, "probe", m.metadata).sql()
+    window_sql, window_params = _newest_rows(store, newest, "window", m).sql()
+    seen = m.select(peewee.SQL("1")).where(all_of(newest)).limit(slot("window"))  # in no order: any index
+    seen_sql, seen_params = seen.sql()
     contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
     test_sql, test_params = store.database.get_sql_context().sql(contained).query()
     rest_sql, rest_params = newest_first(store, slotted(checked), 1, int(offset)).sql()
@@ -173,23 +171,31 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     order_sql = '"created_at" DESC, "id" DESC'
     rare = 'EXISTS (SELECT 1 FROM "rare")'
     short = f'(SELECT count(*) FROM "hits") < {mark}'
-    covered = f'(SELECT count(*) FROM "probe") + (SELECT count(*) FROM "older") < {mark}'
+    covered = f'(SELECT "rows" FROM "seen") < {mark}'
     sql = (
-        f'WITH "probe" AS MATERIALIZED ({probe_sql}), "older" AS MATERIALIZED ({older_sql}), '
-        f'"rare" AS MATERIALIZED (SELECT 1 FROM "probe" AS "t1" HAVING count(*) = {mark} '
-        f"AND NOT coalesce(bool_or({test_sql}), false)), "
-        f'"hits" AS MATERIALIZED (SELECT * FROM (SELECT * FROM "probe" UNION ALL SELECT * FROM "older") '
-        f'AS "t1" WHERE {test_sql} ORDER BY {order_sql} {page}) '
+        f'WITH "rare" AS MATERIALIZED (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
+        f'WHERE {test_sql}) AND (SELECT count(*) FROM ({probe_sql}) AS "t1") = {mark}), '
+        f'"hits" AS MATERIALIZED (SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
+        f"ORDER BY {order_sql} {page}), "
+        f'"seen" AS MATERIALIZED (SELECT count(*) AS "rows" FROM ({seen_sql}) AS "t1") '
         f'SELECT * FROM "hits" WHERE NOT {rare} AND (NOT {short} OR {covered}) '
         f'UNION ALL SELECT * FROM ({rest_sql}) AS "rest" WHERE {rare} OR ({short} AND NOT {covered}) '
         f"ORDER BY {order_sql}"
     )
     guards = [Slot("limit"), Slot("window")]
     params = [
-        *probe_params, *older_params, Slot("probe"), *test_params, *test_params, *page_params,
-        *guards, *rest_params, *guards,
+        *probe_params, *test_params, *probe_params, Slot("probe"), *window_params, *test_params, *page_params,
+        *seen_params, *guards, *rest_params, *guards,
     ]  # fmt: skip
     return sql, params
+
+
+def _newest_rows(store: MemoryStore, conditions: list, limit: str, *columns):
+    """SELECT of `columns` (whole memories when the model) of the rows meeting `conditions`,
+    newest first, as many as the slot `limit` says."""
+    m = store.Memory
+    query = m.select(*columns).where(all_of(conditions)) if conditions else m.select(*columns)
+    return query.order_by(m.created_at.desc(), m.id.desc()).limit(slot(limit))
 
 
 def oldest_first(store: MemoryStore, checked: dict, limit: int | None):

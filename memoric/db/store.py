@@ -296,7 +296,7 @@ class MemoryStore:
         wanted = values["offset"] + values["limit"]
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
         probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
-        values = {**values, "window": window, "probe": probe, "older": window - probe}
+        values = {**values, "window": window, "probe": probe}
         return memory_rows(self, sql, bind(params, values))
 
     @translate_errors
