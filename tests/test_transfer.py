@@ -14,7 +14,7 @@ from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
-from memoric.errors import ValidationError
+from memoric.errors import MemoricError, ValidationError
 from memoric.transfer import (
     FORMAT_VERSION,
     check_jsonl,
@@ -22,6 +22,7 @@ from memoric.transfer import (
     export_jsonl,
     import_jsonl,
     import_memoric,
+    scratch,
 )
 from tests.helpers import (
     HEAD,
@@ -667,3 +668,13 @@ def test_an_export_given_as_a_one_pass_iterator_is_imported_whole(db, exported, 
     assert_identical(snapshot(db), snapshot(source))
     with pytest.raises(ValidationError, match="line 2 and line 2501 are two different memories with id 1"):
         import_jsonl(db, iter([*text.splitlines(), json.dumps(memory_line(1))]))
+
+
+def test_no_room_for_what_the_check_remembers_is_a_memoric_error_writing_nothing(db, exported, monkeypatch):
+    """The check keeps each row's line, digest and user in a temporary SQLite file; one that
+    cannot grow (here: a page limit, as a full disk) stops the import before it writes a row."""
+    _, text = exported
+    monkeypatch.setattr(scratch, "PRAGMAS", (*scratch.PRAGMAS, "max_page_count = 6"))
+    with pytest.raises(MemoricError, match="could not keep the check's bookkeeping in a temporary file"):
+        import_jsonl(db, io.StringIO(text))
+    assert db.count_memories() == 0

@@ -3,9 +3,6 @@ refused, and the plan the writing passes follow."""
 
 from __future__ import annotations
 
-import bisect
-import heapq
-from array import array
 from dataclasses import dataclass, field
 
 from memoric.db import transfer_queries
@@ -18,6 +15,7 @@ from memoric.transfer.records import (
     ExportLines,
     Record,
 )
+from memoric.transfer.scratch import MemoryOwners, Scratch, SeenRows
 
 
 @dataclass
@@ -31,11 +29,17 @@ class ImportPlan:
     highest: dict[str, Record] = field(default_factory=dict)
     lowest_memory_id: int | None = None
     clusters: list[Record] = field(default_factory=list)  # few: kept for the comparison pass
+    scratch: Scratch = field(default_factory=Scratch)  # on disk: what follows, whatever the rows
     # a file's rows by kind: the line and digest of each id, to find lines that contradict each
     # other and a file changed between the passes (None for a database source)
     seen: dict[str, SeenRows] | None = None
-    old_ids: dict[str, array] = field(default_factory=dict)  # with new_ids: each kind's ids, sorted
-    owners: MemoryOwners = field(default_factory=lambda: MemoryOwners())  # the source's memories
+    ranks: dict = field(default_factory=dict)  # with new_ids: each kind's id -> its rank in the file
+    owners: MemoryOwners = field(init=False)  # the user_id of each of the source's memories
+
+    def __post_init__(self) -> None:
+        self.owners = MemoryOwners(self.scratch)
+        if self.source.is_file:
+            self.seen = {kind: SeenRows(self.scratch, kind) for kind in ID_COLUMNS}
 
     def confirm(self, record: Record) -> None:
         """ValidationError unless `record` is the row the check saw under its id."""
@@ -59,87 +63,12 @@ class ImportPlan:
 
     def _new_id(self, kind: str, old: int, tops: dict[str, int]) -> int:
         """`old`'s place among the file's ids of `kind`, counted from the top of the reserved block."""
-        return tops[kind] + bisect.bisect_left(self.old_ids[kind], old) + 1
-
-
-class SeenRows:
-    """The (line, digest) of each id of one kind of record in a file, in constant memory per row.
-
-    Ids that rise, as an export writes them, are kept in arrays (24 bytes a row) and found by
-    bisection; an id that comes out of order, in a file put together by hand, goes to a dict.
-    """
-
-    def __init__(self) -> None:
-        self._ids = array("q")
-        self._lines = array("q")
-        self._digests = array("Q")
-        self._out_of_order: dict[int, tuple[int, int]] = {}
-
-    def get(self, record_id: int) -> tuple[int, int] | None:
-        """The (line, digest) remembered under `record_id`, or None."""
-        place = bisect.bisect_left(self._ids, record_id)
-        if place < len(self._ids) and self._ids[place] == record_id:
-            return self._lines[place], self._digests[place]
-        return self._out_of_order.get(record_id)
-
-    def remember(self, record_id: int, line: int, digest: int) -> tuple[int, int] | None:
-        """Remember (line, digest) under `record_id` unless an earlier one is there; that one, or None.
-
-        An id above the arrays' last is new: every out-of-order id is below some id before it.
-        """
-        if not self._ids or record_id > self._ids[-1]:
-            self._ids.append(record_id)
-            self._lines.append(line)
-            self._digests.append(digest)
-            return None
-        earlier = self.get(record_id)
-        if earlier is None:
-            self._out_of_order[record_id] = (line, digest)
-        return earlier
-
-    def sorted_ids(self) -> array:
-        """Every id remembered, ascending."""
-        return array("q", heapq.merge(self._ids, sorted(self._out_of_order)))
-
-
-class MemoryOwners:
-    """The user_id of each memory of a source, 12 bytes a memory: its id and its user's number."""
-
-    def __init__(self) -> None:
-        self._numbers: dict[str, int] = {}  # user_id -> its number
-        self._users: list[str] = []  # number -> user_id
-        self._ids = array("q")
-        self._owners = array("i")  # the number of the user of the memory at the same place
-        self._sorted = True
-
-    def add(self, memory_id: int, user_id: str) -> None:
-        """Remember that memory `memory_id` (a stored id, a signed 64-bit int) is `user_id`'s."""
-        number = self._numbers.setdefault(user_id, len(self._users))
-        if number == len(self._users):
-            self._users.append(user_id)
-        if self._ids and memory_id < self._ids[-1]:
-            self._sorted = False
-        self._ids.append(memory_id)
-        self._owners.append(number)
-
-    def get(self, memory_id: int) -> str | None:
-        """The user_id of memory `memory_id`, or None when the source does not hold it."""
-        if not self._sorted:
-            order = sorted(range(len(self._ids)), key=self._ids.__getitem__)
-            self._ids = array("q", (self._ids[place] for place in order))
-            self._owners = array("i", (self._owners[place] for place in order))
-            self._sorted = True
-        place = bisect.bisect_left(self._ids, memory_id)
-        if place < len(self._ids) and self._ids[place] == memory_id:
-            return self._users[self._owners[place]]
-        return None
+        return tops[kind] + self.ranks[kind](old)
 
 
 def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool) -> ImportPlan:
     """Pass 1: every record validated; contradictions inside the source refused; the plan."""
-    plan = ImportPlan(
-        source, new_ids, seen={kind: SeenRows() for kind in ID_COLUMNS} if source.is_file else None
-    )
+    plan = ImportPlan(source, new_ids)
     keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
     for record in source.records(store):
         record.row  # noqa: B018 (validated now, on this pass)
@@ -166,7 +95,7 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
-        plan.old_ids = {kind: seen.sorted_ids() for kind, seen in plan.seen.items()}
+        plan.ranks = {kind: seen.ranks() for kind, seen in plan.seen.items()}
     for cluster in plan.clusters:
         _check_members(plan, cluster)
     return plan
