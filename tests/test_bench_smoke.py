@@ -92,3 +92,11 @@ def test_quick_run_reports_every_query(dialect, request, capsys, tmp_path):
     assert run["sizes"]["table_bytes"] > 0 and run["sizes"]["index_bytes"] > 0
     if dialect == "sqlite":  # PostgreSQL's planner reads 300 rows without its GIN index
         assert report.index_served(run), report.index_check(run)
+
+
+def test_a_phase_reports_its_own_peak_memory_not_its_parents():
+    """A phase runs in a spawned interpreter; its peak RSS must not start at the parent's."""
+    ballast = b"x" * (300 * 2**20)  # the parent: over 300 MB resident
+    child_peak = bench.isolated(bench._rss_mb)
+    assert bench._rss_mb() > 300 > child_peak
+    del ballast
