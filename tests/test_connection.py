@@ -17,7 +17,7 @@ from memoric.cli import main
 from memoric.db import urls
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
-from memoric.db.urls import POOL_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
+from memoric.db.urls import POOL_PARAMETERS, POSTGRES_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
 from memoric.errors import ConfigError, LockTimeout, MemoricError
 from tests.helpers import one_line_error
 
@@ -189,8 +189,9 @@ def test_existing_files_and_directories_keep_their_modes(tmp_path, monkeypatch, 
 BAD_VALUES = {
     "count": ["abc", "-1", "1.5", "", "1e3", "99999999999", "٣", "9" * 5000],
     "seconds": ["abc", "-1", "", "nan", "inf", "1e999", "2,5", "0x10", "none"],
+    "utf8": ["LATIN1", "SQL_ASCII", "WIN1252", "", "utf-16", "utf8 "],
 }
-GOOD_VALUES = {"count": ["1", "64"], "seconds": ["2.5", "30", "1e2"]}
+GOOD_VALUES = {"count": ["1", "64"], "seconds": ["2.5", "30", "1e2"], "utf8": ["UTF8", "utf-8", "Unicode"]}
 
 
 def bad_values(parameter: UrlParameter) -> list[str]:
@@ -216,9 +217,8 @@ def good_values(parameter: UrlParameter) -> list[str]:
 def typed_cases(dialect: str) -> list[tuple[str, str, UrlParameter]]:
     """(scheme suffix, name, declaration) of every typed parameter a URL of `dialect` takes."""
     cases = [("+pool", name, parameter) for name, parameter in POOL_PARAMETERS.items()]
-    if dialect == "sqlite":
-        cases += [("", name, parameter) for name, parameter in SQLITE_PARAMETERS.items()]
-    return cases
+    own = SQLITE_PARAMETERS if dialect == "sqlite" else POSTGRES_PARAMETERS
+    return cases + [("", name, parameter) for name, parameter in own.items() if parameter.kind != "text"]
 
 
 def with_parameter(dsn: str, suffix: str, name: str, value: str) -> str:
@@ -512,4 +512,42 @@ def test_a_lock_file_that_cannot_be_opened_is_a_memoric_error(tmp_path):
         store.lock("policies", timeout=0),
     ):
         pass
+    store.close()
+
+
+# Settings a DBA may give a PostgreSQL database (or role) that would change what memoric reads:
+# floats rounded to 15 digits, a random subset of a GIN index's matches, text in an encoding that
+# cannot carry every string.
+DATABASE_SETTINGS = {
+    "extra_float_digits": "0",
+    "gin_fuzzy_search_limit": "5",
+    "client_encoding": "LATIN1",
+}
+
+
+@pytest.mark.parametrize(("setting", "value"), DATABASE_SETTINGS.items())
+def test_a_database_setting_changes_no_answer(dsn, dialect, setting, value):
+    """memoric sets these on its own connections, so the answers are those of default settings."""
+    if dialect == "sqlite":
+        pytest.skip("database-level settings are PostgreSQL's")
+    store = MemoryStore(dsn)
+    store.create_schema()
+    kinds = ["rare" if n % 100 == 0 else "common" for n in range(3000)]
+    rows = [
+        {"user_id": f"user {n % 3}", "content": f"vol ✈ {n} 東京", "metadata": {"k": kind, "x": n / 7}}
+        for n, kind in enumerate(kinds)
+    ]
+    rare = [row for row in rows if row["metadata"]["k"] == "rare"]
+    store.insert_memories(rows)
+    name = store.database.execute_sql("SELECT current_database()").fetchone()[0]
+    store.database.execute_sql(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
+    store.database.execute_sql(f'ALTER DATABASE "{name}" SET enable_seqscan = off')  # use the indexes
+    store.database.execute_sql("SELECT gin_clean_pending_list('idx_memories_metadata_gin')")  # into the index
+    store.close()
+    store = MemoryStore(dsn)
+    found = store.get_memories(where_metadata={"k": "rare"}, limit=None)
+    assert store.count_memories(where_metadata={"k": "rare"}) == len(found) == len(rare) == 30
+    assert {m["content"] for m in found} == {row["content"] for row in rare}
+    assert {m["metadata"]["x"] for m in found} == {row["metadata"]["x"] for row in rare}
+    assert store.get_memories(user_id="✈ nobody", limit=None) == []
     store.close()

@@ -145,7 +145,7 @@ def split_url(url: str) -> SplitResult:
 @dataclass(frozen=True)
 class UrlParameter:
     """A query parameter memoric accepts: `text` (passed on as written: its driver checks it),
-    `count` (a whole number) or `seconds`.
+    `count` (a whole number), `seconds` or `utf8` (UTF-8 under any of its names).
 
     `minimum`: the least count. `positive`: seconds must be above 0; `maximum`: the most seconds.
     `nullable`: `none` (or `null`) is also accepted, and means the library's "no limit".
@@ -190,6 +190,10 @@ LIBPQ_KEYWORDS = (
     "load_balance_hosts", "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope",
 )  # fmt: skip
 POSTGRES_PARAMETERS = dict.fromkeys(LIBPQ_KEYWORDS, UrlParameter("text"))
+# memoric sends and reads text as UTF-8 (and sets it on every connection): another client
+# encoding cannot carry every string it accepts.
+POSTGRES_PARAMETERS["client_encoding"] = UrlParameter("utf8")
+UTF8_NAMES = ("utf8", "unicode")  # as PostgreSQL spells them, case, dashes and underscores aside
 # Why memoric refuses parameters its drivers would take.
 REFUSED_PARAMETERS = {
     "uri": "SQLite would read the file name as a URI, which can name an in-memory database or another file",
@@ -242,6 +246,7 @@ def _typed(url: str, name: str, value: str, parameter: UrlParameter) -> str | in
     expected = {
         "count": f"a whole number from {parameter.minimum} to {MAX_URL_COUNT}",
         "seconds": f"a number of seconds {least}{most}, e.g. ?{name}=30 or ?{name}=2.5",
+        "utf8": "UTF8: memoric sends and reads text as UTF-8",
     }[parameter.kind]
     also = " (or none: no limit)" if parameter.nullable else ""
     raise invalid_url(url, f"the parameter {name} must be {expected}{also}, got {value!r}")
@@ -254,6 +259,8 @@ def _converted(value: str, parameter: UrlParameter):
     """`value` as the parameter's type, or _INVALID."""
     if parameter.kind == "text":
         return value
+    if parameter.kind == "utf8":
+        return "UTF8" if re.sub(r"[-_]", "", value).lower() in UTF8_NAMES else _INVALID
     if parameter.nullable and value.lower() in ("none", "null"):
         return None
     if parameter.kind == "count":

@@ -34,6 +34,11 @@ SESSION_SETTINGS = {
     # Floats printed in full: below 1 the server rounds them to 15 digits, and a relevance or
     # rank read back would no longer be the double the server computed (nor SQLite's).
     "extra_float_digits": "3",
+    # Every match of a GIN index, not a random subset of about this many (0: no limit).
+    "gin_fuzzy_search_limit": "0",
+    # Text in and out as UTF-8, whatever the database or role default: another encoding cannot
+    # carry every string memoric accepts.
+    "client_encoding": "UTF8",
 }
 SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
 COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
