@@ -259,7 +259,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-DRIVER_ERRORS = peewee.PeeweeException  # peewee wraps every driver error in one of its own
+DRIVER_ERRORS = (peewee.PeeweeException,)  # peewee wraps every driver error in one of its own
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
 
 
@@ -276,7 +276,7 @@ class DriverErrors:
 
     def __exit__(self, kind, error, traceback) -> bool:
         """Raise the MemoricError for a driver error; let anything else (memoric's own) pass."""
-        if isinstance(error, DRIVER_ERRORS):
+        if isinstance(error, (*DRIVER_ERRORS, UnicodeDecodeError)):  # stored text that is not UTF-8
             raise MemoricError(self.describe(error)) from error
         return False
 
@@ -301,6 +301,8 @@ def driver_errors(message: Callable[[Any, str, BaseException], str]):
 def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> str:
     """A driver error's first line, the passwords of `url` masked, saying so when it lost the connection."""
     reason = mask_password(first_line(exc), url)
+    if isinstance(exc, UnicodeDecodeError):
+        reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
     return reason + LOST_NOTE if database.connection_lost() else reason
 
 

@@ -16,6 +16,7 @@ from playhouse.postgres_ext import BinaryJSONField
 
 from memoric.db import jsonfilter
 from memoric.db.jsoncodec import dump_json, load_json
+from memoric.errors import MemoricError
 
 UTC = dt.UTC
 SQLITE_TIME_LENGTH = len("2026-01-01 00:00:00.000000")
@@ -37,6 +38,15 @@ def to_utc(value: dt.datetime) -> dt.datetime:
 def sqlite_time(value: dt.datetime) -> str:
     """An aware UTC datetime as SQLite stores it: `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width."""
     return value.isoformat(" ", "microseconds")[:SQLITE_TIME_LENGTH]
+
+
+def unreadable(field: peewee.Field, value) -> MemoricError:
+    """The error for a stored value of `field` memoric cannot read: a row written outside memoric."""
+    where = f"{field.model._meta.table_name}.{field.name}"
+    return MemoricError(
+        f"{where} holds a value memoric cannot read, {repr(value)[:80]} (written outside memoric?): "
+        "correct or delete that row"
+    )
 
 
 class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
@@ -71,7 +81,12 @@ class UTCDateTimeField(peewee.FieldDatabaseHook, peewee.Field):
                     return dt.datetime.fromisoformat(value + "+00:00")
                 except ValueError:
                     pass  # another ISO form of that length: parsed below
-            value = dt.datetime.fromisoformat(value)
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise unreadable(self, value) from None
+        if not isinstance(value, dt.datetime):
+            raise unreadable(self, value)
         return value if value.tzinfo is UTC else to_utc(value)
 
 
@@ -137,7 +152,10 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if value is None:
             return None
         if isinstance(value, str):
-            return load_json(value)
+            try:
+                return load_json(value)
+            except ValueError:
+                raise unreadable(self, value) from None
         return value
 
     def contains(self, pattern) -> peewee.Node:

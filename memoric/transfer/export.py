@@ -9,7 +9,8 @@ from memoric import validation
 from memoric.db import transfer_queries
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
-from memoric.transfer.records import FORMAT, FORMAT_VERSION, encode
+from memoric.errors import ValidationError
+from memoric.transfer.records import FORMAT, FORMAT_VERSION, ID_COLUMNS, encode
 
 if TYPE_CHECKING:
     from memoric.core import Memoric
@@ -37,12 +38,25 @@ def export_jsonl(
         }
         out.write(dump_json(header) + "\n")
         for memory in transfer_queries.iter_memories(store, user_id=user_id):
-            out.write(dump_json({"type": "memory", **encode(memory)}) + "\n")
+            out.write(dump_json({"type": "memory", **encode(restorable(store, "memory", memory))}) + "\n")
             counts["memories"] += 1
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
-            out.write(dump_json({"type": "cluster", **encode(cluster)}) + "\n")
+            out.write(dump_json({"type": "cluster", **encode(restorable(store, "cluster", cluster))}) + "\n")
             counts["clusters"] += 1
     return counts
+
+
+def restorable(store: MemoryStore, kind: str, row: dict) -> dict:
+    """`row`, once checked as `memoric import` will check it: a row written outside memoric that
+    an import would refuse stops the export (a backup that cannot be restored is none)."""
+    try:
+        transfer_queries.whole_row(store, kind, row)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"{kind} {row[ID_COLUMNS[kind]]}: {exc}; an import would refuse it, so nothing was "
+            "exported: correct or delete that row"
+        ) from None
+    return row
 
 
 def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None) -> dict[str, int]:

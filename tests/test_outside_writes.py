@@ -1,0 +1,92 @@
+"""Rows written outside memoric (a SQL shell, another program): what memoric cannot read, or an
+import would refuse, is an error naming the column, never a traceback or a backup that cannot be
+restored."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from memoric.cli import main
+from memoric.db.store import MemoryStore
+from memoric.errors import MemoricError
+from memoric.migrate import Migrations
+from memoric.testing import admin_sql, database_url, drop_database
+from tests.helpers import one_line_error
+
+
+def saved(dsn: str) -> tuple[MemoryStore, int]:
+    """A store at head holding three memories, and the id of the one to break."""
+    store = MemoryStore(dsn)
+    store.create_schema()
+    Migrations(store).stamp("head")
+    ids = [store.insert_memory(user_id="ada", content=f"memory {n}", thread_id="t") for n in range(3)]
+    return store, ids[1]
+
+
+def cli_export(dsn: str, tmp_path) -> str:
+    """The one error line of `memoric export` into a file, which must not be left behind."""
+    target = tmp_path / "backup.jsonl"
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", dsn, "export", str(target)]))
+    assert not target.exists()
+    return error
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("score", "500", "score"),
+        ("tier", "'bogus'", "tier"),
+        ("content", "''", "content"),
+        ("user_id", "'  '", "user_id"),
+    ],
+)
+def test_an_export_stops_at_a_row_an_import_would_refuse(dsn, tmp_path, column, value, problem):
+    store, broken = saved(dsn)
+    store.database.execute_sql(f"UPDATE memories SET {column} = {value} WHERE id = {broken}")
+    error = cli_export(dsn, tmp_path)
+    assert f"memory {broken}" in error and problem in error and "nothing was exported" in error
+    store.close()
+
+
+def test_a_stored_time_memoric_cannot_read_is_an_error_naming_the_column(dsn, dialect, tmp_path):
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL keeps only valid timestamps")
+    store, broken = saved(dsn)
+    store.database.execute_sql(f"UPDATE memories SET created_at = 'yesterday' WHERE id = {broken}")
+    said = r"memories\.created_at holds a value memoric cannot read, 'yesterday'"
+    with pytest.raises(MemoricError, match=said):
+        store.get_memory(broken)
+    with pytest.raises(MemoricError, match=said):
+        store.get_memories(user_id="ada")
+    assert "memories.created_at holds a value memoric cannot read" in cli_export(dsn, tmp_path)
+    store.close()
+
+
+@pytest.fixture
+def text_dsn(dsn, dialect, request):
+    """A database that lets a column hold text that is not UTF-8: any SQLite file, or a PostgreSQL
+    database created with the SQL_ASCII encoding (which stores bytes as they come)."""
+    if dialect == "sqlite":
+        yield dsn
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    name = f"memoric_sql_ascii_{uuid.uuid4().hex[:8]}"
+    admin_sql(
+        server, f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    )
+    yield database_url(server, name)
+    drop_database(server, name)
+
+
+def test_stored_text_that_is_not_utf8_is_an_error_naming_it(text_dsn, dialect, tmp_path):
+    store, broken = saved(text_dsn)
+    not_utf8 = "x'ff'" if dialect == "sqlite" else "convert_from('\\xff'::bytea, 'SQL_ASCII')"
+    store.database.execute_sql(f"UPDATE memories SET thread_id = {not_utf8} WHERE id = {broken}")
+    said = "UTF-8" if dialect == "sqlite" else 'invalid byte sequence for encoding "UTF8"'  # the server's
+    with pytest.raises(MemoricError, match=said):
+        store.get_memory(broken)
+    assert said in cli_export(text_dsn, tmp_path)
+    store.close()
