@@ -637,3 +637,54 @@ def test_an_export_onto_a_symlink_replaces_the_file_it_names_and_keeps_the_link(
     ok(invoke("--dsn", source.db.dsn, "export", str(link)))
     assert link.is_symlink() and link.resolve() == target
     assert target.read_text().startswith('{"type":"header"')
+
+
+def test_an_import_from_a_pipe_with_no_room_to_keep_it_is_one_line_and_writes_nothing(
+    new_dsn, tmp_path, monkeypatch
+):
+    """stdin on a pipe is read twice from a temporary copy; a temporary directory that cannot
+    take it stops the import before anything is written."""
+    source = built(new_dsn())
+    source.db.insert_memories([{"user_id": "ada", "content": f"memory {n}"} for n in range(5)])
+    export = ok(invoke("--dsn", source.db.dsn, "export", "-")).stdout.encode()
+    read_end, write_end = os.pipe()
+    os.write(write_end, export)  # a few hundred bytes: the pipe holds them all
+    os.close(write_end)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    target = new_dsn()
+    with os.fdopen(read_end, "rb") as pipe:
+        error = one_line_error(invoke("--dsn", target, "import", "-", input=pipe))
+    assert "could not keep a copy of the export in a temporary file" in error
+    assert not MemoryStore(target).has_schema(), "nothing written: an empty database left unbuilt"
+
+
+def refuse_memories_from(store: MemoryStore, first_id: int) -> None:
+    """A trigger that fails every INSERT of a memory with an id from `first_id` on, as a disk that
+    fills up midway would."""
+    if store.is_postgres:
+        store.database.execute_sql(
+            "CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'no space left on device'; END$$"
+        )
+        when = f"FOR EACH ROW WHEN (NEW.id >= {first_id}) EXECUTE FUNCTION no_room()"
+    else:
+        when = f"WHEN NEW.id >= {first_id} BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+    store.database.execute_sql(f"CREATE TRIGGER no_room BEFORE INSERT ON memories {when}")
+
+
+def test_an_import_that_fails_midway_says_what_was_written_and_the_rerun_resumes(source, new_dsn, tmp_path):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    ids = [json.loads(line)["id"] for line in path.read_text().splitlines()[1:1002]]
+    target = built(new_dsn())
+    refuse_memories_from(target.db, ids[1000])  # the second batch's first memory
+    error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert "no space left on device" in error
+    assert error.endswith(
+        "; 1000 rows were written in whole batches; run the same command again to resume "
+        "(rows already there are skipped)"
+    )
+    assert target.db.count_memories() == 1000
+    target.db.database.execute_sql("DROP TRIGGER no_room" + (" ON memories" if target.db.is_postgres else ""))
+    ok(invoke("--dsn", target.db.dsn, "import", str(path)))
+    assert_identical(snapshot(target.db), snapshot(source.db))

@@ -678,3 +678,15 @@ def test_no_room_for_what_the_check_remembers_is_a_memoric_error_writing_nothing
     with pytest.raises(MemoricError, match="could not keep the check's bookkeeping in a temporary file"):
         import_jsonl(db, io.StringIO(text))
     assert db.count_memories() == 0
+
+
+def test_lines_with_no_room_to_keep_them_are_a_memoric_error_writing_nothing(
+    db, exported, monkeypatch, tmp_path
+):
+    """Lines that can be read only once are kept in a temporary file for the second pass; a
+    temporary directory that cannot take them stops the import before it writes a row."""
+    _, text = exported
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    with pytest.raises(MemoricError, match="could not keep a copy of the export in a temporary file"):
+        import_jsonl(db, iter(text.splitlines()))
+    assert db.count_memories() == 0

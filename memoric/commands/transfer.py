@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 
@@ -15,6 +14,7 @@ from memoric.commands.output import echo_counts, progress, where_it_lives
 from memoric.commands.session import Interrupted, Session
 from memoric.core import Memoric
 from memoric.db.identity import is_database_file, is_file_of
+from memoric.errors import MemoricError
 
 
 def export(session: Session, file: str = "-", *, user_id: str | None = None) -> None:
@@ -112,10 +112,8 @@ def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
 def readable_export(path: str):
     """The export at `path` as binary lines that can be read twice (`-`: stdin, spooled to a file)."""
     if path == "-":
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool)
-            spool.seek(0)
-            yield spool
+        with transfer.rereadable(sys.stdin.buffer) as lines:
+            yield lines
         return
     with contextlib.ExitStack() as stack:
         try:
@@ -144,11 +142,18 @@ def resumable(total: int, label: str, *, taken_back: bool = False):
         try:
             yield step
         except KeyboardInterrupt:
-            if taken_back:
-                said = "what it had written was removed; run the same command again to import the file"
-            else:
-                said = (
-                    f"{written} rows were written in whole batches; run the same command again to "
-                    "resume (rows already there are skipped)"
-                )
-            raise Interrupted(said) from None
+            raise Interrupted(_how_far(written, taken_back)) from None
+        except MemoricError as exc:
+            if not written:
+                raise
+            raise MemoricError(f"{exc}; {_how_far(written, taken_back)}") from exc
+
+
+def _how_far(written: int, taken_back: bool) -> str:
+    """What a stopped import or copy left, and how to go on."""
+    if taken_back:
+        return "what it had written was removed; run the same command again to import the file"
+    return (
+        f"{written} rows were written in whole batches; run the same command again to resume "
+        "(rows already there are skipped)"
+    )

@@ -37,7 +37,15 @@ a copy opened through the facade).
 from memoric.transfer.copying import copy_memoric, copy_size, open_copy
 from memoric.transfer.export import export_jsonl, export_memoric
 from memoric.transfer.plan import ImportPlan
-from memoric.transfer.records import BATCH_SIZE, FORMAT, FORMAT_VERSION, Progress, Record, same_json
+from memoric.transfer.records import (
+    BATCH_SIZE,
+    FORMAT,
+    FORMAT_VERSION,
+    Progress,
+    Record,
+    rereadable,
+    same_json,
+)
 from memoric.transfer.writing import (
     check_jsonl,
     compare_with_target,
@@ -65,5 +73,6 @@ __all__ = [
     "import_jsonl",
     "import_memoric",
     "open_copy",
+    "rereadable",
     "same_json",
 ]

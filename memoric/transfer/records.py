@@ -17,7 +17,7 @@ from memoric import validation
 from memoric.db import transfer_queries
 from memoric.db.models import to_utc
 from memoric.db.store import MemoryStore
-from memoric.errors import ValidationError
+from memoric.errors import MemoricError, ValidationError
 
 FORMAT = "memoric-export"
 FORMAT_VERSION = 1
@@ -107,12 +107,26 @@ def rereadable(lines: Iterable[str | bytes]):
     if _is_rereadable(lines):
         yield lines
         return
-    with tempfile.TemporaryFile() as spool:
+    with _spool(lines) as spool:
+        yield spool
+
+
+@contextlib.contextmanager
+def _spool(lines: Iterable[str | bytes]):
+    """A temporary file holding `lines`, rewound; MemoricError when the temporary directory
+    cannot take them (before anything is written to the database)."""
+    try:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
         for line in lines:
             if isinstance(line, str):
                 line = line.encode("utf-8", "surrogatepass")
             spool.write(line if line.endswith(b"\n") else line + b"\n")
         spool.seek(0)
+    except OSError as exc:
+        raise MemoricError(
+            f"could not keep a copy of the export in a temporary file ({exc}): nothing was written"
+        ) from exc
+    with spool:
         yield spool
 
 
