@@ -19,6 +19,7 @@ from memoric.cli import main
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
+from memoric.errors import ConfigError
 from tests.helpers import (
     CLI,
     HEAD,
@@ -389,7 +390,7 @@ def test_copy_into_another_schema_of_the_same_database_works_and_the_same_schema
     for name in ("b", "c"):
         origin.db.database.execute_sql(f"CREATE SCHEMA {name}")
 
-    for name, search_path in (("b", "b"), ("c", "c,public")):  # memoric builds in the first schema
+    for name, search_path in (("b", "b"), ("c", "c")):  # memoric builds in the first schema
         copied = ok(invoke("copy", "--from", dsn, "--to", with_search_path(dsn, search_path)))
         assert copied.stdout.startswith("Copied 2 memories")
         rows = origin.db.database.execute_sql(f"SELECT content FROM {name}.memories ORDER BY id")
@@ -405,6 +406,28 @@ def test_copy_into_another_schema_of_the_same_database_works_and_the_same_schema
         result = invoke("copy", "--from", same, "--to", with_search_path(dsn, spelt))
         assert "the source and the target are the same database" in one_line_error(result), spelt
     assert origin.db.count_memories() == 2
+
+
+@requires_postgres
+def test_a_store_hidden_by_an_empty_schema_first_on_the_search_path_is_never_doubled(
+    new_postgres_url, monkeypatch
+):
+    """PostgreSQL's default search path is `"$user", public`: once a DBA creates a schema named
+    after the role, memoric would find no store in it and start a second, empty one there."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    dsn = new_postgres_url()
+    built(dsn).save("ada", "kept in public")
+    MemoryStore(dsn).database.execute_sql("CREATE SCHEMA agent")
+    shadowed = with_search_path(dsn, "agent,public")
+    said = "schema 'public', later on the search path, does: memoric would start a second, empty store"
+    for args in (["stats"], ["migrate", "upgrade"], ["init-db"], ["recall", "--user", "ada"]):
+        assert said in one_line_error(invoke("--dsn", shadowed, *args)), args
+    with pytest.raises(ConfigError, match=said):
+        Memoric(shadowed).save("ada", "lost in a second store?")
+    assert MemoryStore(shadowed).database.get_tables() == [], "nothing built in the hiding schema"
+    asked_for = Memoric(with_search_path(dsn, "agent"))  # a new store there, named alone
+    asked_for.save("ada", "in the new store")
+    assert asked_for.stats()["total"] == 1 and MemoryStore(dsn).count_memories() == 1
 
 
 def run_on_a_terminal(*args: str) -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""The two guards of a run: never adopt a foreign table, never drop data unconfirmed.
+"""The guards of a run: never adopt a foreign table, never drop data unconfirmed, never start a
+second store beside one the search path hides.
 
 An upgrade (or stamp) refuses, before writing anything, a table it would create that exists
 already in another shape; a downgrade finds what it dropped by comparing the catalogue before
@@ -10,7 +11,8 @@ from __future__ import annotations
 from memoric.db import catalogue
 from memoric.db.connection import first_line
 from memoric.db.models import POSTING_TABLES
-from memoric.errors import MigrationError
+from memoric.errors import ConfigError, MigrationError
+from memoric.migrate.chains import HISTORY_TABLE
 from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
 
@@ -101,6 +103,22 @@ def refuse_stamping_missing_tables(run: Run, done: list[Step], plan: list[Step])
             + "; ".join(f"{step.label}: {_tables(tables)} not exist" for step, tables in missing.items())
             + "; stamp records migrations as applied without running them, for tables that exist already: "
             "run `memoric migrate upgrade` to build them; nothing was changed"
+        )
+
+
+def refuse_a_store_out_of_sight(run: Run) -> None:
+    """ConfigError where the schema memoric uses holds no history but one later on the search
+    path does (PostgreSQL's default `"$user", public` once a schema named after the role
+    exists): building here would start a second, empty store beside the one agents use."""
+    if run.order.done:
+        return
+    hidden = run.dialect.hidden_schemas_holding(run.database, HISTORY_TABLE)
+    if hidden:
+        raise ConfigError(
+            f"the schema memoric uses (the first on the search path) holds no memoric store, but "
+            f"schema {hidden[0]!r}, later on the search path, does: memoric would start a second, "
+            "empty store beside it. Put the schema you mean first, e.g. "
+            f"?options=-c%20search_path%3D{hidden[0]} in the database URL"
         )
 
 

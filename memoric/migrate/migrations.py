@@ -142,6 +142,7 @@ class Migrations:
             return []
         with self._runner.session() as run:
             plan = run.order.upgrade(target)
+            guards.refuse_a_store_out_of_sight(run)
             guards.refuse_foreign_tables(run, run.order.done, plan)
             return run.apply(plan)
 
@@ -253,6 +254,7 @@ class Migrations:
             done, pending = run.order.done, run.order.pending()
             if not pending and not guards.missing_tables(run, [], done):
                 return False
+            guards.refuse_a_store_out_of_sight(run)
             if done and pending:
                 raise MigrationError(
                     f"the database is at {done[-1].label}, behind head: run `memoric migrate upgrade` instead"
@@ -288,6 +290,7 @@ class Migrations:
             if not pending:
                 return
             guards.refuse_recorded_missing_tables(run)
+            guards.refuse_a_store_out_of_sight(run)
             guards.refuse_foreign_tables(run, done, pending)
             if auto_migrate or not (done or guards.existing_chain_tables(run, pending)):
                 run.apply(pending)

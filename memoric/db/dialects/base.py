@@ -101,6 +101,11 @@ class Dialect(abc.ABC):
         distributed by user); elsewhere a condition on the users can only mislead the planner."""
 
     @abc.abstractmethod
+    def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
+        """The schemas on the search path, after the one memoric uses, that hold `table`: a
+        store memoric cannot see from here (none where a database has one namespace)."""
+
+    @abc.abstractmethod
     def forget_schema(self, database: peewee.Database) -> None:
         """Forget what the dialect remembers of the schema of `database` (it was built or migrated)."""
 

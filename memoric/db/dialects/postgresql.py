@@ -125,6 +125,16 @@ class PostgresDialect(Dialect):
         """On Citus, where `table` is distributed by user."""
         return citus.routed(database, table)
 
+    def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
+        """The schemas after `current_schema()` on the search path that hold `table`, in order."""
+        rows = database.execute_sql(
+            "SELECT schema FROM unnest(current_schemas(false)) WITH ORDINALITY AS path (schema, place) "
+            "WHERE schema <> current_schema() AND to_regclass(format('%%I.%%I', schema, %s)) IS NOT NULL "
+            "ORDER BY place",
+            (table,),
+        )
+        return [schema for (schema,) in rows.fetchall()]
+
     def forget_schema(self, database: peewee.Database) -> None:
         """Forget which tables Citus distributes (`citus.routed`)."""
         citus.forget_layout(database)

@@ -89,6 +89,10 @@ class SqliteDialect(Dialect):
         """Never: one file holds every user."""
         return False
 
+    def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
+        """None: a file is one namespace."""
+        return []
+
     def forget_schema(self, database: peewee.Database) -> None:
         """Nothing: the SQLite dialect remembers nothing of a schema."""
 
