@@ -251,7 +251,8 @@ def json_text(field: str, text: str):
     """Parse JSON text from outside (a CLI option); ValidationError where memoric could not store it.
 
     Python's json raises RecursionError on deep nesting and a plain ValueError on an int of more
-    than 4300 digits; both become a ValidationError naming `field`.
+    than 4300 digits, and keeps the last of a key given twice; each becomes a ValidationError
+    naming `field`.
     """
 
     def parse_int(digits: str) -> int:
@@ -262,8 +263,15 @@ def json_text(field: str, text: str):
             )
         return int(digits)
 
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+        found = dict(pairs)
+        if len(found) < len(pairs):  # json would keep the last one silently
+            twice = next(key for n, (key, _) in enumerate(pairs) if key in dict(pairs[:n]))
+            raise ValidationError(f"{field} gives the key {shown(twice)} twice")
+        return found
+
     try:
-        return json.loads(text, parse_int=parse_int)
+        return json.loads(text, parse_int=parse_int, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{field} is not valid JSON: {exc}") from None
     except RecursionError:

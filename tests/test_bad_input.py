@@ -298,6 +298,7 @@ def memory_line(**change) -> str:
 NUL = "\x00"
 DIGITS_5000 = '{"a": ' + "9" * 5000 + "}"
 DEEP_TEXT = '{"a": ' * 100 + "1" + "}" * 100
+TWICE = '{"a": {"b": 1, "c": 2, "b": 2}}'  # json would keep the last "b" silently
 CLI_CALLS = [
     (["recall", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
     (["recall", "--user", "ada", "--thread", f"t{NUL}"], lambda: v.optional_text("thread_id", f"t{NUL}")),
@@ -306,6 +307,7 @@ CLI_CALLS = [
     (["recall", "--user", "ada", "--metadata", "{not json"], lambda: v.json_text("--metadata", "{not json")),
     (["recall", "--user", "ada", "--metadata", DIGITS_5000], lambda: v.json_text("--metadata", DIGITS_5000)),
     (["recall", "--user", "ada", "--metadata", DEEP_TEXT], lambda: v.metadata_filter(json.loads(DEEP_TEXT))),
+    (["recall", "--user", "ada", "--metadata", TWICE], lambda: v.json_text("--metadata", TWICE)),
     (["stats", "--user", ""], lambda: v.user_id("")),
     (["run-policies", "--user", f"u{NUL}", "--dry-run"], lambda: v.user_id(f"u{NUL}")),
     (["clusters", "--rebuild", "--user", " "], lambda: v.user_id(" ")),

@@ -262,6 +262,8 @@ def test_json_text_from_the_command_line_parses_within_the_limits():
     assert v.json_text("--metadata", '{"a": ' + "9" * 4300 + "}") == {"a": int("9" * 4300)}
     assert refusal(v.json_text, "--metadata", "{oops").startswith("--metadata is not valid JSON: Expecting")
     assert refusal(v.json_text, "--metadata", "").startswith("--metadata is not valid JSON")
+    twice = '{"a": {"b": 1, "c": [{"b": 2, "b": 3}]}}'
+    assert refusal(v.json_text, "--metadata", twice) == "--metadata gives the key 'b' twice"
     for text, message in (
         ('{"a": ' * 5000 + "1" + "}" * 5000, "--metadata is nested deeper than 64 levels"),
         (
