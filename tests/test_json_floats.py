@@ -29,8 +29,9 @@ _users = itertools.count()
 
 
 def same_float(found, expected: float) -> bool:
-    """A float equal to `expected`; its shortest repr too, except that PostgreSQL has no -0.0."""
-    return type(found) is float and found == expected and (expected == 0 or repr(found) == repr(expected))
+    """A float equal to `expected`, of the same shortest repr: -0.0 is kept as 0.0 on both
+    dialects (PostgreSQL's numeric has no negative zero)."""
+    return type(found) is float and found == expected and repr(found) == repr(expected + 0.0)
 
 
 def saved(store: MemoryStore, value: float) -> tuple[str, int]:

@@ -19,18 +19,20 @@ def dump_json(value) -> str:
     A float of magnitude 1e16 or more is written out digit by digit with a `.0` (`1e+16` becomes
     `10000000000000000.0`): PostgreSQL keeps a JSONB number as `numeric`, which prints an
     integral value written in exponent form without a decimal point, so it would read back as
-    an int. The fast encoder's output is used as it is unless it holds such an exponent.
+    an int. `-0.0` is written `0.0`: `numeric` has no negative zero, so both dialects keep the
+    same value. The fast encoder's output is used as it is unless it holds either.
     """
     if not value and type(value) in _EMPTY_DOCUMENTS:
         return _EMPTY_DOCUMENTS[type(value)]
     text = _JSON_ENCODER.encode(value)
-    if "e+" in text and _EXPONENT.search(text):
+    if ("e+" in text and _EXPONENT.search(text)) or "-0.0" in text:
         return _positional_json(value)
     return text
 
 
 def _positional_json(value) -> str:
-    """`value` as JSON, with every float of magnitude 1e16 or more in positional notation.
+    """`value` as JSON, with every float of magnitude 1e16 or more in positional notation and
+    every zero float as `0.0`.
 
     Such a float is integral: its shortest repr's digits and exponent, written out in full,
     are exactly its value, and a float parser reads them back as that float.
@@ -42,6 +44,8 @@ def _positional_json(value) -> str:
         return "[" + ",".join(map(_positional_json, value)) + "]"
     if isinstance(value, float) and "e+" in repr(value):
         return f"{Decimal(repr(value)):f}.0"
+    if isinstance(value, float) and value == 0.0:
+        return "0.0"  # -0.0 too
     return _JSON_ENCODER.encode(value)
 
 
