@@ -116,7 +116,9 @@ def create_clusters(store: MemoryStore, collector: w.ClusterCollector) -> dict:
     """One cluster per (user, topic, category) group, through `upsert_cluster`."""
     start = time.perf_counter()
     for (user, topic, category), ids in collector.groups.items():
-        store.upsert_cluster(user_id=user, topic=topic, category=category, memory_ids=ids, summary="bench")
+        store.upsert_cluster(
+            user_id=user, topic=topic, category=category, memory_ids=list(ids), summary="bench"
+        )
     spent = time.perf_counter() - start
     count = len(collector.groups)
     return {"clusters": count, "seconds": spent, "per_s": count / spent}
