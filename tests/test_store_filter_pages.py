@@ -67,3 +67,12 @@ def test_user_page_with_more_filters_equals_the_reference(loaded):
     page = db.get_memories(user_id="ada", thread_id="t1", where_metadata=pattern, limit=10, offset=3)
     assert [m["id"] for m in page] == expected[3:13]
     assert len(page) == 10
+
+
+@pytest.mark.parametrize("pattern", [{"k": "common"}, {"k": "none"}, {"k": "ends"}])
+def test_a_page_larger_than_all_of_a_users_rows_equals_the_reference(loaded, pattern):
+    """bob has 150 rows: fewer than the newest rows probed for a page of 200."""
+    db, stored = loaded
+    expected = [m["id"] for m in stored if m["user_id"] == "bob" and contains(m["metadata"], pattern)]
+    page = db.get_memories(user_id="bob", where_metadata=pattern, limit=200)
+    assert [m["id"] for m in page] == expected

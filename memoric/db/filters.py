@@ -174,7 +174,7 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     covered = f'(SELECT "rows" FROM "seen") < {mark}'
     sql = (
         f'WITH "rare" AS MATERIALIZED (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
-        f'WHERE {test_sql}) AND (SELECT count(*) FROM ({probe_sql}) AS "t1") = {mark}), '
+        f"WHERE {test_sql})), "
         f'"hits" AS MATERIALIZED (SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
         f"ORDER BY {order_sql} {page}), "
         f'"seen" AS MATERIALIZED (SELECT count(*) AS "rows" FROM ({seen_sql}) AS "t1") '
@@ -184,7 +184,7 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     )
     guards = [Slot("limit"), Slot("window")]
     params = [
-        *probe_params, *test_params, *probe_params, Slot("probe"), *window_params, *test_params, *page_params,
+        *probe_params, *test_params, *window_params, *test_params, *page_params,
         *seen_params, *guards, *rest_params, *guards,
     ]  # fmt: skip
     return sql, params
