@@ -133,6 +133,14 @@ def test_mask_password_by_the_shape_of_the_text(text, masked):
     assert mask_password(text) == masked
 
 
+def test_a_masked_query_password_keeps_the_punctuation_after_the_url():
+    url = "postgresql://u@h/db?password=s3cret"
+    assert mask_password(f"cannot open {url}: refused", url) == (
+        "cannot open postgresql://u@h/db?password=***: refused"
+    )
+    assert mask_password("password=ab: x") == "password=*** x"  # not masked already: the colon goes too
+
+
 def test_mask_password_hides_the_secrets_of_known_urls_wherever_they_appear():
     url = f"postgresql://agent:{SECRET} with spaces%21@h/db"
     assert mask_password(f"a driver quoted '{SECRET} with spaces!' and {SECRET} with spaces%21", url) == (

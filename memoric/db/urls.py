@@ -25,6 +25,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
+_TRAILING = ":;,.)]"  # what a message may put right after a URL
 _SECRET_SETTING = re.compile(
     r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
 )  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
@@ -46,7 +47,15 @@ def mask_password(text: str, *urls: str) -> str:
     for secret in sorted(_secrets(urls), key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _WORD.sub(lambda word: _mask_userinfo(word.group()), text)
-    return _SECRET_SETTING.sub(rf"\g<1>{MASK}", text)
+    return _SECRET_SETTING.sub(_masked_setting, text)
+
+
+def _masked_setting(setting: re.Match) -> str:
+    """A `password=`-like setting with its value masked; punctuation after a value masked
+    already (`...?password=***: connection refused`) is the message's, and stays."""
+    name, value = setting.groups()
+    kept = value[len(MASK) :] if value.startswith(MASK) else ""
+    return f"{name}{MASK}{kept if kept.strip(_TRAILING) == '' else ''}"
 
 
 def mask_url(url: str) -> str:
