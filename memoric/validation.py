@@ -149,7 +149,7 @@ def metadata_filter(value) -> dict | None:
 def thread_list(field: str, value) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):  # a dict: its keys
         raise ValidationError(f"{field} must be a list of thread ids, got {type(value).__name__}")
     return [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
 

@@ -4,6 +4,7 @@ restored."""
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import pytest
@@ -11,9 +12,10 @@ from click.testing import CliRunner
 
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.errors import MemoricError
+from memoric.errors import MemoricError, ValidationError
 from memoric.migrate import Migrations
 from memoric.testing import admin_sql, database_url, drop_database
+from memoric.transfer import export_jsonl
 from tests.helpers import one_line_error
 
 
@@ -89,4 +91,50 @@ def test_stored_text_that_is_not_utf8_is_an_error_naming_it(text_dsn, dialect, t
     with pytest.raises(MemoricError, match=said):
         store.get_memory(broken)
     assert said in cli_export(text_dsn, tmp_path)
+    store.close()
+
+
+def test_an_export_that_fails_has_written_nothing_even_to_a_stream(dsn):
+    """Every row is checked before the first line goes out: a pipe into `memoric import` must not
+    receive the rows before the bad one, which it would import as if they were the whole export."""
+    store, broken = saved(dsn)
+    store.database.execute_sql(f"UPDATE memories SET score = 500 WHERE id = {broken}")
+    out = io.StringIO()
+    with pytest.raises(ValidationError, match=f"memory {broken}: score"):
+        export_jsonl(store, out)
+    assert out.getvalue() == ""
+    result = CliRunner().invoke(main, ["--dsn", dsn, "export", "-"])
+    assert result.exit_code == 1 and result.stdout == ""
+    store.close()
+
+
+def test_an_export_stops_at_a_cluster_listing_a_memory_it_would_not_hold(dsn, tmp_path):
+    store, broken = saved(dsn)
+    ids = [m["id"] for m in store.get_memories(limit=None)]
+    store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=sorted(ids))
+    store.database.execute_sql(f"DELETE FROM memories WHERE id = {broken}")
+    error = cli_export(dsn, tmp_path)
+    assert f"lists memory {broken}, which is not a memory of its user_id 'ada' here" in error
+    store.close()
+
+
+@pytest.mark.parametrize("new_id", [0, -5])
+def test_a_memory_with_an_id_below_1_stops_an_export_and_a_copy(dsn, new_dsn, tmp_path, new_id):
+    """Rows are read from the lowest id, whatever it is: none is left out of a backup unseen."""
+    store, broken = saved(dsn)
+    store.database.execute_sql(f"UPDATE memories SET id = {new_id} WHERE id = {broken}")
+    assert f"memory {new_id}: id must be an int from 1" in cli_export(dsn, tmp_path)
+    copied = CliRunner().invoke(main, ["copy", "--from", dsn, "--to", new_dsn()])
+    assert f"source memory {new_id}: id must be an int from 1" in one_line_error(copied)
+    store.close()
+
+
+def test_stored_text_sqlite_cannot_decode_is_an_error_naming_the_column(dsn, dialect, tmp_path):
+    if dialect != "sqlite":
+        pytest.skip("PostgreSQL refuses to store text that is not in its encoding")
+    store, broken = saved(dsn)
+    store.database.execute_sql(f"UPDATE memories SET tier = CAST(x'c3' AS TEXT) WHERE id = {broken}")
+    with pytest.raises(MemoricError, match="Could not decode to UTF-8 column 'tier'"):
+        store.get_memories(user_id="ada")
+    assert "Could not decode to UTF-8 column 'tier'" in cli_export(dsn, tmp_path)
     store.close()

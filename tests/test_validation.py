@@ -285,7 +285,7 @@ def test_a_thread_list_is_a_list_of_ids():
     assert v.thread_list("related_threads", None) == []
     assert v.thread_list("related_threads", ("t1", "t2")) == ["t1", "t2"]
     assert v.thread_list("related_threads", iter(["t1"])) == ["t1"]
-    for value, kind in (("t1", "str"), (b"t1", "bytes"), (5, "int")):
+    for value, kind in (("t1", "str"), (b"t1", "bytes"), (5, "int"), ({"t1": 1}, "dict")):  # not its keys
         assert refusal(v.thread_list, "related_threads", value) == (
             f"related_threads must be a list of thread ids, got {kind}"
         )

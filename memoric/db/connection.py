@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, unquote
@@ -259,7 +260,10 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-DRIVER_ERRORS = (peewee.PeeweeException,)  # peewee wraps every driver error in one of its own
+# peewee wraps the driver's errors in statements; a row the driver cannot read fails later, as
+# the driver's own error (sqlite3, psycopg2) or a ValueError of its converters (a BC date, text
+# that is not UTF-8).
+DRIVER_ERRORS = (peewee.PeeweeException, sqlite3.Error, ValueError, OverflowError)
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
 
 
@@ -276,9 +280,16 @@ class DriverErrors:
 
     def __exit__(self, kind, error, traceback) -> bool:
         """Raise the MemoricError for a driver error; let anything else (memoric's own) pass."""
-        if isinstance(error, (*DRIVER_ERRORS, UnicodeDecodeError)):  # stored text that is not UTF-8
+        if is_driver_error(error):
             raise MemoricError(self.describe(error)) from error
         return False
+
+
+def is_driver_error(error: BaseException | None) -> bool:
+    """Whether `error` comes from the database or its driver (memoric's own errors do not)."""
+    if error is None or isinstance(error, MemoricError):
+        return False
+    return isinstance(error, DRIVER_ERRORS) or type(error).__module__.startswith("psycopg2")
 
 
 def driver_errors(message: Callable[[Any, str, BaseException], str]):
@@ -303,6 +314,8 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     reason = mask_password(first_line(exc), url)
     if isinstance(exc, UnicodeDecodeError):
         reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
+    elif isinstance(exc, (ValueError, OverflowError)):
+        reason = f"a stored value memoric cannot read ({reason}; written outside memoric?): correct that row"
     return reason + LOST_NOTE if database.connection_lost() else reason
 
 

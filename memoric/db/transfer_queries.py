@@ -225,7 +225,7 @@ def iter_memories(store: MemoryStore, *, user_id=None, batch_size: int = INSERT_
     Pages are separate queries: inside `snapshot` they all see one point in time.
     """
     validation.integer("batch_size", batch_size, minimum=1)
-    after_id = 0
+    after_id = None  # from the lowest id, whatever it is: a shell may have written 0 or below
     while page := memories_after(store, after_id, user_id=user_id, limit=batch_size):
         yield from page
         after_id = page[-1]["id"]
@@ -234,7 +234,7 @@ def iter_memories(store: MemoryStore, *, user_id=None, batch_size: int = INSERT_
 def iter_clusters(store: MemoryStore, *, user_id=None, batch_size: int = INSERT_BATCH_SIZE) -> Iterator[dict]:
     """Every cluster (of one user, or all) in id order, read page by page like `iter_memories`."""
     validation.integer("batch_size", batch_size, minimum=1)
-    after_id = 0
+    after_id = None
     while page := clusters_after(store, after_id, user_id=user_id, limit=batch_size):
         yield from page
         after_id = page[-1]["cluster_id"]
@@ -242,24 +242,28 @@ def iter_clusters(store: MemoryStore, *, user_id=None, batch_size: int = INSERT_
 
 @translate_errors
 def memories_after(
-    store: MemoryStore, after_id: int, *, user_id=None, limit: int = INSERT_BATCH_SIZE
+    store: MemoryStore, after_id: int | None, *, user_id=None, limit: int = INSERT_BATCH_SIZE
 ) -> list[dict]:
-    """Up to `limit` memories with an id above `after_id`, in id order (keyset paging)."""
+    """Up to `limit` memories with an id above `after_id` (None: from the first), in id order
+    (keyset paging)."""
     m = store.Memory
-    conditions = filter_conditions(store, user_id=user_id) + [
-        m.id > validation.memory_id(after_id, "after_id")
-    ]
+    conditions = filter_conditions(store, user_id=user_id)
+    if after_id is not None:
+        conditions.append(m.id > validation.memory_id(after_id, "after_id"))
     query = select_memories(store, conditions).order_by(m.id).limit(validation.count("limit", limit))
     return [memory_dict(row) for row in query.dicts()]
 
 
 @translate_errors
 def clusters_after(
-    store: MemoryStore, after_id: int, *, user_id=None, limit: int = INSERT_BATCH_SIZE
+    store: MemoryStore, after_id: int | None, *, user_id=None, limit: int = INSERT_BATCH_SIZE
 ) -> list[dict]:
-    """Up to `limit` clusters with an id above `after_id`, in id order (keyset paging)."""
+    """Up to `limit` clusters with an id above `after_id` (None: from the first), in id order
+    (keyset paging)."""
     c = store.MemoryCluster
-    query = c.select().where(c.cluster_id > validation.memory_id(after_id, "after_id"))
+    query = c.select()
+    if after_id is not None:
+        query = query.where(c.cluster_id > validation.memory_id(after_id, "after_id"))
     if user_id is not None:
         query = query.where(c.user_id == validation.user_id(user_id))
     return list(query.order_by(c.cluster_id).limit(validation.count("limit", limit)).dicts())

@@ -11,6 +11,7 @@ from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.transfer.records import FORMAT, FORMAT_VERSION, ID_COLUMNS, encode
+from memoric.transfer.scratch import MemoryOwners, Scratch
 
 if TYPE_CHECKING:
     from memoric.core import Memoric
@@ -21,12 +22,15 @@ def export_jsonl(
 ) -> dict[str, int]:
     """Write the header, every memory and every cluster (of one user, or all) to `out`.
 
-    All rows come from one snapshot of the database, read a page at a time.
+    All rows come from one snapshot of the database, read a page at a time, twice: every row is
+    checked as `memoric import` will check it before the first line is written, so an export
+    that fails has written nothing, even to a pipe, and one that succeeds can be imported.
     """
     if user_id is not None:
         validation.user_id(user_id)
     counts = {"memories": 0, "clusters": 0}
     with transfer_queries.snapshot(store):
+        check_restorable(store, user_id)
         header = {
             "type": "header",
             "format": FORMAT,
@@ -38,25 +42,50 @@ def export_jsonl(
         }
         out.write(dump_json(header) + "\n")
         for memory in transfer_queries.iter_memories(store, user_id=user_id):
-            out.write(dump_json({"type": "memory", **encode(restorable(store, "memory", memory))}) + "\n")
+            out.write(dump_json({"type": "memory", **encode(memory)}) + "\n")
             counts["memories"] += 1
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
-            out.write(dump_json({"type": "cluster", **encode(restorable(store, "cluster", cluster))}) + "\n")
+            out.write(dump_json({"type": "cluster", **encode(cluster)}) + "\n")
             counts["clusters"] += 1
     return counts
 
 
-def restorable(store: MemoryStore, kind: str, row: dict) -> dict:
-    """`row`, once checked as `memoric import` will check it: a row written outside memoric that
-    an import would refuse stops the export (a backup that cannot be restored is none)."""
+def check_restorable(store: MemoryStore, user_id: str | None) -> None:
+    """ValidationError for the first row (of one user, or all) `memoric import` would refuse: a
+    row written outside memoric, or a cluster listing a memory that is not its user's here."""
+    scratch = Scratch()
+    try:
+        owners = MemoryOwners(scratch)
+        for memory in transfer_queries.iter_memories(store, user_id=user_id):
+            restorable(store, "memory", memory)
+            owners.add(memory["id"], memory["user_id"])
+        for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
+            restorable(store, "cluster", cluster)
+            for memory_id in cluster["memory_ids"]:
+                if owners.get(memory_id) != cluster["user_id"]:
+                    raise unrestorable(
+                        "cluster",
+                        cluster["cluster_id"],
+                        f"it lists memory {memory_id}, which is not a memory of its user_id "
+                        f"{cluster['user_id']!r} here",
+                    )
+    finally:
+        scratch.close()
+
+
+def restorable(store: MemoryStore, kind: str, row: dict) -> None:
+    """ValidationError unless `memoric import` would take `row` as it is stored."""
     try:
         transfer_queries.whole_row(store, kind, row)
     except ValidationError as exc:
-        raise ValidationError(
-            f"{kind} {row[ID_COLUMNS[kind]]}: {exc}; an import would refuse it, so nothing was "
-            "exported: correct or delete that row"
-        ) from None
-    return row
+        raise unrestorable(kind, row[ID_COLUMNS[kind]], str(exc)) from None
+
+
+def unrestorable(kind: str, row_id, problem: str) -> ValidationError:
+    return ValidationError(
+        f"{kind} {row_id}: {problem}; an import would refuse it, so nothing was exported: "
+        "correct or delete that row"
+    )
 
 
 def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None) -> dict[str, int]:
