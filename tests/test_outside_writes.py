@@ -5,6 +5,7 @@ restored."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 
 import pytest
@@ -53,17 +54,25 @@ def test_an_export_stops_at_a_row_an_import_would_refuse(dsn, tmp_path, column, 
     store.close()
 
 
-def test_a_stored_time_memoric_cannot_read_is_an_error_naming_the_column(dsn, dialect, tmp_path):
+@pytest.mark.parametrize(
+    ("column", "value", "said"),
+    [
+        ("created_at", "'yesterday'", r"memories\.created_at holds a value memoric cannot read, 'yesterday'"),
+        ("tier", "CAST(x'c3' AS TEXT)", "Could not decode to UTF-8 column 'tier'"),
+    ],
+)
+def test_a_value_sqlite_holds_but_memoric_cannot_read_is_an_error_naming_the_column(
+    dsn, dialect, tmp_path, column, value, said
+):
     if dialect != "sqlite":
-        pytest.skip("PostgreSQL keeps only valid timestamps")
+        pytest.skip("PostgreSQL keeps only valid timestamps, and text in its encoding")
     store, broken = saved(dsn)
-    store.database.execute_sql(f"UPDATE memories SET created_at = 'yesterday' WHERE id = {broken}")
-    said = r"memories\.created_at holds a value memoric cannot read, 'yesterday'"
+    store.database.execute_sql(f"UPDATE memories SET {column} = {value} WHERE id = {broken}")
     with pytest.raises(MemoricError, match=said):
         store.get_memory(broken)
     with pytest.raises(MemoricError, match=said):
         store.get_memories(user_id="ada")
-    assert "memories.created_at holds a value memoric cannot read" in cli_export(dsn, tmp_path)
+    assert re.search(said, cli_export(dsn, tmp_path))
     store.close()
 
 
@@ -126,15 +135,4 @@ def test_a_memory_with_an_id_below_1_stops_an_export_and_a_copy(dsn, new_dsn, tm
     assert f"memory {new_id}: id must be an int from 1" in cli_export(dsn, tmp_path)
     copied = CliRunner().invoke(main, ["copy", "--from", dsn, "--to", new_dsn()])
     assert f"source memory {new_id}: id must be an int from 1" in one_line_error(copied)
-    store.close()
-
-
-def test_stored_text_sqlite_cannot_decode_is_an_error_naming_the_column(dsn, dialect, tmp_path):
-    if dialect != "sqlite":
-        pytest.skip("PostgreSQL refuses to store text that is not in its encoding")
-    store, broken = saved(dsn)
-    store.database.execute_sql(f"UPDATE memories SET tier = CAST(x'c3' AS TEXT) WHERE id = {broken}")
-    with pytest.raises(MemoricError, match="Could not decode to UTF-8 column 'tier'"):
-        store.get_memories(user_id="ada")
-    assert "Could not decode to UTF-8 column 'tier'" in cli_export(dsn, tmp_path)
     store.close()
