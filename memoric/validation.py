@@ -10,10 +10,11 @@ value is either accepted by both dialects alike or refused here by both.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import reprlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from memoric.errors import ValidationError
 
@@ -263,19 +264,29 @@ def json_text(field: str, text: str):
             )
         return int(digits)
 
-    def unique_keys(pairs: list[tuple[str, object]]) -> dict:
-        found = dict(pairs)
-        if len(found) < len(pairs):  # json would keep the last one silently
-            twice = next(key for n, (key, _) in enumerate(pairs) if key in dict(pairs[:n]))
-            raise ValidationError(f"{field} gives the key {shown(twice)} twice")
-        return found
+    def given_twice(key: str) -> ValidationError:
+        return ValidationError(f"{field} gives the key {shown(key)} twice")
 
+    unique_keys = functools.partial(unique_object, given_twice=given_twice)
     try:
         return json.loads(text, parse_int=parse_int, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{field} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def unique_object(pairs: list[tuple[str, object]], given_twice: Callable[[str], Exception]) -> dict:
+    """The JSON object of `pairs` (json's `object_pairs_hook`); `given_twice(key)` raised for the
+    first key that comes twice, which json would otherwise keep the last of silently."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise given_twice(key)
+            seen.add(key)
+    return found
 
 
 def _is_storable(text: str) -> bool:

@@ -194,7 +194,7 @@ def _newest_rows(store: MemoryStore, conditions: list, limit: str, *columns):
     """SELECT of `columns` (whole memories when the model) of the rows meeting `conditions`,
     newest first, as many as the slot `limit` says."""
     m = store.Memory
-    query = m.select(*columns).where(all_of(conditions)) if conditions else m.select(*columns)
+    query = m.select(*columns).where(all_of(conditions))
     return query.order_by(m.created_at.desc(), m.id.desc()).limit(slot(limit))
 
 

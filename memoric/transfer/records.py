@@ -232,19 +232,9 @@ class DuplicateKey(Exception):
         self.key = key
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """The object of `pairs`; DuplicateKey when a key comes twice (json keeps the last silently)."""
-    found = dict(pairs)
-    if len(found) < len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKey(key)
-            seen.add(key)
-    return found
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=functools.partial(validation.unique_object, given_twice=DuplicateKey)
+)
 
 
 def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
