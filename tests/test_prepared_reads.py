@@ -16,6 +16,7 @@ from memoric.db.jsonfilter import contains
 from memoric.errors import MemoricError
 from tests.test_connection_loss import lose_connection
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 PATTERNS = ({"topic": "a"}, {"topic": "b"}, {"topic": "none"}, {"tags": ["x"]})
 
