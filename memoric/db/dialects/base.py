@@ -72,9 +72,9 @@ class Dialect(abc.ABC):
         """Set up every connection of `database` as memoric needs it."""
 
     @abc.abstractmethod
-    def execute_planned(self, database: peewee.Database, sql: str, params: list):
-        """The cursor of a read whose plan its structure fixes, whatever its values: planned once
-        per connection where the dialect can keep a plan there."""
+    def execute_planned(self, database: peewee.Database, sql: str, params):
+        """The cursor of one statement whose plan its structure fixes, whatever its values:
+        planned once per connection where the dialect can keep a plan there."""
 
     @abc.abstractmethod
     def contains_row_by_row(self, column, pattern: dict) -> peewee.Node:

@@ -82,7 +82,7 @@ class PostgresDialect(Dialect):
             for name, value in SESSION_SETTINGS.items():
                 database.execute_sql(f"SET {name} = '{value}'")
 
-    def execute_planned(self, database: peewee.Database, sql: str, params: list):
+    def execute_planned(self, database: peewee.Database, sql: str, params):
         """Prepared once per connection, outside a transaction (`prepared`)."""
         return prepared.execute(database, sql, params)
 
@@ -286,7 +286,7 @@ class PostgresDialect(Dialect):
         frequencies = [tf for _, tf in postings.counts]
         params = (*row, *owner, postings.length, *owner, postings.length, terms, frequencies)
         with ids_left(self, database, table):
-            return database.execute_sql(sql, params).fetchone()[0]
+            return self.execute_planned(database, sql, params).fetchone()[0]
 
     def _insert_one_then_postings(
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings

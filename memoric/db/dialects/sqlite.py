@@ -59,7 +59,7 @@ class SqliteDialect(Dialect):
             jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
         )
 
-    def execute_planned(self, database: peewee.Database, sql: str, params: list):
+    def execute_planned(self, database: peewee.Database, sql: str, params):
         """Run as it is: Python's sqlite3 keeps each connection's compiled statements itself."""
         return database.execute_sql(sql, params)
 

@@ -1,8 +1,8 @@
-"""A user's metadata filter is planned once per PostgreSQL connection, and answers the same
-whatever happens to the prepared statement under memoric: taken away (as a pooler that hands the
-session to another client does), made stale by a change to the table, run inside a transaction,
-or pushed out by newer ones. SQLite's driver keeps its own compiled statements; there every case
-must simply answer the same.
+"""A user's metadata filter and a single save are planned once per PostgreSQL connection, and
+answer the same whatever happens to the prepared statement under memoric: taken away (as a pooler
+that hands the session to another client does), made stale by a change to the table, run inside
+a transaction, or pushed out by newer ones. SQLite's driver keeps its own compiled statements;
+there every case must simply answer the same.
 """
 
 from __future__ import annotations
@@ -119,6 +119,35 @@ def test_a_lost_connection_fails_one_call_and_the_next_prepares_on_the_new_one(f
             pages(filled)
     assert pages(filled) == expected
     assert prepared_here(filled) == (0 if filled.is_sqlite else 1)
+
+
+def saved_everywhere(store) -> tuple[list[str], int]:
+    """The contents of every memory, and how many memories have their text postings."""
+    documents = store.database.execute_sql('SELECT count(*) FROM "memory_documents"').fetchone()[0]
+    return sorted(m["content"] for m in store.get_memories(limit=None)), documents
+
+
+def test_saves_are_prepared_and_none_is_lost_or_doubled_when_the_statement_is_taken_away(db):
+    db.database.close()
+    ids = [db.insert_memory(user_id="u1", content=f"memory {n}") for n in range(3)]
+    assert prepared_here(db) == (0 if db.is_sqlite else 1)
+    if db.is_postgres:
+        db.database.execute_sql("DEALLOCATE ALL")
+    ids += [db.insert_memory(user_id="u1", content=f"memory {n}") for n in range(3, 6)]
+    assert len(set(ids)) == 6
+    assert saved_everywhere(db) == ([f"memory {n}" for n in range(6)], 6)
+    assert prepared_here(db) == 0
+
+
+def test_saves_in_a_rolled_back_transaction_leave_nothing_and_prepare_nothing(db):
+    db.database.close()
+    with pytest.raises(RuntimeError), db.atomic():
+        db.insert_memory(user_id="u1", content="undone")
+        assert prepared_here(db) == 0
+        raise RuntimeError
+    assert saved_everywhere(db) == ([], 0)
+    db.insert_memory(user_id="u1", content="kept")
+    assert saved_everywhere(db) == (["kept"], 1)
 
 
 @pytest.mark.parametrize(
