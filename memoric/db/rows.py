@@ -72,13 +72,9 @@ def _validated_row(store: MemoryStore, row: dict) -> dict:
     return checked
 
 
-def read(store: MemoryStore, model, sql: str, params: list, planned: bool = False) -> list[dict]:
-    """Rows of `sql` as dicts, each column converted by its field (as peewee's `.dicts()` does);
-    `planned`: a statement whose plan its structure fixes (`Dialect.execute_planned`)."""
-    if planned:
-        cursor = store.dialect.execute_planned(store.database, sql, params)
-    else:
-        cursor = store.database.execute_sql(sql, params)
+def read(store: MemoryStore, model, sql: str, params: list) -> list[dict]:
+    """Rows of `sql` as dicts, each column converted by its field (as peewee's `.dicts()` does)."""
+    cursor = store.database.execute_sql(sql, params)
     names = [column[0] for column in cursor.description]
     rows = cursor.fetchall()
     if not rows:
@@ -89,9 +85,9 @@ def read(store: MemoryStore, model, sql: str, params: list, planned: bool = Fals
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-def memory_rows(store: MemoryStore, sql: str, params: list, planned: bool = False) -> list[dict]:
+def memory_rows(store: MemoryStore, sql: str, params: list) -> list[dict]:
     """Memory dicts of a `SELECT` of all memory columns (metadata `{}`, related_threads `[]` if empty)."""
-    rows = read(store, store.Memory, sql, params, planned)
+    rows = read(store, store.Memory, sql, params)
     for row in rows:
         row["metadata"] = row["metadata"] or {}
         row["related_threads"] = row["related_threads"] or []

@@ -289,8 +289,7 @@ class MemoryStore:
         a common value costs a few rows where PostgreSQL's GIN index would collect every row
         holding it (15 ms for a value in 5 % of 1M rows). A value none of the first
         PROBE_PER_ROW × (offset + limit) rows holds is taken for a rare one: the same statement
-        asks the index instead of reading the rest of the window (`window_statement`). Each branch
-        fixes its plan by its structure, so the statement is planned once per connection.
+        asks the index instead of reading the rest of the window (`window_statement`).
         """
         key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
@@ -298,7 +297,7 @@ class MemoryStore:
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
         probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
         values = {**values, "window": window, "probe": probe}
-        return memory_rows(self, sql, bind(params, values), planned=True)
+        return memory_rows(self, sql, bind(params, values))
 
     @translate_errors
     def count_memories(self, **filters) -> int:

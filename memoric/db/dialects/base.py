@@ -72,11 +72,6 @@ class Dialect(abc.ABC):
         """Set up every connection of `database` as memoric needs it."""
 
     @abc.abstractmethod
-    def execute_planned(self, database: peewee.Database, sql: str, params):
-        """The cursor of one statement whose plan its structure fixes, whatever its values:
-        planned once per connection where the dialect can keep a plan there."""
-
-    @abc.abstractmethod
     def contains_row_by_row(self, column, pattern: dict) -> peewee.Node:
         """`column.contains(pattern)` as a test of each row, never a search of a JSON index."""
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
-from memoric.db.dialects import citus, prepared
+from memoric.db.dialects import citus
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
     TERM_COLUMNS,
@@ -81,10 +81,6 @@ class PostgresDialect(Dialect):
         if not database.is_closed():
             for name, value in SESSION_SETTINGS.items():
                 database.execute_sql(f"SET {name} = '{value}'")
-
-    def execute_planned(self, database: peewee.Database, sql: str, params):
-        """Prepared once per connection, outside a transaction (`prepared`)."""
-        return prepared.execute(database, sql, params)
 
     def contains_row_by_row(self, column, pattern: dict):
         """`jsonb_contains(column, pattern)`: `@>` as a function call, which the planner checks row
@@ -286,7 +282,7 @@ class PostgresDialect(Dialect):
         frequencies = [tf for _, tf in postings.counts]
         params = (*row, *owner, postings.length, *owner, postings.length, terms, frequencies)
         with ids_left(self, database, table):
-            return self.execute_planned(database, sql, params).fetchone()[0]
+            return database.execute_sql(sql, params).fetchone()[0]
 
     def _insert_one_then_postings(
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings

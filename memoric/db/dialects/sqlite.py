@@ -59,10 +59,6 @@ class SqliteDialect(Dialect):
             jsonfilter.sqlite_contains_function, jsonfilter.SQLITE_CONTAINS_FUNCTION, 2, deterministic=True
         )
 
-    def execute_planned(self, database: peewee.Database, sql: str, params):
-        """Run as it is: Python's sqlite3 keeps each connection's compiled statements itself."""
-        return database.execute_sql(sql, params)
-
     def contains_row_by_row(self, column, pattern: dict):
         """The exact containment test (there is no JSON index to avoid)."""
         return column.contains(pattern)
