@@ -10,7 +10,8 @@ attribute 'total_changes'" on a failed transaction); threads keep the one tested
 
 Cancelling a task that awaits a call never cuts the call short: a call that had not started
 does not run; one that had started runs to its end on its thread (its transaction commits or
-rolls back as if awaited) and only its result is dropped. `close()` waits for such calls.
+rolls back as if awaited) and only its result is dropped. `close()` waits for such calls. A
+process forked from one using an AsyncMemoric starts threads of its own at its first call there.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ class _Workers:
         self._lock = threading.Lock()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._process = os.getpid()
+
+    def _started_anew_after_fork(self) -> None:
+        """In a process forked from the one that started them: the threads did not come along, and
+        the parent's queued calls are its own to run. Start as many threads afresh, queue empty."""
+        if self._process == os.getpid():
+            return
+        self._process = os.getpid()
+        self._jobs, self._lock = queue.SimpleQueue(), threading.Lock()
+        count, self._threads = len(self._threads), []
+        if not self._stopping:
+            self.grow(count)
 
     def grow(self, count: int) -> None:
         """Start `count` more threads."""
@@ -60,6 +73,7 @@ class _Workers:
     def submit(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Future:
         """Queue `function(*args, **kwargs)`; its future. MemoricError once stopping."""
         future: Future = Future()
+        self._started_anew_after_fork()
         with self._lock:
             if self._stopping:
                 raise MemoricError(CLOSED)

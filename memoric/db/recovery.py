@@ -3,7 +3,9 @@
 peewee keeps a thread's connection until it is closed; after a server restart, a terminated
 backend or a closed SQLite handle every later call would fail on it. These classes drop such a
 connection: the call that meets it fails once, the next one reconnects. A pool never takes a
-lost connection back and fails like any connection error when it is exhausted.
+lost connection back and fails like any connection error when it is exhausted. A process forked
+from one that had connected sets the parent's connections aside and opens its own: two processes
+talking over one socket or one SQLite handle read each other's answers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
+import weakref
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -21,6 +25,11 @@ from memoric.errors import ConfigError
 
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
+_databases: weakref.WeakSet = weakref.WeakSet()  # every memoric Database of this process
+# The connections a forked child inherited: never used, and never closed there (closing a SQLite
+# handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
+# parent's session).
+_inherited: list = []
 
 
 class _Recovering:
@@ -36,6 +45,22 @@ class _Recovering:
     ("cannot rollback - no transaction is active" instead of "database or disk is full").
     Nothing is retried.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _databases.add(self)
+
+    def forget_the_parents_connections(self) -> None:
+        """In a forked child: set aside every connection the parent had opened, untouched, so the
+        parent's sessions go on; the next call here connects anew."""
+        _inherited.extend(self._take_the_parents_connections())
+        if self.thread_safe:
+            self._lock = threading.Lock()  # another thread of the parent may have held it
+        self._state = type(self._state)()
+
+    def _take_the_parents_connections(self) -> list:
+        """This thread's connection (the only thread a forked child has)."""
+        return [] if self._state.conn is None else [self._state.conn]
 
     def connection_lost(self) -> bool:
         """Whether this thread holds a connection that can no longer be used."""
@@ -166,6 +191,16 @@ class Pooled:
         self._close(connection, close_conn=True)
         self.close_idle()
 
+    def _take_the_parents_connections(self) -> list:
+        """Every connection of the pool, idle or checked out by any of the parent's threads; the
+        pool left empty, with locks no thread of the parent can hold."""
+        idle = [connection for _, _, connection in self._connections]
+        in_use = [pooled.connection for pooled in self._in_use.values()]
+        self._connections, self._in_use = [], {}
+        self._pool_lock = threading.RLock()
+        self._pool_available = threading.Condition(self._pool_lock)
+        return [*idle, *in_use]
+
 
 class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
     """peewee's SQLite database, recovering from a closed connection."""
@@ -195,3 +230,11 @@ def _create_private_file(path: str) -> None:
         return
     except OSError as exc:
         raise ConfigError(f"cannot open database file {path!r}: cannot create it: {exc.strerror}") from None
+
+
+def _forget_inherited_connections() -> None:
+    for database in list(_databases):
+        database.forget_the_parents_connections()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)

@@ -1,0 +1,127 @@
+"""A process forked from one that had connected opens its own connection: parent and child never
+talk over one socket or one SQLite handle (they would read each other's answers), and the child
+neither uses nor ends the parent's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from memoric import AsyncMemoric
+from memoric.db.store import MemoryStore
+
+ROUNDS = 30
+
+
+def _pooled(dsn: str) -> str:
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}+pool://{rest}"
+
+
+@pytest.fixture(params=["plain", "pooled"])
+def store(request, dsn):
+    """A store with ada's and bob's memories, connected before any fork."""
+    url = dsn if request.param == "plain" else _pooled(dsn)
+    store = MemoryStore(url)
+    store.create_schema()
+    store.insert_memories(
+        {"user_id": "ada" if n % 2 else "bob", "content": f"memory {n}", "metadata": {"n": n}}
+        for n in range(40)
+    )
+    yield store
+    store.close()
+
+
+def ids_of(store: MemoryStore, user_id: str) -> list[int]:
+    return [m["id"] for m in store.get_memories(user_id=user_id, where_metadata={}, limit=None)]
+
+
+def own_connection(store: MemoryStore):
+    """What identifies this process's session: the backend's pid, or SQLite's handle."""
+    if store.is_sqlite:
+        return id(store.database.connection())
+    return store.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def in_a_child(store: MemoryStore, work) -> dict:
+    """Run `work(store)` in a forked child while the parent reads ada's memories; the child's result."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        os.close(reading)
+        try:
+            report = {"result": work(store)}
+        except BaseException as error:  # reported to the parent, which fails the test
+            report = {"error": f"{type(error).__name__}: {error}"}
+        with os.fdopen(writing, "w") as pipe:
+            json.dump(report, pipe)
+        os._exit(0)
+    os.close(writing)
+    expected = ids_of(store, "ada")
+    answers = [ids_of(store, "ada") for _ in range(ROUNDS)]
+    with os.fdopen(reading) as pipe:
+        report = json.load(pipe)
+    os.waitpid(pid, 0)
+    assert answers == [expected] * ROUNDS, "the parent read the child's answers"
+    return report
+
+
+def test_a_forked_child_reads_and_writes_on_its_own_connection(store):
+    parent = own_connection(store)
+    expected_bob = ids_of(store, "bob")
+
+    def child_work(child_store):
+        answers = [ids_of(child_store, "bob") for _ in range(ROUNDS)]
+        saved = child_store.insert_memory(user_id="bob", content="saved by the child")
+        return {"connection": own_connection(child_store), "answers": answers, "saved": saved}
+
+    report = in_a_child(store, child_work)
+    assert "error" not in report, report
+    assert report["result"]["connection"] != parent
+    assert report["result"]["answers"] == [expected_bob] * ROUNDS
+    assert own_connection(store) == parent, "the parent's session went on"
+    assert ids_of(store, "bob") == [report["result"]["saved"], *expected_bob]
+
+
+def test_a_child_that_frees_the_parents_connection_leaves_the_parents_session_alive(store):
+    """The child drops everything it inherited (as its exit would); the parent's next call must
+    not meet a session the child ended."""
+    import gc
+
+    parent = own_connection(store)
+
+    def child_work(child_store):
+        child_store.close()
+        gc.collect()
+        return "closed"
+
+    assert in_a_child(store, child_work) == {"result": "closed"}
+    assert own_connection(store) == parent
+    assert len(ids_of(store, "ada")) == 20
+
+
+def test_an_async_memoric_serves_a_forked_child_on_threads_and_connections_of_its_own(dsn):
+    """The parent's worker threads do not come along into a child; its first call starts new ones
+    (a bounded wait: before, that call waited for ever)."""
+    memoric = AsyncMemoric(dsn=dsn, max_workers=2, auto_migrate=True)
+    asyncio.run(memoric.save(user_id="ada", content="saved by the parent"))
+    store = MemoryStore(dsn)
+
+    async def in_the_child():
+        saved = await asyncio.wait_for(memoric.save(user_id="ada", content="saved by the child"), 60)
+        found = await asyncio.wait_for(memoric.retrieve("ada", scope="user", top_k=100), 60)
+        await memoric.close()
+        return saved, sorted(m["content"] for m in found if m["content"].startswith("saved"))
+
+    report = in_a_child(store, lambda _: asyncio.run(in_the_child()))
+    assert "error" not in report, report
+    child_saved, seen_by_the_child = report["result"]
+    assert seen_by_the_child == ["saved by the child", "saved by the parent"]
+    found = asyncio.run(memoric.retrieve("ada", scope="user", top_k=100))
+    assert child_saved in [m["id"] for m in found]
+    asyncio.run(memoric.close())
+    store.close()
