@@ -23,6 +23,7 @@ import inspect
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -49,34 +50,35 @@ class _Workers:
         self._lock = threading.Lock()
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        self._process = os.getpid()
-
-    def _started_anew_after_fork(self) -> None:
-        """In a process forked from the one that started them: the threads did not come along, and
-        the parent's queued calls are its own to run. Start as many threads afresh, queue empty."""
-        if self._process == os.getpid():
-            return
-        self._process = os.getpid()
-        self._jobs, self._lock = queue.SimpleQueue(), threading.Lock()
-        count, self._threads = len(self._threads), []
-        if not self._stopping:
-            self.grow(count)
+        self._to_restart = 0  # threads to start afresh in a forked child, at its first call
+        _every_workers.add(self)
 
     def grow(self, count: int) -> None:
         """Start `count` more threads."""
         with self._lock:
-            for _ in range(count):
-                name = f"memoric-aio-{len(self._threads)}"
-                self._threads.append(threading.Thread(target=self._serve, name=name, daemon=True))
-                self._threads[-1].start()
+            self._start(count)
+
+    def _start(self, count: int) -> None:
+        for _ in range(count):
+            name = f"memoric-aio-{len(self._threads)}"
+            self._threads.append(threading.Thread(target=self._serve, name=name, daemon=True))
+            self._threads[-1].start()
+
+    def forget_the_parents_threads(self) -> None:
+        """In a forked child (one thread, before anything else runs): the threads did not come
+        along, and the parent's queued calls are the parent's. Start as many afresh at the first call."""
+        self._jobs, self._lock = queue.SimpleQueue(), threading.Lock()
+        self._to_restart, self._threads = len(self._threads), []
 
     def submit(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Future:
         """Queue `function(*args, **kwargs)`; its future. MemoricError once stopping."""
         future: Future = Future()
-        self._started_anew_after_fork()
         with self._lock:
             if self._stopping:
                 raise MemoricError(CLOSED)
+            if self._to_restart:
+                self._start(self._to_restart)
+                self._to_restart = 0
             self._jobs.put((future, function, args, kwargs))
         return future
 
@@ -112,6 +114,17 @@ class _Workers:
             thread.join()
         if self._errors:
             raise self._errors[0]
+
+
+_every_workers: weakref.WeakSet = weakref.WeakSet()
+
+
+def _forget_the_parents_threads() -> None:
+    for workers in list(_every_workers):
+        workers.forget_the_parents_threads()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_threads)
 
 
 class AsyncMemoric:

@@ -6,13 +6,16 @@ neither uses nor ends the parent's session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import threading
 
 import pytest
 
 from memoric import AsyncMemoric
 from memoric.db.store import MemoryStore
+from memoric.errors import LockTimeout, MemoricError
 
 ROUNDS = 30
 
@@ -108,12 +111,12 @@ def test_an_async_memoric_serves_a_forked_child_on_threads_and_connections_of_it
     """The parent's worker threads do not come along into a child; its first call starts new ones
     (a bounded wait: before, that call waited for ever)."""
     memoric = AsyncMemoric(dsn=dsn, max_workers=2, auto_migrate=True)
-    asyncio.run(memoric.save(user_id="ada", content="saved by the parent"))
+    asyncio.run(memoric.save(user_id="cy", content="saved by the parent"))
     store = MemoryStore(dsn)
 
     async def in_the_child():
-        saved = await asyncio.wait_for(memoric.save(user_id="ada", content="saved by the child"), 60)
-        found = await asyncio.wait_for(memoric.retrieve("ada", scope="user", top_k=100), 60)
+        saved = await asyncio.wait_for(memoric.save(user_id="cy", content="saved by the child"), 60)
+        found = await asyncio.wait_for(memoric.retrieve("cy", scope="user", top_k=100), 60)
         await memoric.close()
         return saved, sorted(m["content"] for m in found if m["content"].startswith("saved"))
 
@@ -121,7 +124,93 @@ def test_an_async_memoric_serves_a_forked_child_on_threads_and_connections_of_it
     assert "error" not in report, report
     child_saved, seen_by_the_child = report["result"]
     assert seen_by_the_child == ["saved by the child", "saved by the parent"]
-    found = asyncio.run(memoric.retrieve("ada", scope="user", top_k=100))
+    found = asyncio.run(memoric.retrieve("cy", scope="user", top_k=100))
     assert child_saved in [m["id"] for m in found]
     asyncio.run(memoric.close())
     store.close()
+
+
+def test_two_first_calls_at_once_in_a_forked_child_are_both_answered(dsn):
+    """The child's two threads race to its first call: neither may queue it where no thread serves."""
+    memoric = AsyncMemoric(dsn=dsn, max_workers=2, auto_migrate=True)
+    asyncio.run(memoric.save(user_id="cy", content="saved by the parent"))
+    store = MemoryStore(dsn)
+
+    def two_threads(_):
+        start, saved = threading.Barrier(2), []
+
+        def save(n):
+            start.wait(timeout=60)
+            saved.append(asyncio.run(asyncio.wait_for(memoric.save(user_id="cy", content=f"child {n}"), 60)))
+
+        threads = [threading.Thread(target=save, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        return len(saved)
+
+    for _ in range(6):
+        assert in_a_child(store, two_threads) == {"result": 2}
+    asyncio.run(memoric.close())
+    store.close()
+
+
+def forked_inside(block, in_the_child) -> str:
+    """Fork inside `block` (an ExitStack holding it); the child runs `in_the_child(block)` and
+    reports what it returned or raised; the parent is still inside the block."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reading)
+        try:
+            outcome = in_the_child(block)
+        except BaseException as error:  # reported to the parent, which fails the test
+            outcome = f"{type(error).__name__}: {error}"
+        with os.fdopen(writing, "w") as pipe:
+            pipe.write(outcome)
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        outcome = pipe.read()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+def test_a_child_leaving_a_lock_block_it_was_forked_in_leaves_the_lock_to_its_parent(store):
+    """SQLite's lock is a flock on a file description parent and child share: the child leaving
+    the block unlocked it for both. PostgreSQL's lock belongs to the parent's session."""
+    other = MemoryStore(store.dsn)
+
+    def leave(block):
+        block.close()
+        return "left without a word"
+
+    with contextlib.ExitStack() as block:
+        block.enter_context(store.lock("jobs"))
+        outcome = forked_inside(block, leave)
+        with pytest.raises(LockTimeout), other.lock("jobs", timeout=0):
+            pass
+    assert outcome.startswith("MemoricError: the 'jobs' lock was lost") and "forked" in outcome
+    with other.lock("jobs", timeout=0):
+        pass
+    other.close()
+
+
+def test_a_child_forked_inside_a_transaction_cannot_use_it_and_reads_once_out_of_it(store):
+    """Before, the child's writes went into the parent's transaction on PostgreSQL (and its
+    leaving the block rolled the parent's back), or were lost on SQLite; then leaving the block
+    raised a bare IndexError. Out of the block, the child reads on a connection of its own: the
+    parent's transaction is not committed yet, so it sees none of it."""
+
+    def refused_inside_then_read_outside(block):
+        with pytest.raises(MemoricError, match="forked inside a transaction"):
+            store.insert_memory(user_id="cy", content="in the parent's transaction, by the child")
+        block.close()
+        return f"refused, then read {len(store.get_memories(user_id='cy'))}"
+
+    with contextlib.ExitStack() as block:
+        block.enter_context(store.atomic())
+        store.insert_memory(user_id="cy", content="by the parent, in its transaction")
+        assert forked_inside(block, refused_inside_then_read_outside) == "refused, then read 0"
+    assert [m["content"] for m in store.get_memories(user_id="cy")] == ["by the parent, in its transaction"]

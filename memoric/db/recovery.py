@@ -21,7 +21,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from memoric.db.jsoncodec import load_json
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, MemoricError
 
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
@@ -30,6 +30,11 @@ _databases: weakref.WeakSet = weakref.WeakSet()  # every memoric Database of thi
 # handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
 # parent's session).
 _inherited: list = []
+INHERITED_TRANSACTION = (
+    "this process was forked inside a transaction of the process it was forked from: that "
+    "transaction stays the parent's, so nothing can be read or written in it here; leave the "
+    "transaction block first (or fork outside it)"
+)
 
 
 class _Recovering:
@@ -52,11 +57,22 @@ class _Recovering:
 
     def forget_the_parents_connections(self) -> None:
         """In a forked child: set aside every connection the parent had opened, untouched, so the
-        parent's sessions go on; the next call here connects anew."""
+        parent's sessions go on; the next call here connects anew, once outside any transaction
+        the parent had begun (`cursor`)."""
+        depth = len(self._state.transactions)
         _inherited.extend(self._take_the_parents_connections())
         if self.thread_safe:
             self._lock = threading.Lock()  # another thread of the parent may have held it
         self._state = type(self._state)()
+        self._state.inherited_transactions = depth
+
+    def pop_transaction(self):
+        """Leave a transaction block; one the parent began before this process was forked from
+        it has nothing to pop here."""
+        if not self._state.transactions and getattr(self._state, "inherited_transactions", 0):
+            self._state.inherited_transactions -= 1
+            return None
+        return super().pop_transaction()
 
     def _take_the_parents_connections(self) -> list:
         """This thread's connection (the only thread a forked child has)."""
@@ -72,7 +88,10 @@ class _Recovering:
         return connection is not None and not self._lost(connection) and self._in_transaction(connection)
 
     def cursor(self, named_cursor=None):
-        """A cursor, on a new connection when this thread's was lost (outside a transaction)."""
+        """A cursor, on a new connection when this thread's was lost (outside a transaction);
+        MemoricError inside a transaction block a parent process began before forking this one."""
+        if getattr(self._state, "inherited_transactions", 0):
+            raise MemoricError(INHERITED_TRANSACTION)
         if not self.in_transaction() and self.connection_lost():
             self._drop_connection()
         return super().cursor(named_cursor)

@@ -177,8 +177,9 @@ class MemoryStore:
                 held = self.dialect.unlock(self.database, handle)
         if not held:
             raise MemoricError(
-                f"the {name!r} lock was lost with the connection to the database during the block: "
-                "what ran after that was not protected by it"
+                f"the {name!r} lock was lost during the block (with the connection to the database, or "
+                "to the process this one was forked from, which took it): what ran after that was not "
+                "protected by it"
             )
 
     def _take_lock(self, name: str, timeout: float | None, on_wait: Callable[[], None] | None):

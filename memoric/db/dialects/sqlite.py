@@ -117,12 +117,17 @@ class SqliteDialect(Dialect):
         except BlockingIOError:
             os.close(handle)
             return None
-        return handle
+        return handle, os.getpid()
 
     def unlock(self, database: peewee.Database, handle) -> bool:
-        """Release the lock; True (a file lock outlives any connection)."""
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        os.close(handle)
+        """Release the lock; False in a process forked from the one that took it, which shares the
+        lock's file description: unlocking there would release the parent's lock."""
+        descriptor, owner = handle
+        if owner != os.getpid():
+            os.close(descriptor)
+            return False
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
         return True
 
     @contextlib.contextmanager
