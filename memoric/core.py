@@ -13,6 +13,7 @@ import copy
 import datetime as dt
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 from memoric import clustering, policies, validation
@@ -25,6 +26,19 @@ from memoric.scoring import Relevance, ScoreFormula
 
 SCOPES = ("thread", "topic", "user")
 Enricher = Callable[[str, dict], dict | None]
+
+
+_every_memoric: weakref.WeakSet = weakref.WeakSet()
+
+
+def _unlock_schema_checks_after_fork() -> None:
+    """In a forked child: a schema check another thread of the parent was running did not come
+    along, and the lock it held would never be released here."""
+    for memoric in list(_every_memoric):
+        memoric._schema_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_schema_checks_after_fork)
 
 
 class Memoric:
@@ -63,6 +77,7 @@ class Memoric:
         self.migrations = Migrations(self.store, app_dir=resolve_app_dir(app_dir, self.config))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        _every_memoric.add(self)
 
     def __repr__(self) -> str:
         return f"Memoric({self.store!r})"

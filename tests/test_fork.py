@@ -197,11 +197,13 @@ def test_a_child_leaving_a_lock_block_it_was_forked_in_leaves_the_lock_to_its_pa
     other.close()
 
 
-def test_a_child_forked_inside_a_transaction_cannot_use_it_and_reads_once_out_of_it(store):
+@pytest.mark.parametrize("blocks", [1, 2], ids=["atomic", "nested atomic"])
+def test_a_child_forked_inside_a_transaction_cannot_use_it_and_reads_once_out_of_it(store, blocks):
     """Before, the child's writes went into the parent's transaction on PostgreSQL (and its
     leaving the block rolled the parent's back), or were lost on SQLite; then leaving the block
-    raised a bare IndexError. Out of the block, the child reads on a connection of its own: the
-    parent's transaction is not committed yet, so it sees none of it."""
+    raised a bare IndexError (a nested one's savepoint, a MemoricError). Out of the blocks, the
+    child reads on a connection of its own: the parent's transaction is not committed yet, so it
+    sees none of it. A grandchild forked there is refused the same way."""
 
     def refused_inside_then_read_outside(block):
         with pytest.raises(MemoricError, match="forked inside a transaction"):
@@ -209,8 +211,51 @@ def test_a_child_forked_inside_a_transaction_cannot_use_it_and_reads_once_out_of
         block.close()
         return f"refused, then read {len(store.get_memories(user_id='cy'))}"
 
+    def grandchild_then_child(block):
+        grandchild = forked_inside(block, refused_inside_then_read_outside)
+        return f"{grandchild}; {refused_inside_then_read_outside(block)}"
+
     with contextlib.ExitStack() as block:
-        block.enter_context(store.atomic())
+        for _ in range(blocks):
+            block.enter_context(store.atomic())
         store.insert_memory(user_id="cy", content="by the parent, in its transaction")
         assert forked_inside(block, refused_inside_then_read_outside) == "refused, then read 0"
+        expected = "refused, then read 0; refused, then read 0"
+        assert forked_inside(block, grandchild_then_child) == expected
     assert [m["content"] for m in store.get_memories(user_id="cy")] == ["by the parent, in its transaction"]
+
+
+def test_a_child_forked_while_another_thread_checks_the_schema_checks_it_itself(dsn):
+    """Another thread of the parent held the facade's schema-check lock at the fork: the child
+    waited for it for ever (bounded here)."""
+    from memoric import Memoric
+
+    Memoric(dsn=dsn, auto_migrate=True).ensure_schema()
+    memoric = Memoric(dsn=dsn)  # checks the schema at its first call
+    store = MemoryStore(dsn)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_check():
+        with memoric._schema_lock:
+            held.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_check)
+    holder.start()
+    held.wait(timeout=60)
+
+    def save_in_a_thread(_):
+        saved = []
+        save = lambda: saved.append(memoric.save("cy", "by the child"))  # noqa: E731
+        worker = threading.Thread(target=save, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        return "saved" if saved else "waited for a lock nobody here holds"
+
+    try:
+        assert in_a_child(store, save_in_a_thread) == {"result": "saved"}
+    finally:
+        release.set()
+        holder.join()
+    assert [m["content"] for m in memoric.retrieve("cy", scope="user")] == ["by the child"]
+    store.close()

@@ -59,7 +59,7 @@ class _Recovering:
         """In a forked child: set aside every connection the parent had opened, untouched, so the
         parent's sessions go on; the next call here connects anew, once outside any transaction
         the parent had begun (`cursor`)."""
-        depth = len(self._state.transactions)
+        depth = len(self._state.transactions) + getattr(self._state, "inherited_transactions", 0)
         _inherited.extend(self._take_the_parents_connections())
         if self.thread_safe:
             self._lock = threading.Lock()  # another thread of the parent may have held it
@@ -120,7 +120,13 @@ class _Recovering:
 
 
 class _Savepoint(peewee._savepoint):
-    """peewee's savepoint, not rolled back on leaving it when the engine ended the whole transaction."""
+    """peewee's savepoint, not rolled back on leaving it when the engine ended the whole
+    transaction, nor released in a process forked inside it (the transaction is the parent's)."""
+
+    def commit(self, begin: bool = True) -> None:
+        """RELEASE the savepoint, unless this process was forked inside its transaction."""
+        if not getattr(self.db._state, "inherited_transactions", 0):
+            super().commit(begin)
 
     def rollback(self, begin: bool = True) -> None:
         """ROLLBACK TO the savepoint, unless leaving it after the engine ended the transaction."""
