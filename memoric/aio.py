@@ -23,12 +23,11 @@ import inspect
 import os
 import queue
 import threading
-import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from memoric import validation
+from memoric import forking, validation
 from memoric.core import Memoric
 from memoric.db.connection import close_idle, pool_capacity
 from memoric.errors import ConfigError, MemoricError
@@ -51,7 +50,7 @@ class _Workers:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._to_restart = 0  # threads to start afresh in a forked child, at its first call
-        _every_workers.add(self)
+        forking.register(self)
 
     def grow(self, count: int) -> None:
         """Start `count` more threads."""
@@ -64,7 +63,7 @@ class _Workers:
             self._threads.append(threading.Thread(target=self._serve, name=name, daemon=True))
             self._threads[-1].start()
 
-    def forget_the_parents_threads(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In a forked child (one thread, before anything else runs): the threads did not come
         along, and the parent's queued calls are the parent's. Start as many afresh at the first call."""
         self._jobs, self._lock = queue.SimpleQueue(), threading.Lock()
@@ -114,17 +113,6 @@ class _Workers:
             thread.join()
         if self._errors:
             raise self._errors[0]
-
-
-_every_workers: weakref.WeakSet = weakref.WeakSet()
-
-
-def _forget_the_parents_threads() -> None:
-    for workers in list(_every_workers):
-        workers.forget_the_parents_threads()
-
-
-os.register_at_fork(after_in_child=_forget_the_parents_threads)
 
 
 class AsyncMemoric:

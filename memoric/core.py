@@ -13,10 +13,9 @@ import copy
 import datetime as dt
 import os
 import threading
-import weakref
 from collections.abc import Callable
 
-from memoric import clustering, policies, validation
+from memoric import clustering, forking, policies, validation
 from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.db import recall_queries
 from memoric.db.store import MemoryStore, utc_now
@@ -26,19 +25,6 @@ from memoric.scoring import Relevance, ScoreFormula
 
 SCOPES = ("thread", "topic", "user")
 Enricher = Callable[[str, dict], dict | None]
-
-
-_every_memoric: weakref.WeakSet = weakref.WeakSet()
-
-
-def _unlock_schema_checks_after_fork() -> None:
-    """In a forked child: a schema check another thread of the parent was running did not come
-    along, and the lock it held would never be released here."""
-    for memoric in list(_every_memoric):
-        memoric._schema_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_unlock_schema_checks_after_fork)
 
 
 class Memoric:
@@ -77,10 +63,15 @@ class Memoric:
         self.migrations = Migrations(self.store, app_dir=resolve_app_dir(app_dir, self.config))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        _every_memoric.add(self)
+        forking.register(self)
 
     def __repr__(self) -> str:
         return f"Memoric({self.store!r})"
+
+    def after_fork_in_child(self) -> None:
+        """A schema check another thread of the parent was running did not come along, and the
+        lock it held would never be released here."""
+        self._schema_lock = threading.Lock()
 
     def __enter__(self) -> Memoric:
         return self

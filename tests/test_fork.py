@@ -230,7 +230,8 @@ def test_a_child_forked_while_another_thread_checks_the_schema_checks_it_itself(
     waited for it for ever (bounded here)."""
     from memoric import Memoric
 
-    Memoric(dsn=dsn, auto_migrate=True).ensure_schema()
+    with Memoric(dsn=dsn, auto_migrate=True) as builder:
+        builder.ensure_schema()
     memoric = Memoric(dsn=dsn)  # checks the schema at its first call
     store = MemoryStore(dsn)
     held, release = threading.Event(), threading.Event()
@@ -258,4 +259,5 @@ def test_a_child_forked_while_another_thread_checks_the_schema_checks_it_itself(
         release.set()
         holder.join()
     assert [m["content"] for m in memoric.retrieve("cy", scope="user")] == ["by the child"]
+    memoric.close()
     store.close()

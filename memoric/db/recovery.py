@@ -15,17 +15,16 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from memoric import forking
 from memoric.db.jsoncodec import load_json
 from memoric.errors import ConfigError, MemoricError
 
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
-_databases: weakref.WeakSet = weakref.WeakSet()  # every memoric Database of this process
 # The connections a forked child inherited: never used, and never closed there (closing a SQLite
 # handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
 # parent's session).
@@ -53,13 +52,13 @@ class _Recovering:
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _databases.add(self)
+        forking.register(self)
 
-    def forget_the_parents_connections(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In a forked child: set aside every connection the parent had opened, untouched, so the
         parent's sessions go on; the next call here connects anew, once outside any transaction
         the parent had begun (`cursor`)."""
-        depth = len(self._state.transactions) + getattr(self._state, "inherited_transactions", 0)
+        depth = len(self._state.transactions) + self.inherited_transactions()
         _inherited.extend(self._take_the_parents_connections())
         if self.thread_safe:
             self._lock = threading.Lock()  # another thread of the parent may have held it
@@ -69,10 +68,15 @@ class _Recovering:
     def pop_transaction(self):
         """Leave a transaction block; one the parent began before this process was forked from
         it has nothing to pop here."""
-        if not self._state.transactions and getattr(self._state, "inherited_transactions", 0):
+        if not self._state.transactions and self.inherited_transactions():
             self._state.inherited_transactions -= 1
             return None
         return super().pop_transaction()
+
+    def inherited_transactions(self) -> int:
+        """How deep in transaction blocks the parent had begun this thread is (0 unless this
+        process was forked inside one; a thread started here has none)."""
+        return getattr(self._state, "inherited_transactions", 0)
 
     def _take_the_parents_connections(self) -> list:
         """This thread's connection (the only thread a forked child has)."""
@@ -90,7 +94,7 @@ class _Recovering:
     def cursor(self, named_cursor=None):
         """A cursor, on a new connection when this thread's was lost (outside a transaction);
         MemoricError inside a transaction block a parent process began before forking this one."""
-        if getattr(self._state, "inherited_transactions", 0):
+        if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
         if not self.in_transaction() and self.connection_lost():
             self._drop_connection()
@@ -125,7 +129,7 @@ class _Savepoint(peewee._savepoint):
 
     def commit(self, begin: bool = True) -> None:
         """RELEASE the savepoint, unless this process was forked inside its transaction."""
-        if not getattr(self.db._state, "inherited_transactions", 0):
+        if not self.db.inherited_transactions():
             super().commit(begin)
 
     def rollback(self, begin: bool = True) -> None:
@@ -255,11 +259,3 @@ def _create_private_file(path: str) -> None:
         return
     except OSError as exc:
         raise ConfigError(f"cannot open database file {path!r}: cannot create it: {exc.strerror}") from None
-
-
-def _forget_inherited_connections() -> None:
-    for database in list(_databases):
-        database.forget_the_parents_connections()
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)
