@@ -145,24 +145,37 @@ def _plan_lines(result: dict) -> list[str]:
     return lines
 
 
-# What the no-match filter's plan shows when its dialect's metadata index serves it (on Citus,
-# in the plan of a shard, whose index names end in the shard's number).
+# What the plans of the no-match filters show when their dialect's metadata index serves them,
+# in a step that ran (on Citus, in the plan of a shard, whose index names end in the shard's
+# number): everyone's values, then one user's.
 INDEX_STEPS = {
-    "postgresql": "Bitmap Index Scan on idx_memories_metadata_gin",
-    "citus": "Bitmap Index Scan on idx_memories_metadata_gin",
-    "sqlite": "USING PRIMARY KEY (name=? AND value=?",  # the keys table, aliased in the query
+    "filter_no_match": {
+        "postgresql": "Bitmap Index Scan on idx_memories_metadata_gin",
+        "citus": "Bitmap Index Scan on idx_memories_metadata_gin",
+        "sqlite": "USING PRIMARY KEY (name=? AND value=?",  # the keys table, aliased in the query
+    },
+    "filter_no_match_user": {
+        "postgresql": "Bitmap Index Scan on idx_memories_user_metadata_gin",
+        "citus": "Bitmap Index Scan on idx_memories_user_metadata_gin",
+        "sqlite": "USING PRIMARY KEY (name=? AND value=? AND user_id=?",
+    },
 }
 
 
-def index_served(result: dict) -> bool:
-    """Whether the no-match containment filter was served by the dialect's metadata index."""
-    plan = result.get("plans", {}).get("filter_no_match", {}).get("plan", [])
-    return any(INDEX_STEPS[result["dialect"]] in step for step in plan)
+def index_served(result: dict, query: str = "filter_no_match") -> bool:
+    """Whether a no-match containment filter was served by the dialect's metadata index."""
+    plan = result.get("plans", {}).get(query, {}).get("plan", [])
+    step = INDEX_STEPS[query][result["dialect"]]
+    return any(step in line and "never executed" not in line for line in plan)
 
 
 def index_check(result: dict) -> str:
-    verdict = "served by" if index_served(result) else "NOT served by"
-    return f"filter_no_match {verdict} {INDEX_STEPS[result['dialect']]}"
+    """One line per no-match filter: whether its dialect's metadata index served it."""
+    checks = []
+    for query, steps in INDEX_STEPS.items():
+        verdict = "served by" if index_served(result, query) else "NOT served by"
+        checks.append(f"{query} {verdict} {steps[result['dialect']]}")
+    return "; ".join(checks)
 
 
 def run_text(result: dict) -> str:

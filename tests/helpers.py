@@ -155,10 +155,11 @@ FOURTH = "004_bigint_ids"
 FIFTH = "005_metadata_keys"
 POSTINGS = "006_text_postings"
 DISTRIBUTE = "007_distribute_on_citus"
+USER_METADATA = "008_user_metadata_index"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE, USER_METADATA]
 HEAD = SHIPPED[-1]
 
 

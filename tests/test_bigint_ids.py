@@ -19,7 +19,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, MigrationError, ValidationError
 from memoric.migrate import Migrations
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.helpers import FIFTH, FOURTH, HEAD, POSTINGS, THIRD, all_rows, id_counters, schema
+from tests.helpers import FOURTH, HEAD, SHIPPED, THIRD, all_rows, id_counters, schema
 
 PAST_32_BITS = 2**31
 LARGEST = 2**63 - 1
@@ -94,7 +94,7 @@ def test_upgrade_from_003_widens_the_ids_and_keeps_every_row(store, new_dsn):
     before = all_rows(store)
     narrow = id_columns(store)
 
-    assert migrations.upgrade() == [FOURTH, FIFTH, POSTINGS, HEAD]
+    assert migrations.upgrade() == SHIPPED[3:]
     assert all_rows(store) == before
     reference = MemoryStore(new_dsn())
     Migrations(reference).init_db()
@@ -104,7 +104,7 @@ def test_upgrade_from_003_widens_the_ids_and_keeps_every_row(store, new_dsn):
         assert narrow == {"memories": "integer", "memory_clusters": "integer"}
         assert id_columns(store) == {"memories": "bigint", "memory_clusters": "bigint"}
 
-    assert migrations.downgrade(THIRD) == [HEAD, POSTINGS, FIFTH, FOURTH]
+    assert migrations.downgrade(THIRD) == list(reversed(SHIPPED[3:]))
     assert schema(store) == at_003
     assert all_rows(store) == before
 
@@ -124,7 +124,7 @@ def test_the_rollback_refuses_while_an_id_needs_64_bits(store):
         assert (migrations.current(), all_rows(store), schema(store)) == (HEAD, before, built)
     else:
         rolled_back = migrations.downgrade(THIRD)
-        assert rolled_back == [HEAD, POSTINGS, FIFTH, FOURTH], "SQLite's integer key held 64 bits before 004"
+        assert rolled_back == list(reversed(SHIPPED[3:])), "SQLite's integer key held 64 bits before 004"
         assert store.get_memory(wide)["content"] == "wide"
 
 

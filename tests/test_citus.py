@@ -20,11 +20,23 @@ from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
 from memoric.migrate.runner import intercepted
 from memoric.transfer import export_memoric, import_jsonl
-from tests.helpers import HEAD, MEMORIC_TABLES, NOW, POSTINGS, Clock, schema, selected_dialects
+from tests.helpers import (
+    DISTRIBUTE,
+    HEAD,
+    MEMORIC_TABLES,
+    NOW,
+    POSTINGS,
+    SHIPPED,
+    Clock,
+    schema,
+    selected_dialects,
+)
 
 pytestmark = pytest.mark.citus
 
 # Each table's primary key on Citus: its key on plain PostgreSQL, then user_id.
+# The migrations from 007 on: what a downgrade to 006 rolls back, and the upgrade after it applies.
+FROM_007 = SHIPPED[SHIPPED.index(DISTRIBUTE) :]
 DISTRIBUTED_KEYS = {
     "memories": ["id", "user_id"],
     "memory_clusters": ["cluster_id", "user_id"],
@@ -111,13 +123,13 @@ def test_downgrade_and_upgrade_keep_every_row(new_citus_url):
     ]
     memoric.rebuild_clusters()
     before = (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric))
-    assert memoric.migrations.downgrade("-1") == [HEAD]
+    assert memoric.migrations.downgrade(POSTINGS) == list(reversed(FROM_007))
     assert distribution(memoric) == {}
     assert {table: primary_key(memoric, table) for table in MEMORIC_TABLES} == {
         table: columns[:-1] for table, columns in DISTRIBUTED_KEYS.items()
     }
     assert (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric)) == before
-    assert memoric.migrations.upgrade() == [HEAD]
+    assert memoric.migrations.upgrade() == FROM_007
     assert_distributed(memoric)
     assert (memoric.db.get_memories(limit=None), memoric.get_clusters(), postings_rows(memoric)) == before
     assert memoric.save("a", "after") > max(ids)
@@ -143,7 +155,7 @@ def test_stamping_back_and_upgrading_again_adopts_the_distributed_tables(new_cit
     memoric.migrate()
     memoric.migrations.stamp(POSTINGS)
     assert memoric.migrations.current() == POSTINGS
-    assert memoric.migrations.upgrade() == [HEAD]
+    assert memoric.migrations.upgrade() == FROM_007
     assert_distributed(memoric)
     memoric.close()
 
@@ -155,8 +167,8 @@ def test_a_database_at_head_before_citus_is_distributed_by_running_007_again(new
     memoric.migrations.stamp(HEAD)  # what an upgrade on PostgreSQL without Citus leaves
     saved = memoric.save("ada", "kept")
     assert distribution(memoric) == {}
-    assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
-    assert memoric.migrations.upgrade() == [HEAD]
+    assert memoric.migrations.downgrade(POSTINGS) == list(reversed(FROM_007))
+    assert memoric.migrations.upgrade() == FROM_007
     assert_distributed(memoric)
     assert [m["id"] for m in memoric.retrieve("ada", scope="user")] == [saved]
     memoric.close()
@@ -190,9 +202,9 @@ def test_the_step_changes_nothing_without_citus(plain, tmp_path, request):
     memoric = Memoric(url)
     memoric.migrate(POSTINGS)
     before = schema(memoric.migrations.store)
-    assert memoric.migrations.upgrade() == [HEAD]
+    assert memoric.migrations.upgrade(DISTRIBUTE) == [DISTRIBUTE]
     assert schema(memoric.migrations.store) == before
-    assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
+    assert memoric.migrations.downgrade(POSTINGS) == [DISTRIBUTE]
     assert schema(memoric.migrations.store) == before
     memoric.close()
 
@@ -366,8 +378,8 @@ def test_a_store_opened_before_the_tables_were_distributed_still_refuses_a_taken
     agent.migrations.stamp(HEAD)  # plain tables with Citus installed
     taken = agent.save("ada", "ada's")  # the agent's store now knows the tables as plain
     deploy = Memoric(url)
-    assert deploy.migrations.downgrade(POSTINGS) == [HEAD]
-    assert deploy.migrations.upgrade() == [HEAD]
+    assert deploy.migrations.downgrade(POSTINGS) == list(reversed(FROM_007))
+    assert deploy.migrations.upgrade() == FROM_007
     assert_distributed(deploy)
     duplicate = 'duplicate key value violates unique constraint "memories_pkey"'
     with pytest.raises(MemoricError, match=duplicate):
@@ -452,7 +464,7 @@ def test_rolling_007_back_while_an_agent_saves_makes_the_saves_wait(new_citus_ur
     thread.start()
     try:
         assert started.wait(60)
-        assert memoric.migrations.downgrade(POSTINGS) == [HEAD]
+        assert memoric.migrations.downgrade(POSTINGS) == list(reversed(FROM_007))
         rolled_back_at.append(len(saved))
         assert saved_after.wait(60)
     finally:

@@ -18,9 +18,9 @@ from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
+    DISTRIBUTE,
     FIFTH,
     FIRST,
-    FOURTH,
     HEAD,
     POSTINGS,
     SHIPPED,
@@ -67,11 +67,12 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {POSTINGS}\n" in result.stdout
+    assert f"is at {DISTRIBUTE}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"Rolled back {POSTINGS}\nRolled back {FIFTH}\nRolled back {FOURTH}\n")
+    rolled_back = f"Rolled back {DISTRIBUTE}\nRolled back {POSTINGS}\nRolled back {FIFTH}\n"
+    assert result.stdout.startswith(rolled_back)
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}
 

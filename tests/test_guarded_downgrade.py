@@ -24,14 +24,9 @@ from memoric.migrate import Migrations
 from tests.helpers import (
     ADD_IMPORTANCE,
     CLI,
-    FIFTH,
     FIRST,
-    FOURTH,
     HEAD,
-    POSTINGS,
-    SECOND,
     SHIPPED,
-    THIRD,
     all_rows,
     chain,
     history_names,
@@ -68,7 +63,7 @@ def state(store: MemoryStore) -> tuple:
 def test_downgrade_of_an_empty_database_needs_no_confirmation(store):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == list(reversed(SHIPPED))
     assert history_names(store) == []
 
 
@@ -94,7 +89,7 @@ def test_a_downgrade_that_drops_nothing_needs_no_confirmation(store):
     migrations.upgrade()
     fill(store)
     rows = all_rows(store)
-    assert migrations.downgrade("001") == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD, SECOND]
+    assert migrations.downgrade("001") == list(reversed(SHIPPED[1:]))
     assert all_rows(store) == rows
 
 

@@ -16,10 +16,6 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
 from tests.helpers import (
-    FIFTH,
-    FOURTH,
-    HEAD,
-    POSTINGS,
     SECOND,
     SHIPPED,
     THIRD,
@@ -127,11 +123,11 @@ def test_003_rollback_restores_002_and_upgrade_again_keeps_everything(store, new
     fill(store)
     before = all_rows(store)
 
-    assert migrations.downgrade(SECOND) == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD]
+    assert migrations.downgrade(SECOND) == list(reversed(SHIPPED[2:]))
     assert schema(store) == schema(at_002)
     assert all_rows(store) == before
     assert history_names(store)[-1] == SECOND
-    assert migrations.upgrade() == [THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
+    assert migrations.upgrade() == SHIPPED[2:]
     assert all_rows(store) == before
     at_002.close()
 

@@ -109,7 +109,7 @@ def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command)
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["7", "007", "0007", "+6", "+06", HEAD])
+@pytest.mark.parametrize("target", ["8", "008", "0008", "+7", "+07", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)

@@ -28,6 +28,7 @@ from memoric.migrate import (
 )
 from tests.helpers import (
     ADD_IMPORTANCE,
+    DISTRIBUTE,
     FIFTH,
     FIRST,
     FOURTH,
@@ -115,7 +116,7 @@ def test_migrated_schema_serves_the_store(store):
 def test_downgrade_base_leaves_only_the_history_table_and_upgrade_again(store, model_schema):
     migrations = Migrations(store)
     migrations.upgrade()
-    assert migrations.downgrade("base") == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert migrations.downgrade("base") == list(reversed(SHIPPED))
     assert tables(store) == {HISTORY_TABLE}
     assert history_names(store) == []
     assert migrations.current() is None
@@ -133,7 +134,7 @@ def test_data_survives_downgrade_and_upgrade_of_a_later_migration(store, tmp_pat
     migrations = Migrations(
         store, migrate_dir=chain(tmp_path / "chain", **{"090_add_importance": ADD_IMPORTANCE})
     )
-    assert migrations.upgrade("007") == SHIPPED
+    assert migrations.upgrade(HEAD) == SHIPPED
     ids = [store.insert_memory(user_id="ada", content=f"memory {n}", metadata={"n": n}) for n in range(3)]
     cluster_id = store.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
     before = store.get_memories(user_id="ada")
@@ -205,7 +206,7 @@ def test_002_upgrade_leaves_one_thread_index_and_the_data_unchanged(store, model
     before = fill_threads(store)
     old_oid = index_oid(store, OLD_THREAD_INDEX) if store.is_postgres else None
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
+    assert migrations.upgrade() == SHIPPED[1:]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert OLD_THREAD_INDEX not in indexes(store, "memories")
     assert schema(store) == model_schema
@@ -221,7 +222,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     assert migrations.upgrade() == SHIPPED
     before = fill_threads(store)
     # On Citus, 007's undo rebuilds the tables: 002's rename is checked from 002.
-    assert migrations.downgrade(SECOND) == [HEAD, POSTINGS, FIFTH, FOURTH, THIRD]
+    assert migrations.downgrade(SECOND) == list(reversed(SHIPPED[2:]))
     oid = index_oid(store, THREAD_INDEX) if store.is_postgres else None
 
     assert migrations.downgrade("001") == [SECOND]
@@ -232,7 +233,7 @@ def test_002_downgrade_restores_both_001_thread_indexes(store, model_schema, sch
     if store.is_postgres:
         assert index_oid(store, OLD_THREAD_INDEX) == oid, "renamed back, not rebuilt"
 
-    assert migrations.upgrade() == [SECOND, THIRD, FOURTH, FIFTH, POSTINGS, HEAD]
+    assert migrations.upgrade() == SHIPPED[1:]
     assert thread_indexes(store) == THREAD_INDEXES_AT_002
     assert schema(store) == model_schema
     assert all_rows(store) == before
@@ -350,9 +351,9 @@ def test_relative_and_named_targets(longer):
     assert longer.current() == FIRST
     assert longer.upgrade("head") == [*SHIPPED[1:], "090_importance", "091_weight"]
     assert longer.downgrade("head") == []
-    assert longer.downgrade("7") == ["091_weight", "090_importance"]
+    assert longer.downgrade("8") == ["091_weight", "090_importance"]
     assert longer.downgrade() == [HEAD]
-    assert longer.downgrade("base") == [POSTINGS, FIFTH, FOURTH, THIRD, SECOND, FIRST]
+    assert longer.downgrade("base") == list(reversed(SHIPPED[:-1]))
     assert longer.current() is None
 
 
@@ -364,11 +365,12 @@ def test_relative_and_named_targets(longer):
             "nonsense",
             "unknown migration target 'nonsense'.*"
             "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
-            "005_metadata_keys, 006_text_postings, 007_distribute_on_citus, 090_importance, 091_weight",
+            "005_metadata_keys, 006_text_postings, 007_distribute_on_citus, 008_user_metadata_index, "
+            "090_importance, 091_weight",
         ),
-        ("upgrade", "008", "unknown migration target '008'"),
+        ("upgrade", "009", "unknown migration target '009'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+10", "only 9 migration"),
+        ("upgrade", "+11", "only 10 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),
@@ -385,7 +387,7 @@ def test_history_pending_and_current(longer):
     assert longer.current() is None
     assert longer.pending() == [*SHIPPED, "090_importance", "091_weight"]
     assert HISTORY_TABLE not in tables(longer.store), "reading the state writes nothing"
-    longer.upgrade("+8")
+    longer.upgrade("+9")
     history = longer.history()
     assert [(row["name"], row["applied"]) for row in history] == [
         (FIRST, True),
@@ -394,12 +396,13 @@ def test_history_pending_and_current(longer):
         (FOURTH, True),
         (FIFTH, True),
         (POSTINGS, True),
+        (DISTRIBUTE, True),
         (HEAD, True),
         ("090_importance", True),
         ("091_weight", False),
     ]
     assert history[0]["applied_at"].utcoffset().total_seconds() == 0
-    assert history[8]["applied_at"] is None
+    assert history[9]["applied_at"] is None
     assert longer.pending() == ["091_weight"]
     assert longer.current() == "090_importance"
 
@@ -417,7 +420,7 @@ def test_stamp_moves_the_version_without_ddl(longer):
     longer.upgrade()
     built = schema(store)
     assert longer.stamp("-1") == "090_importance"
-    assert longer.stamp("-2") == POSTINGS
+    assert longer.stamp("-2") == DISTRIBUTE
     assert longer.stamp("+1") == HEAD
     assert longer.stamp("090") == "090_importance"
     assert history_names(store) == [*SHIPPED, "090_importance"]
@@ -513,7 +516,7 @@ def test_ensure_schema_refuses_a_database_at_the_first_shipped_migration(store):
     migrations.upgrade(FIRST)
     with pytest.raises(
         MigrationError,
-        match=rf"6 pending .*\({', '.join(SHIPPED[1:])}\); run `memoric migrate upgrade`",
+        match=rf"7 pending .*\({', '.join(SHIPPED[1:])}\); run `memoric migrate upgrade`",
     ):
         migrations.ensure_schema()
     assert migrations.current() == FIRST

@@ -1,7 +1,8 @@
 """Pages of one user's metadata-filtered memories equal the reference, whichever way the store finds them.
 
-On PostgreSQL `get_memories` first looks among the user's newest rows and asks the GIN index only
-when that window does not fill the page, or when none of its first rows matches; these cases cover
+On PostgreSQL `get_memories` first looks among the user's newest rows and asks the GIN index of
+the user's values only when that window does not fill the page, when none of its first rows
+matches, or when few of them do and the window holds every row of the user; these cases cover
 a full window, a window that comes up short (holding every row of the user, or not), a value only
 old rows hold, one the newest rows hold and then only old ones, offsets, other users' rows in
 between, and ties on `created_at`.

@@ -63,12 +63,18 @@ def checked_filters(
 
 def filter_nodes(store: MemoryStore, checked: dict) -> list:
     """SQL conditions for validated filters (equality values may be `slot`s)."""
-    m = store.Memory
-    conditions = [getattr(m, name) == checked[name] for name in EQUALITY_FILTERS if checked[name] is not None]
+    m, user_id, pattern = store.Memory, checked["user_id"], checked["where_metadata"]
+    users_filter = bool(pattern) and user_id is not None  # the dialect words the user and the pattern
+    equal = [name for name in EQUALITY_FILTERS if checked[name] is not None]
+    if users_filter:
+        equal.remove("user_id")
+    conditions = [getattr(m, name) == checked[name] for name in equal]
     if checked.get("metadata_key") is not None:
         conditions.append(checked["metadata_key"].holders(m.id))
-    if checked["where_metadata"]:
-        conditions.append(m.metadata.contains(checked["where_metadata"]))
+    if users_filter:
+        conditions += store.dialect.user_holds(store.database, m, user_id, pattern)
+    elif pattern:
+        conditions.append(m.metadata.contains(pattern))
     if checked["related_threads_any_of"] is not None:
         conditions.append(related_to(store, checked["related_threads_any_of"]))
     if checked["summarized"] is not None:
@@ -150,12 +156,15 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     (see `MemoryStore._from_newest_rows`).
 
     `hits` walks the user's newest `window` rows newest first, testing each, and stops when the
-    page is full: a common value reads a few rows. When not one of the newest `probe` rows
-    matches (`rare`), the walk would seldom fill the page: the statement reads the whole filter
-    at once (`rest`, through the JSON index) and never walks. Otherwise the page is `hits` when it
-    is full, or when the window holds every row of the user (`seen`, counted only then); else
-    `rest`. Each branch is guarded by a one-time condition, so the one not taken is never run;
-    every branch gives the exact page.
+    page is full: a common value reads a few rows. `probe` counts the matches among the newest
+    `probe` rows, up to `common`. When there are none, or fewer than `common` and the window
+    holds every row of the user (`seen`), the walk would read many rows for a few matches: the
+    statement reads the filter through the JSON index instead (`rest`) and never walks.
+    Otherwise the page is `hits` when it is full, or when the window holds every row of the user;
+    else `rest`. Each branch is guarded by one-time conditions, so a branch not taken is never
+    run (nor `seen` counted unless asked); every branch gives the exact page. `rest` reads every
+    match and sorts them (`OFFSET 0` keeps the planner from walking the newest rows of the table
+    instead: the branch runs when the newest rows hold few matches, where that walk is longest).
     """
     m, mark = store.Memory, store.database.param
     newest = filter_nodes(store, slotted({**checked, "where_metadata": None, "metadata_key": None}))
@@ -165,27 +174,30 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     seen_sql, seen_params = seen.sql()
     contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
     test_sql, test_params = store.database.get_sql_context().sql(contained).query()
-    rest_sql, rest_params = newest_first(store, slotted(checked), 1, int(offset)).sql()
+    matches_sql, rest_params = select_memories(store, filter_nodes(store, slotted(checked))).sql()
     page = f"LIMIT {mark} OFFSET {mark}" if offset else f"LIMIT {mark}"
     page_params = [Slot("limit"), Slot("offset")] if offset else [Slot("limit")]
     order_sql = '"created_at" DESC, "id" DESC'
-    rare = 'EXISTS (SELECT 1 FROM "rare")'
+    matches = '(SELECT "matches" FROM "probe")'
     short = f'(SELECT count(*) FROM "hits") < {mark}'
     covered = f'(SELECT "rows" FROM "seen") < {mark}'
+    indexed = f"({matches} = 0 OR ({matches} < {mark} AND {covered}))"
     sql = (
-        f'WITH "rare" AS MATERIALIZED (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
-        f"WHERE {test_sql})), "
+        f'WITH "probe" AS MATERIALIZED (SELECT count(*) AS "matches" FROM '
+        f'(SELECT 1 FROM ({probe_sql}) AS "t1" WHERE {test_sql} LIMIT {mark}) AS "t2"), '
         f'"hits" AS MATERIALIZED (SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
         f"ORDER BY {order_sql} {page}), "
         f'"seen" AS MATERIALIZED (SELECT count(*) AS "rows" FROM ({seen_sql}) AS "t1") '
-        f'SELECT * FROM "hits" WHERE NOT {rare} AND (NOT {short} OR {covered}) '
-        f'UNION ALL SELECT * FROM ({rest_sql}) AS "rest" WHERE {rare} OR ({short} AND NOT {covered}) '
+        f'SELECT * FROM "hits" WHERE NOT {indexed} AND (NOT {short} OR {covered}) '
+        f'UNION ALL SELECT * FROM (SELECT * FROM ({matches_sql} OFFSET 0) AS "t1" '
+        f'ORDER BY {order_sql} {page}) AS "rest" WHERE {indexed} OR ({short} AND NOT {covered}) '
         f"ORDER BY {order_sql}"
     )
     guards = [Slot("limit"), Slot("window")]
+    first = [Slot("common"), Slot("window")]
     params = [
-        *probe_params, *test_params, *window_params, *test_params, *page_params,
-        *seen_params, *guards, *rest_params, *guards,
+        *probe_params, *test_params, Slot("common"), *window_params, *test_params, *page_params,
+        *seen_params, *first, *guards, *rest_params, *page_params, *first, *guards,
     ]  # fmt: skip
     return sql, params
 

@@ -277,11 +277,16 @@ CLUSTER_INDEXES = {
 TERM_INDEXES = {"idx_memory_terms_lookup": ("user_id", "namespace", "term", "memory_id", "tf", "dl")}
 DOCUMENT_INDEXES = {"idx_memory_documents_scope": ("user_id", "namespace", "length")}
 UNIQUE_INDEXES = {"idx_cluster_unique"}
-# PostgreSQL only: GIN indexes serve `@>` (metadata) and `?|` (related_threads).
-# jsonb_path_ops is smaller and faster for `@>`; `?|` needs the default jsonb_ops.
+# The metadata of a memory under its user's id, `{user_id: metadata}`: jsonb_path_ops hashes each
+# key with its whole path, so a GIN index of it finds one user's holders of a value alone.
+USER_METADATA = "jsonb_set('{}'::jsonb, ARRAY[CAST(user_id AS text)], metadata)"
+# PostgreSQL only: GIN indexes serve `@>` (metadata, and a user's metadata) and `?|`
+# (related_threads). jsonb_path_ops is smaller and faster for `@>`; `?|` needs the default
+# jsonb_ops. A name in parentheses is an expression.
 GIN_INDEXES = {
     "idx_memories_metadata_gin": ("metadata", "jsonb_path_ops"),
     "idx_memories_related_threads_gin": ("related_threads", "jsonb_ops"),
+    "idx_memories_user_metadata_gin": (f"({USER_METADATA})", "jsonb_path_ops"),
 }
 
 

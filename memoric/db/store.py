@@ -55,7 +55,8 @@ DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 LOCK_POLL_SECONDS = 0.05
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
-PROBE_PER_ROW = 1  # the newest rows probed per row asked for: no match among them, use the index
+PROBE_PER_ROW = 1  # the newest rows probed per row asked for, to tell a common value from a rare one
+COMMON_ONE_IN = 10  # a value held by one in this many of them is common: walk the newest rows
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
@@ -289,15 +290,17 @@ class MemoryStore:
         user's rows. The rows are walked newest first and the walk stops when the page is full, so
         a common value costs a few rows where PostgreSQL's GIN index would collect every row
         holding it (15 ms for a value in 5 % of 1M rows). A value none of the first
-        PROBE_PER_ROW × (offset + limit) rows holds is taken for a rare one: the same statement
-        asks the index instead of reading the rest of the window (`window_statement`).
+        PROBE_PER_ROW × (offset + limit) rows holds is taken for a rare one, and so is one fewer
+        than one in COMMON_ONE_IN of them hold when the window holds every row of the user: the
+        same statement asks the index of the user's values instead of walking (`window_statement`).
         """
         key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
         wanted = values["offset"] + values["limit"]
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
         probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
-        values = {**values, "window": window, "probe": probe}
+        common = min(max(1, probe // COMMON_ONE_IN), validation.MAX_INT)
+        values = {**values, "window": window, "probe": probe, "common": common}
         return memory_rows(self, sql, bind(params, values))
 
     @translate_errors

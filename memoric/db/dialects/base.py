@@ -76,6 +76,11 @@ class Dialect(abc.ABC):
         """`column.contains(pattern)` as a test of each row, never a search of a JSON index."""
 
     @abc.abstractmethod
+    def user_holds(self, database: peewee.Database, memory, user_id, pattern: dict) -> list:
+        """Conditions saying a memory is `user_id`'s and its metadata contains `pattern`, in the
+        form this dialect's indexes serve best."""
+
+    @abc.abstractmethod
     def in_values(self, column, values: list[str]) -> peewee.Node:
         """`column IN values`, for a list of any length."""
 

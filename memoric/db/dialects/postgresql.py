@@ -87,6 +87,23 @@ class PostgresDialect(Dialect):
         by row on the rows another index yields instead of consulting the GIN index."""
         return peewee.fn.jsonb_contains(column, column.db_value(pattern))
 
+    def user_holds(self, database: peewee.Database, memory, user_id, pattern: dict) -> list:
+        """`{user_id: metadata} @> {user_id: pattern}`, served by the GIN index of that expression
+        (USER_METADATA), which finds one user's holders of a value without reading anyone else's;
+        and `user_id = ?`, which the expression implies, for the planner's estimate.
+
+        The equality is written `(user_id = ?) IS TRUE` outside Citus (where it routes the
+        statement, it stays plain): estimated as the equality is, but no index can serve it, so
+        the planner neither ANDs the user's whole B-tree range into the bitmap nor walks the user's
+        rows, or everyone's newest, testing each one.
+        """
+        lhs = _under_user(peewee.Cast(memory.user_id, "text"), memory.metadata)
+        wanted = peewee.Cast(memory.metadata.db_value(pattern), "jsonb")
+        contained = peewee.Expression(lhs, "@>", _under_user(peewee.Cast(user_id, "text"), wanted))
+        if citus.routed(database, memory._meta.table_name):
+            return [contained, memory.user_id == user_id]
+        return [contained, peewee.Expression(memory.user_id == user_id, "IS", peewee.SQL("TRUE"))]
+
     def in_values(self, column, values: list[str]):
         """`column IN (...)`: PostgreSQL takes a list of any length."""
         return column.in_(values)
@@ -363,10 +380,17 @@ def _insert_values(database: peewee.Database, table: str, columns: list[str], ro
         database.execute_sql(sql, [value for row in chunk for value in row])
 
 
+def _under_user(user_id, document) -> peewee.Node:
+    """`{user_id: document}`, written as USER_METADATA writes it (the planner matches the index by it)."""
+    array = peewee.NodeList((peewee.SQL("ARRAY["), user_id, peewee.SQL("]")), glue="")
+    return peewee.fn.jsonb_set(peewee.SQL("'{}'::jsonb"), array, document)
+
+
 def gin_index_sql(name: str, table: str = "memories", definition: tuple[str, str] | None = None) -> str:
     """The DDL of a PostgreSQL GIN index (default: one of the GIN indexes of `memories`)."""
     column, opclass = definition or GIN_INDEXES[name]
-    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING GIN ("{column}" {opclass})'
+    key = column if column.startswith("(") else f'"{column}"'
+    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING GIN ({key} {opclass})'
 
 
 def postgres_only_code(code: str, indent: str) -> str:

@@ -63,6 +63,10 @@ class SqliteDialect(Dialect):
         """The exact containment test (there is no JSON index to avoid)."""
         return column.contains(pattern)
 
+    def user_holds(self, database: peewee.Database, memory, user_id, pattern: dict) -> list:
+        """The memory is the user's, and its metadata contains `pattern`."""
+        return [memory.user_id == user_id, memory.metadata.contains(pattern)]
+
     def in_values(self, column, values: list[str]):
         """`column IN values`, the list bound as one JSON parameter: any length, whatever the
         build's limit on host parameters (32766 by default).

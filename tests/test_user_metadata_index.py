@@ -1,0 +1,157 @@
+"""A metadata filter within one user: exact for any user id, and on PostgreSQL served by the GIN
+index of `{user_id: metadata}` (migration 008) instead of the index of everyone's values.
+
+The PostgreSQL condition names the user inside a JSON document, so user ids that JSON, a JSON
+path or a key comparison could treat specially are checked against a reference, beside ids that
+differ from them by one character.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from memoric import Memoric
+from memoric.db.jsonfilter import contains
+from memoric.migrate.runner import intercepted
+from tests.helpers import DISTRIBUTE, USER_METADATA, indexes, schema
+
+INDEX = "idx_memories_user_metadata_gin"
+ODD_USER_IDS = [
+    "ada", "ada ", " ada", "Ada", 'a"b', "a\\b", "a\\", '"', "a.b", "a,b", "{a}", "[]", "{}", "$", "*",
+    "0", "-1", "1e3", "null", "true", "ü", "u\u0308", "日本", "a\tb", "a\nb", "x" * 128, "x" * 127,
+]  # fmt: skip
+
+
+@pytest.fixture
+def odd_users(db):
+    """Four memories for each odd user id: three share a topic, one with a list and a nested value."""
+    for number, user_id in enumerate(ODD_USER_IDS):
+        shared = [{"topic": "shared", "n": n} for n in range(3)]
+        rows = [{"user_id": user_id, "content": f"{user_id} {n}", "metadata": shared[n]} for n in range(3)]
+        rows.append(
+            {
+                "user_id": user_id,
+                "content": f"{user_id} own",
+                "metadata": {"topic": f"own-{number}", "tags": ["a", user_id], "who": {"id": user_id}},
+            }
+        )
+        db.insert_memories(rows)
+    return db, db.get_memories(limit=None)
+
+
+PATTERNS = [
+    {"topic": "shared"},
+    {"topic": "shared", "n": 2},
+    {"tags": ["a"]},
+    {"n": 1},
+    {"topic": "nobody's"},
+]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("limit", [None, 2, 50])
+def test_a_users_filter_returns_exactly_that_users_matches(odd_users, pattern, limit):
+    db, stored = odd_users
+    for user_id in ODD_USER_IDS:
+        expected = [m["id"] for m in stored if m["user_id"] == user_id and contains(m["metadata"], pattern)]
+        page = db.get_memories(user_id=user_id, where_metadata=pattern, limit=limit)
+        assert [m["id"] for m in page] == expected[:limit], repr(user_id)
+        assert db.count_memories(user_id=user_id, where_metadata=pattern) == len(expected), repr(user_id)
+
+
+def test_a_value_that_names_a_user_is_only_that_users(odd_users):
+    db, stored = odd_users
+    for user_id in ODD_USER_IDS:
+        found = db.get_memories(user_id=user_id, where_metadata={"who": {"id": user_id}}, limit=None)
+        assert [m["user_id"] for m in found] == [user_id], repr(user_id)
+        assert db.get_memories(user_id="ada", where_metadata={"tags": [user_id]}, limit=None) == [
+            m for m in stored if m["user_id"] == "ada" and user_id in m["metadata"].get("tags", [])
+        ]
+
+
+def _sent_sql(store, call) -> list[str]:
+    sent = []
+
+    def record(real, sql, params=None, *args, **kwargs):
+        sent.append((sql, params))
+        return real(sql, params, *args, **kwargs)
+
+    with intercepted(store.database, record):
+        call()
+    return sent
+
+
+@pytest.mark.parametrize("limit", [None, 50])
+def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
+    """The plan that ran names the per-user index, in a step that was executed."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's metadata keys hold the user already")
+    rows = [
+        {"user_id": f"user-{n % 20}", "content": f"memory {n}", "metadata": {"topic": f"t{n % 7}", "n": n}}
+        for n in range(4000)
+    ]
+    db.insert_memories(rows)
+    db.database.execute_sql("ANALYZE memories")
+    call = lambda: db.get_memories(user_id="user-3", where_metadata={"topic": "t-none"}, limit=limit)  # noqa: E731
+    ((sql, params),) = _sent_sql(db, call)
+    plan = db.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
+    steps = [line for (line,) in plan if f"Index Scan on {INDEX}" in line]
+    assert steps and all("never executed" not in step for step in steps), "\n".join(line for (line,) in plan)
+    assert not [line for (line,) in plan if "idx_memories_metadata_gin" in line]
+
+
+def _executed_plan(store, call) -> list[str]:
+    """The plan of the last statement `call` sent, as it ran (steps not run say so)."""
+    sql, params = _sent_sql(store, call)[-1]
+    rows = store.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
+    return [line for (line,) in rows]
+
+
+def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_users_index(db):
+    """A user with half the table, whose value sits in its oldest rows only: walking everyone's
+    newest rows (what the planner picks for ORDER BY ... LIMIT) would read most of the table."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's metadata keys hold the user already")
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = [
+        {
+            "user_id": "big" if n % 2 == 0 else f"u{n % 50}",
+            "content": f"memory {n}",
+            "created_at": start + dt.timedelta(seconds=n),
+            "metadata": {"k": "old" if n % 2 == 0 and n < 3000 else "new", "n": n % 7},
+        }
+        for n in range(10_000)
+    ]
+    db.insert_memories(rows)
+    db.database.execute_sql("ANALYZE memories")
+    expected = [m["id"] for m in db.get_memories(user_id="big", limit=None) if m["metadata"]["k"] == "old"]
+    call = lambda: db.get_memories(user_id="big", where_metadata={"k": "old"}, limit=50)  # noqa: E731
+    assert [m["id"] for m in call()] == expected[:50]
+    plan = _executed_plan(db, call)
+    ran = [line for line in plan if f"Index Scan on {INDEX}" in line and "never executed" not in line]
+    assert ran, "\n".join(plan)
+
+
+def test_008_builds_the_index_for_existing_memories_and_its_rollback_drops_it(dsn):
+    memoric = Memoric(dsn)
+    store = memoric.migrations.store
+    memoric.migrate(DISTRIBUTE)
+    for n in range(30):
+        store.insert_memory(user_id=f"u{n % 3}", content=f"m{n}", metadata={"n": n % 5})
+    before = schema(store)
+    expected = [m["id"] for m in store.get_memories(user_id="u1", limit=None) if m["metadata"]["n"] == 4]
+    found = lambda: [m["id"] for m in store.get_memories(user_id="u1", where_metadata={"n": 4}, limit=None)]  # noqa: E731
+
+    assert memoric.migrations.upgrade() == [USER_METADATA]
+    built = indexes(store, "memories")
+    assert (INDEX in built) is store.is_postgres
+    if store.is_postgres:
+        assert "jsonb_path_ops" in built[INDEX] and "jsonb_set" in built[INDEX]
+    assert found() == expected
+
+    assert memoric.migrations.downgrade(DISTRIBUTE) == [USER_METADATA]
+    assert schema(store) == before
+    assert found() == expected
+    memoric.close()
