@@ -7,22 +7,50 @@ metadata GIN index finds everyone's and leaves the user's rows to be picked out 
 memories, 1.3 ms to build the bitmap of one user's 10,000 rows for a value nobody holds).
 
 Building it reads every memory: about 4 s for 1M memories, during which writes to `memories`
-wait (reads do not). SQLite needs nothing: its metadata keys table holds the user already. The
+wait (reads do not). An index of that name that is not this one is refused (the upgrade is
+undone): adopting it would leave the filters without their index, and the rollback would drop
+someone else's index. SQLite needs nothing: its metadata keys table holds the user already. The
 rollback drops the index.
 """
 
+import re
+
 import peewee as pw
+
+from memoric.errors import MigrationError
 
 NAME = "idx_memories_user_metadata_gin"
 DEFINITION = ("(jsonb_set('{}'::jsonb, ARRAY[CAST(user_id AS text)], metadata))", "jsonb_path_ops")
 CREATE = f'CREATE INDEX IF NOT EXISTS "{NAME}" ON "memories" USING GIN ({DEFINITION[0]} {DEFINITION[1]})'
 DROP = f'DROP INDEX IF EXISTS "{NAME}"'
+# How PostgreSQL prints the index's key and operator class (pg_get_indexdef; some versions show
+# jsonb_set's default fourth argument).
+KEY = re.compile(
+    r"USING gin \(jsonb_set\('\{\}'::jsonb, ARRAY\[\(user_id\)::text\], metadata(, true)?\) jsonb_path_ops\)$"
+)
+FOUND = (
+    "SELECT pg_get_indexdef(index.oid), index.oid IN (SELECT indexrelid FROM pg_index "
+    "WHERE indrelid = to_regclass('memories')) FROM pg_class AS index "
+    "WHERE index.relname = %s AND index.relnamespace = current_schema()::regnamespace"
+)
+
+
+def _create(database) -> None:
+    """The index, unless one of its name is there: kept when it is this one, else refused."""
+    found = database.execute_sql(FOUND, (NAME,)).fetchone()
+    if found is None:
+        database.execute_sql(CREATE)
+    elif not (found[1] and KEY.search(found[0])):
+        raise MigrationError(
+            f"an index named {NAME} already exists and is not the one 008 creates: {found[0]} "
+            "(drop or rename it, then upgrade)"
+        )
 
 
 def migrate(migrator, database, *, fake=False):
     """PostgreSQL: the per-user metadata GIN index (recorded in the snapshot on both dialects)."""
     if isinstance(database, pw.PostgresqlDatabase):
-        migrator.sql(CREATE)
+        migrator.run(_create, database)
     migrator.orm["memories"]._meta.gin_indexes[NAME] = DEFINITION
 
 

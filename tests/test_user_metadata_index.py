@@ -9,11 +9,13 @@ differ from them by one character.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from memoric import Memoric
 from memoric.db.jsonfilter import contains
+from memoric.errors import MigrationError
 from memoric.migrate.runner import intercepted
 from tests.helpers import DISTRIBUTE, USER_METADATA, indexes, schema
 
@@ -49,6 +51,9 @@ PATTERNS = [
     {"tags": ["a"]},
     {"n": 1},
     {"topic": "nobody's"},
+    {"tags": []},
+    {"who": {}},
+    {"tags": [], "n": 0},
 ]
 
 
@@ -141,6 +146,48 @@ def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_user
     assert ran, "\n".join(plan)
 
 
+def _steps_run(plan: list[str]) -> list[str]:
+    return [line for line in plan if "never executed" not in line]
+
+
+def test_postgresql_reads_a_pattern_without_a_scalar_from_the_users_rows(db):
+    """`{"tags": []}` gives the per-user index nothing to look up: the user's own index serves it,
+    never a scan of everyone's rows."""
+    skip_unless_postgresql_decides(db)
+    rows = [
+        {"user_id": f"user-{n % 40}", "content": f"memory {n}", "metadata": {"tags": [] if n % 3 else ["x"]}}
+        for n in range(4000)
+    ]
+    db.insert_memories(rows)
+    db.database.execute_sql("ANALYZE memories")
+    for pattern in ({"tags": []}, {"tags": [{}]}):
+        expected = sum(1 for row in rows if row["user_id"] == "user-3" and contains(row["metadata"], pattern))
+        call = lambda pattern=pattern: db.count_memories(user_id="user-3", where_metadata=pattern)  # noqa: E731
+        assert call() == expected
+        plan = _steps_run(_executed_plan(db, call))
+        assert not [line for line in plan if "Seq Scan" in line], "\n".join(plan)
+
+
+def test_postgresql_probes_a_big_users_newest_rows_by_index_without_statistics(db):
+    """Before any ANALYZE the planner takes a user for a few rows; the probe still reads the
+    newest rows through the index and stops, instead of sorting all of the user's rows."""
+    skip_unless_postgresql_decides(db)
+    db.database.execute_sql("ALTER TABLE memories SET (autovacuum_enabled = false)")
+    try:
+        kinds = ["old" if n < 30 else "new" for n in range(12_000)]
+        rows = [{"user_id": "big", "content": f"big {n}", "metadata": {"k": k}} for n, k in enumerate(kinds)]
+        rows += [{"user_id": f"u{n % 60}", "content": f"m {n}", "metadata": {"k": "new"}} for n in range(600)]
+        db.insert_memories(rows)
+        for pattern in ({"k": "old"}, {"k": "nobody"}):
+            call = lambda pattern=pattern: db.get_memories(user_id="big", where_metadata=pattern, limit=20)  # noqa: E731
+            assert len(call()) == (20 if pattern["k"] == "old" else 0)
+            plan = _steps_run(_executed_plan(db, call))
+            read = [int(float(n)) for line in plan for n in re.findall(r"actual rows=([\d.]+)", line)]
+            assert max(read) < 12_000, "\n".join(plan)
+    finally:
+        db.database.execute_sql("ALTER TABLE memories RESET (autovacuum_enabled)")
+
+
 def test_008_builds_the_index_for_existing_memories_and_its_rollback_drops_it(dsn):
     memoric = Memoric(dsn)
     store = memoric.migrations.store
@@ -161,4 +208,24 @@ def test_008_builds_the_index_for_existing_memories_and_its_rollback_drops_it(ds
     assert memoric.migrations.downgrade(DISTRIBUTE) == [USER_METADATA]
     assert schema(store) == before
     assert found() == expected
+    memoric.close()
+
+
+def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(dsn):
+    memoric = Memoric(dsn)
+    store = memoric.migrations.store
+    if store.is_sqlite:
+        pytest.skip("the index is PostgreSQL's")
+    memoric.migrate(DISTRIBUTE)
+    store.database.execute_sql(f'CREATE INDEX "{INDEX}" ON "memories" ("user_id")')
+    foreign = indexes(store, "memories")[INDEX]
+    with pytest.raises(MigrationError, match=f"an index named {INDEX} already exists and is not the one 008"):
+        memoric.migrations.upgrade()
+    assert memoric.migrations.current() == DISTRIBUTE
+    assert indexes(store, "memories")[INDEX] == foreign
+
+    store.database.execute_sql(f'DROP INDEX "{INDEX}"')
+    store.dialect.create_extra_indexes(store.database)  # what a schema built from the models has
+    assert memoric.migrations.upgrade() == [USER_METADATA]
+    assert "jsonb_path_ops" in indexes(store, "memories")[INDEX]
     memoric.close()

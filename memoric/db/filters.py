@@ -156,10 +156,12 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     (see `MemoryStore._from_newest_rows`).
 
     `hits` walks the user's newest `window` rows newest first, testing each, and stops when the
-    page is full: a common value reads a few rows. `probe` counts the matches among the newest
-    `probe` rows, up to `common`. When there are none, or fewer than `common` and the window
-    holds every row of the user (`seen`), the walk would read many rows for a few matches: the
-    statement reads the filter through the JSON index instead (`rest`) and never walks.
+    page is full: a common value reads a few rows. `held` says whether one of the newest `probe`
+    rows matches, `common` whether more than `common_offset` of them do. When none does, or few
+    do and the window holds every row of the user (`seen`), the walk would read many rows for a
+    few matches: the statement reads the filter through the JSON index instead (`rest`) and
+    never walks. Both are EXISTS: the planner reads the newest rows by index and stops early,
+    where a count let it sort all of a user's rows when it misjudged their number.
     Otherwise the page is `hits` when it is full, or when the window holds every row of the user;
     else `rest`. Each branch is guarded by one-time conditions, so a branch not taken is never
     run (nor `seen` counted unless asked); every branch gives the exact page. `rest` reads every
@@ -178,13 +180,14 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     page = f"LIMIT {mark} OFFSET {mark}" if offset else f"LIMIT {mark}"
     page_params = [Slot("limit"), Slot("offset")] if offset else [Slot("limit")]
     order_sql = '"created_at" DESC, "id" DESC'
-    matches = '(SELECT "matches" FROM "probe")'
     short = f'(SELECT count(*) FROM "hits") < {mark}'
     covered = f'(SELECT "rows" FROM "seen") < {mark}'
-    indexed = f"({matches} = 0 OR ({matches} < {mark} AND {covered}))"
+    indexed = f'(NOT (SELECT "any" FROM "held") OR (NOT (SELECT "many" FROM "common") AND {covered}))'
     sql = (
-        f'WITH "probe" AS MATERIALIZED (SELECT count(*) AS "matches" FROM '
-        f'(SELECT 1 FROM ({probe_sql}) AS "t1" WHERE {test_sql} LIMIT {mark}) AS "t2"), '
+        f'WITH "held" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
+        f'WHERE {test_sql}) AS "any"), '
+        f'"common" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
+        f'WHERE {test_sql} OFFSET {mark}) AS "many"), '
         f'"hits" AS MATERIALIZED (SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
         f"ORDER BY {order_sql} {page}), "
         f'"seen" AS MATERIALIZED (SELECT count(*) AS "rows" FROM ({seen_sql}) AS "t1") '
@@ -194,10 +197,10 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
         f"ORDER BY {order_sql}"
     )
     guards = [Slot("limit"), Slot("window")]
-    first = [Slot("common"), Slot("window")]
+    probe = [*probe_params, *test_params]
     params = [
-        *probe_params, *test_params, Slot("common"), *window_params, *test_params, *page_params,
-        *seen_params, *first, *guards, *rest_params, *page_params, *first, *guards,
+        *probe, *probe, Slot("common_offset"), *window_params, *test_params, *page_params,
+        *seen_params, Slot("window"), *guards, *rest_params, *page_params, Slot("window"), *guards,
     ]  # fmt: skip
     return sql, params
 

@@ -299,8 +299,8 @@ class MemoryStore:
         wanted = values["offset"] + values["limit"]
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
         probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
-        common = min(max(1, probe // COMMON_ONE_IN), validation.MAX_INT)
-        values = {**values, "window": window, "probe": probe, "common": common}
+        common_offset = max(0, probe // COMMON_ONE_IN - 1)
+        values = {**values, "window": window, "probe": probe, "common_offset": common_offset}
         return memory_rows(self, sql, bind(params, values))
 
     @translate_errors

@@ -95,8 +95,11 @@ class PostgresDialect(Dialect):
         The equality is written `(user_id = ?) IS TRUE` outside Citus (where it routes the
         statement, it stays plain): estimated as the equality is, but no index can serve it, so
         the planner neither ANDs the user's whole B-tree range into the bitmap nor walks the user's
-        rows, or everyone's newest, testing each one.
+        rows, or everyone's newest, testing each one. A pattern without a scalar (`{"tags": []}`)
+        gives jsonb_path_ops nothing to look up: it is the plain test of the user's rows.
         """
+        if not _has_scalar(pattern):
+            return [memory.user_id == user_id, memory.metadata.contains(pattern)]
         lhs = _under_user(peewee.Cast(memory.user_id, "text"), memory.metadata)
         wanted = peewee.Cast(memory.metadata.db_value(pattern), "jsonb")
         contained = peewee.Expression(lhs, "@>", _under_user(peewee.Cast(user_id, "text"), wanted))
@@ -378,6 +381,15 @@ def _insert_values(database: peewee.Database, table: str, columns: list[str], ro
     for chunk in peewee.chunked(rows, VALUES_CHUNK):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ' + ", ".join([row_marks] * len(chunk))
         database.execute_sql(sql, [value for row in chunk for value in row])
+
+
+def _has_scalar(document) -> bool:
+    """Whether a JSON document holds a string, number, boolean or null anywhere."""
+    if isinstance(document, dict):
+        return any(_has_scalar(value) for value in document.values())
+    if isinstance(document, list):
+        return any(_has_scalar(value) for value in document)
+    return True
 
 
 def _under_user(user_id, document) -> peewee.Node:
