@@ -36,11 +36,12 @@ FOUND = (
 
 
 def _create(database) -> None:
-    """The index, unless one of its name is there: kept when it is this one, else refused."""
+    """The index, unless `memories` has one of its name: kept when it is this one, else refused.
+    (A name another table's index holds is left to `IF NOT EXISTS`, as 001 leaves its own.)"""
     found = database.execute_sql(FOUND, (NAME,)).fetchone()
-    if found is None:
+    if found is None or not found[1]:
         database.execute_sql(CREATE)
-    elif not (found[1] and KEY.search(found[0])):
+    elif not KEY.search(found[0]):
         raise MigrationError(
             f"an index named {NAME} already exists and is not the one 008 creates: {found[0]} "
             "(drop or rename it, then upgrade)"
