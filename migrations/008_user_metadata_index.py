@@ -7,10 +7,10 @@ metadata GIN index finds everyone's and leaves the user's rows to be picked out 
 memories, 1.3 ms to build the bitmap of one user's 10,000 rows for a value nobody holds).
 
 Building it reads every memory: about 4 s for 1M memories, during which writes to `memories`
-wait (reads do not). An index of that name that is not this one is refused (the upgrade is
-undone): adopting it would leave the filters without their index, and the rollback would drop
-someone else's index. SQLite needs nothing: its metadata keys table holds the user already. The
-rollback drops the index.
+wait (reads do not). An index of that name that is not this one, or is invalid, is refused
+(the upgrade is undone): adopting it would leave the filters without their index. SQLite needs
+nothing: its metadata keys table holds the user already. The rollback drops the index from
+`memories`, never another table's index of that name.
 """
 
 import re
@@ -29,23 +29,42 @@ KEY = re.compile(
     r"USING gin \(jsonb_set\('\{\}'::jsonb, ARRAY\[\(user_id\)::text\], metadata(, true)?\) jsonb_path_ops\)$"
 )
 FOUND = (
-    "SELECT pg_get_indexdef(index.oid), index.oid IN (SELECT indexrelid FROM pg_index "
-    "WHERE indrelid = to_regclass('memories')) FROM pg_class AS index "
-    "WHERE index.relname = %s AND index.relnamespace = current_schema()::regnamespace"
+    "SELECT pg_get_indexdef(index.indexrelid), index.indrelid = to_regclass('memories'), index.indisvalid "
+    "FROM pg_index AS index JOIN pg_class AS name ON name.oid = index.indexrelid "
+    "WHERE name.relname = %s AND name.relnamespace = current_schema()::regnamespace"
 )
 
 
+def _found(database) -> tuple[str, bool, bool] | None:
+    """(definition, whether on `memories`, whether valid) of the index holding NAME, or None."""
+    return database.execute_sql(FOUND, (NAME,)).fetchone()
+
+
 def _create(database) -> None:
-    """The index, unless `memories` has one of its name: kept when it is this one, else refused.
-    (A name another table's index holds is left to `IF NOT EXISTS`, as 001 leaves its own.)"""
-    found = database.execute_sql(FOUND, (NAME,)).fetchone()
-    if found is None or not found[1]:
+    """The index, unless one holds its name: kept when it is this one (on another table, the
+    adoption guard's copy of `memories` set aside, left as 001 leaves its own), else refused."""
+    found = _found(database)
+    if found is None:
         database.execute_sql(CREATE)
-    elif not KEY.search(found[0]):
+        return
+    definition, on_memories, valid = found
+    if not KEY.search(definition):
         raise MigrationError(
-            f"an index named {NAME} already exists and is not the one 008 creates: {found[0]} "
+            f"an index named {NAME} already exists and is not the one 008 creates: {definition} "
             "(drop or rename it, then upgrade)"
         )
+    if on_memories and not valid:
+        raise MigrationError(
+            f"the index {NAME} exists but is invalid (a failed CREATE INDEX CONCURRENTLY leaves one): "
+            "drop it, then upgrade"
+        )
+
+
+def _drop(database) -> None:
+    """The index, when `memories` has it (never another table's index of that name)."""
+    found = _found(database)
+    if found is not None and found[1]:
+        database.execute_sql(DROP)
 
 
 def migrate(migrator, database, *, fake=False):
@@ -58,5 +77,5 @@ def migrate(migrator, database, *, fake=False):
 def rollback(migrator, database, *, fake=False):
     """PostgreSQL: the index dropped."""
     if isinstance(database, pw.PostgresqlDatabase):
-        migrator.sql(DROP)
+        migrator.run(_drop, database)
     migrator.orm["memories"]._meta.gin_indexes.pop(NAME, None)

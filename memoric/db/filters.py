@@ -160,8 +160,10 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     rows matches, `common` whether more than `common_offset` of them do. When none does, or few
     do and the window holds every row of the user (`seen`), the walk would read many rows for a
     few matches: the statement reads the filter through the JSON index instead (`rest`) and
-    never walks. Both are EXISTS: the planner reads the newest rows by index and stops early,
-    where a count let it sort all of a user's rows when it misjudged their number.
+    never walks. Both are EXISTS over the newest rows in `created_at` order alone (which rows of
+    a tie are probed does not matter), so the index can yield them in order and stop early; and
+    `common` is asked only of a user the window covers, so even a planner that misjudged the
+    user's rows (no statistics) and sorts them all sorts at most a window.
     Otherwise the page is `hits` when it is full, or when the window holds every row of the user;
     else `rest`. Each branch is guarded by one-time conditions, so a branch not taken is never
     run (nor `seen` counted unless asked); every branch gives the exact page. `rest` reads every
@@ -170,7 +172,8 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     """
     m, mark = store.Memory, store.database.param
     newest = filter_nodes(store, slotted({**checked, "where_metadata": None, "metadata_key": None}))
-    probe_sql, probe_params = _newest_rows(store, newest, "probe", m.metadata).sql()
+    probe = m.select(m.metadata).where(all_of(newest)).order_by(m.created_at.desc()).limit(slot("probe"))
+    probe_sql, probe_params = probe.sql()  # ties in any order: an index scan, never a sort of all
     window_sql, window_params = _newest_rows(store, newest, "window", m).sql()
     seen = m.select(peewee.SQL("1")).where(all_of(newest)).limit(slot("window"))  # in no order: any index
     seen_sql, seen_params = seen.sql()
@@ -182,7 +185,7 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     order_sql = '"created_at" DESC, "id" DESC'
     short = f'(SELECT count(*) FROM "hits") < {mark}'
     covered = f'(SELECT "rows" FROM "seen") < {mark}'
-    indexed = f'(NOT (SELECT "any" FROM "held") OR (NOT (SELECT "many" FROM "common") AND {covered}))'
+    indexed = f'(NOT (SELECT "any" FROM "held") OR ({covered} AND NOT (SELECT "many" FROM "common")))'
     sql = (
         f'WITH "held" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
         f'WHERE {test_sql}) AS "any"), '
@@ -197,9 +200,9 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
         f"ORDER BY {order_sql}"
     )
     guards = [Slot("limit"), Slot("window")]
-    probe = [*probe_params, *test_params]
+    probed = [*probe_params, *test_params]
     params = [
-        *probe, *probe, Slot("common_offset"), *window_params, *test_params, *page_params,
+        *probed, *probed, Slot("common_offset"), *window_params, *test_params, *page_params,
         *seen_params, Slot("window"), *guards, *rest_params, *page_params, Slot("window"), *guards,
     ]  # fmt: skip
     return sql, params
