@@ -29,14 +29,17 @@ KEY = re.compile(
     r"USING gin \(jsonb_set\('\{\}'::jsonb, ARRAY\[\(user_id\)::text\], metadata(, true)?\) jsonb_path_ops\)$"
 )
 FOUND = (
-    "SELECT pg_get_indexdef(index.indexrelid), index.indrelid = to_regclass('memories'), index.indisvalid "
-    "FROM pg_index AS index JOIN pg_class AS name ON name.oid = index.indexrelid "
+    "SELECT coalesce(pg_get_indexdef(name.oid), 'a ' || CASE name.relkind WHEN 'r' THEN 'table' "
+    "WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' "
+    "ELSE 'relation' END), index.indrelid = to_regclass('memories'), coalesce(index.indisvalid, false) "
+    "FROM pg_class AS name LEFT JOIN pg_index AS index ON index.indexrelid = name.oid "
     "WHERE name.relname = %s AND name.relnamespace = current_schema()::regnamespace"
 )
 
 
 def _found(database) -> tuple[str, bool, bool] | None:
-    """(definition, whether on `memories`, whether valid) of the index holding NAME, or None."""
+    """(definition, whether on `memories`, whether valid) of the index holding NAME, or None;
+    for a table, view or sequence of that name, its kind and two falses (it is refused)."""
     return database.execute_sql(FOUND, (NAME,)).fetchone()
 
 
@@ -50,7 +53,7 @@ def _create(database) -> None:
     definition, on_memories, valid = found
     if not KEY.search(definition):
         raise MigrationError(
-            f"an index named {NAME} already exists and is not the one 008 creates: {definition} "
+            f"a relation named {NAME} already exists and is not the index 008 creates: {definition} "
             "(drop or rename it, then upgrade)"
         )
     if on_memories and not valid:

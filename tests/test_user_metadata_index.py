@@ -9,6 +9,7 @@ differ from them by one character.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -225,7 +226,8 @@ def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(dsn
     memoric.migrate(DISTRIBUTE)
     store.database.execute_sql(f'CREATE INDEX "{INDEX}" ON "memories" ("user_id")')
     foreign = indexes(store, "memories")[INDEX]
-    with pytest.raises(MigrationError, match=f"an index named {INDEX} already exists and is not the one 008"):
+    refused = f"a relation named {INDEX} already exists and is not the index 008"
+    with pytest.raises(MigrationError, match=refused):
         memoric.migrations.upgrade()
     assert memoric.migrations.current() == DISTRIBUTE
     assert indexes(store, "memories")[INDEX] == foreign
@@ -245,7 +247,7 @@ def test_008_never_takes_or_drops_another_tables_index_of_its_name(dsn):
     memoric.migrate(DISTRIBUTE)
     store.database.execute_sql('CREATE TABLE "memories_archive" ("id" int, "user_id" text)')
     store.database.execute_sql(f'CREATE INDEX "{INDEX}" ON "memories_archive" ("user_id")')
-    with pytest.raises(MigrationError, match="already exists and is not the one 008 creates"):
+    with pytest.raises(MigrationError, match="already exists and is not the index 008 creates"):
         memoric.migrations.upgrade()
     assert memoric.migrations.current() == DISTRIBUTE
 
@@ -271,3 +273,36 @@ def test_008_refuses_an_invalid_index_of_its_own(dsn):
         memoric.migrations.upgrade()
     assert memoric.migrations.current() == DISTRIBUTE
     memoric.close()
+
+
+@pytest.mark.parametrize("kind", ["TABLE", "VIEW", "SEQUENCE"])
+def test_008_refuses_a_table_view_or_sequence_of_its_name(dsn, kind):
+    memoric = Memoric(dsn)
+    store = memoric.migrations.store
+    if store.is_sqlite:
+        pytest.skip("the index is PostgreSQL's")
+    memoric.migrate(DISTRIBUTE)
+    body = {"TABLE": "(n int)", "VIEW": "AS SELECT 1 AS n", "SEQUENCE": ""}[kind]
+    store.database.execute_sql(f'CREATE {kind} "{INDEX}" {body}')
+    refused = f"already exists and is not the index 008 creates: a {kind.lower()}"
+    with pytest.raises(MigrationError, match=refused):
+        memoric.migrations.upgrade()
+    assert memoric.migrations.current() == DISTRIBUTE
+    memoric.close()
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_postgresql_walks_a_common_value_the_newest_row_lacks_for_a_small_page(db, limit):
+    """A page of one: the probe still looks at enough of the newest rows to see a common value,
+    so the statement walks a few rows instead of reading every holder through the index."""
+    skip_unless_postgresql_decides(db)
+    kinds = ["note" if n % 2 else "chat" for n in range(4000)]
+    rows = [{"user_id": "big", "content": f"m {n}", "metadata": {"kind": k}} for n, k in enumerate(kinds)]
+    db.insert_memories(rows)  # the newest row (n = 3999) is a note, the one before a chat
+    db.insert_memory(user_id="big", content="newest", metadata={"kind": "chat"})
+    db.database.execute_sql("ANALYZE memories")
+    call = lambda: db.get_memories(user_id="big", where_metadata={"kind": "note"}, limit=limit)  # noqa: E731
+    assert [m["content"] for m in call()] == [f"m {n}" for n in range(3999, 3999 - 2 * limit, -2)]
+    plan = _steps_run(_executed_plan(db, call))
+    read = [float(n) for line in plan for n in re.findall(r"actual rows=([\d.]+)", line)]
+    assert max(read) < 500, "\n".join(plan)  # not the 2,000 holders

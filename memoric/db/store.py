@@ -56,6 +56,7 @@ BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits
 LOCK_POLL_SECONDS = 0.05
 WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
 PROBE_PER_ROW = 1  # the newest rows probed per row asked for, to tell a common value from a rare one
+PROBE_AT_LEAST = 50  # and never fewer: with one row probed, a value the newest row lacks looked rare
 COMMON_ONE_IN = 10  # a value held by one in this many of them is common: walk the newest rows
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
@@ -298,7 +299,7 @@ class MemoryStore:
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
         wanted = values["offset"] + values["limit"]
         window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
-        probe = min(PROBE_PER_ROW * wanted, validation.MAX_INT)
+        probe = min(max(PROBE_PER_ROW * wanted, PROBE_AT_LEAST), validation.MAX_INT)
         common_offset = max(0, probe // COMMON_ONE_IN - 1)
         values = {**values, "window": window, "probe": probe, "common_offset": common_offset}
         return memory_rows(self, sql, bind(params, values))
