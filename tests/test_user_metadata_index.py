@@ -218,12 +218,20 @@ def test_008_builds_the_index_for_existing_memories_and_its_rollback_drops_it(ds
     memoric.close()
 
 
-def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(dsn):
+@pytest.fixture
+def at_007(dsn):
+    """(Memoric, its store) of a PostgreSQL database migrated to 007, just before the index."""
     memoric = Memoric(dsn)
-    store = memoric.migrations.store
-    if store.is_sqlite:
+    if memoric.migrations.store.is_sqlite:
+        memoric.close()
         pytest.skip("the index is PostgreSQL's")
     memoric.migrate(DISTRIBUTE)
+    yield memoric, memoric.migrations.store
+    memoric.close()
+
+
+def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(at_007):
+    memoric, store = at_007
     store.database.execute_sql(f'CREATE INDEX "{INDEX}" ON "memories" ("user_id")')
     foreign = indexes(store, "memories")[INDEX]
     refused = f"a relation named {INDEX} already exists and is not the index 008"
@@ -236,15 +244,10 @@ def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(dsn
     store.dialect.create_extra_indexes(store.database)  # what a schema built from the models has
     assert memoric.migrations.upgrade() == [USER_METADATA]
     assert "jsonb_path_ops" in indexes(store, "memories")[INDEX]
-    memoric.close()
 
 
-def test_008_never_takes_or_drops_another_tables_index_of_its_name(dsn):
-    memoric = Memoric(dsn)
-    store = memoric.migrations.store
-    if store.is_sqlite:
-        pytest.skip("the index is PostgreSQL's")
-    memoric.migrate(DISTRIBUTE)
+def test_008_never_takes_or_drops_another_tables_index_of_its_name(at_007):
+    memoric, store = at_007
     store.database.execute_sql('CREATE TABLE "memories_archive" ("id" int, "user_id" text)')
     store.database.execute_sql(f'CREATE INDEX "{INDEX}" ON "memories_archive" ("user_id")')
     with pytest.raises(MigrationError, match="already exists and is not the index 008 creates"):
@@ -255,16 +258,11 @@ def test_008_never_takes_or_drops_another_tables_index_of_its_name(dsn):
     memoric.migrations.stamp(USER_METADATA)
     assert memoric.migrations.downgrade() == [USER_METADATA]
     assert INDEX in indexes(store, "memories_archive"), "the rollback dropped another table's index"
-    memoric.close()
 
 
-def test_008_refuses_an_invalid_index_of_its_own(dsn):
+def test_008_refuses_an_invalid_index_of_its_own(at_007):
     """What a failed CREATE INDEX CONCURRENTLY leaves: the right definition, never used."""
-    memoric = Memoric(dsn)
-    store = memoric.migrations.store
-    if store.is_sqlite:
-        pytest.skip("the index is PostgreSQL's")
-    memoric.migrate(DISTRIBUTE)
+    memoric, store = at_007
     store.dialect.create_extra_indexes(store.database)
     store.database.execute_sql(
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)", (INDEX,)
@@ -272,23 +270,17 @@ def test_008_refuses_an_invalid_index_of_its_own(dsn):
     with pytest.raises(MigrationError, match="exists but is invalid"):
         memoric.migrations.upgrade()
     assert memoric.migrations.current() == DISTRIBUTE
-    memoric.close()
 
 
 @pytest.mark.parametrize("kind", ["TABLE", "VIEW", "SEQUENCE"])
-def test_008_refuses_a_table_view_or_sequence_of_its_name(dsn, kind):
-    memoric = Memoric(dsn)
-    store = memoric.migrations.store
-    if store.is_sqlite:
-        pytest.skip("the index is PostgreSQL's")
-    memoric.migrate(DISTRIBUTE)
+def test_008_refuses_a_table_view_or_sequence_of_its_name(at_007, kind):
+    memoric, store = at_007
     body = {"TABLE": "(n int)", "VIEW": "AS SELECT 1 AS n", "SEQUENCE": ""}[kind]
     store.database.execute_sql(f'CREATE {kind} "{INDEX}" {body}')
     refused = f"already exists and is not the index 008 creates: a {kind.lower()}"
     with pytest.raises(MigrationError, match=refused):
         memoric.migrations.upgrade()
     assert memoric.migrations.current() == DISTRIBUTE
-    memoric.close()
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5])
