@@ -27,6 +27,7 @@ from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, default_migrate_dir
+from memoric.migrate.runner import intercepted
 from memoric.scoring import score_memory
 from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_version
 
@@ -171,6 +172,19 @@ DIALECT_TABLES = {"sqlite": ("memory_metadata_keys",), "postgresql": ()}
 def applied(names: list[str]) -> str:
     """What `migrate upgrade` prints for applying `names`."""
     return "".join(f"Applied {name}\n" for name in names)
+
+
+def sent_statements(database, call: Callable) -> list[tuple[str, object]]:
+    """Run `call`; every (sql, params) it sent through `database`, in order."""
+    sent = []
+
+    def record(real, sql, params=None, *args, **kwargs):
+        sent.append((sql, params))
+        return real(sql, params, *args, **kwargs)
+
+    with intercepted(database, record):
+        call()
+    return sent
 
 
 def memoric_tables(store: MemoryStore) -> set[str]:

@@ -19,7 +19,6 @@ from memoric import Memoric
 from memoric.db.models import GIN_INDEXES
 from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
-from memoric.migrate.runner import intercepted
 from memoric.transfer import export_memoric, import_jsonl
 from tests.helpers import (
     DISTRIBUTE,
@@ -31,6 +30,7 @@ from tests.helpers import (
     Clock,
     schema,
     selected_dialects,
+    sent_statements,
 )
 
 pytestmark = pytest.mark.citus
@@ -218,14 +218,8 @@ WRITES_AND_READS = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IG
 def shard_counts(memoric: Memoric, call) -> list[tuple[str, list[int]]]:
     """Run `call`; each statement it sent that touches a distributed table, with its plan's task
     counts (a 0 for each step Citus runs through the coordinator: a subplan, an INSERT ... SELECT)."""
-    database, sent = memoric.db.database, []
-
-    def record(real, sql, params=None, *args, **kwargs):
-        sent.append((sql, params))
-        return real(sql, params, *args, **kwargs)
-
-    with intercepted(database, record):
-        call()
+    database = memoric.db.database
+    sent = sent_statements(database, call)
     planned = []
     for sql, params in sent:
         if not WRITES_AND_READS.match(sql):

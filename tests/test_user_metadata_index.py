@@ -16,8 +16,7 @@ import pytest
 from memoric import Memoric, MemoryStore
 from memoric.db.jsonfilter import contains
 from memoric.errors import MigrationError
-from memoric.migrate.runner import intercepted
-from tests.helpers import DISTRIBUTE, USER_METADATA, indexes, schema
+from tests.helpers import DISTRIBUTE, USER_METADATA, indexes, schema, sent_statements
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 
@@ -85,18 +84,6 @@ def skip_unless_postgresql_decides(store) -> None:
         pytest.skip("on Citus the user's equality stays plain to route the statement; each shard plans")
 
 
-def _sent_sql(store, call) -> list[str]:
-    sent = []
-
-    def record(real, sql, params=None, *args, **kwargs):
-        sent.append((sql, params))
-        return real(sql, params, *args, **kwargs)
-
-    with intercepted(store.database, record):
-        call()
-    return sent
-
-
 @pytest.mark.parametrize("limit", [None, 50])
 def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
     """The plan that ran names the per-user index, in a step that was executed."""
@@ -108,7 +95,7 @@ def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
     db.insert_memories(rows)
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="user-3", where_metadata={"topic": "t-none"}, limit=limit)  # noqa: E731
-    ((sql, params),) = _sent_sql(db, call)
+    ((sql, params),) = sent_statements(db.database, call)
     plan = db.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
     steps = [line for (line,) in plan if f"Index Scan on {INDEX}" in line]
     assert steps and all("never executed" not in step for step in steps), "\n".join(line for (line,) in plan)
@@ -117,7 +104,7 @@ def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
 
 def _executed_plan(store, call) -> list[str]:
     """The plan of the last statement `call` sent, as it ran (steps not run say so)."""
-    sql, params = _sent_sql(store, call)[-1]
+    sql, params = sent_statements(store.database, call)[-1]
     rows = store.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
     return [line for (line,) in rows]
 

@@ -160,13 +160,14 @@ def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[s
     rows matches, `common` whether more than `common_offset` of them do. When none does, or few
     do and the window holds every row of the user (`seen`), the walk would read many rows for a
     few matches: the statement reads the filter through the JSON index instead (`rest`) and
-    never walks. Both are EXISTS over the newest rows in `created_at` order alone (which rows of
-    a tie are probed does not matter), so the index can yield them in order and stop early; and
+    never walks. Otherwise the page is `hits` when it is full, or when the window holds every row
+    of the user; else `rest`. Each branch is guarded by one-time conditions, so a branch not
+    taken is never run (nor `seen` counted unless asked); every branch gives the exact page.
+
+    `held` and `common` are EXISTS over the newest rows in `created_at` order alone (which rows
+    of a tie are probed does not matter), so the index can yield them in order and stop early;
     `common` is asked only of a user the window covers, so even a planner that misjudged the
-    user's rows (no statistics) and sorts them all sorts at most a window.
-    Otherwise the page is `hits` when it is full, or when the window holds every row of the user;
-    else `rest`. Each branch is guarded by one-time conditions, so a branch not taken is never
-    run (nor `seen` counted unless asked); every branch gives the exact page. `rest` reads every
+    user's rows (no statistics) and sorts them all sorts at most a window. `rest` reads every
     match and sorts them (`OFFSET 0` keeps the planner from walking the newest rows of the table
     instead: the branch runs when the newest rows hold few matches, where that walk is longest).
     """

@@ -290,10 +290,11 @@ class MemoryStore:
         matches among them come first among all matches; so is a short one when they are all the
         user's rows. The rows are walked newest first and the walk stops when the page is full, so
         a common value costs a few rows where PostgreSQL's GIN index would collect every row
-        holding it (15 ms for a value in 5 % of 1M rows). A value none of the first
-        PROBE_PER_ROW × (offset + limit) rows holds is taken for a rare one, and so is one fewer
-        than one in COMMON_ONE_IN of them hold when the window holds every row of the user: the
-        same statement asks the index of the user's values instead of walking (`window_statement`).
+        holding it (15 ms for a value in 5 % of 1M rows). A value none of the newest
+        PROBE_PER_ROW × (offset + limit) rows (PROBE_AT_LEAST at the fewest) holds is taken for a
+        rare one, and so is one fewer than one in COMMON_ONE_IN of them hold when the window holds
+        every row of the user: the same statement asks the index of the user's values instead of
+        walking (`window_statement`).
         """
         key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
         sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
