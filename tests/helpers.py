@@ -187,6 +187,25 @@ def sent_statements(database, call: Callable) -> list[tuple[str, object]]:
     return sent
 
 
+def executed_plans(store: MemoryStore, call: Callable) -> list[str]:
+    """The plans of the statements `call` sent, one after another, as they ran (steps not run say so)."""
+    plan = []
+    for sql, params in sent_statements(store.database, call):
+        rows = store.database.execute_sql(
+            f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params
+        ).fetchall()
+        plan += [line for (line,) in rows]
+    return plan
+
+
+def skip_unless_postgresql_decides(store: MemoryStore) -> None:
+    """Skip a test of PostgreSQL's plans on SQLite, and on Citus, where each shard plans its own."""
+    if store.is_sqlite:
+        pytest.skip("SQLite's metadata keys hold the user already")
+    if store.dialect.routes_by_user(store.database, "memories"):
+        pytest.skip("on Citus the user's equality stays plain to route the statement; each shard plans")
+
+
 def memoric_tables(store: MemoryStore) -> set[str]:
     """Every table memoric's schema has on the store's dialect."""
     return {*MEMORIC_TABLES, *DIALECT_TABLES[store.dialect.name]}

@@ -16,7 +16,14 @@ import pytest
 from memoric import Memoric, MemoryStore
 from memoric.db.jsonfilter import contains
 from memoric.errors import MigrationError
-from tests.helpers import DISTRIBUTE, USER_METADATA, indexes, schema, sent_statements
+from tests.helpers import (
+    DISTRIBUTE,
+    USER_METADATA,
+    executed_plans,
+    indexes,
+    schema,
+    skip_unless_postgresql_decides,
+)
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 
@@ -77,13 +84,6 @@ def test_a_value_that_names_a_user_is_only_that_users(odd_users):
         ]
 
 
-def skip_unless_postgresql_decides(store) -> None:
-    if store.is_sqlite:
-        pytest.skip("SQLite's metadata keys hold the user already")
-    if store.dialect.routes_by_user(store.database, "memories"):
-        pytest.skip("on Citus the user's equality stays plain to route the statement; each shard plans")
-
-
 @pytest.mark.parametrize("limit", [None, 50])
 def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
     """The plan that ran names the per-user index, in a step that was executed."""
@@ -95,18 +95,10 @@ def test_postgresql_reads_a_users_rare_value_through_the_users_index(db, limit):
     db.insert_memories(rows)
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="user-3", where_metadata={"topic": "t-none"}, limit=limit)  # noqa: E731
-    ((sql, params),) = sent_statements(db.database, call)
-    plan = db.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
-    steps = [line for (line,) in plan if f"Index Scan on {INDEX}" in line]
-    assert steps and all("never executed" not in step for step in steps), "\n".join(line for (line,) in plan)
-    assert not [line for (line,) in plan if "idx_memories_metadata_gin" in line]
-
-
-def _executed_plan(store, call) -> list[str]:
-    """The plan of the last statement `call` sent, as it ran (steps not run say so)."""
-    sql, params = sent_statements(store.database, call)[-1]
-    rows = store.database.execute_sql(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
-    return [line for (line,) in rows]
+    plan = executed_plans(db, call)
+    steps = [line for line in plan if f"Index Scan on {INDEX}" in line]
+    assert steps and all("never executed" not in step for step in steps), "\n".join(plan)
+    assert not [line for line in plan if "idx_memories_metadata_gin" in line]
 
 
 def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_users_index(db):
@@ -128,7 +120,7 @@ def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_user
     expected = [m["id"] for m in db.get_memories(user_id="big", limit=None) if m["metadata"]["k"] == "old"]
     call = lambda: db.get_memories(user_id="big", where_metadata={"k": "old"}, limit=50)  # noqa: E731
     assert [m["id"] for m in call()] == expected[:50]
-    plan = _executed_plan(db, call)
+    plan = executed_plans(db, call)
     ran = [line for line in plan if f"Index Scan on {INDEX}" in line and "never executed" not in line]
     assert ran, "\n".join(plan)
 
@@ -151,7 +143,7 @@ def test_postgresql_reads_a_pattern_without_a_scalar_from_the_users_rows(db):
         expected = sum(1 for row in rows if row["user_id"] == "user-3" and contains(row["metadata"], pattern))
         call = lambda pattern=pattern: db.count_memories(user_id="user-3", where_metadata=pattern)  # noqa: E731
         assert call() == expected
-        plan = _steps_run(_executed_plan(db, call))
+        plan = _steps_run(executed_plans(db, call))
         assert not [line for line in plan if "Seq Scan" in line], "\n".join(plan)
 
 
@@ -175,7 +167,7 @@ def test_postgresql_probes_a_big_users_newest_rows_by_index_without_statistics(d
             page = {"where_metadata": {"k": value}, "limit": 20, "offset": offset}
             call = lambda page=page: db.get_memories(user_id="big", **page)  # noqa: E731
             assert len(call()) == found
-            plan = _steps_run(_executed_plan(db, call))
+            plan = _steps_run(executed_plans(db, call))
             read_all = [line for line in plan if "actual rows=12000" in line and "Bitmap Heap Scan" in line]
             assert len(read_all) <= full_reads, "\n".join(plan)
     finally:
@@ -282,6 +274,6 @@ def test_postgresql_walks_a_common_value_the_newest_row_lacks_for_a_small_page(d
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="big", where_metadata={"kind": "note"}, limit=limit)  # noqa: E731
     assert [m["content"] for m in call()] == [f"m {n}" for n in range(3999, 3999 - 2 * limit, -2)]
-    plan = _steps_run(_executed_plan(db, call))
+    plan = _steps_run(executed_plans(db, call))
     read = [float(n) for line in plan for n in re.findall(r"actual rows=([\d.]+)", line)]
     assert max(read) < 500, "\n".join(plan)  # not the 2,000 holders

@@ -14,7 +14,7 @@ import peewee
 from memoric import validation
 from memoric.db.jsoncodec import dump_json
 from memoric.db.jsonfilter import all_of, any_of
-from memoric.db.rows import Slot, known_keywords, slot
+from memoric.db.rows import known_keywords, slot
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -149,72 +149,6 @@ def newest_first(store: MemoryStore, checked: dict, limit: int | None, offset: i
     if offset:
         query = query.offset(slot("offset"))
     return query
-
-
-def window_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
-    """(sql, params) of the page looked for among the user's newest rows first, in one statement
-    (see `MemoryStore._from_newest_rows`).
-
-    `hits` walks the user's newest `window` rows newest first, testing each, and stops when the
-    page is full: a common value reads a few rows. `held` says whether one of the newest `probe`
-    rows matches, `common` whether more than `common_offset` of them do. When none does, or few
-    do and the window holds every row of the user (`seen`), the walk would read many rows for a
-    few matches: the statement reads the filter through the JSON index instead (`rest`) and
-    never walks. Otherwise the page is `hits` when it is full, or when the window holds every row
-    of the user; else `rest`. Each branch is guarded by one-time conditions, so a branch not
-    taken is never run (nor `seen` counted unless asked); every branch gives the exact page.
-
-    `held` and `common` are EXISTS over the newest rows in `created_at` order alone (which rows
-    of a tie are probed does not matter), so the index can yield them in order and stop early;
-    `common` is asked only of a user the window covers, so even a planner that misjudged the
-    user's rows (no statistics) and sorts them all sorts at most a window. `rest` reads every
-    match and sorts them (`OFFSET 0` keeps the planner from walking the newest rows of the table
-    instead: the branch runs when the newest rows hold few matches, where that walk is longest).
-    """
-    m, mark = store.Memory, store.database.param
-    newest = filter_nodes(store, slotted({**checked, "where_metadata": None, "metadata_key": None}))
-    probe = m.select(m.metadata).where(all_of(newest)).order_by(m.created_at.desc()).limit(slot("probe"))
-    probe_sql, probe_params = probe.sql()  # ties in any order: an index scan, never a sort of all
-    window_sql, window_params = _newest_rows(store, newest, "window", m).sql()
-    seen = m.select(peewee.SQL("1")).where(all_of(newest)).limit(slot("window"))  # in no order: any index
-    seen_sql, seen_params = seen.sql()
-    contained = store.dialect.contains_row_by_row(m.metadata, checked["where_metadata"])
-    test_sql, test_params = store.database.get_sql_context().sql(contained).query()
-    matches_sql, rest_params = select_memories(store, filter_nodes(store, slotted(checked))).sql()
-    page = f"LIMIT {mark} OFFSET {mark}" if offset else f"LIMIT {mark}"
-    page_params = [Slot("limit"), Slot("offset")] if offset else [Slot("limit")]
-    order_sql = '"created_at" DESC, "id" DESC'
-    short = f'(SELECT count(*) FROM "hits") < {mark}'
-    covered = f'(SELECT "rows" FROM "seen") < {mark}'
-    indexed = f'(NOT (SELECT "any" FROM "held") OR ({covered} AND NOT (SELECT "many" FROM "common")))'
-    sql = (
-        f'WITH "held" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
-        f'WHERE {test_sql}) AS "any"), '
-        f'"common" AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM ({probe_sql}) AS "t1" '
-        f'WHERE {test_sql} OFFSET {mark}) AS "many"), '
-        f'"hits" AS MATERIALIZED (SELECT * FROM ({window_sql}) AS "t1" WHERE {test_sql} '
-        f"ORDER BY {order_sql} {page}), "
-        f'"seen" AS MATERIALIZED (SELECT count(*) AS "rows" FROM ({seen_sql}) AS "t1") '
-        f'SELECT * FROM "hits" WHERE NOT {indexed} AND (NOT {short} OR {covered}) '
-        f'UNION ALL SELECT * FROM (SELECT * FROM ({matches_sql} OFFSET 0) AS "t1" '
-        f'ORDER BY {order_sql} {page}) AS "rest" WHERE {indexed} OR ({short} AND NOT {covered}) '
-        f"ORDER BY {order_sql}"
-    )
-    guards = [Slot("limit"), Slot("window")]
-    probed = [*probe_params, *test_params]
-    params = [
-        *probed, *probed, Slot("common_offset"), *window_params, *test_params, *page_params,
-        *seen_params, Slot("window"), *guards, *rest_params, *page_params, Slot("window"), *guards,
-    ]  # fmt: skip
-    return sql, params
-
-
-def _newest_rows(store: MemoryStore, conditions: list, limit: str, *columns):
-    """SELECT of `columns` (whole memories when the model) of the rows meeting `conditions`,
-    newest first, as many as the slot `limit` says."""
-    m = store.Memory
-    query = m.select(*columns).where(all_of(conditions))
-    return query.order_by(m.created_at.desc(), m.id.desc()).limit(slot(limit))
 
 
 def oldest_first(store: MemoryStore, checked: dict, limit: int | None):

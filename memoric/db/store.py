@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 import peewee
 
 from memoric import validation
-from memoric.db import bulk, cluster_queries, postings
+from memoric.db import bulk, cluster_queries, newest_rows, postings
 from memoric.db.connection import DriverErrors, dialect_of, failure_message, open_database, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
@@ -37,7 +37,6 @@ from memoric.db.filters import (
     slot_values,
     slotted,
     thread_ids,
-    window_statement,
 )
 from memoric.db.models import UTC, bind_models
 from memoric.db.rows import (
@@ -54,10 +53,6 @@ from memoric.errors import LockTimeout, MemoricError
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
 LOCK_POLL_SECONDS = 0.05
-WINDOW_PER_ROW = 40  # rows of the user looked at per row asked for before using the JSON index
-PROBE_PER_ROW = 1  # the newest rows probed per row asked for, to tell a common value from a rare one
-PROBE_AT_LEAST = 50  # and never fewer: with one row probed, a value the newest row lacks looked rare
-COMMON_ONE_IN = 10  # a value held by one in this many of them is common: walk the newest rows
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
@@ -276,33 +271,11 @@ class MemoryStore:
         values = {**slot_values(checked), "limit": limit, "offset": offset}
         window_first = self.dialect.window_first and checked["user_id"] is not None
         if limit and window_first and checked["where_metadata"]:
-            return self._from_newest_rows(checked, values)
+            return newest_rows.page(self, checked, values)
         key = ("get_memories", filter_shape(checked), limit is None, offset > 0)
         sql, params = self.statements.get(
             key, lambda: newest_first(self, slotted(checked), limit, offset).sql()
         )
-        return memory_rows(self, sql, bind(params, values))
-
-    def _from_newest_rows(self, checked: dict, values: dict) -> list[dict]:
-        """The page, looked for among the user's newest WINDOW_PER_ROW × (offset + limit) rows first.
-
-        A full page among them is the right answer: those rows come first in the order, so the
-        matches among them come first among all matches; so is a short one when they are all the
-        user's rows. The rows are walked newest first and the walk stops when the page is full, so
-        a common value costs a few rows where PostgreSQL's GIN index would collect every row
-        holding it (15 ms for a value in 5 % of 1M rows). A value none of the newest
-        PROBE_PER_ROW × (offset + limit) rows (PROBE_AT_LEAST at the fewest) holds is taken for a
-        rare one, and so is one fewer than one in COMMON_ONE_IN of them hold when the window holds
-        every row of the user: the same statement asks the index of the user's values instead of
-        walking (`window_statement`).
-        """
-        key = ("from_newest_rows", filter_shape(checked), values["offset"] > 0)
-        sql, params = self.statements.get(key, lambda: window_statement(self, checked, values["offset"] > 0))
-        wanted = values["offset"] + values["limit"]
-        window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
-        probe = min(max(PROBE_PER_ROW * wanted, PROBE_AT_LEAST), validation.MAX_INT)
-        common_offset = max(0, probe // COMMON_ONE_IN - 1)
-        values = {**values, "window": window, "probe": probe, "common_offset": common_offset}
         return memory_rows(self, sql, bind(params, values))
 
     @translate_errors
