@@ -8,12 +8,13 @@ Used where the dialect says so (`Dialect.window_first`: PostgreSQL). Two ways gi
 - **the index** reads the user's holders of the value (`idx_memories_user_metadata_gin`) and
   sorts them: a rare value costs its few holders, where the walk would read the whole window.
 
-A first statement (`probe`) counts the holders among the user's newest rows (PROBE_PER_ROW per row
-asked for, PROBE_AT_LEAST at the fewest) and, when there are any, the user's rows up to the
-window. None → the index. Few, and the window holds every row of the user → whichever reads
-fewer rows (`index_reads_fewer`). Otherwise the walk, whose own statement turns to the index
-when the window is short of a page and does not hold every row of the user: it decides on its
-own snapshot, so rows saved after the probe never make a short walk look complete.
+A first statement (`probe_statement`) asks whether any of the user's newest rows hold the value
+(PROBE_PER_ROW per row asked for, PROBE_AT_LEAST at the fewest); if so, how many rows the user
+has, up to the window; and if the window holds them all, how many of those newest rows hold it.
+None holds it → the index. The window holds every row of the user → whichever reads fewer rows
+(`index_reads_fewer`). Otherwise → the walk. A walk short of a page gives way to the index, a
+statement of its own that is exact on its own snapshot: memories saved after the probe never
+make a short walk look complete.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def probe_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[st
 
 
 def walk_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
-    """(sql, params) of the page among the user's newest `window` rows (all of them when the
-    window is None), walked newest first: the walk stops when the page is full."""
+    """(sql, params) of the page among the user's newest `window` rows, walked newest first: the
+    walk stops when the page is full."""
     m = store.Memory
     newest = m.select().where(all_of(_user_rows(store, checked)))
     newest = newest.order_by(m.created_at.desc(), m.id.desc()).limit(slot("window"))

@@ -42,8 +42,8 @@ class Dialect(abc.ABC):
     """What one SQL dialect does its own way; stateless, every method takes the Database."""
 
     name: str  # "sqlite" or "postgresql", as `stats()` and exports report it
-    # Whether a user's metadata filter first looks among the user's newest rows (see
-    # `MemoryStore._from_newest_rows`).
+    # Whether a page of a user's metadata filter probes the user's newest rows first, then walks
+    # them or asks the index of the user's values (`memoric.db.newest_rows`).
     window_first: bool
 
     def __eq__(self, other) -> bool:
