@@ -27,8 +27,11 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     ("held", "seen", "wanted", "probe", "index"),
     [
         (5, 1000, 50, 50, True),  # about 100 holders; the walk reads about 500 rows for 50
+        (4, 1999, 50, 50, True),  # few, short of a page: they may be all there are, the newest rows
+        (37, 15_999, 400, 400, True),  # the same for a page of 400
         (13, 1000, 50, 50, False),  # a quarter of the rows: the walk fills the page in about 200
         (5, 10_000, 50, 50, False),  # about 1,000 holders against a walk of about 500 rows
+        (6, 1999, 50, 50, False),  # about 240 holders against a walk of about 420 rows
         (40, 60, 50, 50, True),  # about 48 holders: the walk would come up short of the page
         (1, 400, 1, 50, True),  # a page of one: about 8 holders, against a walk of about 50
         (2, 1000, 1, 50, False),  # about 40 holders, against a walk of about 25
@@ -93,3 +96,20 @@ def test_postgresql_reads_a_value_a_tenth_of_a_users_rows_hold_through_the_users
     newest_first = [line for line in plan if "Scan Backward" in line]  # the probes, and a walk
     read = [float(n) for line in newest_first for n in re.findall(r"actual rows=([\d.]+)", line)]
     assert max(read) <= 50, "\n".join(plan)  # the probe's 50 rows, never the walk's 500
+
+
+def test_postgresql_reads_a_value_only_a_users_newest_rows_hold_through_the_users_index(db):
+    """1,999 rows, the newest 4 holding the value: spread evenly, 4 of the newest 50 would be 160
+    holders, more than the walk's 625 rows are worth; but they may be all there are, and here
+    they are: the walk would read every row of the user before asking the index."""
+    skip_unless_postgresql_decides(db)
+    rows = _rows("ada", ["y"] * 1995 + ["x"] * 4, START)
+    rows += [{"user_id": f"u{n % 20}", "content": f"m {n}", "metadata": {"k": "x"}} for n in range(2000)]
+    db.insert_memories(rows)
+    db.database.execute_sql("ANALYZE memories")
+    call = lambda: db.get_memories(user_id="ada", where_metadata={"k": "x"}, limit=50)  # noqa: E731
+    assert [m["content"] for m in call()] == [f"x {n}" for n in range(1998, 1994, -1)]
+    plan = [line for line in executed_plans(db, call) if "never executed" not in line]
+    newest_first = [line for line in plan if "Scan Backward" in line]
+    read = [float(n) for line in newest_first for n in re.findall(r"actual rows=([\d.]+)", line)]
+    assert max(read) <= 50, "\n".join(plan)  # the probe's 50 rows, never the walk's 1,999

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 WINDOW_PER_ROW = 40  # rows of the user walked per row asked for before the index is asked instead
 PROBE_PER_ROW = 1  # the newest rows probed per row asked for, to tell a common value from a rare one
 PROBE_AT_LEAST = 50  # and never fewer: with one row probed, a value the newest row lacks looked rare
+COMMON_ONE_IN = 10  # fewer probed rows than one in this many hold the value: read its holders
 # A row read through the index (a heap fetch, the JSON re-check, the sort) costs about as much as
 # this many rows walked: at 100k rows, 55 holders read in 0.20 ms, 910 rows walked in 0.90 ms.
 INDEX_ROW_COST = 4
@@ -63,10 +64,14 @@ def index_reads_fewer(held: int, seen: int, wanted: int, probe: int) -> bool:
 
     Of the `sample` rows probed (`probe`, or all the user's when fewer), `held` match: the user
     holds about held × seen / sample, and the walk reads about wanted × sample / held rows, or
-    all `seen` when those are fewer.
+    all `seen` when those are fewer. That estimate takes the holders for spread evenly. When
+    fewer than one in COMMON_ONE_IN of the sample hold the value and they do not fill the page,
+    the index is read whatever it says: the holders may crowd the newest rows, and then the walk
+    would read every row of the user, come up short and ask the index anyway.
     """
     sample = min(probe, seen)
-    if held * seen < wanted * sample:
+    few = held < wanted and held * COMMON_ONE_IN < sample
+    if few or held * seen < wanted * sample:
         return True
     cost = INDEX_ROW_COST * held
     return cost <= sample and cost * held * seen <= wanted * sample * sample
