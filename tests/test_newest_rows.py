@@ -81,21 +81,32 @@ def test_memories_saved_between_the_statements_never_hide_older_matches(dsn):
         store.close()
 
 
-def test_postgresql_reads_a_value_a_tenth_of_a_users_rows_hold_through_the_users_index(db):
-    """1,000 rows, every tenth holding the value: 100 holders read through the index, where the
-    walk would read 500 rows to fill a page of 50."""
-    skip_unless_postgresql_decides(db)
-    rows = _rows("ada", ["x" if n % 10 == 0 else "y" for n in range(1000)], START)
+def _page_and_plan(db, kinds: list[str]) -> tuple[list[str], list[str]]:
+    """ada's memories of `kinds` beside 2,000 of other users holding the value: the contents of
+    ada's page of 50 holding it, and the steps the statements of that call ran."""
+    rows = _rows("ada", kinds, START)
     rows += [{"user_id": f"u{n % 20}", "content": f"m {n}", "metadata": {"k": "x"}} for n in range(2000)]
     db.insert_memories(rows)
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="ada", where_metadata={"k": "x"}, limit=50)  # noqa: E731
-    assert [m["content"] for m in call()] == [f"x {n}" for n in range(990, 490, -10)]
-    plan = [line for line in executed_plans(db, call) if "never executed" not in line]
+    page = [m["content"] for m in call()]
+    return page, [line for line in executed_plans(db, call) if "never executed" not in line]
+
+
+def _most_read_newest_first(plan: list[str]) -> float:
+    """The most rows a step read in `created_at` order, newest first (the probes, and a walk)."""
+    steps = [line for line in plan if "Scan Backward" in line]
+    return max(float(n) for line in steps for n in re.findall(r"actual rows=([\d.]+)", line))
+
+
+def test_postgresql_reads_a_value_a_tenth_of_a_users_rows_hold_through_the_users_index(db):
+    """1,000 rows, every tenth holding the value: 100 holders read through the index, where the
+    walk would read 500 rows to fill a page of 50."""
+    skip_unless_postgresql_decides(db)
+    page, plan = _page_and_plan(db, ["x" if n % 10 == 0 else "y" for n in range(1000)])
+    assert page == [f"x {n}" for n in range(990, 490, -10)]
     assert [line for line in plan if "Index Scan on idx_memories_user_metadata_gin" in line], "\n".join(plan)
-    newest_first = [line for line in plan if "Scan Backward" in line]  # the probes, and a walk
-    read = [float(n) for line in newest_first for n in re.findall(r"actual rows=([\d.]+)", line)]
-    assert max(read) <= 50, "\n".join(plan)  # the probe's 50 rows, never the walk's 500
+    assert _most_read_newest_first(plan) <= 50, "\n".join(plan)  # the probe's 50, never the walk's 500
 
 
 def test_postgresql_reads_a_value_only_a_users_newest_rows_hold_through_the_users_index(db):
@@ -103,13 +114,6 @@ def test_postgresql_reads_a_value_only_a_users_newest_rows_hold_through_the_user
     holders, more than the walk's 625 rows are worth; but they may be all there are, and here
     they are: the walk would read every row of the user before asking the index."""
     skip_unless_postgresql_decides(db)
-    rows = _rows("ada", ["y"] * 1995 + ["x"] * 4, START)
-    rows += [{"user_id": f"u{n % 20}", "content": f"m {n}", "metadata": {"k": "x"}} for n in range(2000)]
-    db.insert_memories(rows)
-    db.database.execute_sql("ANALYZE memories")
-    call = lambda: db.get_memories(user_id="ada", where_metadata={"k": "x"}, limit=50)  # noqa: E731
-    assert [m["content"] for m in call()] == [f"x {n}" for n in range(1998, 1994, -1)]
-    plan = [line for line in executed_plans(db, call) if "never executed" not in line]
-    newest_first = [line for line in plan if "Scan Backward" in line]
-    read = [float(n) for line in newest_first for n in re.findall(r"actual rows=([\d.]+)", line)]
-    assert max(read) <= 50, "\n".join(plan)  # the probe's 50 rows, never the walk's 1,999
+    page, plan = _page_and_plan(db, ["y"] * 1995 + ["x"] * 4)
+    assert page == [f"x {n}" for n in range(1998, 1994, -1)]
+    assert _most_read_newest_first(plan) <= 50, "\n".join(plan)  # the probe's 50, never the walk's 1,999
