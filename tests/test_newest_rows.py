@@ -2,8 +2,9 @@
 
 On PostgreSQL (`memoric.db.newest_rows`) a first statement probes the user's newest rows, then
 the page is read by walking the user's newest rows or through the index of the user's values.
-Memories saved by another connection between those statements never make the page wrong, and a
-value the user's index reads in fewer rows than the walk is read through it.
+Memories saved by another connection between those statements never make the page wrong; a
+value few of the newest rows hold is read through the index, a common one walked, whatever
+the older rows hold.
 """
 
 from __future__ import annotations
@@ -14,31 +15,12 @@ import re
 import pytest
 
 from memoric import MemoryStore
-from memoric.db.newest_rows import index_reads_fewer
 from memoric.migrate.runner import intercepted
 from tests.helpers import executed_plans, skip_unless_postgresql_decides
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-@pytest.mark.parametrize(
-    ("held", "seen", "wanted", "probe", "index"),
-    [
-        (5, 1000, 50, 50, True),  # about 100 holders; the walk reads about 500 rows for 50
-        (4, 1999, 50, 50, True),  # few, short of a page: they may be all there are, the newest rows
-        (37, 15_999, 400, 400, True),  # the same for a page of 400
-        (13, 1000, 50, 50, False),  # a quarter of the rows: the walk fills the page in about 200
-        (5, 10_000, 50, 50, False),  # about 1,000 holders against a walk of about 500 rows
-        (6, 1999, 50, 50, False),  # about 240 holders against a walk of about 420 rows
-        (40, 60, 50, 50, True),  # about 48 holders: the walk would come up short of the page
-        (1, 400, 1, 50, True),  # a page of one: about 8 holders, against a walk of about 50
-        (2, 1000, 1, 50, False),  # about 40 holders, against a walk of about 25
-    ],
-)
-def test_the_index_is_asked_when_it_reads_fewer_rows_than_the_walk(held, seen, wanted, probe, index):
-    assert index_reads_fewer(held, seen, wanted, probe) is index
 
 
 def _rows(user: str, kinds: list[str], start: dt.datetime) -> list[dict]:
@@ -99,20 +81,23 @@ def _most_read_newest_first(plan: list[str]) -> float:
     return max(float(n) for line in steps for n in re.findall(r"actual rows=([\d.]+)", line))
 
 
-def test_postgresql_reads_a_value_a_tenth_of_a_users_rows_hold_through_the_users_index(db):
-    """1,000 rows, every tenth holding the value: 100 holders read through the index, where the
-    walk would read 500 rows to fill a page of 50."""
+def test_postgresql_walks_a_value_older_rows_hold_densely(db):
+    """1,200 rows: 5 of the newest 50 hold the value (one in ten: common), two in three of the
+    older ones do. Spread evenly, 5 in 50 would be 120 holders; there are about 770, read
+    through the index (or a scan of the table), where the walk fills the page within about 130
+    rows."""
     skip_unless_postgresql_decides(db)
-    page, plan = _page_and_plan(db, ["x" if n % 10 == 0 else "y" for n in range(1000)])
-    assert page == [f"x {n}" for n in range(990, 490, -10)]
-    assert [line for line in plan if "Index Scan on idx_memories_user_metadata_gin" in line], "\n".join(plan)
-    assert _most_read_newest_first(plan) <= 50, "\n".join(plan)  # the probe's 50, never the walk's 500
+    kinds = ["x" if n % 3 else "y" for n in range(1150)] + ["x" if n % 10 == 0 else "y" for n in range(50)]
+    page, plan = _page_and_plan(db, kinds)
+    holders = [n for n, kind in enumerate(kinds) if kind == "x"]
+    assert page == [f"x {n}" for n in reversed(holders)][:50]
+    assert not [line for line in plan if "jsonb_set" in line], "\n".join(plan)  # no index statement ran
 
 
 def test_postgresql_reads_a_value_only_a_users_newest_rows_hold_through_the_users_index(db):
-    """1,999 rows, the newest 4 holding the value: spread evenly, 4 of the newest 50 would be 160
-    holders, more than the walk's 625 rows are worth; but they may be all there are, and here
-    they are: the walk would read every row of the user before asking the index."""
+    """1,999 rows, the newest 4 holding the value: few of the newest 50 (fewer than one in ten),
+    and the window covers the user, so the index reads the holders; the walk would read every
+    row of the user before asking the index."""
     skip_unless_postgresql_decides(db)
     page, plan = _page_and_plan(db, ["y"] * 1995 + ["x"] * 4)
     assert page == [f"x {n}" for n in range(1998, 1994, -1)]

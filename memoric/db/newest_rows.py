@@ -10,11 +10,15 @@ Used where the dialect says so (`Dialect.window_first`: PostgreSQL). Two ways gi
 
 A first statement (`probe_statement`) asks whether any of the user's newest rows hold the value
 (PROBE_PER_ROW per row asked for, PROBE_AT_LEAST at the fewest); if so, how many rows the user
-has, up to the window; and if the window holds them all, how many of those newest rows hold it.
-None holds it → the index. The window holds every row of the user → whichever reads fewer rows
-(`index_reads_fewer`). Otherwise → the walk. A walk short of a page gives way to the index, a
-statement of its own that is exact on its own snapshot: memories saved after the probe never
-make a short walk look complete.
+has, up to the window; and if the window holds them all, whether the value is common among those
+newest rows (`common_at`). None holds it → the index. Few do and the window holds every row of the
+user → the index: the walk would read many rows for a few matches. Otherwise → the walk. A walk
+short of a page gives way to the index, a statement of its own that is exact on its own
+snapshot: memories saved after the probe never make a short walk look complete.
+
+The probe sees the newest rows only, so it cannot tell how many holders the rest of the user's
+rows have: a rule that estimated them from the probe (as if spread evenly) chose the index for
+values older rows hold densely and read thousands of them, where the walk reads a window.
 """
 
 from __future__ import annotations
@@ -34,10 +38,7 @@ if TYPE_CHECKING:
 WINDOW_PER_ROW = 40  # rows of the user walked per row asked for before the index is asked instead
 PROBE_PER_ROW = 1  # the newest rows probed per row asked for, to tell a common value from a rare one
 PROBE_AT_LEAST = 50  # and never fewer: with one row probed, a value the newest row lacks looked rare
-COMMON_ONE_IN = 10  # fewer probed rows than one in this many hold the value: read its holders
-# A row read through the index (a heap fetch, the JSON re-check, the sort) costs about as much as
-# this many rows walked: at 100k rows, 55 holders read in 0.20 ms, 910 rows walked in 0.90 ms.
-INDEX_ROW_COST = 4
+COMMON_ONE_IN = 10  # a value one in this many of the probed rows hold is common: walk
 ORDER = '"created_at" DESC, "id" DESC'
 
 
@@ -47,34 +48,19 @@ def page(store: MemoryStore, checked: dict, values: dict) -> list[dict]:
     wanted = values["offset"] + values["limit"]
     probe = min(max(PROBE_PER_ROW * wanted, PROBE_AT_LEAST), validation.MAX_INT)
     window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
-    values = {**values, "probe": probe, "enough": probe // INDEX_ROW_COST + 1, "window": window}
+    values = {**values, "probe": probe, "common_at": common_at(probe), "window": window}
     sql, params = _statement(store, probe_statement, checked, offset=False)
     any_held, seen, held = store.database.execute_sql(sql, bind(params, values)).fetchone()
-    if not any_held or (seen < window and index_reads_fewer(held, seen, wanted, probe)):
+    if not any_held or (seen < window and held < values["common_at"]):
         return _rows(store, index_statement, checked, values)
     rows = _rows(store, walk_statement, checked, values)
     return rows if len(rows) == values["limit"] else _rows(store, index_statement, checked, values)
 
 
-def index_reads_fewer(held: int, seen: int, wanted: int, probe: int) -> bool:
-    """Whether the index reads fewer rows than the walk (counting each of its rows INDEX_ROW_COST
-    times) for a user with `seen` rows, `held` of the newest `probe` of which hold the value,
-    `wanted` rows asked for; or the walk would come up short of a page, and the index be asked
-    anyway.
-
-    Of the `sample` rows probed (`probe`, or all the user's when fewer), `held` match: the user
-    holds about held × seen / sample, and the walk reads about wanted × sample / held rows, or
-    all `seen` when those are fewer. That estimate takes the holders for spread evenly. When
-    fewer than one in COMMON_ONE_IN of the sample hold the value and they do not fill the page,
-    the index is read whatever it says: the holders may crowd the newest rows, and then the walk
-    would read every row of the user, come up short and ask the index anyway.
-    """
-    sample = min(probe, seen)
-    few = held < wanted and held * COMMON_ONE_IN < sample
-    if few or held * seen < wanted * sample:
-        return True
-    cost = INDEX_ROW_COST * held
-    return cost <= sample and cost * held * seen <= wanted * sample * sample
+def common_at(probe: int) -> int:
+    """How many of the `probe` newest rows must hold a value for it to be common: one in
+    COMMON_ONE_IN, and at least one."""
+    return max(1, probe // COMMON_ONE_IN)
 
 
 def _statement(store: MemoryStore, build, checked: dict, offset: bool) -> tuple[str, list]:
@@ -91,7 +77,7 @@ def _rows(store: MemoryStore, build, checked: dict, values: dict) -> list[dict]:
 def probe_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
     """(sql, params): `any`, whether one of the user's newest `probe` rows holds the value; if so
     `seen`, the user's rows up to `window`; and if those are fewer, `held`, how many of the newest
-    `probe` rows hold it (counted up to `enough`).
+    `probe` rows hold it (counted up to `common_at`: enough to tell a common value).
 
     Each reads an index and stops: the newest rows in `created_at` order alone (which rows of a
     tie are probed does not matter), the user's rows in no order. A planner without statistics
@@ -112,7 +98,7 @@ def probe_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[st
         'AS "any" OFFSET 0) AS "t1" OFFSET 0) AS "t1"'
     )  # OFFSET 0: each value computed once, not copied into the expressions that use it
     holders_params = [*newest_params, *test_params]
-    return sql, [Slot("window"), *holders_params, Slot("enough"), *seen_params, *holders_params]
+    return sql, [Slot("window"), *holders_params, Slot("common_at"), *seen_params, *holders_params]
 
 
 def walk_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
