@@ -16,7 +16,7 @@ import pytest
 
 from memoric import MemoryStore
 from memoric.migrate.runner import intercepted
-from tests.helpers import executed_plans, skip_unless_postgresql_decides
+from tests.helpers import executed_plans, sent_statements, skip_unless_postgresql_decides
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 
@@ -102,3 +102,16 @@ def test_postgresql_reads_a_value_only_a_users_newest_rows_hold_through_the_user
     page, plan = _page_and_plan(db, ["y"] * 1995 + ["x"] * 4)
     assert page == [f"x {n}" for n in range(1998, 1994, -1)]
     assert _most_read_newest_first(plan) <= 50, "\n".join(plan)  # the probe's 50, never the walk's 1,999
+
+
+def test_postgresql_reads_a_common_value_of_a_user_too_small_to_fill_the_page_through_the_index(db):
+    """100 rows, every fifth holding the value: common, but 20 holders cannot fill a page of 50.
+    The walk would read them all and come up short; the index is asked at once (the probe, then
+    the page: two statements, not three)."""
+    skip_unless_postgresql_decides(db)
+    db.insert_memories(_rows("ada", ["x" if n % 5 == 0 else "y" for n in range(100)], START))
+    db.database.execute_sql("ANALYZE memories")
+    call = lambda: db.get_memories(user_id="ada", where_metadata={"k": "x"}, limit=50)  # noqa: E731
+    assert [m["content"] for m in call()] == [f"x {n}" for n in range(95, -1, -5)]
+    sent = [sql for sql, _ in sent_statements(db.database, call)]
+    assert len(sent) == 2 and "jsonb_set" in sent[1], sent

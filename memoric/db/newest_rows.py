@@ -10,15 +10,18 @@ Used where the dialect says so (`Dialect.window_first`: PostgreSQL). Two ways gi
 
 A first statement (`probe_statement`) asks whether any of the user's newest rows hold the value
 (PROBE_PER_ROW per row asked for, PROBE_AT_LEAST at the fewest); if so, how many rows the user
-has, up to the window; and if the window holds them all, whether the value is common among those
-newest rows (`common_at`). None holds it → the index. Few do and the window holds every row of the
-user → the index: the walk would read many rows for a few matches. Otherwise → the walk. A walk
+has, up to the window; and if the window holds them all, how many of those newest rows hold it.
+None holds it → the index. The window holds every row of the user, and few of the newest rows
+hold it (the walk would read many rows for a few matches) or the user has too few rows for the
+walk to fill the page → the index (`index_first`). Otherwise → the walk. A walk
 short of a page gives way to the index, a statement of its own that is exact on its own
 snapshot: memories saved after the probe never make a short walk look complete.
 
 The probe sees the newest rows only, so it cannot tell how many holders the rest of the user's
-rows have: a rule that estimated them from the probe (as if spread evenly) chose the index for
-values older rows hold densely and read thousands of them, where the walk reads a window.
+rows have: the index is chosen only where it cannot read many. A rule that compared the holders
+estimated from the probe (as if spread evenly) with the walk for any user the window covers was
+tried and dropped: it chose the index for values older rows hold densely and read thousands of
+them, where the walk reads a window.
 """
 
 from __future__ import annotations
@@ -48,19 +51,26 @@ def page(store: MemoryStore, checked: dict, values: dict) -> list[dict]:
     wanted = values["offset"] + values["limit"]
     probe = min(max(PROBE_PER_ROW * wanted, PROBE_AT_LEAST), validation.MAX_INT)
     window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
-    values = {**values, "probe": probe, "common_at": common_at(probe), "window": window}
+    values = {**values, "probe": probe, "window": window}
     sql, params = _statement(store, probe_statement, checked, offset=False)
     any_held, seen, held = store.database.execute_sql(sql, bind(params, values)).fetchone()
-    if not any_held or (seen < window and held < values["common_at"]):
+    if not any_held or (seen < window and index_first(held, seen, wanted, probe)):
         return _rows(store, index_statement, checked, values)
     rows = _rows(store, walk_statement, checked, values)
     return rows if len(rows) == values["limit"] else _rows(store, index_statement, checked, values)
 
 
-def common_at(probe: int) -> int:
-    """How many of the `probe` newest rows must hold a value for it to be common: one in
-    COMMON_ONE_IN, and at least one."""
-    return max(1, probe // COMMON_ONE_IN)
+def index_first(held: int, seen: int, wanted: int, probe: int) -> bool:
+    """For a user with `seen` rows (all of them within the window), `held` of whose newest `probe`
+    hold the value: whether to read the page through the index rather than walk.
+
+    Yes when fewer than one in COMMON_ONE_IN of those rows hold it: the walk would read many rows
+    for a few matches. Yes too when the walk would come up short of the `wanted` rows, were the
+    holders spread as among the newest: then the user has fewer than about COMMON_ONE_IN ×
+    `wanted` rows, so the index never reads many even if older rows hold the value densely.
+    """
+    sample = min(probe, seen)
+    return held * COMMON_ONE_IN < sample or held * seen < wanted * sample
 
 
 def _statement(store: MemoryStore, build, checked: dict, offset: bool) -> tuple[str, list]:
@@ -77,7 +87,7 @@ def _rows(store: MemoryStore, build, checked: dict, values: dict) -> list[dict]:
 def probe_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
     """(sql, params): `any`, whether one of the user's newest `probe` rows holds the value; if so
     `seen`, the user's rows up to `window`; and if those are fewer, `held`, how many of the newest
-    `probe` rows hold it (counted up to `common_at`: enough to tell a common value).
+    `probe` rows hold it.
 
     Each reads an index and stops: the newest rows in `created_at` order alone (which rows of a
     tie are probed does not matter), the user's rows in no order. A planner without statistics
@@ -93,12 +103,12 @@ def probe_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[st
     holders = f'SELECT 1 FROM ({newest_sql}) AS "t1" WHERE {test_sql}'
     sql = (
         f'SELECT "any", "seen", CASE WHEN "seen" < {mark} THEN (SELECT count(*) FROM ({holders} '
-        f'LIMIT {mark}) AS "t1") END AS "held" FROM (SELECT "any", CASE WHEN "any" THEN '
+        ') AS "t1") END AS "held" FROM (SELECT "any", CASE WHEN "any" THEN '
         f'(SELECT count(*) FROM ({seen_sql}) AS "t1") END AS "seen" FROM (SELECT EXISTS ({holders}) '
         'AS "any" OFFSET 0) AS "t1" OFFSET 0) AS "t1"'
     )  # OFFSET 0: each value computed once, not copied into the expressions that use it
     holders_params = [*newest_params, *test_params]
-    return sql, [Slot("window"), *holders_params, Slot("common_at"), *seen_params, *holders_params]
+    return sql, [Slot("window"), *holders_params, *seen_params, *holders_params]
 
 
 def walk_statement(store: MemoryStore, checked: dict, offset: bool) -> tuple[str, list]:
