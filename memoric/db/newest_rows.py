@@ -58,12 +58,15 @@ def page(store: MemoryStore, checked: dict, values: dict) -> list[dict]:
     probe = min(max(PROBE_PER_ROW * wanted, PROBE_AT_LEAST), validation.MAX_INT)
     window = min(WINDOW_PER_ROW * wanted, validation.MAX_INT)
     values = {**values, "probe": probe, "window": window}
-    sql, params = _statement(store, probe_statement, checked, offset=False)
+    shape = filter_shape(checked)  # once per page: it renders the pattern as JSON
+    sql, params = _statement(store, probe_statement, checked, shape, offset=False)
     any_held, seen, held = store.database.execute_sql(sql, bind(params, values)).fetchone()
     if not any_held or (seen < window and index_first(held, seen, wanted, probe)):
-        return _rows(store, index_statement, checked, values)
-    rows = _rows(store, walk_statement, checked, values)
-    return rows if len(rows) == values["limit"] else _rows(store, index_statement, checked, values)
+        return _rows(store, index_statement, checked, shape, values)
+    rows = _rows(store, walk_statement, checked, shape, values)
+    if len(rows) == values["limit"]:
+        return rows
+    return _rows(store, index_statement, checked, shape, values)
 
 
 def index_first(held: int, seen: int, wanted: int, probe: int) -> bool:
@@ -80,14 +83,14 @@ def index_first(held: int, seen: int, wanted: int, probe: int) -> bool:
     return few or (seen <= SMALL_PER_ROW * wanted and held * seen < wanted * sample)
 
 
-def _statement(store: MemoryStore, build, checked: dict, offset: bool) -> tuple[str, list]:
+def _statement(store: MemoryStore, build, checked: dict, shape: tuple, offset: bool) -> tuple[str, list]:
     """(sql, params with slots) of one of this module's statements, rendered once per filter shape."""
-    key = ("newest_rows", build.__name__, filter_shape(checked), offset)
+    key = ("newest_rows", build.__name__, shape, offset)
     return store.statements.get(key, lambda: build(store, checked, offset))
 
 
-def _rows(store: MemoryStore, build, checked: dict, values: dict) -> list[dict]:
-    sql, params = _statement(store, build, checked, offset=values["offset"] > 0)
+def _rows(store: MemoryStore, build, checked: dict, shape: tuple, values: dict) -> list[dict]:
+    sql, params = _statement(store, build, checked, shape, offset=values["offset"] > 0)
     return memory_rows(store, sql, bind(params, values))
 
 
