@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -196,6 +197,16 @@ def executed_plans(store: MemoryStore, call: Callable) -> list[str]:
         ).fetchall()
         plan += [line for (line,) in rows]
     return plan
+
+
+def steps_run(plan: list[str]) -> list[str]:
+    """The lines of `plan` but the steps PostgreSQL never executed."""
+    return [line for line in plan if "never executed" not in line]
+
+
+def most_rows_read(lines: list[str]) -> float:
+    """The most rows any of these plan lines says its step returned (`actual rows=`)."""
+    return max(float(n) for line in lines for n in re.findall(r"actual rows=([\d.]+)", line))
 
 
 def skip_unless_postgresql_decides(store: MemoryStore) -> None:

@@ -10,13 +10,18 @@ the older rows hold.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import pytest
 
 from memoric import MemoryStore
 from memoric.migrate.runner import intercepted
-from tests.helpers import executed_plans, sent_statements, skip_unless_postgresql_decides
+from tests.helpers import (
+    executed_plans,
+    most_rows_read,
+    sent_statements,
+    skip_unless_postgresql_decides,
+    steps_run,
+)
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 
@@ -72,13 +77,12 @@ def _page_and_plan(db, kinds: list[str]) -> tuple[list[str], list[str]]:
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="ada", where_metadata={"k": "x"}, limit=50)  # noqa: E731
     page = [m["content"] for m in call()]
-    return page, [line for line in executed_plans(db, call) if "never executed" not in line]
+    return page, steps_run(executed_plans(db, call))
 
 
 def _most_read_newest_first(plan: list[str]) -> float:
     """The most rows a step read in `created_at` order, newest first (the probes, and a walk)."""
-    steps = [line for line in plan if "Scan Backward" in line]
-    return max(float(n) for line in steps for n in re.findall(r"actual rows=([\d.]+)", line))
+    return most_rows_read([line for line in plan if "Scan Backward" in line])
 
 
 def test_postgresql_walks_a_value_older_rows_hold_densely(db):

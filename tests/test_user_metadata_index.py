@@ -9,7 +9,6 @@ differ from them by one character.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import pytest
 
@@ -21,8 +20,10 @@ from tests.helpers import (
     USER_METADATA,
     executed_plans,
     indexes,
+    most_rows_read,
     schema,
     skip_unless_postgresql_decides,
+    steps_run,
 )
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
@@ -125,10 +126,6 @@ def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_user
     assert ran, "\n".join(plan)
 
 
-def _steps_run(plan: list[str]) -> list[str]:
-    return [line for line in plan if "never executed" not in line]
-
-
 def test_postgresql_reads_a_pattern_without_a_scalar_from_the_users_rows(db):
     """`{"tags": []}` gives the per-user index nothing to look up: the user's own index serves it,
     never a scan of everyone's rows."""
@@ -143,7 +140,7 @@ def test_postgresql_reads_a_pattern_without_a_scalar_from_the_users_rows(db):
         expected = sum(1 for row in rows if row["user_id"] == "user-3" and contains(row["metadata"], pattern))
         call = lambda pattern=pattern: db.count_memories(user_id="user-3", where_metadata=pattern)  # noqa: E731
         assert call() == expected
-        plan = _steps_run(executed_plans(db, call))
+        plan = steps_run(executed_plans(db, call))
         assert not [line for line in plan if "Seq Scan" in line], "\n".join(plan)
 
 
@@ -167,7 +164,7 @@ def test_postgresql_probes_a_big_users_newest_rows_by_index_without_statistics(d
             page = {"where_metadata": {"k": value}, "limit": 20, "offset": offset}
             call = lambda page=page: db.get_memories(user_id="big", **page)  # noqa: E731
             assert len(call()) == found
-            plan = _steps_run(executed_plans(db, call))
+            plan = steps_run(executed_plans(db, call))
             read_all = [line for line in plan if "actual rows=12000" in line and "Bitmap Heap Scan" in line]
             assert len(read_all) <= full_reads, "\n".join(plan)
     finally:
@@ -274,6 +271,5 @@ def test_postgresql_walks_a_common_value_the_newest_row_lacks_for_a_small_page(d
     db.database.execute_sql("ANALYZE memories")
     call = lambda: db.get_memories(user_id="big", where_metadata={"kind": "note"}, limit=limit)  # noqa: E731
     assert [m["content"] for m in call()] == [f"m {n}" for n in range(3999, 3999 - 2 * limit, -2)]
-    plan = _steps_run(executed_plans(db, call))
-    read = [float(n) for line in plan for n in re.findall(r"actual rows=([\d.]+)", line)]
-    assert max(read) < 500, "\n".join(plan)  # not the 2,000 holders
+    plan = steps_run(executed_plans(db, call))
+    assert most_rows_read(plan) < 500, "\n".join(plan)  # not the 2,000 holders
