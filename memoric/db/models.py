@@ -9,6 +9,8 @@ copies, so one process can talk to a SQLite file and a PostgreSQL server at once
 from __future__ import annotations
 
 import datetime as dt
+import operator
+from collections.abc import Iterable
 from types import SimpleNamespace
 
 import peewee
@@ -259,6 +261,22 @@ class MemoryDocument(peewee.Model):
 
 # Fields whose values need converting between Python and the database (the others pass as they are).
 CONVERTED_FIELDS = (peewee.BooleanField, JSONDocumentField, UTCDateTimeField)
+_TZINFO = operator.attrgetter("tzinfo")
+
+
+def python_column(field: peewee.Field, values: tuple) -> Iterable:
+    """A column of driver values as `field.python_value` makes them, converted one by one only
+    when some need it: PostgreSQL's driver already gives JSON, aware UTC datetimes and booleans,
+    and checking a whole column (in C) is cheaper than a Python call per value."""
+    kinds = set(map(type, values))
+    if isinstance(field, JSONDocumentField):
+        as_is = str not in kinds  # every other value is returned as it is
+    elif isinstance(field, UTCDateTimeField):
+        as_is = kinds == {dt.datetime} and set(map(_TZINFO, values)) == {UTC}
+    else:
+        as_is = kinds <= {bool, type(None)}
+    return values if as_is else map(field.python_value, values)
+
 
 MEMORY_INDEXES = {
     # also newest first within a thread: LIMIT stops after the rows it returns (migration 002)

@@ -17,7 +17,7 @@ import peewee
 
 from memoric import validation
 from memoric.db.dialects.base import ids_left as dialect_ids_left
-from memoric.db.models import CONVERTED_FIELDS
+from memoric.db.models import CONVERTED_FIELDS, python_column
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -79,9 +79,9 @@ def read(store: MemoryStore, model, sql: str, params: list) -> list[dict]:
     rows = cursor.fetchall()
     if not rows:
         return []
-    columns = list(zip(*rows, strict=True))  # converted a column at a time: one map() each
-    for index, convert in _row_converters(model, names):
-        columns[index] = map(convert, columns[index])
+    columns = list(zip(*rows, strict=True))  # converted a column at a time
+    for index, field in _converted_columns(model, names):
+        columns[index] = python_column(field, columns[index])
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
@@ -148,18 +148,15 @@ class Statements:
 
 
 @functools.lru_cache(maxsize=256)
-def _converters_for(model, names: tuple[str, ...]) -> list[tuple[int, Callable]]:
+def _converted_fields(model, names: tuple[str, ...]) -> list[tuple[int, peewee.Field]]:
     columns = model._meta.columns
-    return [
-        (index, columns[name].python_value)
-        for index, name in enumerate(names)
-        if isinstance(columns.get(name), CONVERTED_FIELDS)
-    ]
+    converted = [(index, columns.get(name)) for index, name in enumerate(names)]
+    return [(index, field) for index, field in converted if isinstance(field, CONVERTED_FIELDS)]
 
 
-def _row_converters(model, names: list[str]) -> list[tuple[int, Callable]]:
-    """(column index, converter) of the columns whose database value needs one to become Python."""
-    return _converters_for(model, tuple(names))
+def _converted_columns(model, names: list[str]) -> list[tuple[int, peewee.Field]]:
+    """(column index, field) of the columns whose database values may need converting to Python."""
+    return _converted_fields(model, tuple(names))
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,74 @@
+"""Columns read back come out as their fields' Python values, converted a column at a time.
+
+PostgreSQL's driver already gives JSON documents, aware datetimes and booleans; SQLite gives
+text and integers. `python_column` keeps a column the driver already converted as it is, and
+converts every value of any other column, so a column mixing both kinds is never half-converted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from memoric.db.models import UTC, python_column
+from memoric.db.store import MemoryStore
+
+TOKYO = dt.timezone(dt.timedelta(hours=9))
+INSTANT = dt.datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def fields(tmp_path):
+    store = MemoryStore(f"sqlite:///{tmp_path / 'fields.db'}")
+    yield store.Memory.metadata, store.Memory.created_at, store.Memory.summarized
+    store.close()
+
+
+def test_a_column_the_driver_already_converted_is_kept_as_it_is(fields):
+    metadata, created_at, summarized = fields
+    documents = ({"a": 1}, [], None, 7)
+    instants = (INSTANT, INSTANT + dt.timedelta(seconds=1))
+
+    assert python_column(metadata, documents) is documents
+    assert python_column(created_at, instants) is instants
+    assert python_column(summarized, (True, False, None)) == (True, False, None)
+
+
+def test_a_json_column_with_some_text_parses_the_text(fields):
+    metadata, _, _ = fields
+
+    assert list(python_column(metadata, ({"a": 1}, '{"b":[2]}', "[]"))) == [{"a": 1}, {"b": [2]}, []]
+
+
+def test_a_timestamp_column_not_all_in_utc_comes_out_all_in_utc(fields):
+    _, created_at, _ = fields
+    column = (INSTANT, INSTANT.astimezone(TOKYO), INSTANT.replace(tzinfo=None), "2026-06-01 23:30:00.000000")
+
+    converted = list(python_column(created_at, column))
+
+    assert converted == [INSTANT] * 4
+    assert {value.tzinfo for value in converted} == {UTC}
+
+
+def test_a_flag_column_of_integers_comes_out_as_booleans(fields):
+    _, _, summarized = fields
+
+    assert [type(flag) for flag in python_column(summarized, (True, 0, 1))] == [bool, bool, bool]
+    assert list(python_column(summarized, (True, 0, 1))) == [True, False, True]
+
+
+def test_a_page_of_memories_reads_back_as_python_values_on_both_dialects(db):
+    db.insert_memories(
+        [
+            {"user_id": "ada", "content": f"m{i}", "metadata": {"i": i}, "summarized": i % 2 == 0}
+            for i in range(5)
+        ]
+    )
+
+    page = db.get_memories(user_id="ada", limit=10)
+
+    assert sorted(memory["metadata"]["i"] for memory in page) == list(range(5))
+    assert {type(memory["summarized"]) for memory in page} == {bool}
+    assert {memory["created_at"].tzinfo for memory in page} == {UTC}
+    assert {memory["related_threads"] == [] for memory in page} == {True}
