@@ -35,6 +35,9 @@ CJK_RANGES = (
     "\U00020000-\U0003134f"  # CJK extensions B to G, compatibility supplement
 )
 
+# The term rule on ASCII text, a quarter of the general rule's cost: \w is [a-z0-9_] once lowered.
+_ASCII_TERM = re.compile(r"[a-z0-9_]+")
+
 # Where Unicode has combining marks: the first two planes and the variation selectors supplement.
 MARK_PLANES = [*range(0x20000), *range(0xE0000, 0xE1000)]
 
@@ -72,8 +75,11 @@ def _char_range(first: int, last: int) -> str:
 
 def tokens(text: str) -> list[str]:
     """The terms of `text`, in order, repeats kept (see the module's rules)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return [term[:MAX_TERM_LENGTH] for term in _term_pattern().findall(folded)]
+    if text.isascii():  # NFKC keeps ASCII, case folding lowers it, and it has no marks or CJK
+        found = _ASCII_TERM.findall(text.lower())
+    else:
+        found = _term_pattern().findall(unicodedata.normalize("NFKC", text).casefold())
+    return [term[:MAX_TERM_LENGTH] for term in found]
 
 
 def term_counts(text: str) -> tuple[Counter, int]:

@@ -64,6 +64,13 @@ def test_the_tokenizer(text, expected):
     assert tokens(text) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_text_gets_the_terms_of_the_general_rule(text):
+    """ASCII text takes a shortcut; with a non-ASCII word after it, it takes the general rule."""
+    assert tokens(text) == tokens(f"{text} é")[:-1]
+
+
 def test_long_terms_are_cut_to_the_same_prefix_in_memories_and_queries():
     word = "x" * (MAX_TERM_LENGTH + 100)
     assert tokens(word) == ["x" * MAX_TERM_LENGTH]
