@@ -51,6 +51,29 @@ def test_a_timestamp_column_not_all_in_utc_comes_out_all_in_utc(fields):
     assert {value.tzinfo for value in converted} == {UTC}
 
 
+class UnhashableZone(dt.tzinfo):
+    """A zero-offset zone that cannot be hashed (as psycopg2's FixedOffsetTimezone, which an
+    application's own timestamp caster may return)."""
+
+    __hash__ = None
+
+    def utcoffset(self, when):
+        return dt.timedelta(0)
+
+
+ZERO_OFFSET_ZONES = [dt.timezone(dt.timedelta(0), "Z"), UnhashableZone()]
+
+
+@pytest.mark.parametrize("zone", ZERO_OFFSET_ZONES, ids=["named", "unhashable"])
+def test_a_timestamp_column_in_another_zero_offset_zone_comes_out_in_utc_itself(fields, zone):
+    _, created_at, _ = fields
+
+    converted = list(python_column(created_at, (INSTANT.replace(tzinfo=zone),) * 2))
+
+    assert converted == [INSTANT] * 2
+    assert {id(value.tzinfo) for value in converted} == {id(UTC)}
+
+
 def test_a_flag_column_of_integers_comes_out_as_booleans(fields):
     _, _, summarized = fields
 
@@ -72,3 +95,4 @@ def test_a_page_of_memories_reads_back_as_python_values_on_both_dialects(db):
     assert {type(memory["summarized"]) for memory in page} == {bool}
     assert {memory["created_at"].tzinfo for memory in page} == {UTC}
     assert {memory["related_threads"] == [] for memory in page} == {True}
+

@@ -272,7 +272,7 @@ def python_column(field: peewee.Field, values: tuple) -> Iterable:
     if isinstance(field, JSONDocumentField):
         as_is = str not in kinds  # every other value is returned as it is
     elif isinstance(field, UTCDateTimeField):
-        as_is = kinds == {dt.datetime} and set(map(_TZINFO, values)) == {UTC}
+        as_is = kinds == {dt.datetime} and set(map(id, map(_TZINFO, values))) == {id(UTC)}  # UTC itself
     else:
         as_is = kinds <= {bool, type(None)}
     return values if as_is else map(field.python_value, values)
