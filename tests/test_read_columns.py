@@ -96,3 +96,13 @@ def test_a_page_of_memories_reads_back_as_python_values_on_both_dialects(db):
     assert {memory["created_at"].tzinfo for memory in page} == {UTC}
     assert {memory["related_threads"] == [] for memory in page} == {True}
 
+
+@pytest.mark.parametrize("document", ['{"a": 1}', "x", "[1, 2]", "null"])
+def test_a_json_string_written_outside_memoric_reads_back_as_that_string_on_both_dialects(db, document):
+    """A metadata document that is a JSON string holding JSON text is that text on both dialects:
+    PostgreSQL's driver has parsed the JSONB once already, so it is not parsed a second time."""
+    memory_id = db.insert_memory(user_id="ada", content="x")
+    db.Memory.update(metadata=document).where(db.Memory.id == memory_id).execute()  # a JSON string
+
+    assert db.get_memory(memory_id)["metadata"] == document
+    assert [memory["metadata"] for memory in db.get_memories(user_id="ada")] == [document]

@@ -151,8 +151,8 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         return dump_json(value)
 
     def python_value(self, value):
-        if value is None:
-            return None
+        if value is None or self._jsonb is not None:  # PostgreSQL's driver has parsed the JSONB
+            return value
         if isinstance(value, str):
             try:
                 return load_json(value)
