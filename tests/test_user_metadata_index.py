@@ -122,7 +122,7 @@ def test_postgresql_reads_a_value_only_a_users_oldest_rows_hold_through_the_user
     call = lambda: db.get_memories(user_id="big", where_metadata={"k": "old"}, limit=50)  # noqa: E731
     assert [m["id"] for m in call()] == expected[:50]
     plan = executed_plans(db, call)
-    ran = [line for line in plan if f"Index Scan on {INDEX}" in line and "never executed" not in line]
+    ran = [line for line in steps_run(plan) if f"Index Scan on {INDEX}" in line]
     assert ran, "\n".join(plan)
 
 
