@@ -152,6 +152,27 @@ def test_every_write_path_keeps_the_postings_equal_to_a_rebuild(new_dsn):
     assert stored_postings(store) == ([], [])
 
 
+def test_a_batch_writes_its_terms_in_the_lookup_index_order():
+    """Each user and namespace's terms together, by term, memory order within a term: a bulk
+    insert visits each page of the lookup index once."""
+    memories = [
+        {"id": 1, "user_id": "ada", "namespace": None, "content": "zebra apple"},
+        {"id": 2, "user_id": "bob", "namespace": "work", "content": "apple"},
+        {"id": 3, "user_id": "ada", "namespace": None, "content": "mango apple"},
+        {"id": 4, "user_id": "ada", "namespace": "work", "content": "apple"},
+    ]
+    terms, documents = posting_rows(memories)
+    assert [(user, namespace, term, memory_id) for memory_id, user, namespace, term, _, _ in terms] == [
+        ("ada", None, "apple", 1),
+        ("ada", None, "apple", 3),
+        ("ada", None, "mango", 3),
+        ("ada", None, "zebra", 1),
+        ("bob", "work", "apple", 2),
+        ("ada", "work", "apple", 4),
+    ]
+    assert [document[0] for document in documents] == [1, 2, 3, 4]
+
+
 def test_a_bulk_insert_that_fails_midway_leaves_no_postings(db):
     taken = db.insert_memory(user_id="ada", content="already here")
     rows = [{"user_id": "ada", "content": f"new words {n}"} for n in range(5)]
