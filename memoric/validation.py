@@ -82,10 +82,17 @@ def shown(value) -> str:
     return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
 
 
+def as_plain_str(value: str) -> str:
+    """`value` as a `str` itself: a subclass's characters, without its hash, comparisons and
+    methods (which may be missing or lie), so that what is checked is what is stored."""
+    return str.__str__(value)
+
+
 def clean_text(field: str, value, *, max_length: int | None = None) -> str:
     """A non-empty, storable string (no NUL, valid Unicode), at most `max_length` characters."""
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
+    value = as_plain_str(value)
     if not value or value.isspace():
         raise ValidationError(f"{field} must be a non-empty string")
     if max_length is not None and len(value) > max_length:
@@ -114,8 +121,8 @@ def user_id(value) -> str:
 
 
 def tier(value, tiers: Sequence[str]) -> str:
-    if isinstance(value, str) and value in tiers:
-        return value
+    if isinstance(value, str) and as_plain_str(value) in tiers:
+        return as_plain_str(value)
     raise ValidationError(f"tier must be one of {list(tiers)}, got {shown(value)}")
 
 

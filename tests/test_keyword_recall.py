@@ -182,6 +182,42 @@ def test_a_bulk_insert_that_fails_midway_leaves_no_postings(db):
     assert_postings_match(db)
 
 
+class LyingText(str):
+    """A str subclass with no hash, equal to anything, whose methods lie about its characters."""
+
+    __hash__ = None
+
+    def __eq__(self, other):
+        return True
+
+    def __str__(self):
+        return "lie"
+
+    def lower(self):
+        return "lie"
+
+
+def test_text_given_as_a_str_subclass_is_stored_as_its_characters_by_every_write(db):
+    """The checks of every text field turn a subclass into the plain text of its characters."""
+    fields = {"user_id": "ada", "namespace": "work", "thread_id": "t1", "content": "refund tea"}
+    given = {name: LyingText(value) for name, value in fields.items()}
+    given |= {"tier": LyingText("long_term"), "related_threads": [LyingText("t2")]}
+    db.insert_memories([given, {**given, "content": LyingText("zebra tea")}])
+    saved = db.insert_memory(**given)
+    memories = db.get_memories(limit=None)
+    expected = {**fields, "tier": "long_term", "related_threads": ["t2"]}
+    for memory in memories:
+        stored = {name: memory[name] for name in expected}
+        assert stored == {**expected, "content": stored["content"]}
+    assert sorted(memory["content"] for memory in memories) == ["refund tea", "refund tea", "zebra tea"]
+    assert_postings_match(db)
+    recalled = facade(db).retrieve("ada", query="refund", scope="user", namespace="work")
+    assert sorted(memory["id"] for memory in recalled) == sorted(
+        memory["id"] for memory in memories if memory["content"] == "refund tea"
+    )
+    assert saved in [memory["id"] for memory in recalled]
+
+
 def test_odd_contents_have_a_document_row_and_only_their_terms(db):
     contents = ["!!!", "👍" * 3, "a", "x" * 100_000, "word " * 20_000, "e\u0301" * 10]
     for content in contents:
