@@ -21,6 +21,7 @@ from rank_bm25 import BM25Okapi
 from memoric import Memoric
 from memoric.aio import AsyncMemoric
 from memoric.cli import main
+from memoric.db import postings
 from memoric.db.postings import posting_rows
 from memoric.db.recall_queries import MAX_QUERY_TERMS
 from memoric.db.store import MemoryStore
@@ -179,6 +180,18 @@ def test_a_bulk_insert_that_fails_midway_leaves_no_postings(db):
     with pytest.raises(MemoricError):
         db.insert_memories([*rows, {"user_id": "ada", "content": "clash", "id": taken}], batch_size=100)
     assert len(db.get_memories(limit=None)) == 1
+    assert_postings_match(db)
+
+
+def test_a_batch_longer_than_one_statement_posts_every_memory(db, monkeypatch):
+    monkeypatch.setattr(postings, "POSTED_PER_STATEMENT", 3)
+    users = ["ada", "bob", "cy"]
+    rows = [
+        {"user_id": users[n % 3], "namespace": [None, "work"][n % 2], "content": f"word{n % 4} shared {n}"}
+        for n in range(20)
+    ]
+    db.insert_memories(rows, batch_size=20)
+    assert len(db.get_memories(limit=None)) == 20
     assert_postings_match(db)
 
 
