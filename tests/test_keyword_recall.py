@@ -12,6 +12,7 @@ import io
 import json
 import math
 import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -486,6 +487,62 @@ def test_006_builds_postings_for_existing_memories_and_its_rollback_drops_them(s
     store.insert_memory(user_id="u0", content="written while the postings are gone")
     assert migrations.upgrade(POSTINGS) == [POSTINGS]
     assert_postings_match(store)
+
+
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def wait_for_a_lock_waiter(store, deadline_s: float = 60.0) -> None:
+    """Return once another session of the database waits for a lock (PostgreSQL; on SQLite the
+    second writer waits in BEGIN, which nothing shows, so this returns at once)."""
+    if store.dialect.name == "sqlite":
+        return
+    stop = time.monotonic() + deadline_s
+    while store.database.execute_sql(LOCK_WAITERS).fetchone()[0] == 0:
+        assert time.monotonic() < stop, "the second import never waited for the first"
+
+
+def test_two_imports_of_the_same_memories_at_once_both_succeed(db):
+    """The second import's rebuild of the postings waits for the first's and replaces what it
+    wrote: no duplicate key, postings equal to a rebuild."""
+    for n in range(30):
+        db.insert_memory(user_id=["ada", "bob"][n % 2], content=f"memory {n} refund tea")
+    rows = db.get_memories(limit=None)
+    held, release, failures = threading.Event(), threading.Event(), []
+
+    def first():
+        with db.database.atomic():
+            postings.insert_memories(db, rows, skip_existing=True)
+            held.set()
+            release.wait()
+
+    def second():
+        held.wait()
+        with db.database.atomic():
+            postings.insert_memories(db, rows, skip_existing=True)
+
+    def guarded(work):
+        try:
+            work()
+        except BaseException as exc:  # reported below
+            failures.append((work.__name__, exc))
+            held.set()
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=guarded, args=(work,)) for work in (first, second)]
+    for thread in threads:
+        thread.start()
+    held.wait()
+    wait_for_a_lock_waiter(db)
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(db.get_memories(limit=None)) == 30
+    assert_postings_match(db)
 
 
 def test_concurrent_writers_leave_postings_equal_to_a_rebuild(db):

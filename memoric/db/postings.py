@@ -122,10 +122,16 @@ def reindex(store: MemoryStore, memories: list[dict]) -> None:
 
 def reindex_ids(store: MemoryStore, memory_ids: list[int]) -> None:
     """Rebuild the postings of these memories from what is stored (inside the write's transaction);
-    ids of memories that do not exist have none."""
+    ids of memories that do not exist have none.
+
+    Their rows are read locked (`Dialect.locked_rows`): a concurrent rebuild of the same
+    memories (two imports of one file) waits, then finds and replaces the postings this one
+    wrote, where its DELETE would have missed them and its INSERT collided with them.
+    """
     m = store.Memory
     for chunk in peewee.chunked(sorted(set(memory_ids)), ID_CHUNK_SIZE):
-        reindex(store, list(m.select(*posted_fields(m)).where(m.id.in_(chunk)).dicts()))
+        query = m.select(*posted_fields(m)).where(m.id.in_(chunk)).order_by(m.id)
+        reindex(store, store.dialect.locked_rows(store.database, query))
 
 
 def posted_fields(memory: type[peewee.Model]) -> tuple:

@@ -126,6 +126,12 @@ class Dialect(abc.ABC):
         `enough` memories of `user_id`, or of everyone's when None)."""
 
     @abc.abstractmethod
+    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
+        """The rows of `query` (memories by id), each locked to the end of the transaction where
+        writers do not already exclude one another: a concurrent rebuild of their postings
+        waits, then reads what this one committed."""
+
+    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

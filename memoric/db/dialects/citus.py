@@ -129,6 +129,14 @@ def untaken_rows(
     return kept
 
 
+def locked_rows(query: peewee.Select) -> list[dict]:
+    """The rows of `query` (memories) FOR UPDATE, one user at a time in user order: Citus locks
+    rows only through a statement routed to one shard."""
+    memory = query.model
+    users = sorted({user for (user,) in query.select(memory.user_id).tuples()})
+    return [row for user in users for row in query.where(memory.user_id == user).for_update().dicts()]
+
+
 def forget_layout(database: peewee.Database) -> None:
     """Forget what `routed` remembers of `database` (its tables may have been distributed or undone)."""
     _LAYOUTS.pop(database, None)

@@ -111,6 +111,11 @@ class PostgresDialect(Dialect):
         """`column IN (...)`: PostgreSQL takes a list of any length."""
         return column.in_(values)
 
+    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
+        if citus.routed(database, query.model._meta.table_name):
+            return citus.locked_rows(query)
+        return list(query.for_update().dicts())
+
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection)."""
         key = lock_key(name)

@@ -108,6 +108,10 @@ class SqliteDialect(Dialect):
         one of its triggers (a draft of the models, say), where filters read every memory in scope."""
         return sqlite_keys.rarest_key(database, pattern, user_id, enough)
 
+    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
+        """The rows as they are: writers already exclude one another (BEGIN IMMEDIATE)."""
+        return list(query.dicts())
+
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         # Beside the file itself, through any symlink: every path to one database takes one lock.
