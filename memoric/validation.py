@@ -121,8 +121,8 @@ def user_id(value) -> str:
 
 
 def tier(value, tiers: Sequence[str]) -> str:
-    if isinstance(value, str) and as_plain_str(value) in tiers:
-        return as_plain_str(value)
+    if isinstance(value, str) and (name := as_plain_str(value)) in tiers:
+        return name
     raise ValidationError(f"tier must be one of {list(tiers)}, got {shown(value)}")
 
 
