@@ -19,7 +19,7 @@ import yaml
 from memoric import yaml12
 from memoric.db.urls import file_url
 from memoric.errors import ConfigError
-from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, shown
+from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, as_plain_str, is_text, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"
@@ -194,8 +194,8 @@ def _tiers(tiers) -> list[dict]:
             raise ConfigError(f"{where} must be a mapping with a name, got {shown(tier)}")
         _known_keys(where, tier, TIER_DEFAULTS)
         tier = {**TIER_DEFAULTS, **tier}
-        name = tier["name"]
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_TIER_NAME:
+        name = tier["name"] = as_plain_str(tier["name"]) if is_text(tier["name"]) else tier["name"]
+        if not is_text(name) or not name.strip() or len(name) > MAX_TIER_NAME:
             raise ConfigError(
                 f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, "
                 f"got {shown(name)}"

@@ -178,8 +178,7 @@ class Memoric:
         `_relevance` (its BM25 value) and `_rank`.
         """
         self._ready()
-        if scope not in SCOPES:
-            raise ValidationError(f"scope must be one of {list(SCOPES)}, got {validation.shown(scope)}")
+        scope = validation.one_of("scope", scope, SCOPES)
         validation.count("top_k", top_k)
         pattern = dict(validation.metadata_filter(metadata_filter) or {})
         scoped = {"where_metadata": pattern}

@@ -75,22 +75,41 @@ def shown(value) -> str:
     Safe on any input: deep nesting, huge strings and ints too long to print are never
     converted whole.
     """
-    if isinstance(value, (str, bytes, bytearray)):
+    if issubclass(type(value), (str, bytes, bytearray)):  # by its type: `__class__` may pose
         text = repr(value[: SHOWN_WIDTH + 1])
     else:
         text = _BOUNDED_REPR.repr(value)
     return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
 
 
+def is_text(value) -> bool:
+    """Whether `value` is a `str` or of a subclass (by its type: `isinstance` takes an object's
+    own word through a `__class__` it may fake)."""
+    return issubclass(type(value), str)
+
+
 def as_plain_str(value: str) -> str:
-    """`value` as a `str` itself: a subclass's characters, without its hash, comparisons and
-    methods (which may be missing or lie), so that what is checked is what is stored."""
+    """`value` (`is_text`) as a `str` itself: a subclass's characters, without its hash,
+    comparisons and methods (which may be missing or lie), so that what is checked is what is
+    stored."""
     return str.__str__(value)
+
+
+def plain_json(value):
+    """A JSON value whose strings, object keys among them, are `str` itself (`as_plain_str`):
+    a filter is matched by its characters on both dialects."""
+    if is_text(value):
+        return as_plain_str(value)
+    if isinstance(value, dict):
+        return {as_plain_str(key) if is_text(key) else key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_json(item) for item in value]
+    return value
 
 
 def clean_text(field: str, value, *, max_length: int | None = None) -> str:
     """A non-empty, storable string (no NUL, valid Unicode), at most `max_length` characters."""
-    if not isinstance(value, str):
+    if not is_text(value):
         raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
     value = as_plain_str(value)
     if not value or value.isspace():
@@ -120,10 +139,15 @@ def user_id(value) -> str:
     return clean_text("user_id", value, max_length=MAX_ID_LENGTH)
 
 
-def tier(value, tiers: Sequence[str]) -> str:
-    if isinstance(value, str) and (name := as_plain_str(value)) in tiers:
+def one_of(field: str, value, choices: Sequence[str]) -> str:
+    """`value` as the plain `str` of one of `choices` (themselves plain `str`)."""
+    if is_text(value) and (name := as_plain_str(value)) in choices:
         return name
-    raise ValidationError(f"tier must be one of {list(tiers)}, got {shown(value)}")
+    raise ValidationError(f"{field} must be one of {list(choices)}, got {shown(value)}")
+
+
+def tier(value, tiers: Sequence[str]) -> str:
+    return one_of("tier", value, tiers)
 
 
 def score(value) -> int:
@@ -151,7 +175,7 @@ def metadata_filter(value) -> dict | None:
     """A containment filter: None or a JSON object; `{}` means no filter."""
     if value is None:
         return None
-    return metadata(value, field="where_metadata") or None
+    return plain_json(metadata(value, field="where_metadata")) or None
 
 
 def thread_list(field: str, value) -> list[str]:

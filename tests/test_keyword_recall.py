@@ -232,6 +232,28 @@ def test_text_given_as_a_str_subclass_is_stored_as_its_characters_by_every_write
     assert saved in [memory["id"] for memory in recalled]
 
 
+class PrintedText(str):
+    """A str subclass that prints as another text (a dict key must stay hashable)."""
+
+    def __str__(self):
+        return "lie"
+
+    def __format__(self, spec):
+        return "lie"
+
+
+def test_filters_choices_and_tier_names_given_as_str_subclasses_go_by_their_characters(db):
+    memoric = facade(db, config={"tiers": [{"name": LyingText("short_term")}, {"name": "long_term"}]})
+    saved = memoric.save("ada", "refund tea", metadata={"k": "v", "topic": "billing"})
+    with pytest.raises(MemoricError, match="tier must be one of"):
+        memoric.save("ada", "refund", tier="no_such_tier")
+    found = memoric.retrieve("ada", scope="user", query="refund", metadata_filter={PrintedText("k"): "v"})
+    assert [memory["id"] for memory in found] == [saved]
+    with pytest.raises(MemoricError, match="needs metadata_filter"):
+        memoric.retrieve("ada", scope=LyingText("topic"))
+    memoric.close()
+
+
 def test_odd_contents_have_a_document_row_and_only_their_terms(db):
     contents = ["!!!", "👍" * 3, "a", "x" * 100_000, "word " * 20_000, "e\u0301" * 10]
     for content in contents:

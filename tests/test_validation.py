@@ -131,6 +131,58 @@ def test_a_tier_is_one_of_the_configured_tiers():
         assert refusal(v.tier, value, TIERS) == f"tier must be one of {TIERS}, got {as_shown}"
 
 
+class Lying(str):
+    """A str subclass with no hash, equal to anything, that prints and lowers as another text."""
+
+    __hash__ = None
+
+    def __eq__(self, other):
+        return True
+
+    def __str__(self):
+        return "lie"
+
+    def strip(self, chars=None):
+        return ""
+
+
+class Printed(str):
+    """A str subclass (hashable, as a dict key must be) that prints as another text."""
+
+    def __str__(self):
+        return "lie"
+
+    def __format__(self, spec):
+        return "lie"
+
+
+class Posing:
+    """Not a str, though `isinstance(posing, str)` says it is (a faked `__class__`)."""
+
+    __class__ = property(lambda self: str)
+
+
+def test_text_is_taken_by_its_type_and_its_characters():
+    """Every text rule takes a str subclass as the plain str of its characters, and refuses an
+    object that only poses as a str."""
+    posing_checks = (
+        v.user_id,
+        v.content,
+        lambda value: v.tier(value, TIERS),
+        lambda value: v.one_of("scope", value, ["user"]),
+    )
+    for check in posing_checks:
+        assert "Posing" in refusal(check, Posing())
+    taken = v.user_id(Lying("ada"))
+    assert type(taken) is str and taken == "ada"
+    assert type(v.tier(Lying("long_term"), TIERS)) is str
+    assert refusal(v.tier, Lying("forever"), TIERS).startswith(f"tier must be one of {TIERS}, got ")
+    pattern = v.metadata_filter({Printed("k"): [Lying("v"), {Printed("n"): Lying("w")}], "x": 1})
+    assert pattern == {"k": ["v", {"n": "w"}], "x": 1}
+    keys_and_strings = [*pattern, pattern["k"][0], *pattern["k"][1], pattern["k"][1]["n"]]
+    assert {type(item) for item in keys_and_strings} == {str}
+
+
 def test_a_score_is_an_int_from_0_to_100_defaulting_to_50():
     assert v.score(None) == v.DEFAULT_SCORE == 50
     assert (v.score(0), v.score(100)) == (0, 100)
