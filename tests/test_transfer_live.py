@@ -16,7 +16,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.clustering import rebuild_clusters
-from memoric.db import transfer_queries
+from memoric.db import postings, transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
@@ -170,6 +170,32 @@ def test_a_row_taken_by_other_data_during_an_import_stops_it_naming_the_line(db,
     assert [kept[FAR + n]["content"] for n in range(500)] == [f"imported {n}" for n in range(500)]
     rolled_back = {FAR + n for n in range(500, 999) if n != 600}  # (999 may hold the ids back)
     assert not rolled_back & kept.keys(), "the batch with the clash was rolled back"
+
+
+def test_a_memory_deleted_after_its_batch_skipped_it_is_named_as_deleted(db, monkeypatch):
+    """PostgreSQL: an agent deletes a memory between the batch's INSERT, which skipped it as
+    already there, and the rebuild of its postings, which locks it (SQLite's writers exclude one
+    another)."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: no other writer runs inside an import's transaction")
+    db.insert_memory(user_id="ada", content="kept")
+    gone = db.insert_memory(user_id="ada", content="deleted by an agent")
+    export = io.StringIO()
+    export_jsonl(db, export)
+    agent = MemoryStore(db.dsn)
+    rebuild = postings.reindex_ids
+
+    def agent_deletes_then_rebuild(store, memory_ids):
+        agent.delete_memories(memory_ids=[gone])
+        rebuild(store, memory_ids)
+
+    monkeypatch.setattr(postings, "reindex_ids", agent_deletes_then_rebuild)
+    with pytest.raises(
+        ValidationError, match=f"memory {gone} could not be written: another writer deleted it"
+    ):
+        import_jsonl(db, io.StringIO(export.getvalue()))
+    agent.close()
+    assert [memory["content"] for memory in db.get_memories(limit=None)] == ["kept"]
 
 
 @pytest.mark.parametrize("write", ["import", "insert_memories"])

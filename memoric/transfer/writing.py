@@ -208,15 +208,21 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
                 row = rows[record.id]
                 written = stored.get(row[column])
                 if written is None:
-                    taken = "its user_id, topic and category are" if kind == "cluster" else "its id is"
                     raise ValidationError(
-                        f"{record.where}: {kind} {row[column]} could not be written: {taken} "
-                        "another's in the target now; this batch was not written, the ones before it were"
+                        f"{record.where}: {kind} {row[column]} could not be written: {_gone(kind)}; "
+                        "this batch was not written, the ones before it were (run the import again)"
                     )
                 _refuse_difference(
                     record, row, written, "this batch was not written, the ones before it were"
                 )
     return inserted
+
+
+def _gone(kind: str) -> str:
+    """Why a row the target held when the batch skipped it cannot be read back in its transaction."""
+    if kind == "cluster":
+        return "its user_id, topic and category are another's in the target now, or it was deleted meanwhile"
+    return "another writer deleted it meanwhile (its id was taken when the batch skipped it)"
 
 
 def _refuse_difference(record: Record, row: dict, stored: dict, outcome: str) -> None:
