@@ -19,11 +19,10 @@ import yaml
 from memoric import yaml12
 from memoric.db.urls import file_url
 from memoric.errors import ConfigError
-from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MIN_INT, as_plain_str, is_text, shown
+from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MAX_TIER_NAME, MIN_INT, as_plain_str, is_text, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"
-MAX_TIER_NAME = 64
 MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700

@@ -185,7 +185,7 @@ class Memoric:
         if scope == "thread":
             scoped["thread_id"] = thread_id
         elif scope == "topic":
-            if "topic" not in pattern:
+            if type(pattern.get("topic")) is not str:  # a topic: no filter by a null or a number
                 raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
             scoped["topic"] = pattern.pop("topic")
         return recall_queries.ranked_memories(

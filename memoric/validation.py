@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from memoric.errors import ValidationError
 
 MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
+MAX_TIER_NAME = 64  # the tier column's width
+_STR = frozenset({str})
 MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
@@ -75,8 +77,10 @@ def shown(value) -> str:
     Safe on any input: deep nesting, huge strings and ints too long to print are never
     converted whole.
     """
-    if issubclass(type(value), (str, bytes, bytearray)):  # by its type: `__class__` may pose
-        text = repr(value[: SHOWN_WIDTH + 1])
+    for kind in (str, bytes, bytearray):  # by the type, sliced by it: a subclass's own may lie or fail
+        if issubclass(type(value), kind):
+            text = repr(kind.__getitem__(value, slice(SHOWN_WIDTH + 1)))
+            break
     else:
         text = _BOUNDED_REPR.repr(value)
     return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
@@ -93,18 +97,6 @@ def as_plain_str(value: str) -> str:
     comparisons and methods (which may be missing or lie), so that what is checked is what is
     stored."""
     return str.__str__(value)
-
-
-def plain_json(value):
-    """A JSON value whose strings, object keys among them, are `str` itself (`as_plain_str`):
-    a filter is matched by its characters on both dialects."""
-    if is_text(value):
-        return as_plain_str(value)
-    if isinstance(value, dict):
-        return {as_plain_str(key) if is_text(key) else key: plain_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain_json(item) for item in value]
-    return value
 
 
 def clean_text(field: str, value, *, max_length: int | None = None) -> str:
@@ -146,6 +138,18 @@ def one_of(field: str, value, choices: Sequence[str]) -> str:
     raise ValidationError(f"{field} must be one of {list(choices)}, got {shown(value)}")
 
 
+def tier_names(value) -> tuple[str, ...]:
+    """A store's tiers: one or more distinct names (non-empty strings), as plain `str`."""
+    if is_text(value) or not isinstance(value, Iterable):
+        raise ValidationError(f"tiers must be a list of tier names, got {type(value).__name__}")
+    names = tuple(
+        clean_text(f"tiers[{index}]", name, max_length=MAX_TIER_NAME) for index, name in enumerate(value)
+    )
+    if not names or len(set(names)) < len(names):
+        raise ValidationError(f"tiers must be one or more distinct names, got {shown(list(names))}")
+    return names
+
+
 def tier(value, tiers: Sequence[str]) -> str:
     return one_of("tier", value, tiers)
 
@@ -161,21 +165,23 @@ def score(value) -> int:
 
 
 def metadata(value, field: str = "metadata") -> dict:
-    """A JSON object with string keys (None means `{}`)."""
+    """A JSON object with string keys (None means `{}`), of plain types: one holding subclasses
+    of dict, list, str, int or float comes back as a copy of plain values, so that what is
+    checked is what is stored, and both dialects match it alike."""
     if value is None:
         return {}
-    if not isinstance(value, dict):
+    if not issubclass(type(value), dict):
         raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
-    if not _is_plain_json(value, depth=0):
-        _check_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
-    return value
+    if _is_plain_json(value, depth=0):
+        return value
+    return _plain_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
 
 
 def metadata_filter(value) -> dict | None:
     """A containment filter: None or a JSON object; `{}` means no filter."""
     if value is None:
         return None
-    return plain_json(metadata(value, field="where_metadata")) or None
+    return metadata(value, field="where_metadata") or None
 
 
 def thread_list(field: str, value) -> list[str]:
@@ -335,7 +341,7 @@ def _is_storable(text: str) -> bool:
 
 def _is_plain_json(value: dict | list, depth: int) -> bool:
     """Whether a dict or list is certainly valid JSON of plain types, checked without building
-    error paths (bulk inserts call this per row); False sends it to `_check_json` for the verdict.
+    error paths (bulk inserts call this per row); False sends it to `_plain_json` for the verdict.
     """
     if depth >= MAX_JSON_DEPTH:  # its items would lie deeper than the limit: let the slow walk judge
         return False
@@ -344,9 +350,11 @@ def _is_plain_json(value: dict | list, depth: int) -> bool:
             keys = "".join(value)  # every key a str, checked in one C call
         except TypeError:
             return False
-        if not _is_storable(keys):
+        if not _is_storable(keys) or not {*map(type, value)} <= _STR:  # str itself: no subclass
             return False
         value = value.values()
+    elif type(value) is not list:
+        return False
     for item in value:
         kind = type(item)
         if kind is str:
@@ -383,35 +391,52 @@ def _check_storable(field: str, text: str) -> None:
         raise ValidationError(f"{_path(field)} {problem}") from None
 
 
-def _check_json(field: str, value, depth: int) -> None:
+def _plain_json(field: str, value, depth: int):
+    """`value` checked as JSON, each part by its type (never its own methods, which may lie),
+    and returned as plain values: a subclass of str, int or float as its characters or number,
+    of dict or list as a dict or list of plain values."""
     if depth > MAX_JSON_DEPTH:
         raise ValidationError(f"{_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
+    kind = type(value)
+    if value is None or kind is bool:
+        return value
+    if issubclass(kind, int):
+        value = int.__int__(value)
         if not _JSON_INT_FLOOR < value < JSON_INT_LIMIT:
             raise ValidationError(
                 f"{_path(field)} holds an int of more than {MAX_JSON_INT_DIGITS} digits, "
                 "which JSON cannot carry"
             )
-        return
-    if isinstance(value, float):
+        return value
+    if issubclass(kind, float):
+        value = float.__float__(value)
         if not math.isfinite(value):
             raise ValidationError(f"{_path(field)} holds {value!r}; JSON numbers must be finite")
-        return
-    if isinstance(value, str):
+        return value
+    if issubclass(kind, str):
+        value = as_plain_str(value)
         _check_storable(field, value)
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(f"{field}[{index}]", item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"{_path(field)} has a non-string key {shown(key)}")
-            _check_storable(f"{field} key {shown(key)}", key)
-            _check_json(f"{field}[{shown(key)}]", item, depth + 1)
-        return
-    kind = type(value).__name__
-    raise ValidationError(f"{_path(field)} holds a {kind} ({shown(value)}), which is not JSON")
+        return value
+    if issubclass(kind, list):
+        return [
+            _plain_json(f"{field}[{index}]", item, depth + 1)
+            for index, item in enumerate(list.__iter__(value))
+        ]
+    if issubclass(kind, dict):
+        return _plain_object(field, value, depth)
+    raise ValidationError(f"{_path(field)} holds a {kind.__name__} ({shown(value)}), which is not JSON")
+
+
+def _plain_object(field: str, value: dict, depth: int) -> dict:
+    """The members of a dict (read as a dict holds them) checked and plain; a key given twice
+    (two keys of one text) is refused, as JSON keeps only one."""
+    plain = {}
+    for key, item in dict.items(value):
+        if not is_text(key):
+            raise ValidationError(f"{_path(field)} has a non-string key {shown(key)}")
+        name = as_plain_str(key)
+        _check_storable(f"{field} key {shown(name)}", name)
+        if name in plain:
+            raise ValidationError(f"{_path(field)} gives the key {shown(name)} twice")
+        plain[name] = _plain_json(f"{field}[{shown(name)}]", item, depth + 1)
+    return plain

@@ -168,6 +168,8 @@ def test_the_facade_refuses_with_the_validators_message_and_writes_nothing(m, ca
     [
         ({"scope": "world"}, "scope must be one of"),
         ({"scope": "topic"}, 'scope "topic" needs metadata_filter'),
+        ({"scope": "topic", "metadata_filter": {"topic": None}}, 'scope "topic" needs metadata_filter'),
+        ({"scope": "topic", "metadata_filter": {"topic": 3}}, 'scope "topic" needs metadata_filter'),
     ],
 )
 def test_retrieve_refuses_an_unknown_scope_or_a_topic_without_one(m, change, message):

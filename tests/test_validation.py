@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+from collections import OrderedDict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -181,6 +182,66 @@ def test_text_is_taken_by_its_type_and_its_characters():
     assert pattern == {"k": ["v", {"n": "w"}], "x": 1}
     keys_and_strings = [*pattern, pattern["k"][0], *pattern["k"][1], pattern["k"][1]["n"]]
     assert {type(item) for item in keys_and_strings} == {str}
+
+
+class NoSlice(str):
+    """A str subclass that cannot be sliced (its own way)."""
+
+    def __getitem__(self, index):
+        raise RuntimeError("no slicing")
+
+
+class Identity(str):
+    """A str subclass compared by identity, so two of one text are two dict keys."""
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+class Number(int):
+    def __repr__(self):
+        return "lie"
+
+
+class Decimalish(float):
+    def __repr__(self):
+        return "lie"
+
+
+def test_json_is_checked_by_type_and_comes_back_as_plain_values():
+    plain = {"a": [1, "x", {"b": None}]}
+    assert v.metadata(plain) is plain  # already plain: no copy
+    assert (
+        refusal(v.metadata, OrderedDict(t=(1, 2)))
+        == "metadata['t'] holds a tuple ((1, 2)), which is not JSON"
+    )
+    assert "holds a Posing" in refusal(v.metadata, {"a": Posing()})
+    assert "holds a Posing" in refusal(v.metadata_filter, {"a": [Posing()]})
+    document = v.metadata(
+        OrderedDict(n=Number(7), f=Decimalish(0.5), s=[Printed("text")], d=OrderedDict(k=1))
+    )
+    assert document == {"n": 7, "f": 0.5, "s": ["text"], "d": {"k": 1}}
+    kinds = [
+        type(document),
+        type(document["n"]),
+        type(document["f"]),
+        type(document["s"][0]),
+        type(document["d"]),
+    ]
+    assert kinds == [dict, int, float, str, dict]
+    assert refusal(v.metadata, {Identity("a"): 1, Identity("a"): 2}) == "metadata gives the key 'a' twice"
+    assert (
+        refusal(v.one_of, "scope", NoSlice("nope"), ["user"]) == "scope must be one of ['user'], got 'nope'"
+    )
+
+
+def test_a_store_takes_its_tier_names_as_plain_distinct_strings():
+    names = v.tier_names([Lying("short_term"), "long_term"])
+    assert names == ("short_term", "long_term") and {type(name) for name in names} == {str}
+    assert refusal(v.tier_names, []) == "tiers must be one or more distinct names, got []"
+    assert refusal(v.tier_names, ["a", "a"]) == "tiers must be one or more distinct names, got ['a', 'a']"
+    assert refusal(v.tier_names, [123]) == "tiers[0] must be a string, got int"
+    assert refusal(v.tier_names, "short_term") == "tiers must be a list of tier names, got str"
 
 
 def test_a_score_is_an_int_from_0_to_100_defaulting_to_50():
@@ -479,7 +540,7 @@ json_values = st.recursive(
 def slow_verdict(value: dict) -> str | None:
     """The error message of the full walk (None when the document is valid)."""
     try:
-        v._check_json("metadata", value, depth=0)
+        v._plain_json("metadata", value, depth=0)
     except ValidationError as exc:
         return str(exc)
     return None

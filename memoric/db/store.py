@@ -90,7 +90,7 @@ class MemoryStore:
     ) -> None:
         self.dialect: Dialect = dialect_for(dialect_of(dsn))
         self.dsn: str = dsn
-        self.tiers: tuple[str, ...] = tuple(tiers)
+        self.tiers: tuple[str, ...] = validation.tier_names(tiers)
         self.clock = clock
         self.database: peewee.Database = open_database(dsn, warn_sqlite=warn_sqlite)
         self.dialect.prepare(self.database)
