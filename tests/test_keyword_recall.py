@@ -31,7 +31,7 @@ from memoric.migrate import Migrations
 from memoric.scoring import idf, score_memory
 from memoric.text import MAX_TERM_LENGTH, query_terms, tokens
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
-from tests.helpers import FIFTH, FOURTH, NOW, POSTINGS, Clock, ago
+from tests.helpers import FIFTH, FOURTH, NOW, POSTINGS, Clock, LyingText, PrintedText, ago
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit for bit
 
@@ -196,21 +196,6 @@ def test_a_batch_longer_than_one_statement_posts_every_memory(db, monkeypatch):
     assert_postings_match(db)
 
 
-class LyingText(str):
-    """A str subclass with no hash, equal to anything, whose methods lie about its characters."""
-
-    __hash__ = None
-
-    def __eq__(self, other):
-        return True
-
-    def __str__(self):
-        return "lie"
-
-    def lower(self):
-        return "lie"
-
-
 def test_text_given_as_a_str_subclass_is_stored_as_its_characters_by_every_write(db):
     """The checks of every text field turn a subclass into the plain text of its characters."""
     fields = {"user_id": "ada", "namespace": "work", "thread_id": "t1", "content": "refund tea"}
@@ -230,16 +215,6 @@ def test_text_given_as_a_str_subclass_is_stored_as_its_characters_by_every_write
         memory["id"] for memory in memories if memory["content"] == "refund tea"
     )
     assert saved in [memory["id"] for memory in recalled]
-
-
-class PrintedText(str):
-    """A str subclass that prints as another text (a dict key must stay hashable)."""
-
-    def __str__(self):
-        return "lie"
-
-    def __format__(self, spec):
-        return "lie"
 
 
 def test_filters_choices_and_tier_names_given_as_str_subclasses_go_by_their_characters(db):

@@ -31,7 +31,7 @@ from memoric.validation import (
     SHOWN_WIDTH,
     shown,
 )
-from tests.helpers import refusal
+from tests.helpers import LyingText, PrintedText, refusal
 
 TIERS = ["short_term", "mid_term", "long_term"]
 EAST = dt.timezone(dt.timedelta(hours=14))
@@ -132,31 +132,6 @@ def test_a_tier_is_one_of_the_configured_tiers():
         assert refusal(v.tier, value, TIERS) == f"tier must be one of {TIERS}, got {as_shown}"
 
 
-class Lying(str):
-    """A str subclass with no hash, equal to anything, that prints and lowers as another text."""
-
-    __hash__ = None
-
-    def __eq__(self, other):
-        return True
-
-    def __str__(self):
-        return "lie"
-
-    def strip(self, chars=None):
-        return ""
-
-
-class Printed(str):
-    """A str subclass (hashable, as a dict key must be) that prints as another text."""
-
-    def __str__(self):
-        return "lie"
-
-    def __format__(self, spec):
-        return "lie"
-
-
 class Posing:
     """Not a str, though `isinstance(posing, str)` says it is (a faked `__class__`)."""
 
@@ -174,11 +149,13 @@ def test_text_is_taken_by_its_type_and_its_characters():
     )
     for check in posing_checks:
         assert "Posing" in refusal(check, Posing())
-    taken = v.user_id(Lying("ada"))
+    taken = v.user_id(LyingText("ada"))
     assert type(taken) is str and taken == "ada"
-    assert type(v.tier(Lying("long_term"), TIERS)) is str
-    assert refusal(v.tier, Lying("forever"), TIERS).startswith(f"tier must be one of {TIERS}, got ")
-    pattern = v.metadata_filter({Printed("k"): [Lying("v"), {Printed("n"): Lying("w")}], "x": 1})
+    assert type(v.tier(LyingText("long_term"), TIERS)) is str
+    assert refusal(v.tier, LyingText("forever"), TIERS).startswith(f"tier must be one of {TIERS}, got ")
+    pattern = v.metadata_filter(
+        {PrintedText("k"): [LyingText("v"), {PrintedText("n"): LyingText("w")}], "x": 1}
+    )
     assert pattern == {"k": ["v", {"n": "w"}], "x": 1}
     keys_and_strings = [*pattern, pattern["k"][0], *pattern["k"][1], pattern["k"][1]["n"]]
     assert {type(item) for item in keys_and_strings} == {str}
@@ -218,7 +195,7 @@ def test_json_is_checked_by_type_and_comes_back_as_plain_values():
     assert "holds a Posing" in refusal(v.metadata, {"a": Posing()})
     assert "holds a Posing" in refusal(v.metadata_filter, {"a": [Posing()]})
     document = v.metadata(
-        OrderedDict(n=Number(7), f=Decimalish(0.5), s=[Printed("text")], d=OrderedDict(k=1))
+        OrderedDict(n=Number(7), f=Decimalish(0.5), s=[PrintedText("text")], d=OrderedDict(k=1))
     )
     assert document == {"n": 7, "f": 0.5, "s": ["text"], "d": {"k": 1}}
     kinds = [
@@ -236,7 +213,7 @@ def test_json_is_checked_by_type_and_comes_back_as_plain_values():
 
 
 def test_a_store_takes_its_tier_names_as_plain_distinct_strings():
-    names = v.tier_names([Lying("short_term"), "long_term"])
+    names = v.tier_names([LyingText("short_term"), "long_term"])
     assert names == ("short_term", "long_term") and {type(name) for name in names} == {str}
     assert refusal(v.tier_names, []) == "tiers must be one or more distinct names, got []"
     assert refusal(v.tier_names, ["a", "a"]) == "tiers must be one or more distinct names, got ['a', 'a']"
