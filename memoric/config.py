@@ -193,7 +193,9 @@ def _tiers(tiers) -> list[dict]:
             raise ConfigError(f"{where} must be a mapping with a name, got {shown(tier)}")
         _known_keys(where, tier, TIER_DEFAULTS)
         tier = {**TIER_DEFAULTS, **tier}
-        name = tier["name"] = as_plain_str(tier["name"]) if is_text(tier["name"]) else tier["name"]
+        name = tier["name"]
+        if is_text(name):
+            name = tier["name"] = as_plain_str(name)
         if not is_text(name) or not name.strip() or len(name) > MAX_TIER_NAME:
             raise ConfigError(
                 f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, "

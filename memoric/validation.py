@@ -20,7 +20,6 @@ from memoric.errors import ValidationError
 
 MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
 MAX_TIER_NAME = 64  # the tier column's width
-_STR = frozenset({str})
 MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
 MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
@@ -337,6 +336,9 @@ def _is_storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_STR = frozenset({str})
 
 
 def _is_plain_json(value: dict | list, depth: int) -> bool:
