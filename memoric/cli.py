@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from memoric import __version__, validation
+from memoric import __version__, json_input, validation
 from memoric.commands import memories, migrate, transfer
 from memoric.commands.session import Interrupted, Session
 from memoric.config import ENV_DATABASE_URL
@@ -150,7 +150,7 @@ def parse_metadata(ctx, param, value: str | None) -> dict | None:
     """--metadata as a JSON object; anything else is bad input (one line on stderr, exit 1)."""
     if value is None:
         return None
-    parsed = validation.json_text("--metadata", value)
+    parsed = json_input.from_text("--metadata", value)
     if not isinstance(parsed, dict):
         raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
     return parsed

@@ -19,7 +19,8 @@ import yaml
 from memoric import yaml12
 from memoric.db.urls import file_url
 from memoric.errors import ConfigError
-from memoric.validation import MAX_INT, MAX_JSON_DEPTH, MAX_TIER_NAME, MIN_INT, as_plain_str, is_text, shown
+from memoric.json_input import MAX_JSON_DEPTH
+from memoric.validation import MAX_INT, MAX_TIER_NAME, MIN_INT, as_plain_str, is_text, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"

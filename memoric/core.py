@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from memoric import clustering, forking, policies, validation
+from memoric import clustering, forking, json_input, policies, validation
 from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.db import recall_queries
 from memoric.db.store import MemoryStore, utc_now
@@ -135,7 +135,7 @@ class Memoric:
         self._ready()
         validation.user_id(user_id)
         validation.clean_text("content", content)
-        metadata = copy.deepcopy(validation.metadata(metadata))
+        metadata = copy.deepcopy(json_input.metadata(metadata))
         if self.enricher is not None:
             metadata = {**self._enrichment(content, metadata), **metadata}
         return self.store.insert_memory(
@@ -154,7 +154,7 @@ class Memoric:
             return {}
         if not isinstance(extra, dict):
             raise ValidationError(f"the enricher must return a dict or None, got {type(extra).__name__}")
-        return validation.metadata(extra, "enricher metadata")
+        return json_input.metadata(extra, "enricher metadata")
 
     def retrieve(
         self,
@@ -180,7 +180,7 @@ class Memoric:
         self._ready()
         scope = validation.one_of("scope", scope, SCOPES)
         validation.count("top_k", top_k)
-        pattern = dict(validation.metadata_filter(metadata_filter) or {})
+        pattern = dict(json_input.metadata_filter(metadata_filter) or {})
         scoped = {"where_metadata": pattern}
         if scope == "thread":
             scoped["thread_id"] = thread_id

@@ -1,27 +1,23 @@
 """The input rules of the public API, the same on both dialects.
 
 Every check raises `ValidationError` naming the field and the value at fault, before anything is
-written. JSON values are checked for what PostgreSQL's JSONB can store: no NUL characters, no
-lone surrogates, no NaN or infinity, only str/int/float/bool/None/list/dict with string keys.
-The bounds below are where one of the two databases (or Python's own JSON) would fail, so a
-value is either accepted by both dialects alike or refused here by both.
+written. Text is checked for what both can store (no NUL characters, no lone surrogates); JSON
+input has its own rules, in `memoric.json_input`. The bounds below are where one of the two
+databases would fail, so a value is either accepted by both dialects alike or refused here by both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 import math
 import reprlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from memoric.errors import ValidationError
 
 MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
 MAX_TIER_NAME = 64  # the tier column's width
 MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
-MAX_JSON_DEPTH = 64
 DEFAULT_SCORE = 50
 # Every integer argument (limit, offset, top_k, ids, batch sizes, day counts) is a signed 64-bit
 # int: PostgreSQL's bigint and SQLite's INTEGER end there, and no row count or id goes beyond.
@@ -32,11 +28,6 @@ MAX_INT = 2**63 - 1
 MAX_STORED_ID = MAX_INT
 # A cluster's `memory_count` is a PostgreSQL `integer` column.
 MAX_COUNT = 2**31 - 1
-# Python converts an int to and from text only up to 4300 digits (its default limit), so a
-# metadata int must be below 10**4300 in magnitude to be written as JSON and read back.
-MAX_JSON_INT_DIGITS = 4300
-JSON_INT_LIMIT = 10**MAX_JSON_INT_DIGITS
-_JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
 # SQLite refuses a value over 1e9 bytes, PostgreSQL a statement that outgrows its 1 GB buffer:
 # a 600-million-character content was stored by SQLite and refused by PostgreSQL. At most 10
 # million characters (40 MB of UTF-8) fits both with room.
@@ -107,8 +98,8 @@ def clean_text(field: str, value, *, max_length: int | None = None) -> str:
         raise ValidationError(f"{field} must be a non-empty string")
     if max_length is not None and len(value) > max_length:
         raise ValidationError(f"{field} must be at most {max_length} characters, got {len(value)}")
-    if not _is_storable(value):
-        _check_storable(field, value)
+    if not is_storable(value):
+        check_storable(field, value)
     return value
 
 
@@ -161,26 +152,6 @@ def score(value) -> int:
     if not 0 <= value <= 100:
         raise ValidationError(f"score must be from 0 to 100, got {shown(value)}")
     return value
-
-
-def metadata(value, field: str = "metadata") -> dict:
-    """A JSON object with string keys (None means `{}`), of plain types: one holding subclasses
-    of dict, list, str, int or float comes back as a copy of plain values, so that what is
-    checked is what is stored, and both dialects match it alike."""
-    if value is None:
-        return {}
-    if not issubclass(type(value), dict):
-        raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
-    if _is_plain_json(value, depth=0):
-        return value
-    return _plain_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
-
-
-def metadata_filter(value) -> dict | None:
-    """A containment filter: None or a JSON object; `{}` means no filter."""
-    if value is None:
-        return None
-    return metadata(value, field="where_metadata") or None
 
 
 def thread_list(field: str, value) -> list[str]:
@@ -284,49 +255,8 @@ def _as_utc(field: str, value) -> dt.datetime:
         raise ValidationError(f"{field} {value.isoformat()} lies outside the datetime range in UTC") from None
 
 
-def json_text(field: str, text: str):
-    """Parse JSON text from outside (a CLI option); ValidationError where memoric could not store it.
-
-    Python's json raises RecursionError on deep nesting and a plain ValueError on an int of more
-    than 4300 digits, and keeps the last of a key given twice; each becomes a ValidationError
-    naming `field`.
-    """
-
-    def parse_int(digits: str) -> int:
-        if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
-            raise ValidationError(
-                f"{field} holds an int of {len(digits.lstrip('-'))} digits; "
-                f"JSON ints may have at most {MAX_JSON_INT_DIGITS}"
-            )
-        return int(digits)
-
-    def given_twice(key: str) -> ValidationError:
-        return ValidationError(f"{field} gives the key {shown(key)} twice")
-
-    unique_keys = functools.partial(unique_object, given_twice=given_twice)
-    try:
-        return json.loads(text, parse_int=parse_int, object_pairs_hook=unique_keys)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"{field} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
-
-
-def unique_object(pairs: list[tuple[str, object]], given_twice: Callable[[str], Exception]) -> dict:
-    """The JSON object of `pairs` (json's `object_pairs_hook`); `given_twice(key)` raised for the
-    first key that comes twice, which json would otherwise keep the last of silently."""
-    found = dict(pairs)
-    if len(found) < len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise given_twice(key)
-            seen.add(key)
-    return found
-
-
-def _is_storable(text: str) -> bool:
-    """The fast form of `_check_storable` for the common case (no message, no exception)."""
+def is_storable(text: str) -> bool:
+    """The fast form of `check_storable` for the common case (no message, no exception)."""
     if "\x00" in text:
         return False
     if text.isascii():
@@ -338,107 +268,19 @@ def _is_storable(text: str) -> bool:
     return True
 
 
-_STR = frozenset({str})
-
-
-def _is_plain_json(value: dict | list, depth: int) -> bool:
-    """Whether a dict or list is certainly valid JSON of plain types, checked without building
-    error paths (bulk inserts call this per row); False sends it to `_plain_json` for the verdict.
-    """
-    if depth >= MAX_JSON_DEPTH:  # its items would lie deeper than the limit: let the slow walk judge
-        return False
-    if type(value) is dict:
-        try:
-            keys = "".join(value)  # every key a str, checked in one C call
-        except TypeError:
-            return False
-        if not _is_storable(keys) or not {*map(type, value)} <= _STR:  # str itself: no subclass
-            return False
-        value = value.values()
-    elif type(value) is not list:
-        return False
-    for item in value:
-        kind = type(item)
-        if kind is str:
-            if (not item.isascii() or "\x00" in item) and not _is_storable(item):
-                return False
-        elif kind is dict or kind is list:
-            if not _is_plain_json(item, depth + 1):
-                return False
-        elif kind is int:
-            if not _JSON_INT_FLOOR < item < JSON_INT_LIMIT:
-                return False
-        elif kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind is not bool and item is not None:
-            return False
-    return True
-
-
-def _path(field: str) -> str:
+def shown_path(field: str) -> str:
     """A field or JSON path for a message: its start and end when it is long (deep nesting)."""
     if len(field) <= 2 * SHOWN_WIDTH:
         return field
     return f"{field[:SHOWN_WIDTH]}{ELLIPSIS}{field[-SHOWN_WIDTH + 1 :]}"
 
 
-def _check_storable(field: str, text: str) -> None:
+def check_storable(field: str, text: str) -> None:
+    """ValidationError naming `field` when `text` holds what PostgreSQL cannot store."""
     if "\x00" in text:
-        raise ValidationError(f"{_path(field)} contains a NUL character, which PostgreSQL cannot store")
+        raise ValidationError(f"{shown_path(field)} contains a NUL character, which PostgreSQL cannot store")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         problem = f"is not valid Unicode (lone surrogate at {exc.start})"
-        raise ValidationError(f"{_path(field)} {problem}") from None
-
-
-def _plain_json(field: str, value, depth: int):
-    """`value` checked as JSON, each part by its type (never its own methods, which may lie),
-    and returned as plain values: a subclass of str, int or float as its characters or number,
-    of dict or list as a dict or list of plain values."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValidationError(f"{_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
-    kind = type(value)
-    if value is None or kind is bool:
-        return value
-    if issubclass(kind, int):
-        value = int.__int__(value)
-        if not _JSON_INT_FLOOR < value < JSON_INT_LIMIT:
-            raise ValidationError(
-                f"{_path(field)} holds an int of more than {MAX_JSON_INT_DIGITS} digits, "
-                "which JSON cannot carry"
-            )
-        return value
-    if issubclass(kind, float):
-        value = float.__float__(value)
-        if not math.isfinite(value):
-            raise ValidationError(f"{_path(field)} holds {value!r}; JSON numbers must be finite")
-        return value
-    if issubclass(kind, str):
-        value = as_plain_str(value)
-        _check_storable(field, value)
-        return value
-    if issubclass(kind, list):
-        return [
-            _plain_json(f"{field}[{index}]", item, depth + 1)
-            for index, item in enumerate(list.__iter__(value))
-        ]
-    if issubclass(kind, dict):
-        return _plain_object(field, value, depth)
-    raise ValidationError(f"{_path(field)} holds a {kind.__name__} ({shown(value)}), which is not JSON")
-
-
-def _plain_object(field: str, value: dict, depth: int) -> dict:
-    """The members of a dict (read as a dict holds them) checked and plain; a key given twice
-    (two keys of one text) is refused, as JSON keeps only one."""
-    plain = {}
-    for key, item in dict.items(value):
-        if not is_text(key):
-            raise ValidationError(f"{_path(field)} has a non-string key {shown(key)}")
-        name = as_plain_str(key)
-        _check_storable(f"{field} key {shown(name)}", name)
-        if name in plain:
-            raise ValidationError(f"{_path(field)} gives the key {shown(name)} twice")
-        plain[name] = _plain_json(f"{field}[{shown(name)}]", item, depth + 1)
-    return plain
+        raise ValidationError(f"{shown_path(field)} {problem}") from None

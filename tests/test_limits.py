@@ -21,14 +21,9 @@ from memoric.cli import main
 from memoric.db.jsonfilter import contains
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ConfigError, ValidationError
+from memoric.json_input import JSON_INT_LIMIT, MAX_JSON_DEPTH
 from memoric.transfer import export_jsonl, import_jsonl
-from memoric.validation import (
-    JSON_INT_LIMIT,
-    MAX_CONTENT_LENGTH,
-    MAX_JSON_DEPTH,
-    MAX_TIMESTAMP,
-    MIN_TIMESTAMP,
-)
+from memoric.validation import MAX_CONTENT_LENGTH, MAX_TIMESTAMP, MIN_TIMESTAMP
 from tests.helpers import NOW, Clock, cluster_snapshot, memory_snapshot, requires_postgres
 
 

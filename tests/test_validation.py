@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memoric import json_input as j
 from memoric import validation as v
 from memoric.errors import MemoricError, ValidationError
+from memoric.json_input import JSON_INT_LIMIT, MAX_JSON_DEPTH
 from memoric.validation import (
-    JSON_INT_LIMIT,
     MAX_CONTENT_LENGTH,
     MAX_INT,
-    MAX_JSON_DEPTH,
     MAX_STORED_ID,
     MAX_TIMESTAMP,
     MIN_INT,
@@ -153,7 +153,7 @@ def test_text_is_taken_by_its_type_and_its_characters():
     assert type(taken) is str and taken == "ada"
     assert type(v.tier(LyingText("long_term"), TIERS)) is str
     assert refusal(v.tier, LyingText("forever"), TIERS).startswith(f"tier must be one of {TIERS}, got ")
-    pattern = v.metadata_filter(
+    pattern = j.metadata_filter(
         {PrintedText("k"): [LyingText("v"), {PrintedText("n"): LyingText("w")}], "x": 1}
     )
     assert pattern == {"k": ["v", {"n": "w"}], "x": 1}
@@ -187,14 +187,14 @@ class Decimalish(float):
 
 def test_json_is_checked_by_type_and_comes_back_as_plain_values():
     plain = {"a": [1, "x", {"b": None}]}
-    assert v.metadata(plain) is plain  # already plain: no copy
+    assert j.metadata(plain) is plain  # already plain: no copy
     assert (
-        refusal(v.metadata, OrderedDict(t=(1, 2)))
+        refusal(j.metadata, OrderedDict(t=(1, 2)))
         == "metadata['t'] holds a tuple ((1, 2)), which is not JSON"
     )
-    assert "holds a Posing" in refusal(v.metadata, {"a": Posing()})
-    assert "holds a Posing" in refusal(v.metadata_filter, {"a": [Posing()]})
-    document = v.metadata(
+    assert "holds a Posing" in refusal(j.metadata, {"a": Posing()})
+    assert "holds a Posing" in refusal(j.metadata_filter, {"a": [Posing()]})
+    document = j.metadata(
         OrderedDict(n=Number(7), f=Decimalish(0.5), s=[PrintedText("text")], d=OrderedDict(k=1))
     )
     assert document == {"n": 7, "f": 0.5, "s": ["text"], "d": {"k": 1}}
@@ -206,7 +206,7 @@ def test_json_is_checked_by_type_and_comes_back_as_plain_values():
         type(document["d"]),
     ]
     assert kinds == [dict, int, float, str, dict]
-    assert refusal(v.metadata, {Identity("a"): 1, Identity("a"): 2}) == "metadata gives the key 'a' twice"
+    assert refusal(j.metadata, {Identity("a"): 1, Identity("a"): 2}) == "metadata gives the key 'a' twice"
     assert (
         refusal(v.one_of, "scope", NoSlice("nope"), ["user"]) == "scope must be one of ['user'], got 'nope'"
     )
@@ -257,16 +257,16 @@ def test_metadata_is_a_json_object_and_none_means_empty():
         "l": [1, [2, {"x": "y"}]],
         "d": {},
     }
-    assert v.metadata(document) is document
-    assert v.metadata(None) == {}
+    assert j.metadata(document) is document
+    assert j.metadata(None) == {}
     for value, kind in (([], "list"), ("{}", "str"), (5, "int")):
-        assert refusal(v.metadata, value) == f"metadata must be a dict, got {kind}"
-    assert refusal(v.metadata, [], "new_metadata") == "new_metadata must be a dict, got list"
+        assert refusal(j.metadata, value) == f"metadata must be a dict, got {kind}"
+    assert refusal(j.metadata, [], "new_metadata") == "new_metadata must be a dict, got list"
 
 
 def test_metadata_keys_are_strings():
     for key, as_shown in ((1, "1"), (None, "None"), (("t",), "('t',)")):
-        assert refusal(v.metadata, {key: "a"}) == f"metadata has a non-string key {as_shown}"
+        assert refusal(j.metadata, {key: "a"}) == f"metadata has a non-string key {as_shown}"
 
 
 NOT_JSON = [
@@ -282,32 +282,32 @@ NOT_JSON = [
 
 @pytest.mark.parametrize(("value", "described"), NOT_JSON, ids=lambda x: type(x).__name__)
 def test_a_value_that_is_not_json_is_named_with_its_path(value, described):
-    assert refusal(v.metadata, {"x": value}) == f"metadata['x'] holds {described}, which is not JSON"
-    assert refusal(v.metadata, {"x": [1, {"y": value}]}) == (
+    assert refusal(j.metadata, {"x": value}) == f"metadata['x'] holds {described}, which is not JSON"
+    assert refusal(j.metadata, {"x": [1, {"y": value}]}) == (
         f"metadata['x'][1]['y'] holds {described}, which is not JSON"
     )
-    assert refusal(v.metadata, {"x": object()}).startswith("metadata['x'] holds a object (<object object")
+    assert refusal(j.metadata, {"x": object()}).startswith("metadata['x'] holds a object (<object object")
 
 
 def test_json_numbers_are_finite():
     for value in (math.nan, math.inf, -math.inf):
         assert (
-            refusal(v.metadata, {"x": value}) == f"metadata['x'] holds {value!r}; JSON numbers must be finite"
+            refusal(j.metadata, {"x": value}) == f"metadata['x'] holds {value!r}; JSON numbers must be finite"
         )
-    assert refusal(v.metadata, {"x": [1, {"y": math.nan}]}) == (
+    assert refusal(j.metadata, {"x": [1, {"y": math.nan}]}) == (
         "metadata['x'][1]['y'] holds nan; JSON numbers must be finite"
     )
 
 
 def test_json_ints_have_at_most_4300_digits():
     largest = JSON_INT_LIMIT - 1
-    assert v.metadata({"big": largest, "small": -largest, "mixed": [largest, 1]})
+    assert j.metadata({"big": largest, "small": -largest, "mixed": [largest, 1]})
     for value, path in (
         ({"k": JSON_INT_LIMIT}, "['k']"),
         ({"k": [1, -JSON_INT_LIMIT]}, "['k'][1]"),
         ({"k": {"n": 10**5000}}, "['k']['n']"),
     ):
-        message = refusal(v.metadata, value)
+        message = refusal(j.metadata, value)
         assert message == f"metadata{path} holds an int of more than 4300 digits, which JSON cannot carry"
 
 
@@ -322,38 +322,38 @@ def test_json_text_is_storable():
         ({"lone \udfff": 1}, "metadata key 'lone \\udfff' is not valid Unicode (lone surrogate at 5)"),
     ]
     for value, message in cases:
-        assert refusal(v.metadata, value) == message
+        assert refusal(j.metadata, value) == message
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1000, 5000])
 def test_json_nests_at_most_64_levels(depth):
-    assert v.metadata(nested(MAX_JSON_DEPTH))
-    assert v.metadata(nested(MAX_JSON_DEPTH - 1, leaf=[]))
-    message = refusal(v.metadata, nested(depth))
+    assert j.metadata(nested(MAX_JSON_DEPTH))
+    assert j.metadata(nested(MAX_JSON_DEPTH - 1, leaf=[]))
+    message = refusal(j.metadata, nested(depth))
     assert message.startswith("metadata['k']['k']") and message.endswith("is nested deeper than 64 levels")
     assert len(message) < 300
-    lists = refusal(v.metadata_filter, {"l": nested_lists(depth - 1)})
+    lists = refusal(j.metadata_filter, {"l": nested_lists(depth - 1)})
     assert lists.startswith("where_metadata['l'][0][0]") and lists.endswith("is nested deeper than 64 levels")
 
 
 def test_a_filter_is_a_json_object_and_empty_means_none():
-    assert v.metadata_filter(None) is None
-    assert v.metadata_filter({}) is None
-    assert v.metadata_filter({"topic": "x"}) == {"topic": "x"}
-    assert refusal(v.metadata_filter, ["topic"]) == "where_metadata must be a dict, got list"
+    assert j.metadata_filter(None) is None
+    assert j.metadata_filter({}) is None
+    assert j.metadata_filter({"topic": "x"}) == {"topic": "x"}
+    assert refusal(j.metadata_filter, ["topic"]) == "where_metadata must be a dict, got list"
     assert (
-        refusal(v.metadata_filter, {"k": math.inf})
+        refusal(j.metadata_filter, {"k": math.inf})
         == "where_metadata['k'] holds inf; JSON numbers must be finite"
     )
 
 
 def test_json_text_from_the_command_line_parses_within_the_limits():
-    assert v.json_text("--metadata", '{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
-    assert v.json_text("--metadata", '{"a": ' + "9" * 4300 + "}") == {"a": int("9" * 4300)}
-    assert refusal(v.json_text, "--metadata", "{oops").startswith("--metadata is not valid JSON: Expecting")
-    assert refusal(v.json_text, "--metadata", "").startswith("--metadata is not valid JSON")
+    assert j.from_text("--metadata", '{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    assert j.from_text("--metadata", '{"a": ' + "9" * 4300 + "}") == {"a": int("9" * 4300)}
+    assert refusal(j.from_text, "--metadata", "{oops").startswith("--metadata is not valid JSON: Expecting")
+    assert refusal(j.from_text, "--metadata", "").startswith("--metadata is not valid JSON")
     twice = '{"a": {"b": 1, "c": [{"b": 2, "b": 3}]}}'
-    assert refusal(v.json_text, "--metadata", twice) == "--metadata gives the key 'b' twice"
+    assert refusal(j.from_text, "--metadata", twice) == "--metadata gives the key 'b' twice"
     for text, message in (
         ('{"a": ' * 5000 + "1" + "}" * 5000, "--metadata is nested deeper than 64 levels"),
         (
@@ -365,7 +365,7 @@ def test_json_text_from_the_command_line_parses_within_the_limits():
             "--metadata holds an int of 4301 digits; JSON ints may have at most 4300",
         ),
     ):
-        assert refusal(v.json_text, "--metadata", text) == message
+        assert refusal(j.from_text, "--metadata", text) == message
 
 
 # --- thread lists and id lists -------------------------------------------------------------------
@@ -517,7 +517,7 @@ json_values = st.recursive(
 def slow_verdict(value: dict) -> str | None:
     """The error message of the full walk (None when the document is valid)."""
     try:
-        v._plain_json("metadata", value, depth=0)
+        j._plain_json("metadata", value, depth=0)
     except ValidationError as exc:
         return str(exc)
     return None
@@ -526,27 +526,27 @@ def slow_verdict(value: dict) -> str | None:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
-    if v._is_plain_json(document, depth=0):
+    if j._is_plain_json(document, depth=0):
         assert slow_verdict(document) is None
     verdict = slow_verdict(document)
     if verdict is None:
-        assert v.metadata(document) is document
+        assert j.metadata(document) is document
     else:
         with pytest.raises(ValidationError) as raised:
-            v.metadata(document)
+            j.metadata(document)
         assert str(raised.value) == verdict
 
 
 def test_the_fast_json_check_stops_at_the_depth_limit():
     document: dict = {}
     inner = document
-    for _ in range(v.MAX_JSON_DEPTH):
+    for _ in range(j.MAX_JSON_DEPTH):
         inner["x"] = {}
         inner = inner["x"]
-    v.metadata(document)  # exactly at the limit: accepted
+    j.metadata(document)  # exactly at the limit: accepted
     inner["x"] = 1
     with pytest.raises(ValidationError, match="nested deeper than 64"):
-        v.metadata(document)
+        j.metadata(document)
 
 
 # --- values shown in messages: cut with an ellipsis, never converted whole --------------------------
@@ -564,8 +564,8 @@ def test_shown_values_are_cut_with_an_ellipsis_and_never_built_whole():
 
 
 LONG_VALUES = [
-    (lambda: v.metadata({"k": b"x" * 1000}), "metadata['k'] holds a bytes"),
-    (lambda: v.metadata({"k" * 1000: {1, 2}}), "holds a set"),
+    (lambda: j.metadata({"k": b"x" * 1000}), "metadata['k'] holds a bytes"),
+    (lambda: j.metadata({"k" * 1000: {1, 2}}), "holds a set"),
     (lambda: v.tier("t" * 1000, TIERS), "tier must be one of"),
     (lambda: v.score("9" * 1000), "score must be an int"),
     (lambda: v.flag("summarized", "y" * 1000), "summarized must be True, False or None"),
@@ -584,6 +584,6 @@ def test_long_values_in_messages_end_with_an_ellipsis(check, message):
 def test_a_datetime_in_metadata_is_shown_whole_or_with_an_ellipsis():
     """Cut at 40 characters, the microseconds of a datetime once read as a single digit."""
     moment = dt.datetime(2026, 1, 1, 12, 30, 45, 123456)
-    assert repr(moment) in refusal(v.metadata, {"when": moment})
-    message = refusal(v.metadata, {"when": moment.replace(tzinfo=dt.UTC)})
+    assert repr(moment) in refusal(j.metadata, {"when": moment})
+    message = refusal(j.metadata, {"when": moment.replace(tzinfo=dt.UTC)})
     assert "123456, tzinfo=" in message and "…" in message

@@ -12,8 +12,8 @@ import pytest
 
 from memoric.db import recall_queries
 from memoric.db.jsonfilter import MAX_EXACT_CONDITIONS, contains
+from memoric.json_input import MAX_JSON_DEPTH
 from memoric.scoring import ScoreFormula
-from memoric.validation import MAX_JSON_DEPTH
 from tests.helpers import selected_dialects
 
 WIDTHS = (1, 78, 100, 1000, 5000)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric import validation
+from memoric import json_input, validation
 from memoric.db.jsoncodec import dump_json
 from memoric.db.jsonfilter import all_of, any_of
 from memoric.db.rows import known_keywords, slot
@@ -53,7 +53,7 @@ def checked_filters(
         "namespace": validation.optional_text("namespace", namespace),
         "thread_id": validation.optional_text("thread_id", thread_id),
         "tier": None if tier is None else validation.tier(tier, store.tiers),
-        "where_metadata": validation.metadata_filter(where_metadata),
+        "where_metadata": json_input.metadata_filter(where_metadata),
         "related_threads_any_of": None
         if related_threads_any_of is None
         else validation.thread_list("related_threads_any_of", related_threads_any_of),
@@ -125,7 +125,7 @@ def in_slices(store: MemoryStore, slices) -> peewee.Node:
 
 def lacks_metadata(store: MemoryStore, pattern: dict) -> peewee.Node:
     """True where metadata does not contain `pattern` (never NULL, unlike NOT of the test)."""
-    contained = store.Memory.metadata.contains(validation.metadata(pattern))
+    contained = store.Memory.metadata.contains(json_input.metadata(pattern))
     return peewee.Case(None, [(contained, 1)], 0) == 0
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric import text, validation
+from memoric import json_input, text, validation
 from memoric.db import postings
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, namespace_is, related_to, select_memories, thread_ids
@@ -86,7 +86,7 @@ def ranked_memories(
     filters = {"user_id": user_id, "thread_id": thread_id, "where_metadata": where_metadata}
     conditions += filter_conditions(store, **filters)
     if topic is not None:
-        has_topic = m.metadata.contains(validation.metadata({"topic": topic}))
+        has_topic = m.metadata.contains(json_input.metadata({"topic": topic}))
         threads = thread_ids(store, [m.user_id == user_id, namespace_is(store, namespace), has_topic])
         conditions.append(related_to(store, threads) | has_topic)
     if not include_summarized:

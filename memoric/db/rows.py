@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric import validation
+from memoric import json_input, validation
 from memoric.db.dialects.base import ids_left as dialect_ids_left
 from memoric.db.models import CONVERTED_FIELDS, python_column
 
@@ -61,7 +61,7 @@ def _validated_row(store: MemoryStore, row: dict) -> dict:
         "namespace": validation.optional_text("namespace", get("namespace")),
         "tier": validation.tier(store.tiers[0] if tier is None else tier, store.tiers),
         "score": validation.score(get("score")),
-        "metadata": validation.metadata(get("metadata")),
+        "metadata": json_input.metadata(get("metadata")),
         "related_threads": validation.thread_list("related_threads", get("related_threads")),
         "summarized": bool(validation.flag("summarized", get("summarized", False))),
         "created_at": created,

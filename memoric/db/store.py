@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import peewee
 
-from memoric import validation
+from memoric import json_input, validation
 from memoric.db import bulk, cluster_queries, newest_rows, postings
 from memoric.db.connection import DriverErrors, dialect_of, failure_message, open_database, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
@@ -348,7 +348,7 @@ class MemoryStore:
     @translate_errors
     def update_metadata(self, *, memory_id, new_metadata) -> int:
         memory_id = validation.memory_id(memory_id)
-        return self._update([memory_id], metadata=validation.metadata(new_metadata, "new_metadata"))
+        return self._update([memory_id], metadata=json_input.metadata(new_metadata, "new_metadata"))
 
     @translate_errors
     def set_related_threads(self, *, memory_id, related_threads) -> int:

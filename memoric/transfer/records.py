@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
-from memoric import validation
+from memoric import json_input, validation
 from memoric.db import transfer_queries
 from memoric.db.models import to_utc
 from memoric.db.store import MemoryStore
@@ -233,7 +233,7 @@ class DuplicateKey(Exception):
 
 
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=functools.partial(validation.unique_object, given_twice=DuplicateKey)
+    object_pairs_hook=functools.partial(json_input.unique_object, given_twice=DuplicateKey)
 )
 
 

@@ -1,0 +1,174 @@
+"""The JSON input rules: metadata documents, containment filters and JSON text from outside.
+
+A document is accepted only when both dialects store and match it alike: plain str/int/float/
+bool/None/list/dict with string keys, no NUL characters or lone surrogates, no NaN or infinity,
+ints Python's JSON can carry, at most MAX_JSON_DEPTH levels. Input of subclasses comes back as
+a plain copy, so that what is checked is what is stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+
+from memoric.errors import ValidationError
+from memoric.validation import as_plain_str, check_storable, is_storable, is_text, shown, shown_path
+
+MAX_JSON_DEPTH = 64
+# Python converts an int to and from text only up to 4300 digits (its default limit), so a
+# metadata int must be below 10**4300 in magnitude to be written as JSON and read back.
+MAX_JSON_INT_DIGITS = 4300
+JSON_INT_LIMIT = 10**MAX_JSON_INT_DIGITS
+_JSON_INT_FLOOR = -JSON_INT_LIMIT  # negated once here, not per value checked
+
+
+def metadata(value, field: str = "metadata") -> dict:
+    """A JSON object with string keys (None means `{}`), of plain types: one holding subclasses
+    of dict, list, str, int or float comes back as a copy of plain values, so that what is
+    checked is what is stored, and both dialects match it alike."""
+    if value is None:
+        return {}
+    if not issubclass(type(value), dict):
+        raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
+    if _is_plain_json(value, depth=0):
+        return value
+    return _plain_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
+
+
+def metadata_filter(value) -> dict | None:
+    """A containment filter: None or a JSON object; `{}` means no filter."""
+    if value is None:
+        return None
+    return metadata(value, field="where_metadata") or None
+
+
+def from_text(field: str, text: str):
+    """Parse JSON text from outside (a CLI option); ValidationError where memoric could not store it.
+
+    Python's json raises RecursionError on deep nesting and a plain ValueError on an int of more
+    than 4300 digits, and keeps the last of a key given twice; each becomes a ValidationError
+    naming `field`.
+    """
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
+            raise ValidationError(
+                f"{field} holds an int of {len(digits.lstrip('-'))} digits; "
+                f"JSON ints may have at most {MAX_JSON_INT_DIGITS}"
+            )
+        return int(digits)
+
+    def given_twice(key: str) -> ValidationError:
+        return ValidationError(f"{field} gives the key {shown(key)} twice")
+
+    unique_keys = functools.partial(unique_object, given_twice=given_twice)
+    try:
+        return json.loads(text, parse_int=parse_int, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{field} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def unique_object(pairs: list[tuple[str, object]], given_twice: Callable[[str], Exception]) -> dict:
+    """The JSON object of `pairs` (json's `object_pairs_hook`); `given_twice(key)` raised for the
+    first key that comes twice, which json would otherwise keep the last of silently."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise given_twice(key)
+            seen.add(key)
+    return found
+
+
+_STR = frozenset({str})
+
+
+def _is_plain_json(value: dict | list, depth: int) -> bool:
+    """Whether a dict or list is certainly valid JSON of plain types, checked without building
+    error paths (bulk inserts call this per row); False sends it to `_plain_json` for the verdict.
+    """
+    if depth >= MAX_JSON_DEPTH:  # its items would lie deeper than the limit: let the slow walk judge
+        return False
+    if type(value) is dict:
+        try:
+            keys = "".join(value)  # every key a str, checked in one C call
+        except TypeError:
+            return False
+        if not is_storable(keys) or not {*map(type, value)} <= _STR:  # str itself: no subclass
+            return False
+        value = value.values()
+    elif type(value) is not list:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is str:
+            if (not item.isascii() or "\x00" in item) and not is_storable(item):
+                return False
+        elif kind is dict or kind is list:
+            if not _is_plain_json(item, depth + 1):
+                return False
+        elif kind is int:
+            if not _JSON_INT_FLOOR < item < JSON_INT_LIMIT:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is not bool and item is not None:
+            return False
+    return True
+
+
+def _plain_json(field: str, value, depth: int):
+    """`value` checked as JSON, each part by its type (never its own methods, which may lie),
+    and returned as plain values: a subclass of str, int or float as its characters or number,
+    of dict or list as a dict or list of plain values."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValidationError(f"{shown_path(field)} is nested deeper than {MAX_JSON_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind is bool:
+        return value
+    if issubclass(kind, int):
+        value = int.__int__(value)
+        if not _JSON_INT_FLOOR < value < JSON_INT_LIMIT:
+            raise ValidationError(
+                f"{shown_path(field)} holds an int of more than {MAX_JSON_INT_DIGITS} digits, "
+                "which JSON cannot carry"
+            )
+        return value
+    if issubclass(kind, float):
+        value = float.__float__(value)
+        if not math.isfinite(value):
+            raise ValidationError(f"{shown_path(field)} holds {value!r}; JSON numbers must be finite")
+        return value
+    if issubclass(kind, str):
+        value = as_plain_str(value)
+        check_storable(field, value)
+        return value
+    if issubclass(kind, list):
+        return [
+            _plain_json(f"{field}[{index}]", item, depth + 1)
+            for index, item in enumerate(list.__iter__(value))
+        ]
+    if issubclass(kind, dict):
+        return _plain_object(field, value, depth)
+    raise ValidationError(f"{shown_path(field)} holds a {kind.__name__} ({shown(value)}), which is not JSON")
+
+
+def _plain_object(field: str, value: dict, depth: int) -> dict:
+    """The members of a dict (read as a dict holds them) checked and plain; a key given twice
+    (two keys of one text) is refused, as JSON keeps only one."""
+    plain = {}
+    for key, item in dict.items(value):
+        if not is_text(key):
+            raise ValidationError(f"{shown_path(field)} has a non-string key {shown(key)}")
+        name = as_plain_str(key)
+        check_storable(f"{field} key {shown(name)}", name)
+        if name in plain:
+            raise ValidationError(f"{shown_path(field)} gives the key {shown(name)} twice")
+        plain[name] = _plain_json(f"{field}[{shown(name)}]", item, depth + 1)
+    return plain
