@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from memoric.db.dialects.base import Dialect
-from memoric.db.dialects.postgresql import GUARD_NOTE, PostgresDialect, gin_index_code
+from memoric.db.dialects.postgres_ddl import GUARD_NOTE, gin_index_code
+from memoric.db.dialects.postgresql import PostgresDialect
 from memoric.db.dialects.sqlite import SqliteDialect
 
 DIALECTS: dict[str, Dialect] = {dialect.name: dialect for dialect in (SqliteDialect(), PostgresDialect())}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import io
 from collections.abc import Iterator
 
 import peewee
@@ -23,6 +22,8 @@ from memoric.db.dialects.base import (
     no_id_left,
     reserved_end,
 )
+from memoric.db.dialects.postgres_copy import copy_rows
+from memoric.db.dialects.postgres_ddl import gin_index_sql
 from memoric.db.models import GIN_INDEXES, to_utc
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
@@ -41,11 +42,7 @@ SESSION_SETTINGS = {
     "client_encoding": "UTF8",
 }
 SEQUENCE_LIMIT_EXCEEDED = "2200H"  # the SQLSTATE of nextval past the sequence's maximum
-COPY_CHUNK = 1 << 20  # characters handed to the server per read of a COPY
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
-# The guard generated migration files put around SQL for PostgreSQL alone (a file runs on both).
-POSTGRES_ONLY = "if isinstance(database, pw.PostgresqlDatabase):"
-GUARD_NOTE = f"SQL for PostgreSQL alone goes under `{POSTGRES_ONLY}`."  # for the migration template
 POSTGRES_COLUMNS = """
 SELECT cls.relname, att.attname, format_type(att.atttypid, att.atttypmod), att.attnotnull,
        pg_get_expr(def.adbin, def.adrelid), COALESCE(att.attnum = ANY(pk.conkey), false)
@@ -265,10 +262,7 @@ class PostgresDialect(Dialect):
             if not rows:
                 return 0
             if not skip_existing:
-                lines = io.StringIO("".join(map(copy_line, rows)))
-                copy = f'COPY "{table}" ({column_list(columns)}) FROM STDIN'
-                cursor.copy_expert(copy, lines, COPY_CHUNK)
-                return cursor.rowcount
+                return copy_rows(cursor, table, columns, rows)
             sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
             execute_values(cursor, sql, rows, page_size=len(rows))
             return cursor.rowcount
@@ -403,73 +397,10 @@ def _under_user(user_id, document) -> peewee.Node:
     return peewee.fn.jsonb_set(peewee.SQL("'{}'::jsonb"), array, document)
 
 
-def gin_index_sql(name: str, table: str = "memories", definition: tuple[str, str] | None = None) -> str:
-    """The DDL of a PostgreSQL GIN index (default: one of the GIN indexes of `memories`)."""
-    column, opclass = definition or GIN_INDEXES[name]
-    key = column if column.startswith("(") else f'"{column}"'
-    return f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" USING GIN ({key} {opclass})'
-
-
-def postgres_only_code(code: str, indent: str) -> str:
-    """Migration-file code running `code` on PostgreSQL only (the file itself runs on both dialects)."""
-    return f"{POSTGRES_ONLY}\n{indent}{code}"
-
-
-def gin_index_code(table: str, name: str, definition: tuple[str, str] | None, indent: str) -> str:
-    """Create (`definition` given) or drop one GIN index, and record it in the ORM snapshot."""
-    gin = f'migrator.orm["{table}"]._meta.gin_indexes'
-    if definition is None:
-        sql, record = f'DROP INDEX IF EXISTS "{name}"', f"{gin}.pop({name!r}, None)"
-    else:
-        sql, record = gin_index_sql(name, table, definition), f"{gin}[{name!r}] = {definition!r}"
-    return postgres_only_code(f"migrator.sql({sql!r})", indent) + f"\n{record}"
-
-
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for a lock name."""
     digest = hashlib.sha256(f"memoric:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def copy_line(row: tuple) -> str:
-    """One row in COPY's text format: tab-separated fields, `\\N` for NULL, a newline at the end."""
-    return "\t".join([_COPY_FORMATS[type(value)](value) for value in row]) + "\n"
-
-
-def _copy_text(text: str) -> str:
-    """Text with COPY's escapes: backslash, tab, newline and carriage return."""
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        return text.translate(_COPY_ESCAPES)
-    return text
-
-
-def _copy_json(document) -> str:
-    """A psycopg2 `Json` parameter (what `BinaryJSONField.db_value` gives) as its JSON text."""
-    return _copy_text(document.dumps(document.adapted))
-
-
-class _CopyFormats(dict):
-    """type -> function writing a value of it for COPY; subclasses and psycopg2's Json looked up once."""
-
-    def __missing__(self, kind: type):
-        from psycopg2.extras import Json
-
-        self.setdefault(Json, _copy_json)
-        for base in kind.__mro__:
-            if base in self:
-                self[kind] = self[base]
-                return self[kind]
-        raise TypeError(f"cannot COPY a {kind.__name__} value")
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_FORMATS = _CopyFormats({
-    str: _copy_text,
-    int: str,
-    bool: lambda value: "t" if value else "f",
-    type(None): lambda value: "\\N",
-    dt.datetime: dt.datetime.isoformat,
-})  # fmt: skip
 
 
 def _citus_transaction(database: peewee.Database, table: str, columns: list[str]):
