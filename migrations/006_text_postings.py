@@ -5,7 +5,8 @@ in terms) and `memory_documents` one row per memory (its length); both carry the
 and namespace, so a recall reads only its own user's postings for the query's terms. The terms
 come from memoric's tokenizer (`memoric.text`), which neither database can run, so the upgrade
 reads the memories in pages of BUILD_BATCH in id order and writes their postings, all in the
-migration's one transaction (a failure leaves neither tables nor postings). Every later write of
+migration's one transaction (a failure leaves neither tables nor postings), while writers of
+memories wait. Every later write of
 memoric keeps them in step (`memoric.db.postings`).
 The rollback drops both tables: they hold nothing that is not derived from the memories, so it
 needs no confirmation.
@@ -65,7 +66,14 @@ def _insert(database, table: str, columns: list[str], rows: list[tuple]) -> None
 
 def _build(database) -> None:
     """Write the postings of every memory, a page of BUILD_BATCH memories at a time (anew where
-    the tables were there already, built from the models)."""
+    the tables were there already, built from the models).
+
+    On PostgreSQL the memories' writers wait from here to the commit (SQLite's do anyway): a
+    memory saved meanwhile would be missed by these reads, and saved without postings by a writer
+    that found no tables (memoric decides that under the lock every write takes).
+    """
+    if isinstance(database, pw.PostgresqlDatabase):
+        database.execute_sql('LOCK TABLE "memories" IN SHARE MODE')
     database.execute_sql('DELETE FROM "memory_terms"')
     database.execute_sql('DELETE FROM "memory_documents"')
     after = 0

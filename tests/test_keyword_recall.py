@@ -486,19 +486,141 @@ def test_006_builds_postings_for_existing_memories_and_its_rollback_drops_them(s
     assert_postings_match(store)
 
 
+def upgrade_in_a_thread(store, failures: list) -> threading.Thread:
+    """A thread upgrading the store's database to 006 (a failure goes to `failures`)."""
+
+    def upgrade():
+        try:
+            Migrations(store).upgrade(POSTINGS)
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            store.close()
+
+    return threading.Thread(target=upgrade)
+
+
+def test_a_memory_written_as_006_begins_is_posted_by_it(store):
+    """006 waits for a write of memories begun before it, then reads and posts that memory,
+    which the writer saved without postings: it found no tables."""
+    Migrations(store).upgrade(FIFTH)
+    writer = MemoryStore(store.dsn)
+    saved, release, failures = threading.Event(), threading.Event(), []
+
+    def write():
+        with writer.database.atomic():
+            writer.insert_memory(user_id="ada", content="saved as the upgrade began")
+            saved.set()
+            release.wait()
+        writer.close()
+
+    writer_thread = threading.Thread(target=write)
+    writer_thread.start()
+    saved.wait()
+    upgrade = upgrade_in_a_thread(store, failures)
+    upgrade.start()
+    wait_for_a_lock_waiter(store, unless=upgrade)
+    release.set()
+    for thread in (writer_thread, upgrade):
+        thread.join()
+    assert failures == []
+    assert [m["content"] for m in store.get_memories()] == ["saved as the upgrade began"]
+    assert_postings_match(store)
+
+
+def test_a_memory_written_while_006_runs_waits_for_it_and_is_posted(store):
+    """A writer that comes while 006 builds the postings waits for its commit, then finds the
+    tables and posts its memory (PostgreSQL: the upgrade is held before its history row)."""
+    if store.dialect.name == "sqlite":
+        pytest.skip("SQLite: see the next test")
+    Migrations(store).upgrade(FIFTH)
+    holder = MemoryStore(store.dsn)
+    held, release, failures = threading.Event(), threading.Event(), []
+
+    def hold_the_history():
+        with holder.database.atomic():
+            holder.database.execute_sql('LOCK TABLE "migratehistory" IN EXCLUSIVE MODE')
+            held.set()
+            release.wait()
+        holder.close()
+
+    def write():
+        writer = MemoryStore(store.dsn)
+        try:
+            writer.insert_memory(user_id="ada", content="saved during the upgrade")
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            writer.close()
+
+    threading.Thread(target=hold_the_history).start()
+    held.wait()
+    upgrade = upgrade_in_a_thread(store, failures)
+    upgrade.start()
+    wait_for_a_lock_waiter(store)  # the upgrade, its postings built, waits to write its history
+    writer = threading.Thread(target=write)
+    writer.start()
+    wait_for_a_lock_waiter(store, waiters=2, unless=writer)
+    release.set()
+    for thread in (upgrade, writer):
+        thread.join()
+    assert failures == []
+    assert [m["content"] for m in store.get_memories()] == ["saved during the upgrade"]
+    assert_postings_match(store)
+
+
+def test_a_sqlite_write_waiting_for_006_finds_the_tables_it_built(store):
+    """SQLite: a save that comes while 006 holds the write lock decides whether to post only
+    once it has the lock. The upgrade is held just before its history row, until the save has
+    sent its first write statement (each connection's statements seen through its trace)."""
+    if store.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    Migrations(store).upgrade(FIFTH)
+    sent, failures = threading.Event(), []
+
+    def write():
+        writer = MemoryStore(store.dsn)
+        connection = writer.database.connection()
+        connection.set_trace_callback(lambda sql: sql.startswith(("BEGIN", "INSERT")) and sent.set())
+        try:
+            writer.insert_memory(user_id="ada", content="saved during the upgrade")
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            writer.close()
+
+    writer = threading.Thread(target=write)
+
+    def before_the_history_row(sql: str) -> None:
+        if sql.startswith('INSERT INTO "migratehistory"') and not writer.is_alive() and not sent.is_set():
+            writer.start()
+            assert sent.wait(timeout=60), "the save sent no write statement"
+
+    store.database.connection().set_trace_callback(before_the_history_row)
+    Migrations(store).upgrade(POSTINGS)
+    store.database.connection().set_trace_callback(None)
+    writer.join()
+    assert failures == []
+    assert [m["content"] for m in store.get_memories()] == ["saved during the upgrade"]
+    assert_postings_match(store)
+
+
 LOCK_WAITERS = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
 
 
-def wait_for_a_lock_waiter(store, deadline_s: float = 60.0) -> None:
-    """Return once another session of the database waits for a lock (PostgreSQL; on SQLite the
-    second writer waits in BEGIN, which nothing shows, so this returns at once)."""
+def wait_for_a_lock_waiter(store, waiters: int = 1, unless: threading.Thread | None = None) -> None:
+    """Return once `waiters` other sessions of the database wait for a lock, or the thread
+    `unless` has ended without waiting (PostgreSQL; on SQLite a writer waits in BEGIN, which
+    nothing shows, so this returns at once)."""
     if store.dialect.name == "sqlite":
         return
-    stop = time.monotonic() + deadline_s
-    while store.database.execute_sql(LOCK_WAITERS).fetchone()[0] == 0:
-        assert time.monotonic() < stop, "the second import never waited for the first"
+    stop = time.monotonic() + 60
+    while store.database.execute_sql(LOCK_WAITERS).fetchone()[0] < waiters:
+        if unless is not None and not unless.is_alive():
+            return
+        assert time.monotonic() < stop, f"{waiters} sessions never waited for a lock"
 
 
 def test_two_imports_of_the_same_memories_at_once_both_succeed(db):

@@ -13,7 +13,7 @@ inside the same transaction as the write that changes the memories:
 
 The memory rows are always written before their postings, so two transactions touching the
 same memory take their locks in the same order. Before migration 006 the tables do not exist
-and these functions write memories only (`enabled`).
+and these functions write memories only, as decided under the memories' write lock (`written`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ def enabled(store: MemoryStore) -> bool:
     if not store.postings_ready:
         store.postings_ready = store.database.table_exists(store.MemoryDocument._meta.table_name)
     return store.postings_ready
+
+
+def written(store: MemoryStore) -> bool:
+    """`enabled`, for a write of memories, asked inside its transaction: an answer no is given
+    holding the lock every write of `memories` takes (`Dialect.hold_writes`), which migration
+    006 takes too before it posts the memories there. So a memory written without postings is
+    one that migration reads and posts, and a write waiting for it sees the new tables."""
+    if not store.postings_ready:
+        store.dialect.hold_writes(store.database, store.Memory._meta.table_name)
+    return enabled(store)
 
 
 def posting_rows(memories: Iterable[dict]) -> tuple[list[tuple], list[tuple]]:
@@ -113,7 +123,7 @@ def forget(store: MemoryStore, owners: list[tuple[int, str]]) -> None:
 def reindex(store: MemoryStore, memories: list[dict]) -> None:
     """Rebuild the postings of memories just updated (dicts with id, user_id, namespace and the
     stored content, as the UPDATE returned them), inside the write's transaction."""
-    if not memories or not enabled(store):
+    if not memories or not written(store):
         return
     memories = sorted(memories, key=lambda memory: memory["id"])
     forget(store, [(memory["id"], memory["user_id"]) for memory in memories])
@@ -143,8 +153,10 @@ def insert_memory(store: MemoryStore, row: dict) -> int:
     """INSERT one validated memory row and its postings in one transaction; its id."""
     columns, values = driver_row(store.Memory, row)
     table = store.Memory._meta.table_name
-    if not enabled(store):  # one statement is atomic by itself: no BEGIN/COMMIT around it
-        return store.dialect.insert_one(store.database, table, columns, values)
+    if not store.postings_ready:  # asked in a transaction of its own (one statement needs none)
+        with store.database.atomic():
+            if not written(store):
+                return store.dialect.insert_one(store.database, table, columns, values)
     counts, length = term_counts(row["content"])
     postings = MemoryPostings(
         documents_table=store.MemoryDocument._meta.table_name,
@@ -165,7 +177,7 @@ def insert_memories(store: MemoryStore, rows: list[dict], *, skip_existing: bool
     rebuilt from what is stored, whichever row won.
     """
     m = store.Memory
-    if not enabled(store):
+    if not written(store):
         return sum(insert_rows(store, m, same_keys, skip_existing) for same_keys in group_by_keys(rows))
     ids_given = any("id" in row for row in rows)
     rows = with_ids(store, rows)
@@ -192,7 +204,7 @@ def with_ids(store: MemoryStore, rows: list[dict]) -> list[dict]:
 def delete_memories(store: MemoryStore, conditions: list) -> int:
     """DELETE the memories matching every condition and their postings (inside one transaction)."""
     m = store.Memory
-    if not enabled(store):
+    if not written(store):
         return m.delete().where(*conditions).execute()
     deleted = list(m.delete().where(*conditions).returning(m.id, m.user_id).tuples().execute())
     forget(store, deleted)

@@ -132,6 +132,12 @@ class Dialect(abc.ABC):
         waits, then reads what this one committed."""
 
     @abc.abstractmethod
+    def hold_writes(self, database: peewee.Database, table: str) -> None:
+        """Take, inside the current transaction, the lock every write of `table` takes, so that
+        what this transaction reads of the schema next is what its writes will meet: a schema
+        change that excludes writers (a migration) is committed before, or waits for it."""
+
+    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

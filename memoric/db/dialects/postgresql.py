@@ -113,6 +113,10 @@ class PostgresDialect(Dialect):
             return citus.locked_rows(query)
         return list(query.for_update().dicts())
 
+    def hold_writes(self, database: peewee.Database, table: str) -> None:
+        """The ROW EXCLUSIVE lock every INSERT, UPDATE and DELETE of `table` takes."""
+        database.execute_sql(f'LOCK TABLE "{table}" IN ROW EXCLUSIVE MODE')
+
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection)."""
         key = lock_key(name)

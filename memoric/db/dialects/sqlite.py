@@ -112,6 +112,9 @@ class SqliteDialect(Dialect):
         """The rows as they are: writers already exclude one another (BEGIN IMMEDIATE)."""
         return list(query.dicts())
 
+    def hold_writes(self, database: peewee.Database, table: str) -> None:
+        """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
+
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         # Beside the file itself, through any symlink: every path to one database takes one lock.
