@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
 import tempfile
 import threading
 
@@ -192,6 +193,46 @@ def test_a_pool_drops_the_idle_connections_a_restart_broke(new_postgres_url):
     worker.start()
     worker.join()
     assert counts == [1], "another thread gets a fresh connection, not a broken idle one"
+
+
+@requires_postgres
+@pytest.mark.parametrize("kind", ["plain", "pool"])
+def test_a_lost_server_costs_one_failed_call_not_one_per_thread(new_postgres_url, kind):
+    """Four threads keep a connection each (as `AsyncMemoric`'s workers do), and the server
+    loses them all. The first call after that fails; the other threads replace theirs before
+    using them."""
+    url = new_postgres_url()
+    memoric = Memoric(pooled(url) if kind == "pool" else url)
+    inboxes = [queue.Queue() for _ in range(4)]
+    outcomes = queue.Queue()
+
+    def worker(inbox: queue.Queue) -> None:
+        for content in iter(inbox.get, None):
+            try:
+                memoric.save("ada", content)
+                outcomes.put("saved")
+            except MemoricError as exc:
+                outcomes.put(str(exc))
+        memoric.close()
+
+    def save_through(inbox: queue.Queue, content: str) -> str:
+        inbox.put(content)
+        return outcomes.get(timeout=60)
+
+    workers = [threading.Thread(target=worker, args=(inbox,)) for inbox in inboxes]
+    for thread in workers:
+        thread.start()
+    assert [save_through(inbox, "before") for inbox in inboxes] == ["saved"] * 4
+    assert terminate_backends(url) >= 4
+    after = [save_through(inbox, "after") for inbox in inboxes]
+    for inbox in inboxes:
+        inbox.put(None)
+    for thread in workers:
+        thread.join()
+    assert "connection was lost" in after[0]
+    assert after[1:] == ["saved"] * 3
+    assert memoric.db.count_memories() == 7
+    memoric.close()
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 peewee keeps a thread's connection until it is closed; after a server restart, a terminated
 backend or a closed SQLite handle every later call would fail on it. These classes drop such a
-connection: the call that meets it fails once, the next one reconnects. A pool never takes a
-lost connection back and fails like any connection error when it is exhausted. A process forked
+connection: the call that meets it fails once, the next one reconnects. Once one thread's
+connection is found lost, the other threads' connections open at that moment are replaced at
+their next call too (a restart broke them all), so a lost server costs one failed call, not one
+per thread. A pool never takes a lost connection back and fails like any connection error when
+it is exhausted. A process forked
 from one that had connected sets the parent's connections aside and opens its own: two processes
 talking over one socket or one SQLite handle read each other's answers.
 """
@@ -52,7 +55,15 @@ class _Recovering:
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._connections_opened = 0  # numbers each connection as it opens (under peewee's lock)
+        self._suspect_up_to = 0  # connections numbered up to this were open when one was found lost
         forking.register(self)
+
+    def _initialize_connection(self, connection) -> None:
+        """Number the new connection (`connect` holds the Database's lock while it runs)."""
+        super()._initialize_connection(connection)
+        self._connections_opened += 1
+        self._state.number = self._connections_opened
 
     def after_fork_in_child(self) -> None:
         """In a forked child: set aside every connection the parent had opened, untouched, so the
@@ -83,8 +94,20 @@ class _Recovering:
         return [] if self._state.conn is None else [self._state.conn]
 
     def connection_lost(self) -> bool:
-        """Whether this thread holds a connection that can no longer be used."""
-        return not self.is_closed() and self._lost(self._state.conn)
+        """Whether this thread holds a connection that can no longer be used. If so, every
+        connection open now is suspect: the restart or outage that broke this one broke them too."""
+        if self.is_closed() or not self._lost(self._state.conn):
+            return False
+        if self._number() > self._suspect_up_to:  # a loss no earlier one covers
+            self._suspect_up_to = self._connections_opened
+        return True
+
+    def _suspect(self) -> bool:
+        """Whether this thread's connection was open when another was found lost."""
+        return not self.is_closed() and self._number() <= self._suspect_up_to
+
+    def _number(self) -> int:
+        return getattr(self._state, "number", 0)
 
     def transaction_open(self) -> bool:
         """Whether the engine still has a transaction open on this thread's connection."""
@@ -92,11 +115,11 @@ class _Recovering:
         return connection is not None and not self._lost(connection) and self._in_transaction(connection)
 
     def cursor(self, named_cursor=None):
-        """A cursor, on a new connection when this thread's was lost (outside a transaction);
+        """A cursor, on a new connection when this thread's was lost or suspect (outside a transaction);
         MemoricError inside a transaction block a parent process began before forking this one."""
         if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
-        if not self.in_transaction() and self.connection_lost():
+        if not self.in_transaction() and (self.connection_lost() or self._suspect()):
             self._drop_connection()
         return super().cursor(named_cursor)
 
