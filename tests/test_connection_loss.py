@@ -20,7 +20,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.db.store import MemoryStore
-from memoric.errors import MemoricError
+from memoric.errors import LockTimeout, MemoricError
 from memoric.transfer import export_memoric, import_jsonl
 from tests.helpers import AGENT_CONFIG, agent_memoric, ago, requires_postgres
 
@@ -47,6 +47,16 @@ def terminate_backends(dsn: str) -> int:
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         return cursor.fetchone()[0]
+    finally:
+        admin.close()
+
+
+def terminate_backend(dsn: str, pid: int) -> None:
+    """Terminate one backend (a session the server ends alone: an idle timeout, an admin)."""
+    admin = psycopg2.connect(server_url(dsn))
+    admin.autocommit = True
+    try:
+        admin.cursor().execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
     finally:
         admin.close()
 
@@ -232,6 +242,50 @@ def test_a_lost_server_costs_one_failed_call_not_one_per_thread(new_postgres_url
     assert "connection was lost" in after[0]
     assert after[1:] == ["saved"] * 3
     assert memoric.db.count_memories() == 7
+    memoric.close()
+
+
+@requires_postgres
+def test_a_thread_holding_a_lock_keeps_it_when_another_threads_connection_alone_is_lost(new_postgres_url):
+    """The server ends one backend only: the thread holding a lock meanwhile keeps its
+    connection and the lock (its connection is probed, found alive, and kept)."""
+    url = new_postgres_url()
+    memoric = Memoric(url)
+    memoric.save("ada", "before")
+    steps = {name: threading.Event() for name in ("locked", "call", "called", "leave")}
+    outcome = []
+
+    def hold_the_lock() -> None:
+        try:
+            with memoric.db.lock("job", timeout=0):
+                steps["locked"].set()
+                steps["call"].wait()
+                outcome.append(memoric.db.count_memories())
+                steps["called"].set()
+                steps["leave"].wait()
+        except MemoricError as exc:
+            outcome.append(str(exc))
+            steps["called"].set()
+        finally:
+            memoric.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    steps["locked"].wait()
+    terminate_backend(url, memoric.db.database.connection().get_backend_pid())
+    with pytest.raises(MemoricError, match="connection was lost"):
+        memoric.stats()
+    steps["call"].set()
+    steps["called"].wait()
+    other = MemoryStore(url)
+    try:
+        with pytest.raises(LockTimeout), other.lock("job", timeout=0):
+            pass
+    finally:
+        steps["leave"].set()
+        holder.join()
+        other.close()
+    assert outcome == [1], "the holder's call worked, and its block ended holding the lock"
     memoric.close()
 
 

@@ -3,10 +3,10 @@
 peewee keeps a thread's connection until it is closed; after a server restart, a terminated
 backend or a closed SQLite handle every later call would fail on it. These classes drop such a
 connection: the call that meets it fails once, the next one reconnects. Once one thread's
-connection is found lost, the other threads' connections open at that moment are replaced at
-their next call too (a restart broke them all), so a lost server costs one failed call, not one
-per thread. A pool never takes a lost connection back and fails like any connection error when
-it is exhausted. A process forked
+connection is found lost, the other threads' connections open at that moment are probed at
+their next call (a restart broke them all; a terminated backend only its own), and replaced if
+lost, so a lost server costs one failed call, not one per thread. A pool never takes a lost
+connection back and fails like any connection error when it is exhausted. A process forked
 from one that had connected sets the parent's connections aside and opens its own: two processes
 talking over one socket or one SQLite handle read each other's answers.
 """
@@ -102,9 +102,18 @@ class _Recovering:
             self._suspect_up_to = self._connections_opened
         return True
 
-    def _suspect(self) -> bool:
-        """Whether this thread's connection was open when another was found lost."""
-        return not self.is_closed() and self._number() <= self._suspect_up_to
+    def _suspect_and_lost(self) -> bool:
+        """Whether this thread's connection was open when another was found lost, and a probe
+        finds it lost too. One that answers is kept, with what its session holds (a lock), and
+        is not probed again for that loss."""
+        if self.is_closed() or self._number() > self._suspect_up_to:
+            return False
+        self._state.number = self._suspect_up_to + 1
+        return self._probe_lost(self._state.conn)
+
+    def _probe_lost(self, connection) -> bool:
+        """Whether `connection` turns out lost when used (SQLite: a handle is lost only when closed)."""
+        return self._lost(connection)
 
     def _number(self) -> int:
         return getattr(self._state, "number", 0)
@@ -115,11 +124,11 @@ class _Recovering:
         return connection is not None and not self._lost(connection) and self._in_transaction(connection)
 
     def cursor(self, named_cursor=None):
-        """A cursor, on a new connection when this thread's was lost or suspect (outside a transaction);
+        """A cursor, on a new connection when this thread's was found lost (outside a transaction);
         MemoricError inside a transaction block a parent process began before forking this one."""
         if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
-        if not self.in_transaction() and (self.connection_lost() or self._suspect()):
+        if not self.in_transaction() and (self.connection_lost() or self._suspect_and_lost()):
             self._drop_connection()
         return super().cursor(named_cursor)
 
@@ -209,6 +218,12 @@ class _PostgresRecovering(_Recovering):
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+    def _probe_lost(self, connection) -> bool:
+        """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing)."""
+        with contextlib.suppress(Exception):  # any failure: judged by the connection's state below
+            connection.cursor().execute("SELECT 1")
+        return self._lost(connection)
 
     def _in_transaction(self, connection) -> bool:
         """Whether the server has a transaction open on the connection (in progress or failed)."""
