@@ -581,3 +581,28 @@ class PrintedText(str):
 
     def __format__(self, spec):
         return "lie"
+
+
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def wait_for_a_lock_waiter(store, waiters: int = 1, unless: threading.Thread | None = None) -> None:
+    """Return once `waiters` other sessions of the database wait for a lock, or the thread
+    `unless` has ended without waiting (PostgreSQL; on SQLite a writer waits in BEGIN, which
+    nothing shows, so this returns at once)."""
+    if store.dialect.name == "sqlite":
+        return
+    stop = time.monotonic() + 60
+    while _lock_waiters(store) < waiters:
+        if unless is not None and not unless.is_alive():
+            return
+        assert time.monotonic() < stop, f"{waiters} sessions never waited for a lock"
+
+
+def _lock_waiters(store) -> int:
+    """Sessions waiting for a lock now (inside a transaction too: PostgreSQL keeps one view of
+    the activity for a whole transaction unless it is cleared)."""
+    store.database.execute_sql("SELECT pg_stat_clear_snapshot()")
+    return store.database.execute_sql(LOCK_WAITERS).fetchone()[0]

@@ -12,7 +12,6 @@ import io
 import json
 import math
 import threading
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +30,17 @@ from memoric.migrate import Migrations
 from memoric.scoring import idf, score_memory
 from memoric.text import MAX_TERM_LENGTH, query_terms, tokens
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
-from tests.helpers import FIFTH, FOURTH, NOW, POSTINGS, Clock, LyingText, PrintedText, ago
+from tests.helpers import (
+    FIFTH,
+    FOURTH,
+    NOW,
+    POSTINGS,
+    Clock,
+    LyingText,
+    PrintedText,
+    ago,
+    wait_for_a_lock_waiter,
+)
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit for bit
 
@@ -528,12 +537,50 @@ def test_a_memory_written_as_006_begins_is_posted_by_it(store):
     assert_postings_match(store)
 
 
-def test_a_memory_written_while_006_runs_waits_for_it_and_is_posted(store):
-    """A writer that comes while 006 builds the postings waits for its commit, then finds the
-    tables and posts its memory (PostgreSQL: the upgrade is held before its history row)."""
+# Each write of memories, made while 006 builds the postings, on three memories saved before it.
+WRITES_DURING_006 = {
+    "save": lambda store: store.insert_memory(user_id="ada", content="saved during the upgrade"),
+    "bulk insert": lambda store: store.insert_memories(
+        [{"user_id": "ada", "content": f"bulk {n} during the upgrade"} for n in range(3)]
+    ),
+    "update_content": lambda store: store.update_content(
+        memory_id=1, new_content="changed during the upgrade"
+    ),
+    "delete": lambda store: store.delete_memories(memory_ids=[1]),
+    "truncate": lambda store: store.truncate(),
+}
+
+
+def below_006_with_three_memories(store) -> None:
+    Migrations(store).upgrade(FIFTH)
+    store.insert_memories([{"user_id": "ada", "content": f"saved before the upgrade {n}"} for n in range(3)])
+
+
+def write_in_a_thread(dsn: str, write, failures: list, trace=None) -> threading.Thread:
+    """A thread running `write` on a store of its own, opened below 006 (a failure goes to
+    `failures`; `trace` sees each statement its connection sends, SQLite only)."""
+
+    def run():
+        writer = MemoryStore(dsn)
+        if trace is not None:
+            writer.database.connection().set_trace_callback(trace)
+        try:
+            write(writer)
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            writer.close()
+
+    return threading.Thread(target=run)
+
+
+@pytest.mark.parametrize("write", WRITES_DURING_006)
+def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write):
+    """A write that comes while 006 builds the postings waits for its commit, then finds the
+    tables and keeps them (PostgreSQL: the upgrade is held before its history row)."""
     if store.dialect.name == "sqlite":
         pytest.skip("SQLite: see the next test")
-    Migrations(store).upgrade(FIFTH)
+    below_006_with_three_memories(store)
     holder = MemoryStore(store.dsn)
     held, release, failures = threading.Event(), threading.Event(), []
 
@@ -544,83 +591,70 @@ def test_a_memory_written_while_006_runs_waits_for_it_and_is_posted(store):
             release.wait()
         holder.close()
 
-    def write():
-        writer = MemoryStore(store.dsn)
-        try:
-            writer.insert_memory(user_id="ada", content="saved during the upgrade")
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            writer.close()
-
     threading.Thread(target=hold_the_history).start()
     held.wait()
     upgrade = upgrade_in_a_thread(store, failures)
     upgrade.start()
     wait_for_a_lock_waiter(store)  # the upgrade, its postings built, waits to write its history
-    writer = threading.Thread(target=write)
+    writer = write_in_a_thread(store.dsn, WRITES_DURING_006[write], failures)
     writer.start()
     wait_for_a_lock_waiter(store, waiters=2, unless=writer)
     release.set()
     for thread in (upgrade, writer):
         thread.join()
     assert failures == []
-    assert [m["content"] for m in store.get_memories()] == ["saved during the upgrade"]
+    assert_postings_match(store)
+    store.insert_memory(user_id="ada", content="saved after the upgrade")
     assert_postings_match(store)
 
 
-def test_a_sqlite_write_waiting_for_006_finds_the_tables_it_built(store):
-    """SQLite: a save that comes while 006 holds the write lock decides whether to post only
-    once it has the lock. The upgrade is held just before its history row, until the save has
-    sent its first write statement (each connection's statements seen through its trace)."""
+@pytest.mark.parametrize("write", WRITES_DURING_006)
+def test_a_sqlite_write_waiting_for_006_finds_the_tables_it_built(store, write):
+    """SQLite: a write that comes while 006 holds the write lock decides whether to post only
+    once it has the lock. The upgrade is held just before its history row until the write has
+    sent its first statement that writes (each connection's statements seen through its trace)."""
     if store.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock")
-    Migrations(store).upgrade(FIFTH)
+    below_006_with_three_memories(store)
     sent, failures = threading.Event(), []
 
-    def write():
-        writer = MemoryStore(store.dsn)
-        connection = writer.database.connection()
-        connection.set_trace_callback(lambda sql: sql.startswith(("BEGIN", "INSERT")) and sent.set())
-        try:
-            writer.insert_memory(user_id="ada", content="saved during the upgrade")
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            writer.close()
+    def trace(sql: str) -> None:
+        if sql.startswith(("BEGIN", "INSERT", "UPDATE", "DELETE")):
+            sent.set()
 
-    writer = threading.Thread(target=write)
+    writer = write_in_a_thread(store.dsn, WRITES_DURING_006[write], failures, trace)
 
     def before_the_history_row(sql: str) -> None:
         if sql.startswith('INSERT INTO "migratehistory"') and not writer.is_alive() and not sent.is_set():
             writer.start()
-            assert sent.wait(timeout=60), "the save sent no write statement"
+            assert sent.wait(timeout=60), "the write sent no statement"
 
     store.database.connection().set_trace_callback(before_the_history_row)
     Migrations(store).upgrade(POSTINGS)
     store.database.connection().set_trace_callback(None)
     writer.join()
     assert failures == []
-    assert [m["content"] for m in store.get_memories()] == ["saved during the upgrade"]
+    assert_postings_match(store)
+    store.insert_memory(user_id="ada", content="saved after the upgrade")
     assert_postings_match(store)
 
 
-LOCK_WAITERS = (
-    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-)
-
-
-def wait_for_a_lock_waiter(store, waiters: int = 1, unless: threading.Thread | None = None) -> None:
-    """Return once `waiters` other sessions of the database wait for a lock, or the thread
-    `unless` has ended without waiting (PostgreSQL; on SQLite a writer waits in BEGIN, which
-    nothing shows, so this returns at once)."""
-    if store.dialect.name == "sqlite":
-        return
-    stop = time.monotonic() + 60
-    while store.database.execute_sql(LOCK_WAITERS).fetchone()[0] < waiters:
-        if unless is not None and not unless.is_alive():
-            return
-        assert time.monotonic() < stop, f"{waiters} sessions never waited for a lock"
+def test_a_store_open_through_a_downgrade_below_006_fails_one_write_then_goes_on(store):
+    """The downgrade drops the tables under a store that knew them: its next write fails (a
+    MemoricError) and the one after writes the memory alone; the next upgrade posts them all."""
+    migrations = Migrations(store)
+    migrations.upgrade(POSTINGS)
+    writer = MemoryStore(store.dsn)
+    writer.insert_memory(user_id="ada", content="saved with postings")
+    assert migrations.downgrade(FIFTH) == [POSTINGS]
+    with pytest.raises(MemoricError):
+        writer.insert_memory(user_id="ada", content="meets the dropped tables")
+    writer.insert_memory(user_id="ada", content="saved without postings")
+    assert migrations.upgrade(POSTINGS) == [POSTINGS]
+    writer.insert_memory(user_id="ada", content="saved with postings again")
+    writer.close()
+    assert len(store.get_memories(limit=None)) == 3
+    assert_postings_match(store)
 
 
 def test_two_imports_of_the_same_memories_at_once_both_succeed(db):

@@ -320,7 +320,12 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
 
 
 def failure_message(store, method_name: str, exc: BaseException) -> str:
-    """What failed in a store call, on which dialect, and why (saying so when the connection was lost)."""
+    """What failed in a store call, on which dialect, and why (saying so when the connection was lost).
+
+    The store asks again, at its next write, whether the postings tables exist: the failure may
+    come from a schema changed under it (a downgrade that dropped them).
+    """
+    store.postings_ready = False
     return f"{method_name} failed on {store.dialect.name}: {failure_reason(store.database, exc, store.dsn)}"
 
 

@@ -227,7 +227,7 @@ class MemoryStore:
     def truncate(self) -> None:
         """Delete every memory (and its postings) and cluster and restart the ids."""
         with self.database.atomic():
-            models = self._models() if postings.enabled(self) else [self.Memory, self.MemoryCluster]
+            models = self._models() if postings.written(self) else [self.Memory, self.MemoryCluster]
             self.dialect.truncate(self.database, [model._meta.table_name for model in models])
 
     @contextlib.contextmanager
