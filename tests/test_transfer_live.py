@@ -21,7 +21,15 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
-from tests.helpers import T0, TRICKY_METADATA, assert_identical, dump_lines, fill, snapshot
+from tests.helpers import (
+    T0,
+    TRICKY_METADATA,
+    assert_identical,
+    dump_lines,
+    fill,
+    snapshot,
+    wait_for_a_lock_waiter,
+)
 
 FAR = 1_000_000  # the export's first id: an agent saving into an empty database stays far below it
 WAIT_LIMIT = 120  # seconds: only so that a broken agent fails the test instead of hanging it
@@ -318,3 +326,27 @@ def test_a_timestamp_in_another_zone_reads_back_as_the_same_instant(db):
     line = {"type": "memory", "id": 5, "user_id": "ada", "content": "x", "created_at": moment.isoformat()}
     import_jsonl(db, io.StringIO(dump_lines([line])))
     assert db.get_memory(5)["created_at"] == moment and db.get_memory(5)["created_at"].tzinfo is dt.UTC
+
+
+def test_ids_drawn_for_a_bulk_insert_wait_for_a_reservation_in_progress(db):
+    """An import with new ids reserves a block by reading the id sequence and raising it
+    (`reserve_ids`); a bulk insert draws its ids (`new_ids`) before its INSERT, and waits while
+    a reservation's transaction is open, so it never draws between the reading and the raising
+    (PostgreSQL; SQLite's writers exclude one another)."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: one writer at a time")
+    drawn = []
+
+    def draw():
+        with db.database.atomic():
+            drawn.extend(db.dialect.new_ids(db.database, "memories", "id", 5))
+        db.close()
+
+    drawer = threading.Thread(target=draw)
+    with db.database.atomic():
+        top = db.dialect.reserve_ids(db.database, "memories", "id", above=0, count=10)
+        drawer.start()
+        wait_for_a_lock_waiter(db, unless=drawer)
+        assert drawer.is_alive() and drawn == [], "ids were drawn while a reservation was open"
+    drawer.join()
+    assert min(drawn) > top + 10, "the drawn ids lie above the reserved block"
