@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -256,10 +257,18 @@ PEER_MEASURES = (
 PEER_PICKS = {label: pick for label, pick, _, _ in PEER_MEASURES}
 
 
-def main(paths: list[str]) -> int:
-    """Print the summary of saved `--json` outputs together: `python -m benchmarks.report A.json ...`."""
-    outputs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
-    merged = {"machine": outputs[0]["machine"], "runs": [run for out in outputs for run in out["runs"]]}
+def main(argv: list[str]) -> int:
+    """Print the summary of saved `--json` outputs together: `python -m benchmarks.report A.json ...`;
+    a file that cannot be read is one line on stderr and exit status 1."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("paths", nargs="+", metavar="RESULTS.json", help="files saved by bench --save")
+    paths = parser.parse_args(argv).paths
+    try:
+        outputs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+        merged = {"machine": outputs[0]["machine"], "runs": [run for out in outputs for run in out["runs"]]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"Error: cannot read the results ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
     print(summary_text(merged))
     return 0
 

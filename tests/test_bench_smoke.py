@@ -93,6 +93,17 @@ def test_quick_run_reports_every_query(dialect, request, capsys, tmp_path):
     if dialect == "sqlite":  # PostgreSQL's planner reads 300 rows without its GIN indexes
         assert report.index_served(run, "filter_no_match"), report.index_check(run)
         assert report.index_served(run, "filter_no_match_user"), report.index_check(run)
+    assert report.main([str(saved)]) == 0
+    assert "metadata filter, one user" in capsys.readouterr().out
+
+
+def test_the_report_of_a_file_it_cannot_read_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"runs": []}', encoding="utf-8")
+    for path in (tmp_path / "missing.json", broken):
+        assert report.main([str(path)]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("Error: cannot read the results")
 
 
 def test_a_phase_reports_its_own_peak_memory_not_its_parents():
