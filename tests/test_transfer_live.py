@@ -350,3 +350,45 @@ def test_ids_drawn_for_a_bulk_insert_wait_for_a_reservation_in_progress(db):
         assert drawer.is_alive() and drawn == [], "ids were drawn while a reservation was open"
     drawer.join()
     assert min(drawn) > top + 10, "the drawn ids lie above the reserved block"
+
+
+def test_a_transaction_that_saved_then_bulk_inserts_beside_a_reservation_of_ids_both_succeed(db):
+    """A transaction that has written (it holds the table's write lock) and then draws ids for a
+    bulk insert, while a reservation waits for it: the reservation waits to the commit, no
+    deadlock (an advisory lock taken after the table lock by one side and before it by the other
+    made one)."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: one writer at a time")
+    saved, go, failures, tops = threading.Event(), threading.Event(), [], []
+
+    def save_then_bulk_insert():
+        try:
+            with db.database.atomic():
+                db.insert_memory(user_id="ada", content="saved first")
+                saved.set()
+                go.wait()
+                db.insert_memories([{"user_id": "ada", "content": f"bulk {n}"} for n in range(5)])
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            db.close()
+
+    def reserve():
+        try:
+            tops.append(db.dialect.reserve_ids(db.database, "memories", "id", above=0, count=10))
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            db.close()
+
+    writer, reserver = threading.Thread(target=save_then_bulk_insert), threading.Thread(target=reserve)
+    writer.start()
+    saved.wait()
+    reserver.start()
+    wait_for_a_lock_waiter(db, unless=reserver)  # the reservation waits for the writer's lock
+    go.set()
+    for thread in (writer, reserver):
+        thread.join()
+    assert failures == []
+    ids = sorted(m["id"] for m in db.get_memories(limit=None))
+    assert len(ids) == 6 and max(ids) <= tops[0], "the writer's ids lie below the reserved block"

@@ -197,14 +197,13 @@ class PostgresDialect(Dialect):
     ) -> int:
         """Keep the id sequence from handing out ids up to max(`above`, top + `count`); top.
 
-        top is the highest id handed out or stored. The table's id lock, taken first, waits for
-        every transaction that drew ids with `new_ids`; `LOCK ... IN EXCLUSIVE MODE` then waits
-        for every transaction that is inserting (an INSERT locks the table before it draws from
-        the sequence). Both hold new ones back for this short transaction, so no id drawn before
-        is higher than the sequence says; the sequence is then raised, never lowered.
+        top is the highest id handed out or stored. `LOCK ... IN EXCLUSIVE MODE` waits for every
+        transaction that is inserting or has drawn ids (an INSERT and `new_ids` lock the table
+        before they draw from the sequence) and holds new ones back for this short transaction,
+        so no id drawn before the lock is higher than the sequence says; the sequence is then
+        raised, never lowered.
         """
         with database.atomic():
-            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ids_lock(table),))
             database.execute_sql(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
             sequence = self._sequence(database, table, column)
             handed_out, stored = self._handed_out_and_stored(database, sequence, table, column)
@@ -230,10 +229,11 @@ class PostgresDialect(Dialect):
 
     def new_ids(self, database: peewee.Database, table: str, column: str, count: int) -> list[int]:
         """`count` values of the id sequence (`nextval`, as an INSERT draws them: never handed out
-        twice, even to concurrent transactions), ascending. It holds the table's id lock shared
-        to the end of the transaction, so `reserve_ids` never reads the sequence between a draw
-        and its rows (an INSERT drawing its own id is held back by the table lock instead)."""
-        database.execute_sql("SELECT pg_advisory_xact_lock_shared(%s)", (_ids_lock(table),))
+        twice, even to concurrent transactions), ascending. Like an INSERT, it takes the table's
+        write lock before it draws, so `reserve_ids` (which waits for that lock's holders) never
+        reads the sequence between a draw and its rows. One lock, taken by both in the same
+        order as every write: no deadlock between them (an advisory lock beside it made one)."""
+        self.hold_writes(database, table)
         sequence = self._sequence(database, table, column)
         with ids_left(self, database, table):
             rows = database.execute_sql(
@@ -406,11 +406,6 @@ def _under_user(user_id, document) -> peewee.Node:
     """`{user_id: document}`, written as USER_METADATA writes it (the planner matches the index by it)."""
     array = peewee.NodeList((peewee.SQL("ARRAY["), user_id, peewee.SQL("]")), glue="")
     return peewee.fn.jsonb_set(peewee.SQL("'{}'::jsonb"), array, document)
-
-
-def _ids_lock(table: str) -> int:
-    """The advisory lock key between drawing ids for `table` and reserving a block of them."""
-    return lock_key(f"ids:{table}")
 
 
 def lock_key(name: str) -> int:
