@@ -657,6 +657,49 @@ def test_a_store_open_through_a_downgrade_below_006_fails_one_write_then_goes_on
     assert_postings_match(store)
 
 
+def test_two_truncates_at_once_on_stores_that_must_look_for_the_postings_both_succeed(db):
+    """A truncate on a store that has not yet seen the postings tables (new, or after a failed
+    call) waits for another transaction's lock without holding a lock of its own: the other
+    transaction's truncate then goes through, where each holding a weaker lock deadlocked."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite: one writer at a time, from BEGIN IMMEDIATE")
+    db.insert_memory(user_id="ada", content="to be truncated")
+    wrote, go, failures = threading.Event(), threading.Event(), []
+
+    def write_then_truncate():
+        try:
+            with db.database.atomic():
+                db.insert_memory(user_id="ada", content="written in the transaction")
+                wrote.set()
+                go.wait()
+                db.truncate()
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            db.close()
+
+    def truncate_on_a_new_store():
+        other = MemoryStore(db.dsn)
+        try:
+            other.truncate()
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+        finally:
+            other.close()
+
+    first = threading.Thread(target=write_then_truncate)
+    second = threading.Thread(target=truncate_on_a_new_store)
+    first.start()
+    wrote.wait()
+    second.start()
+    wait_for_a_lock_waiter(db, unless=second)
+    go.set()
+    for thread in (first, second):
+        thread.join()
+    assert failures == []
+    assert db.get_memories(limit=None) == [] and stored_postings(db) == ([], [])
+
+
 def test_two_imports_of_the_same_memories_at_once_both_succeed(db):
     """The second import's rebuild of the postings waits for the first's and replaces what it
     wrote: no duplicate key, postings equal to a rebuild."""

@@ -225,10 +225,17 @@ class MemoryStore:
 
     @translate_errors
     def truncate(self) -> None:
-        """Delete every memory (and its postings) and cluster and restart the ids."""
+        """Delete every memory (and its postings) and cluster and restart the ids.
+
+        The postings tables are asked for once `memories` is truncated, under the TRUNCATE's
+        lock (006 has committed, or has not begun): a weaker lock taken before it made two
+        truncates deadlock, each waiting to upgrade its lock while holding the other's back.
+        """
+        memories, clusters, *posted = [model._meta.table_name for model in self._models()]
         with self.database.atomic():
-            models = self._models() if postings.written(self) else [self.Memory, self.MemoryCluster]
-            self.dialect.truncate(self.database, [model._meta.table_name for model in models])
+            self.dialect.truncate(self.database, [memories, clusters])
+            if postings.enabled(self):
+                self.dialect.truncate(self.database, posted)
 
     @contextlib.contextmanager
     def atomic(self):
