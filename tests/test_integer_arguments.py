@@ -36,7 +36,7 @@ from memoric.db.recall_queries import ranked_memories
 from memoric.db.store import MemoryStore
 from memoric.db.transfer_queries import (
     clusters_after,
-    delete_id_range,
+    delete_ids,
     has_ids,
     iter_clusters,
     iter_memories,
@@ -270,12 +270,7 @@ ARGUMENTS = [
     ),
     Argument(S, "has_ids", "low", lambda m, v: has_ids(m.db, "memory", v, -1), ID_RANGE, "low"),
     Argument(S, "has_ids", "high", lambda m, v: has_ids(m.db, "memory", 2**62, v), ID_RANGE, "high"),
-    Argument(
-        S, "delete_id_range", "low", lambda m, v: delete_id_range(m.db, "memory", v, -1), ID_RANGE, "low"
-    ),
-    Argument(
-        S, "delete_id_range", "high", lambda m, v: delete_id_range(m.db, "memory", 2**62, v), ID_RANGE, "high"
-    ),
+    Argument(S, "delete_ids", "ids", lambda m, v: delete_ids(m.db, "memory", [v]), ID_RANGE, "ids[0]"),
     Argument(S, "stored_rows", "ids", lambda m, v: stored_rows(m.db, "memory", [v]), ID_RANGE, "ids[0]"),
     Argument(
         S,

@@ -392,3 +392,25 @@ def test_a_transaction_that_saved_then_bulk_inserts_beside_a_reservation_of_ids_
     assert failures == []
     ids = sorted(m["id"] for m in db.get_memories(limit=None))
     assert len(ids) == 6 and max(ids) <= tops[0], "the writer's ids lie below the reserved block"
+
+
+def test_an_import_with_new_ids_that_stops_takes_back_only_what_it_wrote(db):
+    """Another writer puts a memory under an explicit id inside the import's reserved block; the
+    import stops at that id and takes back the two memories it wrote, and the other writer's
+    memory stays (deleting the whole block deleted it)."""
+    other = MemoryStore(db.dsn)
+    db.insert_memory(user_id="ada", content="there before the import")
+
+    def after_each_batch(_: int) -> None:
+        if other.count_memories() == 2:  # the import's first memory is in: its block starts below it
+            first = max(m["id"] for m in other.get_memories(limit=None))
+            other.insert_memories([{"id": first + 2, "user_id": "bob", "content": "explicit id"}])
+
+    try:
+        with pytest.raises(ValidationError, match="already in the target"):
+            export = io.StringIO(far_export(3, 0))
+            import_jsonl(db, export, batch_size=1, new_ids=True, progress=after_each_batch)
+    finally:
+        other.close()
+    kept = sorted(m["content"] for m in db.get_memories(limit=None))
+    assert kept == ["explicit id", "there before the import"]

@@ -181,15 +181,20 @@ def has_ids(store: MemoryStore, kind: str, low: int, high: int) -> bool:
 
 
 @translate_errors
-def delete_id_range(store: MemoryStore, kind: str, low: int, high: int) -> int:
-    """Delete the memories or clusters with ids from `low` to `high`; how many there were."""
-    low, high = validation.memory_id(low, "low"), validation.memory_id(high, "high")
+def delete_ids(store: MemoryStore, kind: str, ids: Iterable[int]) -> int:
+    """Delete the memories (with their postings) or clusters with these ids, in one transaction;
+    how many there were."""
+    ids = [validation.memory_id(value, f"ids[{index}]") for index, value in enumerate(ids)]
     model, column = _table(store, kind)
-    in_range = getattr(model, column).between(low, high)
-    if kind == "memory":
-        with store.database.atomic():
-            return postings.delete_memories(store, [in_range])
-    return model.delete().where(in_range).execute()
+    deleted = 0
+    with store.database.atomic():
+        for chunk in peewee.chunked(sorted(set(ids)), ID_CHUNK_SIZE):
+            chosen = getattr(model, column).in_(chunk)
+            if kind == "memory":
+                deleted += postings.delete_memories(store, [chosen])
+            else:
+                deleted += model.delete().where(chosen).execute()
+    return deleted
 
 
 @translate_errors

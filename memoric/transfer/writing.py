@@ -3,7 +3,7 @@ written in batches; an import with new ids takes back what it wrote when it stop
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from memoric import validation
@@ -29,6 +29,8 @@ from memoric.transfer.records import (
 
 if TYPE_CHECKING:
     from memoric.core import Memoric
+
+TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
 def import_jsonl(
@@ -91,33 +93,71 @@ def import_checked(
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
+    committed = dict.fromkeys(ID_COLUMNS, 0)  # records of each kind in transactions that committed
     try:
         for batch in batches(plan.source.records(store), max(batch_size, 1)):
             for kind, records in by_kind(batch).items():
                 counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
+                committed[kind] += len(records)
             if progress is not None:
                 progress(len(batch))
     except BaseException as exc:
         if plan.new_ids:
-            _take_back(store, plan, tops, exc)
+            _take_back(store, plan, tops, committed, exc)
         raise
     counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
     return counts
 
 
-def _take_back(store: MemoryStore, plan: ImportPlan, tops: dict[str, int], stopped: BaseException) -> None:
-    """Delete what an import with new ids wrote before it stopped: the rows of its reserved
-    blocks, which no one else can hold (a rerun would otherwise add them twice)."""
-    blocks = {kind: (tops[kind] + 1, tops[kind] + plan.counts[kind]) for kind in plan.highest}
+def _take_back(
+    store: MemoryStore,
+    plan: ImportPlan,
+    tops: dict[str, int],
+    committed: dict[str, int],
+    stopped: BaseException,
+) -> None:
+    """Delete what an import with new ids wrote before it stopped (a rerun would otherwise add it
+    twice): the rows of its committed transactions, each only while it is still as written.
+    Another writer may hold one of those ids since (after a truncate restarted the counters, or
+    by an explicit id inside the reserved block): its memory stays."""
     try:
-        for kind, (low, high) in blocks.items():
-            transfer_queries.delete_id_range(store, kind, low, high)
+        for kind, written in _written_rows(store, plan, tops, committed):
+            column = ID_COLUMNS[kind]
+            stored = transfer_queries.stored_rows(store, kind, [row[column] for _, row in written])
+            ours = [
+                row[column]
+                for record, row in written
+                if row[column] in stored and not _differences(record, row, stored[row[column]])
+            ]
+            transfer_queries.delete_ids(store, kind, ours)
     except MemoricError as exc:
-        held = ", ".join(f"{COUNT_KEYS[kind]} {low}-{high}" for kind, (low, high) in blocks.items())
+        blocks = ", ".join(
+            f"{COUNT_KEYS[kind]} {tops[kind] + 1}-{tops[kind] + plan.counts[kind]}" for kind in plan.highest
+        )
         raise MemoricError(
             f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
-            f"({exc}): delete the ids it holds ({held}) before importing again"
+            f"({exc}): delete the rows it wrote (ids among {blocks}) before importing again"
         ) from stopped
+
+
+def _written_rows(
+    store: MemoryStore, plan: ImportPlan, tops: dict[str, int], committed: dict[str, int]
+) -> Iterator[tuple[str, list[tuple[Record, dict]]]]:
+    """(kind, [(record, row as written)]) for the first `committed[kind]` records of each kind,
+    read from the source again, TAKE_BACK_CHUNK at a time (memory does not grow with the file)."""
+    chunks: dict[str, list[tuple[Record, dict]]] = {kind: [] for kind in committed}
+    seen = dict.fromkeys(committed, 0)
+    for record in plan.source.records(store):
+        if seen == committed:
+            break
+        if seen[record.kind] == committed[record.kind]:
+            continue
+        seen[record.kind] += 1
+        chunks[record.kind].append((record, plan.final_row(record, tops)))
+        if len(chunks[record.kind]) == TAKE_BACK_CHUNK:
+            yield record.kind, chunks[record.kind]
+            chunks[record.kind] = []
+    yield from ((kind, rows) for kind, rows in chunks.items() if rows)
 
 
 def copy_database(
@@ -225,13 +265,19 @@ def _gone(kind: str) -> str:
     return "another writer deleted it meanwhile (its id was taken when the batch skipped it)"
 
 
-def _refuse_difference(record: Record, row: dict, stored: dict, outcome: str) -> None:
-    """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if any."""
-    differing = [
+def _differences(record: Record, row: dict, stored: dict) -> list[str]:
+    """The fields where `row` (of `record`) and the stored row differ (timestamps the file left
+    out are not compared)."""
+    return [
         key
         for key, value in row.items()
         if (key in record.stated or key not in TIMESTAMPS) and not same_json(value, stored.get(key))
     ]
+
+
+def _refuse_difference(record: Record, row: dict, stored: dict, outcome: str) -> None:
+    """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if any."""
+    differing = _differences(record, row, stored)
     if differing:
         hint = " (to add the export beside what is there, import it with new ids)" if record.line else ""
         raise ValidationError(
