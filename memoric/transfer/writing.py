@@ -30,6 +30,10 @@ from memoric.transfer.records import (
 if TYPE_CHECKING:
     from memoric.core import Memoric
 
+# What a refused batch leaves behind: an import keeps the batches before it; one with new ids
+# takes them back (`_take_back`).
+STOPPED = "this batch was not written, the ones before it were"
+STOPPED_WITH_NEW_IDS = "the import stopped here and took back what it had written"
 TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
@@ -239,6 +243,7 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
     for record in records:
         plan.confirm(record)
         rows.setdefault(record.id, plan.final_row(record, tops))
+    outcome = STOPPED_WITH_NEW_IDS if plan.new_ids else STOPPED
     with store.atomic():
         inserted = transfer_queries.insert_whole_rows(store, kind, list(rows.values()))
         if inserted < len(rows):
@@ -250,11 +255,9 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
                 if written is None:
                     raise ValidationError(
                         f"{record.where}: {kind} {row[column]} could not be written: {_gone(kind)}; "
-                        "this batch was not written, the ones before it were (run the import again)"
+                        f"{outcome} (run the import again)"
                     )
-                _refuse_difference(
-                    record, row, written, "this batch was not written, the ones before it were"
-                )
+                _refuse_difference(record, row, written, outcome, suggest_new_ids=not plan.new_ids)
     return inserted
 
 
@@ -275,11 +278,15 @@ def _differences(record: Record, row: dict, stored: dict) -> list[str]:
     ]
 
 
-def _refuse_difference(record: Record, row: dict, stored: dict, outcome: str) -> None:
+def _refuse_difference(
+    record: Record, row: dict, stored: dict, outcome: str, *, suggest_new_ids: bool = True
+) -> None:
     """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if any."""
     differing = _differences(record, row, stored)
     if differing:
-        hint = " (to add the export beside what is there, import it with new ids)" if record.line else ""
+        hint = ""
+        if record.line and suggest_new_ids:
+            hint = " (to add the export beside what is there, import it with new ids)"
         raise ValidationError(
             f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
             f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "
