@@ -606,3 +606,35 @@ def _lock_waiters(store) -> int:
     the activity for a whole transaction unless it is cleared)."""
     store.database.execute_sql("SELECT pg_stat_clear_snapshot()")
     return store.database.execute_sql(LOCK_WAITERS).fetchone()[0]
+
+
+def while_held(store, first: Callable[[Callable[[], None]], None], second: Callable[[], None]) -> list:
+    """Run `first(pause)` in a thread until it calls `pause()` (holding whatever it holds), then
+    `second()` in another until it waits for a lock (`wait_for_a_lock_waiter`) or ends; then let
+    `first` go on. Each thread closes its connection of `store` at its end. The failures of
+    both, in the order they came."""
+    paused, go, failures = threading.Event(), threading.Event(), []
+
+    def pause() -> None:
+        paused.set()
+        go.wait()
+
+    def run(work, *args) -> None:
+        try:
+            work(*args)
+        except BaseException as exc:  # reported by the caller
+            failures.append(exc)
+            paused.set()  # a first that failed before its pause must not hang the test
+        finally:
+            store.close()
+
+    holder = threading.Thread(target=run, args=(first, pause))
+    holder.start()
+    paused.wait()
+    waiter = threading.Thread(target=run, args=(second,))
+    waiter.start()
+    wait_for_a_lock_waiter(store, unless=waiter)
+    go.set()
+    for thread in (holder, waiter):
+        thread.join()
+    return failures

@@ -40,6 +40,7 @@ from tests.helpers import (
     PrintedText,
     ago,
     wait_for_a_lock_waiter,
+    while_held,
 )
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit for bit
@@ -514,25 +515,14 @@ def test_a_memory_written_as_006_begins_is_posted_by_it(store):
     which the writer saved without postings: it found no tables."""
     Migrations(store).upgrade(FIFTH)
     writer = MemoryStore(store.dsn)
-    saved, release, failures = threading.Event(), threading.Event(), []
 
-    def write():
+    def save_and_hold(pause):
         with writer.database.atomic():
             writer.insert_memory(user_id="ada", content="saved as the upgrade began")
-            saved.set()
-            release.wait()
+            pause()
         writer.close()
 
-    writer_thread = threading.Thread(target=write)
-    writer_thread.start()
-    saved.wait()
-    upgrade = upgrade_in_a_thread(store, failures)
-    upgrade.start()
-    wait_for_a_lock_waiter(store, unless=upgrade)
-    release.set()
-    for thread in (writer_thread, upgrade):
-        thread.join()
-    assert failures == []
+    assert while_held(store, save_and_hold, lambda: Migrations(store).upgrade(POSTINGS)) == []
     assert [m["content"] for m in store.get_memories()] == ["saved as the upgrade began"]
     assert_postings_match(store)
 
@@ -664,39 +654,21 @@ def test_two_truncates_at_once_on_stores_that_must_look_for_the_postings_both_su
     if db.dialect.name == "sqlite":
         pytest.skip("SQLite: one writer at a time, from BEGIN IMMEDIATE")
     db.insert_memory(user_id="ada", content="to be truncated")
-    wrote, go, failures = threading.Event(), threading.Event(), []
 
-    def write_then_truncate():
-        try:
-            with db.database.atomic():
-                db.insert_memory(user_id="ada", content="written in the transaction")
-                wrote.set()
-                go.wait()
-                db.truncate()
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            db.close()
+    def write_then_truncate(pause):
+        with db.database.atomic():
+            db.insert_memory(user_id="ada", content="written in the transaction")
+            pause()
+            db.truncate()
 
     def truncate_on_a_new_store():
         other = MemoryStore(db.dsn)
         try:
             other.truncate()
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
         finally:
             other.close()
 
-    first = threading.Thread(target=write_then_truncate)
-    second = threading.Thread(target=truncate_on_a_new_store)
-    first.start()
-    wrote.wait()
-    second.start()
-    wait_for_a_lock_waiter(db, unless=second)
-    go.set()
-    for thread in (first, second):
-        thread.join()
-    assert failures == []
+    assert while_held(db, write_then_truncate, truncate_on_a_new_store) == []
     assert db.get_memories(limit=None) == [] and stored_postings(db) == ([], [])
 
 

@@ -29,6 +29,7 @@ from tests.helpers import (
     fill,
     snapshot,
     wait_for_a_lock_waiter,
+    while_held,
 )
 
 FAR = 1_000_000  # the export's first id: an agent saving into an empty database stays far below it
@@ -359,37 +360,18 @@ def test_a_transaction_that_saved_then_bulk_inserts_beside_a_reservation_of_ids_
     made one)."""
     if db.dialect.name == "sqlite":
         pytest.skip("SQLite: one writer at a time")
-    saved, go, failures, tops = threading.Event(), threading.Event(), [], []
+    tops = []
 
-    def save_then_bulk_insert():
-        try:
-            with db.database.atomic():
-                db.insert_memory(user_id="ada", content="saved first")
-                saved.set()
-                go.wait()
-                db.insert_memories([{"user_id": "ada", "content": f"bulk {n}"} for n in range(5)])
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            db.close()
+    def save_then_bulk_insert(pause):
+        with db.database.atomic():
+            db.insert_memory(user_id="ada", content="saved first")
+            pause()
+            db.insert_memories([{"user_id": "ada", "content": f"bulk {n}"} for n in range(5)])
 
     def reserve():
-        try:
-            tops.append(db.dialect.reserve_ids(db.database, "memories", "id", above=0, count=10))
-        except BaseException as exc:  # reported by the test
-            failures.append(exc)
-        finally:
-            db.close()
+        tops.append(db.dialect.reserve_ids(db.database, "memories", "id", above=0, count=10))
 
-    writer, reserver = threading.Thread(target=save_then_bulk_insert), threading.Thread(target=reserve)
-    writer.start()
-    saved.wait()
-    reserver.start()
-    wait_for_a_lock_waiter(db, unless=reserver)  # the reservation waits for the writer's lock
-    go.set()
-    for thread in (writer, reserver):
-        thread.join()
-    assert failures == []
+    assert while_held(db, save_then_bulk_insert, reserve) == []
     ids = sorted(m["id"] for m in db.get_memories(limit=None))
     assert len(ids) == 6 and max(ids) <= tops[0], "the writer's ids lie below the reserved block"
 
