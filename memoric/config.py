@@ -18,9 +18,9 @@ import yaml
 
 from memoric import yaml12
 from memoric.db.urls import file_url
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import MAX_JSON_DEPTH
-from memoric.validation import MAX_INT, MAX_TIER_NAME, MIN_INT, as_plain_str, is_text, shown
+from memoric.validation import MAX_INT, MAX_TIER_NAME, MIN_INT, clean_text, shown
 
 ENV_DATABASE_URL = "MEMORIC_DATABASE_URL"
 ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"
@@ -182,6 +182,16 @@ def _known_keys(section: str, value: dict, defaults: dict) -> None:
             raise ConfigError(f"unknown config key {name} (known: {', '.join(defaults)})")
 
 
+def _tier_name(key: str, name) -> str:
+    """The tier name `name` as the store checks it (`validation.clean_text`), or ConfigError."""
+    if name is None:
+        raise ConfigError(f"{key} is missing: every tier needs a name")
+    try:
+        return clean_text(key, name, max_length=MAX_TIER_NAME)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _tiers(tiers) -> list[dict]:
     if not isinstance(tiers, list):
         raise ConfigError(f"tiers must be a list of {{name: ...}} mappings, got {type(tiers).__name__}")
@@ -194,14 +204,7 @@ def _tiers(tiers) -> list[dict]:
             raise ConfigError(f"{where} must be a mapping with a name, got {shown(tier)}")
         _known_keys(where, tier, TIER_DEFAULTS)
         tier = {**TIER_DEFAULTS, **tier}
-        name = tier["name"]
-        if is_text(name):
-            name = tier["name"] = as_plain_str(name)
-        if not is_text(name) or not name.strip() or len(name) > MAX_TIER_NAME:
-            raise ConfigError(
-                f"{where}.name must be a non-empty string of at most {MAX_TIER_NAME} characters, "
-                f"got {shown(name)}"
-            )
+        name = tier["name"] = _tier_name(f"{where}.name", tier["name"])
         if name in seen:
             raise ConfigError(f"{where}.name {shown(name)} is a duplicate tier name")
         seen.add(name)
