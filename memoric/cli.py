@@ -153,7 +153,7 @@ def parse_metadata(ctx, param, value: str | None) -> dict | None:
     parsed = json_input.from_text("--metadata", value)
     if not isinstance(parsed, dict):
         raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
-    return parsed
+    return json_input.metadata_filter(parsed, "--metadata")
 
 
 # --- schema: init-db and migrate ------------------------------------------------------------

@@ -180,7 +180,7 @@ class Memoric:
         self._ready()
         scope = validation.one_of("scope", scope, SCOPES)
         validation.count("top_k", top_k)
-        pattern = dict(json_input.metadata_filter(metadata_filter) or {})
+        pattern = dict(json_input.metadata_filter(metadata_filter, "metadata_filter") or {})
         scoped = {"where_metadata": pattern}
         if scope == "thread":
             scoped["thread_id"] = thread_id

@@ -37,11 +37,12 @@ def metadata(value, field: str = "metadata") -> dict:
     return _plain_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
 
 
-def metadata_filter(value) -> dict | None:
-    """A containment filter: None or a JSON object; `{}` means no filter."""
+def metadata_filter(value, field: str = "where_metadata") -> dict | None:
+    """A containment filter: None or a JSON object; `{}` means no filter. Faults name `field`,
+    the argument as its caller calls it."""
     if value is None:
         return None
-    return metadata(value, field="where_metadata") or None
+    return metadata(value, field=field) or None
 
 
 def from_text(field: str, text: str):
