@@ -319,15 +319,14 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     return reason + LOST_NOTE if database.connection_lost() else reason
 
 
-def failure_message(store, method_name: str, exc: BaseException) -> str:
-    """What failed in a store call, on which dialect, and why (saying so when the connection was lost).
-
-    The store asks again, at its next write, whether the postings tables exist: the failure may
-    come from a schema changed under it (a downgrade that dropped them).
-    """
+def store_call_failed(store, method_name: str, exc: BaseException) -> str:
+    """What every failed store call goes through: the store is told to ask again, at its next
+    write, whether the postings tables exist (the failure may come from a schema changed under
+    it: a downgrade that dropped them); the message says what failed, on which dialect, and why
+    (saying so when the connection was lost)."""
     store.postings_ready = False
     return f"{method_name} failed on {store.dialect.name}: {failure_reason(store.database, exc, store.dsn)}"
 
 
 # The decorator of every store query (a method, or a function taking the store first).
-translate_errors = driver_errors(failure_message)
+translate_errors = driver_errors(store_call_failed)

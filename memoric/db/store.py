@@ -23,7 +23,7 @@ import peewee
 
 from memoric import json_input, validation
 from memoric.db import bulk, cluster_queries, newest_rows, postings
-from memoric.db.connection import DriverErrors, dialect_of, failure_message, open_database, translate_errors
+from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
     checked_filters,
@@ -152,7 +152,7 @@ class MemoryStore:
 
     def _driver_errors(self, what: str) -> DriverErrors:
         """A block whose driver errors become MemoricError, worded as a failed `what`."""
-        return DriverErrors(functools.partial(failure_message, self, what))
+        return DriverErrors(functools.partial(store_call_failed, self, what))
 
     @contextlib.contextmanager
     def lock(self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None):

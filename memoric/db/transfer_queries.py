@@ -16,7 +16,7 @@ import peewee
 from memoric import validation
 from memoric.db import postings
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
-from memoric.db.connection import failure_message, translate_errors
+from memoric.db.connection import store_call_failed, translate_errors
 from memoric.db.dialects.base import reserved_end
 from memoric.db.filters import filter_conditions, select_memories
 from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, insert_rows, memory_dict, memory_row
@@ -101,7 +101,7 @@ def snapshot(store: MemoryStore):
         with store.dialect.snapshot(store.database):
             yield
     except (peewee.PeeweeException, peewee.DatabaseError) as exc:
-        raise MemoricError(failure_message(store, "snapshot", exc)) from exc
+        raise MemoricError(store_call_failed(store, "snapshot", exc)) from exc
 
 
 @translate_errors
