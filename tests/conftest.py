@@ -25,7 +25,8 @@ from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the
 from memoric.db.store import MemoryStore  # noqa: E402
 from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
 from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_cluster  # noqa: E402
-from tests.helpers import CITUS, citus_to_be_had, schema, selected_dialects, selected_targets  # noqa: E402
+from tests.helpers.chain import schema  # noqa: E402
+from tests.helpers.dialects import CITUS, citus_to_be_had, selected_dialects, selected_targets  # noqa: E402
 
 # The fixture making fresh databases of each server target.
 SERVERS = {"postgresql": "new_postgres_url", CITUS: "new_citus_url"}

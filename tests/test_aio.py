@@ -20,7 +20,7 @@ from memoric import AsyncMemoric, Memoric
 from memoric.aio import DEFAULT_MAX_WORKERS
 from memoric.db.urls import sqlite_path
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
-from tests.helpers import NOW, Clock
+from tests.helpers.reference import NOW, Clock
 
 TASKS = 50
 USERS = 5

@@ -23,7 +23,7 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import APP_HISTORY_TABLE, Migrations, default_migrate_dir
-from tests.helpers import (
+from tests.helpers.chain import (
     ADD_IMPORTANCE,
     FIRST,
     HEAD,
@@ -33,11 +33,11 @@ from tests.helpers import (
     chain,
     columns,
     history_names,
-    one_line_error,
-    run_twice_at_once,
     schema,
     tables,
 )
+from tests.helpers.cli_process import run_twice_at_once
+from tests.helpers.dialects import one_line_error
 
 MESSAGE = "Add sentiment field to memories"
 SENTIMENT = "001_add_sentiment_field_to_memories"

@@ -20,8 +20,9 @@ from memoric import validation as v
 from memoric.cli import main
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
 from memoric.validation import MAX_TIMESTAMP
-from tests.helpers import one_line_error as any_one_line_error
-from tests.helpers import refusal, snapshot
+from tests.helpers.dialects import one_line_error as any_one_line_error
+from tests.helpers.dialects import refusal
+from tests.helpers.transfer_data import snapshot
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +286,7 @@ MEMORY = {"type": "memory", "id": 1000, "user_id": "ada", "content": "imported"}
 
 
 def one_line_error(result) -> str:
-    """`helpers.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
+    """`helpers.dialects.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
     error = any_one_line_error(result)
     assert "Traceback" not in result.output
@@ -306,12 +307,16 @@ CLI_CALLS = [
     (["recall", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
     (["recall", "--user", "ada", "--thread", f"t{NUL}"], lambda: v.optional_text("thread_id", f"t{NUL}")),
     (["recall", "--user", "ada", "--namespace", ""], lambda: v.optional_text("namespace", "")),
-    (["recall", "--user", "ada", "--metadata", '{"a": NaN}'],
-     lambda: j.metadata_filter({"a": math.nan}, "--metadata")),
+    (
+        ["recall", "--user", "ada", "--metadata", '{"a": NaN}'],
+        lambda: j.metadata_filter({"a": math.nan}, "--metadata"),
+    ),
     (["recall", "--user", "ada", "--metadata", "{not json"], lambda: j.from_text("--metadata", "{not json")),
     (["recall", "--user", "ada", "--metadata", DIGITS_5000], lambda: j.from_text("--metadata", DIGITS_5000)),
-    (["recall", "--user", "ada", "--metadata", DEEP_TEXT],
-     lambda: j.metadata_filter(json.loads(DEEP_TEXT), "--metadata")),
+    (
+        ["recall", "--user", "ada", "--metadata", DEEP_TEXT],
+        lambda: j.metadata_filter(json.loads(DEEP_TEXT), "--metadata"),
+    ),
     (["recall", "--user", "ada", "--metadata", TWICE], lambda: j.from_text("--metadata", TWICE)),
     (["stats", "--user", ""], lambda: v.user_id("")),
     (["run-policies", "--user", f"u{NUL}", "--dry-run"], lambda: v.user_id(f"u{NUL}")),

@@ -19,7 +19,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, MigrationError, ValidationError
 from memoric.migrate import Migrations
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.helpers import FOURTH, HEAD, SHIPPED, THIRD, all_rows, id_counters, schema
+from tests.helpers.chain import FOURTH, HEAD, SHIPPED, THIRD, all_rows, id_counters, schema
 
 PAST_32_BITS = 2**31
 LARGEST = 2**63 - 1

@@ -20,18 +20,9 @@ from memoric.db.models import GIN_INDEXES
 from memoric.errors import MemoricError
 from memoric.migrate import HISTORY_TABLE
 from memoric.transfer import export_memoric, import_jsonl
-from tests.helpers import (
-    DISTRIBUTE,
-    HEAD,
-    MEMORIC_TABLES,
-    NOW,
-    POSTINGS,
-    SHIPPED,
-    Clock,
-    schema,
-    selected_dialects,
-    sent_statements,
-)
+from tests.helpers.chain import DISTRIBUTE, HEAD, MEMORIC_TABLES, POSTINGS, SHIPPED, schema, sent_statements
+from tests.helpers.dialects import selected_dialects
+from tests.helpers.reference import NOW, Clock
 
 pytestmark = pytest.mark.citus
 

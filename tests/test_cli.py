@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
-from tests.helpers import CLI, ago
+from tests.helpers.cli_process import CLI
+from tests.helpers.reference import ago
 
 
 @pytest.fixture

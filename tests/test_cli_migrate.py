@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
-from tests.helpers import (
+from tests.helpers.chain import (
     ADD_IMPORTANCE,
     DISTRIBUTE,
     FIFTH,
@@ -24,14 +24,13 @@ from tests.helpers import (
     HEAD,
     POSTINGS,
     SHIPPED,
-    WAITING,
     applied,
     chain,
     history_names,
-    one_line_error,
-    run_twice_at_once,
     tables,
 )
+from tests.helpers.cli_process import WAITING, run_twice_at_once
+from tests.helpers.dialects import one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
 APPLIED_AT = re.compile(r"'\d{4}-\d\d-\d\d[ T][\d:.+]+'")  # a history row's time, as a preview shows it

@@ -20,20 +20,10 @@ from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
 from memoric.errors import ConfigError
-from tests.helpers import (
-    CLI,
-    HEAD,
-    SHIPPED,
-    THIRD,
-    assert_identical,
-    fill,
-    id_counters,
-    one_line_error,
-    requires_postgres,
-    schema,
-    snapshot,
-    tables,
-)
+from tests.helpers.chain import HEAD, SHIPPED, THIRD, id_counters, schema, tables
+from tests.helpers.cli_process import CLI
+from tests.helpers.dialects import one_line_error, requires_postgres
+from tests.helpers.transfer_data import assert_identical, fill, snapshot
 
 HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}\n'
 

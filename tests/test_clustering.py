@@ -9,7 +9,7 @@ import pytest
 from memoric.clustering import GENERAL, cluster_key, describe, rebuild_clusters
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
-from tests.helpers import cluster_snapshot
+from tests.helpers.reference import cluster_snapshot
 
 
 def put(store, user: str, metadata: dict | None, thread: str | None = "t1") -> int:

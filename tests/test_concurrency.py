@@ -20,19 +20,18 @@ import pytest
 from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
-from tests.helpers import (
+from tests.helpers.chain import SHIPPED
+from tests.helpers.concurrency import (
     AGENT_CONFIG,
     INSERTS_PER_WRITER,
-    NOW,
-    SHIPPED,
     WRITERS,
     agent_memoric,
-    ago,
     assert_every_write_landed,
     end_state,
     run_in_threads,
     save_as_writer,
 )
+from tests.helpers.reference import NOW, ago
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 

@@ -19,7 +19,7 @@ from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.db.urls import POOL_PARAMETERS, POSTGRES_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
 from memoric.errors import ConfigError, LockTimeout, MemoricError
-from tests.helpers import one_line_error
+from tests.helpers.dialects import one_line_error
 
 
 def test_store_reports_its_dialect(db, dialect):

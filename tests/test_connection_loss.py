@@ -22,7 +22,9 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import LockTimeout, MemoricError
 from memoric.transfer import export_memoric, import_jsonl
-from tests.helpers import AGENT_CONFIG, agent_memoric, ago, requires_postgres
+from tests.helpers.concurrency import AGENT_CONFIG, agent_memoric
+from tests.helpers.dialects import requires_postgres
+from tests.helpers.reference import ago
 
 
 def pooled(url: str) -> str:

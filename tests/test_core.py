@@ -9,7 +9,7 @@ import pytest
 
 from memoric import Memoric
 from memoric.errors import MigrationError, ValidationError
-from tests.helpers import NOW, Clock, ago, matches, reference_ranking
+from tests.helpers.reference import NOW, Clock, ago, matches, reference_ranking
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 

@@ -9,7 +9,7 @@ import pytest
 from memoric.db.dialects import DIALECTS, Dialect
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
-from tests.helpers import selected_dialects
+from tests.helpers.dialects import selected_dialects
 
 START = dt.datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 

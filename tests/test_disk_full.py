@@ -18,7 +18,7 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.transfer import export_jsonl, import_jsonl
-from tests.helpers import snapshot
+from tests.helpers.transfer_data import snapshot
 
 REFUSAL = {"sqlite": "database or disk is full", "postgresql": "read-only transaction"}
 

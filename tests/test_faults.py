@@ -26,22 +26,12 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrate import Migrations
 from memoric.transfer import export_memoric
-from tests.helpers import (
-    AGENT_CONFIG,
-    CLI,
-    NOW,
-    SHIPPED,
-    agent_memoric,
-    ago,
-    chain,
-    end_state,
-    fill,
-    history_names,
-    one_line_error,
-    requires_postgres,
-    snapshot,
-    tables,
-)
+from tests.helpers.chain import SHIPPED, chain, history_names, tables
+from tests.helpers.cli_process import CLI
+from tests.helpers.concurrency import AGENT_CONFIG, agent_memoric, end_state
+from tests.helpers.dialects import one_line_error, requires_postgres
+from tests.helpers.reference import NOW, ago
+from tests.helpers.transfer_data import fill, snapshot
 
 BATCH = 1000
 
@@ -136,7 +126,7 @@ POLICY_RUNNER = """
 import datetime as dt, json, sys
 from memoric import Memoric
 from memoric.policies import extractive_summary
-from tests.helpers import Clock
+from tests.helpers.reference import Clock
 
 calls = []
 

@@ -18,7 +18,8 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations, history_model
-from tests.helpers import HEAD, LABELS, SHIPPED, chain, history_names, indexes, one_line_error, schema, tables
+from tests.helpers.chain import HEAD, LABELS, SHIPPED, chain, history_names, indexes, schema, tables
+from tests.helpers.dialects import one_line_error
 
 THEIRS = 'CREATE TABLE "memories" ("id" INTEGER PRIMARY KEY, "user_id" TEXT, "body" TEXT, "created_at" TEXT)'
 MISSING = (

@@ -21,20 +21,19 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import Migrations
-from tests.helpers import (
+from tests.helpers.chain import (
     ADD_IMPORTANCE,
-    CLI,
     FIRST,
     HEAD,
     SHIPPED,
     all_rows,
     chain,
     history_names,
-    one_line_error,
-    read_until,
     schema,
     tables,
 )
+from tests.helpers.cli_process import CLI, read_until
+from tests.helpers.dialects import one_line_error
 
 NOTES = '''"""Test-only: an application's own table, filled by the migration."""
 
@@ -155,10 +154,7 @@ def test_cli_refuses_in_one_line_without_a_terminal_and_yes_confirms(cli, store)
 
     result = cli("migrate", "downgrade", "base", "--yes")
     assert result.exit_code == 0, result.output
-    assert (
-        "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED))
-        in result.stdout
-    )
+    assert "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED)) in result.stdout
     assert tables(store) == {"migratehistory"}
 
 

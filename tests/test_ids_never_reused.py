@@ -15,14 +15,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.migrate import Migrations
-from tests.helpers import (
-    SECOND,
-    SHIPPED,
-    THIRD,
-    all_rows,
-    history_names,
-    schema,
-)
+from tests.helpers.chain import SECOND, SHIPPED, THIRD, all_rows, history_names, schema
 
 BUILDS = ("chain", "models")
 

@@ -47,7 +47,8 @@ from memoric.db.transfer_queries import (
 from memoric.errors import ConfigError, ValidationError
 from memoric.scoring import ScoreFormula
 from memoric.validation import MAX_INT, MAX_STORED_ID, MIN_INT
-from tests.helpers import NOW, Clock, ago, cluster_snapshot, memory_snapshot, selected_dialects
+from tests.helpers.dialects import selected_dialects
+from tests.helpers.reference import NOW, Clock, ago, cluster_snapshot, memory_snapshot
 
 VALUES = [-1, 0, 2**31, 2**63 - 1, 2**63, 10**30, True, 1.5, "3"]
 FORMULA = ScoreFormula.from_config({"importance": 0.5, "recency": 0.3, "thread": 0.2, "decay_days": 60})

@@ -24,7 +24,8 @@ from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import JSON_INT_LIMIT, MAX_JSON_DEPTH
 from memoric.transfer import export_jsonl, import_jsonl
 from memoric.validation import MAX_CONTENT_LENGTH, MAX_TIMESTAMP, MIN_TIMESTAMP
-from tests.helpers import NOW, Clock, cluster_snapshot, memory_snapshot, requires_postgres
+from tests.helpers.dialects import requires_postgres
+from tests.helpers.reference import NOW, Clock, cluster_snapshot, memory_snapshot
 
 
 def nested(levels: int, leaf=1) -> dict:

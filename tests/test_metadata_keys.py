@@ -23,7 +23,7 @@ from memoric.errors import MemoricError
 from memoric.migrate import Migrations, default_migrate_dir
 from memoric.transfer.export import export_jsonl
 from memoric.transfer.writing import copy_database, import_jsonl
-from tests.helpers import FIFTH, FOURTH, HEAD, all_rows, schema, tables
+from tests.helpers.chain import FIFTH, FOURTH, HEAD, all_rows, schema, tables
 from tests.test_jsonfilter import cases
 
 PATTERNS = [

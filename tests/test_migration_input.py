@@ -18,7 +18,8 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
 from memoric.migrate.targets import MEMORIC, Order, Step
-from tests.helpers import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, one_line_error
+from tests.helpers.chain import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
+from tests.helpers.dialects import one_line_error
 
 ODD_TARGETS = [
     "²",

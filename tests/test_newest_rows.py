@@ -15,7 +15,7 @@ import pytest
 
 from memoric import MemoryStore
 from memoric.migrate.runner import intercepted
-from tests.helpers import (
+from tests.helpers.chain import (
     executed_plans,
     most_rows_read,
     sent_statements,

@@ -17,7 +17,7 @@ from memoric.errors import MemoricError, ValidationError
 from memoric.migrate import Migrations
 from memoric.testing import admin_sql, database_url, drop_database
 from memoric.transfer import export_jsonl
-from tests.helpers import one_line_error
+from tests.helpers.dialects import one_line_error
 
 
 def saved(dsn: str) -> tuple[MemoryStore, int]:

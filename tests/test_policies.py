@@ -12,7 +12,7 @@ from memoric.config import load_config
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA, extractive_summary, run_policies, shorten
-from tests.helpers import NOW, Clock, ago, memory_snapshot
+from tests.helpers.reference import NOW, Clock, ago, memory_snapshot
 
 TRIM_CONFIG = {
     "tiers": [

@@ -13,14 +13,9 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.errors import MemoricError
 from memoric.transfer import export_memoric, import_jsonl
-from tests.helpers import (
-    HEAD,
-    WRITERS,
-    assert_every_write_landed,
-    requires_postgres,
-    run_in_threads,
-    save_as_writer,
-)
+from tests.helpers.chain import HEAD
+from tests.helpers.concurrency import WRITERS, assert_every_write_landed, run_in_threads, save_as_writer
+from tests.helpers.dialects import requires_postgres
 
 
 def pooled(dsn: str, **options) -> str:

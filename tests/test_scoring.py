@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from memoric.config import load_config
 from memoric.db import recall_queries
 from memoric.scoring import ScoreFormula, age_seconds
-from tests.helpers import NOW, reference_ranking
+from tests.helpers.reference import NOW, reference_ranking
 
 DEFAULT = ScoreFormula.from_config(load_config()["scoring"])
 DAY = 86400

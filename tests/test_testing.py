@@ -20,7 +20,7 @@ from memoric.testing import (
     start_postgres,
     stop_postgres,
 )
-from tests.helpers import requires_postgres
+from tests.helpers.dialects import requires_postgres
 
 
 def test_importing_memoric_never_imports_the_embedded_server():

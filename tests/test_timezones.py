@@ -9,7 +9,7 @@ import pytest
 
 from memoric.db.models import UTC
 from memoric.db.store import MemoryStore
-from tests.helpers import requires_postgres
+from tests.helpers.dialects import requires_postgres
 
 TOKYO = dt.timezone(dt.timedelta(hours=9))
 INSTANT = dt.datetime(2026, 6, 1, 23, 30, 0, 250000, tzinfo=UTC)

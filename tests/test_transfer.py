@@ -24,19 +24,9 @@ from memoric.transfer import (
     import_memoric,
     scratch,
 )
-from tests.helpers import (
-    HEAD,
-    HEADER,
-    T0,
-    assert_identical,
-    dump_lines,
-    fill,
-    id_counters,
-    requires_postgres,
-    schema,
-    snapshot,
-    tables,
-)
+from tests.helpers.chain import HEAD, id_counters, schema, tables
+from tests.helpers.dialects import requires_postgres
+from tests.helpers.transfer_data import HEADER, T0, assert_identical, dump_lines, fill, snapshot
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
 

@@ -21,16 +21,8 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
-from tests.helpers import (
-    T0,
-    TRICKY_METADATA,
-    assert_identical,
-    dump_lines,
-    fill,
-    snapshot,
-    wait_for_a_lock_waiter,
-    while_held,
-)
+from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
+from tests.helpers.transfer_data import T0, TRICKY_METADATA, assert_identical, dump_lines, fill, snapshot
 
 FAR = 1_000_000  # the export's first id: an agent saving into an empty database stays far below it
 WAIT_LIMIT = 120  # seconds: only so that a broken agent fails the test instead of hanging it

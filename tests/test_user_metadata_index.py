@@ -15,7 +15,7 @@ import pytest
 from memoric import Memoric, MemoryStore
 from memoric.db.jsonfilter import contains
 from memoric.errors import MigrationError
-from tests.helpers import (
+from tests.helpers.chain import (
     DISTRIBUTE,
     USER_METADATA,
     executed_plans,

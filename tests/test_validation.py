@@ -31,7 +31,8 @@ from memoric.validation import (
     SHOWN_WIDTH,
     shown,
 )
-from tests.helpers import LyingText, PrintedText, refusal
+from tests.helpers.dialects import refusal
+from tests.helpers.odd_text import LyingText, PrintedText
 
 TIERS = ["short_term", "mid_term", "long_term"]
 EAST = dt.timezone(dt.timedelta(hours=14))

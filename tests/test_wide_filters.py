@@ -14,7 +14,7 @@ from memoric.db import recall_queries
 from memoric.db.jsonfilter import MAX_EXACT_CONDITIONS, contains
 from memoric.json_input import MAX_JSON_DEPTH
 from memoric.scoring import ScoreFormula
-from tests.helpers import selected_dialects
+from tests.helpers.dialects import selected_dialects
 
 WIDTHS = (1, 78, 100, 1000, 5000)
 FULL_WIDTH = max(WIDTHS)
