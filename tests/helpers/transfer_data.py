@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 from memoric.db import transfer_queries
@@ -70,3 +71,20 @@ HEADER = {"type": "header", "format": "memoric-export", "format_version": 1}
 def dump_lines(records: list[dict], header: dict = HEADER) -> str:
     """The text of an export holding `header` and then these records, one JSON line each."""
     return "".join(json.dumps(record) + "\n" for record in (header, *records))
+
+
+def export_of(*records: dict, header: dict = HEADER) -> io.StringIO:
+    """An export file holding `header` and then these records."""
+    return io.StringIO(dump_lines(list(records), header))
+
+
+def memory_line(memory_id: int, **fields) -> dict:
+    return {"type": "memory", "id": memory_id, "user_id": "ada", "content": f"memory {memory_id}",
+            "created_at": T0.isoformat(), **fields}  # fmt: skip
+
+
+def cluster_line(cluster_id: int, **fields) -> dict:
+    stamps = dict.fromkeys(("created_at", "updated_at", "last_built_at"), T0.isoformat())
+    return {"type": "cluster", "cluster_id": cluster_id, "user_id": "ada", "topic": "t",
+            "category": "general", "memory_ids": [1], "summary": "", **stamps,
+            "memory_count": len(fields.get("memory_ids", [1])), **fields}  # fmt: skip

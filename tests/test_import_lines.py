@@ -1,0 +1,216 @@
+"""An import's lines: a refusal moves no id counter, format versions, what JSON and memoric accept
+in a line, timestamps to the microsecond."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+
+import pytest
+
+from memoric import Memoric
+from memoric.db.urls import sqlite_path
+from memoric.errors import ValidationError
+from memoric.transfer import (
+    check_jsonl,
+    import_jsonl,
+    import_memoric,
+)
+from tests.helpers.chain import id_counters, schema, tables
+from tests.helpers.transfer_data import (
+    HEADER,
+    T0,
+    assert_identical,
+    cluster_line,
+    export_of,
+    memory_line,
+    snapshot,
+)
+
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
+
+LARGEST = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("records", "named"),
+    [
+        (
+            [memory_line(1, user_id="bob"), memory_line(LARGEST)],
+            "line 2: memory id 1 is already in the target with other data",
+        ),
+        (
+            [cluster_line(1, summary="another summary"), memory_line(LARGEST)],
+            "line 2: cluster id 1 is already in the target with other data",
+        ),
+        (
+            [memory_line(LARGEST), cluster_line(LARGEST, memory_ids=[LARGEST])],
+            f"line 3: cluster {LARGEST} is for user_id, topic and category ['ada', 't', 'general'], "
+            "which the target holds as cluster 1",
+        ),
+        (
+            [
+                memory_line(LARGEST, user_id="bob"),
+                cluster_line(LARGEST, user_id="bob", memory_ids=[1, LARGEST], memory_count=2),
+            ],
+            f"line 3: cluster {LARGEST} of user_id 'bob' lists memory 1, which is neither in this export "
+            "nor a memory of that user_id in the target",
+        ),
+    ],
+    ids=["memory differs", "cluster differs", "cluster key taken", "another user's memory"],
+)
+def test_an_import_refused_for_what_the_target_holds_moves_no_id_counter(db, records, named):
+    db.insert_memories([{"user_id": "ada", "content": "memory 1", "created_at": T0}])
+    db.upsert_cluster(user_id="ada", topic="t", category="general", memory_ids=[1])
+    counters, built, before = id_counters(db), schema(db), snapshot(db)
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(*records))
+    assert (id_counters(db), schema(db)) == (counters, built)
+    assert_identical(snapshot(db), before)
+    assert db.insert_memory(user_id="ada", content="saved after") == 2
+    assert db.upsert_cluster(user_id="ada", topic="u", category="general", memory_ids=[2]) == 2
+
+
+def test_an_import_refused_for_what_an_empty_database_lacks_leaves_it_unbuilt(new_dsn):
+    dsn = new_dsn()
+    memoric = Memoric(dsn)
+    stranger = export_of(memory_line(LARGEST), cluster_line(3, memory_ids=[1, LARGEST], memory_count=2))
+    plan = check_jsonl(memoric.store, stranger)
+    with pytest.raises(ValidationError, match="line 3: cluster 3 of user_id 'ada' lists memory 1, which is"):
+        import_memoric(memoric, plan)
+    if memoric.store.is_sqlite:
+        assert not os.path.exists(sqlite_path(dsn)), "a SQLite file not there stays away"
+    else:
+        assert (tables(memoric.store), id_counters(memoric.store)) == (set(), {})
+    memoric.close()
+
+
+@pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, 2])
+def test_only_a_positive_integer_format_version_this_memoric_reads_is_accepted(db, version):
+    with pytest.raises(ValidationError, match="export format version"):
+        import_jsonl(db, export_of(memory_line(1), header={**HEADER, "format_version": version}))
+    assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            '{"type": "memory", "id": 1, "user_id": "a", "content": "x", "metadata": {"n": 1'
+            + "0" * 5000
+            + "}}",
+            "line 3 is not valid JSON here: Exceeds the limit (4300 digits)",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "a", "content": "x", "metadata": {"n": '
+            + "[" * 5000
+            + "]" * 5000
+            + "}}",
+            "line 3 is not valid JSON here: it is nested too deeply",
+        ),
+        (
+            '{"type": "memory", "id": 0, "user_id": "a", "content": "x"}',
+            "line 3: id must be an int from 1 to 9223372036854775807, got 0",
+        ),
+        (
+            '{"type": "memory", "id": 9223372036854775808, "user_id": "a", "content": "x"}',
+            "line 3: id must be an int from 1 to 9223372036854775807, got 9223372036854775808",
+        ),
+        ('{"type": "memory", "user_id": "a", "content": "x"}', "line 3: id must be an int, got None"),
+        ('{"type": "cluster", "cluster_id": true, "user_id": "a"}', "line 3: cluster_id must be an int"),
+    ],
+    ids=["huge int", "deep nesting", "id 0", "id beyond 64 bits", "no id", "cluster_id true"],
+)
+def test_a_line_json_or_memoric_cannot_take_is_a_validation_error_naming_it(db, text, named):
+    lines = export_of(memory_line(1)).getvalue() + text + "\n"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(lines))
+    assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "content": "y"}',
+            "line 3 gives the key 'content' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", "metadata": {"a": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"l": [1, {"b": {"c": true, "d": 0, "c": true}}]}}',
+            "line 3 gives the key 'c' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "id": 1, "user_id": "ada", "content": "x"}',
+            "line 3 gives the key 'id' twice in one object",
+        ),
+        (
+            '{"type": "cluster", "cluster_id": 1, "user_id": "ada", "topic": "t", "category": "c", '
+            '"memory_ids": [], "memory_count": 0, "summary": "", "summary": "other"}',
+            "line 3 gives the key 'summary' twice in one object",
+        ),
+        (
+            '{"type": "memory", "id": 1, "user_id": "ada", "content": "x", '
+            '"metadata": {"\\u0061": 1, "a": 2}}',
+            "line 3 gives the key 'a' twice in one object",
+        ),
+    ],
+    ids=["content", "metadata", "deep in a list", "same value twice", "cluster", "escaped key"],
+)
+def test_a_line_giving_a_key_twice_is_refused_naming_the_line_and_the_key(db, text, named):
+    lines = export_of(memory_line(5)).getvalue() + text + "\n"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(lines))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_header_giving_a_key_twice_is_refused(db):
+    header = '{"type": "header", "format": "memoric-export", "format_version": 2, "format_version": 1}\n'
+    with pytest.raises(ValidationError, match="line 1 gives the key 'format_version' twice in one object"):
+        import_jsonl(db, io.StringIO(header + json.dumps(memory_line(1)) + "\n"))
+    assert db.count_memories() == 0
+
+
+PRECISE = ["2026-11-29T23:06:03.1098409+00:00", "2026-11-29T23:06:03,1234561Z",
+           "20261129T230603.1234560001+02:00"]  # fmt: skip
+
+
+@pytest.mark.parametrize("stamp", PRECISE)
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [("memory", "created_at"), ("memory", "updated_at"), ("cluster", "created_at"),
+     ("cluster", "updated_at"), ("cluster", "last_built_at")],
+)  # fmt: skip
+def test_a_timestamp_more_precise_than_a_microsecond_is_refused_naming_the_line_and_field(
+    db, kind, field, stamp
+):
+    line = memory_line(2, **{field: stamp}) if kind == "memory" else cluster_line(1, **{field: stamp})
+    named = f"line 3: {field} {stamp!r} is more precise than a microsecond"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(memory_line(1), line))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_timestamp_with_zeros_past_the_microsecond_is_the_instant_it_says(db):
+    import_jsonl(db, export_of(memory_line(1, created_at="2026-11-29T23:06:03.1098400000+00:00")))
+    assert db.get_memory(1)["created_at"] == dt.datetime(2026, 11, 29, 23, 6, 3, 109840, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-11-29T23:07:09.111146+00:00:00.5", "2026-11-29T23:07:09+01:30:15", "2026-11-29T23:07:09-000001"],
+)
+def test_a_timestamp_whose_utc_offset_has_seconds_is_refused(db, stamp):
+    """Python 3.11 read `+00:00:00.5` as UTC, dropping half a second: the instant changed silently."""
+    named = f"line 2: created_at {stamp!r} has a UTC offset with seconds"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, export_of(memory_line(1, created_at=stamp)))
+    assert_identical(snapshot(db), [[], []])
