@@ -13,16 +13,20 @@ password is accepted (SQLite URLs carry no password: those tests are PostgreSQL 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
+from memoric.db.urls import mask_url
 from memoric.errors import ConfigError
 from tests.helpers.dialects import requires_postgres
 
@@ -216,3 +220,33 @@ def test_the_migration_lock_waiting_message_is_masked(new_postgres_url):
         done.set()
         thread.join()
     assert "Waiting for the migration lock" in result.stderr and "postgres:***@" in result.stderr
+
+
+# Passwords of capitals and URL punctuation, in URLs otherwise lower-case: a run of three
+# capitals in the output is part of a password shown.
+PASSWORD_IN_USERINFO = st.text(alphabet="ABCDEFGHJK@:/?#%=", min_size=1, max_size=16)
+PASSWORD_IN_QUERY = st.text(alphabet="ABCDEFGHJK@:/?%=", min_size=1, max_size=16)
+SHOWN_CAPITALS = re.compile("[A-Z]{3,}")
+
+
+def shown_password(output: str, password: str) -> list[str]:
+    """The runs of three or more capitals of `password` that `output` shows."""
+    return [run for run in SHOWN_CAPITALS.findall(output) if run in password]
+
+
+@given(password=PASSWORD_IN_USERINFO, other=PASSWORD_IN_QUERY)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "postgresql://agent:{password}@127.0.0.1:5432/db",
+        "postgresql://agent@127.0.0.1:5432/db?password={other}&sslmode=require",
+        "postgresql://agent@127.0.0.1:5432/db?sslmode=require&password={other}",
+        "postgres://agent:{password}@127.0.0.1/db?password={other}",
+        "postgresql:/agent:{password}@127.0.0.1/db",
+        "agent:{password}@127.0.0.1/db?password={other}",
+    ],
+)
+def test_no_part_of_a_password_with_url_punctuation_is_ever_shown(shape, password, other):
+    url = shape.format(password=password, other=other)
+    for output in (mask_url(url), mask_password(f"cannot open '{url}': refused", url)):
+        assert shown_password(output, password + " " + other) == [], output

@@ -44,10 +44,32 @@ def mask_password(text: str, *urls: str) -> str:
     secret of `urls` (their passwords as typed and percent-decoded) wherever it appears. This
     errs on the side of hiding too much.
     """
-    for secret in sorted(_secrets(urls), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    text = _masked_spans(text, _secrets(urls))
     text = _WORD.sub(lambda word: _mask_userinfo(word.group()), text)
     return _SECRET_SETTING.sub(_masked_setting, text)
+
+
+def _masked_spans(text: str, secrets: set[str]) -> str:
+    """`text` with every place any of `secrets` occurs masked, overlapping places as one: masking
+    one secret at a time cut the others that overlap it, and what was left of them showed."""
+    spans = sorted(
+        (start, start + len(secret)) for secret in secrets for start in _occurrences(text, secret)
+    )
+    pieces, end = [], 0
+    for start, stop in spans:
+        if start > end or not pieces:
+            pieces += [text[end:start], MASK]
+        end = max(end, stop)
+    return "".join(pieces) + text[end:]
+
+
+def _occurrences(text: str, secret: str) -> list[int]:
+    """Where `secret` starts in `text`, overlapping occurrences included."""
+    found, start = [], text.find(secret)
+    while start >= 0:
+        found.append(start)
+        start = text.find(secret, start + 1)
+    return found
 
 
 def _masked_setting(setting: re.Match) -> str:
