@@ -1,7 +1,8 @@
 """The `memoric` command: parse the command line, call one function of `memoric.commands`.
 
 Errors are handled once, by the `memoric` group: a MemoricError is one line on stderr and exit 1,
-Ctrl-C one line and exit 130, and every message is masked (passwords of the URLs given).
+Ctrl-C, SIGTERM or SIGHUP one line and exit 128 + the signal's number (the command cleans up
+for each as for Ctrl-C: `commands.stopping`), and every message is masked (passwords of the URLs given).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import click
 
 from memoric import __version__, json_input, validation
 from memoric.commands import memories, migrate, transfer
-from memoric.commands.session import Interrupted, Session
+from memoric.commands.session import Session
+from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
 from memoric.db.urls import mask_password
 from memoric.errors import MemoricError
 
 ARGUMENTS = "memoric.arguments"
-INTERRUPTED_EXIT = 130  # the shell's status for a command stopped by Ctrl-C
+SIGNALLED_EXIT = 128  # plus the signal's number: the shell's status for a command a signal stopped
 
 
 @contextlib.contextmanager
@@ -42,7 +44,8 @@ def masked_errors(arguments: tuple[str, ...]):
 
 @contextlib.contextmanager
 def one_line_errors():
-    """A MemoricError becomes one line on stderr and exit 1; Ctrl-C one line and exit 130."""
+    """A MemoricError becomes one line on stderr and exit 1; Ctrl-C (or SIGTERM, SIGHUP) one line
+    and exit 128 + the signal's number (130 for Ctrl-C)."""
     try:
         yield
     except MemoricError as exc:
@@ -50,8 +53,8 @@ def one_line_errors():
         raise click.ClickException(message) from None
     except KeyboardInterrupt as exc:
         said = f": {exc}" if isinstance(exc, Interrupted) else ""
-        click.echo(f"Interrupted{said}.", err=True)
-        sys.exit(INTERRUPTED_EXIT)
+        click.echo(f"{stopped_by(exc)}{said}.", err=True)
+        sys.exit(SIGNALLED_EXIT + signal_number(exc))
 
 
 class MemoricGroup(click.Group):
@@ -65,7 +68,7 @@ class MemoricGroup(click.Group):
         return ctx
 
     def invoke(self, ctx: click.Context):
-        with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors():
+        with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
             return super().invoke(ctx)
 
 

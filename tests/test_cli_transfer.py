@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from memoric.cli import main
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, MemoricError
 from tests.helpers.chain import HEAD, SHIPPED, THIRD, id_counters, schema, tables
 from tests.helpers.cli_process import CLI
 from tests.helpers.dialects import one_line_error, requires_postgres
@@ -620,6 +621,96 @@ def test_ctrl_c_during_a_copy_says_what_was_written_and_the_rerun_resumes(source
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
 
 
+# --- SIGTERM and SIGHUP: a command cleans up as for Ctrl-C -------------------------------------
+
+SIGNALLED_CHILD = """
+import os, sys
+from memoric import transfer
+from memoric.cli import main
+from memoric.db import transfer_queries
+
+name, number = sys.argv[1], int(sys.argv[2])
+real, real_delete = getattr(transfer, name), transfer_queries.delete_ids
+
+
+def signalled(*args, progress=None, **kwargs):
+    def after_a_batch(rows):
+        progress(rows)
+        os.kill(os.getpid(), number)
+
+    return real(*args, progress=after_a_batch, **kwargs)
+
+
+def signalled_export(memoric, out, **kwargs):
+    out.write("{}\\n")
+    os.kill(os.getpid(), number)
+    return real(memoric, out, **kwargs)
+
+
+def signalled_again(*args, **kwargs):
+    os.kill(os.getpid(), number)  # a second stop while the import takes back what it wrote
+    return real_delete(*args, **kwargs)
+
+
+setattr(transfer, name, signalled_export if name == "export_memoric" else signalled)
+transfer_queries.delete_ids = signalled_again
+sys.argv = ["memoric", *sys.argv[3:]]
+main()
+"""
+STOP_SIGNALS = [signal.SIGTERM, signal.SIGHUP]
+
+
+def signalled_cli(name: str, number: int, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a child process that sends itself `number` once `transfer.<name>` has written a
+    batch (an export: a line), and again whenever it deletes rows."""
+    return subprocess.run(
+        [sys.executable, "-c", SIGNALLED_CHILD, name, str(int(number)), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, *STOP_SIGNALS])
+def test_a_stop_signal_during_an_import_with_new_ids_takes_back_what_it_wrote(
+    source, new_dsn, tmp_path, number
+):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    child = signalled_cli("import_memoric", number, "--dsn", target, "import", "--new-ids", str(path))
+    assert child.returncode == 128 + number, child.stderr
+    stopped = "Interrupted" if number == signal.SIGINT else f"Stopped by {number.name}"
+    assert child.stderr.splitlines() == [
+        f"{stopped}: what it had written was removed; run the same command again to import the file."
+    ]
+    assert MemoryStore(target).count_memories() == 0
+
+
+@pytest.mark.parametrize("number", STOP_SIGNALS)
+def test_a_stop_signal_during_an_import_says_what_was_written(source, new_dsn, tmp_path, number):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    child = signalled_cli("import_memoric", number, "--dsn", target, "import", str(path))
+    assert child.returncode == 128 + number, child.stderr
+    assert child.stderr.startswith(f"Stopped by {number.name}: 1000 rows were written in whole batches")
+    ok(invoke("--dsn", target, "import", str(path)))
+    assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+@pytest.mark.parametrize("number", STOP_SIGNALS)
+def test_a_stop_signal_during_an_export_leaves_no_file_and_the_old_one_as_it_was(source, tmp_path, number):
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "all.jsonl"
+    path.write_text("the old export\n")
+    child = signalled_cli("export_memoric", number, "--dsn", source.db.dsn, "export", str(path))
+    assert child.returncode == 128 + number, child.stderr
+    assert child.stderr.splitlines() == [f"Stopped by {number.name}."]
+    assert os.listdir(tmp_path / "out") == ["all.jsonl"]
+    assert path.read_text() == "the old export\n"
+
+
 # --- an export never replaces a database, and writes through symlinks ------------------------
 
 
@@ -701,3 +792,27 @@ def test_an_import_that_fails_midway_says_what_was_written_and_the_rerun_resumes
     target.db.database.execute_sql("DROP TRIGGER no_room" + (" ON memories" if target.db.is_postgres else ""))
     ok(invoke("--dsn", target.db.dsn, "import", str(path)))
     assert_identical(snapshot(target.db), snapshot(source.db))
+
+
+def test_an_import_with_new_ids_whose_take_back_fails_never_says_it_was_removed(
+    source, new_dsn, tmp_path, monkeypatch
+):
+    """The import stops, then taking back what it wrote fails too: the one line says which rows
+    to delete, and not that what it wrote was removed."""
+    from memoric.db import transfer_queries
+
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+
+    def refused(*args, **kwargs):
+        raise MemoricError("delete_ids failed on the test's say-so")
+
+    with monkeypatch.context() as patched:
+        stopped_after_the_first_batch(patched, "import_memoric")
+        patched.setattr(transfer_queries, "delete_ids", refused)
+        result = invoke("--dsn", target, "import", "--new-ids", str(path))
+    line = one_line_error(result)
+    assert "could not be taken back" in line and "delete the rows it wrote" in line
+    assert "was removed" not in line
+    assert MemoryStore(target).count_memories() == 1000

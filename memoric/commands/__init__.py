@@ -2,5 +2,6 @@
 
 `memoric/cli.py` parses the command line into these calls; the functions do the work through
 the library and print (tables and JSON from `output.py`). Failures are `MemoricError`s (one line
-and exit 1 in the CLI), Ctrl-C is `session.Interrupted` or `KeyboardInterrupt` (exit 130).
+and exit 1 in the CLI); Ctrl-C, SIGTERM and SIGHUP are `KeyboardInterrupt`s (`stopping`: exit
+128 + the signal's number).
 """

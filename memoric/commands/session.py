@@ -12,10 +12,6 @@ from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with what the command had done by then and how to go on (`memoric` prints it)."""
-
-
 class Session:
     """The database and configuration one `memoric` run works on.
 

@@ -11,7 +11,8 @@ import click
 
 from memoric import transfer
 from memoric.commands.output import echo_counts, progress, where_it_lives
-from memoric.commands.session import Interrupted, Session
+from memoric.commands.session import Session
+from memoric.commands.stopping import Interrupted, signal_number
 from memoric.core import Memoric
 from memoric.db.identity import is_database_file, is_file_of
 from memoric.errors import MemoricError
@@ -141,10 +142,10 @@ def resumable(total: int, label: str, *, taken_back: bool = False):
 
         try:
             yield step
-        except KeyboardInterrupt:
-            raise Interrupted(_how_far(written, taken_back)) from None
+        except KeyboardInterrupt as stop:
+            raise Interrupted(_how_far(written, taken_back), signal_number(stop)) from None
         except MemoricError as exc:
-            if not written:
+            if not written or isinstance(exc, transfer.NotTakenBack):  # it says what is left
                 raise
             raise MemoricError(f"{exc}; {_how_far(written, taken_back)}") from exc
 

@@ -47,6 +47,7 @@ from memoric.transfer.records import (
     same_json,
 )
 from memoric.transfer.writing import (
+    NotTakenBack,
     check_jsonl,
     compare_with_target,
     copy_database,
@@ -60,6 +61,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "ImportPlan",
+    "NotTakenBack",
     "Progress",
     "Record",
     "check_jsonl",

@@ -113,6 +113,11 @@ def import_checked(
     return counts
 
 
+class NotTakenBack(MemoricError):
+    """An import with new ids stopped, and what it wrote could not be taken back: the message
+    names the id blocks to delete by hand before importing again."""
+
+
 def _take_back(
     store: MemoryStore,
     plan: ImportPlan,
@@ -134,11 +139,11 @@ def _take_back(
                 if row[column] in stored and not _differences(record, row, stored[row[column]])
             ]
             transfer_queries.delete_ids(store, kind, ours)
-    except MemoricError as exc:
+    except BaseException as exc:  # a second Ctrl-C too: what to delete must not be lost with it
         blocks = ", ".join(
             f"{COUNT_KEYS[kind]} {tops[kind] + 1}-{tops[kind] + plan.counts[kind]}" for kind in plan.highest
         )
-        raise MemoricError(
+        raise NotTakenBack(
             f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
             f"({exc}): delete the rows it wrote (ids among {blocks}) before importing again"
         ) from stopped
