@@ -3,7 +3,8 @@
 PyYAML implements YAML 1.1, whose numbers surprise: `010` is eight (octal), `1:30` is ninety
 (base 60), and `1e-7` is text because a 1.1 float needs a dot. A config read with 1.1 rules could
 change a value silently; YAML 1.2 reads `010` as ten, `1:30` as text (refused where a number is
-wanted) and `1e-7` as a float. Booleans keep PyYAML's reading.
+wanted) and `1e-7` as a float. Booleans keep PyYAML's reading. A key given twice in one mapping is
+an error, as in YAML 1.2, where PyYAML keeps the last.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 
 INT = "tag:yaml.org,2002:int"
 FLOAT = "tag:yaml.org,2002:float"
+MERGE = "tag:yaml.org,2002:merge"
 INT_PATTERN = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
 FLOAT_PATTERN = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
@@ -22,7 +24,29 @@ FLOAT_PATTERN = re.compile(
 
 
 class Yaml12Loader(yaml.SafeLoader):
-    """`yaml.SafeLoader` with YAML 1.2's int and float resolution."""
+    """`yaml.SafeLoader` with YAML 1.2's int and float resolution, and its unique mapping keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A mapping; a YAML error for a key given twice in it, where PyYAML lets the last one win
+        silently (a key a merge `<<` brings may still be given again)."""
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: PyYAML refuses it below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _scalar(loader: Yaml12Loader, node: yaml.ScalarNode, pattern: re.Pattern, kind: str) -> str:
