@@ -25,8 +25,9 @@ from memoric.cli import main  # noqa: E402 (after the assertion rewriting of the
 from memoric.db.store import MemoryStore  # noqa: E402
 from memoric.testing import POSTGRES_URL_VARIABLE, new_databases, postgres_server  # noqa: E402
 from memoric.testing_citus import CITUS_SOURCE_VARIABLE, citus_cluster  # noqa: E402
-from tests.helpers.chain import schema  # noqa: E402
+from tests.helpers.chain import built, schema  # noqa: E402
 from tests.helpers.dialects import CITUS, citus_to_be_had, selected_dialects, selected_targets  # noqa: E402
+from tests.helpers.transfer_data import fill  # noqa: E402
 
 # The fixture making fresh databases of each server target.
 SERVERS = {"postgresql": "new_postgres_url", CITUS: "new_citus_url"}
@@ -189,6 +190,17 @@ def cli(dsn, monkeypatch):
         return CliRunner().invoke(main, ["--dsn", dsn, *args])
 
     return run
+
+
+@pytest.fixture
+def source(new_dsn, monkeypatch):
+    """The source of an export or copy: a Memoric on 2,497 memories with tricky metadata, id holes
+    and two clusters, its database built through the chain ($MEMORIC_DATABASE_URL unset)."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    memoric = built(new_dsn())
+    fill(memoric.db)
+    yield memoric
+    memoric.close()
 
 
 @pytest.fixture

@@ -246,3 +246,10 @@ def facade(store, **options) -> Memoric:
     if migrations.current() is None:
         migrations.stamp("head")
     return Memoric(store.dsn, **options)
+
+
+def built(dsn: str) -> Memoric:
+    """A Memoric whose database was built through the migration chain."""
+    memoric = Memoric(dsn)
+    memoric.ensure_schema()
+    return memoric

@@ -66,6 +66,7 @@ def assert_identical(got, expected) -> None:
 
 
 HEADER = {"type": "header", "format": "memoric-export", "format_version": 1}
+HEADER_LINE = json.dumps(HEADER) + "\n"
 
 
 def dump_lines(records: list[dict], header: dict = HEADER) -> str:
