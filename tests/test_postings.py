@@ -13,7 +13,7 @@ from memoric.db.postings import posting_rows
 from memoric.errors import MemoricError
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
 from tests.helpers.chain import facade
-from tests.helpers.odd_text import LyingText, PrintedText
+from tests.helpers.odd_input import LyingText, PrintedText
 from tests.helpers.postings import assert_postings_match, stored_postings
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit for bit

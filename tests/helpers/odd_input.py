@@ -1,4 +1,5 @@
-"""Text that lies: str subclasses whose methods or printing say other characters."""
+"""Input that tries memoric: text that lies (str subclasses whose methods or printing say other
+characters), and JSON nested as deep as asked."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ class PrintedText(str):
 
     def __format__(self, spec):
         return "lie"
+
+
+def nested(levels: int, leaf=1) -> dict:
+    """`leaf` inside `levels` dicts: its JSON depth is `levels`."""
+    value = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def nested_lists(levels: int, leaf=1) -> list:
+    """`leaf` inside `levels` lists."""
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
