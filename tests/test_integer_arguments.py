@@ -91,19 +91,6 @@ def memory_row(**change) -> dict:
     return {"user_id": "ints", "content": "new memory", **change}
 
 
-def cluster_row(value, field: str) -> dict:
-    row = {
-        "cluster_id": 900,
-        "user_id": "ints",
-        "topic": f"t-{value!r}",
-        "category": "c",
-        "memory_ids": [1],
-        "memory_count": 1,
-        "summary": "",
-    }
-    return {**row, field: [value] if field == "memory_ids" else value}
-
-
 def summary_item(value) -> tuple[dict, list]:
     return {"user_id": "ints", "content": "summary", "thread_id": "t1", "tier": "long_term"}, [value]
 
