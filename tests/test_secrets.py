@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from memoric import Memoric
@@ -224,8 +224,8 @@ def test_the_migration_lock_waiting_message_is_masked(new_postgres_url):
 
 # Passwords of capitals and URL punctuation, in URLs otherwise lower-case: a run of three
 # capitals in the output is part of a password shown.
-PASSWORD_IN_USERINFO = st.text(alphabet="ABCDEFGHJK@:/?#%=", min_size=1, max_size=16)
-PASSWORD_IN_QUERY = st.text(alphabet="ABCDEFGHJK@:/?%=", min_size=1, max_size=16)
+PASSWORD_IN_USERINFO = st.text(alphabet="ABCDEFGHJK@:/?#%=& é", min_size=1, max_size=16)
+PASSWORD_IN_QUERY = st.text(alphabet="ABCDEFGHJK@:/?#%= é", min_size=1, max_size=16)
 SHOWN_CAPITALS = re.compile("[A-Z]{3,}")
 
 
@@ -234,6 +234,7 @@ def shown_password(output: str, password: str) -> list[str]:
     return [run for run in SHOWN_CAPITALS.findall(output) if run in password]
 
 
+@settings(max_examples=500)  # string work only: cheap, and rare shapes need many tries
 @given(password=PASSWORD_IN_USERINFO, other=PASSWORD_IN_QUERY)
 @pytest.mark.parametrize(
     "shape",
@@ -244,9 +245,12 @@ def shown_password(output: str, password: str) -> list[str]:
         "postgres://agent:{password}@127.0.0.1/db?password={other}",
         "postgresql:/agent:{password}@127.0.0.1/db",
         "agent:{password}@127.0.0.1/db?password={other}",
+        "postgresql+pool://agent:{password}@h/db?options=-c%20x&password={other}",
     ],
 )
 def test_no_part_of_a_password_with_url_punctuation_is_ever_shown(shape, password, other):
+    # `agent://X@host` is a scheme and a user X, whatever was meant: not a password starting `//`.
+    assume(not (shape.startswith("agent:") and password.startswith("//")))
     url = shape.format(password=password, other=other)
     for output in (mask_url(url), mask_password(f"cannot open '{url}': refused", url)):
         assert shown_password(output, password + " " + other) == [], output

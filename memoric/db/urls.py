@@ -25,6 +25,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
+_SECRET_TO_AMPERSAND = re.compile(r"(?i)[\w.-]*(?:pass|pwd|secret|token)[\w.-]*=([^&]+)")
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
 _SECRET_SETTING = re.compile(
     r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
@@ -86,11 +87,23 @@ def mask_url(url: str) -> str:
 
 
 def _password_span(word: str) -> tuple[int, int] | None:
-    """Where the password of `[scheme:/]user:PASSWORD@host...` is: past the user's `:`, to the last `@`."""
+    """Where the password of `[scheme:/]user:PASSWORD@host...` is: past the user's `:`, to the last `@`.
+
+    `name:/x@host` is a scheme with one slash only when memoric knows the scheme; otherwise it is
+    taken for a user whose password starts with a slash (a URL typed without its scheme).
+    """
     at = word.rfind("@")
     scheme = _SCHEME_AND_SLASHES.match(word)
+    if scheme and not (scheme.group().endswith("//") or _known_scheme(scheme.group())):
+        scheme = None
     colon = word.find(":", scheme.end() if scheme else 0, max(at, 0))
     return None if colon < 0 else (colon + 1, at)
+
+
+def _known_scheme(prefix: str) -> bool:
+    """Whether `prefix` (`name:/...`) starts with a scheme memoric opens, `+pool` or not."""
+    name = prefix.partition(":")[0].lower().removesuffix(POOLED_SUFFIX)
+    return name in SQLITE_SCHEMES | POSTGRES_SCHEMES
 
 
 def _mask_userinfo(word: str) -> str:
@@ -122,11 +135,14 @@ def _secrets(urls) -> set[str]:
 
 def _query_secrets(url: str) -> set[str]:
     """The whole values of the URL's `password=`-like query parameters, spaces included (libpq
-    takes a raw space in a value), as typed and decoded."""
+    takes a raw space in a value), as typed and decoded; and, wherever such a name is followed by
+    `=` in the URL, what follows it up to the next `&` (a `?` or `#` in a password before the query
+    would hide the query from a parser)."""
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = parse_qsl(query, keep_blank_values=True)
-    return {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
+    found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
+    return found | {match.group(1) for match in _SECRET_TO_AMPERSAND.finditer(url)}
 
 
 def dialect_of(url: str) -> str:
