@@ -25,7 +25,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
-_SECRET_TO_AMPERSAND = re.compile(r"(?i)[\w.-]*(?:pass|pwd|secret|token)[\w.-]*=([^&]+)")
+_SECRET_NAMED = re.compile(r"(?i)[\w.-]*(?:pass|pwd|secret|token)[\w.-]*=")
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
 _SECRET_SETTING = re.compile(
     r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
@@ -53,9 +53,7 @@ def mask_password(text: str, *urls: str) -> str:
 def _masked_spans(text: str, secrets: set[str]) -> str:
     """`text` with every place any of `secrets` occurs masked, overlapping places as one: masking
     one secret at a time cut the others that overlap it, and what was left of them showed."""
-    spans = sorted(
-        (start, start + len(secret)) for secret in secrets for start in _occurrences(text, secret)
-    )
+    spans = sorted((start, start + len(secret)) for secret in secrets for start in _occurrences(text, secret))
     pieces, end = [], 0
     for start, stop in spans:
         if start > end or not pieces:
@@ -136,13 +134,24 @@ def _secrets(urls) -> set[str]:
 def _query_secrets(url: str) -> set[str]:
     """The whole values of the URL's `password=`-like query parameters, spaces included (libpq
     takes a raw space in a value), as typed and decoded; and, wherever such a name is followed by
-    `=` in the URL, what follows it up to the next `&` (a `?` or `#` in a password before the query
+    `=` in the URL, what follows it (`_secret_value`: a `?` or `#` in a password before the query
     would hide the query from a parser)."""
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = parse_qsl(query, keep_blank_values=True)
     found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
-    return found | {match.group(1) for match in _SECRET_TO_AMPERSAND.finditer(url)}
+    return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
+
+
+def _secret_value(rest: str) -> str:
+    """The value of a `password=`-like setting that `rest` follows: up to the next `&` that starts
+    a parameter memoric knows; an unknown one after it (refused anyway) is taken for part of it."""
+    value, *others = rest.split("&")
+    for other in others:
+        if other.partition("=")[0].lower() in KNOWN_PARAMETERS:
+            break
+        value += "&" + other
+    return value
 
 
 def dialect_of(url: str) -> str:
@@ -250,6 +259,8 @@ REFUSED_PARAMETERS = {
     "thread_safe": "false shares one connection, and its transactions, between threads",
     "replication": "a replication connection cannot run memoric's queries",
 }
+# Every parameter name some scheme takes: one of them after a password setting ends its value.
+KNOWN_PARAMETERS = {*POOL_PARAMETERS, *SQLITE_PARAMETERS, *POSTGRES_PARAMETERS}
 
 
 def accepted_parameters(url: str, parts: SplitResult) -> dict[str, UrlParameter]:
