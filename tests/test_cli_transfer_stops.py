@@ -87,9 +87,10 @@ import os, sys
 from memoric import transfer
 from memoric.cli import main
 from memoric.db import transfer_queries
+from memoric.transfer import writing
 
 name, number = sys.argv[1], int(sys.argv[2])
-real, real_delete = getattr(transfer, name), transfer_queries.delete_ids
+real, real_delete = getattr(transfer if name != "_write" else writing, name), transfer_queries.delete_ids
 
 
 def signalled(*args, progress=None, **kwargs):
@@ -106,12 +107,21 @@ def signalled_export(memoric, out, **kwargs):
     return real(memoric, out, **kwargs)
 
 
+def signalled_after_its_commit(*args, **kwargs):
+    inserted = real(*args, **kwargs)  # one batch, its transaction committed
+    os.kill(os.getpid(), number)
+    return inserted
+
+
 def signalled_again(*args, **kwargs):
     os.kill(os.getpid(), number)  # a second stop while the import takes back what it wrote
     return real_delete(*args, **kwargs)
 
 
-setattr(transfer, name, signalled_export if name == "export_memoric" else signalled)
+if name == "_write":
+    writing._write = signalled_after_its_commit
+else:
+    setattr(transfer, name, signalled_export if name == "export_memoric" else signalled)
 transfer_queries.delete_ids = signalled_again
 sys.argv = ["memoric", *sys.argv[3:]]
 main()
@@ -121,7 +131,8 @@ STOP_SIGNALS = [signal.SIGTERM, signal.SIGHUP]
 
 def signalled_cli(name: str, number: int, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a child process that sends itself `number` once `transfer.<name>` has written a
-    batch (an export: a line), and again whenever it deletes rows."""
+    batch (an export: a line; `_write`: right after a batch's commit), and again whenever it
+    deletes rows."""
     return subprocess.run(
         [sys.executable, "-c", SIGNALLED_CHILD, name, str(int(number)), *args],
         capture_output=True,
@@ -143,6 +154,17 @@ def test_a_stop_signal_during_an_import_with_new_ids_takes_back_what_it_wrote(
     assert child.stderr.splitlines() == [
         f"{stopped}: what it had written was removed; run the same command again to import the file."
     ]
+    assert MemoryStore(target).count_memories() == 0
+
+
+def test_a_stop_right_after_a_batch_commits_is_taken_back_too(source, new_dsn, tmp_path):
+    """The batch's transaction has committed, its count not kept yet: it is taken back with the rest."""
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    child = signalled_cli("_write", signal.SIGTERM, "--dsn", target, "import", "--new-ids", str(path))
+    assert child.returncode == 128 + signal.SIGTERM, child.stderr
+    assert "what it had written was removed" in child.stderr
     assert MemoryStore(target).count_memories() == 0
 
 

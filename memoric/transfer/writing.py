@@ -97,17 +97,19 @@ def import_checked(
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
-    committed = dict.fromkeys(ID_COLUMNS, 0)  # records of each kind in transactions that committed
+    # Records of each kind in transactions begun: counted before each begins, since a stop may
+    # come between its COMMIT and the next line; one that rolled back leaves nothing to take back.
+    begun = dict.fromkeys(ID_COLUMNS, 0)
     try:
         for batch in batches(plan.source.records(store), max(batch_size, 1)):
             for kind, records in by_kind(batch).items():
+                begun[kind] += len(records)
                 counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
-                committed[kind] += len(records)
             if progress is not None:
                 progress(len(batch))
     except BaseException as exc:
         if plan.new_ids:
-            _take_back(store, plan, tops, committed, exc)
+            _take_back(store, plan, tops, begun, exc)
         raise
     counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
     return counts
@@ -122,15 +124,16 @@ def _take_back(
     store: MemoryStore,
     plan: ImportPlan,
     tops: dict[str, int],
-    committed: dict[str, int],
+    begun: dict[str, int],
     stopped: BaseException,
 ) -> None:
     """Delete what an import with new ids wrote before it stopped (a rerun would otherwise add it
-    twice): the rows of its committed transactions, each only while it is still as written.
+    twice): the rows of the transactions it began, each only where it is there and still as
+    written (a transaction that rolled back wrote none).
     Another writer may hold one of those ids since (after a truncate restarted the counters, or
     by an explicit id inside the reserved block): its memory stays."""
     try:
-        for kind, written in _written_rows(store, plan, tops, committed):
+        for kind, written in _written_rows(store, plan, tops, begun):
             column = ID_COLUMNS[kind]
             stored = transfer_queries.stored_rows(store, kind, [row[column] for _, row in written])
             ours = [
@@ -150,16 +153,16 @@ def _take_back(
 
 
 def _written_rows(
-    store: MemoryStore, plan: ImportPlan, tops: dict[str, int], committed: dict[str, int]
+    store: MemoryStore, plan: ImportPlan, tops: dict[str, int], begun: dict[str, int]
 ) -> Iterator[tuple[str, list[tuple[Record, dict]]]]:
-    """(kind, [(record, row as written)]) for the first `committed[kind]` records of each kind,
+    """(kind, [(record, row as written)]) for the first `begun[kind]` records of each kind,
     read from the source again, TAKE_BACK_CHUNK at a time (memory does not grow with the file)."""
-    chunks: dict[str, list[tuple[Record, dict]]] = {kind: [] for kind in committed}
-    seen = dict.fromkeys(committed, 0)
+    chunks: dict[str, list[tuple[Record, dict]]] = {kind: [] for kind in begun}
+    seen = dict.fromkeys(begun, 0)
     for record in plan.source.records(store):
-        if seen == committed:
+        if seen == begun:
             break
-        if seen[record.kind] == committed[record.kind]:
+        if seen[record.kind] == begun[record.kind]:
             continue
         seen[record.kind] += 1
         chunks[record.kind].append((record, plan.final_row(record, tops)))
