@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
@@ -22,10 +24,11 @@ def test_export_to_a_file_then_import_is_exact_and_idempotent(source, new_dsn, t
     header = json.loads(lines[0])
     assert (header["format"], header["format_version"], header["schema_version"]) == (
         "memoric-export",
-        1,
+        2,
         HEAD,
     )
-    assert len(lines) == 1 + 2497 + 2
+    assert len(lines) == 1 + 2497 + 2 + 1
+    assert json.loads(lines[-1]) == {"type": "end", "memories": 2497, "clusters": 2}
 
     target = new_dsn()
     result = ok(invoke("--dsn", target, "import", str(path)))
@@ -45,7 +48,8 @@ def test_export_of_one_user_to_stdout_then_import_from_stdin(source, new_dsn):
     result = ok(invoke("--dsn", source.db.dsn, "export", "--user", "user1"))
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[0]["user_id"] == "user1" and records[0]["schema_version"] == HEAD
-    assert {r["user_id"] for r in records[1:]} == {"user1"}
+    assert {r["user_id"] for r in records[1:-1]} == {"user1"}
+    assert records[-1] == {"type": "end", "memories": 832, "clusters": 1}
     assert "Exported 832 memories and 1 clusters to -" in result.stderr
 
     target = new_dsn()
@@ -67,12 +71,12 @@ def test_export_to_a_terminal_free_pipe_is_only_json_lines(source):
 def test_a_newer_export_format_is_refused_and_nothing_is_written(new_dsn, tmp_path):
     path = tmp_path / "future.jsonl"
     path.write_text(
-        '{"type": "header", "format": "memoric-export", "format_version": 2}\n'
+        '{"type": "header", "format": "memoric-export", "format_version": 3}\n'
         '{"type": "memory", "id": 1, "user_id": "ada", "content": "from the future"}\n'
     )
     target = new_dsn()
     error = one_line_error(invoke("--dsn", target, "import", str(path)))
-    assert "export format version 2 is newer than this memoric reads (1)" in error
+    assert "export format version 3 is newer than this memoric reads (2)" in error
     assert not MemoryStore(target).has_schema(), "a refused file leaves an empty database unbuilt"
 
 
@@ -216,3 +220,18 @@ def test_import_with_new_ids_adds_an_export_beside_other_memories(source, new_ds
         [cluster] = target.db.get_clusters(user_id=original["user_id"], topic=original["topic"])
         expected = [source.db.get_memory(i)["content"] for i in original["memory_ids"]]
         assert [content[i] for i in cluster["memory_ids"]] == expected
+
+
+@pytest.mark.parametrize("kept", [1, 2, 1000, 2499, 2500])
+def test_an_export_cut_short_is_refused_whole_and_writes_nothing(source, new_dsn, kept):
+    """`head -n KEPT export.jsonl | memoric import -`: without its end line (the last of its 2,501)
+    a file is taken for what it is, a part, and nothing is written."""
+    export = ok(invoke("--dsn", source.db.dsn, "export")).stdout
+    cut = "".join(export.splitlines(keepends=True)[:kept])
+    target = new_dsn()
+    error = one_line_error(invoke("--dsn", target, "import", "-", input=cut.encode()))
+    assert error == (
+        f"Error: the export stops at line {kept} without its end line: it was cut short (a copy or "
+        "download that stopped, a full disk?) and is refused whole"
+    )
+    assert not MemoryStore(target).has_schema()

@@ -15,6 +15,7 @@ from memoric import Memoric
 from memoric.db.urls import sqlite_path
 from memoric.errors import ValidationError
 from memoric.transfer import (
+    FORMAT_VERSION,
     check_jsonl,
     import_jsonl,
     import_memoric,
@@ -89,7 +90,7 @@ def test_an_import_refused_for_what_an_empty_database_lacks_leaves_it_unbuilt(ne
     memoric.close()
 
 
-@pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, 2])
+@pytest.mark.parametrize("version", [True, False, 0, -5, 1.0, "1", None, FORMAT_VERSION + 1])
 def test_only_a_positive_integer_format_version_this_memoric_reads_is_accepted(db, version):
     with pytest.raises(ValidationError, match="export format version"):
         import_jsonl(db, export_of(memory_line(1), header={**HEADER, "format_version": version}))
@@ -214,3 +215,36 @@ def test_a_timestamp_whose_utc_offset_has_seconds_is_refused(db, stamp):
     with pytest.raises(ValidationError, match=re.escape(named)):
         import_jsonl(db, export_of(memory_line(1, created_at=stamp)))
     assert_identical(snapshot(db), [[], []])
+
+
+ENDED = {**HEADER, "format_version": 2}
+NOT_AN_END = "an end line holds the number of memories and of clusters"
+
+
+@pytest.mark.parametrize(
+    ("end", "named"),
+    [
+        ({"memories": 1, "clusters": 0}, "the end line counts 1 memories and 0 clusters, the file holds 2"),
+        ({"memories": 3, "clusters": 0}, "the end line counts 3 memories and 0 clusters, the file holds 2"),
+        ({"memories": 2}, NOT_AN_END),
+        ({"memories": 2, "clusters": "0"}, NOT_AN_END),
+        ({"memories": 2, "clusters": 0, "more": 1}, NOT_AN_END),
+    ],
+)
+def test_an_end_line_that_does_not_count_the_file_is_refused(db, end, named):
+    text = export_of(memory_line(1), memory_line(2), {"type": "end", **end}, header=ENDED)
+    with pytest.raises(ValidationError, match=re.escape(f"line 4: {named}")):
+        import_jsonl(db, text)
+    assert db.count_memories() == 0
+
+
+def test_a_record_after_the_end_line_is_refused(db):
+    end = {"type": "end", "memories": 1, "clusters": 0}
+    text = export_of(memory_line(1), end, memory_line(2), header=ENDED)
+    with pytest.raises(ValidationError, match=re.escape("line 4: a record after the end line (line 3)")):
+        import_jsonl(db, text)
+    assert db.count_memories() == 0
+
+
+def test_an_export_of_format_version_1_needs_no_end_line(db):
+    assert import_jsonl(db, export_of(memory_line(1), memory_line(2)))["memories"] == 2

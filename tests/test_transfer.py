@@ -68,8 +68,9 @@ def test_importing_twice_changes_nothing(db):
 def test_export_of_one_user(db):
     fill(db)
     lines = [json.loads(line) for line in export_text(db, user_id="user1").splitlines()]
-    assert {r["user_id"] for r in lines[1:]} == {"user1"}
+    assert {r["user_id"] for r in lines[1:-1]} == {"user1"}
     assert sum(r["type"] == "cluster" for r in lines) == 1
+    assert lines[-1] == {"type": "end", "memories": len(lines) - 3, "clusters": 1}
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,8 @@ def test_an_export_given_as_a_one_pass_iterator_is_imported_whole(db, exported, 
     assert import_jsonl(db, lines)["memories"] == 2497
     assert_identical(snapshot(db), snapshot(source))
     with pytest.raises(ValidationError, match="line 2 and line 2501 are two different memories with id 1"):
-        import_jsonl(db, iter([*text.splitlines(), json.dumps(memory_line(1))]))
+        *records, end = text.splitlines()
+        import_jsonl(db, iter([*records, json.dumps(memory_line(1)), end]))
 
 
 def test_no_room_for_what_the_check_remembers_is_a_memoric_error_writing_nothing(db, exported, monkeypatch):

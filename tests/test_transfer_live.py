@@ -311,7 +311,7 @@ def test_an_export_reads_page_by_page(filled, monkeypatch):
     out = io.StringIO()
     export_jsonl(filled, out)
     assert pages == [1000, 1000, 497, 0] * 2  # read to check every row, then to write them
-    assert len(out.getvalue().splitlines()) == 1 + 2497 + 2
+    assert len(out.getvalue().splitlines()) == 1 + 2497 + 2 + 1
 
 
 def test_a_timestamp_in_another_zone_reads_back_as_the_same_instant(db):

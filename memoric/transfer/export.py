@@ -1,4 +1,5 @@
-"""Export: the header, then every memory and every cluster, read page by page in one snapshot."""
+"""Export: the header, every memory and every cluster, read page by page in one snapshot, then the
+end line counting them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from memoric.db import transfer_queries
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
-from memoric.transfer.records import FORMAT, FORMAT_VERSION, ID_COLUMNS, encode
+from memoric.transfer.records import END, FORMAT, FORMAT_VERSION, ID_COLUMNS, encode
 from memoric.transfer.scratch import MemoryOwners, Scratch
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 def export_jsonl(
     store: MemoryStore, out: TextIO, *, user_id: str | None = None, schema_version: str | None = None
 ) -> dict[str, int]:
-    """Write the header, every memory and every cluster (of one user, or all) to `out`.
+    """Write the header, every memory and every cluster (of one user, or all), and the end line
+    counting them, to `out`.
 
     All rows come from one snapshot of the database, read a page at a time, twice: every row is
     checked as `memoric import` will check it before the first line is written, so an export
@@ -47,6 +49,7 @@ def export_jsonl(
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
             out.write(dump_json({"type": "cluster", **encode(cluster)}) + "\n")
             counts["clusters"] += 1
+        out.write(dump_json({"type": END, **counts}) + "\n")
     return counts
 
 

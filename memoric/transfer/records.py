@@ -20,7 +20,11 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
 
 FORMAT = "memoric-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The last line of an export since format version 2: how many memories and clusters it holds, so
+# that a file cut short (a copy or download that stopped, a full disk) is never taken for whole.
+END = "end"
+ENDED_SINCE = 2
 BATCH_SIZE = 1000
 TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
@@ -159,14 +163,28 @@ class ExportLines:
         if self._start is not None:
             self._lines.seek(self._start)
         parsed = _parsed(self._lines)
-        _check_header(next(parsed, None))
+        version = _check_header(next(parsed, None))
+        held = dict.fromkeys(COUNT_KEYS.values(), 0)
+        end, number = None, 1
         for number, fields in parsed:
             kind = fields.pop("type", None)
+            if end is not None:
+                raise ValidationError(f"line {number}: a record after the end line (line {end})")
+            if kind == END:
+                _check_end(number, fields, held)
+                end = number
+                continue
             if kind not in ID_COLUMNS:
                 raise ValidationError(
-                    f"line {number}: unknown record type {kind!r} (expected memory or cluster)"
+                    f"line {number}: unknown record type {kind!r} (expected memory, cluster or end)"
                 )
+            held[COUNT_KEYS[kind]] += 1
             yield Record(store, kind, fields, number)
+        if end is None and version >= ENDED_SINCE:
+            raise ValidationError(
+                f"the export stops at line {number} without its end line: it was cut short (a copy "
+                "or download that stopped, a full disk?) and is refused whole"
+            )
 
 
 class DatabaseRows:
@@ -259,8 +277,25 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
         yield number, line
 
 
-def _check_header(first: tuple[int, dict] | None) -> None:
-    """ValidationError unless the first line is a header of a format version this memoric reads."""
+def _check_end(number: int, fields: dict, held: dict[str, int]) -> None:
+    """ValidationError unless the end line on line `number` counts the records `held` before it."""
+    counted = {key: fields.get(key) for key in held}
+    if set(fields) != set(held) or any(type(count) is not int for count in counted.values()):
+        raise ValidationError(
+            f"line {number}: an end line holds the number of memories and of clusters, "
+            f"got {validation.shown(fields)}"
+        )
+    if counted != held:
+        raise ValidationError(
+            f"line {number}: the end line counts {counted['memories']} memories and "
+            f"{counted['clusters']} clusters, the file holds {held['memories']} and {held['clusters']}: "
+            "lines were lost or added"
+        )
+
+
+def _check_header(first: tuple[int, dict] | None) -> int:
+    """The format version of the header on the first line; ValidationError unless it is a header
+    of a format version this memoric reads."""
     if first is None:
         raise ValidationError("the export is empty: no header line")
     _, header = first
@@ -276,6 +311,7 @@ def _check_header(first: tuple[int, dict] | None) -> None:
             f"export format version {version} is newer than this memoric reads ({FORMAT_VERSION}); "
             "upgrade memoric to import it"
         )
+    return version
 
 
 def encode(row: dict) -> dict:
