@@ -49,7 +49,7 @@ def test_ctrl_c_during_an_import_says_what_was_written_and_the_rerun_resumes(
     assert result.exit_code == 130
     assert "Traceback" not in result.output and "Aborted" not in result.output
     assert result.stderr.splitlines() == [
-        "Interrupted: 1000 rows were written in whole batches; run the same command again to resume "
+        "Interrupted: it stopped between whole batches; run the same command again to resume "
         "(rows already there are skipped)."
     ]
     assert MemoryStore(target).count_memories() == 1000
@@ -75,7 +75,7 @@ def test_ctrl_c_during_a_copy_says_what_was_written_and_the_rerun_resumes(source
         stopped_after_the_first_batch(patched, "copy_memoric")
         result = invoke("copy", "--from", source.db.dsn, "--to", target)
     assert result.exit_code == 130
-    assert result.stderr.startswith("Interrupted: 1000 rows were written in whole batches")
+    assert result.stderr.startswith("Interrupted: it stopped between whole batches")
     ok(invoke("copy", "--from", source.db.dsn, "--to", target))
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
 
@@ -175,7 +175,7 @@ def test_a_stop_signal_during_an_import_says_what_was_written(source, new_dsn, t
     target = new_dsn()
     child = signalled_cli("import_memoric", number, "--dsn", target, "import", str(path))
     assert child.returncode == 128 + number, child.stderr
-    assert child.stderr.startswith(f"Stopped by {number.name}: 1000 rows were written in whole batches")
+    assert child.stderr.startswith(f"Stopped by {number.name}: it stopped between whole batches")
     ok(invoke("--dsn", target, "import", str(path)))
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
 
@@ -215,7 +215,7 @@ def test_an_import_that_fails_midway_says_what_was_written_and_the_rerun_resumes
     error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
     assert "no space left on device" in error
     assert error.endswith(
-        "; 1000 rows were written in whole batches; run the same command again to resume "
+        "; it stopped between whole batches; run the same command again to resume "
         "(rows already there are skipped)"
     )
     assert target.db.count_memories() == 1000

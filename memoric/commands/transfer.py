@@ -126,10 +126,12 @@ def readable_export(path: str):
 
 @contextlib.contextmanager
 def resumable(total: int, label: str, *, taken_back: bool = False):
-    """A progress callback counting the rows written; Ctrl-C says how far it got and how to go on.
+    """A progress callback counting the records done; a stop says how to go on.
 
     Rows go in whole batches, so an import or copy stopped between them resumes where it stopped
     when run again (rows already there are skipped); one with `taken_back` removed what it wrote.
+    The stop names no number of rows: records done may have been skipped, and a batch may commit
+    just before a stop that comes before it is counted.
     """
     written = 0
     with progress(total, label) as advance:
@@ -143,18 +145,18 @@ def resumable(total: int, label: str, *, taken_back: bool = False):
         try:
             yield step
         except KeyboardInterrupt as stop:
-            raise Interrupted(_how_far(written, taken_back), signal_number(stop)) from None
+            raise Interrupted(_how_far(taken_back), signal_number(stop)) from None
         except MemoricError as exc:
             if not written or isinstance(exc, transfer.NotTakenBack):  # it says what is left
                 raise
-            raise MemoricError(f"{exc}; {_how_far(written, taken_back)}") from exc
+            raise MemoricError(f"{exc}; {_how_far(taken_back)}") from exc
 
 
-def _how_far(written: int, taken_back: bool) -> str:
+def _how_far(taken_back: bool) -> str:
     """What a stopped import or copy left, and how to go on."""
     if taken_back:
         return "what it had written was removed; run the same command again to import the file"
     return (
-        f"{written} rows were written in whole batches; run the same command again to resume "
+        "it stopped between whole batches; run the same command again to resume "
         "(rows already there are skipped)"
     )
