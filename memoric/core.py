@@ -205,12 +205,14 @@ class Memoric:
         """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
 
         Ids of other users' memories are left alone. The user's clusters are rebuilt (dropped
-        when nothing is left), so none lists a forgotten memory.
+        when nothing is left) in the same transaction, so none lists a forgotten memory, even to
+        a reader in between (an export).
         """
         self._ready()
-        deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
-        if self.store.get_clusters(user_id=user_id, limit=1):
-            self.rebuild_clusters(user_id)
+        with self.store.atomic():  # one transaction: no reader sees a cluster listing a forgotten memory
+            deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
+            if self.store.get_clusters(user_id=user_id, limit=1):
+                self.rebuild_clusters(user_id)
         return deleted
 
     # --- policies, clusters, stats ------------------------------------------------------

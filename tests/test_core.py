@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import random
 
 import pytest
@@ -82,6 +83,33 @@ def test_forget_deletes_only_that_users_memories_and_rebuilds_their_clusters(new
     assert memoric.db.count_memories(user_id="ada") == 0
     assert memoric.get_clusters("ada") == []
     assert [c["memory_ids"] for c in memoric.get_clusters("bob")] == [[bob]]
+    memoric.close()
+
+
+def test_a_reader_never_sees_a_cluster_listing_a_memory_forget_deleted(new_dsn, monkeypatch):
+    """Another connection exports while `forget` rebuilds the clusters: the deletion and the
+    rebuild are one transaction, so it sees both or neither, and the export succeeds."""
+    from memoric import clustering
+    from memoric.transfer import export_jsonl
+
+    dsn = new_dsn()
+    memoric = Memoric(dsn)
+    kept, forgotten = (memoric.save("ada", f"note {i}", metadata={"topic": "t"}) for i in range(2))
+    memoric.rebuild_clusters()
+    reader = Memoric(dsn)
+    exports = []
+    rebuild = clustering.rebuild_clusters
+
+    def exported_first(*args, **kwargs):
+        out = io.StringIO()
+        exports.append(export_jsonl(reader.db, out))
+        return rebuild(*args, **kwargs)
+
+    monkeypatch.setattr(clustering, "rebuild_clusters", exported_first)
+    assert memoric.forget("ada", [forgotten]) == 1
+    assert exports == [{"memories": 2, "clusters": 1}]  # before the forget, whole
+    assert [c["memory_ids"] for c in memoric.get_clusters("ada")] == [[kept]]
+    reader.close()
     memoric.close()
 
 
