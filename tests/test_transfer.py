@@ -12,6 +12,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
 from memoric.transfer import (
     FORMAT_VERSION,
+    NotTakenBack,
     copy_database,
     export_jsonl,
     import_jsonl,
@@ -152,6 +153,29 @@ def test_an_import_with_new_ids_that_stops_takes_back_what_it_wrote(db, exported
         "skipped": 0,
     }
     assert db.count_memories() == 10 + 2497
+
+
+def test_a_stopped_import_with_new_ids_names_the_rows_another_writer_changed_and_keeps_them(db, exported):
+    """An agent edits a memory the import wrote before the import stops: the edit stays, and the
+    import says so (importing the file again would add that memory's original a second time)."""
+    _, text = exported
+    edited = []
+
+    def edit_then_stop(rows: int) -> None:
+        if not edited:
+            edited.append(max(memory["id"] for memory in db.get_memories(limit=None)))
+            db.update_content(memory_id=edited[0], new_content="edited by an agent")
+            return
+        raise Interrupted
+
+    with pytest.raises(NotTakenBack) as refused:
+        import_jsonl(db, io.StringIO(text), new_ids=True, batch_size=500, progress=edit_then_stop)
+    said = str(refused.value)
+    assert "took back what it wrote, except rows that no longer hold what it wrote" in said
+    assert f"(another writer changed them, or holds their ids): memories [{edited[0]}]; they stay" in said
+    assert isinstance(refused.value.__cause__, Interrupted)
+    assert [memory["id"] for memory in db.get_memories(limit=None)] == edited
+    assert db.get_memory(edited[0])["content"] == "edited by an agent"
 
 
 def test_an_export_is_refused_where_its_ids_hold_other_users_memories_and_new_ids_add_it(db, new_dsn):

@@ -97,19 +97,20 @@ def import_checked(
         holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
-    # Records of each kind in transactions begun: counted before each begins, since a stop may
-    # come between its COMMIT and the next line; one that rolled back leaves nothing to take back.
-    begun = dict.fromkeys(ID_COLUMNS, 0)
+    # Records of each kind in transactions begun, counted before each begins (a stop may come
+    # between its COMMIT and the next line), and in transactions known to have committed.
+    begun, committed = dict.fromkeys(ID_COLUMNS, 0), dict.fromkeys(ID_COLUMNS, 0)
     try:
         for batch in batches(plan.source.records(store), max(batch_size, 1)):
             for kind, records in by_kind(batch).items():
                 begun[kind] += len(records)
                 counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
+                committed[kind] = begun[kind]
             if progress is not None:
                 progress(len(batch))
     except BaseException as exc:
         if plan.new_ids:
-            _take_back(store, plan, tops, begun, exc)
+            _take_back(store, plan, tops, (begun, committed), exc)
         raise
     counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
     return counts
@@ -124,23 +125,28 @@ def _take_back(
     store: MemoryStore,
     plan: ImportPlan,
     tops: dict[str, int],
-    begun: dict[str, int],
+    begun_and_committed: tuple[dict[str, int], dict[str, int]],
     stopped: BaseException,
 ) -> None:
     """Delete what an import with new ids wrote before it stopped (a rerun would otherwise add it
     twice): the rows of the transactions it began, each only where it is there and still as
-    written (a transaction that rolled back wrote none).
-    Another writer may hold one of those ids since (after a truncate restarted the counters, or
-    by an explicit id inside the reserved block): its memory stays."""
+    written (the last may have committed just before the stop, or rolled back: then it wrote none).
+    A row of a committed transaction that no longer holds what the import wrote stays: another
+    writer changed it since, or holds its id (after a truncate restarted the counters);
+    NotTakenBack then names it, since a rerun would add the file's version again."""
+    begun, committed = begun_and_committed
+    changed: dict[str, list[int]] = {}
     try:
         for kind, written in _written_rows(store, plan, tops, begun):
             column = ID_COLUMNS[kind]
-            stored = transfer_queries.stored_rows(store, kind, [row[column] for _, row in written])
-            ours = [
-                row[column]
-                for record, row in written
-                if row[column] in stored and not _differences(record, row, stored[row[column]])
-            ]
+            stored = transfer_queries.stored_rows(store, kind, [row[column] for _, _, row in written])
+            ours, others = [], []
+            for ordinal, record, row in written:
+                if row[column] in stored and not _differences(record, row, stored[row[column]]):
+                    ours.append(row[column])
+                elif row[column] in stored and ordinal < committed[kind]:
+                    others.append(row[column])
+            changed.setdefault(kind, []).extend(others)
             transfer_queries.delete_ids(store, kind, ours)
     except BaseException as exc:  # a second Ctrl-C too: what to delete must not be lost with it
         blocks = ", ".join(
@@ -150,22 +156,35 @@ def _take_back(
             f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
             f"({exc}): delete the rows it wrote (ids among {blocks}) before importing again"
         ) from stopped
+    if any(changed.values()):
+        raise _changed_since(stopped, changed) from stopped
+
+
+def _changed_since(stopped: BaseException, changed: dict[str, list[int]]) -> NotTakenBack:
+    """The refusal of a take-back that kept rows no longer as the import wrote them (by kind)."""
+    kept = "; ".join(f"{COUNT_KEYS[kind]} {validation.shown(ids)}" for kind, ids in changed.items() if ids)
+    return NotTakenBack(
+        f"the import stopped ({first_line(stopped)}) and took back what it wrote, except rows that "
+        f"no longer hold what it wrote (another writer changed them, or holds their ids): {kept}; "
+        "they stay, and importing the file again would add its version of them a second time"
+    )
 
 
 def _written_rows(
     store: MemoryStore, plan: ImportPlan, tops: dict[str, int], begun: dict[str, int]
-) -> Iterator[tuple[str, list[tuple[Record, dict]]]]:
-    """(kind, [(record, row as written)]) for the first `begun[kind]` records of each kind,
-    read from the source again, TAKE_BACK_CHUNK at a time (memory does not grow with the file)."""
-    chunks: dict[str, list[tuple[Record, dict]]] = {kind: [] for kind in begun}
+) -> Iterator[tuple[str, list[tuple[int, Record, dict]]]]:
+    """(kind, [(ordinal among its kind, record, row as written)]) for the first `begun[kind]`
+    records of each kind, read from the source again, TAKE_BACK_CHUNK at a time (memory does not
+    grow with the file)."""
+    chunks: dict[str, list[tuple[int, Record, dict]]] = {kind: [] for kind in begun}
     seen = dict.fromkeys(begun, 0)
     for record in plan.source.records(store):
         if seen == begun:
             break
         if seen[record.kind] == begun[record.kind]:
             continue
+        chunks[record.kind].append((seen[record.kind], record, plan.final_row(record, tops)))
         seen[record.kind] += 1
-        chunks[record.kind].append((record, plan.final_row(record, tops)))
         if len(chunks[record.kind]) == TAKE_BACK_CHUNK:
             yield record.kind, chunks[record.kind]
             chunks[record.kind] = []
