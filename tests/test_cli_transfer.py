@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -235,3 +236,18 @@ def test_an_export_cut_short_is_refused_whole_and_writes_nothing(source, new_dsn
         "download that stopped, a full disk?) and is refused whole"
     )
     assert not MemoryStore(target).has_schema()
+
+
+def test_an_export_read_from_a_named_pipe_is_imported_whole(source, new_dsn, tmp_path):
+    """A path that is not a regular file (`/dev/stdin`, `<(...)`, a FIFO) is spooled as `-` is:
+    the import reads its file more than once."""
+    export = ok(invoke("--dsn", source.db.dsn, "export")).stdout
+    pipe = tmp_path / "export.pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=pipe.write_text, args=(export,))
+    writer.start()
+    target = new_dsn()
+    result = ok(invoke("--dsn", target, "import", str(pipe)))
+    writer.join()
+    assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
+    assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 
@@ -111,7 +112,8 @@ def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
 
 @contextlib.contextmanager
 def readable_export(path: str):
-    """The export at `path` as binary lines that can be read twice (`-`: stdin, spooled to a file)."""
+    """The export at `path` as binary lines that can be read twice: stdin (`-`) and anything else
+    that is not a regular file (`/dev/stdin`, a named pipe, `<(...)`) are spooled to a file."""
     if path == "-":
         with transfer.rereadable(sys.stdin.buffer) as lines:
             yield lines
@@ -121,6 +123,8 @@ def readable_export(path: str):
             stream = stack.enter_context(open(path, "rb"))
         except OSError as exc:
             raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            stream = stack.enter_context(transfer.rereadable(stream))
         yield stream
 
 
