@@ -248,3 +248,13 @@ def test_a_record_after_the_end_line_is_refused(db):
 
 def test_an_export_of_format_version_1_needs_no_end_line(db):
     assert import_jsonl(db, export_of(memory_line(1), memory_line(2)))["memories"] == 2
+
+
+def test_a_repeated_line_in_place_of_a_lost_one_is_refused(db):
+    """The end line counts lines; a repeated one would make up for a lost one (a resumed download
+    that overlapped), so an export of format 2 must hold as many different records."""
+    end = {"type": "end", "memories": 3, "clusters": 0}
+    text = export_of(memory_line(1), memory_line(2), memory_line(1), end, header=ENDED)
+    with pytest.raises(ValidationError, match=re.escape("the file holds 2 and 0 different ones")):
+        import_jsonl(db, text)
+    assert db.count_memories() == 0

@@ -92,6 +92,7 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
             plan.clusters.append(record)
         elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
             plan.lowest_memory_id = record.id
+    _check_distinct(plan, source.ended)
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
@@ -99,6 +100,20 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
     for cluster in plan.clusters:
         _check_members(plan, cluster)
     return plan
+
+
+def _check_distinct(plan: ImportPlan, ended: dict[str, int] | None) -> None:
+    """ValidationError unless an export's end line counts its distinct records: every line of a
+    whole export is a record of its own, so a repeated line stands in place of a lost one."""
+    if ended is None or plan.seen is None:
+        return
+    distinct = {COUNT_KEYS[kind]: plan.counts[kind] for kind in COUNT_KEYS}
+    if distinct != ended:
+        raise ValidationError(
+            f"the end line counts {ended['memories']} memories and {ended['clusters']} clusters, the "
+            f"file holds {distinct['memories']} and {distinct['clusters']} different ones: a line is "
+            "repeated in place of another; nothing was written"
+        )
 
 
 def _check_members(plan: ImportPlan, cluster: Record) -> None:

@@ -151,6 +151,7 @@ class ExportLines:
     is_file = True
 
     def __init__(self, lines: Iterable[str | bytes]) -> None:
+        self.ended: dict[str, int] | None = None  # the end line's counts, once read (format 2)
         self._lines = lines
         self._start = lines.tell() if _is_seekable(lines) else None
         self._passes = 0
@@ -172,7 +173,7 @@ class ExportLines:
                 raise ValidationError(f"line {number}: a record after the end line (line {end})")
             if kind == END:
                 _check_end(number, fields, held)
-                end = number
+                end, self.ended = number, held
                 continue
             if kind not in ID_COLUMNS:
                 raise ValidationError(
@@ -191,6 +192,7 @@ class DatabaseRows:
     """Every memory, then every cluster, of a database (read inside the caller's snapshot)."""
 
     is_file = False
+    ended = None  # no end line: a database's rows are whole
 
     def __init__(self, store: MemoryStore, batch_size: int) -> None:
         self._store, self._batch_size = store, batch_size
