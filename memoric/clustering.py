@@ -43,14 +43,14 @@ def rebuild_clusters(
 
     `on_progress(n)` is called after each user with the number of memories processed.
     """
-    groups = _group(cluster_queries.cluster_rows(store, exclude_metadata=SUMMARY_METADATA, user_id=user_id))
-    users = set(groups) | {key[1] for key in cluster_queries.cluster_keys(store, user_id=user_id)}
+    users = set(cluster_queries.memory_users(store, user_id=user_id))
+    users |= {key[1] for key in cluster_queries.cluster_keys(store, user_id=user_id)}
     total = 0
     for user in sorted(users):
-        members = groups.get(user, {})
-        total += _rebuild_user(store, user, members, min_size)
+        clusters, processed = _rebuild_user(store, user, min_size)
+        total += clusters
         if on_progress is not None:
-            on_progress(sum(len(rows) for rows in members.values()))
+            on_progress(processed)
     return total
 
 
@@ -62,7 +62,20 @@ def _group(rows) -> dict[str, dict[tuple[str, str], list[tuple]]]:
     return groups
 
 
-def _rebuild_user(store: MemoryStore, user: str, members: dict, min_size: int) -> int:
+def _rebuild_user(store: MemoryStore, user: str, min_size: int) -> tuple[int, int]:
+    """Rebuild one user's clusters from their memories, read in the transaction that writes the
+    clusters, not before the rebuild of every user began: a memory forgotten meanwhile does not
+    come back in one (on SQLite no write can come between; on PostgreSQL one that commits
+    between this read and this commit can); (clusters, memories read)."""
+    with store.atomic():
+        rows = cluster_queries.cluster_rows(store, exclude_metadata=SUMMARY_METADATA, user_id=user)
+        members = _group(rows).get(user, {})
+        return _write_user(store, user, members, min_size), len(rows)
+
+
+def _write_user(store: MemoryStore, user: str, members: dict, min_size: int) -> int:
+    """Upsert the user's wanted clusters and delete the others (inside the caller's transaction);
+    how many are wanted."""
     wanted = {key: rows for key, rows in members.items() if len(rows) >= min_size}
     clusters = [
         {
@@ -73,11 +86,10 @@ def _rebuild_user(store: MemoryStore, user: str, members: dict, min_size: int) -
         }
         for (topic, category), rows in wanted.items()
     ]
-    with store.atomic():
-        store.upsert_clusters(user_id=user, clusters=clusters)
-        for cluster_id, _, topic, category in cluster_queries.cluster_keys(store, user_id=user):
-            if (topic, category) not in wanted:
-                store.delete_cluster(cluster_id=cluster_id)
+    store.upsert_clusters(user_id=user, clusters=clusters)
+    for cluster_id, _, topic, category in cluster_queries.cluster_keys(store, user_id=user):
+        if (topic, category) not in wanted:
+            store.delete_cluster(cluster_id=cluster_id)
     return len(wanted)
 
 

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from memoric import Memoric
+from memoric import Memoric, clustering
 from memoric.errors import MigrationError, ValidationError
+from memoric.transfer import export_jsonl
 from tests.helpers.reference import NOW, Clock, ago, matches, reference_ranking
 
 pytestmark = pytest.mark.citus  # also on a Citus cluster
@@ -89,9 +90,6 @@ def test_forget_deletes_only_that_users_memories_and_rebuilds_their_clusters(new
 def test_a_reader_never_sees_a_cluster_listing_a_memory_forget_deleted(new_dsn, monkeypatch):
     """Another connection exports while `forget` rebuilds the clusters: the deletion and the
     rebuild are one transaction, so it sees both or neither, and the export succeeds."""
-    from memoric import clustering
-    from memoric.transfer import export_jsonl
-
     dsn = new_dsn()
     memoric = Memoric(dsn)
     kept, forgotten = (memoric.save("ada", f"note {i}", metadata={"topic": "t"}) for i in range(2))
@@ -110,6 +108,27 @@ def test_a_reader_never_sees_a_cluster_listing_a_memory_forget_deleted(new_dsn, 
     assert exports == [{"memories": 2, "clusters": 1}]  # before the forget, whole
     assert [c["memory_ids"] for c in memoric.get_clusters("ada")] == [[kept]]
     reader.close()
+    memoric.close()
+
+
+def test_a_memory_forgotten_during_a_rebuild_of_every_user_does_not_come_back(new_dsn):
+    """Another connection forgets zoe's memory while a rebuild of every user is between ada and
+    zoe: zoe's clusters are built from what is there when her turn comes."""
+    dsn = new_dsn()
+    memoric, other = Memoric(dsn), Memoric(dsn)
+    memoric.save("ada", "a", metadata={"topic": "t"})
+    kept, forgotten = (memoric.save("zoe", f"z{i}", metadata={"topic": "t"}) for i in range(2))
+    done = []
+
+    def forget_after_ada(processed: int) -> None:
+        if not done:
+            done.append(other.forget("zoe", [forgotten]))
+
+    memoric.rebuild_clusters(on_progress=forget_after_ada)
+    assert done == [1]
+    assert [c["memory_ids"] for c in memoric.get_clusters("zoe")] == [[kept]]
+    export_jsonl(memoric.db, io.StringIO())  # no cluster lists a memory that is gone
+    other.close()
     memoric.close()
 
 

@@ -143,6 +143,14 @@ def cluster_rows(store: MemoryStore, *, exclude_metadata: dict, user_id=None) ->
 
 
 @translate_errors
+def memory_users(store: MemoryStore, *, user_id=None) -> list[str]:
+    """The users that have memories (`user_id` alone, if it has any)."""
+    m = store.Memory
+    query = select_memories(store, filter_conditions(store, user_id=user_id)).select(m.user_id).distinct()
+    return [user for (user,) in query.tuples()]
+
+
+@translate_errors
 def cluster_keys(store: MemoryStore, *, user_id=None) -> list[tuple]:
     """(cluster_id, user_id, topic, category) of every cluster (of one user), by id."""
     c = store.MemoryCluster
