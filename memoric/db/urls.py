@@ -24,11 +24,13 @@ MIN_LITERAL_SECRET = 4  # shorter secrets are masked where they stand in a URL, 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
-_SECRET_NAME = re.compile(r"(?i)pass|pwd|secret|token")
-_SECRET_NAMED = re.compile(r"(?i)[\w.-]*(?:pass|pwd|secret|token)[\w.-]*=")
+_SECRET_WORDS = "pass|pwd|secret|token"  # a name holding one of these names a secret
+_SECRET_NAME = re.compile(rf"(?i){_SECRET_WORDS}")
+_SECRET_PARAMETER = rf"[\w.-]*(?:{_SECRET_WORDS})[\w.-]*"  # a whole such name
+_SECRET_NAMED = re.compile(rf"(?i){_SECRET_PARAMETER}=")
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
 _SECRET_SETTING = re.compile(
-    r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
+    rf"(?i)(\b{_SECRET_PARAMETER}\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
 )  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
