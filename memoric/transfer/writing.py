@@ -110,7 +110,7 @@ def import_checked(
                 progress(len(batch))
     except BaseException as exc:
         if plan.new_ids:
-            _take_back(store, plan, tops, (begun, committed), exc)
+            _take_back(store, plan, tops, exc, begun=begun, committed=committed)
         raise
     counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
     return counts
@@ -125,8 +125,10 @@ def _take_back(
     store: MemoryStore,
     plan: ImportPlan,
     tops: dict[str, int],
-    begun_and_committed: tuple[dict[str, int], dict[str, int]],
     stopped: BaseException,
+    *,
+    begun: dict[str, int],
+    committed: dict[str, int],
 ) -> None:
     """Delete what an import with new ids wrote before it stopped (a rerun would otherwise add it
     twice): the rows of the transactions it began, each only where it is there and still as
@@ -134,7 +136,6 @@ def _take_back(
     A row of a committed transaction that no longer holds what the import wrote stays: another
     writer changed it since, or holds its id (after a truncate restarted the counters);
     NotTakenBack then names it, since a rerun would add the file's version again."""
-    begun, committed = begun_and_committed
     changed: dict[str, list[int]] = {}
     try:
         for kind, written in _written_rows(store, plan, tops, begun):
@@ -142,9 +143,11 @@ def _take_back(
             stored = transfer_queries.stored_rows(store, kind, [row[column] for _, _, row in written])
             ours, others = [], []
             for ordinal, record, row in written:
-                if row[column] in stored and not _differences(record, row, stored[row[column]]):
+                if row[column] not in stored:
+                    continue  # rolled back, or deleted since: nothing to take back
+                if not _differences(record, row, stored[row[column]]):
                     ours.append(row[column])
-                elif row[column] in stored and ordinal < committed[kind]:
+                elif ordinal < committed[kind]:
                     others.append(row[column])
             changed.setdefault(kind, []).extend(others)
             transfer_queries.delete_ids(store, kind, ours)
