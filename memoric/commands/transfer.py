@@ -130,19 +130,19 @@ def readable_export(path: str):
 
 @contextlib.contextmanager
 def resumable(total: int, label: str, *, taken_back: bool = False):
-    """A progress callback counting the records done; a stop says how to go on.
+    """A progress callback advancing the bar; a stop says how to go on.
 
     Rows go in whole batches, so an import or copy stopped between them resumes where it stopped
     when run again (rows already there are skipped); one with `taken_back` removed what it wrote.
     The stop names no number of rows: records done may have been skipped, and a batch may commit
     just before a stop that comes before it is counted.
     """
-    written = 0
+    batch_done = False  # a failure in the first batch wrote nothing, and says only what failed
     with progress(total, label) as advance:
 
         def step(rows: int) -> None:
-            nonlocal written
-            written += rows
+            nonlocal batch_done
+            batch_done = True
             if advance is not None:
                 advance(rows)
 
@@ -151,7 +151,7 @@ def resumable(total: int, label: str, *, taken_back: bool = False):
         except KeyboardInterrupt as stop:
             raise Interrupted(_how_far(taken_back), signal_number(stop)) from None
         except MemoricError as exc:
-            if not written or isinstance(exc, transfer.NotTakenBack):  # it says what is left
+            if not batch_done or isinstance(exc, transfer.NotTakenBack):  # it says what is left
                 raise
             raise MemoricError(f"{exc}; {_how_far(taken_back)}") from exc
 
