@@ -258,3 +258,17 @@ def test_a_repeated_line_in_place_of_a_lost_one_is_refused(db):
     with pytest.raises(ValidationError, match=re.escape("the file holds 2 and 0 different ones")):
         import_jsonl(db, text)
     assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "text"])
+def test_a_byte_order_mark_opening_the_file_is_not_part_of_its_text(db, as_bytes):
+    text = "\ufeff" + export_of(memory_line(1, content="\ufeffkept inside")).getvalue()
+    lines = io.BytesIO(text.encode("utf-8")) if as_bytes else io.StringIO(text)
+    assert import_jsonl(db, lines)["memories"] == 1
+    assert db.get_memory(1)["content"] == "\ufeffkept inside"
+
+
+def test_a_byte_order_mark_opening_a_later_line_is_refused(db):
+    header, memory = export_of(memory_line(1)).getvalue().splitlines(keepends=True)[:2]
+    with pytest.raises(ValidationError, match="line 2 is not valid JSON"):
+        import_jsonl(db, io.StringIO(header + "\ufeff" + memory))

@@ -26,6 +26,7 @@ FORMAT_VERSION = 2
 END = "end"
 ENDED_SINCE = 2
 BATCH_SIZE = 1000
+BYTE_ORDER_MARK = "\ufeff"
 TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
@@ -258,7 +259,10 @@ _DECODER = json.JSONDecoder(
 
 
 def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line (str, or bytes decoded as UTF-8); bad UTF-8 is a ValidationError."""
+    """(line number, text) of each line (str, or bytes decoded as UTF-8); bad UTF-8 is a ValidationError.
+
+    A byte order mark opening line 1 is not part of the text: editors on Windows save UTF-8 with one.
+    """
     number = 0
     iterator = iter(lines)
     while True:
@@ -276,7 +280,7 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ValidationError(f"line {number} is not UTF-8 text ({exc.reason})") from None
-        yield number, line
+        yield number, line.removeprefix(BYTE_ORDER_MARK) if number == 1 else line
 
 
 def _check_end(number: int, fields: dict, held: dict[str, int]) -> None:
