@@ -71,6 +71,8 @@ def check_restorable(store: MemoryStore, user_id: str | None) -> None:
                         cluster["cluster_id"],
                         f"it lists memory {memory_id}, which is not a memory of its user_id "
                         f"{cluster['user_id']!r} here",
+                        remedy="rebuild that user's clusters (`rebuild_clusters`, or `memoric "
+                        "clusters --rebuild`), or correct or delete that row",
                     )
     finally:
         scratch.close()
@@ -84,10 +86,11 @@ def restorable(store: MemoryStore, kind: str, row: dict) -> None:
         raise unrestorable(kind, row[ID_COLUMNS[kind]], str(exc)) from None
 
 
-def unrestorable(kind: str, row_id, problem: str) -> ValidationError:
+def unrestorable(
+    kind: str, row_id, problem: str, remedy: str = "correct or delete that row"
+) -> ValidationError:
     return ValidationError(
-        f"{kind} {row_id}: {problem}; an import would refuse it, so nothing was exported: "
-        "correct or delete that row"
+        f"{kind} {row_id}: {problem}; an import would refuse it, so nothing was exported: {remedy}"
     )
 
 
