@@ -1,0 +1,199 @@
+"""Bad input through the CLI, on both dialects: one line on stderr, exit 1, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric import json_input as j
+from memoric import validation as v
+from memoric.cli import main
+from tests.helpers.bad_input import control_memoric, left_alone
+from tests.helpers.dialects import one_line_error as any_one_line_error
+from tests.helpers.dialects import refusal
+
+
+@pytest.fixture(scope="module")
+def module_memoric(module_dsn):
+    yield from control_memoric(module_dsn)
+
+
+@pytest.fixture
+def m(module_memoric, monkeypatch):
+    """The module's Memoric; asserts after the test that nothing was written."""
+    yield from left_alone(module_memoric, monkeypatch)
+
+
+HEADER = '{"type": "header", "format": "memoric-export", "format_version": 1}'
+MEMORY = {"type": "memory", "id": 1000, "user_id": "ada", "content": "imported"}
+
+
+def one_line_error(result) -> str:
+    """`helpers.dialects.one_line_error`, and nothing on stdout, the error the last line, "Error: " spaced."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
+    error = any_one_line_error(result)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    assert error.startswith("Error: ") and error == result.stderr.splitlines()[-1], result.stderr
+    return error
+
+
+def memory_line(**change) -> str:
+    return json.dumps({**MEMORY, **change})
+
+
+NUL = "\x00"
+DIGITS_5000 = '{"a": ' + "9" * 5000 + "}"
+DEEP_TEXT = '{"a": ' * 100 + "1" + "}" * 100
+TWICE = '{"a": {"b": 1, "c": 2, "b": 2}}'  # json would keep the last "b" silently
+CLI_CALLS = [
+    (["recall", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
+    (["recall", "--user", "ada", "--thread", f"t{NUL}"], lambda: v.optional_text("thread_id", f"t{NUL}")),
+    (["recall", "--user", "ada", "--namespace", ""], lambda: v.optional_text("namespace", "")),
+    (
+        ["recall", "--user", "ada", "--metadata", '{"a": NaN}'],
+        lambda: j.metadata_filter({"a": math.nan}, "--metadata"),
+    ),
+    (["recall", "--user", "ada", "--metadata", "{not json"], lambda: j.from_text("--metadata", "{not json")),
+    (["recall", "--user", "ada", "--metadata", DIGITS_5000], lambda: j.from_text("--metadata", DIGITS_5000)),
+    (
+        ["recall", "--user", "ada", "--metadata", DEEP_TEXT],
+        lambda: j.metadata_filter(json.loads(DEEP_TEXT), "--metadata"),
+    ),
+    (["recall", "--user", "ada", "--metadata", TWICE], lambda: j.from_text("--metadata", TWICE)),
+    (["stats", "--user", ""], lambda: v.user_id("")),
+    (["run-policies", "--user", f"u{NUL}", "--dry-run"], lambda: v.user_id(f"u{NUL}")),
+    (["clusters", "--rebuild", "--user", " "], lambda: v.user_id(" ")),
+    (["clusters", "--topic", ""], lambda: v.optional_text("topic", "")),
+    (["clusters", "--category", f"c{NUL}"], lambda: v.optional_text("category", f"c{NUL}")),
+    (["export", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "check"), CLI_CALLS, ids=lambda x: " ".join(x)[:40] if isinstance(x, list) else ""
+)
+def test_the_cli_refuses_with_the_validators_message_in_one_line(m, args, check):
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", m.db.dsn, *args]))
+    assert error == f"Error: {refusal(check)}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recall", "--user", "ada", "--metadata", "[1, 2]"], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--metadata", "null"], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--metadata", '"travel"'], "--metadata must be a JSON object"),
+        (["recall", "--user", "ada", "--scope", "topic"], 'scope "topic" needs metadata_filter'),
+    ],
+)
+def test_cli_refuses_a_filter_that_is_no_object_and_a_topic_without_one(m, args, message):
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", m.db.dsn, *args]))
+    assert message in error
+
+
+CLI_BAD_IMPORTS = [
+    ("", "the export is empty: no header line"),
+    ("\n\n", "the export is empty: no header line"),
+    ('{"type": "header", "format": "other-tool", "format_version": 1}\n', "not a memoric export"),
+    ("[1, 2]\n", "line 1 is not a JSON object"),
+    ("{oops\n", "line 1 is not valid JSON"),
+    (f'{HEADER}\n{{"user_id": "ada", "content": "x"}}\n', "line 2: unknown record type None"),
+    (f"{HEADER}\n{memory_line(user_id='x' * 129)}\n", "line 2: user_id must be at most 128 characters"),
+    (f'{HEADER}\n{memory_line()[:-1]}, "metadata": {{"x": NaN}}}}\n', "line 2: metadata['x'] holds nan"),
+    (f"{HEADER}\n{memory_line(id='1')}\n", "line 2: id must be an int, got '1'"),
+    (f"{HEADER}\n{memory_line(updated_at=12)}\n", "line 2: updated_at must be a datetime, got int"),
+    (f"{HEADER}\n{memory_line(colour='blue')}\n", "line 2: unexpected field"),
+    (f'{HEADER}\n{{"type": "cluster", "cluster_id": 9}}\n', "line 2: missing"),
+    (
+        f'{HEADER}\n{{"type": "cluster", "cluster_id": 9, "user_id": "ada", "topic": "t", "category": "c", '
+        '"memory_ids": ["x"], "memory_count": 1, "summary": ""}\n',
+        "line 2: memory_ids[0] must be an int",
+    ),
+    (f"{HEADER}\n".encode() + b'{"type": "memory", "content": "\xff\xfe"}\n', "line 2 is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CLI_BAD_IMPORTS)
+def test_cli_import_refuses_a_bad_file_whole(m, text, message):
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    result = CliRunner().invoke(main, ["--dsn", m.db.dsn, "import", "-"], input=data)
+    assert message in one_line_error(result)
+
+
+def test_cli_import_of_a_missing_file(m, tmp_path):
+    error = one_line_error(
+        CliRunner().invoke(main, ["--dsn", m.db.dsn, "import", str(tmp_path / "no.jsonl")])
+    )
+    assert "cannot read" in error and "No such file or directory" in error
+
+
+CLI_BAD_DSNS = [
+    ("not a url", "invalid database URL"),
+    ("mysql://agent:s3cret@localhost/db", "unsupported database URL 'mysql://agent:***@localhost/db'"),
+    ("sqlite:////no/such/directory/m.db", "directory '/no/such/directory' does not exist"),
+    (
+        "postgresql://agent:s3cret@127.0.0.1:1/memoric",
+        "cannot open database postgresql://agent:***@127.0.0.1:1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dsn", "message"), CLI_BAD_DSNS)
+def test_cli_refuses_a_malformed_dsn_in_one_line_password_masked(dsn, message, monkeypatch, tmp_path):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    unused = f"sqlite:///{tmp_path / 'unused.db'}"
+    for command in (
+        ["stats"],
+        ["export"],
+        ["copy", "--from", dsn, "--to", unused],
+        ["copy", "--from", unused, "--to", dsn],
+    ):
+        result = CliRunner().invoke(main, ["--dsn", dsn, *command])
+        error = one_line_error(result)
+        assert "s3cret" not in result.output + result.stderr
+        if command[0] != "copy":
+            assert message in error
+    assert list(tmp_path.iterdir()) == []
+
+
+CLI_BAD_CONFIGS = [
+    ("tiers: [\n", "is not valid YAML"),
+    ("colour: blue\n", "unknown config key 'colour'"),
+    ("tiers: []\n", "tiers must not be empty"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CLI_BAD_CONFIGS)
+def test_cli_refuses_a_bad_config_file_in_one_line(m, tmp_path, text, message):
+    path = tmp_path / "memoric.yaml"
+    path.write_text(text)
+    for command in (["stats"], ["run-policies"], ["import", "-"]):
+        result = CliRunner().invoke(main, ["--dsn", m.db.dsn, "--config", str(path), *command], input=HEADER)
+        assert message in one_line_error(result)
+
+
+def test_cli_refuses_a_missing_or_unreadable_config(m, tmp_path):
+    for path, message in ((tmp_path / "missing.yaml", "does not exist"), (tmp_path, "is a directory")):
+        result = CliRunner().invoke(main, ["--dsn", m.db.dsn, "--config", str(path), "stats"])
+        assert message in one_line_error(result)
+
+
+def test_cli_copy_refuses_bad_ends_and_writes_nothing(m, tmp_path):
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    with Memoric(empty) as built:
+        built.store.database.execute_sql("SELECT 1")  # an empty SQLite file
+    cases = [
+        ([m.db.dsn, m.db.dsn], "the source and the target are the same database"),
+        ([f"sqlite:///{tmp_path / 'missing.db'}", f"sqlite:///{tmp_path / 't.db'}"], "does not exist"),
+        ([empty, f"sqlite:///{tmp_path / 't.db'}"], "holds no memoric schema"),
+        ([m.db.dsn, "nonsense"], "invalid database URL"),
+    ]
+    for (source, target), message in cases:
+        result = CliRunner().invoke(main, ["copy", "--from", source, "--to", target])
+        assert message in one_line_error(result)
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "t.db").exists()
