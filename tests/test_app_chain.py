@@ -11,9 +11,6 @@ may name a chain (`app:base`, `memoric:002`).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import peewee
 import pytest
 from click.testing import CliRunner
@@ -22,7 +19,20 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
-from memoric.migrate import APP_HISTORY_TABLE, Migrations, default_migrate_dir
+from memoric.migrate import APP_HISTORY_TABLE, Migrations
+from tests.helpers.app_chain import (
+    ADD_FIELD,
+    MESSAGE,
+    SENTIMENT,
+    SENTIMENT_FILE,
+    app_chain,
+    app_history,
+    both_chains,
+    clear_environment,
+    fill_in,
+    memoric_rows,
+    shipped_listing,
+)
 from tests.helpers.chain import (
     ADD_IMPORTANCE,
     FIRST,
@@ -39,63 +49,15 @@ from tests.helpers.chain import (
 from tests.helpers.cli_process import run_twice_at_once
 from tests.helpers.dialects import one_line_error
 
-MESSAGE = "Add sentiment field to memories"
-SENTIMENT = "001_add_sentiment_field_to_memories"
-ADD_FIELD = '    migrator.add_fields("memories", sentiment=pw.FloatField(null=True))'
-REMOVE_FIELD = '    migrator.remove_fields("memories", "sentiment")'
-SENTIMENT_FILE = f'''"""{MESSAGE}"""
-
-import peewee as pw
-
-
-def migrate(migrator, database, *, fake=False):
-{ADD_FIELD}
-
-
-def rollback(migrator, database, *, fake=False):
-{REMOVE_FIELD}
-'''
-ENVIRONMENT = ("MEMORIC_DATABASE_URL", "MEMORIC_APP_MIGRATIONS")
-
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
+    clear_environment(monkeypatch)
 
 
-def app_chain(directory: Path, **files: str) -> Path:
-    """An application's migrations directory holding `files` (name -> source)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, source in files.items():
-        (directory / f"{name}.py").write_text(source, encoding="utf-8")
-    return directory
-
-
-def fill_in(path: Path) -> None:
-    """Edit a generated template as a user would: add the field, and remove it on rollback."""
-    text = path.read_text(encoding="utf-8")
-    text = text.replace(f'    """Apply: {MESSAGE}"""', f'    """Apply: {MESSAGE}"""\n{ADD_FIELD}')
-    text = text.replace(f'    """Undo: {MESSAGE}"""', f'    """Undo: {MESSAGE}"""\n{REMOVE_FIELD}')
-    path.write_text(text, encoding="utf-8")
-
-
-def app_history(store: MemoryStore) -> list[str]:
-    if APP_HISTORY_TABLE not in tables(store):
-        return []
-    rows = store.database.execute_sql(f'SELECT name FROM "{APP_HISTORY_TABLE}" ORDER BY id').fetchall()
-    return [name for (name,) in rows]
-
-
-def memoric_rows(store: MemoryStore) -> dict[str, list]:
-    """memoric's own columns of every row of its tables (an added column left out)."""
-    return {
-        "memories": [
-            {key: m[key] for key in ("id", "user_id", "thread_id", "content", "metadata", "tier")}
-            for m in store.get_memories(limit=None)
-        ],
-        "clusters": store.get_clusters(limit=None),
-    }
+@pytest.fixture
+def both(store, tmp_path) -> Migrations:
+    return both_chains(store, tmp_path)
 
 
 # --- the whole workflow, through the command line ----------------------------------------------
@@ -213,13 +175,6 @@ def test_memoric_gains_a_migration_after_the_app_added_its_own(store, tmp_path):
 
 
 # --- targets across the two chains ------------------------------------------------------------
-
-
-@pytest.fixture
-def both(store, tmp_path) -> Migrations:
-    """memoric's chain and an app chain of two migrations (a column on memories, a table), empty database."""
-    app = app_chain(tmp_path / "app", **{SENTIMENT: SENTIMENT_FILE, "002_labels": LABELS})
-    return Migrations(store, app_dir=app)
 
 
 def test_targets_across_the_two_chains(both):
@@ -384,132 +339,3 @@ def test_two_processes_upgrading_both_chains_at_once_apply_each_migration_once(d
     assert f"Applied {HEAD}\nApplied app:{SENTIMENT}\nApplied app:002_labels\n" in stdouts[0]
     assert "Nothing to apply" in stdouts[1]
     assert (history_names(store), app_history(store)) == (SHIPPED, [SENTIMENT, "002_labels"])
-
-
-# --- revision writes only into the application's chain -------------------------------------------------
-
-
-def shipped_listing() -> list[str]:
-    return sorted(path.name for path in default_migrate_dir().iterdir())
-
-
-def test_revision_without_an_app_chain_is_refused_and_says_how_to_configure_one(cli, store):
-    before = shipped_listing()
-    with pytest.raises(MigrationError, match="writes only into the application's own chain") as refused:
-        Migrations(store).create(MESSAGE)
-    for way in (
-        "migrations: {app_dir: DIRECTORY}",
-        "MEMORIC_APP_MIGRATIONS=DIRECTORY",
-        "--app-dir DIRECTORY",
-    ):
-        assert way in str(refused.value)
-    error = one_line_error(cli("migrate", "revision", "-m", MESSAGE))
-    assert "no application migrations directory is configured" in error
-    assert shipped_listing() == before
-
-
-@pytest.mark.parametrize(
-    "where",
-    [
-        "venv/lib/python3.11/site-packages/agent/migrations",
-        "usr/lib/python3/dist-packages/agent/migrations",
-    ],
-)
-def test_revision_never_writes_inside_an_installed_package(store, tmp_path, where):
-    directory = tmp_path / where
-    with pytest.raises(MigrationError, match="inside an installed package"):
-        Migrations(store, app_dir=directory).create(MESSAGE)
-    assert not directory.exists()
-
-
-@pytest.mark.parametrize("inside", [False, True])
-def test_memorics_own_chain_is_no_app_chain(store, tmp_path, inside):
-    directory = default_migrate_dir() / "app" if inside else default_migrate_dir()
-    before = shipped_listing()
-    for call in (lambda m: m.create(MESSAGE), lambda m: m.upgrade(), lambda m: m.pending()):
-        with pytest.raises(MigrationError, match="is memoric's own chain"):
-            call(Migrations(store, app_dir=directory))
-    replaced = chain(tmp_path / "memoric")
-    with pytest.raises(MigrationError, match="is memoric's own chain"):
-        Migrations(store, migrate_dir=replaced, app_dir=replaced).upgrade()
-    assert shipped_listing() == before
-
-
-def test_a_configured_app_directory_that_does_not_exist_is_an_error(store, tmp_path):
-    with pytest.raises(MigrationError, match=r"application migrations directory .*nowhere' does not exist"):
-        Migrations(store, app_dir=tmp_path / "nowhere").upgrade()
-    assert tables(store) == set()
-
-
-# --- configuration: argument > environment > config file ------------------------------------------
-
-
-def test_the_facade_builds_an_empty_database_through_both_chains(dsn, tmp_path):
-    app = app_chain(tmp_path / "app", **{SENTIMENT: SENTIMENT_FILE})
-    with Memoric(dsn=dsn, app_dir=app) as memoric:
-        memoric.save("ada", "likes tea")
-        assert memoric.migrations.current("app") == SENTIMENT
-        assert "sentiment" in {column[0] for column in columns(memoric.store, "memories")}
-
-
-def test_the_facade_refuses_a_database_behind_the_app_chain_unless_auto_migrate(dsn, tmp_path):
-    app = app_chain(tmp_path / "app", **{SENTIMENT: SENTIMENT_FILE})
-    with Memoric(dsn=dsn) as memoric:
-        memoric.save("ada", "likes tea")
-    with (
-        Memoric(dsn=dsn, app_dir=app) as memoric,
-        pytest.raises(
-            MigrationError,
-            match=rf"1 pending migration\(s\) \(app:{SENTIMENT}\); run `memoric migrate upgrade`",
-        ),
-    ):
-        memoric.retrieve("ada")
-    with Memoric(dsn=dsn, app_dir=app, auto_migrate=True) as memoric:
-        assert memoric.retrieve("ada")[0]["content"] == "likes tea"
-        assert memoric.migrations.current("app") == SENTIMENT
-
-
-def test_the_app_directory_comes_from_argument_environment_or_config(dsn, tmp_path, monkeypatch):
-    """Three chains of different names tell which directory each way chose."""
-    for name in ("flag", "environment", "config"):
-        app_chain(tmp_path / name, **{f"001_{name}": SENTIMENT_FILE})
-    config = tmp_path / "memoric.yaml"
-    config.write_text(f"database: {{dsn: '{dsn}'}}\nmigrations: {{app_dir: config}}\n")
-    monkeypatch.chdir(tmp_path / "flag")
-
-    def pending_app(*args: str) -> list[str]:
-        result = CliRunner().invoke(main, ["--config", str(config), *args, "migrate", "pending"])
-        assert result.exit_code == 0, result.output
-        return [line.split()[1] for line in result.stdout.splitlines() if line.startswith("app ")]
-
-    assert pending_app() == ["001_config"]
-    assert Memoric(config_path=config).migrations.pending()[-1] == "app:001_config"
-    monkeypatch.setenv("MEMORIC_APP_MIGRATIONS", str(tmp_path / "environment"))
-    assert pending_app() == ["001_environment"]
-    assert Memoric(config_path=config).migrations.pending()[-1] == "app:001_environment"
-    assert pending_app("--app-dir", ".") == ["001_flag"], "relative to the working directory"
-    assert Memoric(config_path=config, app_dir=tmp_path / "flag").migrations.pending()[-1] == "app:001_flag"
-
-
-def test_stamping_the_app_chain_over_its_missing_table_is_refused(both):
-    both.upgrade(f"app:{SENTIMENT}")
-    with pytest.raises(MigrationError, match=r"cannot stamp app:002_labels: table labels does not exist"):
-        both.stamp("head")
-    assert app_history(both.store) == [SENTIMENT]
-
-
-def test_an_app_history_the_app_chain_does_not_have_is_named(both, cli):
-    both.upgrade()
-    both.store.database.execute_sql(
-        f"UPDATE \"{APP_HISTORY_TABLE}\" SET name = '002_gone' WHERE name = '002_labels'"
-    )
-    message = (
-        f"the history table {APP_HISTORY_TABLE} lists migrations the application's chain does not have "
-        "(002_gone): it belongs to another application, or the chain was edited"
-    )
-    for call in (both.upgrade, both.downgrade, lambda: both.current("app")):
-        with pytest.raises(MigrationError, match=re.escape(message)):
-            call()
-    error = one_line_error(cli("--app-dir", str(both.app_dir), "migrate", "upgrade"))
-    assert error.startswith(f"Error: {message}")
-    assert app_history(both.store) == [SENTIMENT, "002_gone"]
