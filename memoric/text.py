@@ -4,7 +4,10 @@ Both dialects rank by the terms this module finds, so keyword recall returns the
 on SQLite and PostgreSQL (neither database's own tokenizer is used). The rules:
 
 - the text is normalized to NFKC, then case-folded (`"Straße"` and `"STRASSE"` give `strasse`,
-  full-width `"ＡＢＣ"` gives `abc`, the ligature `"ﬁ"` gives `fi`);
+  full-width `"ＡＢＣ"` gives `abc`, the ligature `"ﬁ"` gives `fi`); the characters Unicode calls
+  default-ignorable are removed (soft hyphens, zero-width joiners, variation selectors: they
+  show nothing, so `"soft\u00adware"` is `software`), and the dot above an `i` is dropped, so
+  the Turkish `"İSTANBUL"`, which case-folds to i + U+0307, is `istanbul`;
 - a term is a run of word characters (Python's `\\w`: letters, digits and `_` of every script)
   together with the combining marks that follow them, so accents and the vowel signs of Indic
   scripts stay inside their word; everything else (spaces, punctuation, symbols, emoji) splits;
@@ -34,6 +37,18 @@ CJK_RANGES = (
     "\uff66-\uff9f"  # half-width Katakana (NFKC makes them full-width first)
     "\U00020000-\U0003134f"  # CJK extensions B to G, compatibility supplement
 )
+
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt), removed before terms are found.
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_IGNORED = re.compile(
+    "[" + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in DEFAULT_IGNORABLE) + "]+"
+)  # a regex: a quarter of the cost of str.translate with a table of these 4,000 code points
+DOTTED_I = "i\u0307"  # what case folding makes of İ (U+0130)
 
 # The term rule on ASCII text, a quarter of the general rule's cost: \w is [a-z0-9_] once lowered.
 _ASCII_TERM = re.compile(r"[a-z0-9_]+")
@@ -76,10 +91,20 @@ def _char_range(first: int, last: int) -> str:
 def tokens(text: str) -> list[str]:
     """The terms of `text`, in order, repeats kept (see the module's rules)."""
     if text.isascii():  # NFKC keeps ASCII, case folding lowers it, and it has no marks or CJK
-        found = _ASCII_TERM.findall(text.lower())
-    else:
-        found = _term_pattern().findall(unicodedata.normalize("NFKC", text).casefold())
-    return [term[:MAX_TERM_LENGTH] for term in found]
+        return [term[:MAX_TERM_LENGTH] for term in _ASCII_TERM.findall(text.lower())]
+    return terms_of_folded(folded(text))
+
+
+def folded(text: str) -> str:
+    """`text` as terms are read from it: default-ignorables removed, NFKC, case-folded, İ as i,
+    and composed again (folding and the dropped dot can leave an accent apart from its letter)."""
+    once = unicodedata.normalize("NFKC", _IGNORED.sub("", text)).casefold().replace(DOTTED_I, "i")
+    return unicodedata.normalize("NFKC", once)
+
+
+def terms_of_folded(text: str) -> list[str]:
+    """The terms of text already folded, in order, each cut to MAX_TERM_LENGTH characters."""
+    return [term[:MAX_TERM_LENGTH] for term in _term_pattern().findall(text)]
 
 
 def term_counts(text: str) -> tuple[Counter, int]:

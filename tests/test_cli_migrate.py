@@ -18,11 +18,8 @@ from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers.chain import (
     ADD_IMPORTANCE,
-    DISTRIBUTE,
-    FIFTH,
     FIRST,
     HEAD,
-    POSTINGS,
     SHIPPED,
     applied,
     chain,
@@ -66,11 +63,11 @@ def test_upgrade_then_inspect_then_downgrade(cli, check):
     result = cli("migrate", "downgrade")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Rolled back {HEAD}\n")
-    assert f"is at {DISTRIBUTE}\n" in result.stdout
+    assert f"is at {SHIPPED[-2]}\n" in result.stdout
     assert cli("migrate", "pending").stdout == f"{HEAD}\n"
     result = cli("migrate", "downgrade", "base")
     assert result.exit_code == 0, result.output
-    rolled_back = f"Rolled back {DISTRIBUTE}\nRolled back {POSTINGS}\nRolled back {FIFTH}\n"
+    rolled_back = "".join(f"Rolled back {name}\n" for name in reversed(SHIPPED[:-1]))
     assert result.stdout.startswith(rolled_back)
     assert "is at base" in result.stdout
     assert tables(check) == {HISTORY_TABLE}

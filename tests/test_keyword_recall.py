@@ -46,10 +46,25 @@ pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit
         ("東京・大阪 ゠ ゛", ["東", "京", "大", "阪"]),  # kana-block punctuation and marks are no terms
         ("refund_policy v2.0 e-mail", ["refund_policy", "v2", "0", "e", "mail"]),
         ("👍🎉 !!! ... ---", []),  # emoji and punctuation only: no terms
+        ("İSTANBUL İzmir istanbul", ["istanbul", "izmir", "istanbul"]),  # İ folds to i + U+0307: the dot goes
+        ("soft\u00adware zero\u200bwidth ﻿bom", ["software", "zerowidth", "bom"]),  # default-ignorables go
+        ("می\u200cخواهم میخواهم", ["میخواهم", "میخواهم"]),  # a zero-width non-joiner too
+        ("葛\U000e0100飾 ❤\ufe0f", ["葛", "飾"]),  # variation selectors
+        ("e\u00ad\u0301t\u00e9 i\u0307\u0301 í", ["été", "í", "í"]),  # an accent freed is composed again
     ],
 )
 def test_the_tokenizer(text, expected):
     assert tokens(text) == expected
+
+
+def test_a_dotted_capital_i_is_found_by_a_plain_i_and_the_other_way(dsn):
+    """Case folding makes İ an i with a dot above, which no query typed with a plain i matched."""
+    m = Memoric(dsn)
+    flight = m.save("ada", "Flight to İSTANBUL on Friday")
+    hotel = m.save("ada", "istanbul hotel, soft\u00adware fair")
+    for query, found in [("istanbul", {flight, hotel}), ("İstanbul", {flight, hotel}), ("software", {hotel})]:
+        assert {r["id"] for r in m.retrieve("ada", scope="user", query=query)} == found, query
+    m.close()
 
 
 @settings(max_examples=300, deadline=None)

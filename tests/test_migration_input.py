@@ -110,7 +110,7 @@ def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command)
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["8", "008", "0008", "+7", "+07", HEAD])
+@pytest.mark.parametrize("target", ["9", "009", "0009", "+8", "+08", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)

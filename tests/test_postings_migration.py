@@ -1,9 +1,12 @@
 """Migration 006 builds the text postings of the memories already stored, in batches, with writers
-held off while it reads them, and its rollback drops them."""
+held off while it reads them, and its rollback drops them; 009 posts again the memories whose
+terms its folding changes, and its rollback posts them by the rule before it."""
 
 from __future__ import annotations
 
 import threading
+import unicodedata
+from collections import Counter
 
 import pytest
 
@@ -11,7 +14,8 @@ from memoric.db import postings
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrate import Migrations
-from tests.helpers.chain import FIFTH, FOURTH, POSTINGS
+from memoric.text import terms_of_folded
+from tests.helpers.chain import FIFTH, FOURTH, POSTINGS, UNICODE_TERMS, USER_METADATA
 from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
 from tests.helpers.postings import assert_postings_match, stored_postings
 
@@ -42,12 +46,12 @@ def test_006_builds_postings_for_existing_memories_and_its_rollback_drops_them(s
     assert_postings_match(store)
 
 
-def upgrade_in_a_thread(store, failures: list) -> threading.Thread:
-    """A thread upgrading the store's database to 006 (a failure goes to `failures`)."""
+def upgrade_in_a_thread(store, failures: list, target: str = POSTINGS) -> threading.Thread:
+    """A thread upgrading the store's database to `target` (a failure goes to `failures`)."""
 
     def upgrade():
         try:
-            Migrations(store).upgrade(POSTINGS)
+            Migrations(store).upgrade(target)
         except BaseException as exc:  # reported by the test
             failures.append(exc)
         finally:
@@ -110,15 +114,11 @@ def write_in_a_thread(dsn: str, write, failures: list, trace=None) -> threading.
     return threading.Thread(target=run)
 
 
-@pytest.mark.parametrize("write", WRITES_DURING_006)
-def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write):
-    """A write that comes while 006 builds the postings waits for its commit, then finds the
-    tables and keeps them (PostgreSQL: the upgrade is held before its history row)."""
-    if store.dialect.name == "sqlite":
-        pytest.skip("SQLite: see the next test")
-    below_006_with_three_memories(store)
-    holder = MemoryStore(store.dsn)
-    held, release, failures = threading.Event(), threading.Event(), []
+def history_held(dsn: str) -> threading.Event:
+    """The migration history locked by another session until the event returned is set: an
+    upgrade runs its migration, then waits to write its history row (PostgreSQL)."""
+    holder = MemoryStore(dsn)
+    held, release = threading.Event(), threading.Event()
 
     def hold_the_history():
         with holder.database.atomic():
@@ -129,6 +129,17 @@ def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write
 
     threading.Thread(target=hold_the_history).start()
     held.wait()
+    return release
+
+
+@pytest.mark.parametrize("write", WRITES_DURING_006)
+def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write):
+    """A write that comes while 006 builds the postings waits for its commit, then finds the
+    tables and keeps them (PostgreSQL: the upgrade is held before its history row)."""
+    if store.dialect.name == "sqlite":
+        pytest.skip("SQLite: see the next test")
+    below_006_with_three_memories(store)
+    release, failures = history_held(store.dsn), []
     upgrade = upgrade_in_a_thread(store, failures)
     upgrade.start()
     wait_for_a_lock_waiter(store)  # the upgrade, its postings built, waits to write its history
@@ -301,3 +312,52 @@ def test_concurrent_writers_leave_postings_equal_to_a_rebuild(db):
     assert failures == []
     assert_postings_match(db)
     assert len(db.get_memories(limit=None)) == 40 - len(seeded[::3]) + 50 + 30
+
+
+def counted_before_009(content: str) -> tuple[Counter, int]:
+    """The terms of the tokenizer before 009: NFKC and case folding, nothing removed or dropped."""
+    found = terms_of_folded(unicodedata.normalize("NFKC", content).casefold())
+    return Counter(found), len(found)
+
+
+def test_009_posts_again_what_its_folding_changes_and_its_rollback_restores_the_old_terms(store):
+    migrations = Migrations(store)
+    migrations.upgrade()
+    contents = ["İSTANBUL trip", "soft\u00adware", "plain ascii words", "café ☕", "x\u200dy"] * 450
+    store.insert_memories(  # more than two pages of the migration
+        {"user_id": f"u{n % 3}", "namespace": "ns" if n % 2 else None, "content": text}
+        for n, text in enumerate(contents)
+    )
+    now = stored_postings(store)
+    memories = store.get_memories(limit=None)
+    before = [sorted(rows) for rows in postings.posting_rows(memories, counted_before_009)]
+
+    assert migrations.downgrade(USER_METADATA) == [UNICODE_TERMS], "derived data: no confirmation needed"
+    assert list(stored_postings(store)) == before != list(now)
+    assert migrations.upgrade() == [UNICODE_TERMS]
+    assert stored_postings(store) == now
+    assert_postings_match(store)
+
+
+def test_an_update_while_009_runs_waits_for_it_and_keeps_its_postings(store):
+    """Committed between 009's read of a memory and its commit, an update of that memory's content
+    would keep postings 009 wrote for the content it read (PostgreSQL; SQLite's migration holds
+    the write lock)."""
+    if store.dialect.name == "sqlite":
+        pytest.skip("SQLite's write lock")
+    Migrations(store).upgrade(USER_METADATA)
+    store.insert_memories([{"user_id": "ada", "content": f"İzmir note {n}"} for n in range(3)])
+    release, failures = history_held(store.dsn), []
+    upgrade = upgrade_in_a_thread(store, failures, UNICODE_TERMS)
+    upgrade.start()
+    wait_for_a_lock_waiter(store)  # 009 ran, and waits to write its history
+    change = lambda writer: writer.update_content(memory_id=1, new_content="changed during 009")  # noqa: E731
+    writer = write_in_a_thread(store.dsn, change, failures)
+    writer.start()
+    wait_for_a_lock_waiter(store, waiters=2, unless=writer)
+    release.set()
+    for thread in (upgrade, writer):
+        thread.join()
+    assert failures == []
+    assert store.get_memory(1)["content"] == "changed during 009"
+    assert_postings_match(store)

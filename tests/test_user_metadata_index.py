@@ -181,7 +181,7 @@ def test_008_builds_the_index_for_existing_memories_and_its_rollback_drops_it(ds
     expected = [m["id"] for m in store.get_memories(user_id="u1", limit=None) if m["metadata"]["n"] == 4]
     found = lambda: [m["id"] for m in store.get_memories(user_id="u1", where_metadata={"n": 4}, limit=None)]  # noqa: E731
 
-    assert memoric.migrations.upgrade() == [USER_METADATA]
+    assert memoric.migrations.upgrade(USER_METADATA) == [USER_METADATA]
     built = indexes(store, "memories")
     assert (INDEX in built) is store.is_postgres
     if store.is_postgres:
@@ -218,7 +218,7 @@ def test_008_refuses_an_index_of_its_name_that_is_another_and_adopts_its_own(at_
 
     store.database.execute_sql(f'DROP INDEX "{INDEX}"')
     store.dialect.create_extra_indexes(store.database)  # what a schema built from the models has
-    assert memoric.migrations.upgrade() == [USER_METADATA]
+    assert memoric.migrations.upgrade(USER_METADATA) == [USER_METADATA]
     assert "jsonb_path_ops" in indexes(store, "memories")[INDEX]
 
 
@@ -232,7 +232,7 @@ def test_008_never_takes_or_drops_another_tables_index_of_its_name(at_007):
 
     store.dialect.create_extra_indexes(store.database)  # the name is taken: nothing is built
     memoric.migrations.stamp(USER_METADATA)
-    assert memoric.migrations.downgrade() == [USER_METADATA]
+    assert memoric.migrations.downgrade(DISTRIBUTE) == [USER_METADATA]
     assert INDEX in indexes(store, "memories_archive"), "the rollback dropped another table's index"
 
 

@@ -19,7 +19,8 @@ and these functions write memories only, as decided under the memories' write lo
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import peewee
@@ -57,9 +58,11 @@ def written(store: MemoryStore) -> bool:
     return enabled(store)
 
 
-def posting_rows(memories: Iterable[dict]) -> tuple[list[tuple], list[tuple]]:
+def posting_rows(
+    memories: Iterable[dict], counted: Callable[[str], tuple[Counter, int]] = term_counts
+) -> tuple[list[tuple], list[tuple]]:
     """The `memory_terms` and `memory_documents` rows of memories (dicts with id, user_id,
-    namespace and content).
+    namespace and content), their terms counted by `counted` (an older rule, in a migration).
 
     The terms come in the lookup index's order: each user and namespace's together, by term, in
     memory order within a term. A batch then visits each page of that index once, where the
@@ -69,7 +72,7 @@ def posting_rows(memories: Iterable[dict]) -> tuple[list[tuple], list[tuple]]:
     scopes: dict[tuple, list[tuple]] = {}
     documents = []
     for memory in memories:
-        counts, length = term_counts(memory["content"])
+        counts, length = counted(memory["content"])
         owner = (memory["id"], memory["user_id"], memory["namespace"])
         documents.append((*owner, length))
         scopes.setdefault(owner[1:], []).extend([(*owner, term, tf, length) for term, tf in counts.items()])

@@ -23,10 +23,11 @@ FIFTH = "005_metadata_keys"
 POSTINGS = "006_text_postings"
 DISTRIBUTE = "007_distribute_on_citus"
 USER_METADATA = "008_user_metadata_index"
+UNICODE_TERMS = "009_fold_unicode_terms"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE, USER_METADATA]
+SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE, USER_METADATA, UNICODE_TERMS]
 HEAD = SHIPPED[-1]
 
 

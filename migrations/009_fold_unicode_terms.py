@@ -1,0 +1,86 @@
+"""009: the postings of every memory whose text is not ASCII, posted again by the folding of 009.
+
+From 009 on, memoric's tokenizer removes the characters Unicode calls default-ignorable (soft
+hyphens, zero-width joiners, variation selectors) and folds the Turkish İ to i (`memoric.text`).
+The terms of a memory whose content is not all ASCII may differ from those posted before, so
+the upgrade reads every memory in pages of BUILD_BATCH in id order and posts those again, all in
+the migration's one transaction, while writers of memories wait (as in 006). An ASCII memory's
+terms are the same under both rules and are not touched.
+
+The rollback posts the same memories again by the rule before 009 (NFKC and case folding
+alone), so a memoric of that time finds its own terms. The schema does not change.
+"""
+
+import unicodedata
+from collections import Counter
+
+import peewee as pw
+
+from memoric.db.postings import DOCUMENT_COLUMNS, TERM_COLUMNS, posting_rows
+from memoric.text import term_counts, terms_of_folded
+
+BUILD_BATCH = 1000  # memories read per page
+INSERT_CHUNK = 500  # posting rows per INSERT statement (6 parameters each, under SQLite's limit)
+
+
+def counts_before_009(content: str) -> tuple[Counter, int]:
+    """`term_counts` by the tokenizer's rule before 009: NFKC, then case folding, nothing removed."""
+    found = terms_of_folded(unicodedata.normalize("NFKC", content).casefold())
+    return Counter(found), len(found)
+
+
+def _mark(database) -> str:
+    return "%s" if isinstance(database, pw.PostgresqlDatabase) else "?"
+
+
+def _not_ascii(database, after: int) -> tuple[int | None, list[dict]]:
+    """The last id of the page of memories after `after`, and those of them with non-ASCII content."""
+    page = database.execute_sql(
+        f'SELECT "id", "user_id", "namespace", "content" FROM "memories" WHERE "id" > {_mark(database)} '
+        f'ORDER BY "id" LIMIT {BUILD_BATCH}',
+        (after,),
+    ).fetchall()
+    columns = ("id", "user_id", "namespace", "content")
+    chosen = [dict(zip(columns, row, strict=True)) for row in page if not row[3].isascii()]
+    return (page[-1][0] if page else None), chosen
+
+
+def _repost(database, memories: list[dict], counted) -> None:
+    """Replace the postings of `memories` by those `counted` finds."""
+    marks = ", ".join([_mark(database)] * len(memories))
+    ids = [memory["id"] for memory in memories]
+    for table in ("memory_terms", "memory_documents"):
+        database.execute_sql(f'DELETE FROM "{table}" WHERE "memory_id" IN ({marks})', ids)
+    terms, documents = posting_rows(memories, counted)
+    for table, columns, rows in (
+        ("memory_documents", DOCUMENT_COLUMNS, documents),
+        ("memory_terms", TERM_COLUMNS, terms),
+    ):
+        target = pw.Table(table, columns)
+        for chunk in pw.chunked(rows, INSERT_CHUNK):
+            database.execute(target.insert(chunk, columns=[getattr(target, column) for column in columns]))
+
+
+def _repost_all(database, counted) -> None:
+    """Post every non-ASCII memory again by `counted`, writers of memories waiting (PostgreSQL;
+    SQLite's wait anyway): an update of content committed between a page's read and this commit
+    would keep the postings written here for the content read."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        database.execute_sql('LOCK TABLE "memories" IN SHARE MODE')
+    after = 0
+    while True:
+        after, memories = _not_ascii(database, after)
+        if after is None:
+            return
+        if memories:
+            _repost(database, memories, counted)
+
+
+def migrate(migrator, database, *, fake=False):
+    """The non-ASCII memories posted again by the tokenizer of 009."""
+    migrator.run(_repost_all, database, term_counts)
+
+
+def rollback(migrator, database, *, fake=False):
+    """The non-ASCII memories posted again by the rule before 009."""
+    migrator.run(_repost_all, database, counts_before_009)
