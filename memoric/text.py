@@ -48,7 +48,7 @@ DEFAULT_IGNORABLE = (
 _IGNORED = re.compile(
     "[" + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in DEFAULT_IGNORABLE) + "]+"
 )  # a regex: a quarter of the cost of str.translate with a table of these 4,000 code points
-DOTTED_I = "i\u0307"  # what case folding makes of İ (U+0130)
+DOT_ABOVE = "\u0307"  # case folding makes İ (U+0130) an i followed by it
 
 # The term rule on ASCII text, a quarter of the general rule's cost: \w is [a-z0-9_] once lowered.
 _ASCII_TERM = re.compile(r"[a-z0-9_]+")
@@ -98,8 +98,21 @@ def tokens(text: str) -> list[str]:
 def folded(text: str) -> str:
     """`text` as terms are read from it: default-ignorables removed, NFKC, case-folded, İ as i,
     and composed again (folding and the dropped dot can leave an accent apart from its letter)."""
-    once = unicodedata.normalize("NFKC", _IGNORED.sub("", text)).casefold().replace(DOTTED_I, "i")
+    once = unicodedata.normalize("NFKC", _IGNORED.sub("", text)).casefold()
+    if DOT_ABOVE in once:
+        once = _dot_above_i().sub(r"i\1", unicodedata.normalize("NFD", once))
     return unicodedata.normalize("NFKC", once)
+
+
+@functools.cache
+def _dot_above_i() -> re.Pattern:
+    """Every dot above an i, decomposed: right after it, or after marks that sort before the dot
+    (NFKC puts a dot below, a cedilla or an ogonek between them: "İ" + U+0323)."""
+    below = "".join(
+        _char_range(first, last)
+        for first, last in _ranges(code for code in MARK_PLANES if 0 < unicodedata.combining(chr(code)) < 230)
+    )
+    return re.compile(rf"i([{below}]*){DOT_ABOVE}+")
 
 
 def terms_of_folded(text: str) -> list[str]:

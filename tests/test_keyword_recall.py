@@ -47,6 +47,7 @@ pytestmark = pytest.mark.citus  # also on a Citus cluster: the same answers, bit
         ("refund_policy v2.0 e-mail", ["refund_policy", "v2", "0", "e", "mail"]),
         ("👍🎉 !!! ... ---", []),  # emoji and punctuation only: no terms
         ("İSTANBUL İzmir istanbul", ["istanbul", "izmir", "istanbul"]),  # İ folds to i + U+0307: the dot goes
+        ("İ\u0323 İ\u0328 İ\u0307ki", ["ị", "į", "iki"]),  # marks NFKC puts before the dot, a second dot
         ("soft\u00adware zero\u200bwidth ﻿bom", ["software", "zerowidth", "bom"]),  # default-ignorables go
         ("می\u200cخواهم میخواهم", ["میخواهم", "میخواهم"]),  # a zero-width non-joiner too
         ("葛\U000e0100飾 ❤\ufe0f", ["葛", "飾"]),  # variation selectors
