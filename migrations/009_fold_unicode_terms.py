@@ -52,13 +52,19 @@ def _repost(database, memories: list[dict], counted) -> None:
     for table in ("memory_terms", "memory_documents"):
         database.execute_sql(f'DELETE FROM "{table}" WHERE "memory_id" IN ({marks})', ids)
     terms, documents = posting_rows(memories, counted)
-    for table, columns, rows in (
-        ("memory_documents", DOCUMENT_COLUMNS, documents),
-        ("memory_terms", TERM_COLUMNS, terms),
-    ):
-        target = pw.Table(table, columns)
-        for chunk in pw.chunked(rows, INSERT_CHUNK):
-            database.execute(target.insert(chunk, columns=[getattr(target, column) for column in columns]))
+    _insert(database, "memory_documents", DOCUMENT_COLUMNS, documents)
+    _insert(database, "memory_terms", TERM_COLUMNS, terms)
+
+
+def _insert(database, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """INSERT `rows` in statements of INSERT_CHUNK rows, rendered here: peewee's query builder
+    took four fifths of the upgrade's time (measured on SQLite, 3,000 memories posted)."""
+    names = ", ".join(f'"{column}"' for column in columns)
+    row_marks = "(" + ", ".join([_mark(database)] * len(columns)) + ")"
+    for chunk in pw.chunked(rows, INSERT_CHUNK):
+        values = ", ".join([row_marks] * len(chunk))
+        params = [value for row in chunk for value in row]
+        database.execute_sql(f'INSERT INTO "{table}" ({names}) VALUES {values}', params)
 
 
 def _repost_all(database, counted) -> None:
