@@ -132,6 +132,22 @@ def history_held(dsn: str) -> threading.Event:
     return release
 
 
+def write_while_upgrading(store, target: str, write) -> list:
+    """Upgrade to `target` in one thread, held before its history row (its migration done), and
+    run `write` in another once the upgrade waits; both ended, the failures (PostgreSQL)."""
+    release, failures = history_held(store.dsn), []
+    upgrade = upgrade_in_a_thread(store, failures, target)
+    upgrade.start()
+    wait_for_a_lock_waiter(store)  # the upgrade, its migration run, waits to write its history
+    writer = write_in_a_thread(store.dsn, write, failures)
+    writer.start()
+    wait_for_a_lock_waiter(store, waiters=2, unless=writer)
+    release.set()
+    for thread in (upgrade, writer):
+        thread.join()
+    return failures
+
+
 @pytest.mark.parametrize("write", WRITES_DURING_006)
 def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write):
     """A write that comes while 006 builds the postings waits for its commit, then finds the
@@ -139,17 +155,7 @@ def test_a_write_while_006_runs_waits_for_it_and_keeps_the_postings(store, write
     if store.dialect.name == "sqlite":
         pytest.skip("SQLite: see the next test")
     below_006_with_three_memories(store)
-    release, failures = history_held(store.dsn), []
-    upgrade = upgrade_in_a_thread(store, failures)
-    upgrade.start()
-    wait_for_a_lock_waiter(store)  # the upgrade, its postings built, waits to write its history
-    writer = write_in_a_thread(store.dsn, WRITES_DURING_006[write], failures)
-    writer.start()
-    wait_for_a_lock_waiter(store, waiters=2, unless=writer)
-    release.set()
-    for thread in (upgrade, writer):
-        thread.join()
-    assert failures == []
+    assert write_while_upgrading(store, POSTINGS, WRITES_DURING_006[write]) == []
     assert_postings_match(store)
     store.insert_memory(user_id="ada", content="saved after the upgrade")
     assert_postings_match(store)
@@ -347,17 +353,7 @@ def test_an_update_while_009_runs_waits_for_it_and_keeps_its_postings(store):
         pytest.skip("SQLite's write lock")
     Migrations(store).upgrade(USER_METADATA)
     store.insert_memories([{"user_id": "ada", "content": f"İzmir note {n}"} for n in range(3)])
-    release, failures = history_held(store.dsn), []
-    upgrade = upgrade_in_a_thread(store, failures, UNICODE_TERMS)
-    upgrade.start()
-    wait_for_a_lock_waiter(store)  # 009 ran, and waits to write its history
     change = lambda writer: writer.update_content(memory_id=1, new_content="changed during 009")  # noqa: E731
-    writer = write_in_a_thread(store.dsn, change, failures)
-    writer.start()
-    wait_for_a_lock_waiter(store, waiters=2, unless=writer)
-    release.set()
-    for thread in (upgrade, writer):
-        thread.join()
-    assert failures == []
+    assert write_while_upgrading(store, UNICODE_TERMS, change) == []
     assert store.get_memory(1)["content"] == "changed during 009"
     assert_postings_match(store)
