@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from memoric import Memoric
+from memoric import Memoric, policies
 from memoric.cli import main
 from tests.helpers.cli_process import CLI
 from tests.helpers.reference import ago
@@ -74,6 +74,27 @@ def test_run_policies(cli, filled):
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["migrated", "mid_term", "->", "long_term", "0"] in rows
     assert "Dry run: nothing was written." in cli("run-policies", "--dry-run").stdout
+
+
+def test_a_stopped_policy_run_says_what_stays_and_the_rerun_finishes(cli, filled, monkeypatch):
+    real = policies.run_policies
+
+    def stopped_after_a_batch(*args, on_progress=None, **kwargs):
+        def advance(rows: int) -> None:
+            raise KeyboardInterrupt  # Ctrl-C once the first batch has committed
+
+        return real(*args, on_progress=advance, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(policies, "run_policies", stopped_after_a_batch)
+        result = cli("run-policies")
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "Interrupted: the batches committed before the stop stay applied, and none is applied twice; "
+        "run it again to finish."
+    ]
+    assert filled.stats()["by_tier"]["mid_term"] == 0, "the first batch, the tier move, stays"
+    assert parsed(cli("run-policies", "--json"))["summaries_created"] == 1
 
 
 def test_clusters(cli, filled):

@@ -18,6 +18,11 @@ from memoric.commands.output import (
     where_it_lives,
 )
 from memoric.commands.session import Session
+from memoric.commands.stopping import Interrupted, signal_number
+
+POLICIES_STOPPED = (
+    "the batches committed before the stop stay applied, and none is applied twice; run it again to finish"
+)
 
 
 def tier_names(session: Session) -> list[str]:
@@ -48,7 +53,12 @@ def run_policies(
         planned = memoric.run_policies(user_id=user_id, dry_run=True)
         total = sum(planned["migrated"].values()) + planned["trimmed"] + planned["summarized"]
     with progress(total, "Applying policies") as advance:
-        result = memoric.run_policies(user_id=user_id, dry_run=dry_run, on_progress=advance)
+        try:
+            result = memoric.run_policies(user_id=user_id, dry_run=dry_run, on_progress=advance)
+        except KeyboardInterrupt as stop:
+            if dry_run:
+                raise
+            raise Interrupted(POLICIES_STOPPED, signal_number(stop)) from None
     if as_json:
         echo_json({**result, "dry_run": dry_run})
         return
