@@ -20,14 +20,16 @@ from collections.abc import Callable
 from memoric.db import cluster_queries
 from memoric.db.store import MemoryStore
 from memoric.policies import SUMMARY_METADATA
+from memoric.text import shows_something
 
 GENERAL = "general"
 MAX_KEY_LENGTH = 255
 
 
 def cluster_key(value) -> str:
-    """The topic or category a metadata value stands for ("general" unless a non-blank string)."""
-    if not isinstance(value, str) or not value[:MAX_KEY_LENGTH].strip():
+    """The topic or category a metadata value stands for ("general" unless a string that shows
+    something: not only whitespace and invisible characters)."""
+    if not isinstance(value, str) or not shows_something(value[:MAX_KEY_LENGTH]):
         return GENERAL
     return value[:MAX_KEY_LENGTH]
 

@@ -21,6 +21,23 @@ class LockTimeout(MemoricError):
     """A lock (migration chain, policy run) could not be taken in the time allowed."""
 
 
+class SummarizerFailed(MemoricError):
+    """The summarizer raised, or returned no text, on some threads; everything else of the policy
+    run was applied. `counts` is what the run did (as `run_policies` returns it), `failures` a
+    list of (user_id, namespace, thread_id, exception), in the order the threads came."""
+
+    def __init__(self, counts: dict, failures: list[tuple]) -> None:
+        self.counts = counts
+        self.failures = list(failures)
+        user_id, _, thread_id, exc = self.failures[0]
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        super().__init__(
+            f"the summarizer failed on {len(self.failures)} thread(s), which stay unsummarized until a "
+            f"run succeeds; the rest of the run was applied ({counts}); the first: user {user_id!r}, "
+            f"thread {thread_id!r}: {type(exc).__name__}: {reason}"
+        )
+
+
 class DataLossRefused(MigrationError):
     """A downgrade that would drop tables or columns holding data, refused for want of confirmation.
 

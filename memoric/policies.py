@@ -22,7 +22,8 @@ from collections.abc import Callable
 from memoric import validation
 from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
-from memoric.errors import ValidationError
+from memoric.errors import SummarizerFailed, ValidationError
+from memoric.text import shows_something
 
 SUMMARY_METADATA = {"kind": "thread_summary"}
 SUMMARY_USERS = 50
@@ -136,13 +137,18 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
                 on_batch=on_progress,
             )
     summarized = created = 0
+    failures: list[tuple] = []
     if config["summarization"]["enabled"]:
-        created, summarized = _summarize(store, config, user_id, summarizer, on_progress)
-    return _counts(migrated, trimmed, summarized, created)
+        created, summarized, failures = _summarize(store, config, user_id, summarizer, on_progress)
+    counts = _counts(migrated, trimmed, summarized, created)
+    if failures:
+        raise SummarizerFailed(counts, failures)
+    return counts
 
 
 def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer, on_progress):
-    """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction."""
+    """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction; (written,
+    sources marked, failures). A thread the summarizer fails on is left for a later run."""
     last = config["tiers"][-1]["name"]
     limit = summary_limit(config)
     groups = policy_queries.summary_groups(
@@ -154,6 +160,7 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
     )
     users = sorted({group["user_id"] for group in groups})
     created = marked = 0
+    failures: list[tuple] = []
     for start in range(0, len(users), SUMMARY_USERS):
         chunk = set(users[start : start + SUMMARY_USERS])
         sources = policy_queries.summary_sources(
@@ -164,18 +171,21 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
             threads.setdefault((memory["user_id"], memory["namespace"], memory["thread_id"]), []).append(
                 memory
             )
-        items = [
-            (_summary_row(group, thread, last, summarizer, limit), _ids(thread))
-            for group in groups
-            if group["user_id"] in chunk
-            and (thread := threads.get((group["user_id"], group["namespace"], group["thread_id"])))
-        ]
+        items = []
+        for group in groups:
+            key = (group["user_id"], group["namespace"], group["thread_id"])
+            if group["user_id"] not in chunk or not (thread := threads.get(key)):
+                continue
+            try:
+                items.append((_summary_row(group, thread, last, summarizer, limit), _ids(thread)))
+            except Exception as exc:  # the summarizer's own failure: that thread waits, the rest goes on
+                failures.append((*key, exc))
         written, sources_marked = policy_queries.write_summaries(store, items)
         created += written
         marked += sources_marked
         if on_progress is not None:
             on_progress(sources_marked)
-    return created, marked
+    return created, marked, failures
 
 
 def summary_limit(config: dict) -> int:
@@ -188,14 +198,18 @@ def summary_limit(config: dict) -> int:
 
 
 def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summarizer, limit: int) -> dict:
-    text = summarizer(sources, limit)
-    if not isinstance(text, str) or not text.strip():
-        raise ValidationError(f"the summarizer must return a non-empty string, got {validation.shown(text)}")
+    """The summary memory of one thread; the summarizer gets copies, so what it changes in them
+    changes nothing of what is marked."""
+    text = summarizer([dict(source) for source in sources], limit)
+    if not isinstance(text, str) or not shows_something(text):
+        raise ValidationError(
+            f"the summarizer must return a string that shows something, got {validation.shown(text)}"
+        )
     return {
         "user_id": group["user_id"],
         "namespace": group["namespace"],
         "thread_id": group["thread_id"],
-        "content": shorten(text, limit),
+        "content": validation.content(shorten(text, limit)),
         "tier": tier,
         "score": max(source["score"] for source in sources),
         "metadata": dict(SUMMARY_METADATA),

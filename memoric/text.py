@@ -115,6 +115,11 @@ def _dot_above_i() -> re.Pattern:
     return re.compile(rf"i([{below}]*){DOT_ABOVE}+")
 
 
+def shows_something(text: str) -> bool:
+    """Whether `text` holds a character that shows: more than whitespace and default-ignorables."""
+    return bool(_IGNORED.sub("", text).strip())
+
+
 def terms_of_folded(text: str) -> list[str]:
     """The terms of text already folded, in order, each cut to MAX_TERM_LENGTH characters."""
     return [term[:MAX_TERM_LENGTH] for term in _term_pattern().findall(text)]

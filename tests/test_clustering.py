@@ -55,6 +55,9 @@ def test_cluster_keys_and_summaries_are_deterministic():
     assert cluster_key(True) == GENERAL
     assert cluster_key({"a": 1}) == GENERAL
     assert cluster_key("x" * 300) == "x" * 255
+    for invisible in ("\u200b", " \ufeff\u00ad ", "\U000e0001", "\u3000"):  # show nothing: general
+        assert cluster_key(invisible) == GENERAL
+    assert cluster_key("\u200bx") == "\u200bx", "a key that shows something is kept as written"
     assert describe("t", "c", [(1, None)]) == "1 memory about t (c) outside any thread"
     assert describe("t", "c", [(1, "a"), (2, "a")]) == "2 memories about t (c) across 1 thread"
 

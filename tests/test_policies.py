@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from memoric.config import load_config
 from memoric.db.store import MemoryStore, utc_now
-from memoric.errors import ValidationError
-from memoric.policies import SUMMARY_METADATA, extractive_summary, run_policies, shorten
+from memoric.errors import SummarizerFailed
+from memoric.policies import SUMMARY_METADATA, extractive_summary, shorten
+from tests.helpers.policies import long_term_thread, no_changes, put, run
 from tests.helpers.reference import NOW, Clock, ago, memory_snapshot
 
 TRIM_CONFIG = {
@@ -31,20 +31,6 @@ def clock(db):
     db.clock = stopped
     yield stopped
     db.clock = utc_now
-
-
-def run(store, config: dict | None = None, **options) -> dict:
-    return run_policies(store, load_config(data=config or {}), **options)
-
-
-def no_changes(config: dict | None = None) -> dict:
-    tiers = (config or {}).get("tiers") or load_config()["tiers"]
-    migrated = {tier["name"]: 0 for tier in tiers[:-1]}
-    return {"migrated": migrated, "trimmed": 0, "summarized": 0, "summaries_created": 0}
-
-
-def put(store, tier: str, user: str = "ada", thread: str | None = "t1", content: str = "a memory", **fields):
-    return store.insert_memory(user_id=user, thread_id=thread, content=content, tier=tier, **fields)
 
 
 # --- migration ----------------------------------------------------------------------------
@@ -137,25 +123,6 @@ def test_trimming_happens_only_where_configured(db, clock):
 # --- thread summaries ---------------------------------------------------------------------
 
 
-def long_term_thread(store, user: str, thread: str, count: int, namespace: str | None = None, days: int = 90):
-    rows = [
-        {
-            "user_id": user,
-            "namespace": namespace,
-            "thread_id": thread,
-            "tier": "long_term",
-            "content": f"Fact {i} about {thread}. More detail that the summary leaves out.",
-            "score": 40 + i,
-            **ago(days=days, minutes=-i),
-        }
-        for i in range(count)
-    ]
-    store.insert_memories(rows)
-    return [
-        m["id"] for m in store.get_memories(user_id=user, thread_id=thread, namespace=namespace, limit=None)
-    ]
-
-
 def test_one_summary_per_thread_and_user_sources_kept_and_hidden(db, clock):
     ada_t1 = long_term_thread(db, "ada", "t1", 12)
     long_term_thread(db, "ada", "t2", 9)
@@ -227,7 +194,9 @@ def test_custom_summarizer_and_a_bad_one(db, clock):
 
     db.truncate()
     long_term_thread(db, "ada", "t1", 10)
-    with pytest.raises(ValidationError, match="summarizer"):
+    with pytest.raises(
+        SummarizerFailed, match="summarizer must return a string that shows something, got None"
+    ):
         run(db, summarizer=lambda memories, max_chars: None)
     assert db.count_memories(summarized=True) == 0
 

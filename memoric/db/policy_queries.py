@@ -174,24 +174,37 @@ def summary_sources(store: MemoryStore, *, user_ids, tier, exclude_metadata: dic
 
 @translate_errors
 def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]]) -> tuple[int, int]:
-    """Insert the summary rows and mark their sources summarized, all in one transaction.
+    """Mark each summary's sources summarized and insert the summaries, all in one transaction.
 
-    Returns (summaries written, sources marked). Sources already summarized are left alone.
+    A summary whose sources are not all there unsummarized any more (forgotten, or summarized,
+    since they were read) is not written: its text would hold what was forgotten, or cover a
+    memory twice. Returns (summaries written, sources marked).
     """
-    checked = [(memory_row(store, row), validation.memory_ids(ids)) for row, ids in items]
+    checked = [(memory_row(store, row), sorted(set(validation.memory_ids(ids)))) for row, ids in items]
     if not checked:
         return 0, 0
-    m = store.Memory
-    sources: dict[str, list[int]] = {}  # by user: each summary's sources are its user's
-    for row, ids in checked:
-        sources.setdefault(row["user_id"], []).extend(ids)
-    marked = 0
+    kept, marked = [], 0
     with store.database.atomic():
-        with ids_left(store, m):
-            postings.insert_memories(store, [row for row, _ in checked])
-        for user_id, ids in sources.items():  # one user per UPDATE: one shard on a distributed table
-            for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
-                query = m.update(summarized=True, updated_at=store.clock())
-                unmarked = (m.user_id == user_id) & m.id.in_(chunk) & (m.summarized == False)  # noqa: E712
-                marked += query.where(unmarked).execute()
-    return len(checked), marked
+        for row, ids in checked:
+            with store.database.atomic() as savepoint:
+                count = _mark_summarized(store, row["user_id"], ids)
+                if count < len(ids):
+                    savepoint.rollback()
+                    continue
+            kept.append(row)
+            marked += count
+        if kept:
+            with ids_left(store, store.Memory):
+                postings.insert_memories(store, kept)
+    return len(kept), marked
+
+
+def _mark_summarized(store: MemoryStore, user_id: str, ids: list[int]) -> int:
+    """Mark the user's memories of `ids` that are not summarized yet; how many were (one user per
+    UPDATE: one shard on a distributed table)."""
+    m = store.Memory
+    marked = 0
+    for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
+        unmarked = (m.user_id == user_id) & m.id.in_(chunk) & (m.summarized == False)  # noqa: E712
+        marked += m.update(summarized=True, updated_at=store.clock()).where(unmarked).execute()
+    return marked

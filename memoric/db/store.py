@@ -16,13 +16,12 @@ import datetime as dt
 import functools
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 
 import peewee
 
 from memoric import json_input, validation
-from memoric.db import bulk, cluster_queries, newest_rows, postings
+from memoric.db import bulk, cluster_queries, locks, newest_rows, postings
 from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
@@ -48,11 +47,9 @@ from memoric.db.rows import (
     memory_rows,
 )
 from memoric.db.urls import mask_url
-from memoric.errors import LockTimeout, MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
-LOCK_POLL_SECONDS = 0.05
 # SQLite: the most memories a filter's rarest key may be held by, per row asked for, for the
 # filter to read them rather than walk the newest rows: reading them costs at most 4 times the
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
@@ -150,49 +147,22 @@ class MemoryStore:
         if not self.database.is_closed():
             self.database.close()
 
-    def _driver_errors(self, what: str) -> DriverErrors:
+    def driver_errors(self, what: str) -> DriverErrors:
         """A block whose driver errors become MemoricError, worded as a failed `what`."""
         return DriverErrors(functools.partial(store_call_failed, self, what))
 
-    @contextlib.contextmanager
-    def lock(self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None):
+    def lock(
+        self, name: str, *, timeout: float | None = None, on_wait: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Hold the named cross-process lock for the block (PostgreSQL advisory lock, SQLite file lock).
 
         Waits while another process or thread holds it, calling `on_wait` once when it starts to
-        wait; raises LockTimeout after `timeout` seconds (None waits forever). A PostgreSQL lock
-        belongs to the connection that took it: when that connection is lost during the block,
-        so is the lock, and a block that did not fail otherwise raises MemoricError saying so.
+        wait; raises LockTimeout after `timeout` seconds (None waits forever), and MemoricError at
+        once when this thread holds it already (`locks`). A PostgreSQL lock belongs to the
+        connection that took it: when that connection is lost during the block, so is the lock,
+        and a block that did not fail otherwise raises MemoricError saying so.
         """
-        if timeout is not None:
-            validation.non_negative_number("timeout", timeout)
-        with self._driver_errors("lock"):
-            handle = self._take_lock(name, timeout, on_wait)
-        try:
-            yield
-        finally:
-            with self._driver_errors("lock"):
-                held = self.dialect.unlock(self.database, handle)
-        if not held:
-            raise MemoricError(
-                f"the {name!r} lock was lost during the block (with the connection to the database, or "
-                "to the process this one was forked from, which took it): what ran after that was not "
-                "protected by it"
-            )
-
-    def _take_lock(self, name: str, timeout: float | None, on_wait: Callable[[], None] | None):
-        """The dialect's handle of the named lock, once free (see `lock`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waited = False
-        while (handle := self.dialect.try_lock(self.database, name)) is None:
-            if not waited and on_wait is not None:
-                on_wait()
-            waited = True
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LockTimeout(
-                    f"could not take the {name!r} lock within {timeout} s: another run holds it"
-                )
-            time.sleep(LOCK_POLL_SECONDS)
-        return handle
+        return locks.hold(self, name, timeout, on_wait)
 
     # --- schema -------------------------------------------------------------------------
 
@@ -243,7 +213,7 @@ class MemoryStore:
 
         A failure to begin or commit it is a MemoricError like any driver error.
         """
-        with self._driver_errors("atomic"), self.database.atomic():
+        with self.driver_errors("atomic"), self.database.atomic():
             yield
 
     # --- memories -----------------------------------------------------------------------
