@@ -12,6 +12,8 @@ from memoric.policies import SUMMARY_METADATA, extractive_summary
 from tests.helpers.policies import long_term_thread, run
 from tests.helpers.reference import NOW, Clock
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster
+
 THREAD = 10  # memories of a thread: the default summarization.min_records
 
 
