@@ -28,6 +28,10 @@ def summaries(store) -> dict[str, str]:
     return {m["user_id"]: m["content"] for m in store.get_memories(where_metadata=SUMMARY_METADATA)}
 
 
+def summarized_threads(store) -> set[tuple[str, str]]:
+    return {(m["user_id"], m["thread_id"]) for m in store.get_memories(where_metadata=SUMMARY_METADATA)}
+
+
 def test_a_thread_the_summarizer_fails_on_waits_and_the_others_are_written(db, clock):
     for user in ("ada", "bob", "cyd"):
         long_term_thread(db, user, "t1", THREAD)
@@ -53,19 +57,22 @@ def test_a_thread_the_summarizer_fails_on_waits_and_the_others_are_written(db, c
 
 def test_a_memory_forgotten_while_the_summarizer_works_is_in_no_summary(db, clock):
     ids = long_term_thread(db, "ada", "t1", THREAD + 1)
+    long_term_thread(db, "ada", "t2", THREAD)
     long_term_thread(db, "bob", "t1", THREAD)
 
     def forgets_one_of_adas(memories, max_chars):
-        if memories[0]["user_id"] == "ada":
+        if (memories[0]["user_id"], memories[0]["thread_id"]) == ("ada", "t1"):
             db.delete_memories(memory_ids=[ids[-1]])  # committed before the summaries are written
         return extractive_summary(memories, max_chars)
 
     counts = run(db, summarizer=forgets_one_of_adas)
-    assert (counts["summaries_created"], counts["summarized"]) == (1, THREAD)
-    assert set(summaries(db)) == {"bob"}
-    assert db.count_memories(user_id="ada", summarized=True) == 0, "ada's thread waits for the next run"
+    assert (counts["summaries_created"], counts["summarized"]) == (2, 2 * THREAD)
+    assert summarized_threads(db) == {("ada", "t2"), ("bob", "t1")}, "ada's other thread is summarized"
+    assert db.count_memories(user_id="ada", thread_id="t1", summarized=True) == 0, "t1 waits for the next run"
     assert run(db)["summaries_created"] == 1
-    assert "Fact 0 about" not in summaries(db)["ada"]
+    assert summarized_threads(db) == {("ada", "t1"), ("ada", "t2"), ("bob", "t1")}
+    (summary,) = db.get_memories(user_id="ada", thread_id="t1", where_metadata=SUMMARY_METADATA)
+    assert "Fact 0 about" not in summary["content"] and "Fact 1 about" in summary["content"]
 
 
 @pytest.mark.parametrize("change", ["clear", "keep the last", "renumber"])

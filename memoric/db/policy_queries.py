@@ -180,23 +180,40 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
     since they were read) is not written: its text would hold what was forgotten, or cover a
     memory twice. Returns (summaries written, sources marked).
     """
-    checked = [(memory_row(store, row), sorted(set(validation.memory_ids(ids)))) for row, ids in items]
-    if not checked:
+    by_user: dict[str, list[tuple[dict, list[int]]]] = {}
+    for row, ids in items:
+        checked = memory_row(store, row)
+        by_user.setdefault(checked["user_id"], []).append((checked, sorted(set(validation.memory_ids(ids)))))
+    if not by_user:
         return 0, 0
     kept, marked = [], 0
     with store.database.atomic():
-        for row, ids in checked:
-            with store.database.atomic() as savepoint:
-                count = _mark_summarized(store, row["user_id"], ids)
-                if count < len(ids):
-                    savepoint.rollback()
-                    continue
-            kept.append(row)
-            marked += count
+        for user_id, summaries in by_user.items():
+            for row, ids in _whole(store, user_id, summaries):
+                kept.append(row)
+                marked += len(ids)
         if kept:
             with ids_left(store, store.Memory):
                 postings.insert_memories(store, kept)
     return len(kept), marked
+
+
+def _whole(store: MemoryStore, user_id: str, summaries: list[tuple[dict, list[int]]]) -> list[tuple]:
+    """The user's summaries whose sources were all there unsummarized, those sources now marked:
+    all at once in the usual case, else each summary on its own."""
+    if _marked_all(store, user_id, [memory_id for _, ids in summaries for memory_id in ids]):
+        return summaries
+    return [(row, ids) for row, ids in summaries if _marked_all(store, user_id, ids)]
+
+
+def _marked_all(store: MemoryStore, user_id: str, ids: list[int]) -> bool:
+    """Mark the user's memories of `ids` summarized, in a savepoint undone unless every one of them
+    was there unsummarized; whether they were."""
+    with store.database.atomic() as savepoint:
+        if _mark_summarized(store, user_id, ids) == len(ids):
+            return True
+        savepoint.rollback()
+    return False
 
 
 def _mark_summarized(store: MemoryStore, user_id: str, ids: list[int]) -> int:
