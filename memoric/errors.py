@@ -24,18 +24,45 @@ class LockTimeout(MemoricError):
 class SummarizerFailed(MemoricError):
     """The summarizer raised, or returned no text, on some threads; everything else of the policy
     run was applied. `counts` is what the run did (as `run_policies` returns it), `failures` a
-    list of (user_id, namespace, thread_id, exception), in the order the threads came."""
+    list of (user_id, namespace, thread_id, exception), in the order the threads came, and
+    `gave_up` whether so many failed in a row that the threads after them were left untried."""
 
-    def __init__(self, counts: dict, failures: list[tuple]) -> None:
+    def __init__(self, counts: dict, failures: list[tuple], gave_up: bool = False) -> None:
         self.counts = counts
         self.failures = list(failures)
+        self.gave_up = gave_up
         user_id, _, thread_id, exc = self.failures[0]
-        reason = (str(exc).splitlines() or [""])[0][:200]
+        given_up = "; it gave up after those failures in a row, leaving the rest untried" if gave_up else ""
         super().__init__(
             f"the summarizer failed on {len(self.failures)} thread(s), which stay unsummarized until a "
-            f"run succeeds; the rest of the run was applied ({counts}); the first: user {user_id!r}, "
-            f"thread {thread_id!r}: {type(exc).__name__}: {reason}"
+            f"run succeeds{given_up}; the rest of the run was applied ({counts}); the first: user "
+            f"{user_id!r}, thread {thread_id!r}: {said(exc)}"
         )
+
+    def __reduce__(self):
+        """Rebuilt from its message and plain copies of the failures: the summarizer's own
+        exceptions need not survive pickling (a process pool sends this error back)."""
+        failures = [(*where, said(exc)) for *where, exc in self.failures]
+        return _summarizer_failed, (str(self), self.counts, failures, self.gave_up)
+
+
+def _summarizer_failed(message: str, counts: dict, failures: list[tuple], gave_up: bool) -> SummarizerFailed:
+    """A SummarizerFailed unpickled: its failures as RuntimeErrors holding what each exception said."""
+    error = SummarizerFailed.__new__(SummarizerFailed)
+    MemoricError.__init__(error, message)
+    error.counts, error.gave_up = counts, gave_up
+    error.failures = [(*where, RuntimeError(text)) for *where, text in failures]
+    return error
+
+
+def said(exc: BaseException) -> str:
+    """`Type: first line of its text` (at most 200 characters), even when its `__str__` fails."""
+    try:
+        text = str(exc)
+    except Exception:
+        return f"{type(exc).__name__}: (its text could not be read)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 class DataLossRefused(MigrationError):

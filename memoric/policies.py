@@ -27,6 +27,7 @@ from memoric.text import shows_something
 
 SUMMARY_METADATA = {"kind": "thread_summary"}
 SUMMARY_USERS = 50
+GIVE_UP_AFTER = 10  # summarizer failures in a row that end a run's summaries
 ELLIPSIS = "…"
 
 Summarizer = Callable[[list[dict], int], str]
@@ -138,17 +139,19 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
             )
     summarized = created = 0
     failures: list[tuple] = []
+    gave_up = False
     if config["summarization"]["enabled"]:
-        created, summarized, failures = _summarize(store, config, user_id, summarizer, on_progress)
+        created, summarized, failures, gave_up = _summarize(store, config, user_id, summarizer, on_progress)
     counts = _counts(migrated, trimmed, summarized, created)
     if failures:
-        raise SummarizerFailed(counts, failures)
+        raise SummarizerFailed(counts, failures, gave_up=gave_up)
     return counts
 
 
 def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer, on_progress):
     """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction; (written,
-    sources marked, failures). A thread the summarizer fails on is left for a later run."""
+    sources marked, failures, whether it gave up). A thread the summarizer fails on is left for a
+    later run; GIVE_UP_AFTER failures in a row end the summaries (the summarizer is down)."""
     last = config["tiers"][-1]["name"]
     limit = summary_limit(config)
     groups = policy_queries.summary_groups(
@@ -159,19 +162,12 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
         user_id=user_id,
     )
     users = sorted({group["user_id"] for group in groups})
-    created = marked = 0
+    created = marked = in_a_row = 0
     failures: list[tuple] = []
     for start in range(0, len(users), SUMMARY_USERS):
         chunk = set(users[start : start + SUMMARY_USERS])
-        sources = policy_queries.summary_sources(
-            store, user_ids=sorted(chunk), tier=last, exclude_metadata=SUMMARY_METADATA
-        )
-        threads: dict[tuple, list[dict]] = {}
-        for memory in sources:
-            threads.setdefault((memory["user_id"], memory["namespace"], memory["thread_id"]), []).append(
-                memory
-            )
-        items = []
+        threads = _threads(store, chunk, last)
+        items, as_read = [], {}
         for group in groups:
             key = (group["user_id"], group["namespace"], group["thread_id"])
             if group["user_id"] not in chunk or not (thread := threads.get(key)):
@@ -179,13 +175,43 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
             try:
                 items.append((_summary_row(group, thread, last, summarizer, limit), _ids(thread)))
             except Exception as exc:  # the summarizer's own failure: that thread waits, the rest goes on
-                failures.append((*key, exc))
-        written, sources_marked = policy_queries.write_summaries(store, items)
+                failures.append((*key, _without_frames(exc)))
+                in_a_row += 1
+                if in_a_row == GIVE_UP_AFTER:
+                    break
+                continue
+            in_a_row = 0
+            as_read.update((memory["id"], memory) for memory in thread)
+        written, sources_marked = policy_queries.write_summaries(store, items, as_read=as_read)
         created += written
         marked += sources_marked
         if on_progress is not None:
             on_progress(sources_marked)
-    return created, marked, failures
+        if in_a_row == GIVE_UP_AFTER:
+            return created, marked, failures, True
+    return created, marked, failures, False
+
+
+def _threads(store: MemoryStore, users: set[str], tier: str) -> dict[tuple, list[dict]]:
+    """The unsummarized memories of these users' threads in `tier`, by (user, namespace, thread)."""
+    sources = policy_queries.summary_sources(
+        store, user_ids=sorted(users), tier=tier, exclude_metadata=SUMMARY_METADATA
+    )
+    threads: dict[tuple, list[dict]] = {}
+    for memory in sources:
+        threads.setdefault((memory["user_id"], memory["namespace"], memory["thread_id"]), []).append(memory)
+    return threads
+
+
+def _without_frames(exc: Exception) -> Exception:
+    """`exc` and the exceptions chained to it without their tracebacks, whose frames would keep
+    every failed thread's memories alive as long as the caller keeps the error."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return exc
 
 
 def summary_limit(config: dict) -> int:
@@ -201,7 +227,7 @@ def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summar
     """The summary memory of one thread; the summarizer gets copies, so what it changes in them
     changes nothing of what is marked."""
     text = summarizer([dict(source) for source in sources], limit)
-    if not isinstance(text, str) or not shows_something(text):
+    if not isinstance(text, str) or not shows_something(text := validation.as_plain_str(text)):
         raise ValidationError(
             f"the summarizer must return a string that shows something, got {validation.shown(text)}"
         )

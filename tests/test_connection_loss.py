@@ -177,6 +177,21 @@ def test_a_lock_held_while_its_connection_dies_says_so_and_is_free_again(memoric
     assert held_lock(memoric)
 
 
+@pytest.mark.parametrize("the_block", ["raises", "ends"])
+def test_a_lock_whose_connection_died_in_the_block_lets_the_blocks_own_error_through(memoric, the_block):
+    """Before, releasing the lock on the dead connection raised its driver error ("lock failed
+    on postgresql: server closed the connection"), in place of the block's own error, or of the
+    message saying the block was not protected."""
+    if not memoric.db.is_postgres:
+        pytest.skip("SQLite's lock is a file lock: no connection of its own to lose")
+    expected = (ValueError, "the block's own") if the_block == "raises" else (MemoricError, "lock was lost")
+    with pytest.raises(expected[0], match=expected[1]), taken(memoric):
+        lose_connection(memoric.db)
+        if the_block == "raises":
+            raise ValueError("the block's own")
+    assert held_lock(memoric)
+
+
 @requires_postgres
 def test_a_pool_drops_the_idle_connections_a_restart_broke(new_postgres_url):
     memoric = Memoric(pooled(new_postgres_url()))

@@ -197,6 +197,22 @@ def test_a_child_leaving_a_lock_block_it_was_forked_in_leaves_the_lock_to_its_pa
     other.close()
 
 
+def test_a_child_forked_inside_a_lock_block_holds_none_of_its_parents_locks(store):
+    """The child waits for the lock like any other process. Before, it inherited the record of
+    the parent thread's locks and was refused the lock as its own, even after the parent let go."""
+
+    def take_it(block):
+        try:
+            with store.lock("jobs", timeout=0):
+                return "taken"
+        except LockTimeout:
+            return "LockTimeout: the parent holds it"
+
+    with contextlib.ExitStack() as block:
+        block.enter_context(store.lock("jobs"))
+        assert forked_inside(block, take_it) == "LockTimeout: the parent holds it"
+
+
 @pytest.mark.parametrize("blocks", [1, 2], ids=["atomic", "nested atomic"])
 def test_a_child_forked_inside_a_transaction_cannot_use_it_and_reads_once_out_of_it(store, blocks):
     """Before, the child's writes went into the parent's transaction on PostgreSQL (and its

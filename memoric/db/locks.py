@@ -1,14 +1,16 @@
 """A store's named cross-process locks: PostgreSQL advisory locks, SQLite file locks.
 
-One thread never takes a lock it holds already. The dialects disagree there (a PostgreSQL
-session takes its own advisory lock again, a second SQLite file lock waits for the first), and
-either way a run started from inside the block holding the lock (a policy run from a summarizer)
-would not be kept out as the lock promises: it is refused at once, on both.
+One thread never takes again, through the same store, a lock it holds. The dialects disagree
+there (a PostgreSQL session takes its own advisory lock again, a second SQLite file lock waits
+for the first), and either way a run started from inside the block holding the lock (a policy
+run from a summarizer) would not be kept out as the lock promises: it is refused at once, on
+both. (Another store, like another process, waits for the lock.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,27 +33,30 @@ def hold(
     """Hold the named lock for the block (see `MemoryStore.lock`)."""
     if timeout is not None:
         validation.non_negative_number("timeout", timeout)
-    mine = _held.__dict__.setdefault("locks", set())
-    if (id(store), name) in mine:
+    key = (id(store), name)
+    if key in _mine():
         raise MemoricError(
             f"the {name!r} lock is held already by this thread, in a block that holds it (a policy "
             "run started from a summarizer or an on_progress callback?): it would not keep that run out"
         )
     with store.driver_errors("lock"):
         handle = _take(store, name, timeout, on_wait)
-    mine.add((id(store), name))
+    _mine().add(key)
     try:
         yield
-    finally:
-        mine.discard((id(store), name))
-        with store.driver_errors("lock"):
-            held = store.dialect.unlock(store.database, handle)
-    if not held:
+    except BaseException:
+        _release(store, handle, key)  # the block's own error says more than the release's
+        raise
+    if not _release(store, handle, key):
         raise MemoricError(
             f"the {name!r} lock was lost during the block (with the connection to the database, or "
             "to the process this one was forked from, which took it): what ran after that was not "
             "protected by it"
         )
+
+
+def _mine() -> set[tuple[int, str]]:
+    return _held.__dict__.setdefault("locks", set())
 
 
 def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callable[[], None] | None):
@@ -66,3 +71,21 @@ def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callabl
             raise LockTimeout(f"could not take the {name!r} lock within {timeout} s: another run holds it")
         time.sleep(POLL_SECONDS)
     return handle
+
+
+def _release(store: MemoryStore, handle, key: tuple[int, str]) -> bool:
+    """Release the lock; whether it was still held (not when its connection was lost)."""
+    _mine().discard(key)
+    try:
+        with store.driver_errors("lock"):
+            return store.dialect.unlock(store.database, handle)
+    except MemoricError:
+        return False
+
+
+def _forget_in_child() -> None:
+    """A forked child holds none of its parent's locks: whatever block it was forked in."""
+    _mine().clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -7,7 +7,7 @@ ids, one transaction each (`batched_update`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import peewee
@@ -21,6 +21,10 @@ from memoric.db.rows import ID_CHUNK_SIZE, ids_left, memory_dict, memory_row
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
+
+# What a summary is made of: a source changed in any of these since the summarizer read it
+# makes the summary untrue (content, score), or the memory no source (tier, metadata, thread).
+SOURCE_FIELDS = ("content", "tier", "score", "metadata", "thread_id", "namespace")
 
 
 @translate_errors
@@ -173,12 +177,15 @@ def summary_sources(store: MemoryStore, *, user_ids, tier, exclude_metadata: dic
 
 
 @translate_errors
-def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]]) -> tuple[int, int]:
+def write_summaries(
+    store: MemoryStore, items: Iterable[tuple[dict, list[int]]], *, as_read: Mapping[int, dict] | None = None
+) -> tuple[int, int]:
     """Mark each summary's sources summarized and insert the summaries, all in one transaction.
 
     A summary whose sources are not all there unsummarized any more (forgotten, or summarized,
-    since they were read) is not written: its text would hold what was forgotten, or cover a
-    memory twice. Returns (summaries written, sources marked).
+    since they were read), or (given `as_read`, the sources by id as the summarizer read them)
+    whose sources changed since, is not written: its text would hold what was forgotten or
+    replaced, or cover a memory twice. Returns (summaries written, sources marked).
     """
     by_user: dict[str, list[tuple[dict, list[int]]]] = {}
     for row, ids in items:
@@ -189,7 +196,7 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
     kept, marked = [], 0
     with store.database.atomic():
         for user_id, summaries in by_user.items():
-            for row, ids in _whole(store, user_id, summaries):
+            for row, ids in _whole(store, user_id, summaries, as_read or {}):
                 kept.append(row)
                 marked += len(ids)
         if kept:
@@ -198,22 +205,37 @@ def write_summaries(store: MemoryStore, items: Iterable[tuple[dict, list[int]]])
     return len(kept), marked
 
 
-def _whole(store: MemoryStore, user_id: str, summaries: list[tuple[dict, list[int]]]) -> list[tuple]:
-    """The user's summaries whose sources were all there unsummarized, those sources now marked:
-    all at once in the usual case, else each summary on its own."""
-    if _marked_all(store, user_id, [memory_id for _, ids in summaries for memory_id in ids]):
+def _whole(
+    store: MemoryStore, user_id: str, summaries: list[tuple[dict, list[int]]], as_read: Mapping[int, dict]
+) -> list[tuple]:
+    """The user's summaries whose sources were all there unsummarized and unchanged, those sources
+    now marked: all at once in the usual case, else each summary on its own."""
+    if _marked_all(store, user_id, [memory_id for _, ids in summaries for memory_id in ids], as_read):
         return summaries
-    return [(row, ids) for row, ids in summaries if _marked_all(store, user_id, ids)]
+    return [(row, ids) for row, ids in summaries if _marked_all(store, user_id, ids, as_read)]
 
 
-def _marked_all(store: MemoryStore, user_id: str, ids: list[int]) -> bool:
+def _marked_all(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[int, dict]) -> bool:
     """Mark the user's memories of `ids` summarized, in a savepoint undone unless every one of them
-    was there unsummarized; whether they were."""
+    was there unsummarized and is as read; whether they were. The UPDATE locks the rows it marks,
+    so what is read after it stays so until the commit."""
     with store.database.atomic() as savepoint:
-        if _mark_summarized(store, user_id, ids) == len(ids):
+        if _mark_summarized(store, user_id, ids) == len(ids) and _as_read(store, user_id, ids, as_read):
             return True
         savepoint.rollback()
     return False
+
+
+def _as_read(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[int, dict]) -> bool:
+    """Whether the user's memories of `ids` that `as_read` holds are still as it holds them."""
+    known = [memory_id for memory_id in ids if memory_id in as_read]
+    m = store.Memory
+    for chunk in peewee.chunked(known, ID_CHUNK_SIZE):
+        query = select_memories(store, [m.user_id == user_id, m.id.in_(chunk)])
+        for row in map(memory_dict, query.dicts()):
+            if any(row[field] != as_read[row["id"]][field] for field in SOURCE_FIELDS):
+                return False
+    return True
 
 
 def _mark_summarized(store: MemoryStore, user_id: str, ids: list[int]) -> int:
