@@ -8,6 +8,7 @@ from memoric.errors import (
     LockTimeout,
     MemoricError,
     MigrationError,
+    SummarizerFailed,
     ValidationError,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "MemoricError",
     "MemoryStore",
     "MigrationError",
+    "SummarizerFailed",
     "ValidationError",
     "__version__",
 ]

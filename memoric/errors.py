@@ -25,38 +25,48 @@ class SummarizerFailed(MemoricError):
     """The summarizer raised, or returned no text, on some threads; everything else of the policy
     run was applied. `counts` is what the run did (as `run_policies` returns it), `failures` a
     list of (user_id, namespace, thread_id, exception), in the order the threads came, and
-    `gave_up` whether so many failed in a row that the threads after them were left untried."""
+    `untried` how many threads it was not asked for, as it kept failing (`gave_up`)."""
 
-    def __init__(self, counts: dict, failures: list[tuple], gave_up: bool = False) -> None:
+    def __init__(self, counts: dict, failures: list[tuple], untried: int = 0) -> None:
         self.counts = counts
         self.failures = list(failures)
-        self.gave_up = gave_up
-        user_id, _, thread_id, exc = self.failures[0]
-        given_up = "; it gave up after those failures in a row, leaving the rest untried" if gave_up else ""
+        self.untried = untried
+        first = ""
+        if self.failures:
+            user_id, _, thread_id, exc = self.failures[0]
+            first = f"; the first: user {user_id!r}, thread {thread_id!r}: {said(exc)}"
+        left = f"; it kept failing, so {untried} more thread(s) were not tried" if untried else ""
         super().__init__(
             f"the summarizer failed on {len(self.failures)} thread(s), which stay unsummarized until a "
-            f"run succeeds{given_up}; the rest of the run was applied ({counts}); the first: user "
-            f"{user_id!r}, thread {thread_id!r}: {said(exc)}"
+            f"run succeeds{left}; the rest of the run was applied ({counts}){first}"
         )
 
+    @property
+    def gave_up(self) -> bool:
+        """Whether threads were left untried: the summarizer looked down."""
+        return self.untried > 0
+
     def __reduce__(self):
-        """Rebuilt from its message and plain copies of the failures: the summarizer's own
-        exceptions need not survive pickling (a process pool sends this error back)."""
+        """Rebuilt from plain copies of the failures: the summarizer's own exceptions need not
+        survive pickling (a process pool sends this error back)."""
         failures = [(*where, said(exc)) for *where, exc in self.failures]
-        return _summarizer_failed, (str(self), self.counts, failures, self.gave_up)
+        return _summarizer_failed, (self.counts, failures, self.untried)
 
 
-def _summarizer_failed(message: str, counts: dict, failures: list[tuple], gave_up: bool) -> SummarizerFailed:
-    """A SummarizerFailed unpickled: its failures as RuntimeErrors holding what each exception said."""
-    error = SummarizerFailed.__new__(SummarizerFailed)
-    MemoricError.__init__(error, message)
-    error.counts, error.gave_up = counts, gave_up
-    error.failures = [(*where, RuntimeError(text)) for *where, text in failures]
-    return error
+class ReportedFailure(RuntimeError):
+    """A summarizer's exception as `SummarizerFailed` reported it (`Type: text`), once pickled."""
+
+
+def _summarizer_failed(counts: dict, failures: list[tuple], untried: int) -> SummarizerFailed:
+    """A SummarizerFailed unpickled: each failure a ReportedFailure of what its exception said."""
+    return SummarizerFailed(counts, [(*where, ReportedFailure(text)) for *where, text in failures], untried)
 
 
 def said(exc: BaseException) -> str:
-    """`Type: first line of its text` (at most 200 characters), even when its `__str__` fails."""
+    """`Type: first line of its text` (at most 200 characters), even when its `__str__` fails;
+    a failure reported so before, as it was."""
+    if isinstance(exc, ReportedFailure):
+        return str(exc)
     try:
         text = str(exc)
     except Exception:

@@ -18,6 +18,17 @@ def register(instance) -> None:
     _registered.add(instance)
 
 
+def let_go(descriptor: int) -> None:
+    """In a forked child: point this process's copy of `descriptor` at /dev/null, so that what it
+    held open (the parent's socket, a locked file) closes when the parent lets go of it, not when
+    the last child does. The number stays taken: nothing opened later here gets it."""
+    stand_in = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(stand_in, descriptor, inheritable=False)
+    finally:
+        os.close(stand_in)
+
+
 def _after_fork_in_child() -> None:
     for instance in list(_registered):
         instance.after_fork_in_child()

@@ -15,6 +15,7 @@ and takes no lock: it counts, with the same cut-off times, what a run would chan
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from memoric.text import shows_something
 
 SUMMARY_METADATA = {"kind": "thread_summary"}
 SUMMARY_USERS = 50
-GIVE_UP_AFTER = 10  # summarizer failures in a row that end a run's summaries
+GIVE_UP_AFTER = 10  # summarizer failures in a row after which it is asked only now and then
 ELLIPSIS = "…"
 
 Summarizer = Callable[[list[dict], int], str]
@@ -139,21 +140,45 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
             )
     summarized = created = 0
     failures: list[tuple] = []
-    gave_up = False
+    untried = 0
     if config["summarization"]["enabled"]:
-        created, summarized, failures, gave_up = _summarize(store, config, user_id, summarizer, on_progress)
+        created, summarized, failures, untried = _summarize(store, config, user_id, summarizer, on_progress)
     counts = _counts(migrated, trimmed, summarized, created)
     if failures:
-        raise SummarizerFailed(counts, failures, gave_up=gave_up)
+        raise SummarizerFailed(counts, failures, untried=untried)
     return counts
+
+
+class _Patience:
+    """When to ask the summarizer: for every thread until GIVE_UP_AFTER failures in a row, then
+    (it looks down) only at widening gaps, 0, 1, 2, 4, ... threads left out between two asks,
+    until it succeeds again; so a summarizer that is down costs a few calls, not one a thread."""
+
+    def __init__(self) -> None:
+        self.in_a_row = self.gap = self.to_skip = 0
+
+    def skips(self) -> bool:
+        """Whether to leave the next thread out."""
+        if self.to_skip:
+            self.to_skip -= 1
+            return True
+        return False
+
+    def failed(self) -> None:
+        self.in_a_row += 1
+        if self.in_a_row >= GIVE_UP_AFTER:
+            self.to_skip, self.gap = self.gap, max(1, 2 * self.gap)
+
+    def succeeded(self) -> None:
+        self.in_a_row = self.gap = self.to_skip = 0
 
 
 def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer, on_progress):
     """Write the thread summaries of the last tier, SUMMARY_USERS users per transaction; (written,
-    sources marked, failures, whether it gave up). A thread the summarizer fails on is left for a
-    later run; GIVE_UP_AFTER failures in a row end the summaries (the summarizer is down)."""
+    sources marked, failures, threads left untried). A thread the summarizer fails on is left for
+    a later run; one left out while it looked down (`_Patience`) is asked for again as soon as it
+    succeeds on another thread of the same users."""
     last = config["tiers"][-1]["name"]
-    limit = summary_limit(config)
     groups = policy_queries.summary_groups(
         store,
         slices=[(last, None, None)],
@@ -162,34 +187,45 @@ def _summarize(store: MemoryStore, config: dict, user_id, summarizer: Summarizer
         user_id=user_id,
     )
     users = sorted({group["user_id"] for group in groups})
-    created = marked = in_a_row = 0
-    failures: list[tuple] = []
+    patience, failures = _Patience(), []
+    created = marked = untried = 0
     for start in range(0, len(users), SUMMARY_USERS):
         chunk = set(users[start : start + SUMMARY_USERS])
         threads = _threads(store, chunk, last)
-        items, as_read = [], {}
-        for group in groups:
-            key = (group["user_id"], group["namespace"], group["thread_id"])
-            if group["user_id"] not in chunk or not (thread := threads.get(key)):
-                continue
-            try:
-                items.append((_summary_row(group, thread, last, summarizer, limit), _ids(thread)))
-            except Exception as exc:  # the summarizer's own failure: that thread waits, the rest goes on
-                failures.append((*key, _without_frames(exc)))
-                in_a_row += 1
-                if in_a_row == GIVE_UP_AFTER:
-                    break
-                continue
-            in_a_row = 0
-            as_read.update((memory["id"], memory) for memory in thread)
+        work = [(group, thread) for group in groups if (thread := threads.get(_key(group)))]
+        items, as_read, left_out = _ask(summarizer, work, last, summary_limit(config), patience, failures)
         written, sources_marked = policy_queries.write_summaries(store, items, as_read=as_read)
-        created += written
-        marked += sources_marked
+        created, marked, untried = created + written, marked + sources_marked, untried + left_out
         if on_progress is not None:
             on_progress(sources_marked)
-        if in_a_row == GIVE_UP_AFTER:
-            return created, marked, failures, True
-    return created, marked, failures, False
+    return created, marked, failures, untried
+
+
+def _ask(summarizer: Summarizer, work: list, tier: str, limit: int, patience: _Patience, failures: list):
+    """The summaries of `work` (group, sources) the summarizer wrote, the sources as it read them,
+    and how many threads were left out; its failures appended to `failures`."""
+    items, as_read, left_out = [], {}, []
+    queue = list(reversed(work))
+    while queue:
+        group, thread = queue.pop()
+        if patience.skips():
+            left_out.append((group, thread))
+            continue
+        try:
+            items.append((_summary_row(group, thread, tier, summarizer, limit), _ids(thread)))
+        except Exception as exc:  # the summarizer's own failure: that thread waits, the rest goes on
+            failures.append((*_key(group), _without_frames(exc)))
+            patience.failed()
+            continue
+        patience.succeeded()
+        as_read.update((memory["id"], memory) for memory in thread)
+        queue.extend(reversed(left_out))  # it is up again: ask for those left out, in their order
+        left_out.clear()
+    return items, as_read, len(left_out)
+
+
+def _key(group: dict) -> tuple:
+    return group["user_id"], group["namespace"], group["thread_id"]
 
 
 def _threads(store: MemoryStore, users: set[str], tier: str) -> dict[tuple, list[dict]]:
@@ -203,14 +239,20 @@ def _threads(store: MemoryStore, users: set[str], tier: str) -> dict[tuple, list
     return threads
 
 
-def _without_frames(exc: Exception) -> Exception:
-    """`exc` and the exceptions chained to it without their tracebacks, whose frames would keep
-    every failed thread's memories alive as long as the caller keeps the error."""
-    seen, link = set(), exc
-    while link is not None and id(link) not in seen:
+def _without_frames(exc: BaseException) -> BaseException:
+    """`exc` and every exception linked to it (its cause, context, and a group's members) without
+    their tracebacks, whose frames would keep every failed thread's memories alive as long as the
+    caller keeps the error."""
+    seen, links = set(), [exc]
+    while links:
+        link = links.pop()
+        if link is None or id(link) in seen:
+            continue
         seen.add(id(link))
         link.__traceback__ = None
-        link = link.__cause__ or link.__context__
+        links += [link.__cause__, link.__context__]
+        if isinstance(link, BaseExceptionGroup):
+            links += link.exceptions
     return exc
 
 
@@ -224,9 +266,9 @@ def summary_limit(config: dict) -> int:
 
 
 def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summarizer, limit: int) -> dict:
-    """The summary memory of one thread; the summarizer gets copies, so what it changes in them
-    changes nothing of what is marked."""
-    text = summarizer([dict(source) for source in sources], limit)
+    """The summary memory of one thread; the summarizer gets deep copies, so what it changes in
+    them (their metadata too) changes nothing of what is marked, nor of the sources as read."""
+    text = summarizer(copy.deepcopy(sources), limit)
     if not isinstance(text, str) or not shows_something(text := validation.as_plain_str(text)):
         raise ValidationError(
             f"the summarizer must return a string that shows something, got {validation.shown(text)}"

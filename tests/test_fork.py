@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -211,6 +213,53 @@ def test_a_child_forked_inside_a_lock_block_holds_none_of_its_parents_locks(stor
     with contextlib.ExitStack() as block:
         block.enter_context(store.lock("jobs"))
         assert forked_inside(block, take_it) == "LockTimeout: the parent holds it"
+
+
+HOLDS_A_LOCK_AND_FORKS = """
+import os, sys
+from memoric.db.store import MemoryStore
+
+store = MemoryStore(sys.argv[1])
+store.count_memories()
+
+
+def fork_a_helper():
+    if os.fork() == 0:  # a helper that lives until the test closes its stdin
+        sys.stdin.read()
+        os._exit(0)
+
+
+if sys.argv[2] == "before the lock":
+    fork_a_helper()
+with store.lock("jobs"):
+    if sys.argv[2] == "inside the lock block":
+        fork_a_helper()
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("fork_at", ["before the lock", "inside the lock block"])
+def test_a_lock_ends_with_the_process_that_took_it_while_a_child_it_forked_lives_on(store, fork_at):
+    """Before, the child's copy of the parent's socket (PostgreSQL) or of the lock file (SQLite)
+    kept the lock held after the parent was killed, until the child ended: every run waited."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDS_A_LOCK_AND_FORKS, store.dsn, fork_at],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(LockTimeout), store.lock("jobs", timeout=0):
+            pass
+        holder.kill()
+        holder.wait()
+        with store.lock("jobs", timeout=30):  # the helper lives on: its stdin is still open
+            pass
+    finally:
+        holder.stdin.close()
+        holder.stdout.close()
 
 
 @pytest.mark.parametrize("blocks", [1, 2], ids=["atomic", "nested atomic"])

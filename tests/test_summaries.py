@@ -4,13 +4,18 @@ summary, the list it is given is its own, and a run started from inside it is re
 
 from __future__ import annotations
 
+import gc
 import pickle
+import sys
+import weakref
 
 import pytest
 
-from memoric.db.store import utc_now
-from memoric.errors import MemoricError, SummarizerFailed
+from memoric.db.rows import ID_CHUNK_SIZE
+from memoric.db.store import MemoryStore, utc_now
+from memoric.errors import LockTimeout, MemoricError, SummarizerFailed
 from memoric.policies import GIVE_UP_AFTER, SUMMARY_METADATA, extractive_summary
+from tests.helpers.concurrency import while_held
 from tests.helpers.policies import long_term_thread, run
 from tests.helpers.reference import NOW, Clock
 
@@ -77,6 +82,42 @@ def test_a_memory_forgotten_while_the_summarizer_works_is_in_no_summary(db, cloc
     assert "Fact 0 about" not in summary["content"] and "Fact 1 about" in summary["content"]
 
 
+def test_deleting_a_users_memories_while_a_run_marks_them_ends_without_a_deadlock(db, clock):
+    """The run marked a user's sources thread by thread, in statements of 5,000 ids, here the
+    newer thread's ids first, while a delete takes them in id order: on PostgreSQL one of the two
+    died with "deadlock detected". Paused between the two statements, the delete comes between."""
+    long_term_thread(db, "ada", "t2", ID_CHUNK_SIZE)  # the lower ids, in the thread sorted last
+    long_term_thread(db, "ada", "t1", ID_CHUNK_SIZE)
+    tell_time = db.clock
+
+    marked = []
+
+    def run_pausing_between_statements(pause):
+        def clock():  # asked once by each statement that marks sources
+            if "_mark_summarized" in callers(3):
+                marked.append(True)
+                if len(marked) == 2:
+                    pause()
+            return tell_time()
+
+        db.clock = clock
+        run(db)
+
+    assert while_held(db, run_pausing_between_statements, lambda: db.delete_memories(user_id="ada")) == []
+    assert len(marked) == 2
+    left = db.get_memories(user_id="ada", limit=None)  # PostgreSQL: the summaries written meanwhile
+    assert all(memory["metadata"] == SUMMARY_METADATA for memory in left)
+
+
+def callers(depth: int) -> set[str]:
+    """The names of the functions that called the caller, up to `depth` frames up."""
+    frame, names = sys._getframe(2), set()
+    while frame is not None and len(names) < depth:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
 EDITS = {
     "update_content": lambda store, memory_id: store.update_content(
         memory_id=memory_id, new_content="REDACTED"
@@ -106,8 +147,10 @@ def test_a_memory_edited_while_the_summarizer_works_is_summarized_as_it_is_now(d
     assert db.get_memory(ids[-1])["summarized"] is (edit == "update_content")
 
 
-@pytest.mark.parametrize("change", ["clear", "keep the last", "renumber"])
+@pytest.mark.parametrize("change", ["clear", "keep the last", "renumber", "tag the metadata"])
 def test_what_the_summarizer_does_to_its_list_changes_nothing_marked(db, clock, change):
+    """Tagging the metadata it was given (a dict the sources as read shared) made every run
+    find the sources changed and write no summary, without a word."""
     long_term_thread(db, "ada", "t1", THREAD)
 
     def summarizer(memories, max_chars):
@@ -116,6 +159,10 @@ def test_what_the_summarizer_does_to_its_list_changes_nothing_marked(db, clock, 
             memories.clear()
         elif change == "keep the last":
             del memories[:-3]
+        elif change == "tag the metadata":
+            for memory in memories:
+                memory["metadata"]["seen_by_model"] = True
+                memory["related_threads"].append("t9")
         else:
             for memory in memories:
                 memory["id"] = 1
@@ -192,10 +239,39 @@ def test_any_exception_of_the_summarizer_is_reported_and_crosses_a_process_bound
     copied = pickle.loads(pickle.dumps(failed.value))
     assert (copied.counts, str(copied)) == (failed.value.counts, str(failed.value))
     assert str(copied.failures[0][3]) == reason
+    again = pickle.loads(pickle.dumps(copied))  # a worker, then a supervisor, then the parent
+    assert (str(again), str(again.failures[0][3])) == (str(failed.value), reason)
 
 
-def test_a_summarizer_failing_on_every_thread_is_given_up_on_after_ten_in_a_row(db, clock):
-    for user in range(GIVE_UP_AFTER + 5):
+def test_the_memories_of_a_failed_thread_are_not_kept_by_an_exception_group(db, clock):
+    """Its members' tracebacks held the summarizer's frames, and through them the memories."""
+    long_term_thread(db, "ada", "t1", THREAD)
+    held = []
+
+    class InTheFrame:
+        """Something only the summarizer's frame holds, as it holds the memories."""
+
+    def fails_in_a_group(memories, max_chars):
+        in_the_frame = InTheFrame()
+        held.append(weakref.ref(in_the_frame))
+        failed_calls = []
+        try:
+            raise ValueError(f"{len(memories)} memories")
+        except ValueError as call:
+            failed_calls.append(call)
+        raise ExceptionGroup("the calls failed", failed_calls)  # as asyncio.TaskGroup raises
+
+    with pytest.raises(SummarizerFailed) as failed:
+        run(db, summarizer=fails_in_a_group)
+    gc.collect()
+    assert held[0]() is None
+    (group,) = [exc for *_, exc in failed.value.failures]
+    assert group.exceptions[0].__traceback__ is None
+
+
+def test_a_summarizer_failing_on_every_thread_is_asked_ever_more_rarely_after_ten_in_a_row(db, clock):
+    """Before, a summarizer that was down was called once for every thread of the database."""
+    for user in range(GIVE_UP_AFTER + 20):
         long_term_thread(db, f"u{user:02}", "t1", THREAD)
     calls = []
 
@@ -203,10 +279,33 @@ def test_a_summarizer_failing_on_every_thread_is_given_up_on_after_ten_in_a_row(
         calls.append(memories[0]["user_id"])
         raise ConnectionError("the model is down")
 
-    with pytest.raises(SummarizerFailed, match="gave up after those failures in a row") as failed:
+    untried = r"it kept failing, so 15 more thread\(s\) were not tried"
+    with pytest.raises(SummarizerFailed, match=untried) as failed:
         run(db, summarizer=down)
-    assert len(calls) == len(failed.value.failures) == GIVE_UP_AFTER and failed.value.gave_up
+    asked_after_ten = [int(user[1:]) for user in calls[GIVE_UP_AFTER:]]
+    assert asked_after_ten == [10, 12, 15, 20, 29], "gaps of 0, 1, 2, 4 and 8 threads"
+    assert len(failed.value.failures) == len(calls) and failed.value.gave_up
     assert db.count_memories(summarized=True) == 0
+
+
+@pytest.mark.parametrize("refused", [GIVE_UP_AFTER, GIVE_UP_AFTER + 1, GIVE_UP_AFTER + 4])
+def test_threads_after_those_the_summarizer_refuses_are_summarized_in_the_same_run(db, clock, refused):
+    """Before, ten threads it refused, sorted first, ended every run's summaries: the threads
+    after them were never summarized, and `gave_up` was said also when none was left."""
+    for user in range(refused):
+        long_term_thread(db, f"a{user:02}", "t1", THREAD)
+    for user in range(5):
+        long_term_thread(db, f"z{user:02}", "t1", THREAD)
+
+    def refuses_the_a_users(memories, max_chars):
+        if memories[0]["user_id"].startswith("a"):
+            raise ValueError("content policy")
+        return extractive_summary(memories, max_chars)
+
+    with pytest.raises(SummarizerFailed) as failed:
+        run(db, summarizer=refuses_the_a_users)
+    assert sorted(summaries(db)) == [f"z{user:02}" for user in range(5)]
+    assert (len(failed.value.failures), failed.value.untried, failed.value.gave_up) == (refused, 0, False)
 
 
 class Lying(str):
@@ -222,3 +321,25 @@ def test_a_str_subclass_from_the_summarizer_is_stored_as_its_characters(db, cloc
     run(db, {"summarization": {"max_chars": 100}}, summarizer=lambda memories, max_chars: Lying("x" * 500))
     (summary,) = db.get_memories(where_metadata=SUMMARY_METADATA)
     assert summary["content"] == "x" * 99 + "…"
+
+
+def test_closing_the_store_inside_a_lock_block_is_refused_and_keeps_the_lock(db, clock):
+    """Before, a summarizer that closed the connection (to free it during a slow call) let go of
+    a PostgreSQL lock: another process's run went through beside this one, and with a pool the
+    connection went back holding the lock, which then outlived both runs."""
+    long_term_thread(db, "ada", "t1", THREAD)
+    other = MemoryStore(db.dsn)
+    seen = []
+
+    def closes_the_store(memories, max_chars):
+        with pytest.raises(MemoricError, match=r"close\(\) inside a lock\(\) block") as refused:
+            db.close()
+        with pytest.raises(LockTimeout), other.lock("policies", timeout=0):
+            pass
+        seen.append(str(refused.value))
+        return extractive_summary(memories, max_chars)
+
+    assert run(db, summarizer=closes_the_store)["summaries_created"] == 1 and len(seen) == 1
+    with other.lock("policies", timeout=0):
+        pass
+    other.close()

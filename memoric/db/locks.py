@@ -55,6 +55,11 @@ def hold(
         )
 
 
+def held_here(store: MemoryStore) -> bool:
+    """Whether this thread holds a lock through `store`."""
+    return any(store_id == id(store) for store_id, _ in _mine())
+
+
 def _mine() -> set[tuple[int, str]]:
     return _held.__dict__.setdefault("locks", set())
 

@@ -210,9 +210,10 @@ def _whole(
 ) -> list[tuple]:
     """The user's summaries whose sources were all there unsummarized and unchanged, those sources
     now marked: all at once in the usual case, else each summary on its own."""
-    if _marked_all(store, user_id, [memory_id for _, ids in summaries for memory_id in ids], as_read):
+    every_source = sorted(memory_id for _, ids in summaries for memory_id in ids)
+    if _marked_all(store, user_id, every_source, as_read):
         return summaries
-    return [(row, ids) for row, ids in summaries if _marked_all(store, user_id, ids, as_read)]
+    return [(row, ids) for row, ids in summaries if _marked_all(store, user_id, sorted(ids), as_read)]
 
 
 def _marked_all(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[int, dict]) -> bool:
@@ -240,7 +241,8 @@ def _as_read(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[
 
 def _mark_summarized(store: MemoryStore, user_id: str, ids: list[int]) -> int:
     """Mark the user's memories of `ids` that are not summarized yet; how many were (one user per
-    UPDATE: one shard on a distributed table)."""
+    UPDATE: one shard on a distributed table). Sorted ids lock rows in the order a delete takes
+    them, so the two wait for each other instead of deadlocking."""
     m = store.Memory
     marked = 0
     for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):

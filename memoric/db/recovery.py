@@ -30,7 +30,7 @@ PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for t
 SQLITE_BUSY_SECONDS = 30
 # The connections a forked child inherited: never used, and never closed there (closing a SQLite
 # handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
-# parent's session).
+# parent's session); a PostgreSQL one's socket is let go of (`forking.let_go`).
 _inherited: list = []
 INHERITED_TRANSACTION = (
     "this process was forked inside a transaction of the process it was forked from: that "
@@ -70,7 +70,9 @@ class _Recovering:
         parent's sessions go on; the next call here connects anew, once outside any transaction
         the parent had begun (`cursor`)."""
         depth = len(self._state.transactions) + self.inherited_transactions()
-        _inherited.extend(self._take_the_parents_connections())
+        for connection in self._take_the_parents_connections():
+            self._let_go_in_child(connection)
+            _inherited.append(connection)
         if self.thread_safe:
             self._lock = threading.Lock()  # another thread of the parent may have held it
         self._state = type(self._state)()
@@ -92,6 +94,9 @@ class _Recovering:
     def _take_the_parents_connections(self) -> list:
         """This thread's connection (the only thread a forked child has)."""
         return [] if self._state.conn is None else [self._state.conn]
+
+    def _let_go_in_child(self, connection) -> None:
+        """Nothing: a SQLite handle holds no lock for a child (SQLite's locks are per process)."""
 
     def connection_lost(self) -> bool:
         """Whether this thread holds a connection that can no longer be used. If so, every
@@ -228,6 +233,12 @@ class _PostgresRecovering(_Recovering):
     def _in_transaction(self, connection) -> bool:
         """Whether the server has a transaction open on the connection (in progress or failed)."""
         return self._adapter.txn_status(connection) != self._adapter.txn_idle
+
+    def _let_go_in_child(self, connection) -> None:
+        """Let go of the parent's socket here: the parent's session, and the advisory locks it
+        holds, then end with the parent, not with a child that outlives it."""
+        if not connection.closed:
+            forking.let_go(connection.fileno())
 
     def _initialize_connection(self, connection) -> None:
         """Read JSONB with memoric's reader on this connection only (not psycopg2's global

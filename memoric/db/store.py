@@ -47,6 +47,7 @@ from memoric.db.rows import (
     memory_rows,
 )
 from memoric.db.urls import mask_url
+from memoric.errors import MemoricError
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
@@ -143,7 +144,13 @@ class MemoryStore:
 
     @translate_errors
     def close(self) -> None:
-        """Close this thread's connection (the next call opens a new one)."""
+        """Close this thread's connection (the next call opens a new one); refused inside a
+        `lock()` block of this thread, as peewee refuses it inside a transaction."""
+        if locks.held_here(self):
+            raise MemoricError(
+                "close() inside a lock() block (a policy run's summarizer, say) would let go of the "
+                "connection a PostgreSQL lock lives on, and so of the lock: close after the block"
+            )
         if not self.database.is_closed():
             self.database.close()
 

@@ -112,8 +112,8 @@ def while_held(store, first: Callable[[Callable[[], None]], None], second: Calla
             work(*args)
         except BaseException as exc:  # reported by the caller
             failures.append(exc)
-            paused.set()  # a first that failed before its pause must not hang the test
         finally:
+            paused.set()  # a first that ended before its pause must not hang the test
             store.close()
 
     holder = threading.Thread(target=run, args=(first, pause))

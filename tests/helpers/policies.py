@@ -30,7 +30,7 @@ def long_term_thread(store, user: str, thread: str, count: int, namespace: str |
             "thread_id": thread,
             "tier": "long_term",
             "content": f"Fact {i} about {thread}. More detail that the summary leaves out.",
-            "score": 40 + i,
+            "score": 40 + i % 60,
             **ago(days=days, minutes=-i),
         }
         for i in range(count)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import peewee
 
+from memoric import forking
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import LOCK_FILE_SUFFIX
@@ -34,6 +35,8 @@ from memoric.errors import MemoricError
 from memoric.validation import MAX_STORED_ID
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The lock files this process holds locked, by any thread: a forked child lets go of them all.
+_LOCK_DESCRIPTORS: set[int] = set()
 SQLITE_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 )
@@ -128,12 +131,14 @@ class SqliteDialect(Dialect):
         except BlockingIOError:
             os.close(handle)
             return None
+        _LOCK_DESCRIPTORS.add(handle)
         return handle, os.getpid()
 
     def unlock(self, database: peewee.Database, handle) -> bool:
         """Release the lock; False in a process forked from the one that took it, which shares the
         lock's file description: unlocking there would release the parent's lock."""
         descriptor, owner = handle
+        _LOCK_DESCRIPTORS.discard(descriptor)
         if owner != os.getpid():
             os.close(descriptor)
             return False
@@ -396,3 +401,13 @@ def _quoted_names_after_on(sql: str) -> list[str]:
             names.append(quoted_name.replace('""', '"'))
         previous = text.upper()
     return names
+
+
+def _let_go_of_lock_files_in_child() -> None:
+    """A child forked while locks were held keeps their files open, not locked by it: the locks
+    end with the process that took them, however long a child lives."""
+    for descriptor in _LOCK_DESCRIPTORS:
+        forking.let_go(descriptor)
+
+
+os.register_at_fork(after_in_child=_let_go_of_lock_files_in_child)
