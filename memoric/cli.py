@@ -18,6 +18,7 @@ import click
 
 from memoric import __version__, json_input, validation
 from memoric.commands import memories, migrate, transfer
+from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
 from memoric.config import ENV_DATABASE_URL
@@ -31,14 +32,15 @@ SIGNALLED_EXIT = 128  # plus the signal's number: the shell's status for a comma
 
 @contextlib.contextmanager
 def masked_errors(arguments: tuple[str, ...]):
-    """Mask the passwords of the command line and $MEMORIC_DATABASE_URL in any error from the block.
+    """Mask the passwords of the command line and $MEMORIC_DATABASE_URL in any error from the
+    block, and write what a terminal would obey in it as escapes.
 
     click's own usage errors quote mistyped arguments, which may be URLs.
     """
     try:
         yield
     except click.ClickException as exc:
-        exc.message = mask_password(exc.message, *arguments, os.environ.get(ENV_DATABASE_URL))
+        exc.message = visible(mask_password(exc.message, *arguments, os.environ.get(ENV_DATABASE_URL)))
         raise
 
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric, policies
 from memoric.cli import main
+from memoric.commands.output import UNSHOWABLE
 from tests.helpers.cli_process import CLI
 from tests.helpers.reference import ago
 
@@ -130,6 +131,36 @@ def test_recall(cli, filled):
     assert lines[0].split() == ["id", "thread", "tier", "score", "content"]
     assert lines[1].split()[:4] == ["1", "t1", "short_term", "95"]
     assert "No memories found." in cli("recall", "--user", "nobody").stdout
+
+
+TERMINAL_CONTROLS = "ok\x1b[2K\x1b[1A\x1b]0;pwned\x07\x9b31m\u202eFAKE LINE"
+
+
+def test_stored_text_cannot_drive_the_terminal(cli, dsn):
+    """Before, escape sequences in a memory's content, thread or topic reached the terminal as
+    they were: they erased lines, moved the cursor, set the window title, reordered a line."""
+    memoric = Memoric(dsn)
+    for n in range(3):
+        topic = {"topic": "\x1b]0;x\x07"}
+        memoric.save("u", f"{TERMINAL_CONTROLS} {n}", thread_id="t\x1b[8m", metadata=topic)
+    memoric.rebuild_clusters("u")
+    memoric.close()
+    results = {
+        "recall": cli("recall", "--user", "u", "--scope", "user"),
+        "recall --json": cli("recall", "--user", "u", "--scope", "user", "--json"),
+        "clusters": cli("clusters", "--user", "u"),
+        "clusters --json": cli("clusters", "--user", "u", "--json"),
+        "a usage error": cli("recall", "--user", "u", "--scope", "\x1b[31muser"),
+    }
+    for command, result in results.items():
+        for line in (result.stdout + result.stderr).split("\n"):
+            assert not UNSHOWABLE.search(line), f"{command}: {line!r}"
+    assert "ok\\x1b[2K\\x1b[1A" in results["recall"].stdout and "t\\x1b[8m" in results["recall"].stdout
+    assert "\\x1b]0;x\\x07" in results["clusters"].stdout
+    assert "'\\x1b[31muser' is not one of" in results["a usage error"].stderr
+    recalled = parsed(results["recall --json"])
+    assert sorted(m["content"] for m in recalled) == [f"{TERMINAL_CONTROLS} {n}" for n in range(3)]
+    assert parsed(results["clusters --json"])["clusters"][0]["topic"] == "\x1b]0;x\x07"
 
 
 def test_recall_shortens_long_content(cli, filled):

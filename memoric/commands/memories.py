@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import click
-
 from memoric import demo as tour_steps
 from memoric.commands.output import (
+    echo,
     echo_clusters,
     echo_json,
     echo_memories,
@@ -39,7 +38,7 @@ def stats(session: Session, user_id: str | None = None, *, as_json: bool = False
         return
     session.echo_sqlite_warning()
     scope = f"user {user_id}" if user_id else "all users"
-    click.echo(f"{where_it_lives(memoric)} ({scope})")
+    echo(f"{where_it_lives(memoric)} ({scope})")
     echo_stats(counts)
 
 
@@ -62,7 +61,7 @@ def run_policies(
     if as_json:
         echo_json({**result, "dry_run": dry_run})
         return
-    click.echo("Dry run: nothing was written." if dry_run else "Policies applied.")
+    echo("Dry run: nothing was written." if dry_run else "Policies applied.")
     echo_policy_counts(result, tier_names(session))
 
 
@@ -88,7 +87,7 @@ def clusters(
         echo_json({"rebuilt": rebuilt, "clusters": found})
         return
     if rebuilt is not None:
-        click.echo(f"Rebuilt {rebuilt} cluster(s).")
+        echo(f"Rebuilt {rebuilt} cluster(s).")
     echo_clusters(found)
 
 
@@ -132,8 +131,8 @@ def demo(session: Session, *, as_json: bool = False) -> None:
         return
     session.echo_sqlite_warning()
     tiers = tier_names(session)
-    click.echo(f"memoric demo on the {where_it_lives(memoric)}")
-    click.echo(f"Saved {tour['saved']} memories for {' and '.join(tour_steps.USERS)}.")
+    echo(f"memoric demo on the {where_it_lives(memoric)}")
+    echo(f"Saved {tour['saved']} memories for {' and '.join(tour_steps.USERS)}.")
     heading('Metadata filter: demo-ada, {"topic": "travel", "tags": ["booking"]}')
     echo_memories(tour["filtered"], scored=False)
     for scope, memories in tour["recall"].items():
@@ -144,7 +143,7 @@ def demo(session: Session, *, as_json: bool = False) -> None:
     heading("Policies, real run")
     echo_policy_counts(tour["policies"], tiers)
     created = tour["policies"]["summaries_created"]
-    click.echo(
+    echo(
         f"The summaries are memories too: {tour['saved']} saved + {created} written = "
         f"{tour['saved'] + created} demo memories."
     )
@@ -154,5 +153,5 @@ def demo(session: Session, *, as_json: bool = False) -> None:
     echo_clusters(tour["clusters"])
     heading("Stats")
     echo_stats(tour["stats"])
-    click.echo()
-    click.echo(f"The database is the {where_it_lives(memoric)}.")
+    echo()
+    echo(f"The database is the {where_it_lives(memoric)}.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from memoric.commands.output import echo_sql
+from memoric.commands.output import echo, echo_sql
 from memoric.commands.session import Session
 from memoric.db.urls import mask_url
 from memoric.errors import DataLossRefused, MigrationError, describe_losses
@@ -24,7 +24,7 @@ def open_migrations(
     store = session.memoric.store
 
     def waiting() -> None:
-        click.echo(
+        echo(
             f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True
         )
 
@@ -53,15 +53,15 @@ def echo_position(migrations: Migrations) -> None:
     """Where the database stands now on each chain: the latest applied migration, and whether that is head."""
     found = positions(migrations, "base (no migration applied)")
     where = f"{mask_url(migrations.store.dsn)} is at {found.pop(MEMORIC)}"
-    click.echo(where + "".join(f"; {chain} chain at {position}" for chain, position in found.items()))
+    echo(where + "".join(f"; {chain} chain at {position}" for chain, position in found.items()))
 
 
 def echo_run(migrations: Migrations, names: list[str], verb: str, nothing: str) -> None:
     """`VERB NAME` for each migration a run applied or rolled back (`nothing` for none), then the position."""
     for name in names:
-        click.echo(f"{verb} {name}")
+        echo(f"{verb} {name}")
     if not names:
-        click.echo(nothing)
+        echo(nothing)
     echo_position(migrations)
 
 
@@ -78,9 +78,9 @@ def init_db(session: Session, *, through_chain: bool = False, lock_timeout: floa
         )
         return
     if migrations.init_db():
-        click.echo("Created the schema from the models")
+        echo("Created the schema from the models")
     else:
-        click.echo("Nothing to create: the schema was already at head")
+        echo("Nothing to create: the schema was already at head")
     echo_position(migrations)
 
 
@@ -137,7 +137,7 @@ def current(session: Session, *, migrate_dir: Path | None = None) -> None:
     """The latest applied migration of each chain (`base` when none is), `(head)` when it is the last."""
     migrations = open_migrations(session, migrate_dir)
     for chain, position in positions(migrations).items():
-        click.echo(chain_column(migrations, chain) + position)
+        echo(chain_column(migrations, chain) + position)
 
 
 def history(session: Session, *, migrate_dir: Path | None = None) -> None:
@@ -146,7 +146,7 @@ def history(session: Session, *, migrate_dir: Path | None = None) -> None:
     for row in migrations.history():
         when = f"  {row['applied_at']:%Y-%m-%d %H:%M:%S} UTC" if row["applied_at"] else ""
         state = "unknown" if not row["known"] else "applied" if row["applied"] else "pending"
-        click.echo(f"{chain_column(migrations, row['chain'])}{state}  {row['name']}{when}")
+        echo(f"{chain_column(migrations, row['chain'])}{state}  {row['name']}{when}")
 
 
 def pending(session: Session, *, migrate_dir: Path | None = None) -> None:
@@ -154,9 +154,9 @@ def pending(session: Session, *, migrate_dir: Path | None = None) -> None:
     migrations = open_migrations(session, migrate_dir)
     rows = [row for row in migrations.history() if not row["applied"]]
     for row in rows:
-        click.echo(chain_column(migrations, row["chain"]) + row["name"])
+        echo(chain_column(migrations, row["chain"]) + row["name"])
     if not rows:
-        click.echo("No pending migrations: the database is at head", err=True)
+        echo("No pending migrations: the database is at head", err=True)
 
 
 def stamp(
@@ -171,6 +171,6 @@ def stamp(
 def revision(session: Session, message: str, *, from_models: bool = False) -> None:
     """Write the application's next migration file (a draft from the models with `from_models`)."""
     path = open_migrations(session).create(message, auto=from_models)
-    click.echo(f"Created {path}")
+    echo(f"Created {path}")
     if from_models:
-        click.echo("It is a draft generated from the models: review and edit it before upgrading.")
+        echo("It is a draft generated from the models: review and edit it before upgrading.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,11 +16,29 @@ from memoric.db.urls import mask_password, mask_url
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60
+# What a terminal would obey instead of showing: control characters (C0, DEL, C1, whose ESC and
+# CSI start escape sequences that move the cursor, erase lines, set the title) and the
+# bidirectional controls that reorder a line, so that stored text cannot pass for other output.
+BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+UNSHOWABLE = re.compile(f"[\x00-\x1f{BEYOND_C0}]")
+UNSHOWABLE_IN_JSON = re.compile(f"[{BEYOND_C0}]")  # JSON escapes C0 itself, and its lines end in one
+
+
+def visible(text: str) -> str:
+    """`text` with what a terminal would obey rather than show written as escapes (`\\x1b`)."""
+    return UNSHOWABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def echo(line: str = "", *, err: bool = False) -> None:
+    """One line of a command's output (stderr with `err`), stored text in it made `visible`."""
+    click.echo(visible(line), err=err)
 
 
 def echo_json(value) -> None:
-    """`value` as indented JSON on stdout, datetimes in ISO 8601."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=_json_value))
+    """`value` as indented JSON on stdout, datetimes in ISO 8601; what a terminal would obey
+    written as `\\u` escapes, which parse back to the same text."""
+    dumped = json.dumps(value, indent=2, ensure_ascii=False, default=_json_value)
+    click.echo(UNSHOWABLE_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", dumped))
 
 
 def _json_value(value):
@@ -30,11 +49,11 @@ def _json_value(value):
 
 def echo_table(headers: list[str] | None, rows: list[list], *, right: tuple[int, ...] = ()) -> None:
     """Rows (under headers, if any) in aligned columns (the columns in `right` aligned right)."""
-    cells = [[str(cell) for cell in row] for row in ([headers] if headers else []) + rows]
+    cells = [[visible(str(cell)) for cell in row] for row in ([headers] if headers else []) + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
         padded = [(str.rjust if i in right else str.ljust)(cell, widths[i]) for i, cell in enumerate(row)]
-        click.echo("  ".join(padded).rstrip())
+        echo("  ".join(padded).rstrip())
 
 
 def shortened(text: str, width: int = CONTENT_WIDTH) -> str:
@@ -50,8 +69,8 @@ def when(moment: dt.datetime | None) -> str:
 
 def heading(title: str) -> None:
     """A blank line, then `== title`."""
-    click.echo()
-    click.echo(f"== {title}")
+    echo()
+    echo(f"== {title}")
 
 
 def where_it_lives(memoric: Memoric) -> str:
@@ -59,8 +78,8 @@ def where_it_lives(memoric: Memoric) -> str:
     dsn = memoric.store.dsn
     path = memoric.store.database_file
     if path is not None:
-        return mask_password(f"SQLite file {Path(path).resolve()}", dsn)
-    return f"PostgreSQL {mask_url(dsn)}"
+        return visible(mask_password(f"SQLite file {Path(path).resolve()}", dsn))
+    return visible(f"PostgreSQL {mask_url(dsn)}")
 
 
 @contextlib.contextmanager
@@ -84,7 +103,7 @@ def echo_tiers(stats: dict) -> None:
 def echo_stats(stats: dict) -> None:
     """The tiers table, then the other counts, the dialect and the schema version."""
     echo_tiers(stats)
-    click.echo()
+    echo()
     rows = [[key, stats[key]] for key in ("summarized", "users", "threads", "clusters")]
     rows += [["dialect", stats["dialect"]], ["schema version", stats["schema_version"] or "base"]]
     echo_table(None, rows, right=(1,))
@@ -106,7 +125,7 @@ def echo_policy_counts(result: dict, tiers: list[str]) -> None:
 def echo_clusters(clusters: list[dict]) -> None:
     """Clusters as a table, or how to build them when there are none."""
     if not clusters:
-        click.echo("No clusters (build them with `memoric clusters --rebuild`).")
+        echo("No clusters (build them with `memoric clusters --rebuild`).")
         return
     keys = ("cluster_id", "user_id", "topic", "category", "memory_count")
     rows = [[*(c[key] for key in keys), when(c["last_built_at"])] for c in clusters]
@@ -116,7 +135,7 @@ def echo_clusters(clusters: list[dict]) -> None:
 def echo_memories(memories: list[dict], *, scored: bool = True) -> None:
     """Memories as a table (with their recall score when `scored`)."""
     if not memories:
-        click.echo("No memories found.")
+        echo("No memories found.")
         return
     score = ["score"] if scored else []
     rows = [
@@ -131,7 +150,7 @@ def echo_counts(verb: str, counts: dict, where: str, *, err: bool = False) -> No
     skipped = counts.get("skipped", 0)
     already = f"; {skipped} already there, skipped" if skipped else ""
     line = f"{verb} {counts['memories']} memories and {counts['clusters']} clusters {where}{already}"
-    click.echo(line, err=err)
+    echo(line, err=err)
 
 
 def echo_sql(statements: list[str]) -> None:

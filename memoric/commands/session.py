@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import click
-
+from memoric.commands.output import echo
 from memoric.config import load_config, resolve_dsn
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
@@ -57,4 +56,4 @@ class Session:
         store = self.memoric.store
         path = store.database_file
         if path is not None and sqlite_warning_wanted(self.config["database"]["sqlite_warning"]):
-            click.echo("Warning: " + SQLITE_WARNING % path, err=True)
+            echo("Warning: " + SQLITE_WARNING % path, err=True)
