@@ -131,6 +131,14 @@ def term_counts(text: str) -> tuple[Counter, int]:
     return Counter(found), len(found)
 
 
+def term_counts_before_009(text: str) -> tuple[Counter, int]:
+    """`term_counts` by the tokenizer's rule from 006 to 008 (NFKC, then case folding, nothing
+    removed): what the migrations to those versions post, so that a memoric of that time finds
+    its own terms."""
+    found = terms_of_folded(unicodedata.normalize("NFKC", text).casefold())
+    return Counter(found), len(found)
+
+
 def query_terms(text: str) -> list[str]:
     """The distinct terms of a query, in the order they first occur."""
     return list(dict.fromkeys(tokens(text)))

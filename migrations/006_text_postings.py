@@ -3,7 +3,8 @@
 `memory_terms` holds one row per memory and term (how often the term occurs, the memory's length
 in terms) and `memory_documents` one row per memory (its length); both carry the memory's user
 and namespace, so a recall reads only its own user's postings for the query's terms. The terms
-come from memoric's tokenizer (`memoric.text`), which neither database can run, so the upgrade
+come from memoric's tokenizer (`memoric.text`), by its rule of this version (009 changed it
+for text that is not ASCII), which neither database can run, so the upgrade
 reads the memories in pages of BUILD_BATCH in id order and writes their postings, all in the
 migration's one transaction (a failure leaves neither tables nor postings), while writers of
 memories wait. Every later write of
@@ -15,6 +16,7 @@ needs no confirmation.
 import peewee as pw
 
 from memoric.db.postings import DOCUMENT_COLUMNS, TERM_COLUMNS, posting_rows
+from memoric.text import term_counts_before_009
 
 BUILD_BATCH = 1000  # memories read per page while building
 INSERT_CHUNK = 500  # posting rows per INSERT statement (6 parameters each, under SQLite's limit)
@@ -88,7 +90,7 @@ def _build(database) -> None:
         if not page:
             return
         memories = [dict(zip(("id", "user_id", "namespace", "content"), row, strict=True)) for row in page]
-        terms, documents = posting_rows(memories)
+        terms, documents = posting_rows(memories, term_counts_before_009)
         _insert(database, "memory_documents", DOCUMENT_COLUMNS, documents)
         _insert(database, "memory_terms", TERM_COLUMNS, terms)
         after = page[-1][0]

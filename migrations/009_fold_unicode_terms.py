@@ -11,22 +11,13 @@ The rollback posts the same memories again by the rule before 009 (NFKC and case
 alone), so a memoric of that time finds its own terms. The schema does not change.
 """
 
-import unicodedata
-from collections import Counter
-
 import peewee as pw
 
 from memoric.db.postings import DOCUMENT_COLUMNS, TERM_COLUMNS, posting_rows
-from memoric.text import term_counts, terms_of_folded
+from memoric.text import term_counts, term_counts_before_009
 
 BUILD_BATCH = 1000  # memories read per page
 INSERT_CHUNK = 500  # posting rows per INSERT statement (6 parameters each, under SQLite's limit)
-
-
-def counts_before_009(content: str) -> tuple[Counter, int]:
-    """`term_counts` by the tokenizer's rule before 009: NFKC, then case folding, nothing removed."""
-    found = terms_of_folded(unicodedata.normalize("NFKC", content).casefold())
-    return Counter(found), len(found)
 
 
 def _mark(database) -> str:
@@ -89,4 +80,4 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     """The non-ASCII memories posted again by the rule before 009."""
-    migrator.run(_repost_all, database, counts_before_009)
+    migrator.run(_repost_all, database, term_counts_before_009)

@@ -326,23 +326,39 @@ def counted_before_009(content: str) -> tuple[Counter, int]:
     return Counter(found), len(found)
 
 
-def test_009_posts_again_what_its_folding_changes_and_its_rollback_restores_the_old_terms(store):
-    migrations = Migrations(store)
-    migrations.upgrade()
+def unicode_memories(store) -> tuple[list, list]:
+    """Memories whose terms 009 changes, and others, at head: their postings by 009's rule and
+    by the rule before it."""
+    Migrations(store).upgrade()
     contents = ["İSTANBUL trip", "soft\u00adware", "plain ascii words", "café ☕", "x\u200dy"] * 450
     store.insert_memories(  # more than two pages of the migration
         {"user_id": f"u{n % 3}", "namespace": "ns" if n % 2 else None, "content": text}
         for n, text in enumerate(contents)
     )
-    now = stored_postings(store)
-    memories = store.get_memories(limit=None)
-    before = [sorted(rows) for rows in postings.posting_rows(memories, counted_before_009)]
+    by_the_old_rule = postings.posting_rows(store.get_memories(limit=None), counted_before_009)
+    return stored_postings(store), [sorted(rows) for rows in by_the_old_rule]
 
+
+def test_009_posts_again_what_its_folding_changes_and_its_rollback_restores_the_old_terms(store):
+    now, before = unicode_memories(store)
+    migrations = Migrations(store)
     assert migrations.downgrade(USER_METADATA) == [UNICODE_TERMS], "derived data: no confirmation needed"
     assert list(stored_postings(store)) == before != list(now)
     assert migrations.upgrade() == [UNICODE_TERMS]
     assert stored_postings(store) == now
     assert_postings_match(store)
+
+
+def test_006_posts_by_the_rule_of_its_time_so_a_database_at_008_is_one_memoric_of_008_reads(store):
+    """Before, 006 posted by today's rule: a database taken down below 006 and up to 008 held
+    terms a memoric of 008 never looks for (`istanbul` where it asks for `i̇stanbul`)."""
+    now, before = unicode_memories(store)
+    migrations = Migrations(store)
+    migrations.downgrade(FIFTH, confirm_data_loss=True)
+    migrations.upgrade(USER_METADATA)
+    assert list(stored_postings(store)) == before
+    assert migrations.upgrade() == [UNICODE_TERMS]
+    assert stored_postings(store) == now
 
 
 def test_an_update_while_009_runs_waits_for_it_and_keeps_its_postings(store):
