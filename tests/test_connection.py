@@ -15,7 +15,8 @@ from memoric.cli import main
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, LockTimeout, MemoricError
-from tests.helpers.dialects import one_line_error
+from memoric.testing import admin_sql, database_url, drop_database
+from tests.helpers.dialects import one_line_error, requires_postgres
 
 
 def test_store_reports_its_dialect(db, dialect):
@@ -262,3 +263,21 @@ def test_a_database_setting_changes_no_answer(dsn, dialect, setting, value):
     assert {m["metadata"]["x"] for m in found} == {row["metadata"]["x"] for row in rare}
     assert store.get_memories(user_id="✈ nobody", limit=None) == []
     store.close()
+
+
+@requires_postgres
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+pool"])
+def test_a_postgresql_database_not_in_utf8_is_refused_by_name(postgres_server_url, scheme):
+    """Before, a SQL_ASCII database measured text in bytes: a save SQLite takes (a word of 40
+    Cyrillic letters, one 64-character term) failed there, and 009 could not be applied."""
+    name = f"memoric_sql_ascii_{os.getpid()}"
+    options = "ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+    admin_sql(postgres_server_url, f'CREATE DATABASE "{name}" {options}')
+    url = database_url(postgres_server_url, name).replace("postgresql://", f"{scheme}://", 1)
+    refused = "the database's encoding is SQL_ASCII: .* needs a UTF8 database"
+    try:
+        with pytest.raises(ConfigError, match=refused):
+            Memoric(url).save("u", "й" * 40)
+        assert "needs a UTF8 database" in one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
+    finally:
+        drop_database(postgres_server_url, name)

@@ -243,9 +243,18 @@ class _PostgresRecovering(_Recovering):
     def _initialize_connection(self, connection) -> None:
         """Read JSONB with memoric's reader on this connection only (not psycopg2's global
         `json.loads`): same values, a third of a read's time on 1,000 rows of metadata. Talk
-        UTF-8, whatever the database's or role's default client encoding."""
+        UTF-8, whatever the database's or role's default client encoding; refuse a database
+        that does not store UTF-8."""
         import psycopg2.extras  # the optional driver: present once a connection exists
 
+        encoding = connection.get_parameter_status("server_encoding")
+        if encoding != "UTF8":  # SQL_ASCII counts bytes where SQLite counts characters
+            connection.close()
+            raise ConfigError(
+                f"the database's encoding is {encoding}: memoric stores text as Unicode, the same on "
+                "every dialect, and needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8' "
+                "TEMPLATE template0)"
+            )
         super()._initialize_connection(connection)
         psycopg2.extras.register_default_jsonb(connection, loads=load_json)
         if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
