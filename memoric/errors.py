@@ -68,7 +68,7 @@ def said(exc: BaseException) -> str:
     if isinstance(exc, ReportedFailure):
         return str(exc)
     try:
-        text = str(exc)
+        text = str.__str__(str(exc))  # a str subclass's own methods may fail too
     except Exception:
         return f"{type(exc).__name__}: (its text could not be read)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")

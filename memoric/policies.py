@@ -15,6 +15,7 @@ and takes no lock: it counts, with the same cut-off times, what a run would chan
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import re
@@ -246,13 +247,13 @@ def _without_frames(exc: BaseException) -> BaseException:
     seen, links = set(), [exc]
     while links:
         link = links.pop()
-        if link is None or id(link) in seen:
+        if not isinstance(link, BaseException) or id(link) in seen:
             continue
         seen.add(id(link))
-        link.__traceback__ = None
-        links += [link.__cause__, link.__context__]
-        if isinstance(link, BaseExceptionGroup):
-            links += link.exceptions
+        with contextlib.suppress(Exception):  # an exception's own attributes may raise
+            link.__traceback__ = None
+            links += [link.__cause__, link.__context__]
+            links += link.exceptions if isinstance(link, BaseExceptionGroup) else ()
     return exc
 
 
@@ -269,9 +270,10 @@ def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summar
     """The summary memory of one thread; the summarizer gets deep copies, so what it changes in
     them (their metadata too) changes nothing of what is marked, nor of the sources as read."""
     text = summarizer(copy.deepcopy(sources), limit)
-    if not isinstance(text, str) or not shows_something(text := validation.as_plain_str(text)):
+    if not isinstance(text, str) or not shows_something(_kept(text := validation.as_plain_str(text), limit)):
         raise ValidationError(
-            f"the summarizer must return a string that shows something, got {validation.shown(text)}"
+            f"the summarizer must return a string that shows something within its first {limit} "
+            f"characters, got {validation.shown(text)}"
         )
     return {
         "user_id": group["user_id"],
@@ -282,6 +284,12 @@ def _summary_row(group: dict, sources: list[dict], tier: str, summarizer: Summar
         "score": max(source["score"] for source in sources),
         "metadata": dict(SUMMARY_METADATA),
     }
+
+
+def _kept(text: str, limit: int) -> str:
+    """What of `text` a summary of `limit` characters keeps, its ellipsis aside."""
+    shortened = shorten(text, limit)
+    return shortened if shortened == text else shortened.removesuffix(ELLIPSIS)
 
 
 def _ids(memories: list[dict]) -> list[int]:

@@ -138,7 +138,8 @@ TERMINAL_CONTROLS = "ok\x1b[2K\x1b[1A\x1b]0;pwned\x07\x9b31m\u202eFAKE LINE"
 
 def test_stored_text_cannot_drive_the_terminal(cli, dsn):
     """Before, escape sequences in a memory's content, thread or topic reached the terminal as
-    they were: they erased lines, moved the cursor, set the window title, reordered a line."""
+    they were: they erased lines, moved the cursor, set the window title, reordered a line (an
+    export to stdout, and --json, left the C1 and bidirectional controls raw)."""
     memoric = Memoric(dsn)
     for n in range(3):
         topic = {"topic": "\x1b]0;x\x07"}
@@ -151,6 +152,7 @@ def test_stored_text_cannot_drive_the_terminal(cli, dsn):
         "clusters": cli("clusters", "--user", "u"),
         "clusters --json": cli("clusters", "--user", "u", "--json"),
         "a usage error": cli("recall", "--user", "u", "--scope", "\x1b[31muser"),
+        "export": cli("export"),
     }
     for command, result in results.items():
         for line in (result.stdout + result.stderr).split("\n"):
@@ -158,9 +160,11 @@ def test_stored_text_cannot_drive_the_terminal(cli, dsn):
     assert "ok\\x1b[2K\\x1b[1A" in results["recall"].stdout and "t\\x1b[8m" in results["recall"].stdout
     assert "\\x1b]0;x\\x07" in results["clusters"].stdout
     assert "'\\x1b[31muser' is not one of" in results["a usage error"].stderr
-    recalled = parsed(results["recall --json"])
-    assert sorted(m["content"] for m in recalled) == [f"{TERMINAL_CONTROLS} {n}" for n in range(3)]
+    recalled = sorted(m["content"] for m in parsed(results["recall --json"]))
+    assert recalled == [f"{TERMINAL_CONTROLS} {n}" for n in range(3)]
     assert parsed(results["clusters --json"])["clusters"][0]["topic"] == "\x1b]0;x\x07"
+    exported = [json.loads(line) for line in results["export"].stdout.split("\n") if line]
+    assert sorted(r["content"] for r in exported if r["type"] == "memory") == recalled
 
 
 def test_recall_shortens_long_content(cli, filled):

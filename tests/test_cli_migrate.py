@@ -18,6 +18,7 @@ from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers.chain import (
     ADD_IMPORTANCE,
+    FIFTH,
     FIRST,
     HEAD,
     SHIPPED,
@@ -110,6 +111,17 @@ def test_sql_prints_the_statements_and_changes_nothing(cli, dsn, check):
     assert 'DROP TABLE IF EXISTS "memories";' in result.stdout
     assert cli("migrate", "current").stdout == f"{HEAD} (head)\n"
     assert "memories" in tables(check)
+
+
+def test_sql_redirected_is_the_sql_that_would_run_escape_sequences_in_values_and_all(cli, check):
+    """Before, click stripped the escape sequences of a redirected preview, values included: the
+    file said `'u'` where the run writes `'u\x1b[31m'`, and applying it posted another user."""
+    Migrations(check).upgrade()
+    check.insert_memory(user_id="u\x1b[31m", namespace="n\x1b[1m", content="a memory")
+    Migrations(check).downgrade(FIFTH, confirm_data_loss=True)
+    result = cli("migrate", "upgrade", "--sql")
+    assert result.exit_code == 0, result.output
+    assert "'u\x1b[31m', 'n\x1b[1m'" in result.stdout
 
 
 WRITING_NOTHING = [

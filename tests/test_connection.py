@@ -274,7 +274,7 @@ def test_a_postgresql_database_not_in_utf8_is_refused_by_name(postgres_server_ur
     options = "ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
     admin_sql(postgres_server_url, f'CREATE DATABASE "{name}" {options}')
     url = database_url(postgres_server_url, name).replace("postgresql://", f"{scheme}://", 1)
-    refused = "the database's encoding is SQL_ASCII: .* needs a UTF8 database"
+    refused = rf"the database's encoding is SQL_ASCII \(database '{name}'\): .* needs a UTF8 database"
     try:
         with pytest.raises(ConfigError, match=refused):
             Memoric(url).save("u", "й" * 40)

@@ -216,7 +216,7 @@ def test_a_child_forked_inside_a_lock_block_holds_none_of_its_parents_locks(stor
 
 
 HOLDS_A_LOCK_AND_FORKS = """
-import os, sys
+import os, sys, threading
 from memoric.db.store import MemoryStore
 
 store = MemoryStore(sys.argv[1])
@@ -229,17 +229,35 @@ def fork_a_helper():
         os._exit(0)
 
 
+def hold_it(taken=None):
+    with store.lock("jobs"):
+        if taken is not None:
+            taken.set()
+            threading.Event().wait()
+        if sys.argv[2] == "inside the lock block":
+            fork_a_helper()
+        print("holding", flush=True)
+        sys.stdin.read()
+
+
 if sys.argv[2] == "before the lock":
     fork_a_helper()
-with store.lock("jobs"):
-    if sys.argv[2] == "inside the lock block":
-        fork_a_helper()
+if sys.argv[2] == "while another thread holds it":
+    taken = threading.Event()
+    threading.Thread(target=hold_it, args=(taken,), daemon=True).start()
+    taken.wait()
+    fork_a_helper()
     print("holding", flush=True)
     sys.stdin.read()
+else:
+    hold_it()
 """
 
 
-@pytest.mark.parametrize("fork_at", ["before the lock", "inside the lock block"])
+FORK_POINTS = ["before the lock", "inside the lock block", "while another thread holds it"]
+
+
+@pytest.mark.parametrize("fork_at", FORK_POINTS)
 def test_a_lock_ends_with_the_process_that_took_it_while_a_child_it_forked_lives_on(store, fork_at):
     """Before, the child's copy of the parent's socket (PostgreSQL) or of the lock file (SQLite)
     kept the lock held after the parent was killed, until the child ended: every run waited."""

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.errors import MemoricError, ValidationError
+from memoric.errors import ConfigError, MemoricError, ValidationError
 from memoric.migrate import Migrations
 from memoric.testing import admin_sql, database_url, drop_database
 from memoric.transfer import export_jsonl
@@ -80,7 +80,8 @@ def test_a_value_sqlite_holds_but_memoric_cannot_read_is_an_error_naming_the_col
 @pytest.fixture
 def text_dsn(dsn, dialect, request):
     """A database that lets a column hold text that is not UTF-8: any SQLite file, or a PostgreSQL
-    database created with the SQL_ASCII encoding (which stores bytes as they come)."""
+    database created with the SQL_ASCII encoding (which stores bytes as they come, and which
+    memoric refuses)."""
     if dialect == "sqlite":
         yield dsn
         return
@@ -94,10 +95,16 @@ def text_dsn(dsn, dialect, request):
 
 
 def test_stored_text_that_is_not_utf8_is_an_error_naming_it(text_dsn, dialect, tmp_path):
+    """SQLite keeps any bytes in a text column; a PostgreSQL database that would (SQL_ASCII) is
+    refused at connection, naming its encoding."""
+    if dialect != "sqlite":
+        with pytest.raises(ConfigError, match="the database's encoding is SQL_ASCII"):
+            saved(text_dsn)
+        assert "the database's encoding is SQL_ASCII" in cli_export(text_dsn, tmp_path)
+        return
     store, broken = saved(text_dsn)
-    not_utf8 = "x'ff'" if dialect == "sqlite" else "convert_from('\\xff'::bytea, 'SQL_ASCII')"
-    store.database.execute_sql(f"UPDATE memories SET thread_id = {not_utf8} WHERE id = {broken}")
-    said = "UTF-8" if dialect == "sqlite" else 'invalid byte sequence for encoding "UTF8"'  # the server's
+    store.database.execute_sql(f"UPDATE memories SET thread_id = x'ff' WHERE id = {broken}")
+    said = "UTF-8"
     with pytest.raises(MemoricError, match=said):
         store.get_memory(broken)
     assert said in cli_export(text_dsn, tmp_path)

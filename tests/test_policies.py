@@ -194,9 +194,8 @@ def test_custom_summarizer_and_a_bad_one(db, clock):
 
     db.truncate()
     long_term_thread(db, "ada", "t1", 10)
-    with pytest.raises(
-        SummarizerFailed, match="summarizer must return a string that shows something, got None"
-    ):
+    refused = "must return a string that shows something within its first 1000 characters, got None"
+    with pytest.raises(SummarizerFailed, match=refused):
         run(db, summarizer=lambda memories, max_chars: None)
     assert db.count_memories(summarized=True) == 0
 

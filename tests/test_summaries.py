@@ -4,6 +4,8 @@ summary, the list it is given is its own, and a run started from inside it is re
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import gc
 import pickle
 import sys
@@ -173,7 +175,11 @@ def test_what_the_summarizer_does_to_its_list_changes_nothing_marked(db, clock, 
     assert db.count_memories(user_id="ada", summarized=True) == THREAD
 
 
-@pytest.mark.parametrize("text", ["\u200b", " \ufeff\u00ad ", "\U000e0001"])
+@pytest.mark.parametrize(
+    "text",
+    ["\u200b", " \ufeff\u00ad ", "\U000e0001", " " * 5000 + "the summary", "\u200b" * 5000 + "the summary"],
+    ids=["zero-width space", "invisible", "tag", "blank start", "invisible start"],
+)
 def test_a_summary_that_shows_nothing_is_refused(db, clock, text):
     long_term_thread(db, "ada", "t1", THREAD)
     with pytest.raises(SummarizerFailed, match="must return a string that shows something"):
@@ -321,6 +327,23 @@ def test_a_str_subclass_from_the_summarizer_is_stored_as_its_characters(db, cloc
     run(db, {"summarization": {"max_chars": 100}}, summarizer=lambda memories, max_chars: Lying("x" * 500))
     (summary,) = db.get_memories(where_metadata=SUMMARY_METADATA)
     assert summary["content"] == "x" * 99 + "…"
+
+
+def test_a_lock_block_ended_on_another_thread_releases_the_lock_for_its_taker_too(db):
+    """A block entered on one thread and left on another (an ExitStack closed by another call of
+    an AsyncMemoric): its taker was refused the lock, and close(), for ever; on PostgreSQL the
+    release said the lock was lost, and the lock stayed held."""
+    block = contextlib.ExitStack()
+    block.enter_context(db.lock("jobs"))
+    with concurrent.futures.ThreadPoolExecutor(1) as another_thread:
+        another_thread.submit(block.close).result()
+    other = MemoryStore(db.dsn)
+    with other.lock("jobs", timeout=0):
+        pass
+    other.close()
+    with db.lock("jobs", timeout=0):
+        pass
+    db.close()
 
 
 def test_closing_the_store_inside_a_lock_block_is_refused_and_keeps_the_lock(db, clock):

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from memoric.core import Memoric
+from memoric.db.jsoncodec import TERMINAL_CONTROLS, controls_escaped
 from memoric.db.urls import mask_password, mask_url
 
 PROGRESS_MIN_ROWS = 1000
@@ -19,9 +20,7 @@ CONTENT_WIDTH = 60
 # What a terminal would obey instead of showing: control characters (C0, DEL, C1, whose ESC and
 # CSI start escape sequences that move the cursor, erase lines, set the title) and the
 # bidirectional controls that reorder a line, so that stored text cannot pass for other output.
-BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-UNSHOWABLE = re.compile(f"[\x00-\x1f{BEYOND_C0}]")
-UNSHOWABLE_IN_JSON = re.compile(f"[{BEYOND_C0}]")  # JSON escapes C0 itself, and its lines end in one
+UNSHOWABLE = re.compile(f"[\x00-\x1f{TERMINAL_CONTROLS.pattern[1:-1]}]")
 
 
 def visible(text: str) -> str:
@@ -38,7 +37,7 @@ def echo_json(value) -> None:
     """`value` as indented JSON on stdout, datetimes in ISO 8601; what a terminal would obey
     written as `\\u` escapes, which parse back to the same text."""
     dumped = json.dumps(value, indent=2, ensure_ascii=False, default=_json_value)
-    click.echo(UNSHOWABLE_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", dumped))
+    click.echo(controls_escaped(dumped))
 
 
 def _json_value(value):
@@ -154,7 +153,13 @@ def echo_counts(verb: str, counts: dict, where: str, *, err: bool = False) -> No
 
 
 def echo_sql(statements: list[str]) -> None:
-    """The statements of a run, each ending with `;`, on stdout."""
+    """The statements of a run, each ending with `;`, on stdout: exactly what would run when
+    redirected, control characters written as escapes on a terminal."""
+    terminal = sys.stdout.isatty()
     for statement in statements:
-        click.echo(statement.rstrip().rstrip(";") + ";")
+        text = statement.rstrip().rstrip(";") + ";"
+        if terminal:  # shown safely: a value may hold an escape sequence
+            click.echo("\n".join(visible(line) for line in text.split("\n")))
+        else:  # byte-exact (click would strip escape sequences from values in a redirect)
+            click.echo(text, color=True)
     click.echo(f"-- {len(statements)} statement(s) shown; nothing was changed", err=True)

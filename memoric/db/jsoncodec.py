@@ -11,6 +11,9 @@ _EMPTY_DOCUMENTS = {kind: text for text, kind in EMPTY_JSON.items()}  # and writ
 _JSON_DECODER = json.JSONDecoder()
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _EXPONENT = re.compile(r"\de\+")  # how JSON writes a float of magnitude 1e16 or more
+# What JSON carries raw but a terminal would obey: DEL, the C1 controls (CSI starts an escape
+# sequence) and the bidirectional controls that reorder a line. JSON escapes C0 itself.
+TERMINAL_CONTROLS = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def dump_json(value) -> str:
@@ -68,3 +71,11 @@ def load_json(text: str):
     except json.JSONDecodeError:
         return json.loads(text)
     return value if end == len(text) else json.loads(text)
+
+
+def controls_escaped(text: str) -> str:
+    """JSON `text` with the TERMINAL_CONTROLS in its strings written as `\\u` escapes: what is
+    shown or exported cannot drive a terminal, and parses back to the same values."""
+    if TERMINAL_CONTROLS.search(text) is None:
+        return text
+    return TERMINAL_CONTROLS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)

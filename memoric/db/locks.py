@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
 
 POLL_SECONDS = 0.05
-_held = threading.local()  # this thread's locks: a set of (id of the store, name)
+# The locks this process holds: (id of the store, name) -> the thread that took it (a block may
+# end on another thread, an ExitStack closed elsewhere: the lock is released for its taker too).
+_holders: dict[tuple[int, str], int] = {}
 
 
 @contextlib.contextmanager
@@ -34,14 +36,14 @@ def hold(
     if timeout is not None:
         validation.non_negative_number("timeout", timeout)
     key = (id(store), name)
-    if key in _mine():
+    if _holders.get(key) == threading.get_ident():
         raise MemoricError(
             f"the {name!r} lock is held already by this thread, in a block that holds it (a policy "
             "run started from a summarizer or an on_progress callback?): it would not keep that run out"
         )
     with store.driver_errors("lock"):
         handle = _take(store, name, timeout, on_wait)
-    _mine().add(key)
+    _holders[key] = threading.get_ident()
     try:
         yield
     except BaseException:
@@ -57,11 +59,8 @@ def hold(
 
 def held_here(store: MemoryStore) -> bool:
     """Whether this thread holds a lock through `store`."""
-    return any(store_id == id(store) for store_id, _ in _mine())
-
-
-def _mine() -> set[tuple[int, str]]:
-    return _held.__dict__.setdefault("locks", set())
+    me = threading.get_ident()
+    return any(store_id == id(store) and taker == me for (store_id, _), taker in list(_holders.items()))
 
 
 def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callable[[], None] | None):
@@ -80,7 +79,7 @@ def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callabl
 
 def _release(store: MemoryStore, handle, key: tuple[int, str]) -> bool:
     """Release the lock; whether it was still held (not when its connection was lost)."""
-    _mine().discard(key)
+    _holders.pop(key, None)
     try:
         with store.driver_errors("lock"):
             return store.dialect.unlock(store.database, handle)
@@ -90,7 +89,7 @@ def _release(store: MemoryStore, handle, key: tuple[int, str]) -> bool:
 
 def _forget_in_child() -> None:
     """A forked child holds none of its parent's locks: whatever block it was forked in."""
-    _mine().clear()
+    _holders.clear()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

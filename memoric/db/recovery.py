@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -70,7 +71,9 @@ class _Recovering:
         parent's sessions go on; the next call here connects anew, once outside any transaction
         the parent had begun (`cursor`)."""
         depth = len(self._state.transactions) + self.inherited_transactions()
-        for connection in self._take_the_parents_connections():
+        taken = {id(each): each for each in self._take_the_parents_connections()}
+        taken.update((id(each), each) for each in self._other_threads_connections())
+        for connection in taken.values():
             self._let_go_in_child(connection)
             _inherited.append(connection)
         if self.thread_safe:
@@ -94,6 +97,10 @@ class _Recovering:
     def _take_the_parents_connections(self) -> list:
         """This thread's connection (the only thread a forked child has)."""
         return [] if self._state.conn is None else [self._state.conn]
+
+    def _other_threads_connections(self) -> list:
+        """Nothing: the other threads' SQLite handles hold no lock a child could keep."""
+        return []
 
     def _let_go_in_child(self, connection) -> None:
         """Nothing: a SQLite handle holds no lock for a child (SQLite's locks are per process)."""
@@ -220,6 +227,25 @@ class _PostgresRecovering(_Recovering):
     # is missing; its psycopg2 adapter then says the driver is missing instead.
     psycopg3_adapter = peewee.Psycopg2Adapter
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Every connection opened, by any thread: peewee keeps each thread's in that thread's state.
+        self._opened: weakref.WeakSet = weakref.WeakSet()
+
+    def _other_threads_connections(self) -> list:
+        """The open connections of every thread: a child lets go of their sockets too, so the
+        locks other threads of the parent hold end with the parent."""
+        return [connection for connection in self._opened if not connection.closed]
+
+    def after_fork_in_child(self) -> None:
+        """Set the parent's connections aside; none of them is this process's own any more."""
+        super().after_fork_in_child()
+        self._opened = weakref.WeakSet()
+
+    def opened_here(self, connection) -> bool:
+        """Whether `connection` is one this process opened, by any thread, and still usable."""
+        return connection in self._opened and not self._lost(connection)
+
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
@@ -249,13 +275,15 @@ class _PostgresRecovering(_Recovering):
 
         encoding = connection.get_parameter_status("server_encoding")
         if encoding != "UTF8":  # SQL_ASCII counts bytes where SQLite counts characters
+            name = connection.info.dbname
             connection.close()
             raise ConfigError(
-                f"the database's encoding is {encoding}: memoric stores text as Unicode, the same on "
-                "every dialect, and needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8' "
-                "TEMPLATE template0)"
+                f"the database's encoding is {encoding} (database {name!r}): memoric stores text as "
+                "Unicode, the same on every dialect, and needs a UTF8 database (CREATE DATABASE ... "
+                "ENCODING 'UTF8' TEMPLATE template0)"
             )
         super()._initialize_connection(connection)
+        self._opened.add(connection)
         psycopg2.extras.register_default_jsonb(connection, loads=load_json)
         if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
             connection.set_client_encoding("UTF8")

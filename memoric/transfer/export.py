@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from memoric import validation
 from memoric.db import transfer_queries
+from memoric.db.jsoncodec import controls_escaped
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
@@ -42,14 +43,14 @@ def export_jsonl(
             "source_dialect": store.dialect.name,
             "user_id": user_id,
         }
-        out.write(dump_json(header) + "\n")
+        out.write(controls_escaped(dump_json(header)) + "\n")
         for memory in transfer_queries.iter_memories(store, user_id=user_id):
-            out.write(dump_json({"type": "memory", **encode(memory)}) + "\n")
+            out.write(controls_escaped(dump_json({"type": "memory", **encode(memory)})) + "\n")
             counts["memories"] += 1
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
-            out.write(dump_json({"type": "cluster", **encode(cluster)}) + "\n")
+            out.write(controls_escaped(dump_json({"type": "cluster", **encode(cluster)})) + "\n")
             counts["clusters"] += 1
-        out.write(dump_json({"type": END, **counts}) + "\n")
+        out.write(controls_escaped(dump_json({"type": END, **counts})) + "\n")
     return counts
 
 

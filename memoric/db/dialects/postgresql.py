@@ -125,9 +125,15 @@ class PostgresDialect(SequenceIds, Dialect):
     def unlock(self, database: peewee.Database, handle) -> bool:
         """Release the lock; False when the connection holding it was lost (and the lock with it)."""
         key, connection = handle
-        if database.is_closed() or database.connection() is not connection or database.connection_lost():
+        if not database.is_closed() and database.connection() is connection:
+            if database.connection_lost():
+                return False
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+            return True
+        if not database.opened_here(connection):  # lost, or the parent's in a forked child
             return False
-        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        with connection.cursor() as cursor:  # a block ended on another thread than its taker's
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
         return True
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
