@@ -7,7 +7,9 @@ for each as for Ctrl-C: `commands.stopping`), and every message is masked (passw
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import io
 import logging
 import math
 import os
@@ -70,8 +72,17 @@ class MemoricGroup(click.Group):
         return ctx
 
     def invoke(self, ctx: click.Context):
+        utf8_streams()
         with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
             return super().invoke(ctx)
+
+
+def utf8_streams() -> None:
+    """Write stdout and stderr in UTF-8 whatever the locale says: exports, SQL and JSON are UTF-8
+    data, and a memory may hold any character, which latin-1 or cp1252 would fail on midway."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+            stream.reconfigure(encoding="utf-8")
 
 
 pass_session = click.make_pass_decorator(Session)

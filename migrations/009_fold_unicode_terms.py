@@ -1,7 +1,8 @@
 """009: the postings of every memory whose text is not ASCII, posted again by the folding of 009.
 
 From 009 on, memoric's tokenizer removes the characters Unicode calls default-ignorable (soft
-hyphens, zero-width joiners, variation selectors) and folds the Turkish İ to i (`memoric.text`).
+hyphens, zero-width joiners, variation selectors) and folds the Turkish dotted capital I to i
+(`memoric.text`). This file is ASCII: peewee-migrate reads it in the locale's encoding.
 The terms of a memory whose content is not all ASCII may differ from those posted before, so
 the upgrade reads every memory in pages of BUILD_BATCH in id order and posts those again, all in
 the migration's one transaction, while writers of memories wait (as in 006). An ASCII memory's

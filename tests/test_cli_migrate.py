@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from tests.helpers.chain import (
     history_names,
     tables,
 )
-from tests.helpers.cli_process import WAITING, run_twice_at_once
+from tests.helpers.cli_process import CLI, WAITING, run_twice_at_once
 from tests.helpers.dialects import one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +123,27 @@ def test_sql_redirected_is_the_sql_that_would_run_escape_sequences_in_values_and
     result = cli("migrate", "upgrade", "--sql")
     assert result.exit_code == 0, result.output
     assert "'u\x1b[31m', 'n\x1b[1m'" in result.stdout
+
+
+def test_the_commands_work_whatever_the_locale_and_the_encoding_of_their_output(dsn, tmp_path):
+    """Under the C locale every command failed: peewee-migrate reads migration files in the
+    locale's encoding, and 009 was not ASCII. With a latin-1 stdout (cp1252 is what Windows gives
+    a redirect) an export stopped midway with a traceback at the first character it lacks."""
+    store = MemoryStore(dsn)
+    Migrations(store).upgrade()
+    store.insert_memory(user_id="ada", content="zero\u200bwidth, Ω, 🙂")
+    store.close()
+    c_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    for env, args in [(c_locale, ["migrate", "current"]), ({"PYTHONIOENCODING": "latin-1"}, ["export"])]:
+        result = subprocess.run(
+            [sys.executable, "-c", CLI, "--dsn", dsn, *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    lines = [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
+    assert [r["content"] for r in lines if r["type"] == "memory"] == ["zero\u200bwidth, Ω, 🙂"]
 
 
 WRITING_NOTHING = [

@@ -329,21 +329,43 @@ def test_a_str_subclass_from_the_summarizer_is_stored_as_its_characters(db, cloc
     assert summary["content"] == "x" * 99 + "…"
 
 
-def test_a_lock_block_ended_on_another_thread_releases_the_lock_for_its_taker_too(db):
+@pytest.mark.parametrize("pooled", [False, True], ids=["plain", "pooled"])
+def test_a_lock_block_ended_on_another_thread_is_released_or_says_whose_it_stays(db, pooled):
     """A block entered on one thread and left on another (an ExitStack closed by another call of
-    an AsyncMemoric): its taker was refused the lock, and close(), for ever; on PostgreSQL the
-    release said the lock was lost, and the lock stayed held."""
+    an AsyncMemoric): on SQLite its taker was refused the lock, and close(), for ever, though the
+    file lock was released. A PostgreSQL lock lives on the taker's connection, which another
+    thread must not use (the taker may be waiting for it): it stays the taker's, says so, and
+    ends when the taker closes the store."""
+    scheme, rest = db.dsn.split("://", 1)
+    store = MemoryStore(f"{scheme}+pool://{rest}") if pooled else db
     block = contextlib.ExitStack()
-    block.enter_context(db.lock("jobs"))
+    block.enter_context(store.lock("jobs"))
+
+    def end_it() -> str:
+        try:
+            block.close()
+        except MemoricError as exc:
+            return str(exc)
+        return "released"
+
     with concurrent.futures.ThreadPoolExecutor(1) as another_thread:
-        another_thread.submit(block.close).result()
+        ended = another_thread.submit(end_it).result()
     other = MemoryStore(db.dsn)
-    with other.lock("jobs", timeout=0):
+    if store.is_sqlite:
+        assert ended == "released"
+    else:
+        assert "ended on another thread than the one that took it" in ended
+        with pytest.raises(LockTimeout), other.lock("jobs", timeout=0):
+            pass
+        with pytest.raises(MemoricError, match="held already by this thread"), store.lock("jobs", timeout=0):
+            pass
+    store.close()  # ends a PostgreSQL session, and the lock with it (a pool does not take it back)
+    with other.lock("jobs", timeout=30), pytest.raises(LockTimeout), store.lock("jobs", timeout=0):
+        pass  # (the server ends the closed session, and its lock, a moment later)
+    with store.lock("jobs", timeout=0):
         pass
     other.close()
-    with db.lock("jobs", timeout=0):
-        pass
-    db.close()
+    store.close()
 
 
 def test_closing_the_store_inside_a_lock_block_is_refused_and_keeps_the_lock(db, clock):

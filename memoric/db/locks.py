@@ -26,6 +26,9 @@ POLL_SECONDS = 0.05
 # The locks this process holds: (id of the store, name) -> the thread that took it (a block may
 # end on another thread, an ExitStack closed elsewhere: the lock is released for its taker too).
 _holders: dict[tuple[int, str], int] = {}
+# Of those, the locks whose block ended on another thread and could not be released there (a
+# PostgreSQL lock lives on its taker's connection): they end when the taker closes the store.
+_orphans: set[tuple[int, str]] = set()
 
 
 @contextlib.contextmanager
@@ -43,24 +46,50 @@ def hold(
         )
     with store.driver_errors("lock"):
         handle = _take(store, name, timeout, on_wait)
-    _holders[key] = threading.get_ident()
+    taker = _holders[key] = threading.get_ident()
     try:
         yield
     except BaseException:
-        _release(store, handle, key)  # the block's own error says more than the release's
+        _release(store, handle, key, taker)  # the block's own error says more than the release's
         raise
-    if not _release(store, handle, key):
-        raise MemoricError(
-            f"the {name!r} lock was lost during the block (with the connection to the database, or "
-            "to the process this one was forked from, which took it): what ran after that was not "
-            "protected by it"
+    if not _release(store, handle, key, taker):
+        raise MemoricError(_not_released(name, elsewhere=threading.get_ident() != taker))
+
+
+def _not_released(name: str, *, elsewhere: bool) -> str:
+    """Why the named lock could not be released at the end of its block."""
+    if elsewhere:
+        return (
+            f"the {name!r} lock's block ended on another thread than the one that took it: on "
+            "PostgreSQL the lock stays with that thread's connection, refused to it again until it "
+            "closes the store; end a lock block on the thread that began it"
         )
+    return (
+        f"the {name!r} lock was lost during the block (with the connection to the database, or "
+        "to the process this one was forked from, which took it), or could not be released (on "
+        "PostgreSQL, inside a transaction that failed: it then ends with the connection): what ran "
+        "after that was not protected by it"
+    )
 
 
 def held_here(store: MemoryStore) -> bool:
-    """Whether this thread holds a lock through `store`."""
+    """Whether this thread holds a lock through `store` in a block still running."""
+    return any(key not in _orphans for key in _taken_here(store))
+
+
+def let_orphans_go(store: MemoryStore) -> bool:
+    """Forget the locks this thread took through `store` whose block ended on another thread
+    (the caller ends the connection they live on); whether there were any."""
+    orphans = [key for key in _taken_here(store) if key in _orphans]
+    for key in orphans:
+        _orphans.discard(key)
+        _holders.pop(key, None)
+    return bool(orphans)
+
+
+def _taken_here(store: MemoryStore) -> list[tuple[int, str]]:
     me = threading.get_ident()
-    return any(store_id == id(store) and taker == me for (store_id, _), taker in list(_holders.items()))
+    return [key for key, taker in list(_holders.items()) if key[0] == id(store) and taker == me]
 
 
 def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callable[[], None] | None):
@@ -77,19 +106,25 @@ def _take(store: MemoryStore, name: str, timeout: float | None, on_wait: Callabl
     return handle
 
 
-def _release(store: MemoryStore, handle, key: tuple[int, str]) -> bool:
-    """Release the lock; whether it was still held (not when its connection was lost)."""
-    _holders.pop(key, None)
+def _release(store: MemoryStore, handle, key: tuple[int, str], taker: int) -> bool:
+    """Release the lock; whether it was still held (not when its connection was lost). Ended on
+    another thread, a lock that could not be released stays its taker's, refused to it again."""
     try:
         with store.driver_errors("lock"):
-            return store.dialect.unlock(store.database, handle)
+            released = store.dialect.unlock(store.database, handle)
     except MemoricError:
-        return False
+        released = False
+    if released or threading.get_ident() == taker:
+        _holders.pop(key, None)
+    else:
+        _orphans.add(key)
+    return released
 
 
 def _forget_in_child() -> None:
     """A forked child holds none of its parent's locks: whatever block it was forked in."""
     _holders.clear()
+    _orphans.clear()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

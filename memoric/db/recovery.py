@@ -153,6 +153,11 @@ class _Recovering:
         """A savepoint that, on leaving it, is not rolled back when the whole transaction is gone."""
         return _Savepoint(self)
 
+    def end_session(self) -> None:
+        """Close this thread's connection, ending its session (a pool does not take it back)."""
+        if not self.is_closed():
+            self.close()
+
     def _drop_connection(self) -> None:
         """Forget this thread's connection and its transaction state, then close it."""
         with self._lock:
@@ -242,10 +247,6 @@ class _PostgresRecovering(_Recovering):
         super().after_fork_in_child()
         self._opened = weakref.WeakSet()
 
-    def opened_here(self, connection) -> bool:
-        """Whether `connection` is one this process opened, by any thread, and still usable."""
-        return connection in self._opened and not self._lost(connection)
-
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
@@ -300,6 +301,10 @@ class Pooled:
             raise peewee.OperationalError(
                 f"connection pool exhausted: all {self._max_connections} connections in use ({exc})"
             ) from exc
+
+    def end_session(self) -> None:
+        """Close this thread's connection for good: what its session holds (a lock) ends with it."""
+        self.manual_close()
 
     def _discard(self, connection) -> None:
         """Close the lost connection and the idle ones: the restart that broke it broke them too."""

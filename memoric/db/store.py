@@ -151,7 +151,9 @@ class MemoryStore:
                 "close() inside a lock() block (a policy run's summarizer, say) would let go of the "
                 "connection a PostgreSQL lock lives on, and so of the lock: close after the block"
             )
-        if not self.database.is_closed():
+        if locks.let_orphans_go(self):  # locks left on this connection: end it, not back to a pool
+            self.database.end_session()
+        elif not self.database.is_closed():
             self.database.close()
 
     def driver_errors(self, what: str) -> DriverErrors:

@@ -123,17 +123,13 @@ class PostgresDialect(SequenceIds, Dialect):
         return (key, database.connection()) if taken else None
 
     def unlock(self, database: peewee.Database, handle) -> bool:
-        """Release the lock; False when the connection holding it was lost (and the lock with it)."""
+        """Release the lock; False when the connection holding it was lost (and the lock with it),
+        or is another thread's."""
         key, connection = handle
-        if not database.is_closed() and database.connection() is connection:
-            if database.connection_lost():
-                return False
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
-            return True
-        if not database.opened_here(connection):  # lost, or the parent's in a forked child
+        # Not through another thread's connection, which may be waiting on this thread's locks.
+        if database.is_closed() or database.connection() is not connection or database.connection_lost():
             return False
-        with connection.cursor() as cursor:  # a block ended on another thread than its taker's
-            cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
         return True
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
