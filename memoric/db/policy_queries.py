@@ -231,10 +231,13 @@ def _as_read(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[
     """Whether the user's memories of `ids` that `as_read` holds are still as it holds them."""
     known = [memory_id for memory_id in ids if memory_id in as_read]
     m = store.Memory
+    columns = [getattr(m, field) for field in SOURCE_FIELDS]
     for chunk in peewee.chunked(known, ID_CHUNK_SIZE):
-        query = select_memories(store, [m.user_id == user_id, m.id.in_(chunk)])
-        for row in map(memory_dict, query.dicts()):
-            if any(row[field] != as_read[row["id"]][field] for field in SOURCE_FIELDS):
+        # The compared columns alone, as tuples: half the time of whole memories as dicts.
+        query = m.select(m.id, *columns).where((m.user_id == user_id) & m.id.in_(chunk)).tuples()
+        for memory_id, *now in query:
+            read = as_read[memory_id]
+            if any(value != read[field] for field, value in zip(SOURCE_FIELDS, now, strict=True)):
                 return False
     return True
 
