@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from memoric import Memoric
+from memoric.db.dialects import citus
 from tests.helpers.reference import NOW, Clock, cluster_snapshot, memory_snapshot
 
 WRITERS = 8
@@ -91,9 +92,13 @@ def wait_for_a_lock_waiter(store, waiters: int = 1, unless: threading.Thread | N
 
 def _lock_waiters(store) -> int:
     """Sessions waiting for a lock now (inside a transaction too: PostgreSQL keeps one view of
-    the activity for a whole transaction unless it is cleared)."""
+    the activity for a whole transaction unless it is cleared). On Citus a statement waits on a
+    worker, which `citus_lock_waits` shows for the whole cluster."""
     store.database.execute_sql("SELECT pg_stat_clear_snapshot()")
-    return store.database.execute_sql(LOCK_WAITERS).fetchone()[0]
+    here = store.database.execute_sql(LOCK_WAITERS).fetchone()[0]
+    if citus.installed(store.database):
+        here += store.database.execute_sql("SELECT count(*) FROM citus_lock_waits").fetchone()[0]
+    return here
 
 
 def while_held(store, first: Callable[[Callable[[], None]], None], second: Callable[[], None]) -> list:
@@ -121,8 +126,10 @@ def while_held(store, first: Callable[[Callable[[], None]], None], second: Calla
     paused.wait()
     waiter = threading.Thread(target=run, args=(second,))
     waiter.start()
-    wait_for_a_lock_waiter(store, unless=waiter)
-    go.set()
-    for thread in (holder, waiter):
-        thread.join()
+    try:
+        wait_for_a_lock_waiter(store, unless=waiter)
+    finally:  # a failed wait must not leave `first` paused, holding its locks, for ever
+        go.set()
+        for thread in (holder, waiter):
+            thread.join()
     return failures
