@@ -52,7 +52,7 @@ def echo_table(headers: list[str] | None, rows: list[list], *, right: tuple[int,
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
         padded = [(str.rjust if i in right else str.ljust)(cell, widths[i]) for i, cell in enumerate(row)]
-        echo("  ".join(padded).rstrip())
+        click.echo("  ".join(padded).rstrip())  # cells made visible already (their widths are those shown)
 
 
 def shortened(text: str, width: int = CONTENT_WIDTH) -> str:

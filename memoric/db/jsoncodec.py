@@ -76,6 +76,4 @@ def load_json(text: str):
 def controls_escaped(text: str) -> str:
     """JSON `text` with the TERMINAL_CONTROLS in its strings written as `\\u` escapes: what is
     shown or exported cannot drive a terminal, and parses back to the same values."""
-    if TERMINAL_CONTROLS.search(text) is None:
-        return text
     return TERMINAL_CONTROLS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
