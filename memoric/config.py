@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,8 @@ ENV_APP_MIGRATIONS = "MEMORIC_APP_MIGRATIONS"
 MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few hundred bytes
+QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")  # text of the file a YAML message may quote
 
 MAX_BM25_K1 = 1000  # far past any useful value (1.2 to 2 in practice); keeps the arithmetic finite
 
@@ -65,7 +68,8 @@ def load_config(path: str | os.PathLike | None = None, data: dict | None = None)
     """The defaults, overlaid with the YAML file at `path` and then with `data`, validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        config = merge(config, _relative_to_file(_read_yaml(Path(path)), Path(path)), source=str(path))
+        path = _config_path(path)
+        config = merge(config, _relative_to_file(_read_yaml(path), path), source=str(path))
     if data is not None:
         config = merge(config, data, source="config")
     return validate(config)
@@ -122,20 +126,52 @@ def _relative_to_file(loaded, path: Path):
     return {**loaded, "migrations": {**section, "app_dir": str(located)}}
 
 
+def _config_path(path) -> Path:
+    """`path` as a Path; ConfigError unless it is a str or os.PathLike naming a file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"config_path must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(path)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        loaded = yaml12.load(path.read_text(encoding="utf-8"))
+        loaded = yaml12.load(_config_text(path))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {str(path)!r} is a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # a name holding NUL or a lone surrogate, text not UTF-8
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{_yaml_fault(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {str(path)!r} is nested too deeply to read") from None
     return {} if loaded is None else loaded
+
+
+def _config_text(path: Path) -> str:
+    """The file's text, at most MAX_CONFIG_BYTES (a device that never ends is not read forever)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes")
+    return data.decode("utf-8")
+
+
+def _yaml_fault(exc: yaml.YAMLError) -> str:
+    """Where the YAML is wrong and what is wrong there, without the file's text: PyYAML's own
+    message quotes the lines around the fault, and its scanner the characters, which may be
+    the database password's."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f" at character {exc.position + 1}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return ""
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = exc.problem or exc.context or ""
+    if not isinstance(exc, yaml.constructor.ConstructorError):  # those name keys and tags only
+        problem = QUOTED_TEXT.sub("", problem).strip(" :")
+    return f"{where}: {problem}" if problem else where
 
 
 # --- validation ---------------------------------------------------------------------------

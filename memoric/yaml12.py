@@ -54,7 +54,7 @@ def _scalar(loader: Yaml12Loader, node: yaml.ScalarNode, pattern: re.Pattern, ki
     text = loader.construct_scalar(node)
     if not isinstance(text, str) or not pattern.match(text):
         raise yaml.constructor.ConstructorError(
-            None, None, f"{text!r} is not a YAML 1.2 {kind}", node.start_mark
+            None, None, f"a value tagged {node.tag} is not a YAML 1.2 {kind}", node.start_mark
         )
     return text
 

@@ -197,7 +197,8 @@ def test_what_only_yaml_1_1_reads_as_a_number_is_refused(tmp_path, option, writt
 @pytest.mark.parametrize("written", ["!!int 1:30", "!!int 0b11", "!!int true", "!!float 1:30", "!!int 1_0"])
 def test_a_tagged_value_yaml_1_2_cannot_read_so_is_a_yaml_error(tmp_path, written):
     """An explicit `!!int` on text that is no int raised a bare ValueError (a traceback in the CLI)."""
-    with pytest.raises(ConfigError, match=r"is not valid YAML: .* is not a YAML 1.2 (int|float)"):
+    named = r"is not valid YAML at line 1, column \d+: a value tagged .* is not a YAML 1.2 (int|float)"
+    with pytest.raises(ConfigError, match=named):
         load_config(write(tmp_path, f"policies: {{batch_size: {written}}}\n"))
 
 
@@ -267,3 +268,19 @@ def test_a_relative_app_dir_is_the_config_files_and_the_environment_is_the_worki
     assert resolve_app_dir("from-flag", relative) == Path("from-flag")
     monkeypatch.setenv(ENV_APP_MIGRATIONS, "")
     assert resolve_app_dir(None, relative) == tmp_path / "project" / "db" / "app", "empty means unset"
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        (5, "config_path must be a str or os.PathLike, got int"),
+        ("x\x00y.yaml", "cannot be read: embedded null byte"),
+        ("\ud800.yaml", "cannot be read: 'utf-8' codec can't encode"),
+        ("/dev/zero", "is larger than 1,048,576 bytes"),
+    ],
+)
+def test_a_config_path_that_names_no_readable_file_is_a_config_error(path, named):
+    """A path of another type, one no file can have, or a file without end: a TypeError,
+    ValueError or UnicodeEncodeError escaped, and /dev/zero was read until memory ran out."""
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(path)

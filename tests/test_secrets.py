@@ -27,7 +27,7 @@ from memoric.cli import main
 from memoric.db.connection import mask_password
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_url
-from memoric.errors import ConfigError
+from memoric.errors import ConfigError, MemoricError
 from tests.helpers.dialects import requires_postgres
 
 SECRET = "S3cr3t"
@@ -159,6 +159,44 @@ def test_a_database_setting_that_is_not_a_url_is_not_quoted(tmp_path):
         Memoric(config_path=config)
     assert_hidden(str(raised.value))
     assert cli("--config", str(config), "stats").exit_code == 1
+
+
+LONG_SECRET = "Pw9zQx7Lm2Kd"
+CONFIG_WITH_A_PASSWORD = f'database:\n  dsn: "postgresql://agent:{LONG_SECRET}@{FAR}/db?sslmode=disable"\n'
+BREAKING_CHARACTERS = ['"', "'", "\\", ":", ": ", "\t", "{", "[", "&", "*", "!", "%", "@", "\x01", "\n"]
+BREAKING_CHARACTERS += ["\n  dsn: x\n"]
+
+
+def assert_no_part_of_the_long_secret(text: str) -> None:
+    fragments = {LONG_SECRET[start : start + 4] for start in range(len(LONG_SECRET) - 3)}
+    assert not [fragment for fragment in fragments if fragment in text], text
+
+
+@pytest.mark.parametrize("character", BREAKING_CHARACTERS)
+def test_a_config_file_broken_anywhere_never_quotes_its_password(tmp_path, character):
+    """Each character that can break YAML, put at every place of a config file holding a URL with
+    a password: PyYAML's own message quoted the lines around the fault, its scanner a character."""
+    config = tmp_path / "memoric.yaml"
+    for place in range(len(CONFIG_WITH_A_PASSWORD) + 1):
+        text = CONFIG_WITH_A_PASSWORD[:place] + character + CONFIG_WITH_A_PASSWORD[place:]
+        config.write_text(text, encoding="utf-8")
+        try:
+            Memoric(config_path=config).close()
+        except ConfigError as exc:
+            assert_no_part_of_the_long_secret(str(exc))
+        except MemoricError as exc:  # read whole: the URL cannot be opened
+            assert_no_part_of_the_long_secret(str(exc))
+
+
+def test_a_broken_config_file_is_one_line_in_the_cli_naming_where_it_breaks(tmp_path):
+    config = tmp_path / "memoric.yaml"
+    config.write_text(CONFIG_WITH_A_PASSWORD.replace("@", "\\?@"), encoding="utf-8")
+    result = cli("--config", str(config), "stats")
+    assert result.exit_code == 1
+    where = "is not valid YAML at line 2, column "
+    assert result.stderr.startswith(f"Error: config file {str(config)!r} {where}")
+    assert result.stderr.count("\n") == 1
+    assert_no_part_of_the_long_secret(result.stderr)
 
 
 # --- URLs that work ------------------------------------------------------------------------------
