@@ -292,3 +292,28 @@ def test_no_part_of_a_password_with_url_punctuation_is_ever_shown(shape, passwor
     url = shape.format(password=password, other=other)
     for output in (mask_url(url), mask_password(f"cannot open '{url}': refused", url)):
         assert shown_password(output, password + " " + other) == [], output
+
+
+NOT_UTF8 = ["\ud800", "\udcff", "%FF", "%C3"]  # a lone surrogate, a byte of a command line, bytes
+URL_PARTS_HOLDING = [
+    "postgresql://agent{}:" + SECRET + f"@{FAR}/db",
+    "postgresql://agent:" + SECRET + "{}@" + f"{FAR}/db",
+    "postgresql://agent:" + SECRET + "@127.0.0.1{}:1/db",
+    "postgresql://agent:" + SECRET + f"@{FAR}/db{{}}",
+    "postgresql://agent:" + SECRET + f"@{FAR}/db?application_name=x{{}}",
+    f"postgresql://agent@{FAR}/db?password={SECRET}{{}}",
+]
+
+
+@pytest.mark.parametrize("text", NOT_UTF8)
+@pytest.mark.parametrize("shape", URL_PARTS_HOLDING)
+def test_a_postgresql_url_holding_text_that_is_not_utf8_is_named_with_its_password_hidden(shape, text):
+    """In any part of the URL: the driver's UnicodeEncodeError escaped (a traceback in the CLI,
+    masking failed on such a password), and %FF was sent as U+FFFD, another password."""
+    url = shape.format(text)
+    with pytest.raises(ConfigError, match="holds text that is not UTF-8") as raised:
+        Memoric(url)
+    assert_hidden(str(raised.value))
+    result = cli("--dsn", url, "stats")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: invalid database URL '") and result.stderr.count("\n") == 1

@@ -163,6 +163,17 @@ def _refuse_unreadable(url: str) -> None:
         raise _url_error(url, f"invalid database URL '{url}': it contains a NUL character")
 
 
+def _refuse_non_utf8(url: str) -> None:
+    """ConfigError for a PostgreSQL URL holding text that is not UTF-8: the driver sends the
+    connection's settings as UTF-8 (a lone surrogate, a byte of another encoding on a command
+    line, failed there), and a percent-encoded byte that is not UTF-8 was read as U+FFFD."""
+    try:
+        unquote(url, errors="strict").encode("utf-8")
+    except UnicodeError:
+        message = mask_password(f"invalid database URL '{url}': it holds text that is not UTF-8", url)
+        raise ConfigError(message.encode("utf-8", "backslashreplace").decode("utf-8")) from None
+
+
 def _url_error(url: str, message: str) -> ConfigError:
     """A ConfigError about `url` with every secret of it masked.
 
@@ -227,6 +238,7 @@ def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     """
     if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
+    _refuse_non_utf8(url)
     try:
         return _new_database(url, parts, _parameters(url, parts))
     except (ValueError, RuntimeError, TypeError):

@@ -128,7 +128,7 @@ def _secrets(urls) -> set[str]:
             found |= {match.group(2).strip("'\"") for match in _SECRET_SETTING.finditer(text)}
         found |= _query_secrets(url)
     found |= {unquote(secret) for secret in found}
-    found |= {quote(secret, safe="") for secret in found}
+    found |= {quote(secret, safe="", errors="surrogatepass") for secret in found}
     found |= {escaped for secret in found for escaped in (repr(secret)[1:-1], json.dumps(secret)[1:-1])}
     return {secret for secret in found if len(secret) >= MIN_LITERAL_SECRET}
 
