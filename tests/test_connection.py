@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.connection import mask_password
+from memoric.db.dialects.postgresql import SESSION_SETTINGS
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, LockTimeout, MemoricError
 from memoric.testing import admin_sql, database_url, drop_database
@@ -262,6 +264,25 @@ def test_a_database_setting_changes_no_answer(dsn, dialect, setting, value):
     assert {m["content"] for m in found} == {row["content"] for row in rare}
     assert {m["metadata"]["x"] for m in found} == {row["metadata"]["x"] for row in rare}
     assert store.get_memories(user_id="✈ nobody", limit=None) == []
+    store.close()
+
+
+@requires_postgres
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+pool"])
+def test_opening_a_store_runs_no_statement_and_its_first_connection_has_memorics_settings(
+    new_postgres_url, scheme
+):
+    """Opening a store only connects: a statement run there (its session settings, once SET on
+    the open connection) raised the driver's own error when the connection was lost meanwhile,
+    outside every call's error handling. The settings come with the connection instead."""
+    url = new_postgres_url().replace("postgresql", scheme, 1)
+    store = MemoryStore(url)
+    backend = store.database.connection().get_backend_pid()
+    with contextlib.closing(MemoryStore(url)) as observer:
+        activity = "SELECT query FROM pg_stat_activity WHERE pid = %s"
+        assert observer.database.execute_sql(activity, (backend,)).fetchone() == ("",)
+    for name, value in SESSION_SETTINGS.items():
+        assert store.database.execute_sql(f"SHOW {name}").fetchone()[0] == str(value)
     store.close()
 
 

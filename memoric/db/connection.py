@@ -129,16 +129,22 @@ def warn_about_sqlite(path: str, configured: bool = True) -> None:
         log.warning(SQLITE_WARNING, path)
 
 
-def open_database(url: str, *, warn_sqlite: bool = True) -> peewee.Database:
+def open_database(
+    url: str, *, warn_sqlite: bool = True, prepare: Callable[[peewee.Database], None] | None = None
+) -> peewee.Database:
     """A connected peewee Database for `url`; ConfigError (passwords masked) when it cannot be opened.
 
-    On SQLite the development-only warning is logged (once per process) unless `warn_sqlite` is
-    False or $MEMORIC_SQLITE_WARNING silences it.
+    `prepare` sets the Database up before its first connection (`Dialect.prepare`), so that no
+    statement runs outside a store call's error handling. On SQLite the development-only
+    warning is logged (once per process) unless `warn_sqlite` is False or
+    $MEMORIC_SQLITE_WARNING silences it.
     """
     dialect = dialect_of(url)
     parts = split_url(url)  # the one parse of the URL: every piece below is read from `parts`
     _refuse_unreadable(url)
     database = _sqlite_database(url, parts) if dialect == "sqlite" else _postgres_database(url, parts)
+    if prepare is not None:
+        prepare(database)
     if dialect == "sqlite":
         warn_about_sqlite(mask_password(file_path(parts), url), warn_sqlite)
         if not os.path.exists(database.database):

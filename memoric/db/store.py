@@ -90,8 +90,9 @@ class MemoryStore:
         self.dsn: str = dsn
         self.tiers: tuple[str, ...] = validation.tier_names(tiers)
         self.clock = clock
-        self.database: peewee.Database = open_database(dsn, warn_sqlite=warn_sqlite)
-        self.dialect.prepare(self.database)
+        self.database: peewee.Database = open_database(
+            dsn, warn_sqlite=warn_sqlite, prepare=self.dialect.prepare
+        )
         models = bind_models(self.database)
         self.Memory = models.Memory
         self.MemoryCluster = models.MemoryCluster

@@ -69,7 +69,7 @@ class Dialect(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, database: peewee.Database) -> None:
-        """Set up every connection of `database` as memoric needs it."""
+        """Set up every connection of `database` as memoric needs it (called before the first)."""
 
     @abc.abstractmethod
     def contains_row_by_row(self, column, pattern: dict) -> peewee.Node:

@@ -64,17 +64,12 @@ class PostgresDialect(SequenceIds, Dialect):
         return None
 
     def prepare(self, database: peewee.Database) -> None:
-        """Give this store's sessions the settings memoric's answers depend on (`SESSION_SETTINGS`).
-
-        Set for this connection and, through the connect options, for every later one; they come
-        after any of the URL's own, so they win.
-        """
+        """Give this store's sessions the settings memoric's answers depend on (`SESSION_SETTINGS`),
+        through the connect options of every connection (called before the first); they come
+        after any of the URL's own, so they win."""
         settings = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
         options = database.connect_params.get("options")
         database.connect_params["options"] = f"{options} {settings}" if options else settings
-        if not database.is_closed():
-            for name, value in SESSION_SETTINGS.items():
-                database.execute_sql(f"SET {name} = '{value}'")
 
     def contains_row_by_row(self, column, pattern: dict):
         """`jsonb_contains(column, pattern)`: `@>` as a function call, which the planner checks row
