@@ -8,6 +8,7 @@ from memoric.errors import (
     LockTimeout,
     MemoricError,
     MigrationError,
+    PartlyInserted,
     SummarizerFailed,
     ValidationError,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "MemoricError",
     "MemoryStore",
     "MigrationError",
+    "PartlyInserted",
     "SummarizerFailed",
     "ValidationError",
     "__version__",

@@ -21,6 +21,30 @@ class LockTimeout(MemoricError):
     """A lock (migration chain, policy run) could not be taken in the time allowed."""
 
 
+class PartlyInserted(MemoricError):
+    """A bulk insert that failed after some of its batches were committed. `inserted` is how many
+    rows were saved: the first ones given (`saved` says which), which a retry must leave out or
+    save twice."""
+
+    def __init__(self, reason: str, inserted: int, saved: str) -> None:
+        self.inserted = inserted
+        self.saved = saved
+        super().__init__(
+            f"{reason}; {saved} had been saved before it, a transaction per batch: call again with "
+            "the rows after those (the same rows again would save those twice)"
+        )
+
+    def __reduce__(self):
+        return _partly_inserted, (str(self), self.inserted, self.saved)
+
+
+def _partly_inserted(message: str, inserted: int, saved: str) -> PartlyInserted:
+    """A PartlyInserted unpickled, its message as it was."""
+    error = PartlyInserted("", inserted, saved)
+    error.args = (message,)
+    return error
+
+
 class SummarizerFailed(MemoricError):
     """The summarizer raised, or returned no text, on some threads; everything else of the policy
     run was applied. `counts` is what the run did (as `run_policies` returns it), `failures` a

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import pickle
 
 import pytest
 
-from memoric.errors import MemoricError, ValidationError
+from memoric.errors import MemoricError, PartlyInserted, ValidationError
+from tests.helpers.sqlite_tables import sqlite_without_autoincrement
 
 AWKWARD_TEXTS = [
     "tab\there",
@@ -174,3 +176,48 @@ def test_a_memory_saved_with_an_id_moves_the_counter_past_it(db):
     assert given == first + 2
     assert min(later) > given
     assert len({m["id"] for m in db.get_memories(limit=None)}) == 5
+
+
+# --- a batch failing after others were committed ---------------------------------------------
+
+
+def test_a_batch_failing_after_others_names_the_rows_saved_and_a_retry_of_the_rest_completes(db):
+    """Batches are committed one by one: the error said only what failed, and a caller retrying
+    the same rows saved the committed ones twice."""
+    taken = db.insert_memory(user_id="ada", content="holds the id")
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(25)]
+    rows[22]["id"] = taken  # the third batch fails
+    with pytest.raises(
+        PartlyInserted, match=r"rows\[0:20\], the first 20 rows given, had been saved"
+    ) as raised:
+        db.insert_memories(rows, batch_size=10)
+    assert raised.value.inserted == 20
+    assert "insert_memories failed on" in str(raised.value)
+    assert contents_of(db, "bob") == [f"row {n}" for n in range(20)]
+    del rows[22]["id"]
+    assert db.insert_memories(rows[raised.value.inserted :], batch_size=10) == 5
+    assert contents_of(db, "bob") == [f"row {n}" for n in range(25)]
+
+
+def test_where_the_highest_id_went_first_the_rows_saved_name_it(tmp_path):
+    """SQLite tables without an id counter take the row of the highest explicit id in the first
+    batch: the rows saved are then the first ones and that row."""
+    store = sqlite_without_autoincrement(tmp_path / "no-counter.db")
+    taken = store.insert_memory(user_id="ada", content="holds the id")
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(25)]
+    rows[24]["id"] = 10**6
+    rows[21]["id"] = taken
+    with pytest.raises(
+        PartlyInserted, match=r"rows\[0:20\] and rows\[24\], 21 rows, had been saved"
+    ) as raised:
+        store.insert_memories(rows, batch_size=10)
+    assert raised.value.inserted == 21
+    assert contents_of(store, "bob") == [f"row {n}" for n in (*range(20), 24)]
+    assert pickle.loads(pickle.dumps(raised.value)).args == raised.value.args
+    store.close()
+
+
+def contents_of(store, user_id: str) -> list[str]:
+    return sorted(
+        (m["content"] for m in store.get_memories(user_id=user_id, limit=None)), key=lambda c: int(c[4:])
+    )

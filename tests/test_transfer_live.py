@@ -22,6 +22,7 @@ from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from memoric.transfer import copy_database, export_jsonl, import_jsonl
 from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
+from tests.helpers.sqlite_tables import sqlite_without_autoincrement
 from tests.helpers.transfer_data import T0, TRICKY_METADATA, assert_identical, dump_lines, fill, snapshot
 
 FAR = 1_000_000  # the export's first id: an agent saving into an empty database stays far below it
@@ -102,22 +103,6 @@ def assert_agent_and_file_both_kept(store: MemoryStore, reference: MemoryStore, 
     if agent.rebuild:
         built = {c["topic"]: c["memory_ids"] for c in clusters if c["user_id"] == "agent"}
         assert built == {topic: [memory_id] for memory_id, topic in agent.saved}
-
-
-def sqlite_without_autoincrement(path) -> MemoryStore:
-    """An empty SQLite store whose tables keep no id counter (as before migration 003): max(id) + 1."""
-    store = MemoryStore(f"sqlite:///{path}")
-    store.create_schema()
-    database = store.database
-    schema = database.execute_sql(
-        "SELECT type, sql FROM sqlite_master WHERE tbl_name IN ('memories', 'memory_clusters') "
-        "AND sql IS NOT NULL ORDER BY type = 'table' DESC, type"
-    ).fetchall()
-    for table in ("memories", "memory_clusters"):
-        database.execute_sql(f'DROP TABLE "{table}"')
-    for kind, sql in schema:
-        database.execute_sql(sql.replace(" AUTOINCREMENT", "") if kind == "table" else sql)
-    return store
 
 
 def import_beside_an_agent(target: MemoryStore, reference: MemoryStore) -> None:

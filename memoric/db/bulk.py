@@ -17,8 +17,9 @@ from typing import IO, TYPE_CHECKING
 
 from memoric import validation
 from memoric.db import postings
+from memoric.db.connection import store_call_failed
 from memoric.db.rows import dict_rows, memory_row
-from memoric.errors import MemoricError
+from memoric.errors import MemoricError, PartlyInserted
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -28,7 +29,9 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
     """Check every row, then insert them `batch_size` at a time; rows inserted.
 
     Rows may carry an explicit `id`; the id counter is first moved past the highest one (never
-    back), so no memory saved meanwhile takes one of them. An id already taken fails its batch.
+    back), so no memory saved meanwhile takes one of them (where the table keeps no counter,
+    SQLite's max(rowid) + 1, that row goes in the first batch). An id already taken fails its
+    batch. A batch that fails after others were committed raises PartlyInserted.
     """
     validation.count("batch_size", batch_size)
     with CheckedBatches(max(batch_size, 1)) as checked:
@@ -38,23 +41,31 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
             checked.add(row)
             if "id" in row and (highest is None or row["id"] > highest[1]["id"]):
                 highest = (index, row)
-        batches = iter(checked) if highest is None else _highest_id_safe(store, checked, *highest)
+        moved = None if highest is None or counter_moved_past(store, highest[1]["id"]) else highest[0]
+        batches = iter(checked) if moved is None else moved_first(checked, moved, highest[1])
         inserted = 0
-        for batch in batches:
-            with store.database.atomic():
-                inserted += postings.insert_memories(store, batch)
+        try:
+            for batch in batches:
+                with store.database.atomic():
+                    inserted += postings.insert_memories(store, batch)
+        except Exception as exc:
+            if inserted:
+                raise PartlyInserted(_reason(store, exc), inserted, _saved(inserted, moved)) from exc
+            raise
         return inserted
 
 
-def _highest_id_safe(
-    store: MemoryStore, checked: CheckedBatches, index: int, row: dict
-) -> Iterator[list[dict]]:
-    """The batches, once no memory saved meanwhile can take the highest explicit id: the id
-    counter moved past it, or (SQLite, where max(rowid) + 1 is the counter) that row written in
-    the first transaction."""
-    if counter_moved_past(store, row["id"]):
-        return iter(checked)
-    return moved_first(checked, index, row)
+def _reason(store: MemoryStore, exc: Exception) -> str:
+    """What failed, as every store call says it (a driver's error) or as memoric said it."""
+    return str(exc) if isinstance(exc, MemoricError) else store_call_failed(store, "insert_memories", exc)
+
+
+def _saved(inserted: int, moved: int | None) -> str:
+    """Which rows the committed batches hold: the first `inserted` given, or (when the row at
+    index `moved`, the highest explicit id, went first) the first ones and that row."""
+    if moved is None or moved < inserted:
+        return f"rows[0:{inserted}], the first {inserted} rows given,"
+    return f"rows[0:{inserted - 1}] and rows[{moved}], {inserted} rows,"
 
 
 def counter_moved_past(store: MemoryStore, memory_id: int) -> bool:
