@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import reprlib
 from collections.abc import Iterable, Sequence
 
@@ -17,6 +18,7 @@ from memoric.errors import ValidationError
 
 MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
 MAX_TIER_NAME = 64  # the tier column's width
+MAX_LOCK_NAME = 64
 MAX_CLUSTER_KEY_LENGTH = 255  # a cluster's topic and category: varchar(255)
 DEFAULT_SCORE = 50
 # Every integer argument (limit, offset, top_k, ids, batch sizes, day counts) is a signed 64-bit
@@ -40,6 +42,7 @@ MAX_TIMESTAMP = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 SHOWN_WIDTH = 60
 ELLIPSIS = "…"
+LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class _BoundedRepr(reprlib.Repr):
@@ -119,6 +122,19 @@ def content(value, field: str = "content") -> str:
 
 def user_id(value) -> str:
     return clean_text("user_id", value, max_length=MAX_ID_LENGTH)
+
+
+def lock_name(value) -> str:
+    """A lock's name: ASCII letters, digits, `.`, `_` and `-`, starting with a letter or digit, at
+    most MAX_LOCK_NAME characters; one name takes one lock on both dialects, and on SQLite it is
+    part of the lock file's name (beside the database: no separator, no name too long for it)."""
+    name = clean_text("lock name", value, max_length=MAX_LOCK_NAME)
+    if not LOCK_NAME.fullmatch(name):
+        raise ValidationError(
+            f"lock name {shown(name)} may hold only ASCII letters, digits, '.', '_' and '-', "
+            "and must start with a letter or digit"
+        )
+    return name
 
 
 def one_of(field: str, value, choices: Sequence[str]) -> str:

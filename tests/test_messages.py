@@ -6,6 +6,8 @@ a private method. (Values shown in messages, cut with "…", are tested in test_
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from memoric.errors import ValidationError
@@ -48,7 +50,7 @@ def test_a_malformed_cluster_is_a_validation_error(db):
     cases = [
         ({**good, "colour": "red"}, "unexpected cluster field 'colour' (accepted: topic, category"),
         ({"topic": "t", "memory_ids": [1]}, "missing cluster field category"),
-        ("not a dict", "a cluster must be a dict, got str"),
+        ("not a dict", "clusters[1] must be a dict, got str"),
     ]
     for cluster, message in cases:
         with pytest.raises(ValidationError) as raised:
@@ -65,3 +67,37 @@ def test_a_misspelled_field_in_a_bulk_row_names_the_row(db):
     with pytest.raises(ValidationError, match=r"rows\[0\]: missing field content"):
         db.insert_memories([{"user_id": "ada"}])
     assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize("given", [None, 5, 2.5, {"user_id": "ada", "content": "x"}])
+def test_rows_or_clusters_that_are_no_iterable_of_dicts_are_named(db, given):
+    """None or a number raised Python's TypeError ('NoneType' object is not iterable)."""
+    kind = "one dict" if isinstance(given, dict) else type(given).__name__
+    with pytest.raises(ValidationError, match=f"^rows must be an iterable of dicts, got {kind}$"):
+        db.insert_memories(given)
+    with pytest.raises(ValidationError, match=f"^clusters must be an iterable of dicts, got {kind}$"):
+        db.upsert_clusters(user_id="ada", clusters=given)
+    assert db.count_memories() == 0 and db.get_clusters() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (5, "lock name must be a string, got int"),
+        (["x"], "lock name must be a string, got list"),
+        ((letter for letter in "x"), "lock name must be a string, got generator"),
+        ("", "lock name must be a non-empty string"),
+        ("x" * 65, "lock name must be at most 64 characters, got 65"),
+        ("\x00", "lock name contains a NUL character"),
+        ("a/b", "lock name 'a/b' may hold only ASCII letters, digits"),
+        ("../jobs", "lock name '../jobs' may hold only ASCII letters, digits"),
+        ("nightly job", "lock name 'nightly job' may hold only ASCII letters, digits"),
+    ],
+)
+def test_a_lock_name_is_checked_alike_on_both_dialects(db, name, message):
+    """Names were not checked: on SQLite a generator's repr named a lock file and NUL or a long name
+    were "a stored value memoric cannot read", where PostgreSQL took them."""
+    with pytest.raises(ValidationError, match=re.escape(message)), db.lock(name):
+        pass
+    with db.lock("jobs.nightly_2-a"):
+        pass

@@ -17,7 +17,7 @@ from memoric import validation
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
-from memoric.db.rows import bind, ids_left, known_keywords, read, slot
+from memoric.db.rows import bind, dict_rows, ids_left, known_keywords, read, slot
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -54,7 +54,7 @@ def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) ->
     user_id = validation.user_id(user_id)
     now = store.clock()
     rows = sorted(
-        (_upserted_cluster_row(user_id, cluster, now) for cluster in clusters),
+        (_upserted_cluster_row(user_id, cluster, now) for _, cluster in dict_rows(clusters, "clusters")),
         key=lambda row: (row["topic"], row["category"]),
     )
     with store.database.atomic(), ids_left(store, store.MemoryCluster):

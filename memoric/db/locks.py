@@ -36,6 +36,7 @@ def hold(
     store: MemoryStore, name: str, timeout: float | None, on_wait: Callable[[], None] | None
 ) -> Iterator[None]:
     """Hold the named lock for the block (see `MemoryStore.lock`)."""
+    name = validation.lock_name(name)
     if timeout is not None:
         validation.non_negative_number("timeout", timeout)
     key = (id(store), name)

@@ -202,13 +202,20 @@ def known_keywords(kind: str, given: dict, accepted: tuple[str, ...], method: st
     )
 
 
-def dict_rows(rows: Iterable[dict]) -> Iterator[tuple[int, dict]]:
-    """(index, row) for an iterable of dicts; ValidationError naming the first row that is not one."""
+def dict_rows(rows: Iterable[dict], field: str = "rows") -> Iterator[tuple[int, dict]]:
+    """(index, row) for an iterable of dicts; ValidationError naming the argument `field` when
+    it is no iterable (or one dict), or the first row that is not a dict."""
     if isinstance(rows, dict):
-        raise validation.ValidationError("rows must be an iterable of dicts, got one dict")
-    for index, row in enumerate(rows):
+        raise validation.ValidationError(f"{field} must be an iterable of dicts, got one dict")
+    try:
+        each = iter(rows)
+    except TypeError:
+        raise validation.ValidationError(
+            f"{field} must be an iterable of dicts, got {type(rows).__name__}"
+        ) from None
+    for index, row in enumerate(each):
         if not isinstance(row, dict):
-            raise validation.ValidationError(f"rows[{index}] must be a dict, got {type(row).__name__}")
+            raise validation.ValidationError(f"{field}[{index}] must be a dict, got {type(row).__name__}")
         yield index, row
 
 
