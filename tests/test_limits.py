@@ -266,3 +266,18 @@ def test_a_clock_past_either_end_of_time_is_refused_before_anything_is_written(n
     with pytest.raises(ValidationError, match="the clock's time must lie from 0001-01-02 to 9999-12-30"):
         memoric.save("edge", "never written")
     assert memoric.store.count_memories() == 0
+
+
+@pytest.mark.parametrize("clock", [5, "now", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)])
+def test_a_clock_that_is_no_function_is_refused_when_given(new_dsn, clock):
+    """It was taken, and every write then failed with Python's TypeError."""
+    with pytest.raises(ValidationError, match="clock must be a function returning a datetime, got"):
+        Memoric(new_dsn(), clock=clock)
+
+
+def test_no_clock_is_the_default_one(new_dsn):
+    memoric = Memoric(new_dsn(), clock=None)
+    before = dt.datetime.now(dt.UTC)
+    memory = memoric.store.get_memory(memoric.save("ada", "now"))
+    assert before <= memory["created_at"] <= dt.datetime.now(dt.UTC)
+    memoric.close()

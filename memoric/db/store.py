@@ -66,8 +66,14 @@ def _checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime
     """`clock`, each reading checked like a timestamp argument (aware UTC, years 1 to 9999).
 
     A clock outside that range would store times no export can load back; its reading is a
-    ValidationError before anything is written.
+    ValidationError before anything is written. None is the default clock (UTC now).
     """
+    if clock is None:
+        return _checked_clock(utc_now)
+    if not callable(clock):
+        raise validation.ValidationError(
+            f"clock must be a function returning a datetime, got {type(clock).__name__}"
+        )
 
     def now() -> dt.datetime:
         return validation.timestamp("the clock's time", clock())
