@@ -2,14 +2,13 @@
 
 Errors are handled once, by the `memoric` group: a MemoricError is one line on stderr and exit 1,
 Ctrl-C, SIGTERM or SIGHUP one line and exit 128 + the signal's number (the command cleans up
-for each as for Ctrl-C: `commands.stopping`), and every message is masked (passwords of the URLs given).
+for each as for Ctrl-C: `commands.stopping`), a closed or failing stdout or stdin one line and
+exit 1 (`commands.streams`), and every message is masked (passwords of the URLs given).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import io
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from memoric.commands import memories, migrate, transfer
 from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
+from memoric.commands.streams import require_stdout, standard_streams
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
 from memoric.db.urls import mask_password
@@ -64,25 +64,24 @@ def one_line_errors():
 class MemoricGroup(click.Group):
     """The `memoric` group: whatever fails, from parsing to the last command, is one masked line."""
 
+    def main(self, *args, **kwargs):
+        """The whole run, --help and --version included, on checked standard streams (`streams`)."""
+        with standard_streams():
+            return super().main(*args, **kwargs)
+
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         arguments = tuple(args)
         with masked_errors(arguments):
+            require_stdout()
             ctx = super().make_context(info_name, args, parent, **extra)
         ctx.meta[ARGUMENTS] = arguments
         return ctx
 
     def invoke(self, ctx: click.Context):
-        utf8_streams()
         with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
-            return super().invoke(ctx)
-
-
-def utf8_streams() -> None:
-    """Write stdout and stderr in UTF-8 whatever the locale says: exports, SQL and JSON are UTF-8
-    data, and a memory may hold any character, which latin-1 or cp1252 would fail on midway."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
-            stream.reconfigure(encoding="utf-8")
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
 
 
 pass_session = click.make_pass_decorator(Session)

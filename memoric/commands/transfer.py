@@ -100,13 +100,10 @@ def replaced_on_success(path: str):
 
 
 def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
-    """The export on stdout; a failed write (a full disk, a closed pipe) is one line and exit 1."""
-    stdout = sys.stdout
-    try:
-        counts = transfer.export_memoric(memoric, stdout, user_id=user_id)
-        stdout.flush()
-    except OSError as exc:
-        raise click.ClickException(f"cannot write to standard output: {exc.strerror or exc}") from None
+    """The export on stdout, flushed: a failed write (a full disk, a closed pipe) is one line and
+    exit 1 (`commands.streams`)."""
+    counts = transfer.export_memoric(memoric, sys.stdout, user_id=user_id)
+    sys.stdout.flush()
     return counts
 
 

@@ -122,7 +122,7 @@ def _spool(lines: Iterable[str | bytes]):
     cannot take them (before anything is written to the database)."""
     try:
         spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
-        for line in lines:
+        for line in _read(lines):
             if isinstance(line, str):
                 line = line.encode("utf-8", "surrogatepass")
             spool.write(line if line.endswith(b"\n") else line + b"\n")
@@ -264,7 +264,7 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
     A byte order mark opening line 1 is not part of the text: editors on Windows save UTF-8 with one.
     """
     number = 0
-    iterator = iter(lines)
+    iterator = _read(lines)
     while True:
         try:
             line = next(iterator)
@@ -281,6 +281,32 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as exc:
                 raise ValidationError(f"line {number} is not UTF-8 text ({exc.reason})") from None
         yield number, line.removeprefix(BYTE_ORDER_MARK) if number == 1 else line
+
+
+def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
+    """The lines of `lines` as read; a file that fails to read (an I/O error, a terminal hung up)
+    is a MemoricError naming it, the line it stopped after and the system's reason."""
+    number = 0
+    iterator = iter(lines)
+    while True:
+        try:
+            line = next(iterator)
+        except StopIteration:
+            return
+        except OSError as exc:
+            after = f" after line {number}" if number else ""
+            reason = exc.strerror or exc
+            raise MemoricError(f"cannot read {_file_name(lines)}{after}: {reason}") from None
+        number += 1
+        yield line
+
+
+def _file_name(lines: Iterable) -> str:
+    """How messages name the file `lines` come from: its path, standard input, or the export."""
+    name = getattr(lines, "name", None)
+    if name == "<stdin>":
+        return "standard input"
+    return name if isinstance(name, str) else "the export"
 
 
 def _check_end(number: int, fields: dict, held: dict[str, int]) -> None:
