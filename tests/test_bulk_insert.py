@@ -221,3 +221,39 @@ def contents_of(store, user_id: str) -> list[str]:
     return sorted(
         (m["content"] for m in store.get_memories(user_id=user_id, limit=None)), key=lambda c: int(c[4:])
     )
+
+
+def test_a_batch_whose_commit_fails_is_not_counted_as_saved(db, dialect):
+    """The count grew inside the batch's transaction, before its COMMIT: a COMMIT that failed
+    (here a deferred check) was reported saved, and a retry of the rows after it lost them."""
+    if dialect == "sqlite":
+        pytest.skip("a check deferred to COMMIT: PostgreSQL's constraint triggers")
+    db.database.execute_sql(
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom refused at commit'; END IF; RETURN NEW; END $$"
+    )
+    db.database.execute_sql(
+        "CREATE CONSTRAINT TRIGGER refuse_boom AFTER INSERT ON memories DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+    )
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(30)]
+    rows[25]["content"] = "boom"
+    try:
+        with pytest.raises(PartlyInserted, match=r"rows\[0:20\], the first 20 rows given") as raised:
+            db.insert_memories(rows, batch_size=10)
+        assert raised.value.inserted == 20 == db.count_memories(user_id="bob")
+    finally:
+        db.database.execute_sql("DROP TRIGGER refuse_boom ON memories")
+        db.database.execute_sql("DROP FUNCTION refuse_boom()")
+
+
+def test_batches_inside_a_callers_transaction_are_not_said_to_be_saved(db):
+    """Inside `atomic()` each batch is a savepoint of the caller's transaction, which the error
+    undoes whole: PartlyInserted said the first batches were saved, and nothing was."""
+    taken = db.insert_memory(user_id="ada", content="holds the id")
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(25)]
+    rows[22]["id"] = taken
+    with pytest.raises(MemoricError) as raised, db.atomic():
+        db.insert_memories(rows, batch_size=10)
+    assert not isinstance(raised.value, PartlyInserted)
+    assert db.count_memories(user_id="bob") == 0

@@ -43,13 +43,15 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
                 highest = (index, row)
         moved = None if highest is None or counter_moved_past(store, highest[1]["id"]) else highest[0]
         batches = iter(checked) if moved is None else moved_first(checked, moved, highest[1])
+        committing = not store.database.in_transaction()  # else each batch is a savepoint of the caller's
         inserted = 0
         try:
             for batch in batches:
                 with store.database.atomic():
-                    inserted += postings.insert_memories(store, batch)
+                    written = postings.insert_memories(store, batch)
+                inserted += written  # counted once its COMMIT went through
         except Exception as exc:
-            if inserted:
+            if inserted and committing:
                 raise PartlyInserted(_reason(store, exc), inserted, _saved(inserted, moved)) from exc
             raise
         return inserted
