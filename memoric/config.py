@@ -29,6 +29,7 @@ MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few hundred bytes
+NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a key shown in an error: no secret
 QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")  # text of the file a YAML message may quote
 
 MAX_BM25_K1 = 1000  # far past any useful value (1.2 to 2 in practice); keeps the arithmetic finite
@@ -83,7 +84,7 @@ def merge(base: dict, overlay, *, source: str = "config") -> dict:
     merged = copy.deepcopy(base)
     for section, value in overlay.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"unknown config key {shown(section)} (known: {', '.join(DEFAULTS)})")
+            raise _unknown_key(section, DEFAULTS)
         if isinstance(DEFAULTS[section], dict):
             if value is None:
                 continue
@@ -134,43 +135,49 @@ def _config_path(path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
+    text = _config_text(path)
     try:
-        loaded = yaml12.load(_config_text(path))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {str(path)!r} is a directory") from None
-    except (OSError, ValueError) as exc:  # a name holding NUL or a lone surrogate, text not UTF-8
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+        loaded = yaml12.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{_yaml_fault(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {str(path)!r} is nested too deeply to read") from None
+    except Exception:  # a constructor of an explicit tag (!!bool, !!timestamp) failing its own way
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid YAML: a value of an explicit tag (!!...) cannot be read"
+        ) from None
     return {} if loaded is None else loaded
 
 
 def _config_text(path: Path) -> str:
     """The file's text, at most MAX_CONFIG_BYTES (a device that never ends is not read forever)."""
-    with path.open("rb") as file:
-        data = file.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes")
-    return data.decode("utf-8")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES:,} bytes")
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory") from None
+    except UnicodeDecodeError as exc:  # its text would quote the bytes around the fault
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start + 1})") from None
+    except (OSError, ValueError) as exc:  # a name holding NUL or a lone surrogate
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
 
 
 def _yaml_fault(exc: yaml.YAMLError) -> str:
     """Where the YAML is wrong and what is wrong there, without the file's text: PyYAML's own
-    message quotes the lines around the fault, and its scanner the characters, which may be
-    the database password's."""
+    message quotes the lines around the fault, its scanner the characters and its constructor
+    the tags, any of which may be the database password's."""
     if isinstance(exc, yaml.reader.ReaderError):
         return f" at character {exc.position + 1}: {exc.reason}"
     if not isinstance(exc, yaml.MarkedYAMLError):
         return ""
     mark = exc.problem_mark or exc.context_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = exc.problem or exc.context or ""
-    if not isinstance(exc, yaml.constructor.ConstructorError):  # those name keys and tags only
-        problem = QUOTED_TEXT.sub("", problem).strip(" :")
+    problem = QUOTED_TEXT.sub("", exc.problem or exc.context or "").strip(" :")
     return f"{where}: {problem}" if problem else where
 
 
@@ -181,7 +188,7 @@ def validate(config: dict) -> dict:
     """`config` itself when every key and value is valid; ConfigError naming the first fault."""
     for section, value in config.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"unknown config key {shown(section)} (known: {', '.join(DEFAULTS)})")
+            raise _unknown_key(section, DEFAULTS)
         if isinstance(DEFAULTS[section], dict):
             _known_keys(section, value, DEFAULTS[section])
     dsn = config["database"]["dsn"]
@@ -214,8 +221,16 @@ def _directory(key: str, value) -> None:
 def _known_keys(section: str, value: dict, defaults: dict) -> None:
     for key in value:
         if key not in defaults:
-            name = shown(f"{section}.{key}")
-            raise ConfigError(f"unknown config key {name} (known: {', '.join(defaults)})")
+            raise _unknown_key(key, defaults, section)
+
+
+def _unknown_key(key, known, section: str = "") -> ConfigError:
+    """The error for a key not in `known`: named when it is a name, else not shown (a password
+    with a comma or a colon in a YAML flow mapping makes keys of pieces of the URL)."""
+    where = f"{section}." if section else ""
+    named = isinstance(key, str) and NAME_LIKE.fullmatch(key)
+    shown_key = shown(f"{where}{key}") if named else f"in {section or 'the file'} (not shown: it is no name)"
+    return ConfigError(f"unknown config key {shown_key} (known: {', '.join(known)})")
 
 
 def _tier_name(key: str, name) -> str:

@@ -23,6 +23,9 @@ FLOAT_PATTERN = re.compile(
 )
 
 
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
 class Yaml12Loader(yaml.SafeLoader):
     """`yaml.SafeLoader` with YAML 1.2's int and float resolution, and its unique mapping keys."""
 
@@ -40,13 +43,18 @@ class Yaml12Loader(yaml.SafeLoader):
                 continue
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
+                    "while constructing a mapping", node.start_mark, _duplicate(key), key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _duplicate(key) -> str:
+    """The problem of a key given twice: the key named when it is a name (a key may be a piece
+    of a database URL, which an error must not show)."""
+    if isinstance(key, str) and KEY_NAME.fullmatch(key):
+        return f"found duplicate key {key}"
+    return "found a duplicate key"
 
 
 def _scalar(loader: Yaml12Loader, node: yaml.ScalarNode, pattern: re.Pattern, kind: str) -> str:

@@ -214,9 +214,9 @@ def test_a_tagged_value_yaml_1_2_cannot_read_so_is_a_yaml_error(tmp_path, writte
         ("tiers:\n  - {name: a, expire_after_days: 1}\n", "has no next tier"),
         ("policies: {lock_timeout: -1}\n", "policies.lock_timeout must be at least 0"),
         ("database: {dsn: 42}\n", "database.dsn must be a database URL string"),
-        ("database: {dsn: 'sqlite:///a.db'}\ndatabase: {dsn: 'sqlite:///b.db'}\n", "key 'database'"),
-        ("scoring:\n  importance: 0.5\n  importance: 0.2\n", "duplicate key 'importance'"),
-        ("tiers:\n  - {name: a, name: b}\n", "duplicate key 'name'"),
+        ("database: {dsn: 'sqlite:///a.db'}\ndatabase: {dsn: 'sqlite:///b.db'}\n", "duplicate key database"),
+        ("scoring:\n  importance: 0.5\n  importance: 0.2\n", "duplicate key importance"),
+        ("tiers:\n  - {name: a, name: b}\n", "duplicate key name"),
     ],
 )
 def test_a_bad_yaml_file_names_what_is_wrong(tmp_path, text, named):

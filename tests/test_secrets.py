@@ -317,3 +317,33 @@ def test_a_postgresql_url_holding_text_that_is_not_utf8_is_named_with_its_passwo
     result = cli("--dsn", url, "stats")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: invalid database URL '") and result.stderr.count("\n") == 1
+
+
+URL_OF_LONG_SECRET = f"postgresql://agent:{LONG_SECRET}@{FAR}/db"
+CONFIGS_HIDING_THE_URL = [
+    f"database: {{dsn: postgresql://agent:{LONG_SECRET[:5]},{LONG_SECRET[5:]}@{FAR}/db}}\n",
+    f"database:\n  dsn: !!bool {URL_OF_LONG_SECRET}\n",
+    f"database:\n  dsn: !!timestamp {URL_OF_LONG_SECRET}\n",
+    f"database:\n  dsn: !{LONG_SECRET} x\n",
+    f"database:\n  dsn: !<tag:{LONG_SECRET}> x\n",
+    f"database:\n  {URL_OF_LONG_SECRET}: 1\n  {URL_OF_LONG_SECRET}: 2\n",
+    f"database:\n  agent:{LONG_SECRET}: 1\n  agent:{LONG_SECRET}: 2\n",
+    f"database:\n  dsn: postgresql://agent:{LONG_SECRET[:5]} #{LONG_SECRET[5:]}@{FAR}/db\n",
+    f"database:\n  dsn: postgresql://agent:{LONG_SECRET}\n",
+    f"database:\n  dsn: postgresql://agent@{FAR}/db?pasword={LONG_SECRET}\n",
+    f"database:\n  dsn: postgresql://agent@{FAR}/db?pw={LONG_SECRET}&sslmode=disable\n",
+]
+
+
+@pytest.mark.parametrize("text", CONFIGS_HIDING_THE_URL)
+def test_a_config_whose_yaml_cuts_or_moves_the_password_never_shows_it(tmp_path, text):
+    """YAML that reads a piece of the URL as a key, a tag, a comment or another parameter (a
+    hostile re-check: each printed the password, or a traceback holding it)."""
+    config = tmp_path / "memoric.yaml"
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(MemoricError) as raised:
+        Memoric(config_path=config).stats()
+    assert_no_part_of_the_long_secret(str(raised.value))
+    result = cli("--config", str(config), "stats")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert_no_part_of_the_long_secret(result.stderr)

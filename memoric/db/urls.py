@@ -96,8 +96,33 @@ def _password_span(word: str) -> tuple[int, int] | None:
     scheme = _SCHEME_AND_SLASHES.match(word)
     if scheme and not (scheme.group().endswith("//") or _known_scheme(scheme.group())):
         scheme = None
-    colon = word.find(":", scheme.end() if scheme else 0, max(at, 0))
+    if at < 0:
+        return _hostless_password_span(word, scheme)
+    colon = word.find(":", scheme.end() if scheme else 0, at)
     return None if colon < 0 else (colon + 1, at)
+
+
+def _hostless_password_span(word: str, scheme: re.Match | None) -> tuple[int, int] | None:
+    """Where the password of `scheme://user:PASSWORD` is, a URL without `@` (cut short, or its
+    host left out): what follows the user's `:` to the end of that part, unless it is a port."""
+    if scheme is None or not scheme.group().endswith("://"):  # `///`: a file path follows
+        return None
+    end = _part_end(word, scheme.end())
+    colon = word.find(":", scheme.end(), end)
+    if colon < 0 or word[colon + 1 : end].isdigit():
+        return None
+    return colon + 1, end
+
+
+def _part_end(word: str, start: int) -> int:
+    """Where the URL's user and host part that starts at `start` ends (before `/`, `?`, `#` or
+    what a message puts after a URL)."""
+    end = len(word)
+    for stop in "/?#" + _TRAILING.replace(":", "").replace(".", "") + "'\"":
+        found = word.find(stop, start)
+        if 0 <= found < end:
+            end = found
+    return end
 
 
 def _known_scheme(prefix: str) -> bool:
@@ -123,7 +148,7 @@ def _secrets(urls) -> set[str]:
         span = _password_span(url)
         if span is not None:
             start, end = span
-            found |= {url[start:end], url[start : url.find("@", start)]}
+            found |= {url[start:end], url[start : url.find("@", start)]} if "@" in url else {url[start:end]}
         for text in (url, unquote(url)):  # also a setting inside an encoded value: ?dbname=password%3D...
             found |= {match.group(2).strip("'\"") for match in _SECRET_SETTING.finditer(text)}
         found |= _query_secrets(url)
@@ -141,8 +166,14 @@ def _query_secrets(url: str) -> set[str]:
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = parse_qsl(query, keep_blank_values=True)
-    found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
+    found = {value for name, *_, value in [*pairs, *decoded] if _may_be_secret(name)}
     return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
+
+
+def _may_be_secret(name: str) -> bool:
+    """Whether a query parameter's value may be a secret: its name says so, or memoric does not
+    know the name (`?pasword=` misspelt)."""
+    return bool(_SECRET_NAME.search(name)) or name.lower() not in KNOWN_PARAMETERS
 
 
 def _secret_value(rest: str) -> str:
