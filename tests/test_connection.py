@@ -287,6 +287,21 @@ def test_opening_a_store_runs_no_statement_and_its_first_connection_has_memorics
 
 
 @requires_postgres
+@pytest.mark.parametrize("written", ["d%C3%A4tenbank", "d%c3%a4tenbank", "dätenbank", "d%C3%A4ten%62ank"])
+def test_a_database_name_in_the_url_is_read_percent_decoded_as_libpq_reads_it(postgres_server_url, written):
+    """`/d%C3%A4tenbank` reached the database named so literally (psql reaches `dätenbank`),
+    while the check of its UTF-8 decoded it: the two disagreed."""
+    name = f"dätenbank_{os.getpid()}"
+    admin_sql(postgres_server_url, f'CREATE DATABASE "{name}"')
+    try:
+        url = database_url(postgres_server_url, "NAME").replace("/NAME", f"/{written}_{os.getpid()}")
+        with contextlib.closing(MemoryStore(url)) as store:
+            assert store.database.execute_sql("SELECT current_database()").fetchone() == (name,)
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@requires_postgres
 @pytest.mark.parametrize("scheme", ["postgresql", "postgresql+pool"])
 def test_a_postgresql_database_not_in_utf8_is_refused_by_name(postgres_server_url, scheme):
     """Before, a SQL_ASCII database measured text in bytes: a save SQLite takes (a word of 40

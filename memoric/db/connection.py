@@ -245,8 +245,9 @@ def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     if "@" in parts.path or "@" in parts.fragment:
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}")
     _refuse_non_utf8(url)
+    named = parts._replace(path=unquote(parts.path))  # libpq reads the database name percent-decoded
     try:
-        return _new_database(url, parts, _parameters(url, parts))
+        return _new_database(url, parts, _parameters(url, named))
     except (ValueError, RuntimeError, TypeError):
         raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
 

@@ -159,21 +159,23 @@ def _secrets(urls) -> set[str]:
 
 
 def _query_secrets(url: str) -> set[str]:
-    """The whole values of the URL's `password=`-like query parameters, spaces included (libpq
-    takes a raw space in a value), as typed and decoded; and, wherever such a name is followed by
-    `=` in the URL, what follows it (`_secret_value`: a `?` or `#` in a password before the query
-    would hide the query from a parser)."""
+    """The whole values of the URL's `password=`-like query parameters (and the whole
+    `name=value` of those memoric does not know), spaces included (libpq takes a raw space in a
+    value), as typed and decoded; and, wherever such a name is followed by `=` in the URL, what
+    follows it (`_secret_value`: a `?` or `#` in a password before the query would hide the
+    query from a parser)."""
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = parse_qsl(query, keep_blank_values=True)
-    found = {value for name, *_, value in [*pairs, *decoded] if _may_be_secret(name)}
+    found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
+    found |= {f"{name}={value}" for name, *_, value in [*pairs, *decoded] if _unknown(name)}
     return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
 
 
-def _may_be_secret(name: str) -> bool:
-    """Whether a query parameter's value may be a secret: its name says so, or memoric does not
-    know the name (`?pasword=` misspelt)."""
-    return bool(_SECRET_NAME.search(name)) or name.lower() not in KNOWN_PARAMETERS
+def _unknown(name: str) -> bool:
+    """Whether memoric does not know a query parameter (`?pasword=` misspelt): its value may be a
+    secret, so the whole `name=value` is masked (the value alone may be a common word)."""
+    return name.lower() not in KNOWN_PARAMETERS
 
 
 def _secret_value(rest: str) -> str:
