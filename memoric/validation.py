@@ -42,7 +42,7 @@ MAX_TIMESTAMP = dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC)
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 SHOWN_WIDTH = 60
 ELLIPSIS = "…"
-LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+LOCK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class _BoundedRepr(reprlib.Repr):
@@ -125,13 +125,14 @@ def user_id(value) -> str:
 
 
 def lock_name(value) -> str:
-    """A lock's name: ASCII letters, digits, `.`, `_` and `-`, starting with a letter or digit, at
-    most MAX_LOCK_NAME characters; one name takes one lock on both dialects, and on SQLite it is
-    part of the lock file's name (beside the database: no separator, no name too long for it)."""
+    """A lock's name: ASCII letters, digits, `_` and `-`, starting with a letter or digit, at most
+    MAX_LOCK_NAME characters; one name takes one lock on both dialects. On SQLite it names the
+    lock file `<database>.<name>.lock`: no separator, and no `.`, so that no other database's
+    lock (`a.db` with `b.c`, `a.db.b` with `c`) has the same file."""
     name = clean_text("lock name", value, max_length=MAX_LOCK_NAME)
     if not LOCK_NAME.fullmatch(name):
         raise ValidationError(
-            f"lock name {shown(name)} may hold only ASCII letters, digits, '.', '_' and '-', "
+            f"lock name {shown(name)} may hold only ASCII letters, digits, '_' and '-', "
             "and must start with a letter or digit"
         )
     return name

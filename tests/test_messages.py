@@ -90,14 +90,16 @@ def test_rows_or_clusters_that_are_no_iterable_of_dicts_are_named(db, given):
         ("x" * 65, "lock name must be at most 64 characters, got 65"),
         ("\x00", "lock name contains a NUL character"),
         ("a/b", "lock name 'a/b' may hold only ASCII letters, digits"),
+        ("b.c", "lock name 'b.c' may hold only ASCII letters, digits"),
         ("../jobs", "lock name '../jobs' may hold only ASCII letters, digits"),
         ("nightly job", "lock name 'nightly job' may hold only ASCII letters, digits"),
     ],
 )
 def test_a_lock_name_is_checked_alike_on_both_dialects(db, name, message):
     """Names were not checked: on SQLite a generator's repr named a lock file and NUL or a long name
-    were "a stored value memoric cannot read", where PostgreSQL took them."""
+    were "a stored value memoric cannot read", where PostgreSQL took them; with a '.', the lock
+    `b.c` of `a.db` was the lock `c` of `a.db.b`, one file."""
     with pytest.raises(ValidationError, match=re.escape(message)), db.lock(name):
         pass
-    with db.lock("jobs.nightly_2-a"):
+    with db.lock("jobs_nightly-2"):
         pass
