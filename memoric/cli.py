@@ -22,7 +22,7 @@ from memoric.commands import memories, migrate, transfer
 from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
-from memoric.commands.streams import require_stdout, standard_streams
+from memoric.commands.streams import changes_stay, require_stdout, standard_streams
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
 from memoric.db.urls import mask_password
@@ -79,8 +79,9 @@ class MemoricGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
-            result = super().invoke(ctx)
-            sys.stdout.flush()
+            with changes_stay():
+                result = super().invoke(ctx)
+                sys.stdout.flush()
             return result
 
 

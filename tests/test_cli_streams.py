@@ -14,6 +14,7 @@ import click
 import pytest
 
 from memoric.cli import main
+from memoric.commands.streams import CHANGES_STAY
 from memoric.db.store import MemoryStore
 from tests.helpers.cli_process import CLI
 from tests.helpers.cli_runs import invoke, ok
@@ -133,7 +134,10 @@ def test_a_full_stdout_is_one_line(demo_directory, tmp_path, run):
     directory = for_run(demo_directory, tmp_path, run)
     with open("/dev/full", "w") as full:
         child = run_cli(directory, *run, stdout=full)
-    assert the_one_error(child) == "Error: cannot write to standard output: No space left on device"
+    error = the_one_error(child)
+    full = "Error: cannot write to standard output: No space left on device"
+    assert error in (full, f"{full}; {CHANGES_STAY}")
+    assert (error == full) == (run in (["--help"], ["--version"]))  # parsed, not run
 
 
 @pytest.mark.parametrize("run", RUNS, ids=RUN_NAMES)
@@ -224,3 +228,15 @@ def test_an_import_file_failing_midway_says_what_was_written_and_the_rerun_resum
     assert MemoryStore(target).count_memories() == 1000
     ok(invoke("--dsn", target, "import", str(path)))
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+def test_an_import_whose_summary_cannot_be_written_says_that_it_was_written(demo_directory, tmp_path):
+    """The import commits, then prints its summary: the error line said only that stdout failed,
+    and a script retrying on exit 1 with --new-ids imported the file twice."""
+    directory = workspace(demo_directory, tmp_path, database=False)
+    assert run_cli(directory, "migrate", "upgrade").returncode == 0
+    with open("/dev/full", "w") as full:
+        child = run_cli(directory, "import", EXPORT, stdout=full)
+    assert the_one_error(child).endswith(f"No space left on device; {CHANGES_STAY}")
+    lines = (directory / EXPORT).read_text(encoding="utf-8").count('{"type":"memory"')
+    assert MemoryStore(f"sqlite:///{directory / DATABASE}").count_memories() == lines > 0

@@ -18,6 +18,8 @@ from typing import TextIO
 import click
 
 WRITE_FAILED = "cannot write to standard output: {reason}"
+# Said of a failed write once a command runs: its changes were committed before it printed them.
+CHANGES_STAY = "what the command changed before stays (look before running it again)"
 READ_CLOSED = "cannot read standard input: it is closed"
 
 
@@ -90,6 +92,19 @@ def standard_streams():
         sys.stdin = stdin
         if checked is None or not checked.failed:
             sys.stdout = stdout
+
+
+@contextlib.contextmanager
+def changes_stay():
+    """Within a running command, a failed write of stdout also says that what the command changed
+    stays: an import prints its summary after its commit, and a script retrying it on exit 1
+    would import again."""
+    try:
+        yield
+    except StreamError as exc:
+        if exc.message.startswith(WRITE_FAILED.format(reason="")):
+            raise StreamError(f"{exc.message}; {CHANGES_STAY}") from None
+        raise
 
 
 def require_stdout() -> None:
