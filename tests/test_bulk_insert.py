@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 import pickle
 
 import pytest
 
+from memoric.db import postings
 from memoric.errors import MemoricError, PartlyInserted, ValidationError
 from tests.helpers.sqlite_tables import sqlite_without_autoincrement
 
@@ -257,3 +259,20 @@ def test_batches_inside_a_callers_transaction_are_not_said_to_be_saved(db):
         db.insert_memories(rows, batch_size=10)
     assert not isinstance(raised.value, PartlyInserted)
     assert db.count_memories(user_id="bob") == 0
+
+
+def test_ctrl_c_after_committed_batches_is_left_as_it_is_with_a_note_of_the_rows_saved(db, monkeypatch):
+    """A KeyboardInterrupt in the third batch said nothing of the two committed before it."""
+    real, calls = postings.insert_memories, itertools.count()
+
+    def interrupted_in_the_third_batch(store, batch, **options):
+        if next(calls) == 2:
+            raise KeyboardInterrupt
+        return real(store, batch, **options)
+
+    monkeypatch.setattr(postings, "insert_memories", interrupted_in_the_third_batch)
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(25)]
+    with pytest.raises(KeyboardInterrupt) as raised:
+        db.insert_memories(rows, batch_size=10)
+    assert raised.value.__notes__ == ["insert_memories: rows[0:20], the first 20 rows given, had been saved"]
+    assert contents_of(db, "bob") == [f"row {n}" for n in range(20)]

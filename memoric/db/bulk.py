@@ -54,6 +54,10 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
             if inserted and committing:
                 raise PartlyInserted(_reason(store, exc), inserted, _saved(inserted, moved)) from exc
             raise
+        except BaseException as exc:  # Ctrl-C, SystemExit: left as they are, with a note of what stays
+            if inserted and committing:
+                exc.add_note(f"insert_memories: {_saved(inserted, moved)} had been saved")
+            raise
         return inserted
 
 
