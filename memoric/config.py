@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from memoric import yaml12
-from memoric.db.urls import file_url
+from memoric.db.urls import file_url, mask_password
 from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import MAX_JSON_DEPTH
 from memoric.validation import MAX_INT, MAX_TIER_NAME, MIN_INT, clean_text, shown
@@ -68,12 +68,32 @@ def default_database_path() -> Path:
 def load_config(path: str | os.PathLike | None = None, data: dict | None = None) -> dict:
     """The defaults, overlaid with the YAML file at `path` and then with `data`, validated."""
     config = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = _config_path(path)
-        config = merge(config, _relative_to_file(_read_yaml(path), path), source=str(path))
-    if data is not None:
-        config = merge(config, data, source="config")
-    return validate(config)
+    given = []  # what the file and `data` hold: any string of theirs may be a URL with a password
+    try:
+        if path is not None:
+            path = _config_path(path)
+            given.append(_read_yaml(path))
+            config = merge(config, _relative_to_file(given[-1], path), source=str(path))
+        if data is not None:
+            given.append(data)
+            config = merge(config, data, source="config")
+        return validate(config)
+    except ConfigError as exc:
+        raise ConfigError(mask_password(str(exc), *_strings(given))) from None
+
+
+def _strings(value) -> list[str]:
+    """Every string in `value` (keys too), walked without recursion, MAX_JSON_DEPTH deep at most."""
+    found, pending = [], [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif depth < MAX_JSON_DEPTH and isinstance(item, dict):
+            pending += [(part, depth + 1) for pair in item.items() for part in pair]
+        elif depth < MAX_JSON_DEPTH and isinstance(item, (list, tuple)):
+            pending += [(part, depth + 1) for part in item]
+    return found
 
 
 def merge(base: dict, overlay, *, source: str = "config") -> dict:
@@ -221,15 +241,26 @@ def _directory(key: str, value) -> None:
 def _known_keys(section: str, value: dict, defaults: dict) -> None:
     for key in value:
         if key not in defaults:
-            raise _unknown_key(key, defaults, section)
+            raise _unknown_key(key, defaults, section, maybe_cut=_maybe_a_piece(section, value, key))
 
 
-def _unknown_key(key, known, section: str = "") -> ConfigError:
-    """The error for a key not in `known`: named when it is a name, else not shown (a password
-    with a comma or a colon in a YAML flow mapping makes keys of pieces of the URL)."""
+def _maybe_a_piece(section: str, value: dict, key) -> bool:
+    """Whether an unknown key of the database section may be a piece of its URL: a password with
+    a comma in a YAML flow mapping (`{dsn: postgresql://u:ab,cd@h/db}`) makes a key without a
+    value of what follows the comma, and leaves the dsn without its `@`."""
+    if section != "database":
+        return False
+    dsn = value.get("dsn")
+    return value[key] is None or (isinstance(dsn, str) and "://" in dsn and "@" not in dsn)
+
+
+def _unknown_key(key, known, section: str = "", *, maybe_cut: bool = False) -> ConfigError:
+    """The error for a key not in `known`: named when it is a name that cannot be a piece of the
+    database URL, else not shown."""
     where = f"{section}." if section else ""
-    named = isinstance(key, str) and NAME_LIKE.fullmatch(key)
-    shown_key = shown(f"{where}{key}") if named else f"in {section or 'the file'} (not shown: it is no name)"
+    named = isinstance(key, str) and NAME_LIKE.fullmatch(key) and not maybe_cut
+    hidden = f"in {section or 'the file'} (not shown: it may be a piece of the database URL)"
+    shown_key = shown(f"{where}{key}") if named else hidden
     return ConfigError(f"unknown config key {shown_key} (known: {', '.join(known)})")
 
 

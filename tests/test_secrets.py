@@ -332,6 +332,10 @@ CONFIGS_HIDING_THE_URL = [
     f"database:\n  dsn: postgresql://agent:{LONG_SECRET}\n",
     f"database:\n  dsn: postgresql://agent@{FAR}/db?pasword={LONG_SECRET}\n",
     f"database:\n  dsn: postgresql://agent@{FAR}/db?pw={LONG_SECRET}&sslmode=disable\n",
+    f"database: {{dsn: postgresql://agent:ab,{LONG_SECRET},cd@{FAR}/db}}\n",
+    f"database: {{sqlite_warning: {URL_OF_LONG_SECRET}}}\n",
+    f"database:\n  dsn: &url {URL_OF_LONG_SECRET}\npolicies: {{batch_size: *url}}\n",
+    f"tiers: [{URL_OF_LONG_SECRET}]\n",
 ]
 
 
