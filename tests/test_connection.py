@@ -287,6 +287,19 @@ def test_opening_a_store_runs_no_statement_and_its_first_connection_has_memorics
 
 
 @requires_postgres
+def test_a_plus_in_the_query_is_a_plus_as_libpq_reads_it(postgres_server_url):
+    """`?dbname=a+b` reached the database `a b`: Python's form decoding reads `+` as a space."""
+    name = f"plus+{os.getpid()}"
+    admin_sql(postgres_server_url, f'CREATE DATABASE "{name}"')
+    try:
+        url = f"{database_url(postgres_server_url, 'postgres')}&dbname={name}"
+        with contextlib.closing(MemoryStore(url)) as store:
+            assert store.database.execute_sql("SELECT current_database()").fetchone() == (name,)
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@requires_postgres
 @pytest.mark.parametrize("written", ["d%C3%A4tenbank", "d%c3%a4tenbank", "dätenbank", "d%C3%A4ten%62ank"])
 def test_a_database_name_in_the_url_is_read_percent_decoded_as_libpq_reads_it(postgres_server_url, written):
     """`/d%C3%A4tenbank` reached the database named so literally (psql reaches `dätenbank`),

@@ -28,6 +28,7 @@ _SECRET_WORDS = "pass|pwd|secret|token"  # a name holding one of these names a s
 _SECRET_NAME = re.compile(rf"(?i){_SECRET_WORDS}")
 _SECRET_PARAMETER = rf"[\w.-]*(?:{_SECRET_WORDS})[\w.-]*"  # a whole such name
 _SECRET_NAMED = re.compile(rf"(?i){_SECRET_PARAMETER}=")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]*")  # a parameter's name that holds no secret
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
 _SECRET_SETTING = re.compile(
     rf"(?i)(\b{_SECRET_PARAMETER}\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
@@ -160,16 +161,24 @@ def _secrets(urls) -> set[str]:
 
 def _query_secrets(url: str) -> set[str]:
     """The whole values of the URL's `password=`-like query parameters (and the whole
-    `name=value` of those memoric does not know), spaces included (libpq takes a raw space in a
-    value), as typed and decoded; and, wherever such a name is followed by `=` in the URL, what
-    follows it (`_secret_value`: a `?` or `#` in a password before the query would hide the
-    query from a parser)."""
+    `name=value` of those memoric does not know, and such a name itself unless it is a plain
+    name: `?password:x`), spaces included (libpq takes a raw space in a value), as typed and
+    decoded; and, wherever such a name is followed by `=` in the URL, what follows it
+    (`_secret_value`: a `?` or `#` in a password before the query would hide the query from a
+    parser)."""
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
-    decoded = parse_qsl(query, keep_blank_values=True)
+    decoded = query_pairs(query)
     found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
     found |= {f"{name}={value}" for name, *_, value in [*pairs, *decoded] if _unknown(name)}
+    found |= {name for name, *_ in [*pairs, *decoded] if _unknown(name) and not _PLAIN_NAME.fullmatch(name)}
     return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """(name, value) of a URL's query, percent-decoded as libpq decodes it: a `+` is a plus (a
+    form's space to `parse_qsl`, which sent `dbname=a+b` to the database `a b`)."""
+    return parse_qsl(query.replace("+", "%2B"), keep_blank_values=True)
 
 
 def _unknown(name: str) -> bool:
@@ -310,7 +319,7 @@ def url_parameters(url: str, parts: SplitResult) -> dict[str, str | int | float 
     """The query parameters of `url` (split into `parts`), checked and converted; ConfigError
     (masked) naming one the URL does not accept, one given twice or one of another form."""
     accepted = accepted_parameters(url, parts)
-    given = parse_qsl(parts.query, keep_blank_values=True)
+    given = query_pairs(parts.query)
     names = [name for name, _ in given]
     for name in names:
         if "@" in name:  # the query string split a password
