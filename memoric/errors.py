@@ -24,23 +24,31 @@ class LockTimeout(MemoricError):
 class PartlyInserted(MemoricError):
     """A bulk insert that failed after some of its batches were committed. `inserted` is how many
     rows were saved: the first ones given (`saved` says which), which a retry must leave out or
-    save twice."""
+    save twice. `in_doubt` rows, those after them, went with a COMMIT whose answer the lost
+    connection never brought: whether they were saved is not known."""
 
-    def __init__(self, reason: str, inserted: int, saved: str) -> None:
+    def __init__(self, reason: str, inserted: int, saved: str, in_doubt: int = 0) -> None:
         self.inserted = inserted
         self.saved = saved
+        self.in_doubt = in_doubt
+        doubt = (
+            f"; whether the {in_doubt} rows after those were saved is not known (the connection was "
+            "lost during their COMMIT): look for them before retrying"
+            if in_doubt
+            else ""
+        )
         super().__init__(
-            f"{reason}; {saved} had been saved before it, a transaction per batch: call again with "
-            "the rows after those (the same rows again would save those twice)"
+            f"{reason}; {saved} had been saved before it, a transaction per batch{doubt}: call again "
+            "with the rows after those (the same rows again would save those twice)"
         )
 
     def __reduce__(self):
-        return _partly_inserted, (str(self), self.inserted, self.saved)
+        return _partly_inserted, (str(self), self.inserted, self.saved, self.in_doubt)
 
 
-def _partly_inserted(message: str, inserted: int, saved: str) -> PartlyInserted:
+def _partly_inserted(message: str, inserted: int, saved: str, in_doubt: int) -> PartlyInserted:
     """A PartlyInserted unpickled, its message as it was."""
-    error = PartlyInserted("", inserted, saved)
+    error = PartlyInserted("", inserted, saved, in_doubt)
     error.args = (message,)
     return error
 

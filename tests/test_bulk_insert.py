@@ -276,3 +276,28 @@ def test_ctrl_c_after_committed_batches_is_left_as_it_is_with_a_note_of_the_rows
         db.insert_memories(rows, batch_size=10)
     assert raised.value.__notes__ == ["insert_memories: rows[0:20], the first 20 rows given, had been saved"]
     assert contents_of(db, "bob") == [f"row {n}" for n in range(20)]
+
+
+def test_a_batch_whose_commit_loses_the_connection_is_said_to_be_in_doubt(db, dialect):
+    """A COMMIT whose answer a lost connection never brought may have gone through or not: the
+    count left the batch out, and the message said the rows after the count were not saved."""
+    if dialect == "sqlite":
+        pytest.skip("a connection lost at COMMIT: PostgreSQL's, its backend ended by a deferred trigger")
+    db.database.execute_sql(
+        "CREATE FUNCTION end_at_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.content = 'boom' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; "
+        "RETURN NEW; END $$"
+    )
+    db.database.execute_sql(
+        "CREATE CONSTRAINT TRIGGER end_at_boom AFTER INSERT ON memories DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION end_at_boom()"
+    )
+    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(30)]
+    rows[25]["content"] = "boom"
+    try:
+        with pytest.raises(PartlyInserted, match="whether the 10 rows after those were saved is not known"):
+            db.insert_memories(rows, batch_size=10)
+        assert db.count_memories(user_id="bob") == 20  # the backend ended before its COMMIT
+    finally:
+        db.database.execute_sql("DROP TRIGGER end_at_boom ON memories")
+        db.database.execute_sql("DROP FUNCTION end_at_boom()")

@@ -43,22 +43,32 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
                 highest = (index, row)
         moved = None if highest is None or counter_moved_past(store, highest[1]["id"]) else highest[0]
         batches = iter(checked) if moved is None else moved_first(checked, moved, highest[1])
-        committing = not store.database.in_transaction()  # else each batch is a savepoint of the caller's
-        inserted = 0
-        try:
-            for batch in batches:
-                with store.database.atomic():
-                    written = postings.insert_memories(store, batch)
-                inserted += written  # counted once its COMMIT went through
-        except Exception as exc:
-            if inserted and committing:
-                raise PartlyInserted(_reason(store, exc), inserted, _saved(inserted, moved)) from exc
-            raise
-        except BaseException as exc:  # Ctrl-C, SystemExit: left as they are, with a note of what stays
-            if inserted and committing:
-                exc.add_note(f"insert_memories: {_saved(inserted, moved)} had been saved")
-            raise
-        return inserted
+        return _write_batches(store, batches, moved)
+
+
+def _write_batches(store: MemoryStore, batches: Iterator[list[dict]], moved: int | None) -> int:
+    """Insert each batch in a transaction of its own; rows inserted. A failure after a batch was
+    committed is PartlyInserted (not inside the caller's transaction, where each batch is a
+    savepoint the failure undoes); a Ctrl-C is left as it is, with a note of the rows saved."""
+    committing = not store.database.in_transaction()
+    inserted = at_commit = 0  # at_commit: the rows of a batch whose COMMIT was under way
+    try:
+        for batch in batches:
+            with store.database.atomic():
+                written = postings.insert_memories(store, batch)
+                at_commit = written
+            inserted, at_commit = inserted + written, 0  # counted once its COMMIT went through
+    except Exception as exc:
+        in_doubt = at_commit if store.database.connection_lost() else 0
+        if committing and (inserted or in_doubt):
+            saved = _saved(inserted, moved)
+            raise PartlyInserted(_reason(store, exc), inserted, saved, in_doubt=in_doubt) from exc
+        raise
+    except BaseException as exc:
+        if inserted and committing:
+            exc.add_note(f"insert_memories: {_saved(inserted, moved)} had been saved")
+        raise
+    return inserted
 
 
 def _reason(store: MemoryStore, exc: Exception) -> str:
@@ -69,6 +79,8 @@ def _reason(store: MemoryStore, exc: Exception) -> str:
 def _saved(inserted: int, moved: int | None) -> str:
     """Which rows the committed batches hold: the first `inserted` given, or (when the row at
     index `moved`, the highest explicit id, went first) the first ones and that row."""
+    if not inserted:
+        return "no row"
     if moved is None or moved < inserted:
         return f"rows[0:{inserted}], the first {inserted} rows given,"
     return f"rows[0:{inserted - 1}] and rows[{moved}], {inserted} rows,"
