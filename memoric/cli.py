@@ -22,7 +22,7 @@ from memoric.commands import memories, migrate, transfer
 from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
-from memoric.commands.streams import changes_stay, require_stdout, standard_streams
+from memoric.commands.streams import RunningCommand, RunningGroup, require_stdout, standard_streams
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
 from memoric.db.urls import mask_password
@@ -42,7 +42,10 @@ def masked_errors(arguments: tuple[str, ...]):
     try:
         yield
     except click.ClickException as exc:
-        exc.message = visible(mask_password(exc.message, *arguments, os.environ.get(ENV_DATABASE_URL)))
+        lines = mask_password(exc.message, *arguments, os.environ.get(ENV_DATABASE_URL)).split("\n")
+        # a group run without a command shows its help as its message: lines, each made visible
+        keep = isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ()))
+        exc.message = "\n".join(map(visible, lines)) if keep else visible("\n".join(lines))
         raise
 
 
@@ -64,6 +67,8 @@ def one_line_errors():
 class MemoricGroup(click.Group):
     """The `memoric` group: whatever fails, from parsing to the last command, is one masked line."""
 
+    command_class, group_class = RunningCommand, RunningGroup
+
     def main(self, *args, **kwargs):
         """The whole run, --help and --version included, on checked standard streams (`streams`)."""
         with standard_streams():
@@ -79,9 +84,8 @@ class MemoricGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
-            with changes_stay():
-                result = super().invoke(ctx)
-                sys.stdout.flush()
+            result = super().invoke(ctx)
+            sys.stdout.flush()
             return result
 
 

@@ -304,6 +304,15 @@ def test_usage_errors_exit_2(cli):
     assert cli("migrate", "stamp").exit_code == 2
 
 
+def test_the_group_run_without_a_command_shows_its_help_line_by_line(cli):
+    """Its help is the message of a usage error, which escaping for the terminal had joined into
+    one line of literal \\n."""
+    result = cli("migrate")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Usage: ") and "Commands:" in lines and "\\n" not in result.stderr
+
+
 def test_passwords_are_masked(monkeypatch):
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
     url = "postgresql://agent:s3cret-pw@127.0.0.1:1/memoric"

@@ -137,7 +137,7 @@ def test_a_full_stdout_is_one_line(demo_directory, tmp_path, run):
     error = the_one_error(child)
     full = "Error: cannot write to standard output: No space left on device"
     assert error in (full, f"{full}; {CHANGES_STAY}")
-    assert (error == full) == (run in (["--help"], ["--version"]))  # parsed, not run
+    assert (error == full) == (run[-1] in ("--help", "--version"))  # parsed, not run
 
 
 @pytest.mark.parametrize("run", RUNS, ids=RUN_NAMES)

@@ -94,17 +94,26 @@ def standard_streams():
             sys.stdout = stdout
 
 
-@contextlib.contextmanager
-def changes_stay():
-    """Within a running command, a failed write of stdout also says that what the command changed
-    stays: an import prints its summary after its commit, and a script retrying it on exit 1
-    would import again."""
-    try:
-        yield
-    except StreamError as exc:
-        if exc.message.startswith(WRITE_FAILED.format(reason="")):
-            raise StreamError(f"{exc.message}; {CHANGES_STAY}") from None
-        raise
+class RunningCommand(click.Command):
+    """A command whose run, once its arguments are parsed (a `--help` is printed before), says
+    of a failed write of stdout that what it changed stays: an import prints its summary after
+    its commit, and a script retrying it on exit 1 would import again."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
+        except StreamError as exc:
+            if exc.message.startswith(WRITE_FAILED.format(reason="")):
+                raise StreamError(f"{exc.message}; {CHANGES_STAY}") from None
+            raise
+
+
+class RunningGroup(click.Group):
+    """A group of the CLI whose commands are `RunningCommand`s."""
+
+    command_class = RunningCommand
 
 
 def require_stdout() -> None:
