@@ -7,6 +7,7 @@ its own escapes. These tests feed it the values that could break each shortcut a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import itertools
@@ -225,28 +226,36 @@ def contents_of(store, user_id: str) -> list[str]:
     )
 
 
-def test_a_batch_whose_commit_fails_is_not_counted_as_saved(db, dialect):
-    """The count grew inside the batch's transaction, before its COMMIT: a COMMIT that failed
-    (here a deferred check) was reported saved, and a retry of the rows after it lost them."""
+@contextlib.contextmanager
+def at_commit_of_boom(db, dialect, action: str):
+    """A PostgreSQL trigger running `action` (PL/pgSQL) at the COMMIT of a transaction that saved
+    a memory whose content is 'boom'; 30 rows for three batches of 10, the 26th 'boom'."""
     if dialect == "sqlite":
-        pytest.skip("a check deferred to COMMIT: PostgreSQL's constraint triggers")
+        pytest.skip("an action deferred to COMMIT: PostgreSQL's constraint triggers")
     db.database.execute_sql(
-        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom refused at commit'; END IF; RETURN NEW; END $$"
+        "CREATE FUNCTION at_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.content = 'boom' THEN {action}; END IF; RETURN NEW; END $$"
     )
     db.database.execute_sql(
-        "CREATE CONSTRAINT TRIGGER refuse_boom AFTER INSERT ON memories DEFERRABLE INITIALLY DEFERRED "
-        "FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+        "CREATE CONSTRAINT TRIGGER at_boom AFTER INSERT ON memories DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION at_boom()"
     )
     rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(30)]
     rows[25]["content"] = "boom"
     try:
+        yield rows
+    finally:
+        db.database.execute_sql("DROP TRIGGER at_boom ON memories")
+        db.database.execute_sql("DROP FUNCTION at_boom()")
+
+
+def test_a_batch_whose_commit_fails_is_not_counted_as_saved(db, dialect):
+    """The count grew inside the batch's transaction, before its COMMIT: a COMMIT that failed
+    (here a deferred check) was reported saved, and a retry of the rows after it lost them."""
+    with at_commit_of_boom(db, dialect, "RAISE EXCEPTION 'boom refused at commit'") as rows:
         with pytest.raises(PartlyInserted, match=r"rows\[0:20\], the first 20 rows given") as raised:
             db.insert_memories(rows, batch_size=10)
         assert raised.value.inserted == 20 == db.count_memories(user_id="bob")
-    finally:
-        db.database.execute_sql("DROP TRIGGER refuse_boom ON memories")
-        db.database.execute_sql("DROP FUNCTION refuse_boom()")
 
 
 def test_batches_inside_a_callers_transaction_are_not_said_to_be_saved(db):
@@ -281,23 +290,7 @@ def test_ctrl_c_after_committed_batches_is_left_as_it_is_with_a_note_of_the_rows
 def test_a_batch_whose_commit_loses_the_connection_is_said_to_be_in_doubt(db, dialect):
     """A COMMIT whose answer a lost connection never brought may have gone through or not: the
     count left the batch out, and the message said the rows after the count were not saved."""
-    if dialect == "sqlite":
-        pytest.skip("a connection lost at COMMIT: PostgreSQL's, its backend ended by a deferred trigger")
-    db.database.execute_sql(
-        "CREATE FUNCTION end_at_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.content = 'boom' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; "
-        "RETURN NEW; END $$"
-    )
-    db.database.execute_sql(
-        "CREATE CONSTRAINT TRIGGER end_at_boom AFTER INSERT ON memories DEFERRABLE INITIALLY DEFERRED "
-        "FOR EACH ROW EXECUTE FUNCTION end_at_boom()"
-    )
-    rows = [{"user_id": "bob", "content": f"row {n}"} for n in range(30)]
-    rows[25]["content"] = "boom"
-    try:
+    with at_commit_of_boom(db, dialect, "PERFORM pg_terminate_backend(pg_backend_pid())") as rows:
         with pytest.raises(PartlyInserted, match="whether the 10 rows after those were saved is not known"):
             db.insert_memories(rows, batch_size=10)
         assert db.count_memories(user_id="bob") == 20  # the backend ended before its COMMIT
-    finally:
-        db.database.execute_sql("DROP TRIGGER end_at_boom ON memories")
-        db.database.execute_sql("DROP FUNCTION end_at_boom()")
