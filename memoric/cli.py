@@ -84,9 +84,7 @@ class MemoricGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         with masked_errors(ctx.meta.get(ARGUMENTS, ())), one_line_errors(), stop_signals_raise_once():
-            result = super().invoke(ctx)
-            sys.stdout.flush()
-            return result
+            return super().invoke(ctx)
 
 
 pass_session = click.make_pass_decorator(Session)

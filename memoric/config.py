@@ -29,7 +29,6 @@ MAX_DECAY_DAYS = 36500
 WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few hundred bytes
-NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a key shown in an error: no secret
 QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")  # text of the file a YAML message may quote
 
 MAX_BM25_K1 = 1000  # far past any useful value (1.2 to 2 in practice); keeps the arithmetic finite
@@ -258,7 +257,7 @@ def _unknown_key(key, known, section: str = "", *, maybe_cut: bool = False) -> C
     """The error for a key not in `known`: named when it is a name that cannot be a piece of the
     database URL, else not shown."""
     where = f"{section}." if section else ""
-    named = isinstance(key, str) and NAME_LIKE.fullmatch(key) and not maybe_cut
+    named = isinstance(key, str) and yaml12.KEY_NAME.fullmatch(key) and not maybe_cut
     hidden = f"in {section or 'the file'} (not shown: it may be a piece of the database URL)"
     shown_key = shown(f"{where}{key}") if named else hidden
     return ConfigError(f"unknown config key {shown_key} (known: {', '.join(known)})")

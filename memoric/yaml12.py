@@ -23,7 +23,7 @@ FLOAT_PATTERN = re.compile(
 )
 
 
-KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a key an error may name: no piece of a secret
 
 
 class Yaml12Loader(yaml.SafeLoader):

@@ -176,16 +176,17 @@ def _refuse_non_utf8(url: str) -> None:
     try:
         unquote(url, errors="strict").encode("utf-8")
     except UnicodeError:
-        message = mask_password(f"invalid database URL '{url}': it holds text that is not UTF-8", url)
-        raise ConfigError(message.encode("utf-8", "backslashreplace").decode("utf-8")) from None
+        raise _url_error(url, f"invalid database URL '{url}': it holds text that is not UTF-8") from None
 
 
 def _url_error(url: str, message: str) -> ConfigError:
-    """A ConfigError about `url` with every secret of it masked.
+    """A ConfigError about `url` with every secret of it masked, and any text that is not UTF-8
+    (a lone surrogate from a command line) written as an escape, so that it can be printed.
 
     Raise it `from None` after a URL parser's error: that error may quote a piece of the URL.
     """
-    return ConfigError(mask_password(message, url))
+    masked = mask_password(message, url)
+    return ConfigError(masked.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:

@@ -68,8 +68,7 @@ def _checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime
     A clock outside that range would store times no export can load back; its reading is a
     ValidationError before anything is written. None is the default clock (UTC now).
     """
-    if clock is None:
-        return _checked_clock(utc_now)
+    clock = utc_now if clock is None else clock
     if not callable(clock):
         raise validation.ValidationError(
             f"clock must be a function returning a datetime, got {type(clock).__name__}"

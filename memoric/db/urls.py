@@ -30,6 +30,7 @@ _SECRET_PARAMETER = rf"[\w.-]*(?:{_SECRET_WORDS})[\w.-]*"  # a whole such name
 _SECRET_NAMED = re.compile(rf"(?i){_SECRET_PARAMETER}=")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]*")  # a parameter's name that holds no secret
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
+_PART_END = re.compile(r"[/?#;,)\]'\"]")  # what ends a URL's user and host part in a message
 _SECRET_SETTING = re.compile(
     rf"(?i)(\b{_SECRET_PARAMETER}\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
 )  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
@@ -118,12 +119,8 @@ def _hostless_password_span(word: str, scheme: re.Match | None) -> tuple[int, in
 def _part_end(word: str, start: int) -> int:
     """Where the URL's user and host part that starts at `start` ends (before `/`, `?`, `#` or
     what a message puts after a URL)."""
-    end = len(word)
-    for stop in "/?#" + _TRAILING.replace(":", "").replace(".", "") + "'\"":
-        found = word.find(stop, start)
-        if 0 <= found < end:
-            end = found
-    return end
+    stop = _PART_END.search(word, start)
+    return len(word) if stop is None else stop.start()
 
 
 def _known_scheme(prefix: str) -> bool:
@@ -169,9 +166,12 @@ def _query_secrets(url: str) -> set[str]:
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = query_pairs(query)
-    found = {value for name, *_, value in [*pairs, *decoded] if _SECRET_NAME.search(name)}
-    found |= {f"{name}={value}" for name, *_, value in [*pairs, *decoded] if _unknown(name)}
-    found |= {name for name, *_ in [*pairs, *decoded] if _unknown(name) and not _PLAIN_NAME.fullmatch(name)}
+    found = set()
+    for name, *_, value in [*pairs, *decoded]:
+        if _SECRET_NAME.search(name):
+            found.add(value)
+        if _unknown(name):
+            found |= {f"{name}={value}"} if _PLAIN_NAME.fullmatch(name) else {f"{name}={value}", name}
     return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
 
 
