@@ -120,13 +120,17 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def new_databases(server_url: str, prefix: str = "memoric_test", cluster=None) -> Iterator[Callable[[], str]]:
+def new_databases(
+    server_url: str, prefix: str = "memoric_test", cluster=None, drop: bool = True
+) -> Iterator[Callable[[], str]]:
     """A factory of fresh, empty databases on the server (a URL each call); all dropped afterwards.
 
     With `cluster` (a `memoric.testing_citus.CitusCluster`) each is made, and dropped, on every node.
+    `drop=False` leaves them, for a throwaway server whose data goes with it (dropping hundreds of
+    databases one by one takes most of a minute).
     """
     created: list[str] = []
-    make, drop = (
+    make, remove = (
         (cluster.create_database, cluster.drop_database) if cluster else (create_database, drop_database)
     )
 
@@ -139,5 +143,5 @@ def new_databases(server_url: str, prefix: str = "memoric_test", cluster=None) -
     try:
         yield create
     finally:
-        for name in created:
-            drop(server_url, name)
+        for name in created if drop else ():
+            remove(server_url, name)

@@ -103,8 +103,9 @@ def new_citus_url(citus):
 
 @pytest.fixture(scope="session")
 def new_postgres_url(postgres_server_url):
-    """A factory of fresh, empty PostgreSQL databases; all dropped at the end of the session."""
-    with new_databases(postgres_server_url) as create:
+    """A factory of fresh, empty PostgreSQL databases; dropped at the end of the session when the
+    server outlives it (an embedded server is removed with its data)."""
+    with new_databases(postgres_server_url, drop=bool(os.environ.get(POSTGRES_URL_VARIABLE))) as create:
         yield create
 
 

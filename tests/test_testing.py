@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -15,6 +16,7 @@ from memoric.errors import ConfigError
 from memoric.testing import (
     POSTGRES_URL_VARIABLE,
     admin_sql,
+    drop_database,
     new_databases,
     postgres_server,
     start_postgres,
@@ -62,6 +64,10 @@ def test_the_variable_names_the_server_and_nothing_is_started(monkeypatch, postg
         assert url == postgres_server_url
 
 
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
 @requires_postgres
 def test_new_databases_are_empty_and_dropped_after_the_block(postgres_server_url):
     with new_databases(postgres_server_url, "memoric_testing") as new_database:
@@ -72,9 +78,20 @@ def test_new_databases_are_empty_and_dropped_after_the_block(postgres_server_url
         assert (written.stats()["total"], empty.stats()["total"]) == (1, 0)
         written.close()
         empty.close()
-    names = [first.rsplit("/", 1)[-1], second.rsplit("/", 1)[-1]]
+    names = [_database_name(first), _database_name(second)]
     listed = "SELECT datname FROM pg_database WHERE datname LIKE 'memoric_testing%'"
     assert not set(names) & {name for (name,) in admin_sql(postgres_server_url, listed)}
+
+
+@requires_postgres
+def test_databases_made_with_drop_false_stay_after_the_block(postgres_server_url):
+    with new_databases(postgres_server_url, "memoric_kept", drop=False) as new_database:
+        name = _database_name(new_database())
+    listed = "SELECT datname FROM pg_database WHERE datname LIKE 'memoric_kept%'"
+    try:
+        assert name in {found for (found,) in admin_sql(postgres_server_url, listed)}
+    finally:
+        drop_database(postgres_server_url, name)
 
 
 @requires_postgres
