@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 from click.testing import CliRunner
@@ -312,6 +316,23 @@ def test_a_database_name_in_the_url_is_read_percent_decoded_as_libpq_reads_it(po
             assert store.database.execute_sql("SELECT current_database()").fetchone() == (name,)
     finally:
         drop_database(postgres_server_url, name)
+
+
+@requires_postgres
+@pytest.mark.parametrize("case", [str.upper, str.lower])
+def test_a_percent_encoded_host_is_a_socket_directory_as_libpq_reads_it(postgres_server_url, case):
+    """`postgresql://%2Ftmp%2FSock/db` failed ("could not translate host name"): playhouse passed
+    the host on encoded and lowercased; libpq decodes it and keeps its case."""
+    parts = urlsplit(postgres_server_url)
+    query = dict(parse_qsl(parts.query))
+    with tempfile.TemporaryDirectory() as scratch:  # short: a socket's path has at most 107 bytes
+        linked = Path(scratch) / "Sockets"
+        linked.symlink_to(query.pop("host"))
+        host = re.sub("%2F", lambda found: case(found[0]), quote(str(linked), safe=""))
+        netloc = f"{parts.netloc.rpartition('@')[0]}@{host}"
+        url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+        with contextlib.closing(MemoryStore(url)) as store:
+            assert store.database.execute_sql("SELECT 1").fetchone() == (1,)
 
 
 @requires_postgres

@@ -260,10 +260,21 @@ def _parameters(url: str, parts: SplitResult) -> dict:
     override them as in libpq (`dbname` names the database)."""
     netloc = parts._replace(query="")
     parameters = db_url.parseresult_to_dict(netloc, unquote_password=True, unquote_user=True)
+    if "host" in parameters:
+        parameters["host"] = _host(parts)
     given = url_parameters(url, parts)
     if "dbname" in given:
         given["database"] = given.pop("dbname")
     return parameters | given
+
+
+def _host(parts: SplitResult) -> str:
+    """The URL's host as libpq reads it: percent-decoded, its case kept, since a socket directory
+    (`postgresql://%2Fvar%2Frun%2FPg/db`) is a path (playhouse lowercases it, encoded)."""
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host[1 : host.index("]")]
+    return unquote(host.partition(":")[0])
 
 
 def _new_database(url: str, parts: SplitResult, parameters: dict, **options) -> peewee.Database:
