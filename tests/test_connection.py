@@ -291,6 +291,20 @@ def test_opening_a_store_runs_no_statement_and_its_first_connection_has_memorics
 
 
 @requires_postgres
+@pytest.mark.parametrize(
+    ("written", "read"), [("ab%5C", "ab"), ("ab%5C%5C", "ab\\"), ("ab%5C%5C%5C", "ab\\")]
+)
+def test_options_ending_in_a_backslash_mean_what_they_mean_to_psql(new_postgres_url, written, read):
+    """A backslash ending `?options=` escapes nothing (the server drops it); memoric's own settings
+    appended after it had their separating space escaped, and the connection failed puzzlingly."""
+    url = f"{new_postgres_url()}&options=-c%20application_name%3D{written}"
+    with contextlib.closing(MemoryStore(url)) as store:
+        assert store.database.execute_sql("SHOW application_name").fetchone() == (read,)
+        for name, value in SESSION_SETTINGS.items():
+            assert store.database.execute_sql(f"SHOW {name}").fetchone()[0] == str(value)
+
+
+@requires_postgres
 def test_a_plus_in_the_query_is_a_plus_as_libpq_reads_it(postgres_server_url):
     """`?dbname=a+b` reached the database `a b`: Python's form decoding reads `+` as a space."""
     name = f"plus+{os.getpid()}"

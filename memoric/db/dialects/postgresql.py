@@ -53,6 +53,13 @@ ORDER BY cls.relname, att.attnum
 """
 
 
+def _without_dangling_escape(options: str) -> str:
+    """The URL's `options` less a backslash that ends them unescaped: the server drops such a
+    backslash, but followed by memoric's settings it would escape the space before them."""
+    trailing = len(options) - len(options.rstrip("\\"))
+    return options[:-1] if trailing % 2 else options
+
+
 class PostgresDialect(SequenceIds, Dialect):
     """PostgreSQL: JSONB with GIN indexes, advisory locks, sequences, `COPY`."""
 
@@ -68,7 +75,7 @@ class PostgresDialect(SequenceIds, Dialect):
         through the connect options of every connection (called before the first); they come
         after any of the URL's own, so they win."""
         settings = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
-        options = database.connect_params.get("options")
+        options = _without_dangling_escape(database.connect_params.get("options") or "")
         database.connect_params["options"] = f"{options} {settings}" if options else settings
 
     def contains_row_by_row(self, column, pattern: dict):
