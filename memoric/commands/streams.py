@@ -1,7 +1,7 @@
 """The standard streams of a `memoric` run: one that is closed or fails is one `Error:` line.
 
 `standard_streams` wraps the whole run, --help and --version included: stdout is written through
-`CheckedOutput`, whose failed writes (a full disk, a closed pipe) raise `StreamError`, and a stdin
+`CheckedOutput`, whose failed writes (a full disk, a closed pipe) raise `OutputFailed`, and a stdin
 the process was started without is a `ClosedInput`, whose reads raise it too. A closed stdout is
 refused before anything runs (`require_stdout`): what the command prints would be lost. stdout and
 stderr are written in UTF-8.
@@ -27,8 +27,12 @@ class StreamError(click.ClickException):
     """A standard stream that is closed or failed: one `Error:` line and exit 1."""
 
 
+class OutputFailed(StreamError):
+    """stdout failed or is closed: what the command printed (or would print) is lost."""
+
+
 class CheckedOutput:
-    """stdout, whose failed writes and flushes raise `StreamError`; once one failed, later flushes
+    """stdout, whose failed writes and flushes raise `OutputFailed`; once one failed, later flushes
     do nothing: what was left unwritten is dropped, and the failure is said once, not again at exit."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -60,7 +64,7 @@ class CheckedOutput:
 
     def _failed(self, exc: OSError) -> StreamError:
         self.failed = True
-        return StreamError(WRITE_FAILED.format(reason=exc.strerror or exc))
+        return OutputFailed(WRITE_FAILED.format(reason=exc.strerror or exc))
 
 
 class ClosedInput:
@@ -104,10 +108,8 @@ class RunningCommand(click.Command):
             result = super().invoke(ctx)
             sys.stdout.flush()
             return result
-        except StreamError as exc:
-            if exc.message.startswith(WRITE_FAILED.format(reason="")):
-                raise StreamError(f"{exc.message}; {CHANGES_STAY}") from None
-            raise
+        except OutputFailed as exc:
+            raise OutputFailed(f"{exc.message}; {CHANGES_STAY}") from None
 
 
 class RunningGroup(click.Group):
@@ -117,9 +119,9 @@ class RunningGroup(click.Group):
 
 
 def require_stdout() -> None:
-    """`StreamError` when the process was started without a stdout (`>&-`)."""
+    """`OutputFailed` when the process was started without a stdout (`>&-`)."""
     if sys.stdout is None:
-        raise StreamError(WRITE_FAILED.format(reason="it is closed"))
+        raise OutputFailed(WRITE_FAILED.format(reason="it is closed"))
 
 
 def utf8_streams() -> None:
