@@ -23,10 +23,10 @@ from collections.abc import Callable
 from memoric import validation
 from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
+from memoric.db.summaries import SUMMARY_METADATA
 from memoric.errors import SummarizerFailed, ValidationError
 from memoric.text import shows_something
 
-SUMMARY_METADATA = {"kind": "thread_summary"}
 SUMMARY_USERS = 50
 GIVE_UP_AFTER = 10  # summarizer failures in a row after which it is asked only now and then
 ELLIPSIS = "…"

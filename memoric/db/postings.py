@@ -204,11 +204,12 @@ def with_ids(store: MemoryStore, rows: list[dict]) -> list[dict]:
     return [row if "id" in row else {**row, "id": next(drawn)} for row in rows]
 
 
-def delete_memories(store: MemoryStore, conditions: list) -> int:
-    """DELETE the memories matching every condition and their postings (inside one transaction)."""
+def delete_memories(store: MemoryStore, conditions: list, *returned) -> list[tuple]:
+    """DELETE the memories matching every condition and their postings (inside one transaction);
+    the (id, user_id, *returned) of each memory deleted, as it was when deleted."""
     m = store.Memory
-    if not written(store):
-        return m.delete().where(*conditions).execute()
-    deleted = list(m.delete().where(*conditions).returning(m.id, m.user_id).tuples().execute())
-    forget(store, deleted)
-    return len(deleted)
+    posted = written(store)
+    deleted = list(m.delete().where(*conditions).returning(m.id, m.user_id, *returned).tuples().execute())
+    if posted:
+        forget(store, [row[:2] for row in deleted])
+    return deleted

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 import peewee
 
 from memoric import json_input, validation
-from memoric.db import bulk, cluster_queries, locks, newest_rows, postings
+from memoric.db import bulk, cluster_queries, locks, newest_rows, postings, summaries
 from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
@@ -311,16 +311,23 @@ class MemoryStore:
     def _update(self, memory_ids: list[int], **values) -> int:
         m = self.Memory
         values["updated_at"] = self.clock()
-        changed = 0
+        edits_sources = bool(values.keys() & summaries.SOURCE_EDITS)
+        changed, threads = 0, set()
         with self.database.atomic():
             for chunk in peewee.chunked(memory_ids, ID_CHUNK_SIZE):
                 query = m.update(**values).where(m.id.in_(chunk))
-                if "content" not in values:
+                if not edits_sources:
                     changed += query.execute()
                     continue
-                updated = list(query.returning(*postings.posted_fields(m)).dicts().execute())
-                postings.reindex(self, updated)
+                # As updated: a row a policy run marked meanwhile is seen marked once it commits.
+                updated = list(query.returning(*postings.posted_fields(m), m.thread_id, m.summarized).dicts())
+                if "content" in values:
+                    postings.reindex(self, updated)
+                threads |= summaries.released_threads(
+                    (row["user_id"], row["namespace"], row["thread_id"], row["summarized"]) for row in updated
+                )
                 changed += len(updated)
+            summaries.release(self, threads)
         return changed
 
     @translate_errors
@@ -358,12 +365,14 @@ class MemoryStore:
         owner = [] if user_id is None else [m.user_id == validation.user_id(user_id)]
         with self.database.atomic():
             if memory_ids is None:
-                return postings.delete_memories(self, owner)
-            ids = validation.memory_ids(memory_ids)
-            return sum(
-                postings.delete_memories(self, [m.id.in_(chunk), *owner])
-                for chunk in peewee.chunked(ids, ID_CHUNK_SIZE)
-            )
+                return len(postings.delete_memories(self, owner))
+            deleted, threads = 0, set()
+            for chunk in peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE):
+                chosen = [m.id.in_(chunk), *owner]
+                rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
+                threads |= summaries.released_threads(row[1:] for row in rows)
+                deleted += len(rows)
+            return deleted + summaries.release(self, threads)
 
     # --- clusters: the documented calls, their queries in `cluster_queries` ------------------
 

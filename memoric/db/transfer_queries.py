@@ -191,7 +191,7 @@ def delete_ids(store: MemoryStore, kind: str, ids: Iterable[int]) -> int:
         for chunk in peewee.chunked(sorted(set(ids)), ID_CHUNK_SIZE):
             chosen = getattr(model, column).in_(chunk)
             if kind == "memory":
-                deleted += postings.delete_memories(store, [chosen])
+                deleted += len(postings.delete_memories(store, [chosen]))
             else:
                 deleted += model.delete().where(chosen).execute()
     return deleted
