@@ -251,3 +251,46 @@ def test_an_export_read_from_a_named_pipe_is_imported_whole(source, new_dsn, tmp
     writer.join()
     assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+def test_a_backup_restores_into_a_database_whose_clusters_changed_with_no_clusters(new_dsn, tmp_path):
+    """After a forget rebuilt the clusters, the backup's cluster differed and the import was
+    refused, pointing at --new-ids (which would add every memory again) and at an option import
+    did not have. --no-clusters restores the memories; the file's clusters are checked, not written."""
+    dsn, backup = new_dsn(), tmp_path / "backup.jsonl"
+    memoric = Memoric(dsn)
+    ids = [memoric.save("ada", f"note {i}", metadata={"topic": "t", "category": "c"}) for i in range(3)]
+    memoric.rebuild_clusters()
+    ok(invoke("--dsn", dsn, "export", str(backup)))
+    memoric.forget("ada", [ids[1]])
+    clusters = memoric.get_clusters("ada")
+
+    refused = one_line_error(invoke("--dsn", dsn, "import", str(backup)))
+    assert "import without the file's clusters (`--no-clusters`" in refused and "new ids" not in refused
+    assert "`--no-clusters`" in one_line_error(invoke("--dsn", dsn, "import", "--new-ids", str(backup)))
+
+    restored = ok(invoke("--dsn", dsn, "import", "--no-clusters", str(backup)))
+    assert restored.stdout.splitlines()[1:] == [
+        "Left out the file's 1 clusters: run `memoric clusters --rebuild`"
+    ]
+    assert sorted(m["id"] for m in memoric.db.get_memories(limit=None)) == ids
+    assert memoric.get_clusters("ada") == clusters, "the target's clusters are left as they were"
+    memoric.rebuild_clusters()
+    assert memoric.get_clusters("ada")[0]["memory_ids"] == ids
+
+
+def test_no_clusters_still_refuses_a_bad_cluster_line_or_a_file_cut_short(new_dsn, tmp_path):
+    dsn, path = new_dsn(), tmp_path / "backup.jsonl"
+    memoric = Memoric(dsn)
+    memoric.save("ada", "note", metadata={"topic": "t", "category": "c"})
+    memoric.rebuild_clusters()
+    ok(invoke("--dsn", dsn, "export", str(path)))
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    target = new_dsn()
+    bad_cluster = [line.replace('"memory_count":1', '"memory_count":"one"') for line in lines]
+    assert bad_cluster != lines
+    for name, text in [("bad", "".join(bad_cluster)), ("cut", "".join(lines[:-1]))]:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        refused = one_line_error(invoke("--dsn", target, "import", "--no-clusters", str(tmp_path / name)))
+        assert ("memory_count" if name == "bad" else "without its end line") in refused
+    assert tables(MemoryStore(target)) == set(), "nothing was written, not even the schema"

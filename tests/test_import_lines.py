@@ -250,14 +250,23 @@ def test_an_export_of_format_version_1_needs_no_end_line(db):
     assert import_jsonl(db, export_of(memory_line(1), memory_line(2)))["memories"] == 2
 
 
-def test_a_repeated_line_in_place_of_a_lost_one_is_refused(db):
+@pytest.mark.parametrize("clusters", [True, False])
+def test_a_repeated_line_in_place_of_a_lost_one_is_refused(db, clusters):
     """The end line counts lines; a repeated one would make up for a lost one (a resumed download
-    that overlapped), so an export of format 2 must hold as many different records."""
+    that overlapped), so an export of format 2 must hold as many different records, its
+    clusters left out (`clusters=False`) or not."""
     end = {"type": "end", "memories": 3, "clusters": 0}
     text = export_of(memory_line(1), memory_line(2), memory_line(1), end, header=ENDED)
     with pytest.raises(ValidationError, match=re.escape("the file holds 2 and 0 different ones")):
-        import_jsonl(db, text)
+        import_jsonl(db, text, clusters=clusters)
     assert db.count_memories() == 0
+
+
+def test_clusters_left_out_are_counted_by_the_end_line_but_not_written(db):
+    end = {"type": "end", "memories": 1, "clusters": 1}
+    counts = import_jsonl(db, export_of(memory_line(1), cluster_line(7), end, header=ENDED), clusters=False)
+    assert counts == {"memories": 1, "clusters": 0, "skipped": 0}
+    assert db.get_clusters() == []
 
 
 @pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "text"])

@@ -11,7 +11,7 @@ import tempfile
 import click
 
 from memoric import transfer
-from memoric.commands.output import echo_counts, progress, where_it_lives
+from memoric.commands.output import echo, echo_counts, progress, where_it_lives
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number
 from memoric.core import Memoric
@@ -31,14 +31,17 @@ def export(session: Session, file: str = "-", *, user_id: str | None = None) -> 
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
 
 
-def import_(session: Session, file: str, *, new_ids: bool = False) -> None:
-    """Load an export (`-`: stdin): checked whole first, then written in batches."""
+def import_(session: Session, file: str, *, new_ids: bool = False, clusters: bool = True) -> None:
+    """Load an export (`-`: stdin): checked whole first, then written in batches; without
+    `clusters`, the file's clusters are checked and left out."""
     memoric = session.memoric
     with readable_export(file) as stream:
-        plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids)
+        plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids, clusters=clusters)
         with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
             counts = transfer.import_memoric(memoric, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
+    if plan.source.left_out:
+        echo(f"Left out the file's {plan.source.left_out} clusters: run `memoric clusters --rebuild`")
 
 
 def copy(session: Session, source_dsn: str, target_dsn: str) -> None:

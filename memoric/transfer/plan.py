@@ -92,7 +92,7 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
             plan.clusters.append(record)
         elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
             plan.lowest_memory_id = record.id
-    _check_distinct(plan, source.ended)
+    _check_distinct(plan, source.ended, source.kinds)
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
@@ -102,12 +102,13 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
     return plan
 
 
-def _check_distinct(plan: ImportPlan, ended: dict[str, int] | None) -> None:
-    """ValidationError unless an export's end line counts its distinct records: every line of a
-    whole export is a record of its own, so a repeated line stands in place of a lost one."""
+def _check_distinct(plan: ImportPlan, ended: dict[str, int] | None, kinds: tuple[str, ...]) -> None:
+    """ValidationError unless an export's end line counts its distinct records of `kinds` (those
+    imported): every line of a whole export is a record of its own, so a repeated line stands in
+    place of a lost one."""
     if ended is None or plan.seen is None:
         return
-    distinct = {COUNT_KEYS[kind]: plan.counts[kind] for kind in COUNT_KEYS}
+    distinct = {key: plan.counts[kind] if kind in kinds else ended[key] for kind, key in COUNT_KEYS.items()}
     if distinct != ended:
         raise ValidationError(
             f"the end line counts {ended['memories']} memories and {ended['clusters']} clusters, the "

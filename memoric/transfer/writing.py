@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 # takes them back (`_take_back`).
 STOPPED = "this batch was not written, the ones before it were"
 STOPPED_WITH_NEW_IDS = "the import stopped here and took back what it had written"
+# Clusters are built from the memories: a restore whose clusters differ from the target's leaves
+# the file's out and rebuilds them.
+REBUILD_INSTEAD = (
+    "to restore the memories, import without the file's clusters (`--no-clusters`, "
+    "`clusters=False`), then rebuild them (`memoric clusters --rebuild`)"
+)
 TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
@@ -44,24 +50,28 @@ def import_jsonl(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     new_ids: bool = False,
+    clusters: bool = True,
 ) -> dict[str, int]:
     """Load an export into `store`: checked whole first, then written; counts inserted and skipped.
 
     `lines` is read more than once: a seekable file is rewound, a list reread, anything else
-    spooled to a temporary file first.
+    spooled to a temporary file first. `clusters=False` leaves the file's clusters out (checked,
+    not written): to restore memories into a database whose clusters were rebuilt since.
     """
     with rereadable(lines) as reread:
-        plan = check_jsonl(store, reread, new_ids=new_ids)
+        plan = check_jsonl(store, reread, new_ids=new_ids, clusters=clusters)
         return import_checked(store, plan, batch_size=batch_size, progress=progress)
 
 
-def check_jsonl(store: MemoryStore, lines: Iterable[str | bytes], *, new_ids: bool = False) -> ImportPlan:
+def check_jsonl(
+    store: MemoryStore, lines: Iterable[str | bytes], *, new_ids: bool = False, clusters: bool = True
+) -> ImportPlan:
     """Check a whole export as `import_jsonl` would, writing nothing; the plan that imports it.
 
     ValidationError names the first bad line (both lines of a contradiction). Rows are compared
     with the target when it is imported (`import_checked`), or first by `compare_with_target`.
     """
-    return survey(store, ExportLines(lines), new_ids=new_ids)
+    return survey(store, ExportLines(lines, clusters=clusters), new_ids=new_ids)
 
 
 def import_memoric(
@@ -263,7 +273,7 @@ def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Recor
             raise ValidationError(
                 f"{record.where}: cluster {record.id} is for user_id, topic and category "
                 f"{list(record.key)}, which the target holds as cluster {holder}: nothing was written "
-                "(delete that cluster or run `memoric clusters --rebuild` after importing without it)"
+                f"({REBUILD_INSTEAD})"
             )
 
 
@@ -315,7 +325,9 @@ def _refuse_difference(
     differing = _differences(record, row, stored)
     if differing:
         hint = ""
-        if record.line and suggest_new_ids:
+        if record.line and record.kind == "cluster":
+            hint = f" ({REBUILD_INSTEAD})"
+        elif record.line and suggest_new_ids:
             hint = " (to add the export beside what is there, import it with new ids)"
         raise ValidationError(
             f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
