@@ -204,9 +204,10 @@ class Memoric:
     def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:
         """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
 
-        Ids of other users' memories are left alone. The user's clusters are rebuilt (dropped
-        when nothing is left) in the same transaction, so none lists a forgotten memory, even to
-        a reader in between (an export).
+        Ids of other users' memories are left alone. The user's clusters, when they have any, are
+        rebuilt (dropped when nothing is left) in the same transaction, so none lists a forgotten
+        memory, even to a reader in between (an export); a forgotten summary or summarized
+        memory also deletes its thread's summaries (counted) and brings their sources back.
         """
         self._ready()
         with self.store.atomic():  # one transaction: no reader sees a cluster listing a forgotten memory

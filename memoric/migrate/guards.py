@@ -167,8 +167,9 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
             found = run.dialect.columns(database, aside.values())
         except Exception as exc:
             raise MigrationError(
-                f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds: "
-                f"{first_line(exc)}; nothing was changed"
+                f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds "
+                f"({first_line(exc)}): was the history stamped at a version the schema is not at? "
+                "Stamp the version it is at (`memoric migrate stamp VERSION`); nothing was changed"
             ) from exc
         finally:
             transaction.rollback()
