@@ -59,9 +59,13 @@ pytestmark = pytest.mark.citus  # also on a Citus cluster
         ),
     ],
 )
-def test_a_file_that_contradicts_itself_is_refused_naming_both_lines_and_writes_nothing(db, records, named):
+@pytest.mark.parametrize("clusters", [True, False], ids=["clusters", "clusters left out"])
+def test_a_file_that_contradicts_itself_is_refused_naming_both_lines_and_writes_nothing(
+    db, records, named, clusters
+):
+    """The same whether the file's clusters are written or left out (`clusters=False`)."""
     with pytest.raises(ValidationError, match=re.escape(named)):
-        import_jsonl(db, export_of(*records))
+        import_jsonl(db, export_of(*records), clusters=clusters)
     assert_identical(snapshot(db), [[], []])
 
 
@@ -141,14 +145,16 @@ NOT_RENUMBERED = "which is not in this export, so it cannot be given a new id"
     ],
 )
 @pytest.mark.parametrize("new_ids", [False, True], ids=["ids kept", "new ids"])
+@pytest.mark.parametrize("clusters", [True, False], ids=["clusters", "clusters left out"])
 def test_a_cluster_contradicting_its_memories_is_refused_naming_the_line_and_id(
-    db, cluster, named, named_with_new_ids, new_ids
+    db, cluster, named, named_with_new_ids, new_ids, clusters
 ):
+    """Clusters left out (`clusters=False`) are checked all the same: the file is refused whole."""
     db.insert_memories([{"id": 7, "user_id": "demo-ada", "content": "stored", "created_at": T0}])
     before = snapshot(db)
     lines = export_of(memory_line(5, user_id="demo-ada"), memory_line(9), cluster)
     with pytest.raises(ValidationError, match=re.escape((new_ids and named_with_new_ids) or named)):
-        import_jsonl(db, lines, new_ids=new_ids)
+        import_jsonl(db, lines, new_ids=new_ids, clusters=clusters)
     assert_identical(snapshot(db), before)
 
 

@@ -40,8 +40,8 @@ def import_(session: Session, file: str, *, new_ids: bool = False, clusters: boo
         with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
             counts = transfer.import_memoric(memoric, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
-    if plan.source.left_out:
-        echo(f"Left out the file's {plan.source.left_out} clusters: run `memoric clusters --rebuild`")
+    if not plan.writes("cluster") and plan.counts["cluster"]:
+        echo(f"Left out the file's {plan.counts['cluster']} clusters: run `memoric clusters --rebuild`")
 
 
 def copy(session: Session, source_dsn: str, target_dsn: str) -> None:

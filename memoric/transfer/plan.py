@@ -24,6 +24,9 @@ class ImportPlan:
 
     source: ExportLines | DatabaseRows
     new_ids: bool
+    # False: the source's clusters are checked like any record but not written, nor compared
+    # with the target's (a restore into a database whose clusters were rebuilt since).
+    write_clusters: bool = True
     records: int = 0  # records in the source (identical duplicates included)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
     highest: dict[str, Record] = field(default_factory=dict)
@@ -40,6 +43,10 @@ class ImportPlan:
         self.owners = MemoryOwners(self.scratch)
         if self.source.is_file:
             self.seen = {kind: SeenRows(self.scratch, kind) for kind in ID_COLUMNS}
+
+    def writes(self, kind: str) -> bool:
+        """Whether records of `kind` are written (memories always; clusters unless left out)."""
+        return kind == "memory" or self.write_clusters
 
     def confirm(self, record: Record) -> None:
         """ValidationError unless `record` is the row the check saw under its id."""
@@ -66,9 +73,12 @@ class ImportPlan:
         return tops[kind] + self.ranks[kind](old)
 
 
-def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool) -> ImportPlan:
-    """Pass 1: every record validated; contradictions inside the source refused; the plan."""
-    plan = ImportPlan(source, new_ids)
+def survey(
+    store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool, clusters: bool = True
+) -> ImportPlan:
+    """Pass 1: every record validated; contradictions inside the source refused; the plan (which
+    writes the clusters too unless `clusters` is false)."""
+    plan = ImportPlan(source, new_ids, clusters)
     keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
     for record in source.records(store):
         record.row  # noqa: B018 (validated now, on this pass)
@@ -92,7 +102,7 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
             plan.clusters.append(record)
         elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
             plan.lowest_memory_id = record.id
-    _check_distinct(plan, source.ended, source.kinds)
+    _check_distinct(plan, source.ended)
     if new_ids:
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
@@ -102,13 +112,12 @@ def survey(store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: b
     return plan
 
 
-def _check_distinct(plan: ImportPlan, ended: dict[str, int] | None, kinds: tuple[str, ...]) -> None:
-    """ValidationError unless an export's end line counts its distinct records of `kinds` (those
-    imported): every line of a whole export is a record of its own, so a repeated line stands in
-    place of a lost one."""
+def _check_distinct(plan: ImportPlan, ended: dict[str, int] | None) -> None:
+    """ValidationError unless an export's end line counts its distinct records: every line of a
+    whole export is a record of its own, so a repeated line stands in place of a lost one."""
     if ended is None or plan.seen is None:
         return
-    distinct = {key: plan.counts[kind] if kind in kinds else ended[key] for kind, key in COUNT_KEYS.items()}
+    distinct = {COUNT_KEYS[kind]: plan.counts[kind] for kind in COUNT_KEYS}
     if distinct != ended:
         raise ValidationError(
             f"the end line counts {ended['memories']} memories and {ended['clusters']} clusters, the "

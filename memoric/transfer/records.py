@@ -151,12 +151,8 @@ class ExportLines:
 
     is_file = True
 
-    def __init__(self, lines: Iterable[str | bytes], *, clusters: bool = True) -> None:
+    def __init__(self, lines: Iterable[str | bytes]) -> None:
         self.ended: dict[str, int] | None = None  # the end line's counts, once read (format 2)
-        # The kinds of record yielded: without clusters, cluster lines are checked and counted
-        # (`left_out`), not yielded: a restore rebuilds them from the memories.
-        self.kinds = tuple(ID_COLUMNS) if clusters else ("memory",)
-        self.left_out = 0
         self._lines = lines
         self._start = lines.tell() if _is_seekable(lines) else None
         self._passes = 0
@@ -170,7 +166,6 @@ class ExportLines:
             self._lines.seek(self._start)
         parsed = _parsed(self._lines)
         version = _check_header(next(parsed, None))
-        self.left_out = 0
         held = dict.fromkeys(COUNT_KEYS.values(), 0)
         end, number = None, 1
         for number, fields in parsed:
@@ -186,12 +181,7 @@ class ExportLines:
                     f"line {number}: unknown record type {kind!r} (expected memory, cluster or end)"
                 )
             held[COUNT_KEYS[kind]] += 1
-            record = Record(store, kind, fields, number)
-            if kind in self.kinds:
-                yield record
-            else:
-                record.row  # noqa: B018 (validated all the same: the file is refused whole or taken)
-                self.left_out += 1
+            yield Record(store, kind, fields, number)
         if end is None and version >= ENDED_SINCE:
             raise ValidationError(
                 f"the export stops at line {number} without its end line: it was cut short (a copy "
@@ -204,7 +194,6 @@ class DatabaseRows:
 
     is_file = False
     ended = None  # no end line: a database's rows are whole
-    kinds = tuple(ID_COLUMNS)
 
     def __init__(self, store: MemoryStore, batch_size: int) -> None:
         self._store, self._batch_size = store, batch_size

@@ -71,7 +71,7 @@ def check_jsonl(
     ValidationError names the first bad line (both lines of a contradiction). Rows are compared
     with the target when it is imported (`import_checked`), or first by `compare_with_target`.
     """
-    return survey(store, ExportLines(lines, clusters=clusters), new_ids=new_ids)
+    return survey(store, ExportLines(lines), new_ids=new_ids, clusters=clusters)
 
 
 def import_memoric(
@@ -97,22 +97,25 @@ def import_checked(
     as it was, unless it comes from rows written between the two comparisons."""
     validation.count("batch_size", batch_size)
     compare_with_target(store, plan)
-    claims = {
-        kind: (0, plan.counts[kind]) if plan.new_ids else (plan.highest[kind].id, 0) for kind in plan.highest
-    }
+    highest = {kind: record for kind, record in plan.highest.items() if plan.writes(kind)}
+    claims = {kind: (0, plan.counts[kind]) if plan.new_ids else (highest[kind].id, 0) for kind in highest}
     tops, written = transfer_queries.reserve_ids(
         store,
         claims,
         check=lambda: compare_with_target(store, plan),
-        holding_rows=lambda tops: {kind: plan.final_row(plan.highest[kind], tops) for kind in plan.highest},
+        holding_rows=lambda tops: {kind: plan.final_row(highest[kind], tops) for kind in highest},
     )
     counts = {COUNT_KEYS[kind]: written.get(kind, 0) for kind in ID_COLUMNS}
     # Records of each kind in transactions begun, counted before each begins (a stop may come
     # between its COMMIT and the next line), and in transactions known to have committed.
     begun, committed = dict.fromkeys(ID_COLUMNS, 0), dict.fromkeys(ID_COLUMNS, 0)
+    left_out = 0
     try:
         for batch in batches(plan.source.records(store), max(batch_size, 1)):
             for kind, records in by_kind(batch).items():
+                if not plan.writes(kind):
+                    left_out += len(records)
+                    continue
                 begun[kind] += len(records)
                 counts[COUNT_KEYS[kind]] += _write(store, plan, kind, records, tops)
                 committed[kind] = begun[kind]
@@ -122,7 +125,7 @@ def import_checked(
         if plan.new_ids:
             _take_back(store, plan, tops, exc, begun=begun, committed=committed)
         raise
-    counts["skipped"] = plan.records - counts["memories"] - counts["clusters"]
+    counts["skipped"] = plan.records - left_out - counts["memories"] - counts["clusters"]
     return counts
 
 
@@ -245,10 +248,12 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
                 plan.confirm(record)
             _refuse_differences(store, "memory", records)
     for batch in batches(plan.clusters, BATCH_SIZE):
-        if not plan.new_ids:
+        if not plan.new_ids and plan.writes("cluster"):
             _refuse_differences(store, "cluster", batch)
+        if not plan.new_ids:
             refuse_strangers(store, plan, batch)
-        _refuse_taken_keys(store, plan, batch)
+        if plan.writes("cluster"):
+            _refuse_taken_keys(store, plan, batch)
 
 
 def _built(store: MemoryStore) -> bool:
