@@ -4,10 +4,12 @@ its summarized memories back into recall, and the next policy run summarizes the
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from memoric import Memoric
-from memoric.db import policy_queries
+from memoric.db import policy_queries, summaries
 from memoric.policies import SUMMARY_METADATA
 from tests.helpers.concurrency import while_held
 from tests.helpers.policies import long_term_thread, run
@@ -19,8 +21,13 @@ THREAD = 10  # memories of a thread: the default summarization.min_records
 
 
 @pytest.fixture
-def memoric(new_dsn):
-    with Memoric(new_dsn(), clock=Clock(NOW)) as opened:
+def clock():
+    return Clock(NOW)
+
+
+@pytest.fixture
+def memoric(new_dsn, clock):
+    with Memoric(new_dsn(), clock=clock) as opened:
         yield opened
 
 
@@ -108,13 +115,13 @@ def test_other_threads_users_and_changes_leave_summaries_alone(db, memoric):
     summarized_thread(db, "ada", "t2")
     summarized_thread(db, "bob", "t1")
     unsummarized = db.insert_memory(user_id="ada", thread_id="t1", content="new", tier="long_term")
-    summaries = summary_ids(db)
+    written = summary_ids(db)
     db.update_content(memory_id=unsummarized, new_content="an edit of an unsummarized memory")
-    db.update_content(memory_id=summaries[0], new_content="an edit of a summary itself")
+    db.update_content(memory_id=written[0], new_content="an edit of a summary itself")
     db.update_tier(memory_ids=[ids[0]], new_tier="long_term")
     db.set_related_threads(memory_id=ids[1], related_threads=["t2"])
     db.delete_memories(memory_ids=[unsummarized])
-    assert summary_ids(db) == summaries and hidden(db) == 3 * THREAD
+    assert summary_ids(db) == written and hidden(db) == 3 * THREAD
     memoric.forget("ada", [ids[0]])
     assert hidden(db, user_id="ada", thread_id="t2") == hidden(db, user_id="bob") == THREAD
     assert hidden(db, user_id="ada", thread_id="t1") == 0
@@ -160,3 +167,51 @@ def test_a_source_changed_while_a_policy_run_marks_it_still_takes_the_summary_wi
     assert while_held(db, policy_run, lambda: CHANGES[change](db, ids[0])) == []
     assert summary_ids(db) == [] and hidden(db) == 0
     assert db.count_memories() == THREAD - (change == "delete")
+
+
+@pytest.mark.parametrize("second", CHANGES)
+@pytest.mark.parametrize("first", CHANGES)
+def test_two_changes_in_one_summarized_thread_take_turns(db, monkeypatch, first, second):
+    """Each change locked its own row, then waited for the other's to release the thread: on
+    PostgreSQL one of them failed with a deadlock, and a memory asked to be forgotten stayed.
+    The first change stops just before its release, holding its row, while the second starts."""
+    ids = summarized_thread(db)
+    release, pausing = summaries.release, threading.local()
+
+    def release_after_a_pause(*args, **kwargs):
+        if getattr(pausing, "pause", None):
+            pausing.pause()
+        return release(*args, **kwargs)
+
+    monkeypatch.setattr(summaries, "release", release_after_a_pause)
+
+    def first_change(pause):
+        pausing.pause = pause
+        CHANGES[first](db, ids[0])
+
+    assert while_held(db, first_change, lambda: CHANGES[second](db, ids[1])) == []
+    assert summary_ids(db) == [] and hidden(db) == 0
+    assert db.count_memories() == THREAD - [first, second].count("delete")
+
+
+def test_a_summary_marked_summarized_by_hand_is_still_released(db, memoric):
+    """`mark_summarized` on a summary kept it out of the release, then unmarked it: a summary
+    holding the forgotten text was back in recall."""
+    ids = summarized_thread(db)
+    summary = db.get_memory(summary_ids(db)[0])
+    db.mark_summarized(memory_ids=[summary["id"]])
+    forgotten = db.get_memory(ids[-1])["content"].split(".")[0]
+    assert forgotten in summary["content"]
+    memoric.forget("ada", [ids[-1]])
+    assert db.get_memory(summary["id"]) is None
+    found = memoric.retrieve("ada", scope="user", query=forgotten, top_k=50)
+    assert all(forgotten not in m["content"] for m in found)
+
+
+def test_unmarking_leaves_updated_at_as_it_is(db, memoric, clock):
+    """A release is no news about the memories it brings back: their recency is what it was."""
+    ids = summarized_thread(db)
+    before = {memory_id: db.get_memory(memory_id)["updated_at"] for memory_id in ids[1:]}
+    clock.advance(days=3)
+    memoric.forget("ada", [ids[0]])
+    assert {memory_id: db.get_memory(memory_id)["updated_at"] for memory_id in ids[1:]} == before

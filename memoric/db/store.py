@@ -319,6 +319,7 @@ class MemoryStore:
                 if not edits_sources:
                     changed += query.execute()
                     continue
+                summaries.lock_threads(self, [m.id.in_(chunk)], summaries.is_summarized(self))
                 # As updated: a row a policy run marked meanwhile is seen marked once it commits.
                 updated = list(query.returning(*postings.posted_fields(m), m.thread_id, m.summarized).dicts())
                 if "content" in values:
@@ -327,7 +328,7 @@ class MemoryStore:
                     (row["user_id"], row["namespace"], row["thread_id"], row["summarized"]) for row in updated
                 )
                 changed += len(updated)
-            summaries.release(self, threads)
+            summaries.release(self, threads, kept=memory_ids)
         return changed
 
     @translate_errors
@@ -369,6 +370,7 @@ class MemoryStore:
             deleted, threads = 0, set()
             for chunk in peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE):
                 chosen = [m.id.in_(chunk), *owner]
+                summaries.lock_threads(self, chosen, summaries.involved(self))
                 rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
                 threads |= summaries.released_threads(row[1:] for row in rows)
                 deleted += len(rows)

@@ -7,7 +7,9 @@ thread's summaries at once: deleting a summary or a summarized memory, or editin
 metadata of a summarized memory, deletes the thread's summaries and unmarks its summarized
 memories, which come back into recall and are summarized again by the next policy run. So
 no fact outlives its deletion in a summary, no edit is hidden behind an older summary, and no
-source is left hidden once the summary holding it is gone.
+source is left hidden once the summary holding it is gone. A summary is any memory whose
+metadata holds SUMMARY_METADATA, marked summarized or not; one whose metadata was edited to
+lack it is an ordinary memory, text and all.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ Thread = tuple[str, str | None, str]  # (user_id, namespace, thread_id)
 
 
 def is_summary(store: MemoryStore) -> peewee.Node:
-    """True for a thread summary: metadata holding SUMMARY_METADATA, not itself summarized."""
-    m = store.Memory
-    return m.metadata.contains(SUMMARY_METADATA) & (m.summarized == False)  # noqa: E712 (SQL)
+    """True for a thread summary: a memory whose metadata holds SUMMARY_METADATA."""
+    return store.Memory.metadata.contains(SUMMARY_METADATA)
 
 
 def is_summarized(store: MemoryStore) -> peewee.Node:
@@ -42,17 +43,21 @@ def is_summarized(store: MemoryStore) -> peewee.Node:
     return store.Memory.summarized == True  # noqa: E712 (SQL comparison)
 
 
+def involved(store: MemoryStore) -> peewee.Node:
+    """True for a summary or a memory one holds: what a release deletes or unmarks."""
+    return is_summary(store) | is_summarized(store)
+
+
 def thread_fields(store: MemoryStore) -> tuple:
-    """What a DELETE returns for `released_threads`: namespace, thread, and whether the memory is
-    a summary or summarized."""
+    """What a DELETE returns for `released_threads`: namespace, thread, and `involved`."""
     m = store.Memory
-    return m.namespace, m.thread_id, is_summary(store) | is_summarized(store)
+    return m.namespace, m.thread_id, involved(store)
 
 
 def released_threads(rows: Iterable[tuple]) -> set[Thread]:
     """The threads whose summaries these memories' deletion or edit makes untrue, of their
-    (user_id, namespace, thread_id, whether a summary or summarized), as the statement returned
-    them: a memory a policy run marked meanwhile is seen marked once that run commits."""
+    (user_id, namespace, thread_id, whether involved), as the statement returned them: a memory
+    a policy run marked meanwhile is seen marked once that run commits."""
     return {
         (user_id, namespace, thread_id)
         for user_id, namespace, thread_id, involved in rows
@@ -60,20 +65,41 @@ def released_threads(rows: Iterable[tuple]) -> set[Thread]:
     }
 
 
-def release(store: MemoryStore, threads: set[Thread]) -> int:
-    """Delete the summaries of these threads and unmark their summarized memories (inside the
-    caller's transaction); how many summaries were deleted. Rows are unmarked in id order, the
-    order in which a policy run marks them, so the two wait for each other, never deadlock."""
+def lock_threads(store: MemoryStore, conditions: list, which: peewee.Node) -> None:
+    """Before a delete or edit of the memories meeting `conditions`: lock, in id order, every
+    summary and summarized memory of the threads of those of them that are `which`. Two changes
+    in one thread then take turns; each locking its own row first, then the other's to release
+    the thread, they deadlocked (PostgreSQL; on SQLite writers take turns anyway)."""
     m = store.Memory
+    found = m.select(m.user_id, m.namespace, m.thread_id).distinct()
+    threads = set(found.where(all_of([*conditions, which, m.thread_id.is_null(False)])).tuples())
+    for thread in sorted(threads, key=_thread_order):
+        query = m.select(m.id).where(all_of([*_in_thread(store, thread), involved(store)])).order_by(m.id)
+        store.dialect.locked_rows(store.database, query)
+
+
+def release(store: MemoryStore, threads: set[Thread], kept: Iterable[int] = ()) -> int:
+    """Delete the summaries of these threads and unmark their summarized memories, `updated_at`
+    left as it is (inside the caller's transaction); how many summaries were deleted. `kept`:
+    ids just edited, never deleted (an edit may give a memory a summary's metadata)."""
+    m = store.Memory
+    kept = sorted(set(kept))
     deleted = 0
-    for user_id, namespace, thread_id in sorted(threads, key=_thread_order):
-        thread = [m.user_id == user_id, namespace_is(store, namespace), m.thread_id == thread_id]
-        deleted += len(postings.delete_memories(store, [*thread, is_summary(store)]))
-        marked = m.select(m.id).where(all_of([*thread, is_summarized(store)])).order_by(m.id).tuples()
+    for thread in sorted(threads, key=_thread_order):
+        where = _in_thread(store, thread)
+        summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
+        deleted += len(postings.delete_memories(store, summaries))
+        marked = m.select(m.id).where(all_of([*where, is_summarized(store)])).order_by(m.id).tuples()
         for chunk in peewee.chunked([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
-            unmarked = m.id.in_(chunk) & (m.user_id == user_id) & is_summarized(store)
-            m.update(summarized=False, updated_at=store.clock()).where(unmarked).execute()
+            unmarked = m.id.in_(chunk) & (m.user_id == thread[0]) & is_summarized(store)
+            m.update(summarized=False).where(unmarked).execute()
     return deleted
+
+
+def _in_thread(store: MemoryStore, thread: Thread) -> list:
+    m = store.Memory
+    user_id, namespace, thread_id = thread
+    return [m.user_id == user_id, namespace_is(store, namespace), m.thread_id == thread_id]
 
 
 def _thread_order(thread: Thread) -> tuple:
