@@ -40,6 +40,12 @@ REBUILD_INSTEAD = (
     "to restore the memories, import without the file's clusters (`--no-clusters`, "
     "`clusters=False`), then rebuild them (`memoric clusters --rebuild`)"
 )
+# A memory the target holds with other data: in a backup of the same database, one changed since.
+CHANGED_SINCE = (
+    "a backup of this database: that memory changed since it was taken, and an import keeps "
+    "no older version; an export of another database: to add it beside what is there, import it "
+    "with new ids"
+)
 TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
@@ -333,7 +339,7 @@ def _refuse_difference(
         if record.line and record.kind == "cluster":
             hint = f" ({REBUILD_INSTEAD})"
         elif record.line and suggest_new_ids:
-            hint = " (to add the export beside what is there, import it with new ids)"
+            hint = f" ({CHANGED_SINCE})"
         raise ValidationError(
             f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
             f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "
