@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
-from memoric.db.connection import mask_password
+from memoric.db.connection import _parameters, mask_password
 from memoric.db.dialects.postgresql import SESSION_SETTINGS
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, LockTimeout, MemoricError
@@ -67,6 +67,8 @@ BAD_URLS = [
     ("postgresql://u:s3cret@host:port/db", "invalid database URL 'postgresql://u:***@host:port"),
     ("postgresql:///", "invalid database URL"),
     ("postgresql://u:s3cret@localhost", "has no database name"),
+    ("postgresql://u:s3cret@host:99999/db", "and the port a number from 1 to 65535"),
+    ("postgresql://u:s3cret@[::1]x/db", "invalid database URL 'postgresql://u:***@[::1]x/db'"),
     ("postgresql+pool://u:s3cret@127.0.0.1:1/db", "cannot open database postgresql+pool://u:***@"),
 ]
 
@@ -330,6 +332,21 @@ def test_a_database_name_in_the_url_is_read_percent_decoded_as_libpq_reads_it(po
             assert store.database.execute_sql("SELECT current_database()").fetchone() == (name,)
     finally:
         drop_database(postgres_server_url, name)
+
+
+@pytest.mark.parametrize(
+    ("host", "read"),
+    [
+        ("[fe80::1%25eth0]:5432", "fe80::1%eth0"),
+        ("[::1]", "::1"),
+        ("%2Fvar%2FRun", "/var/Run"),
+        ("Db.Example", "Db.Example"),
+    ],
+)
+def test_a_url_host_reaches_libpq_as_libpq_reads_it(host, read):
+    """An IPv6 zone (`%25eth0`) reached libpq still encoded: "could not translate host name"."""
+    url = f"postgresql://u:s3cret@{host}/db"
+    assert _parameters(url, urlsplit(url))["host"] == read
 
 
 @requires_postgres

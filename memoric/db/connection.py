@@ -250,7 +250,9 @@ def _postgres_database(url: str, parts: SplitResult) -> peewee.Database:
     try:
         return _new_database(url, parts, _parameters(url, named))
     except (ValueError, RuntimeError, TypeError):
-        raise _url_error(url, f"invalid database URL '{url}': {UNENCODED}, and the port a number") from None
+        raise _url_error(
+            url, f"invalid database URL '{url}': {UNENCODED}, and the port a number from 1 to 65535"
+        ) from None
 
 
 def _parameters(url: str, parts: SplitResult) -> dict:
@@ -272,8 +274,11 @@ def _host(parts: SplitResult) -> str:
     """The URL's host as libpq reads it: percent-decoded, its case kept, since a socket directory
     (`postgresql://%2Fvar%2Frun%2FPg/db`) is a path (playhouse lowercases it, encoded)."""
     host = parts.netloc.rpartition("@")[2]
-    if host.startswith("["):
-        return host[1 : host.index("]")]
+    if host.startswith("["):  # an IPv6 address, perhaps with a zone (`[fe80::1%25eth0]`)
+        address, _, after = host[1:].partition("]")
+        if after and not after.startswith(":"):
+            raise ValueError("text after an IPv6 address's ']' that is no port")
+        return unquote(address)
     return unquote(host.partition(":")[0])
 
 
