@@ -18,6 +18,7 @@ from collections.abc import Callable
 from memoric import clustering, forking, json_input, policies, validation
 from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.db import recall_queries
+from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ValidationError
 from memoric.migrate import Migrations
@@ -201,6 +202,7 @@ class Memoric:
             **scoped,
         )
 
+    @retried
     def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:
         """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
 

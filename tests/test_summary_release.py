@@ -10,8 +10,9 @@ import pytest
 
 from memoric import Memoric
 from memoric.db import policy_queries, summaries
+from memoric.db.rows import ID_CHUNK_SIZE
 from memoric.policies import SUMMARY_METADATA
-from tests.helpers.concurrency import while_held
+from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
 from tests.helpers.policies import long_term_thread, run
 from tests.helpers.reference import NOW, Clock
 
@@ -215,3 +216,73 @@ def test_unmarking_leaves_updated_at_as_it_is(db, memoric, clock):
     clock.advance(days=3)
     memoric.forget("ada", [ids[0]])
     assert {memory_id: db.get_memory(memory_id)["updated_at"] for memory_id in ids[1:]} == before
+
+
+def test_forgets_of_two_threads_given_in_opposite_orders_across_chunks_take_turns(db):
+    """Each chunk of ids locked its own threads: one forget locked thread a then b, the other b
+    then a, and one of them ended in a deadlock on PostgreSQL."""
+    a, b = summarized_thread(db, thread="a"), summarized_thread(db, thread="b")
+    padding = list(range(10**9, 10**9 + ID_CHUNK_SIZE))  # ids of no memory: a chunk apart
+    start, failures = threading.Barrier(2), []
+
+    def forget(ids):
+        try:
+            start.wait()
+            db.delete_memories(memory_ids=ids)
+        except Exception as exc:  # asserted below
+            failures.append(exc)
+        finally:
+            db.close()
+
+    workers = [
+        threading.Thread(target=forget, args=([a[0], *padding, b[0]],)),
+        threading.Thread(target=forget, args=([b[1], *padding, a[1]],)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert summary_ids(db) == [] and hidden(db) == 0 and db.count_memories() == 2 * THREAD - 4
+
+
+def test_two_forgets_waiting_for_a_policy_runs_commit_both_go_through(db):
+    """Neither saw the thread's marks before its DELETE (the policy run had not committed); both
+    then released the thread holding its own row: one was ended by a deadlock on PostgreSQL,
+    and a memory asked to be forgotten stayed. The one ended runs again."""
+    ids = long_term_thread(db, "ada", "t1", THREAD)
+    summary = {**db.get_memory(ids[0]), "content": "the summary", "metadata": SUMMARY_METADATA}
+    fields = ("user_id", "namespace", "thread_id", "content", "tier", "score", "metadata")
+    row = {key: summary[key] for key in fields}
+    marked, go, failures = threading.Event(), threading.Event(), []
+
+    def run(work):
+        try:
+            work()
+        except Exception as exc:  # asserted below
+            failures.append(exc)
+        finally:
+            marked.set()
+            db.close()
+
+    def policy_run():
+        with db.atomic():
+            policy_queries.write_summaries(db, [(row, ids)])
+            marked.set()
+            go.wait()
+
+    holder = threading.Thread(target=run, args=(policy_run,))
+    holder.start()
+    marked.wait()
+    forgets = [
+        threading.Thread(target=run, args=(lambda chosen=chosen: db.delete_memories(memory_ids=[chosen]),))
+        for chosen in (ids[0], ids[2])
+    ]
+    for forget in forgets:
+        forget.start()
+    wait_for_a_lock_waiter(db, waiters=2)
+    go.set()
+    for thread in [holder, *forgets]:
+        thread.join()
+    assert failures == []
+    assert summary_ids(db) == [] and hidden(db) == 0 and db.count_memories() == THREAD - 2

@@ -15,6 +15,7 @@ import peewee
 from memoric import validation
 from memoric.db import postings
 from memoric.db.connection import translate_errors
+from memoric.db.deadlocks import retried
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import ID_CHUNK_SIZE, ids_left, memory_dict, memory_row
@@ -177,6 +178,7 @@ def summary_sources(store: MemoryStore, *, user_ids, tier, exclude_metadata: dic
 
 
 @translate_errors
+@retried
 def write_summaries(
     store: MemoryStore, items: Iterable[tuple[dict, list[int]]], *, as_read: Mapping[int, dict] | None = None
 ) -> tuple[int, int]:

@@ -23,6 +23,7 @@ import peewee
 from memoric import json_input, validation
 from memoric.db import bulk, cluster_queries, locks, newest_rows, postings, summaries
 from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
+from memoric.db.deadlocks import retried
 from memoric.db.dialects import Dialect, dialect_for
 from memoric.db.filters import (
     checked_filters,
@@ -308,18 +309,22 @@ class MemoryStore:
         values = {**checked, "cutoff": self.Memory.updated_at.db_value(cutoff), "limit": limit}
         return memory_rows(self, sql, bind(params, values))
 
+    @retried
     def _update(self, memory_ids: list[int], **values) -> int:
         m = self.Memory
         values["updated_at"] = self.clock()
         edits_sources = bool(values.keys() & summaries.SOURCE_EDITS)
         changed, threads = 0, set()
+        chunks = list(peewee.chunked(memory_ids, ID_CHUNK_SIZE))
         with self.database.atomic():
-            for chunk in peewee.chunked(memory_ids, ID_CHUNK_SIZE):
+            if edits_sources:
+                chosen = [[m.id.in_(chunk)] for chunk in chunks]
+                summaries.lock_threads(self, chosen, summaries.is_summarized(self))
+            for chunk in chunks:
                 query = m.update(**values).where(m.id.in_(chunk))
                 if not edits_sources:
                     changed += query.execute()
                     continue
-                summaries.lock_threads(self, [m.id.in_(chunk)], summaries.is_summarized(self))
                 # As updated: a row a policy run marked meanwhile is seen marked once it commits.
                 updated = list(query.returning(*postings.posted_fields(m), m.thread_id, m.summarized).dicts())
                 if "content" in values:
@@ -357,6 +362,7 @@ class MemoryStore:
         return self._update([memory_id], related_threads=threads)
 
     @translate_errors
+    @retried
     def delete_memories(self, *, memory_ids=None, user_id=None) -> int:
         """Delete the memories of `memory_ids`, only those of `user_id` if given (all of theirs
         when `memory_ids` is None); rows deleted."""
@@ -368,9 +374,10 @@ class MemoryStore:
             if memory_ids is None:
                 return len(postings.delete_memories(self, owner))
             deleted, threads = 0, set()
-            for chunk in peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE):
-                chosen = [m.id.in_(chunk), *owner]
-                summaries.lock_threads(self, chosen, summaries.involved(self))
+            ids = peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE)
+            chunks = [[m.id.in_(chunk), *owner] for chunk in ids]
+            summaries.lock_threads(self, chunks, summaries.involved(self))
+            for chosen in chunks:
                 rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
                 threads |= summaries.released_threads(row[1:] for row in rows)
                 deleted += len(rows)

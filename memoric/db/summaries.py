@@ -65,14 +65,18 @@ def released_threads(rows: Iterable[tuple]) -> set[Thread]:
     }
 
 
-def lock_threads(store: MemoryStore, conditions: list, which: peewee.Node) -> None:
-    """Before a delete or edit of the memories meeting `conditions`: lock, in id order, every
-    summary and summarized memory of the threads of those of them that are `which`. Two changes
-    in one thread then take turns; each locking its own row first, then the other's to release
-    the thread, they deadlocked (PostgreSQL; on SQLite writers take turns anyway)."""
+def lock_threads(store: MemoryStore, selections: list[list], which: peewee.Node) -> None:
+    """Before a delete or edit of the memories meeting any of `selections` (lists of conditions,
+    one per chunk of ids): lock every summary and summarized memory of the threads of those of
+    them that are `which`, thread after thread in one order, each in id order. Two changes in
+    one thread then take turns; each locking its own row first, then the other's to release the
+    thread, they deadlocked (PostgreSQL; on SQLite writers take turns anyway). What this cannot
+    see (marks of a policy run not committed yet) can still meet in a deadlock: `deadlocks`."""
     m = store.Memory
     found = m.select(m.user_id, m.namespace, m.thread_id).distinct()
-    threads = set(found.where(all_of([*conditions, which, m.thread_id.is_null(False)])).tuples())
+    threads = set()
+    for conditions in selections:
+        threads |= set(found.where(all_of([*conditions, which, m.thread_id.is_null(False)])).tuples())
     for thread in sorted(threads, key=_thread_order):
         query = m.select(m.id).where(all_of([*_in_thread(store, thread), involved(store)])).order_by(m.id)
         store.dialect.locked_rows(store.database, query)

@@ -132,6 +132,11 @@ class Dialect(abc.ABC):
         waits, then reads what this one committed."""
 
     @abc.abstractmethod
+    def is_deadlock(self, error: BaseException) -> bool:
+        """Whether the driver's `error` is the server ending this transaction to break a deadlock
+        (the error alone, not those it was raised from)."""
+
+    @abc.abstractmethod
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Take, inside the current transaction, the lock every write of `table` takes, so that
         what this transaction reads of the schema next is what its writes will meet: a schema

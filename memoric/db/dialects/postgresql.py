@@ -39,6 +39,7 @@ SESSION_SETTINGS = {
     # carry every string memoric accepts.
     "client_encoding": "UTF8",
 }
+DEADLOCK_DETECTED = "40P01"  # the SQLSTATE of a transaction ended to break a deadlock
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
 POSTGRES_COLUMNS = """
 SELECT cls.relname, att.attname, format_type(att.atttypid, att.atttypmod), att.attnotnull,
@@ -111,6 +112,10 @@ class PostgresDialect(SequenceIds, Dialect):
         if citus.routed(database, query.model._meta.table_name):
             return citus.locked_rows(query)
         return list(query.for_update().dicts())
+
+    def is_deadlock(self, error: BaseException) -> bool:
+        """SQLSTATE 40P01, deadlock_detected."""
+        return getattr(error, "pgcode", None) == DEADLOCK_DETECTED
 
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """The ROW EXCLUSIVE lock every INSERT, UPDATE and DELETE of `table` takes; nothing for a

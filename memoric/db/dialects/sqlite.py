@@ -115,6 +115,10 @@ class SqliteDialect(Dialect):
         """The rows as they are: writers already exclude one another (BEGIN IMMEDIATE)."""
         return list(query.dicts())
 
+    def is_deadlock(self, error: BaseException) -> bool:
+        """Never: writers take turns from their BEGIN IMMEDIATE."""
+        return False
+
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
 
