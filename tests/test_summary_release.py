@@ -12,7 +12,7 @@ from memoric import Memoric
 from memoric.db import policy_queries, summaries
 from memoric.db.rows import ID_CHUNK_SIZE
 from memoric.policies import SUMMARY_METADATA
-from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
+from tests.helpers.concurrency import run_in_threads, wait_for_a_lock_waiter, while_held
 from tests.helpers.policies import long_term_thread, run
 from tests.helpers.reference import NOW, Clock
 
@@ -223,26 +223,16 @@ def test_forgets_of_two_threads_given_in_opposite_orders_across_chunks_take_turn
     then a, and one of them ended in a deadlock on PostgreSQL."""
     a, b = summarized_thread(db, thread="a"), summarized_thread(db, thread="b")
     padding = list(range(10**9, 10**9 + ID_CHUNK_SIZE))  # ids of no memory: a chunk apart
-    start, failures = threading.Barrier(2), []
+    orders, start = [[a[0], *padding, b[0]], [b[1], *padding, a[1]]], threading.Barrier(2)
 
-    def forget(ids):
+    def forget(worker):
+        start.wait()
         try:
-            start.wait()
-            db.delete_memories(memory_ids=ids)
-        except Exception as exc:  # asserted below
-            failures.append(exc)
+            db.delete_memories(memory_ids=orders[worker])
         finally:
             db.close()
 
-    workers = [
-        threading.Thread(target=forget, args=([a[0], *padding, b[0]],)),
-        threading.Thread(target=forget, args=([b[1], *padding, a[1]],)),
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert failures == []
+    assert run_in_threads(2, forget) == []
     assert summary_ids(db) == [] and hidden(db) == 0 and db.count_memories() == 2 * THREAD - 4
 
 

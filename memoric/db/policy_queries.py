@@ -19,6 +19,7 @@ from memoric.db.deadlocks import retried
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import ID_CHUNK_SIZE, ids_left, memory_dict, memory_row
+from memoric.db.summaries import thread_order
 
 if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
@@ -150,10 +151,7 @@ def summary_groups(
         .having(n >= min_records)
     )
     groups = list(query.dicts())
-    return sorted(
-        groups,
-        key=lambda g: (g["user_id"], g["namespace"] is not None, g["namespace"] or "", g["thread_id"]),
-    )
+    return sorted(groups, key=lambda g: thread_order((g["user_id"], g["namespace"], g["thread_id"])))
 
 
 @translate_errors

@@ -77,7 +77,7 @@ def lock_threads(store: MemoryStore, selections: list[list], which: peewee.Node)
     threads = set()
     for conditions in selections:
         threads |= set(found.where(all_of([*conditions, which, m.thread_id.is_null(False)])).tuples())
-    for thread in sorted(threads, key=_thread_order):
+    for thread in sorted(threads, key=thread_order):
         query = m.select(m.id).where(all_of([*_in_thread(store, thread), involved(store)])).order_by(m.id)
         store.dialect.locked_rows(store.database, query)
 
@@ -89,10 +89,10 @@ def release(store: MemoryStore, threads: set[Thread], kept: Iterable[int] = ()) 
     m = store.Memory
     kept = sorted(set(kept))
     deleted = 0
-    for thread in sorted(threads, key=_thread_order):
+    for thread in sorted(threads, key=thread_order):
         where = _in_thread(store, thread)
-        summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
-        deleted += len(postings.delete_memories(store, summaries))
+        its_summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
+        deleted += len(postings.delete_memories(store, its_summaries))
         marked = m.select(m.id).where(all_of([*where, is_summarized(store)])).order_by(m.id).tuples()
         for chunk in peewee.chunked([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
             unmarked = m.id.in_(chunk) & (m.user_id == thread[0]) & is_summarized(store)
@@ -106,6 +106,8 @@ def _in_thread(store: MemoryStore, thread: Thread) -> list:
     return [m.user_id == user_id, namespace_is(store, namespace), m.thread_id == thread_id]
 
 
-def _thread_order(thread: Thread) -> tuple:
+def thread_order(thread: Thread) -> tuple:
+    """The sort key of a (user_id, namespace, thread_id): by user, then namespace (None first),
+    then thread; the one order in which threads are locked and summarized."""
     user_id, namespace, thread_id = thread
     return user_id, namespace is not None, namespace or "", thread_id
