@@ -130,8 +130,7 @@ def new_databases(
     """A factory of fresh, empty databases on the server (a URL each call); all dropped afterwards.
 
     With `cluster` (a `memoric.testing_citus.CitusCluster`) each is made, and dropped, on every node.
-    `drop=False` leaves them, for a throwaway server whose data goes with it (dropping hundreds of
-    databases one by one takes most of a minute).
+    `drop=False` leaves them, for a throwaway server whose data goes with it.
     """
     created: list[str] = []
     make, remove = (
