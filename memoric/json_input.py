@@ -2,8 +2,8 @@
 
 A document is accepted only when both dialects store and match it alike: plain str/int/float/
 bool/None/list/dict with string keys, no NUL characters or lone surrogates, no NaN or infinity,
-ints Python's JSON can carry, at most MAX_JSON_DEPTH levels. Input of subclasses comes back as
-a plain copy, so that what is checked is what is stored.
+ints Python's JSON can carry, at most MAX_JSON_DEPTH levels and MAX_JSON_LENGTH characters as
+written. Input of subclasses comes back as a plain copy, so that what is checked is what is stored.
 """
 
 from __future__ import annotations
@@ -11,10 +11,21 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 from collections.abc import Callable
 
+from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
-from memoric.validation import as_plain_str, check_storable, is_storable, is_text, shown, shown_path
+from memoric.validation import (
+    MAX_JSON_LENGTH,
+    as_plain_str,
+    check_storable,
+    is_storable,
+    is_text,
+    json_length,
+    shown,
+    shown_path,
+)
 
 MAX_JSON_DEPTH = 64
 # Python converts an int to and from text only up to 4300 digits (its default limit), so a
@@ -32,9 +43,10 @@ def metadata(value, field: str = "metadata") -> dict:
         return {}
     if not issubclass(type(value), dict):
         raise ValidationError(f"{field} must be a dict, got {type(value).__name__}")
-    if _is_plain_json(value, depth=0):
-        return value
-    return _plain_json(field, value, depth=0)  # the slow walk that names what is wrong, and where
+    width = _plain_json_width(value, depth=0)
+    if width is None:
+        return json_length(field, _plain_json(field, value, depth=0))  # the slow walk names what is wrong
+    return value if width <= MAX_JSON_LENGTH else json_length(field, value)
 
 
 def metadata_filter(value, field: str = "where_metadata") -> dict | None:
@@ -87,41 +99,56 @@ def unique_object(pairs: list[tuple[str, object]], given_twice: Callable[[str], 
 
 
 _STR = frozenset({str})
+_ESCAPED = len("\\u0000")  # the most characters JSON writes one character of a string in
+_WIDEST_INT = len(str(_JSON_INT_FLOOR + 1))
+_WIDEST_FLOAT = len(dump_json(-sys.float_info.max))  # written out digit by digit, with `.0`
 
 
-def _is_plain_json(value: dict | list, depth: int) -> bool:
-    """Whether a dict or list is certainly valid JSON of plain types, checked without building
-    error paths (bulk inserts call this per row); False sends it to `_plain_json` for the verdict.
+def _plain_json_width(value: dict | list, depth: int) -> int | None:
+    """At least as many characters as memoric writes a dict or list in, if it is certainly valid
+    JSON of plain types, checked without building error paths (bulk inserts call this per row,
+    and the bound spares them writing the document out to measure it); None sends it to
+    `_plain_json` for the verdict.
     """
     if depth >= MAX_JSON_DEPTH:  # its items would lie deeper than the limit: let the slow walk judge
-        return False
+        return None
     if type(value) is dict:
         try:
             keys = "".join(value)  # every key a str, checked in one C call
         except TypeError:
-            return False
+            return None
         if not is_storable(keys) or not {*map(type, value)} <= _STR:  # str itself: no subclass
-            return False
+            return None
+        width = _ESCAPED * len(keys) + len('"":,') * len(value) + len("{}")
         value = value.values()
-    elif type(value) is not list:
-        return False
+    elif type(value) is list:
+        width = len(",") * len(value) + len("[]")
+    else:
+        return None
     for item in value:
         kind = type(item)
         if kind is str:
             if (not item.isascii() or "\x00" in item) and not is_storable(item):
-                return False
+                return None
+            width += _ESCAPED * len(item) + len('""')
         elif kind is dict or kind is list:
-            if not _is_plain_json(item, depth + 1):
-                return False
+            inner = _plain_json_width(item, depth + 1)
+            if inner is None:
+                return None
+            width += inner
         elif kind is int:
             if not _JSON_INT_FLOOR < item < JSON_INT_LIMIT:
-                return False
+                return None
+            width += _WIDEST_INT
         elif kind is float:
             if not math.isfinite(item):
-                return False
-        elif kind is not bool and item is not None:
-            return False
-    return True
+                return None
+            width += _WIDEST_FLOAT
+        elif kind is bool or item is None:
+            width += len("false")
+        else:
+            return None
+    return width
 
 
 def _plain_json(field: str, value, depth: int):

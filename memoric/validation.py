@@ -14,6 +14,7 @@ import re
 import reprlib
 from collections.abc import Iterable, Sequence
 
+from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
 
 MAX_ID_LENGTH = 128  # user_id, namespace, thread_id: varchar(128) on PostgreSQL
@@ -34,6 +35,10 @@ MAX_COUNT = 2**31 - 1
 # a 600-million-character content was stored by SQLite and refused by PostgreSQL. At most 10
 # million characters (40 MB of UTF-8) fits both with room.
 MAX_CONTENT_LENGTH = 10_000_000
+# A JSON column (metadata, related_threads) is JSONB on PostgreSQL, which refuses a value of 256 MB
+# or more: JSON text of 43 million characters can make one (an array of small ints takes 6 bytes
+# of JSONB a character), while SQLite stores 1 GB. 10 million characters fits both with room.
+MAX_JSON_LENGTH = 10_000_000
 MAX_QUERY_LENGTH = 10_000  # characters of a keyword recall's query text
 # Stored timestamps stay a day inside Python's datetime range, so that a PostgreSQL session in
 # any time zone can still hand them back as a datetime.
@@ -176,7 +181,19 @@ def thread_list(field: str, value) -> list[str]:
         return []
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):  # a dict: its keys
         raise ValidationError(f"{field} must be a list of thread ids, got {type(value).__name__}")
-    return [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
+    threads = [clean_text(f"{field}[{i}]", item, max_length=MAX_ID_LENGTH) for i, item in enumerate(value)]
+    return json_length(field, threads)
+
+
+def json_length(field: str, document):
+    """`document` if memoric writes it in at most MAX_JSON_LENGTH characters of JSON."""
+    if document:
+        length = len(dump_json(document))
+        if length > MAX_JSON_LENGTH:
+            raise ValidationError(
+                f"{field} takes {length:,} characters as JSON; at most {MAX_JSON_LENGTH:,} fit both dialects"
+            )
+    return document
 
 
 def integer(field: str, value, *, minimum: int = MIN_INT, maximum: int = MAX_INT) -> int:

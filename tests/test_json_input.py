@@ -6,14 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memoric import json_input as j
+from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
 from memoric.json_input import JSON_INT_LIMIT, MAX_JSON_DEPTH
+from memoric.validation import MAX_JSON_LENGTH
 from tests.helpers.dialects import refusal
 from tests.helpers.odd_input import nested, nested_lists
 
@@ -109,6 +112,29 @@ def test_json_nests_at_most_64_levels(depth):
     assert lists.startswith("where_metadata['l'][0][0]") and lists.endswith("is nested deeper than 64 levels")
 
 
+def longest_document(kind=dict) -> dict:
+    """A document memoric writes in exactly MAX_JSON_LENGTH characters: `{"k":"éé…"}`."""
+    return kind(k="é" * (MAX_JSON_LENGTH - len('{"k":""}')))
+
+
+def test_json_takes_at_most_ten_million_characters_as_memoric_writes_it():
+    longest = longest_document()
+    assert j.metadata(longest) is longest
+    over = {**longest, "k": longest["k"] + "\n"}  # written as two characters: `\n`
+    too_long = f"takes {MAX_JSON_LENGTH + 2:,} characters as JSON; at most {MAX_JSON_LENGTH:,} fit both"
+    too_long += " dialects"
+    assert refusal(j.metadata, over) == f"metadata {too_long}"
+    assert refusal(j.metadata, over, "new_metadata") == f"new_metadata {too_long}"
+    assert refusal(j.metadata_filter, over) == f"where_metadata {too_long}"
+    copied = j.metadata(longest_document(PlainDict))  # a subclass, copied by the slow walk
+    assert type(copied) is dict and copied == longest
+    assert refusal(j.metadata, PlainDict(over)) == f"metadata {too_long}"
+
+
+class PlainDict(dict):
+    """A dict subclass: the fast check passes it to the slow walk, which copies it."""
+
+
 def test_a_filter_is_a_json_object_and_empty_means_none():
     assert j.metadata_filter(None) is None
     assert j.metadata_filter({}) is None
@@ -172,8 +198,10 @@ def slow_verdict(value: dict) -> str | None:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
-    if j._is_plain_json(document, depth=0):
+    width = j._plain_json_width(document, depth=0)
+    if width is not None:
         assert slow_verdict(document) is None
+        assert width >= len(dump_json(document))
     verdict = slow_verdict(document)
     if verdict is None:
         assert j.metadata(document) is document
@@ -181,6 +209,18 @@ def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
         with pytest.raises(ValidationError) as raised:
             j.metadata(document)
         assert str(raised.value) == verdict
+
+
+def test_the_fast_json_check_never_measures_a_document_shorter_than_memoric_writes_it():
+    widest = {
+        "\x01\x1f\"\\": ["\x01" * 50, "\n\t\u2028\U0001f600"],
+        "float": [-sys.float_info.max, -0.0, 5e-324, 1e16],
+        "int": [1 - JSON_INT_LIMIT, JSON_INT_LIMIT - 1, -(2**63)],
+        "rest": [False, True, None, {}, [], [[]], {"": {}}],
+    }
+    assert len(dump_json(widest)) <= j._plain_json_width(widest, depth=0)
+    for key, value in widest.items():
+        assert len(dump_json({key: value})) <= j._plain_json_width({key: value}, depth=0)
 
 
 def test_the_fast_json_check_stops_at_the_depth_limit():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from urllib.parse import quote
 
 import pytest
@@ -23,7 +24,7 @@ from memoric.db.store import MemoryStore, utc_now
 from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import JSON_INT_LIMIT, MAX_JSON_DEPTH
 from memoric.transfer import export_jsonl, import_jsonl
-from memoric.validation import MAX_CONTENT_LENGTH, MAX_TIMESTAMP, MIN_TIMESTAMP
+from memoric.validation import MAX_CONTENT_LENGTH, MAX_JSON_LENGTH, MAX_TIMESTAMP, MIN_TIMESTAMP
 from tests.helpers.dialects import requires_postgres
 from tests.helpers.reference import NOW, Clock, cluster_snapshot, memory_snapshot
 
@@ -181,6 +182,49 @@ def test_a_summary_is_never_longer_than_a_content_may_be(dsn):
     [summary] = memoric.db.get_memories(where_metadata={"kind": "thread_summary"})
     assert len(summary["content"]) == MAX_CONTENT_LENGTH and summary["content"].endswith("…")
     memoric.close()
+
+
+# --- lengths: JSON columns ----------------------------------------------------------------------
+# A JSONB value of 256 MB or more is refused by PostgreSQL and stored by SQLite; the rule stops
+# JSON text well below that on both, so what one stores the other stores too.
+
+LONGEST_TEXT = "é" * (MAX_JSON_LENGTH - len('{"k":""}'))  # `{"k":"éé…"}`: the limit exactly
+OVER = {"k": LONGEST_TEXT + "é"}
+TOO_LONG = f"takes {MAX_JSON_LENGTH + 1:,} characters as JSON; at most {MAX_JSON_LENGTH:,} fit both dialects"
+TOO_MANY_THREADS = ["t" * 128] * (MAX_JSON_LENGTH // 131 + 1)
+
+
+def over_the_limit(store: MemoryStore, memory_id: int):
+    """Each write path with a JSON column one past the limit: (call, the message it must raise)."""
+    export = io.StringIO()
+    export_jsonl(store, export)
+    header, saved = export.getvalue().splitlines()[:2]
+    line = json.dumps({**json.loads(saved), "id": memory_id + 1, "metadata": OVER})
+    rows = [{"user_id": "ada", "content": "fine"}, {"user_id": "ada", "content": "long", "metadata": OVER}]
+    return [
+        (lambda: store.insert_memory(user_id="ada", content="long", metadata=OVER), f"metadata {TOO_LONG}"),
+        (lambda: store.insert_memories(rows), f"rows[1]: metadata {TOO_LONG}"),
+        (lambda: store.update_metadata(memory_id=memory_id, new_metadata=OVER), f"new_metadata {TOO_LONG}"),
+        (lambda: store.get_memories(where_metadata=OVER), f"where_metadata {TOO_LONG}"),
+        (lambda: store.set_related_threads(memory_id=memory_id, related_threads=TOO_MANY_THREADS),
+         "related_threads takes"),
+        (lambda: store.insert_memory(user_id="ada", content="x", related_threads=TOO_MANY_THREADS),
+         "related_threads takes"),
+        (lambda: import_jsonl(store, io.StringIO("\n".join([header, saved, line]))),
+         f"metadata {TOO_LONG}"),
+    ]  # fmt: skip
+
+
+def test_json_at_the_limit_is_stored_alike_and_one_character_more_is_refused_on_every_write_path(db):
+    memory_id = db.insert_memory(user_id="ada", content="longest", metadata={"k": LONGEST_TEXT})
+    assert db.get_memory(memory_id)["metadata"] == {"k": LONGEST_TEXT}
+    assert [m["id"] for m in db.get_memories(where_metadata={"k": LONGEST_TEXT})] == [memory_id]
+    before = state(db)
+    for call, message in over_the_limit(db, memory_id):
+        with pytest.raises(ValidationError, match=re.escape(message)) as refused:
+            call()
+        assert "characters as JSON" in str(refused.value)
+        assert state(db) == before
 
 
 STRING_LIMITS = [

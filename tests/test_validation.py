@@ -21,6 +21,7 @@ from memoric.errors import MemoricError, ValidationError
 from memoric.validation import (
     MAX_CONTENT_LENGTH,
     MAX_INT,
+    MAX_JSON_LENGTH,
     MAX_STORED_ID,
     MAX_TIMESTAMP,
     MIN_INT,
@@ -247,6 +248,16 @@ def test_a_thread_list_is_a_list_of_ids():
     )
     assert refusal(v.thread_list, "related_threads_any_of", ["t" * 129]) == (
         "related_threads_any_of[0] must be at most 128 characters, got 129"
+    )
+
+
+def test_a_thread_list_takes_at_most_ten_million_characters_as_json():
+    full, rest = divmod(MAX_JSON_LENGTH - len("[]") + len(","), len('"",') + 128)
+    longest = ["t" * 128] * full + ["t" * (rest - len('"",'))]  # `["ttt…","ttt…",…]`
+    assert v.thread_list("related_threads", longest) == longest
+    assert refusal(v.thread_list, "related_threads_any_of", [*longest, "t"]) == (
+        f"related_threads_any_of takes {MAX_JSON_LENGTH + 4:,} characters as JSON; "
+        f"at most {MAX_JSON_LENGTH:,} fit both dialects"
     )
 
 
