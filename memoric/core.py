@@ -20,8 +20,9 @@ from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
 from memoric.db import recall_queries
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
-from memoric.errors import ValidationError
-from memoric.migrate import Migrations
+from memoric.db.urls import mask_url
+from memoric.errors import ConfigError, ValidationError
+from memoric.migrate import NOT_CREATED, Migrations
 from memoric.scoring import Relevance, ScoreFormula
 
 SCOPES = ("thread", "topic", "user")
@@ -32,6 +33,8 @@ class Memoric:
     """One memory store for an agent: `Memoric().save(...)` works with no setup.
 
     Options beyond the store's: `app_dir` is the application's own migrations directory;
+    `create=False` refuses a database not there or empty instead of building one (a script or
+    command that only reads, where a mistyped path must not become a new database);
     `summarizer(memories, max_chars) -> str` replaces the default extractive thread summary;
     `enricher(content, metadata) -> dict` may add metadata keys on save (never overwrite the
     caller's); `clock() -> datetime` is the time source (tests, replays).
@@ -45,6 +48,7 @@ class Memoric:
         auto_migrate: bool = False,
         *,
         app_dir: str | os.PathLike | None = None,
+        create: bool = True,
         summarizer: policies.Summarizer | None = None,
         enricher: Enricher | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
@@ -57,6 +61,7 @@ class Memoric:
             warn_sqlite=self.config["database"]["sqlite_warning"],
         )
         self.auto_migrate = auto_migrate
+        self.create = create
         self.summarizer = summarizer
         self.enricher = enricher
         self.formula = ScoreFormula.from_config(self.config["scoring"])
@@ -101,7 +106,9 @@ class Memoric:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                self.migrations.ensure_schema(self.auto_migrate)
+                if not (self.create or self.store.exists()):
+                    raise ConfigError(f"there is no database at {mask_url(self.store.dsn)}: {NOT_CREATED}")
+                self.migrations.ensure_schema(self.auto_migrate, create=self.create)
                 self._schema_ready = True
 
     def ensure_schema(self) -> None:

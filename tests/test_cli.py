@@ -13,6 +13,9 @@ from click.testing import CliRunner
 from memoric import Memoric, policies
 from memoric.cli import main
 from memoric.commands.output import UNSHOWABLE
+from memoric.db.store import MemoryStore
+from memoric.db.urls import mask_url
+from memoric.migrate import NOT_CREATED
 from tests.helpers.cli_process import CLI
 from tests.helpers.reference import ago
 
@@ -38,6 +41,14 @@ def filled(dsn):
     memoric.db.insert_memories(rows)
     yield memoric
     memoric.close()
+
+
+@pytest.fixture
+def built(dsn):
+    """The fresh database, its schema built: a command that brings no data refuses one without."""
+    with Memoric(dsn) as memoric:
+        memoric.ensure_schema()
+    return dsn
 
 
 def parsed(result):
@@ -272,6 +283,55 @@ def test_demo_works_on_a_fresh_machine_with_no_configuration(tmp_path):
     assert f"The database is the SQLite file {database}." in result.stdout
 
 
+# --- a mistyped database: the commands that bring no data create none ------------------------
+
+BRINGING_NO_DATA = [
+    ["stats"],
+    ["recall", "--user", "ada"],
+    ["clusters"],
+    ["clusters", "--rebuild"],
+    ["run-policies", "--dry-run"],
+    ["run-policies"],
+    ["export", "{out}"],
+]
+
+
+@pytest.mark.parametrize("args", BRINGING_NO_DATA)
+def test_a_command_that_brings_no_data_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path, args):
+    typo = tmp_path / "typo"
+    typo.mkdir()
+    dsn = f"sqlite:///{typo / 'agnet.db'}"
+    result = CliRunner().invoke(main, ["--dsn", dsn, *(arg.format(out=typo / "out.jsonl") for arg in args)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: there is no database at {dsn}: {NOT_CREATED}\n"
+    assert list(typo.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", BRINGING_NO_DATA)
+def test_a_command_that_brings_no_data_refuses_an_empty_database_and_builds_nothing(
+    dsn, dialect, tmp_path, args
+):
+    store = MemoryStore(dsn)
+    assert store.database.get_tables() == []  # an empty SQLite file, an empty PostgreSQL database
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["--dsn", dsn, *(arg.format(out=out) for arg in args)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {mask_url(dsn)} holds no memoric schema: {NOT_CREATED}\n"
+    assert store.database.get_tables() == []
+    assert not out.exists() and list(tmp_path.glob("*.lock")) == []
+    store.close()
+
+
+def test_the_commands_that_bring_data_build_a_database_not_there_yet(tmp_path, dialect):
+    dsn = f"sqlite:///{tmp_path / 'new.db'}"
+    assert CliRunner().invoke(main, ["--dsn", dsn, "demo", "--json"]).exit_code == 0
+    export = tmp_path / "demo.jsonl"
+    assert CliRunner().invoke(main, ["--dsn", dsn, "export", str(export)]).exit_code == 0
+    restored = f"sqlite:///{tmp_path / 'restored.db'}"
+    assert CliRunner().invoke(main, ["--dsn", restored, "import", str(export)]).exit_code == 0
+    assert CliRunner().invoke(main, ["--dsn", restored, "stats"]).exit_code == 0
+
+
 # --- the SQLite warning: once, where it matters -------------------------------------------
 
 
@@ -289,10 +349,10 @@ def test_demo_works_on_a_fresh_machine_with_no_configuration(tmp_path):
         (["export"], False),
     ],
 )
-def test_the_sqlite_warning_is_shown_once_where_it_matters(dsn, dialect, args, shown):
+def test_the_sqlite_warning_is_shown_once_where_it_matters(built, dialect, args, shown):
     env = {key: value for key, value in os.environ.items() if not key.startswith("MEMORIC_")}
     result = subprocess.run(
-        [sys.executable, "-c", CLI, "--dsn", dsn, *args], env=env, capture_output=True, text=True
+        [sys.executable, "-c", CLI, "--dsn", built, *args], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "development/testing only" in line]
@@ -300,13 +360,13 @@ def test_the_sqlite_warning_is_shown_once_where_it_matters(dsn, dialect, args, s
     assert "development/testing only" not in result.stdout
 
 
-def test_the_sqlite_warning_is_silenced_by_config_or_environment(dsn, tmp_path, monkeypatch):
+def test_the_sqlite_warning_is_silenced_by_config_or_environment(built, tmp_path, monkeypatch):
     monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
     config = tmp_path / "quiet.yaml"
     config.write_text("database: {sqlite_warning: false}\n")
-    quiet = CliRunner().invoke(main, ["--dsn", dsn, "--config", str(config), "stats"])
+    quiet = CliRunner().invoke(main, ["--dsn", built, "--config", str(config), "stats"])
     monkeypatch.setenv("MEMORIC_SQLITE_WARNING", "off")
-    silenced = CliRunner().invoke(main, ["--dsn", dsn, "stats"])
+    silenced = CliRunner().invoke(main, ["--dsn", built, "stats"])
     for result in (quiet, silenced):
         assert result.exit_code == 0, result.output
         assert "development/testing only" not in result.output

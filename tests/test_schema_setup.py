@@ -3,6 +3,7 @@ lock, SQLite's foreign keys during migrations, and new migration files."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from memoric.db.models import (
     Memory,
 )
 from memoric.db.store import MemoryStore
-from memoric.errors import LockTimeout, MemoricError, MigrationError
+from memoric.errors import ConfigError, LockTimeout, MemoricError, MigrationError
 from memoric.migrate import (
     APP_HISTORY_TABLE,
     HISTORY_TABLE,
@@ -313,6 +314,24 @@ def test_facade_builds_an_empty_database_on_first_use(new_dsn):
     assert memoric.migrations.current() == HEAD
     assert memoric.migrate() == []
     memoric.close()
+
+
+def test_facade_with_create_false_refuses_an_empty_database_and_creates_nothing(new_dsn, dialect, tmp_path):
+    dsn = new_dsn()
+    with Memoric(dsn=dsn, create=False) as memoric:
+        if dialect == "sqlite":
+            with pytest.raises(ConfigError, match=r"there is no database at .*: nothing was created"):
+                memoric.db.count_memories()
+            assert list(tmp_path.iterdir()) == []
+            sqlite3.connect(memoric.store.database_file).close()  # an empty SQLite file
+        with pytest.raises(MigrationError, match="holds no memoric schema: nothing was created"):
+            memoric.db.count_memories()
+        assert tables(memoric.store) == set()
+        assert list(tmp_path.glob("*.lock")) == []
+    with Memoric(dsn=dsn) as memoric:
+        memoric.save("ada", "likes tea")
+    with Memoric(dsn=dsn, create=False) as memoric:
+        assert memoric.db.count_memories() == 1
 
 
 def test_facade_refuses_a_database_behind_head_unless_auto_migrate(new_dsn):

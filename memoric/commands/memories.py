@@ -123,7 +123,7 @@ def recall(
 
 def demo(session: Session, *, as_json: bool = False) -> None:
     """An end-to-end tour on the selected database (built or migrated as needed)."""
-    session.auto_migrate = True
+    session.auto_migrate = session.create = True
     memoric = session.memoric
     tour = tour_steps.run(memoric)
     if as_json:

@@ -18,7 +18,8 @@ class Session:
     database resolves none): the configuration, then the database URL (--dsn >
     $MEMORIC_DATABASE_URL > config > the default SQLite file), then the `Memoric` on it, which
     resolves the application's migration chain. Set `auto_migrate` before the first use of
-    `memoric` to bring a database behind head up to date.
+    `memoric` to bring a database behind head up to date, and `create` to build one not there
+    yet (the commands that bring data: a mistyped path must not become an empty database).
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class Session:
         self.config_path = config_path
         self.app_dir_option = app_dir
         self.auto_migrate = False
+        self.create = False
 
     @functools.cached_property
     def config(self) -> dict:
@@ -43,7 +45,11 @@ class Session:
     def memoric(self) -> Memoric:
         """The Memoric on the selected database (its schema checked at its first data operation)."""
         return Memoric(
-            self.dsn, config=self.config, auto_migrate=self.auto_migrate, app_dir=self.app_dir_option
+            self.dsn,
+            config=self.config,
+            auto_migrate=self.auto_migrate,
+            app_dir=self.app_dir_option,
+            create=self.create,
         )
 
     @property

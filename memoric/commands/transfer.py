@@ -33,7 +33,8 @@ def export(session: Session, file: str = "-", *, user_id: str | None = None) -> 
 
 def import_(session: Session, file: str, *, new_ids: bool = False, clusters: bool = True) -> None:
     """Load an export (`-`: stdin): checked whole first, then written in batches; without
-    `clusters`, the file's clusters are checked and left out."""
+    `clusters`, the file's clusters are checked and left out. A database not there yet is built."""
+    session.create = True
     memoric = session.memoric
     with readable_export(file) as stream:
         plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids, clusters=clusters)

@@ -10,7 +10,7 @@
 """
 
 from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE, default_migrate_dir, history_model
-from memoric.migrate.migrations import Migrations
+from memoric.migrate.migrations import NOT_CREATED, Migrations
 from memoric.migrate.runner import LOCK_NAME
 from memoric.migrate.targets import APP, MEMORIC
 
@@ -20,6 +20,7 @@ __all__ = [
     "HISTORY_TABLE",
     "LOCK_NAME",
     "MEMORIC",
+    "NOT_CREATED",
     "Migrations",
     "default_migrate_dir",
     "history_model",

@@ -17,6 +17,7 @@ from pathlib import Path
 import peewee
 
 from memoric.db.store import MemoryStore
+from memoric.db.urls import mask_url
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import authoring, guards
 from memoric.migrate.chains import (
@@ -30,6 +31,8 @@ from memoric.migrate.chains import (
 from memoric.migrate.preview import rolled_back_statements
 from memoric.migrate.runner import Run, Runner, translate_errors
 from memoric.migrate.targets import APP, MEMORIC, NO_APP_CHAIN, Step, labels
+
+NOT_CREATED = "nothing was created; build it with `memoric migrate upgrade` (or check the URL)"
 
 
 class Migrations:
@@ -273,8 +276,9 @@ class Migrations:
             return True
 
     @translate_errors
-    def ensure_schema(self, auto_migrate: bool = False) -> None:
-        """Build an empty database through the chains; refuse one behind head unless `auto_migrate`.
+    def ensure_schema(self, auto_migrate: bool = False, *, create: bool = True) -> None:
+        """Build an empty database through the chains (refuse it unless `create`); refuse one
+        behind head unless `auto_migrate`.
 
         Behind head on either chain counts; a history recording migrations whose tables are missing
         is refused, saying how to rebuild them. The decision is taken again under the migrations
@@ -285,6 +289,7 @@ class Migrations:
         guards.refuse_recorded_missing_tables(run)
         if not run.order.pending():
             return
+        self._refuse_empty(run, create)  # before the lock, whose SQLite file it would create
         with self._runner.session() as run:
             done, pending = run.order.done, run.order.pending()
             if not pending:
@@ -292,13 +297,22 @@ class Migrations:
             guards.refuse_recorded_missing_tables(run)
             guards.refuse_a_store_out_of_sight(run)
             guards.refuse_foreign_tables(run, done, pending)
-            if auto_migrate or not (done or guards.existing_chain_tables(run, pending)):
+            empty = self._refuse_empty(run, create)
+            if auto_migrate or empty:
                 run.apply(pending)
                 return
         raise MigrationError(
             f"the database schema is behind: {len(pending)} pending migration(s) ({labels(pending)}); "
-            "run `memoric migrate upgrade` (or pass auto_migrate=True)"
+            "run `memoric migrate upgrade` (in Python, `Memoric(auto_migrate=True)` upgrades on first use)"
         )
+
+    def _refuse_empty(self, run: Run, create: bool) -> bool:
+        """Whether the database is empty (no history, no chain table); MigrationError if so and
+        not `create`."""
+        empty = not (run.order.done or guards.existing_chain_tables(run, run.order.pending()))
+        if empty and not create:
+            raise MigrationError(f"{mask_url(self.store.dsn)} holds no memoric schema: {NOT_CREATED}")
+        return empty
 
     # --- writing migration files ---
 
