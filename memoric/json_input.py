@@ -8,6 +8,7 @@ written. Input of subclasses comes back as a plain copy, so that what is checked
 
 from __future__ import annotations
 
+import decimal
 import functools
 import json
 import math
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
 from memoric.validation import (
+    ELLIPSIS,
     MAX_JSON_LENGTH,
+    SHOWN_WIDTH,
     as_plain_str,
     check_storable,
     is_storable,
@@ -78,11 +81,31 @@ def from_text(field: str, text: str):
 
     unique_keys = functools.partial(unique_object, given_twice=given_twice)
     try:
-        return json.loads(text, parse_int=parse_int, object_pairs_hook=unique_keys)
+        return json.loads(text, parse_int=parse_int, parse_float=exact_float, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{field} is not valid JSON: {exc}") from None
+    except InexactNumber as exc:
+        raise ValidationError(f"{field} holds {exc}") from None
     except RecursionError:
         raise ValidationError(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+class InexactNumber(ValueError):
+    """A JSON number with a fraction or exponent that no float is exactly (json's `parse_float`)."""
+
+    def __init__(self, text: str, value: float) -> None:
+        number = text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
+        super().__init__(f"the number {number}, which no float holds exactly: it would be stored as {value}")
+
+
+def exact_float(text: str) -> float:
+    """The float a JSON number stands for (json's `parse_float`); InexactNumber where that float
+    is another number (more digits than it holds, beyond its range or below its smallest),
+    which storing would change silently. `1E2` is 100.0 and `0.10` is 0.1: the same numbers."""
+    value = float(text)
+    if not math.isfinite(value) or decimal.Decimal(repr(value)) != decimal.Decimal(text):
+        raise InexactNumber(text, value)
+    return value
 
 
 def unique_object(pairs: list[tuple[str, object]], given_twice: Callable[[str], Exception]) -> dict:

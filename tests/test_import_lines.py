@@ -180,6 +180,35 @@ def test_a_header_giving_a_key_twice_is_refused(db):
     assert db.count_memories() == 0
 
 
+INEXACT = [
+    ("0.10000000000000000000000001", "0.1"),
+    ("12345678901234567.0", "1.2345678901234568e+16"),
+    ("2.5000000000000001", "2.5"),
+    ("1e-400", "0.0"),
+    ("-1e400", "-inf"),
+]
+
+
+@pytest.mark.parametrize(("number", "stored_as"), INEXACT)
+def test_a_number_no_float_holds_exactly_is_refused_naming_the_line_and_what_it_would_become(
+    db, number, stored_as
+):
+    line = json.dumps(memory_line(2, metadata={"n": [1, "NUMBER"]})).replace('"NUMBER"', number)
+    text = export_of(memory_line(1)).getvalue() + line + "\n"
+    named = f"line 3 holds the number {number}, which no float holds exactly: it would be stored as "
+    named += stored_as
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        import_jsonl(db, io.StringIO(text))
+    assert_identical(snapshot(db), [[], []])
+
+
+def test_a_number_written_another_way_than_memoric_writes_it_is_the_float_it_says(db):
+    line = json.dumps(memory_line(1, metadata={"n": "NUMBERS"}))
+    line = line.replace('"NUMBERS"', "[1E2, 0.50, 1e16, 5e-324]")
+    import_jsonl(db, io.StringIO(export_of().getvalue() + line + "\n"))
+    assert db.get_memory(1)["metadata"] == {"n": [100.0, 0.5, 1e16, 5e-324]}
+
+
 PRECISE = ["2026-11-29T23:06:03.1098409+00:00", "2026-11-29T23:06:03,1234561Z",
            "20261129T230603.1234560001+02:00"]  # fmt: skip
 

@@ -237,6 +237,8 @@ def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
             raise ValidationError(f"line {number} is not valid JSON: {exc.msg}") from None
         except RecursionError:
             raise ValidationError(f"line {number} is not valid JSON here: it is nested too deeply") from None
+        except json_input.InexactNumber as exc:
+            raise ValidationError(f"line {number} holds {exc}") from None
         except ValueError as exc:  # e.g. an integer longer than Python converts from text
             reason = str(exc).split(";")[0]
             raise ValidationError(f"line {number} is not valid JSON here: {reason}") from None
@@ -254,7 +256,8 @@ class DuplicateKey(Exception):
 
 
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=functools.partial(json_input.unique_object, given_twice=DuplicateKey)
+    object_pairs_hook=functools.partial(json_input.unique_object, given_twice=DuplicateKey),
+    parse_float=json_input.exact_float,
 )
 
 
