@@ -4,6 +4,7 @@ from memoric.aio import AsyncMemoric
 from memoric.core import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import (
+    CommitInDoubt,
     ConfigError,
     LockTimeout,
     MemoricError,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncMemoric",
+    "CommitInDoubt",
     "ConfigError",
     "LockTimeout",
     "Memoric",

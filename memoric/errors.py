@@ -21,6 +21,12 @@ class LockTimeout(MemoricError):
     """A lock (migration chain, policy run) could not be taken in the time allowed."""
 
 
+class CommitInDoubt(MemoricError):
+    """The connection was lost while a COMMIT was under way: the server may have saved the change
+    before its answer was lost, or not. Look before retrying: a save retried blindly may be
+    saved twice."""
+
+
 class PartlyInserted(MemoricError):
     """A bulk insert that failed after some of its batches were committed. `inserted` is how many
     rows were saved: the first ones given (`saved` says which), which a retry must leave out or

@@ -125,7 +125,8 @@ def delete_cluster(store: MemoryStore, *, cluster_id) -> int:
     """Delete the cluster with that id; rows deleted."""
     cluster_id = validation.memory_id(cluster_id, "cluster_id")
     c = store.MemoryCluster
-    return c.delete().where(c.cluster_id == cluster_id).execute()
+    with store.database.autocommitted():
+        return c.delete().where(c.cluster_id == cluster_id).execute()
 
 
 @translate_errors

@@ -24,6 +24,7 @@ import peewee
 from playhouse import db_url
 
 from memoric.db.recovery import (
+    COMMIT_IN_DOUBT,
     SQLITE_BUSY_SECONDS,
     Pooled,
     PooledPostgres,
@@ -45,7 +46,7 @@ from memoric.db.urls import (
     sqlite_path,
     url_parameters,
 )
-from memoric.errors import ConfigError, MemoricError
+from memoric.errors import CommitInDoubt, ConfigError, MemoricError
 
 log = logging.getLogger("memoric")
 
@@ -301,6 +302,10 @@ def first_line(exc: BaseException) -> str:
 # that is not UTF-8).
 DRIVER_ERRORS = (peewee.PeeweeException, sqlite3.Error, ValueError, OverflowError)
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
+IN_DOUBT_NOTE = (
+    " (the connection was lost during COMMIT: whether the change was saved is not known, so look "
+    "before retrying, which could make it twice; the next call reconnects)"
+)
 
 
 class DriverErrors:
@@ -317,8 +322,13 @@ class DriverErrors:
     def __exit__(self, kind, error, traceback) -> bool:
         """Raise the MemoricError for a driver error; let anything else (memoric's own) pass."""
         if is_driver_error(error):
-            raise MemoricError(self.describe(error)) from error
+            raise (CommitInDoubt if commit_in_doubt(error) else MemoricError)(self.describe(error)) from error
         return False
+
+
+def commit_in_doubt(error: BaseException) -> bool:
+    """Whether `error` is a COMMIT's that lost the connection: it may have gone through or not."""
+    return getattr(error, COMMIT_IN_DOUBT, False) is True
 
 
 def is_driver_error(error: BaseException | None) -> bool:
@@ -352,6 +362,8 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
         reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
     elif isinstance(exc, (ValueError, OverflowError)):
         reason = f"a stored value memoric cannot read ({reason}; written outside memoric?): correct that row"
+    if commit_in_doubt(exc):
+        return reason + IN_DOUBT_NOTE
     return reason + LOST_NOTE if database.connection_lost() else reason
 
 

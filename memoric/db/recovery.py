@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -27,6 +29,8 @@ from memoric import forking
 from memoric.db.jsoncodec import load_json
 from memoric.errors import ConfigError, MemoricError
 
+# The attribute marking a driver error raised by a COMMIT that lost its connection.
+COMMIT_IN_DOUBT = "memoric_commit_in_doubt"
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
 # The connections a forked child inherited: never used, and never closed there (closing a SQLite
@@ -144,6 +148,38 @@ class _Recovering:
             self._drop_connection()
         return super().cursor(named_cursor)
 
+    def commit(self) -> None:
+        """COMMIT. One that fails with the connection lost is marked `COMMIT_IN_DOUBT`: the
+        server may have committed before its answer was lost, or not."""
+        with self._in_doubt_if_lost():
+            super().commit()
+
+    @contextlib.contextmanager
+    def autocommitted(self) -> Iterator[None]:
+        """A write of one statement, which commits by itself outside a transaction: one that
+        loses its connection there may have been saved too, and its error is marked so."""
+        if self.in_transaction():
+            yield
+            return
+        if not self.is_closed() and self._ended_by_server(self._state.conn):
+            self._drop_connection()  # a write sent on it would fail, its outcome unknown
+        with self._in_doubt_if_lost():
+            yield
+
+    def _ended_by_server(self, connection) -> bool:
+        """Whether the server has ended an idle connection (SQLite: there is no server)."""
+        return False
+
+    @contextlib.contextmanager
+    def _in_doubt_if_lost(self) -> Iterator[None]:
+        """Mark an error of the block `COMMIT_IN_DOUBT` when the connection was lost with it."""
+        try:
+            yield
+        except Exception as exc:
+            if self.connection_lost():
+                setattr(exc, COMMIT_IN_DOUBT, True)
+            raise
+
     def rollback(self) -> None:
         """ROLLBACK, unless the engine has already ended the transaction."""
         if self.is_closed() or self.transaction_open():
@@ -250,6 +286,12 @@ class _PostgresRecovering(_Recovering):
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
         return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
+
+    def _ended_by_server(self, connection) -> bool:
+        """Whether the server has ended this idle connection: it said something unasked (the
+        notice of a terminated backend, the end of the stream), and a round trip fails."""
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        return bool(readable) and self._probe_lost(connection)
 
     def _probe_lost(self, connection) -> bool:
         """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing)."""

@@ -19,7 +19,7 @@ from functools import cached_property
 import peewee
 from peewee_migrate import Migrator, Router
 
-from memoric.db.connection import driver_errors, failure_reason, first_line
+from memoric.db.connection import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.dialects import Dialect
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
@@ -279,6 +279,12 @@ class Runner:
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
+    if commit_in_doubt(exc):
+        done = f" [completed before it: {', '.join(finished)}]" if finished else ""
+        return (
+            f"the connection was lost during the COMMIT of migration {label}, so whether it was "
+            f"applied is not known: see `memoric migrate current` ({first_line(exc)}){done}"
+        )
     if downgrade:
         return (
             f"rollback of migration {label} failed; the whole downgrade was undone (schema and history "

@@ -227,7 +227,8 @@ class PostgresDialect(SequenceIds, Dialect):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}) RETURNING "id"'
         with _citus_transaction(database, table, columns), ids_left(self, database, table):
             citus.untaken_rows(database, table, columns, [row], skip_existing=False)
-            return database.execute_sql(sql, row).fetchone()[0]
+            with database.autocommitted():
+                return database.execute_sql(sql, row).fetchone()[0]
 
     def insert_one_with_postings(
         self, database: peewee.Database, table: str, columns: list[str], row: tuple, postings: MemoryPostings
@@ -254,7 +255,7 @@ class PostgresDialect(SequenceIds, Dialect):
         terms = [term for term, _ in postings.counts]
         frequencies = [tf for _, tf in postings.counts]
         params = (*row, *owner, postings.length, *owner, postings.length, terms, frequencies)
-        with ids_left(self, database, table):
+        with ids_left(self, database, table), database.autocommitted():
             return database.execute_sql(sql, params).fetchone()[0]
 
     def _insert_one_then_postings(
