@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import itertools
 import pickle
+import re
 
 import pytest
 
@@ -149,6 +150,19 @@ def test_explicit_ids_over_many_batches_keep_their_ids_wherever_the_highest_come
     stored = {m["id"]: m["content"] for m in db.get_memories(limit=None)}
     assert stored == {memory_id: f"content id {n}" for n, memory_id in enumerate(ids)}
     assert db.insert_memory(user_id="ada", content="after") > max(ids)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5000])
+def test_an_id_given_twice_in_one_call_is_refused_before_any_batch_is_written(db, batch_size):
+    """The second row of an id failed its batch after the first was committed, with the driver's
+    own words (each dialect's), and the retry the error advised failed again the same way."""
+    ids = [5, 9, 2, 70, 9, 3, 70]
+    rows = ({**awkward_row(n, f"id {n}"), "id": memory_id} for n, memory_id in enumerate(ids))
+    named = "rows[4]: id 9 is given twice in one call (rows[1] too)"
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        db.insert_memories(rows, batch_size=batch_size)
+    assert db.count_memories() == 0
+    assert db.insert_memory(user_id="ada", content="after") == 1, "no id counter moved"
 
 
 def test_values_pickle_cannot_take_go_in_over_many_batches(db):

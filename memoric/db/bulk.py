@@ -10,6 +10,8 @@ a function) stays in memory, in its place.
 
 from __future__ import annotations
 
+import array
+import itertools
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -36,11 +38,15 @@ def insert_memories(store: MemoryStore, rows: Iterable[dict], batch_size: int) -
     validation.count("batch_size", batch_size)
     with CheckedBatches(max(batch_size, 1)) as checked:
         highest = None  # (index, row) of the row with the highest explicit id
+        given = ExplicitIds()
         for index, row in dict_rows(rows):
             row = memory_row(store, row, where=f"rows[{index}]: ")
             checked.add(row)
-            if "id" in row and (highest is None or row["id"] > highest[1]["id"]):
-                highest = (index, row)
+            if "id" in row:
+                given.add(index, row["id"])
+                if highest is None or row["id"] > highest[1]["id"]:
+                    highest = (index, row)
+        given.refuse_repeats()
         moved = None if highest is None or counter_moved_past(store, highest[1]["id"]) else highest[0]
         batches = iter(checked) if moved is None else moved_first(checked, moved, highest[1])
         return _write_batches(store, batches, moved)
@@ -94,6 +100,30 @@ def counter_moved_past(store: MemoryStore, memory_id: int) -> bool:
         return False
     store.dialect.reserve_ids(store.database, table, "id", above=memory_id, count=0)
     return True
+
+
+class ExplicitIds:
+    """The explicit ids of one call's rows, 16 bytes each, to find one given twice before any
+    batch is written (the second would fail its batch after the first was committed)."""
+
+    def __init__(self) -> None:
+        self._ids = array.array("q")
+        self._indexes = array.array("q")
+
+    def add(self, index: int, memory_id: int) -> None:
+        self._ids.append(memory_id)
+        self._indexes.append(index)
+
+    def refuse_repeats(self) -> None:
+        """ValidationError naming the first repeated id (by value) and the two rows giving it."""
+        ordered = sorted(self._ids)
+        repeated = next((a for a, b in itertools.pairwise(ordered) if a == b), None)
+        if repeated is None:
+            return
+        first, second = [self._indexes[i] for i, found in enumerate(self._ids) if found == repeated][:2]
+        raise validation.ValidationError(
+            f"rows[{second}]: id {repeated} is given twice in one call (rows[{first}] too)"
+        )
 
 
 class CheckedBatches:
