@@ -3,6 +3,8 @@ only migrations whose tables exist."""
 
 from __future__ import annotations
 
+import re
+
 import peewee
 import pytest
 
@@ -50,8 +52,21 @@ def test_relative_and_named_targets(longer):
     assert longer.downgrade("-2") == ["091_weight", "090_importance"]
     assert longer.upgrade("90") == ["090_importance"]
     assert longer.current() == "090_importance"
-    assert longer.upgrade("002") == []
+    with pytest.raises(MigrationError, match=re.escape(
+        "upgrade target '002' is behind the database, which has 090_importance applied: "
+        "use `downgrade 002` to roll back"
+    )):  # fmt: skip
+        longer.upgrade("002")
+    assert longer.upgrade("090_importance") == [], "where the database is: nothing to do"
     assert longer.downgrade("001_initial_schema") == ["090_importance", *reversed(SHIPPED[1:])]
+    assert longer.current() == FIRST
+    for target in ("head", "091", "002"):
+        with pytest.raises(MigrationError, match=re.escape(
+            f"downgrade target {target!r} is ahead of the database, which lacks 002_merge_thread_indexes: "
+            f"use `upgrade {target}` to apply it"
+        )):  # fmt: skip
+            longer.downgrade(target)
+    assert longer.downgrade("001") == [], "where the database is: nothing to do"
     assert longer.current() == FIRST
     assert longer.upgrade("head") == [*SHIPPED[1:], "090_importance", "091_weight"]
     assert longer.downgrade("head") == []

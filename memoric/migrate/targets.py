@@ -75,6 +75,12 @@ class Order:
         relative = self._relative(target, chain, rest)
         if relative is None:
             position = self._position(target, chain, rest)
+            passed = [step for step in self._scope(chain)[position + 1 :] if step and step in self.done]
+            if passed:
+                raise MigrationError(
+                    f"upgrade target {shown(target)} is behind the database, which has {passed[-1].label} "
+                    f"applied: use `downgrade {cut(target)}` to roll back"
+                )
             return [step for step in self.steps[: position + 1] if step not in self.done]
         sign, count = relative
         if sign == "-":
@@ -89,7 +95,14 @@ class Order:
         latest_first = list(reversed(self.done))
         relative = self._relative(target, chain, rest)
         if relative is None:
-            keep = set(self.steps[: self._position(target, chain, rest) + 1])
+            position = self._position(target, chain, rest)
+            short = [step for step in self._scope(chain)[: position + 1] if step and step not in self.done]
+            if short:
+                raise MigrationError(
+                    f"downgrade target {shown(target)} is ahead of the database, which lacks "
+                    f"{short[0].label}: use `upgrade {cut(target)}` to apply it"
+                )
+            keep = set(self.steps[: position + 1])
             return [step for step in latest_first if step not in keep]
         sign, count = relative
         if sign == "+":
@@ -158,6 +171,11 @@ class Order:
         if not matches:
             raise self._unknown(target, chain)
         return matches[0]
+
+    def _scope(self, chain: str | None) -> list[Step | None]:
+        """The order, with the steps of chains other than `chain` (if it names one) blanked out:
+        indexes stay the order's, and a target of one chain judges that chain alone."""
+        return [step if chain in (None, step.chain) else None for step in self.steps]
 
     def _start(self, chain: str | None) -> int:
         """The index where `chain`'s migrations begin in the order (0 for the whole order)."""
