@@ -375,8 +375,11 @@ def export_command(session: Session, user_id: str | None, file: str) -> None:
     help="Give every memory and cluster a new id (to merge exports of different databases).",
 )
 @click.option("--no-clusters", is_flag=True, help="Leave the file's clusters out (then: clusters --rebuild).")
+@click.option("--keep-existing", is_flag=True, help="Keep a memory already there as it is (no clusters).")
 @pass_session
-def import_command(session: Session, file: str, new_ids: bool, no_clusters: bool) -> None:
+def import_command(
+    session: Session, file: str, new_ids: bool, no_clusters: bool, keep_existing: bool
+) -> None:
     """Load an export (FILE, or - for stdin): checked whole first, then written in batches.
 
     Ids, timestamps and metadata types are kept; memories already there (same id, same data) are
@@ -384,7 +387,7 @@ def import_command(session: Session, file: str, new_ids: bool, no_clusters: bool
     refused before anything is written. Agents may keep saving meanwhile: their new memories get
     ids above the file's. With --new-ids every row gets a fresh id instead (each run adds them).
     """
-    transfer.import_(session, file, new_ids=new_ids, clusters=not no_clusters)
+    transfer.import_(session, file, new_ids=new_ids, clusters=not no_clusters, keep_existing=keep_existing)
 
 
 @main.command("copy")

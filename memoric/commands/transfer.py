@@ -31,13 +31,17 @@ def export(session: Session, file: str = "-", *, user_id: str | None = None) -> 
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
 
 
-def import_(session: Session, file: str, *, new_ids: bool = False, clusters: bool = True) -> None:
+def import_(
+    session: Session, file: str, *, new_ids: bool = False, clusters: bool = True, keep_existing: bool = False
+) -> None:
     """Load an export (`-`: stdin): checked whole first, then written in batches; without
     `clusters`, the file's clusters are checked and left out. A database not there yet is built."""
     session.create = True
     memoric = session.memoric
     with readable_export(file) as stream:
-        plan = transfer.check_jsonl(memoric.store, stream, new_ids=new_ids, clusters=clusters)
+        plan = transfer.check_jsonl(
+            memoric.store, stream, new_ids=new_ids, clusters=clusters, keep_existing=keep_existing
+        )
         with resumable(plan.records, "Importing", taken_back=new_ids) as advance:
             counts = transfer.import_memoric(memoric, plan, progress=advance)
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")

@@ -27,6 +27,9 @@ class ImportPlan:
     # False: the source's clusters are checked like any record but not written, nor compared
     # with the target's (a restore into a database whose clusters were rebuilt since).
     write_clusters: bool = True
+    # True: a memory the target holds under its id for the same user is kept as it is there
+    # (a resumed import whose rows changed since, a backup restored after edits).
+    keep_existing: bool = False
     records: int = 0  # records in the source (identical duplicates included)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
     highest: dict[str, Record] = field(default_factory=dict)
@@ -74,11 +77,18 @@ class ImportPlan:
 
 
 def survey(
-    store: MemoryStore, source: ExportLines | DatabaseRows, *, new_ids: bool, clusters: bool = True
+    store: MemoryStore,
+    source: ExportLines | DatabaseRows,
+    *,
+    new_ids: bool,
+    clusters: bool = True,
+    keep_existing: bool = False,
 ) -> ImportPlan:
     """Pass 1: every record validated; contradictions inside the source refused; the plan (which
-    writes the clusters too unless `clusters` is false)."""
-    plan = ImportPlan(source, new_ids, clusters)
+    writes the clusters too unless `clusters` is false or `keep_existing` true)."""
+    if new_ids and keep_existing:
+        raise ValidationError("new ids and keeping existing memories exclude each other: no id is existing")
+    plan = ImportPlan(source, new_ids, clusters and not keep_existing, keep_existing)
     keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
     for record in source.records(store):
         record.row  # noqa: B018 (validated now, on this pass)

@@ -40,12 +40,14 @@ REBUILD_INSTEAD = (
     "to restore the memories, import without the file's clusters (`--no-clusters`, "
     "`clusters=False`), then rebuild them (`memoric clusters --rebuild`)"
 )
-# A memory the target holds with other data: in a backup of the same database, one changed since.
+# A memory the target holds with other data, the same user's: in a backup of the same database
+# (or an import of it cut short), one changed since; another user's: another database's memory.
 CHANGED_SINCE = (
-    "a backup of this database: that memory changed since it was taken, and an import keeps "
-    "no older version; an export of another database: to add it beside what is there, import it "
-    "with new ids"
+    "a backup of this database, or an import of it cut short: that memory changed since, and "
+    "`--keep-existing` (in Python, keep_existing=True) keeps it as it is now; an export of another "
+    "database: to add it beside what is there, import it with new ids"
 )
+ANOTHER_USERS = "another user's memory: to add it beside what is there, import it with new ids"
 TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
@@ -57,27 +59,35 @@ def import_jsonl(
     progress: Progress | None = None,
     new_ids: bool = False,
     clusters: bool = True,
+    keep_existing: bool = False,
 ) -> dict[str, int]:
     """Load an export into `store`: checked whole first, then written; counts inserted and skipped.
 
     `lines` is read more than once: a seekable file is rewound, a list reread, anything else
     spooled to a temporary file first. `clusters=False` leaves the file's clusters out (checked,
     not written): to restore memories into a database whose clusters were rebuilt since.
+    `keep_existing=True` keeps a memory the target holds under the file's id for the same user
+    as it is there, skipped like an identical one, and leaves the clusters out too.
     """
     with rereadable(lines) as reread:
-        plan = check_jsonl(store, reread, new_ids=new_ids, clusters=clusters)
+        plan = check_jsonl(store, reread, new_ids=new_ids, clusters=clusters, keep_existing=keep_existing)
         return import_checked(store, plan, batch_size=batch_size, progress=progress)
 
 
 def check_jsonl(
-    store: MemoryStore, lines: Iterable[str | bytes], *, new_ids: bool = False, clusters: bool = True
+    store: MemoryStore,
+    lines: Iterable[str | bytes],
+    *,
+    new_ids: bool = False,
+    clusters: bool = True,
+    keep_existing: bool = False,
 ) -> ImportPlan:
     """Check a whole export as `import_jsonl` would, writing nothing; the plan that imports it.
 
     ValidationError names the first bad line (both lines of a contradiction). Rows are compared
     with the target when it is imported (`import_checked`), or first by `compare_with_target`.
     """
-    return survey(store, ExportLines(lines), new_ids=new_ids, clusters=clusters)
+    return survey(store, ExportLines(lines), new_ids=new_ids, clusters=clusters, keep_existing=keep_existing)
 
 
 def import_memoric(
@@ -252,7 +262,7 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
             records = [record for record in batch if record.kind == "memory"]
             for record in records:
                 plan.confirm(record)
-            _refuse_differences(store, "memory", records)
+            _refuse_differences(store, "memory", records, plan.keep_existing)
     for batch in batches(plan.clusters, BATCH_SIZE):
         if not plan.new_ids and plan.writes("cluster"):
             _refuse_differences(store, "cluster", batch)
@@ -267,12 +277,13 @@ def _built(store: MemoryStore) -> bool:
     return store.exists() and store.has_schema()
 
 
-def _refuse_differences(store: MemoryStore, kind: str, records: list[Record]) -> None:
-    """ValidationError for the first of `records` the target holds under its id with other data."""
+def _refuse_differences(store: MemoryStore, kind: str, records: list[Record], keep: bool = False) -> None:
+    """ValidationError for the first of `records` the target holds under its id with other data
+    (with `keep`, another user's only)."""
     stored = transfer_queries.stored_rows(store, kind, [record.id for record in records])
     for record in records:
         if record.id in stored:
-            _refuse_difference(record, record.row, stored[record.id], "nothing was written")
+            _refuse_difference(record, record.row, stored[record.id], "nothing was written", keep=keep)
 
 
 def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Record]) -> None:
@@ -308,7 +319,9 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
                         f"{record.where}: {kind} {row[column]} could not be written: {_gone(kind)}; "
                         f"{outcome} (run the import again)"
                     )
-                _refuse_difference(record, row, written, outcome, suggest_new_ids=not plan.new_ids)
+                _refuse_difference(
+                    record, row, written, outcome, suggest_new_ids=not plan.new_ids, keep=plan.keep_existing
+                )
     return inserted
 
 
@@ -330,16 +343,19 @@ def _differences(record: Record, row: dict, stored: dict) -> list[str]:
 
 
 def _refuse_difference(
-    record: Record, row: dict, stored: dict, outcome: str, *, suggest_new_ids: bool = True
+    record: Record, row: dict, stored: dict, outcome: str, *, suggest_new_ids: bool = True, keep: bool = False
 ) -> None:
-    """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if any."""
+    """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if
+    any; with `keep`, a memory of the same user is kept as stored instead."""
+    if keep and stored.get("user_id") == row["user_id"]:
+        return
     differing = _differences(record, row, stored)
     if differing:
         hint = ""
         if record.line and record.kind == "cluster":
             hint = f" ({REBUILD_INSTEAD})"
         elif record.line and suggest_new_ids:
-            hint = f" ({CHANGED_SINCE})"
+            hint = f" ({CHANGED_SINCE if stored.get('user_id') == row['user_id'] else ANOTHER_USERS})"
         raise ValidationError(
             f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
             f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "

@@ -1,0 +1,93 @@
+"""`import --keep-existing`: finish an import cut short, or restore a backup, over rows changed since.
+
+An import compares every memory the target already holds with the file's and refuses a
+difference, so an import cut short and then changed (a policy run moved its rows to another
+tier) could not be finished, and the `--new-ids` its error offered added every memory twice.
+With `keep_existing`, a memory the target holds under the file's id for the same user is kept
+as it is there; what is missing comes in; another user's memory under that id still refuses.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from click.testing import CliRunner
+
+from memoric import Memoric
+from memoric.cli import main
+from memoric.errors import ValidationError
+from memoric.transfer import export_jsonl, import_jsonl
+
+
+def backup_of(memoric: Memoric) -> str:
+    out = io.StringIO()
+    export_jsonl(memoric.db, out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def cut_short(new_dsn):
+    """(the file, a target holding its first 25 of 40 memories, 5 of them moved to long_term since)."""
+    source = Memoric(new_dsn())
+    for n in range(40):
+        source.save(f"user{n % 2}", f"memory {n}", thread_id=f"t{n % 4}", metadata={"topic": f"x{n % 3}"})
+    source.rebuild_clusters()
+    backup = backup_of(source)
+    target = Memoric(new_dsn())
+    import_jsonl(target.db, io.StringIO(backup))
+    target.db.delete_memories(memory_ids=list(range(26, 41)))  # as if never written
+    target.db.update_tier(memory_ids=[1, 2, 3, 4, 5], new_tier="long_term")  # a policy run, say
+    yield backup, target
+    source.close()
+    target.close()
+
+
+def test_an_import_cut_short_and_changed_since_is_refused_naming_the_way_to_finish_it(cut_short):
+    backup, target = cut_short
+    with pytest.raises(ValidationError) as refused:
+        import_jsonl(target.db, io.StringIO(backup))
+    assert "memory id 1 is already in the target with other data (differing: tier, updated_at)" in str(
+        refused.value
+    )
+    assert "`--keep-existing` (in Python, keep_existing=True) keeps it as it is now" in str(refused.value)
+    assert target.db.count_memories() == 25
+
+
+def test_keeping_existing_memories_brings_in_the_missing_ones_and_keeps_the_changed_ones(cut_short):
+    backup, target = cut_short
+    counts = import_jsonl(target.db, io.StringIO(backup), keep_existing=True)
+    assert counts["memories"] == 15
+    memories = target.db.get_memories(limit=None)
+    assert sorted(m["content"] for m in memories) == sorted(f"memory {n}" for n in range(40))
+    assert {m["id"] for m in memories if m["tier"] == "long_term"} == {1, 2, 3, 4, 5}
+    assert import_jsonl(target.db, io.StringIO(backup), keep_existing=True)["memories"] == 0
+
+
+def test_another_users_memory_under_a_files_id_still_refuses_the_file(new_dsn, cut_short):
+    backup, _ = cut_short
+    other = Memoric(new_dsn())
+    other.save("zoe", "zoe's own")
+    with pytest.raises(ValidationError, match="another user's memory: to add it beside what is there"):
+        import_jsonl(other.db, io.StringIO(backup), keep_existing=True)
+    assert [m["content"] for m in other.db.get_memories()] == ["zoe's own"]
+    other.close()
+
+
+def test_keeping_existing_memories_and_new_ids_exclude_each_other(cut_short):
+    backup, target = cut_short
+    with pytest.raises(ValidationError, match="new ids and keeping existing memories exclude each other"):
+        import_jsonl(target.db, io.StringIO(backup), keep_existing=True, new_ids=True)
+    assert target.db.count_memories() == 25
+
+
+def test_the_cli_keeps_existing_memories_and_says_the_clusters_were_left_out(cut_short, tmp_path):
+    backup, target = cut_short
+    path = tmp_path / "backup.jsonl"
+    path.write_text(backup)
+    result = CliRunner().invoke(main, ["--dsn", target.db.dsn, "import", "--keep-existing", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Imported 15 memories and 0 clusters into" in result.stdout
+    assert "; 25 already there, skipped" in result.stdout
+    assert "Left out the file's " in result.stdout and "run `memoric clusters --rebuild`" in result.stdout
+    assert target.db.count_memories() == 40
