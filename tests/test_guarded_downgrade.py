@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 
@@ -175,8 +176,16 @@ def test_cli_sql_is_unaffected(cli, store):
     assert state(store) == before
 
 
-@pytest.mark.parametrize(("answer", "dropped"), [("n", False), ("y", True)])
-def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, dropped):
+@pytest.mark.parametrize(
+    ("answer", "exit_code", "said"),
+    [
+        ("y", 0, ""),
+        ("n", 1, "Error: downgrade base not confirmed: nothing was changed\n"),
+        ("Ctrl-C", 130, "Interrupted.\n"),
+    ],
+)
+def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, exit_code, said):
+    """A no, and a Ctrl-C at the prompt, were click's "Aborted!" with exit 1."""
     Migrations(store).upgrade()
     fill(store)
     before = state(store)
@@ -194,13 +203,16 @@ def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, dropped):
     os.close(terminal_side)
     try:
         read_until(process, "memories (24 rows), memory_clusters (1 row). Drop them? [y/N]")
-        os.write(terminal, f"{answer}\n".encode())
+        if answer == "Ctrl-C":
+            process.send_signal(signal.SIGINT)
+        else:
+            os.write(terminal, f"{answer}\n".encode())
         stdout, stderr = process.communicate(timeout=120)
     finally:
         os.close(terminal)
-    assert process.returncode == (0 if dropped else 1), stderr
-    assert "Traceback" not in stderr
-    if dropped:
+    assert process.returncode == exit_code, stderr
+    assert stderr.endswith(said) and "Traceback" not in stderr
+    if exit_code == 0:
         assert f"Rolled back {FIRST}" in stdout
         assert tables(store) == {"migratehistory"}
     else:

@@ -129,8 +129,20 @@ def downgrade_confirmed(migrations: Migrations, target: str, confirmed: bool) ->
             raise MigrationError(
                 f"downgrade {target} would drop data: {lost}; nothing was changed; pass --yes to drop it"
             ) from None
-        click.confirm(f"Downgrade {target} drops {lost}. Drop them?", default=False, abort=True, err=True)
+        if not asked_yes(f"Downgrade {target} drops {lost}. Drop them?"):
+            raise MigrationError(f"downgrade {target} not confirmed: nothing was changed") from None
     return migrations.downgrade(target, confirm_data_loss=True)
+
+
+def asked_yes(question: str) -> bool:
+    """The answer to a yes/no question on the terminal (no by default, and at the end of input);
+    Ctrl-C stops the command as anywhere else (click's own prompt calls it an abort)."""
+    try:
+        return click.confirm(question, default=False, err=True)
+    except click.Abort as abort:
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            raise abort.__context__ from None
+        return False
 
 
 def current(session: Session, *, migrate_dir: Path | None = None) -> None:
