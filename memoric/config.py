@@ -30,6 +30,8 @@ WEIGHT_KEYS = ("importance", "recency", "thread")
 PRIVATE_DIRECTORY_MODE = 0o700
 MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few hundred bytes
 QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")  # text of the file a YAML message may quote
+# What YAML messages quote of their own: token names (`'<stream end>'`) and syntax (`','`, `'}'`).
+YAML_SYNTAX = re.compile(r"'(?:<[a-z ]+>|[,{}\[\]:?|>-])'")
 
 MAX_BM25_K1 = 1000  # far past any useful value (1.2 to 2 in practice); keeps the arithmetic finite
 
@@ -196,8 +198,13 @@ def _yaml_fault(exc: yaml.YAMLError) -> str:
         return ""
     mark = exc.problem_mark or exc.context_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = QUOTED_TEXT.sub("", exc.problem or exc.context or "").strip(" :")
+    problem = QUOTED_TEXT.sub(_syntax_only, exc.problem or exc.context or "").strip(" :")
     return f"{where}: {problem}" if problem else where
+
+
+def _syntax_only(quoted: re.Match) -> str:
+    """A quotation of a YAML message kept when it is YAML's syntax, dropped when it is the file's."""
+    return quoted.group() if YAML_SYNTAX.fullmatch(quoted.group()) else ""
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -233,7 +240,7 @@ def validate(config: dict) -> dict:
 def _directory(key: str, value) -> None:
     """None, or a non-empty path string (no NUL character)."""
     if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
-        got = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+        got = repr(value) if isinstance(value, str) else f"a value of type {type(value).__name__}"
         raise ConfigError(f"{key} must be a directory path, got {got}")
 
 
@@ -357,18 +364,24 @@ def _boolean(key: str, value) -> bool:
 # --- reading a validated config -----------------------------------------------------------
 
 
-def resolve_dsn(dsn: str | None, config: dict) -> str:
+def resolve_dsn(dsn: str | None, config: dict, *, make_directory: bool = True) -> str:
     """The database URL: argument > $MEMORIC_DATABASE_URL > config > ~/.memoric/memoric.db.
 
-    `~/.memoric` is created readable by its owner only (memories are private); an existing
-    directory keeps its mode.
+    `~/.memoric` is created readable by its owner only (memories are private), unless not
+    `make_directory` (a caller that only reads); an existing directory keeps its mode.
     """
     chosen = dsn or os.environ.get(ENV_DATABASE_URL) or (config.get("database") or {}).get("dsn")
     if chosen:
         return chosen
     path = default_database_path()
-    path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
+    if make_directory:
+        path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
     return file_url(path)
+
+
+def from_environment(dsn: str | None, url: str) -> bool:
+    """Whether `url`, resolved for the argument `dsn`, is the one $MEMORIC_DATABASE_URL gave."""
+    return not dsn and os.environ.get(ENV_DATABASE_URL) == url
 
 
 def resolve_app_dir(app_dir: str | os.PathLike | None, config: dict) -> Path | None:

@@ -16,7 +16,14 @@ import threading
 from collections.abc import Callable
 
 from memoric import clustering, forking, json_input, policies, validation
-from memoric.config import load_config, resolve_app_dir, resolve_dsn, tier_names
+from memoric.config import (
+    ENV_DATABASE_URL,
+    from_environment,
+    load_config,
+    resolve_app_dir,
+    resolve_dsn,
+    tier_names,
+)
 from memoric.db import recall_queries
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
@@ -54,12 +61,14 @@ class Memoric:
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.config = load_config(config_path, config)
-        self.store = MemoryStore(
-            resolve_dsn(dsn, self.config),
-            tiers=tier_names(self.config),
-            clock=clock,
-            warn_sqlite=self.config["database"]["sqlite_warning"],
-        )
+        url = resolve_dsn(dsn, self.config, make_directory=create)
+        try:
+            warn = self.config["database"]["sqlite_warning"]
+            self.store = MemoryStore(url, tiers=tier_names(self.config), clock=clock, warn_sqlite=warn)
+        except ConfigError as exc:
+            if from_environment(dsn, url):
+                raise ConfigError(f"{exc} (the URL of ${ENV_DATABASE_URL})") from exc.__cause__
+            raise
         self.auto_migrate = auto_migrate
         self.create = create
         self.summarizer = summarizer

@@ -322,6 +322,24 @@ def test_a_command_that_brings_no_data_refuses_an_empty_database_and_builds_noth
     store.close()
 
 
+def test_a_reading_command_on_the_default_database_creates_not_even_its_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot open database sqlite:///")
+    assert not (tmp_path / "home").exists()
+    assert CliRunner().invoke(main, ["migrate", "upgrade"]).exit_code == 0
+    assert (tmp_path / "home" / ".memoric" / "memoric.db").is_file()
+
+
+def test_a_bad_url_from_the_environment_is_named_as_coming_from_there(monkeypatch):
+    monkeypatch.setenv("MEMORIC_DATABASE_URL", "postgresql://agent:s3cret@db:99999/memories")
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 1
+    assert result.output.endswith("from 1 to 65535 (the URL of $MEMORIC_DATABASE_URL)\n")
+    assert "s3cret" not in result.output
+
+
 def test_the_commands_that_bring_data_build_a_database_not_there_yet(tmp_path, dialect):
     dsn = f"sqlite:///{tmp_path / 'new.db'}"
     assert CliRunner().invoke(main, ["--dsn", dsn, "demo", "--json"]).exit_code == 0

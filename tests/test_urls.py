@@ -101,6 +101,12 @@ def test_a_pool_wait_or_staleness_of_zero_seconds_is_refused(scheme, wait, tmp_p
     assert not any(tmp_path.iterdir())
 
 
+def test_a_sqlite_timeout_that_is_no_number_names_its_range_as_written(tmp_path):
+    """The upper bound was written 2.14748e+06."""
+    with pytest.raises(ConfigError, match=r"a number of seconds from 0 to 2147483\.647, e\.g\. \?timeout=30"):
+        MemoryStore(f"sqlite:///{tmp_path / 'a.db'}?timeout=abc")
+
+
 # Parameters every URL of the dialect refuses: each was once handed to peewee, sqlite3 or psycopg2
 # as a constructor argument, where it opened another database, lost memories or broke with a
 # traceback. Pool parameters are refused without `+pool`.

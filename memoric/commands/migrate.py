@@ -67,6 +67,7 @@ def echo_run(migrations: Migrations, names: list[str], verb: str, nothing: str) 
 
 def init_db(session: Session, *, through_chain: bool = False, lock_timeout: float | None = None) -> None:
     """Create the schema from the models (or through the chain) and record it at the latest migration."""
+    session.create = True  # builds the database (and the default file's directory)
     migrations = open_migrations(session, lock_timeout=lock_timeout)
     session.echo_sqlite_warning()
     if through_chain:
@@ -93,6 +94,7 @@ def upgrade(
     migrate_dir: Path | None = None,
 ) -> None:
     """Apply the pending migrations up to `target` (or print their SQL, changing nothing)."""
+    session.create = True  # builds the database (and the default file's directory)
     migrations = open_migrations(session, migrate_dir, lock_timeout)
     if show_sql:
         echo_sql(migrations.sql("upgrade", target))
@@ -175,6 +177,7 @@ def stamp(
     session: Session, target: str, *, lock_timeout: float | None = None, migrate_dir: Path | None = None
 ) -> None:
     """Record the database as being at `target` without running any migration."""
+    session.create = True  # builds the database (and the default file's directory)
     migrations = open_migrations(session, migrate_dir, lock_timeout)
     migrations.stamp(target)
     echo_position(migrations)

@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 from memoric.commands.output import echo
-from memoric.config import load_config, resolve_dsn
+from memoric.config import load_config
 from memoric.core import Memoric
 from memoric.db.connection import SQLITE_WARNING, sqlite_warning_wanted
 
@@ -15,9 +15,9 @@ class Session:
     """The database and configuration one `memoric` run works on.
 
     `--dsn`, `--config` and `--app-dir` are read once, on first use (a command that needs no
-    database resolves none): the configuration, then the database URL (--dsn >
-    $MEMORIC_DATABASE_URL > config > the default SQLite file), then the `Memoric` on it, which
-    resolves the application's migration chain. Set `auto_migrate` before the first use of
+    database resolves none): the configuration, then the `Memoric`, which resolves the database
+    URL (--dsn > $MEMORIC_DATABASE_URL > config > the default SQLite file) and the application's
+    migration chain. Set `auto_migrate` before the first use of
     `memoric` to bring a database behind head up to date, and `create` to build one not there
     yet (the commands that bring data: a mistyped path must not become an empty database).
     """
@@ -37,15 +37,10 @@ class Session:
         return load_config(self.config_path)
 
     @functools.cached_property
-    def dsn(self) -> str:
-        """The database URL the options select."""
-        return resolve_dsn(self.dsn_option, self.config)
-
-    @functools.cached_property
     def memoric(self) -> Memoric:
         """The Memoric on the selected database (its schema checked at its first data operation)."""
         return Memoric(
-            self.dsn,
+            self.dsn_option,
             config=self.config,
             auto_migrate=self.auto_migrate,
             app_dir=self.app_dir_option,

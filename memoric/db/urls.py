@@ -344,7 +344,7 @@ def _typed(url: str, name: str, value: str, parameter: UrlParameter) -> str | in
     if converted is not _INVALID:
         return converted
     least = "above 0" if parameter.positive else "from 0"
-    most = f" to {parameter.maximum:g}" if math.isfinite(parameter.maximum) else ""
+    most = f" to {parameter.maximum:.15g}" if math.isfinite(parameter.maximum) else ""
     expected = {
         "count": f"a whole number from {parameter.minimum} to {MAX_URL_COUNT}",
         "seconds": f"a number of seconds {least}{most}, e.g. ?{name}=30 or ?{name}=2.5",

@@ -311,6 +311,7 @@ class Migrations:
         not `create`."""
         empty = not (run.order.done or guards.existing_chain_tables(run, run.order.pending()))
         if empty and not create:
+            guards.refuse_a_store_out_of_sight(run)  # the more telling reason, when it is the one
             raise MigrationError(f"{mask_url(self.store.dsn)} holds no memoric schema: {NOT_CREATED}")
         return empty
 
