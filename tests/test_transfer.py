@@ -290,3 +290,32 @@ def test_lines_with_no_room_to_keep_them_are_a_memoric_error_writing_nothing(
     with pytest.raises(MemoricError, match="could not keep a copy of the export in a temporary file"):
         import_jsonl(db, iter(text.splitlines()))
     assert db.count_memories() == 0
+
+
+# --- a database written with other tiers, opened without its configuration ---------------------
+
+OTHER_TIERS = {"tiers": [{"name": "inbox", "expire_after_days": 5}, {"name": "archive"}]}
+
+
+def test_memories_of_tiers_the_configuration_does_not_name_point_at_the_configuration(new_dsn):
+    """The refusal said to correct or delete the row: wrong advice for a backup of a database
+    whose configuration was left out."""
+    from memoric import Memoric
+
+    dsn = new_dsn()
+    with Memoric(dsn, config=OTHER_TIERS) as written:
+        written.save("ada", "in the inbox")
+        text = io.StringIO()
+        export_jsonl(written.db, text)
+    with Memoric(dsn) as without, pytest.raises(ValidationError) as refused:
+        export_jsonl(without.db, io.StringIO())
+    assert str(refused.value) == (
+        "memory 1: its tier 'inbox' is not one of the tiers configured here ['short_term', 'mid_term', "
+        "'long_term']; an import would refuse it, so nothing was exported: pass the configuration the "
+        "database is written with (`--config`, `config=`)"
+    )
+    with Memoric(new_dsn()) as target, pytest.raises(ValidationError) as refused:
+        import_jsonl(target.db, io.StringIO(text.getvalue()))
+    assert str(refused.value).endswith(
+        "got 'inbox' (the tiers configured here: pass the configuration they were written with, `--config`)"
+    )

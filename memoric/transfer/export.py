@@ -81,6 +81,13 @@ def check_restorable(store: MemoryStore, user_id: str | None) -> None:
 
 def restorable(store: MemoryStore, kind: str, row: dict) -> None:
     """ValidationError unless `memoric import` would take `row` as it is stored."""
+    if kind == "memory" and row["tier"] not in store.tiers:
+        raise unrestorable(
+            kind,
+            row["id"],
+            f"its tier {row['tier']!r} is not one of the tiers configured here {list(store.tiers)}",
+            remedy="pass the configuration the database is written with (`--config`, `config=`)",
+        )
     try:
         transfer_queries.whole_row(store, kind, row)
     except ValidationError as exc:

@@ -69,11 +69,19 @@ class Record:
         try:
             row = transfer_queries.whole_row(self._store, self.kind, decode(self.fields))
         except ValidationError as exc:
-            raise ValidationError(f"{self.where}: {exc}") from None
+            raise ValidationError(f"{self.where}: {exc}{self._tier_hint()}") from None
         for key in TIMESTAMPS:
             if key in row:
                 row[key] = to_utc(row[key])
         return row
+
+    def _tier_hint(self) -> str:
+        """What to do about a memory's tier the configuration here does not name: the likely
+        cause is a database written with other tiers, opened without its configuration."""
+        tier = self.fields.get("tier")
+        if self.kind != "memory" or tier is None or tier in self._store.tiers:
+            return ""
+        return " (the tiers configured here: pass the configuration they were written with, `--config`)"
 
     @functools.cached_property
     def stated(self) -> frozenset[str]:
