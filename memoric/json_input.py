@@ -91,17 +91,19 @@ def from_text(field: str, text: str):
 
 
 class InexactNumber(ValueError):
-    """A JSON number with a fraction or exponent that no float is exactly (json's `parse_float`)."""
+    """A JSON number with a fraction or exponent that its float, written back, does not say."""
 
     def __init__(self, text: str, value: float) -> None:
         number = text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
-        super().__init__(f"the number {number}, which no float holds exactly: it would be stored as {value}")
+        stored = value + 0.0  # -0.0 is stored as 0.0
+        super().__init__(f"the number {number}, which a float would change: it would be stored as {stored}")
 
 
 def exact_float(text: str) -> float:
-    """The float a JSON number stands for (json's `parse_float`); InexactNumber where that float
-    is another number (more digits than it holds, beyond its range or below its smallest),
-    which storing would change silently. `1E2` is 100.0 and `0.10` is 0.1: the same numbers."""
+    """The float a JSON number stands for (json's `parse_float`); InexactNumber where that float,
+    written back as memoric writes it (the shortest text that reads back as it), is another
+    number: more digits than a float keeps, beyond its range or below its smallest, which storing
+    would change silently. `1E2` is 100.0 and `0.10` is 0.1: the same numbers."""
     value = float(text)
     if not math.isfinite(value) or decimal.Decimal(repr(value)) != decimal.Decimal(text):
         raise InexactNumber(text, value)

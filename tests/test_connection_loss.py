@@ -316,11 +316,11 @@ def throwaway_server():
 
     server = pgserver.get_server(tempfile.mkdtemp(prefix="memoric-restart-"), cleanup_mode="delete")
 
-    def pg_ctl(action: str) -> None:
-        arguments = ("-w", "-D", str(server.pgdata), "-m", "fast", action)
+    def pg_ctl(action: str, mode: str = "fast") -> None:
+        arguments = ("-w", "-D", str(server.pgdata), "-m", mode, action)
         pgexec("pg_ctl", arguments, bin_path=server.bin_path, user=server.system_user)
 
-    yield server.get_uri(), lambda: pg_ctl("restart")
+    yield server.get_uri(), lambda mode="fast": pg_ctl("restart", mode)
     pg_ctl("stop")  # the handle knows the first postmaster only, and would not stop the restarted one
     server.cleanup()
 
@@ -346,5 +346,27 @@ def test_a_real_server_restart(throwaway_server):
     assert pool.stats()["by_tier"]["mid_term"] == 3
     with plain.db.lock("after-restart", timeout=0), pool.db.atomic():
         assert pool.migrations.current() == plain.migrations.current()
+    plain.close()
+    pool.close()
+
+
+@requires_postgres
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_save_after_a_server_restart_is_written_on_a_new_connection(throwaway_server, mode):
+    """After an immediate restart the idle connection's probe failed while psycopg2 still called
+    it open: the save was sent on the dead socket and said to be in doubt, though nothing was saved."""
+    url, restart = throwaway_server
+    plain, pool = Memoric(url), Memoric(pooled(url))
+    plain.save("ada", "before")
+    pool.save("bob", "before")
+    restart(mode)
+    assert isinstance(plain.save("ada", "after, plain"), int)
+    assert isinstance(pool.save("ada", "after, pooled"), int)
+    assert plain.db.count_memories(user_id="ada") == 3
+    lock_lost = pytest.raises(MemoricError, match="'held' lock was lost during the block")
+    with lock_lost, plain.db.lock("held", timeout=0):
+        restart(mode)  # with a lock held on the connection, its loss is not passed over unseen
+        with pytest.raises(MemoricError, match="insert_memory failed"):
+            plain.save("ada", "under the lock")
     plain.close()
     pool.close()

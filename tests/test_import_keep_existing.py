@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
+from memoric.db.summaries import SUMMARY_METADATA
 from memoric.errors import ValidationError
 from memoric.transfer import export_jsonl, import_jsonl
 
@@ -91,3 +92,45 @@ def test_the_cli_keeps_existing_memories_and_says_the_clusters_were_left_out(cut
     assert "; 25 already there, skipped" in result.stdout
     assert "Left out the file's " in result.stdout and "run `memoric clusters --rebuild`" in result.stdout
     assert target.db.count_memories() == 40
+
+
+def summarized_thread(memoric: Memoric) -> tuple[list[int], int]:
+    """Three memories of thread t and their summary, as a policy run leaves them: (sources, summary)."""
+    sources = [memoric.save("ada", f"fact {n}", thread_id="t") for n in range(3)]
+    summary = memoric.save("ada", "fact 0, fact 1, fact 2", thread_id="t", metadata=SUMMARY_METADATA)
+    memoric.db.mark_summarized(memory_ids=sources)
+    return sources, summary
+
+
+def recalled(memoric: Memoric) -> list[str]:
+    return sorted(m["content"] for m in memoric.retrieve("ada", thread_id="t", top_k=10))
+
+
+def test_a_summary_whose_sources_changed_since_is_not_brought_back_beside_them(new_dsn):
+    """The restored summary held the text from before an edit, beside its unmarked sources, and
+    the next policy run wrote a second one: recall returned both."""
+    memoric = Memoric(new_dsn())
+    sources, summary = summarized_thread(memoric)
+    backup = backup_of(memoric)
+    memoric.db.update_content(memory_id=sources[0], new_content="fact 0, corrected")  # releases the summary
+    counts = import_jsonl(memoric.db, io.StringIO(backup), keep_existing=True)
+    assert counts["memories"] == 1 and counts["summaries_released"] == 1
+    assert memoric.db.get_memory(summary) is None
+    assert recalled(memoric) == ["fact 0, corrected", "fact 1", "fact 2"]
+    memoric.close()
+
+
+def test_memories_marked_summarized_never_stay_hidden_without_their_summary(new_dsn):
+    """An import cut short before the summary's line, then changed: its sources stayed marked
+    (hidden from recall) and the summary was left out, or came back holding the older text."""
+    memoric = Memoric(new_dsn())
+    sources, summary = summarized_thread(memoric)
+    backup = backup_of(memoric)
+    memoric.db.delete_memories(memory_ids=[summary])  # as if the import stopped before it ...
+    memoric.db.mark_summarized(memory_ids=sources)
+    memoric.db.update_tier(memory_ids=[sources[1]], new_tier="long_term")  # ... and a policy ran
+    counts = import_jsonl(memoric.db, io.StringIO(backup), keep_existing=True)
+    assert counts["summaries_released"] == 1
+    assert memoric.db.count_memories(summarized=True) == 0
+    assert recalled(memoric) == ["fact 0", "fact 1", "fact 2"]
+    memoric.close()

@@ -150,7 +150,7 @@ def test_json_text_from_the_command_line_holds_only_numbers_a_float_holds_exactl
     assert j.from_text("--metadata", '{"a": [1E2, 0.50, -0.0, 5e-324]}') == {"a": [100.0, 0.5, 0.0, 5e-324]}
     for number, stored_as in (("0.10000000000000000000000001", "0.1"), ("1e-400", "0.0"), ("1e400", "inf")):
         refused = refusal(j.from_text, "--metadata", f'{{"a": {number}}}')
-        assert refused == f"--metadata holds the number {number}, which no float holds exactly: " + (
+        assert refused == f"--metadata holds the number {number}, which a float would change: " + (
             f"it would be stored as {stored_as}"
         )
 

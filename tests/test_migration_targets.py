@@ -53,7 +53,7 @@ def test_relative_and_named_targets(longer):
     assert longer.upgrade("90") == ["090_importance"]
     assert longer.current() == "090_importance"
     with pytest.raises(MigrationError, match=re.escape(
-        "upgrade target '002' is behind the database, which has 090_importance applied: "
+        "upgrade target '002' is behind the database, which has 003_never_reuse_ids applied: "
         "use `downgrade 002` to roll back"
     )):  # fmt: skip
         longer.upgrade("002")

@@ -47,6 +47,11 @@ def import_(
     echo_counts("Imported", counts, f"into {where_it_lives(memoric)}")
     if not plan.writes("cluster") and plan.counts["cluster"]:
         echo(f"Left out the file's {plan.counts['cluster']} clusters: run `memoric clusters --rebuild`")
+    if counts.get("summaries_released"):
+        echo(
+            f"Deleted {counts['summaries_released']} thread summaries whose memories changed since the "
+            "export: the next policy run summarizes those threads again"
+        )
 
 
 def copy(session: Session, source_dsn: str, target_dsn: str) -> None:

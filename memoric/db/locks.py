@@ -49,7 +49,8 @@ def hold(
         handle = _take(store, name, timeout, on_wait)
     taker = _holders[key] = threading.get_ident()
     try:
-        yield
+        with store.database.bound_to_connection():
+            yield
     except BaseException:
         _release(store, handle, key, taker)  # the block's own error says more than the release's
         raise

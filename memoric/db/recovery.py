@@ -161,7 +161,8 @@ class _Recovering:
         if self.in_transaction():
             yield
             return
-        if not self.is_closed() and self._ended_by_server(self._state.conn):
+        bound = getattr(self._state, "bound", 0)
+        if not (self.is_closed() or bound) and self._ended_by_server(self._state.conn):
             self._drop_connection()  # a write sent on it would fail, its outcome unknown
         with self._in_doubt_if_lost():
             yield
@@ -169,6 +170,16 @@ class _Recovering:
     def _ended_by_server(self, connection) -> bool:
         """Whether the server has ended an idle connection (SQLite: there is no server)."""
         return False
+
+    @contextlib.contextmanager
+    def bound_to_connection(self) -> Iterator[None]:
+        """A block relying on this thread's connection staying the one it is (a PostgreSQL lock
+        lives on it): a connection the server ended is not replaced unseen, its next call fails."""
+        self._state.bound = getattr(self._state, "bound", 0) + 1
+        try:
+            yield
+        finally:
+            self._state.bound -= 1
 
     @contextlib.contextmanager
     def _in_doubt_if_lost(self) -> Iterator[None]:
@@ -291,7 +302,13 @@ class _PostgresRecovering(_Recovering):
         """Whether the server has ended this idle connection: it said something unasked (the
         notice of a terminated backend, the end of the stream), and a round trip fails."""
         readable, _, _ = select.select([connection.fileno()], [], [], 0)
-        return bool(readable) and self._probe_lost(connection)
+        if not readable:
+            return False
+        try:  # psycopg2 may still call it open after a failed round trip: the failure decides
+            connection.cursor().execute("SELECT 1")
+        except Exception:
+            return True
+        return self._lost(connection)
 
     def _probe_lost(self, connection) -> bool:
         """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing)."""

@@ -78,7 +78,7 @@ class Order:
             passed = [step for step in self._scope(chain)[position + 1 :] if step and step in self.done]
             if passed:
                 raise MigrationError(
-                    f"upgrade target {shown(target)} is behind the database, which has {passed[-1].label} "
+                    f"upgrade target {shown(target)} is behind the database, which has {passed[0].label} "
                     f"applied: use `downgrade {cut(target)}` to roll back"
                 )
             return [step for step in self.steps[: position + 1] if step not in self.done]

@@ -30,6 +30,9 @@ class ImportPlan:
     # True: a memory the target holds under its id for the same user is kept as it is there
     # (a resumed import whose rows changed since, a backup restored after edits).
     keep_existing: bool = False
+    # with keep_existing: the threads of memories kept as the target has them though the file's
+    # differ, whose summaries (the target's, or the file's written now) are released after the import
+    changed_threads: set = field(default_factory=set)
     records: int = 0  # records in the source (identical duplicates included)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
     highest: dict[str, Record] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from memoric import validation
-from memoric.db import transfer_queries
+from memoric.db import summaries, transfer_queries
 from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
@@ -142,6 +142,8 @@ def import_checked(
             _take_back(store, plan, tops, exc, begun=begun, committed=committed)
         raise
     counts["skipped"] = plan.records - left_out - counts["memories"] - counts["clusters"]
+    if plan.keep_existing:
+        counts["summaries_released"] = _release_changed(store, plan)
     return counts
 
 
@@ -262,7 +264,7 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
             records = [record for record in batch if record.kind == "memory"]
             for record in records:
                 plan.confirm(record)
-            _refuse_differences(store, "memory", records, plan.keep_existing)
+            plan.changed_threads |= _refuse_differences(store, "memory", records, plan.keep_existing)
     for batch in batches(plan.clusters, BATCH_SIZE):
         if not plan.new_ids and plan.writes("cluster"):
             _refuse_differences(store, "cluster", batch)
@@ -277,13 +279,33 @@ def _built(store: MemoryStore) -> bool:
     return store.exists() and store.has_schema()
 
 
-def _refuse_differences(store: MemoryStore, kind: str, records: list[Record], keep: bool = False) -> None:
+def _refuse_differences(store: MemoryStore, kind: str, records: list[Record], keep: bool = False) -> set:
     """ValidationError for the first of `records` the target holds under its id with other data
-    (with `keep`, another user's only)."""
+    (with `keep`, another user's only); the threads of those kept though they differ."""
     stored = transfer_queries.stored_rows(store, kind, [record.id for record in records])
+    changed = set()
     for record in records:
-        if record.id in stored:
-            _refuse_difference(record, record.row, stored[record.id], "nothing was written", keep=keep)
+        if record.id in stored and _refuse_difference(
+            record, record.row, stored[record.id], "nothing was written", keep=keep
+        ):
+            changed.add(thread_of(record.row))
+    return changed
+
+
+def thread_of(row: dict) -> tuple:
+    """A memory's (user_id, namespace, thread_id): what a thread summary covers."""
+    return row["user_id"], row["namespace"], row["thread_id"]
+
+
+def _release_changed(store: MemoryStore, plan: ImportPlan) -> int:
+    """With keep_existing, the summaries of the threads whose memories were kept though the
+    file's differ: deleted, their sources unmarked (summarized again by the next policy run), as
+    an edit releases them; how many were deleted."""
+    threads = {thread for thread in plan.changed_threads if thread[2] is not None}
+    if not threads:
+        return 0
+    with store.atomic():
+        return summaries.release(store, threads)
 
 
 def _refuse_taken_keys(store: MemoryStore, plan: ImportPlan, records: list[Record]) -> None:
@@ -319,9 +341,10 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
                         f"{record.where}: {kind} {row[column]} could not be written: {_gone(kind)}; "
                         f"{outcome} (run the import again)"
                     )
-                _refuse_difference(
+                if _refuse_difference(
                     record, row, written, outcome, suggest_new_ids=not plan.new_ids, keep=plan.keep_existing
-                )
+                ):
+                    plan.changed_threads.add(thread_of(row))
     return inserted
 
 
@@ -346,10 +369,10 @@ def _refuse_difference(
     record: Record, row: dict, stored: dict, outcome: str, *, suggest_new_ids: bool = True, keep: bool = False
 ) -> None:
     """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if
-    any; with `keep`, a memory of the same user is kept as stored instead."""
-    if keep and stored.get("user_id") == row["user_id"]:
-        return
+    any; with `keep`, a memory of the same user is kept as stored instead: whether it differs."""
     differing = _differences(record, row, stored)
+    if keep and stored.get("user_id") == row["user_id"]:
+        return bool(differing)
     if differing:
         hint = ""
         if record.line and record.kind == "cluster":
@@ -361,3 +384,4 @@ def _refuse_difference(
             f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "
             f"source; {outcome}{hint}"
         )
+    return False
