@@ -36,6 +36,13 @@ SCOPES = ("thread", "topic", "user")
 Enricher = Callable[[str, dict], dict | None]
 
 
+def _topic_needed(pattern: dict) -> str:
+    """Why a filter does not give scope "topic" its topic: none, or one that is not a string."""
+    if "topic" not in pattern:
+        return 'scope "topic" needs metadata_filter={"topic": ...}'
+    return f'scope "topic" needs a string topic in metadata_filter, got {validation.shown(pattern["topic"])}'
+
+
 class Memoric:
     """One memory store for an agent: `Memoric().save(...)` works with no setup.
 
@@ -203,7 +210,7 @@ class Memoric:
             scoped["thread_id"] = thread_id
         elif scope == "topic":
             if type(pattern.get("topic")) is not str:  # a topic: no filter by a null or a number
-                raise ValidationError('scope "topic" needs metadata_filter={"topic": ...}')
+                raise ValidationError(_topic_needed(pattern))
             scoped["topic"] = pattern.pop("topic")
         return recall_queries.ranked_memories(
             self.store,

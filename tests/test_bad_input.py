@@ -155,8 +155,9 @@ def test_the_facade_refuses_with_the_validators_message_and_writes_nothing(m, ca
     [
         ({"scope": "world"}, "scope must be one of"),
         ({"scope": "topic"}, 'scope "topic" needs metadata_filter'),
-        ({"scope": "topic", "metadata_filter": {"topic": None}}, 'scope "topic" needs metadata_filter'),
-        ({"scope": "topic", "metadata_filter": {"topic": 3}}, 'scope "topic" needs metadata_filter'),
+        ({"scope": "topic", "metadata_filter": {"x": 1}}, r'needs metadata_filter=\{"topic": \.\.\.\}'),
+        ({"scope": "topic", "metadata_filter": {"topic": None}}, "string topic in metadata_filter, got None"),
+        ({"scope": "topic", "metadata_filter": {"topic": 3}}, "a string topic in metadata_filter, got 3"),
     ],
 )
 def test_retrieve_refuses_an_unknown_scope_or_a_topic_without_one(m, change, message):

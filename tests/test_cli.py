@@ -122,6 +122,7 @@ def test_clusters(cli, filled):
     assert lines[0].split() == ["id", "user", "topic", "category", "size", "last", "built", "(UTC)"]
     assert len(lines) == 4
     assert parsed(cli("clusters", "--category", "nothing", "--json"))["clusters"] == []
+    assert cli("clusters", "--limit", "0").stdout == "", "none asked for: not 'No clusters'"
 
 
 def test_recall(cli, filled):

@@ -88,7 +88,7 @@ def clusters(
         return
     if rebuilt is not None:
         echo(f"Rebuilt {rebuilt} cluster(s).")
-    echo_clusters(found)
+    echo_clusters(found, limit=limit)
 
 
 def recall(

@@ -121,10 +121,11 @@ def echo_policy_counts(result: dict, tiers: list[str]) -> None:
     echo_table(["policy", "memories"], rows, right=(1,))
 
 
-def echo_clusters(clusters: list[dict]) -> None:
-    """Clusters as a table, or how to build them when there are none."""
+def echo_clusters(clusters: list[dict], *, limit: int | None = None) -> None:
+    """Clusters as a table, or how to build them when there are none (none asked for: nothing)."""
     if not clusters:
-        echo("No clusters (build them with `memoric clusters --rebuild`).")
+        if limit != 0:
+            echo("No clusters (build them with `memoric clusters --rebuild`).")
         return
     keys = ("cluster_id", "user_id", "topic", "category", "memory_count")
     rows = [[*(c[key] for key in keys), when(c["last_built_at"])] for c in clusters]
