@@ -22,7 +22,7 @@ from memoric.commands import memories, migrate, transfer
 from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
-from memoric.commands.streams import RunningCommand, RunningGroup, require_stdout, standard_streams
+from memoric.commands.streams import RunningCommand, RunningGroup, always, require_stdout, standard_streams
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
 from memoric.db.urls import mask_password
@@ -201,7 +201,7 @@ def migrate_group() -> None:
 main.add_command(migrate_group, name="db-migrate")
 
 
-@migrate_group.command("upgrade", context_settings=TARGET_SETTINGS)
+@migrate_group.command("upgrade", context_settings=TARGET_SETTINGS, reads_only=lambda p: p["show_sql"])
 @click.argument("target", default="head", callback=target_argument)
 @sql_option
 @lock_timeout_option
@@ -212,7 +212,7 @@ def migrate_upgrade(session: Session, target: str, show_sql: bool, lock_timeout,
     migrate.upgrade(session, target, show_sql=show_sql, lock_timeout=lock_timeout, migrate_dir=migrate_dir)
 
 
-@migrate_group.command("downgrade", context_settings=TARGET_SETTINGS)
+@migrate_group.command("downgrade", context_settings=TARGET_SETTINGS, reads_only=lambda p: p["show_sql"])
 @click.argument("target", default="-1", callback=target_argument)
 @click.option(
     "--yes", "-y", "confirmed", is_flag=True, help="Roll back even if it drops tables or columns with data."
@@ -239,7 +239,7 @@ def migrate_downgrade(
     )
 
 
-@migrate_group.command("current")
+@migrate_group.command("current", reads_only=always)
 @dir_option
 @pass_session
 def migrate_current(session: Session, migrate_dir) -> None:
@@ -250,7 +250,7 @@ def migrate_current(session: Session, migrate_dir) -> None:
     migrate.current(session, migrate_dir=migrate_dir)
 
 
-@migrate_group.command("history")
+@migrate_group.command("history", reads_only=always)
 @dir_option
 @pass_session
 def migrate_history(session: Session, migrate_dir) -> None:
@@ -258,7 +258,7 @@ def migrate_history(session: Session, migrate_dir) -> None:
     migrate.history(session, migrate_dir=migrate_dir)
 
 
-@migrate_group.command("pending")
+@migrate_group.command("pending", reads_only=always)
 @dir_option
 @pass_session
 def migrate_pending(session: Session, migrate_dir) -> None:
@@ -292,7 +292,7 @@ def migrate_revision(session: Session, message: str, from_models: bool) -> None:
 # --- the memory engine: demo, stats, run-policies, clusters, recall ---------------------------
 
 
-@main.command("stats")
+@main.command("stats", reads_only=always)
 @user_option
 @json_option
 @pass_session
@@ -301,7 +301,7 @@ def stats_command(session: Session, user_id: str | None, as_json: bool) -> None:
     memories.stats(session, user_id, as_json=as_json)
 
 
-@main.command("run-policies")
+@main.command("run-policies", reads_only=lambda p: p["dry_run"])
 @user_option
 @click.option("--dry-run", is_flag=True, help="Count what would change; write nothing.")
 @json_option
@@ -311,7 +311,7 @@ def run_policies_command(session: Session, user_id: str | None, dry_run: bool, a
     memories.run_policies(session, user_id, dry_run=dry_run, as_json=as_json)
 
 
-@main.command("clusters")
+@main.command("clusters", reads_only=lambda p: not p["rebuild"])
 @user_option
 @click.option("--rebuild", is_flag=True, help="Rebuild the clusters first.")
 @click.option("--topic", help="Only clusters of this topic.")
@@ -326,7 +326,7 @@ def clusters_command(session: Session, user_id, rebuild, topic, category, limit,
     )
 
 
-@main.command("recall")
+@main.command("recall", reads_only=always)
 @click.option("--user", "user_id", required=True, metavar="ID", help="Whose memories.")
 @click.option("--thread", "thread_id", metavar="T", help="The thread asked about (scope and bonus).")
 @click.option("--scope", type=click.Choice(["thread", "topic", "user"]), default="thread", show_default=True)
@@ -355,7 +355,7 @@ def demo_command(session: Session, as_json: bool) -> None:
 # --- moving data: export, import, copy --------------------------------------------------------
 
 
-@main.command("export")
+@main.command("export", reads_only=always)
 @user_option
 @click.argument("file", default="-", metavar="[FILE|-]")
 @pass_session

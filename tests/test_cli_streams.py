@@ -32,6 +32,11 @@ ARGUMENTS = {
     ("migrate", "stamp"): ["head"],
     ("migrate", "revision"): ["-m", "a note"],
 }
+# Runs that change nothing: of a failed stdout they do not say that what they changed stays.
+READING = {
+    "stats", "clusters", "recall --user demo-ada", "export", "migrate current", "migrate history",
+    "migrate pending", "migrate upgrade --sql",
+}  # fmt: skip
 # Runs that print on stdout only while the database is not built: at head they say so on stderr.
 ON_NO_DATABASE = {"migrate pending", "migrate upgrade --sql"}
 
@@ -136,8 +141,8 @@ def test_a_full_stdout_is_one_line(demo_directory, tmp_path, run):
         child = run_cli(directory, *run, stdout=full)
     error = the_one_error(child)
     full = "Error: cannot write to standard output: No space left on device"
-    assert error in (full, f"{full}; {CHANGES_STAY}")
-    assert (error == full) == (run[-1] in ("--help", "--version"))  # parsed, not run
+    changes_nothing = run[-1] in ("--help", "--version") or " ".join(run) in READING
+    assert error == (full if changes_nothing else f"{full}; {CHANGES_STAY}")
 
 
 @pytest.mark.parametrize("run", RUNS, ids=RUN_NAMES)

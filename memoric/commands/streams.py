@@ -13,6 +13,7 @@ import codecs
 import contextlib
 import io
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import click
@@ -101,7 +102,12 @@ def standard_streams():
 class RunningCommand(click.Command):
     """A command whose run, once its arguments are parsed (a `--help` is printed before), says
     of a failed write of stdout that what it changed stays: an import prints its summary after
-    its commit, and a script retrying it on exit 1 would import again."""
+    its commit, and a script retrying it on exit 1 would import again. `reads_only(params)`
+    says when a run changes nothing, so that there is nothing to say."""
+
+    def __init__(self, *args, reads_only: Callable[[dict], bool] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads_only = reads_only
 
     def invoke(self, ctx: click.Context):
         try:
@@ -109,7 +115,14 @@ class RunningCommand(click.Command):
             sys.stdout.flush()
             return result
         except OutputFailed as exc:
+            if self.reads_only is not None and self.reads_only(ctx.params):
+                raise
             raise OutputFailed(f"{exc.message}; {CHANGES_STAY}") from None
+
+
+def always(params: dict) -> bool:
+    """`reads_only` of a command that never changes the database."""
+    return True
 
 
 class RunningGroup(click.Group):
