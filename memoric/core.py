@@ -25,10 +25,11 @@ from memoric.config import (
     tier_names,
 )
 from memoric.db import recall_queries
+from memoric.db.connection import OWN_TABLES
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
 from memoric.db.urls import mask_url
-from memoric.errors import ConfigError, ValidationError
+from memoric.errors import ConfigError, MigrationError, ValidationError
 from memoric.migrate import NOT_CREATED, Migrations
 from memoric.scoring import Relevance, ScoreFormula
 
@@ -122,10 +123,20 @@ class Memoric:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                if not (self.create or self.store.exists()):
-                    raise ConfigError(f"there is no database at {mask_url(self.store.dsn)}: {NOT_CREATED}")
+                if not self.create:
+                    self._refuse_nothing_to_read()
                 self.migrations.ensure_schema(self.auto_migrate, create=self.create)
                 self._schema_ready = True
+
+    def _refuse_nothing_to_read(self) -> None:
+        """ConfigError for a SQLite file not there, MigrationError for a database without any of
+        memoric's tables, found before the store's connection could change the file (WAL)."""
+        store = self.store
+        if not store.exists():
+            raise ConfigError(f"there is no database at {mask_url(store.dsn)}: {NOT_CREATED}")
+        tables = store.dialect.tables_unopened(store.dsn)
+        if tables is not None and not tables & OWN_TABLES:
+            raise MigrationError(f"{mask_url(store.dsn)} holds no memoric schema: {NOT_CREATED}")
 
     def ensure_schema(self) -> None:
         """Check (or build) the schema now, not at the first data operation (e.g. before using `db`)."""

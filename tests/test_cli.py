@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -13,9 +15,11 @@ from click.testing import CliRunner
 from memoric import Memoric, policies
 from memoric.cli import main
 from memoric.commands.output import UNSHOWABLE
+from memoric.db.connection import OWN_TABLES
+from memoric.db.models import Memory
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_url
-from memoric.migrate import NOT_CREATED
+from memoric.migrate import HISTORY_TABLE, NOT_CREATED
 from tests.helpers.cli_process import CLI
 from tests.helpers.reference import ago
 
@@ -321,6 +325,28 @@ def test_a_command_that_brings_no_data_refuses_an_empty_database_and_builds_noth
     assert store.database.get_tables() == []
     assert not out.exists() and list(tmp_path.glob("*.lock")) == []
     store.close()
+
+
+@pytest.mark.parametrize("args", BRINGING_NO_DATA)
+def test_a_command_that_brings_no_data_leaves_another_applications_sqlite_file_as_it_was(tmp_path, args):
+    """It refused, but only after its connection had switched the file to WAL (and an empty file
+    became a database of 4 KiB)."""
+    other, empty = tmp_path / "other.db", tmp_path / "empty.db"
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+    empty.touch()
+    before = {path: path.read_bytes() for path in (other, empty)}
+    for path in (other, empty):
+        dsn = f"sqlite:///{path}"
+        result = CliRunner().invoke(main, ["--dsn", dsn, *(arg.format(out=tmp_path / "out") for arg in args)])
+        assert result.output == f"Error: {dsn} holds no memoric schema: {NOT_CREATED}\n"
+    assert {path: path.read_bytes() for path in (other, empty)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
+
+
+def test_the_tables_that_mark_a_database_as_memorics_are_its_own():
+    assert {Memory._meta.table_name, HISTORY_TABLE} == OWN_TABLES
 
 
 def test_a_reading_command_on_the_default_database_creates_not_even_its_directory(tmp_path, monkeypatch):

@@ -12,9 +12,11 @@ with a MemoricError; `?max_connections=N` sizes the pool (peewee's default: 20).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import pathlib
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -100,6 +102,26 @@ def close_idle(database: peewee.Database) -> None:
         database.close_idle()
 
 
+def tables_of_file(path: str) -> set[str] | None:
+    """The tables of a SQLite file, read through a read-only connection: the store's own would
+    switch another application's database (or an empty file) to WAL before anything refused it.
+    An empty set for a file that is no database; None when a read-only look cannot tell."""
+    uri = f"{pathlib.Path(path).absolute().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {name for (name,) in rows}
+    except sqlite3.DatabaseError as exc:
+        return set() if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB" else None
+
+
+def holds_own_tables(path: str) -> bool:
+    """Whether a SQLite file holds one of memoric's own tables, or a read-only look cannot tell
+    (the store's connection then says why it cannot open it)."""
+    tables = tables_of_file(path)
+    return tables is None or bool(tables & OWN_TABLES)
+
+
 def database_exists(url: str) -> bool:
     """False for a SQLite URL whose file is not there; True otherwise (a server says so on connect)."""
     if dialect_of(url) == "sqlite":
@@ -148,8 +170,8 @@ def open_database(
         prepare(database)
     if dialect == "sqlite":
         warn_about_sqlite(mask_password(file_path(parts), url), warn_sqlite)
-        if not os.path.exists(database.database):
-            return database  # nothing to check yet: the file is created at the first use
+        if not (os.path.exists(database.database) and holds_own_tables(database.database)):
+            return database  # nothing to check yet, nor to change: the file is opened at the first use
     try:
         database.connect(reuse_if_open=True)
     except peewee.ImproperlyConfigured as exc:
@@ -301,6 +323,8 @@ def first_line(exc: BaseException) -> str:
 # the driver's own error (sqlite3, psycopg2) or a ValueError of its converters (a BC date, text
 # that is not UTF-8).
 DRIVER_ERRORS = (peewee.PeeweeException, sqlite3.Error, ValueError, OverflowError)
+# The tables that mark a database as memoric's: its memories and its migration history.
+OWN_TABLES = frozenset({"memories", "migratehistory"})
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
 IN_DOUBT_NOTE = (
     " (the connection was lost during COMMIT: whether the change was saved is not known, so look "

@@ -178,8 +178,8 @@ class _Recovering:
         self._state.bound = getattr(self._state, "bound", 0) + 1
         try:
             yield
-        finally:
-            self._state.bound -= 1
+        finally:  # a child forked inside the block starts with a state of its own
+            self._state.bound = max(getattr(self._state, "bound", 0) - 1, 0)
 
     @contextlib.contextmanager
     def _in_doubt_if_lost(self) -> Iterator[None]:

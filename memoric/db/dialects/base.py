@@ -67,6 +67,11 @@ class Dialect(abc.ABC):
     def database_file(self, url: str) -> str | None:
         """The file holding the database of `url`, or None when a server holds it."""
 
+    def tables_unopened(self, url: str) -> set[str] | None:
+        """The tables of the database, read without opening it the way the store does (which
+        may change a file); None when opening it changes nothing (a server's database)."""
+        return None
+
     @abc.abstractmethod
     def prepare(self, database: peewee.Database) -> None:
         """Set up every connection of `database` as memoric needs it (called before the first)."""

@@ -15,7 +15,7 @@ import peewee
 from memoric import forking
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.connection import LOCK_FILE_SUFFIX
+from memoric.db.connection import LOCK_FILE_SUFFIX, tables_of_file
 from memoric.db.dialects import sqlite_keys
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
@@ -55,6 +55,10 @@ class SqliteDialect(Dialect):
     def database_file(self, url: str) -> str | None:
         """The file the URL names (relative with three slashes, absolute with four)."""
         return sqlite_path(url)
+
+    def tables_unopened(self, url: str) -> set[str] | None:
+        """The file's tables, read through a read-only connection (`tables_of_file`)."""
+        return tables_of_file(sqlite_path(url))
 
     def prepare(self, database: peewee.Database) -> None:
         """Register the exact containment function on every connection of `database`."""
