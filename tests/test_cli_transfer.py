@@ -208,7 +208,7 @@ def test_import_with_new_ids_adds_an_export_beside_other_memories(source, new_ds
     mine = [target.save("zoe", f"zoe {n}") for n in range(3)]
     error = one_line_error(invoke("--dsn", target.db.dsn, "import", str(path)))
     assert "line 2: memory id 1 is already in the target with other data" in error
-    assert "(another user's memory: to add it beside what is there, import it with new ids)" in error
+    assert "(another memory (another user, thread or creation time) holds that id here" in error
 
     result = ok(invoke("--dsn", target.db.dsn, "import", "--new-ids", str(path)))
     assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")

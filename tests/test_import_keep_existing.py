@@ -4,7 +4,8 @@ An import compares every memory the target already holds with the file's and ref
 difference, so an import cut short and then changed (a policy run moved its rows to another
 tier) could not be finished, and the `--new-ids` its error offered added every memory twice.
 With `keep_existing`, a memory the target holds under the file's id for the same user is kept
-as it is there; what is missing comes in; another user's memory under that id still refuses.
+as it is there; what is missing comes in; another memory under that id (another user, thread or
+creation time: what no edit changes) still refuses.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def test_another_users_memory_under_a_files_id_still_refuses_the_file(new_dsn, c
     backup, _ = cut_short
     other = Memoric(new_dsn())
     other.save("zoe", "zoe's own")
-    with pytest.raises(ValidationError, match="another user's memory: to add it beside what is there"):
+    with pytest.raises(ValidationError, match=r"\(another user, thread or creation time\) holds"):
         import_jsonl(other.db, io.StringIO(backup), keep_existing=True)
     assert [m["content"] for m in other.db.get_memories()] == ["zoe's own"]
     other.close()
@@ -134,3 +135,24 @@ def test_memories_marked_summarized_never_stay_hidden_without_their_summary(new_
     assert memoric.db.count_memories(summarized=True) == 0
     assert recalled(memoric) == ["fact 0", "fact 1", "fact 2"]
     memoric.close()
+
+
+def test_a_memory_that_took_a_files_id_since_is_not_taken_for_the_files(new_dsn):
+    """A backup restored, a policy run's summary then drew the next id, and a newer backup holding
+    another memory under that id was imported with keep_existing: the file's memory was taken
+    for kept, and the release then deleted the summary: the memory was nowhere, exit 0."""
+    source = Memoric(new_dsn())
+    for n in range(6):
+        source.save("ada", f"fact {n}", thread_id="t")
+    first = backup_of(source)
+    later = [source.save("ada", f"fact {n}", thread_id="t") for n in range(6, 9)]
+    second = backup_of(source)
+    target = Memoric(new_dsn())
+    import_jsonl(target.db, io.StringIO(first))
+    drawn = target.save("ada", "a summary a policy run wrote", thread_id="t", metadata=SUMMARY_METADATA)
+    assert drawn == later[0]
+    with pytest.raises(ValidationError, match=f"memory id {drawn} is already in the target with other data"):
+        import_jsonl(target.db, io.StringIO(second), keep_existing=True)
+    assert target.db.count_memories() == 7
+    source.close()
+    target.close()

@@ -40,14 +40,18 @@ REBUILD_INSTEAD = (
     "to restore the memories, import without the file's clusters (`--no-clusters`, "
     "`clusters=False`), then rebuild them (`memoric clusters --rebuild`)"
 )
-# A memory the target holds with other data, the same user's: in a backup of the same database
-# (or an import of it cut short), one changed since; another user's: another database's memory.
+# A memory the target holds with other data, the same memory (`IDENTITY`): in a backup of the same
+# database (or an import of it cut short), one changed since; another: another database's memory.
 CHANGED_SINCE = (
     "a backup of this database, or an import of it cut short: that memory changed since, and "
     "`--keep-existing` (in Python, keep_existing=True) keeps it as it is now; an export of another "
     "database: to add it beside what is there, import it with new ids"
 )
-ANOTHER_USERS = "another user's memory: to add it beside what is there, import it with new ids"
+ANOTHER_MEMORY = (
+    "another memory (another user, thread or creation time) holds that id here: to add the file's "
+    "beside it, import it with new ids"
+)
+IDENTITY = ("user_id", "namespace", "thread_id", "created_at")  # what no edit of a memory changes
 TAKE_BACK_CHUNK = 1000  # rows compared and deleted at a time when an import takes back what it wrote
 
 
@@ -365,20 +369,29 @@ def _differences(record: Record, row: dict, stored: dict) -> list[str]:
     ]
 
 
+def _same_memory(record: Record, row: dict, stored: dict) -> bool:
+    """Whether the target's row under the file's id is that memory, changed since: the same user,
+    namespace, thread and creation time, which no edit changes (another memory that took the
+    id, a summary a policy run wrote, differs in them)."""
+    if "created_at" not in record.stated:
+        return False
+    return all(row[key] == stored.get(key) for key in IDENTITY)
+
+
 def _refuse_difference(
     record: Record, row: dict, stored: dict, outcome: str, *, suggest_new_ids: bool = True, keep: bool = False
 ) -> None:
     """ValidationError naming the fields where `row` (of `record`) and the stored row differ, if
     any; with `keep`, a memory of the same user is kept as stored instead: whether it differs."""
     differing = _differences(record, row, stored)
-    if keep and stored.get("user_id") == row["user_id"]:
+    if keep and _same_memory(record, row, stored):
         return bool(differing)
     if differing:
         hint = ""
         if record.line and record.kind == "cluster":
             hint = f" ({REBUILD_INSTEAD})"
         elif record.line and suggest_new_ids:
-            hint = f" ({CHANGED_SINCE if stored.get('user_id') == row['user_id'] else ANOTHER_USERS})"
+            hint = f" ({CHANGED_SINCE if _same_memory(record, row, stored) else ANOTHER_MEMORY})"
         raise ValidationError(
             f"{record.where}: {record.kind} id {row[ID_COLUMNS[record.kind]]} is already in the target "
             f"with other data (differing: {', '.join(differing)}): the target is not a copy of this "
