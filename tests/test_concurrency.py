@@ -250,7 +250,9 @@ def test_opening_a_new_sqlite_file_waits_while_another_connection_reads_it(tmp_p
 
     def open_store():
         try:
-            opened.append(MemoryStore(f"sqlite:///{path}"))
+            store = MemoryStore(f"sqlite:///{path}")  # a file without memoric's tables: opened at first use
+            store.database.connect(reuse_if_open=True)
+            opened.append(store)
         except MemoricError as exc:  # asserted below
             errors.append(exc)
 

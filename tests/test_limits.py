@@ -80,7 +80,8 @@ def test_a_yaml_config_referring_to_itself_is_a_config_error(tmp_path):
         Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
 
 
-def test_cli_recall_metadata_at_the_limits_answers(cli):
+def test_cli_recall_metadata_at_the_limits_answers(cli, dsn):
+    Memoric(dsn).ensure_schema()  # recall reads: it refuses a database without memoric's schema
     for text in ('{"a": ' + "9" * 4300 + "}", json.dumps(nested(MAX_JSON_DEPTH))):
         result = cli("recall", "--user", "ada", "--metadata", text, "--json")
         assert result.exit_code == 0, result.stderr

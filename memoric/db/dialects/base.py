@@ -67,10 +67,10 @@ class Dialect(abc.ABC):
     def database_file(self, url: str) -> str | None:
         """The file holding the database of `url`, or None when a server holds it."""
 
+    @abc.abstractmethod
     def tables_unopened(self, url: str) -> set[str] | None:
         """The tables of the database, read without opening it the way the store does (which
         may change a file); None when opening it changes nothing (a server's database)."""
-        return None
 
     @abc.abstractmethod
     def prepare(self, database: peewee.Database) -> None:

@@ -67,6 +67,10 @@ class PostgresDialect(SequenceIds, Dialect):
     name = "postgresql"
     window_first = True
 
+    def tables_unopened(self, url: str) -> set[str] | None:
+        """None: connecting to a server's database changes nothing in it."""
+        return None
+
     def database_file(self, url: str) -> str | None:
         """None: a server holds the database."""
         return None
