@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import psycopg2
-import pytest
 from click.testing import CliRunner
 from playhouse.pool import PooledDatabase
 
@@ -83,11 +82,10 @@ def test_a_pool_recovers_when_the_server_drops_its_connections(new_postgres_url)
     memoric.save("ada", "before")
     assert run_in_threads(4, lambda _: (memoric.save("bob", "idle afterwards"), memoric.close())) == []
     assert terminate_backends(dsn) >= 2
-    with pytest.raises(MemoricError, match="connection was lost"):
-        memoric.save("ada", "on the dropped connection")
+    memoric.save("ada", "on the dropped connection")  # its end is noticed first: a new connection
     memoric.save("ada", "after")
     assert run_in_threads(4, lambda _: (memoric.save("bob", "from the pool"), memoric.close())) == []
-    assert memoric.stats()["total"] == 10
+    assert memoric.stats()["total"] == 11
 
 
 # --- a schema that distributes by user_id (Citus and similar) ----------------------------------
