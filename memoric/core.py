@@ -25,7 +25,6 @@ from memoric.config import (
     tier_names,
 )
 from memoric.db import recall_queries
-from memoric.db.connection import OWN_TABLES
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
 from memoric.db.urls import mask_url
@@ -134,8 +133,7 @@ class Memoric:
         store = self.store
         if not store.exists():
             raise ConfigError(f"there is no database at {mask_url(store.dsn)}: {NOT_CREATED}")
-        tables = store.dialect.tables_unopened(store.dsn)
-        if tables is not None and not tables & OWN_TABLES:
+        if not store.dialect.may_hold_memoric(store.dsn):
             raise MigrationError(f"{mask_url(store.dsn)} holds no memoric schema: {NOT_CREATED}")
 
     def ensure_schema(self) -> None:

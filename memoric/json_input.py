@@ -18,9 +18,7 @@ from collections.abc import Callable
 from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
 from memoric.validation import (
-    ELLIPSIS,
     MAX_JSON_LENGTH,
-    SHOWN_WIDTH,
     as_plain_str,
     check_storable,
     is_storable,
@@ -28,6 +26,7 @@ from memoric.validation import (
     json_length,
     shown,
     shown_path,
+    within_width,
 )
 
 MAX_JSON_DEPTH = 64
@@ -94,7 +93,7 @@ class InexactNumber(ValueError):
     """A JSON number with a fraction or exponent that its float, written back, does not say."""
 
     def __init__(self, text: str, value: float) -> None:
-        number = text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
+        number = within_width(text)
         stored = value + 0.0  # -0.0 is stored as 0.0
         super().__init__(f"the number {number}, which a float would change: it would be stored as {stored}")
 

@@ -81,6 +81,11 @@ def shown(value) -> str:
             break
     else:
         text = _BOUNDED_REPR.repr(value)
+    return within_width(text)
+
+
+def within_width(text: str) -> str:
+    """`text` for an error message: at most SHOWN_WIDTH characters, ending in "…" when cut."""
     return text if len(text) <= SHOWN_WIDTH else text[: SHOWN_WIDTH - 1] + ELLIPSIS
 
 

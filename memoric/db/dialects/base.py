@@ -68,9 +68,9 @@ class Dialect(abc.ABC):
         """The file holding the database of `url`, or None when a server holds it."""
 
     @abc.abstractmethod
-    def tables_unopened(self, url: str) -> set[str] | None:
-        """The tables of the database, read without opening it the way the store does (which
-        may change a file); None when opening it changes nothing (a server's database)."""
+    def may_hold_memoric(self, url: str) -> bool:
+        """Whether the database may hold memoric's tables, seen without opening it the way the
+        store does (which may change a file); True when it cannot tell without opening it."""
 
     @abc.abstractmethod
     def prepare(self, database: peewee.Database) -> None:

@@ -67,9 +67,9 @@ class PostgresDialect(SequenceIds, Dialect):
     name = "postgresql"
     window_first = True
 
-    def tables_unopened(self, url: str) -> set[str] | None:
-        """None: connecting to a server's database changes nothing in it."""
-        return None
+    def may_hold_memoric(self, url: str) -> bool:
+        """True: connecting to a server's database changes nothing, and tells."""
+        return True
 
     def database_file(self, url: str) -> str | None:
         """None: a server holds the database."""

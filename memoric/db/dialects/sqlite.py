@@ -15,7 +15,7 @@ import peewee
 from memoric import forking
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.connection import LOCK_FILE_SUFFIX, tables_of_file
+from memoric.db.connection import LOCK_FILE_SUFFIX, holds_own_tables
 from memoric.db.dialects import sqlite_keys
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
@@ -56,9 +56,9 @@ class SqliteDialect(Dialect):
         """The file the URL names (relative with three slashes, absolute with four)."""
         return sqlite_path(url)
 
-    def tables_unopened(self, url: str) -> set[str] | None:
-        """The file's tables, read through a read-only connection (`tables_of_file`)."""
-        return tables_of_file(sqlite_path(url))
+    def may_hold_memoric(self, url: str) -> bool:
+        """Whether the file holds memoric's tables, read through a read-only connection."""
+        return holds_own_tables(sqlite_path(url))
 
     def prepare(self, database: peewee.Database) -> None:
         """Register the exact containment function on every connection of `database`."""
