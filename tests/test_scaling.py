@@ -62,12 +62,13 @@ def test_the_cli_takes_a_pooled_url(new_dsn):
 
 
 def terminate_backends(dsn: str) -> int:
-    """Kill every other session on the database of `dsn` (a server restart, as clients see it)."""
+    """Kill every other session on the database of `dsn` (a server restart, as clients see it),
+    waiting until each has ended: a write sent before its backend exits is honestly in doubt."""
     admin = psycopg2.connect(dsn)
     admin.autocommit = True
     cursor = admin.cursor()
     cursor.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     killed = cursor.fetchone()[0]
