@@ -223,15 +223,11 @@ def test_a_pool_drops_the_idle_connections_a_restart_broke(new_postgres_url):
     assert counts == [1], "another thread gets a fresh connection, not a broken idle one"
 
 
-@requires_postgres
-@pytest.mark.parametrize("kind", ["plain", "pool"])
-def test_a_lost_server_costs_one_failed_call_not_one_per_thread(new_postgres_url, kind):
-    """Four threads keep a connection each (as `AsyncMemoric`'s workers do), and the server
-    loses them all. The first call after that fails; the other threads replace theirs before
-    using them."""
-    url = new_postgres_url()
-    memoric = Memoric(pooled(url) if kind == "pool" else url)
-    inboxes = [queue.Queue() for _ in range(4)]
+@contextlib.contextmanager
+def threads_keeping_a_connection_each(memoric: Memoric, count: int = 4):
+    """`count` threads that keep a connection each (as `AsyncMemoric`'s workers do); yields a
+    function making each read, then save, `content`, and returning what each said."""
+    inboxes = [queue.Queue() for _ in range(count)]
     outcomes = queue.Queue()
 
     def worker(inbox: queue.Queue) -> None:
@@ -244,20 +240,36 @@ def test_a_lost_server_costs_one_failed_call_not_one_per_thread(new_postgres_url
                 outcomes.put(str(exc))
         memoric.close()
 
-    def save_through(inbox: queue.Queue, content: str) -> str:
-        inbox.put(content)
-        return outcomes.get(timeout=60)
+    def each_reads_and_saves(content: str) -> list[str]:
+        said = []
+        for inbox in inboxes:
+            inbox.put(content)
+            said.append(outcomes.get(timeout=60))
+        return said
 
     workers = [threading.Thread(target=worker, args=(inbox,)) for inbox in inboxes]
     for thread in workers:
         thread.start()
-    assert [save_through(inbox, "before") for inbox in inboxes] == ["saved"] * 4
-    assert terminate_backends(url) >= 4
-    after = [save_through(inbox, "after") for inbox in inboxes]
-    for inbox in inboxes:
-        inbox.put(None)
-    for thread in workers:
-        thread.join()
+    try:
+        yield each_reads_and_saves
+    finally:
+        for inbox in inboxes:
+            inbox.put(None)
+        for thread in workers:
+            thread.join()
+
+
+@requires_postgres
+@pytest.mark.parametrize("kind", ["plain", "pool"])
+def test_a_lost_server_costs_one_failed_call_not_one_per_thread(new_postgres_url, kind):
+    """Four threads keep a connection each, and the server loses them all. The first call after
+    that fails; the other threads replace theirs before using them."""
+    url = new_postgres_url()
+    memoric = Memoric(pooled(url) if kind == "pool" else url)
+    with threads_keeping_a_connection_each(memoric) as each_reads_and_saves:
+        assert each_reads_and_saves("before") == ["saved"] * 4
+        assert terminate_backends(url) >= 4
+        after = each_reads_and_saves("after")
     assert "connection was lost" in after[0]
     assert after[1:] == ["saved"] * 3
     assert memoric.db.count_memories() == 7
@@ -370,3 +382,19 @@ def test_a_save_after_a_server_restart_is_written_on_a_new_connection(throwaway_
             plain.save("ada", "under the lock")
     plain.close()
     pool.close()
+
+
+@requires_postgres
+def test_after_an_immediate_restart_the_other_threads_replace_their_connections(throwaway_server):
+    """The other threads' probe judged a connection by psycopg2's state, which an immediate
+    restart leaves open after the failed probe: each thread's read failed in turn."""
+    url, restart = throwaway_server
+    memoric = Memoric(url)
+    with threads_keeping_a_connection_each(memoric, count=3) as each_reads_and_saves:
+        assert each_reads_and_saves("before") == ["saved"] * 3
+        restart("immediate")
+        after = each_reads_and_saves("after")
+    assert "connection was lost" in after[0]
+    assert after[1:] == ["saved"] * 2
+    assert memoric.db.count_memories() == 5
+    memoric.close()

@@ -65,7 +65,7 @@ def _write_batches(store: MemoryStore, batches: Iterator[list[dict]], moved: int
                 at_commit = written
             inserted, at_commit = inserted + written, 0  # counted once its COMMIT went through
     except Exception as exc:
-        in_doubt = at_commit if store.database.connection_lost() else 0
+        in_doubt = at_commit if store.database.connection_lost(probe=True) else 0
         if committing and (inserted or in_doubt):
             saved = _saved(inserted, moved)
             raise PartlyInserted(_reason(store, exc), inserted, saved, in_doubt=in_doubt) from exc

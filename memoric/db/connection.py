@@ -388,7 +388,7 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
         reason = f"a stored value memoric cannot read ({reason}; written outside memoric?): correct that row"
     if commit_in_doubt(exc):
         return reason + IN_DOUBT_NOTE
-    return reason + LOST_NOTE if database.connection_lost() else reason
+    return reason + LOST_NOTE if database.connection_lost(probe=True) else reason
 
 
 def store_call_failed(store, method_name: str, exc: BaseException) -> str:

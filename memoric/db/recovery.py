@@ -109,10 +109,14 @@ class _Recovering:
     def _let_go_in_child(self, connection) -> None:
         """Nothing: a SQLite handle holds no lock for a child (SQLite's locks are per process)."""
 
-    def connection_lost(self) -> bool:
-        """Whether this thread holds a connection that can no longer be used. If so, every
-        connection open now is suspect: the restart or outage that broke this one broke them too."""
-        if self.is_closed() or not self._lost(self._state.conn):
+    def connection_lost(self, probe: bool = False) -> bool:
+        """Whether this thread holds a connection that can no longer be used; `probe`, after a
+        failed call, asks the server where the driver has not noticed. If so, every connection
+        open now is suspect: the restart or outage that broke this one broke them too."""
+        if self.is_closed():
+            return False
+        connection = self._state.conn
+        if not (self._lost(connection) or (probe and self._lost_unnoticed(connection))):
             return False
         if self._number() > self._suspect_up_to:  # a loss no earlier one covers
             self._suspect_up_to = self._connections_opened
@@ -130,6 +134,10 @@ class _Recovering:
     def _probe_lost(self, connection) -> bool:
         """Whether `connection` turns out lost when used (SQLite: a handle is lost only when closed)."""
         return self._lost(connection)
+
+    def _lost_unnoticed(self, connection) -> bool:
+        """Whether a connection the driver calls usable is lost (SQLite's handles: never)."""
+        return False
 
     def _number(self) -> int:
         return getattr(self._state, "number", 0)
@@ -187,7 +195,7 @@ class _Recovering:
         try:
             yield
         except Exception as exc:
-            if self.connection_lost():
+            if self.connection_lost(probe=True):
                 setattr(exc, COMMIT_IN_DOUBT, True)
             raise
 
@@ -302,19 +310,26 @@ class _PostgresRecovering(_Recovering):
         """Whether the server has ended this idle connection: it said something unasked (the
         notice of a terminated backend, the end of the stream), and a round trip fails."""
         readable, _, _ = select.select([connection.fileno()], [], [], 0)
-        if not readable:
-            return False
-        try:  # psycopg2 may still call it open after a failed round trip: the failure decides
+        return bool(readable) and self._probe_lost(connection)
+
+    def _probe_lost(self, connection) -> bool:
+        """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing).
+        The failure decides: after an immediate restart psycopg2 may still call it open."""
+        try:
             connection.cursor().execute("SELECT 1")
         except Exception:
             return True
         return self._lost(connection)
 
-    def _probe_lost(self, connection) -> bool:
-        """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing)."""
-        with contextlib.suppress(Exception):  # any failure: judged by the connection's state below
-            connection.cursor().execute("SELECT 1")
-        return self._lost(connection)
+    def _lost_unnoticed(self, connection) -> bool:
+        """Whether a round trip fails on a connection psycopg2 still calls usable, as it does
+        after the first failure an immediate restart causes. Only where a statement may be sent:
+        not in a failed transaction (every statement fails there) nor while one is running."""
+        from psycopg2 import extensions  # the optional driver: present once a connection exists
+
+        status = self._adapter.txn_status(connection)
+        idle_or_in_transaction = (extensions.TRANSACTION_STATUS_IDLE, extensions.TRANSACTION_STATUS_INTRANS)
+        return status in idle_or_in_transaction and self._probe_lost(connection)
 
     def _in_transaction(self, connection) -> bool:
         """Whether the server has a transaction open on the connection (in progress or failed)."""
