@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from memoric import __version__, json_input, validation
+from memoric import __version__
 from memoric.commands import memories, migrate, transfer
+from memoric.commands.options import (
+    CLUSTER_KEY,
+    COUNT,
+    IDENTITY,
+    QUERY,
+    TARGET_SETTINGS,
+    dir_option,
+    json_option,
+    lock_timeout_option,
+    parse_metadata,
+    sql_option,
+    target_argument,
+    user_option,
+)
 from memoric.commands.output import visible
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number, stop_signals_raise_once, stopped_by
@@ -111,67 +123,6 @@ def main(ctx: click.Context, dsn: str | None, config_path: str | None, app_dir: 
 def not_the_sqlite_warning(record: logging.LogRecord) -> bool:
     """Drop the library's SQLite warning: the CLI shows it itself, only where it matters."""
     return record.msg is not SQLITE_WARNING
-
-
-# --- options shared by several commands -----------------------------------------------------
-
-# The type of every integer option: a count from 0 to the bound the library puts on every integer
-# argument, so a value the library would refuse is a usage error here.
-COUNT = click.IntRange(min=0, max=validation.MAX_INT)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-user_option = click.option("--user", "user_id", metavar="ID", help="Only this user (default: all users).")
-dir_option = click.option(
-    "--dir",
-    "migrate_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Migrations directory (default: the chain shipped with memoric).",
-)
-
-
-def finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A number of seconds: `nan` and `inf` parse as floats but are no timeout."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a number of seconds")
-    return value
-
-
-lock_timeout_option = click.option(
-    "--lock-timeout",
-    type=click.FloatRange(min=0),
-    callback=finite_seconds,
-    metavar="SECONDS",
-    help="Fail if another run holds the migration lock longer than this (default: wait).",
-)
-sql_option = click.option(
-    "--sql",
-    "show_sql",
-    is_flag=True,
-    help=(
-        "Print the SQL instead of applying it: the migrations run in a transaction that is rolled back, "
-        "so it needs the live database, holds the migration lock, and on PostgreSQL holds table locks "
-        "until the rollback."
-    ),
-)
-
-# Lets a relative TARGET such as -1 through as an argument rather than an unknown option.
-TARGET_SETTINGS = {"ignore_unknown_options": True}
-
-
-def target_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """A misspelt option (`--sqll`) that reached TARGET is still a usage error."""
-    if value.startswith("--"):
-        raise click.BadParameter(f"no such option {value!r}")
-    return value
-
-
-def parse_metadata(ctx, param, value: str | None) -> dict | None:
-    """--metadata as a JSON object; anything else is bad input (one line on stderr, exit 1)."""
-    if value is None:
-        return None
-    parsed = json_input.from_text("--metadata", value)
-    if not isinstance(parsed, dict):
-        raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
-    return json_input.metadata_filter(parsed, "--metadata")
 
 
 # --- schema: init-db and migrate ------------------------------------------------------------
@@ -314,8 +265,8 @@ def run_policies_command(session: Session, user_id: str | None, dry_run: bool, a
 @main.command("clusters", reads_only=lambda p: not p["rebuild"])
 @user_option
 @click.option("--rebuild", is_flag=True, help="Rebuild the clusters first.")
-@click.option("--topic", help="Only clusters of this topic.")
-@click.option("--category", help="Only clusters of this category.")
+@click.option("--topic", callback=CLUSTER_KEY, help="Only clusters of this topic.")
+@click.option("--category", callback=CLUSTER_KEY, help="Only clusters of this category.")
 @click.option("--limit", type=COUNT, default=100, show_default=True, help="At most so many.")
 @json_option
 @pass_session
@@ -327,15 +278,22 @@ def clusters_command(session: Session, user_id, rebuild, topic, category, limit,
 
 
 @main.command("recall", reads_only=always)
-@click.option("--user", "user_id", required=True, metavar="ID", help="Whose memories.")
-@click.option("--thread", "thread_id", metavar="T", help="The thread asked about (scope and bonus).")
+@click.option("--user", "user_id", required=True, callback=IDENTITY, metavar="ID", help="Whose memories.")
+@click.option(
+    "--thread", "thread_id", callback=IDENTITY, metavar="T", help="The thread asked about (scope and bonus)."
+)
 @click.option("--scope", type=click.Choice(["thread", "topic", "user"]), default="thread", show_default=True)
 @click.option("--metadata", callback=parse_metadata, metavar="JSON", help='Filter, e.g. {"topic": "x"}.')
-@click.option("--namespace", metavar="NS", help="Namespace (default: memories saved without one).")
+@click.option(
+    "--namespace", callback=IDENTITY, metavar="NS", help="Namespace (default: memories saved without one)."
+)
 @click.option("--top-k", type=COUNT, default=10, show_default=True)
 @click.option("--include-summarized", is_flag=True, help="Also return memories already summarized.")
 @click.option(
-    "--query", metavar="TEXT", help="Only memories sharing a word with TEXT, ranked by relevance (BM25)."
+    "--query",
+    callback=QUERY,
+    metavar="TEXT",
+    help="Only memories sharing a word with TEXT, ranked by relevance (BM25).",
 )
 @json_option
 @pass_session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -50,10 +51,17 @@ NUL = "\x00"
 DIGITS_5000 = '{"a": ' + "9" * 5000 + "}"
 DEEP_TEXT = '{"a": ' * 100 + "1" + "}" * 100
 TWICE = '{"a": {"b": 1, "c": 2, "b": 2}}'  # json would keep the last "b" silently
+
+
+def as_option(option: str, value, max_length: int = v.MAX_ID_LENGTH):
+    """The library's refusal of `value`, naming the CLI's option."""
+    return lambda: v.clean_text(option, value, max_length=max_length)
+
+
 CLI_CALLS = [
-    (["recall", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
-    (["recall", "--user", "ada", "--thread", f"t{NUL}"], lambda: v.optional_text("thread_id", f"t{NUL}")),
-    (["recall", "--user", "ada", "--namespace", ""], lambda: v.optional_text("namespace", "")),
+    (["recall", "--user", "x" * 129], as_option("--user", "x" * 129)),
+    (["recall", "--user", "ada", "--thread", f"t{NUL}"], as_option("--thread", f"t{NUL}")),
+    (["recall", "--user", "ada", "--namespace", ""], as_option("--namespace", "")),
     (
         ["recall", "--user", "ada", "--metadata", '{"a": NaN}'],
         lambda: j.metadata_filter({"a": math.nan}, "--metadata"),
@@ -65,12 +73,16 @@ CLI_CALLS = [
         lambda: j.metadata_filter(json.loads(DEEP_TEXT), "--metadata"),
     ),
     (["recall", "--user", "ada", "--metadata", TWICE], lambda: j.from_text("--metadata", TWICE)),
-    (["stats", "--user", ""], lambda: v.user_id("")),
-    (["run-policies", "--user", f"u{NUL}", "--dry-run"], lambda: v.user_id(f"u{NUL}")),
-    (["clusters", "--rebuild", "--user", " "], lambda: v.user_id(" ")),
-    (["clusters", "--topic", ""], lambda: v.optional_text("topic", "")),
-    (["clusters", "--category", f"c{NUL}"], lambda: v.optional_text("category", f"c{NUL}")),
-    (["export", "--user", "x" * 129], lambda: v.user_id("x" * 129)),
+    (
+        ["recall", "--user", "ada", "--query", "q" * 10_001],
+        as_option("--query", "q" * 10_001, v.MAX_QUERY_LENGTH),
+    ),
+    (["stats", "--user", ""], as_option("--user", "")),
+    (["run-policies", "--user", f"u{NUL}", "--dry-run"], as_option("--user", f"u{NUL}")),
+    (["clusters", "--rebuild", "--user", " "], as_option("--user", " ")),
+    (["clusters", "--topic", ""], as_option("--topic", "", v.MAX_CLUSTER_KEY_LENGTH)),
+    (["clusters", "--category", f"c{NUL}"], as_option("--category", f"c{NUL}", v.MAX_CLUSTER_KEY_LENGTH)),
+    (["export", "--user", "x" * 129], as_option("--user", "x" * 129)),
 ]
 
 
@@ -80,6 +92,38 @@ CLI_CALLS = [
 def test_the_cli_refuses_with_the_validators_message_in_one_line(m, args, check):
     error = one_line_error(CliRunner().invoke(main, ["--dsn", m.db.dsn, *args]))
     assert error == f"Error: {refusal(check)}"
+
+
+# The options that take a text the library checks: each is refused naming the option.
+TEXT_OPTIONS = {"--user", "--thread", "--namespace", "--topic", "--category", "--query"}
+
+
+def commands(group: click.Group, path: tuple[str, ...] = ()):
+    """Every command under `group`, as (the words that run it, the command)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def text_options():
+    """(arguments running a command with one text option empty, that option), for every command."""
+    for words, command in commands(main):
+        options = [p for p in command.params if isinstance(p, click.Option)]
+        for option in (o for o in options if TEXT_OPTIONS & set(o.opts)):
+            required = [arg for o in options if o.required and o is not option for arg in (o.opts[0], "ada")]
+            yield [*words, option.opts[0], " ", *required], option.opts[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"), list(text_options()), ids=lambda x: " ".join(x) if isinstance(x, list) else x
+)
+def test_every_text_option_is_refused_by_its_own_name(tmp_path, args, option):
+    dsn = f"sqlite:///{tmp_path / 'never.db'}"
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", dsn, *args]))
+    assert error == f"Error: {option} must be a non-empty string"
+    assert list(tmp_path.iterdir()) == [], "refused before any database is opened"
 
 
 @pytest.mark.parametrize(
