@@ -25,15 +25,8 @@ from urllib.parse import SplitResult, unquote
 import peewee
 from playhouse import db_url
 
-from memoric.db.recovery import (
-    COMMIT_IN_DOUBT,
-    SQLITE_BUSY_SECONDS,
-    Pooled,
-    PooledPostgres,
-    PooledSqlite,
-    Postgres,
-    Sqlite,
-)
+from memoric.db.recovery import COMMIT_IN_DOUBT, SQLITE_BUSY_SECONDS, Pooled, PooledSqlite, Sqlite
+from memoric.db.recovery_postgres import PooledPostgres, Postgres
 from memoric.db.urls import (
     POOLED_SUFFIX,
     POSTGRES_SCHEMES,

@@ -8,25 +8,23 @@ their next call (a restart broke them all; a terminated backend only its own), a
 lost, so a lost server costs one failed call, not one per thread. A pool never takes a lost
 connection back and fails like any connection error when it is exhausted. A process forked
 from one that had connected sets the parent's connections aside and opens its own: two processes
-talking over one socket or one SQLite handle read each other's answers.
+talking over one socket or one SQLite handle read each other's answers. PostgreSQL's classes
+are in `recovery_postgres`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 
 import peewee
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledSqliteDatabase
 
 from memoric import forking
-from memoric.db.jsoncodec import load_json
 from memoric.errors import ConfigError, MemoricError
 
 # The attribute marking a driver error raised by a COMMIT that lost its connection.
@@ -44,7 +42,7 @@ INHERITED_TRANSACTION = (
 )
 
 
-class _Recovering:
+class Recovering:
     """A peewee Database that drops a connection the server has closed instead of keeping it.
 
     peewee keeps a thread's connection until it is closed, so once a server restart or a
@@ -242,7 +240,7 @@ class _Savepoint(peewee._savepoint):
             super().rollback(begin)
 
 
-class _SqliteRecovering(_Recovering):
+class _SqliteRecovering(Recovering):
     """A SQLite connection is lost when its handle was closed."""
 
     def _connect(self):
@@ -278,90 +276,6 @@ class _SqliteRecovering(_Recovering):
     def _in_transaction(connection) -> bool:
         """Whether SQLite has a transaction open (False once it rolled one back by itself)."""
         return connection.in_transaction
-
-
-class _PostgresRecovering(_Recovering):
-    """A PostgreSQL connection is lost when the driver closed it or lost track of its state."""
-
-    # memoric speaks psycopg2 (COPY, its error classes): peewee would pick psycopg 3 when psycopg2
-    # is missing; its psycopg2 adapter then says the driver is missing instead.
-    psycopg3_adapter = peewee.Psycopg2Adapter
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Every connection opened, by any thread: peewee keeps each thread's in that thread's state.
-        self._opened: weakref.WeakSet = weakref.WeakSet()
-
-    def _other_threads_connections(self) -> list:
-        """The open connections of every thread: a child lets go of their sockets too, so the
-        locks other threads of the parent hold end with the parent."""
-        return [connection for connection in self._opened if not connection.closed]
-
-    def after_fork_in_child(self) -> None:
-        """Set the parent's connections aside; none of them is this process's own any more."""
-        super().after_fork_in_child()
-        self._opened = weakref.WeakSet()
-
-    def _lost(self, connection) -> bool:
-        """Whether psycopg closed the connection or lost track of its state (the server went away)."""
-        return bool(connection.closed) or self._adapter.txn_status(connection) == self._adapter.txn_unknown
-
-    def _ended_by_server(self, connection) -> bool:
-        """Whether the server has ended this idle connection: it said something unasked (the
-        notice of a terminated backend, the end of the stream), and a round trip fails."""
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
-        return bool(readable) and self._probe_lost(connection)
-
-    def _probe_lost(self, connection) -> bool:
-        """Whether `connection` fails a round trip (it is in autocommit: the probe begins nothing).
-        The failure decides: after an immediate restart psycopg2 may still call it open."""
-        try:
-            connection.cursor().execute("SELECT 1")
-        except Exception:
-            return True
-        return self._lost(connection)
-
-    def _lost_unnoticed(self, connection) -> bool:
-        """Whether a round trip fails on a connection psycopg2 still calls usable, as it does
-        after the first failure an immediate restart causes. Only where a statement may be sent:
-        not in a failed transaction (every statement fails there) nor while one is running."""
-        from psycopg2 import extensions  # the optional driver: present once a connection exists
-
-        status = self._adapter.txn_status(connection)
-        idle_or_in_transaction = (extensions.TRANSACTION_STATUS_IDLE, extensions.TRANSACTION_STATUS_INTRANS)
-        return status in idle_or_in_transaction and self._probe_lost(connection)
-
-    def _in_transaction(self, connection) -> bool:
-        """Whether the server has a transaction open on the connection (in progress or failed)."""
-        return self._adapter.txn_status(connection) != self._adapter.txn_idle
-
-    def _let_go_in_child(self, connection) -> None:
-        """Let go of the parent's socket here: the parent's session, and the advisory locks it
-        holds, then end with the parent, not with a child that outlives it."""
-        if not connection.closed:
-            forking.let_go(connection.fileno())
-
-    def _initialize_connection(self, connection) -> None:
-        """Read JSONB with memoric's reader on this connection only (not psycopg2's global
-        `json.loads`): same values, a third of a read's time on 1,000 rows of metadata. Talk
-        UTF-8, whatever the database's or role's default client encoding; refuse a database
-        that does not store UTF-8."""
-        import psycopg2.extras  # the optional driver: present once a connection exists
-
-        encoding = connection.get_parameter_status("server_encoding")
-        if encoding != "UTF8":  # SQL_ASCII counts bytes where SQLite counts characters
-            name = connection.info.dbname
-            connection.close()
-            raise ConfigError(
-                f"the database's encoding is {encoding} (database {name!r}): memoric stores text as "
-                "Unicode, the same on every dialect, and needs a UTF8 database (CREATE DATABASE ... "
-                "ENCODING 'UTF8' TEMPLATE template0)"
-            )
-        super()._initialize_connection(connection)
-        self._opened.add(connection)
-        psycopg2.extras.register_default_jsonb(connection, loads=load_json)
-        if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
-            connection.set_client_encoding("UTF8")
 
 
 class Pooled:
@@ -400,16 +314,8 @@ class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
     """peewee's SQLite database, recovering from a closed connection."""
 
 
-class Postgres(_PostgresRecovering, peewee.PostgresqlDatabase):
-    """peewee's PostgreSQL database, recovering from a lost connection."""
-
-
 class PooledSqlite(Pooled, _SqliteRecovering, PooledSqliteDatabase):
     """playhouse's SQLite pool, recovering from a closed connection."""
-
-
-class PooledPostgres(Pooled, _PostgresRecovering, PooledPostgresqlDatabase):
-    """playhouse's PostgreSQL pool, recovering from a lost connection."""
 
 
 def _create_private_file(path: str) -> None:
