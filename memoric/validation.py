@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 import reprlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
@@ -323,3 +323,26 @@ def check_storable(field: str, text: str) -> None:
     except UnicodeEncodeError as exc:
         problem = f"is not valid Unicode (lone surrogate at {exc.start})"
         raise ValidationError(f"{shown_path(field)} {problem}") from None
+
+
+def utc_now() -> dt.datetime:
+    """The default clock: now, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]:
+    """`clock`, each reading checked like a timestamp argument (aware UTC, years 1 to 9999).
+
+    A clock outside that range would store times no export can load back; its reading is a
+    ValidationError before anything is written. None is the default clock (UTC now).
+    """
+    clock = utc_now if clock is None else clock
+    if not callable(clock):
+        raise ValidationError(
+            f"clock must be a function returning a datetime, got {type(clock).__name__}"
+        )
+
+    def now() -> dt.datetime:
+        return timestamp("the clock's time", clock())
+
+    return now

@@ -38,7 +38,7 @@ from memoric.db.filters import (
     slotted,
     thread_ids,
 )
-from memoric.db.models import UTC, bind_models
+from memoric.db.models import bind_models
 from memoric.db.rows import (
     ID_CHUNK_SIZE,
     Statements,
@@ -49,6 +49,7 @@ from memoric.db.rows import (
 )
 from memoric.db.urls import mask_url
 from memoric.errors import MemoricError
+from memoric.validation import utc_now
 
 DEFAULT_TIERS = ("short_term", "mid_term", "long_term")
 BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits, WAL checkpoints
@@ -57,28 +58,6 @@ BULK_BATCH_SIZE = 5000  # rows per transaction of insert_memories: fewer commits
 # fewest rows a page could need, while walking can cost every row in scope (measured at 100k:
 # a key held by 500 of a user's 1,000 memories read in 4.5 ms, walked in 0.5).
 KEY_ROWS_PER_ROW = 4
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(UTC)
-
-
-def _checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]:
-    """`clock`, each reading checked like a timestamp argument (aware UTC, years 1 to 9999).
-
-    A clock outside that range would store times no export can load back; its reading is a
-    ValidationError before anything is written. None is the default clock (UTC now).
-    """
-    clock = utc_now if clock is None else clock
-    if not callable(clock):
-        raise validation.ValidationError(
-            f"clock must be a function returning a datetime, got {type(clock).__name__}"
-        )
-
-    def now() -> dt.datetime:
-        return validation.timestamp("the clock's time", clock())
-
-    return now
 
 
 class MemoryStore:
@@ -109,12 +88,12 @@ class MemoryStore:
 
     @property
     def clock(self) -> Callable[[], dt.datetime]:
-        """The time source, each reading checked like a timestamp argument (see `_checked_clock`)."""
+        """The time source, each reading checked like a timestamp argument (`validation.checked_clock`)."""
         return self._clock
 
     @clock.setter
     def clock(self, clock: Callable[[], dt.datetime]) -> None:
-        self._clock = _checked_clock(clock)
+        self._clock = validation.checked_clock(clock)
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
 
 import peewee
 
-from memoric import forking
 from memoric.db import jsonfilter
 from memoric.db.catalogue import Column, quoted
-from memoric.db.connection import LOCK_FILE_SUFFIX, holds_own_tables
-from memoric.db.dialects import sqlite_keys
+from memoric.db.connection import holds_own_tables
+from memoric.db.dialects import sqlite_keys, sqlite_lock
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
     TERM_COLUMNS,
@@ -29,14 +26,10 @@ from memoric.db.dialects.base import (
     reserved_end,
 )
 from memoric.db.models import to_utc
-from memoric.db.recovery import PRIVATE_FILE_MODE
 from memoric.db.urls import sqlite_path
-from memoric.errors import MemoricError
 from memoric.validation import MAX_STORED_ID
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# The lock files this process holds locked, by any thread: a forked child lets go of them all.
-_LOCK_DESCRIPTORS: set[int] = set()
 SQLITE_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 )
@@ -128,31 +121,11 @@ class SqliteDialect(Dialect):
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
-        # Beside the file itself, through any symlink: every path to one database takes one lock.
-        path = f"{os.path.realpath(database.database)}.{name}{LOCK_FILE_SUFFIX}"
-        try:
-            handle = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-        except OSError as exc:
-            raise MemoricError(f"cannot open the lock file {path!r}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(handle)
-            return None
-        _LOCK_DESCRIPTORS.add(handle)
-        return handle, os.getpid()
+        return sqlite_lock.try_take(database.database, name)
 
     def unlock(self, database: peewee.Database, handle) -> bool:
-        """Release the lock; False in a process forked from the one that took it, which shares the
-        lock's file description: unlocking there would release the parent's lock."""
-        descriptor, owner = handle
-        _LOCK_DESCRIPTORS.discard(descriptor)
-        if owner != os.getpid():
-            os.close(descriptor)
-            return False
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-        os.close(descriptor)
-        return True
+        """Release the lock; False in a process forked from the one that took it."""
+        return sqlite_lock.release(handle)
 
     @contextlib.contextmanager
     def snapshot(self, database: peewee.Database):
@@ -410,12 +383,3 @@ def _quoted_names_after_on(sql: str) -> list[str]:
         previous = text.upper()
     return names
 
-
-def _let_go_of_lock_files_in_child() -> None:
-    """A child forked while locks were held keeps their files open, not locked by it: the locks
-    end with the process that took them, however long a child lives."""
-    for descriptor in _LOCK_DESCRIPTORS:
-        forking.let_go(descriptor)
-
-
-os.register_at_fork(after_in_child=_let_go_of_lock_files_in_child)
