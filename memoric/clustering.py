@@ -88,7 +88,7 @@ def _write_user(store: MemoryStore, user: str, members: dict, min_size: int) -> 
         }
         for (topic, category), rows in wanted.items()
     ]
-    store.upsert_clusters(user_id=user, clusters=clusters)
+    cluster_queries.upsert_clusters(store, user_id=user, clusters=clusters, leave_out_missing=True)
     for cluster_id, _, topic, category in cluster_queries.cluster_keys(store, user_id=user):
         if (topic, category) not in wanted:
             store.delete_cluster(cluster_id=cluster_id)

@@ -147,12 +147,17 @@ def test_eight_concurrent_rebuilds_end_consistent(db):
 
 
 def test_bulk_upsert_follows_the_rules_of_upsert_cluster(db):
-    first = db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[3, 1, 3], summary="one")
+    one, two, three = (db.insert_memory(user_id="ada", content=f"m{n}") for n in range(3))
+    first = db.upsert_cluster(
+        user_id="ada", topic="t", category="c", memory_ids=[three, one, three], summary="one"
+    )
+    assert db.get_clusters(user_id="ada")[0]["memory_ids"] == [one, three]
     assert (
-        db.upsert_clusters(user_id="ada", clusters=[{"topic": "t", "category": "c", "memory_ids": [2]}]) == 1
+        db.upsert_clusters(user_id="ada", clusters=[{"topic": "t", "category": "c", "memory_ids": [two]}])
+        == 1
     )
     (cluster,) = db.get_clusters(user_id="ada")
-    assert (cluster["cluster_id"], cluster["memory_ids"], cluster["summary"]) == (first, [2], "")
+    assert (cluster["cluster_id"], cluster["memory_ids"], cluster["summary"]) == (first, [two], "")
     for bad in (
         {"topic": "", "category": "c", "memory_ids": []},
         {"topic": "t", "category": "c", "memory_ids": ["1"]},

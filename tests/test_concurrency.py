@@ -111,12 +111,14 @@ def test_readers_during_bulk_writes_see_whole_batches(db):
 
 
 def test_160_concurrent_upserts_on_10_keys_leave_10_rows(db):
+    ids = [db.insert_memory(user_id="ada", content=f"m{n}") for n in range(20)]
+
     def upsert(worker):
         try:
             for round_ in range(20):
                 key = (worker * 20 + round_) % 10
                 db.upsert_cluster(
-                    user_id="ada", topic=f"t{key}", category="general", memory_ids=[worker, round_]
+                    user_id="ada", topic=f"t{key}", category="general", memory_ids=[ids[worker], ids[round_]]
                 )
         finally:
             db.close()
@@ -201,7 +203,7 @@ import sys
 from memoric.db.store import MemoryStore
 store = MemoryStore(sys.argv[1])
 with store.atomic():
-    store.upsert_cluster(user_id="ada", topic="travel", category="general", memory_ids=[999])
+    store.upsert_cluster(user_id="ada", topic="travel", category="general", memory_ids=[1])
     print("holding", flush=True)
     sys.stdin.readline()
 """

@@ -83,7 +83,7 @@ def exercise(store: MemoryStore) -> list:
     results.append(
         store.upsert_cluster(user_id="user1", topic="topic1", category="general", memory_ids=[5, 2, 11])
     )
-    results.append(store.upsert_cluster(user_id="user2", topic="topic0", category="x", memory_ids=[1]))
+    results.append(store.upsert_cluster(user_id="user2", topic="topic0", category="x", memory_ids=[12, 3]))
     results.append(store.get_clusters())
     results.append(store.delete_cluster(cluster_id=2))
     return results

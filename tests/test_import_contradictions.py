@@ -167,7 +167,8 @@ def test_a_cluster_may_list_memories_of_its_user_from_the_file_and_the_target(db
 
 def test_a_copy_refuses_a_source_cluster_listing_another_users_memory(db, new_dsn):
     db.insert_memories([{"user_id": "demo-ada", "content": "secret"}, {"user_id": "mallory", "content": "m"}])
-    db.upsert_cluster(user_id="mallory", topic="t", category="general", memory_ids=[1, 2])
+    db.upsert_cluster(user_id="mallory", topic="t", category="general", memory_ids=[2])
+    db.MemoryCluster.update(memory_ids=[1, 2], memory_count=2).execute()  # written outside memoric
     target = MemoryStore(new_dsn())
     target.create_schema()
     message = "source cluster 1: cluster 1 of user_id 'mallory' lists memory 1, which the source database"

@@ -244,7 +244,8 @@ def test_identifiers_at_their_column_length_are_stored_and_found(db, field, long
 
 
 def test_cluster_keys_at_their_column_length_are_stored_and_found(db):
-    cluster_id = db.upsert_cluster(user_id="ada", topic="t" * 255, category="c" * 255, memory_ids=[1])
+    member = db.insert_memory(user_id="ada", content="x")
+    cluster_id = db.upsert_cluster(user_id="ada", topic="t" * 255, category="c" * 255, memory_ids=[member])
     assert [c["cluster_id"] for c in db.get_clusters(topic="t" * 255, category="c" * 255)] == [cluster_id]
 
 

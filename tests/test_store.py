@@ -218,17 +218,25 @@ def test_delete_memories_in_chunks(db):
     assert db.count_memories() == 1000
 
 
+def memories_of(db, user_id: str, count: int) -> list[int]:
+    """The ids of `count` new memories of `user_id` (a cluster lists only its user's memories)."""
+    return [db.insert_memory(user_id=user_id, content=f"{user_id} {n}") for n in range(count)]
+
+
 def test_upsert_cluster_replaces_the_same_key(db):
-    first = db.upsert_cluster(user_id="ada", topic="billing", category="general", memory_ids=[3, 1, 2, 3])
-    second = db.upsert_cluster(
-        user_id="ada", topic="billing", category="general", memory_ids=[9], summary="s"
+    ada, bob = memories_of(db, "ada", 4), memories_of(db, "bob", 2)
+    first = db.upsert_cluster(
+        user_id="ada", topic="billing", category="general", memory_ids=ada[2::-1] + ada[2:3]
     )
-    other = db.upsert_cluster(user_id="bob", topic="billing", category="general", memory_ids=[4, 5])
+    second = db.upsert_cluster(
+        user_id="ada", topic="billing", category="general", memory_ids=[ada[3]], summary="s"
+    )
+    other = db.upsert_cluster(user_id="bob", topic="billing", category="general", memory_ids=bob)
     assert first == second != other
     clusters = db.get_clusters()
     assert [(c["user_id"], c["memory_ids"], c["memory_count"]) for c in clusters] == [
-        ("bob", [4, 5], 2),
-        ("ada", [9], 1),
+        ("bob", bob, 2),
+        ("ada", [ada[3]], 1),
     ]
     ada = db.get_clusters(user_id="ada")[0]
     assert ada["summary"] == "s"
@@ -236,8 +244,9 @@ def test_upsert_cluster_replaces_the_same_key(db):
 
 
 def test_get_clusters_filters_and_delete(db):
-    keep = db.upsert_cluster(user_id="ada", topic="a", category="x", memory_ids=[1, 2, 3])
-    gone = db.upsert_cluster(user_id="ada", topic="b", category="y", memory_ids=[4])
+    ada = memories_of(db, "ada", 4)
+    keep = db.upsert_cluster(user_id="ada", topic="a", category="x", memory_ids=ada[:3])
+    gone = db.upsert_cluster(user_id="ada", topic="b", category="y", memory_ids=ada[3:])
     assert [c["cluster_id"] for c in db.get_clusters(topic="a")] == [keep]
     assert [c["cluster_id"] for c in db.get_clusters(category="y")] == [gone]
     assert [c["cluster_id"] for c in db.get_clusters(limit=1)] == [keep]
@@ -247,13 +256,17 @@ def test_get_clusters_filters_and_delete(db):
 
 
 def test_concurrent_upserts_of_the_same_keys_leave_one_row_per_key(db):
+    ada = memories_of(db, "ada", 20)
     errors = []
 
     def upsert_many(worker):
         try:
             for round_ in range(20):
                 db.upsert_cluster(
-                    user_id="ada", topic=f"topic{round_ % 2}", category="general", memory_ids=[worker, round_]
+                    user_id="ada",
+                    topic=f"topic{round_ % 2}",
+                    category="general",
+                    memory_ids=[ada[worker], ada[round_]],
                 )
         except Exception as exc:  # collected and asserted below
             errors.append(exc)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric import validation
+from memoric.db import cluster_members
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
@@ -30,9 +31,11 @@ CLUSTER_CHUNK_SIZE = 500  # rows per INSERT of upsert_clusters (9 parameters eac
 def upsert_cluster(store: MemoryStore, *, user_id, topic, category, memory_ids, summary: str = "") -> int:
     """Create or replace the cluster of (user, topic, category) in one statement; its id."""
     cluster = {"topic": topic, "category": category, "memory_ids": memory_ids, "summary": summary}
-    row = _upserted_cluster_row(validation.user_id(user_id), cluster, store.clock())
+    user_id = validation.user_id(user_id)
+    row = _upserted_cluster_row(user_id, cluster, store.clock())
     query = _replacing_cluster(store, store.MemoryCluster.insert(row))
     with store.database.atomic(), ids_left(store, store.MemoryCluster):
+        cluster_members.check(store, user_id, [row])
         return next(iter(query.returning(store.MemoryCluster.cluster_id).tuples().execute()))[0]
 
 
@@ -44,12 +47,15 @@ def _replacing_cluster(store: MemoryStore, insert: peewee.Insert) -> peewee.Inse
 
 
 @translate_errors
-def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) -> int:
+def upsert_clusters(
+    store: MemoryStore, *, user_id, clusters: Iterable[dict], leave_out_missing: bool = False
+) -> int:
     """`upsert_cluster` for many clusters of one user: one INSERT ... ON CONFLICT per chunk.
 
     Each dict has topic, category, memory_ids and summary, checked by the same rules; one
     row per (user, topic, category) as with `upsert_cluster`, written in key order so that
     concurrent rebuilds lock rows in the same order. Returns the number written.
+    `leave_out_missing` (a rebuild): ids no longer the user's memories are left out, not refused.
     """
     user_id = validation.user_id(user_id)
     now = store.clock()
@@ -58,6 +64,7 @@ def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) ->
         key=lambda row: (row["topic"], row["category"]),
     )
     with store.database.atomic(), ids_left(store, store.MemoryCluster):
+        cluster_members.check(store, user_id, rows, leave_out_missing=leave_out_missing)
         for chunk in peewee.chunked(rows, CLUSTER_CHUNK_SIZE):
             _replacing_cluster(store, store.MemoryCluster.insert_many(chunk)).execute()
     return len(rows)

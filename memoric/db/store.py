@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 import peewee
 
 from memoric import json_input, validation
-from memoric.db import bulk, cluster_queries, locks, newest_rows, postings, summaries
+from memoric.db import bulk, cluster_members, cluster_queries, locks, newest_rows, postings, summaries
 from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
 from memoric.db.deadlocks import retried
 from memoric.db.dialects import Dialect, dialect_for
@@ -351,16 +351,19 @@ class MemoryStore:
         owner = [] if user_id is None else [m.user_id == validation.user_id(user_id)]
         with self.database.atomic():
             if memory_ids is None:
-                return len(postings.delete_memories(self, owner))
-            deleted, threads = 0, set()
+                rows = postings.delete_memories(self, owner)
+                cluster_members.forget(self, rows)
+                return len(rows)
+            deleted, threads = [], set()
             ids = peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE)
             chunks = [[m.id.in_(chunk), *owner] for chunk in ids]
             summaries.lock_threads(self, chunks, summaries.involved(self))
             for chosen in chunks:
                 rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
                 threads |= summaries.released_threads(row[1:] for row in rows)
-                deleted += len(rows)
-            return deleted + summaries.release(self, threads)
+                deleted += rows
+            cluster_members.forget(self, deleted)
+            return len(deleted) + summaries.release(self, threads)
 
     # --- clusters: the documented calls, their queries in `cluster_queries` ------------------
 

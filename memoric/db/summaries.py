@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from memoric.db import postings
+from memoric.db import cluster_members, postings
 from memoric.db.filters import namespace_is
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import ID_CHUNK_SIZE
@@ -88,16 +88,17 @@ def release(store: MemoryStore, threads: set[Thread], kept: Iterable[int] = ()) 
     ids just edited, never deleted (an edit may give a memory a summary's metadata)."""
     m = store.Memory
     kept = sorted(set(kept))
-    deleted = 0
+    deleted = []
     for thread in sorted(threads, key=thread_order):
         where = _in_thread(store, thread)
         its_summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
-        deleted += len(postings.delete_memories(store, its_summaries))
+        deleted += postings.delete_memories(store, its_summaries)
         marked = m.select(m.id).where(all_of([*where, is_summarized(store)])).order_by(m.id).tuples()
         for chunk in peewee.chunked([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
             unmarked = m.id.in_(chunk) & (m.user_id == thread[0]) & is_summarized(store)
             m.update(summarized=False).where(unmarked).execute()
-    return deleted
+    cluster_members.forget(store, deleted)
+    return len(deleted)
 
 
 def _in_thread(store: MemoryStore, thread: Thread) -> list:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric import validation
-from memoric.db import postings
+from memoric.db import cluster_members, postings
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
 from memoric.db.connection import store_call_failed, translate_errors
 from memoric.db.dialects.base import reserved_end
@@ -186,15 +186,16 @@ def delete_ids(store: MemoryStore, kind: str, ids: Iterable[int]) -> int:
     how many there were."""
     ids = [validation.memory_id(value, f"ids[{index}]") for index, value in enumerate(ids)]
     model, column = _table(store, kind)
-    deleted = 0
+    deleted, memories = 0, []
     with store.database.atomic():
         for chunk in peewee.chunked(sorted(set(ids)), ID_CHUNK_SIZE):
             chosen = getattr(model, column).in_(chunk)
             if kind == "memory":
-                deleted += len(postings.delete_memories(store, [chosen]))
+                memories += postings.delete_memories(store, [chosen])
             else:
                 deleted += model.delete().where(chosen).execute()
-    return deleted
+        cluster_members.forget(store, memories)
+    return deleted + len(memories)
 
 
 @translate_errors

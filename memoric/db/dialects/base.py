@@ -131,10 +131,13 @@ class Dialect(abc.ABC):
         `enough` memories of `user_id`, or of everyone's when None)."""
 
     @abc.abstractmethod
-    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
-        """The rows of `query` (memories by id), each locked to the end of the transaction where
-        writers do not already exclude one another: a concurrent rebuild of their postings
-        waits, then reads what this one committed."""
+    def locked_rows(
+        self, database: peewee.Database, query: peewee.Select, *, deletes_only: bool = False
+    ) -> list[dict]:
+        """The rows of `query` (by id), each locked to the end of the transaction where writers
+        do not already exclude one another: a concurrent rebuild of their postings waits, then
+        reads what this one committed. `deletes_only`: locked against a delete only (PostgreSQL's
+        FOR KEY SHARE), other updates go on."""
 
     @abc.abstractmethod
     def is_deadlock(self, error: BaseException) -> bool:

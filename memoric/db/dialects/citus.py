@@ -129,12 +129,12 @@ def untaken_rows(
     return kept
 
 
-def locked_rows(query: peewee.Select) -> list[dict]:
-    """The rows of `query` (memories) FOR UPDATE, one user at a time in user order: Citus locks
-    rows only through a statement routed to one shard."""
-    memory = query.model
-    users = sorted({user for (user,) in query.select(memory.user_id).tuples()})
-    return [row for user in users for row in query.where(memory.user_id == user).for_update().dicts()]
+def locked_rows(query: peewee.Select, lock: str) -> list[dict]:
+    """The rows of `query` locked (`lock`: FOR UPDATE, FOR KEY SHARE), one user at a time in user
+    order: Citus locks rows only through a statement routed to one shard."""
+    model = query.model
+    users = sorted({user for (user,) in query.select(model.user_id).tuples()})
+    return [row for user in users for row in query.where(model.user_id == user).for_update(lock).dicts()]
 
 
 def forget_layout(database: peewee.Database) -> None:

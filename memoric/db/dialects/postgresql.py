@@ -112,10 +112,13 @@ class PostgresDialect(SequenceIds, Dialect):
         """`column IN (...)`: PostgreSQL takes a list of any length."""
         return column.in_(values)
 
-    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
+    def locked_rows(
+        self, database: peewee.Database, query: peewee.Select, *, deletes_only: bool = False
+    ) -> list[dict]:
+        lock = "FOR KEY SHARE" if deletes_only else "FOR UPDATE"
         if citus.routed(database, query.model._meta.table_name):
-            return citus.locked_rows(query)
-        return list(query.for_update().dicts())
+            return citus.locked_rows(query, lock)
+        return list(query.for_update(lock).dicts())
 
     def is_deadlock(self, error: BaseException) -> bool:
         """SQLSTATE 40P01, deadlock_detected."""

@@ -108,7 +108,9 @@ class SqliteDialect(Dialect):
         one of its triggers (a draft of the models, say), where filters read every memory in scope."""
         return sqlite_keys.rarest_key(database, pattern, user_id, enough)
 
-    def locked_rows(self, database: peewee.Database, query: peewee.Select) -> list[dict]:
+    def locked_rows(
+        self, database: peewee.Database, query: peewee.Select, *, deletes_only: bool = False
+    ) -> list[dict]:
         """The rows as they are: writers already exclude one another (BEGIN IMMEDIATE)."""
         return list(query.dicts())
 

@@ -1,0 +1,132 @@
+"""A cluster lists only memories of its own user that exist, on both dialects.
+
+`upsert_cluster` wrote whatever ids it was given, and a delete left the clusters listing what
+it deleted: either way every export after it was refused (an import would refuse the cluster),
+until someone rebuilt that user's clusters. Upserts now check their ids, every delete takes its
+memories out of their clusters, and a delete and an upsert that meet wait for each other.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from memoric import Memoric
+from memoric.db import policy_queries, transfer_queries
+from memoric.errors import ValidationError
+from memoric.policies import SUMMARY_METADATA
+from memoric.transfer import export_memoric, import_jsonl
+from tests.helpers.concurrency import while_held
+
+NOT_ADAS = "not memories of user_id 'ada'"
+
+
+def memories_of(memoric: Memoric, user_id: str, count: int = 3) -> list[int]:
+    return [memoric.save(user_id, f"{user_id} {n}", thread_id="t1") for n in range(count)]
+
+
+def exported(memoric: Memoric) -> str:
+    out = io.StringIO()
+    export_memoric(memoric, out)
+    return out.getvalue()
+
+
+def test_an_upsert_naming_another_users_memory_or_none_is_refused_and_writes_nothing(dsn):
+    memoric = Memoric(dsn)
+    ada, bob = memories_of(memoric, "ada"), memories_of(memoric, "bob")
+    kept = {"topic": "kept", "category": "c", "memory_ids": ada}
+    for wrong in ([*ada, bob[0]], [ada[0], 10**12]):
+        with pytest.raises(ValidationError, match=NOT_ADAS):
+            memoric.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=wrong)
+        with pytest.raises(ValidationError, match=NOT_ADAS):
+            memoric.db.upsert_clusters(
+                user_id="ada", clusters=[kept, {**kept, "topic": "t", "memory_ids": wrong}]
+            )
+    assert memoric.get_clusters() == []
+    memoric.db.upsert_clusters(user_id="ada", clusters=[kept])
+    assert [c["memory_ids"] for c in memoric.get_clusters()] == [ada]
+
+
+def summarized_thread(memoric: Memoric, ids: list[int]) -> int:
+    """A summary of the memories `ids` (one thread of ada's), as a policy run writes it; its id."""
+    row = {"user_id": "ada", "thread_id": "t1", "content": "the summary", "metadata": SUMMARY_METADATA}
+    policy_queries.write_summaries(memoric.db, [(row, ids)])
+    return memoric.db.get_memories(user_id="ada", where_metadata=SUMMARY_METADATA)[0]["id"]
+
+
+# Each way memories are deleted: (what it does, given ada's memories and the summary of them).
+DELETES = {
+    "delete_memories by id": lambda m, ids, summary: m.db.delete_memories(memory_ids=[ids[0]]),
+    "delete_memories of a user": lambda m, ids, summary: m.db.delete_memories(user_id="ada"),
+    "forget": lambda m, ids, summary: m.forget("ada", [ids[1]]),
+    "an edit releasing a summary": lambda m, ids, summary: m.db.update_content(
+        memory_id=ids[2], new_content="x"
+    ),
+    "a deleted summary": lambda m, ids, summary: m.db.delete_memories(memory_ids=[summary]),
+    "an import taking back its rows": lambda m, ids, summary: transfer_queries.delete_ids(
+        m.db, "memory", ids[:2]
+    ),
+}
+
+
+@pytest.mark.parametrize("delete", DELETES)
+def test_every_delete_takes_its_memories_out_of_their_clusters(dsn, new_dsn, delete):
+    memoric = Memoric(dsn)
+    ada, bob = memories_of(memoric, "ada"), memories_of(memoric, "bob")
+    summary = summarized_thread(memoric, ada)
+    memoric.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=[*ada, summary])
+    memoric.db.upsert_cluster(user_id="bob", topic="t", category="c", memory_ids=bob)
+
+    DELETES[delete](memoric, ada, summary)
+    left = {row["id"] for row in memoric.db.get_memories(user_id="ada", limit=None)}
+    assert left < {*ada, summary}, "the call deleted something"
+    (cluster,) = memoric.get_clusters("ada")
+    assert (cluster["memory_ids"], cluster["memory_count"]) == (sorted(left), len(left))
+    assert memoric.get_clusters("bob")[0]["memory_ids"] == bob
+    restored = Memoric(new_dsn())
+    assert import_jsonl(restored.db, io.StringIO(exported(memoric)))["clusters"] == 2
+
+
+def test_a_delete_waits_for_an_upsert_holding_its_memories_then_takes_them_out(dsn):
+    memoric = Memoric(dsn)
+    ada = memories_of(memoric, "ada")
+
+    def upsert(pause):
+        with memoric.db.atomic():
+            memoric.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ada)
+            pause()
+
+    assert while_held(memoric.db, upsert, lambda: memoric.db.delete_memories(memory_ids=[ada[0]])) == []
+    assert memoric.get_clusters("ada")[0]["memory_ids"] == ada[1:]
+
+
+def test_an_upsert_waits_for_a_delete_of_its_memories_then_refuses_them(dsn):
+    memoric = Memoric(dsn)
+    ada = memories_of(memoric, "ada")
+
+    def delete(pause):
+        with memoric.db.atomic():
+            memoric.db.delete_memories(memory_ids=[ada[0]])
+            pause()
+
+    def upsert():
+        memoric.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ada)
+
+    (failure,) = while_held(memoric.db, delete, upsert)
+    assert isinstance(failure, ValidationError) and f"memory_ids [{ada[0]}]" in str(failure)
+    assert memoric.get_clusters("ada") == []
+
+
+def test_a_rebuild_meeting_a_delete_leaves_the_deleted_memory_out(dsn):
+    memoric = Memoric(dsn)
+    ada = [memoric.save("ada", f"note {n}", metadata={"topic": "t"}) for n in range(3)]
+
+    def delete(pause):
+        with memoric.db.atomic():
+            memoric.db.delete_memories(memory_ids=[ada[0]])
+            pause()
+
+    assert while_held(memoric.db, delete, lambda: memoric.rebuild_clusters("ada")) == []
+    assert memoric.get_clusters("ada")[0]["memory_ids"] == ada[1:]
+    assert exported(memoric)
