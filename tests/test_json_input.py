@@ -204,7 +204,7 @@ def slow_verdict(value: dict) -> str | None:
     return None
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_the_fast_json_check_never_passes_what_the_full_walk_refuses(document):
     width = j._plain_json_width(document, depth=0)

@@ -184,7 +184,7 @@ cases = documents.flatmap(lambda doc: st.tuples(st.just(doc), st.one_of(pattern_
 _thread_numbers = itertools.count()
 
 
-DIFFERENTIAL_EXAMPLES = 3000
+DIFFERENTIAL_EXAMPLES = 2000
 
 
 @settings(max_examples=DIFFERENTIAL_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

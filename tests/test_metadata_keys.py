@@ -94,7 +94,7 @@ def fill(store, count: int = 24) -> list[int]:
 # --- the index never misses -------------------------------------------------------------------
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=cases)
 def test_a_pattern_a_document_contains_has_no_key_the_document_lacks(case):
     """What makes reading only the rarest key's memories exact: it is held by every match."""
