@@ -13,9 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import peewee
-
 from memoric import validation
+from memoric.db.chunks import chunks
 from memoric.db.rows import ID_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def _locked_ids(store: MemoryStore, user_id: str, ids: list[int]) -> set[int]:
     """Those of `ids` that are memories of `user_id`, locked to the end of the transaction."""
     m = store.Memory
     found: set[int] = set()
-    for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
+    for chunk in chunks(ids, ID_CHUNK_SIZE):
         query = m.select(m.id).where(m.id.in_(chunk), m.user_id == user_id).order_by(m.id)
         found |= {row["id"] for row in store.dialect.locked_rows(store.database, query, deletes_only=True)}
     return found
@@ -59,7 +58,7 @@ def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
         gone[user_id].add(memory_id)
     c = store.MemoryCluster
     in_key_order = (c.user_id, c.topic, c.category)  # the order upserts lock clusters in
-    for users in peewee.chunked(sorted(gone), ID_CHUNK_SIZE):
+    for users in chunks(sorted(gone), ID_CHUNK_SIZE):
         query = c.select(c.cluster_id, c.user_id, c.memory_ids).where(c.user_id.in_(users))
         for cluster in store.dialect.locked_rows(store.database, query.order_by(*in_key_order)):
             removed = gone[cluster["user_id"]]

@@ -15,6 +15,7 @@ import peewee
 
 from memoric import validation
 from memoric.db import cluster_members
+from memoric.db.chunks import chunks
 from memoric.db.connection import translate_errors
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
@@ -65,7 +66,7 @@ def upsert_clusters(
     )
     with store.database.atomic(), ids_left(store, store.MemoryCluster):
         cluster_members.check(store, user_id, rows, leave_out_missing=leave_out_missing)
-        for chunk in peewee.chunked(rows, CLUSTER_CHUNK_SIZE):
+        for chunk in chunks(rows, CLUSTER_CHUNK_SIZE):
             _replacing_cluster(store, store.MemoryCluster.insert_many(chunk)).execute()
     return len(rows)
 

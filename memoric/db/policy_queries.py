@@ -14,6 +14,7 @@ import peewee
 
 from memoric import validation
 from memoric.db import postings
+from memoric.db.chunks import chunks
 from memoric.db.connection import translate_errors
 from memoric.db.deadlocks import retried
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
@@ -232,7 +233,7 @@ def _as_read(store: MemoryStore, user_id: str, ids: list[int], as_read: Mapping[
     known = [memory_id for memory_id in ids if memory_id in as_read]
     m = store.Memory
     columns = [getattr(m, field) for field in SOURCE_FIELDS]
-    for chunk in peewee.chunked(known, ID_CHUNK_SIZE):
+    for chunk in chunks(known, ID_CHUNK_SIZE):
         # The compared columns alone, as tuples: half the time of whole memories as dicts.
         query = m.select(m.id, *columns).where((m.user_id == user_id) & m.id.in_(chunk)).tuples()
         for memory_id, *now in query:
@@ -248,7 +249,7 @@ def _mark_summarized(store: MemoryStore, user_id: str, ids: list[int]) -> int:
     them, so the two wait for each other instead of deadlocking."""
     m = store.Memory
     marked = 0
-    for chunk in peewee.chunked(ids, ID_CHUNK_SIZE):
+    for chunk in chunks(ids, ID_CHUNK_SIZE):
         unmarked = (m.user_id == user_id) & m.id.in_(chunk) & (m.summarized == False)  # noqa: E712
         marked += m.update(summarized=True, updated_at=store.clock()).where(unmarked).execute()
     return marked

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
+from memoric.db.chunks import chunks
 from memoric.db.dialects.base import DOCUMENT_COLUMNS, TERM_COLUMNS, MemoryPostings
 from memoric.db.rows import ID_CHUNK_SIZE, driver_row, group_by_keys, insert_rows
 from memoric.text import term_counts
@@ -116,7 +117,7 @@ def forget(store: MemoryStore, owners: list[tuple[int, str]]) -> None:
     SQLite to read every posting of theirs through the lookup index."""
     for model in (store.MemoryTerm, store.MemoryDocument):
         by_user = store.dialect.routes_by_user(store.database, model._meta.table_name)
-        for chunk in peewee.chunked(owners, ID_CHUNK_SIZE):
+        for chunk in chunks(owners, ID_CHUNK_SIZE):
             condition = model.memory_id.in_([memory_id for memory_id, _ in chunk])
             if by_user:
                 condition &= model.user_id.in_(sorted({user_id for _, user_id in chunk}))
@@ -142,7 +143,7 @@ def reindex_ids(store: MemoryStore, memory_ids: list[int]) -> None:
     wrote, where its DELETE would have missed them and its INSERT collided with them.
     """
     m = store.Memory
-    for chunk in peewee.chunked(sorted(set(memory_ids)), ID_CHUNK_SIZE):
+    for chunk in chunks(sorted(set(memory_ids)), ID_CHUNK_SIZE):
         query = m.select(*posted_fields(m)).where(m.id.in_(chunk)).order_by(m.id)
         reindex(store, store.dialect.locked_rows(store.database, query))
 

@@ -22,6 +22,7 @@ import peewee
 
 from memoric import json_input, validation
 from memoric.db import bulk, cluster_members, cluster_queries, locks, newest_rows, postings, summaries
+from memoric.db.chunks import chunks
 from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
 from memoric.db.deadlocks import retried
 from memoric.db.dialects import Dialect, dialect_for
@@ -294,12 +295,12 @@ class MemoryStore:
         values["updated_at"] = self.clock()
         edits_sources = bool(values.keys() & summaries.SOURCE_EDITS)
         changed, threads = 0, set()
-        chunks = list(peewee.chunked(memory_ids, ID_CHUNK_SIZE))
+        id_chunks = list(chunks(memory_ids, ID_CHUNK_SIZE))
         with self.database.atomic():
             if edits_sources:
-                chosen = [[m.id.in_(chunk)] for chunk in chunks]
+                chosen = [[m.id.in_(chunk)] for chunk in id_chunks]
                 summaries.lock_threads(self, chosen, summaries.is_summarized(self))
-            for chunk in chunks:
+            for chunk in id_chunks:
                 query = m.update(**values).where(m.id.in_(chunk))
                 if not edits_sources:
                     changed += query.execute()
@@ -355,10 +356,10 @@ class MemoryStore:
                 cluster_members.forget(self, rows)
                 return len(rows)
             deleted, threads = [], set()
-            ids = peewee.chunked(validation.memory_ids(memory_ids), ID_CHUNK_SIZE)
-            chunks = [[m.id.in_(chunk), *owner] for chunk in ids]
-            summaries.lock_threads(self, chunks, summaries.involved(self))
-            for chosen in chunks:
+            ids = chunks(validation.memory_ids(memory_ids), ID_CHUNK_SIZE)
+            selections = [[m.id.in_(chunk), *owner] for chunk in ids]
+            summaries.lock_threads(self, selections, summaries.involved(self))
+            for chosen in selections:
                 rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
                 threads |= summaries.released_threads(row[1:] for row in rows)
                 deleted += rows

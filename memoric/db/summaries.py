@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from memoric.db import cluster_members, postings
+from memoric.db.chunks import chunks
 from memoric.db.filters import namespace_is
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import ID_CHUNK_SIZE
@@ -94,7 +95,7 @@ def release(store: MemoryStore, threads: set[Thread], kept: Iterable[int] = ()) 
         its_summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
         deleted += postings.delete_memories(store, its_summaries)
         marked = m.select(m.id).where(all_of([*where, is_summarized(store)])).order_by(m.id).tuples()
-        for chunk in peewee.chunked([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
+        for chunk in chunks([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
             unmarked = m.id.in_(chunk) & (m.user_id == thread[0]) & is_summarized(store)
             m.update(summarized=False).where(unmarked).execute()
     cluster_members.forget(store, deleted)

@@ -15,6 +15,7 @@ import peewee
 
 from memoric import validation
 from memoric.db import cluster_members, postings
+from memoric.db.chunks import chunks
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
 from memoric.db.connection import store_call_failed, translate_errors
 from memoric.db.dialects.base import reserved_end
@@ -188,7 +189,7 @@ def delete_ids(store: MemoryStore, kind: str, ids: Iterable[int]) -> int:
     model, column = _table(store, kind)
     deleted, memories = 0, []
     with store.database.atomic():
-        for chunk in peewee.chunked(sorted(set(ids)), ID_CHUNK_SIZE):
+        for chunk in chunks(sorted(set(ids)), ID_CHUNK_SIZE):
             chosen = getattr(model, column).in_(chunk)
             if kind == "memory":
                 memories += postings.delete_memories(store, [chosen])
@@ -204,7 +205,7 @@ def stored_rows(store: MemoryStore, kind: str, ids: Iterable[int]) -> dict[int, 
     ids = [validation.memory_id(value, f"ids[{index}]") for index, value in enumerate(ids)]
     model, column = _table(store, kind)
     found = {}
-    for chunk in peewee.chunked(sorted(set(ids)), ID_CHUNK_SIZE):
+    for chunk in chunks(sorted(set(ids)), ID_CHUNK_SIZE):
         for row in model.select().where(getattr(model, column).in_(chunk)).dicts():
             found[row[column]] = memory_dict(row) if kind == "memory" else row
     return found
@@ -217,7 +218,7 @@ def cluster_ids_by_key(
     """The stored cluster id of each (user_id, topic, category) that has one."""
     c = store.MemoryCluster
     found = {}
-    for chunk in peewee.chunked(sorted(set(keys)), CLUSTER_CHUNK_SIZE):
+    for chunk in chunks(sorted(set(keys)), CLUSTER_CHUNK_SIZE):
         key = peewee.Tuple(c.user_id, c.topic, c.category)
         query = c.select(c.cluster_id, c.user_id, c.topic, c.category).where(key.in_(chunk))
         for cluster_id, *stored_key in query.tuples():

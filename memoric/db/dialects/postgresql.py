@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import peewee
 
 from memoric.db.catalogue import Column, quoted
+from memoric.db.chunks import chunks
 from memoric.db.dialects import citus
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
@@ -339,7 +340,7 @@ class PostgresDialect(SequenceIds, Dialect):
 def _insert_values(database: peewee.Database, table: str, columns: list[str], rows: list[tuple]) -> None:
     """INSERT `rows` as VALUES lists of VALUES_CHUNK rows (one user's rows: one shard on Citus)."""
     row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    for chunk in peewee.chunked(rows, VALUES_CHUNK):
+    for chunk in chunks(rows, VALUES_CHUNK):
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ' + ", ".join([row_marks] * len(chunk))
         database.execute_sql(sql, [value for row in chunk for value in row])
 
