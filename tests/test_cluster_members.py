@@ -9,11 +9,13 @@ memories out of their clusters, and a delete and an upsert that meet wait for ea
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
 from memoric import Memoric
 from memoric.db import policy_queries, transfer_queries
+from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from memoric.transfer import export_memoric, import_jsonl
@@ -130,3 +132,30 @@ def test_a_rebuild_meeting_a_delete_leaves_the_deleted_memory_out(dsn):
     assert while_held(memoric.db, delete, lambda: memoric.rebuild_clusters("ada")) == []
     assert memoric.get_clusters("ada")[0]["memory_ids"] == ada[1:]
     assert exported(memoric)
+
+
+def test_an_import_meeting_a_delete_of_a_memory_its_cluster_lists_refuses_that_cluster(dsn):
+    """The import checked the target's memories its clusters list, then wrote the clusters
+    without holding them: a delete committed in between left a cluster listing a memory gone."""
+    memoric = Memoric(dsn)
+    target_memory = memoric.save("ada", "in the target")
+    lines = [
+        {"type": "header", "format": "memoric-export", "format_version": 1},
+        {"type": "memory", "id": 10**6, "user_id": "ada", "content": "from the file"},
+        {"type": "cluster", "cluster_id": 50, "user_id": "ada", "topic": "t", "category": "c",
+         "memory_ids": [target_memory, 10**6], "memory_count": 2, "summary": ""},
+    ]  # fmt: skip
+    another_writer = MemoryStore(dsn)
+
+    def delete_after_the_memories(written: int) -> None:
+        """Called after each batch: after the file's memory, before its cluster."""
+        another_writer.delete_memories(memory_ids=[target_memory])
+
+    with pytest.raises(ValidationError) as refused:
+        text = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+        import_jsonl(memoric.db, text, batch_size=1, progress=delete_after_the_memories)
+    message = f"line 3: cluster 50 lists memory {target_memory}, which another writer deleted meanwhile"
+    assert message in str(refused.value)
+    assert memoric.get_clusters() == []
+    assert exported(memoric)
+    another_writer.close()

@@ -25,9 +25,7 @@ def check(store: MemoryStore, user_id: str, rows: list[dict], *, leave_out_missi
     """Every id the cluster `rows` list must be a memory of `user_id`; each is locked to the end
     of the transaction. ValidationError naming those that are not, or (`leave_out_missing`: a
     rebuild, whose memories may have been deleted since it read them) those left out."""
-    listed = sorted({memory_id for row in rows for memory_id in row["memory_ids"]})
-    found = _locked_ids(store, user_id, listed)
-    missing = [memory_id for memory_id in listed if memory_id not in found]
+    missing = held_or_missing(store, user_id, rows)
     if not missing:
         return
     if not leave_out_missing:
@@ -36,8 +34,16 @@ def check(store: MemoryStore, user_id: str, rows: list[dict], *, leave_out_missi
             "a cluster lists only its user's memories"
         )
     for row in rows:
-        row["memory_ids"] = [memory_id for memory_id in row["memory_ids"] if memory_id in found]
+        row["memory_ids"] = [memory_id for memory_id in row["memory_ids"] if memory_id not in missing]
         row["memory_count"] = len(row["memory_ids"])
+
+
+def held_or_missing(store: MemoryStore, user_id: str, rows: list[dict]) -> list[int]:
+    """Hold the memories of `user_id` the cluster `rows` list until the transaction ends (a
+    delete waits); the listed ids that are not such memories, ascending."""
+    listed = sorted({memory_id for row in rows for memory_id in row["memory_ids"]})
+    found = _locked_ids(store, user_id, listed)
+    return [memory_id for memory_id in listed if memory_id not in found]
 
 
 def _locked_ids(store: MemoryStore, user_id: str, ids: list[int]) -> set[int]:

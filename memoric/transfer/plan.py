@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memoric.db import transfer_queries
+from memoric.db import cluster_members, transfer_queries
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.transfer.records import (
@@ -187,3 +187,22 @@ def _first_sight(seen: SeenRows, record: Record) -> bool:
         f"{COUNT_KEYS[record.kind]} with {ID_COLUMNS[record.kind]} {record.id}: the export "
         "contradicts itself; nothing was written"
     )
+
+
+def hold_listed_memories(
+    store: MemoryStore, records: list[Record], rows: dict[int, dict], outcome: str
+) -> None:
+    """Hold the memories a batch's clusters list until the batch commits (a delete waits);
+    ValidationError for a cluster listing one another writer deleted since the file was checked."""
+    by_user: dict[str, list[Record]] = {}
+    for record in records:
+        by_user.setdefault(rows[record.id]["user_id"], []).append(record)
+    for user_id, theirs in by_user.items():
+        missing = set(cluster_members.held_or_missing(store, user_id, [rows[record.id] for record in theirs]))
+        for record in theirs:
+            row = rows[record.id]
+            if gone := sorted(missing.intersection(row["memory_ids"])):
+                raise ValidationError(
+                    f"{record.where}: cluster {row['cluster_id']} lists memory {gone[0]}, which another "
+                    f"writer deleted meanwhile; {outcome} (run the import again)"
+                )

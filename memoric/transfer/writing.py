@@ -11,7 +11,7 @@ from memoric.db import summaries, transfer_queries
 from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
-from memoric.transfer.plan import ImportPlan, refuse_strangers, survey
+from memoric.transfer.plan import ImportPlan, hold_listed_memories, refuse_strangers, survey
 from memoric.transfer.records import (
     BATCH_SIZE,
     COUNT_KEYS,
@@ -333,6 +333,8 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
         rows.setdefault(record.id, plan.final_row(record, tops))
     outcome = STOPPED_WITH_NEW_IDS if plan.new_ids else STOPPED
     with store.atomic():
+        if kind == "cluster":
+            hold_listed_memories(store, records, rows, outcome)
         inserted = transfer_queries.insert_whole_rows(store, kind, list(rows.values()))
         if inserted < len(rows):
             column = ID_COLUMNS[kind]
