@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from memoric.db import cluster_queries
+from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore
 from memoric.policies import SUMMARY_METADATA
 from memoric.text import shows_something
@@ -64,6 +65,7 @@ def _group(rows) -> dict[str, dict[tuple[str, str], list[tuple]]]:
     return groups
 
 
+@retried
 def _rebuild_user(store: MemoryStore, user: str, min_size: int) -> tuple[int, int]:
     """Rebuild one user's clusters from their memories, read in the transaction that writes the
     clusters, not before the rebuild of every user began: a memory forgotten meanwhile does not

@@ -17,6 +17,7 @@ from memoric import validation
 from memoric.db import cluster_members
 from memoric.db.chunks import chunks
 from memoric.db.connection import translate_errors
+from memoric.db.deadlocks import retried
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import bind, dict_rows, ids_left, known_keywords, read, slot
@@ -29,6 +30,7 @@ CLUSTER_CHUNK_SIZE = 500  # rows per INSERT of upsert_clusters (9 parameters eac
 
 
 @translate_errors
+@retried
 def upsert_cluster(store: MemoryStore, *, user_id, topic, category, memory_ids, summary: str = "") -> int:
     """Create or replace the cluster of (user, topic, category) in one statement; its id."""
     cluster = {"topic": topic, "category": category, "memory_ids": memory_ids, "summary": summary}
@@ -48,6 +50,7 @@ def _replacing_cluster(store: MemoryStore, insert: peewee.Insert) -> peewee.Inse
 
 
 @translate_errors
+@retried
 def upsert_clusters(
     store: MemoryStore, *, user_id, clusters: Iterable[dict], leave_out_missing: bool = False
 ) -> int:
