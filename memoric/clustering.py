@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from memoric.db import cluster_queries
+from memoric.db import cluster_members, cluster_queries
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore
 from memoric.policies import SUMMARY_METADATA
@@ -73,6 +73,10 @@ def _rebuild_user(store: MemoryStore, user: str, min_size: int) -> tuple[int, in
     between this read and this commit can); (clusters, memories read)."""
     with store.atomic():
         rows = cluster_queries.cluster_rows(store, exclude_metadata=SUMMARY_METADATA, user_id=user)
+        # Held from here on (a delete waits); one deleted since the read is left out, as if unread.
+        listed = {"memory_ids": [row[0] for row in rows]}
+        deleted = set(cluster_members.held_or_missing(store, user, [listed]))
+        rows = [row for row in rows if row[0] not in deleted]
         members = _group(rows).get(user, {})
         return _write_user(store, user, members, min_size), len(rows)
 
@@ -90,7 +94,7 @@ def _write_user(store: MemoryStore, user: str, members: dict, min_size: int) -> 
         }
         for (topic, category), rows in wanted.items()
     ]
-    cluster_queries.upsert_clusters(store, user_id=user, clusters=clusters, leave_out_missing=True)
+    store.upsert_clusters(user_id=user, clusters=clusters)
     for cluster_id, _, topic, category in cluster_queries.cluster_keys(store, user_id=user):
         if (topic, category) not in wanted:
             store.delete_cluster(cluster_id=cluster_id)

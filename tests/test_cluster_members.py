@@ -120,17 +120,25 @@ def test_an_upsert_waits_for_a_delete_of_its_memories_then_refuses_them(dsn):
     assert memoric.get_clusters("ada") == []
 
 
-def test_a_rebuild_meeting_a_delete_leaves_the_deleted_memory_out(dsn):
+def test_a_rebuild_meeting_a_delete_groups_what_is_left_as_if_the_deleted_were_never_read(dsn):
+    """Before, the rebuild left the deleted memories out of the cluster it had grouped with
+    them: a topic whose memories were all deleted kept a cluster of none, whose summary still
+    counted them (PostgreSQL)."""
     memoric = Memoric(dsn)
-    ada = [memoric.save("ada", f"note {n}", metadata={"topic": "t"}) for n in range(3)]
+    gone = [memoric.save("ada", f"gone {n}", metadata={"topic": "gone"}) for n in range(3)]
+    kept = [memoric.save("ada", f"kept {n}", metadata={"topic": "kept"}) for n in range(2)]
+    rebuilt = []
 
     def delete(pause):
         with memoric.db.atomic():
-            memoric.db.delete_memories(memory_ids=[ada[0]])
+            memoric.db.delete_memories(memory_ids=[*gone, kept[0]])
             pause()
 
-    assert while_held(memoric.db, delete, lambda: memoric.rebuild_clusters("ada")) == []
-    assert memoric.get_clusters("ada")[0]["memory_ids"] == ada[1:]
+    assert while_held(memoric.db, delete, lambda: rebuilt.append(memoric.rebuild_clusters("ada"))) == []
+    assert rebuilt == [1]
+    (cluster,) = memoric.get_clusters("ada")
+    assert (cluster["topic"], cluster["memory_ids"]) == ("kept", kept[1:])
+    assert cluster["summary"].startswith("1 memory about kept")
     assert exported(memoric)
 
 

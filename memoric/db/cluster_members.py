@@ -21,21 +21,15 @@ if TYPE_CHECKING:
     from memoric.db.store import MemoryStore
 
 
-def check(store: MemoryStore, user_id: str, rows: list[dict], *, leave_out_missing: bool = False) -> None:
-    """Every id the cluster `rows` list must be a memory of `user_id`; each is locked to the end
-    of the transaction. ValidationError naming those that are not, or (`leave_out_missing`: a
-    rebuild, whose memories may have been deleted since it read them) those left out."""
+def check(store: MemoryStore, user_id: str, rows: list[dict]) -> None:
+    """Every id the cluster `rows` list must be a memory of `user_id`; each is held to the end
+    of the transaction. ValidationError naming those that are not."""
     missing = held_or_missing(store, user_id, rows)
-    if not missing:
-        return
-    if not leave_out_missing:
+    if missing:
         raise validation.ValidationError(
             f"memory_ids {validation.shown(missing)}: not memories of user_id {validation.shown(user_id)}; "
             "a cluster lists only its user's memories"
         )
-    for row in rows:
-        row["memory_ids"] = [memory_id for memory_id in row["memory_ids"] if memory_id not in missing]
-        row["memory_count"] = len(row["memory_ids"])
 
 
 def held_or_missing(store: MemoryStore, user_id: str, rows: list[dict]) -> list[int]:

@@ -51,15 +51,12 @@ def _replacing_cluster(store: MemoryStore, insert: peewee.Insert) -> peewee.Inse
 
 @translate_errors
 @retried
-def upsert_clusters(
-    store: MemoryStore, *, user_id, clusters: Iterable[dict], leave_out_missing: bool = False
-) -> int:
+def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) -> int:
     """`upsert_cluster` for many clusters of one user: one INSERT ... ON CONFLICT per chunk.
 
     Each dict has topic, category, memory_ids and summary, checked by the same rules; one
     row per (user, topic, category) as with `upsert_cluster`, written in key order so that
     concurrent rebuilds lock rows in the same order. Returns the number written.
-    `leave_out_missing` (a rebuild): ids no longer the user's memories are left out, not refused.
     """
     user_id = validation.user_id(user_id)
     now = store.clock()
@@ -68,7 +65,7 @@ def upsert_clusters(
         key=lambda row: (row["topic"], row["category"]),
     )
     with store.database.atomic(), ids_left(store, store.MemoryCluster):
-        cluster_members.check(store, user_id, rows, leave_out_missing=leave_out_missing)
+        cluster_members.check(store, user_id, rows)
         for chunk in chunks(rows, CLUSTER_CHUNK_SIZE):
             _replacing_cluster(store, store.MemoryCluster.insert_many(chunk)).execute()
     return len(rows)
