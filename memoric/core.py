@@ -25,7 +25,6 @@ from memoric.config import (
     tier_names,
 )
 from memoric.db import recall_queries
-from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore, utc_now
 from memoric.db.urls import mask_url
 from memoric.errors import ConfigError, MigrationError, ValidationError
@@ -234,20 +233,21 @@ class Memoric:
             **scoped,
         )
 
-    @retried
     def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:
         """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
 
-        Ids of other users' memories are left alone. The user's clusters, when they have any, are
-        rebuilt (dropped when nothing is left) in the same transaction, so none lists a forgotten
-        memory, even to a reader in between (an export); a forgotten summary or summarized
-        memory also deletes its thread's summaries (counted) and brings their sources back.
+        Ids of other users' memories are left alone. The forgotten memories leave the user's
+        clusters in the delete's transaction, so no reader (an export) sees a cluster listing
+        one; the user's clusters, when they have any, are then rebuilt (dropped when nothing is
+        left). A forgotten summary or summarized memory also deletes its thread's summaries
+        (counted) and brings their sources back.
         """
         self._ready()
-        with self.store.atomic():  # one transaction: no reader sees a cluster listing a forgotten memory
-            deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
-            if self.store.get_clusters(user_id=user_id, limit=1):
-                self.rebuild_clusters(user_id)
+        deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
+        # Not in the delete's transaction: the rebuild holds memories, then clusters, as every
+        # writer takes them; after the delete's clusters, two forgets of one user deadlocked.
+        if self.store.get_clusters(user_id=user_id, limit=1):
+            self.rebuild_clusters(user_id)
         return deleted
 
     # --- policies, clusters, stats ------------------------------------------------------

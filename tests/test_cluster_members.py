@@ -19,7 +19,8 @@ from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
 from memoric.policies import SUMMARY_METADATA
 from memoric.transfer import export_memoric, import_jsonl
-from tests.helpers.concurrency import while_held
+from tests.helpers.concurrency import run_in_threads, while_held
+from tests.helpers.dialects import requires_postgres
 
 NOT_ADAS = "not memories of user_id 'ada'"
 
@@ -167,3 +168,27 @@ def test_an_import_meeting_a_delete_of_a_memory_its_cluster_lists_refuses_that_c
     assert memoric.get_clusters() == []
     assert exported(memoric)
     another_writer.close()
+
+
+@requires_postgres
+def test_two_forgets_of_one_users_memories_never_deadlock(new_postgres_url):
+    """Each forget rebuilt the clusters in its delete's transaction: it held the clusters and
+    then waited for the other's deleted memories, which waited for the clusters. PostgreSQL
+    broke each such deadlock after a second and the forget ran again (60 memories: 70 s)."""
+    memoric = Memoric(new_postgres_url())
+    ids = [memoric.save("ada", f"note {n}", metadata={"topic": "t"}) for n in range(12)]
+    memoric.rebuild_clusters("ada")
+
+    def forget_every_other(start: int) -> None:
+        try:
+            for memory_id in ids[start::2]:
+                memoric.forget("ada", [memory_id])
+        finally:  # this session's statistics (its deadlocks) written before the count below
+            memoric.db.database.execute_sql("SELECT pg_stat_force_next_flush()")
+            memoric.close()
+
+    assert run_in_threads(2, forget_every_other) == []
+    memoric.db.database.execute_sql("SELECT pg_stat_clear_snapshot()")
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    assert memoric.db.database.execute_sql(deadlocks).fetchone()[0] == 0
+    assert memoric.stats("ada")["total"] == 0 and memoric.get_clusters("ada") == []
