@@ -192,3 +192,20 @@ def test_two_forgets_of_one_users_memories_never_deadlock(new_postgres_url):
     deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
     assert memoric.db.database.execute_sql(deadlocks).fetchone()[0] == 0
     assert memoric.stats("ada")["total"] == 0 and memoric.get_clusters("ada") == []
+
+
+def test_a_cluster_key_given_twice_in_one_bulk_upsert_is_refused_on_both_dialects(dsn):
+    """SQLite wrote the last of the two, PostgreSQL failed ("cannot affect row a second time")."""
+    memoric = Memoric(dsn)
+    ada = memories_of(memoric, "ada")
+    twice = [
+        {"topic": "t", "category": "c", "memory_ids": ada[:1]},
+        {"topic": "u", "category": "c", "memory_ids": ada[1:2]},
+        {"topic": "t", "category": "c", "memory_ids": ada[2:]},
+    ]
+    with pytest.raises(
+        ValidationError, match=r"clusters\[0\] and clusters\[2\] are both topic 't', category 'c'"
+    ):
+        memoric.db.upsert_clusters(user_id="ada", clusters=twice)
+    assert memoric.get_clusters() == []
+    assert memoric.db.upsert_clusters(user_id="ada", clusters=(cluster for cluster in twice[:2])) == 2

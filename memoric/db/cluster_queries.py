@@ -8,7 +8,8 @@ rebuild (`memoric.clustering`) groups by.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import peewee
@@ -50,25 +51,54 @@ def _replacing_cluster(store: MemoryStore, insert: peewee.Insert) -> peewee.Inse
 
 
 @translate_errors
-@retried
 def upsert_clusters(store: MemoryStore, *, user_id, clusters: Iterable[dict]) -> int:
     """`upsert_cluster` for many clusters of one user: one INSERT ... ON CONFLICT per chunk.
 
     Each dict has topic, category, memory_ids and summary, checked by the same rules; one
-    row per (user, topic, category) as with `upsert_cluster`, written in key order so that
-    concurrent rebuilds lock rows in the same order. Returns the number written.
+    row per (user, topic, category) as with `upsert_cluster`, a key given twice refused,
+    written in key order so that concurrent rebuilds lock rows in the same order. Returns the
+    number written.
     """
     user_id = validation.user_id(user_id)
     now = store.clock()
-    rows = sorted(
-        (_upserted_cluster_row(user_id, cluster, now) for _, cluster in dict_rows(clusters, "clusters")),
-        key=lambda row: (row["topic"], row["category"]),
+    numbered = sorted(
+        ((_cluster_key(row), place, row) for place, row in _numbered_rows(user_id, clusters, now)),
+        key=lambda item: item[:2],
     )
+    _refuse_repeated_keys(numbered)
+    rows = [row for _, _, row in numbered]
+    _write_clusters(store, user_id, rows)
+    return len(rows)
+
+
+def _numbered_rows(user_id: str, clusters: Iterable[dict], now: dt.datetime) -> Iterator[tuple[int, dict]]:
+    """(place in `clusters`, the row it upserts) of each cluster, validated."""
+    for place, cluster in dict_rows(clusters, "clusters"):
+        yield place, _upserted_cluster_row(user_id, cluster, now)
+
+
+def _cluster_key(row: dict) -> tuple[str, str]:
+    return row["topic"], row["category"]
+
+
+def _refuse_repeated_keys(numbered: list[tuple]) -> None:
+    """ValidationError for a (topic, category) given twice: which one is written would differ
+    (SQLite's last; PostgreSQL refuses to update a row twice in one statement)."""
+    for (key, first, _), (same, second, _) in itertools.pairwise(numbered):
+        if key == same:
+            raise validation.ValidationError(
+                f"clusters[{first}] and clusters[{second}] are both topic {validation.shown(key[0])}, "
+                f"category {validation.shown(key[1])}: one call writes each cluster once"
+            )
+
+
+@retried
+def _write_clusters(store: MemoryStore, user_id: str, rows: list[dict]) -> None:
+    """Write the checked rows in one transaction (run again after a deadlock: `rows` is a list)."""
     with store.database.atomic(), ids_left(store, store.MemoryCluster):
         cluster_members.check(store, user_id, rows)
         for chunk in chunks(rows, CLUSTER_CHUNK_SIZE):
             _replacing_cluster(store, store.MemoryCluster.insert_many(chunk)).execute()
-    return len(rows)
 
 
 def _upserted_cluster_row(user_id: str, cluster: dict, now: dt.datetime) -> dict:
