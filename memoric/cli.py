@@ -24,6 +24,7 @@ from memoric.commands.options import (
     QUERY,
     TARGET_SETTINGS,
     dir_option,
+    file_name,
     json_option,
     lock_timeout_option,
     parse_metadata,
@@ -315,7 +316,7 @@ def demo_command(session: Session, as_json: bool) -> None:
 
 @main.command("export", reads_only=always)
 @user_option
-@click.argument("file", default="-", metavar="[FILE|-]")
+@click.argument("file", default="-", metavar="[FILE|-]", callback=file_name)
 @pass_session
 def export_command(session: Session, user_id: str | None, file: str) -> None:
     """Write memories and clusters as JSON Lines (to stdout by default).
@@ -326,7 +327,7 @@ def export_command(session: Session, user_id: str | None, file: str) -> None:
 
 
 @main.command("import")
-@click.argument("file", metavar="FILE|-")
+@click.argument("file", metavar="FILE|-", callback=file_name)
 @click.option(
     "--new-ids",
     is_flag=True,

@@ -126,6 +126,30 @@ def test_every_text_option_is_refused_by_its_own_name(tmp_path, args, option):
     assert list(tmp_path.iterdir()) == [], "refused before any database is opened"
 
 
+def file_names():
+    """(arguments running a command with one file or directory name given, that name), for every
+    command taking one (FILE, --dir)."""
+    for words, command in commands(main):
+        for param in command.params:
+            if param.name in ("file", "migrate_dir"):
+                named = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
+                yield [*words, param.opts[0]] if isinstance(param, click.Option) else list(words), named
+
+
+@pytest.mark.parametrize(
+    ("words", "named"), list(file_names()), ids=lambda x: " ".join(x) if isinstance(x, list) else x
+)
+@pytest.mark.parametrize(
+    ("name", "problem"), [(f"a{NUL}b", "it holds a NUL character"), ("a\ud800b", "surrogates not allowed")]
+)
+def test_every_file_name_the_system_cannot_take_is_refused_in_one_line(tmp_path, words, named, name, problem):
+    """A NUL or a lone surrogate in FILE ended export and import in a traceback."""
+    dsn = f"sqlite:///{tmp_path / 'never.db'}"
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", dsn, *words, name]))
+    assert error == f"Error: {named} {name!r} is no file name: {problem}"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -7,6 +7,7 @@ the library's `user_id`), before any database is opened.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import click
@@ -25,6 +26,30 @@ def checked_text(max_length: int):
     return check
 
 
+def file_name(ctx: click.Context, param: click.Parameter, value):
+    """A file or directory name the system can take (no NUL, no lone surrogate); `-` and None pass."""
+    if value is None or value == "-":
+        return value
+    try:
+        problem = "it holds a NUL character" if b"\0" in os.fsencode(value) else None
+    except UnicodeError as exc:
+        problem = exc.reason
+    if problem:
+        named = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
+        raise validation.ValidationError(f"{named} {validation.shown(str(value))} is no file name: {problem}")
+    return value
+
+
+def directory_name(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """A directory's name (`file_name`), as a Path; not a file's."""
+    if value is None:
+        return None
+    path = Path(file_name(ctx, param, value))
+    if path.is_file():
+        raise validation.ValidationError(f"{param.opts[0]} {validation.shown(value)} is a file, not a folder")
+    return path
+
+
 IDENTITY = checked_text(validation.MAX_ID_LENGTH)  # --user, --thread, --namespace
 CLUSTER_KEY = checked_text(validation.MAX_CLUSTER_KEY_LENGTH)  # --topic, --category
 QUERY = checked_text(validation.MAX_QUERY_LENGTH)  # recall --query
@@ -40,7 +65,7 @@ user_option = click.option(
 dir_option = click.option(
     "--dir",
     "migrate_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    callback=directory_name,
     help="Migrations directory (default: the chain shipped with memoric).",
 )
 
@@ -89,4 +114,3 @@ def parse_metadata(ctx, param, value: str | None) -> dict | None:
     if not isinstance(parsed, dict):
         raise click.ClickException('--metadata must be a JSON object, e.g. {"topic": "travel"}')
     return json_input.metadata_filter(parsed, "--metadata")
-
