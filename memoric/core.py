@@ -236,19 +236,13 @@ class Memoric:
     def forget(self, user_id: str, memory_ids: list[int] | None = None) -> int:
         """Delete one user's memories (those of `memory_ids`, or all); how many were deleted.
 
-        Ids of other users' memories are left alone. The forgotten memories leave the user's
-        clusters in the delete's transaction, so no reader (an export) sees a cluster listing
-        one; the user's clusters, when they have any, are then rebuilt (dropped when nothing is
-        left). A forgotten summary or summarized memory also deletes its thread's summaries
-        (counted) and brings their sources back.
+        Ids of other users' memories are left alone. In one transaction, the forgotten memories
+        leave the user's clusters (a cluster left with none is deleted), so no reader (an
+        export) sees a cluster listing one. A forgotten summary or summarized memory also
+        deletes its thread's summaries (counted) and brings their sources back.
         """
         self._ready()
-        deleted = self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
-        # Not in the delete's transaction: the rebuild holds memories, then clusters, as every
-        # writer takes them; after the delete's clusters, two forgets of one user deadlocked.
-        if self.store.get_clusters(user_id=user_id, limit=1):
-            self.rebuild_clusters(user_id)
-        return deleted
+        return self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
 
     # --- policies, clusters, stats ------------------------------------------------------
 

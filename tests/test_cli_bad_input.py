@@ -150,6 +150,12 @@ def test_every_file_name_the_system_cannot_take_is_refused_in_one_line(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_name_too_long_for_the_system_is_refused_in_one_line(tmp_path):
+    dsn = f"sqlite:///{tmp_path / 'never.db'}"
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", dsn, "migrate", "current", "--dir", "y" * 300]))
+    assert error.startswith("Error: --dir 'yyy") and error.endswith(": File name too long")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -204,6 +210,7 @@ CLI_BAD_DSNS = [
     ("not a url", "invalid database URL"),
     ("mysql://agent:s3cret@localhost/db", "unsupported database URL 'mysql://agent:***@localhost/db'"),
     ("sqlite:////no/such/directory/m.db", "directory '/no/such/directory' does not exist"),
+    ("sqlite:////tmp/a\ud800b.db", "its file name is none the system can take (surrogates not allowed)"),
     (
         "postgresql://agent:s3cret@127.0.0.1:1/memoric",
         "cannot open database postgresql://agent:***@127.0.0.1:1",

@@ -84,11 +84,11 @@ def test_every_delete_takes_its_memories_out_of_their_clusters(dsn, new_dsn, del
     DELETES[delete](memoric, ada, summary)
     left = {row["id"] for row in memoric.db.get_memories(user_id="ada", limit=None)}
     assert left < {*ada, summary}, "the call deleted something"
-    (cluster,) = memoric.get_clusters("ada")
-    assert (cluster["memory_ids"], cluster["memory_count"]) == (sorted(left), len(left))
+    listed = [(c["memory_ids"], c["memory_count"]) for c in memoric.get_clusters("ada")]
+    assert listed == ([(sorted(left), len(left))] if left else []), "a cluster left with none is deleted"
     assert memoric.get_clusters("bob")[0]["memory_ids"] == bob
     restored = Memoric(new_dsn())
-    assert import_jsonl(restored.db, io.StringIO(exported(memoric)))["clusters"] == 2
+    assert import_jsonl(restored.db, io.StringIO(exported(memoric)))["clusters"] == 1 + len(listed)
 
 
 def test_a_delete_waits_for_an_upsert_holding_its_memories_then_takes_them_out(dsn):

@@ -44,9 +44,13 @@ def directory_name(ctx: click.Context, param: click.Parameter, value: str | None
     """A directory's name (`file_name`), as a Path; not a file's."""
     if value is None:
         return None
-    path = Path(file_name(ctx, param, value))
-    if path.is_file():
-        raise validation.ValidationError(f"{param.opts[0]} {validation.shown(value)} is a file, not a folder")
+    path, named = Path(file_name(ctx, param, value)), f"{param.opts[0]} {validation.shown(value)}"
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # a name too long for the system, a loop of links
+        raise validation.ValidationError(f"{named}: {exc.strerror}") from None
+    if is_file:
+        raise validation.ValidationError(f"{named} is a file, not a folder")
     return path
 
 

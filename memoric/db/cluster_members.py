@@ -52,7 +52,8 @@ def _locked_ids(store: MemoryStore, user_id: str, ids: list[int]) -> set[int]:
 
 def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
     """Take the deleted memories, (id, user_id, ...) rows, out of their users' clusters (inside
-    the deleting transaction, after every delete of it); `updated_at` moves, as for an edit."""
+    the deleting transaction, after every delete of it); `updated_at` moves, as for an edit, and
+    a cluster left with no memory is deleted. The summary stays as of `last_built_at`."""
     gone: dict[str, set[int]] = defaultdict(set)
     for memory_id, user_id, *_ in deleted:
         gone[user_id].add(memory_id)
@@ -63,6 +64,10 @@ def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
         for cluster in store.dialect.locked_rows(store.database, query.order_by(*in_key_order)):
             removed = gone[cluster["user_id"]]
             kept = [memory_id for memory_id in cluster["memory_ids"] if memory_id not in removed]
-            if len(kept) < len(cluster["memory_ids"]):
-                changed = {c.memory_ids: kept, c.memory_count: len(kept), c.updated_at: store.clock()}
-                c.update(changed).where(c.cluster_id == cluster["cluster_id"]).execute()
+            this = c.cluster_id == cluster["cluster_id"]
+            if not kept:
+                c.delete().where(this).execute()
+            elif len(kept) < len(cluster["memory_ids"]):
+                c.update({c.memory_ids: kept, c.memory_count: len(kept), c.updated_at: store.clock()}).where(
+                    this
+                ).execute()

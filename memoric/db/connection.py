@@ -236,6 +236,10 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
 def _check_file_name(url: str, path: str) -> None:
     """ConfigError for a file name SQLite reads as a URI, or one SQLite or memoric keeps beside a
     database (checked as typed and through symbolic links)."""
+    try:
+        os.fsencode(path)
+    except UnicodeError as exc:
+        raise invalid_url(url, f"its file name is none the system can take ({exc.reason})") from None
     if path.startswith(SQLITE_URI_PREFIX):
         raise invalid_url(
             url,
