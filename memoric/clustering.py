@@ -74,9 +74,8 @@ def _rebuild_user(store: MemoryStore, user: str, min_size: int) -> tuple[int, in
     with store.atomic():
         rows = cluster_queries.cluster_rows(store, exclude_metadata=SUMMARY_METADATA, user_id=user)
         # Held from here on (a delete waits); one deleted since the read is left out, as if unread.
-        listed = {"memory_ids": [row[0] for row in rows]}
-        deleted = set(cluster_members.held_or_missing(store, user, [listed]))
-        rows = [row for row in rows if row[0] not in deleted]
+        found = cluster_members.held(store, user, (row[0] for row in rows))
+        rows = [row for row in rows if row[0] in found]
         members = _group(rows).get(user, {})
         return _write_user(store, user, members, min_size), len(rows)
 

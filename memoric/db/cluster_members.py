@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 def check(store: MemoryStore, user_id: str, rows: list[dict]) -> None:
     """Every id the cluster `rows` list must be a memory of `user_id`; each is held to the end
     of the transaction. ValidationError naming those that are not."""
-    missing = held_or_missing(store, user_id, rows)
+    listed = sorted({memory_id for row in rows for memory_id in row["memory_ids"]})
+    found = held(store, user_id, listed)
+    missing = [memory_id for memory_id in listed if memory_id not in found]
     if missing:
         raise validation.ValidationError(
             f"memory_ids {validation.shown(missing)}: not memories of user_id {validation.shown(user_id)}; "
@@ -32,19 +34,12 @@ def check(store: MemoryStore, user_id: str, rows: list[dict]) -> None:
         )
 
 
-def held_or_missing(store: MemoryStore, user_id: str, rows: list[dict]) -> list[int]:
-    """Hold the memories of `user_id` the cluster `rows` list until the transaction ends (a
-    delete waits); the listed ids that are not such memories, ascending."""
-    listed = sorted({memory_id for row in rows for memory_id in row["memory_ids"]})
-    found = _locked_ids(store, user_id, listed)
-    return [memory_id for memory_id in listed if memory_id not in found]
-
-
-def _locked_ids(store: MemoryStore, user_id: str, ids: list[int]) -> set[int]:
-    """Those of `ids` that are memories of `user_id`, locked to the end of the transaction."""
+def held(store: MemoryStore, user_id: str, ids: Iterable[int]) -> set[int]:
+    """Those of `ids` that are memories of `user_id`, held to the end of the transaction (a
+    delete of one waits)."""
     m = store.Memory
     found: set[int] = set()
-    for chunk in chunks(ids, ID_CHUNK_SIZE):
+    for chunk in chunks(sorted(set(ids)), ID_CHUNK_SIZE):
         query = m.select(m.id).where(m.id.in_(chunk), m.user_id == user_id).order_by(m.id)
         found |= {row["id"] for row in store.dialect.locked_rows(store.database, query, deletes_only=True)}
     return found
@@ -68,6 +63,5 @@ def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
             if not kept:
                 c.delete().where(this).execute()
             elif len(kept) < len(cluster["memory_ids"]):
-                c.update({c.memory_ids: kept, c.memory_count: len(kept), c.updated_at: store.clock()}).where(
-                    this
-                ).execute()
+                changed = {c.memory_ids: kept, c.memory_count: len(kept), c.updated_at: store.clock()}
+                c.update(changed).where(this).execute()

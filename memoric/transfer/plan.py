@@ -198,10 +198,11 @@ def hold_listed_memories(
     for record in records:
         by_user.setdefault(rows[record.id]["user_id"], []).append(record)
     for user_id, theirs in by_user.items():
-        missing = set(cluster_members.held_or_missing(store, user_id, [rows[record.id] for record in theirs]))
+        listed = (memory_id for record in theirs for memory_id in rows[record.id]["memory_ids"])
+        found = cluster_members.held(store, user_id, listed)
         for record in theirs:
             row = rows[record.id]
-            if gone := sorted(missing.intersection(row["memory_ids"])):
+            if gone := sorted(set(row["memory_ids"]) - found):
                 raise ValidationError(
                     f"{record.where}: cluster {row['cluster_id']} lists memory {gone[0]}, which another "
                     f"writer deleted meanwhile; {outcome} (run the import again)"
