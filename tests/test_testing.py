@@ -100,6 +100,7 @@ def test_a_server_started_in_a_data_directory_stops_and_starts_again_with_its_da
     url = start_postgres(data_dir)
     assert start_postgres(data_dir) == url, "a second start joins the running server"
     admin_sql(url, 'CREATE DATABASE "kept"')
+    assert admin_sql(url, "SHOW fsync") == [("on",)], "data kept between runs is kept safely"
     assert stop_postgres(data_dir) is True
     assert stop_postgres(data_dir) is False, "nothing this process started runs there any more"
     with pytest.raises(psycopg2.OperationalError):
@@ -109,3 +110,15 @@ def test_a_server_started_in_a_data_directory_stops_and_starts_again_with_its_da
         assert admin_sql(url, "SELECT 1 FROM pg_database WHERE datname = 'kept'") == [(1,)]
     finally:
         stop_postgres(data_dir)
+
+
+@requires_postgres
+def test_a_throwaway_server_runs_without_fsync_and_its_directory_goes(monkeypatch):
+    """Its data is removed after the block, so it skips the flushes that made its stop slow."""
+    monkeypatch.delenv(POSTGRES_URL_VARIABLE, raising=False)
+    with postgres_server() as url:
+        assert admin_sql(url, "SHOW fsync") == [("off",)]
+        data_dir = Path(admin_sql(url, "SHOW data_directory")[0][0])
+    assert not data_dir.exists()
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(url).close()
