@@ -363,8 +363,7 @@ class MemoryStore:
                 rows = postings.delete_memories(self, chosen, *summaries.thread_fields(self))
                 threads |= summaries.released_threads(row[1:] for row in rows)
                 deleted += rows
-            cluster_members.forget(self, deleted)
-            return len(deleted) + summaries.release(self, threads)
+            return len(deleted) + summaries.release(self, threads, deleted=deleted)
 
     # --- clusters: the documented calls, their queries in `cluster_queries` ------------------
 

@@ -83,23 +83,26 @@ def lock_threads(store: MemoryStore, selections: list[list], which: peewee.Node)
         store.dialect.locked_rows(store.database, query)
 
 
-def release(store: MemoryStore, threads: set[Thread], kept: Iterable[int] = ()) -> int:
+def release(
+    store: MemoryStore, threads: set[Thread], kept: Iterable[int] = (), deleted: Iterable[tuple] = ()
+) -> int:
     """Delete the summaries of these threads and unmark their summarized memories, `updated_at`
     left as it is (inside the caller's transaction); how many summaries were deleted. `kept`:
-    ids just edited, never deleted (an edit may give a memory a summary's metadata)."""
+    ids just edited, never deleted (an edit may give a memory a summary's metadata); `deleted`:
+    rows the caller deleted, taken out of clusters with the summaries in one pass."""
     m = store.Memory
     kept = sorted(set(kept))
-    deleted = []
+    released = []
     for thread in sorted(threads, key=thread_order):
         where = _in_thread(store, thread)
         its_summaries = [*where, is_summary(store), *([m.id.not_in(kept)] if kept else [])]
-        deleted += postings.delete_memories(store, its_summaries)
+        released += postings.delete_memories(store, its_summaries)
         marked = m.select(m.id).where(all_of([*where, is_summarized(store)])).order_by(m.id).tuples()
         for chunk in chunks([memory_id for (memory_id,) in marked], ID_CHUNK_SIZE):
             unmarked = m.id.in_(chunk) & (m.user_id == thread[0]) & is_summarized(store)
             m.update(summarized=False).where(unmarked).execute()
-    cluster_members.forget(store, deleted)
-    return len(deleted)
+    cluster_members.forget(store, [*deleted, *released])
+    return len(released)
 
 
 def _in_thread(store: MemoryStore, thread: Thread) -> list:
