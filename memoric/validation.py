@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Sequence
@@ -325,6 +326,14 @@ def check_storable(field: str, text: str) -> None:
         raise ValidationError(f"{shown_path(field)} {problem}") from None
 
 
+def file_name_problem(name: str) -> str | None:
+    """Why the system cannot take `name` as a file name (a NUL, a lone surrogate), or None."""
+    try:
+        return "it holds a NUL character" if b"\0" in os.fsencode(name) else None
+    except UnicodeError as exc:
+        return exc.reason
+
+
 def utc_now() -> dt.datetime:
     """The default clock: now, in UTC."""
     return dt.datetime.now(dt.UTC)
@@ -338,9 +347,7 @@ def checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]
     """
     clock = utc_now if clock is None else clock
     if not callable(clock):
-        raise ValidationError(
-            f"clock must be a function returning a datetime, got {type(clock).__name__}"
-        )
+        raise ValidationError(f"clock must be a function returning a datetime, got {type(clock).__name__}")
 
     def now() -> dt.datetime:
         return timestamp("the clock's time", clock())

@@ -402,3 +402,17 @@ def test_a_datetime_in_metadata_is_shown_whole_or_with_an_ellipsis():
     assert repr(moment) in refusal(j.metadata, {"when": moment})
     message = refusal(j.metadata, {"when": moment.replace(tzinfo=dt.UTC)})
     assert "123456, tzinfo=" in message and "…" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("notes.jsonl", None),
+        ("dir/ünïcode ✓.jsonl", None),
+        ("a\0b", "it holds a NUL character"),
+        ("lone \udc80 surrogate", None),  # os.fsencode takes back what the system decoded
+        ("lone \ud800 surrogate", "surrogates not allowed"),
+    ],
+)
+def test_a_file_name_the_system_cannot_take_says_why(name, problem):
+    assert v.file_name_problem(name) == problem

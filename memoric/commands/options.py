@@ -7,7 +7,6 @@ the library's `user_id`), before any database is opened.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import click
@@ -30,10 +29,7 @@ def file_name(ctx: click.Context, param: click.Parameter, value):
     """A file or directory name the system can take (no NUL, no lone surrogate); `-` and None pass."""
     if value is None or value == "-":
         return value
-    try:
-        problem = "it holds a NUL character" if b"\0" in os.fsencode(value) else None
-    except UnicodeError as exc:
-        problem = exc.reason
+    problem = validation.file_name_problem(value)
     if problem:
         named = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
         raise validation.ValidationError(f"{named} {validation.shown(str(value))} is no file name: {problem}")

@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, unquote
 import peewee
 from playhouse import db_url
 
+from memoric import validation
 from memoric.db.recovery import COMMIT_IN_DOUBT, SQLITE_BUSY_SECONDS, Pooled, PooledSqlite, Sqlite
 from memoric.db.recovery_postgres import PooledPostgres, Postgres
 from memoric.db.urls import (
@@ -236,10 +237,9 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
 def _check_file_name(url: str, path: str) -> None:
     """ConfigError for a file name SQLite reads as a URI, or one SQLite or memoric keeps beside a
     database (checked as typed and through symbolic links)."""
-    try:
-        os.fsencode(path)
-    except UnicodeError as exc:
-        raise invalid_url(url, f"its file name is none the system can take ({exc.reason})") from None
+    problem = validation.file_name_problem(path)
+    if problem:
+        raise invalid_url(url, f"its file name is none the system can take ({problem})")
     if path.startswith(SQLITE_URI_PREFIX):
         raise invalid_url(
             url,
