@@ -66,6 +66,8 @@ class Memoric:
         enricher: Enricher | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
+        validation.function("summarizer", summarizer, "(memories, max_chars) -> str")
+        validation.function("enricher", enricher, "(content, metadata) -> dict")
         self.config = load_config(config_path, config)
         url = resolve_dsn(dsn, self.config, make_directory=create)
         try:
@@ -241,6 +243,7 @@ class Memoric:
         export) sees a cluster listing one. A forgotten summary or summarized memory also
         deletes its thread's summaries (counted) and brings their sources back.
         """
+        user_id = validation.user_id(user_id)  # None would let the ids reach every user's memories
         self._ready()
         return self.store.delete_memories(user_id=user_id, memory_ids=memory_ids)
 

@@ -334,6 +334,15 @@ def file_name_problem(name: str) -> str | None:
         return exc.reason
 
 
+def function(field: str, value, what: str = "") -> Callable | None:
+    """`value` if it can be called (or None, for a callback left out); a ValidationError naming
+    `field` otherwise, before any work starts (not a TypeError halfway through it)."""
+    if value is None or callable(value):
+        return value
+    described = f"a function {what}".rstrip()
+    raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
+
+
 def utc_now() -> dt.datetime:
     """The default clock: now, in UTC."""
     return dt.datetime.now(dt.UTC)
@@ -345,9 +354,7 @@ def checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]
     A clock outside that range would store times no export can load back; its reading is a
     ValidationError before anything is written. None is the default clock (UTC now).
     """
-    clock = utc_now if clock is None else clock
-    if not callable(clock):
-        raise ValidationError(f"clock must be a function returning a datetime, got {type(clock).__name__}")
+    clock = function("clock", utc_now if clock is None else clock, "returning a datetime")
 
     def now() -> dt.datetime:
         return timestamp("the clock's time", clock())

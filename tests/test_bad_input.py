@@ -136,12 +136,18 @@ FACADE_CALLS = [
     entry("retrieve include_summarized", lambda m: m.retrieve("control", include_summarized="yes"),
           lambda: v.flag("include_summarized", "yes")),
     entry("run_policies", lambda m: m.run_policies(user_id="u\x00"), lambda: v.user_id("u\x00")),
+    entry("run_policies on_progress", lambda m: m.run_policies(on_progress=5),
+          lambda: v.function("on_progress", 5, "of the number of memories done")),
     entry("rebuild_clusters", lambda m: m.rebuild_clusters("x" * 129), lambda: v.user_id("x" * 129)),
+    entry("rebuild_clusters on_progress", lambda m: m.rebuild_clusters(on_progress=[]),
+          lambda: v.function("on_progress", [], "of the number of memories done")),
     entry("get_clusters user_id", lambda m: m.get_clusters(b"ada"), lambda: v.user_id(b"ada")),
     entry("get_clusters category", lambda m: m.get_clusters(category="c\x00"),
           lambda: v.optional_text("category", "c\x00")),
     entry("stats", lambda m: m.stats(["ada"]), lambda: v.user_id(["ada"])),
     entry("forget", lambda m: m.forget(" "), lambda: v.user_id(" ")),
+    entry("forget without a user", lambda m: m.forget(None, [m.retrieve("control")[0]["id"]]),
+          lambda: v.user_id(None)),
 ]  # fmt: skip
 
 
@@ -185,6 +191,13 @@ def test_the_facade_refuses_a_bad_url_or_config_before_opening_anything(monkeypa
     path.write_text("tiers: [\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         Memoric(f"sqlite:///{tmp_path / 'm.db'}", config_path=path)
+    assert not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.parametrize("callback", ["summarizer", "enricher"])
+def test_the_facade_refuses_a_callback_that_is_no_function_before_opening_anything(tmp_path, callback):
+    with pytest.raises(ValidationError, match=rf"^{callback} must be a function .*, got str$"):
+        Memoric(f"sqlite:///{tmp_path / 'm.db'}", **{callback: "summary"})
     assert not (tmp_path / "m.db").exists()
 
 

@@ -62,6 +62,14 @@ def test_cluster_keys_and_summaries_are_deterministic():
     assert describe("t", "c", [(1, "a"), (2, "a")]) == "2 memories about t (c) across 1 thread"
 
 
+def test_an_on_progress_that_is_no_function_is_refused_before_any_user_is_rebuilt(db):
+    """It was called after the first user's clusters had committed: a TypeError, the run half done."""
+    put(db, "ada", {"topic": "travel"})
+    with pytest.raises(ValidationError, match=r"^on_progress must be a function .*, got str$"):
+        rebuild_clusters(db, on_progress="x")
+    assert keyed(db) == {}
+
+
 def test_min_size_drops_small_groups(db):
     for _ in range(3):
         put(db, "ada", {"topic": "food"})

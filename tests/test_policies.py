@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from memoric.db.store import MemoryStore, utc_now
-from memoric.errors import SummarizerFailed
+from memoric.errors import SummarizerFailed, ValidationError
 from memoric.policies import SUMMARY_METADATA, extractive_summary, shorten
 from tests.helpers.policies import long_term_thread, no_changes, put, run
 from tests.helpers.reference import NOW, Clock, ago, memory_snapshot
@@ -80,6 +80,17 @@ def test_migration_runs_in_batches(db, clock):
     result = run(db, {"policies": {"batch_size": 3}})
     assert result["migrated"]["short_term"] == 10
     assert db.count_by_tier()["mid_term"] == 10
+
+
+@pytest.mark.parametrize("callback", ["on_progress", "summarizer"])
+def test_a_callback_that_is_no_function_is_refused_before_the_first_batch(db, clock, callback):
+    """It was called after the first batch had committed: a TypeError, the run half applied."""
+    db.insert_memories(
+        [{"user_id": "ada", "content": f"m{i}", "tier": "short_term", **ago(days=9 + i)} for i in range(10)]
+    )
+    with pytest.raises(ValidationError, match=rf"^{callback} must be a function .*, got int$"):
+        run(db, {"policies": {"batch_size": 3}}, **{callback: 5})
+    assert db.count_by_tier()["short_term"] == 10
 
 
 def test_tiers_without_expiry_never_move(db, clock):
