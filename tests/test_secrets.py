@@ -12,8 +12,10 @@ password is accepted (SQLite URLs carry no password: those tests are PostgreSQL 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 import threading
 from urllib.parse import urlsplit
 
@@ -354,3 +356,34 @@ def test_a_config_whose_yaml_cuts_or_moves_the_password_never_shows_it(tmp_path,
     result = cli("--config", str(config), "stats")
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     assert_no_part_of_the_long_secret(result.stderr)
+
+
+# Each shape repeated to the length of the longest argument Linux passes a command (128 KiB):
+# patterns that could start or end anywhere in a run of name characters tried every start and
+# every end, 102 s for 4,000 characters of `pass.`; masking is now linear in the text.
+LONG_ARGUMENT_SHAPES = ["x", "a.", "pass.", "password", "token=", "pass='", "a=b&", "u:p@", "%41"]
+
+
+@pytest.mark.parametrize("shape", LONG_ARGUMENT_SHAPES)
+def test_masking_a_long_argument_takes_time_in_proportion_to_it(shape):
+    """The guard is a hundred times what the masking takes; it ends a run that would take hours."""
+    argument = f"postgresql://agent:{SECRET}@h/db?password={SECRET}&" + shape * (131_072 // len(shape))
+    with _interrupted_after(seconds=30):
+        masked = mask_password(f"Error: --user {argument} must be at most 128 characters", argument)
+    assert SECRET not in masked
+
+
+@contextlib.contextmanager
+def _interrupted_after(seconds: int):
+    """A TimeoutError in the block once `seconds` have passed (this thread must be the main one)."""
+
+    def interrupt(signum, frame):
+        raise TimeoutError(f"still masking after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

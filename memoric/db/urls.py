@@ -8,6 +8,8 @@ inside the password, a one-slash scheme typo, no scheme at all, `?password=...`,
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import re
@@ -26,13 +28,16 @@ _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_WORDS = "pass|pwd|secret|token"  # a name holding one of these names a secret
 _SECRET_NAME = re.compile(rf"(?i){_SECRET_WORDS}")
-_SECRET_PARAMETER = rf"[\w.-]*(?:{_SECRET_WORDS})[\w.-]*"  # a whole such name
+# A whole such name, matched from the start of a run of name characters only, and that run taken
+# whole (possessive): a pattern free to start or end anywhere in a long run tried every start and
+# every end, minutes for an argument of a few thousand characters.
+_SECRET_PARAMETER = rf"(?<![\w.-])(?=[\w.-]*?(?:{_SECRET_WORDS}))[\w.-]*+"
 _SECRET_NAMED = re.compile(rf"(?i){_SECRET_PARAMETER}=")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]*")  # a parameter's name that holds no secret
 _TRAILING = ":;,.)]"  # what a message may put right after a URL
 _PART_END = re.compile(r"[/?#;,)\]'\"]")  # what ends a URL's user and host part in a message
 _SECRET_SETTING = re.compile(
-    rf"(?i)(\b{_SECRET_PARAMETER}\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
+    rf"(?i)({_SECRET_PARAMETER}\s*=\s*)('[^']*'|\"[^\"]*\"|[^&\s'\"]+)"
 )  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
@@ -161,8 +166,8 @@ def _query_secrets(url: str) -> set[str]:
     `name=value` of those memoric does not know, and such a name itself unless it is a plain
     name: `?password:x`), spaces included (libpq takes a raw space in a value), as typed and
     decoded; and, wherever such a name is followed by `=` in the URL, what follows it
-    (`_secret_value`: a `?` or `#` in a password before the query would hide the query from a
-    parser)."""
+    (up to the next known parameter: a `?` or `#` in a password before the query would hide the
+    query from a parser)."""
     query = url.partition("?")[2].partition("#")[0]
     pairs = [part.partition("=") for part in query.split("&")]
     decoded = query_pairs(query)
@@ -172,7 +177,26 @@ def _query_secrets(url: str) -> set[str]:
             found.add(value)
         if _unknown(name):
             found |= {f"{name}={value}"} if _PLAIN_NAME.fullmatch(name) else {f"{name}={value}", name}
-    return found | {_secret_value(url[match.end() :]) for match in _SECRET_NAMED.finditer(url)}
+    return found | _named_values(url)
+
+
+def _named_values(url: str) -> set[str]:
+    """What follows each `password=`-like name in `url`: up to the next `&` that starts a known
+    parameter; a name inside such a value (`?token=a&token=b`) starts a value of its own that ends
+    at the next `&` or name, so that the values of many names take no more than the URL's length."""
+    ends = _known_parameter_starts(url)
+    names = list(_SECRET_NAMED.finditer(url))
+    found, previous_end = set(), None
+    for name, following in itertools.zip_longest(names, names[1:]):
+        start = name.end()
+        end = ends[bisect.bisect_left(ends, start)]
+        if end == previous_end:  # inside the value before: up to the next `&` or name
+            ampersand = url.find("&", start, end)
+            end = min(end if ampersand < 0 else ampersand, following.start() if following else end)
+        else:
+            previous_end = end
+        found.add(url[start:end])
+    return found
 
 
 def query_pairs(query: str) -> list[tuple[str, str]]:
@@ -187,15 +211,18 @@ def _unknown(name: str) -> bool:
     return name.lower() not in KNOWN_PARAMETERS
 
 
-def _secret_value(rest: str) -> str:
-    """The value of a `password=`-like setting that `rest` follows: up to the next `&` that starts
-    a parameter memoric knows; an unknown one after it (refused anyway) is taken for part of it."""
-    value, *others = rest.split("&")
-    for other in others:
-        if other.partition("=")[0].lower() in KNOWN_PARAMETERS:
-            break
-        value += "&" + other
-    return value
+def _known_parameter_starts(url: str) -> list[int]:
+    """Where the value of a `password=`-like setting in `url` may end, in order: at each `&` that
+    starts a parameter memoric knows, and at the end (an unknown parameter after the value,
+    refused anyway, is taken for part of it)."""
+    ends, place = [], url.find("&")
+    while place >= 0:
+        following = url.find("&", place + 1)
+        name = url[place + 1 : len(url) if following < 0 else following].partition("=")[0]
+        if name.lower() in KNOWN_PARAMETERS:
+            ends.append(place)
+        place = following
+    return [*ends, len(url)]
 
 
 def dialect_of(url: str) -> str:
