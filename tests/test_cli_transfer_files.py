@@ -42,18 +42,24 @@ def test_an_export_to_a_full_disk_is_one_line(source, tmp_path):
     assert sorted(os.listdir(tmp_path)) == before and full.is_symlink()
 
 
-def run_cli(*args: str, stdout=subprocess.PIPE, max_file_size: int | None = None):
-    """The CLI in a child process (files it writes limited to `max_file_size` bytes, if given)."""
+def run_cli(
+    *args: str, stdout=subprocess.PIPE, max_file_size: int | None = None, max_memory: int | None = None
+):
+    """The CLI in a child process (files it writes limited to `max_file_size` bytes, its address
+    space to `max_memory` bytes, where given)."""
+    limits = {resource.RLIMIT_FSIZE: max_file_size, resource.RLIMIT_AS: max_memory}
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+        for kind, most in limits.items():
+            if most is not None:
+                resource.setrlimit(kind, (most, most))
 
     return subprocess.run(
         [sys.executable, "-c", CLI, *args],
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=None if max_file_size is None else limit,
+        preexec_fn=limit,
         check=False,
     )
 
@@ -149,3 +155,13 @@ def test_an_import_from_a_pipe_with_no_room_to_keep_it_is_one_line_and_writes_no
         error = one_line_error(invoke("--dsn", target, "import", "-", input=pipe))
     assert "could not keep a copy of the export in a temporary file" in error
     assert not MemoryStore(target).has_schema(), "nothing written: an empty database left unbuilt"
+
+
+def test_an_endless_import_line_is_one_line_and_writes_nothing(tmp_path):
+    """`import /dev/zero` read its one line into memory until the system killed the process (23 GB);
+    the child here may take 2 GB, so the code before ends in a MemoryError, not in the machine's."""
+    target = tmp_path / "target.db"
+    child = run_cli("--dsn", f"sqlite:///{target}", "import", "/dev/zero", max_memory=2 * 2**30)
+    error = child_error(child)
+    assert "line 1 of /dev/zero is longer than 256 MiB, longer than any line an export writes" in error
+    assert not MemoryStore(f"sqlite:///{target}").has_schema(), "nothing written"

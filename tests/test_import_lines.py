@@ -17,6 +17,7 @@ from memoric.errors import ValidationError
 from memoric.transfer import (
     FORMAT_VERSION,
     check_jsonl,
+    export_memoric,
     import_jsonl,
     import_memoric,
 )
@@ -312,3 +313,28 @@ def test_a_byte_order_mark_opening_a_later_line_is_refused(db):
     header, memory = export_of(memory_line(1)).getvalue().splitlines(keepends=True)[:2]
     with pytest.raises(ValidationError, match="line 2 is not valid JSON"):
         import_jsonl(db, io.StringIO(header + "\ufeff" + memory))
+
+
+def test_a_line_longer_than_an_import_reads_is_refused_and_no_export_writes_one(dsn, new_dsn, monkeypatch):
+    """The limit (256 MiB) made small: an import refuses a longer line by its number, and an
+    export refuses, before its first line, a cluster whose line would be longer."""
+    for module in ("records", "export"):
+        monkeypatch.setattr(f"memoric.transfer.{module}.MAX_LINE_BYTES", 5000)
+    source = Memoric(dsn)
+    source.db.insert_memories([{"user_id": "ada", "content": "m"}] * 30)
+    ids = [row["id"] for row in source.db.get_memories(user_id="ada", limit=None)]
+    source.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids, summary="s" * 4000)
+    fits = io.StringIO()
+    export_memoric(source, fits)
+    source.db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids, summary="s" * 6000)
+    written = io.StringIO()
+    with pytest.raises(
+        ValidationError, match=r"^cluster \d+: its line \(30 memory ids and its summary\) is longer"
+    ):
+        export_memoric(source, written)
+    assert written.getvalue() == "", "refused before the first line"
+
+    too_long = fits.getvalue().replace("s" * 4000, "s" * 6000)
+    with pytest.raises(ValidationError, match=r"^line \d+ of the export is longer than 0 MiB"):
+        import_jsonl(Memoric(new_dsn()).db, io.StringIO(too_long))
+    assert import_jsonl(Memoric(new_dsn()).db, io.StringIO(fits.getvalue()))["clusters"] == 1

@@ -12,7 +12,7 @@ from memoric.db.jsoncodec import controls_escaped
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
-from memoric.transfer.records import END, FORMAT, FORMAT_VERSION, ID_COLUMNS, encode
+from memoric.transfer.records import END, FORMAT, FORMAT_VERSION, ID_COLUMNS, MAX_LINE_BYTES, encode
 from memoric.transfer.scratch import MemoryOwners, Scratch
 
 if TYPE_CHECKING:
@@ -45,10 +45,10 @@ def export_jsonl(
         }
         out.write(controls_escaped(dump_json(header)) + "\n")
         for memory in transfer_queries.iter_memories(store, user_id=user_id):
-            out.write(controls_escaped(dump_json({"type": "memory", **encode(memory)})) + "\n")
+            out.write(_line("memory", memory))
             counts["memories"] += 1
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
-            out.write(controls_escaped(dump_json({"type": "cluster", **encode(cluster)})) + "\n")
+            out.write(_line("cluster", cluster))
             counts["clusters"] += 1
         out.write(controls_escaped(dump_json({"type": END, **counts})) + "\n")
     return counts
@@ -65,6 +65,7 @@ def check_restorable(store: MemoryStore, user_id: str | None) -> None:
             owners.add(memory["id"], memory["user_id"])
         for cluster in transfer_queries.iter_clusters(store, user_id=user_id):
             restorable(store, "cluster", cluster)
+            _within_line_length(cluster)
             for memory_id in cluster["memory_ids"]:
                 if owners.get(memory_id) != cluster["user_id"]:
                     raise unrestorable(
@@ -77,6 +78,25 @@ def check_restorable(store: MemoryStore, user_id: str | None) -> None:
                     )
     finally:
         scratch.close()
+
+
+def _within_line_length(cluster: dict) -> None:
+    """ValidationError for a cluster whose line an import would refuse as too long (only one of
+    millions of memories can be; a memory's line always fits)."""
+    most = 20 * len(cluster["memory_ids"]) + 6 * len(cluster["summary"] or "") + 4096  # every id 19 digits
+    if most > MAX_LINE_BYTES and len(_line("cluster", cluster).encode()) > MAX_LINE_BYTES:
+        raise unrestorable(
+            "cluster",
+            cluster["cluster_id"],
+            f"its line ({len(cluster['memory_ids'])} memory ids and its summary) is longer than an "
+            f"import reads ({MAX_LINE_BYTES >> 20} MiB)",
+            remedy="rebuild that user's clusters with a smaller topic, or delete that cluster",
+        )
+
+
+def _line(kind: str, row: dict) -> str:
+    """The export's line of one memory or cluster."""
+    return controls_escaped(dump_json({"type": kind, **encode(row)})) + "\n"
 
 
 def restorable(store: MemoryStore, kind: str, row: dict) -> None:

@@ -27,6 +27,11 @@ END = "end"
 ENDED_SINCE = 2
 BATCH_SIZE = 1000
 BYTE_ORDER_MARK = "\ufeff"
+# The longest line an import reads: a memory's line stays under 200 MB (its content, metadata and
+# related threads at their limits, every character escaped); a cluster's holds about 12 million
+# ids within it, and an export refuses one longer. An endless line (`import /dev/zero`) is refused
+# here instead of being read into memory until the system kills the process.
+MAX_LINE_BYTES = 256 * 2**20
 TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
@@ -298,7 +303,8 @@ def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
     """The lines of `lines` as read; a file that fails to read (an I/O error, a terminal hung up)
     is a MemoricError naming it, the line it stopped after and the system's reason."""
     number = 0
-    iterator = iter(lines)
+    readline = getattr(lines, "readline", None)
+    iterator = _bounded_lines(readline) if readline else iter(lines)
     while True:
         try:
             line = next(iterator)
@@ -309,6 +315,17 @@ def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
             reason = exc.strerror or exc
             raise MemoricError(f"cannot read {_file_name(lines)}{after}: {reason}") from None
         number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise ValidationError(
+                f"line {number} of {_file_name(lines)} is longer than {MAX_LINE_BYTES >> 20} MiB, "
+                "longer than any line an export writes: this is no memoric export, or a damaged one"
+            )
+        yield line
+
+
+def _bounded_lines(readline: Callable) -> Iterator[str | bytes]:
+    """The lines `readline` reads, each cut after MAX_LINE_BYTES + 1 (then refused whole)."""
+    while line := readline(MAX_LINE_BYTES + 1):
         yield line
 
 
