@@ -150,9 +150,18 @@ class Recovering:
         MemoricError inside a transaction block a parent process began before forking this one."""
         if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
-        if not self.in_transaction() and (self.connection_lost() or self._suspect_and_lost()):
+        if not self.in_transaction() and (
+            self.connection_lost() or self._suspect_and_lost() or self._ended_unseen()
+        ):
             self._drop_connection()
         return super().cursor(named_cursor)
+
+    def _ended_unseen(self) -> bool:
+        """Whether the server ended this thread's idle connection (an idle timeout, a terminated
+        backend) where nothing relies on it staying the same (`bound_to_connection`): a
+        statement sent on it would fail for nothing."""
+        bound = getattr(self._state, "bound", 0)
+        return not (self.is_closed() or bound) and self._ended_by_server(self._state.conn)
 
     def commit(self) -> None:
         """COMMIT. One that fails with the connection lost is marked `COMMIT_IN_DOUBT`: the
@@ -167,9 +176,6 @@ class Recovering:
         if self.in_transaction():
             yield
             return
-        bound = getattr(self._state, "bound", 0)
-        if not (self.is_closed() or bound) and self._ended_by_server(self._state.conn):
-            self._drop_connection()  # a write sent on it would fail, its outcome unknown
         with self._in_doubt_if_lost():
             yield
 

@@ -144,8 +144,8 @@ class PostgresDialect(SequenceIds, Dialect):
         # Not through another thread's connection, which may be waiting on this thread's locks.
         if database.is_closed() or database.connection() is not connection or database.connection_lost():
             return False
-        database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
-        return True
+        with database.bound_to_connection():  # on the lock's connection, or not at all
+            return database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,)).fetchone()[0]
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
         for name in GIN_INDEXES:
