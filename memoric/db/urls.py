@@ -23,6 +23,7 @@ POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresext"}
 POOLED_SUFFIX = "+pool"
 MASK = "***"
 MIN_LITERAL_SECRET = 4  # shorter secrets are masked where they stand in a URL, not everywhere
+MAX_SETTING_SECRETS = 256  # a URL's setting secrets looked for one by one; more: its query whole
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
 _WORD = re.compile(r"""[^\s'"`<>]+""")
@@ -152,13 +153,25 @@ def _secrets(urls) -> set[str]:
         if span is not None:
             start, end = span
             found |= {url[start:end], url[start : url.find("@", start)]} if "@" in url else {url[start:end]}
-        for text in (url, unquote(url)):  # also a setting inside an encoded value: ?dbname=password%3D...
-            found |= {match.group(2).strip("'\"") for match in _SECRET_SETTING.finditer(text)}
-        found |= _query_secrets(url)
+        found |= _setting_secrets(url)
     found |= {unquote(secret) for secret in found}
     found |= {quote(secret, safe="", errors="surrogatepass") for secret in found}
     found |= {escaped for secret in found for escaped in (repr(secret)[1:-1], json.dumps(secret)[1:-1])}
     return {secret for secret in found if len(secret) >= MIN_LITERAL_SECRET}
+
+
+def _setting_secrets(url: str) -> set[str]:
+    """The secrets of `url`'s settings (`_query_secrets`, and `password=`-like settings also
+    inside an encoded value: ?dbname=password%3D...). A URL of more than MAX_SETTING_SECRETS
+    (thousands of parameters) has its query masked whole instead: each secret is looked for in
+    the whole message, which took seconds for a URL of 128 KiB."""
+    found = _query_secrets(url)
+    for text in (url, unquote(url)):
+        found |= {match.group(2).strip("'\"") for match in _SECRET_SETTING.finditer(text)}
+    if len(found) <= MAX_SETTING_SECRETS:
+        return found
+    masked_whole = url.partition("?")[2] or url
+    return {masked_whole, unquote(masked_whole)}
 
 
 def _query_secrets(url: str) -> set[str]:
