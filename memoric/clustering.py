@@ -47,7 +47,7 @@ def rebuild_clusters(
 
     `on_progress(n)` is called after each user with the number of memories processed.
     """
-    on_progress = validation.function("on_progress", on_progress, "of the number of memories done")
+    on_progress = validation.function("on_progress", on_progress, "of the number of memories done", 1)
     users = set(cluster_queries.memory_users(store, user_id=user_id))
     users |= {key[1] for key in cluster_queries.cluster_keys(store, user_id=user_id)}
     total = 0

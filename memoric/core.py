@@ -66,8 +66,8 @@ class Memoric:
         enricher: Enricher | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
-        validation.function("summarizer", summarizer, "(memories, max_chars) -> str")
-        validation.function("enricher", enricher, "(content, metadata) -> dict")
+        validation.function("summarizer", summarizer, "(memories, max_chars) -> str", 2)
+        validation.function("enricher", enricher, "(content, metadata) -> dict", 2)
         self.config = load_config(config_path, config)
         url = resolve_dsn(dsn, self.config, make_directory=create)
         try:

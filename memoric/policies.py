@@ -49,8 +49,8 @@ def run_policies(
 
     Returns the counts: migrated per tier, trimmed, summarized, summaries_created.
     """
-    on_progress = validation.function("on_progress", on_progress, "of the number of memories done")
-    summarizer = validation.function("summarizer", summarizer, "(memories, max_chars) -> str")
+    on_progress = validation.function("on_progress", on_progress, "of the number of memories done", 1)
+    summarizer = validation.function("summarizer", summarizer, "(memories, max_chars) -> str", 2)
     now = store.clock()
     if dry_run:
         return _plan(store, config, now, user_id)

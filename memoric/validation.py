@@ -9,6 +9,7 @@ databases would fail, so a value is either accepted by both dialects alike or re
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import math
 import os
 import re
@@ -334,13 +335,28 @@ def file_name_problem(name: str) -> str | None:
         return exc.reason
 
 
-def function(field: str, value, what: str = "") -> Callable | None:
-    """`value` if it can be called (or None, for a callback left out); a ValidationError naming
-    `field` otherwise, before any work starts (not a TypeError halfway through it)."""
-    if value is None or callable(value):
-        return value
+def function(field: str, value, what: str = "", arguments: int | None = None) -> Callable | None:
+    """`value` if it can be called (with `arguments` positional arguments, where given), or None
+    for a callback left out; a ValidationError naming `field` otherwise, before any work starts
+    (not a TypeError halfway through it)."""
     described = f"a function {what}".rstrip()
-    raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
+    if value is not None and not callable(value):
+        raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
+    if value is not None and arguments is not None and not _takes(value, arguments):
+        raise ValidationError(f"{field} must be {described}: it cannot be called with {arguments} arguments")
+    return value
+
+
+def _takes(function: Callable, arguments: int) -> bool:
+    """Whether `function` can be called with `arguments` positional arguments (True where Python
+    cannot tell, as for some built-ins)."""
+    try:
+        inspect.signature(function).bind(*range(arguments))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
 
 
 def utc_now() -> dt.datetime:
@@ -354,7 +370,7 @@ def checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]
     A clock outside that range would store times no export can load back; its reading is a
     ValidationError before anything is written. None is the default clock (UTC now).
     """
-    clock = function("clock", utc_now if clock is None else clock, "returning a datetime")
+    clock = function("clock", utc_now if clock is None else clock, "returning a datetime", arguments=0)
 
     def now() -> dt.datetime:
         return timestamp("the clock's time", clock())

@@ -8,6 +8,7 @@ Injection-shaped ids, keys and values are stored and matched literally and harm 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 
@@ -19,6 +20,7 @@ from memoric import json_input as j
 from memoric import validation as v
 from memoric.cli import main
 from memoric.errors import ConfigError, MemoricError, MigrationError, ValidationError
+from memoric.transfer import copy_database, export_jsonl, import_jsonl
 from memoric.validation import MAX_TIMESTAMP
 from tests.helpers.bad_input import control_memoric, left_alone
 from tests.helpers.dialects import refusal
@@ -276,3 +278,38 @@ def test_injection_shaped_text_is_stored_and_matched_literally(m, text):
         m.db.delete_memories(memory_ids=[saved, decoy])
         for cluster in m.get_clusters(text):
             m.db.delete_cluster(cluster_id=cluster["cluster_id"])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"progress": 5}, "progress must be a function .*, got int"),
+        ({"progress": lambda: 1}, "progress must be a function .*: it cannot be called with 1 arguments"),
+        ({"batch_size": "x"}, "batch_size must be"),
+    ],
+    ids=["not a function", "no argument", "not a number"],
+)
+def test_an_import_or_a_copy_refuses_a_bad_option_before_writing_a_row(dsn, new_dsn, option, message):
+    """The progress callback was first called after a batch was written: a TypeError, the rest
+    of the file left out (found by a hostile run)."""
+    source = Memoric(dsn)
+    source.db.insert_memories([{"user_id": "ada", "content": f"memory {n}"} for n in range(5)])
+    export = io.StringIO()
+    export_jsonl(source.db, export)
+    target = Memoric(new_dsn())
+    options = {"batch_size": 2, **option}
+    with pytest.raises(ValidationError, match=message):
+        import_jsonl(target.db, io.StringIO(export.getvalue()), **options)
+    with pytest.raises(ValidationError, match=message):
+        copy_database(source.db, target.db, **options)
+    assert target.db.count_memories() == 0
+
+
+@pytest.mark.parametrize("callback", ["on_progress", "summarizer"])
+def test_a_policy_callback_taking_the_wrong_arguments_is_refused_before_the_run(dsn, callback):
+    memoric = Memoric(dsn)
+    with pytest.raises(ValidationError, match=f"^{callback} must be a function .*: it cannot be called with"):
+        if callback == "on_progress":
+            memoric.run_policies(on_progress=lambda: None)
+        else:
+            Memoric(dsn, summarizer=lambda memories: "").run_policies()

@@ -73,6 +73,7 @@ def import_jsonl(
     `keep_existing=True` keeps a memory the target holds under the file's id for the same user
     as it is there, skipped like an identical one, and leaves the clusters out too.
     """
+    _check_options(batch_size, progress)
     with rereadable(lines) as reread:
         plan = check_jsonl(store, reread, new_ids=new_ids, clusters=clusters, keep_existing=keep_existing)
         return import_checked(store, plan, batch_size=batch_size, progress=progress)
@@ -115,7 +116,7 @@ def import_checked(
     """Write what `check_jsonl` checked: compare with the target, reserve the ids, compare again
     (rows written meanwhile), write in batches. A refusal before writing leaves every id counter
     as it was, unless it comes from rows written between the two comparisons."""
-    validation.count("batch_size", batch_size)
+    _check_options(batch_size, progress)
     compare_with_target(store, plan)
     highest = {kind: record for kind, record in plan.highest.items() if plan.writes(kind)}
     claims = {kind: (0, plan.counts[kind]) if plan.new_ids else (highest[kind].id, 0) for kind in highest}
@@ -240,9 +241,17 @@ def copy_database(
 
     The source is read inside one snapshot; the target is written like an import.
     """
+    _check_options(batch_size, progress)
     with transfer_queries.snapshot(source):
         plan = survey(target, DatabaseRows(source, max(batch_size, 1)), new_ids=False)
         return import_checked(target, plan, batch_size=batch_size, progress=progress)
+
+
+def _check_options(batch_size, progress) -> None:
+    """ValidationError for a batch size or progress callback that would fail after a batch was
+    written."""
+    validation.count("batch_size", batch_size)
+    validation.function("progress", progress, "of the number of rows written", 1)
 
 
 def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
