@@ -182,6 +182,22 @@ def test_a_connection_lost_inside_a_transaction_loses_the_whole_transaction(memo
     assert memoric.db.count_memories() == before + 1
 
 
+@pytest.mark.parametrize("in_the_block", ["nothing", "a failed call caught"])
+def test_a_transaction_whose_connection_died_before_its_end_says_nothing_was_saved(memoric, in_the_block):
+    """peewee leaves the block before it sends COMMIT: the COMMIT went on a new connection and
+    committed nothing, the block ending as if all was saved (found by a hostile run)."""
+    before = memoric.db.count_memories()
+    with pytest.raises(MemoricError, match="nothing of the transaction was saved"), memoric.db.atomic():
+        memoric.db.insert_memory(user_id="ada", content="in the lost transaction")
+        lose_connection(memoric.db)
+        if in_the_block != "nothing":
+            with contextlib.suppress(MemoricError):
+                memoric.db.insert_memory(user_id="ada", content="after the loss")
+    assert memoric.db.count_memories() == before
+    memoric.save("ada", "the next call reconnects")
+    assert memoric.db.count_memories() == before + 1
+
+
 def test_a_lock_held_while_its_connection_dies_says_so_and_is_free_again(memoric):
     lost = pytest.raises(MemoricError, match="lock was lost") if memoric.db.is_postgres else None
     with lost or contextlib.nullcontext(), taken(memoric):

@@ -150,11 +150,22 @@ class Recovering:
         MemoricError inside a transaction block a parent process began before forking this one."""
         if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
-        if not self.in_transaction() and (
-            self.connection_lost() or self._suspect_and_lost() or self._ended_unseen()
-        ):
+        replaceable = not (self.in_transaction() or self._transaction_begun_here())
+        if replaceable and (self.connection_lost() or self._suspect_and_lost() or self._ended_unseen()):
             self._drop_connection()
         return super().cursor(named_cursor)
+
+    def begin(self, *args, **kwargs) -> None:
+        """BEGIN, noting the connection it began on: that connection is not replaced before its
+        COMMIT or ROLLBACK (peewee leaves its block before sending COMMIT: sent on a new
+        connection, it would commit nothing, silently)."""
+        super().begin(*args, **kwargs)
+        self._state.began_on = self._state.conn
+
+    def _transaction_begun_here(self) -> bool:
+        """Whether this thread's connection has a transaction begun and not yet ended."""
+        began_on = getattr(self._state, "began_on", None)
+        return began_on is not None and began_on is self._state.conn
 
     def _ended_unseen(self) -> bool:
         """Whether the server ended this thread's idle connection (an idle timeout, a terminated
@@ -166,8 +177,17 @@ class Recovering:
     def commit(self) -> None:
         """COMMIT. One that fails with the connection lost is marked `COMMIT_IN_DOUBT`: the
         server may have committed before its answer was lost, or not."""
-        with self._in_doubt_if_lost():
-            super().commit()
+        try:
+            if self._transaction_begun_here() and (
+                self.connection_lost() or self._ended_by_server(self._state.conn)
+            ):
+                raise peewee.OperationalError(
+                    "the connection was lost before COMMIT: nothing of the transaction was saved"
+                )
+            with self._in_doubt_if_lost():
+                super().commit()
+        finally:
+            self._state.began_on = None
 
     @contextlib.contextmanager
     def autocommitted(self) -> Iterator[None]:
@@ -205,8 +225,11 @@ class Recovering:
 
     def rollback(self) -> None:
         """ROLLBACK, unless the engine has already ended the transaction."""
-        if self.is_closed() or self.transaction_open():
-            super().rollback()
+        try:
+            if self.is_closed() or self.transaction_open():
+                super().rollback()
+        finally:
+            self._state.began_on = None
 
     def savepoint(self) -> peewee._savepoint:
         """A savepoint that, on leaving it, is not rolled back when the whole transaction is gone."""
