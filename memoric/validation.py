@@ -339,10 +339,12 @@ def function(field: str, value, what: str = "", arguments: int | None = None) ->
     """`value` if it can be called (with `arguments` positional arguments, where given), or None
     for a callback left out; a ValidationError naming `field` otherwise, before any work starts
     (not a TypeError halfway through it)."""
+    if value is None:
+        return None
     described = f"a function {what}".rstrip()
-    if value is not None and not callable(value):
+    if not callable(value):
         raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
-    if value is not None and arguments is not None and not _takes(value, arguments):
+    if arguments is not None and not _takes(value, arguments):
         raise ValidationError(f"{field} must be {described}: it cannot be called with {arguments} arguments")
     return value
 
