@@ -43,7 +43,11 @@ def test_an_export_to_a_full_disk_is_one_line(source, tmp_path):
 
 
 def run_cli(
-    *args: str, stdout=subprocess.PIPE, max_file_size: int | None = None, max_memory: int | None = None
+    *args: str,
+    stdin=None,
+    stdout=subprocess.PIPE,
+    max_file_size: int | None = None,
+    max_memory: int | None = None,
 ):
     """The CLI in a child process (files it writes limited to `max_file_size` bytes, its address
     space to `max_memory` bytes, where given)."""
@@ -56,6 +60,7 @@ def run_cli(
 
     return subprocess.run(
         [sys.executable, "-c", CLI, *args],
+        stdin=stdin,
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
@@ -165,3 +170,24 @@ def test_an_endless_import_line_is_one_line_and_writes_nothing(tmp_path):
     error = child_error(child)
     assert "line 1 of /dev/zero is longer than 256 MiB, longer than any line an export writes" in error
     assert not MemoryStore(f"sqlite:///{target}").has_schema(), "nothing written"
+
+
+@pytest.mark.parametrize(("first", "refused"), [("", "line 1 is not valid JSON"), (HEADER_LINE, "line 2 ")])
+def test_an_endless_stream_of_no_export_on_standard_input_is_refused_at_once(tmp_path, first, refused):
+    """`yes | memoric import -` spooled standard input whole before checking line 1, filling the
+    temporary directory while it ran; the child's files may take 8 MB here, so the code before
+    stops on a full spool instead of the first line that is no export."""
+    yes = subprocess.Popen(
+        [sys.executable, "-c", YES, first], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    target = tmp_path / "target.db"
+    with yes.stdout:
+        child = run_cli(
+            "--dsn", f"sqlite:///{target}", "import", "-", stdin=yes.stdout, max_file_size=8 * 2**20
+        )
+    yes.wait()
+    assert refused in child_error(child)
+    assert not MemoryStore(f"sqlite:///{target}").has_schema(), "nothing written"
+
+
+YES = "import sys; sys.stdout.write(sys.argv[1])\nwhile True: sys.stdout.write('y\\n')"

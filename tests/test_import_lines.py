@@ -318,7 +318,7 @@ def test_a_byte_order_mark_opening_a_later_line_is_refused(db):
 def test_a_line_longer_than_an_import_reads_is_refused_and_no_export_writes_one(dsn, new_dsn, monkeypatch):
     """The limit (256 MiB) made small: an import refuses a longer line by its number, and an
     export refuses, before its first line, a cluster whose line would be longer."""
-    for module in ("records", "export"):
+    for module in ("lines", "export"):
         monkeypatch.setattr(f"memoric.transfer.{module}.MAX_LINE_BYTES", 5000)
     source = Memoric(dsn)
     source.db.insert_memories([{"user_id": "ada", "content": "m"}] * 30)
@@ -338,3 +338,83 @@ def test_a_line_longer_than_an_import_reads_is_refused_and_no_export_writes_one(
     with pytest.raises(ValidationError, match=r"^line \d+ of the export is longer than 0 MiB"):
         import_jsonl(Memoric(new_dsn()).db, io.StringIO(too_long))
     assert import_jsonl(Memoric(new_dsn()).db, io.StringIO(fits.getvalue()))["clusters"] == 1
+
+
+# --- lines that can be read only once ------------------------------------------------------------
+
+HEADER_TEXT = json.dumps(HEADER)
+MEMORY_TEXT = json.dumps(memory_line(1))
+END_TEXT = json.dumps({"type": "end", "memories": 1, "clusters": 0})
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        ["", "  "],
+        ["y", "y"],
+        ["[1]", HEADER_TEXT],
+        [HEADER_TEXT, "y"],
+        [HEADER_TEXT, "", MEMORY_TEXT, '"text"', END_TEXT],
+        [HEADER_TEXT, "[" + MEMORY_TEXT + "]", END_TEXT],
+        [HEADER_TEXT, "\ufeff" + MEMORY_TEXT, END_TEXT],
+        [HEADER_TEXT, "  " + MEMORY_TEXT[:-1], END_TEXT],
+        [HEADER_TEXT.replace('"type"', '"type": 1, "type"'), MEMORY_TEXT, END_TEXT],
+        ["\ufeff" + json.dumps({**HEADER, "format_version": FORMAT_VERSION + 1}), MEMORY_TEXT, END_TEXT],
+    ],
+    ids=[
+        "nothing",
+        "blank",
+        "no JSON",
+        "no header first",
+        "no JSON after the header",
+        "a string",
+        "an array",
+        "a later byte order mark",
+        "cut short",
+        "a key twice in the header",
+        "a newer format",
+    ],
+)
+def test_lines_read_once_are_refused_as_a_file_of_them_is(db, lines):
+    """A one-pass stream is spooled to a file first; what that spool refuses on the way is
+    refused with the words the import's own check uses for the same file."""
+    with pytest.raises(ValidationError) as from_file:
+        import_jsonl(db, io.StringIO("".join(line + "\n" for line in lines)))
+    with pytest.raises(ValidationError) as from_stream:
+        import_jsonl(db, iter(lines))
+    assert str(from_stream.value) == str(from_file.value)
+    assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["\ufeff", "", HEADER_TEXT, "", MEMORY_TEXT, " ", END_TEXT],
+        ["\ufeff" + HEADER_TEXT, MEMORY_TEXT, END_TEXT + "\n"],
+        [b"\xef\xbb\xbf" + HEADER_TEXT.encode(), b"\n", MEMORY_TEXT.encode(), END_TEXT.encode()],
+    ],
+    ids=["blank lines and a byte order mark alone", "a byte order mark opening the header", "bytes"],
+)
+def test_lines_read_once_are_imported_as_a_file_of_them_is(db, lines):
+    assert import_jsonl(db, iter(lines))["memories"] == 1
+    assert db.get_memory(1)["content"] == "memory 1"
+
+
+@pytest.mark.parametrize(("first", "refused"), [("y", "line 1 is not valid JSON"), (HEADER_TEXT, "line 2 ")])
+def test_an_endless_stream_of_no_export_is_refused_at_its_first_line_that_cannot_be_one(db, first, refused):
+    """`yes | memoric import -` was spooled whole before its first line was checked, filling the
+    temporary directory for as long as it ran; what is plainly no export stops the spool (the
+    stream here ends after 100,000 lines, so that the code before fails rather than runs on)."""
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        yield first
+        for _ in range(100_000):
+            pulled += 1
+            yield "y"
+
+    with pytest.raises(ValidationError, match=refused):
+        import_jsonl(db, endless())
+    assert pulled <= 1

@@ -29,23 +29,16 @@ run again. With `new_ids` every memory and cluster gets a fresh id instead, from
 reserved the same way, and each cluster's memory_ids follow its memories; such an import adds
 the export again each time it runs, so one that stops takes back what it wrote.
 
-The package: `records` (lines, records, their JSON forms), `plan` (the check pass), `writing`
-(the reserve, compare and write passes; import and copy), `export`, and `copying` (both ends of
-a copy opened through the facade).
+The package: `lines` (an export's lines read, parsed and spooled), `records` (records and
+their JSON forms), `plan` (the check pass), `writing` (the reserve, compare and write passes;
+import and copy), `export`, and `copying` (both ends of a copy opened through the facade).
 """
 
 from memoric.transfer.copying import copy_memoric, copy_size, open_copy
 from memoric.transfer.export import export_jsonl, export_memoric
+from memoric.transfer.lines import FORMAT, FORMAT_VERSION, rereadable
 from memoric.transfer.plan import ImportPlan
-from memoric.transfer.records import (
-    BATCH_SIZE,
-    FORMAT,
-    FORMAT_VERSION,
-    Progress,
-    Record,
-    rereadable,
-    same_json,
-)
+from memoric.transfer.records import BATCH_SIZE, Progress, Record, same_json
 from memoric.transfer.writing import (
     NotTakenBack,
     check_jsonl,

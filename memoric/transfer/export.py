@@ -12,7 +12,8 @@ from memoric.db.jsoncodec import controls_escaped
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
-from memoric.transfer.records import END, FORMAT, FORMAT_VERSION, ID_COLUMNS, MAX_LINE_BYTES, encode
+from memoric.transfer.lines import FORMAT, FORMAT_VERSION, MAX_LINE_BYTES
+from memoric.transfer.records import END, ID_COLUMNS, encode
 from memoric.transfer.scratch import MemoryOwners, Scratch
 
 if TYPE_CHECKING:

@@ -1,37 +1,28 @@
-"""The rows of an export or of a copy's source: lines parsed and numbered, records validated
-when first needed, and the JSON forms of their values."""
+"""The rows of an export or of a copy's source: records validated when first needed, the end line
+checked, and the JSON forms of their values."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import hashlib
 import json
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
-from memoric import json_input, validation
+from memoric import validation
 from memoric.db import transfer_queries
 from memoric.db.models import to_utc
 from memoric.db.store import MemoryStore
-from memoric.errors import MemoricError, ValidationError
+from memoric.errors import ValidationError
+from memoric.transfer.lines import check_header, is_rereadable, is_seekable, parsed
 
-FORMAT = "memoric-export"
-FORMAT_VERSION = 2
 # The last line of an export since format version 2: how many memories and clusters it holds, so
 # that a file cut short (a copy or download that stopped, a full disk) is never taken for whole.
 END = "end"
 ENDED_SINCE = 2
 BATCH_SIZE = 1000
-BYTE_ORDER_MARK = "\ufeff"
-# The longest line an import reads: a memory's line stays under 200 MB (its content, metadata and
-# related threads at their limits, every character escaped); a cluster's holds about 12 million
-# ids within it, and an export refuses one longer. An endless line (`import /dev/zero`) is refused
-# here instead of being read into memory until the system kills the process.
-MAX_LINE_BYTES = 256 * 2**20
 TIMESTAMPS = ("created_at", "updated_at", "last_built_at")
 ID_COLUMNS = {"memory": "id", "cluster": "cluster_id"}
 COUNT_KEYS = {"memory": "memories", "cluster": "clusters"}
@@ -119,46 +110,6 @@ def same_json(a, b) -> bool:
     return a == b
 
 
-@contextlib.contextmanager
-def rereadable(lines: Iterable[str | bytes]):
-    """`lines` if it can be read again (a list, a tuple, a seekable file), else a spooled copy."""
-    if _is_rereadable(lines):
-        yield lines
-        return
-    with _spool(lines) as spool:
-        yield spool
-
-
-@contextlib.contextmanager
-def _spool(lines: Iterable[str | bytes]):
-    """A temporary file holding `lines`, rewound; MemoricError when the temporary directory
-    cannot take them (before anything is written to the database)."""
-    try:
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
-        for line in _read(lines):
-            if isinstance(line, str):
-                line = line.encode("utf-8", "surrogatepass")
-            spool.write(line if line.endswith(b"\n") else line + b"\n")
-        spool.seek(0)
-    except OSError as exc:
-        raise MemoricError(
-            f"could not keep a copy of the export in a temporary file ({exc}): nothing was written"
-        ) from exc
-    with spool:
-        yield spool
-
-
-def _is_rereadable(lines: Iterable) -> bool:
-    """Whether `lines` can be read again from where it stands: a list, a tuple, a seekable file."""
-    return isinstance(lines, (list, tuple)) or _is_seekable(lines)
-
-
-def _is_seekable(lines: Iterable) -> bool:
-    """Whether `lines` is a file that can be rewound (stdin on a pipe cannot)."""
-    seekable = getattr(lines, "seekable", None)
-    return seekable is not None and seekable()
-
-
 class ExportLines:
     """The lines of an export, read once per pass: a seekable file is rewound, a list reread."""
 
@@ -167,21 +118,21 @@ class ExportLines:
     def __init__(self, lines: Iterable[str | bytes]) -> None:
         self.ended: dict[str, int] | None = None  # the end line's counts, once read (format 2)
         self._lines = lines
-        self._start = lines.tell() if _is_seekable(lines) else None
+        self._start = lines.tell() if is_seekable(lines) else None
         self._passes = 0
 
     def records(self, store: MemoryStore) -> Iterator[Record]:
         """The export's records, each validated against `store`'s rules (header checked first)."""
         self._passes += 1
-        if self._passes > 1 and not _is_rereadable(self._lines):
+        if self._passes > 1 and not is_rereadable(self._lines):
             raise ValidationError("an export given as a one-pass iterator can be checked, not imported")
         if self._start is not None:
             self._lines.seek(self._start)
-        parsed = _parsed(self._lines)
-        version = _check_header(next(parsed, None))
+        objects = parsed(self._lines)
+        version = check_header(next(objects, None))
         held = dict.fromkeys(COUNT_KEYS.values(), 0)
         end, number = None, 1
-        for number, fields in parsed:
+        for number, fields in objects:
             kind = fields.pop("type", None)
             if end is not None:
                 raise ValidationError(f"line {number}: a record after the end line (line {end})")
@@ -234,109 +185,6 @@ def by_kind(records: list[Record]) -> dict[str, list[Record]]:
     return {kind: groups[kind] for kind in ID_COLUMNS if kind in groups}
 
 
-def _parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
-    """(line number, parsed object) for every non-blank line; ValidationError names a bad line."""
-    for number, line in _numbered(lines):
-        if not line.strip():
-            continue
-        try:
-            record = _DECODER.decode(line)
-        except DuplicateKey as exc:
-            raise ValidationError(
-                f"line {number} gives the key {exc.key!r} twice in one object: a JSON reader would "
-                "keep only the last value, silently"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"line {number} is not valid JSON: {exc.msg}") from None
-        except RecursionError:
-            raise ValidationError(f"line {number} is not valid JSON here: it is nested too deeply") from None
-        except json_input.InexactNumber as exc:
-            raise ValidationError(f"line {number} holds {exc}") from None
-        except ValueError as exc:  # e.g. an integer longer than Python converts from text
-            reason = str(exc).split(";")[0]
-            raise ValidationError(f"line {number} is not valid JSON here: {reason}") from None
-        if not isinstance(record, dict):
-            raise ValidationError(f"line {number} is not a JSON object")
-        yield number, record
-
-
-class DuplicateKey(Exception):
-    """A JSON object of a line gives a key twice."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=functools.partial(json_input.unique_object, given_twice=DuplicateKey),
-    parse_float=json_input.exact_float,
-)
-
-
-def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line (str, or bytes decoded as UTF-8); bad UTF-8 is a ValidationError.
-
-    A byte order mark opening line 1 is not part of the text: editors on Windows save UTF-8 with one.
-    """
-    number = 0
-    iterator = _read(lines)
-    while True:
-        try:
-            line = next(iterator)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as exc:
-            raise ValidationError(
-                f"the export is not UTF-8 text after line {number} ({exc.reason})"
-            ) from None
-        number += 1
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValidationError(f"line {number} is not UTF-8 text ({exc.reason})") from None
-        yield number, line.removeprefix(BYTE_ORDER_MARK) if number == 1 else line
-
-
-def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
-    """The lines of `lines` as read; a file that fails to read (an I/O error, a terminal hung up)
-    is a MemoricError naming it, the line it stopped after and the system's reason."""
-    number = 0
-    readline = getattr(lines, "readline", None)
-    iterator = _bounded_lines(readline) if readline else iter(lines)
-    while True:
-        try:
-            line = next(iterator)
-        except StopIteration:
-            return
-        except OSError as exc:
-            after = f" after line {number}" if number else ""
-            reason = exc.strerror or exc
-            raise MemoricError(f"cannot read {_file_name(lines)}{after}: {reason}") from None
-        number += 1
-        if len(line) > MAX_LINE_BYTES:
-            raise ValidationError(
-                f"line {number} of {_file_name(lines)} is longer than {MAX_LINE_BYTES >> 20} MiB, "
-                "longer than any line an export writes: this is no memoric export, or a damaged one"
-            )
-        yield line
-
-
-def _bounded_lines(readline: Callable) -> Iterator[str | bytes]:
-    """The lines `readline` reads, each cut after MAX_LINE_BYTES + 1 (then refused whole)."""
-    while line := readline(MAX_LINE_BYTES + 1):
-        yield line
-
-
-def _file_name(lines: Iterable) -> str:
-    """How messages name the file `lines` come from: its path, standard input, or the export."""
-    name = getattr(lines, "name", None)
-    if name == "<stdin>":
-        return "standard input"
-    return name if isinstance(name, str) else "the export"
-
-
 def _check_end(number: int, fields: dict, held: dict[str, int]) -> None:
     """ValidationError unless the end line on line `number` counts the records `held` before it."""
     counted = {key: fields.get(key) for key in held}
@@ -351,27 +199,6 @@ def _check_end(number: int, fields: dict, held: dict[str, int]) -> None:
             f"{counted['clusters']} clusters, the file holds {held['memories']} and {held['clusters']}: "
             "lines were lost or added"
         )
-
-
-def _check_header(first: tuple[int, dict] | None) -> int:
-    """The format version of the header on the first line; ValidationError unless it is a header
-    of a format version this memoric reads."""
-    if first is None:
-        raise ValidationError("the export is empty: no header line")
-    _, header = first
-    if header.get("type") != "header" or header.get("format") != FORMAT:
-        raise ValidationError(f"not a memoric export: the first line must be a {FORMAT!r} header")
-    version = header.get("format_version")
-    if type(version) is not int or version < 1:
-        raise ValidationError(
-            f"export format version {version!r} is not a positive integer: not a memoric export"
-        )
-    if version > FORMAT_VERSION:
-        raise ValidationError(
-            f"export format version {version} is newer than this memoric reads ({FORMAT_VERSION}); "
-            "upgrade memoric to import it"
-        )
-    return version
 
 
 def encode(row: dict) -> dict:

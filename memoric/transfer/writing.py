@@ -11,6 +11,7 @@ from memoric.db import summaries, transfer_queries
 from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
+from memoric.transfer.lines import rereadable
 from memoric.transfer.plan import ImportPlan, hold_listed_memories, refuse_strangers, survey
 from memoric.transfer.records import (
     BATCH_SIZE,
@@ -23,7 +24,6 @@ from memoric.transfer.records import (
     Record,
     batches,
     by_kind,
-    rereadable,
     same_json,
 )
 
