@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from memoric import validation
+from memoric import arguments
 from memoric.db import cluster_members, cluster_queries
 from memoric.db.deadlocks import retried
 from memoric.db.store import MemoryStore
@@ -47,7 +47,7 @@ def rebuild_clusters(
 
     `on_progress(n)` is called after each user with the number of memories processed.
     """
-    on_progress = validation.function("on_progress", on_progress, "of the number of memories done", 1)
+    on_progress = arguments.progress("on_progress", on_progress)
     users = set(cluster_queries.memory_users(store, user_id=user_id))
     users |= {key[1] for key in cluster_queries.cluster_keys(store, user_id=user_id)}
     total = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from memoric import yaml12
+from memoric import arguments, yaml12
 from memoric.db.urls import file_url, mask_password
 from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import MAX_JSON_DEPTH
@@ -390,7 +390,8 @@ def resolve_app_dir(app_dir: str | os.PathLike | None, config: dict) -> Path | N
     A relative argument or environment value is taken from the working directory; the config
     file's own is already taken from the file's directory.
     """
-    chosen = app_dir or os.environ.get(ENV_APP_MIGRATIONS) or config["migrations"]["app_dir"]
+    given = arguments.directory("app_dir", app_dir)
+    chosen = given or os.environ.get(ENV_APP_MIGRATIONS) or config["migrations"]["app_dir"]
     if not chosen:
         return None
     if isinstance(chosen, str) and "\0" in chosen:

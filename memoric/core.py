@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from memoric import clustering, forking, json_input, policies, validation
+from memoric import arguments, clustering, forking, json_input, policies, validation
 from memoric.config import (
     ENV_DATABASE_URL,
     from_environment,
@@ -66,8 +66,11 @@ class Memoric:
         enricher: Enricher | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
-        validation.function("summarizer", summarizer, "(memories, max_chars) -> str", 2)
-        validation.function("enricher", enricher, "(content, metadata) -> dict", 2)
+        arguments.summarizer(summarizer)
+        app_dir = arguments.directory("app_dir", app_dir)
+        validation.flag("auto_migrate", auto_migrate)
+        validation.flag("create", create)
+        arguments.function("enricher", enricher, "(content, metadata) -> dict", 2)
         self.config = load_config(config_path, config)
         url = resolve_dsn(dsn, self.config, make_directory=create)
         try:

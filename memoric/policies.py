@@ -20,7 +20,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-from memoric import validation
+from memoric import arguments, validation
 from memoric.db import policy_queries
 from memoric.db.store import MemoryStore
 from memoric.db.summaries import SUMMARY_METADATA
@@ -49,8 +49,9 @@ def run_policies(
 
     Returns the counts: migrated per tier, trimmed, summarized, summaries_created.
     """
-    on_progress = validation.function("on_progress", on_progress, "of the number of memories done", 1)
-    summarizer = validation.function("summarizer", summarizer, "(memories, max_chars) -> str", 2)
+    validation.flag("dry_run", dry_run)
+    on_progress = arguments.progress("on_progress", on_progress)
+    summarizer = arguments.summarizer(summarizer)
     now = store.clock()
     if dry_run:
         return _plan(store, config, now, user_id)

@@ -9,13 +9,12 @@ databases would fail, so a value is either accepted by both dialects alike or re
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import math
-import os
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Sequence
 
+from memoric import arguments
 from memoric.db.jsoncodec import dump_json
 from memoric.errors import ValidationError
 
@@ -327,40 +326,6 @@ def check_storable(field: str, text: str) -> None:
         raise ValidationError(f"{shown_path(field)} {problem}") from None
 
 
-def file_name_problem(name: str) -> str | None:
-    """Why the system cannot take `name` as a file name (a NUL, a lone surrogate), or None."""
-    try:
-        return "it holds a NUL character" if b"\0" in os.fsencode(name) else None
-    except UnicodeError as exc:
-        return exc.reason
-
-
-def function(field: str, value, what: str = "", arguments: int | None = None) -> Callable | None:
-    """`value` if it can be called (with `arguments` positional arguments, where given), or None
-    for a callback left out; a ValidationError naming `field` otherwise, before any work starts
-    (not a TypeError halfway through it)."""
-    if value is None:
-        return None
-    described = f"a function {what}".rstrip()
-    if not callable(value):
-        raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
-    if arguments is not None and not _takes(value, arguments):
-        raise ValidationError(f"{field} must be {described}: it cannot be called with {arguments} arguments")
-    return value
-
-
-def _takes(function: Callable, arguments: int) -> bool:
-    """Whether `function` can be called with `arguments` positional arguments (True where Python
-    cannot tell, as for some built-ins)."""
-    try:
-        inspect.signature(function).bind(*range(arguments))
-    except TypeError:
-        return False
-    except ValueError:
-        return True
-    return True
-
-
 def utc_now() -> dt.datetime:
     """The default clock: now, in UTC."""
     return dt.datetime.now(dt.UTC)
@@ -372,7 +337,9 @@ def checked_clock(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]
     A clock outside that range would store times no export can load back; its reading is a
     ValidationError before anything is written. None is the default clock (UTC now).
     """
-    clock = function("clock", utc_now if clock is None else clock, "returning a datetime", arguments=0)
+    clock = arguments.function(
+        "clock", utc_now if clock is None else clock, "returning a datetime", arguments=0
+    )
 
     def now() -> dt.datetime:
         return timestamp("the clock's time", clock())

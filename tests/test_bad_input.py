@@ -15,7 +15,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from memoric import Memoric
+from memoric import Memoric, arguments
 from memoric import json_input as j
 from memoric import validation as v
 from memoric.cli import main
@@ -139,10 +139,10 @@ FACADE_CALLS = [
           lambda: v.flag("include_summarized", "yes")),
     entry("run_policies", lambda m: m.run_policies(user_id="u\x00"), lambda: v.user_id("u\x00")),
     entry("run_policies on_progress", lambda m: m.run_policies(on_progress=5),
-          lambda: v.function("on_progress", 5, "of the number of memories done")),
+          lambda: arguments.progress("on_progress", 5)),
     entry("rebuild_clusters", lambda m: m.rebuild_clusters("x" * 129), lambda: v.user_id("x" * 129)),
     entry("rebuild_clusters on_progress", lambda m: m.rebuild_clusters(on_progress=[]),
-          lambda: v.function("on_progress", [], "of the number of memories done")),
+          lambda: arguments.progress("on_progress", [])),
     entry("get_clusters user_id", lambda m: m.get_clusters(b"ada"), lambda: v.user_id(b"ada")),
     entry("get_clusters category", lambda m: m.get_clusters(category="c\x00"),
           lambda: v.optional_text("category", "c\x00")),

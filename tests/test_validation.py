@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import pytest
 
+from memoric import arguments
 from memoric import json_input as j
 from memoric import validation as v
 from memoric.errors import MemoricError, ValidationError
@@ -415,4 +416,4 @@ def test_a_datetime_in_metadata_is_shown_whole_or_with_an_ellipsis():
     ],
 )
 def test_a_file_name_the_system_cannot_take_says_why(name, problem):
-    assert v.file_name_problem(name) == problem
+    assert arguments.file_name_problem(name) == problem

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from memoric import json_input, validation
+from memoric import arguments, json_input, validation
 
 
 def checked_text(max_length: int):
@@ -29,7 +29,7 @@ def file_name(ctx: click.Context, param: click.Parameter, value):
     """A file or directory name the system can take (no NUL, no lone surrogate); `-` and None pass."""
     if value is None or value == "-":
         return value
-    problem = validation.file_name_problem(value)
+    problem = arguments.file_name_problem(value)
     if problem:
         named = param.opts[0] if isinstance(param, click.Option) else param.name.upper()
         raise validation.ValidationError(f"{named} {validation.shown(str(value))} is no file name: {problem}")

@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, unquote
 import peewee
 from playhouse import db_url
 
-from memoric import validation
+from memoric import arguments
 from memoric.db.recovery import COMMIT_IN_DOUBT, SQLITE_BUSY_SECONDS, Pooled, PooledSqlite, Sqlite
 from memoric.db.recovery_postgres import PooledPostgres, Postgres
 from memoric.db.urls import (
@@ -237,7 +237,7 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
 def _check_file_name(url: str, path: str) -> None:
     """ConfigError for a file name SQLite reads as a URI, or one SQLite or memoric keeps beside a
     database (checked as typed and through symbolic links)."""
-    problem = validation.file_name_problem(path)
+    problem = arguments.file_name_problem(path)
     if problem:
         raise invalid_url(url, f"its file name is none the system can take ({problem})")
     if path.startswith(SQLITE_URI_PREFIX):

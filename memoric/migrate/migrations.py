@@ -16,6 +16,7 @@ from pathlib import Path
 
 import peewee
 
+from memoric import arguments, validation
 from memoric.db.store import MemoryStore
 from memoric.db.urls import mask_url
 from memoric.errors import DataLossRefused, MigrationError
@@ -52,11 +53,11 @@ class Migrations:
         lock_timeout: float | None = None,
         on_wait: Callable[[], None] | None = None,
     ) -> None:
-        self.store = store
-        self.memoric_chain = memoric_chain(Path(migrate_dir) if migrate_dir is not None else None)
-        self.app_dir = Path(app_dir) if app_dir is not None else None
+        self.store = arguments.instance("store", store, MemoryStore)
+        self.memoric_chain = memoric_chain(arguments.directory("migrate_dir", migrate_dir))
+        self.app_dir = arguments.directory("app_dir", app_dir)
         self.lock_timeout = lock_timeout
-        self.on_wait = on_wait
+        self.on_wait = arguments.function("on_wait", on_wait, "called while waiting for the lock", 0)
 
     @property
     def database(self) -> peewee.Database:
@@ -158,6 +159,7 @@ class Migrations:
         DataLossRefused (what would go, how many rows or values) unless `confirm_data_loss`;
         dropping empty ones needs no confirmation.
         """
+        validation.flag("confirm_data_loss", confirm_data_loss)
         if self._nothing_to_create(lambda run: self._downgrade_plan(run, target)):
             return []
         with self._runner.session() as run:
@@ -285,6 +287,8 @@ class Migrations:
         lock: processes starting together on an empty database all wait for the one building it,
         then find it at head.
         """
+        validation.flag("auto_migrate", auto_migrate)
+        validation.flag("create", create)
         run = self._runner.run()
         guards.refuse_recorded_missing_tables(run)
         if not run.order.pending():

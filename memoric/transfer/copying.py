@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from memoric import arguments
+from memoric.core import Memoric
 from memoric.db import recall_queries
 from memoric.db.connection import database_exists
 from memoric.db.identity import same_database
@@ -11,9 +11,6 @@ from memoric.db.urls import mask_url
 from memoric.errors import ConfigError, MigrationError, ValidationError
 from memoric.transfer.records import BATCH_SIZE, Progress
 from memoric.transfer.writing import copy_database
-
-if TYPE_CHECKING:
-    from memoric.core import Memoric
 
 
 def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=None) -> tuple[Memoric, Memoric]:
@@ -23,8 +20,6 @@ def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=Non
     the server) is refused before it is opened. `app_dir` is the application's migration chain,
     for both ends (default: as `Memoric` resolves it).
     """
-    from memoric.core import Memoric
-
     if not database_exists(source_dsn):
         raise ConfigError(f"the source database {mask_url(source_dsn)} does not exist")
     source = Memoric(source_dsn, config_path, app_dir=app_dir)
@@ -45,6 +40,7 @@ def open_copy(source_dsn: str, target_dsn: str, *, config_path=None, app_dir=Non
 
 def copy_size(memoric: Memoric) -> int:
     """How many rows (memories and clusters) a copy of this database moves: the progress total."""
+    arguments.instance("memoric", memoric, Memoric)
     stats = recall_queries.memory_stats(memoric.db)
     return stats["total"] + stats["clusters"]
 
@@ -53,4 +49,6 @@ def copy_memoric(
     source: Memoric, target: Memoric, *, batch_size: int = BATCH_SIZE, progress: Progress | None = None
 ) -> dict[str, int]:
     """`copy_database` between two Memorics opened with `open_copy`."""
+    arguments.instance("source", source, Memoric)
+    arguments.instance("target", target, Memoric)
     return copy_database(source.db, target.db, batch_size=batch_size, progress=progress)

@@ -4,9 +4,10 @@ end line counting them."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from memoric import validation
+from memoric import arguments, validation
+from memoric.core import Memoric
 from memoric.db import transfer_queries
 from memoric.db.jsoncodec import controls_escaped
 from memoric.db.models import UTC, dump_json
@@ -15,9 +16,6 @@ from memoric.errors import ValidationError
 from memoric.transfer.lines import FORMAT, FORMAT_VERSION, MAX_LINE_BYTES
 from memoric.transfer.records import END, ID_COLUMNS, encode
 from memoric.transfer.scratch import MemoryOwners, Scratch
-
-if TYPE_CHECKING:
-    from memoric.core import Memoric
 
 
 def export_jsonl(
@@ -30,6 +28,9 @@ def export_jsonl(
     checked as `memoric import` will check it before the first line is written, so an export
     that fails has written nothing, even to a pipe, and one that succeeds can be imported.
     """
+    arguments.instance("store", store, MemoryStore)
+    arguments.writable("out", out)
+    validation.optional_text("schema_version", schema_version)
     if user_id is not None:
         validation.user_id(user_id)
     counts = {"memories": 0, "clusters": 0}
@@ -125,5 +126,7 @@ def unrestorable(
 
 def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None) -> dict[str, int]:
     """`export_jsonl` of a Memoric's database (schema checked first, its version in the header)."""
+    arguments.instance("memoric", memoric, Memoric)
+    arguments.writable("out", out)
     memoric.ensure_schema()
     return export_jsonl(memoric.db, out, user_id=user_id, schema_version=memoric.migrations.current())

@@ -4,9 +4,9 @@ written in batches; an import with new ids takes back what it wrote when it stop
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
-from memoric import validation
+from memoric import arguments, validation
+from memoric.core import Memoric
 from memoric.db import summaries, transfer_queries
 from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
@@ -26,9 +26,6 @@ from memoric.transfer.records import (
     by_kind,
     same_json,
 )
-
-if TYPE_CHECKING:
-    from memoric.core import Memoric
 
 # What a refused batch leaves behind: an import keeps the batches before it; one with new ids
 # takes them back (`_take_back`).
@@ -73,6 +70,7 @@ def import_jsonl(
     `keep_existing=True` keeps a memory the target holds under the file's id for the same user
     as it is there, skipped like an identical one, and leaves the clusters out too.
     """
+    _check_source(store, lines, new_ids, clusters, keep_existing)
     _check_options(batch_size, progress)
     with rereadable(lines) as reread:
         plan = check_jsonl(store, reread, new_ids=new_ids, clusters=clusters, keep_existing=keep_existing)
@@ -92,6 +90,7 @@ def check_jsonl(
     ValidationError names the first bad line (both lines of a contradiction). Rows are compared
     with the target when it is imported (`import_checked`), or first by `compare_with_target`.
     """
+    _check_source(store, lines, new_ids, clusters, keep_existing)
     return survey(store, ExportLines(lines), new_ids=new_ids, clusters=clusters, keep_existing=keep_existing)
 
 
@@ -104,6 +103,8 @@ def import_memoric(
     is built, so a file refused for what the database holds leaves it as it was: unbuilt. A
     built one is compared by `import_checked`, after its schema is checked.
     """
+    arguments.instance("memoric", memoric, Memoric)
+    arguments.instance("plan", plan, ImportPlan)
     if not _built(memoric.store):
         compare_with_target(memoric.store, plan)
     memoric.ensure_schema()
@@ -116,6 +117,8 @@ def import_checked(
     """Write what `check_jsonl` checked: compare with the target, reserve the ids, compare again
     (rows written meanwhile), write in batches. A refusal before writing leaves every id counter
     as it was, unless it comes from rows written between the two comparisons."""
+    arguments.instance("store", store, MemoryStore)
+    arguments.instance("plan", plan, ImportPlan)
     _check_options(batch_size, progress)
     compare_with_target(store, plan)
     highest = {kind: record for kind, record in plan.highest.items() if plan.writes(kind)}
@@ -241,17 +244,28 @@ def copy_database(
 
     The source is read inside one snapshot; the target is written like an import.
     """
+    arguments.instance("source", source, MemoryStore)
+    arguments.instance("target", target, MemoryStore)
     _check_options(batch_size, progress)
     with transfer_queries.snapshot(source):
         plan = survey(target, DatabaseRows(source, max(batch_size, 1)), new_ids=False)
         return import_checked(target, plan, batch_size=batch_size, progress=progress)
 
 
+def _check_source(store, lines, new_ids, clusters, keep_existing) -> None:
+    """ValidationError for a target that is no store, lines that are none, or an option that is
+    not a bool (`new_ids="no"` would be true)."""
+    arguments.instance("store", store, MemoryStore)
+    arguments.lines("lines", lines)
+    for name, value in [("new_ids", new_ids), ("clusters", clusters), ("keep_existing", keep_existing)]:
+        validation.flag(name, value)
+
+
 def _check_options(batch_size, progress) -> None:
     """ValidationError for a batch size or progress callback that would fail after a batch was
     written."""
     validation.count("batch_size", batch_size)
-    validation.function("progress", progress, "of the number of rows written", 1)
+    arguments.progress("progress", progress, "rows written")
 
 
 def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:

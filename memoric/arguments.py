@@ -1,0 +1,101 @@
+"""The arguments of the public API that are not data: callbacks, paths, and the stores, files and
+lines the entry points work on.
+
+Each is checked before any work starts, so a wrong one is a `ValidationError` naming it, not a
+TypeError or AttributeError from deep inside, halfway through a run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from memoric.errors import ValidationError
+
+
+def function(field: str, value, what: str = "", arguments: int | None = None) -> Callable | None:
+    """`value` if it can be called (with `arguments` positional arguments, where given), or None
+    for a callback left out."""
+    if value is None:
+        return None
+    described = f"a function {what}".rstrip()
+    if not callable(value):
+        raise ValidationError(f"{field} must be {described}, got {type(value).__name__}")
+    if arguments is not None and not _takes(value, arguments):
+        raise ValidationError(f"{field} must be {described}: it cannot be called with {arguments} arguments")
+    return value
+
+
+def progress(field: str, value, done: str = "memories") -> Callable | None:
+    """A progress callback: called with the number of `done` since its last call."""
+    return function(field, value, f"of the number of {done} done", 1)
+
+
+def summarizer(value) -> Callable | None:
+    """A summarizer: called with a thread's memories and the longest summary to write."""
+    return function("summarizer", value, "(memories, max_chars) -> str", 2)
+
+
+def _takes(function: Callable, arguments: int) -> bool:
+    """Whether `function` can be called with `arguments` positional arguments (True where Python
+    cannot tell, as for some built-ins)."""
+    try:
+        inspect.signature(function).bind(*range(arguments))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
+def directory(field: str, value) -> Path | None:
+    """`value` as a Path (a string or path-like naming a directory), or None when left out."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):
+        raise ValidationError(f"{field} must be a directory path, got {type(value).__name__}")
+    text = os.fspath(value)
+    problem = "it is empty" if not text.strip() else file_name_problem(text)
+    if problem:
+        raise ValidationError(f"{field} must be a directory path, got {text!r}: {problem}")
+    return Path(text)
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why the system cannot take `name` as a file name (a NUL, a lone surrogate), or None."""
+    try:
+        return "it holds a NUL character" if b"\0" in os.fsencode(name) else None
+    except UnicodeError as exc:
+        return exc.reason
+
+
+def instance(field: str, value, kind: type):
+    """`value` if it is a `kind` (a store, a Memoric, a plan)."""
+    if not isinstance(value, kind):
+        raise ValidationError(f"{field} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def writable(field: str, value):
+    """`value` if it is a file open for writing text (anything with a `write` method)."""
+    if not callable(getattr(value, "write", None)):
+        raise ValidationError(f"{field} must be a file open for writing text, got {type(value).__name__}")
+    return value
+
+
+def lines(field: str, value):
+    """`value` if it gives lines: a file, a list or any iterable of them, not one string."""
+    if isinstance(value, (str, bytes)):
+        raise ValidationError(
+            f"{field} must be an open file or an iterable of lines, got one {type(value).__name__} "
+            "(split the text into lines, or open the file)"
+        )
+    try:
+        iter(value)
+    except TypeError:
+        raise ValidationError(
+            f"{field} must be an open file or an iterable of lines, got {type(value).__name__}"
+        ) from None
+    return value
