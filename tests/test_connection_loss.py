@@ -16,16 +16,18 @@ import io
 import queue
 import tempfile
 import threading
+from collections.abc import Callable
 
 import psycopg2
 import pytest
 
 from memoric import Memoric
 from memoric.db.store import MemoryStore
-from memoric.errors import LockTimeout, MemoricError
+from memoric.errors import CommitInDoubt, LockTimeout, MemoricError
 from memoric.transfer import export_memoric, import_jsonl
 from tests.helpers.concurrency import AGENT_CONFIG, agent_memoric
 from tests.helpers.dialects import requires_postgres
+from tests.helpers.policies import long_term_thread
 from tests.helpers.reference import ago
 
 
@@ -211,6 +213,35 @@ def test_a_lock_held_while_its_connection_dies_says_so_and_is_free_again(memoric
     assert held_lock(memoric)
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda m: m.db.insert_memory(user_id="ada", content="in the lock's block"),
+        lambda m: m.db.upsert_cluster(user_id="ada", topic="lost", category="c", memory_ids=[]),
+    ],
+    ids=["insert_memory", "upsert_cluster"],
+)
+def test_a_write_in_a_locks_block_on_a_connection_already_ended_says_nothing_was_written(memoric, write):
+    """A statement that commits by itself, sent on a connection the server had ended before it
+    was sent, was a CommitInDoubt ("it may have been saved: look first"), though it certainly was
+    not; the connection is not replaced there (the lock lives on it)."""
+    before = memoric.db.count_memories(), len(memoric.db.get_clusters(user_id="ada"))
+    with contextlib.ExitStack() as block:
+        if memoric.db.is_postgres:
+            block.enter_context(pytest.raises(MemoricError, match="lock was lost"))
+        block.enter_context(taken(memoric))
+        lose_connection(memoric.db)
+        try:
+            write(memoric)
+        except MemoricError as exc:
+            assert not isinstance(exc, CommitInDoubt), exc
+            assert "nothing was written" in str(exc), exc
+    assert (memoric.db.count_memories(), len(memoric.db.get_clusters(user_id="ada"))) <= (
+        before[0] + (not memoric.db.is_postgres),
+        before[1] + (not memoric.db.is_postgres),
+    )
+
+
 @pytest.mark.parametrize("the_block", ["raises", "ends"])
 def test_a_lock_whose_connection_died_in_the_block_lets_the_blocks_own_error_through(memoric, the_block):
     """Before, releasing the lock on the dead connection raised its driver error ("lock failed
@@ -224,6 +255,54 @@ def test_a_lock_whose_connection_died_in_the_block_lets_the_blocks_own_error_thr
         if the_block == "raises":
             raise ValueError("the block's own")
     assert held_lock(memoric)
+
+
+def idle_session_ended(url: str) -> Callable[[], None]:
+    """A wait until the server ends, for its `idle_session_timeout`, a session going idle now:
+    any session idle since before has outlived the limit too."""
+    admin = psycopg2.connect(server_url(url))
+    admin.autocommit = True
+    idle = psycopg2.connect(server_url(url))
+    pid = idle.get_backend_pid()
+
+    def wait() -> None:
+        cursor = admin.cursor()
+        cursor.execute("SET idle_session_timeout = 0")
+        for _ in range(3000):
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if cursor.fetchone()[0] == 0:
+                break
+            cursor.execute("SELECT pg_sleep(0.01)")  # a poll of the server, not a synchronization
+        admin.close()
+        idle.close()
+
+    return wait
+
+
+@requires_postgres
+@pytest.mark.parametrize("kind", ["plain", "pool"])
+def test_a_policy_run_whose_summarizer_idles_past_the_idle_session_timeout_finishes(new_postgres_url, kind):
+    """The policies lock lives on its session, idle while the summarizer works: the server ended
+    that session at its `idle_session_timeout`, the lock with it, and the run failed each time."""
+    url = new_postgres_url()
+    memoric = Memoric(pooled(url) if kind == "pool" else url)
+    memoric.ensure_schema()
+    long_term_thread(memoric.db, "ada", "t1", 10)
+    admin = psycopg2.connect(server_url(url))
+    admin.autocommit = True
+    admin.cursor().execute(f'ALTER DATABASE "{admin.info.dbname}" SET idle_session_timeout = 200')
+    admin.close()
+    memoric.close()  # sessions opened from now on have the limit
+
+    def summarizer(memories, max_chars):
+        idle_session_ended(url)()
+        return "what the thread says"
+
+    memoric = Memoric(pooled(url) if kind == "pool" else url, summarizer=summarizer)
+    assert memoric.db.database.execute_sql("SHOW idle_session_timeout").fetchone()[0] == "200ms"
+    assert memoric.run_policies()["summaries_created"] == 1
+    assert memoric.db.database.execute_sql("SHOW idle_session_timeout").fetchone()[0] == "200ms", "given back"
+    memoric.close()
 
 
 @requires_postgres

@@ -42,6 +42,10 @@ INHERITED_TRANSACTION = (
 )
 
 
+class NotSent(peewee.OperationalError):
+    """A statement not sent: its connection was found lost first, so nothing of it was saved."""
+
+
 class Recovering:
     """A peewee Database that drops a connection the server has closed instead of keeping it.
 
@@ -153,6 +157,8 @@ class Recovering:
         replaceable = not (self.in_transaction() or self._transaction_begun_here())
         if replaceable and (self.connection_lost() or self._suspect_and_lost() or self._ended_unseen()):
             self._drop_connection()
+        elif self._bound_and_ended():
+            raise NotSent("the connection was lost before the statement was sent: nothing was written")
         return super().cursor(named_cursor)
 
     def begin(self, *args, **kwargs) -> None:
@@ -199,6 +205,12 @@ class Recovering:
         with self._in_doubt_if_lost():
             yield
 
+    def _bound_and_ended(self) -> bool:
+        """Whether this thread's connection, kept for a block relying on it (`bound_to_connection`),
+        was ended by the server: `cursor` does not replace it, so a statement would fail on it."""
+        bound = getattr(self._state, "bound", 0)
+        return bool(bound) and not self.is_closed() and self._ended_by_server(self._state.conn)
+
     def _ended_by_server(self, connection) -> bool:
         """Whether the server has ended an idle connection (SQLite: there is no server)."""
         return False
@@ -218,6 +230,8 @@ class Recovering:
         """Mark an error of the block `COMMIT_IN_DOUBT` when the connection was lost with it."""
         try:
             yield
+        except NotSent:
+            raise
         except Exception as exc:
             if self.connection_lost(probe=True):
                 setattr(exc, COMMIT_IN_DOUBT, True)
