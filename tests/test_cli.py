@@ -345,6 +345,45 @@ def test_a_command_that_brings_no_data_leaves_another_applications_sqlite_file_a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["migrate", "current"],
+        ["migrate", "history"],
+        ["migrate", "pending"],
+        ["migrate", "downgrade", "base"],
+        ["migrate", "stamp", "head"],
+        ["migrate", "upgrade", "--sql"],
+    ],
+)
+def test_a_migrate_command_that_builds_nothing_leaves_another_applications_sqlite_file_as_it_was(
+    tmp_path, args
+):
+    """They read the history (or refused), after their connection had switched the file to WAL:
+    another application's database changed by a command that changed nothing."""
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+    before = other.read_bytes()
+    CliRunner().invoke(main, ["--dsn", f"sqlite:///{other}", *args])
+    assert other.read_bytes() == before
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_sqlite_file_memoric_builds_its_schema_in_runs_in_wal_mode(tmp_path):
+    new, other = tmp_path / "new.db", tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+    for path in (new, other):
+        assert CliRunner().invoke(main, ["--dsn", f"sqlite:///{path}", "migrate", "upgrade"]).exit_code == 0
+        assert CliRunner().invoke(main, ["--dsn", f"sqlite:///{path}", "stats"]).exit_code == 0
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_the_tables_that_mark_a_database_as_memorics_are_its_own():
     assert {Memory._meta.table_name, HISTORY_TABLE} == OWN_TABLES
 

@@ -240,14 +240,14 @@ def test_opening_a_new_sqlite_file_waits_while_another_connection_reads_it(tmp_p
     """Switching a file to WAL needs it to itself: SQLite answers BUSY (at once, or after 5 s)."""
     path = tmp_path / "shared.db"
     reader = sqlite3.connect(path, isolation_level=None)
-    reader.execute("CREATE TABLE notes (note TEXT)")
+    reader.execute("CREATE TABLE memories (note TEXT)")  # memoric's table: the file is switched
     reader.execute("BEGIN")
-    reader.execute("SELECT * FROM notes").fetchall()
+    reader.execute("SELECT * FROM memories").fetchall()
     opened, errors = [], []
 
     def open_store():
         try:
-            store = MemoryStore(f"sqlite:///{path}")  # a file without memoric's tables: opened at first use
+            store = MemoryStore(f"sqlite:///{path}")
             store.database.connect(reuse_if_open=True)
             opened.append(store)
         except MemoricError as exc:  # asserted below

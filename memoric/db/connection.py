@@ -48,8 +48,9 @@ log = logging.getLogger("memoric")
 
 POOL_WAIT_SECONDS = 30
 
+# The journal mode is set where the connection opens (`recovery`): WAL, but not on another
+# application's file.
 SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
     "busy_timeout": SQLITE_BUSY_SECONDS * 1000,
     "synchronous": "normal",
     # 64 MiB page cache per connection (SQLite's default is 2 MiB): a filtered read walks an

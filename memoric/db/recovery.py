@@ -31,6 +31,7 @@ from memoric.errors import ConfigError, MemoricError
 COMMIT_IN_DOUBT = "memoric_commit_in_doubt"
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
+MEMORIES_TABLE = "memories"  # its presence marks a SQLite file as memoric's: run in WAL mode
 # The connections a forked child inherited: never used, and never closed there (closing a SQLite
 # handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
 # parent's session); a PostgreSQL one's socket is let go of (`forking.let_go`).
@@ -299,7 +300,7 @@ class _SqliteRecovering(Recovering):
         delay = 0.005
         while True:
             try:
-                return super()._connect()
+                return _in_wal_mode(super()._connect())
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
@@ -359,6 +360,25 @@ class Sqlite(_SqliteRecovering, peewee.SqliteDatabase):
 
 class PooledSqlite(Pooled, _SqliteRecovering, PooledSqliteDatabase):
     """playhouse's SQLite pool, recovering from a closed connection."""
+
+
+def _in_wal_mode(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """`connection`, its file switched to WAL (readers never wait for the writer) when it is new
+    or holds memoric's memories; a file holding only another application's tables keeps its
+    journal mode: memoric reading it, or refusing it, changes nothing of it. Closed on failure."""
+    try:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and _memorics_or_new(connection):
+            connection.execute("PRAGMA journal_mode = wal")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _memorics_or_new(connection: sqlite3.Connection) -> bool:
+    """Whether the database holds memoric's memories table, or no table at all."""
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return not tables or MEMORIES_TABLE in tables
 
 
 def _create_private_file(path: str) -> None:
