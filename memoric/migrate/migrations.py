@@ -119,10 +119,13 @@ class Migrations:
         return chain.applied(self.database) if self.store.exists() else []
 
     def _nothing_to_create(self, planned: Callable[[Run], object]) -> bool:
-        """For a SQLite file not there yet: whether `planned(run)` (a plan, false when empty;
-        refused by raising) has nothing to do. Either way the file and its lock file are not
-        created; False for a database that exists or a plan with work, which then runs."""
-        return not self.store.exists() and not planned(self._runner.run())
+        """For a SQLite file not there yet, or holding only another application's tables: whether
+        `planned(run)` (a plan, false when empty; refused by raising) has nothing to do. Either
+        way no file and no lock file is created; False for a database that may hold memoric's
+        schema or a plan with work, which then runs under the lock."""
+        store = self.store
+        outside = not store.exists() or not store.dialect.may_hold_memoric(store.dsn)
+        return outside and not planned(self._runner.run())
 
     def _chain(self, label: str) -> Chain:
         """The configured chain called `label`; MigrationError for another label."""
