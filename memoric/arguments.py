@@ -7,9 +7,10 @@ TypeError or AttributeError from deep inside, halfway through a run.
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from memoric.errors import ValidationError
@@ -54,13 +55,24 @@ def directory(field: str, value) -> Path | None:
     """`value` as a Path (a string or path-like naming a directory), or None when left out."""
     if value is None:
         return None
-    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):
-        raise ValidationError(f"{field} must be a directory path, got {type(value).__name__}")
-    text = os.fspath(value)
+    return Path(path_text(field, value, "a directory path"))
+
+
+def path_text(field: str, value, what: str = "a path") -> str:
+    """The text of a path given as a str or os.PathLike; ValidationError for another kind, a
+    path-like whose `__fspath__` fails or gives no str, and a name no file can have."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValidationError(f"{field} must be {what}, got {type(value).__name__}")
+    try:
+        text = os.fspath(value)
+    except Exception as exc:  # a path-like of the caller's, failing its own way
+        raise ValidationError(f"{field} must be {what}: its __fspath__ failed ({exc})") from None
+    if not isinstance(text, str):
+        raise ValidationError(f"{field} must be {what}, got {type(text).__name__}")
     problem = "it is empty" if not text.strip() else file_name_problem(text)
     if problem:
-        raise ValidationError(f"{field} must be a directory path, got {text!r}: {problem}")
-    return Path(text)
+        raise ValidationError(f"{field} must be {what}, got {text!r}: {problem}")
+    return text
 
 
 def file_name_problem(name: str) -> str | None:
@@ -79,10 +91,31 @@ def instance(field: str, value, kind: type):
 
 
 def writable(field: str, value):
-    """`value` if it is a file open for writing text (anything with a `write` method)."""
-    if not callable(getattr(value, "write", None)):
+    """`value` if it takes text (a file open for writing it, anything whose `write` takes a str),
+    in an encoding that holds every character: checked before the first line, so that a file
+    that cannot take them is not left half-written."""
+    write = getattr(value, "write", None)
+    if not callable(write):
         raise ValidationError(f"{field} must be a file open for writing text, got {type(value).__name__}")
+    try:
+        write("")
+    except (TypeError, ValueError, OSError) as exc:  # binary, closed, open for reading only
+        raise ValidationError(f"{field} must be a file open for writing text: {exc}") from None
+    encoding = getattr(value, "encoding", None)
+    if isinstance(encoding, str) and not _unicode(encoding):
+        raise ValidationError(
+            f"{field} writes {encoding}, which cannot hold every character a memory may hold: "
+            "open it with encoding='utf-8'"
+        )
     return value
+
+
+def _unicode(encoding: str) -> bool:
+    """Whether `encoding` is one of Unicode's own (UTF-8, UTF-16, UTF-32)."""
+    try:
+        return codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def lines(field: str, value):
@@ -90,12 +123,9 @@ def lines(field: str, value):
     if isinstance(value, (str, bytes)):
         raise ValidationError(
             f"{field} must be an open file or an iterable of lines, got one {type(value).__name__} "
-            "(split the text into lines, or open the file)"
+            "(pass io.StringIO(text), or open the file)"
         )
-    try:
-        iter(value)
-    except TypeError:
-        raise ValidationError(
-            f"{field} must be an open file or an iterable of lines, got {type(value).__name__}"
-        ) from None
+    if not isinstance(value, Iterable):  # asked of its type: iterating may start reading it
+        got = type(value).__name__
+        raise ValidationError(f"{field} must be an open file or an iterable of lines, got {got}")
     return value

@@ -150,9 +150,10 @@ def _relative_to_file(loaded, path: Path):
 
 def _config_path(path) -> Path:
     """`path` as a Path; ConfigError unless it is a str or os.PathLike naming a file."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"config_path must be a str or os.PathLike, got {type(path).__name__}")
-    return Path(path)
+    try:
+        return Path(arguments.path_text("config_path", path, "a file path"))
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _read_yaml(path: Path) -> dict:

@@ -9,6 +9,7 @@ was a TypeError or AttributeError from inside (found by a hostile run).
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
@@ -27,6 +28,7 @@ from memoric.transfer import (
     import_memoric,
     open_copy,
 )
+from tests.helpers.odd_paths import BrokenPath, BytesPath
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +96,20 @@ DIRECTORIES = {
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(1, "int"), (b"migrations", "bytes"), ("", "it is empty"), ("a\0b", "NUL character")],
-    ids=["int", "bytes", "empty", "NUL"],
+    [
+        (1, "int"),
+        (b"migrations", "bytes"),
+        ("", "it is empty"),
+        ("a\0b", "NUL character"),
+        (BrokenPath(), "its __fspath__ failed"),
+        (BytesPath(), "bytes"),
+    ],
+    ids=["int", "bytes", "empty", "NUL", "failing path-like", "bytes path-like"],
 )
 @pytest.mark.parametrize(("field", "call"), DIRECTORIES.values(), ids=DIRECTORIES.keys())
 def test_every_directory_argument_is_a_path(source, field, call, value, problem):
     memoric, _ = source
-    with pytest.raises(ValidationError, match=f"^{field} must be a directory path, got .*{problem}"):
+    with pytest.raises(ValidationError, match=f"^{field} must be a directory path.*{problem}"):
         call(memoric, value)
 
 
@@ -142,9 +151,10 @@ OBJECTS = {
 @pytest.mark.parametrize(("field", "call"), OBJECTS.values(), ids=OBJECTS.keys())
 def test_every_store_file_or_lines_argument_of_another_kind_is_named(source, field, call, value):
     memoric, text = source
+    before = memoric.db.count_memories()
     with pytest.raises(ValidationError, match=f"^{field} must be an? .*, got {type(value).__name__}"):
         call(memoric, text, value)
-    assert memoric.db.count_memories() == 3
+    assert memoric.db.count_memories() == before
 
 
 @pytest.mark.parametrize("text", ["an export", b"an export"], ids=["str", "bytes"])
@@ -163,3 +173,32 @@ def test_an_export_holds_a_schema_version_of_text(source):
     with pytest.raises(ValidationError, match=r"^schema_version must be"):
         export_jsonl(memoric.db, out, schema_version=object())
     assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("mode", "encoding", "refused"),
+    [
+        ("w", "latin-1", "writes latin-1, which cannot hold every character"),
+        ("w", "ascii", "writes ascii, which cannot hold every character"),
+        ("wb", None, "must be a file open for writing text: a bytes-like object is required"),
+        ("r", "utf-8", "must be a file open for writing text: not writable"),
+        ("closed", "utf-8", "must be a file open for writing text: I/O operation on closed file"),
+    ],
+    ids=["latin-1", "ascii", "binary", "read only", "closed"],
+)
+def test_an_export_to_a_file_that_cannot_take_its_text_writes_nothing(
+    source, tmp_path, mode, encoding, refused
+):
+    """It wrote the header, then failed on the first character the file could not take (or on
+    the first write), leaving a file cut after its first line."""
+    memoric, _ = source
+    saved = memoric.save("ada", "a dash \u2013 and a \u2603")
+    path = tmp_path / "export.jsonl"
+    path.write_text("")
+    with open(path, mode.replace("closed", "w"), encoding=encoding) as out:
+        if mode == "closed":
+            out.close()
+        with pytest.raises(ValidationError, match=f"^out {re.escape(refused)}"):
+            export_jsonl(memoric.db, out)
+    assert path.read_bytes() == b""
+    memoric.forget("ada", [saved])

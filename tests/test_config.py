@@ -17,6 +17,7 @@ from memoric.config import (
     tier_names,
 )
 from memoric.errors import ConfigError
+from tests.helpers.odd_paths import BrokenPath, BytesPath
 
 
 def write(tmp_path, text: str):
@@ -275,9 +276,11 @@ def test_a_relative_app_dir_is_the_config_files_and_the_environment_is_the_worki
 @pytest.mark.parametrize(
     ("path", "named"),
     [
-        (5, "config_path must be a str or os.PathLike, got int"),
-        ("x\x00y.yaml", "cannot be read: embedded null byte"),
-        ("\ud800.yaml", "cannot be read: 'utf-8' codec can't encode"),
+        (5, "config_path must be a file path, got int"),
+        ("x\x00y.yaml", "config_path must be a file path, got 'x\\x00y.yaml': it holds a NUL character"),
+        ("\ud800.yaml", "config_path must be a file path, got '\\ud800.yaml': surrogates not allowed"),
+        (BrokenPath(), "config_path must be a file path: its __fspath__ failed (no path here)"),
+        (BytesPath(), "config_path must be a file path, got bytes"),
         ("/dev/zero", "is larger than 1,048,576 bytes"),
     ],
 )

@@ -13,11 +13,12 @@ import pytest
 
 from memoric import Memoric
 from memoric.db.urls import sqlite_path
-from memoric.errors import ValidationError
+from memoric.errors import MemoricError, ValidationError
 from memoric.transfer import (
     FORMAT_VERSION,
     check_jsonl,
     export_memoric,
+    import_checked,
     import_jsonl,
     import_memoric,
 )
@@ -401,11 +402,26 @@ def test_lines_read_once_are_imported_as_a_file_of_them_is(db, lines):
     assert db.get_memory(1)["content"] == "memory 1"
 
 
-@pytest.mark.parametrize(("first", "refused"), [("y", "line 1 is not valid JSON"), (HEADER_TEXT, "line 2 ")])
-def test_an_endless_stream_of_no_export_is_refused_at_its_first_line_that_cannot_be_one(db, first, refused):
+@pytest.mark.parametrize(
+    ("first", "repeated", "refused", "most_pulled"),
+    [
+        ("y", "y", "line 1 is not valid JSON", 0),
+        (HEADER_TEXT, "y", "line 2 is not valid JSON", 1),
+        (HEADER_TEXT, "{", "line 2 is not valid JSON", 1),
+        (HEADER_TEXT, '{"type": "memory"', "line 2 is not valid JSON", 1),
+        (HEADER_TEXT, MEMORY_TEXT + " 1", "line 2 is not valid JSON", 1),
+        ("", "", "line 1001 ends 1001 blank lines in a row", 1000),
+        (HEADER_TEXT, " " * 2**16, "line 1002 ends 1001 blank lines in a row", 1001),
+    ],
+    ids=["yes", "yes after a header", "a brace", "an object cut", "after an object", "blank", "spaces"],
+)
+def test_an_endless_stream_of_no_export_is_refused_at_its_first_line_that_cannot_be_one(
+    db, first, repeated, refused, most_pulled
+):
     """`yes | memoric import -` was spooled whole before its first line was checked, filling the
-    temporary directory for as long as it ran; what is plainly no export stops the spool (the
-    stream here ends after 100,000 lines, so that the code before fails rather than runs on)."""
+    temporary directory for as long as it ran; a stream is now copied as the check reads it, so
+    it stops at the first line that is no export (the stream here ends after 100,000 lines, so
+    that the code before fails rather than runs on)."""
     pulled = 0
 
     def endless():
@@ -413,8 +429,51 @@ def test_an_endless_stream_of_no_export_is_refused_at_its_first_line_that_cannot
         yield first
         for _ in range(100_000):
             pulled += 1
-            yield "y"
+            yield repeated
 
-    with pytest.raises(ValidationError, match=refused):
+    with pytest.raises(ValidationError, match=re.escape(refused)):
         import_jsonl(db, endless())
-    assert pulled <= 1
+    assert pulled <= most_pulled
+
+
+def test_lines_as_bytearrays_or_memoryviews_are_read_as_bytes(db):
+    lines = [HEADER_TEXT, MEMORY_TEXT, END_TEXT]
+    assert import_jsonl(db, [bytearray(line.encode()) for line in lines])["memories"] == 1
+    assert import_jsonl(db, [memoryview(line.encode()) for line in lines])["skipped"] == 1
+
+
+@pytest.mark.parametrize("odd", [5, None, ["a list"]], ids=repr)
+def test_a_line_that_is_no_text_is_refused_by_its_number(db, odd):
+    with pytest.raises(ValidationError, match=f"^line 2 is {type(odd).__name__}, not text"):
+        import_jsonl(db, [HEADER_TEXT, odd, END_TEXT])
+    assert db.count_memories() == 0
+
+
+def test_a_file_closed_before_it_is_read_is_a_memoric_error(db, tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join([HEADER_TEXT, MEMORY_TEXT, END_TEXT]) + "\n")
+    with open(path) as closed:
+        pass
+    with pytest.raises(MemoricError, match=r"^cannot read .*export\.jsonl: I/O operation on closed file"):
+        import_jsonl(db, closed)
+    with open(path) as file:
+        plan = check_jsonl(db, file)
+    with pytest.raises(MemoricError, match=r"^cannot read .*export\.jsonl: I/O operation on closed file"):
+        import_checked(db, plan)
+    assert db.count_memories() == 0
+
+
+def test_a_text_stream_that_is_not_utf8_names_its_line(db):
+    """A pipe read as UTF-8 text, carrying Latin-1: the decoder's error came out raw."""
+    read_end, write_end = os.pipe()
+    os.write(
+        write_end,
+        (HEADER_TEXT + "\n" + MEMORY_TEXT.replace("memory 1", "caf\u00e9") + "\n").encode("latin-1"),
+    )
+    os.close(write_end)
+    with (
+        os.fdopen(read_end, encoding="utf-8") as pipe,
+        pytest.raises(ValidationError, match=r"^the export is not UTF-8 text"),
+    ):
+        import_jsonl(db, pipe)
+    assert db.count_memories() == 0

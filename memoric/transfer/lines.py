@@ -9,6 +9,7 @@ import functools
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 from memoric import json_input
 from memoric.errors import MemoricError, ValidationError
@@ -16,60 +17,109 @@ from memoric.errors import MemoricError, ValidationError
 FORMAT = "memoric-export"
 FORMAT_VERSION = 2
 BYTE_ORDER_MARK = "\ufeff"
-BYTE_ORDER_MARK_BYTES = BYTE_ORDER_MARK.encode()
 # The longest line an import reads: a memory's line stays under 200 MB (its content, metadata and
 # related threads at their limits, every character escaped); a cluster's holds about 12 million
 # ids within it, and an export refuses one longer. An endless line (`import /dev/zero`) is refused
 # here instead of being read into memory until the system kills the process.
 MAX_LINE_BYTES = 256 * 2**20
+_END = object()  # what `next` gives after a file's last line
+MAX_BLANK_LINES = 1000  # in a row: an export writes none; a stream of them is no export
 
 
 @contextlib.contextmanager
 def rereadable(lines: Iterable[str | bytes]):
-    """`lines` if it can be read again (a list, a tuple, a seekable file), else a spooled copy."""
+    """`lines` if it can be read again (a list, a tuple, a seekable file), else a `Spooled` copy."""
     if is_rereadable(lines):
         yield lines
         return
-    with _spool(lines) as spool:
-        yield spool
+    try:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise _no_room(exc) from exc
+    with spool:
+        yield Spooled(lines, spool)
+
+
+class Spooled:
+    """A stream that can be read once (standard input, a pipe), copied to a temporary file line
+    by line as its first pass reads it; later passes read the copy.
+
+    The first pass is the import's check, so what is no export is refused at the line it comes
+    to, before more is copied (`yes | memoric import -` stops at line 1); a blank line is kept as
+    an empty one, and `parsed` refuses a long run of them.
+    """
+
+    def __init__(self, lines: Iterable[str | bytes], spool: IO[bytes]) -> None:
+        self.name = getattr(lines, "name", None)  # how messages name it (`_file_name`)
+        self._lines, self._spool = lines, spool
+        self._state = "unread"  # then "copying", then "copied"
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, offset: int) -> None:
+        """Each pass starts from the first line (`__iter__` knows where that is)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._state == "copied":
+            self._spool.seek(0)
+            return _bounded_lines(self._spool.readline)
+        if self._state == "copying":
+            raise ValidationError("a stream read once is read again only after its check read it whole")
+        self._state = "copying"
+        return self._copy()
+
+    def _copy(self) -> Iterator[bytes]:
+        for line in _read(self._lines):
+            if isinstance(line, str):
+                line = line.encode("utf-8", "surrogatepass")
+            kept = line if line.strip() else b""
+            try:
+                self._spool.write(kept if kept.endswith(b"\n") else kept + b"\n")
+            except OSError as exc:
+                raise _no_room(exc) from exc
+            yield line
+        self._state = "copied"
+
+
+def _no_room(exc: OSError) -> MemoricError:
+    return MemoricError(
+        f"could not keep a copy of the export in a temporary file ({exc}): nothing was written"
+    )
+
+
+def position(lines: Iterable) -> int | None:
+    """Where a seekable file stands (each pass starts there); None for other lines."""
+    if not is_seekable(lines):
+        return None
+    with _reading(lines):
+        return lines.tell()
+
+
+def rewind(lines: Iterable, start: int | None) -> None:
+    """Back to `start` (`position`), for another pass over a file."""
+    if start is not None:
+        with _reading(lines):
+            lines.seek(start)
 
 
 @contextlib.contextmanager
-def _spool(lines: Iterable[str | bytes]):
-    """A temporary file holding `lines`, rewound; MemoricError when the temporary directory
-    cannot take them (before anything is written to the database).
-
-    What is plainly no export (no header on line 1, a line that is no JSON object) is refused
-    as it arrives, so an endless stream of it (`yes | memoric import -`) cannot fill the disk.
-    """
+def _reading(lines: Iterable, after: int = 0) -> Iterator[None]:
+    """A MemoricError naming the file for one that fails to read (an I/O error, a terminal hung
+    up, a file closed: ValueError), with the line it stopped after."""
     try:
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
-        header_seen = False
-        for number, line in enumerate(_read(lines), 1):
-            if isinstance(line, str):
-                line = line.encode("utf-8", "surrogatepass")
-            text = line.removeprefix(BYTE_ORDER_MARK_BYTES) if number == 1 else line
-            if text.strip():
-                _check_shape(number, text, header_seen)
-                header_seen = True
-            spool.write(line if line.endswith(b"\n") else line + b"\n")
-        spool.seek(0)
-    except OSError as exc:
-        raise MemoricError(
-            f"could not keep a copy of the export in a temporary file ({exc}): nothing was written"
-        ) from exc
-    with spool:
-        yield spool
-
-
-def _check_shape(number: int, line: bytes, header_seen: bool) -> None:
-    """ValidationError, as the import's own check gives it, for a first line that is no export
-    header or a later one that does not open a JSON object (its contents are checked later)."""
-    if not header_seen:
-        check_header((number, _parse_line(number, line.removeprefix(BYTE_ORDER_MARK.encode()))))
-    elif not line.lstrip().startswith(b"{"):
-        _parse_line(number, line)
-        raise ValidationError(f"line {number} is not a JSON object")
+        yield
+    except UnicodeDecodeError:
+        raise
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, MemoricError):
+            raise
+        where = f" after line {after}" if after else ""
+        reason = getattr(exc, "strerror", None) or exc
+        raise MemoricError(f"cannot read {_file_name(lines)}{where}: {reason}") from None
 
 
 def is_rereadable(lines: Iterable) -> bool:
@@ -80,20 +130,29 @@ def is_rereadable(lines: Iterable) -> bool:
 def is_seekable(lines: Iterable) -> bool:
     """Whether `lines` is a file that can be rewound (stdin on a pipe cannot)."""
     seekable = getattr(lines, "seekable", None)
-    return seekable is not None and seekable()
+    with _reading(lines):
+        return seekable is not None and seekable()
 
 
 def parsed(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
-    """(line number, parsed object) for every non-blank line; ValidationError names a bad line."""
+    """(line number, parsed object) for every non-blank line; ValidationError names a bad line,
+    and a run of more than MAX_BLANK_LINES blank lines (an export writes none)."""
+    blank = 0
     for number, line in _numbered(lines):
         if line.strip():
+            blank = 0
             yield number, _parse_line(number, line)
+        elif (blank := blank + 1) > MAX_BLANK_LINES:
+            raise ValidationError(
+                f"line {number} ends {blank} blank lines in a row: an export writes none; this is "
+                "no memoric export, or a damaged one"
+            )
 
 
-def _parse_line(number: int, line: str | bytes) -> dict:
+def _parse_line(number: int, line: str) -> dict:
     """The JSON object on line `number`; ValidationError names what is wrong with it."""
     try:
-        record = _DECODER.decode(line if isinstance(line, str) else _text(number, line))
+        record = _DECODER.decode(line)
     except DuplicateKey as exc:
         raise ValidationError(
             f"line {number} gives the key {exc.key!r} twice in one object: a JSON reader would "
@@ -139,10 +198,9 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
             line = next(iterator)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            raise ValidationError(
-                f"the export is not UTF-8 text after line {number} ({exc.reason})"
-            ) from None
+        except UnicodeDecodeError as exc:  # a file read as text, decoded a block at a time
+            after = f" after line {number}" if number else ""
+            raise ValidationError(f"{_file_name(lines)} is not UTF-8 text{after} ({exc.reason})") from None
         number += 1
         if isinstance(line, bytes):
             line = _text(number, line)
@@ -164,21 +222,30 @@ def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
     readline = getattr(lines, "readline", None)
     iterator = _bounded_lines(readline) if readline else iter(lines)
     while True:
-        try:
-            line = next(iterator)
-        except StopIteration:
+        with _reading(lines, after=number):
+            line = next(iterator, _END)
+        if line is _END:
             return
-        except OSError as exc:
-            after = f" after line {number}" if number else ""
-            reason = exc.strerror or exc
-            raise MemoricError(f"cannot read {_file_name(lines)}{after}: {reason}") from None
         number += 1
+        line = _as_text_or_bytes(number, line)
         if len(line) > MAX_LINE_BYTES:
             raise ValidationError(
                 f"line {number} of {_file_name(lines)} is longer than {MAX_LINE_BYTES >> 20} MiB, "
                 "longer than any line an export writes: this is no memoric export, or a damaged one"
             )
         yield line
+
+
+def _as_text_or_bytes(number: int, line) -> str | bytes:
+    """Line `number` as str or bytes (a bytearray or memoryview copied to bytes); ValidationError
+    for anything else in the lines."""
+    if isinstance(line, (str, bytes)):
+        return line
+    if isinstance(line, (bytearray, memoryview)):
+        return bytes(line)
+    raise ValidationError(
+        f"line {number} is {type(line).__name__}, not text: the lines of an export are str or bytes"
+    )
 
 
 def _bounded_lines(readline: Callable) -> Iterator[str | bytes]:

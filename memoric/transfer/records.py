@@ -16,7 +16,7 @@ from memoric.db import transfer_queries
 from memoric.db.models import to_utc
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
-from memoric.transfer.lines import check_header, is_rereadable, is_seekable, parsed
+from memoric.transfer.lines import check_header, is_rereadable, parsed, position, rewind
 
 # The last line of an export since format version 2: how many memories and clusters it holds, so
 # that a file cut short (a copy or download that stopped, a full disk) is never taken for whole.
@@ -118,7 +118,7 @@ class ExportLines:
     def __init__(self, lines: Iterable[str | bytes]) -> None:
         self.ended: dict[str, int] | None = None  # the end line's counts, once read (format 2)
         self._lines = lines
-        self._start = lines.tell() if is_seekable(lines) else None
+        self._start = position(lines)
         self._passes = 0
 
     def records(self, store: MemoryStore) -> Iterator[Record]:
@@ -126,8 +126,7 @@ class ExportLines:
         self._passes += 1
         if self._passes > 1 and not is_rereadable(self._lines):
             raise ValidationError("an export given as a one-pass iterator can be checked, not imported")
-        if self._start is not None:
-            self._lines.seek(self._start)
+        rewind(self._lines, self._start)
         objects = parsed(self._lines)
         version = check_header(next(objects, None))
         held = dict.fromkeys(COUNT_KEYS.values(), 0)
