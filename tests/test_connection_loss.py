@@ -299,9 +299,57 @@ def test_a_policy_run_whose_summarizer_idles_past_the_idle_session_timeout_finis
         return "what the thread says"
 
     memoric = Memoric(pooled(url) if kind == "pool" else url, summarizer=summarizer)
-    assert memoric.db.database.execute_sql("SHOW idle_session_timeout").fetchone()[0] == "200ms"
+    assert idle_limit(memoric) == "200ms"
     assert memoric.run_policies()["summaries_created"] == 1
-    assert memoric.db.database.execute_sql("SHOW idle_session_timeout").fetchone()[0] == "200ms", "given back"
+    assert idle_limit(memoric) == "200ms", "given back"
+    memoric.close()
+
+
+def idle_limit(memoric: Memoric) -> str:
+    return memoric.db.database.execute_sql("SHOW idle_session_timeout").fetchone()[0]
+
+
+@requires_postgres
+@pytest.mark.parametrize("kind", ["plain", "pool"])
+def test_a_sessions_idle_limit_is_off_exactly_while_it_holds_a_memoric_lock(new_postgres_url, kind):
+    """Counted per session: a first fix gave the limit back only when the session held no
+    advisory lock at all (never, beside an application's own), kept it off for good when two
+    locks were released out of order, and lost it to a ROLLBACK of the transaction it was
+    turned off in (the lock then ended with the session)."""
+    url = new_postgres_url()
+    admin = psycopg2.connect(server_url(url))
+    admin.autocommit = True
+    admin.cursor().execute(f'ALTER DATABASE "{admin.info.dbname}" SET idle_session_timeout = 200')
+    admin.close()
+    memoric = Memoric(pooled(url) if kind == "pool" else url)
+    db = memoric.db
+    assert idle_limit(memoric) == "200ms"
+
+    first, second = db.lock("first"), db.lock("second")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert idle_limit(memoric) == "0", "one lock still held"
+    second.__exit__(None, None, None)
+    assert idle_limit(memoric) == "200ms", "released out of order"
+
+    db.database.execute_sql("SELECT pg_advisory_lock(42)")  # the application's own lock
+    with db.lock("inside"):
+        assert idle_limit(memoric) == "0"
+    assert idle_limit(memoric) == "200ms", "the application's own lock is none of memoric's"
+    db.database.execute_sql("SELECT pg_advisory_unlock(42)")
+
+    with db.database.atomic() as transaction, db.lock("in-a-transaction"):
+        transaction.rollback()
+        assert idle_limit(memoric) == "0", "off again after the ROLLBACK"
+    assert idle_limit(memoric) == "200ms"
+    in_a_savepoint = db.lock("in-a-savepoint")
+    with db.database.atomic(), contextlib.suppress(ValueError), db.database.atomic():
+        in_a_savepoint.__enter__()
+        raise ValueError("the savepoint is rolled back, the lock stays held")
+    assert idle_limit(memoric) == "0", "off again after the transaction"
+    in_a_savepoint.__exit__(None, None, None)
+    assert idle_limit(memoric) == "200ms"
     memoric.close()
 
 

@@ -8,6 +8,7 @@ psycopg2 has not noticed), let go of in a forked child, and set up (JSONB reader
 from __future__ import annotations
 
 import select
+import threading
 import weakref
 
 import peewee
@@ -30,6 +31,62 @@ class PostgresRecovering(Recovering):
         super().__init__(*args, **kwargs)
         # Every connection opened, by any thread: peewee keeps each thread's in that thread's state.
         self._opened: weakref.WeakSet = weakref.WeakSet()
+        # The sessions holding memoric's locks: connection -> its `_KeptSession`.
+        self._kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._kept_lock = threading.Lock()
+
+    def keep_session(self) -> None:
+        """Keep this thread's session from ending for idleness while it holds a memoric lock
+        (one more now): its `idle_session_timeout` is off until it holds none. A block may idle
+        longer (a policy run waits on its summarizer), and the lock would end with the session."""
+        connection = self.connection()
+        with self._kept_lock:
+            kept = self._kept.get(connection)
+        if kept is None:
+            limit = self.execute_sql("SELECT current_setting('idle_session_timeout', true)").fetchone()[0]
+            kept = _KeptSession(limit)
+            with self._kept_lock:
+                self._kept[connection] = kept
+        kept.locks += 1
+        if kept.locks == 1 and kept.limited:
+            self._idle_limit("0")
+            kept.set_in_transaction = self.in_transaction()
+
+    def let_session_idle(self) -> None:
+        """One memoric lock fewer on this thread's session; with none left, its own
+        `idle_session_timeout` is back."""
+        connection = self.connection()
+        with self._kept_lock:
+            kept = self._kept.get(connection)
+        if kept is None:
+            return
+        kept.locks -= 1
+        if kept.locks == 0:
+            with self._kept_lock:
+                self._kept.pop(connection, None)
+            if kept.limited:
+                self._idle_limit(kept.limit)
+
+    def _idle_limit(self, value: str) -> None:
+        self.execute_sql("SELECT set_config('idle_session_timeout', %s, false)", (value,))
+
+    def commit(self) -> None:
+        super().commit()
+        self._limit_off_again()
+
+    def rollback(self) -> None:
+        super().rollback()
+        self._limit_off_again()
+
+    def _limit_off_again(self) -> None:
+        """A limit turned off inside the transaction just ended: off again, as a ROLLBACK (of it
+        or of a savepoint around it) undoes the setting."""
+        connection = None if self.is_closed() else self._state.conn
+        with self._kept_lock:
+            kept = self._kept.get(connection) if connection is not None else None
+        if kept is not None and kept.set_in_transaction and not self._lost(connection):
+            kept.set_in_transaction = False
+            self._idle_limit("0")
 
     def _other_threads_connections(self) -> list:
         """The open connections of every thread: a child lets go of their sockets too, so the
@@ -101,6 +158,19 @@ class PostgresRecovering(Recovering):
         psycopg2.extras.register_default_jsonb(connection, loads=load_json)
         if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
             connection.set_client_encoding("UTF8")
+
+
+class _KeptSession:
+    """A session holding memoric's locks: how many, and its own `idle_session_timeout`."""
+
+    def __init__(self, limit: str | None) -> None:
+        self.limit = limit  # None where the server has no such setting (before PostgreSQL 14)
+        self.locks = 0
+        self.set_in_transaction = False  # turned off inside a transaction, which may undo it
+
+    @property
+    def limited(self) -> bool:
+        return self.limit not in (None, "0")
 
 
 class Postgres(PostgresRecovering, peewee.PostgresqlDatabase):

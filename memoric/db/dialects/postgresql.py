@@ -132,34 +132,25 @@ class PostgresDialect(SequenceIds, Dialect):
             database.execute_sql(f'LOCK TABLE "{table}" IN ROW EXCLUSIVE MODE')
 
     def try_lock(self, database: peewee.Database, name: str):
-        """Take the named session-level advisory lock if free (held by this thread's connection).
-
-        While it is held the session has no `idle_session_timeout`: a block idling longer (a
-        policy run waiting on its summarizer) would otherwise lose the lock with its session,
-        and its next statement would fail, on every run.
-        """
+        """Take the named session-level advisory lock if free (held by this thread's connection,
+        whose session is kept from ending for idleness meanwhile: `keep_session`)."""
         key = lock_key(name)
-        taken, idle_limit = database.execute_sql(
-            "SELECT pg_try_advisory_lock(%s), current_setting('idle_session_timeout', true)", (key,)
-        ).fetchone()
+        taken = database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         if not taken:
             return None
-        if idle_limit not in (None, "0"):
-            database.execute_sql("SELECT set_config('idle_session_timeout', '0', false)")
-        return key, database.connection(), idle_limit
+        database.keep_session()
+        return key, database.connection()
 
     def unlock(self, database: peewee.Database, handle) -> bool:
         """Release the lock; False when the connection holding it was lost (and the lock with it),
-        or is another thread's. The session's `idle_session_timeout` comes back once it holds
-        no advisory lock."""
-        key, connection, idle_limit = handle
+        or is another thread's."""
+        key, connection = handle
         # Not through another thread's connection, which may be waiting on this thread's locks.
         if database.is_closed() or database.connection() is not connection or database.connection_lost():
             return False
         with database.bound_to_connection():  # on the lock's connection, or not at all
             released = database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,)).fetchone()[0]
-            if idle_limit not in (None, "0"):
-                database.execute_sql(RESTORE_IDLE_LIMIT, (idle_limit,))
+            database.let_session_idle()
         return released
 
     def create_extra_indexes(self, database: peewee.Database) -> None:
@@ -373,14 +364,6 @@ def _under_user(user_id, document) -> peewee.Node:
     """`{user_id: document}`, written as USER_METADATA writes it (the planner matches the index by it)."""
     array = peewee.NodeList((peewee.SQL("ARRAY["), user_id, peewee.SQL("]")), glue="")
     return peewee.fn.jsonb_set(peewee.SQL("'{}'::jsonb"), array, document)
-
-
-# The session's idle limit as it was before its first lock, once it holds none (locks may be
-# released in any order).
-RESTORE_IDLE_LIMIT = (
-    "SELECT set_config('idle_session_timeout', %s, false) WHERE NOT EXISTS (SELECT 1 FROM pg_locks "
-    "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted)"
-)
 
 
 def lock_key(name: str) -> int:
