@@ -373,3 +373,25 @@ def test_an_import_with_new_ids_that_stops_takes_back_only_what_it_wrote(db):
         other.close()
     kept = sorted(m["content"] for m in db.get_memories(limit=None))
     assert kept == ["explicit id", "there before the import"]
+
+
+def test_a_cluster_whose_key_an_agent_takes_during_an_import_with_new_ids_names_the_remedy(db):
+    """Run again, such an import is refused for that cluster each time: the stop said to run it
+    again; it says to import without the file's clusters and rebuild them."""
+    ids = [db.insert_memory(user_id="ada", content=f"memory {n}") for n in range(3)]
+    db.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
+    export = io.StringIO()
+    export_jsonl(db, export)
+    db.delete_cluster(cluster_id=db.get_clusters(user_id="ada")[0]["cluster_id"])
+    agent = MemoryStore(db.dsn)
+
+    def agent_takes_the_key(rows: int) -> None:
+        if not agent.get_clusters(user_id="ada"):
+            agent.upsert_cluster(user_id="ada", topic="t", category="c", memory_ids=ids)
+
+    with pytest.raises(ValidationError, match=r"could not be written: .* import without the file's clusters"):
+        import_jsonl(
+            db, io.StringIO(export.getvalue()), new_ids=True, batch_size=3, progress=agent_takes_the_key
+        )
+    agent.close()
+    assert db.count_memories() == 3, "what the import wrote was taken back"

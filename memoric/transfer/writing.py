@@ -366,9 +366,10 @@ def _write(store: MemoryStore, plan: ImportPlan, kind: str, records: list[Record
                 row = rows[record.id]
                 written = stored.get(row[column])
                 if written is None:
+                    remedy = REBUILD_INSTEAD if kind == "cluster" else "run the import again"
                     raise ValidationError(
                         f"{record.where}: {kind} {row[column]} could not be written: {_gone(kind)}; "
-                        f"{outcome} (run the import again)"
+                        f"{outcome} ({remedy})"
                     )
                 if _refuse_difference(
                     record, row, written, outcome, suggest_new_ids=not plan.new_ids, keep=plan.keep_existing
