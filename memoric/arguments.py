@@ -29,9 +29,10 @@ def function(field: str, value, what: str = "", arguments: int | None = None) ->
     return value
 
 
-def progress(field: str, value, done: str = "memories") -> Callable | None:
-    """A progress callback: called with the number of `done` since its last call."""
-    return function(field, value, f"of the number of {done} done", 1)
+def progress(field: str, value, counted: str = "memories done") -> Callable | None:
+    """A progress callback: called with the number of `counted` (memories done, rows written)
+    since its last call."""
+    return function(field, value, f"of the number of {counted}", 1)
 
 
 def summarizer(value) -> Callable | None:
