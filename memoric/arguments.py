@@ -98,23 +98,23 @@ def writable(field: str, value):
     write = getattr(value, "write", None)
     if not callable(write):
         raise ValidationError(f"{field} must be a file open for writing text, got {type(value).__name__}")
+    encoding = getattr(value, "encoding", None)
+    if isinstance(encoding, str) and not _utf8(encoding):
+        raise ValidationError(
+            f"{field} writes {encoding}; an export is UTF-8, which holds every character a memory "
+            "may hold and is what an import reads: open it with encoding='utf-8'"
+        )
     try:
         write("")
     except (TypeError, ValueError, OSError) as exc:  # binary, closed, open for reading only
         raise ValidationError(f"{field} must be a file open for writing text: {exc}") from None
-    encoding = getattr(value, "encoding", None)
-    if isinstance(encoding, str) and not _unicode(encoding):
-        raise ValidationError(
-            f"{field} writes {encoding}, which cannot hold every character a memory may hold: "
-            "open it with encoding='utf-8'"
-        )
     return value
 
 
-def _unicode(encoding: str) -> bool:
-    """Whether `encoding` is one of Unicode's own (UTF-8, UTF-16, UTF-32)."""
+def _utf8(encoding: str) -> bool:
+    """Whether `encoding` is UTF-8 (with or without a byte order mark)."""
     try:
-        return codecs.lookup(encoding).name.startswith("utf")
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     except LookupError:
         return False
 
@@ -125,6 +125,18 @@ def lines(field: str, value):
         raise ValidationError(
             f"{field} must be an open file or an iterable of lines, got one {type(value).__name__} "
             "(pass io.StringIO(text), or open the file)"
+        )
+    encoding = getattr(value, "encoding", None)
+    if isinstance(encoding, str) and not _utf8(encoding):
+        raise ValidationError(
+            f"{field} is read as {encoding}; an export is UTF-8: open it with encoding='utf-8' "
+            "(or in binary mode)"
+        )
+    errors = getattr(value, "errors", None)
+    if isinstance(errors, str) and errors not in ("strict", "surrogateescape"):
+        raise ValidationError(
+            f"{field} is read with errors={errors!r}, which changes what is not UTF-8 "
+            "silently: open it with errors='strict' (or in binary mode)"
         )
     if not isinstance(value, Iterable):  # asked of its type: iterating may start reading it
         got = type(value).__name__

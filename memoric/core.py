@@ -68,8 +68,8 @@ class Memoric:
     ) -> None:
         arguments.summarizer(summarizer)
         app_dir = arguments.directory("app_dir", app_dir)
-        validation.flag("auto_migrate", auto_migrate)
-        validation.flag("create", create)
+        validation.boolean("auto_migrate", auto_migrate)
+        validation.boolean("create", create)
         arguments.function("enricher", enricher, "(content, metadata) -> dict", 2)
         self.config = load_config(config_path, config)
         url = resolve_dsn(dsn, self.config, make_directory=create)

@@ -49,7 +49,7 @@ def run_policies(
 
     Returns the counts: migrated per tier, trimmed, summarized, summaries_created.
     """
-    validation.flag("dry_run", dry_run)
+    validation.boolean("dry_run", dry_run)
     on_progress = arguments.progress("on_progress", on_progress)
     summarizer = arguments.summarizer(summarizer)
     now = store.clock()

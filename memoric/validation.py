@@ -265,6 +265,14 @@ def cutoff(now: dt.datetime, days_before: float) -> dt.datetime:
     return now - dt.timedelta(days=days_before)
 
 
+def boolean(field: str, value) -> bool:
+    """An option that is True or False: None is refused too (a default of True read as false
+    would leave out what it turns on, silently)."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{field} must be True or False, got {shown(value)}")
+    return value
+
+
 def flag(field: str, value) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise ValidationError(f"{field} must be True, False or None, got {shown(value)}")

@@ -54,7 +54,6 @@ BOOLEANS = {
         "base", confirm_data_loss=value
     ),
     "run_policies dry_run": lambda m, text, value: m.run_policies(dry_run=value),
-    "retrieve include_summarized": lambda m, text, value: m.retrieve("ada", include_summarized=value),
     "import_jsonl new_ids": lambda m, text, value: import_jsonl(m.db, io.StringIO(text), new_ids=value),
     "import_jsonl clusters": lambda m, text, value: import_jsonl(m.db, io.StringIO(text), clusters=value),
     "import_jsonl keep_existing": lambda m, text, value: import_jsonl(
@@ -64,19 +63,21 @@ BOOLEANS = {
 }
 
 
-@pytest.mark.parametrize("value", ["no", 0], ids=repr)
+@pytest.mark.parametrize("value", ["no", 0, None], ids=repr)
 @pytest.mark.parametrize("call", BOOLEANS.values(), ids=BOOLEANS.keys())
-def test_every_option_that_is_a_bool_takes_only_true_false_or_none(source, call, value):
+def test_every_option_that_is_a_bool_takes_only_true_or_false(source, call, value):
+    """None too: `clusters=None` left the file's clusters out and `create=None` refused to
+    create, each silently reading None as False where the default is True."""
     memoric, text = source
     before = memoric.migrations.current(), memoric.db.count_memories()
-    with pytest.raises(ValidationError, match=" must be True, False or None, got "):
+    with pytest.raises(ValidationError, match=" must be True or False, got "):
         call(memoric, text, value)
     assert (memoric.migrations.current(), memoric.db.count_memories()) == before
 
 
 def test_a_downgrade_confirmed_with_a_string_drops_nothing(source):
     memoric, _ = source
-    with pytest.raises(ValidationError, match=r"^confirm_data_loss must be True, False or None, got 'no'"):
+    with pytest.raises(ValidationError, match=r"^confirm_data_loss must be True or False, got 'no'"):
         memoric.migrations.downgrade("base", confirm_data_loss="no")
     assert [m["content"] for m in memoric.db.get_memories(limit=None)] == [f"memory {n}" for n in (2, 1, 0)]
 
@@ -178,13 +179,14 @@ def test_an_export_holds_a_schema_version_of_text(source):
 @pytest.mark.parametrize(
     ("mode", "encoding", "refused"),
     [
-        ("w", "latin-1", "writes latin-1, which cannot hold every character"),
-        ("w", "ascii", "writes ascii, which cannot hold every character"),
+        ("w", "latin-1", "writes latin-1; an export is UTF-8"),
+        ("w", "ascii", "writes ascii; an export is UTF-8"),
+        ("w", "utf-16", "writes utf-16; an export is UTF-8"),
         ("wb", None, "must be a file open for writing text: a bytes-like object is required"),
         ("r", "utf-8", "must be a file open for writing text: not writable"),
         ("closed", "utf-8", "must be a file open for writing text: I/O operation on closed file"),
     ],
-    ids=["latin-1", "ascii", "binary", "read only", "closed"],
+    ids=["latin-1", "ascii", "utf-16", "binary", "read only", "closed"],
 )
 def test_an_export_to_a_file_that_cannot_take_its_text_writes_nothing(
     source, tmp_path, mode, encoding, refused

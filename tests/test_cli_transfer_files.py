@@ -191,3 +191,20 @@ def test_an_endless_stream_of_no_export_on_standard_input_is_refused_at_once(tmp
 
 
 YES = "import sys; sys.stdout.write(sys.argv[1])\nwhile True: sys.stdout.write('y\\n')"
+
+
+def test_a_full_temporary_directory_while_copying_standard_input_is_one_line(tmp_path):
+    """The copy's error was one line, then closing the copy failed its flush again: a traceback."""
+    memories = tmp_path / "memories.jsonl"
+    lines = (
+        json.dumps({"type": "memory", "id": n, "user_id": "ada", "content": "m" * 100})
+        for n in range(1, 30001)
+    )
+    memories.write_text(HEADER_LINE + "\n".join(lines) + "\n")
+    target = tmp_path / "target.db"
+    cat = subprocess.Popen(["cat", str(memories)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with cat.stdout:  # a pipe: copied to a temporary file, which may take 1 MiB here
+        child = run_cli("--dsn", f"sqlite:///{target}", "import", "-", stdin=cat.stdout, max_file_size=2**20)
+    cat.wait()
+    assert "could not keep a copy of the export in a temporary file" in child_error(child)
+    assert not MemoryStore(f"sqlite:///{target}").has_schema(), "nothing written"

@@ -240,7 +240,8 @@ def test_opening_a_new_sqlite_file_waits_while_another_connection_reads_it(tmp_p
     """Switching a file to WAL needs it to itself: SQLite answers BUSY (at once, or after 5 s)."""
     path = tmp_path / "shared.db"
     reader = sqlite3.connect(path, isolation_level=None)
-    reader.execute("CREATE TABLE memories (note TEXT)")  # memoric's table: the file is switched
+    reader.execute("CREATE TABLE memories (note TEXT)")  # memoric's tables: the file is switched
+    reader.execute("CREATE TABLE migratehistory (name TEXT)")
     reader.execute("BEGIN")
     reader.execute("SELECT * FROM memories").fetchall()
     opened, errors = [], []

@@ -315,7 +315,8 @@ def test_a_sessions_idle_limit_is_off_exactly_while_it_holds_a_memoric_lock(new_
     """Counted per session: a first fix gave the limit back only when the session held no
     advisory lock at all (never, beside an application's own), kept it off for good when two
     locks were released out of order, and lost it to a ROLLBACK of the transaction it was
-    turned off in (the lock then ended with the session)."""
+    turned off in (the lock then ended with the session); a second lost the limit given back
+    to a ROLLBACK of the transaction the lock was released in (off for good)."""
     url = new_postgres_url()
     admin = psycopg2.connect(server_url(url))
     admin.autocommit = True
@@ -343,6 +344,12 @@ def test_a_sessions_idle_limit_is_off_exactly_while_it_holds_a_memoric_lock(new_
         transaction.rollback()
         assert idle_limit(memoric) == "0", "off again after the ROLLBACK"
     assert idle_limit(memoric) == "200ms"
+    released_in_a_transaction = contextlib.ExitStack()
+    released_in_a_transaction.enter_context(db.lock("outside"))
+    with contextlib.suppress(ValueError), db.database.atomic():
+        released_in_a_transaction.close()
+        raise ValueError("rolled back: the ROLLBACK undoes the limit given back")
+    assert idle_limit(memoric) == "200ms", "given back again after the ROLLBACK"
     in_a_savepoint = db.lock("in-a-savepoint")
     with db.database.atomic(), contextlib.suppress(ValueError), db.database.atomic():
         in_a_savepoint.__enter__()

@@ -21,6 +21,7 @@ from memoric.transfer import (
     import_checked,
     import_jsonl,
     import_memoric,
+    rereadable,
 )
 from tests.helpers.chain import id_counters, schema, tables
 from tests.helpers.transfer_data import (
@@ -477,3 +478,43 @@ def test_a_text_stream_that_is_not_utf8_names_its_line(db):
     ):
         import_jsonl(db, pipe)
     assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        ({"encoding": "latin-1"}, "read as latin-1"),
+        ({"encoding": "utf-8", "errors": "replace"}, "read with errors='replace'"),
+    ],
+    ids=["latin-1", "errors replaced"],
+)
+def test_a_file_read_as_other_text_than_utf8_is_refused_before_it_is_read(db, tmp_path, options, refused):
+    """Read as Latin-1, 'café' came in as 'cafÃ©', imported: changed silently."""
+    path = tmp_path / "export.jsonl"
+    text = "\n".join([HEADER_TEXT, MEMORY_TEXT.replace("memory 1", "caf\u00e9"), END_TEXT]) + "\n"
+    path.write_text(text, encoding="utf-8")
+    refusal = pytest.raises(ValidationError, match=f"^lines is {re.escape(refused)}")
+    with open(path, **options) as file, refusal:
+        import_jsonl(db, file)
+    assert db.count_memories() == 0
+
+
+@pytest.mark.parametrize("one_pass", [False, True], ids=["a list", "a generator"])
+def test_an_item_holding_a_line_break_is_refused_as_the_line_it_is_not(db, one_pass):
+    """A generator's items were checked as given and read again from a copy split at line
+    breaks: the check passed, and the import failed after writing its first batches."""
+    indented = json.dumps(memory_line(2), indent=1)
+    lines = [HEADER_TEXT, MEMORY_TEXT, indented, END_TEXT.replace('"memories": 1', '"memories": 2')]
+    with pytest.raises(ValidationError, match=r"^line 3 holds a line break before its end"):
+        import_jsonl(db, iter(lines) if one_pass else lines, batch_size=1)
+    assert db.count_memories() == 0
+
+
+def test_a_stream_checked_in_a_rereadable_block_is_imported_inside_it(db):
+    lines = [HEADER_TEXT, MEMORY_TEXT, END_TEXT]
+    with rereadable(iter(lines)) as reread:
+        plan = check_jsonl(db, reread)
+    with pytest.raises(MemoricError, match="dropped when its `rereadable` block ended"):
+        import_checked(db, plan)
+    with rereadable(iter(lines)) as reread:
+        assert import_checked(db, check_jsonl(db, reread))["memories"] == 1

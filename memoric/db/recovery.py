@@ -31,7 +31,8 @@ from memoric.errors import ConfigError, MemoricError
 COMMIT_IN_DOUBT = "memoric_commit_in_doubt"
 PRIVATE_FILE_MODE = 0o600  # memories are private: database and lock files for their owner only
 SQLITE_BUSY_SECONDS = 30
-MEMORIES_TABLE = "memories"  # its presence marks a SQLite file as memoric's: run in WAL mode
+# Together they mark a SQLite file as memoric's, run in WAL mode.
+MEMORIC_TABLES = frozenset({"memories", "migratehistory"})
 # The connections a forked child inherited: never used, and never closed there (closing a SQLite
 # handle could checkpoint or unlock the parent's database; closing a psycopg2 connection ends the
 # parent's session); a PostgreSQL one's socket is let go of (`forking.let_go`).
@@ -364,8 +365,8 @@ class PooledSqlite(Pooled, _SqliteRecovering, PooledSqliteDatabase):
 
 def _in_wal_mode(connection: sqlite3.Connection) -> sqlite3.Connection:
     """`connection`, its file switched to WAL (readers never wait for the writer) when it is new
-    or holds memoric's memories; a file holding only another application's tables keeps its
-    journal mode: memoric reading it, or refusing it, changes nothing of it. Closed on failure."""
+    or memoric's; another application's file keeps its journal mode: memoric reading it, or
+    refusing it, changes nothing of it. Closed on failure."""
     try:
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and _memorics_or_new(connection):
             connection.execute("PRAGMA journal_mode = wal")
@@ -376,9 +377,12 @@ def _in_wal_mode(connection: sqlite3.Connection) -> sqlite3.Connection:
 
 
 def _memorics_or_new(connection: sqlite3.Connection) -> bool:
-    """Whether the database holds memoric's memories table, or no table at all."""
+    """Whether the database is a new, empty file or holds memoric's tables (its memories and its
+    migration history: a table named `memories` alone may be another application's)."""
+    if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+        return True
     tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return not tables or MEMORIES_TABLE in tables
+    return tables >= MEMORIC_TABLES
 
 
 def _create_private_file(path: str) -> None:

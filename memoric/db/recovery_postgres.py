@@ -39,54 +39,63 @@ class PostgresRecovering(Recovering):
         """Keep this thread's session from ending for idleness while it holds a memoric lock
         (one more now): its `idle_session_timeout` is off until it holds none. A block may idle
         longer (a policy run waits on its summarizer), and the lock would end with the session."""
-        connection = self.connection()
-        with self._kept_lock:
-            kept = self._kept.get(connection)
-        if kept is None:
-            limit = self.execute_sql("SELECT current_setting('idle_session_timeout', true)").fetchone()[0]
-            kept = _KeptSession(limit)
-            with self._kept_lock:
-                self._kept[connection] = kept
+        kept = self._kept_session() or self._keep(self.connection())
         kept.locks += 1
         if kept.locks == 1 and kept.limited:
-            self._idle_limit("0")
-            kept.set_in_transaction = self.in_transaction()
+            self._set_idle_limit(kept, "0")
 
     def let_session_idle(self) -> None:
         """One memoric lock fewer on this thread's session; with none left, its own
         `idle_session_timeout` is back."""
-        connection = self.connection()
-        with self._kept_lock:
-            kept = self._kept.get(connection)
+        kept = self._kept_session()
         if kept is None:
             return
         kept.locks -= 1
         if kept.locks == 0:
-            with self._kept_lock:
-                self._kept.pop(connection, None)
             if kept.limited:
-                self._idle_limit(kept.limit)
+                self._set_idle_limit(kept, kept.limit)
+            if not kept.set_in_transaction:
+                self._forget(self._state.conn)
 
-    def _idle_limit(self, value: str) -> None:
+    def _kept_session(self):
+        """The `_KeptSession` of this thread's connection, if it holds or held memoric locks."""
+        connection = None if self.is_closed() else self._state.conn
+        with self._kept_lock:
+            return None if connection is None else self._kept.get(connection)
+
+    def _keep(self, connection) -> _KeptSession:
+        limit = self.execute_sql("SELECT current_setting('idle_session_timeout', true)").fetchone()[0]
+        with self._kept_lock:
+            kept = self._kept[connection] = _KeptSession(limit)
+        return kept
+
+    def _forget(self, connection) -> None:
+        with self._kept_lock:
+            self._kept.pop(connection, None)
+
+    def _set_idle_limit(self, kept: _KeptSession, value: str) -> None:
+        """Set the session's limit, noting whether a transaction is open (its ROLLBACK, or a
+        savepoint's, would undo the setting: it is set again when the transaction ends)."""
         self.execute_sql("SELECT set_config('idle_session_timeout', %s, false)", (value,))
+        kept.set_in_transaction = self._in_transaction(self._state.conn)  # the server's word
 
     def commit(self) -> None:
         super().commit()
-        self._limit_off_again()
+        self._idle_limit_after_transaction()
 
     def rollback(self) -> None:
         super().rollback()
-        self._limit_off_again()
+        self._idle_limit_after_transaction()
 
-    def _limit_off_again(self) -> None:
-        """A limit turned off inside the transaction just ended: off again, as a ROLLBACK (of it
-        or of a savepoint around it) undoes the setting."""
-        connection = None if self.is_closed() else self._state.conn
-        with self._kept_lock:
-            kept = self._kept.get(connection) if connection is not None else None
-        if kept is not None and kept.set_in_transaction and not self._lost(connection):
-            kept.set_in_transaction = False
-            self._idle_limit("0")
+    def _idle_limit_after_transaction(self) -> None:
+        """A limit set inside the transaction just ended is set again, as it should now stand:
+        off while memoric's locks are held, the session's own once none is."""
+        kept = self._kept_session()
+        if kept is None or not kept.set_in_transaction or self._lost(self._state.conn):
+            return
+        self._set_idle_limit(kept, "0" if kept.locks else kept.limit)
+        if not kept.locks:
+            self._forget(self._state.conn)
 
     def _other_threads_connections(self) -> list:
         """The open connections of every thread: a child lets go of their sockets too, so the

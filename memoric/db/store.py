@@ -73,7 +73,7 @@ class MemoryStore:
         warn_sqlite: bool = True,
     ) -> None:
         self.dialect: Dialect = dialect_for(dialect_of(dsn))
-        validation.flag("warn_sqlite", warn_sqlite)
+        validation.boolean("warn_sqlite", warn_sqlite)
         self.dsn: str = dsn
         self.tiers: tuple[str, ...] = validation.tier_names(tiers)
         self.clock = clock

@@ -162,7 +162,7 @@ class Migrations:
         DataLossRefused (what would go, how many rows or values) unless `confirm_data_loss`;
         dropping empty ones needs no confirmation.
         """
-        validation.flag("confirm_data_loss", confirm_data_loss)
+        validation.boolean("confirm_data_loss", confirm_data_loss)
         if self._nothing_to_create(lambda run: self._downgrade_plan(run, target)):
             return []
         with self._runner.session() as run:
@@ -290,8 +290,8 @@ class Migrations:
         lock: processes starting together on an empty database all wait for the one building it,
         then find it at head.
         """
-        validation.flag("auto_migrate", auto_migrate)
-        validation.flag("create", create)
+        validation.boolean("auto_migrate", auto_migrate)
+        validation.boolean("create", create)
         run = self._runner.run()
         guards.refuse_recorded_missing_tables(run)
         if not run.order.pending():

@@ -36,8 +36,11 @@ def rereadable(lines: Iterable[str | bytes]):
         spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise _no_room(exc) from exc
-    with spool:
+    try:
         yield Spooled(lines, spool)
+    finally:
+        with contextlib.suppress(OSError):  # a full disk fails the flush again: the copy is dropped
+            spool.close()
 
 
 class Spooled:
@@ -65,6 +68,11 @@ class Spooled:
 
     def __iter__(self) -> Iterator[bytes]:
         if self._state == "copied":
+            if self._spool.closed:
+                raise MemoricError(
+                    "the copy of a stream read once was dropped when its `rereadable` block ended: "
+                    "check and import it inside that block"
+                )
             self._spool.seek(0)
             return _bounded_lines(self._spool.readline)
         if self._state == "copying":
@@ -228,12 +236,24 @@ def _read(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
             return
         number += 1
         line = _as_text_or_bytes(number, line)
+        if not readline and _breaks_inside(line):
+            raise ValidationError(
+                f"line {number} holds a line break before its end: each item of the lines is one "
+                "line of an export (split the text at line breaks, or pass io.StringIO(text))"
+            )
         if len(line) > MAX_LINE_BYTES:
             raise ValidationError(
                 f"line {number} of {_file_name(lines)} is longer than {MAX_LINE_BYTES >> 20} MiB, "
                 "longer than any line an export writes: this is no memoric export, or a damaged one"
             )
         yield line
+
+
+def _breaks_inside(line: str | bytes) -> bool:
+    """Whether an item given as a line holds a line break ("\\n") before its end: a file read
+    again would split it into two lines."""
+    newline = "\n" if isinstance(line, str) else b"\n"
+    return line.find(newline, 0, len(line) - 1) >= 0
 
 
 def _as_text_or_bytes(number: int, line) -> str | bytes:

@@ -258,7 +258,7 @@ def _check_source(store, lines, new_ids, clusters, keep_existing) -> None:
     arguments.instance("store", store, MemoryStore)
     arguments.lines("lines", lines)
     for name, value in [("new_ids", new_ids), ("clusters", clusters), ("keep_existing", keep_existing)]:
-        validation.flag(name, value)
+        validation.boolean(name, value)
 
 
 def _check_options(batch_size, progress) -> None:
