@@ -7,6 +7,7 @@ psycopg2 has not noticed), let go of in a forked child, and set up (JSONB reader
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import weakref
@@ -93,7 +94,10 @@ class PostgresRecovering(Recovering):
         kept = self._kept_session()
         if kept is None or not kept.set_in_transaction or self._lost(self._state.conn):
             return
-        self._set_idle_limit(kept, "0" if kept.locks else kept.limit)
+        # The transaction's outcome is what its caller learns: a setting that fails after it
+        # (the connection lost just then) is not reported in its place.
+        with contextlib.suppress(Exception):
+            self._set_idle_limit(kept, "0" if kept.locks else kept.limit)
         if not kept.locks:
             self._forget(self._state.conn)
 
@@ -106,6 +110,8 @@ class PostgresRecovering(Recovering):
         """Set the parent's connections aside; none of them is this process's own any more."""
         super().after_fork_in_child()
         self._opened = weakref.WeakSet()
+        self._kept = weakref.WeakKeyDictionary()  # the parent's sessions, and a lock it may have held
+        self._kept_lock = threading.Lock()
 
     def _lost(self, connection) -> bool:
         """Whether psycopg closed the connection or lost track of its state (the server went away)."""
