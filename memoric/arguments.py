@@ -98,8 +98,8 @@ def writable(field: str, value):
     write = getattr(value, "write", None)
     if not callable(write):
         raise ValidationError(f"{field} must be a file open for writing text, got {type(value).__name__}")
-    encoding = getattr(value, "encoding", None)
-    if isinstance(encoding, str) and not _utf8(encoding):
+    encoding = _other_than_utf8(value)
+    if encoding:
         raise ValidationError(
             f"{field} writes {encoding}; an export is UTF-8, which holds every character a memory "
             "may hold and is what an import reads: open it with encoding='utf-8'"
@@ -111,12 +111,17 @@ def writable(field: str, value):
     return value
 
 
-def _utf8(encoding: str) -> bool:
-    """Whether `encoding` is UTF-8 (with or without a byte order mark)."""
+def _other_than_utf8(file) -> str | None:
+    """The encoding a text file declares when it is not UTF-8 (with or without a byte order
+    mark); None for UTF-8 and for what declares none (a binary file, a list)."""
+    encoding = getattr(file, "encoding", None)
+    if not isinstance(encoding, str):
+        return None
     try:
-        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+        utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     except LookupError:
-        return False
+        utf8 = False
+    return None if utf8 else encoding
 
 
 def lines(field: str, value):
@@ -126,8 +131,8 @@ def lines(field: str, value):
             f"{field} must be an open file or an iterable of lines, got one {type(value).__name__} "
             "(pass io.StringIO(text), or open the file)"
         )
-    encoding = getattr(value, "encoding", None)
-    if isinstance(encoding, str) and not _utf8(encoding):
+    encoding = _other_than_utf8(value)
+    if encoding:
         raise ValidationError(
             f"{field} is read as {encoding}; an export is UTF-8: open it with encoding='utf-8' "
             "(or in binary mode)"
