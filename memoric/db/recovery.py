@@ -157,9 +157,14 @@ class Recovering:
         if self.inherited_transactions():
             raise MemoricError(INHERITED_TRANSACTION)
         replaceable = not (self.in_transaction() or self._transaction_begun_here())
-        if replaceable and (self.connection_lost() or self._suspect_and_lost() or self._ended_unseen()):
+        # A connection kept for a block relying on it (`bound_to_connection`: a PostgreSQL lock
+        # lives on it) is never replaced unseen; a statement on it once the server ended it is
+        # not sent. Elsewhere a connection the server ended is replaced before it fails a call.
+        bound = getattr(self._state, "bound", 0)
+        lost = replaceable and (self.connection_lost() or self._suspect_and_lost())
+        if lost or (replaceable and not bound and self._ended_here()):
             self._drop_connection()
-        elif self._bound_and_ended():
+        elif bound and self._ended_here():
             raise NotSent("the connection was lost before the statement was sent: nothing was written")
         return super().cursor(named_cursor)
 
@@ -175,20 +180,16 @@ class Recovering:
         began_on = getattr(self._state, "began_on", None)
         return began_on is not None and began_on is self._state.conn
 
-    def _ended_unseen(self) -> bool:
-        """Whether the server ended this thread's idle connection (an idle timeout, a terminated
-        backend) where nothing relies on it staying the same (`bound_to_connection`): a
-        statement sent on it would fail for nothing."""
-        bound = getattr(self._state, "bound", 0)
-        return not (self.is_closed() or bound) and self._ended_by_server(self._state.conn)
+    def _ended_here(self) -> bool:
+        """Whether the server ended this thread's open connection (an idle timeout, a terminated
+        backend): a statement sent on it would fail."""
+        return not self.is_closed() and self._ended_by_server(self._state.conn)
 
     def commit(self) -> None:
         """COMMIT. One that fails with the connection lost is marked `COMMIT_IN_DOUBT`: the
         server may have committed before its answer was lost, or not."""
         try:
-            if self._transaction_begun_here() and (
-                self.connection_lost() or self._ended_by_server(self._state.conn)
-            ):
+            if self._transaction_begun_here() and (self.connection_lost() or self._ended_here()):
                 raise peewee.OperationalError(
                     "the connection was lost before COMMIT: nothing of the transaction was saved"
                 )
@@ -206,12 +207,6 @@ class Recovering:
             return
         with self._in_doubt_if_lost():
             yield
-
-    def _bound_and_ended(self) -> bool:
-        """Whether this thread's connection, kept for a block relying on it (`bound_to_connection`),
-        was ended by the server: `cursor` does not replace it, so a statement would fail on it."""
-        bound = getattr(self._state, "bound", 0)
-        return bool(bound) and not self.is_closed() and self._ended_by_server(self._state.conn)
 
     def _ended_by_server(self, connection) -> bool:
         """Whether the server has ended an idle connection (SQLite: there is no server)."""
