@@ -3,6 +3,7 @@ refused, and the plan the writing passes follow."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from memoric.db import cluster_members, transfer_queries
@@ -15,7 +16,7 @@ from memoric.transfer.records import (
     ExportLines,
     Record,
 )
-from memoric.transfer.scratch import MemoryOwners, Scratch, SeenRows
+from memoric.transfer.scratch import ClusterKeys, KeptClusters, MemoryOwners, Scratch, SeenRows
 
 
 @dataclass
@@ -37,18 +38,24 @@ class ImportPlan:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ID_COLUMNS, 0))
     highest: dict[str, Record] = field(default_factory=dict)
     lowest_memory_id: int | None = None
-    clusters: list[Record] = field(default_factory=list)  # few: kept for the comparison pass
     scratch: Scratch = field(default_factory=Scratch)  # on disk: what follows, whatever the rows
     # a file's rows by kind: the line and digest of each id, to find lines that contradict each
     # other and a file changed between the passes (None for a database source)
     seen: dict[str, SeenRows] | None = None
     ranks: dict = field(default_factory=dict)  # with new_ids: each kind's id -> its rank in the file
     owners: MemoryOwners = field(init=False)  # the user_id of each of the source's memories
+    kept_clusters: KeptClusters = field(init=False)  # for the passes that check them again
 
     def __post_init__(self) -> None:
         self.owners = MemoryOwners(self.scratch)
+        self.kept_clusters = KeptClusters(self.scratch)
         if self.source.is_file:
             self.seen = {kind: SeenRows(self.scratch, kind) for kind in ID_COLUMNS}
+
+    def clusters(self, store: MemoryStore) -> Iterator[Record]:
+        """The source's clusters in its order, as the check validated them."""
+        for line, kept in self.kept_clusters:
+            yield Record.from_kept(store, "cluster", line, kept)
 
     def writes(self, kind: str) -> bool:
         """Whether records of `kind` are written (memories always; clusters unless left out)."""
@@ -92,7 +99,7 @@ def survey(
     if new_ids and keep_existing:
         raise ValidationError("new ids and keeping existing memories exclude each other: no id is existing")
     plan = ImportPlan(source, new_ids, clusters and not keep_existing, keep_existing)
-    keys: dict[tuple[str, str, str], tuple[int, str]] = {}  # cluster key -> (cluster id, where)
+    keys = ClusterKeys(plan.scratch)
     for record in source.records(store):
         record.row  # noqa: B018 (validated now, on this pass)
         plan.records += 1
@@ -101,7 +108,7 @@ def survey(
             if record.kind == "memory":
                 plan.owners.add(record.id, record.row["user_id"])
         if record.kind == "cluster":
-            other_id, other_where = keys.setdefault(record.key, (record.id, record.where))
+            other_id, other_where = keys.claim(record.key, record.id, record.where)
             if other_id != record.id:
                 raise ValidationError(
                     f"{other_where} and {record.where} are two clusters (ids {other_id} and {record.id}) "
@@ -112,7 +119,7 @@ def survey(
         if highest is None or record.id > highest.id:
             plan.highest[record.kind] = record
         if record.kind == "cluster":
-            plan.clusters.append(record)
+            plan.kept_clusters.add(record.line, record.kept())
         elif plan.lowest_memory_id is None or record.id < plan.lowest_memory_id:
             plan.lowest_memory_id = record.id
     _check_distinct(plan, source.ended)
@@ -120,7 +127,7 @@ def survey(
         if plan.seen is None:
             raise ValidationError("new ids are given only when importing an export")
         plan.ranks = {kind: seen.ranks() for kind, seen in plan.seen.items()}
-    for cluster in plan.clusters:
+    for cluster in plan.clusters(store):
         _check_members(plan, cluster)
     return plan
 

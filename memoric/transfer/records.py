@@ -93,6 +93,23 @@ class Record:
         text = json.dumps(self.fields, sort_keys=True, ensure_ascii=False)
         return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
+    def kept(self) -> str:
+        """What a later pass needs of the record, as text to keep on disk: its row and the
+        timestamps it gives (revalidating would cost more, and stamp left-out times anew)."""
+        return json.dumps([encode(self.row), sorted(self.stated)])
+
+    @classmethod
+    def from_kept(cls, store: MemoryStore, kind: str, line: int | None, kept: str) -> Record:
+        """The record `kept` was made of (its fields now its row as exported)."""
+        fields, stated = json.loads(kept)
+        record = cls(store, kind, fields, line)
+        record.row = {
+            key: to_utc(dt.datetime.fromisoformat(value)) if key in TIMESTAMPS and value else value
+            for key, value in fields.items()
+        }
+        record.stated = frozenset(stated)
+        return record
+
     @property
     def key(self) -> tuple[str, str, str]:
         """A cluster's (user_id, topic, category), unique in a database."""

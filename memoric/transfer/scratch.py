@@ -2,14 +2,16 @@
 whatever the number of rows.
 
 An unnamed SQLite database (SQLite keeps it in a temporary file, owner-only, deleted when it is
-closed) holds each id's line and digest (`SeenRows`), each memory's user (`MemoryOwners`) and,
-for an import with new ids, each id's rank (`SeenRows.ranks`). Rows go in by batches; an id
+closed) holds each id's line and digest (`SeenRows`), each memory's user (`MemoryOwners`), the
+clusters (`KeptClusters`) with the first id seen for each cluster key (`ClusterKeys`) and, for an
+import with new ids, each id's rank (`SeenRows.ranks`). Rows go in by batches; an id
 that comes in rising order, as an export writes them, is never looked up on the way in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator
 
@@ -41,9 +43,9 @@ class Scratch:
                 f"could not keep the check's bookkeeping in a temporary file ({exc}): nothing was written"
             ) from exc
 
-    def create(self, table: str, columns: str) -> None:
+    def create(self, table: str, columns: str, key: str = "id INTEGER PRIMARY KEY") -> None:
         with self.guard():
-            self.connection.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, {columns})")
+            self.connection.execute(f"CREATE TABLE {table} ({key}, {columns})")
 
     def insert(self, table: str, rows: list[tuple]) -> None:
         marks = ", ".join("?" * len(rows[0]))
@@ -53,6 +55,10 @@ class Scratch:
     def one(self, sql: str, params: tuple) -> tuple | None:
         with self.guard():
             return self.connection.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: tuple) -> list[tuple]:
+        with self.guard():
+            return self.connection.execute(sql, params).fetchall()
 
     def run(self, sql: str) -> None:
         with self.guard(), self.connection:
@@ -65,10 +71,12 @@ class Scratch:
 class _Table:
     """One table of the scratch database, its rows buffered and written a batch at a time."""
 
-    def __init__(self, scratch: Scratch, table: str, columns: str) -> None:
+    def __init__(
+        self, scratch: Scratch, table: str, columns: str, key: str = "id INTEGER PRIMARY KEY"
+    ) -> None:
         self.scratch, self.table = scratch, table
         self._pending: list[tuple] = []
-        scratch.create(table, columns)
+        scratch.create(table, columns, key)
 
     def buffer(self, row: tuple) -> None:
         self._pending.append(row)
@@ -141,3 +149,55 @@ class MemoryOwners(_Table):
         """The user_id of memory `memory_id`, or None when the source does not hold it."""
         found = self.find("user_id", memory_id)
         return None if found is None else found[0]
+
+
+class KeptClusters(_Table):
+    """A source's clusters in the order given, each as its line (None for a database's) and the
+    text `Record.kept` makes of it, for the passes that check them after the first."""
+
+    def __init__(self, scratch: Scratch) -> None:
+        super().__init__(scratch, "clusters", "line INTEGER, kept TEXT NOT NULL")
+        self._count = 0
+
+    def add(self, line: int | None, kept: str) -> None:
+        self._count += 1
+        self.buffer((self._count, line, kept))
+
+    def __iter__(self) -> Iterator[tuple[int | None, str]]:
+        """(line, kept text) of each cluster, a page at a time (memory stays flat)."""
+        self.flush()
+        after = 0
+        while page := self.scratch.all(
+            f"SELECT id, line, kept FROM {self.table} WHERE id > ? ORDER BY id LIMIT {FLUSH_ROWS}", (after,)
+        ):
+            yield from ((line, kept) for _, line, kept in page)
+            after = page[-1][0]
+
+
+class ClusterKeys(_Table):
+    """The first cluster (its id and how messages name it) seen for each (user_id, topic, category)."""
+
+    def __init__(self, scratch: Scratch) -> None:
+        super().__init__(
+            scratch,
+            "cluster_keys",
+            "cluster_id INTEGER NOT NULL, place TEXT NOT NULL",
+            "key TEXT PRIMARY KEY",
+        )
+        self._unwritten: dict[str, tuple[int, str]] = {}
+
+    def claim(self, key: tuple, cluster_id: int, where: str) -> tuple[int, str]:
+        """The (cluster id, where) of the first cluster given with `key`: this one if none was."""
+        text = json.dumps(key)
+        earlier = self._unwritten.get(text) or self.scratch.one(
+            f"SELECT cluster_id, place FROM {self.table} WHERE key = ?", (text,)
+        )
+        if earlier is not None:
+            return tuple(earlier)
+        self._unwritten[text] = (cluster_id, where)
+        self.buffer((text, cluster_id, where))
+        return cluster_id, where
+
+    def flush(self) -> None:
+        super().flush()
+        self._unwritten.clear()

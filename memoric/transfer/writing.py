@@ -275,10 +275,11 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
 
     A target without memoric's schema counts as empty (a SQLite file not there yet is not
     created). The memories are read again only when the target holds any id in their range (an
-    import into a database without them, the common case, costs one query); the clusters were kept.
+    import into a database without them, the common case, costs one query); the clusters were kept
+    by the check.
     """
     if not _built(store):
-        for batch in batches(plan.clusters, BATCH_SIZE):
+        for batch in batches(plan.clusters(store), BATCH_SIZE):
             refuse_strangers(None, plan, batch)
         return
     memories = plan.highest.get("memory")
@@ -292,7 +293,7 @@ def compare_with_target(store: MemoryStore, plan: ImportPlan) -> None:
             for record in records:
                 plan.confirm(record)
             plan.changed_threads |= _refuse_differences(store, "memory", records, plan.keep_existing)
-    for batch in batches(plan.clusters, BATCH_SIZE):
+    for batch in batches(plan.clusters(store), BATCH_SIZE):
         if not plan.new_ids and plan.writes("cluster"):
             _refuse_differences(store, "cluster", batch)
         if not plan.new_ids:
