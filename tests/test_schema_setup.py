@@ -3,6 +3,7 @@ lock, SQLite's foreign keys during migrations, and new migration files."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -225,6 +226,23 @@ def test_sqlite_foreign_key_violation_fails_the_migration(store, tmp_path):
 @pytest.mark.usefixtures("sqlite_only")
 def test_sqlite_store_connections_do_not_enforce_foreign_keys(store):
     assert store.database.pragma("foreign_keys") == 0
+
+
+@pytest.mark.usefixtures("sqlite_only")
+def test_a_store_that_builds_its_schema_in_another_applications_file_goes_on_in_wal_mode(tmp_path):
+    """The file was opened in its own journal mode, memoric's tables not yet there: the store
+    that built them switches it, not only the next process to open it."""
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+    store = MemoryStore(f"sqlite:///{path}")
+    try:
+        assert store.database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "delete"
+        Migrations(store).upgrade()
+        assert store.database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
 
 
 # --- new migration files ---------------------------------------------------------------------

@@ -359,16 +359,21 @@ class PooledSqlite(Pooled, _SqliteRecovering, PooledSqliteDatabase):
 
 
 def _in_wal_mode(connection: sqlite3.Connection) -> sqlite3.Connection:
-    """`connection`, its file switched to WAL (readers never wait for the writer) when it is new
-    or memoric's; another application's file keeps its journal mode: memoric reading it, or
-    refusing it, changes nothing of it. Closed on failure."""
+    """`connection`, switched to WAL if its file is new or memoric's (`switch_to_wal`). Closed on failure."""
     try:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and _memorics_or_new(connection):
-            connection.execute("PRAGMA journal_mode = wal")
+        switch_to_wal(connection)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def switch_to_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL (readers never wait for the writer) when it is new or memoric's;
+    another application's file keeps its journal mode: memoric reading it, or refusing it,
+    changes nothing of it."""
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and _memorics_or_new(connection):
+        connection.execute("PRAGMA journal_mode = wal")
 
 
 def _memorics_or_new(connection: sqlite3.Connection) -> bool:

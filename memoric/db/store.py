@@ -175,7 +175,7 @@ class MemoryStore:
             self.database.create_tables(self._models(), safe=True)
             self.dialect.create_extra_indexes(self.database)
             self.dialect.distribute(self.database)
-        self.dialect.forget_schema(self.database)
+        self.dialect.schema_changed(self.database)
 
     @translate_errors
     def drop_schema(self) -> None:
@@ -184,7 +184,7 @@ class MemoryStore:
             self.dialect.drop_extra_tables(self.database)
             self.database.drop_tables(self._models(), safe=True)
         self.postings_ready = False
-        self.dialect.forget_schema(self.database)
+        self.dialect.schema_changed(self.database)
 
     def _models(self) -> list[type[peewee.Model]]:
         """Every table's model: the memories, the clusters, the text postings."""

@@ -275,7 +275,7 @@ class Runner:
                 yield Run(self.store, self.chains, names)
         finally:
             self.store.postings_ready = False  # a migration may have added or dropped them
-            self.store.dialect.forget_schema(self.database)  # or distributed the tables (Citus)
+            self.store.dialect.schema_changed(self.database)  # or distributed the tables (Citus)
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:

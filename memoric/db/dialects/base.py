@@ -116,8 +116,9 @@ class Dialect(abc.ABC):
         store memoric cannot see from here (none where a database has one namespace)."""
 
     @abc.abstractmethod
-    def forget_schema(self, database: peewee.Database) -> None:
-        """Forget what the dialect remembers of the schema of `database` (it was built or migrated)."""
+    def schema_changed(self, database: peewee.Database) -> None:
+        """The schema of `database` was built, migrated or dropped: forget what the dialect
+        remembers of it, and set up what a database holding memoric's tables wants."""
 
     @abc.abstractmethod
     def drop_extra_tables(self, database: peewee.Database) -> None:

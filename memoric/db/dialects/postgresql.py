@@ -183,7 +183,7 @@ class PostgresDialect(SequenceIds, Dialect):
         )
         return [schema for (schema,) in rows.fetchall()]
 
-    def forget_schema(self, database: peewee.Database) -> None:
+    def schema_changed(self, database: peewee.Database) -> None:
         """Forget which tables Citus distributes (`citus.routed`)."""
         citus.forget_layout(database)
 

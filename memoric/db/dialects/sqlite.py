@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import peewee
 
-from memoric.db import jsonfilter
+from memoric.db import jsonfilter, recovery
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import holds_own_tables
 from memoric.db.dialects import sqlite_keys, sqlite_lock
@@ -97,8 +97,14 @@ class SqliteDialect(Dialect):
         """None: a file is one namespace."""
         return []
 
-    def forget_schema(self, database: peewee.Database) -> None:
-        """Nothing: the SQLite dialect remembers nothing of a schema."""
+    def schema_changed(self, database: peewee.Database) -> None:
+        """Switch a file that holds memoric's tables now to WAL: one built into another
+        application's file was opened in that file's journal mode. A file busy in another
+        connection just then keeps its mode until it is next opened."""
+        if database.is_closed() or database.in_transaction():
+            return
+        with contextlib.suppress(sqlite3.OperationalError):
+            recovery.switch_to_wal(database.connection())
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)
