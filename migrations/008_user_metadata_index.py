@@ -33,7 +33,8 @@ FOUND = (
     "WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' "
     "ELSE 'relation' END), index.indrelid = to_regclass('memories'), coalesce(index.indisvalid, false) "
     "FROM pg_class AS name LEFT JOIN pg_index AS index ON index.indexrelid = name.oid "
-    "WHERE name.relname = %s AND name.relnamespace = current_schema()::regnamespace"
+    "JOIN pg_namespace AS schema ON schema.oid = name.relnamespace "
+    "WHERE name.relname = %s AND schema.nspname = current_schema()"
 )
 
 

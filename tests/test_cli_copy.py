@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,7 +20,7 @@ from memoric.errors import ConfigError
 from tests.helpers.chain import HEAD, SHIPPED, built
 from tests.helpers.cli_process import CLI
 from tests.helpers.cli_runs import invoke, ok
-from tests.helpers.dialects import one_line_error, requires_postgres
+from tests.helpers.dialects import one_line_error, requires_postgres, with_search_path
 from tests.helpers.transfer_data import assert_identical, fill, snapshot
 
 
@@ -148,12 +148,6 @@ def test_copy_and_import_refuse_a_sqlite_url_that_keeps_nothing(name, tmp_path, 
         assert "invalid database URL" in one_line_error(invoke(*args)), args
     assert not set(os.listdir()) - set(before), "a refused URL created a file"
     assert [memory["content"] for memory in Memoric("sqlite:///agent.db").db.get_memories()] == ["kept"]
-
-
-def with_search_path(dsn: str, search_path: str) -> str:
-    """`dsn` with the PostgreSQL search path `search_path` (libpq's `options`)."""
-    options = quote(f"-c search_path={search_path}", safe="")
-    return f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
 
 
 @requires_postgres

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 
@@ -43,6 +44,12 @@ def citus_to_be_had() -> bool:
 requires_postgres = pytest.mark.skipif(
     "postgresql" not in selected_dialects(), reason="PostgreSQL not selected in MEMORIC_TEST_DIALECTS"
 )
+
+
+def with_search_path(dsn: str, search_path: str) -> str:
+    """`dsn` with the PostgreSQL search path `search_path` (libpq's `options`)."""
+    options = quote(f"-c search_path={search_path}", safe="")
+    return f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
 
 
 def refusal(check: Callable, *args, **kwargs) -> str:
