@@ -59,10 +59,17 @@ def test_the_sessions_temporary_schema_is_refused_before_anything_is_built_or_sa
     with pytest.raises(ConfigError, match="temporary schema"):
         Memoric(url).save("ada", "lost when the connection closes?")
     with pytest.raises(ConfigError, match="temporary schema"):
-        MemoryStore(url).count_memories()
+        MemoryStore(url).create_schema()
     source = f"sqlite:///{tmp_path / 'agent.db'}"
     Memoric(source).save("ada", "kept")
-    for args in (["copy", "--from", source, "--to", url], ["--dsn", url, "migrate", "upgrade"]):
+    export = str(tmp_path / "agent.jsonl")
+    ok(invoke("--dsn", source, "export", export))
+    for args in (
+        ["copy", "--from", source, "--to", url],
+        ["--dsn", url, "import", export],
+        ["--dsn", url, "migrate", "upgrade"],
+        ["--dsn", url, "init-db"],
+    ):
         assert "temporary schema" in one_line_error(invoke(*args)), args
     assert MemoryStore(dsn).database.get_tables() == [], "nothing was built in public"
     ok(invoke("copy", "--from", source, "--to", dsn))

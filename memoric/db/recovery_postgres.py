@@ -2,7 +2,7 @@
 
 `recovery.Recovering` drops a connection found lost; here is how psycopg2's connections are
 judged lost (closed, their state unknown, or failing a round trip after an immediate restart
-psycopg2 has not noticed), let go of in a forked child, and set up (JSONB reader, UTF-8, a schema that outlives the session).
+psycopg2 has not noticed), let go of in a forked child, and set up (JSONB reader, UTF-8).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from memoric import forking
 from memoric.db.jsoncodec import load_json
 from memoric.db.recovery import Pooled, Recovering
 from memoric.errors import ConfigError
-
-# The schema a session's temporary tables live in is named pg_temp_N (N a number); no other
-# schema can be, as PostgreSQL reserves the prefix pg_.
-TEMPORARY_SCHEMA_PREFIX = "pg_temp_"
 
 
 class PostgresRecovering(Recovering):
@@ -172,29 +168,11 @@ class PostgresRecovering(Recovering):
                 "Unicode, the same on every dialect, and needs a UTF8 database (CREATE DATABASE ... "
                 "ENCODING 'UTF8' TEMPLATE template0)"
             )
-        _refuse_a_temporary_schema(connection)
         super()._initialize_connection(connection)
         self._opened.add(connection)
         psycopg2.extras.register_default_jsonb(connection, loads=load_json)
         if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
             connection.set_client_encoding("UTF8")
-
-
-def _refuse_a_temporary_schema(connection) -> None:
-    """ConfigError (the connection closed) where the schema memoric would find and build its
-    tables in is the session's temporary one (a search path of `pg_temp`): every table built
-    there, and all saved in it, goes when the connection closes."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_schema()")
-        (schema,) = cursor.fetchone()
-    if schema is not None and schema.startswith(TEMPORARY_SCHEMA_PREFIX):
-        connection.close()
-        raise ConfigError(
-            "the first schema on the search path is the session's temporary schema (pg_temp): the "
-            "tables memoric built there, and every memory saved in them, would be dropped when the "
-            "connection closes. Put a persistent schema first, e.g. "
-            "?options=-c%20search_path%3Dpublic in the database URL"
-        )
 
 
 class _KeptSession:

@@ -171,6 +171,7 @@ class MemoryStore:
     @translate_errors
     def create_schema(self) -> None:
         """Create the tables and indexes straight from the models (tests; `init_db`)."""
+        self.dialect.refuse_a_temporary_schema(self.database)
         with self.database.atomic():
             self.database.create_tables(self._models(), safe=True)
             self.dialect.create_extra_indexes(self.database)

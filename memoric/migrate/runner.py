@@ -269,6 +269,7 @@ class Runner:
         names = self.names()
         if self.database.in_transaction():
             raise MigrationError("migrations cannot run inside an open transaction: commit or roll back")
+        self.store.dialect.refuse_a_temporary_schema(self.database)
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
         try:
             with lock, self.store.dialect.foreign_keys_off(self.database):

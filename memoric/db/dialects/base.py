@@ -111,6 +111,10 @@ class Dialect(abc.ABC):
         distributed by user); elsewhere a condition on the users can only mislead the planner."""
 
     @abc.abstractmethod
+    def refuse_a_temporary_schema(self, database: peewee.Database) -> None:
+        """ConfigError where the tables memoric would build would not outlive the connection."""
+
+    @abc.abstractmethod
     def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
         """The schemas on the search path, after the one memoric uses, that hold `table`: a
         store memoric cannot see from here (none where a database has one namespace)."""

@@ -24,6 +24,7 @@ from memoric.db.dialects.postgres_copy import copy_rows
 from memoric.db.dialects.postgres_ddl import gin_index_sql
 from memoric.db.dialects.postgres_ids import SequenceIds
 from memoric.db.models import GIN_INDEXES, to_utc
+from memoric.errors import ConfigError
 
 # Rows inserted into a GIN index go to its pending list first, which every search scans; the
 # default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
@@ -40,6 +41,9 @@ SESSION_SETTINGS = {
     # carry every string memoric accepts.
     "client_encoding": "UTF8",
 }
+# A session's temporary tables live in the schema pg_temp_N; PostgreSQL reserves the prefix pg_,
+# so no other schema has such a name.
+TEMPORARY_SCHEMA_PREFIX = "pg_temp_"
 DEADLOCK_DETECTED = "40P01"  # the SQLSTATE of a transaction ended to break a deadlock
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
 POSTGRES_COLUMNS = """
@@ -172,6 +176,18 @@ class PostgresDialect(SequenceIds, Dialect):
     def routes_by_user(self, database: peewee.Database, table: str) -> bool:
         """On Citus, where `table` is distributed by user."""
         return citus.routed(database, table)
+
+    def refuse_a_temporary_schema(self, database: peewee.Database) -> None:
+        """ConfigError where the schema memoric builds in is the session's temporary one (a search
+        path starting with `pg_temp`): the tables, and all saved in them, go when it closes."""
+        (schema,) = database.execute_sql("SELECT current_schema()").fetchone()
+        if schema is not None and schema.startswith(TEMPORARY_SCHEMA_PREFIX):
+            raise ConfigError(
+                "the first schema on the search path is the session's temporary schema (pg_temp): "
+                "the tables memoric would build there, and every memory saved in them, would be "
+                "dropped when the connection closes. Put a persistent schema first, e.g. "
+                "?options=-c%20search_path%3Dpublic in the database URL; nothing was built"
+            )
 
     def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
         """The schemas after `current_schema()` on the search path that hold `table`, in order."""

@@ -93,6 +93,9 @@ class SqliteDialect(Dialect):
         """Never: one file holds every user."""
         return False
 
+    def refuse_a_temporary_schema(self, database: peewee.Database) -> None:
+        """Nothing: a store is a file (an in-memory database is refused with its URL)."""
+
     def hidden_schemas_holding(self, database: peewee.Database, table: str) -> list[str]:
         """None: a file is one namespace."""
         return []
@@ -390,4 +393,3 @@ def _quoted_names_after_on(sql: str) -> list[str]:
             names.append(quoted_name.replace('""', '"'))
         previous = text.upper()
     return names
-
