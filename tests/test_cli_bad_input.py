@@ -177,6 +177,8 @@ CLI_BAD_IMPORTS = [
     ("[1, 2]\n", "line 1 is not a JSON object"),
     ("{oops\n", "line 1 is not valid JSON"),
     (f'{HEADER}\n{{"user_id": "ada", "content": "x"}}\n', "line 2: unknown record type None"),
+    (f'{HEADER}\n{{"type": [], "id": 1}}\n', "line 2: unknown record type []"),
+    (f'{HEADER}\n{{"type": {{"memory": 1}}, "id": 1}}\n', "line 2: unknown record type {'memory': 1}"),
     (f"{HEADER}\n{memory_line(user_id='x' * 129)}\n", "line 2: user_id must be at most 128 characters"),
     (f'{HEADER}\n{memory_line()[:-1]}, "metadata": {{"x": NaN}}}}\n', "line 2: metadata['x'] holds nan"),
     (f"{HEADER}\n{memory_line(id='1')}\n", "line 2: id must be an int, got '1'"),

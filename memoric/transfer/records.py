@@ -156,7 +156,7 @@ class ExportLines:
                 _check_end(number, fields, held)
                 end, self.ended = number, held
                 continue
-            if kind not in ID_COLUMNS:
+            if not isinstance(kind, str) or kind not in ID_COLUMNS:  # a list is no key to look up
                 raise ValidationError(
                     f"line {number}: unknown record type {kind!r} (expected memory, cluster or end)"
                 )
