@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import click
 import pytest
@@ -13,7 +17,10 @@ from memoric import Memoric
 from memoric import json_input as j
 from memoric import validation as v
 from memoric.cli import main
+from memoric.db.store import MemoryStore
+from memoric.errors import ConfigError
 from tests.helpers.bad_input import control_memoric, left_alone
+from tests.helpers.cli_process import CLI
 from tests.helpers.dialects import one_line_error as any_one_line_error
 from tests.helpers.dialects import refusal
 
@@ -206,6 +213,20 @@ def test_cli_import_of_a_missing_file(m, tmp_path):
         CliRunner().invoke(main, ["--dsn", m.db.dsn, "import", str(tmp_path / "no.jsonl")])
     )
     assert "cannot read" in error and "No such file or directory" in error
+
+
+def test_a_sqlite_url_naming_a_pipe_or_a_directory_is_refused_before_it_is_opened(tmp_path):
+    """SQLite opening a named pipe waits for a writer for ever, deaf to SIGTERM (run in a child
+    process to be timed out)."""
+    pipe = tmp_path / "agent.db"
+    os.mkfifo(pipe)
+    for path, kind in ((pipe, "a named pipe"), (tmp_path, "a directory")):
+        said = f"{str(path)!r} is {kind}, not a file"
+        command = [sys.executable, "-c", CLI, "--dsn", f"sqlite:///{path}", "stats"]
+        stats = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert (stats.returncode, stats.stderr.count("\n")) == (1, 1) and said in stats.stderr, stats.stderr
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            MemoryStore(f"sqlite:///{path}")
 
 
 CLI_BAD_DSNS = [

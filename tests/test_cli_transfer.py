@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -12,6 +14,7 @@ from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from tests.helpers.chain import HEAD, THIRD, built, id_counters, schema, tables
+from tests.helpers.cli_process import CLI
 from tests.helpers.cli_runs import invoke, ok
 from tests.helpers.dialects import one_line_error
 from tests.helpers.transfer_data import HEADER_LINE, assert_identical, snapshot
@@ -251,6 +254,25 @@ def test_an_export_read_from_a_named_pipe_is_imported_whole(source, new_dsn, tmp
     writer.join()
     assert result.stdout.startswith("Imported 2497 memories and 2 clusters into ")
     assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
+def test_an_export_written_into_a_named_pipe_reaches_its_reader_whole(source, tmp_path):
+    """The check that an export never replaces a database file opened the pipe to read its first
+    bytes, and so waited for ever for a writer (the export runs in a child process to be timed out)."""
+    pipe = tmp_path / "export.pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    environment = {key: value for key, value in os.environ.items() if key != "MEMORIC_DATABASE_URL"}
+    command = [sys.executable, "-c", CLI, "--dsn", source.db.dsn, "export", str(pipe)]
+    exported = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    reader.join(timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    again = ok(invoke("--dsn", source.db.dsn, "export")).stdout.splitlines()
+    (text,) = received
+    assert json.loads(text.splitlines()[0])["type"] == "header"
+    assert text.splitlines()[1:] == again[1:], "the same records as an export to stdout, to the end line"
 
 
 def test_a_backup_restores_into_a_database_whose_clusters_changed_with_no_clusters(new_dsn, tmp_path):

@@ -18,6 +18,7 @@ import logging
 import os
 import pathlib
 import sqlite3
+import stat
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, unquote
@@ -228,11 +229,20 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
+    if os.path.exists(path) and not os.path.isfile(path):  # SQLite would wait on a pipe for ever
+        raise _url_error(url, f"cannot open database {url}: {path!r} is {_kind_of_file(path)}, not a file")
     parameters = _parameters(url, parts)
     pragmas = SQLITE_PRAGMAS
     if "timeout" in parameters and not parts.scheme.endswith(POOLED_SUFFIX):  # a pool's is its wait
         pragmas = SQLITE_PRAGMAS | {"busy_timeout": round(parameters["timeout"] * 1000)}
     return _new_database(url, parts, parameters, pragmas=pragmas, lock_type="IMMEDIATE")
+
+
+def _kind_of_file(path: str) -> str:
+    """What `path`, which is there and no regular file, is: a directory, a named pipe, ..."""
+    mode = os.stat(path).st_mode
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")]
+    return next((kind for test, kind in kinds if test(mode)), "a device")
 
 
 def _check_file_name(url: str, path: str) -> None:

@@ -61,6 +61,8 @@ def is_file_of(path: str, database: str) -> bool:
 
 def is_database_file(path: str) -> bool:
     """Whether `path` is a SQLite database or its write-ahead log (an export must never replace one)."""
+    if not os.path.isfile(path):  # a named pipe opened to be read would wait for a writer
+        return False
     try:
         with open(path, "rb") as file:
             head = file.read(16)
