@@ -91,6 +91,15 @@ def test_a_configured_app_directory_that_does_not_exist_is_an_error(store, tmp_p
     assert tables(store) == set()
 
 
+def test_an_app_directory_that_is_a_file_is_named_as_one(store, tmp_path):
+    afile = tmp_path / "not-a-directory"
+    afile.write_text("kept", encoding="utf-8")
+    for call in (lambda m: m.create(MESSAGE), lambda m: m.upgrade()):
+        with pytest.raises(MigrationError, match=r"not-a-directory' is not a directory"):
+            call(Migrations(store, app_dir=afile))
+    assert afile.read_text(encoding="utf-8") == "kept"
+
+
 # --- configuration: argument > environment > config file ------------------------------------------
 
 

@@ -49,7 +49,8 @@ def migration_names(directory: Path) -> list[str]:
     """
     where = str(directory)
     if not directory.is_dir():
-        raise MigrationError(f"migrations directory {where!r} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise MigrationError(f"migrations directory {where!r} {problem}")
     try:
         entries = sorted(directory.iterdir())
         files = [path for path in entries if _is_migration_file(path)]
