@@ -149,7 +149,7 @@ def test_recall(cli, filled):
     assert "No memories found." in cli("recall", "--user", "nobody").stdout
 
 
-TERMINAL_CONTROLS = "ok\x1b[2K\x1b[1A\x1b]0;pwned\x07\x9b31m\u202eFAKE LINE"
+TERMINAL_CONTROLS = "ok\x1b[2K\x1b[1A\x1b]0;pwned\x07\x9b31m\u202eFAKE LINE\u2028ANOTHER"
 
 
 def test_stored_text_cannot_drive_the_terminal(cli, dsn):
@@ -158,8 +158,8 @@ def test_stored_text_cannot_drive_the_terminal(cli, dsn):
     export to stdout, and --json, left the C1 and bidirectional controls raw)."""
     memoric = Memoric(dsn)
     for n in range(3):
-        topic = {"topic": "\x1b]0;x\x07"}
-        memoric.save("u", f"{TERMINAL_CONTROLS} {n}", thread_id="t\x1b[8m", metadata=topic)
+        topic = {"topic": "\x1b]0;x\x07\u2029"}
+        memoric.save("u", f"{TERMINAL_CONTROLS} {n}", thread_id="t\x1b[8m\u2028", metadata=topic)
     memoric.rebuild_clusters("u")
     memoric.close()
     results = {
@@ -173,12 +173,12 @@ def test_stored_text_cannot_drive_the_terminal(cli, dsn):
     for command, result in results.items():
         for line in (result.stdout + result.stderr).split("\n"):
             assert not UNSHOWABLE.search(line), f"{command}: {line!r}"
-    assert "ok\\x1b[2K\\x1b[1A" in results["recall"].stdout and "t\\x1b[8m" in results["recall"].stdout
-    assert "\\x1b]0;x\\x07" in results["clusters"].stdout
+    assert "ok\\x1b[2K\\x1b[1A" in results["recall"].stdout and "t\\x1b[8m\\u2028" in results["recall"].stdout
+    assert "\\x1b]0;x\\x07\\u2029" in results["clusters"].stdout
     assert "'\\x1b[31muser' is not one of" in results["a usage error"].stderr
     recalled = sorted(m["content"] for m in parsed(results["recall --json"]))
     assert recalled == [f"{TERMINAL_CONTROLS} {n}" for n in range(3)]
-    assert parsed(results["clusters --json"])["clusters"][0]["topic"] == "\x1b]0;x\x07"
+    assert parsed(results["clusters --json"])["clusters"][0]["topic"] == "\x1b]0;x\x07\u2029"
     exported = [json.loads(line) for line in results["export"].stdout.split("\n") if line]
     assert sorted(r["content"] for r in exported if r["type"] == "memory") == recalled
 
