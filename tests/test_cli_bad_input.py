@@ -216,12 +216,23 @@ def test_cli_import_of_a_missing_file(m, tmp_path):
 
 
 def test_a_sqlite_url_naming_a_pipe_or_a_directory_is_refused_before_it_is_opened(tmp_path):
-    """SQLite opening a named pipe waits for a writer for ever, deaf to SIGTERM (run in a child
-    process to be timed out)."""
-    pipe = tmp_path / "agent.db"
+    """SQLite opening a named pipe, the database or its journal, waits for a writer for ever, deaf
+    to SIGTERM (run in a child process to be timed out)."""
+    pipe, journal, wal = tmp_path / "agent.db", tmp_path / "other.db-journal", tmp_path / "third.db-wal"
+    for built in ("other.db", "third.db"):
+        store = MemoryStore(f"sqlite:///{tmp_path / built}")
+        store.create_schema()
+        store.close()
     os.mkfifo(pipe)
-    for path, kind in ((pipe, "a named pipe"), (tmp_path, "a directory")):
-        said = f"{str(path)!r} is {kind}, not a file"
+    os.mkfifo(journal)
+    wal.mkdir()
+    named = [(pipe, pipe, "a named pipe"), (tmp_path, tmp_path, "a directory")]
+    companions = [
+        (tmp_path / "other.db", journal, "a named pipe"),
+        (tmp_path / "third.db", wal, "a directory"),
+    ]
+    for path, culprit, kind in named + companions:
+        said = f"{str(culprit)!r} is {kind}, not a file"
         command = [sys.executable, "-c", CLI, "--dsn", f"sqlite:///{path}", "stats"]
         stats = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert (stats.returncode, stats.stderr.count("\n")) == (1, 1) and said in stats.stderr, stats.stderr

@@ -73,7 +73,8 @@ _sqlite_warned: set[str] = set()  # the file warned about: the warning is logged
 # and rollback journal, and memoric's cross-process locks (DATABASE.NAME.lock). A database opened
 # under one of these names is deleted or overwritten by the database it belongs to.
 LOCK_FILE_SUFFIX = ".lock"
-COMPANION_SUFFIXES = ("-wal", "-shm", "-journal", LOCK_FILE_SUFFIX)
+SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")  # the files SQLite opens beside a database
+COMPANION_SUFFIXES = (*SQLITE_COMPANION_SUFFIXES, LOCK_FILE_SUFFIX)
 # SQLite reads a file name beginning with this as a URI (in every build that enables URIs
 # globally, whatever the URL says): `file::memory:` is an in-memory database.
 SQLITE_URI_PREFIX = "file:"
@@ -229,13 +230,22 @@ def _sqlite_database(url: str, parts: SplitResult) -> peewee.Database:
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise _url_error(url, f"cannot open database {url}: directory {directory!r} is not writable")
-    if os.path.exists(path) and not os.path.isfile(path):  # SQLite would wait on a pipe for ever
-        raise _url_error(url, f"cannot open database {url}: {path!r} is {_kind_of_file(path)}, not a file")
+    _refuse_files_that_are_none(url, path)
     parameters = _parameters(url, parts)
     pragmas = SQLITE_PRAGMAS
     if "timeout" in parameters and not parts.scheme.endswith(POOLED_SUFFIX):  # a pool's is its wait
         pragmas = SQLITE_PRAGMAS | {"busy_timeout": round(parameters["timeout"] * 1000)}
     return _new_database(url, parts, parameters, pragmas=pragmas, lock_type="IMMEDIATE")
+
+
+def _refuse_files_that_are_none(url: str, path: str) -> None:
+    """ConfigError for a database, or a journal SQLite would open beside it, that is there and is
+    no regular file (SQLite opening a named pipe waits for a writer for ever, deaf to SIGTERM)."""
+    for base in dict.fromkeys((path, os.path.realpath(path))):
+        for candidate in (base, *(base + suffix for suffix in SQLITE_COMPANION_SUFFIXES)):
+            if os.path.exists(candidate) and not os.path.isfile(candidate):
+                kind = _kind_of_file(candidate)
+                raise _url_error(url, f"cannot open database {url}: {candidate!r} is {kind}, not a file")
 
 
 def _kind_of_file(path: str) -> str:

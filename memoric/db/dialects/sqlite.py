@@ -106,7 +106,7 @@ class SqliteDialect(Dialect):
         connection just then keeps its mode until it is next opened."""
         if database.is_closed() or database.in_transaction():
             return
-        with contextlib.suppress(sqlite3.OperationalError):
+        with contextlib.suppress(sqlite3.Error):  # never in place of a migration's own error
             recovery.switch_to_wal(database.connection())
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
