@@ -41,6 +41,11 @@ def _is_migration_file(path: Path) -> bool:
     return FILE_PATTERN.fullmatch(path.name) is not None and path.stem.isprintable() and path.is_file()
 
 
+def _not_a_directory(path: Path) -> str:
+    """Why `path`, which is no directory, cannot hold a chain: it is something else, or nothing."""
+    return "is not a directory" if path.exists() else "does not exist"
+
+
 def migration_names(directory: Path) -> list[str]:
     """The migrations of the chain in `directory`, in order (its files `NNN_name.py`).
 
@@ -49,8 +54,7 @@ def migration_names(directory: Path) -> list[str]:
     """
     where = str(directory)
     if not directory.is_dir():
-        problem = "is not a directory" if directory.exists() else "does not exist"
-        raise MigrationError(f"migrations directory {where!r} {problem}")
+        raise MigrationError(f"migrations directory {where!r} {_not_a_directory(directory)}")
     try:
         entries = sorted(directory.iterdir())
         files = [path for path in entries if _is_migration_file(path)]
@@ -98,7 +102,7 @@ class Chain:
     def names(self) -> list[str]:
         """The chain's migrations in order; MigrationError when its directory is unusable."""
         if self.label == APP and not self.directory.is_dir():
-            problem = "is not a directory" if self.directory.exists() else "does not exist"
+            problem = _not_a_directory(self.directory)
             raise MigrationError(
                 f"the application migrations directory {str(self.directory)!r} {problem}: create it, "
                 "or let `memoric migrate revision -m MESSAGE` create it with the first migration"
