@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import click
 import pytest
@@ -20,7 +18,7 @@ from memoric.cli import main
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError
 from tests.helpers.bad_input import control_memoric, left_alone
-from tests.helpers.cli_process import CLI
+from tests.helpers.cli_process import run_cli
 from tests.helpers.dialects import one_line_error as any_one_line_error
 from tests.helpers.dialects import refusal
 
@@ -233,8 +231,7 @@ def test_a_sqlite_url_naming_a_pipe_or_a_directory_is_refused_before_it_is_opene
     ]
     for path, culprit, kind in named + companions:
         said = f"{str(culprit)!r} is {kind}, not a file"
-        command = [sys.executable, "-c", CLI, "--dsn", f"sqlite:///{path}", "stats"]
-        stats = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        stats = run_cli(f"sqlite:///{path}", "stats", cwd=tmp_path)
         assert (stats.returncode, stats.stderr.count("\n")) == (1, 1) and said in stats.stderr, stats.stderr
         with pytest.raises(ConfigError, match=re.escape(said)):
             MemoryStore(f"sqlite:///{path}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -14,7 +12,7 @@ from memoric import Memoric
 from memoric.db import transfer_queries
 from memoric.db.store import MemoryStore
 from tests.helpers.chain import HEAD, THIRD, built, id_counters, schema, tables
-from tests.helpers.cli_process import CLI
+from tests.helpers.cli_process import run_cli
 from tests.helpers.cli_runs import invoke, ok
 from tests.helpers.dialects import one_line_error
 from tests.helpers.transfer_data import HEADER_LINE, assert_identical, snapshot
@@ -264,9 +262,7 @@ def test_an_export_written_into_a_named_pipe_reaches_its_reader_whole(source, tm
     received = []
     reader = threading.Thread(target=lambda: received.append(pipe.read_text(encoding="utf-8")), daemon=True)
     reader.start()
-    environment = {key: value for key, value in os.environ.items() if key != "MEMORIC_DATABASE_URL"}
-    command = [sys.executable, "-c", CLI, "--dsn", source.db.dsn, "export", str(pipe)]
-    exported = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    exported = run_cli(source.db.dsn, "export", str(pipe), cwd=tmp_path)
     reader.join(timeout=120)
     assert exported.returncode == 0, exported.stderr
     again = ok(invoke("--dsn", source.db.dsn, "export")).stdout.splitlines()

@@ -32,6 +32,19 @@ def start_cli(dsn: str, *args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def run_cli(dsn: str, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The CLI run to its end in a child process, killed after `timeout` seconds (a hang then
+    fails the test with TimeoutExpired instead of stopping the suite)."""
+    process = start_cli(dsn, *args, cwd=cwd)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def read_until(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
     """stderr of `process` up to `text` (fails if the process ends or the time runs out first).
 
