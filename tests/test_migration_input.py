@@ -126,6 +126,46 @@ def test_two_migrations_with_one_number_make_that_number_ambiguous(store, tmp_pa
         Migrations(store, migrate_dir=directory).upgrade("090")
 
 
+def test_two_pending_migrations_with_one_number_are_refused_before_either_runs(store, tmp_path):
+    directory = chain(
+        tmp_path / "chain", **{"090_a": ADD_IMPORTANCE, "090_b": ADD_IMPORTANCE.replace("importance", "w")}
+    )
+    migrations = Migrations(store, migrate_dir=directory)
+    migrations.upgrade(HEAD)
+    for target in ("head", "+1", "090_b"):
+        with pytest.raises(MigrationError, match="090_a and 090_b share the number 090: two branches"):
+            migrations.upgrade(target)
+    assert history_names(store) == SHIPPED
+
+
+def test_one_number_applied_twice_already_stays_usable(store, tmp_path):
+    """A database that applied both before they were refused keeps working: only what is pending
+    is judged."""
+    nothing = "def migrate(migrator, database, *, fake=False):\n    pass\n\n\n"
+    nothing += "def rollback(migrator, database, *, fake=False):\n    pass\n"
+    directory = chain(tmp_path / "chain", **{"090_a": nothing, "090_b": nothing})
+    migrations = Migrations(store, migrate_dir=directory)
+    migrations.upgrade(HEAD)
+    migrations.stamp("090_b")
+    assert migrations.upgrade("head") == []
+    assert migrations.downgrade(HEAD) == ["090_b", "090_a"]
+
+
+def test_a_migration_added_behind_the_applied_head_is_refused(store, tmp_path, monkeypatch):
+    directory = chain(tmp_path / "chain", **{"095_later": ADD_IMPORTANCE})
+    migrations = Migrations(store, migrate_dir=directory)
+    migrations.upgrade("head")
+    (directory / "092_merged.py").write_text(ADD_IMPORTANCE.replace("importance", "w"), encoding="utf-8")
+    refusal = "092_merged is pending but sorts before 095_later, which is applied: the chain gained"
+    for target in ("head", "+1", "092"):
+        with pytest.raises(MigrationError, match=refusal):
+            Migrations(store, migrate_dir=directory).upgrade(target)
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    arguments = ["--dsn", store.dsn, "migrate", "upgrade", "--dir", str(directory)]
+    assert one_line_error(CliRunner().invoke(main, arguments)).startswith(f"Error: {refusal}")
+    assert history_names(store) == [*SHIPPED, "095_later"]
+
+
 # --- revision: messages become file names -----------------------------------------------------
 
 

@@ -75,19 +75,41 @@ class Order:
         relative = self._relative(target, chain, rest)
         if relative is None:
             position = self._position(target, chain, rest)
+            plan = self._in_line([step for step in self.steps[: position + 1] if step not in self.done])
             passed = [step for step in self._scope(chain)[position + 1 :] if step and step in self.done]
             if passed:
                 raise MigrationError(
                     f"upgrade target {shown(target)} is behind the database, which has {passed[0].label} "
                     f"applied: use `downgrade {cut(target)}` to roll back"
                 )
-            return [step for step in self.steps[: position + 1] if step not in self.done]
+            return plan
         sign, count = relative
         if sign == "-":
             raise MigrationError(
                 f"upgrade target {shown(target)} goes backwards: use `downgrade {cut(target)}`"
             )
-        return self._through(pending, chain, count, f"cannot upgrade {cut(target)}", "pending")
+        return self._in_line(self._through(pending, chain, count, f"cannot upgrade {cut(target)}", "pending"))
+
+    def _in_line(self, plan: list[Step]) -> list[Step]:
+        """`plan`, when each of its migrations extends its chain's line: MigrationError for one
+        that sorts before an applied migration (applied now, it would run after it) or that
+        shares its number with another (two branches each added one; their order is a guess)."""
+        for step in plan:
+            siblings = [other for other in self.steps if other.chain == step.chain and other != step]
+            later = [other for other in siblings if other.name > step.name and other in self.done]
+            if later:
+                raise MigrationError(
+                    f"{step.label} is pending but sorts before {later[0].label}, which is applied: "
+                    "the chain gained a migration behind its head (a merge of two branches?); "
+                    "renumber it after the last applied migration"
+                )
+            twins = [other for other in siblings if other.name[:3] == step.name[:3]]
+            if twins:
+                raise MigrationError(
+                    f"{step.label} and {labels(twins)} share the number {step.name[:3]}: two branches "
+                    "each added a migration; renumber one so the chain runs in an order you chose"
+                )
+        return plan
 
     def downgrade(self, target: str) -> list[Step]:
         """The migrations `downgrade(target)` rolls back, latest first."""
