@@ -192,6 +192,37 @@ def test_a_stop_signal_during_an_export_leaves_no_file_and_the_old_one_as_it_was
     assert path.read_text() == "the old export\n"
 
 
+# The child above, which also sends itself SIGHUP as it says how it stopped and again as it exits.
+HUNG_UP_WHILE_EXITING = SIGNALLED_CHILD.replace(
+    "sys.argv = [",
+    """import atexit, signal
+from memoric import cli
+
+real_stopped_by = cli.stopped_by
+
+
+def hung_up_while_saying(stop):
+    os.kill(os.getpid(), signal.SIGHUP)
+    return real_stopped_by(stop)
+
+
+cli.stopped_by = hung_up_while_saying
+atexit.register(os.kill, os.getpid(), signal.SIGHUP)
+sys.argv = [""",
+)
+
+
+def test_a_second_signal_while_the_cli_exits_keeps_the_first_ones_status(source, tmp_path):
+    path = tmp_path / "all.jsonl"
+    arguments = ["export_memoric", str(int(signal.SIGTERM)), "--dsn", source.db.dsn, "export", str(path)]
+    child = subprocess.run(
+        [sys.executable, "-c", HUNG_UP_WHILE_EXITING, *arguments], capture_output=True, text=True, check=False
+    )
+    assert child.returncode == 128 + signal.SIGTERM, child.stderr
+    assert child.stderr.splitlines() == ["Stopped by SIGTERM."]
+    assert not path.exists()
+
+
 def refuse_memories_from(store: MemoryStore, first_id: int) -> None:
     """A trigger that fails every INSERT of a memory with an id from `first_id` on, as a disk that
     fills up midway would."""

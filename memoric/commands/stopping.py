@@ -3,7 +3,8 @@
 Each raises an exception in the command, once: Ctrl-C its KeyboardInterrupt, the others `Stopped`.
 The command cleans up for all three alike (an import with new ids takes back what it wrote, an
 export leaves no temporary file) and `memoric` exits 128 + the signal's number. A second stop
-signal while it cleans up is ignored: it would cut the cleanup short. A signal the caller set
+signal while it cleans up or exits is ignored: it would cut the cleanup short, or end the
+process with another status than the first signal's. A signal the caller set
 to be ignored (`nohup`) stays ignored; SIGKILL still ends the process at once.
 """
 
@@ -48,7 +49,8 @@ def stopped_by(stop: KeyboardInterrupt) -> str:
 @contextlib.contextmanager
 def stop_signals_raise_once():
     """Within the block, the first stop signal raises (KeyboardInterrupt or `Stopped`), later ones
-    are ignored; the handlers before it are restored after it. Only the main thread can set them."""
+    are ignored, until the process exits if one was raised; without one, the handlers before
+    the block are restored after it. Only the main thread can set them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -67,5 +69,6 @@ def stop_signals_raise_once():
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if not raised:  # once stopped, the process is on its way out: a default handler would
+            for number, handler in previous.items():  # let a second signal kill it first
+                signal.signal(number, handler)
