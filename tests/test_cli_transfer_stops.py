@@ -85,7 +85,7 @@ def test_ctrl_c_during_a_copy_says_what_was_written_and_the_rerun_resumes(source
 SIGNALLED_CHILD = """
 import os, sys
 from memoric import transfer
-from memoric.cli import main
+from memoric.__main__ import main
 from memoric.db import transfer_queries
 from memoric.transfer import writing
 
@@ -192,27 +192,31 @@ def test_a_stop_signal_during_an_export_leaves_no_file_and_the_old_one_as_it_was
     assert path.read_text() == "the old export\n"
 
 
-# The child above, which also sends itself SIGHUP as it says how it stopped and again as it exits.
+# The child above, which from the moment it says how it stopped has another process send it
+# SIGHUP after SIGHUP until it has exited.
 HUNG_UP_WHILE_EXITING = SIGNALLED_CHILD.replace(
     "sys.argv = [",
-    """import atexit, signal
+    """import subprocess
 from memoric import cli
 
+HAMMER = "import os, signal, sys\\nparent = os.getppid()\\nsys.stdin.readline()\\n"
+HAMMER += "while os.getppid() == parent:\\n    os.kill(parent, signal.SIGHUP)\\n"
+hammer = subprocess.Popen([sys.executable, "-c", HAMMER], stdin=subprocess.PIPE)
 real_stopped_by = cli.stopped_by
 
 
-def hung_up_while_saying(stop):
-    os.kill(os.getpid(), signal.SIGHUP)
+def hung_up_from_now_on(stop):
+    hammer.stdin.write(b"go\\n")
+    hammer.stdin.flush()
     return real_stopped_by(stop)
 
 
-cli.stopped_by = hung_up_while_saying
-atexit.register(os.kill, os.getpid(), signal.SIGHUP)
+cli.stopped_by = hung_up_from_now_on
 sys.argv = [""",
 )
 
 
-def test_a_second_signal_while_the_cli_exits_keeps_the_first_ones_status(source, tmp_path):
+def test_signals_while_the_cli_exits_keep_the_first_ones_status(source, tmp_path):
     path = tmp_path / "all.jsonl"
     arguments = ["export_memoric", str(int(signal.SIGTERM)), "--dsn", source.db.dsn, "export", str(path)]
     child = subprocess.run(

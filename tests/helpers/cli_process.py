@@ -14,7 +14,7 @@ import pytest
 from memoric.db.store import MemoryStore
 from memoric.migrate import LOCK_NAME
 
-CLI = "import sys; from memoric.cli import main; sys.exit(main())"
+CLI = "import sys; from memoric.__main__ import main; sys.exit(main())"
 
 
 WAITING = "Waiting for the migration lock"
