@@ -27,6 +27,7 @@ from memoric.commands.options import (
     file_name,
     json_option,
     lock_timeout_option,
+    memoric_only_option,
     parse_metadata,
     sql_option,
     target_argument,
@@ -316,14 +317,15 @@ def demo_command(session: Session, as_json: bool) -> None:
 
 @main.command("export", reads_only=always)
 @user_option
+@memoric_only_option
 @click.argument("file", default="-", metavar="[FILE|-]", callback=file_name)
 @pass_session
-def export_command(session: Session, user_id: str | None, file: str) -> None:
+def export_command(session: Session, user_id: str | None, memoric_only: bool, file: str) -> None:
     """Write memories and clusters as JSON Lines (to stdout by default).
 
     The first line is a header with the format version and the schema version.
     """
-    transfer.export(session, file, user_id=user_id)
+    transfer.export(session, file, user_id=user_id, memoric_only=memoric_only)
 
 
 @main.command("import")
@@ -358,7 +360,8 @@ def import_command(
     metavar="DSN",
     help="Target (an empty one is built through the chain).",
 )
+@memoric_only_option
 @pass_session
-def copy_command(session: Session, source_dsn: str, target_dsn: str) -> None:
-    """Copy a whole database (SQLite to PostgreSQL and back); ids and timestamps kept."""
-    transfer.copy(session, source_dsn, target_dsn)
+def copy_command(session: Session, source_dsn: str, target_dsn: str, memoric_only: bool) -> None:
+    """Copy memoric's tables of a database (SQLite to PostgreSQL and back); ids and timestamps kept."""
+    transfer.copy(session, source_dsn, target_dsn, memoric_only=memoric_only)

@@ -62,6 +62,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 user_option = click.option(
     "--user", "user_id", callback=IDENTITY, metavar="ID", help="Only this user (default: all users)."
 )
+memoric_only_option = click.option(
+    "--memoric-only",
+    is_flag=True,
+    help="Leave out the application's own columns and tables (refused otherwise when they hold data).",
+)
 dir_option = click.option(
     "--dir",
     "migrate_dir",

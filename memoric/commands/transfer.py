@@ -19,15 +19,17 @@ from memoric.db.identity import is_database_file, is_file_of
 from memoric.errors import MemoricError
 
 
-def export(session: Session, file: str = "-", *, user_id: str | None = None) -> None:
+def export(
+    session: Session, file: str = "-", *, user_id: str | None = None, memoric_only: bool = False
+) -> None:
     """Write memories and clusters as JSON Lines to `file` (`-`: stdout), a header line first."""
     memoric = session.memoric
     if file == "-":
-        counts = export_to_stdout(memoric, user_id)
+        counts = export_to_stdout(memoric, user_id, memoric_only)
     else:
         own_files = memoric.store.database_file
         with export_target(file, own_files) as out:
-            counts = transfer.export_memoric(memoric, out, user_id=user_id)
+            counts = transfer.export_memoric(memoric, out, user_id=user_id, memoric_only=memoric_only)
     echo_counts("Exported", counts, f"to {file}", err=file == "-")
 
 
@@ -54,14 +56,18 @@ def import_(
         )
 
 
-def copy(session: Session, source_dsn: str, target_dsn: str) -> None:
-    """Copy a whole database (SQLite to PostgreSQL and back); ids and timestamps kept."""
+def copy(session: Session, source_dsn: str, target_dsn: str, *, memoric_only: bool = False) -> None:
+    """Copy memoric's tables of a database (SQLite to PostgreSQL and back); ids and timestamps kept."""
     source, target = transfer.open_copy(
-        source_dsn, target_dsn, config_path=session.config_path, app_dir=session.app_dir_option
+        source_dsn,
+        target_dsn,
+        config_path=session.config_path,
+        app_dir=session.app_dir_option,
+        memoric_only=memoric_only,
     )
     total = transfer.copy_size(source) if sys.stdout.isatty() else 0
     with resumable(total, "Copying") as advance:
-        counts = transfer.copy_memoric(source, target, progress=advance)
+        counts = transfer.copy_memoric(source, target, progress=advance, memoric_only=memoric_only)
     where = f"from {where_it_lives(source)} to {where_it_lives(target)}"
     echo_counts("Copied", counts, where)
 
@@ -112,10 +118,10 @@ def replaced_on_success(path: str):
             os.unlink(temporary)
 
 
-def export_to_stdout(memoric: Memoric, user_id: str | None) -> dict:
+def export_to_stdout(memoric: Memoric, user_id: str | None, memoric_only: bool) -> dict:
     """The export on stdout, flushed: a failed write (a full disk, a closed pipe) is one line and
     exit 1 (`commands.streams`)."""
-    counts = transfer.export_memoric(memoric, sys.stdout, user_id=user_id)
+    counts = transfer.export_memoric(memoric, sys.stdout, user_id=user_id, memoric_only=memoric_only)
     sys.stdout.flush()
     return counts
 

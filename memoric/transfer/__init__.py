@@ -31,7 +31,8 @@ the export again each time it runs, so one that stops takes back what it wrote.
 
 The package: `lines` (an export's lines read, parsed and spooled), `records` (records and
 their JSON forms), `plan` (the check pass), `writing` (the reserve, compare and write passes;
-import and copy), `export`, and `copying` (both ends of a copy opened through the facade).
+import and copy), `export`, `copying` (both ends of a copy opened through the facade) and
+`leftovers` (the application's own data, which neither an export nor a copy carries).
 """
 
 from memoric.transfer.copying import copy_memoric, copy_size, open_copy

@@ -13,20 +13,28 @@ from memoric.db.jsoncodec import controls_escaped
 from memoric.db.models import UTC, dump_json
 from memoric.db.store import MemoryStore
 from memoric.errors import ValidationError
+from memoric.transfer.leftovers import refuse_leaving_behind
 from memoric.transfer.lines import FORMAT, FORMAT_VERSION, MAX_LINE_BYTES
 from memoric.transfer.records import END, ID_COLUMNS, encode
 from memoric.transfer.scratch import MemoryOwners, Scratch
 
 
 def export_jsonl(
-    store: MemoryStore, out: TextIO, *, user_id: str | None = None, schema_version: str | None = None
+    store: MemoryStore,
+    out: TextIO,
+    *,
+    user_id: str | None = None,
+    schema_version: str | None = None,
+    memoric_only: bool = False,
 ) -> dict[str, int]:
     """Write the header, every memory and every cluster (of one user, or all), and the end line
     counting them, to `out`.
 
     All rows come from one snapshot of the database, read a page at a time, twice: every row is
     checked as `memoric import` will check it before the first line is written, so an export
-    that fails has written nothing, even to a pipe, and one that succeeds can be imported.
+    that fails has written nothing, even to a pipe, and one that succeeds can be imported. A
+    database holding the application's own data, which an export cannot carry, is refused
+    unless `memoric_only` (`leftovers`).
     """
     arguments.instance("store", store, MemoryStore)
     arguments.writable("out", out)
@@ -35,6 +43,7 @@ def export_jsonl(
         validation.user_id(user_id)
     counts = {"memories": 0, "clusters": 0}
     with transfer_queries.snapshot(store):
+        refuse_leaving_behind(store, "an export", memoric_only)
         check_restorable(store, user_id)
         header = {
             "type": "header",
@@ -124,9 +133,12 @@ def unrestorable(
     )
 
 
-def export_memoric(memoric: Memoric, out: TextIO, *, user_id: str | None = None) -> dict[str, int]:
+def export_memoric(
+    memoric: Memoric, out: TextIO, *, user_id: str | None = None, memoric_only: bool = False
+) -> dict[str, int]:
     """`export_jsonl` of a Memoric's database (schema checked first, its version in the header)."""
     arguments.instance("memoric", memoric, Memoric)
     arguments.writable("out", out)
     memoric.ensure_schema()
-    return export_jsonl(memoric.db, out, user_id=user_id, schema_version=memoric.migrations.current())
+    version = memoric.migrations.current()
+    return export_jsonl(memoric.db, out, user_id=user_id, schema_version=version, memoric_only=memoric_only)

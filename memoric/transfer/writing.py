@@ -11,6 +11,7 @@ from memoric.db import summaries, transfer_queries
 from memoric.db.connection import first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, ValidationError
+from memoric.transfer.leftovers import refuse_leaving_behind
 from memoric.transfer.lines import rereadable
 from memoric.transfer.plan import ImportPlan, hold_listed_memories, refuse_strangers, survey
 from memoric.transfer.records import (
@@ -239,15 +240,19 @@ def copy_database(
     *,
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
+    memoric_only: bool = False,
 ) -> dict[str, int]:
     """Copy every memory and cluster of `source` into `target` (any dialects), ids kept.
 
-    The source is read inside one snapshot; the target is written like an import.
+    The source is read inside one snapshot; the target is written like an import. A source
+    holding the application's own data, which a copy cannot carry, is refused unless
+    `memoric_only` (`leftovers`).
     """
     arguments.instance("source", source, MemoryStore)
     arguments.instance("target", target, MemoryStore)
     _check_options(batch_size, progress)
     with transfer_queries.snapshot(source):
+        refuse_leaving_behind(source, "a copy", memoric_only)
         plan = survey(target, DatabaseRows(source, max(batch_size, 1)), new_ids=False)
         return import_checked(target, plan, batch_size=batch_size, progress=progress)
 

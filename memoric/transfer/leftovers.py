@@ -1,0 +1,67 @@
+"""What an export or a copy would leave behind: the application's own columns and tables.
+
+Both carry memoric's tables and columns only. A value in a column an application's migration
+added to `memories` or `memory_clusters`, or a row in a table memoric does not own, would reach
+neither the file nor the target; so they refuse, naming each, unless told to leave them
+(`memoric_only`): the application moves its own data (`pg_dump`, SQLite's `.backup`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from memoric import validation
+from memoric.db.catalogue import METADATA_KEYS_TABLE, quoted
+from memoric.errors import ValidationError
+from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE
+
+if TYPE_CHECKING:
+    from memoric.db.store import MemoryStore
+
+SHOWN = 10  # the columns and tables an error names at most
+
+
+def refuse_leaving_behind(store: MemoryStore, action: str, memoric_only: bool) -> None:
+    """ValidationError naming the application's data `action` (an export, a copy) would leave
+    behind, unless `memoric_only`; run inside the transfer's snapshot, before it writes."""
+    if validation.boolean("memoric_only", memoric_only):
+        return
+    found = left_behind(store)
+    if not found:
+        return
+    shown = ", ".join(found[:SHOWN]) + (f" and {len(found) - SHOWN} more" if len(found) > SHOWN else "")
+    raise ValidationError(
+        f"{action} carries memoric's tables and columns only, and this database also holds "
+        f"{shown}: move those with the database's own tools (pg_dump, SQLite's .backup), or pass "
+        "--memoric-only (memoric_only=True) to leave them out"
+    )
+
+
+def left_behind(store: MemoryStore) -> list[str]:
+    """The application's columns of memoric's tables that hold a value, then the tables memoric
+    does not own that hold a row: what an export or a copy would not carry."""
+    database, carried = store.database, (store.Memory, store.MemoryCluster)
+    declared = store.dialect.columns(database, [model._meta.table_name for model in carried])
+    found = [
+        f"column {table}.{column}"
+        for model in carried
+        for table in [model._meta.table_name]
+        for column in declared.get(table, {})
+        if column not in model._meta.columns and _holds(database, table, f"{quoted(column)} IS NOT NULL")
+    ]
+    owned = own_tables(store)
+    others = [table for table in store.dialect.tables(database) if table not in owned]
+    return found + [f"table {table}" for table in others if _holds(database, table, "TRUE")]
+
+
+def own_tables(store: MemoryStore) -> frozenset[str]:
+    """The tables memoric creates and keeps: its models', SQLite's metadata keys, both histories."""
+    models = (store.Memory, store.MemoryCluster, store.MemoryTerm, store.MemoryDocument)
+    names = {model._meta.table_name for model in models}
+    return frozenset({*names, METADATA_KEYS_TABLE, HISTORY_TABLE, APP_HISTORY_TABLE})
+
+
+def _holds(database, table: str, condition: str) -> bool:
+    """Whether a row of `table` meets `condition` (SQL); stops at the first."""
+    sql = f"SELECT EXISTS (SELECT 1 FROM {quoted(table)} WHERE {condition})"
+    return bool(database.execute_sql(sql).fetchone()[0])

@@ -1,0 +1,98 @@
+"""Export and copy carry memoric's tables and columns only: a database that also holds the
+application's own data (a column its migration added to `memories`, a table of its own) is
+refused, naming what would be left behind, unless `--memoric-only` says to leave it."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from memoric import Memoric
+from memoric.db.store import MemoryStore
+from memoric.errors import ValidationError
+from memoric.transfer import copy_database, export_jsonl
+from memoric.transfer.leftovers import left_behind
+from tests.helpers.chain import built
+from tests.helpers.cli_runs import invoke, ok
+from tests.helpers.dialects import one_line_error
+
+LEFT_BEHIND = "column memories.sentiment, column memory_clusters.label, table notes"
+
+
+def with_application_data(store: MemoryStore) -> None:
+    """What an application's migrations add, holding data: two columns and a table."""
+    for sql in (
+        'ALTER TABLE "memories" ADD COLUMN "sentiment" REAL',
+        'ALTER TABLE "memory_clusters" ADD COLUMN "label" TEXT',
+        'CREATE TABLE "notes" ("body" TEXT)',
+        'UPDATE "memories" SET "sentiment" = 0.5',
+        'UPDATE "memory_clusters" SET "label" = \'kept\'',
+        'INSERT INTO "notes" ("body") VALUES (\'precious note\')',
+    ):
+        store.database.execute_sql(sql)
+
+
+@pytest.fixture
+def source(dsn) -> Memoric:
+    memoric = built(dsn)
+    memoric.save("ada", "likes tea", thread_id="t1", metadata={"topic": "tea"})
+    memoric.store.upsert_cluster(user_id="ada", topic="tea", category="general", memory_ids=[1])
+    with_application_data(memoric.store)
+    return memoric
+
+
+def test_the_application_data_is_named_columns_first(source):
+    assert left_behind(source.store) == LEFT_BEHIND.split(", ")
+
+
+def test_a_copy_is_refused_before_the_target_is_built(source, new_dsn):
+    target = new_dsn()
+    error = one_line_error(invoke("copy", "--from", source.store.dsn, "--to", target))
+    assert (
+        f"a copy carries memoric's tables and columns only, and this database also holds {LEFT_BEHIND}:"
+        in error
+    )
+    assert "--memoric-only" in error
+    assert Memoric(target).migrations.current() is None
+
+
+def test_an_export_is_refused_and_writes_nothing(source, tmp_path):
+    path = tmp_path / "all.jsonl"
+    error = one_line_error(invoke("--dsn", source.store.dsn, "export", str(path)))
+    assert (
+        f"an export carries memoric's tables and columns only, and this database also holds {LEFT_BEHIND}:"
+        in error
+    )
+    assert not path.exists()
+    assert one_line_error(invoke("--dsn", source.store.dsn, "export")).startswith("Error: an export carries")
+
+
+def test_memoric_only_copies_and_exports_memorics_data_and_leaves_the_rest(source, new_dsn, tmp_path):
+    target = new_dsn()
+    copied = ok(invoke("copy", "--from", source.store.dsn, "--to", target, "--memoric-only"))
+    assert copied.stdout.startswith("Copied 1 memories and 1 clusters")
+    assert [memory["content"] for memory in MemoryStore(target).get_memories()] == ["likes tea"]
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.store.dsn, "export", "--memoric-only", str(path)))
+    assert len(path.read_text().splitlines()) == 4  # header, memory, cluster, end
+
+
+def test_the_library_refuses_alike_and_takes_memoric_only(source, new_dsn):
+    with pytest.raises(ValidationError, match="an export carries memoric's tables and columns only"):
+        export_jsonl(source.store, io.StringIO())
+    with pytest.raises(ValidationError, match="a copy carries memoric's tables and columns only"):
+        copy_database(source.store, built(new_dsn()).store)
+    with pytest.raises(ValidationError, match="memoric_only must be True or False"):
+        export_jsonl(source.store, io.StringIO(), memoric_only="yes")
+    out = io.StringIO()
+    assert export_jsonl(source.store, out, memoric_only=True) == {"memories": 1, "clusters": 1}
+
+
+def test_columns_and_tables_without_data_lose_nothing_and_pass(dsn, tmp_path):
+    memoric = built(dsn)
+    memoric.save("ada", "likes tea")
+    memoric.store.database.execute_sql('ALTER TABLE "memories" ADD COLUMN "sentiment" REAL')
+    memoric.store.database.execute_sql('CREATE TABLE "notes" ("body" TEXT)')
+    assert left_behind(memoric.store) == []
+    ok(invoke("--dsn", memoric.store.dsn, "export", str(tmp_path / "all.jsonl")))
