@@ -227,6 +227,52 @@ def test_signals_while_the_cli_exits_keep_the_first_ones_status(source, tmp_path
     assert not path.exists()
 
 
+# The CLI in a child that sends itself a signal once a fourth migration of a build is applied.
+STOPPED_WHILE_BUILDING = """
+import os, sys
+from memoric.__main__ import main
+from memoric.db.dialects import postgresql, sqlite
+
+number, applied = int(sys.argv[1]), []
+
+
+def signalled_after(real):
+    def repair_extra_indexes(self, database):
+        real(self, database)
+        applied.append(1)
+        if len(applied) == 4:
+            os.kill(os.getpid(), number)
+
+    return repair_extra_indexes
+
+
+for dialect in (sqlite.SqliteDialect, postgresql.PostgresDialect):
+    dialect.repair_extra_indexes = signalled_after(dialect.repair_extra_indexes)
+sys.argv = ["memoric", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_an_import_stopped_while_it_builds_a_new_database_resumes_when_run_again(
+    source, new_dsn, tmp_path, number
+):
+    path = tmp_path / "all.jsonl"
+    ok(invoke("--dsn", source.db.dsn, "export", str(path)))
+    target = new_dsn()
+    arguments = [str(int(number)), "--dsn", target, "import", str(path)]
+    child = subprocess.run(
+        [sys.executable, "-c", STOPPED_WHILE_BUILDING, *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 128 + number, child.stderr
+    assert "run the same command again to resume" in child.stderr
+    ok(invoke("--dsn", target, "import", str(path)))
+    assert_identical(snapshot(MemoryStore(target)), snapshot(source.db))
+
+
 def refuse_memories_from(store: MemoryStore, first_id: int) -> None:
     """A trigger that fails every INSERT of a memory with an id from `first_id` on, as a disk that
     fills up midway would."""

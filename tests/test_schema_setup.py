@@ -106,6 +106,34 @@ def test_ensure_schema_refuses_tables_without_history(store):
     assert history_names(store) == SHIPPED
 
 
+STOPPING = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "half_built" ("id" INTEGER)')
+    if not fake:
+        raise {stop}
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "half_built"')
+"""
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "RuntimeError('disk full')"])
+def test_a_first_build_stopped_midway_leaves_the_database_empty_and_is_built_next_time(store, tmp_path, stop):
+    """A stop (Ctrl-C, SIGTERM) or a failure in the last migration of a first build: the ones
+    applied before it are rolled back, so the next call builds the database instead of refusing
+    it as behind head."""
+    directory = chain(tmp_path / "chain", **{"090_stops": STOPPING.format(stop=stop)})
+    expected = KeyboardInterrupt if stop == "KeyboardInterrupt" else MigrationError
+    with pytest.raises(expected):
+        Migrations(store, migrate_dir=directory).ensure_schema()
+    assert Migrations(store, migrate_dir=directory).current() is None
+    assert tables(store) <= {"migratehistory"}
+    (directory / "090_stops.py").unlink()
+    Migrations(store, migrate_dir=directory).ensure_schema()
+    assert history_names(store) == SHIPPED
+
+
 def test_ensure_schema_after_downgrade_base_rebuilds(store):
     migrations = Migrations(store)
     migrations.upgrade()

@@ -74,3 +74,9 @@ def count_rows(database: peewee.Database, table: str) -> int:
 def count_values(database: peewee.Database, table: str, column: str) -> int:
     """The rows of `table` where `column` is not NULL."""
     return database.execute_sql(f"SELECT COUNT({quoted(column)}) FROM {quoted(table)}").fetchone()[0]
+
+
+def any_row(database: peewee.Database, table: str, condition: str = "TRUE") -> bool:
+    """Whether a row of `table` meets `condition` (SQL); reading stops at the first."""
+    sql = f"SELECT EXISTS (SELECT 1 FROM {quoted(table)} WHERE {condition})"
+    return bool(database.execute_sql(sql).fetchone()[0])

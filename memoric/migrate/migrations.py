@@ -304,14 +304,29 @@ class Migrations:
             guards.refuse_recorded_missing_tables(run)
             guards.refuse_a_store_out_of_sight(run)
             guards.refuse_foreign_tables(run, done, pending)
-            empty = self._refuse_empty(run, create)
-            if auto_migrate or empty:
+            if self._refuse_empty(run, create):
+                self._first_build(run, pending)
+                return
+            if auto_migrate:
                 run.apply(pending)
                 return
         raise MigrationError(
             f"the database schema is behind: {len(pending)} pending migration(s) ({labels(pending)}); "
             "run `memoric migrate upgrade` (in Python, `Memoric(auto_migrate=True)` upgrades on first use)"
         )
+
+    def _first_build(self, run: Run, pending: list[Step]) -> None:
+        """Apply the whole chain to an empty database, or nothing: a build stopped (Ctrl-C, SIGTERM)
+        or failing midway rolls back the migrations it applied, so that the database is empty
+        again and the same call builds it next time, where a database left behind head would be
+        refused. A rollback that fails too leaves the first error to tell."""
+        try:
+            run.apply(pending)
+        except BaseException:
+            applied = run.fresh().done()
+            with contextlib.suppress(Exception), self.database.atomic():
+                run.fresh().apply(list(reversed(applied)), downgrade=True)
+            raise
 
     def _refuse_empty(self, run: Run, create: bool) -> bool:
         """Whether the database is empty (no history, no chain table); MigrationError if so and

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from memoric import validation
-from memoric.db.catalogue import METADATA_KEYS_TABLE, quoted
+from memoric.db.catalogue import METADATA_KEYS_TABLE, any_row, quoted
 from memoric.errors import ValidationError
 from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE
 
@@ -47,11 +47,11 @@ def left_behind(store: MemoryStore) -> list[str]:
         for model in carried
         for table in [model._meta.table_name]
         for column in declared.get(table, {})
-        if column not in model._meta.columns and _holds(database, table, f"{quoted(column)} IS NOT NULL")
+        if column not in model._meta.columns and any_row(database, table, f"{quoted(column)} IS NOT NULL")
     ]
     owned = own_tables(store)
     others = [table for table in store.dialect.tables(database) if table not in owned]
-    return found + [f"table {table}" for table in others if _holds(database, table, "TRUE")]
+    return found + [f"table {table}" for table in others if any_row(database, table)]
 
 
 def own_tables(store: MemoryStore) -> frozenset[str]:
@@ -59,9 +59,3 @@ def own_tables(store: MemoryStore) -> frozenset[str]:
     models = (store.Memory, store.MemoryCluster, store.MemoryTerm, store.MemoryDocument)
     names = {model._meta.table_name for model in models}
     return frozenset({*names, METADATA_KEYS_TABLE, HISTORY_TABLE, APP_HISTORY_TABLE})
-
-
-def _holds(database, table: str, condition: str) -> bool:
-    """Whether a row of `table` meets `condition` (SQL); stops at the first."""
-    sql = f"SELECT EXISTS (SELECT 1 FROM {quoted(table)} WHERE {condition})"
-    return bool(database.execute_sql(sql).fetchone()[0])
