@@ -159,10 +159,24 @@ main.add_command(migrate_group, name="db-migrate")
 @sql_option
 @lock_timeout_option
 @dir_option
+@click.option(
+    "--out-of-order",
+    is_flag=True,
+    help="Also apply migrations behind an applied one or sharing a number (in the order of their names).",
+)
 @pass_session
-def migrate_upgrade(session: Session, target: str, show_sql: bool, lock_timeout, migrate_dir) -> None:
+def migrate_upgrade(
+    session: Session, target: str, show_sql: bool, lock_timeout, migrate_dir, out_of_order: bool
+) -> None:
     """Apply the pending migrations up to TARGET (default: head)."""
-    migrate.upgrade(session, target, show_sql=show_sql, lock_timeout=lock_timeout, migrate_dir=migrate_dir)
+    migrate.upgrade(
+        session,
+        target,
+        show_sql=show_sql,
+        lock_timeout=lock_timeout,
+        migrate_dir=migrate_dir,
+        out_of_order=out_of_order,
+    )
 
 
 @migrate_group.command("downgrade", context_settings=TARGET_SETTINGS, reads_only=lambda p: p["show_sql"])

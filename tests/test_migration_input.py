@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from memoric.cli import main
 from memoric.db.store import MemoryStore
-from memoric.errors import MigrationError
+from memoric.errors import MemoricError, MigrationError
 from memoric.migrate import Migrations
 from memoric.migrate.targets import MEMORIC, Order, Step
 from tests.helpers.chain import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
@@ -164,6 +164,36 @@ def test_a_migration_added_behind_the_applied_head_is_refused(store, tmp_path, m
     arguments = ["--dsn", store.dsn, "migrate", "upgrade", "--dir", str(directory)]
     assert one_line_error(CliRunner().invoke(main, arguments)).startswith(f"Error: {refusal}")
     assert history_names(store) == [*SHIPPED, "095_later"]
+
+
+def test_out_of_order_applies_a_migration_behind_the_applied_head(store, tmp_path, monkeypatch):
+    """Two deployments applied two branches' migrations in different orders: each applies the
+    one it lacks where it stands, when told to."""
+    directory = chain(tmp_path / "chain", **{"095_later": ADD_IMPORTANCE})
+    Migrations(store, migrate_dir=directory).upgrade("head")
+    (directory / "092_merged.py").write_text(ADD_IMPORTANCE.replace("importance", "w"), encoding="utf-8")
+    migrations = Migrations(store, migrate_dir=directory)
+    assert any("ADD COLUMN" in sql for sql in migrations.sql("upgrade", "head", out_of_order=True))
+    with pytest.raises(MemoricError, match="out_of_order must be True or False"):
+        migrations.upgrade("head", out_of_order="yes")
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    arguments = ["--dsn", store.dsn, "migrate", "upgrade", "--dir", str(directory), "--out-of-order"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Applied 092_merged\n")
+    assert history_names(store) == [*SHIPPED, "095_later", "092_merged"]
+
+
+def test_a_renumbered_applied_migration_is_named_with_the_statement_that_records_it(store, tmp_path):
+    directory = chain(tmp_path / "chain", **{"090_add_score": ADD_IMPORTANCE})
+    Migrations(store, migrate_dir=directory).upgrade("head")
+    (directory / "090_add_score.py").rename(directory / "091_add_score.py")
+    update = "UPDATE migratehistory SET name = '091_add_score' WHERE name = '090_add_score'"
+    with pytest.raises(MigrationError, match="090_add_score looks renumbered to 091_add_score") as refused:
+        Migrations(store, migrate_dir=directory).current()
+    assert str(refused.value).endswith(update)
+    store.database.execute_sql(update)
+    assert Migrations(store, migrate_dir=directory).current() == "091_add_score"
 
 
 # --- revision: messages become file names -----------------------------------------------------

@@ -24,9 +24,7 @@ def open_migrations(
     store = session.memoric.store
 
     def waiting() -> None:
-        echo(
-            f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True
-        )
+        echo(f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True)
 
     return Migrations(
         store, migrate_dir=migrate_dir, app_dir=session.app_dir, lock_timeout=lock_timeout, on_wait=waiting
@@ -92,14 +90,16 @@ def upgrade(
     show_sql: bool = False,
     lock_timeout: float | None = None,
     migrate_dir: Path | None = None,
+    out_of_order: bool = False,
 ) -> None:
     """Apply the pending migrations up to `target` (or print their SQL, changing nothing)."""
     session.create = True  # builds the database (and the default file's directory)
     migrations = open_migrations(session, migrate_dir, lock_timeout)
     if show_sql:
-        echo_sql(migrations.sql("upgrade", target))
+        echo_sql(migrations.sql("upgrade", target, out_of_order=out_of_order))
         return
-    echo_run(migrations, migrations.upgrade(target), "Applied", "Nothing to apply")
+    applied = migrations.upgrade(target, out_of_order=out_of_order)
+    echo_run(migrations, applied, "Applied", "Nothing to apply")
 
 
 def downgrade(

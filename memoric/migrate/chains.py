@@ -129,10 +129,31 @@ class Chain:
         if len(unknown) > SHOWN_UNKNOWN:
             shown_names += f" and {len(unknown) - SHOWN_UNKNOWN} more"
         owner = "memoric's chain" if self.label == MEMORIC else "the application's chain"
-        raise MigrationError(
-            f"the history table {self.table} lists migrations {owner} does not have ({shown_names}): "
+        reason = self._renumbered(unknown, names) or (
             "it belongs to another application, or the chain was edited; give memoric a database or "
             "schema of its own"
+        )
+        raise MigrationError(
+            f"the history table {self.table} lists migrations {owner} does not have ({shown_names}): {reason}"
+        )
+
+    def _renumbered(self, unknown: list[str], names: list[str]) -> str | None:
+        """How to record the first recorded migration whose file now bears another number
+        (`002_add_score` recorded, `003_add_score` on disk), or None for none such."""
+        by_rest = {name[3:]: name for name in names}
+        found = [
+            (name, by_rest[name[3:]])
+            for name in unknown
+            if FILE_PATTERN.fullmatch(f"{name}.py") and name[3:] in by_rest
+        ]
+        if not found:
+            return None
+        old, new = found[0]
+        quoted_old, quoted_new = (name.replace("'", "''") for name in (old, new))
+        return (
+            f"{cut(old)} looks renumbered to {cut(new)} (same name, another number); a database that "
+            "applied a migration keeps its name, so rename its row there too: "
+            f"UPDATE {self.table} SET name = '{quoted_new}' WHERE name = '{quoted_old}'"
         )
 
 

@@ -139,16 +139,19 @@ class Migrations:
     # --- running (under the lock) ---
 
     @translate_errors
-    def upgrade(self, target: str = "head") -> list[str]:
+    def upgrade(self, target: str = "head", *, out_of_order: bool = False) -> list[str]:
         """Apply the pending migrations up to `target` (default head); the migrations applied.
 
         memoric's chain comes first, then the application's. A table the plan creates that
-        exists already with another shape is refused first.
+        exists already with another shape is refused first; so is a migration behind an applied
+        one, or sharing its number with another, unless `out_of_order` (databases that applied
+        two branches' migrations in different orders).
         """
-        if self._nothing_to_create(lambda run: run.order.upgrade(target)):
+        validation.boolean("out_of_order", out_of_order)
+        if self._nothing_to_create(lambda run: run.order.upgrade(target, out_of_order=out_of_order)):
             return []
         with self._runner.session() as run:
-            plan = run.order.upgrade(target)
+            plan = run.order.upgrade(target, out_of_order=out_of_order)
             guards.refuse_a_store_out_of_sight(run)
             guards.refuse_foreign_tables(run, run.order.done, plan)
             return run.apply(plan)
@@ -210,7 +213,7 @@ class Migrations:
         return add, forget
 
     @translate_errors
-    def sql(self, direction: str, target: str) -> list[str]:
+    def sql(self, direction: str, target: str, *, out_of_order: bool = False) -> list[str]:
         """The exact SQL `upgrade`/`downgrade` to `target` would run; run and rolled back, nothing changed.
 
         Being a real run, it needs the live database, holds the migrations lock, and on PostgreSQL
@@ -219,19 +222,20 @@ class Migrations:
         """
         if direction not in ("upgrade", "downgrade"):
             raise MigrationError(f"direction must be 'upgrade' or 'downgrade', got {direction!r}")
-        if self._nothing_to_create(lambda run: self._plan(run, direction, target)):
+        validation.boolean("out_of_order", out_of_order)
+        if self._nothing_to_create(lambda run: self._plan(run, direction, target, out_of_order)):
             return []
         with contextlib.ExitStack() as stack:
             store = self.store if self.store.exists() else stack.enter_context(self.store.stand_in())
             with Runner(store, self.chains, self.lock_timeout, self.on_wait).session() as run:
-                plan = self._plan(run, direction, target)
+                plan = self._plan(run, direction, target, out_of_order)
                 return rolled_back_statements(run, plan, downgrade=direction == "downgrade")
 
-    def _plan(self, run: Run, direction: str, target: str) -> list[Step]:
+    def _plan(self, run: Run, direction: str, target: str, out_of_order: bool) -> list[Step]:
         """The migrations `upgrade` or `downgrade` to `target` would run; refused as they would be."""
         if direction == "downgrade":
             return self._downgrade_plan(run, target)
-        plan = run.order.upgrade(target)
+        plan = run.order.upgrade(target, out_of_order=out_of_order)
         guards.refuse_foreign_tables(run, run.order.done, plan)
         return plan
 

@@ -68,14 +68,16 @@ class Order:
     def pending(self) -> list[Step]:
         return [step for step in self.steps if step not in self.done]
 
-    def upgrade(self, target: str) -> list[Step]:
-        """The migrations `upgrade(target)` applies, in order."""
+    def upgrade(self, target: str, *, out_of_order: bool = False) -> list[Step]:
+        """The migrations `upgrade(target)` applies, in order; with `out_of_order`, also those
+        behind an applied migration or sharing a number (`_in_line`)."""
         chain, rest = self._split(target)
         pending = self.pending()
         relative = self._relative(target, chain, rest)
         if relative is None:
             position = self._position(target, chain, rest)
-            plan = self._in_line([step for step in self.steps[: position + 1] if step not in self.done])
+            plan = [step for step in self.steps[: position + 1] if step not in self.done]
+            plan = plan if out_of_order else self._in_line(plan)
             passed = [step for step in self._scope(chain)[position + 1 :] if step and step in self.done]
             if passed:
                 raise MigrationError(
@@ -88,7 +90,8 @@ class Order:
             raise MigrationError(
                 f"upgrade target {shown(target)} goes backwards: use `downgrade {cut(target)}`"
             )
-        return self._in_line(self._through(pending, chain, count, f"cannot upgrade {cut(target)}", "pending"))
+        plan = self._through(pending, chain, count, f"cannot upgrade {cut(target)}", "pending")
+        return plan if out_of_order else self._in_line(plan)
 
     def _in_line(self, plan: list[Step]) -> list[Step]:
         """`plan`, when each of its migrations extends its chain's line: MigrationError for one
@@ -101,13 +104,15 @@ class Order:
                 raise MigrationError(
                     f"{step.label} is pending but sorts before {later[0].label}, which is applied: "
                     "the chain gained a migration behind its head (a merge of two branches?); "
-                    "renumber it after the last applied migration"
+                    "renumber it after the last applied migration, or, where databases applied the "
+                    "two branches' migrations in different orders, apply it with `upgrade --out-of-order`"
                 )
             twins = [other for other in siblings if other.name[:3] == step.name[:3]]
             if twins:
                 raise MigrationError(
                     f"{step.label} and {labels(twins)} share the number {step.name[:3]}: two branches "
-                    "each added a migration; renumber one so the chain runs in an order you chose"
+                    "each added a migration; renumber one so the chain runs in an order you chose "
+                    "(or apply them in the order of their names with `upgrade --out-of-order`)"
                 )
         return plan
 
