@@ -125,13 +125,58 @@ def test_a_first_build_stopped_midway_leaves_the_database_empty_and_is_built_nex
     it as behind head."""
     directory = chain(tmp_path / "chain", **{"090_stops": STOPPING.format(stop=stop)})
     expected = KeyboardInterrupt if stop == "KeyboardInterrupt" else MigrationError
-    with pytest.raises(expected):
+    with pytest.raises(expected, match=None if stop == "KeyboardInterrupt" else "the build was rolled back"):
         Migrations(store, migrate_dir=directory).ensure_schema()
     assert Migrations(store, migrate_dir=directory).current() is None
     assert tables(store) <= {"migratehistory"}
     (directory / "090_stops.py").unlink()
     Migrations(store, migrate_dir=directory).ensure_schema()
     assert history_names(store) == SHIPPED
+
+
+ADOPTING = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE IF NOT EXISTS "legacy" ("x" INTEGER)')
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "legacy"')
+"""
+FILLING = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "notes" ("body" TEXT)')
+    migrator.sql("INSERT INTO \\"notes\\" (\\"body\\") VALUES ('written meanwhile')")
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "notes"')
+"""
+
+
+def test_a_first_build_that_fails_keeps_a_table_it_adopted_with_its_rows(store, tmp_path):
+    """Rolling back the build would drop a table that held rows before it: it stays where it
+    stopped instead, and says so."""
+    store.database.execute_sql('CREATE TABLE "legacy" ("x" INTEGER)')
+    store.database.execute_sql('INSERT INTO "legacy" ("x") VALUES (42)')
+    steps = {"090_adopt_legacy": ADOPTING, "091_fails": STOPPING.format(stop="RuntimeError('disk full')")}
+    directory = chain(tmp_path / "chain", **steps)
+    with pytest.raises(
+        MigrationError, match=r"disk full.*; the build stopped there: run `memoric migrate upgrade`"
+    ):
+        Migrations(store, migrate_dir=directory).ensure_schema()
+    assert store.database.execute_sql('SELECT "x" FROM "legacy"').fetchall() == [(42,)]
+    assert Migrations(store, migrate_dir=directory).current() == "090_adopt_legacy"
+
+
+def test_a_first_build_stopped_after_rows_arrived_keeps_them(store, tmp_path):
+    """Rows written while the build ran (here by one of its migrations; on PostgreSQL also by
+    another process once memoric's chain is applied) are never rolled back with it."""
+    steps = {"090_notes": FILLING, "091_stops": STOPPING.format(stop="KeyboardInterrupt")}
+    directory = chain(tmp_path / "chain", **steps)
+    with pytest.raises(KeyboardInterrupt):
+        Migrations(store, migrate_dir=directory).ensure_schema()
+    assert store.database.execute_sql('SELECT "body" FROM "notes"').fetchall() == [("written meanwhile",)]
+    assert Migrations(store, migrate_dir=directory).current() == "090_notes"
 
 
 def test_ensure_schema_after_downgrade_base_rebuilds(store):

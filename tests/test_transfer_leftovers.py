@@ -96,3 +96,11 @@ def test_columns_and_tables_without_data_lose_nothing_and_pass(dsn, tmp_path):
     memoric.store.database.execute_sql('CREATE TABLE "notes" ("body" TEXT)')
     assert left_behind(memoric.store) == []
     ok(invoke("--dsn", memoric.store.dsn, "export", str(tmp_path / "all.jsonl")))
+
+
+def test_a_column_of_the_postings_holding_a_value_is_named_too(dsn):
+    memoric = built(dsn)
+    memoric.save("ada", "likes tea")
+    memoric.store.database.execute_sql('ALTER TABLE "memory_documents" ADD COLUMN "source" TEXT')
+    memoric.store.database.execute_sql('UPDATE "memory_documents" SET "source" = \'crawler\'')
+    assert left_behind(memoric.store) == ["column memory_documents.source"]

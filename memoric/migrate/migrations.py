@@ -36,6 +36,9 @@ from memoric.migrate.targets import APP, MEMORIC, NO_APP_CHAIN, Step, labels
 NOT_CREATED = "nothing was created; build it with `memoric migrate upgrade` (or check the URL)"
 
 
+BUILD_LEFT = "the build stopped there: run `memoric migrate upgrade` once the cause is fixed"
+
+
 class Migrations:
     """The migration chains of one store: upgrade, downgrade, inspect, stamp, preview, create.
 
@@ -172,17 +175,22 @@ class Migrations:
             plan = self._downgrade_plan(run, target)
             if not plan:
                 return []
-            before = guards.shape(run)
-            with self.database.atomic() as transaction:
-                rolled_back = run.apply(plan, downgrade=True)
-                dropped = [] if confirm_data_loss else guards.dropped(before, guards.shape(run))
-                if not dropped:
-                    return rolled_back
-                transaction.rollback()
-                losses = guards.holding_data(run, dropped)
-                if losses:
-                    raise DataLossRefused(target, losses)
-                return run.fresh().apply(plan, downgrade=True)
+            return self._roll_back(run, plan, target, confirm_data_loss)
+
+    def _roll_back(self, run: Run, plan: list[Step], target: str, confirm_data_loss: bool) -> list[str]:
+        """Roll back `plan` in one transaction (under the lock); DataLossRefused, with nothing
+        changed, when it drops tables or columns that hold data, unless `confirm_data_loss`."""
+        before = guards.shape(run)
+        with self.database.atomic() as transaction:
+            rolled_back = run.apply(plan, downgrade=True)
+            dropped = [] if confirm_data_loss else guards.dropped(before, guards.shape(run))
+            if not dropped:
+                return rolled_back
+            transaction.rollback()
+            losses = guards.holding_data(run, dropped)
+            if losses:
+                raise DataLossRefused(target, losses)
+            return run.fresh().apply(plan, downgrade=True)
 
     @translate_errors
     def stamp(self, target: str) -> str | None:
@@ -320,17 +328,29 @@ class Migrations:
         )
 
     def _first_build(self, run: Run, pending: list[Step]) -> None:
-        """Apply the whole chain to an empty database, or nothing: a build stopped (Ctrl-C, SIGTERM)
-        or failing midway rolls back the migrations it applied, so that the database is empty
-        again and the same call builds it next time, where a database left behind head would be
-        refused. A rollback that fails too leaves the first error to tell."""
+        """Apply the whole chain to an empty database, or nothing: a build stopped (a Ctrl-C, or a
+        signal the CLI turns into one) or failing midway rolls back the migrations it applied, so
+        that the same call builds the database next time, where one left behind head would be
+        refused. Only a rollback that loses nothing runs, as for `downgrade` (a table a migration
+        adopted with its rows, memories another process saved meanwhile); otherwise, or when the
+        rollback fails too, the database stays where the build stopped, and the error says so."""
         try:
             run.apply(pending)
-        except BaseException:
-            applied = run.fresh().done()
-            with contextlib.suppress(Exception), self.database.atomic():
-                run.fresh().apply(list(reversed(applied)), downgrade=True)
+        except BaseException as exc:
+            rolled_back = self._roll_back_build(run)
+            if isinstance(exc, MigrationError):
+                note = "as the database was new, the build was rolled back" if rolled_back else BUILD_LEFT
+                raise MigrationError(f"{exc}; {note}") from exc
             raise
+
+    def _roll_back_build(self, run: Run) -> bool:
+        """Roll back what a first build applied, if that loses nothing; whether it was."""
+        applied = run.fresh().done()
+        try:
+            self._roll_back(run.fresh(), list(reversed(applied)), "base", confirm_data_loss=False)
+        except Exception:
+            return False
+        return True
 
     def _refuse_empty(self, run: Run, create: bool) -> bool:
         """Whether the database is empty (no history, no chain table); MigrationError if so and

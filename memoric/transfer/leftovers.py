@@ -1,8 +1,8 @@
 """What an export or a copy would leave behind: the application's own columns and tables.
 
 Both carry memoric's tables and columns only. A value in a column an application's migration
-added to `memories` or `memory_clusters`, or a row in a table memoric does not own, would reach
-neither the file nor the target; so they refuse, naming each, unless told to leave them
+added to one of memoric's tables, or a row in a table memoric does not own (in memoric's
+schema), would reach neither the file nor the target; so they refuse, naming each, unless told to leave them
 (`memoric_only`): the application moves its own data (`pg_dump`, SQLite's `.backup`).
 """
 
@@ -39,12 +39,13 @@ def refuse_leaving_behind(store: MemoryStore, action: str, memoric_only: bool) -
 
 def left_behind(store: MemoryStore) -> list[str]:
     """The application's columns of memoric's tables that hold a value, then the tables memoric
-    does not own that hold a row: what an export or a copy would not carry."""
-    database, carried = store.database, (store.Memory, store.MemoryCluster)
-    declared = store.dialect.columns(database, [model._meta.table_name for model in carried])
+    does not own that hold a row: what an export or a copy would not carry. The histories and
+    SQLite's metadata keys are memoric's alone: no application column is looked for there."""
+    database = store.database
+    declared = store.dialect.columns(database, [model._meta.table_name for model in _models(store)])
     found = [
         f"column {table}.{column}"
-        for model in carried
+        for model in _models(store)
         for table in [model._meta.table_name]
         for column in declared.get(table, {})
         if column not in model._meta.columns and any_row(database, table, f"{quoted(column)} IS NOT NULL")
@@ -56,6 +57,10 @@ def left_behind(store: MemoryStore) -> list[str]:
 
 def own_tables(store: MemoryStore) -> frozenset[str]:
     """The tables memoric creates and keeps: its models', SQLite's metadata keys, both histories."""
-    models = (store.Memory, store.MemoryCluster, store.MemoryTerm, store.MemoryDocument)
-    names = {model._meta.table_name for model in models}
+    names = {model._meta.table_name for model in _models(store)}
     return frozenset({*names, METADATA_KEYS_TABLE, HISTORY_TABLE, APP_HISTORY_TABLE})
+
+
+def _models(store: MemoryStore) -> tuple:
+    """The store's models: the memories, the clusters and the postings."""
+    return (store.Memory, store.MemoryCluster, store.MemoryTerm, store.MemoryDocument)
