@@ -17,15 +17,35 @@ INTERRUPTED_EXIT = 128 + signal.SIGINT
 
 def main() -> None:
     """Load the CLI and run it; then ignore stop signals while the interpreter shuts down."""
-    try:
-        from memoric.cli import main as memoric
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        raise SystemExit(INTERRUPTED_EXIT) from None
+    memoric = loaded_cli()
     try:
         memoric()
     finally:
         ignore_stop_signals()
+
+
+def loaded_cli():
+    """`memoric.cli.main`, loaded; a Ctrl-C meanwhile is one line and exit 130, even one that
+    a module being imported swallows (a bare `except:` around an optional import)."""
+    interrupted = []
+
+    def noted(number: int, frame) -> None:
+        interrupted.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:  # not one ignored (`nohup`, a background job)
+        signal.signal(signal.SIGINT, noted)
+    try:
+        from memoric.cli import main as memoric
+    except KeyboardInterrupt:
+        interrupted.append(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        sys.stderr.write("Interrupted.\n")
+        raise SystemExit(INTERRUPTED_EXIT)
+    return memoric
 
 
 def ignore_stop_signals() -> None:

@@ -258,10 +258,17 @@ main()
 """
 
 
-def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130():
-    child = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING], capture_output=True, text=True, check=False
-    )
+# The same, where the module being imported swallows the KeyboardInterrupt (a bare `except:`).
+SWALLOWED_WHILE_LOADING = INTERRUPTED_WHILE_LOADING.replace(
+    "            os.kill(os.getpid(), signal.SIGINT)",
+    "            try:\n                os.kill(os.getpid(), signal.SIGINT)\n"
+    "            except:\n                pass",
+)
+
+
+@pytest.mark.parametrize("child_code", [INTERRUPTED_WHILE_LOADING, SWALLOWED_WHILE_LOADING])
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(child_code):
+    child = subprocess.run([sys.executable, "-c", child_code], capture_output=True, text=True, check=False)
     assert (child.returncode, child.stdout, child.stderr) == (130, "", "Interrupted.\n")
 
 
