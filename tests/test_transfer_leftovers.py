@@ -5,6 +5,7 @@ refused, naming what would be left behind, unless `--memoric-only` says to leave
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -15,7 +16,7 @@ from memoric.transfer import copy_database, export_jsonl
 from memoric.transfer.leftovers import left_behind
 from tests.helpers.chain import built
 from tests.helpers.cli_runs import invoke, ok
-from tests.helpers.dialects import one_line_error
+from tests.helpers.dialects import one_line_error, requires_postgres
 
 LEFT_BEHIND = "column memories.sentiment, column memory_clusters.label, table notes"
 
@@ -104,3 +105,32 @@ def test_a_column_of_the_postings_holding_a_value_is_named_too(dsn):
     memoric.store.database.execute_sql('ALTER TABLE "memory_documents" ADD COLUMN "source" TEXT')
     memoric.store.database.execute_sql('UPDATE "memory_documents" SET "source" = \'crawler\'')
     assert left_behind(memoric.store) == ["column memory_documents.source"]
+
+
+@requires_postgres
+def test_a_table_memoric_may_not_read_is_named_and_the_export_is_refused(new_postgres_url, tmp_path):
+    """memoric's role may read its own tables only: the check cannot look into the other one, so
+    the export stops, naming it and what to do, and writes nothing."""
+    owner = built(new_postgres_url())
+    owner.save("ada", "likes tea")
+    role = f"memoric_reader_{os.getpid()}"
+    for sql in (
+        'CREATE TABLE "secretnotes" ("body" TEXT)',
+        f'CREATE ROLE "{role}" LOGIN',
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"',
+        f'REVOKE SELECT ON "secretnotes" FROM "{role}"',
+    ):
+        owner.store.database.execute_sql(sql)
+    reader = owner.store.dsn.replace("://postgres:", f"://{role}:", 1)
+    try:
+        path = tmp_path / "all.jsonl"
+        error = one_line_error(invoke("--dsn", reader, "export", str(path)))
+        assert error.startswith(
+            "Error: cannot tell whether table secretnotes holds data the transfer would leave behind: "
+            "permission denied for table secretnotes; grant memoric's role SELECT on it"
+        )
+        assert not path.exists()
+        ok(invoke("--dsn", reader, "export", "--memoric-only", str(path)))
+    finally:
+        owner.store.database.execute_sql(f'DROP OWNED BY "{role}"')
+        owner.store.database.execute_sql(f'DROP ROLE "{role}"')

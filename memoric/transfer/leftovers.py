@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import peewee
+
 from memoric import validation
 from memoric.db.catalogue import METADATA_KEYS_TABLE, any_row, quoted
+from memoric.db.connection import first_line
 from memoric.errors import ValidationError
 from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE
 
@@ -52,7 +55,21 @@ def left_behind(store: MemoryStore) -> list[str]:
     ]
     owned = own_tables(store)
     others = [table for table in store.dialect.tables(database) if table not in owned]
-    return found + [f"table {table}" for table in others if any_row(database, table)]
+    return found + [f"table {table}" for table in others if _holds_rows(database, table)]
+
+
+def _holds_rows(database, table: str) -> bool:
+    """Whether `table` holds a row; ValidationError naming it when it cannot be read (its own
+    savepoint, so that the transfer's snapshot stays usable)."""
+    try:
+        with database.atomic():
+            return any_row(database, table)
+    except peewee.DatabaseError as exc:
+        raise ValidationError(
+            f"cannot tell whether table {table} holds data the transfer would leave behind: "
+            f"{first_line(exc)}; grant memoric's role SELECT on it, or pass --memoric-only "
+            "(memoric_only=True)"
+        ) from None
 
 
 def own_tables(store: MemoryStore) -> frozenset[str]:
