@@ -15,12 +15,13 @@ import pty
 import subprocess
 import sys
 
+import peewee
 import pytest
 
 from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
-from memoric.migrate import Migrations
+from memoric.migrate import Migrations, guards
 from tests.helpers.chain import (
     ADD_IMPORTANCE,
     FIRST,
@@ -212,3 +213,49 @@ def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, exit_code, said):
         assert tables(store) == {"migratehistory"}
     else:
         assert state(store) == before
+
+
+EMPTY_NOTES = """
+def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "notes" ("body" TEXT)')
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql('DROP TABLE "notes"')
+"""
+
+
+def test_a_row_written_after_the_downgrade_counted_the_rows_is_never_dropped_with_them(
+    store, tmp_path, monkeypatch
+):
+    """Between counting an empty table and dropping it another connection tries to write a row
+    into it: it waits for the downgrade (here until its lock timeout), or its row stays."""
+    directory = chain(tmp_path / "chain", **{"090_notes": EMPTY_NOTES})
+    Migrations(store, migrate_dir=directory).upgrade("head")
+    real_holding_data = guards.holding_data
+    written = []
+
+    def counted_then_written(run, gone):
+        losses = real_holding_data(run, gone)
+        other = MemoryStore(store.dsn)
+        try:
+            if other.is_postgres:
+                other.database.execute_sql("SET lock_timeout = '300ms'")
+            else:
+                other.database.execute_sql("PRAGMA busy_timeout = 300")
+            other.database.execute_sql('INSERT INTO "notes" ("body") VALUES (\'written meanwhile\')')
+            written.append(True)
+        except peewee.OperationalError:
+            written.append(False)  # it waited for the downgrade's lock
+        finally:
+            other.close()
+        return losses
+
+    monkeypatch.setattr(guards, "holding_data", counted_then_written)
+    Migrations(store, migrate_dir=directory).downgrade(HEAD)
+    if written == [True]:
+        rows = store.database.execute_sql('SELECT "body" FROM "notes"').fetchall()
+        assert rows == [("written meanwhile",)]
+    else:
+        assert written == [False]
+        assert "notes" not in tables(store)

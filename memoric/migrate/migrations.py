@@ -186,7 +186,8 @@ class Migrations:
             dropped = [] if confirm_data_loss else guards.dropped(before, guards.shape(run))
             if not dropped:
                 return rolled_back
-            transaction.rollback()
+            transaction.rollback()  # and a new transaction, which holds what it counts till the drop
+            run.dialect.hold_for_drop(self.database, sorted({table for table, _ in dropped}))
             losses = guards.holding_data(run, dropped)
             if losses:
                 raise DataLossRefused(target, losses)

@@ -150,6 +150,11 @@ class Dialect(abc.ABC):
         (the error alone, not those it was raised from)."""
 
     @abc.abstractmethod
+    def hold_for_drop(self, database: peewee.Database, tables: list[str]) -> None:
+        """Take, inside the current transaction, the lock a DROP takes on each of `tables`, so that
+        what this transaction counts in them next is what a drop later in it would lose."""
+
+    @abc.abstractmethod
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Take, inside the current transaction, the lock every write of `table` takes, so that
         what this transaction reads of the schema next is what its writes will meet: a schema

@@ -129,6 +129,13 @@ class PostgresDialect(SequenceIds, Dialect):
         """SQLSTATE 40P01, deadlock_detected."""
         return getattr(error, "pgcode", None) == DEADLOCK_DETECTED
 
+    def hold_for_drop(self, database: peewee.Database, tables: list[str]) -> None:
+        """ACCESS EXCLUSIVE on each local table; a distributed one is left to its DROP (Citus would
+        lock it on every worker)."""
+        for table in tables:
+            if not citus.routed(database, table):
+                database.execute_sql(f"LOCK TABLE {quoted(table)} IN ACCESS EXCLUSIVE MODE")
+
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """The ROW EXCLUSIVE lock every INSERT, UPDATE and DELETE of `table` takes; nothing for a
         distributed table (Citus would lock it on every worker, and its schema is past 006)."""

@@ -127,6 +127,9 @@ class SqliteDialect(Dialect):
         """Never: writers take turns from their BEGIN IMMEDIATE."""
         return False
 
+    def hold_for_drop(self, database: peewee.Database, tables: list[str]) -> None:
+        """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
+
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
 
