@@ -18,7 +18,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, MigrationError
 from memoric.migrate import Migrations
 from memoric.migrate.targets import MEMORIC, Order, Step
-from tests.helpers.chain import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names
+from tests.helpers.chain import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, tables
 from tests.helpers.dialects import one_line_error
 
 ODD_TARGETS = [
@@ -136,6 +136,26 @@ def test_two_pending_migrations_with_one_number_are_refused_before_either_runs(s
         with pytest.raises(MigrationError, match="090_a and 090_b share the number 090: two branches"):
             migrations.upgrade(target)
     assert history_names(store) == SHIPPED
+
+
+@pytest.mark.parametrize("build", ["ensure_schema", "auto_migrate", "init_db"])
+def test_every_way_of_applying_migrations_refuses_two_of_one_number(store, tmp_path, build):
+    """Not only `upgrade`: a first build, an upgrade on first use and `init-db` judge the chain alike."""
+    directory = chain(
+        tmp_path / "chain", **{"090_a": ADD_IMPORTANCE, "090_b": ADD_IMPORTANCE.replace("importance", "w")}
+    )
+    migrations = Migrations(store, migrate_dir=directory)
+    if build == "auto_migrate":
+        migrations.upgrade(HEAD)
+    with pytest.raises(MigrationError, match="090_a and 090_b share the number 090"):
+        if build == "init_db":
+            migrations.init_db()
+        else:
+            migrations.ensure_schema(auto_migrate=build == "auto_migrate")
+    if build == "auto_migrate":
+        assert history_names(store) == SHIPPED
+    else:
+        assert "memories" not in tables(store)
 
 
 def test_one_number_applied_twice_already_stays_usable(store, tmp_path):

@@ -272,7 +272,7 @@ class Migrations:
         was nothing to do: the history at head and every table it records there.
         """
         with self._runner.session() as run:
-            done, pending = run.order.done, run.order.pending()
+            done, pending = run.order.done, run.order.in_line(run.order.pending())
             if not pending and not guards.missing_tables(run, [], done):
                 return False
             guards.refuse_a_store_out_of_sight(run)
@@ -311,7 +311,7 @@ class Migrations:
             return
         self._refuse_empty(run, create)  # before the lock, whose SQLite file it would create
         with self._runner.session() as run:
-            done, pending = run.order.done, run.order.pending()
+            done, pending = run.order.done, run.order.in_line(run.order.pending())
             if not pending:
                 return
             guards.refuse_recorded_missing_tables(run)

@@ -70,14 +70,14 @@ class Order:
 
     def upgrade(self, target: str, *, out_of_order: bool = False) -> list[Step]:
         """The migrations `upgrade(target)` applies, in order; with `out_of_order`, also those
-        behind an applied migration or sharing a number (`_in_line`)."""
+        behind an applied migration or sharing a number (`in_line`)."""
         chain, rest = self._split(target)
         pending = self.pending()
         relative = self._relative(target, chain, rest)
         if relative is None:
             position = self._position(target, chain, rest)
             plan = [step for step in self.steps[: position + 1] if step not in self.done]
-            plan = plan if out_of_order else self._in_line(plan)
+            plan = plan if out_of_order else self.in_line(plan)
             passed = [step for step in self._scope(chain)[position + 1 :] if step and step in self.done]
             if passed:
                 raise MigrationError(
@@ -91,9 +91,9 @@ class Order:
                 f"upgrade target {shown(target)} goes backwards: use `downgrade {cut(target)}`"
             )
         plan = self._through(pending, chain, count, f"cannot upgrade {cut(target)}", "pending")
-        return plan if out_of_order else self._in_line(plan)
+        return plan if out_of_order else self.in_line(plan)
 
-    def _in_line(self, plan: list[Step]) -> list[Step]:
+    def in_line(self, plan: list[Step]) -> list[Step]:
         """`plan`, when each of its migrations extends its chain's line: MigrationError for one
         that sorts before an applied migration (applied now, it would run after it) or that
         shares its number with another (two branches each added one; their order is a guess)."""
