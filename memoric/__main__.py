@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 import sys
 
-from memoric.commands.stopping import STOP_SIGNALS
-
 INTERRUPTED_EXIT = 128 + signal.SIGINT
 
 
@@ -51,6 +49,8 @@ def loaded_cli():
 def ignore_stop_signals() -> None:
     """The command is over: a stop signal now would only change its exit status (Python resets its
     handlers to the default, which ends the process, as it shuts down; an ignored one it keeps)."""
+    from memoric.commands.stopping import STOP_SIGNALS  # here: the module loads before any handler
+
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
 
