@@ -31,6 +31,7 @@ from tests.helpers.chain import (
     chain,
     history_names,
     schema,
+    table_migration,
     tables,
 )
 from tests.helpers.cli_process import CLI, read_until
@@ -215,14 +216,7 @@ def test_cli_asks_on_a_terminal(dsn, store, tmp_path, answer, exit_code, said):
         assert state(store) == before
 
 
-EMPTY_NOTES = """
-def migrate(migrator, database, *, fake=False):
-    migrator.sql('CREATE TABLE "notes" ("body" TEXT)')
-
-
-def rollback(migrator, database, *, fake=False):
-    migrator.sql('DROP TABLE "notes"')
-"""
+EMPTY_NOTES = table_migration("notes")
 
 
 def test_a_row_written_after_the_downgrade_counted_the_rows_is_never_dropped_with_them(

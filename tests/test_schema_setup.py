@@ -34,6 +34,7 @@ from tests.helpers.chain import (
     history_names,
     indexes,
     schema,
+    table_migration,
     tables,
 )
 
@@ -134,23 +135,8 @@ def test_a_first_build_stopped_midway_leaves_the_database_empty_and_is_built_nex
     assert history_names(store) == SHIPPED
 
 
-ADOPTING = """
-def migrate(migrator, database, *, fake=False):
-    migrator.sql('CREATE TABLE IF NOT EXISTS "legacy" ("x" INTEGER)')
-
-
-def rollback(migrator, database, *, fake=False):
-    migrator.sql('DROP TABLE "legacy"')
-"""
-FILLING = """
-def migrate(migrator, database, *, fake=False):
-    migrator.sql('CREATE TABLE "notes" ("body" TEXT)')
-    migrator.sql("INSERT INTO \\"notes\\" (\\"body\\") VALUES ('written meanwhile')")
-
-
-def rollback(migrator, database, *, fake=False):
-    migrator.sql('DROP TABLE "notes"')
-"""
+ADOPTING = table_migration("legacy", '"x" INTEGER', adopt=True)
+FILLING = table_migration("notes", then='INSERT INTO "notes" ("body") VALUES (\'written meanwhile\')')
 
 
 def test_a_first_build_that_fails_keeps_a_table_it_adopted_with_its_rows(store, tmp_path):

@@ -108,6 +108,19 @@ def shipped_files() -> list[Path]:
     return sorted(default_migrate_dir().glob("[0-9][0-9][0-9]_*.py"))
 
 
+def table_migration(table: str, columns: str = '"body" TEXT', *, adopt: bool = False, then: str = "") -> str:
+    """Source of a test-only migration that creates `table` (or, with `adopt`, keeps one already
+    there), then runs the SQL `then`; its rollback drops the table."""
+    create = "CREATE TABLE IF NOT EXISTS" if adopt else "CREATE TABLE"
+    statements = [f'{create} "{table}" ({columns})', *([then] if then else [])]
+    body = "".join(f"    migrator.sql({sql!r})\n" for sql in statements)
+    drop = f'DROP TABLE "{table}"'
+    return (
+        f"def migrate(migrator, database, *, fake=False):\n{body}\n\n"
+        f"def rollback(migrator, database, *, fake=False):\n    migrator.sql({drop!r})\n"
+    )
+
+
 def chain(directory: Path, **extra: str) -> Path:
     """A migrations directory: the shipped chain plus `extra` files (name -> source) after its head."""
     directory.mkdir(parents=True, exist_ok=True)
