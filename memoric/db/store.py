@@ -173,7 +173,7 @@ class MemoryStore:
         """Create the tables and indexes straight from the models (tests; `init_db`)."""
         self.dialect.refuse_a_temporary_schema(self.database)
         with self.database.atomic():
-            self.database.create_tables(self._models(), safe=True)
+            self.database.create_tables(self.models(), safe=True)
             self.dialect.create_extra_indexes(self.database)
             self.dialect.distribute(self.database)
         self.dialect.schema_changed(self.database)
@@ -183,11 +183,11 @@ class MemoryStore:
         """Drop the tables (and their indexes, the dialect's own included)."""
         with self.database.atomic():
             self.dialect.drop_extra_tables(self.database)
-            self.database.drop_tables(self._models(), safe=True)
+            self.database.drop_tables(self.models(), safe=True)
         self.postings_ready = False
         self.dialect.schema_changed(self.database)
 
-    def _models(self) -> list[type[peewee.Model]]:
+    def models(self) -> list[type[peewee.Model]]:
         """Every table's model: the memories, the clusters, the text postings."""
         return [self.Memory, self.MemoryCluster, self.MemoryTerm, self.MemoryDocument]
 
@@ -199,7 +199,7 @@ class MemoryStore:
         lock (006 has committed, or has not begun): a weaker lock taken before it made two
         truncates deadlock, each waiting to upgrade its lock while holding the other's back.
         """
-        memories, clusters, *posted = [model._meta.table_name for model in self._models()]
+        memories, clusters, *posted = [model._meta.table_name for model in self.models()]
         with self.database.atomic():
             self.dialect.truncate(self.database, [memories, clusters])
             if postings.enabled(self):

@@ -346,9 +346,9 @@ class Migrations:
 
     def _roll_back_build(self, run: Run) -> bool:
         """Roll back what a first build applied, if that loses nothing; whether it was."""
-        applied = run.fresh().done()
+        fresh = run.fresh()
         try:
-            self._roll_back(run.fresh(), list(reversed(applied)), "base", confirm_data_loss=False)
+            self._roll_back(fresh, list(reversed(fresh.done())), "base", confirm_data_loss=False)
         except Exception:
             return False
         return True

@@ -2,8 +2,9 @@
 
 Both carry memoric's tables and columns only. A value in a column an application's migration
 added to one of memoric's tables, or a row in a table memoric does not own (in memoric's
-schema), would reach neither the file nor the target; so they refuse, naming each, unless told to leave them
-(`memoric_only`): the application moves its own data (`pg_dump`, SQLite's `.backup`).
+schema), would reach neither the file nor the target; so they refuse, naming each, unless
+told to leave them (`memoric_only`): the application moves its own data (`pg_dump`, SQLite's
+`.backup`).
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def left_behind(store: MemoryStore) -> list[str]:
     does not own that hold a row: what an export or a copy would not carry. The histories and
     SQLite's metadata keys are memoric's alone: no application column is looked for there."""
     database = store.database
-    declared = store.dialect.columns(database, [model._meta.table_name for model in _models(store)])
+    declared = store.dialect.columns(database, [model._meta.table_name for model in store.models()])
     found = [
         f"column {table}.{column}"
-        for model in _models(store)
+        for model in store.models()
         for table in [model._meta.table_name]
         for column in declared.get(table, {})
         if column not in model._meta.columns and any_row(database, table, f"{quoted(column)} IS NOT NULL")
@@ -74,10 +75,5 @@ def _holds_rows(database, table: str) -> bool:
 
 def own_tables(store: MemoryStore) -> frozenset[str]:
     """The tables memoric creates and keeps: its models', SQLite's metadata keys, both histories."""
-    names = {model._meta.table_name for model in _models(store)}
+    names = {model._meta.table_name for model in store.models()}
     return frozenset({*names, METADATA_KEYS_TABLE, HISTORY_TABLE, APP_HISTORY_TABLE})
-
-
-def _models(store: MemoryStore) -> tuple:
-    """The store's models: the memories, the clusters and the postings."""
-    return (store.Memory, store.MemoryCluster, store.MemoryTerm, store.MemoryDocument)
