@@ -94,8 +94,9 @@ class _Migrator(Migrator):
         self.dialect = dialect
 
     def __call__(self):
-        super().__call__()
         database = self.__database__
+        with transaction_kept(self.dialect, database):
+            super().__call__()
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
             raise MigrationError("; ".join(misread))
@@ -140,6 +141,21 @@ class _Router(Router):
             model.create_table(safe=True)
         return model
 
+    def read(self, name):
+        """The migration's functions, each stopped by TransactionEnded when it ends the transaction
+        peewee-migrate runs it in."""
+        migrate, rollback = super().read(name)
+        return self._kept_in(migrate), self._kept_in(rollback)
+
+    def _kept_in(self, function: Callable) -> Callable:
+        def run(migrator, database, *args, fake=False, **kwargs):
+            if fake:
+                return function(migrator, database, *args, fake=fake, **kwargs)
+            with transaction_kept(self.store.dialect, database):
+                return function(migrator, database, *args, fake=fake, **kwargs)
+
+        return run
+
     def run_one(self, name, migrator, *, fake=True, downgrade=False, force=False):
         """Run a migration; a fake run replays it into `migrator.orm` without touching the database."""
         if not fake:
@@ -151,6 +167,25 @@ class _Router(Router):
         if force:
             self.model.create(name=name)
         return name
+
+
+class TransactionEnded(MigrationError):
+    """A migration ended, by a COMMIT or ROLLBACK of its own, the transaction it runs in: what it
+    wrote up to then was committed or undone, and what it wrote after, statement by statement."""
+
+
+@contextlib.contextmanager
+def transaction_kept(dialect: Dialect, database: peewee.Database) -> Iterator[None]:
+    """Raise TransactionEnded when the block, which runs inside a transaction, ended it, whether
+    it then returned or failed."""
+    try:
+        yield
+    except BaseException as exc:
+        if not dialect.transaction_open(database):
+            raise TransactionEnded() from exc
+        raise
+    if not dialect.transaction_open(database):
+        raise TransactionEnded()
 
 
 # Database errors outside a migration become MemoricError with the cause chained.
@@ -171,9 +206,9 @@ class Run:
         self.routers = {chain.label: _Router(store, chain, names[chain.label]) for chain in chains}
         done = self.done()
         for chain in chains:
-            chain.refuse_unknown(
-                [step.name for step in done if step.chain == chain.label], names[chain.label]
-            )
+            applied = [step.name for step in done if step.chain == chain.label]
+            chain.refuse_unknown(applied, names[chain.label])
+            chain.refuse_copies(applied, names[chain.label])
         self.order = Order(names, done)
 
     def fresh(self) -> Run:
@@ -280,8 +315,15 @@ class Runner:
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
+    done = f" [completed before it: {', '.join(finished)}]" if finished else ""
+    if isinstance(exc, TransactionEnded):
+        return (
+            f"migration {label} ended the transaction memoric runs it in (a COMMIT or ROLLBACK of its "
+            "own), so memoric could neither undo it nor record it: what it wrote before that was "
+            "committed or undone, what it wrote after was committed, and it is not recorded as "
+            f"applied. Check the database by hand and take the COMMIT or ROLLBACK out of it{done}"
+        )
     if commit_in_doubt(exc):
-        done = f" [completed before it: {', '.join(finished)}]" if finished else ""
         return (
             f"the connection was lost during the COMMIT of migration {label}, so whether it was "
             f"applied is not known: see `memoric migrate current` ({first_line(exc)}){done}"
@@ -291,7 +333,4 @@ def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseExceptio
             f"rollback of migration {label} failed; the whole downgrade was undone (schema and history "
             f"unchanged): {first_line(exc)}"
         )
-    message = f"migration {label} failed and was undone (schema and history unchanged): {first_line(exc)}"
-    if finished:
-        message += f" [completed before it: {', '.join(finished)}]"
-    return message
+    return f"migration {label} failed and was undone (schema and history unchanged): {first_line(exc)}{done}"
