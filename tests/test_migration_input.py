@@ -9,6 +9,7 @@ migrations but are not named like them is an error instead of a silently skipped
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,16 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError, MigrationError
 from memoric.migrate import Migrations
 from memoric.migrate.targets import MEMORIC, Order, Step
-from tests.helpers.chain import ADD_IMPORTANCE, FIRST, HEAD, SHIPPED, chain, history_names, tables
+from tests.helpers.chain import (
+    ADD_IMPORTANCE,
+    FIRST,
+    HEAD,
+    SHIPPED,
+    chain,
+    history_names,
+    table_migration,
+    tables,
+)
 from tests.helpers.dialects import one_line_error
 
 ODD_TARGETS = [
@@ -204,16 +214,45 @@ def test_out_of_order_applies_a_migration_behind_the_applied_head(store, tmp_pat
     assert history_names(store) == [*SHIPPED, "095_later", "092_merged"]
 
 
-def test_a_renumbered_applied_migration_is_named_with_the_statement_that_records_it(store, tmp_path):
-    directory = chain(tmp_path / "chain", **{"090_add_score": ADD_IMPORTANCE})
+def test_renumbered_applied_migrations_are_named_with_the_statements_that_record_them(store, tmp_path):
+    directory = chain(
+        tmp_path / "chain",
+        **{"090_add_score": ADD_IMPORTANCE, "092_add_w": ADD_IMPORTANCE.replace("importance", "w")},
+    )
     Migrations(store, migrate_dir=directory).upgrade("head")
     (directory / "090_add_score.py").rename(directory / "091_add_score.py")
-    update = "UPDATE migratehistory SET name = '091_add_score' WHERE name = '090_add_score'"
-    with pytest.raises(MigrationError, match="090_add_score looks renumbered to 091_add_score") as refused:
+    (directory / "092_add_w.py").rename(directory / "093_add_w.py")
+    updates = [
+        "UPDATE migratehistory SET name = '091_add_score' WHERE name = '090_add_score'",
+        "UPDATE migratehistory SET name = '093_add_w' WHERE name = '092_add_w'",
+    ]
+    renamed = r"they look renumbered \(090_add_score to 091_add_score, 092_add_w to 093_add_w:"
+    with pytest.raises(MigrationError, match=renamed) as refused:
         Migrations(store, migrate_dir=directory).current()
-    assert str(refused.value).endswith(update)
-    store.database.execute_sql(update)
-    assert Migrations(store, migrate_dir=directory).current() == "091_add_score"
+    assert str(refused.value).endswith("; ".join(updates))
+    for update in updates:
+        store.database.execute_sql(update)
+    assert Migrations(store, migrate_dir=directory).current() == "093_add_w"
+
+
+def test_an_applied_migration_copied_under_another_number_is_not_applied_again(store, tmp_path, monkeypatch):
+    """`cp` where `mv` was meant: the copy would run the migration a second time."""
+    counted = table_migration("runs", '"n" INTEGER', adopt=True, then='INSERT INTO "runs" VALUES (1)')
+    directory = chain(tmp_path / "chain", **{"090_count": counted})
+    Migrations(store, migrate_dir=directory).upgrade("head")
+    shutil.copy(directory / "090_count.py", directory / "091_count.py")
+    copy = "091_count is pending and a copy of 090_count, which is applied"
+    for call in (lambda m: m.upgrade("head"), lambda m: m.ensure_schema(auto_migrate=True)):
+        with pytest.raises(MigrationError, match=copy):
+            call(Migrations(store, migrate_dir=directory))
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    arguments = ["--dsn", store.dsn, "migrate", "upgrade", "--dir", str(directory)]
+    assert one_line_error(CliRunner().invoke(main, arguments)).startswith(f"Error: {copy}")
+    assert store.database.execute_sql('SELECT COUNT(*) FROM "runs"').fetchone()[0] == 1
+    (directory / "091_count.py").write_text(counted.replace("VALUES (1)", "VALUES (2)"), encoding="utf-8")
+    assert Migrations(store, migrate_dir=directory).upgrade("head") == [
+        "091_count"
+    ]  # edited: its own migration
 
 
 # --- revision: messages become file names -----------------------------------------------------

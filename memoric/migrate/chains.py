@@ -138,7 +138,7 @@ class Chain:
         )
 
     def _renumbered(self, unknown: list[str], names: list[str]) -> str | None:
-        """How to record the first recorded migration whose file now bears another number
+        """How to record the recorded migrations whose files now bear another number
         (`002_add_score` recorded, `003_add_score` on disk), or None for none such."""
         by_rest = {name[3:]: name for name in names}
         found = [
@@ -148,13 +148,44 @@ class Chain:
         ]
         if not found:
             return None
-        old, new = found[0]
-        quoted_old, quoted_new = (name.replace("'", "''") for name in (old, new))
+        renamed = ", ".join(f"{cut(old)} to {cut(new)}" for old, new in found[:SHOWN_UNKNOWN])
+        updates = "; ".join(self._rename_row(old, new) for old, new in found[:SHOWN_UNKNOWN])
         return (
-            f"{cut(old)} looks renumbered to {cut(new)} (same name, another number); a database that "
-            "applied a migration keeps its name, so rename its row there too: "
-            f"UPDATE {self.table} SET name = '{quoted_new}' WHERE name = '{quoted_old}'"
+            f"they look renumbered ({renamed}: same name, another number); a database that applied a "
+            f"migration keeps its name, so rename its row there too: {updates}"
         )
+
+    def _rename_row(self, old: str, new: str) -> str:
+        quoted_old, quoted_new = (name.replace("'", "''") for name in (old, new))
+        return f"UPDATE {self.table} SET name = '{quoted_new}' WHERE name = '{quoted_old}'"
+
+    def refuse_copies(self, applied: list[str], names: list[str]) -> None:
+        """MigrationError when a pending migration is an applied one copied byte for byte under
+        another number (`cp` where `mv` was meant): applying it would run that migration twice."""
+        done = set(applied)
+        by_rest: dict[str, list[str]] = {}
+        for name in applied:
+            by_rest.setdefault(name[3:], []).append(name)
+        for name in names:
+            twins = [] if name in done else by_rest.get(name[3:], [])
+            source = self._source(name) if twins else None
+            original = next(
+                (twin for twin in twins if source is not None and self._source(twin) == source), None
+            )
+            if original is not None:
+                raise MigrationError(
+                    f"{cut(name)} is pending and a copy of {cut(original)}, which is applied (same name, "
+                    "same content, another number): it would run a second time. Remove the copy; if "
+                    f"the migration was meant to be renumbered, remove {cut(original)} instead and "
+                    f"rename its row: {self._rename_row(original, name)}"
+                )
+
+    def _source(self, name: str) -> bytes | None:
+        """The bytes of migration `name`'s file; None when it cannot be read (its run says why)."""
+        try:
+            return (self.directory / f"{name}.py").read_bytes()
+        except OSError:
+            return None
 
 
 def memoric_chain(directory: Path | None = None) -> Chain:
