@@ -17,7 +17,7 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
 from memoric.errors import ConfigError
-from tests.helpers.chain import HEAD, SHIPPED, built
+from tests.helpers.chain import HEAD, SHIPPED, built, table_migration
 from tests.helpers.cli_process import CLI
 from tests.helpers.cli_runs import invoke, ok
 from tests.helpers.dialects import one_line_error, requires_postgres, with_search_path
@@ -237,3 +237,20 @@ def test_import_shows_a_progress_bar_on_a_terminal(source, new_dsn, tmp_path):
     assert status == 0, shown
     assert "Importing" in shown and "100%" in shown
     assert "Imported 2497 memories and 2 clusters" in shown
+
+
+def test_a_source_behind_its_application_chain_is_named_with_the_upgrade_that_fits(
+    new_dsn, tmp_path, monkeypatch
+):
+    """The hint to upgrade the source carries the application's directory the copy was given."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MEMORIC_APP_MIGRATIONS", raising=False)
+    source = built(new_dsn())
+    app = tmp_path / "app dir"
+    app.mkdir()
+    (app / "001_notes.py").write_text(table_migration("notes"), encoding="utf-8")
+    target = new_dsn()
+    error = one_line_error(invoke("--app-dir", str(app), "copy", "--from", source.store.dsn, "--to", target))
+    assert "(app:001_notes pending)" in error
+    assert error.endswith(f"run `memoric --dsn SOURCE --app-dir '{app}' migrate upgrade` first")
+    assert Memoric(target).migrations.current() is None

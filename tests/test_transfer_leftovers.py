@@ -134,3 +134,28 @@ def test_a_table_memoric_may_not_read_is_named_and_the_export_is_refused(new_pos
     finally:
         owner.store.database.execute_sql(f'DROP OWNED BY "{role}"')
         owner.store.database.execute_sql(f'DROP ROLE "{role}"')
+
+
+def test_an_export_of_one_user_looks_at_that_users_rows_only(dsn, tmp_path):
+    """Another user's value in an application column is not what an export of ada leaves behind."""
+    memoric = built(dsn)
+    memoric.save("ada", "likes tea")
+    memoric.save("bob", "likes coffee")
+    memoric.store.database.execute_sql('ALTER TABLE "memories" ADD COLUMN "sentiment" REAL')
+    memoric.store.database.execute_sql('UPDATE "memories" SET "sentiment" = 0.5 WHERE "user_id" = \'bob\'')
+    path = tmp_path / "ada.jsonl"
+    ok(invoke("--dsn", memoric.store.dsn, "export", "--user", "ada", str(path)))
+    assert len(path.read_text().splitlines()) == 3  # header, ada's memory, end
+    error = one_line_error(invoke("--dsn", memoric.store.dsn, "export", "--user", "bob", str(path)))
+    assert "this database also holds column memories.sentiment:" in error
+    assert left_behind(memoric.store) == ["column memories.sentiment"]
+
+
+def test_an_empty_sqlite_full_text_table_holds_nothing_to_leave_behind(tmp_path):
+    """FTS5 keeps rows in its shadow tables even when empty; only the table itself is asked."""
+    memoric = built(f"sqlite:///{tmp_path / 'fts.db'}")
+    memoric.save("ada", "likes tea")
+    memoric.store.database.execute_sql('CREATE VIRTUAL TABLE "notes" USING fts5(body)')
+    assert left_behind(memoric.store) == []
+    memoric.store.database.execute_sql("INSERT INTO \"notes\" (body) VALUES ('precious')")
+    assert left_behind(memoric.store) == ["table notes"]

@@ -76,7 +76,7 @@ def count_values(database: peewee.Database, table: str, column: str) -> int:
     return database.execute_sql(f"SELECT COUNT({quoted(column)}) FROM {quoted(table)}").fetchone()[0]
 
 
-def any_row(database: peewee.Database, table: str, condition: str = "TRUE") -> bool:
-    """Whether a row of `table` meets `condition` (SQL); reading stops at the first."""
+def any_row(database: peewee.Database, table: str, condition: str = "TRUE", params: tuple = ()) -> bool:
+    """Whether a row of `table` meets `condition` (SQL, with `params`); reading stops at the first."""
     sql = f"SELECT EXISTS (SELECT 1 FROM {quoted(table)} WHERE {condition})"
-    return bool(database.execute_sql(sql).fetchone()[0])
+    return bool(database.execute_sql(sql, params).fetchone()[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from memoric import arguments
 from memoric.core import Memoric
 from memoric.db import recall_queries
@@ -33,9 +35,11 @@ def open_copy(
     if pending and source.migrations.current() is None:
         raise MigrationError(f"the source {mask_url(source_dsn)} holds no memoric schema")
     if pending:
+        app = source.migrations.app_dir
+        with_app = f" --app-dir {shlex.quote(str(app))}" if app is not None else ""
         raise MigrationError(
             f"the source {mask_url(source_dsn)} is behind head ({', '.join(pending)} pending): "
-            "run `memoric --dsn SOURCE migrate upgrade` first"
+            f"run `memoric --dsn SOURCE{with_app} migrate upgrade` first"
         )
     refuse_leaving_behind(source.db, "a copy", memoric_only)
     target = Memoric(target_dsn, config_path, app_dir=app_dir)

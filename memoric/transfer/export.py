@@ -43,7 +43,7 @@ def export_jsonl(
         validation.user_id(user_id)
     counts = {"memories": 0, "clusters": 0}
     with transfer_queries.snapshot(store):
-        refuse_leaving_behind(store, "an export", memoric_only)
+        refuse_leaving_behind(store, "an export", memoric_only, user_id)
         check_restorable(store, user_id)
         header = {
             "type": "header",

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 SHOWN = 10  # the columns and tables an error names at most
 
 
-def refuse_leaving_behind(store: MemoryStore, action: str, memoric_only: bool) -> None:
-    """ValidationError naming the application's data `action` (an export, a copy) would leave
-    behind, unless `memoric_only`; run inside the transfer's snapshot, before it writes."""
+def refuse_leaving_behind(
+    store: MemoryStore, action: str, memoric_only: bool, user_id: str | None = None
+) -> None:
+    """ValidationError naming the application's data `action` (an export, a copy; of one user's
+    rows with `user_id`) would leave behind, unless `memoric_only`; run inside the transfer's
+    snapshot, before it writes."""
     if validation.boolean("memoric_only", memoric_only):
         return
-    found = left_behind(store)
+    found = left_behind(store, user_id)
     if not found:
         return
     shown = ", ".join(found[:SHOWN]) + (f" and {len(found) - SHOWN} more" if len(found) > SHOWN else "")
@@ -41,10 +44,11 @@ def refuse_leaving_behind(store: MemoryStore, action: str, memoric_only: bool) -
     )
 
 
-def left_behind(store: MemoryStore) -> list[str]:
-    """The application's columns of memoric's tables that hold a value, then the tables memoric
-    does not own that hold a row: what an export or a copy would not carry. The histories and
-    SQLite's metadata keys are memoric's alone: no application column is looked for there."""
+def left_behind(store: MemoryStore, user_id: str | None = None) -> list[str]:
+    """The application's columns of memoric's tables that hold a value (in `user_id`'s rows, when
+    given), then the tables memoric does not own that hold a row: what an export or a copy would
+    not carry. The histories and SQLite's metadata keys are memoric's alone: no application
+    column is looked for there."""
     database = store.database
     declared = store.dialect.columns(database, [model._meta.table_name for model in store.models()])
     found = [
@@ -52,11 +56,20 @@ def left_behind(store: MemoryStore) -> list[str]:
         for model in store.models()
         for table in [model._meta.table_name]
         for column in declared.get(table, {})
-        if column not in model._meta.columns and any_row(database, table, f"{quoted(column)} IS NOT NULL")
+        if column not in model._meta.columns and _holds_values(database, table, column, user_id)
     ]
     owned = own_tables(store)
     others = [table for table in store.dialect.tables(database) if table not in owned]
     return found + [f"table {table}" for table in others if _holds_rows(database, table)]
+
+
+def _holds_values(database, table: str, column: str, user_id: str | None) -> bool:
+    """Whether `column` of `table` (one of memoric's, each with a user) holds a value: in any
+    row, or in `user_id`'s."""
+    condition = f"{quoted(column)} IS NOT NULL"
+    if user_id is None:
+        return any_row(database, table, condition)
+    return any_row(database, table, f"{condition} AND {quoted('user_id')} = {database.param}", (user_id,))
 
 
 def _holds_rows(database, table: str) -> bool:

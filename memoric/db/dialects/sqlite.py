@@ -33,6 +33,12 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SQLITE_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 )
+# The same without the shadow tables of virtual tables (FTS5's `x_data`...), which SQLite 3.37
+# and later can tell apart: only their virtual table reads them.
+SQLITE_TABLES_UNSHADOWED = (
+    "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'virtual') "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+)
 # One SQL token: a string, a "quoted" identifier (group 1), a [bracketed] or `backquoted` one,
 # a word (group 2), or any other character.
 SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|\[[^\]]*\]|`(?:[^`]|``)*`|(\w+)|\S""")
@@ -304,8 +310,9 @@ class SqliteDialect(Dialect):
     # --- the catalogue ------------------------------------------------------------------------
 
     def tables(self, database: peewee.Database) -> list[str]:
-        """The application tables (SQLite's internal ones left out)."""
-        return sorted(name for (name,) in database.execute_sql(SQLITE_TABLES).fetchall())
+        """The application tables: SQLite's internal ones and the shadow tables of virtual tables left out."""
+        sql = SQLITE_TABLES_UNSHADOWED if sqlite3.sqlite_version_info >= (3, 37) else SQLITE_TABLES
+        return sorted(name for (name,) in database.execute_sql(sql).fetchall())
 
     def columns(self, database: peewee.Database, table_names) -> dict[str, dict[str, Column]]:
         """{table: {column: Column}} for those of `table_names` that exist, columns in table order."""
