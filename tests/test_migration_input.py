@@ -8,6 +8,7 @@ migrations but are not named like them is an error instead of a silently skipped
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 
@@ -256,6 +257,19 @@ def test_an_applied_migration_copied_under_another_number_is_not_applied_again(s
 
 
 # --- revision: messages become file names -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message", ['say "hi" \\o/', "C:\\new\\table", 'ends with a quote"', '""" and \\"""']
+)
+def test_revision_keeps_the_message_in_its_docstrings_as_given(store, tmp_path, message):
+    path = Migrations(store, app_dir=tmp_path / "app").create(message)
+    module = ast.parse(path.read_text(encoding="utf-8"))
+    functions = {
+        node.name: ast.get_docstring(node) for node in module.body if isinstance(node, ast.FunctionDef)
+    }
+    assert ast.get_docstring(module).splitlines()[0] == message
+    assert functions == {"migrate": f"Apply: {message}", "rollback": f"Undo: {message}"}
 
 
 @pytest.mark.parametrize(

@@ -140,8 +140,8 @@ def _source(
     message: str, about: str, forward: list[str], backward: list[str], always: tuple[str, ...] = ()
 ) -> str:
     """The file: docstring, the imports its code uses (and `always`), `migrate` and `rollback`."""
-    printable = "".join(char if char.isprintable() else " " for char in message)
-    message = " ".join(printable.replace("\\", "/").replace('"', "'").split())
+    printable = " ".join("".join(char if char.isprintable() else " " for char in message).split())
+    message = printable.replace("\\", "\\\\").replace('"', '\\"')  # read back as given
     migrate, rollback = _body(forward), _body(backward)
     used = [line for pattern, line in IMPORTS if line in always or pattern.search(migrate + rollback)]
     own = [line for line in used if line.startswith("from memoric")]
