@@ -10,8 +10,9 @@ import click
 
 from memoric.commands.output import echo, echo_sql
 from memoric.commands.session import Session
+from memoric.commands.stopping import Interrupted, signal_number
 from memoric.db.urls import mask_url
-from memoric.errors import DataLossRefused, MigrationError, describe_losses
+from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
 from memoric.migrate import MEMORIC, Migrations
 
 CHAIN_WIDTH = len("memoric")
@@ -71,7 +72,7 @@ def init_db(session: Session, *, through_chain: bool = False, lock_timeout: floa
     if through_chain:
         echo_run(
             migrations,
-            migrations.upgrade("head"),
+            upgrade_saying_how_far(migrations, "head"),
             "Applied",
             "Nothing to apply: the schema was already at head",
         )
@@ -98,8 +99,38 @@ def upgrade(
     if show_sql:
         echo_sql(migrations.sql("upgrade", target, out_of_order=out_of_order))
         return
-    applied = migrations.upgrade(target, out_of_order=out_of_order)
+    applied = upgrade_saying_how_far(migrations, target, out_of_order=out_of_order)
     echo_run(migrations, applied, "Applied", "Nothing to apply")
+
+
+def upgrade_saying_how_far(migrations: Migrations, target: str, *, out_of_order: bool = False) -> list[str]:
+    """Upgrade; a stop (Ctrl-C, SIGTERM) says which migrations the run applied before it: each
+    commits on its own, so those stay applied and the one running was undone."""
+    before = applied_labels(migrations)
+    try:
+        return migrations.upgrade(target, out_of_order=out_of_order)
+    except KeyboardInterrupt as stop:
+        raise Interrupted(how_far(migrations, before), signal_number(stop)) from None
+
+
+def applied_labels(migrations: Migrations) -> list[str]:
+    """The applied migrations of both chains, as targets name them (`app:` for the application's)."""
+    return [
+        row["name"] if row["chain"] == MEMORIC else f"{row['chain']}:{row['name']}"
+        for row in migrations.history()
+        if row["applied"]
+    ]
+
+
+def how_far(migrations: Migrations, before: list[str]) -> str:
+    """What an upgrade stopped midway had applied, read back from the database's history."""
+    try:
+        now = applied_labels(migrations)
+    except MemoricError:
+        return "which migrations it applied is not known: see `memoric migrate current`"
+    new = [label for label in now if label not in before]
+    done = f"it applied {', '.join(new)}, which stay applied" if new else "it applied no migration"
+    return f"{done}; the migration running was undone; `memoric migrate upgrade` goes on from there"
 
 
 def downgrade(

@@ -1,0 +1,62 @@
+"""`memoric migrate upgrade` stopped midway (Ctrl-C, SIGTERM) says which migrations it applied
+before the stop, as the database records them: each commits on its own and stays; the one
+running is undone; the rerun goes on from there. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from memoric.migrate import Migrations
+from tests.helpers.app_chain import app_chain, app_history
+from tests.helpers.chain import HEAD, table_migration
+from tests.helpers.cli_process import run_cli
+
+# An application migration that stops its own process as it runs (never while replayed).
+STOPS_ITSELF = """import os
+import signal
+
+
+def migrate(migrator, database, *, fake=False):
+    if not fake:
+        database.execute_sql('CREATE TABLE "halfway" ("n" INTEGER)')
+        os.kill(os.getpid(), signal.{name})
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_upgrade_names_the_migrations_it_kept(store, tmp_path, number):
+    Migrations(store).upgrade(HEAD)
+    app = app_chain(
+        tmp_path / "app",
+        **{
+            "001_notes": table_migration("notes"),
+            "002_labels": table_migration("labels"),
+            "003_stops": STOPS_ITSELF.format(name=signal.Signals(number).name),
+        },
+    )
+    stopped = run_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
+    assert stopped.returncode == 128 + number, stopped.stderr
+    how = "Interrupted" if number == signal.SIGINT else "Stopped by SIGTERM"
+    assert stopped.stderr.splitlines() == [
+        f"{how}: it applied app:001_notes, app:002_labels, which stay applied; the migration running "
+        "was undone; `memoric migrate upgrade` goes on from there."
+    ]
+    assert app_history(store) == ["001_notes", "002_labels"]
+    assert "halfway" not in store.database.get_tables()
+
+
+def test_an_upgrade_stopped_before_any_migration_says_so(store, tmp_path):
+    Migrations(store).upgrade(HEAD)
+    app = app_chain(tmp_path / "app", **{"001_stops": STOPS_ITSELF.format(name="SIGTERM")})
+    stopped = run_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert stopped.stderr.startswith(
+        "Stopped by SIGTERM: it applied no migration; the migration running was undone"
+    )
+    assert app_history(store) == []
