@@ -53,7 +53,8 @@ def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
     for memory_id, user_id, *_ in deleted:
         gone[user_id].add(memory_id)
     c = store.MemoryCluster
-    in_key_order = (c.user_id, c.topic, c.category)  # the order upserts lock clusters in
+    # the order upserts lock clusters in (Python's: by code point)
+    in_key_order = [store.dialect.by_code_point(key) for key in (c.user_id, c.topic, c.category)]
     for users in chunks(sorted(gone), ID_CHUNK_SIZE):
         query = c.select(c.cluster_id, c.user_id, c.memory_ids).where(c.user_id.in_(users))
         for cluster in store.dialect.locked_rows(store.database, query.order_by(*in_key_order)):

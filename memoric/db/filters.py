@@ -133,7 +133,7 @@ def thread_ids(store: MemoryStore, conditions: list, limit: int | None = None) -
     """Sorted distinct thread ids of the memories meeting `conditions` (the first `limit`)."""
     m = store.Memory
     query = m.select(m.thread_id).where(all_of([*conditions, m.thread_id.is_null(False)]))
-    query = query.distinct().order_by(m.thread_id)
+    query = query.group_by(m.thread_id).order_by(store.dialect.by_code_point(m.thread_id))
     if limit is not None:
         query = query.limit(limit)
     return [row.thread_id for row in query]

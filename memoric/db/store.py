@@ -275,7 +275,8 @@ class MemoryStore:
         """Memories per tier: every configured tier (0 when empty), then any other tier found."""
         m = self.Memory
         query = select_memories(self, filter_conditions(self, user_id=user_id))
-        query = query.select(m.tier, peewee.fn.COUNT(m.id).alias("n")).group_by(m.tier).order_by(m.tier)
+        query = query.select(m.tier, peewee.fn.COUNT(m.id).alias("n")).group_by(m.tier)
+        query = query.order_by(self.dialect.by_code_point(m.tier))
         counts = dict.fromkeys(self.tiers, 0)
         counts.update({row["tier"]: row["n"] for row in query.dicts()})
         return counts

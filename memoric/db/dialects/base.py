@@ -86,6 +86,11 @@ class Dialect(abc.ABC):
         form this dialect's indexes serve best."""
 
     @abc.abstractmethod
+    def by_code_point(self, column) -> peewee.Node:
+        """`column` (text) to sort by: by code point, as Python sorts strings, whatever the
+        database's collation (PostgreSQL's default follows its locale: `_x` before `A`)."""
+
+    @abc.abstractmethod
     def in_values(self, column, values: list[str]) -> peewee.Node:
         """`column IN values`, for a list of any length."""
 

@@ -113,6 +113,10 @@ class PostgresDialect(SequenceIds, Dialect):
             return [contained, memory.user_id == user_id]
         return [contained, peewee.Expression(memory.user_id == user_id, "IS", peewee.SQL("TRUE"))]
 
+    def by_code_point(self, column):
+        """`column COLLATE "C"`: UTF-8's bytes, in the order of their code points."""
+        return column.collate('"C"')
+
     def in_values(self, column, values: list[str]):
         """`column IN (...)`: PostgreSQL takes a list of any length."""
         return column.in_(values)

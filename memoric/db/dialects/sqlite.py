@@ -73,6 +73,10 @@ class SqliteDialect(Dialect):
         """The memory is the user's, and its metadata contains `pattern`."""
         return [memory.user_id == user_id, memory.metadata.contains(pattern)]
 
+    def by_code_point(self, column):
+        """`column` itself: memoric's columns compare as BINARY (UTF-8's bytes: code point order)."""
+        return column
+
     def in_values(self, column, values: list[str]):
         """`column IN values`, the list bound as one JSON parameter: any length, whatever the
         build's limit on host parameters (32766 by default).
