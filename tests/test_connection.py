@@ -196,16 +196,23 @@ def test_store_names_the_file_holding_its_database(db, dialect):
         assert db.database_file is None
 
 
-def test_a_url_with_a_fragment_or_a_nul_is_refused_and_opens_nothing(dsn, dialect, tmp_path):
-    """`sqlite:///a#b.db` opened a file named `a`; a NUL raised a bare ValueError on PostgreSQL."""
+def test_a_url_with_a_fragment_a_nul_or_a_line_break_is_refused_and_opens_nothing(dsn, dialect, tmp_path):
+    """`sqlite:///a#b.db` opened a file named `a`; a NUL raised a bare ValueError on PostgreSQL; a
+    tab, newline or carriage return was dropped by the URL's parser, which opened another
+    database than the one named (`a\tb.db` opened `ab.db`)."""
     joiner = "&" if "?" in dsn else "?"
     if dialect == "sqlite":
-        urls = [f"sqlite:///{tmp_path / 'a#b.db'}", f"sqlite:///{tmp_path / 'x%00.db'}"]
+        urls = [
+            f"sqlite:///{tmp_path / name}" for name in ("a#b.db", "x%00.db", "a\tb.db", "a\nb.db", "a\rb.db")
+        ]
     else:
         urls = [f"{dsn}#frag", f"{dsn}{joiner}application_name=a%00b"]
+        urls += [dsn.replace("://", f":/{character}/", 1) for character in "\t\n\r"]
     before = sorted(tmp_path.iterdir())
     for url in urls:
-        with pytest.raises(ConfigError, match=r"invalid database URL .*(has a '#'|NUL character)"):
+        with pytest.raises(
+            ConfigError, match=r"invalid database URL.*(has a '#'|NUL character|tab, newline)"
+        ):
             MemoryStore(url)
         error = one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
         assert "invalid database URL" in error

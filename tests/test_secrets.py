@@ -69,6 +69,11 @@ UNOPENABLE = [
     f"postgresql://agent:{SECRET}@127.0.0.1:port/db",
     f"postgresql://agent:{SECRET}@{FAR}",
     f"postgresql://agent:{SECRET}@{FAR}/db?sslmode=bogus",
+    f"postgresql://agent%3A{SECRET}@{FAR}/db",
+    f"postgresql://agent%3a{SECRET}@/db?host=/nonexistent",
+    f"postgresql://agent:{SECRET}\tx@{FAR}/db",
+    f"postgresql://agent:x\n{SECRET}@{FAR}/db",
+    f"postgresql://agent:{SECRET}@127.0.0.1\r:1/db",
 ]
 COMMANDS = [
     ["stats"],

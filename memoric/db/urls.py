@@ -26,6 +26,7 @@ MIN_LITERAL_SECRET = 4  # shorter secrets are masked where they stand in a URL, 
 MAX_SETTING_SECRETS = 256  # a URL's setting secrets looked for one by one; more: its query whole
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _SCHEME_AND_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
+_ENCODED_COLON = re.compile("%3a", re.IGNORECASE)
 _WORD = re.compile(r"""[^\s'"`<>]+""")
 _SECRET_WORDS = "pass|pwd|secret|token"  # a name holding one of these names a secret
 _SECRET_NAME = re.compile(rf"(?i){_SECRET_WORDS}")
@@ -42,6 +43,7 @@ _SECRET_SETTING = re.compile(
 )  # a value runs to the next & or space, or is quoted as libpq's key=value settings may be
 UNENCODED = "percent-encode @ / ? # [ ] and : in the user name and the password (%40 %2F %3F %23 ...)"
 URL_EXAMPLES = "e.g. sqlite:///memoric.db or postgresql://user@host:5432/db"
+DROPPED_BY_URL_PARSING = "\t\n\r"  # what `urlsplit` removes from anywhere in a URL
 MAX_URL_COUNT = 2**31 - 1  # SQLite's counts are C ints
 SECONDS = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
 
@@ -95,7 +97,9 @@ def mask_url(url: str) -> str:
 
 
 def _password_span(word: str) -> tuple[int, int] | None:
-    """Where the password of `[scheme:/]user:PASSWORD@host...` is: past the user's `:`, to the last `@`.
+    """Where the password of `[scheme:/]user:PASSWORD@host...` is: past the user's `:`, to the last `@`;
+    in a user name without `:`, past an encoded one (`user%3APASSWORD@host`), which libpq reads as
+    part of the name and would show in its errors.
 
     `name:/x@host` is a scheme with one slash only when memoric knows the scheme; otherwise it is
     taken for a user whose password starts with a slash (a URL typed without its scheme).
@@ -106,8 +110,12 @@ def _password_span(word: str) -> tuple[int, int] | None:
         scheme = None
     if at < 0:
         return _hostless_password_span(word, scheme)
-    colon = word.find(":", scheme.end() if scheme else 0, at)
-    return None if colon < 0 else (colon + 1, at)
+    start = scheme.end() if scheme else 0
+    colon = word.find(":", start, at)
+    if colon >= 0:
+        return colon + 1, at
+    encoded = _ENCODED_COLON.search(word, start, at)  # `user%3APASSWORD@`: a colon encoded by mistake
+    return None if encoded is None else (encoded.end(), at)
 
 
 def _hostless_password_span(word: str, scheme: re.Match | None) -> tuple[int, int] | None:
@@ -243,6 +251,11 @@ def dialect_of(url: str) -> str:
     if not isinstance(url, str):
         raise ConfigError(
             f"invalid database URL: expected a string ({URL_EXAMPLES}), got {type(url).__name__}"
+        )
+    if any(character in url for character in DROPPED_BY_URL_PARSING):
+        raise ConfigError(  # not quoted: cut at such a character, a password would not be masked whole
+            "invalid database URL: it holds a tab, newline or carriage return, which URL parsing drops "
+            "(another database would be opened, or another password sent); write them as %09, %0A, %0D"
         )
     scheme = _SCHEME.match(url)
     if scheme is None or not url[scheme.end() :].startswith("//"):
