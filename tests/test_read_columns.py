@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from memoric.db.jsoncodec import dump_json
 from memoric.db.models import UTC, python_column
 from memoric.db.store import MemoryStore
 
@@ -106,3 +109,62 @@ def test_a_json_string_written_outside_memoric_reads_back_as_that_string_on_both
 
     assert db.get_memory(memory_id)["metadata"] == document
     assert [memory["metadata"] for memory in db.get_memories(user_id="ada")] == [document]
+
+
+# Text a SQLite column may hold: memoric's own documents and timestamps, and what a row written
+# outside memoric may hold instead (whitespace, two documents, a truncated one, another ISO form).
+JSON_TEXT = st.one_of(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=12,
+    ).map(dump_json),
+    st.sampled_from(["{}", "[]", " {}", "{} ", '{"a":1}x', '{"a":', "", "nul", "1 2", "[1,]", '"\\ud800"']),
+    st.text(max_size=12),
+)
+TIME_TEXT = st.one_of(
+    st.datetimes(timezones=st.just(UTC)).map(lambda when: when.isoformat(" ", "microseconds")[:26]),
+    st.datetimes().map(dt.datetime.isoformat),
+    st.sampled_from(
+        ["2026-06-01 23:30:00.00000Z", "2026-06-01T23:30:00.000+09", "2026-13-01 00:00:00.000000"]
+    ),
+    st.text(max_size=26),
+)
+
+
+def read_each(field, column) -> list:
+    """The column read value by value, each error kept as its message."""
+    found = []
+    for value in column:
+        try:
+            found.append(field.python_value(value))
+        except Exception as exc:
+            found.append(("error", str(exc)))
+    return found
+
+
+def read_whole(field, column) -> list:
+    try:
+        return list(python_column(field, tuple(column)))
+    except Exception as exc:
+        return [("error", str(exc))]
+
+
+@given(column=st.lists(st.none() | JSON_TEXT, min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_a_json_column_read_at_once_equals_its_values_read_one_by_one(tmp_path_factory, column):
+    metadata = MemoryStore(f"sqlite:///{tmp_path_factory.mktemp('json') / 'x.db'}").Memory.metadata
+    each = read_each(metadata, column)
+    first_error = next((value for value in each if isinstance(value, tuple)), None)
+    assert read_whole(metadata, column) == (each if first_error is None else [first_error])
+
+
+@given(column=st.lists(st.none() | TIME_TEXT, min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_a_timestamp_column_read_at_once_equals_its_values_read_one_by_one(tmp_path_factory, column):
+    created_at = MemoryStore(f"sqlite:///{tmp_path_factory.mktemp('times') / 'x.db'}").Memory.created_at
+    each = read_each(created_at, column)
+    first_error = next((value for value in each if isinstance(value, tuple)), None)
+    whole = read_whole(created_at, column)
+    assert whole == (each if first_error is None else [first_error])
+    assert all(value.tzinfo is UTC for value in whole if isinstance(value, dt.datetime))

@@ -17,7 +17,7 @@ import peewee
 from playhouse.postgres_ext import BinaryJSONField
 
 from memoric.db import jsonfilter
-from memoric.db.jsoncodec import dump_json, load_json
+from memoric.db.jsoncodec import dump_json, load_json, load_json_column
 from memoric.errors import MemoricError
 
 UTC = dt.UTC
@@ -139,6 +139,11 @@ class JSONDocumentField(peewee.FieldDatabaseHook, peewee.Field):
         if self._jsonb is not None and model is not None:
             self._jsonb.column_name = self.column_name
             peewee.Field.bind(self._jsonb, model, self.name, set_attribute=False)
+
+    @property
+    def stored_as_text(self) -> bool:
+        """Whether the driver hands the documents over as JSON text (SQLite), not parsed (JSONB)."""
+        return self._jsonb is None
 
     def ddl_datatype(self, ctx):
         return peewee.SQL("JSONB" if self._jsonb is not None else "TEXT")
@@ -270,12 +275,32 @@ def python_column(field: peewee.Field, values: tuple) -> Iterable:
     and checking a whole column (in C) is cheaper than a Python call per value."""
     kinds = set(map(type, values))
     if isinstance(field, JSONDocumentField):
+        if str in kinds and field.stored_as_text:
+            return load_json_column(values, field.python_value)
         as_is = str not in kinds  # every other value is returned as it is
     elif isinstance(field, UTCDateTimeField):
+        if str in kinds:
+            return _sqlite_times(field, values)
         as_is = kinds == {dt.datetime} and set(map(id, map(_TZINFO, values))) == {id(UTC)}  # UTC itself
     else:
         as_is = kinds <= {bool, type(None)}
     return values if as_is else map(field.python_value, values)
+
+
+def _sqlite_times(field: UTCDateTimeField, values: tuple) -> list:
+    """`field.python_value` of each value, SQLite's own timestamps parsed here in one loop (a
+    Python call less per value); anything else is left to the field."""
+    parse = dt.datetime.fromisoformat
+    parsed = []
+    for value in values:
+        if type(value) is str and len(value) == SQLITE_TIME_LENGTH:
+            try:
+                parsed.append(parse(value + "+00:00"))
+                continue
+            except ValueError:
+                pass
+        parsed.append(field.python_value(value))
+    return parsed
 
 
 MEMORY_INDEXES = {
