@@ -40,6 +40,9 @@ SESSION_SETTINGS = {
     # Text in and out as UTF-8, whatever the database or role default: another encoding cannot
     # carry every string memoric accepts.
     "client_encoding": "UTF8",
+    # memoric's row locks and re-reads assume READ COMMITTED: under a database's default of
+    # REPEATABLE READ or SERIALIZABLE, concurrent cluster upserts failed with serialization errors.
+    "default_transaction_isolation": "read committed",
 }
 # A session's temporary tables live in the schema pg_temp_N; PostgreSQL reserves the prefix pg_,
 # so no other schema has such a name.
@@ -57,6 +60,11 @@ LEFT JOIN pg_constraint AS pk ON pk.conrelid = cls.oid AND pk.contype = 'p'
 WHERE ns.nspname = current_schema() AND cls.relkind IN ('r', 'p') AND cls.relname = ANY(%s)
 ORDER BY cls.relname, att.attnum
 """
+
+
+def _option(name: str, value: str) -> str:
+    """`-c name=value` for libpq's `options`, which splits at spaces not escaped by a backslash."""
+    return "-c " + f"{name}={value}".replace(" ", "\\ ")
 
 
 def _without_dangling_escape(options: str) -> str:
@@ -84,7 +92,7 @@ class PostgresDialect(SequenceIds, Dialect):
         """Give this store's sessions the settings memoric's answers depend on (`SESSION_SETTINGS`),
         through the connect options of every connection (called before the first); they come
         after any of the URL's own, so they win."""
-        settings = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
+        settings = " ".join(_option(name, value) for name, value in SESSION_SETTINGS.items())
         options = _without_dangling_escape(database.connect_params.get("options") or "")
         database.connect_params["options"] = f"{options} {settings}" if options else settings
 
