@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate import Migrations
 from tests.helpers.app_chain import app_chain, app_history, clear_environment
 from tests.helpers.chain import HEAD, SHIPPED, history_names, tables
+from tests.helpers.dialects import requires_postgres
 
 ENDED = (
     r"migration app:001_notes ended the transaction memoric runs it in \(a COMMIT or ROLLBACK of its own\)"
@@ -69,3 +71,19 @@ def test_a_migration_that_keeps_to_its_transaction_is_applied(store, tmp_path):
     )
     assert migrations.upgrade()[-1] == "app:001_notes"
     assert app_history(store) == ["001_notes"]
+
+
+@requires_postgres
+def test_a_connection_lost_during_a_migration_is_not_taken_for_a_commit_of_its_own(
+    new_postgres_url, tmp_path
+):
+    """The server rolls back what a lost session wrote: the migration was undone, and memoric,
+    which cannot ask a lost connection, does not say the migration ended its transaction."""
+    store = MemoryStore(new_postgres_url())
+    failed = upgrade_with(
+        store, tmp_path, 'CREATE TABLE "notes" ("body" TEXT)', "SELECT pg_terminate_backend(pg_backend_pid())"
+    )
+    assert "ended the transaction" not in str(failed.value)
+    assert str(failed.value).startswith("migration app:001_notes failed and was undone")
+    assert "notes" not in tables(store) and app_history(store) == []
+    store.close()

@@ -151,6 +151,13 @@ class Recovering:
         connection = None if self.is_closed() else self._state.conn
         return connection is not None and not self._lost(connection) and self._in_transaction(connection)
 
+    def transaction_ended(self) -> bool:
+        """Whether this thread's connection is known to be outside any transaction (whatever
+        peewee counts): one a COMMIT or ROLLBACK sent as a statement ended. False for a closed
+        or lost connection, where that is not known."""
+        connection = None if self.is_closed() else self._state.conn
+        return connection is not None and not self._lost(connection) and not self._in_transaction(connection)
+
     def cursor(self, named_cursor=None):
         """A cursor, on a new connection when this thread's was found lost (outside a transaction);
         MemoricError inside a transaction block a parent process began before forking this one."""

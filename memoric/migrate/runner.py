@@ -95,7 +95,7 @@ class _Migrator(Migrator):
 
     def __call__(self):
         database = self.__database__
-        with transaction_kept(self.dialect, database):
+        with transaction_kept(database):
             super().__call__()
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
@@ -151,7 +151,7 @@ class _Router(Router):
         def run(migrator, database, *args, fake=False, **kwargs):
             if fake:
                 return function(migrator, database, *args, fake=fake, **kwargs)
-            with transaction_kept(self.store.dialect, database):
+            with transaction_kept(database):
                 return function(migrator, database, *args, fake=fake, **kwargs)
 
         return run
@@ -175,16 +175,16 @@ class TransactionEnded(MigrationError):
 
 
 @contextlib.contextmanager
-def transaction_kept(dialect: Dialect, database: peewee.Database) -> Iterator[None]:
+def transaction_kept(database: peewee.Database) -> Iterator[None]:
     """Raise TransactionEnded when the block, which runs inside a transaction, ended it, whether
     it then returned or failed."""
     try:
         yield
     except BaseException as exc:
-        if not dialect.transaction_open(database):
+        if database.transaction_ended():
             raise TransactionEnded() from exc
         raise
-    if not dialect.transaction_open(database):
+    if database.transaction_ended():
         raise TransactionEnded()
 
 

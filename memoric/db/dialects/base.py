@@ -166,11 +166,6 @@ class Dialect(abc.ABC):
         change that excludes writers (a migration) is committed before, or waits for it."""
 
     @abc.abstractmethod
-    def transaction_open(self, database: peewee.Database) -> bool:
-        """Whether this thread's connection is inside a transaction, as the server sees it: one
-        that a statement of its own (COMMIT, ROLLBACK) ended is not, whatever peewee counts."""
-
-    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

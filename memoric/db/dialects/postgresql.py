@@ -154,13 +154,6 @@ class PostgresDialect(SequenceIds, Dialect):
         if not citus.routed(database, table):
             database.execute_sql(f'LOCK TABLE "{table}" IN ROW EXCLUSIVE MODE')
 
-    def transaction_open(self, database: peewee.Database) -> bool:
-        """libpq's status of the session: in a transaction, or in one a failed statement aborted."""
-        from psycopg2 import extensions
-
-        status = database.connection().info.transaction_status
-        return status in (extensions.TRANSACTION_STATUS_INTRANS, extensions.TRANSACTION_STATUS_INERROR)
-
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection,
         whose session is kept from ending for idleness meanwhile: `keep_session`)."""

@@ -143,9 +143,6 @@ class SqliteDialect(Dialect):
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
 
-    def transaction_open(self, database: peewee.Database) -> bool:
-        return database.connection().in_transaction
-
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         return sqlite_lock.try_take(database.database, name)
