@@ -308,6 +308,25 @@ def test_a_failing_app_migration_is_named_and_undone(store, tmp_path):
     assert "sentiment" not in {column[0] for column in columns(store, "memories")}
 
 
+def test_a_failing_app_migration_on_tables_without_a_history_is_named_not_the_stamp(store, tmp_path):
+    """memoric's tables built without a history (from the models, or by an older memoric) are
+    compared with what the chains build; the application's migration failing there was blamed on
+    a stamp nobody made."""
+    store.create_schema()
+    store.insert_memory(user_id="ada", content="kept")
+    broken = SENTIMENT_FILE.replace(
+        ADD_FIELD, ADD_FIELD + "\n    migrator.sql('DROP TABLE \"no_such_table\"')"
+    )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{SENTIMENT: broken}))
+    with pytest.raises(
+        MigrationError, match=rf"migration app:{SENTIMENT} failed building them aside"
+    ) as failed:
+        migrations.upgrade()
+    assert "no_such_table" in str(failed.value) and str(failed.value).endswith("Nothing was changed")
+    assert "migratehistory" not in tables(store) and app_history(store) == []
+    assert store.get_memories(user_id="ada")[0]["content"] == "kept"
+
+
 def test_memorics_chain_is_not_rolled_back_under_an_app_chain_not_in_use(both, cli):
     store = both.store
     both.upgrade()

@@ -155,25 +155,39 @@ def _built_and_found(run: Run, plan: list[Step], tables: list[str]) -> tuple[lis
     """The columns of `tables` after each step of `plan`, and the columns they have now; nothing is kept."""
     database, scratch = run.database, run.fresh()
     aside = {table: f"memoric_existing_{number}" for number, table in enumerate(tables)}
-    built = []
+    built, running = [], None
     with database.atomic() as transaction:
         try:
             for table, name in aside.items():
                 run.dialect.rename_table(database, table, name)
             migrator = scratch.migrator(scratch.done())
             for step in plan:
+                running = step
                 scratch.routers[step.chain].run_one(step.name, migrator, fake=False)
+                running = None
                 built.append(run.dialect.columns(database, tables))
             found = run.dialect.columns(database, aside.values())
         except Exception as exc:
-            raise MigrationError(
-                f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds "
-                f"({first_line(exc)}): was the history stamped at a version the schema is not at? "
-                "Stamp the version it is at (`memoric migrate stamp VERSION`); nothing was changed"
-            ) from exc
+            raise MigrationError(_not_compared(tables, running, exc)) from exc
         finally:
             transaction.rollback()
     return built, {table: found[name] for table, name in aside.items()}
+
+
+def _not_compared(tables: list[str], running: Step | None, exc: Exception) -> str:
+    """Why the existing tables could not be compared with what the chain builds: the migration
+    that failed building them aside, or what failed before."""
+    where = f"cannot compare the existing table(s) {', '.join(tables)} with what the chain builds"
+    if running is None:
+        return (
+            f"{where} ({first_line(exc)}): was the history stamped at a version the schema is not "
+            "at? Stamp the version it is at (`memoric migrate stamp VERSION`); nothing was changed"
+        )
+    return (
+        f"{where}: migration {running.label} failed building them aside ({first_line(exc)}). Either "
+        "the history was stamped at a version the schema is not at (stamp the version it is at: "
+        "`memoric migrate stamp VERSION`), or the migration fails by itself: fix it. Nothing was changed"
+    )
 
 
 def shape(run: Run) -> Shape:
