@@ -115,7 +115,11 @@ def test_a_json_string_written_outside_memoric_reads_back_as_that_string_on_both
 # outside memoric may hold instead (whitespace, two documents, a truncated one, another ISO form).
 JSON_TEXT = st.one_of(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
         max_leaves=12,
     ).map(dump_json),
