@@ -8,11 +8,15 @@ import signal
 
 import pytest
 
-from memoric.migrate import Migrations
+from memoric.migrate import APP_HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers.app_chain import app_chain, app_history
 from tests.helpers.chain import HEAD, table_migration
-from tests.helpers.cli_process import run_cli
+from tests.helpers.cli_process import WAITING, read_until, run_cli, start_cli
 
+REST = (
+    "what it had begun of the next was undone; `memoric migrate upgrade` goes on from there "
+    "(`memoric migrate current` shows where the database stands)."
+)
 # An application migration that stops its own process as it runs (never while replayed).
 STOPS_ITSELF = """import os
 import signal
@@ -44,8 +48,7 @@ def test_a_stopped_upgrade_names_the_migrations_it_kept(store, tmp_path, number)
     assert stopped.returncode == 128 + number, stopped.stderr
     how = "Interrupted" if number == signal.SIGINT else "Stopped by SIGTERM"
     assert stopped.stderr.splitlines() == [
-        f"{how}: it applied app:001_notes, app:002_labels, which stay applied; the migration running "
-        "was undone; `memoric migrate upgrade` goes on from there."
+        f"{how}: it applied app:001_notes, app:002_labels, which stay applied; {REST}"
     ]
     assert app_history(store) == ["001_notes", "002_labels"]
     assert "halfway" not in store.database.get_tables()
@@ -56,7 +59,25 @@ def test_an_upgrade_stopped_before_any_migration_says_so(store, tmp_path):
     app = app_chain(tmp_path / "app", **{"001_stops": STOPS_ITSELF.format(name="SIGTERM")})
     stopped = run_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
     assert stopped.returncode == 128 + signal.SIGTERM
-    assert stopped.stderr.startswith(
-        "Stopped by SIGTERM: it applied no migration; the migration running was undone"
-    )
+    assert stopped.stderr == f"Stopped by SIGTERM: it applied no migration; {REST}\n"
     assert app_history(store) == []
+
+
+def test_an_upgrade_stopped_while_another_holds_the_lock_claims_nothing_of_its_work(store, tmp_path):
+    """The history grows while a run waits for the lock: what another run applied meanwhile is
+    not this one's."""
+    app = app_chain(tmp_path / "app", **{"001_notes": table_migration("notes")})
+    Migrations(store, app_dir=app).upgrade()
+    (app / "002_labels.py").write_text(table_migration("labels"), encoding="utf-8")
+    with store.lock(LOCK_NAME):
+        waiting = start_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
+        read_until(waiting, WAITING)
+        # what another run holding the lock commits meanwhile: 002's table and history row
+        store.database.execute_sql('CREATE TABLE "labels" ("body" TEXT)')
+        recorded = "(name, migrated_at) VALUES ('002_labels', CURRENT_TIMESTAMP)"
+        store.database.execute_sql(f'INSERT INTO "{APP_HISTORY_TABLE}" {recorded}')
+        waiting.send_signal(signal.SIGTERM)
+        _, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 128 + signal.SIGTERM
+    assert stderr.endswith(f"Stopped by SIGTERM: it applied no migration; {REST}\n")
+    assert app_history(store) == ["001_notes", "002_labels"]

@@ -1,6 +1,8 @@
-"""A migration runs in a transaction memoric opens and closes; one that ends it itself (a COMMIT or a
-ROLLBACK of its own) has had what it wrote kept, out of memoric's reach, and is stopped and named
-as such instead of being reported as undone, on SQLite and PostgreSQL."""
+"""A migration runs in one transaction memoric opens and closes, with its history row, on SQLite and
+PostgreSQL. A statement of the migration's own that would end or begin a transaction (COMMIT, END,
+ROLLBACK, BEGIN, ...) is refused before it runs, so the migration fails and is undone, previews
+included. One memoric cannot see coming (the driver's own cursor) is found afterwards, and the
+error says what was kept instead of calling the migration undone."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from tests.helpers.app_chain import app_chain, app_history, clear_environment
 from tests.helpers.chain import HEAD, SHIPPED, history_names, tables
 from tests.helpers.dialects import requires_postgres
 
-ENDED = (
-    r"migration app:001_notes ended the transaction memoric runs it in \(a COMMIT or ROLLBACK of its own\)"
-)
+ENDED = "migration app:001_notes ended the transaction memoric runs it in (a COMMIT or ROLLBACK of its own)"
+UNDONE = "migration app:001_notes failed and was undone (schema and history unchanged): "
+CREATE = 'CREATE TABLE "notes" ("body" TEXT)'
 
 
 @pytest.fixture(autouse=True)
@@ -24,52 +26,96 @@ def clean_environment(monkeypatch):
 
 
 def notes_migration(*statements: str, through: str = "database.execute_sql") -> str:
-    """An application migration that runs `statements` one by one, itself (`database.execute_sql`)
-    or queued for peewee-migrate to run after it (`migrator.sql`)."""
+    """An application migration that runs `statements` one by one: itself (`database.execute_sql`,
+    or the driver's cursor: `database.cursor().execute`) or queued for peewee-migrate to run after
+    it (`migrator.sql`)."""
     body = "".join(f"    {through}({sql!r})\n" for sql in statements)
     return (
-        f"def migrate(migrator, database, *, fake=False):\n{body}\n\n"
+        f"def migrate(migrator, database, *, fake=False):\n    if fake:\n        return\n{body}\n\n"
         "def rollback(migrator, database, *, fake=False):\n"
         "    database.execute_sql('DROP TABLE \"notes\"')\n"
     )
 
 
-def upgrade_with(store, tmp_path, *statements: str, **how) -> pytest.ExceptionInfo:
+def app_migrations(store, tmp_path, *statements: str, **how) -> Migrations:
+    """The store's migrations at memoric's head, with an application migration running `statements`."""
     source = notes_migration(*statements, **how)
     migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
     migrations.upgrade(HEAD)
+    return migrations
+
+
+def upgrade_with(store, tmp_path, *statements: str, **how) -> str:
+    """The error of an upgrade through such a migration."""
     with pytest.raises(MigrationError) as failed:
-        migrations.upgrade()
-    return failed
+        app_migrations(store, tmp_path, *statements, **how).upgrade()
+    return str(failed.value)
+
+
+STATEMENTS = ["COMMIT", "commit and chain", "END", "ROLLBACK", "BEGIN", "START TRANSACTION", "ABORT"]
 
 
 @pytest.mark.parametrize("through", ["database.execute_sql", "migrator.sql"])
-def test_a_migration_that_commits_then_fails_is_not_said_to_be_undone(store, tmp_path, through):
-    statements = ('CREATE TABLE "notes" ("body" TEXT)', "COMMIT", 'INSERT INTO "no_such_table" VALUES (1)')
-    failed = upgrade_with(store, tmp_path, *statements, through=through)
-    message = str(failed.value)
-    assert "was undone" not in message
-    assert message.startswith(ENDED.replace("\\", ""))
-    assert "notes" in tables(store)  # committed by the migration itself: memoric says it was kept
-    assert app_history(store) == [] and history_names(store) == SHIPPED
+@pytest.mark.parametrize("statement", STATEMENTS)
+def test_a_statement_ending_or_beginning_a_transaction_is_refused_before_it_runs(
+    store, tmp_path, through, statement
+):
+    message = upgrade_with(
+        store,
+        tmp_path,
+        CREATE,
+        f"  /* why not */ {statement}",
+        "INSERT INTO \"notes\" VALUES ('x')",
+        through=through,
+    )
+    first_word = statement.split()[0].upper()
+    assert message.startswith(f"{UNDONE}it runs {first_word} itself, which would end or begin a transaction")
+    assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED
 
 
-@pytest.mark.parametrize("ending", ["COMMIT", "ROLLBACK"])
-def test_a_migration_that_ends_its_transaction_is_stopped_before_it_is_recorded(store, tmp_path, ending):
-    failed = upgrade_with(store, tmp_path, ending, 'CREATE TABLE "notes" ("body" TEXT)')
-    assert failed.match(ENDED)
-    assert "notes" in tables(store)  # written after the migration's own COMMIT: kept
+def test_a_commit_and_begin_through_the_drivers_cursor_is_found_and_not_said_to_be_undone(store, tmp_path):
+    """The driver's cursor is beyond the refusal; the savepoint memoric took is gone afterwards."""
+    message = upgrade_with(store, tmp_path, CREATE, "COMMIT", "BEGIN", through="database.cursor().execute")
+    assert message.startswith(ENDED)
+    assert "notes" in tables(store)  # committed by the migration itself, before its BEGIN
     assert app_history(store) == []
 
 
-def test_a_migration_that_keeps_to_its_transaction_is_applied(store, tmp_path):
-    migrations = Migrations(
-        store,
-        app_dir=app_chain(
-            tmp_path / "app", **{"001_notes": notes_migration('CREATE TABLE "notes" ("body" TEXT)')}
-        ),
+@requires_postgres
+def test_several_statements_in_one_string_are_found_too(new_postgres_url, tmp_path):
+    store = MemoryStore(new_postgres_url())
+    message = upgrade_with(store, tmp_path, f"{CREATE}; COMMIT; BEGIN; SELECT 1")
+    assert message.startswith(ENDED)
+    assert "notes" in tables(store) and app_history(store) == []
+    store.close()
+
+
+def test_a_preview_of_a_committing_migration_changes_nothing(store, tmp_path):
+    """`migrate upgrade --sql` runs the migrations in a transaction it rolls back: a COMMIT there
+    committed the preview, the whole chain included, on PostgreSQL."""
+    source = notes_migration(CREATE, "COMMIT", through="migrator.sql")
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
+    with pytest.raises(MigrationError, match="it runs COMMIT itself"):
+        migrations.sql("upgrade", "head")
+    assert tables(store) == set()
+
+
+def test_savepoints_of_the_migrations_own_are_left_to_it(store, tmp_path):
+    source = notes_migration(
+        CREATE,
+        "SAVEPOINT s1",
+        "INSERT INTO \"notes\" VALUES ('x')",
+        "ROLLBACK TO SAVEPOINT s1",
+        "RELEASE SAVEPOINT s1",
     )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
     assert migrations.upgrade()[-1] == "app:001_notes"
+    assert store.database.execute_sql('SELECT COUNT(*) FROM "notes"').fetchone()[0] == 0
+
+
+def test_a_migration_that_keeps_to_its_transaction_is_applied(store, tmp_path):
+    migrations = app_migrations(store, tmp_path, CREATE, through="migrator.sql")
+    assert migrations.upgrade() == ["app:001_notes"]
     assert app_history(store) == ["001_notes"]
 
 
@@ -80,10 +126,8 @@ def test_a_connection_lost_during_a_migration_is_not_taken_for_a_commit_of_its_o
     """The server rolls back what a lost session wrote: the migration was undone, and memoric,
     which cannot ask a lost connection, does not say the migration ended its transaction."""
     store = MemoryStore(new_postgres_url())
-    failed = upgrade_with(
-        store, tmp_path, 'CREATE TABLE "notes" ("body" TEXT)', "SELECT pg_terminate_backend(pg_backend_pid())"
-    )
-    assert "ended the transaction" not in str(failed.value)
-    assert str(failed.value).startswith("migration app:001_notes failed and was undone")
+    message = upgrade_with(store, tmp_path, CREATE, "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert "ended the transaction" not in message
+    assert message.startswith(UNDONE)
     assert "notes" not in tables(store) and app_history(store) == []
     store.close()

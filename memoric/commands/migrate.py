@@ -12,23 +12,32 @@ from memoric.commands.output import echo, echo_sql
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number
 from memoric.db.urls import mask_url
-from memoric.errors import DataLossRefused, MemoricError, MigrationError, describe_losses
+from memoric.errors import DataLossRefused, MigrationError, describe_losses
 from memoric.migrate import MEMORIC, Migrations
 
 CHAIN_WIDTH = len("memoric")
 
 
 def open_migrations(
-    session: Session, migrate_dir: Path | None = None, lock_timeout: float | None = None
+    session: Session,
+    migrate_dir: Path | None = None,
+    lock_timeout: float | None = None,
+    applied: list[str] | None = None,
 ) -> Migrations:
-    """The migration chains of the selected database; says so on stderr when it waits for the lock."""
+    """The migration chains of the selected database; says so on stderr when it waits for the lock.
+    `applied` gets the label of each migration an upgrade commits."""
     store = session.memoric.store
 
     def waiting() -> None:
         echo(f"Waiting for the migration lock: another run is migrating {mask_url(store.dsn)}", err=True)
 
     return Migrations(
-        store, migrate_dir=migrate_dir, app_dir=session.app_dir, lock_timeout=lock_timeout, on_wait=waiting
+        store,
+        migrate_dir=migrate_dir,
+        app_dir=session.app_dir,
+        lock_timeout=lock_timeout,
+        on_wait=waiting,
+        on_applied=None if applied is None else applied.append,
     )
 
 
@@ -67,12 +76,13 @@ def echo_run(migrations: Migrations, names: list[str], verb: str, nothing: str) 
 def init_db(session: Session, *, through_chain: bool = False, lock_timeout: float | None = None) -> None:
     """Create the schema from the models (or through the chain) and record it at the latest migration."""
     session.create = True  # builds the database (and the default file's directory)
-    migrations = open_migrations(session, lock_timeout=lock_timeout)
+    applied: list[str] = []
+    migrations = open_migrations(session, lock_timeout=lock_timeout, applied=applied)
     session.echo_sqlite_warning()
     if through_chain:
         echo_run(
             migrations,
-            upgrade_saying_how_far(migrations, "head"),
+            upgrade_saying_how_far(migrations, applied, "head"),
             "Applied",
             "Nothing to apply: the schema was already at head",
         )
@@ -95,42 +105,34 @@ def upgrade(
 ) -> None:
     """Apply the pending migrations up to `target` (or print their SQL, changing nothing)."""
     session.create = True  # builds the database (and the default file's directory)
-    migrations = open_migrations(session, migrate_dir, lock_timeout)
+    committed: list[str] = []
+    migrations = open_migrations(session, migrate_dir, lock_timeout, applied=committed)
     if show_sql:
         echo_sql(migrations.sql("upgrade", target, out_of_order=out_of_order))
         return
-    applied = upgrade_saying_how_far(migrations, target, out_of_order=out_of_order)
+    applied = upgrade_saying_how_far(migrations, committed, target, out_of_order=out_of_order)
     echo_run(migrations, applied, "Applied", "Nothing to apply")
 
 
-def upgrade_saying_how_far(migrations: Migrations, target: str, *, out_of_order: bool = False) -> list[str]:
-    """Upgrade; a stop (Ctrl-C, SIGTERM) says which migrations the run applied before it: each
-    commits on its own, so those stay applied and the one running was undone."""
-    before = applied_labels(migrations)
+def upgrade_saying_how_far(
+    migrations: Migrations, applied: list[str], target: str, *, out_of_order: bool = False
+) -> list[str]:
+    """Upgrade; a stop (Ctrl-C, SIGTERM) says which migrations this run committed before it
+    (`applied`, filled as each commits): those stay applied, and what it had begun of the next
+    was undone."""
     try:
         return migrations.upgrade(target, out_of_order=out_of_order)
     except KeyboardInterrupt as stop:
-        raise Interrupted(how_far(migrations, before), signal_number(stop)) from None
+        raise Interrupted(how_far(applied), signal_number(stop)) from None
 
 
-def applied_labels(migrations: Migrations) -> list[str]:
-    """The applied migrations of both chains, as targets name them (`app:` for the application's)."""
-    return [
-        row["name"] if row["chain"] == MEMORIC else f"{row['chain']}:{row['name']}"
-        for row in migrations.history()
-        if row["applied"]
-    ]
-
-
-def how_far(migrations: Migrations, before: list[str]) -> str:
-    """What an upgrade stopped midway had applied, read back from the database's history."""
-    try:
-        now = applied_labels(migrations)
-    except MemoricError:
-        return "which migrations it applied is not known: see `memoric migrate current`"
-    new = [label for label in now if label not in before]
-    done = f"it applied {', '.join(new)}, which stay applied" if new else "it applied no migration"
-    return f"{done}; the migration running was undone; `memoric migrate upgrade` goes on from there"
+def how_far(applied: list[str]) -> str:
+    """What an upgrade stopped midway had done."""
+    done = f"it applied {', '.join(applied)}, which stay applied" if applied else "it applied no migration"
+    return (
+        f"{done}; what it had begun of the next was undone; `memoric migrate upgrade` goes on from "
+        "there (`memoric migrate current` shows where the database stands)"
+    )
 
 
 def downgrade(

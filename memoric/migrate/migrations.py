@@ -55,12 +55,16 @@ class Migrations:
         app_dir: str | Path | None = None,
         lock_timeout: float | None = None,
         on_wait: Callable[[], None] | None = None,
+        on_applied: Callable[[str], None] | None = None,
     ) -> None:
         self.store = arguments.instance("store", store, MemoryStore)
         self.memoric_chain = memoric_chain(arguments.directory("migrate_dir", migrate_dir))
         self.app_dir = arguments.directory("app_dir", app_dir)
         self.lock_timeout = lock_timeout
         self.on_wait = arguments.function("on_wait", on_wait, "called while waiting for the lock", 0)
+        self.on_applied = arguments.function(
+            "on_applied", on_applied, "called with each migration an upgrade has committed", 1
+        )
 
     @property
     def database(self) -> peewee.Database:
@@ -75,7 +79,7 @@ class Migrations:
 
     @property
     def _runner(self) -> Runner:
-        return Runner(self.store, self.chains, self.lock_timeout, self.on_wait)
+        return Runner(self.store, self.chains, self.lock_timeout, self.on_wait, self.on_applied)
 
     # --- reading the state (no lock, nothing written) ---
 

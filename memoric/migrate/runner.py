@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -174,18 +175,53 @@ class TransactionEnded(MigrationError):
     wrote up to then was committed or undone, and what it wrote after, statement by statement."""
 
 
+MIGRATION_SAVEPOINT = "memoric_migration"
+# The statements that end or begin a transaction, by their first word (ROLLBACK TO is a savepoint's).
+TRANSACTION_CONTROL = re.compile(
+    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 @contextlib.contextmanager
 def transaction_kept(database: peewee.Database) -> Iterator[None]:
-    """Raise TransactionEnded when the block, which runs inside a transaction, ended it, whether
-    it then returned or failed."""
+    """Run the block, part of a migration, inside the migration's transaction: a statement that
+    would end or begin a transaction is refused before it runs (the migration then fails and is
+    undone); one the check cannot see (the driver's own `commit()`, several statements in one
+    string) is found afterwards, by the savepoint taken here, and raises TransactionEnded."""
+    database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
     try:
-        yield
+        with intercepted(database, _transaction_control_refused):
+            yield
     except BaseException as exc:
-        if database.transaction_ended():
+        if _savepoint_lost(database, undo=True):
             raise TransactionEnded() from exc
         raise
-    if database.transaction_ended():
+    if _savepoint_lost(database):
         raise TransactionEnded()
+
+
+def _transaction_control_refused(real, sql, params=None, *args, **kwargs):
+    found = TRANSACTION_CONTROL.match(sql) if isinstance(sql, str) else None
+    if found:
+        raise MigrationError(
+            f"it runs {found.group(1).upper()} itself, which would end or begin a transaction: memoric "
+            "runs each migration, with its history row, in one transaction of its own; take the "
+            "statement out"
+        )
+    return real(sql, params, *args, **kwargs)
+
+
+def _savepoint_lost(database: peewee.Database, *, undo: bool = False) -> bool:
+    """Release the migration's savepoint (rolled back to first with `undo`); whether it was gone,
+    the transaction having been ended, as far as a live connection can tell."""
+    try:
+        if undo:
+            database.execute_sql(f'ROLLBACK TO SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+        database.execute_sql(f'RELEASE SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+    except peewee.DatabaseError:
+        return not database.connection_lost(probe=True)
+    return False
 
 
 # Database errors outside a migration become MemoricError with the cause chained.
@@ -199,10 +235,17 @@ translate_errors = driver_errors(
 class Run:
     """The chains of one run: a Router per chain and the order of their migrations."""
 
-    def __init__(self, store: MemoryStore, chains: list[Chain], names: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        chains: list[Chain],
+        names: dict[str, list[str]],
+        on_applied: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.chains = chains
         self.names = names
+        self.on_applied = on_applied  # told each migration's label once its upgrade is committed
         self.routers = {chain.label: _Router(store, chain, names[chain.label]) for chain in chains}
         done = self.done()
         for chain in chains:
@@ -268,6 +311,8 @@ class Run:
             except Exception as exc:
                 raise MigrationError(_failure(step.label, downgrade, finished, exc)) from exc
             finished.append(step.label)
+            if self.on_applied is not None and not downgrade and not self.database.in_transaction():
+                self.on_applied(step.label)
         return finished
 
 
@@ -280,11 +325,13 @@ class Runner:
         chains: list[Chain],
         lock_timeout: float | None = None,
         on_wait: Callable[[], None] | None = None,
+        on_applied: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.chains = chains
         self.lock_timeout = lock_timeout
         self.on_wait = on_wait
+        self.on_applied = on_applied
 
     @property
     def database(self) -> peewee.Database:
@@ -308,7 +355,7 @@ class Runner:
         lock = self.store.lock(LOCK_NAME, timeout=self.lock_timeout, on_wait=self.on_wait)
         try:
             with lock, self.store.dialect.foreign_keys_off(self.database):
-                yield Run(self.store, self.chains, names)
+                yield Run(self.store, self.chains, names, self.on_applied)
         finally:
             self.store.postings_ready = False  # a migration may have added or dropped them
             self.store.dialect.schema_changed(self.database)  # or distributed the tables (Citus)
@@ -319,9 +366,9 @@ def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseExceptio
     if isinstance(exc, TransactionEnded):
         return (
             f"migration {label} ended the transaction memoric runs it in (a COMMIT or ROLLBACK of its "
-            "own), so memoric could neither undo it nor record it: what it wrote before that was "
-            "committed or undone, what it wrote after was committed, and it is not recorded as "
-            f"applied. Check the database by hand and take the COMMIT or ROLLBACK out of it{done}"
+            "own), so memoric could neither undo it nor record it: what it wrote up to then was "
+            "committed (or, by a ROLLBACK, undone), what it wrote after may be kept too, and it is not "
+            f"recorded as applied. Check the database by hand and take that statement out of it{done}"
         )
     if commit_in_doubt(exc):
         return (
