@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -389,3 +391,33 @@ def test_a_postgresql_database_not_in_utf8_is_refused_by_name(postgres_server_ur
         assert "needs a UTF8 database" in one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
     finally:
         drop_database(postgres_server_url, name)
+
+
+def test_opening_a_sqlite_file_another_connection_reads_waits_the_urls_timeout_only(tmp_path):
+    """Switching a file to WAL needs it to itself; another application reading it (in its own
+    rollback-journal mode) made the open retry for the default 30 s whatever `?timeout=` said."""
+    path = tmp_path / "shared.db"
+    with contextlib.closing(Memoric(f"sqlite:///{path}")) as memoric:
+        memoric.ensure_schema()  # memoric's own file, which it keeps in WAL mode
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("PRAGMA journal_mode=DELETE")
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM memories").fetchall()  # a shared lock, held
+    started = time.monotonic()
+    with pytest.raises(MemoricError, match="database is locked"):
+        MemoryStore(f"sqlite:///{path}?timeout=0.2").count_memories()
+    assert time.monotonic() - started < 15  # the default is 30 s
+    reader.execute("COMMIT")
+    reader.close()
+
+
+def test_the_way_out_of_a_hash_in_the_url_is_one_that_opens_the_same_database(dsn, dialect, tmp_path):
+    """PostgreSQL decodes `%23` back to `#`; SQLite takes its path as written, so the advice to
+    write `%23` opened another, empty file there."""
+    url = f"sqlite:///{tmp_path / 'a#b.db'}" if dialect == "sqlite" else f"{dsn}#x"
+    with pytest.raises(ConfigError) as refused:
+        MemoryStore(url)
+    if dialect == "sqlite":
+        assert "%23" not in str(refused.value) and "rename the file" in str(refused.value)
+    else:
+        assert str(refused.value).endswith("write it as %23")

@@ -78,6 +78,11 @@ COMPANION_SUFFIXES = (*SQLITE_COMPANION_SUFFIXES, LOCK_FILE_SUFFIX)
 # SQLite reads a file name beginning with this as a URI (in every build that enables URIs
 # globally, whatever the URL says): `file::memory:` is an in-memory database.
 SQLITE_URI_PREFIX = "file:"
+# A SQLite URL's path is the file name as written (`100%.db`, `a%20b.db`): nothing in it is decoded.
+SQLITE_NAME_UNTYPABLE = (
+    "a SQLite file name holding one cannot be written in a URL (its path is taken as written, "
+    "not percent-decoded): rename the file, or reach it through a link whose name has none"
+)
 
 
 DATABASE_CLASSES = {
@@ -182,9 +187,8 @@ def _refuse_unreadable(url: str) -> None:
     """ConfigError for a URL with a `#fragment` (a `#` in a SQLite file name cut the name there,
     and another file was opened) or a NUL character anywhere, encoded or not."""
     if "#" in url:
-        raise _url_error(
-            url, f"invalid database URL '{url}': it has a '#', which ends the URL there; write it as %23"
-        )
+        way = "write it as %23" if dialect_of(url) == "postgresql" else SQLITE_NAME_UNTYPABLE
+        raise _url_error(url, f"invalid database URL '{url}': it has a '#', which ends the URL there; {way}")
     if "\0" in unquote(url):
         raise _url_error(url, f"invalid database URL '{url}': it contains a NUL character")
 

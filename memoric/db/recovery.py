@@ -299,7 +299,7 @@ class _SqliteRecovering(Recovering):
         the losers with BUSY at once, without waiting in its busy handler.
         """
         _create_private_file(self.database)
-        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        deadline = time.monotonic() + self._busy_seconds()
         delay = 0.005
         while True:
             try:
@@ -309,6 +309,11 @@ class _SqliteRecovering(Recovering):
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _busy_seconds(self) -> float:
+        """How long a statement waits for another connection's lock (the URL's `timeout`, as the
+        busy_timeout pragma), which is also how long opening the file keeps trying."""
+        return dict(self._pragmas or ()).get("busy_timeout", SQLITE_BUSY_SECONDS * 1000) / 1000
 
     @staticmethod
     def _lost(connection) -> bool:

@@ -255,7 +255,8 @@ def dialect_of(url: str) -> str:
     if any(character in url for character in DROPPED_BY_URL_PARSING):
         raise ConfigError(  # not quoted: cut at such a character, a password would not be masked whole
             "invalid database URL: it holds a tab, newline or carriage return, which URL parsing drops "
-            "(another database would be opened, or another password sent); write them as %09, %0A, %0D"
+            "(another database would be opened, or another password sent); in a PostgreSQL URL write "
+            "them as %09, %0A, %0D; a SQLite file name cannot hold them (its URL is not decoded)"
         )
     scheme = _SCHEME.match(url)
     if scheme is None or not url[scheme.end() :].startswith("//"):
