@@ -52,7 +52,16 @@ def upgrade_with(store, tmp_path, *statements: str, **how) -> str:
     return str(failed.value)
 
 
-STATEMENTS = ["COMMIT", "commit and chain", "END", "ROLLBACK", "BEGIN", "START TRANSACTION", "ABORT"]
+STATEMENTS = [
+    "COMMIT",
+    "commit and chain",
+    "END",
+    "ROLLBACK",
+    "BEGIN",
+    "START TRANSACTION",
+    "ABORT",
+    "PREPARE TRANSACTION 'x'",
+]
 
 
 @pytest.mark.parametrize("through", ["database.execute_sql", "migrator.sql"])

@@ -176,9 +176,11 @@ class TransactionEnded(MigrationError):
 
 
 MIGRATION_SAVEPOINT = "memoric_migration"
-# The statements that end or begin a transaction, by their first word (ROLLBACK TO is a savepoint's).
+# The statements that end or begin a transaction, by their first words, after any comments:
+# ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
 TRANSACTION_CONTROL = re.compile(
-    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT)\b",
+    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*"
+    r"(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT|PREPARE(?=\s+TRANSACTION\b))\b",
     re.IGNORECASE | re.DOTALL,
 )
 
