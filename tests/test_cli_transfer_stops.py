@@ -305,11 +305,13 @@ def test_an_import_that_fails_midway_says_what_was_written_and_the_rerun_resumes
     assert_identical(snapshot(target.db), snapshot(source.db))
 
 
+@pytest.mark.parametrize("options", [[], ["--no-clusters"]])
 def test_an_import_with_new_ids_whose_take_back_fails_never_says_it_was_removed(
-    source, new_dsn, tmp_path, monkeypatch
+    source, new_dsn, tmp_path, monkeypatch, options
 ):
     """The import stops, then taking back what it wrote fails too: the one line says which rows
-    to delete, and not that what it wrote was removed."""
+    to delete, and not that what it wrote was removed (with `--no-clusters` it was a traceback,
+    naming nothing)."""
     from memoric.db import transfer_queries
 
     path = tmp_path / "all.jsonl"
@@ -322,8 +324,9 @@ def test_an_import_with_new_ids_whose_take_back_fails_never_says_it_was_removed(
     with monkeypatch.context() as patched:
         stopped_after_the_first_batch(patched, "import_memoric")
         patched.setattr(transfer_queries, "delete_ids", refused)
-        result = invoke("--dsn", target, "import", "--new-ids", str(path))
+        result = invoke("--dsn", target, "import", "--new-ids", *options, str(path))
     line = one_line_error(result)
-    assert "could not be taken back" in line and "delete the rows it wrote" in line
+    assert "could not be taken back" in line and "delete the rows it wrote (ids among memories 1-" in line
+    assert ("clusters" not in line.rpartition("ids among")[2]) is bool(options)
     assert "was removed" not in line
     assert MemoryStore(target).count_memories() == 1000

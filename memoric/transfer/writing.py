@@ -193,7 +193,7 @@ def _take_back(
             transfer_queries.delete_ids(store, kind, ours)
     except BaseException as exc:  # a second Ctrl-C too: what to delete must not be lost with it
         blocks = ", ".join(
-            f"{COUNT_KEYS[kind]} {tops[kind] + 1}-{tops[kind] + plan.counts[kind]}" for kind in plan.highest
+            f"{COUNT_KEYS[kind]} {tops[kind] + 1}-{tops[kind] + plan.counts[kind]}" for kind in tops
         )
         raise NotTakenBack(
             f"the import stopped ({first_line(stopped)}) and what it wrote could not be taken back "
