@@ -23,6 +23,7 @@ from memoric.migrate import APP_HISTORY_TABLE, Migrations
 from tests.helpers.app_chain import (
     ADD_FIELD,
     MESSAGE,
+    REMOVE_FIELD,
     SENTIMENT,
     SENTIMENT_FILE,
     app_chain,
@@ -325,6 +326,34 @@ def test_a_failing_app_migration_on_tables_without_a_history_is_named_not_the_st
     assert "no_such_table" in str(failed.value) and str(failed.value).endswith("Nothing was changed")
     assert "migratehistory" not in tables(store) and app_history(store) == []
     assert store.get_memories(user_id="ada")[0]["content"] == "kept"
+
+
+@pytest.mark.parametrize(
+    ("field", "fills"),
+    [
+        ('pw.CharField(max_length=20, default="neutral")', False),  # peewee's default: rows there only
+        ("pw.CharField(max_length=20, null=True)", True),
+        ("pw.CharField(max_length=20, default='neutral', constraints=[pw.SQL(\"DEFAULT 'neutral'\")])", True),
+    ],
+)
+def test_an_app_column_memorics_saves_cannot_fill_is_refused(store, tmp_path, field, fills):
+    """A NOT NULL column with no database default made every later save fail; the docs' "or have
+    a default" was read as peewee's `default=`, which only fills the rows already there."""
+    migration = SENTIMENT_FILE.replace(ADD_FIELD, f'    migrator.add_fields("memories", mood={field})')
+    migration = migration.replace(REMOVE_FIELD, '    migrator.remove_fields("memories", "mood")')
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{SENTIMENT: migration}))
+    migrations.upgrade(HEAD)
+    store.insert_memory(user_id="ada", content="there before")
+    if fills:
+        migrations.upgrade()
+        assert store.insert_memory(user_id="ada", content="saved after") > 0
+        return
+    with pytest.raises(
+        MigrationError, match=rf"app:{SENTIMENT} failed and was undone.*memories.mood NOT NULL"
+    ):
+        migrations.upgrade()
+    assert app_history(store) == [] and "mood" not in {column[0] for column in columns(store, "memories")}
+    assert store.insert_memory(user_id="ada", content="saved after") > 0
 
 
 def test_memorics_chain_is_not_rolled_back_under_an_app_chain_not_in_use(both, cli):

@@ -14,7 +14,7 @@ import datetime as dt
 import pytest
 
 from memoric import MemoryStore
-from memoric.migrate.runner import intercepted
+from memoric.migrate.transactions import intercepted
 from tests.helpers.chain import (
     executed_plans,
     most_rows_read,

@@ -57,6 +57,21 @@ def shape_differences(built: dict[str, Column] | None, found: dict[str, Column])
     return differences
 
 
+def unfillable_columns(found: dict[str, dict[str, Column]], known: dict[str, set[str]]) -> list[str]:
+    """`table.column` for each column of `found` that `known` (the columns memoric writes, by
+    table) lacks and that an INSERT leaving it out cannot fill: NOT NULL, with no database
+    default (peewee's Python-side `default=` leaves none), no primary key."""
+    return [
+        f"{table}.{name}"
+        for table, columns in found.items()
+        for name, column in columns.items()
+        if name not in known.get(table, set())
+        and not column.null
+        and column.default is None
+        and not column.primary_key
+    ]
+
+
 def _same_column(one: Column, other: Column) -> bool:
     """Same type (any case), nullability and primary-key role; defaults may differ."""
     return (one.type.lower(), one.null, one.primary_key) == (

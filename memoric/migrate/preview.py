@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 
-from memoric.migrate.runner import Run, intercepted
+from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
+from memoric.migrate.transactions import intercepted
 
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 PRAGMA_READ = re.compile(r"^\s*PRAGMA\b[^=]*$", re.IGNORECASE)

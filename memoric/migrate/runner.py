@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import threading
 from collections.abc import Callable, Iterator
 from functools import cached_property
 
 import peewee
 from peewee_migrate import Migrator, Router
 
+from memoric.db import catalogue
 from memoric.db.connection import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.dialects import Dialect
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate.chains import Chain, history_index, history_model
-from memoric.migrate.targets import Order, Step
+from memoric.migrate.targets import MEMORIC, Order, Step
+from memoric.migrate.transactions import TransactionEnded, intercepted, transaction_kept
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -53,32 +53,6 @@ class _NoRows:
         return iter(())
 
 
-@contextlib.contextmanager
-def intercepted(database: peewee.Database, handler: Callable) -> Iterator[None]:
-    """Route this thread's `execute_sql` calls on `database` through `handler(real, sql, params)`.
-
-    Other threads keep the real method: peewee-migrate's own replay patches
-    `peewee.Database.execute_sql` for the whole process, which would swallow their writes.
-    """
-    real = database.execute_sql
-    owner = threading.get_ident()
-    had_own = "execute_sql" in vars(database)
-
-    def execute_sql(sql, params=None, *args, **kwargs):
-        if threading.get_ident() != owner:
-            return real(sql, params, *args, **kwargs)
-        return handler(real, sql, params, *args, **kwargs)
-
-    database.execute_sql = execute_sql
-    try:
-        yield
-    finally:
-        if had_own:
-            database.execute_sql = real
-        else:
-            del database.execute_sql
-
-
 def _no_rows(real, sql, params=None, *args, **kwargs):
     return _NoRows()
 
@@ -90,9 +64,13 @@ class _Migrator(Migrator):
     failing), and no row may break a foreign key (SQLite runs migrations without enforcing them).
     """
 
-    def __init__(self, database: peewee.Database, dialect: Dialect) -> None:
+    def __init__(self, database: peewee.Database, dialect: Dialect, writes: dict[str, set[str]]) -> None:
         super().__init__(database)
         self.dialect = dialect
+        self.writes = writes  # {memoric's table: the columns memoric's INSERTs name}
+        # Before an application's migration (memoric's own are tested): the columns already
+        # unfillable, which it is not to blame for; None: not checked.
+        self.unfillable_before: set[str] | None = None
 
     def __call__(self):
         database = self.__database__
@@ -104,6 +82,25 @@ class _Migrator(Migrator):
         broken = self.dialect.foreign_key_violations(database)
         if broken:
             raise MigrationError(f"foreign key violations after the migration: {broken[:5]}")
+        if self.unfillable_before is not None:
+            self._refuse_unfillable_columns()
+
+    def unfillable(self) -> list[str]:
+        """The columns of memoric's tables that every write of memoric's would leave NULL where
+        it may not be (peewee's Python-side `default=` sets none in the table)."""
+        found = self.dialect.columns(self.__database__, list(self.writes))
+        return catalogue.unfillable_columns(found, self.writes)
+
+    def _refuse_unfillable_columns(self) -> None:
+        """MigrationError for such a column the migration just made."""
+        unfillable = [column for column in self.unfillable() if column not in self.unfillable_before]
+        if unfillable:
+            raise MigrationError(
+                f"it leaves {', '.join(unfillable)} NOT NULL with no default the database applies, so "
+                "every save of memoric's, which leaves the column out, would fail: make it nullable, "
+                'or give it a default in the database too (constraints=[pw.SQL("DEFAULT ...")] beside '
+                "default=, which only fills the rows there now)"
+            )
 
 
 class _Router(Router):
@@ -160,6 +157,7 @@ class _Router(Router):
     def run_one(self, name, migrator, *, fake=True, downgrade=False, force=False):
         """Run a migration; a fake run replays it into `migrator.orm` without touching the database."""
         if not fake:
+            migrator.unfillable_before = None if self.chain.label == MEMORIC else set(migrator.unfillable())
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)
         with intercepted(self.database, _no_rows):
@@ -168,62 +166,6 @@ class _Router(Router):
         if force:
             self.model.create(name=name)
         return name
-
-
-class TransactionEnded(MigrationError):
-    """A migration ended, by a COMMIT or ROLLBACK of its own, the transaction it runs in: what it
-    wrote up to then was committed or undone, and what it wrote after, statement by statement."""
-
-
-MIGRATION_SAVEPOINT = "memoric_migration"
-# The statements that end or begin a transaction, by their first words, after any comments:
-# ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
-TRANSACTION_CONTROL = re.compile(
-    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*"
-    r"(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT|PREPARE(?=\s+TRANSACTION\b))\b",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-@contextlib.contextmanager
-def transaction_kept(database: peewee.Database) -> Iterator[None]:
-    """Run the block, part of a migration, inside the migration's transaction: a statement that
-    would end or begin a transaction is refused before it runs (the migration then fails and is
-    undone); one the check cannot see (the driver's own `commit()`, several statements in one
-    string) is found afterwards, by the savepoint taken here, and raises TransactionEnded."""
-    database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
-    try:
-        with intercepted(database, _transaction_control_refused):
-            yield
-    except BaseException as exc:
-        if _savepoint_lost(database, undo=True):
-            raise TransactionEnded() from exc
-        raise
-    if _savepoint_lost(database):
-        raise TransactionEnded()
-
-
-def _transaction_control_refused(real, sql, params=None, *args, **kwargs):
-    found = TRANSACTION_CONTROL.match(sql) if isinstance(sql, str) else None
-    if found:
-        raise MigrationError(
-            f"it runs {found.group(1).upper()} itself, which would end or begin a transaction: memoric "
-            "runs each migration, with its history row, in one transaction of its own; take the "
-            "statement out"
-        )
-    return real(sql, params, *args, **kwargs)
-
-
-def _savepoint_lost(database: peewee.Database, *, undo: bool = False) -> bool:
-    """Release the migration's savepoint (rolled back to first with `undo`); whether it was gone,
-    the transaction having been ended, as far as a live connection can tell."""
-    try:
-        if undo:
-            database.execute_sql(f'ROLLBACK TO SAVEPOINT "{MIGRATION_SAVEPOINT}"')
-        database.execute_sql(f'RELEASE SAVEPOINT "{MIGRATION_SAVEPOINT}"')
-    except peewee.DatabaseError:
-        return not database.connection_lost(probe=True)
-    return False
 
 
 # Database errors outside a migration become MemoricError with the cause chained.
@@ -282,7 +224,8 @@ class Run:
 
     def migrator(self, steps: list[Step]) -> Migrator:
         """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
-        migrator = _Migrator(self.database, self.dialect)
+        writes = {model._meta.table_name: set(model._meta.columns) for model in self.store.models()}
+        migrator = _Migrator(self.database, self.dialect, writes)
         for step in steps:
             self.replay(migrator, step)
         return migrator

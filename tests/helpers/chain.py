@@ -13,7 +13,7 @@ import pytest
 from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, Migrations, default_migrate_dir
-from memoric.migrate.runner import intercepted
+from memoric.migrate.transactions import intercepted
 
 FIRST = "001_initial_schema"
 SECOND = "002_merge_thread_indexes"

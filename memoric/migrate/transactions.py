@@ -1,0 +1,101 @@
+"""A migration's transaction: one, opened and closed by peewee-migrate around the migration and its
+history row, which the migration may not end or begin anew itself.
+
+`transaction_kept` refuses, before it runs, a statement sent through `execute_sql` that would end
+or begin a transaction, and finds afterwards, by a savepoint of its own, one sent past it (the
+driver's cursor, several statements in one string). `intercepted` routes one thread's statements
+through a handler (previews record them, replays drop them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+
+import peewee
+
+from memoric.errors import MigrationError
+
+
+@contextlib.contextmanager
+def intercepted(database: peewee.Database, handler: Callable) -> Iterator[None]:
+    """Route this thread's `execute_sql` calls on `database` through `handler(real, sql, params)`.
+
+    Other threads keep the real method: peewee-migrate's own replay patches
+    `peewee.Database.execute_sql` for the whole process, which would swallow their writes.
+    """
+    real = database.execute_sql
+    owner = threading.get_ident()
+    had_own = "execute_sql" in vars(database)
+
+    def execute_sql(sql, params=None, *args, **kwargs):
+        if threading.get_ident() != owner:
+            return real(sql, params, *args, **kwargs)
+        return handler(real, sql, params, *args, **kwargs)
+
+    database.execute_sql = execute_sql
+    try:
+        yield
+    finally:
+        if had_own:
+            database.execute_sql = real
+        else:
+            del database.execute_sql
+
+
+class TransactionEnded(MigrationError):
+    """A migration ended, by a COMMIT or ROLLBACK of its own, the transaction it runs in: what it
+    wrote up to then was committed or undone, and what it wrote after, statement by statement."""
+
+
+MIGRATION_SAVEPOINT = "memoric_migration"
+# The statements that end or begin a transaction, by their first words, after any comments:
+# ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
+TRANSACTION_CONTROL = re.compile(
+    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*"
+    r"(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT|PREPARE(?=\s+TRANSACTION\b))\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@contextlib.contextmanager
+def transaction_kept(database: peewee.Database) -> Iterator[None]:
+    """Run the block, part of a migration, inside the migration's transaction: a statement that
+    would end or begin a transaction is refused before it runs (the migration then fails and is
+    undone); one the check cannot see (the driver's own `commit()`, several statements in one
+    string) is found afterwards, by the savepoint taken here, and raises TransactionEnded."""
+    database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+    try:
+        with intercepted(database, _transaction_control_refused):
+            yield
+    except BaseException as exc:
+        if _savepoint_lost(database, undo=True):
+            raise TransactionEnded() from exc
+        raise
+    if _savepoint_lost(database):
+        raise TransactionEnded()
+
+
+def _transaction_control_refused(real, sql, params=None, *args, **kwargs):
+    found = TRANSACTION_CONTROL.match(sql) if isinstance(sql, str) else None
+    if found:
+        raise MigrationError(
+            f"it runs {found.group(1).upper()} itself, which would end or begin a transaction: memoric "
+            "runs each migration, with its history row, in one transaction of its own; take the "
+            "statement out"
+        )
+    return real(sql, params, *args, **kwargs)
+
+
+def _savepoint_lost(database: peewee.Database, *, undo: bool = False) -> bool:
+    """Release the migration's savepoint (rolled back to first with `undo`); whether it was gone,
+    the transaction having been ended, as far as a live connection can tell."""
+    try:
+        if undo:
+            database.execute_sql(f'ROLLBACK TO SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+        database.execute_sql(f'RELEASE SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+    except peewee.DatabaseError:
+        return not database.connection_lost(probe=True)
+    return False
