@@ -71,6 +71,18 @@ def _cutoffs(config: dict, now: dt.datetime) -> list[dt.datetime | None]:
     ]
 
 
+def _trimmed_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
+    """The memories a run trims in tier `index`: those it leaves there, and those leaving it,
+    which are trimmed before they move on (a run stopped after its moves, or a `trim_chars`
+    added since, must not let untrimmed memories through)."""
+    leaving = (
+        []
+        if index == len(cutoffs) - 1 or cutoffs[index] is None
+        else [(config["tiers"][index]["name"], cutoffs[index], None)]
+    )
+    return _final_slices(config, cutoffs, index) + leaving
+
+
 def _final_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
     """The memories a run leaves in tier `index`: those that stay plus those arriving."""
     tiers = config["tiers"]
@@ -94,7 +106,7 @@ def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
     trimmed = sum(
         policy_queries.count_in_slices(
             store,
-            slices=_final_slices(config, cutoffs, index),
+            slices=_trimmed_slices(config, cutoffs, index),
             user_id=user_id,
             longer_than=tier["trim_chars"],
         )
@@ -114,9 +126,11 @@ def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
 
 
 def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarizer, on_progress) -> dict:
-    """Migrate, then trim, then summarize (the caller holds the policies lock)."""
+    """Trim, migrate, trim what arrived, then summarize (the caller holds the policies lock): a
+    memory leaves a trimming tier trimmed, so a rerun after a stop ends where one run would."""
     tiers, cutoffs = config["tiers"], _cutoffs(config, now)
     batch_size = config["policies"]["batch_size"]
+    trimmed = _trim(store, tiers, user_id, batch_size, on_progress)
     migrated = {}
     for index, tier in enumerate(tiers[:-1]):
         migrated[tier["name"]] = 0
@@ -130,17 +144,7 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
                 batch_size=batch_size,
                 on_batch=on_progress,
             )
-    trimmed = 0
-    for tier in tiers:
-        if tier["trim_chars"] is not None:
-            trimmed += policy_queries.trim_content(
-                store,
-                tier=tier["name"],
-                max_chars=tier["trim_chars"],
-                user_id=user_id,
-                batch_size=batch_size,
-                on_batch=on_progress,
-            )
+    trimmed += _trim(store, tiers, user_id, batch_size, on_progress)
     summarized = created = 0
     failures: list[tuple] = []
     untried = 0
@@ -150,6 +154,22 @@ def _apply(store: MemoryStore, config: dict, now, user_id, summarizer: Summarize
     if failures:
         raise SummarizerFailed(counts, failures, untried=untried)
     return counts
+
+
+def _trim(store: MemoryStore, tiers: list[dict], user_id, batch_size: int, on_progress) -> int:
+    """Trim the content of every tier with `trim_chars`; the memories trimmed."""
+    return sum(
+        policy_queries.trim_content(
+            store,
+            tier=tier["name"],
+            max_chars=tier["trim_chars"],
+            user_id=user_id,
+            batch_size=batch_size,
+            on_batch=on_progress,
+        )
+        for tier in tiers
+        if tier["trim_chars"] is not None
+    )
 
 
 class _Patience:

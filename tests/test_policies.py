@@ -131,6 +131,22 @@ def test_trimming_happens_only_where_configured(db, clock):
     assert run(db, TRIM_CONFIG) == no_changes(TRIM_CONFIG)
 
 
+def test_a_memory_leaves_a_trimming_tier_trimmed_even_when_a_run_stopped_before_trimming_it(db, clock):
+    """A run stopped after its moves (a lost connection) left mid-term memories untrimmed; the
+    rerun moved them on to long term before trimming, so they were never trimmed. A memory
+    leaving a trimming tier is now trimmed first, and the dry run counts it."""
+    config = {**TRIM_CONFIG, "summarization": {"enabled": False}}
+    untrimmed = put(db, "mid_term", content=LONG_TEXT, **ago(days=31))  # where the stop left it
+    staying = put(db, "mid_term", content=LONG_TEXT, **ago(days=1))
+    predicted = run(db, config, dry_run=True)
+    assert predicted["trimmed"] == 2 and predicted["migrated"]["mid_term"] == 1
+    assert run(db, config) == predicted
+    moved = db.get_memory(untrimmed)
+    assert (moved["tier"], moved["content"]) == ("long_term", LONG_TEXT[:39] + "…")
+    assert db.get_memory(staying)["content"] == LONG_TEXT[:39] + "…"
+    assert run(db, config) == no_changes(config)
+
+
 # --- thread summaries ---------------------------------------------------------------------
 
 
@@ -264,7 +280,7 @@ def test_dry_run_writes_nothing_and_predicts_the_real_run(db, clock):
     assert memory_snapshot(db) == before
     assert predicted == {
         "migrated": {"short_term": 5, "mid_term": 2},
-        "trimmed": 6,
+        "trimmed": 8,  # the 2 leaving mid-term are trimmed before they leave
         "summarized": 13,
         "summaries_created": 3,
     }
