@@ -4,14 +4,18 @@ running is undone; the rerun goes on from there. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import time
 
 import pytest
 
+from memoric.db.store import MemoryStore
 from memoric.migrate import APP_HISTORY_TABLE, LOCK_NAME, Migrations
 from tests.helpers.app_chain import app_chain, app_history
-from tests.helpers.chain import HEAD, table_migration
+from tests.helpers.chain import HEAD, columns, table_migration
 from tests.helpers.cli_process import WAITING, read_until, run_cli, start_cli
+from tests.helpers.dialects import requires_postgres
 
 REST = (
     "what it had begun of the next was undone; `memoric migrate upgrade` goes on from there "
@@ -81,3 +85,55 @@ def test_an_upgrade_stopped_while_another_holds_the_lock_claims_nothing_of_its_w
     assert waiting.returncode == 128 + signal.SIGTERM
     assert stderr.endswith(f"Stopped by SIGTERM: it applied no migration; {REST}\n")
     assert app_history(store) == ["001_notes", "002_labels"]
+
+
+@requires_postgres
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_an_upgrade_waiting_for_another_sessions_lock_stops_at_once(new_postgres_url, tmp_path, number):
+    """An agent's open transaction held `memories`; the upgrade's ALTER waited for it, and neither
+    SIGTERM nor Ctrl-C ended the wait (the driver's wait runs no Python handler): the statement
+    is now cancelled, the migration undone, and the command stops as any other."""
+    store = MemoryStore(new_postgres_url())
+    Migrations(store).upgrade(HEAD)
+    app = app_chain(tmp_path / "app", **{"001_mood": ADD_MOOD})
+    agent = MemoryStore(store.dsn)
+    with agent.atomic():
+        agent.count_memories()  # the agent's transaction holds a lock on memories
+        upgrading = start_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
+        wait_for_a_lock_wait(store)
+        upgrading.send_signal(number)
+        _, stderr = upgrading.communicate(timeout=120)
+    assert upgrading.returncode == 128 + number, stderr
+    assert stderr.splitlines()[-1].startswith(f"{stopped_by(number)}: it applied no migration")
+    assert app_history(store) == [] and "mood" not in {c[0] for c in columns(store, "memories")}
+    for opened in (agent, store):
+        opened.close()
+
+
+ADD_MOOD = """import peewee as pw
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.add_fields("memories", mood=pw.CharField(max_length=20, null=True))
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.remove_fields("memories", "mood")
+"""
+
+
+def wait_for_a_lock_wait(store: MemoryStore, seconds: float = 60) -> None:
+    """Return once a session of the store's database waits for a lock (fail after `seconds`)."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + seconds
+    with contextlib.closing(MemoryStore(store.dsn)) as observer:
+        while observer.database.execute_sql(waiting).fetchone()[0] == 0:
+            assert time.monotonic() < deadline, "no session ever waited for a lock"
+            observer.database.execute_sql("SELECT pg_sleep(0.02)")
+
+
+def stopped_by(number: int) -> str:
+    return "Interrupted" if number == signal.SIGINT else "Stopped by SIGTERM"

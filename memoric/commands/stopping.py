@@ -11,12 +11,16 @@ to be ignored (`nohup`) stays ignored; SIGKILL still ends the process at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+
+from memoric.db import interrupts
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # The dispositions a stop signal has when nobody chose another: these are replaced, others kept.
 DEFAULT_HANDLERS = (signal.SIG_DFL, signal.default_int_handler)
+CANCEL_AFTER = 0.5  # seconds a stop may go unanswered before the statements under way are cancelled
 
 
 class Stopped(KeyboardInterrupt):
@@ -54,12 +58,11 @@ def stop_signals_raise_once():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    raised = False
+    raised = threading.Event()
 
     def stop(number: int, frame) -> None:
-        nonlocal raised
-        if not raised:
-            raised = True
+        if not raised.is_set():
+            raised.set()
             raise KeyboardInterrupt if number == signal.SIGINT else Stopped(number)
 
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
@@ -67,8 +70,44 @@ def stop_signals_raise_once():
         if handler in DEFAULT_HANDLERS:
             signal.signal(number, stop)
     try:
-        yield
+        with statements_cancelled_on_stop(raised):
+            yield
     finally:
-        if not raised:  # once stopped, the process is on its way out: a default handler would
+        if not raised.is_set():  # once stopped, the process is on its way out: a default handler would
             for number, handler in previous.items():  # let a second signal kill it first
                 signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def statements_cancelled_on_stop(raised: threading.Event):
+    """Within the block, a stop signal that the main thread has not answered (`raised`) within
+    CANCEL_AFTER seconds also cancels the statements memoric's PostgreSQL connections are running:
+    the main thread is then waiting inside the driver (for another session's lock), where its
+    handler does not run until the wait ends. A thread of its own reads the signal's number from
+    Python's wakeup file; one the main thread answers at once cancels nothing (its cleanup's
+    statements included)."""
+    reading, writing = os.pipe()
+    os.set_blocking(writing, False)
+    previous = signal.set_wakeup_fd(writing, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_cancel_if_unanswered, args=(reading, raised), daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(writing)  # ends the watcher's read, if no stop came
+
+
+def _cancel_if_unanswered(reading: int, raised: threading.Event) -> None:
+    """Read the wakeup file until the block closes it; at the first stop signal, cancel unless
+    the main thread answers in time. Later ones are read and left alone: they must not cancel
+    the cleanup's statements, and a closed file would make Python complain on stderr."""
+    stopped = False
+    try:
+        while received := os.read(reading, 64):
+            if not stopped and any(number in STOP_SIGNALS for number in received):
+                stopped = True
+                if not raised.wait(CANCEL_AFTER):
+                    interrupts.cancel_all()
+    finally:
+        os.close(reading)

@@ -16,6 +16,7 @@ import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
 from memoric import forking
+from memoric.db import interrupts
 from memoric.db.jsoncodec import load_json
 from memoric.db.recovery import Pooled, Recovering
 from memoric.errors import ConfigError
@@ -170,6 +171,7 @@ class PostgresRecovering(Recovering):
             )
         super()._initialize_connection(connection)
         self._opened.add(connection)
+        interrupts.watch(connection)
         psycopg2.extras.register_default_jsonb(connection, loads=load_json)
         if connection.encoding != "UTF8":  # psycopg2 decodes by what it was told, not by a SET
             connection.set_client_encoding("UTF8")
