@@ -61,7 +61,9 @@ class _Migrator(Migrator):
     """peewee-migrate's Migrator; each migration ends with checks of what it built.
 
     No index may name a column its table lacks (SQLite would index a string constant instead of
-    failing), and no row may break a foreign key (SQLite runs migrations without enforcing them).
+    failing), no row may break a foreign key (SQLite runs migrations without enforcing them), and
+    an application's migration may not leave memoric's tables a column memoric's inserts cannot
+    fill. The migration and its operations keep to their transaction (`transaction_kept`).
     """
 
     def __init__(self, database: peewee.Database, dialect: Dialect, writes: dict[str, set[str]]) -> None:
