@@ -154,21 +154,28 @@ def read_whole(field, column) -> list:
         return [("error", str(exc))]
 
 
+def read_alike(field, column) -> list:
+    """The column read at once, asserted equal to its values read one by one (or to the first
+    error of those)."""
+    each = read_each(field, column)
+    first_error = next((value for value in each if isinstance(value, tuple)), None)
+    whole = read_whole(field, column)
+    assert whole == (each if first_error is None else [first_error])
+    return whole
+
+
+def a_field(tmp_path_factory, name: str):
+    return getattr(MemoryStore(f"sqlite:///{tmp_path_factory.mktemp(name) / 'x.db'}").Memory, name)
+
+
 @given(column=st.lists(st.none() | JSON_TEXT, min_size=1, max_size=8))
 @settings(max_examples=300, deadline=None)
 def test_a_json_column_read_at_once_equals_its_values_read_one_by_one(tmp_path_factory, column):
-    metadata = MemoryStore(f"sqlite:///{tmp_path_factory.mktemp('json') / 'x.db'}").Memory.metadata
-    each = read_each(metadata, column)
-    first_error = next((value for value in each if isinstance(value, tuple)), None)
-    assert read_whole(metadata, column) == (each if first_error is None else [first_error])
+    read_alike(a_field(tmp_path_factory, "metadata"), column)
 
 
 @given(column=st.lists(st.none() | TIME_TEXT, min_size=1, max_size=8))
 @settings(max_examples=300, deadline=None)
 def test_a_timestamp_column_read_at_once_equals_its_values_read_one_by_one(tmp_path_factory, column):
-    created_at = MemoryStore(f"sqlite:///{tmp_path_factory.mktemp('times') / 'x.db'}").Memory.created_at
-    each = read_each(created_at, column)
-    first_error = next((value for value in each if isinstance(value, tuple)), None)
-    whole = read_whole(created_at, column)
-    assert whole == (each if first_error is None else [first_error])
+    whole = read_alike(a_field(tmp_path_factory, "created_at"), column)
     assert all(value.tzinfo is UTC for value in whole if isinstance(value, dt.datetime))
