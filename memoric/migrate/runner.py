@@ -73,11 +73,15 @@ class _Migrator(Migrator):
         # Before an application's migration (memoric's own are tested): the columns already
         # unfillable, which it is not to blame for; None: not checked.
         self.unfillable_before: set[str] | None = None
+        self.triggers_before: dict = {}  # the tables' triggers before the migration (SQLite)
+        self.sent: list[str] = []  # the statements the migration sent so far
 
     def __call__(self):
         database = self.__database__
-        with transaction_kept(database):
+        with transaction_kept(database) as sent:
             super().__call__()
+        self.sent += sent
+        self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
             raise MigrationError("; ".join(misread))
@@ -151,8 +155,10 @@ class _Router(Router):
         def run(migrator, database, *args, fake=False, **kwargs):
             if fake:
                 return function(migrator, database, *args, fake=fake, **kwargs)
-            with transaction_kept(database):
-                return function(migrator, database, *args, fake=fake, **kwargs)
+            with transaction_kept(database) as sent:
+                result = function(migrator, database, *args, fake=fake, **kwargs)
+            migrator.sent += sent
+            return result
 
         return run
 
@@ -160,6 +166,8 @@ class _Router(Router):
         """Run a migration; a fake run replays it into `migrator.orm` without touching the database."""
         if not fake:
             migrator.unfillable_before = None if self.chain.label == MEMORIC else set(migrator.unfillable())
+            migrator.triggers_before = self.store.dialect.table_triggers(self.database)
+            migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)
         with intercepted(self.database, _no_rows):

@@ -61,15 +61,24 @@ TRANSACTION_CONTROL = re.compile(
 
 
 @contextlib.contextmanager
-def transaction_kept(database: peewee.Database) -> Iterator[None]:
+def transaction_kept(database: peewee.Database) -> Iterator[list[str]]:
     """Run the block, part of a migration, inside the migration's transaction: a statement that
     would end or begin a transaction is refused before it runs (the migration then fails and is
     undone); one the check cannot see (the driver's own `commit()`, several statements in one
-    string) is found afterwards, by the savepoint taken here, and raises TransactionEnded."""
+    string) is found afterwards, by the savepoint taken here, and raises TransactionEnded.
+    Yields the list of the statements the block sent through `execute_sql`, as they ran."""
     database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+    sent: list[str] = []
+
+    def checked(real, sql, params=None, *args, **kwargs):
+        _refuse_transaction_control(sql)
+        if isinstance(sql, str):
+            sent.append(sql)
+        return real(sql, params, *args, **kwargs)
+
     try:
-        with intercepted(database, _transaction_control_refused):
-            yield
+        with intercepted(database, checked):
+            yield sent
     except BaseException as exc:
         if _savepoint_lost(database, undo=True):
             raise TransactionEnded() from exc
@@ -78,7 +87,7 @@ def transaction_kept(database: peewee.Database) -> Iterator[None]:
         raise TransactionEnded()
 
 
-def _transaction_control_refused(real, sql, params=None, *args, **kwargs):
+def _refuse_transaction_control(sql) -> None:
     found = TRANSACTION_CONTROL.match(sql) if isinstance(sql, str) else None
     if found:
         raise MigrationError(
@@ -86,7 +95,6 @@ def _transaction_control_refused(real, sql, params=None, *args, **kwargs):
             "runs each migration, with its history row, in one transaction of its own; take the "
             "statement out"
         )
-    return real(sql, params, *args, **kwargs)
 
 
 def _savepoint_lost(database: peewee.Database, *, undo: bool = False) -> bool:

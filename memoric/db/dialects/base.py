@@ -166,6 +166,17 @@ class Dialect(abc.ABC):
         change that excludes writers (a migration) is committed before, or waits for it."""
 
     @abc.abstractmethod
+    def table_triggers(self, database: peewee.Database) -> dict:
+        """What a migration's table rebuild would drop of the application's own, for
+        `restore_rebuilt_triggers`: the triggers on each table ({} where ALTER keeps them)."""
+
+    @abc.abstractmethod
+    def restore_rebuilt_triggers(self, database: peewee.Database, before: dict, sent: list[str]) -> None:
+        """Re-create (inside the migration's transaction) the triggers `before` lists that a
+        rebuild of their table dropped, but those one of the migration's `sent` statements
+        dropped by name; MigrationError naming one that cannot be re-created."""
+
+    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

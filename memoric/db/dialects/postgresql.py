@@ -23,27 +23,10 @@ from memoric.db.dialects.base import (
 from memoric.db.dialects.postgres_copy import copy_rows
 from memoric.db.dialects.postgres_ddl import gin_index_sql
 from memoric.db.dialects.postgres_ids import SequenceIds
+from memoric.db.dialects.postgres_session import with_session_settings
 from memoric.db.models import GIN_INDEXES, to_utc
 from memoric.errors import ConfigError
 
-# Rows inserted into a GIN index go to its pending list first, which every search scans; the
-# default 4 MB list made a containment search take 5 ms at 100k rows, 256 kB keeps it under one,
-# and bulk inserts are no slower (they still merge the list in batches).
-GIN_PENDING_LIST_LIMIT = "256kB"
-SESSION_SETTINGS = {
-    "gin_pending_list_limit": GIN_PENDING_LIST_LIMIT,
-    # Floats printed in full: below 1 the server rounds them to 15 digits, and a relevance or
-    # rank read back would no longer be the double the server computed (nor SQLite's).
-    "extra_float_digits": "3",
-    # Every match of a GIN index, not a random subset of about this many (0: no limit).
-    "gin_fuzzy_search_limit": "0",
-    # Text in and out as UTF-8, whatever the database or role default: another encoding cannot
-    # carry every string memoric accepts.
-    "client_encoding": "UTF8",
-    # memoric's row locks and re-reads assume READ COMMITTED: under a database's default of
-    # REPEATABLE READ or SERIALIZABLE, concurrent cluster upserts failed with serialization errors.
-    "default_transaction_isolation": "read committed",
-}
 # A session's temporary tables live in the schema pg_temp_N; PostgreSQL reserves the prefix pg_,
 # so no other schema has such a name.
 TEMPORARY_SCHEMA_PREFIX = "pg_temp_"
@@ -60,18 +43,6 @@ LEFT JOIN pg_constraint AS pk ON pk.conrelid = cls.oid AND pk.contype = 'p'
 WHERE ns.nspname = current_schema() AND cls.relkind IN ('r', 'p') AND cls.relname = ANY(%s)
 ORDER BY cls.relname, att.attnum
 """
-
-
-def _option(name: str, value: str) -> str:
-    """`-c name=value` for libpq's `options`, which splits at spaces not escaped by a backslash."""
-    return "-c " + f"{name}={value}".replace(" ", "\\ ")
-
-
-def _without_dangling_escape(options: str) -> str:
-    """The URL's `options` less a backslash that ends them unescaped: the server drops such a
-    backslash, but followed by memoric's settings it would escape the space before them."""
-    trailing = len(options) - len(options.rstrip("\\"))
-    return options[:-1] if trailing % 2 else options
 
 
 class PostgresDialect(SequenceIds, Dialect):
@@ -92,9 +63,7 @@ class PostgresDialect(SequenceIds, Dialect):
         """Give this store's sessions the settings memoric's answers depend on (`SESSION_SETTINGS`),
         through the connect options of every connection (called before the first); they come
         after any of the URL's own, so they win."""
-        settings = " ".join(_option(name, value) for name, value in SESSION_SETTINGS.items())
-        options = _without_dangling_escape(database.connect_params.get("options") or "")
-        database.connect_params["options"] = f"{options} {settings}" if options else settings
+        database.connect_params["options"] = with_session_settings(database.connect_params.get("options"))
 
     def contains_row_by_row(self, column, pattern: dict):
         """`jsonb_contains(column, pattern)`: `@>` as a function call, which the planner checks row
@@ -153,6 +122,13 @@ class PostgresDialect(SequenceIds, Dialect):
         distributed table (Citus would lock it on every worker, and its schema is past 006)."""
         if not citus.routed(database, table):
             database.execute_sql(f'LOCK TABLE "{table}" IN ROW EXCLUSIVE MODE')
+
+    def table_triggers(self, database: peewee.Database) -> dict:
+        """Nothing: PostgreSQL alters a table in place, its triggers kept."""
+        return {}
+
+    def restore_rebuilt_triggers(self, database: peewee.Database, before: dict, sent: list[str]) -> None:
+        """Nothing: no table is rebuilt."""
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 import sqlite3
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import peewee
 from memoric.db import jsonfilter, recovery
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import holds_own_tables
-from memoric.db.dialects import sqlite_keys, sqlite_lock
+from memoric.db.dialects import sqlite_keys, sqlite_lock, sqlite_sql, sqlite_triggers
 from memoric.db.dialects.base import (
     DOCUMENT_COLUMNS,
     TERM_COLUMNS,
@@ -39,9 +38,6 @@ SQLITE_TABLES_UNSHADOWED = (
     "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'virtual') "
     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 )
-# One SQL token: a string, a "quoted" identifier (group 1), a [bracketed] or `backquoted` one,
-# a word (group 2), or any other character.
-SQL_TOKEN = re.compile(r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|\[[^\]]*\]|`(?:[^`]|``)*`|(\w+)|\S""")
 
 
 class SqliteDialect(Dialect):
@@ -142,6 +138,12 @@ class SqliteDialect(Dialect):
 
     def hold_writes(self, database: peewee.Database, table: str) -> None:
         """Nothing: a transaction holds the database's write lock from its BEGIN IMMEDIATE."""
+
+    def table_triggers(self, database: peewee.Database) -> dict:
+        return sqlite_triggers.snapshot(database)
+
+    def restore_rebuilt_triggers(self, database: peewee.Database, before: dict, sent: list[str]) -> None:
+        sqlite_triggers.restore(database, before, sent)
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
@@ -289,7 +291,7 @@ class SqliteDialect(Dialect):
 
     def render_sql(self, database: peewee.Database, sql: str, params) -> str:
         """`sql` with its `?` parameters inlined as SQLite literals, as the preview prints it."""
-        return _inline_sqlite_params(sql, list(params))
+        return sqlite_sql.inline_params(sql, list(params))
 
     # --- engine helpers: the recall score and clusters -------------------------------------
 
@@ -355,55 +357,12 @@ class SqliteDialect(Dialect):
                 problems += [
                     f'index {index} on {table} names "{name}", which is not a column of {table} '
                     "(SQLite would index the string instead)"
-                    for name in _quoted_names_after_on(sql)
+                    for name in sqlite_sql.quoted_names_after_on(sql)
                     if name.lower() not in known
                 ]
         return problems
 
 
-def _inline_sqlite_params(sql: str, params: list) -> str:
-    """Replace each `?` outside quotes with the next parameter as a SQLite literal."""
-    out, quote = [], None
-    for char in sql:
-        if quote:
-            quote = None if char == quote else quote
-        elif char in ("'", '"'):
-            quote = char
-        elif char == "?" and params:
-            out.append(_sqlite_literal(params.pop(0)))
-            continue
-        out.append(char)
-    return "".join(out)
-
-
-def _sqlite_literal(value) -> str:
-    """`value` written as a SQLite literal."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def epoch_microseconds(moment: dt.datetime) -> int:
     """Exact microseconds since the Unix epoch of an aware (or naive UTC) datetime."""
     return (to_utc(moment) - EPOCH) // dt.timedelta(microseconds=1)
-
-
-def _quoted_names_after_on(sql: str) -> list[str]:
-    """The double-quoted names in an index's columns and WHERE clause (collation names left out)."""
-    names, state, previous = [], "head", ""
-    for match in SQL_TOKEN.finditer(sql):
-        text, quoted_name, word = match.group(0), match.group(1), match.group(2)
-        if state == "head":
-            state = "table" if (word or "").upper() == "ON" else "head"
-        elif state == "table":
-            state = "body"
-        elif quoted_name is not None and previous != "COLLATE":
-            names.append(quoted_name.replace('""', '"'))
-        previous = text.upper()
-    return names
