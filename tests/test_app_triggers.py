@@ -77,8 +77,11 @@ def test_an_apps_trigger_survives_a_migration_that_rebuilds_its_table(store, tmp
     assert audited(store) == [first, second, third]
 
 
-def test_a_trigger_the_migration_drops_itself_stays_dropped(sqlite_store, tmp_path):
-    drop = "    migrator.sql('DROP TRIGGER IF EXISTS \"memories_audit\"')\n"
+@pytest.mark.parametrize(
+    "statement", ['DROP TRIGGER IF EXISTS "memories_audit"', "drop /* gone */ trigger/**/main.MEMORIES_AUDIT"]
+)
+def test_a_trigger_the_migration_drops_itself_stays_dropped(sqlite_store, tmp_path, statement):
+    drop = f"    migrator.sql({statement!r})\n"
     app = app_chain(tmp_path / "app", **{"001_audit": AUDIT, "002_mood": MOOD.format(before=drop)})
     Migrations(sqlite_store, app_dir=app).upgrade()
     sqlite_store.insert_memory(user_id="ada", content="not audited")

@@ -88,11 +88,16 @@ def test_an_upgrade_stopped_while_another_holds_the_lock_claims_nothing_of_its_w
 
 
 @requires_postgres
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
-def test_an_upgrade_waiting_for_another_sessions_lock_stops_at_once(new_postgres_url, tmp_path, number):
+@pytest.mark.parametrize(
+    "numbers",
+    [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGTERM, signal.SIGINT)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM then SIGINT"],
+)
+def test_an_upgrade_waiting_for_another_sessions_lock_stops_at_once(new_postgres_url, tmp_path, numbers):
     """An agent's open transaction held `memories`; the upgrade's ALTER waited for it, and neither
     SIGTERM nor Ctrl-C ended the wait (the driver's wait runs no Python handler): the statement
-    is now cancelled, the migration undone, and the command stops as any other."""
+    is now cancelled, the migration undone, and the command stops as any other, with the status
+    of the stop that came first (Python runs the handlers of waiting signals by number)."""
     store = MemoryStore(new_postgres_url())
     Migrations(store).upgrade(HEAD)
     app = app_chain(tmp_path / "app", **{"001_mood": ADD_MOOD})
@@ -101,10 +106,11 @@ def test_an_upgrade_waiting_for_another_sessions_lock_stops_at_once(new_postgres
         agent.count_memories()  # the agent's transaction holds a lock on memories
         upgrading = start_cli(store.dsn, "--app-dir", str(app), "migrate", "upgrade", cwd=tmp_path)
         wait_for_a_lock_wait(store)
-        upgrading.send_signal(number)
+        for number in numbers:
+            upgrading.send_signal(number)
         _, stderr = upgrading.communicate(timeout=120)
-    assert upgrading.returncode == 128 + number, stderr
-    assert stderr.splitlines()[-1].startswith(f"{stopped_by(number)}: it applied no migration")
+    assert upgrading.returncode == 128 + numbers[0], stderr
+    assert stderr.splitlines()[-1].startswith(f"{stopped_by(numbers[0])}: it applied no migration")
     assert app_history(store) == [] and "mood" not in {c[0] for c in columns(store, "memories")}
     for opened in (agent, store):
         opened.close()

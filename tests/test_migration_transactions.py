@@ -114,7 +114,7 @@ def test_savepoints_of_the_migrations_own_are_left_to_it(store, tmp_path):
         CREATE,
         "SAVEPOINT s1",
         "INSERT INTO \"notes\" VALUES ('x')",
-        "ROLLBACK TO SAVEPOINT s1",
+        "ROLLBACK /* back */ TO SAVEPOINT s1",
         "RELEASE SAVEPOINT s1",
     )
     migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))

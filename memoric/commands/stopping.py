@@ -59,18 +59,20 @@ def stop_signals_raise_once():
         yield
         return
     raised = threading.Event()
+    arrived: list[int] = []  # the first stop signal, in the order they arrived (the watcher's)
 
     def stop(number: int, frame) -> None:
         if not raised.is_set():
             raised.set()
-            raise KeyboardInterrupt if number == signal.SIGINT else Stopped(number)
+            first = arrived[0] if arrived else number  # Python runs waiting handlers by number
+            raise KeyboardInterrupt if first == signal.SIGINT else Stopped(first)
 
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     for number, handler in previous.items():
         if handler in DEFAULT_HANDLERS:
             signal.signal(number, stop)
     try:
-        with statements_cancelled_on_stop(raised):
+        with statements_cancelled_on_stop(raised, arrived):
             yield
     finally:
         if not raised.is_set():  # once stopped, the process is on its way out: a default handler would
@@ -79,17 +81,17 @@ def stop_signals_raise_once():
 
 
 @contextlib.contextmanager
-def statements_cancelled_on_stop(raised: threading.Event):
+def statements_cancelled_on_stop(raised: threading.Event, arrived: list[int]):
     """Within the block, a stop signal that the main thread has not answered (`raised`) within
     CANCEL_AFTER seconds also cancels the statements memoric's PostgreSQL connections are running:
     the main thread is then waiting inside the driver (for another session's lock), where its
     handler does not run until the wait ends. A thread of its own reads the signal's number from
     Python's wakeup file; one the main thread answers at once cancels nothing (its cleanup's
-    statements included)."""
+    statements included). The first stop signal's number goes into `arrived`."""
     reading, writing = os.pipe()
     os.set_blocking(writing, False)
     previous = signal.set_wakeup_fd(writing, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=_cancel_if_unanswered, args=(reading, raised), daemon=True)
+    watcher = threading.Thread(target=_cancel_if_unanswered, args=(reading, raised, arrived), daemon=True)
     watcher.start()
     try:
         yield
@@ -98,15 +100,15 @@ def statements_cancelled_on_stop(raised: threading.Event):
         os.close(writing)  # ends the watcher's read, if no stop came
 
 
-def _cancel_if_unanswered(reading: int, raised: threading.Event) -> None:
+def _cancel_if_unanswered(reading: int, raised: threading.Event, arrived: list[int]) -> None:
     """Read the wakeup file until the block closes it; at the first stop signal, cancel unless
     the main thread answers in time. Later ones are read and left alone: they must not cancel
     the cleanup's statements, and a closed file would make Python complain on stderr."""
-    stopped = False
     try:
         while received := os.read(reading, 64):
-            if not stopped and any(number in STOP_SIGNALS for number in received):
-                stopped = True
+            stops = [number for number in received if number in STOP_SIGNALS]
+            if stops and not arrived:
+                arrived.append(stops[0])
                 if not raised.wait(CANCEL_AFTER):
                     interrupts.cancel_all()
     finally:

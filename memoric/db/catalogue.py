@@ -7,6 +7,7 @@ chain uses; the tables and columns a downgrade would drop). Reading each dialect
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import peewee
@@ -57,6 +58,10 @@ def shape_differences(built: dict[str, Column] | None, found: dict[str, Column])
     return differences
 
 
+# A default that is NULL, as a catalogue writes it: `NULL`, `(NULL)`, `NULL::text`.
+NULL_DEFAULT = re.compile(r"[\s(]*NULL[\s)]*(?:::[\w\s]+)?", re.IGNORECASE)
+
+
 def unfillable_columns(found: dict[str, dict[str, Column]], known: dict[str, set[str]]) -> list[str]:
     """`table.column` for each column of `found` that `known` (the columns memoric writes, by
     table) lacks and that an INSERT leaving it out cannot fill: NOT NULL, with no database
@@ -67,7 +72,7 @@ def unfillable_columns(found: dict[str, dict[str, Column]], known: dict[str, set
         for name, column in columns.items()
         if name not in known.get(table, set())
         and not column.null
-        and column.default is None
+        and (column.default is None or NULL_DEFAULT.fullmatch(column.default))
         and not column.primary_key
     ]
 

@@ -53,9 +53,10 @@ class TransactionEnded(MigrationError):
 MIGRATION_SAVEPOINT = "memoric_migration"
 # The statements that end or begin a transaction, by their first words, after any comments:
 # ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
+GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)+"  # what may stand between two words: spaces, comments
 TRANSACTION_CONTROL = re.compile(
-    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*"
-    r"(BEGIN|START|COMMIT|END|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)|ABORT|PREPARE(?=\s+TRANSACTION\b))\b",
+    rf"(?:{GAP})?(BEGIN|START|COMMIT|END|ROLLBACK(?!{GAP}(?:(?:WORK|TRANSACTION){GAP})?TO\b)|ABORT"
+    rf"|PREPARE(?={GAP}TRANSACTION\b))\b",
     re.IGNORECASE | re.DOTALL,
 )
 

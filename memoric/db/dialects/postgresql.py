@@ -34,7 +34,9 @@ DEADLOCK_DETECTED = "40P01"  # the SQLSTATE of a transaction ended to break a de
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
 POSTGRES_COLUMNS = """
 SELECT cls.relname, att.attname, format_type(att.atttypid, att.atttypmod), att.attnotnull,
-       pg_get_expr(def.adbin, def.adrelid), COALESCE(att.attnum = ANY(pk.conkey), false)
+       COALESCE(pg_get_expr(def.adbin, def.adrelid),
+                CASE WHEN att.attidentity <> '' THEN 'GENERATED AS IDENTITY' END),
+       COALESCE(att.attnum = ANY(pk.conkey), false)
 FROM pg_class AS cls
 JOIN pg_namespace AS ns ON ns.oid = cls.relnamespace
 JOIN pg_attribute AS att ON att.attrelid = cls.oid AND att.attnum > 0 AND NOT att.attisdropped

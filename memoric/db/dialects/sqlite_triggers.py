@@ -19,10 +19,11 @@ SCHEMA_OBJECTS = (
     "SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master WHERE type IN ('table', 'trigger')"
 )
 # The name a DROP TRIGGER names: quoted, bracketed, backquoted or bare, after an optional schema.
+GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)"  # one space or comment between two words
 DROP_TRIGGER = re.compile(
-    r"""DROP\s+TRIGGER\s+(?:IF\s+EXISTS\s+)?(?:(?:"(?:[^"]|"")*"|\w+)\s*\.\s*)?"""
+    rf"""DROP{GAP}+TRIGGER{GAP}+(?:IF{GAP}+EXISTS{GAP}+)?(?:(?:"(?:[^"]|"")*"|\w+){GAP}*\.{GAP}*)?"""
     r"""(?:"((?:[^"]|"")*)"|\[([^\]]*)\]|`([^`]*)`|(\w+))""",
-    re.IGNORECASE,
+    re.IGNORECASE | re.DOTALL,
 )
 
 
