@@ -115,3 +115,33 @@ def sqlite_store(tmp_path):
     Migrations(store).upgrade(HEAD)
     yield store
     store.close()
+
+
+TRIGGER = (
+    'CREATE TRIGGER "memories_audit" AFTER INSERT ON "memories" '
+    'BEGIN INSERT INTO "audit" VALUES ({value}); END'
+)
+AUDIT_TABLE = """def migrate(migrator, database, *, fake=False):
+    migrator.sql('CREATE TABLE "audit" ("memory_id" INTEGER)')
+"""
+
+
+def queued(*statements: str) -> str:
+    """Lines of a migration's body queueing `statements` with `migrator.sql`."""
+    return "".join(f"    migrator.sql({sql!r})\n" for sql in statements)
+
+
+def test_a_trigger_the_migration_creates_before_a_rebuild_survives_it(sqlite_store, tmp_path):
+    created = queued(TRIGGER.format(value='NEW."id"'))
+    app = app_chain(tmp_path / "app", **{"001_audit": AUDIT_TABLE, "002_mood": MOOD.format(before=created)})
+    Migrations(sqlite_store, app_dir=app).upgrade()
+    memory_id = sqlite_store.insert_memory(user_id="ada", content="audited")
+    assert audited(sqlite_store) == [memory_id]
+
+
+def test_a_trigger_dropped_and_created_anew_before_a_rebuild_comes_back_as_redefined(sqlite_store, tmp_path):
+    redefined = queued('DROP TRIGGER "memories_audit"', TRIGGER.format(value='-NEW."id"'))
+    app = app_chain(tmp_path / "app", **{"001_audit": AUDIT, "002_mood": MOOD.format(before=redefined)})
+    Migrations(sqlite_store, app_dir=app).upgrade()
+    memory_id = sqlite_store.insert_memory(user_id="ada", content="audited")
+    assert audited(sqlite_store) == [-memory_id]

@@ -20,9 +20,14 @@ SCHEMA_OBJECTS = (
 )
 # The name a DROP TRIGGER names: quoted, bracketed, backquoted or bare, after an optional schema.
 GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)"  # one space or comment between two words
+NAME = r"""(?:"((?:[^"]|"")*)"|\[([^\]]*)\]|`([^`]*)`|(\w+))"""  # an identifier, in any quotes
+SCHEMA = rf"""(?:(?:"(?:[^"]|"")*"|\w+){GAP}*\.{GAP}*)?"""
 DROP_TRIGGER = re.compile(
-    rf"""DROP{GAP}+TRIGGER{GAP}+(?:IF{GAP}+EXISTS{GAP}+)?(?:(?:"(?:[^"]|"")*"|\w+){GAP}*\.{GAP}*)?"""
-    r"""(?:"((?:[^"]|"")*)"|\[([^\]]*)\]|`([^`]*)`|(\w+))""",
+    rf"DROP{GAP}+TRIGGER{GAP}+(?:IF{GAP}+EXISTS{GAP}+)?{SCHEMA}{NAME}", re.IGNORECASE | re.DOTALL
+)
+# A trigger of the main schema a statement creates: its name (groups 1-4), then its table (5-8).
+CREATE_TRIGGER = re.compile(
+    rf"{GAP}*CREATE{GAP}+TRIGGER{GAP}+(?:IF{GAP}+NOT{GAP}+EXISTS{GAP}+)?{SCHEMA}{NAME}.*?\bON{GAP}+{SCHEMA}{NAME}",
     re.IGNORECASE | re.DOTALL,
 )
 
@@ -42,15 +47,15 @@ def snapshot(database: peewee.Database) -> dict:
 
 
 def restore(database: peewee.Database, before: dict, sent: list[str]) -> None:
-    """Re-create the triggers of `before` that the rebuild of their table dropped, but those a
-    `sent` statement dropped by name."""
+    """Re-create the triggers a rebuild of their table dropped: those of `before`, and those the
+    `sent` statements created, as they last defined them, but those they dropped by name."""
     if not before:
         return
     after = snapshot(database)
-    dropped = {name.lower() for sql in sent for name in _dropped_triggers(sql)}
-    for name, (table, sql) in before["triggers"].items():
+    present = {name.lower() for name in after["triggers"]}
+    for name, (table, sql) in _expected(before["triggers"], sent).items():
         rebuilt = table in after["tables"] and after["tables"][table] != before["tables"].get(table)
-        if not rebuilt or name in after["triggers"] or name.lower() in dropped:
+        if not rebuilt or name.lower() in present:
             continue
         try:
             database.execute_sql(sql)
@@ -62,9 +67,20 @@ def restore(database: peewee.Database, before: dict, sent: list[str]) -> None:
             ) from exc
 
 
-def _dropped_triggers(sql: str) -> list[str]:
-    """The names of the triggers a statement drops."""
-    return [
-        next(part for part in found.groups() if part is not None).replace('""', '"')
-        for found in DROP_TRIGGER.finditer(sql)
-    ]
+def _expected(triggers: dict, sent: list[str]) -> dict:
+    """{trigger: (table, SQL)} as `triggers` stand after the `sent` statements, in order: each
+    CREATE TRIGGER (of the main schema) defines one, each DROP TRIGGER takes one away."""
+    expected = {name.lower(): (name, table, sql) for name, (table, sql) in triggers.items()}
+    for sql in sent:
+        for dropped in DROP_TRIGGER.finditer(sql):
+            expected.pop(_identifier(dropped.groups()).lower(), None)
+        created = CREATE_TRIGGER.match(sql)
+        if created:
+            name, table = _identifier(created.groups()[:4]), _identifier(created.groups()[4:])
+            expected[name.lower()] = (name, table, sql)
+    return {name: (table, sql) for name, table, sql in expected.values()}
+
+
+def _identifier(groups: tuple) -> str:
+    """The identifier NAME matched, unquoted."""
+    return next(part for part in groups if part is not None).replace('""', '"')
