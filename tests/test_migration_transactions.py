@@ -109,6 +109,20 @@ def test_a_preview_of_a_committing_migration_changes_nothing(store, tmp_path):
     assert tables(store) == set()
 
 
+def test_a_preview_a_migration_commits_past_memoric_says_what_it_committed(store, tmp_path):
+    """The driver's cursor is beyond the refusal: the preview's one transaction is ended, and
+    what ran before in it stays (on a new database, memoric's whole chain); the error says so."""
+    migrations = app_migrations(
+        store, tmp_path, CREATE, "COMMIT", "BEGIN", through="database.cursor().execute"
+    )
+    with pytest.raises(MigrationError) as failed:
+        migrations.sql("upgrade", "head")
+    message = str(failed.value)
+    assert message.startswith(ENDED)
+    assert "This was a preview, run in one transaction to be rolled back: the migration ended it" in message
+    assert "notes" in tables(store) and app_history(store) == []
+
+
 def test_savepoints_of_the_migrations_own_are_left_to_it(store, tmp_path):
     source = notes_migration(
         CREATE,

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import re
 
+from memoric.errors import MigrationError
 from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
-from memoric.migrate.transactions import intercepted
+from memoric.migrate.transactions import TransactionEnded, intercepted
 
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 PRAGMA_READ = re.compile(r"^\s*PRAGMA\b[^=]*$", re.IGNORECASE)
+PREVIEW_ENDED = (
+    "This was a preview, run in one transaction to be rolled back: the migration ended it, so "
+    "what ran before in the preview, the migrations listed as completed included, was committed "
+    "too (or undone, by a ROLLBACK)"
+)
 
 
 def rolled_back_statements(run: Run, plan: list[Step], *, downgrade: bool) -> list[str]:
@@ -33,6 +39,10 @@ def rolled_back_statements(run: Run, plan: list[Step], *, downgrade: bool) -> li
         try:
             with intercepted(database, record):
                 run.apply(plan, downgrade=downgrade)
+        except MigrationError as exc:
+            if isinstance(exc.__cause__, TransactionEnded):
+                raise MigrationError(f"{exc}. {PREVIEW_ENDED}") from exc
+            raise
         finally:
             transaction.rollback()
     return statements
