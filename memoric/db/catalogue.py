@@ -62,19 +62,21 @@ def shape_differences(built: dict[str, Column] | None, found: dict[str, Column])
 NULL_DEFAULT = re.compile(r"[\s(]*NULL[\s)]*(?:::[\w\s]+)?", re.IGNORECASE)
 
 
-def unfillable_columns(found: dict[str, dict[str, Column]], known: dict[str, set[str]]) -> list[str]:
-    """`table.column` for each column of `found` that `known` (the columns memoric writes, by
-    table) lacks and that an INSERT leaving it out cannot fill: NOT NULL, with no database
-    default (peewee's Python-side `default=` leaves none), no primary key."""
-    return [
-        f"{table}.{name}"
-        for table, columns in found.items()
-        for name, column in columns.items()
-        if name not in known.get(table, set())
-        and not column.null
-        and (column.default is None or NULL_DEFAULT.fullmatch(column.default))
-        and not column.primary_key
-    ]
+def unfillable_columns(found: dict[str, dict[str, Column]], written: dict[str, dict[str, bool]]) -> list[str]:
+    """`table.column` for each NOT NULL column of `found` that memoric's INSERTs cannot fill:
+    one of memoric's (`written`: {table: {column: whether memoric may write NULL there}}) where
+    it may write NULL, or one it leaves out, with no database default (peewee's Python-side
+    `default=` leaves none) and no primary key."""
+    unfillable = []
+    for table, columns in found.items():
+        for name, column in columns.items():
+            if column.null or column.primary_key:
+                continue
+            ours = written.get(table, {})
+            defaulted = column.default is not None and not NULL_DEFAULT.fullmatch(column.default)
+            if ours.get(name, False) or (name not in ours and not defaulted):
+                unfillable.append(f"{table}.{name}")
+    return unfillable
 
 
 def _same_column(one: Column, other: Column) -> bool:

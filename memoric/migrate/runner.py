@@ -66,10 +66,12 @@ class _Migrator(Migrator):
     fill. The migration and its operations keep to their transaction (`transaction_kept`).
     """
 
-    def __init__(self, database: peewee.Database, dialect: Dialect, writes: dict[str, set[str]]) -> None:
+    def __init__(
+        self, database: peewee.Database, dialect: Dialect, writes: dict[str, dict[str, bool]]
+    ) -> None:
         super().__init__(database)
         self.dialect = dialect
-        self.writes = writes  # {memoric's table: the columns memoric's INSERTs name}
+        self.writes = writes  # {memoric's table: {column its INSERTs name: whether it may be NULL}}
         # Before an application's migration (memoric's own are tested): the columns already
         # unfillable, which it is not to blame for; None: not checked.
         self.unfillable_before: set[str] | None = None
@@ -234,7 +236,10 @@ class Run:
 
     def migrator(self, steps: list[Step]) -> Migrator:
         """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
-        writes = {model._meta.table_name: set(model._meta.columns) for model in self.store.models()}
+        writes = {
+            model._meta.table_name: {name: field.null for name, field in model._meta.columns.items()}
+            for model in self.store.models()
+        }
         migrator = _Migrator(self.database, self.dialect, writes)
         for step in steps:
             self.replay(migrator, step)
