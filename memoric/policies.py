@@ -71,25 +71,25 @@ def _cutoffs(config: dict, now: dt.datetime) -> list[dt.datetime | None]:
     ]
 
 
+def _leaving(config: dict, cutoffs: list, index: int) -> list[tuple]:
+    """The memories a run moves out of tier `index` to the next: none from the last tier, nor
+    from one whose memories never expire."""
+    if index == len(cutoffs) - 1 or cutoffs[index] is None:
+        return []
+    return [(config["tiers"][index]["name"], cutoffs[index], None)]
+
+
 def _trimmed_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
     """The memories a run trims in tier `index`: those it leaves there, and those leaving it,
     which are trimmed before they move on (a run stopped after its moves, or a `trim_chars`
     added since, must not let untrimmed memories through)."""
-    leaving = (
-        []
-        if index == len(cutoffs) - 1 or cutoffs[index] is None
-        else [(config["tiers"][index]["name"], cutoffs[index], None)]
-    )
-    return _final_slices(config, cutoffs, index) + leaving
+    return _final_slices(config, cutoffs, index) + _leaving(config, cutoffs, index)
 
 
 def _final_slices(config: dict, cutoffs: list, index: int) -> list[tuple]:
     """The memories a run leaves in tier `index`: those that stay plus those arriving."""
-    tiers = config["tiers"]
-    slices = [(tiers[index]["name"], None, cutoffs[index])]
-    if index > 0 and cutoffs[index - 1] is not None:
-        slices.append((tiers[index - 1]["name"], cutoffs[index - 1], None))
-    return slices
+    staying = [(config["tiers"][index]["name"], None, cutoffs[index])]
+    return staying + (_leaving(config, cutoffs, index - 1) if index > 0 else [])
 
 
 def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
@@ -97,11 +97,9 @@ def _plan(store: MemoryStore, config: dict, now: dt.datetime, user_id) -> dict:
     tiers, cutoffs = config["tiers"], _cutoffs(config, now)
     migrated = {}
     for index, tier in enumerate(tiers[:-1]):
-        expired = [(tier["name"], cutoffs[index], None)]
+        leaving = _leaving(config, cutoffs, index)
         migrated[tier["name"]] = (
-            0
-            if cutoffs[index] is None
-            else policy_queries.count_in_slices(store, slices=expired, user_id=user_id)
+            policy_queries.count_in_slices(store, slices=leaving, user_id=user_id) if leaving else 0
         )
     trimmed = sum(
         policy_queries.count_in_slices(
