@@ -80,9 +80,8 @@ class _Migrator(Migrator):
 
     def __call__(self):
         database = self.__database__
-        with transaction_kept(database) as sent:
+        with transaction_kept(database, self.sent):
             super().__call__()
-        self.sent += sent
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
@@ -157,10 +156,8 @@ class _Router(Router):
         def run(migrator, database, *args, fake=False, **kwargs):
             if fake:
                 return function(migrator, database, *args, fake=fake, **kwargs)
-            with transaction_kept(database) as sent:
-                result = function(migrator, database, *args, fake=fake, **kwargs)
-            migrator.sent += sent
-            return result
+            with transaction_kept(database, migrator.sent):
+                return function(migrator, database, *args, fake=fake, **kwargs)
 
         return run
 

@@ -62,14 +62,13 @@ TRANSACTION_CONTROL = re.compile(
 
 
 @contextlib.contextmanager
-def transaction_kept(database: peewee.Database) -> Iterator[list[str]]:
+def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[None]:
     """Run the block, part of a migration, inside the migration's transaction: a statement that
     would end or begin a transaction is refused before it runs (the migration then fails and is
     undone); one the check cannot see (the driver's own `commit()`, several statements in one
     string) is found afterwards, by the savepoint taken here, and raises TransactionEnded.
-    Yields the list of the statements the block sent through `execute_sql`, as they ran."""
+    The statements the block sends through `execute_sql` are appended to `sent` as they run."""
     database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
-    sent: list[str] = []
 
     def checked(real, sql, params=None, *args, **kwargs):
         _refuse_transaction_control(sql)
@@ -79,7 +78,7 @@ def transaction_kept(database: peewee.Database) -> Iterator[list[str]]:
 
     try:
         with intercepted(database, checked):
-            yield sent
+            yield
     except BaseException as exc:
         if _savepoint_lost(database, undo=True):
             raise TransactionEnded() from exc
