@@ -39,7 +39,7 @@ from memoric.commands.stopping import Interrupted, signal_number, stop_signals_r
 from memoric.commands.streams import RunningCommand, RunningGroup, always, require_stdout, standard_streams
 from memoric.config import ENV_DATABASE_URL
 from memoric.db.connection import SQLITE_WARNING
-from memoric.db.urls import mask_password
+from memoric.db.masking import mask_password
 from memoric.errors import MemoricError
 
 ARGUMENTS = "memoric.arguments"

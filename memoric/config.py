@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from memoric import arguments, yaml12
-from memoric.db.urls import file_url, mask_password
+from memoric.db.masking import mask_password
+from memoric.db.urls import file_url
 from memoric.errors import ConfigError, ValidationError
 from memoric.json_input import MAX_JSON_DEPTH
 from memoric.validation import MAX_INT, MAX_TIER_NAME, MIN_INT, clean_text, shown

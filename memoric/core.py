@@ -25,8 +25,8 @@ from memoric.config import (
     tier_names,
 )
 from memoric.db import recall_queries
+from memoric.db.masking import mask_url
 from memoric.db.store import MemoryStore, utc_now
-from memoric.db.urls import mask_url
 from memoric.errors import ConfigError, MigrationError, ValidationError
 from memoric.migrate import NOT_CREATED, Migrations
 from memoric.scoring import Relevance, ScoreFormula

@@ -16,9 +16,9 @@ from memoric import Memoric, policies
 from memoric.cli import main
 from memoric.commands.output import UNSHOWABLE
 from memoric.db.connection import OWN_TABLES
+from memoric.db.masking import mask_url
 from memoric.db.models import Memory
 from memoric.db.store import MemoryStore
-from memoric.db.urls import mask_url
 from memoric.migrate import HISTORY_TABLE, NOT_CREATED
 from tests.helpers.cli_process import CLI
 from tests.helpers.reference import ago

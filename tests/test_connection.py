@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from memoric import Memoric
 from memoric.cli import main
-from memoric.db.connection import _parameters, mask_password
+from memoric.db.connection import _parameters
 from memoric.db.dialects.postgres_session import SESSION_SETTINGS
+from memoric.db.masking import mask_password
 from memoric.db.store import MemoryStore
 from memoric.errors import ConfigError, LockTimeout, MemoricError
 from memoric.testing import admin_sql, database_url, drop_database

@@ -26,9 +26,8 @@ from hypothesis import strategies as st
 
 from memoric import Memoric
 from memoric.cli import main
-from memoric.db.connection import mask_password
+from memoric.db.masking import mask_password, mask_url
 from memoric.db.store import MemoryStore
-from memoric.db.urls import mask_url
 from memoric.errors import ConfigError, MemoricError
 from tests.helpers.dialects import requires_postgres
 

@@ -16,7 +16,7 @@ from memoric import Memoric
 from memoric.cli import main
 from memoric.db import urls
 from memoric.db.store import MemoryStore
-from memoric.db.urls import POOL_PARAMETERS, POSTGRES_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
+from memoric.db.url_parts import POOL_PARAMETERS, POSTGRES_PARAMETERS, SQLITE_PARAMETERS, UrlParameter
 from memoric.errors import ConfigError
 from tests.helpers.dialects import one_line_error
 

@@ -11,7 +11,7 @@ import click
 from memoric.commands.output import echo, echo_sql
 from memoric.commands.session import Session
 from memoric.commands.stopping import Interrupted, signal_number
-from memoric.db.urls import mask_url
+from memoric.db.masking import mask_url
 from memoric.errors import DataLossRefused, MigrationError, describe_losses
 from memoric.migrate import MEMORIC, Migrations
 

@@ -13,7 +13,7 @@ import click
 
 from memoric.core import Memoric
 from memoric.db.jsoncodec import TERMINAL_CONTROLS, controls_escaped
-from memoric.db.urls import mask_password, mask_url
+from memoric.db.masking import mask_password, mask_url
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60

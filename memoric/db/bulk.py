@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 
 from memoric import validation
 from memoric.db import postings
-from memoric.db.connection import store_call_failed
+from memoric.db.driver_errors import store_call_failed
 from memoric.db.rows import dict_rows, memory_row
 from memoric.errors import MemoricError, PartlyInserted
 

@@ -17,8 +17,8 @@ import peewee
 from memoric import validation
 from memoric.db import cluster_members
 from memoric.db.chunks import chunks
-from memoric.db.connection import translate_errors
 from memoric.db.deadlocks import retried
+from memoric.db.driver_errors import translate_errors
 from memoric.db.filters import filter_conditions, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import bind, dict_rows, ids_left, known_keywords, read, slot

@@ -6,7 +6,8 @@ import os
 
 import peewee
 
-from memoric.db.connection import DriverErrors, first_line, open_database
+from memoric.db.connection import open_database
+from memoric.db.driver_errors import DriverErrors, first_line
 from memoric.db.urls import dialect_of, sqlite_path
 
 # The server by its start time, the database's oid on it, and the schema memoric's tables are in

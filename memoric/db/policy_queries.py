@@ -15,8 +15,8 @@ import peewee
 from memoric import validation
 from memoric.db import postings
 from memoric.db.chunks import chunks
-from memoric.db.connection import translate_errors
 from memoric.db.deadlocks import retried
+from memoric.db.driver_errors import translate_errors
 from memoric.db.filters import filter_conditions, in_slices, lacks_metadata, select_memories
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import ID_CHUNK_SIZE, ids_left, memory_dict, memory_row

@@ -16,7 +16,7 @@ import peewee
 
 from memoric import json_input, text, validation
 from memoric.db import postings
-from memoric.db.connection import translate_errors
+from memoric.db.driver_errors import translate_errors
 from memoric.db.filters import filter_conditions, namespace_is, related_to, select_memories, thread_ids
 from memoric.db.jsonfilter import all_of
 from memoric.db.rows import memory_dict

@@ -23,9 +23,10 @@ import peewee
 from memoric import json_input, validation
 from memoric.db import bulk, cluster_members, cluster_queries, locks, newest_rows, postings, summaries
 from memoric.db.chunks import chunks
-from memoric.db.connection import DriverErrors, dialect_of, open_database, store_call_failed, translate_errors
+from memoric.db.connection import dialect_of, open_database
 from memoric.db.deadlocks import retried
 from memoric.db.dialects import Dialect, dialect_for
+from memoric.db.driver_errors import DriverErrors, store_call_failed, translate_errors
 from memoric.db.filters import (
     checked_filters,
     filter_conditions,
@@ -39,6 +40,7 @@ from memoric.db.filters import (
     slotted,
     thread_ids,
 )
+from memoric.db.masking import mask_url
 from memoric.db.models import bind_models
 from memoric.db.rows import (
     ID_CHUNK_SIZE,
@@ -48,7 +50,6 @@ from memoric.db.rows import (
     memory_row,
     memory_rows,
 )
-from memoric.db.urls import mask_url
 from memoric.errors import MemoricError
 from memoric.validation import utc_now
 

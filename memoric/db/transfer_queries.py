@@ -17,8 +17,8 @@ from memoric import validation
 from memoric.db import cluster_members, postings
 from memoric.db.chunks import chunks
 from memoric.db.cluster_queries import CLUSTER_CHUNK_SIZE
-from memoric.db.connection import store_call_failed, translate_errors
 from memoric.db.dialects.base import reserved_end
+from memoric.db.driver_errors import store_call_failed, translate_errors
 from memoric.db.filters import filter_conditions, select_memories
 from memoric.db.rows import ID_CHUNK_SIZE, group_by_keys, insert_rows, memory_dict, memory_row
 from memoric.errors import MemoricError

@@ -9,7 +9,7 @@ and after, so any migration's drops are seen, memoric's or an application's.
 from __future__ import annotations
 
 from memoric.db import catalogue
-from memoric.db.connection import first_line
+from memoric.db.driver_errors import first_line
 from memoric.db.models import POSTING_TABLES
 from memoric.errors import ConfigError, MigrationError
 from memoric.migrate.chains import HISTORY_TABLE

@@ -17,8 +17,8 @@ from pathlib import Path
 import peewee
 
 from memoric import arguments, validation
+from memoric.db.masking import mask_url
 from memoric.db.store import MemoryStore
-from memoric.db.urls import mask_url
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import authoring, guards
 from memoric.migrate.chains import (

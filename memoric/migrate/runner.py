@@ -19,8 +19,8 @@ import peewee
 from peewee_migrate import Migrator, Router
 
 from memoric.db import catalogue
-from memoric.db.connection import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.dialects import Dialect
+from memoric.db.driver_errors import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate.chains import Chain, history_index, history_model

@@ -9,7 +9,7 @@ from memoric.core import Memoric
 from memoric.db import recall_queries
 from memoric.db.connection import database_exists
 from memoric.db.identity import same_database
-from memoric.db.urls import mask_url
+from memoric.db.masking import mask_url
 from memoric.errors import ConfigError, MigrationError, ValidationError
 from memoric.transfer.leftovers import refuse_leaving_behind
 from memoric.transfer.records import BATCH_SIZE, Progress

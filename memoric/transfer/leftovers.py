@@ -15,7 +15,7 @@ import peewee
 
 from memoric import validation
 from memoric.db.catalogue import METADATA_KEYS_TABLE, any_row, quoted
-from memoric.db.connection import first_line
+from memoric.db.driver_errors import first_line
 from memoric.errors import ValidationError
 from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE
 

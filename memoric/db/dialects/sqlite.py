@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import peewee
 
-from memoric.db import jsonfilter, recovery
+from memoric.db import jsonfilter, recovery_sqlite
 from memoric.db.catalogue import Column, quoted
 from memoric.db.connection import holds_own_tables
 from memoric.db.dialects import sqlite_keys, sqlite_lock, sqlite_sql, sqlite_triggers
@@ -113,7 +113,7 @@ class SqliteDialect(Dialect):
         if database.is_closed() or database.in_transaction():
             return
         with contextlib.suppress(sqlite3.Error):  # never in place of a migration's own error
-            recovery.switch_to_wal(database.connection())
+            recovery_sqlite.switch_to_wal(database.connection())
 
     def drop_extra_tables(self, database: peewee.Database) -> None:
         sqlite_keys.drop(database)

@@ -12,7 +12,7 @@ import os
 
 from memoric import forking
 from memoric.db.connection import LOCK_FILE_SUFFIX
-from memoric.db.recovery import PRIVATE_FILE_MODE
+from memoric.db.recovery_sqlite import PRIVATE_FILE_MODE
 from memoric.errors import MemoricError
 
 # The lock files this process holds locked, by any thread: a forked child lets go of them all.
