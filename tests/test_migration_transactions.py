@@ -136,6 +136,24 @@ def test_savepoints_of_the_migrations_own_are_left_to_it(store, tmp_path):
     assert store.database.execute_sql('SELECT COUNT(*) FROM "notes"').fetchone()[0] == 0
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        'RELEASE SAVEPOINT "memoric_migration"',
+        "release memoric_migration",
+        "ROLLBACK TO SAVEPOINT memoric_migration",
+        "rollback work to /* x */ MEMORIC_MIGRATION",
+    ],
+)
+def test_memorics_own_savepoint_cannot_be_released_or_rolled_back_to(store, tmp_path, statement):
+    """Released, it hid a COMMIT: the migration was then said to have ended the transaction
+    whatever it did, and a later COMMIT was not seen."""
+    message = upgrade_with(store, tmp_path, CREATE, statement, "INSERT INTO \"notes\" VALUES ('x')")
+    assert message.startswith(f"{UNDONE}it runs ")
+    assert "on memoric's own savepoint memoric_migration" in message
+    assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED
+
+
 def test_a_migration_that_keeps_to_its_transaction_is_applied(store, tmp_path):
     migrations = app_migrations(store, tmp_path, CREATE, through="migrator.sql")
     assert migrations.upgrade() == ["app:001_notes"]

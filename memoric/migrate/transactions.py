@@ -59,6 +59,13 @@ TRANSACTION_CONTROL = re.compile(
     rf"|PREPARE(?={GAP}TRANSACTION\b))\b",
     re.IGNORECASE | re.DOTALL,
 )
+# A RELEASE of, or ROLLBACK TO, memoric's own savepoint: it would hide from memoric whether the
+# migration kept to its transaction (and a ROLLBACK TO would undo part of a preview's record).
+OWN_SAVEPOINT = re.compile(
+    rf"(?:{GAP})?(RELEASE|ROLLBACK(?:{GAP}(?:WORK|TRANSACTION))?{GAP}TO)(?:{GAP}SAVEPOINT)?{GAP}"
+    rf'(?:"{MIGRATION_SAVEPOINT}"|{MIGRATION_SAVEPOINT}\b)',
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @contextlib.contextmanager
@@ -88,7 +95,18 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
 
 
 def _refuse_transaction_control(sql) -> None:
-    found = TRANSACTION_CONTROL.match(sql) if isinstance(sql, str) else None
+    """MigrationError for a statement that would end or begin a transaction, or touch memoric's
+    own savepoint."""
+    if not isinstance(sql, str):
+        return
+    own = OWN_SAVEPOINT.match(sql)
+    if own:
+        raise MigrationError(
+            f"it runs {' '.join(own.group(1).upper().split())} on memoric's own savepoint "
+            f"{MIGRATION_SAVEPOINT}, which memoric needs to tell whether the migration kept to its "
+            "transaction: use a savepoint of another name"
+        )
+    found = TRANSACTION_CONTROL.match(sql)
     if found:
         raise MigrationError(
             f"it runs {found.group(1).upper()} itself, which would end or begin a transaction: memoric "
