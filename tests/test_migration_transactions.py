@@ -136,6 +136,29 @@ def test_savepoints_of_the_migrations_own_are_left_to_it(store, tmp_path):
     assert store.database.execute_sql('SELECT COUNT(*) FROM "notes"').fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("call", ["commit", "rollback", "begin"])
+def test_the_databases_own_transaction_calls_are_refused_too(store, tmp_path, call):
+    """`database.commit()` reaches the driver without a statement through `execute_sql`: it
+    committed what ran before it, a preview's whole chain included."""
+    source = (
+        "def migrate(migrator, database, *, fake=False):\n"
+        f"    database.execute_sql({CREATE!r})\n"
+        f"    database.{call}()\n\n"
+        "def rollback(migrator, database, *, fake=False):\n    pass\n"
+    )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
+    with pytest.raises(MigrationError, match=rf"it calls database.{call}\(\) itself"):
+        migrations.sql("upgrade", "head")
+    assert tables(store) == set()
+    migrations.upgrade(HEAD)
+    with pytest.raises(MigrationError) as failed:
+        migrations.upgrade()
+    assert str(failed.value).startswith(f"{UNDONE}it calls database.{call}() itself")
+    assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED
+    store.database.begin()  # the store's own calls are its own again
+    store.database.rollback()
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -25,7 +25,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
 from memoric.migrate.chains import Chain, history_index, history_model
 from memoric.migrate.targets import MEMORIC, Order, Step
-from memoric.migrate.transactions import TransactionEnded, intercepted, transaction_kept
+from memoric.migrate.transactions import TransactionEnded, intercepted, transaction_calls, transaction_kept
 
 log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
@@ -55,6 +55,10 @@ class _NoRows:
 
 def _no_rows(real, sql, params=None, *args, **kwargs):
     return _NoRows()
+
+
+def _nothing_to_end(name: str) -> None:
+    """A replay's `database.commit()` and the like: it touches no database, so has nothing to end."""
 
 
 class _Migrator(Migrator):
@@ -169,7 +173,7 @@ class _Router(Router):
             migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)
-        with intercepted(self.database, _no_rows):
+        with intercepted(self.database, _no_rows), transaction_calls(self.database, _nothing_to_end):
             migrate(migrator, self.database, fake=True)
         migrator.__ops__ = []
         if force:

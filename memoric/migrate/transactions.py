@@ -4,7 +4,8 @@ history row, which the migration may not end or begin anew itself.
 `transaction_kept` refuses, before it runs, a statement sent through `execute_sql` that would end
 or begin a transaction, and finds afterwards, by a savepoint of its own, one sent past it (the
 driver's cursor, several statements in one string). `intercepted` routes one thread's statements
-through a handler (previews record them, replays drop them).
+through a handler (previews record them, replays drop them), `transaction_calls` its calls of
+`database.commit()` and the like.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
         return real(sql, params, *args, **kwargs)
 
     try:
-        with intercepted(database, checked):
+        with intercepted(database, checked), transaction_calls(database, _refuse_transaction_call):
             yield
     except BaseException as exc:
         if _savepoint_lost(database, undo=True):
@@ -92,6 +93,42 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
         raise
     if _savepoint_lost(database):
         raise TransactionEnded()
+
+
+TRANSACTION_CALLS = ("begin", "commit", "rollback")
+
+
+@contextlib.contextmanager
+def transaction_calls(database: peewee.Database, instead: Callable[[str], None]) -> Iterator[None]:
+    """`database.begin()`, `.commit()` and `.rollback()` in this thread replaced by `instead(name)`
+    for the block: they reach the driver without passing `execute_sql`. Other threads keep them."""
+    owner = threading.get_ident()
+    real = {name: getattr(database, name) for name in TRANSACTION_CALLS}
+    own = {name: vars(database)[name] for name in TRANSACTION_CALLS if name in vars(database)}
+
+    def routed(name: str) -> Callable:
+        def call(*args, **kwargs):
+            if threading.get_ident() != owner:
+                return real[name](*args, **kwargs)
+            return instead(name)
+
+        return call
+
+    for name in TRANSACTION_CALLS:
+        setattr(database, name, routed(name))
+    try:
+        yield
+    finally:
+        for name in TRANSACTION_CALLS:
+            delattr(database, name)
+        vars(database).update(own)
+
+
+def _refuse_transaction_call(name: str) -> None:
+    raise MigrationError(
+        f"it calls database.{name}() itself, which would end or begin a transaction: memoric runs "
+        "each migration, with its history row, in one transaction of its own; take the call out"
+    )
 
 
 def _refuse_transaction_control(sql) -> None:
