@@ -70,16 +70,25 @@ class _Migrator(Migrator):
     fill. The migration and its operations keep to their transaction (`transaction_kept`).
     """
 
-    def __init__(
-        self, database: peewee.Database, dialect: Dialect, writes: dict[str, dict[str, bool]]
-    ) -> None:
+    def __init__(self, database: peewee.Database, dialect: Dialect, models: list[type[peewee.Model]]) -> None:
         super().__init__(database)
         self.dialect = dialect
-        self.writes = writes  # {memoric's table: {column its INSERTs name: whether it may be NULL}}
+        # {memoric's table: {column its INSERTs name: whether it may be NULL}}
+        self.writes = {
+            model._meta.table_name: {name: field.null for name, field in model._meta.columns.items()}
+            for model in models
+        }
+        # {memoric's table whose ids come from a counter: its id column}
+        self.id_columns = {
+            model._meta.table_name: model._meta.primary_key.column_name
+            for model in models
+            if isinstance(model._meta.primary_key, peewee.AutoField)
+        }
         # Before an application's migration (memoric's own are tested): the columns already
         # unfillable, which it is not to blame for; None: not checked.
         self.unfillable_before: set[str] | None = None
         self.triggers_before: dict = {}  # the tables' triggers before the migration (SQLite)
+        self.id_tops_before: dict[str, int] = {}  # the highest id each id table had handed out
         self.sent: list[str] = []  # the statements the migration sent so far
 
     def __call__(self):
@@ -87,6 +96,7 @@ class _Migrator(Migrator):
         with transaction_kept(database, self.sent):
             super().__call__()
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
+        self._keep_id_counters()
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
             raise MigrationError("; ".join(misread))
@@ -95,6 +105,26 @@ class _Migrator(Migrator):
             raise MigrationError(f"foreign key violations after the migration: {broken[:5]}")
         if self.unfillable_before is not None:
             self._refuse_unfillable_columns()
+
+    def id_tops(self) -> dict[str, int]:
+        """The highest id each of memoric's id tables there has handed out (or stores)."""
+        tables = set(self.dialect.tables(self.__database__))
+        return {
+            table: self.dialect.id_top(self.__database__, table, column)
+            for table, column in self.id_columns.items()
+            if table in tables
+        }
+
+    def _keep_id_counters(self) -> None:
+        """Raise each id counter the migration moved back (a SQLite table rebuild starts its
+        AUTOINCREMENT counter at the highest id stored): an id is never handed out twice, not even
+        the id of a memory deleted before the migration."""
+        for table, top in self.id_tops().items():
+            before = self.id_tops_before.get(table, 0)
+            if top < before:
+                self.dialect.reserve_ids(
+                    self.__database__, table, self.id_columns[table], above=before, count=0
+                )
 
     def unfillable(self) -> list[str]:
         """The columns of memoric's tables that every write of memoric's would leave NULL where
@@ -170,6 +200,7 @@ class _Router(Router):
         if not fake:
             migrator.unfillable_before = None if self.chain.label == MEMORIC else set(migrator.unfillable())
             migrator.triggers_before = self.store.dialect.table_triggers(self.database)
+            migrator.id_tops_before = migrator.id_tops()
             migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)
@@ -237,11 +268,7 @@ class Run:
 
     def migrator(self, steps: list[Step]) -> Migrator:
         """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
-        writes = {
-            model._meta.table_name: {name: field.null for name, field in model._meta.columns.items()}
-            for model in self.store.models()
-        }
-        migrator = _Migrator(self.database, self.dialect, writes)
+        migrator = _Migrator(self.database, self.dialect, self.store.models())
         for step in steps:
             self.replay(migrator, step)
         return migrator
