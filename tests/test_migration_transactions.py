@@ -195,3 +195,48 @@ def test_a_connection_lost_during_a_migration_is_not_taken_for_a_commit_of_its_o
     assert message.startswith(UNDONE)
     assert "notes" not in tables(store) and app_history(store) == []
     store.close()
+
+
+@requires_postgres
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["CREATE SCHEMA audit", "SET LOCAL search_path TO audit"],
+        ["CREATE SCHEMA audit", "SET search_path TO audit, public"],
+        ["CREATE SCHEMA audit", "SELECT set_config('search_path', 'audit', true)"],
+        ['CREATE TEMPORARY TABLE "migratehistory" (id INTEGER)'],
+    ],
+)
+def test_a_migration_leading_memorics_names_elsewhere_is_refused_on_postgresql(
+    new_postgres_url, tmp_path, statements
+):
+    """Its history row went to the new schema: the migration's changes were committed while
+    its history said it was pending, and every later upgrade failed on them."""
+    store = MemoryStore(new_postgres_url())
+    message = upgrade_with(store, tmp_path, *statements, f"{CREATE}")
+    assert message.startswith(f"{UNDONE}it leaves the session where ")
+    assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED
+    assert "audit" not in [row[0] for row in store.database.execute_sql("SELECT nspname FROM pg_namespace")]
+    store.close()
+
+
+def test_a_migration_shadowing_memorics_table_with_a_temporary_one_is_refused(store, tmp_path):
+    message = upgrade_with(store, tmp_path, CREATE, 'CREATE TEMPORARY TABLE "memories" ("id" INTEGER)')
+    assert message.startswith(f'{UNDONE}it leaves the session where "memories" names a table in schema ')
+    assert "notes" not in tables(store) and app_history(store) == []
+    assert store.insert_memory(user_id="ada", content="saved where it belongs") > 0
+
+
+@requires_postgres
+def test_a_migration_setting_search_path_back_is_applied(new_postgres_url, tmp_path):
+    store = MemoryStore(new_postgres_url())
+    statements = [
+        "CREATE SCHEMA audit",
+        "SET LOCAL search_path TO audit",
+        CREATE,
+        "SET LOCAL search_path TO public",
+    ]
+    app_migrations(store, tmp_path, *statements).upgrade()
+    assert app_history(store) == ["001_notes"]
+    assert store.database.execute_sql('SELECT COUNT(*) FROM audit."notes"').fetchone()[0] == 0
+    store.close()

@@ -23,7 +23,7 @@ from memoric.db.dialects import Dialect
 from memoric.db.driver_errors import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrate.chains import Chain, history_index, history_model
+from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE, Chain, history_index, history_model
 from memoric.migrate.targets import MEMORIC, Order, Step
 from memoric.migrate.transactions import TransactionEnded, intercepted, transaction_calls, transaction_kept
 
@@ -89,6 +89,7 @@ class _Migrator(Migrator):
         self.unfillable_before: set[str] | None = None
         self.triggers_before: dict = {}  # the tables' triggers before the migration (SQLite)
         self.id_tops_before: dict[str, int] = {}  # the highest id each id table had handed out
+        self.schemas_before: dict = {}  # where memoric's unqualified table names led
         self.sent: list[str] = []  # the statements the migration sent so far
 
     def __call__(self):
@@ -96,6 +97,7 @@ class _Migrator(Migrator):
         with transaction_kept(database, self.sent):
             super().__call__()
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
+        self._refuse_moved_names()
         self._keep_id_counters()
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
@@ -124,6 +126,25 @@ class _Migrator(Migrator):
             if top < before:
                 self.dialect.reserve_ids(
                     self.__database__, table, self.id_columns[table], above=before, count=0
+                )
+
+    def schemas_named(self) -> dict:
+        """Where memoric's unqualified table names lead now (`Dialect.schemas_named`)."""
+        return self.dialect.schemas_named(self.__database__, [*self.writes, HISTORY_TABLE, APP_HISTORY_TABLE])
+
+    def _refuse_moved_names(self) -> None:
+        """MigrationError when the migration made a name of memoric's lead to another schema (a
+        search_path set, a temporary table of that name): memoric's statements after it, the
+        migration's history row first, would go there."""
+        for name, schema in self.schemas_named().items():
+            before = self.schemas_before.get(name)
+            if before is not None and schema is not None and schema != before:
+                what = "new tables are created" if name is None else f'"{name}" names a table'
+                raise MigrationError(
+                    f"it leaves the session where {what} in schema {schema} instead of {before} (a "
+                    "search_path it set, or a temporary table of that name): memoric's statements "
+                    "after it, its history row first, would go there; name the schema in the "
+                    "migration's statements instead, or set search_path back before it ends"
                 )
 
     def unfillable(self) -> list[str]:
@@ -201,6 +222,7 @@ class _Router(Router):
             migrator.unfillable_before = None if self.chain.label == MEMORIC else set(migrator.unfillable())
             migrator.triggers_before = self.store.dialect.table_triggers(self.database)
             migrator.id_tops_before = migrator.id_tops()
+            migrator.schemas_before = migrator.schemas_named()
             migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)

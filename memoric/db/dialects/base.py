@@ -177,6 +177,12 @@ class Dialect(abc.ABC):
         dropped by name; MigrationError naming one that cannot be re-created."""
 
     @abc.abstractmethod
+    def schemas_named(self, database: peewee.Database, tables: list[str]) -> dict[str | None, str | None]:
+        """Where this session's unqualified names lead: for each of `tables`, the schema of what
+        it names (None: nothing), and under None, where an unqualified CREATE TABLE creates.
+        memoric names its tables, its history tables among them, without a schema."""
+
+    @abc.abstractmethod
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named cross-process lock if it is free: its handle, or None."""
 

@@ -32,6 +32,11 @@ from memoric.errors import ConfigError
 TEMPORARY_SCHEMA_PREFIX = "pg_temp_"
 DEADLOCK_DETECTED = "40P01"  # the SQLSTATE of a transaction ended to break a deadlock
 VALUES_CHUNK = 1000  # rows per INSERT ... VALUES statement
+# The schema of the relation each name leads to through the session's search_path (NULL: none).
+SCHEMAS_NAMED = (
+    "SELECT name, (SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "WHERE c.oid = to_regclass(quote_ident(name))) FROM unnest(%s::text[]) AS names (name)"
+)
 POSTGRES_COLUMNS = """
 SELECT cls.relname, att.attname, format_type(att.atttypid, att.atttypmod), att.attnotnull,
        COALESCE(pg_get_expr(def.adbin, def.adrelid),
@@ -131,6 +136,11 @@ class PostgresDialect(SequenceIds, Dialect):
 
     def restore_rebuilt_triggers(self, database: peewee.Database, before: dict, sent: list[str]) -> None:
         """Nothing: no table is rebuilt."""
+
+    def schemas_named(self, database: peewee.Database, tables: list[str]) -> dict[str | None, str | None]:
+        """Through the search_path, a temporary table first."""
+        found = database.execute_sql(SCHEMAS_NAMED, (tables,)).fetchall()
+        return {**dict(found), None: database.execute_sql("SELECT current_schema()").fetchone()[0]}
 
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named session-level advisory lock if free (held by this thread's connection,

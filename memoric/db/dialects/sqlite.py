@@ -145,6 +145,15 @@ class SqliteDialect(Dialect):
     def restore_rebuilt_triggers(self, database: peewee.Database, before: dict, sent: list[str]) -> None:
         sqlite_triggers.restore(database, before, sent)
 
+    def schemas_named(self, database: peewee.Database, tables: list[str]) -> dict[str | None, str | None]:
+        """`temp` first, then `main`; a CREATE TABLE without TEMP creates in `main`."""
+        where = {}
+        for schema in ("main", "temp"):  # temp last: it wins
+            listing = "sqlite_master" if schema == "main" else "sqlite_temp_master"
+            sql = f"SELECT name FROM {listing} WHERE type IN ('table', 'view')"
+            where.update({name: schema for (name,) in database.execute_sql(sql).fetchall()})
+        return {**{table: where.get(table) for table in tables}, None: "main"}
+
     def try_lock(self, database: peewee.Database, name: str):
         """Take the named lock if free (an exclusive flock on a file beside the database)."""
         return sqlite_lock.try_take(database.database, name)
