@@ -240,3 +240,21 @@ def test_a_migration_setting_search_path_back_is_applied(new_postgres_url, tmp_p
     assert app_history(store) == ["001_notes"]
     assert store.database.execute_sql('SELECT COUNT(*) FROM audit."notes"').fetchone()[0] == 0
     store.close()
+
+
+@pytest.mark.parametrize(
+    "raised, named",
+    [("SystemExit(0)", "SystemExit (0)"), ("__import__('asyncio').CancelledError()", "CancelledError")],
+)
+def test_a_migration_exiting_the_program_fails_and_is_undone(store, tmp_path, raised, named):
+    """sys.exit(0) in a migration ended `memoric migrate upgrade` silently with status 0, the
+    migration not applied; asyncio's CancelledError was a traceback."""
+    source = notes_migration(CREATE).replace(
+        "def rollback", f"    if not fake:\n        raise {raised}\n\n\ndef rollback", 1
+    )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
+    with pytest.raises(MigrationError) as failed:
+        migrations.upgrade()
+    assert f"{UNDONE}it raised {named}, which ends a program, not a migration" in str(failed.value)
+    assert "[completed before it: " in str(failed.value)  # memoric's own, applied in the same run
+    assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED

@@ -53,6 +53,23 @@ class _NoRows:
         return iter(())
 
 
+@contextlib.contextmanager
+def exits_refused() -> Iterator[None]:
+    """A migration's SystemExit, or another exception that is not an error (asyncio's
+    CancelledError), as a MigrationError: it would end the command as if all went well, or in
+    a traceback, the migration undone and nothing said. A stop (KeyboardInterrupt) stays one."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        said = f" ({exc})" if str(exc) else ""
+        raise MigrationError(
+            f"it raised {type(exc).__name__}{said}, which ends a program, not a migration: raise an "
+            "exception instead"
+        ) from exc
+
+
 def _no_rows(real, sql, params=None, *args, **kwargs):
     return _NoRows()
 
@@ -94,7 +111,7 @@ class _Migrator(Migrator):
 
     def __call__(self):
         database = self.__database__
-        with transaction_kept(database, self.sent):
+        with exits_refused(), transaction_kept(database, self.sent):
             super().__call__()
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
         self._refuse_moved_names()
@@ -209,10 +226,11 @@ class _Router(Router):
 
     def _kept_in(self, function: Callable) -> Callable:
         def run(migrator, database, *args, fake=False, **kwargs):
-            if fake:
-                return function(migrator, database, *args, fake=fake, **kwargs)
-            with transaction_kept(database, migrator.sent):
-                return function(migrator, database, *args, fake=fake, **kwargs)
+            with exits_refused():
+                if fake:
+                    return function(migrator, database, *args, fake=fake, **kwargs)
+                with transaction_kept(database, migrator.sent):
+                    return function(migrator, database, *args, fake=fake, **kwargs)
 
         return run
 
