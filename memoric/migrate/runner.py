@@ -18,12 +18,12 @@ from functools import cached_property
 import peewee
 from peewee_migrate import Migrator, Router
 
-from memoric.db import catalogue
 from memoric.db.dialects import Dialect
 from memoric.db.driver_errors import commit_in_doubt, driver_errors, failure_reason, first_line
 from memoric.db.store import MemoryStore
 from memoric.errors import MigrationError
-from memoric.migrate.chains import APP_HISTORY_TABLE, HISTORY_TABLE, Chain, history_index, history_model
+from memoric.migrate.chains import Chain, history_index, history_model
+from memoric.migrate.migrator import CheckedMigrator, exits_refused, no_rows, nothing_to_end
 from memoric.migrate.targets import MEMORIC, Order, Step
 from memoric.migrate.transactions import TransactionEnded, intercepted, transaction_calls, transaction_kept
 
@@ -31,155 +31,6 @@ log = logging.getLogger("memoric.migrations")
 log.addHandler(logging.NullHandler())
 
 LOCK_NAME = "migrations"
-
-
-class _NoRows:
-    """The cursor a migration sees while it is only replayed to rebuild the ORM snapshot."""
-
-    rowcount = 0
-    lastrowid = None
-    description = ()
-
-    def fetchone(self):
-        return None
-
-    def fetchall(self):
-        return []
-
-    def fetchmany(self, size=None):
-        return []
-
-    def __iter__(self):
-        return iter(())
-
-
-@contextlib.contextmanager
-def exits_refused() -> Iterator[None]:
-    """A migration's SystemExit, or another exception that is not an error (asyncio's
-    CancelledError), as a MigrationError: it would end the command as if all went well, or in
-    a traceback, the migration undone and nothing said. A stop (KeyboardInterrupt) stays one."""
-    try:
-        yield
-    except (Exception, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        said = f" ({exc})" if str(exc) else ""
-        raise MigrationError(
-            f"it raised {type(exc).__name__}{said}, which ends a program, not a migration: raise an "
-            "exception instead"
-        ) from exc
-
-
-def _no_rows(real, sql, params=None, *args, **kwargs):
-    return _NoRows()
-
-
-def _nothing_to_end(name: str) -> None:
-    """A replay's `database.commit()` and the like: it touches no database, so has nothing to end."""
-
-
-class _Migrator(Migrator):
-    """peewee-migrate's Migrator; each migration ends with checks of what it built.
-
-    No index may name a column its table lacks (SQLite would index a string constant instead of
-    failing), no row may break a foreign key (SQLite runs migrations without enforcing them), and
-    an application's migration may not leave memoric's tables a column memoric's inserts cannot
-    fill. The migration and its operations keep to their transaction (`transaction_kept`).
-    """
-
-    def __init__(self, database: peewee.Database, dialect: Dialect, models: list[type[peewee.Model]]) -> None:
-        super().__init__(database)
-        self.dialect = dialect
-        # {memoric's table: {column its INSERTs name: whether it may be NULL}}
-        self.writes = {
-            model._meta.table_name: {name: field.null for name, field in model._meta.columns.items()}
-            for model in models
-        }
-        # {memoric's table whose ids come from a counter: its id column}
-        self.id_columns = {
-            model._meta.table_name: model._meta.primary_key.column_name
-            for model in models
-            if isinstance(model._meta.primary_key, peewee.AutoField)
-        }
-        # Before an application's migration (memoric's own are tested): the columns already
-        # unfillable, which it is not to blame for; None: not checked.
-        self.unfillable_before: set[str] | None = None
-        self.triggers_before: dict = {}  # the tables' triggers before the migration (SQLite)
-        self.id_tops_before: dict[str, int] = {}  # the highest id each id table had handed out
-        self.schemas_before: dict = {}  # where memoric's unqualified table names led
-        self.sent: list[str] = []  # the statements the migration sent so far
-
-    def __call__(self):
-        database = self.__database__
-        with exits_refused(), transaction_kept(database, self.sent):
-            super().__call__()
-        self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
-        self._refuse_moved_names()
-        self._keep_id_counters()
-        misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
-        if misread:
-            raise MigrationError("; ".join(misread))
-        broken = self.dialect.foreign_key_violations(database)
-        if broken:
-            raise MigrationError(f"foreign key violations after the migration: {broken[:5]}")
-        if self.unfillable_before is not None:
-            self._refuse_unfillable_columns()
-
-    def id_tops(self) -> dict[str, int]:
-        """The highest id each of memoric's id tables there has handed out (or stores)."""
-        tables = set(self.dialect.tables(self.__database__))
-        return {
-            table: self.dialect.id_top(self.__database__, table, column)
-            for table, column in self.id_columns.items()
-            if table in tables
-        }
-
-    def _keep_id_counters(self) -> None:
-        """Raise each id counter the migration moved back (a SQLite table rebuild starts its
-        AUTOINCREMENT counter at the highest id stored): an id is never handed out twice, not even
-        the id of a memory deleted before the migration."""
-        for table, top in self.id_tops().items():
-            before = self.id_tops_before.get(table, 0)
-            if top < before:
-                self.dialect.reserve_ids(
-                    self.__database__, table, self.id_columns[table], above=before, count=0
-                )
-
-    def schemas_named(self) -> dict:
-        """Where memoric's unqualified table names lead now (`Dialect.schemas_named`)."""
-        return self.dialect.schemas_named(self.__database__, [*self.writes, HISTORY_TABLE, APP_HISTORY_TABLE])
-
-    def _refuse_moved_names(self) -> None:
-        """MigrationError when the migration made a name of memoric's lead to another schema (a
-        search_path set, a temporary table of that name): memoric's statements after it, the
-        migration's history row first, would go there."""
-        for name, schema in self.schemas_named().items():
-            before = self.schemas_before.get(name)
-            if before is not None and schema is not None and schema != before:
-                what = "new tables are created" if name is None else f'"{name}" names a table'
-                raise MigrationError(
-                    f"it leaves the session where {what} in schema {schema} instead of {before} (a "
-                    "search_path it set, or a temporary table of that name): memoric's statements "
-                    "after it, its history row first, would go there; name the schema in the "
-                    "migration's statements instead, or set search_path back before it ends"
-                )
-
-    def unfillable(self) -> list[str]:
-        """The columns of memoric's tables that every write of memoric's would leave NULL where
-        it may not be (peewee's Python-side `default=` sets none in the table)."""
-        found = self.dialect.columns(self.__database__, list(self.writes))
-        return catalogue.unfillable_columns(found, self.writes)
-
-    def _refuse_unfillable_columns(self) -> None:
-        """MigrationError for such a column the migration just made."""
-        unfillable = [column for column in self.unfillable() if column not in self.unfillable_before]
-        if unfillable:
-            raise MigrationError(
-                f"it leaves {', '.join(unfillable)} NOT NULL with no default the database applies, so "
-                "every save of memoric's, which leaves the column out, would fail: make it nullable, "
-                'or give it a default in the database too (constraints=[pw.SQL("DEFAULT ...")] beside '
-                "default=, which only fills the rows there now)"
-            )
 
 
 class _Router(Router):
@@ -191,7 +42,7 @@ class _Router(Router):
             migrate_dir=chain.directory,
             migrate_table=chain.table,
             logger=log,
-            migrator_class=_Migrator,
+            migrator_class=CheckedMigrator,
         )
         self.store = store
         self.chain = chain
@@ -244,7 +95,7 @@ class _Router(Router):
             migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
         migrate, _ = self.read(name)
-        with intercepted(self.database, _no_rows), transaction_calls(self.database, _nothing_to_end):
+        with intercepted(self.database, no_rows), transaction_calls(self.database, nothing_to_end):
             migrate(migrator, self.database, fake=True)
         migrator.__ops__ = []
         if force:
@@ -308,7 +159,7 @@ class Run:
 
     def migrator(self, steps: list[Step]) -> Migrator:
         """A Migrator whose ORM snapshot is the schema `steps` build (nothing executed)."""
-        migrator = _Migrator(self.database, self.dialect, self.store.models())
+        migrator = CheckedMigrator(self.database, self.dialect, self.store.models())
         for step in steps:
             self.replay(migrator, step)
         return migrator
