@@ -121,7 +121,7 @@ def test_the_cli_refuses_odd_targets_in_one_line(at_first, monkeypatch, command)
     assert history_names(at_first) == [FIRST]
 
 
-@pytest.mark.parametrize("target", ["9", "009", "0009", "+8", "+08", HEAD])
+@pytest.mark.parametrize("target", ["10", "010", "0010", "+9", "+09", HEAD])
 def test_ascii_numbers_and_names_still_work(store, target):
     migrations = Migrations(store)
     migrations.upgrade(FIRST)

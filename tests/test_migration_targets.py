@@ -85,11 +85,11 @@ def test_relative_and_named_targets(longer):
             "unknown migration target 'nonsense'.*"
             "001_initial_schema, 002_merge_thread_indexes, 003_never_reuse_ids, 004_bigint_ids, "
             "005_metadata_keys, 006_text_postings, 007_distribute_on_citus, 008_user_metadata_index, "
-            "009_fold_unicode_terms, 090_importance, 091_weight",
+            "009_fold_unicode_terms, 010_rewrite_misread_metadata, 090_importance, 091_weight",
         ),
         ("upgrade", "089", "unknown migration target '089'"),
         ("upgrade", "+0", "unknown migration target"),
-        ("upgrade", "+12", "only 11 migration"),
+        ("upgrade", "+13", "only 12 migration"),
         ("upgrade", "-1", "use `downgrade -1`"),
         ("downgrade", "-1", "only 0 migration"),
         ("downgrade", "+1", "use `upgrade \\+1`"),

@@ -15,7 +15,7 @@ from memoric.db.store import MemoryStore
 from memoric.errors import MemoricError
 from memoric.migrate import Migrations
 from memoric.text import terms_of_folded
-from tests.helpers.chain import FIFTH, FOURTH, POSTINGS, UNICODE_TERMS, USER_METADATA
+from tests.helpers.chain import FIFTH, FOURTH, MISREAD_METADATA, POSTINGS, UNICODE_TERMS, USER_METADATA
 from tests.helpers.concurrency import wait_for_a_lock_waiter, while_held
 from tests.helpers.postings import assert_postings_match, stored_postings
 
@@ -342,9 +342,9 @@ def unicode_memories(store) -> tuple[list, list]:
 def test_009_posts_again_what_its_folding_changes_and_its_rollback_restores_the_old_terms(store):
     now, before = unicode_memories(store)
     migrations = Migrations(store)
-    assert migrations.downgrade(USER_METADATA) == [UNICODE_TERMS], "derived data: no confirmation needed"
+    assert migrations.downgrade(USER_METADATA) == [MISREAD_METADATA, UNICODE_TERMS], "no confirmation needed"
     assert list(stored_postings(store)) == before != list(now)
-    assert migrations.upgrade() == [UNICODE_TERMS]
+    assert migrations.upgrade() == [UNICODE_TERMS, MISREAD_METADATA]
     assert stored_postings(store) == now
     assert_postings_match(store)
 
@@ -357,7 +357,7 @@ def test_006_posts_by_the_rule_of_its_time_so_a_database_at_008_is_one_memoric_o
     migrations.downgrade(FIFTH, confirm_data_loss=True)
     migrations.upgrade(USER_METADATA)
     assert list(stored_postings(store)) == before
-    assert migrations.upgrade() == [UNICODE_TERMS]
+    assert migrations.upgrade() == [UNICODE_TERMS, MISREAD_METADATA]
     assert stored_postings(store) == now
 
 

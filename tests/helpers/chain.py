@@ -24,10 +24,13 @@ POSTINGS = "006_text_postings"
 DISTRIBUTE = "007_distribute_on_citus"
 USER_METADATA = "008_user_metadata_index"
 UNICODE_TERMS = "009_fold_unicode_terms"
+MISREAD_METADATA = "010_rewrite_misread_metadata"
 
 
 # The chain shipped with memoric; test-only migrations are numbered after it.
-SHIPPED = [FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE, USER_METADATA, UNICODE_TERMS]
+SHIPPED = [
+    FIRST, SECOND, THIRD, FOURTH, FIFTH, POSTINGS, DISTRIBUTE, USER_METADATA, UNICODE_TERMS, MISREAD_METADATA
+]
 HEAD = SHIPPED[-1]
 
 

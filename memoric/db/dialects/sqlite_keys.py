@@ -55,6 +55,53 @@ def keys_of(document: str, owner: str = "", source: str = "") -> str:
     )
 
 
+# Member names SQLite's JSON functions read unlike memoric's reader and PostgreSQL: one written with
+# an escape where none is needed (`caf\u00e9`, `a\/b`: a JSON path is matched against the name
+# as written), and one written twice in an object (SQLite reads the first, the others the last).
+# memoric never writes either; the triggers refuse another writer's, saying why.
+_CONTROLS = "char(" + ", ".join(str(code) for code in range(1, 32)) + ")"
+_NEEDS_ESCAPE = (
+    "(instr(member.key, '\"') > 0 OR instr(member.key, '\\') > 0 "
+    f"OR member.key GLOB '*[' || {_CONTROLS} || ']*')"
+)
+NEEDLESS_ESCAPE_MESSAGE = (
+    "memoric: a metadata member name is written with an escape where none is needed (as \\u00e9 "
+    "or \\/), which SQLite''s JSON paths do not match: write the JSON with ensure_ascii=False, "
+    "as memoric does"
+)
+MEMBER_TWICE_MESSAGE = (
+    "memoric: the metadata names a member twice in one object (SQLite reads the first, memoric "
+    "and PostgreSQL the last): write each member once"
+)
+
+
+def needless_escape(document: str) -> str:
+    """SQL: whether the JSON `document` names a member with an escape where none is needed."""
+    return (
+        f"(instr({document}, '\\') > 0 AND EXISTS (SELECT 1 FROM json_tree({document}) AS member "
+        "WHERE typeof(member.key) = 'text' "
+        "AND instr(substr(member.fullkey, length(member.path) + 2), '\\') > 0 "
+        f"AND NOT {_NEEDS_ESCAPE}))"
+    )
+
+
+def member_twice(document: str) -> str:
+    """SQL: whether the JSON `document` names a member twice in one object."""
+    return (
+        f"EXISTS (SELECT 1 FROM json_tree({document}) AS member WHERE typeof(member.key) = 'text' "
+        "GROUP BY member.parent, member.key HAVING count(*) > 1)"
+    )
+
+
+def _refuse_misread(row: str) -> str:
+    """The statements refusing the memory `row` when SQLite would read its metadata otherwise."""
+    document = f"{row}.metadata"
+    return (
+        f"SELECT RAISE(ABORT, '{NEEDLESS_ESCAPE_MESSAGE}') WHERE {needless_escape(document)}; "
+        f"SELECT RAISE(ABORT, '{MEMBER_TWICE_MESSAGE}') WHERE {member_twice(document)};"
+    )
+
+
 def _posted(row: str) -> str:
     """SELECT of the keys table's rows of the memory `row` (NEW or OLD in a trigger)."""
     return keys_of(f"{row}.metadata", owner=f", {row}.user_id, {row}.id")
@@ -80,10 +127,11 @@ TABLE_DDL = (
     "memory_id INTEGER NOT NULL, PRIMARY KEY (name, value, user_id, memory_id)) WITHOUT ROWID"
 )
 TRIGGERS_DDL = (
-    f"CREATE TRIGGER IF NOT EXISTS memories_keys_insert AFTER INSERT ON memories BEGIN {_add('NEW')} END",
+    "CREATE TRIGGER IF NOT EXISTS memories_keys_insert AFTER INSERT ON memories "
+    f"BEGIN {_refuse_misread('NEW')} {_add('NEW')} END",
     "CREATE TRIGGER IF NOT EXISTS memories_keys_update AFTER UPDATE ON memories "
     "WHEN OLD.metadata IS NOT NEW.metadata OR OLD.user_id IS NOT NEW.user_id OR OLD.id IS NOT NEW.id "
-    f"BEGIN {_remove('OLD')} {_add('NEW')} END",
+    f"BEGIN {_refuse_misread('NEW')} {_remove('OLD')} {_add('NEW')} END",
     f"CREATE TRIGGER IF NOT EXISTS memories_keys_delete AFTER DELETE ON memories BEGIN {_remove('OLD')} END",
 )
 
