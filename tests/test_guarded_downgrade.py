@@ -22,8 +22,10 @@ from memoric import Memoric
 from memoric.db.store import MemoryStore
 from memoric.errors import DataLossRefused, MigrationError
 from memoric.migrate import Migrations, guards
+from tests.helpers.app_chain import app_chain
 from tests.helpers.chain import (
     ADD_IMPORTANCE,
+    FIFTH,
     FIRST,
     HEAD,
     SHIPPED,
@@ -119,6 +121,36 @@ def test_an_applications_own_table_is_guarded_too(store, tmp_path):
         migrations.downgrade()
     assert "agent_notes" in tables(store)
     assert migrations.downgrade(confirm_data_loss=True) == ["090_agent_notes"]
+
+
+TERM_WEIGHT = """import peewee as pw
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.add_fields("memory_terms", weight=pw.FloatField(null=True))
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+"""
+
+
+def test_an_applications_column_on_a_derived_table_is_guarded_when_the_table_goes(store, tmp_path):
+    """The text postings are derived from the memories, and dropped without a confirmation; a
+    column an application added to them is not, and went with them unasked."""
+    Migrations(store).upgrade()
+    memories = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_term_weight": TERM_WEIGHT}))
+    memories.upgrade()
+    fill(store, memories=3)
+    postings = int(store.database.execute_sql('SELECT COUNT(*) FROM "memory_terms"').fetchone()[0])
+    rolled_back = ["app:001_term_weight", *reversed(SHIPPED[5:])]
+    assert memories.downgrade(FIFTH) == rolled_back  # the weights all NULL: nothing lost
+    memories.upgrade()
+    store.database.execute_sql('UPDATE "memory_terms" SET "weight" = 0.5')
+    before = state(store)
+    with pytest.raises(DataLossRefused, match=rf"memory_terms\.weight \({postings} values\)"):
+        memories.downgrade(FIFTH)
+    assert state(store) == before
 
 
 def test_a_failing_rollback_undoes_the_whole_downgrade(store, tmp_path):

@@ -13,9 +13,7 @@ from typing import NamedTuple
 import peewee
 
 METADATA_KEYS_TABLE = "memory_metadata_keys"  # SQLite's index of metadata keys
-# Tables memoric derives from the memories alone (indexes of them): a downgrade that drops one
-# loses nothing an upgrade does not build again.
-DERIVED_TABLES = frozenset({METADATA_KEYS_TABLE})
+METADATA_KEYS_COLUMNS = frozenset({"name", "value", "user_id", "memory_id"})
 
 
 class Column(NamedTuple):

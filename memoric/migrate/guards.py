@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from memoric.db import catalogue
 from memoric.db.driver_errors import first_line
-from memoric.db.models import POSTING_TABLES
+from memoric.db.models import POSTING_MODELS
 from memoric.errors import ConfigError, MigrationError
 from memoric.migrate.chains import HISTORY_TABLE
 from memoric.migrate.runner import Run
 from memoric.migrate.targets import Step
 
+# The columns of memoric's that it derives from the memories alone, by table (indexes of them).
+DERIVED_COLUMNS = {
+    catalogue.METADATA_KEYS_TABLE: catalogue.METADATA_KEYS_COLUMNS,
+    **{model._meta.table_name: frozenset(model._meta.columns) for model in POSTING_MODELS},
+}
 Shape = dict[str, set[str]]
 
 
@@ -191,20 +196,23 @@ def _not_compared(tables: list[str], running: Step | None, exc: Exception) -> st
 
 
 def shape(run: Run) -> Shape:
-    """{table: its column names} of every table but the chains' histories and the tables derived
-    from the memories alone (the metadata keys, the text postings): dropping those loses nothing
-    the upgrade that adds them does not build again."""
+    """{table: its column names} of every table but the chains' histories; of a table derived
+    from the memories alone (the metadata keys, the text postings), the columns an application
+    added only: dropping memoric's loses nothing the upgrade that adds them does not build again."""
     histories = {router.chain.table for router in run.routers.values()}
-    skipped = histories | catalogue.DERIVED_TABLES | POSTING_TABLES
-    names = [table for table in run.tables() if table not in skipped]
-    return {table: set(found) for table, found in run.dialect.columns(run.database, names).items()}
+    names = [table for table in run.tables() if table not in histories]
+    found = run.dialect.columns(run.database, names)
+    return {table: set(columns) - DERIVED_COLUMNS.get(table, set()) for table, columns in found.items()}
 
 
 def dropped(before: Shape, after: Shape) -> list[tuple[str, str | None]]:
-    """(table, None) for each table gone from `before` to `after`, (table, column) for each column."""
+    """(table, None) for each table gone from `before` to `after`, (table, column) for each column
+    (and for each column an application added to a derived table gone)."""
     gone: list[tuple[str, str | None]] = []
     for table, table_columns in before.items():
-        if table not in after:
+        if table in DERIVED_COLUMNS and table not in after:
+            gone += [(table, column) for column in sorted(table_columns)]
+        elif table not in after:
             gone.append((table, None))
         else:
             gone += [(table, column) for column in sorted(table_columns - after[table])]
