@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 
 import click
@@ -63,6 +64,12 @@ def masked_errors(arguments: tuple[str, ...]):
         raise
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: its line breaks and the spaces around them as one space. Only ASCII
+    whitespace: `str.split()` also took U+0085 or U+2028 in a quoted name for a space."""
+    return re.sub(r"[ \t\r\n]+", " ", text).strip(" ")
+
+
 @contextlib.contextmanager
 def one_line_errors():
     """A MemoricError becomes one line on stderr and exit 1; Ctrl-C (or SIGTERM, SIGHUP) one line
@@ -70,7 +77,7 @@ def one_line_errors():
     try:
         yield
     except MemoricError as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = one_line(str(exc)) or type(exc).__name__
         raise click.ClickException(message) from None
     except KeyboardInterrupt as exc:
         said = f": {exc}" if isinstance(exc, Interrupted) else ""

@@ -100,6 +100,13 @@ def _summarizer_failed(counts: dict, failures: list[tuple], untried: int) -> Sum
     return SummarizerFailed(counts, [(*where, ReportedFailure(text)) for *where, text in failures], untried)
 
 
+def message_lines(text: str) -> list[str]:
+    """The lines of an error's text, broken where its writer broke them (at a newline or a
+    carriage return): `str.splitlines` also breaks at characters a stored name may hold (U+0085,
+    U+2028, form feed), and the reason after one was lost."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def said(exc: BaseException) -> str:
     """`Type: first line of its text` (at most 200 characters), even when its `__str__` fails;
     a failure reported so before, as it was."""
@@ -109,7 +116,7 @@ def said(exc: BaseException) -> str:
         text = str.__str__(str(exc))  # a str subclass's own methods may fail too
     except Exception:
         return f"{type(exc).__name__}: (its text could not be read)"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = next((line.strip() for line in message_lines(text) if line.strip()), "")
     return f"{type(exc).__name__}: {first[:200]}"
 
 

@@ -422,3 +422,18 @@ def test_the_way_out_of_a_hash_in_the_url_is_one_that_opens_the_same_database(ds
         assert "%23" not in str(refused.value) and "rename the file" in str(refused.value)
     else:
         assert str(refused.value).endswith("write it as %23")
+
+
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\x0c"])
+def test_a_name_holding_a_character_python_breaks_lines_at_is_reported_whole(postgres_server_url, separator):
+    """`str.splitlines` breaks at U+0085, U+2028 and form feed too: the error of a database
+    named so was cut inside the name, the reason lost, and the one-line CLI error showed the
+    character as a space."""
+    name = f"cl1{separator}tail"
+    url = database_url(postgres_server_url, quote(name))
+    with pytest.raises(ConfigError) as raised:
+        MemoryStore(url)
+    assert f'database "{name}" does not exist' in str(raised.value)
+    error = one_line_error(CliRunner().invoke(main, ["--dsn", url, "stats"]))
+    shown = name.replace(separator, separator.encode("unicode_escape").decode("ascii"))
+    assert f'database "{shown}" does not exist' in error

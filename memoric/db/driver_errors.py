@@ -13,13 +13,13 @@ import peewee
 
 from memoric.db.masking import mask_password
 from memoric.db.recovery import COMMIT_IN_DOUBT
-from memoric.errors import CommitInDoubt, MemoricError
+from memoric.errors import CommitInDoubt, MemoricError, message_lines
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (drivers add hints and context on later lines)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return message_lines(text)[0] if text else type(exc).__name__
 
 
 # peewee wraps the driver's errors in statements; a row the driver cannot read fails later, as
