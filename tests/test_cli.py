@@ -21,6 +21,7 @@ from memoric.db.models import Memory
 from memoric.db.store import MemoryStore
 from memoric.migrate import HISTORY_TABLE, NOT_CREATED
 from tests.helpers.cli_process import CLI
+from tests.helpers.dialects import one_line_error
 from tests.helpers.reference import ago
 
 
@@ -181,6 +182,44 @@ def test_stored_text_cannot_drive_the_terminal(cli, dsn):
     assert parsed(results["clusters --json"])["clusters"][0]["topic"] == "\x1b]0;x\x07\u2029"
     exported = [json.loads(line) for line in results["export"].stdout.split("\n") if line]
     assert sorted(r["content"] for r in exported if r["type"] == "memory") == recalled
+
+
+def stored_outside_memoric(dsn: str, metadata_text: str) -> None:
+    """One memory whose metadata another writer set to `metadata_text` (JSON memoric refuses)."""
+    memoric = Memoric(dsn)
+    memory_id = memoric.save("u", "written outside")
+    database = memoric.db.database
+    sql = f"UPDATE memories SET metadata = {database.param} WHERE id = {database.param}"
+    database.execute_sql(sql.replace("= %s W", "= %s::jsonb W"), (metadata_text, memory_id))
+    memoric.close()
+
+
+@pytest.fixture
+def sqlite_cli(tmp_path, monkeypatch):
+    """A SQLite database and the CLI on it: SQLite's JSON keeps what PostgreSQL's refuses or
+    reads otherwise (a lone `\\ud800`; `1e999`, which PostgreSQL keeps as an integer)."""
+    monkeypatch.delenv("MEMORIC_DATABASE_URL", raising=False)
+    dsn = f"sqlite:///{tmp_path / 'outside.db'}"
+    return dsn, lambda *args: CliRunner().invoke(main, ["--dsn", dsn, *args])
+
+
+def test_a_number_json_cannot_write_is_one_line_in_json_output(sqlite_cli):
+    """1e999 is infinity to Python: it was printed as `Infinity`, which no JSON reader takes."""
+    dsn, cli = sqlite_cli
+    stored_outside_memoric(dsn, '{"n": 1e999}')
+    assert "written outside" in cli("recall", "--user", "u", "--scope", "user").stdout
+    error = one_line_error(cli("recall", "--user", "u", "--scope", "user", "--json"))
+    assert error.startswith("Error: cannot write the answer as JSON: a stored number is beyond")
+
+
+def test_a_lone_surrogate_is_written_as_its_escape(sqlite_cli):
+    """UTF-8 cannot carry what a lone `\\ud800` decodes to: `recall --json` ended in a traceback."""
+    dsn, cli = sqlite_cli
+    stored_outside_memoric(dsn, '{"topic": "\\ud800"}')
+    result = cli("recall", "--user", "u", "--scope", "user", "--json")
+    assert result.exit_code == 0 and "\\ud800" in result.stdout
+    assert [m["metadata"] for m in parsed(result)] == [{"topic": "\ud800"}]
+    assert cli("recall", "--user", "u", "--scope", "user").exit_code == 0
 
 
 def test_recall_shortens_long_content(cli, filled):

@@ -14,6 +14,7 @@ import click
 from memoric.core import Memoric
 from memoric.db.jsoncodec import TERMINAL_CONTROLS, controls_escaped
 from memoric.db.masking import mask_password, mask_url
+from memoric.errors import MemoricError
 
 PROGRESS_MIN_ROWS = 1000
 CONTENT_WIDTH = 60
@@ -36,7 +37,13 @@ def echo(line: str = "", *, err: bool = False) -> None:
 def echo_json(value) -> None:
     """`value` as indented JSON on stdout, datetimes in ISO 8601; what a terminal would obey
     written as `\\u` escapes, which parse back to the same text."""
-    dumped = json.dumps(value, indent=2, ensure_ascii=False, default=_json_value)
+    try:
+        dumped = json.dumps(value, indent=2, ensure_ascii=False, default=_json_value, allow_nan=False)
+    except ValueError:  # NaN or infinity: JSON has no such number
+        raise MemoricError(
+            "cannot write the answer as JSON: a stored number is beyond what a double holds (1e999, "
+            "written outside memoric?); correct that row, or leave out --json"
+        ) from None
     click.echo(controls_escaped(dumped))
 
 

@@ -16,8 +16,11 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators
 _EXPONENT = re.compile(r"\de\+")  # how JSON writes a float of magnitude 1e16 or more
 # What JSON carries raw but a terminal would obey: DEL, the C1 controls (CSI starts an escape
 # sequence), the bidirectional controls that reorder a line, and the line and paragraph
-# separators a viewer may break a line at. JSON escapes C0 itself.
-TERMINAL_CONTROLS = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# separators a viewer may break a line at. JSON escapes C0 itself. Also the lone surrogates
+# another writer's `\ud800` decodes to, which UTF-8 cannot carry.
+TERMINAL_CONTROLS = re.compile(
+    "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def dump_json(value) -> str:
