@@ -222,6 +222,16 @@ def test_a_lone_surrogate_is_written_as_its_escape(sqlite_cli):
     assert cli("recall", "--user", "u", "--scope", "user").exit_code == 0
 
 
+def test_a_lone_surrogate_sqlite_cannot_read_back_is_named_not_quoted_as_sql(sqlite_cli):
+    """SQLite's JSON functions decode it to bytes that are not UTF-8: the error quoted memoric's
+    SQL, naming neither the cause nor the cure."""
+    dsn, cli = sqlite_cli
+    stored_outside_memoric(dsn, '{"topic": "\\ud800"}')
+    error = one_line_error(cli("clusters", "--rebuild"))
+    assert "a stored text is not UTF-8" in error and "lone surrogate" in error
+    assert "json_extract" not in error
+
+
 def test_recall_shortens_long_content(cli, filled):
     filled.save("ada", "word " * 40, thread_id="long")
     line = cli("recall", "--user", "ada", "--thread", "long").stdout.splitlines()[1]

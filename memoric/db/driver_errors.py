@@ -26,6 +26,7 @@ def first_line(exc: BaseException) -> str:
 # the driver's own error (sqlite3, psycopg2) or a ValueError of its converters (a BC date, text
 # that is not UTF-8).
 DRIVER_ERRORS = (peewee.PeeweeException, sqlite3.Error, ValueError, OverflowError)
+SQLITE_NOT_UTF8 = "Could not decode to UTF-8 column"  # the sqlite3 module's error for such text
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
 IN_DOUBT_NOTE = (
     " (the connection was lost during COMMIT: whether the change was saved is not known, so look "
@@ -85,6 +86,11 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     reason = mask_password(first_line(exc), url)
     if isinstance(exc, UnicodeDecodeError):
         reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
+    elif str(exc).startswith(SQLITE_NOT_UTF8):  # its message quotes memoric's SQL: left out
+        reason = (
+            "a stored text is not UTF-8 (SQLite's JSON functions make a lone surrogate escape such as "
+            "\\ud800 in metadata into bytes UTF-8 does not have; written outside memoric?): correct that row"
+        )
     elif isinstance(exc, (ValueError, OverflowError)):
         reason = f"a stored value memoric cannot read ({reason}; written outside memoric?): correct that row"
     if commit_in_doubt(exc):
