@@ -258,3 +258,14 @@ def test_a_migration_exiting_the_program_fails_and_is_undone(store, tmp_path, ra
     assert f"{UNDONE}it raised {named}, which ends a program, not a migration" in str(failed.value)
     assert "[completed before it: " in str(failed.value)  # memoric's own, applied in the same run
     assert "notes" not in tables(store) and app_history(store) == [] and history_names(store) == SHIPPED
+
+
+@requires_postgres
+def test_a_percent_sign_the_driver_reads_as_a_parameter_mark_is_named(new_postgres_url, tmp_path):
+    """It failed with psycopg2's "tuple index out of range", naming neither the % nor the cure."""
+    store = MemoryStore(new_postgres_url())
+    message = upgrade_with(store, tmp_path, "CREATE TABLE \"notes\" (\"body\" TEXT DEFAULT '100%')")
+    assert message.startswith(f"{UNDONE}the database driver read a % in a statement of it as a parameter")
+    assert "write %% for a literal %" in message
+    assert app_migrations(store, tmp_path, "CREATE TABLE \"notes\" (\"body\" TEXT DEFAULT '100%%')").upgrade()
+    store.close()

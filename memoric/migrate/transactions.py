@@ -82,7 +82,15 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
         _refuse_transaction_control(sql)
         if isinstance(sql, str):
             sent.append(sql)
-        return real(sql, params, *args, **kwargs)
+        try:
+            return real(sql, params, *args, **kwargs)
+        except (IndexError, TypeError) as exc:  # the driver read a `%` as a parameter mark
+            if isinstance(sql, str) and "%" in sql and not params:
+                raise MigrationError(
+                    f"the database driver read a % in a statement of it as a parameter mark ({exc}): "
+                    "PostgreSQL's does; write %% for a literal % there"
+                ) from exc
+            raise
 
     try:
         with intercepted(database, checked), transaction_calls(database, _refuse_transaction_call):
