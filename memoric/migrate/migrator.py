@@ -67,9 +67,11 @@ class CheckedMigrator(Migrator):
     """peewee-migrate's Migrator; each migration ends with checks of what it built.
 
     No index may name a column its table lacks (SQLite would index a string constant instead of
-    failing), no row may break a foreign key (SQLite runs migrations without enforcing them), and
-    an application's migration may not leave memoric's tables a column memoric's inserts cannot
-    fill. The migration and its operations keep to their transaction (`transaction_kept`).
+    failing), no row may break a foreign key (SQLite runs migrations without enforcing them), an
+    application's migration may not leave memoric's tables a column memoric's inserts cannot
+    fill, and no migration may leave memoric's table names leading to another schema. The
+    application's triggers a SQLite rebuild dropped are re-created, and id counters it moved back
+    raised again. The migration and its operations keep to their transaction (`transaction_kept`).
     """
 
     def __init__(self, database: peewee.Database, dialect: Dialect, models: list[type[peewee.Model]]) -> None:
