@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from memoric.db.store import MemoryStore
-from memoric.transfer import check_jsonl, compare_with_target, scratch, writing
+from memoric.transfer import check_jsonl, compare_with_target, comparing, scratch
 from tests.helpers.transfer_data import cluster_line, dump_lines, memory_line
 
 # Rows the check holds before writing them to its temporary file, and compares with the target
@@ -41,7 +41,7 @@ def peak_of_checking(store: MemoryStore, path) -> int:
 @pytest.fixture
 def small_buffers(monkeypatch):
     monkeypatch.setattr(scratch, "FLUSH_ROWS", ROWS_BUFFERED)
-    monkeypatch.setattr(writing, "BATCH_SIZE", ROWS_BUFFERED)
+    monkeypatch.setattr(comparing, "BATCH_SIZE", ROWS_BUFFERED)
 
 
 def test_four_times_the_clusters_take_no_more_memory_to_check(store, tmp_path, small_buffers):
