@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from memoric import Memoric
 from memoric.cli import main
 from memoric.db.summaries import SUMMARY_METADATA
-from memoric.errors import ValidationError
+from memoric.errors import MemoricError, ValidationError
 from memoric.transfer import export_jsonl, import_jsonl
 
 
@@ -154,5 +154,32 @@ def test_a_memory_that_took_a_files_id_since_is_not_taken_for_the_files(new_dsn)
     with pytest.raises(ValidationError, match=f"memory id {drawn} is already in the target with other data"):
         import_jsonl(target.db, io.StringIO(second), keep_existing=True)
     assert target.db.count_memories() == 7
+    source.close()
+    target.close()
+
+
+@pytest.mark.parametrize(
+    "constraint, named",
+    [
+        ('CREATE UNIQUE INDEX "one_content" ON "memories" ("content")', "content"),
+        ('CREATE UNIQUE INDEX "one_content" ON "memories" (lower("content"))', "one_content"),
+    ],
+)
+def test_an_applications_unique_index_refusing_a_row_is_named_not_taken_for_a_writer(
+    new_dsn, constraint, named
+):
+    """The import skipped a row whose key the table held, any key: one the application's own
+    index refused was skipped too, then missed, and the error blamed "another writer", whose
+    advice (run the import again) failed the same way every time."""
+    source = Memoric(new_dsn())
+    source.save("ada", "the same words")
+    target = Memoric(new_dsn())
+    target.save("ada", "the same words")
+    target.db.database.execute_sql(constraint)
+    with pytest.raises(MemoricError) as refused:
+        import_jsonl(target.db, io.StringIO(backup_of(source)), new_ids=True)
+    message = str(refused.value)
+    assert "another writer" not in message and named in message.lower()
+    assert [m["content"] for m in target.db.get_memories(limit=None)] == ["the same words"]
     source.close()
     target.close()

@@ -19,6 +19,7 @@ from memoric.db.dialects.base import (
     MemoryPostings,
     column_list,
     ids_left,
+    skipping_taken,
 )
 from memoric.db.dialects.postgres_copy import copy_rows
 from memoric.db.dialects.postgres_ddl import gin_index_sql
@@ -254,7 +255,7 @@ class PostgresDialect(SequenceIds, Dialect):
                 return 0
             if not skip_existing:
                 return copy_rows(cursor, table, columns, rows)
-            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s ON CONFLICT DO NOTHING'
+            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s{skipping_taken(table)}'
             execute_values(cursor, sql, rows, page_size=len(rows))
             return cursor.rowcount
 

@@ -23,6 +23,7 @@ from memoric.db.dialects.base import (
     ids_left,
     no_id_left,
     reserved_end,
+    skipping_taken,
 )
 from memoric.db.models import to_utc
 from memoric.db.urls import sqlite_path
@@ -241,9 +242,9 @@ class SqliteDialect(Dialect):
     ) -> int:
         """INSERT `rows` (values already converted for the driver) in one `executemany`; rows inserted
         (the primary key refuses a taken id, given or not)."""
-        verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
         marks = ", ".join("?" * len(columns))
-        sql = f'{verb} INTO "{table}" ({column_list(columns)}) VALUES ({marks})'
+        skipping = skipping_taken(table) if skip_existing else ""
+        sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}){skipping}'
         with ids_left(self, database, table), peewee.__exception_wrapper__:
             cursor = database.cursor()
             cursor.executemany(sql, rows)
