@@ -108,7 +108,7 @@ def test_two_users_memories_never_share_an_id(new_citus_url):
         store.insert_memories([{"id": 7, "user_id": "bob", "content": "bob's"}])
     with pytest.raises(MemoricError, match=duplicate):
         store.insert_memory(id=7, user_id="bob", content="bob's")
-    with pytest.raises(MemoricError, match=duplicate):
+    with pytest.raises(MemoricError, match="id 9 is given twice in one call"):  # refused before any write
         store.insert_memories([{"id": 9, "user_id": user, "content": f"{user}'s"} for user in ("ada", "bob")])
     assert [(m["id"], m["user_id"]) for m in store.get_memories(limit=None)] == [(7, "ada")]
 

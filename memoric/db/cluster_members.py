@@ -60,7 +60,8 @@ def forget(store: MemoryStore, deleted: Iterable[tuple]) -> None:
         for cluster in store.dialect.locked_rows(store.database, query.order_by(*in_key_order)):
             removed = gone[cluster["user_id"]]
             kept = [memory_id for memory_id in cluster["memory_ids"] if memory_id not in removed]
-            this = c.cluster_id == cluster["cluster_id"]
+            # the user too: Citus routes the statement to that user's shard alone
+            this = (c.cluster_id == cluster["cluster_id"]) & (c.user_id == cluster["user_id"])
             if not kept:
                 c.delete().where(this).execute()
             elif len(kept) < len(cluster["memory_ids"]):
