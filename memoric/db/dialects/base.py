@@ -323,12 +323,13 @@ def no_id_left(table: str) -> MemoricError:
     )
 
 
-def skipping_taken(table: str) -> str:
-    """The clause that makes an INSERT skip a row whose key the table holds: a memory whose id it
-    holds (only that: a row an application's own constraint refuses is an error naming it, not a
-    row skipped and then missed), any other row whose unique key it holds (a cluster's user,
-    topic and category)."""
-    return ' ON CONFLICT ("id") DO NOTHING' if table == "memories" else " ON CONFLICT DO NOTHING"
+def skipping_taken(table: str, memory_key: str) -> str:
+    """The clause that makes an INSERT skip a row whose key the table holds: a memory whose
+    primary key it holds, `memory_key` naming that key as the dialect's ON CONFLICT does (only
+    that: a row an application's own constraint refuses is an error naming it, not a row skipped
+    and then missed); any other row whose unique key it holds (a cluster's user, topic and
+    category)."""
+    return f" ON CONFLICT {memory_key} DO NOTHING" if table == "memories" else " ON CONFLICT DO NOTHING"
 
 
 def column_list(columns: list[str]) -> str:

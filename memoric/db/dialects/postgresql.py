@@ -255,7 +255,10 @@ class PostgresDialect(SequenceIds, Dialect):
                 return 0
             if not skip_existing:
                 return copy_rows(cursor, table, columns, rows)
-            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s{skipping_taken(table)}'
+            # the constraint, not its columns: on Citus the key is (id, user_id), and `untaken_rows`
+            # has left out the ids another user holds
+            skipping = skipping_taken(table, 'ON CONSTRAINT "memories_pkey"')
+            sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES %s{skipping}'
             execute_values(cursor, sql, rows, page_size=len(rows))
             return cursor.rowcount
 

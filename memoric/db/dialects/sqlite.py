@@ -243,7 +243,7 @@ class SqliteDialect(Dialect):
         """INSERT `rows` (values already converted for the driver) in one `executemany`; rows inserted
         (the primary key refuses a taken id, given or not)."""
         marks = ", ".join("?" * len(columns))
-        skipping = skipping_taken(table) if skip_existing else ""
+        skipping = skipping_taken(table, '("id")') if skip_existing else ""
         sql = f'INSERT INTO "{table}" ({column_list(columns)}) VALUES ({marks}){skipping}'
         with ids_left(self, database, table), peewee.__exception_wrapper__:
             cursor = database.cursor()
