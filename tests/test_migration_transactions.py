@@ -90,6 +90,28 @@ def test_a_commit_and_begin_through_the_drivers_cursor_is_found_and_not_said_to_
     assert app_history(store) == []
 
 
+def test_a_savepoint_named_as_memorics_after_a_commit_does_not_pass_for_memorics(store, tmp_path):
+    """memoric's savepoint was `memoric_migration`: a migration that committed, then took a
+    savepoint of that name, and then failed, was said to be undone while its writes stayed."""
+    source = (
+        "import peewee as pw\n\n"
+        "def migrate(migrator, database, *, fake=False):\n"
+        "    if fake:\n        return\n"
+        f"    database.execute_sql({CREATE!r})\n"
+        "    database.cursor().execute('COMMIT')\n"
+        "    database.cursor().execute('BEGIN')\n"
+        "    database.cursor().execute('SAVEPOINT memoric_migration')\n"
+        "    raise ValueError('and then it fails')\n\n"
+        "def rollback(migrator, database, *, fake=False):\n    pass\n"
+    )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
+    migrations.upgrade(HEAD)
+    with pytest.raises(MigrationError) as failed:
+        migrations.upgrade()
+    assert str(failed.value).startswith(ENDED)
+    assert "notes" in tables(store) and app_history(store) == []
+
+
 @requires_postgres
 def test_several_statements_in_one_string_are_found_too(new_postgres_url, tmp_path):
     store = MemoryStore(new_postgres_url())

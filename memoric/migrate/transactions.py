@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 
@@ -51,6 +52,9 @@ class TransactionEnded(MigrationError):
     wrote up to then was committed or undone, and what it wrote after, statement by statement."""
 
 
+# memoric's savepoint around a migration: its name ends in a random part each time, so that a
+# migration cannot take one of the same name after a COMMIT of its own and pass for having kept
+# to its transaction.
 MIGRATION_SAVEPOINT = "memoric_migration"
 # The statements that end or begin a transaction, by their first words, after any comments:
 # ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
@@ -64,7 +68,7 @@ TRANSACTION_CONTROL = re.compile(
 # migration kept to its transaction (and a ROLLBACK TO would undo part of a preview's record).
 OWN_SAVEPOINT = re.compile(
     rf"(?:{GAP})?(RELEASE|ROLLBACK(?:{GAP}(?:WORK|TRANSACTION))?{GAP}TO)(?:{GAP}SAVEPOINT)?{GAP}"
-    rf'(?:"{MIGRATION_SAVEPOINT}"|{MIGRATION_SAVEPOINT}\b)',
+    rf'"?{MIGRATION_SAVEPOINT}\w*"?(?!\w)',
     re.IGNORECASE | re.DOTALL,
 )
 
@@ -76,7 +80,8 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
     undone); one the check cannot see (the driver's own `commit()`, several statements in one
     string) is found afterwards, by the savepoint taken here, and raises TransactionEnded.
     The statements the block sends through `execute_sql` are appended to `sent` as they run."""
-    database.execute_sql(f'SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+    savepoint = f"{MIGRATION_SAVEPOINT}_{secrets.token_hex(8)}"
+    database.execute_sql(f'SAVEPOINT "{savepoint}"')
 
     def checked(real, sql, params=None, *args, **kwargs):
         _refuse_transaction_control(sql)
@@ -96,10 +101,10 @@ def transaction_kept(database: peewee.Database, sent: list[str]) -> Iterator[Non
         with intercepted(database, checked), transaction_calls(database, _refuse_transaction_call):
             yield
     except BaseException as exc:
-        if _savepoint_lost(database, undo=True):
+        if _savepoint_lost(database, savepoint, undo=True):
             raise TransactionEnded() from exc
         raise
-    if _savepoint_lost(database):
+    if _savepoint_lost(database, savepoint):
         raise TransactionEnded()
 
 
@@ -160,13 +165,13 @@ def _refuse_transaction_control(sql) -> None:
         )
 
 
-def _savepoint_lost(database: peewee.Database, *, undo: bool = False) -> bool:
+def _savepoint_lost(database: peewee.Database, savepoint: str, *, undo: bool = False) -> bool:
     """Release the migration's savepoint (rolled back to first with `undo`); whether it was gone,
     the transaction having been ended, as far as a live connection can tell."""
     try:
         if undo:
-            database.execute_sql(f'ROLLBACK TO SAVEPOINT "{MIGRATION_SAVEPOINT}"')
-        database.execute_sql(f'RELEASE SAVEPOINT "{MIGRATION_SAVEPOINT}"')
+            database.execute_sql(f'ROLLBACK TO SAVEPOINT "{savepoint}"')
+        database.execute_sql(f'RELEASE SAVEPOINT "{savepoint}"')
     except peewee.DatabaseError:
         return not database.connection_lost(probe=True)
     return False
