@@ -286,8 +286,34 @@ def test_a_migration_exiting_the_program_fails_and_is_undone(store, tmp_path, ra
 def test_a_percent_sign_the_driver_reads_as_a_parameter_mark_is_named(new_postgres_url, tmp_path):
     """It failed with psycopg2's "tuple index out of range", naming neither the % nor the cure."""
     store = MemoryStore(new_postgres_url())
-    message = upgrade_with(store, tmp_path, "CREATE TABLE \"notes\" (\"body\" TEXT DEFAULT '100%')")
+    message = upgrade_with(store, tmp_path, 'CREATE TABLE "notes" ("body" TEXT DEFAULT \'100%\')')
     assert message.startswith(f"{UNDONE}the database driver read a % in a statement of it as a parameter")
     assert "write %% for a literal %" in message
-    assert app_migrations(store, tmp_path, "CREATE TABLE \"notes\" (\"body\" TEXT DEFAULT '100%%')").upgrade()
+    assert app_migrations(store, tmp_path, 'CREATE TABLE "notes" ("body" TEXT DEFAULT \'100%%\')').upgrade()
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "statement, only_on",
+    [
+        ("SET DateStyle = 'SQL, DMY'", "postgresql"),
+        (
+            'CREATE TEMP TRIGGER "swallow" BEFORE INSERT ON main."memories" BEGIN SELECT RAISE(IGNORE); END',
+            "sqlite",
+        ),
+    ],
+)
+def test_what_a_migration_leaves_in_its_session_ends_with_the_run(new_dsn, tmp_path, statement, only_on):
+    """A setting or a temporary trigger of a migration stayed on the connection memoric went on
+    using: timestamps read as year 191192026 (and, by extra_float_digits, relevance rounded),
+    saves dropped silently."""
+    store = MemoryStore(new_dsn())
+    if store.dialect.name != only_on:
+        pytest.skip(f"{only_on}'s")
+    migrations = app_migrations(store, tmp_path, statement)
+    memory_id = store.insert_memory(user_id="ada", content="written before", metadata={"n": 0.1 + 0.2})
+    migrations.upgrade()
+    assert store.get_memory(memory_id)["metadata"] == {"n": 0.30000000000000004}
+    saved = store.insert_memory(user_id="ada", content="written after")
+    assert store.get_memory(saved)["content"] == "written after"
     store.close()

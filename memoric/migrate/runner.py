@@ -238,6 +238,9 @@ class Runner:
         finally:
             self.store.postings_ready = False  # a migration may have added or dropped them
             self.store.dialect.schema_changed(self.database)  # or distributed the tables (Citus)
+            # and left its session changed: a setting (DateStyle, extra_float_digits), a temporary
+            # table or trigger; memoric's next call opens a session of its own again
+            self.database.end_session()
 
 
 def _failure(label: str, downgrade: bool, finished: list[str], exc: BaseException) -> str:
