@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from memoric.db.store import MemoryStore
+from memoric.errors import MigrationError
 from memoric.migrate import Migrations
 from tests.helpers.app_chain import app_chain, clear_environment
 from tests.helpers.chain import HEAD
@@ -72,3 +73,30 @@ def test_a_rebuilt_clusters_table_keeps_its_id_counter(store, tmp_path):
     migrations.upgrade()
     again = store.upsert_cluster(user_id="bob", topic="t", category="c", memory_ids=[])
     assert again == clusters[-1] + 1
+
+
+REBUILD_ID = """import peewee as pw
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.change_fields("memories", id=pw.BigAutoField())
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+"""
+
+
+def test_a_migration_taking_the_id_counter_away_is_refused(tmp_path):
+    """SQLite's `change_fields` of the id rebuilt the table without AUTOINCREMENT: nothing left to
+    raise, and the id of the memory deleted last went to the next one saved, after every delete.
+    (peewee-migrate cannot write that change for PostgreSQL at all.)"""
+    store = MemoryStore(f"sqlite:///{tmp_path / 'ids.db'}")
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_id": REBUILD_ID}))
+    migrations.upgrade(HEAD)
+    ids = saved_then_forgotten(store)
+    with pytest.raises(MigrationError, match="it leaves memories without the counter"):
+        migrations.upgrade()
+    store.delete_memories(memory_ids=[ids[2]])
+    assert store.insert_memory(user_id="bob", content="bob's note") == ids[-1] + 1
+    store.close()

@@ -242,11 +242,21 @@ def test_a_migration_leading_memorics_names_elsewhere_is_refused_on_postgresql(
     store.close()
 
 
-def test_a_migration_shadowing_memorics_table_with_a_temporary_one_is_refused(store, tmp_path):
-    message = upgrade_with(store, tmp_path, CREATE, 'CREATE TEMPORARY TABLE "memories" ("id" INTEGER)')
-    assert message.startswith(f'{UNDONE}it leaves the session where "memories" names a table in schema ')
+@pytest.mark.parametrize("table", ["memories", "memory_terms"])
+def test_a_migration_shadowing_memorics_table_with_a_temporary_one_is_refused(store, tmp_path, table):
+    message = upgrade_with(store, tmp_path, CREATE, f'CREATE TEMPORARY TABLE "{table}" ("id" INTEGER)')
+    assert message.startswith(f'{UNDONE}it leaves the session where "{table}" names a table in schema ')
     assert "notes" not in tables(store) and app_history(store) == []
     assert store.insert_memory(user_id="ada", content="saved where it belongs") > 0
+
+
+def test_a_temporary_table_named_as_sqlites_metadata_keys_is_refused(tmp_path):
+    """The filters of that session read the empty temporary table: a count of 0 for 4 memories."""
+    store = MemoryStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    shadow = 'CREATE TEMPORARY TABLE "memory_metadata_keys" ("name" TEXT)'
+    message = upgrade_with(store, tmp_path, CREATE, shadow)
+    assert message.startswith(f'{UNDONE}it leaves the session where "memory_metadata_keys" names a table')
+    store.close()
 
 
 @requires_postgres

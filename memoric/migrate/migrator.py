@@ -94,6 +94,8 @@ class CheckedMigrator(Migrator):
         self.triggers_before: dict = {}  # the tables' triggers before the migration (SQLite)
         self.id_tops_before: dict[str, int] = {}  # the highest id each id table had handed out
         self.schemas_before: dict = {}  # where memoric's unqualified table names led
+        # Before an application's migration: the id tables that keep a counter; None: not checked.
+        self.counted_before: set[str] | None = None
         self.sent: list[str] = []  # the statements the migration sent so far
 
     def __call__(self):
@@ -102,6 +104,7 @@ class CheckedMigrator(Migrator):
             super().__call__()
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
         self._refuse_moved_names()
+        self._refuse_lost_counters()
         self._keep_id_counters()
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
@@ -121,6 +124,26 @@ class CheckedMigrator(Migrator):
             if table in tables
         }
 
+    def counted_tables(self) -> set[str]:
+        """memoric's id tables there that keep the highest id they handed out (`has_id_counter`)."""
+        database = self.__database__
+        return {table for table in self.id_tops() if self.dialect.has_id_counter(database, table)}
+
+    def _refuse_lost_counters(self) -> None:
+        """MigrationError when an application's migration left an id table of memoric's without
+        its counter (on SQLite a rebuild of the id column drops AUTOINCREMENT): the id of every
+        row deleted last would be handed out again, to anyone."""
+        if self.counted_before is None:
+            return
+        existing = set(self.id_tops())
+        lost = sorted(table for table in self.counted_before - self.counted_tables() if table in existing)
+        if lost:
+            raise MigrationError(
+                f"it leaves {', '.join(lost)} without the counter that keeps an id from being handed "
+                f"out twice (a SQLite rebuild of {self.id_columns[lost[0]]} drops AUTOINCREMENT): leave "
+                "memoric's id columns as memoric declares them"
+            )
+
     def _keep_id_counters(self) -> None:
         """Raise each id counter the migration moved back (a SQLite table rebuild starts its
         AUTOINCREMENT counter at the highest id stored): an id is never handed out twice, not even
@@ -134,7 +157,8 @@ class CheckedMigrator(Migrator):
 
     def schemas_named(self) -> dict:
         """Where memoric's unqualified table names lead now (`Dialect.schemas_named`)."""
-        return self.dialect.schemas_named(self.__database__, [*self.writes, HISTORY_TABLE, APP_HISTORY_TABLE])
+        names = [*self.writes, catalogue.METADATA_KEYS_TABLE, HISTORY_TABLE, APP_HISTORY_TABLE]
+        return self.dialect.schemas_named(self.__database__, names)
 
     def _refuse_moved_names(self) -> None:
         """MigrationError when the migration made a name of memoric's lead to another schema (a

@@ -91,6 +91,7 @@ class _Router(Router):
             migrator.unfillable_before = None if self.chain.label == MEMORIC else set(migrator.unfillable())
             migrator.triggers_before = self.store.dialect.table_triggers(self.database)
             migrator.id_tops_before = migrator.id_tops()
+            migrator.counted_before = None if self.chain.label == MEMORIC else migrator.counted_tables()
             migrator.schemas_before = migrator.schemas_named()
             migrator.sent = []
             return super().run_one(name, migrator, fake=False, downgrade=downgrade, force=force)
