@@ -32,10 +32,25 @@ def _misread(database, after: int) -> list[tuple[int, str]]:
     ).fetchall()
 
 
+def _refuse_unreadable(database) -> None:
+    """ValueError naming the memories whose metadata SQLite's JSON functions cannot read at all."""
+    found = database.execute_sql(
+        'SELECT "id" FROM "memories" WHERE NOT json_valid("metadata") ORDER BY "id" LIMIT 5'
+    ).fetchall()
+    if found:
+        raise ValueError(
+            f"memories {', '.join(str(memory_id) for (memory_id,) in found)} hold metadata SQLite does "
+            "not read as JSON (written outside memoric?): correct those rows, then upgrade"
+        )
+
+
 def _as_memoric_reads_it(memory_id: int, text: str) -> str:
-    """The metadata `text` written again by memoric's writer from what its reader makes of it."""
+    """The metadata `text` written again by memoric's writer from what its reader makes of it
+    (checked to be UTF-8, which a lone surrogate escape such as \\ud800 decodes to none of)."""
     try:
-        return dump_json(load_json(text))
+        rewritten = dump_json(load_json(text))
+        rewritten.encode("utf-8")
+        return rewritten
     except (ValueError, UnicodeError) as exc:
         raise ValueError(
             f"memory {memory_id}'s metadata cannot be written again as memoric reads it ({exc}; "
@@ -44,6 +59,7 @@ def _as_memoric_reads_it(memory_id: int, text: str) -> str:
 
 
 def _rewrite_all(database) -> None:
+    _refuse_unreadable(database)
     after = 0
     while page := _misread(database, after):
         for memory_id, text in page:

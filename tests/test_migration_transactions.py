@@ -327,3 +327,18 @@ def test_what_a_migration_leaves_in_its_session_ends_with_the_run(new_dsn, tmp_p
     saved = store.insert_memory(user_id="ada", content="written after")
     assert store.get_memory(saved)["content"] == "written after"
     store.close()
+
+
+def test_a_migration_raising_an_exception_that_cannot_say_itself_is_named(store, tmp_path):
+    """Its `__str__` failing too, `migrate upgrade` ended in a traceback."""
+    source = notes_migration(CREATE).replace(
+        "def rollback",
+        "    class Mute(Exception):\n        def __str__(self):\n            raise RuntimeError('mute')\n\n"
+        "    if not fake:\n        raise Mute()\n\n\ndef rollback",
+        1,
+    )
+    migrations = Migrations(store, app_dir=app_chain(tmp_path / "app", **{"001_notes": source}))
+    with pytest.raises(MigrationError) as failed:
+        migrations.upgrade()
+    assert str(failed.value).startswith(f"{UNDONE}Mute (its message could not be read)")
+    assert "notes" not in tables(store) and app_history(store) == []

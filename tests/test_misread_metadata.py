@@ -7,6 +7,7 @@ memories or matched the wrong value; SQLite now refuses such a write, saying why
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 
 import pytest
@@ -16,6 +17,7 @@ from memoric.db.jsoncodec import load_json
 from memoric.db.jsonfilter import contains
 from memoric.db.store import MemoryStore
 from memoric.db.urls import sqlite_path
+from memoric.errors import MigrationError
 from memoric.migrate import Migrations
 from tests.helpers.chain import HEAD, UNICODE_TERMS
 from tests.helpers.dialects import requires_postgres
@@ -134,3 +136,25 @@ def stored_text(store: MemoryStore, memory_id: int) -> str:
 
 def found_by(store: MemoryStore, pattern: dict) -> list[int]:
     return [memory["id"] for memory in store.get_memories(where_metadata=pattern, limit=None)]
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ('{"caf\\u00e9": 1, "v": NaN}', "memories {id} hold metadata SQLite does not read as JSON"),
+        ('{"caf\\u00e9": "\\ud800"}', "memory {id}'s metadata cannot be written again as memoric reads it"),
+    ],
+)
+def test_010_names_the_memory_it_cannot_write_again(sqlite_store, text, said):
+    """Its failure said "malformed JSON" or "utf-8 codec can't encode", naming no row."""
+    migrations = Migrations(sqlite_store)
+    migrations.downgrade(UNICODE_TERMS)
+    memory_id = sqlite_store.insert_memory(user_id="ada", content="x")
+    for trigger in sqlite_keys.TRIGGERS:
+        sqlite_store.database.execute_sql(f"DROP TRIGGER {trigger}")
+    with raw_sqlite(sqlite_store) as other:
+        other.execute("UPDATE memories SET metadata = ? WHERE id = ?", (text, memory_id))
+        other.commit()
+    with pytest.raises(MigrationError, match=re.escape(said.format(id=memory_id))):
+        migrations.upgrade()
+    assert migrations.current() == UNICODE_TERMS

@@ -18,7 +18,10 @@ from memoric.errors import CommitInDoubt, MemoricError, message_lines
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (drivers add hints and context on later lines)."""
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except Exception:  # an exception's own __str__ may fail too
+        return f"{type(exc).__name__} (its message could not be read)"
     return message_lines(text)[0] if text else type(exc).__name__
 
 
