@@ -5,6 +5,7 @@ connection was lost."""
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ def first_line(exc: BaseException) -> str:
 # that is not UTF-8).
 DRIVER_ERRORS = (peewee.PeeweeException, sqlite3.Error, ValueError, OverflowError)
 SQLITE_NOT_UTF8 = "Could not decode to UTF-8 column"  # the sqlite3 module's error for such text
+NAMED_COLUMN = re.compile(rf"{SQLITE_NOT_UTF8} '\w+'")  # a column by its name (not an expression)
 LOST_NOTE = " (the connection was lost; the next call reconnects)"
 IN_DOUBT_NOTE = (
     " (the connection was lost during COMMIT: whether the change was saved is not known, so look "
@@ -89,7 +91,7 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     reason = mask_password(first_line(exc), url)
     if isinstance(exc, UnicodeDecodeError):
         reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
-    elif str(exc).startswith(SQLITE_NOT_UTF8):  # its message quotes memoric's SQL: left out
+    elif str(exc).startswith(SQLITE_NOT_UTF8) and not NAMED_COLUMN.match(str(exc)):  # quoting memoric's SQL
         reason = (
             "a stored text is not UTF-8 (SQLite's JSON functions make a lone surrogate escape such as "
             "\\ud800 in metadata into bytes UTF-8 does not have; written outside memoric?): correct that row"
