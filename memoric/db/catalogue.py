@@ -29,6 +29,10 @@ class Column(NamedTuple):
         return f"{self.type} {nullability}{' primary key' if self.primary_key else ''}"
 
 
+# What may stand between two words of SQL: one space or comment (a pattern matching one of them).
+SQL_GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)"
+
+
 def quoted(name: str) -> str:
     """`name` as an SQL identifier (double quotes, which both dialects read as one here)."""
     return '"' + name.replace('"', '""') + '"'

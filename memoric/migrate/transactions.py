@@ -18,33 +18,40 @@ from collections.abc import Callable, Iterator
 
 import peewee
 
+from memoric.db.catalogue import SQL_GAP
 from memoric.errors import MigrationError
 
 
 @contextlib.contextmanager
-def intercepted(database: peewee.Database, handler: Callable) -> Iterator[None]:
+def routed(database: peewee.Database, method: str, handler: Callable) -> Iterator[None]:
+    """Route this thread's calls of `database.<method>` through `handler(real, *args, **kwargs)`
+    for the block; other threads keep the real method."""
+    real = getattr(database, method)
+    owner = threading.get_ident()
+    own = vars(database).get(method)
+
+    def call(*args, **kwargs):
+        if threading.get_ident() != owner:
+            return real(*args, **kwargs)
+        return handler(real, *args, **kwargs)
+
+    setattr(database, method, call)
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(database, method)
+        else:
+            setattr(database, method, own)
+
+
+def intercepted(database: peewee.Database, handler: Callable) -> contextlib.AbstractContextManager:
     """Route this thread's `execute_sql` calls on `database` through `handler(real, sql, params)`.
 
     Other threads keep the real method: peewee-migrate's own replay patches
     `peewee.Database.execute_sql` for the whole process, which would swallow their writes.
     """
-    real = database.execute_sql
-    owner = threading.get_ident()
-    had_own = "execute_sql" in vars(database)
-
-    def execute_sql(sql, params=None, *args, **kwargs):
-        if threading.get_ident() != owner:
-            return real(sql, params, *args, **kwargs)
-        return handler(real, sql, params, *args, **kwargs)
-
-    database.execute_sql = execute_sql
-    try:
-        yield
-    finally:
-        if had_own:
-            database.execute_sql = real
-        else:
-            del database.execute_sql
+    return routed(database, "execute_sql", handler)
 
 
 class TransactionEnded(MigrationError):
@@ -58,7 +65,7 @@ class TransactionEnded(MigrationError):
 MIGRATION_SAVEPOINT = "memoric_migration"
 # The statements that end or begin a transaction, by their first words, after any comments:
 # ROLLBACK TO is a savepoint's; PREPARE TRANSACTION hands the transaction over to two-phase commit.
-GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)+"  # what may stand between two words: spaces, comments
+GAP = f"{SQL_GAP}+"  # what may stand between two words: spaces, comments
 TRANSACTION_CONTROL = re.compile(
     rf"(?:{GAP})?(BEGIN|START|COMMIT|END|ROLLBACK(?!{GAP}(?:(?:WORK|TRANSACTION){GAP})?TO\b)|ABORT"
     rf"|PREPARE(?={GAP}TRANSACTION\b))\b",
@@ -115,26 +122,17 @@ TRANSACTION_CALLS = ("begin", "commit", "rollback")
 def transaction_calls(database: peewee.Database, instead: Callable[[str], None]) -> Iterator[None]:
     """`database.begin()`, `.commit()` and `.rollback()` in this thread replaced by `instead(name)`
     for the block: they reach the driver without passing `execute_sql`. Other threads keep them."""
-    owner = threading.get_ident()
-    real = {name: getattr(database, name) for name in TRANSACTION_CALLS}
-    own = {name: vars(database)[name] for name in TRANSACTION_CALLS if name in vars(database)}
 
-    def routed(name: str) -> Callable:
-        def call(*args, **kwargs):
-            if threading.get_ident() != owner:
-                return real[name](*args, **kwargs)
+    def replaced_by_instead(name: str) -> Callable:
+        def handler(real, *args, **kwargs):
             return instead(name)
 
-        return call
+        return handler
 
-    for name in TRANSACTION_CALLS:
-        setattr(database, name, routed(name))
-    try:
-        yield
-    finally:
+    with contextlib.ExitStack() as stack:
         for name in TRANSACTION_CALLS:
-            delattr(database, name)
-        vars(database).update(own)
+            stack.enter_context(routed(database, name, replaced_by_instead(name)))
+        yield
 
 
 def _refuse_transaction_call(name: str) -> None:

@@ -12,6 +12,7 @@ import re
 
 import peewee
 
+from memoric.db.catalogue import SQL_GAP as GAP  # one space or comment between two words
 from memoric.db.dialects import sqlite_keys
 from memoric.errors import MigrationError
 
@@ -19,7 +20,6 @@ SCHEMA_OBJECTS = (
     "SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master WHERE type IN ('table', 'trigger')"
 )
 # The name a DROP TRIGGER names: quoted, bracketed, backquoted or bare, after an optional schema.
-GAP = r"(?:\s|--[^\n]*\n|/\*.*?\*/)"  # one space or comment between two words
 NAME = r"""(?:"((?:[^"]|"")*)"|\[([^\]]*)\]|`([^`]*)`|(\w+))"""  # an identifier, in any quotes
 SCHEMA = rf"""(?:(?:"(?:[^"]|"")*"|\w+){GAP}*\.{GAP}*)?"""
 DROP_TRIGGER = re.compile(
