@@ -104,8 +104,9 @@ class CheckedMigrator(Migrator):
             super().__call__()
         self.dialect.restore_rebuilt_triggers(database, self.triggers_before, self.sent)
         self._refuse_moved_names()
-        self._refuse_lost_counters()
-        self._keep_id_counters()
+        tops = self.id_tops()
+        self._refuse_lost_counters(tops)
+        self._keep_id_counters(tops)
         misread = self.dialect.misread_index_columns(database, [model._meta.table_name for model in self.orm])
         if misread:
             raise MigrationError("; ".join(misread))
@@ -124,19 +125,17 @@ class CheckedMigrator(Migrator):
             if table in tables
         }
 
-    def counted_tables(self) -> set[str]:
-        """memoric's id tables there that keep the highest id they handed out (`has_id_counter`)."""
-        database = self.__database__
-        return {table for table in self.id_tops() if self.dialect.has_id_counter(database, table)}
+    def counted_tables(self, tables) -> set[str]:
+        """Those of memoric's id `tables` that keep the highest id they handed out (`has_id_counter`)."""
+        return {table for table in tables if self.dialect.has_id_counter(self.__database__, table)}
 
-    def _refuse_lost_counters(self) -> None:
-        """MigrationError when an application's migration left an id table of memoric's without
-        its counter (on SQLite a rebuild of the id column drops AUTOINCREMENT): the id of every
-        row deleted last would be handed out again, to anyone."""
+    def _refuse_lost_counters(self, tops: dict[str, int]) -> None:
+        """MigrationError when an application's migration left an id table of memoric's (`tops`:
+        those there now) without its counter (on SQLite a rebuild of the id column drops
+        AUTOINCREMENT): the id of every row deleted last would be handed out again, to anyone."""
         if self.counted_before is None:
             return
-        existing = set(self.id_tops())
-        lost = sorted(table for table in self.counted_before - self.counted_tables() if table in existing)
+        lost = sorted((self.counted_before & set(tops)) - self.counted_tables(tops))
         if lost:
             raise MigrationError(
                 f"it leaves {', '.join(lost)} without the counter that keeps an id from being handed "
@@ -144,11 +143,11 @@ class CheckedMigrator(Migrator):
                 "memoric's id columns as memoric declares them"
             )
 
-    def _keep_id_counters(self) -> None:
-        """Raise each id counter the migration moved back (a SQLite table rebuild starts its
-        AUTOINCREMENT counter at the highest id stored): an id is never handed out twice, not even
-        the id of a memory deleted before the migration."""
-        for table, top in self.id_tops().items():
+    def _keep_id_counters(self, tops: dict[str, int]) -> None:
+        """Raise each id counter the migration moved back (`tops`: the tops now; a SQLite table
+        rebuild starts its AUTOINCREMENT counter at the highest id stored): an id is never handed
+        out twice, not even the id of a memory deleted before the migration."""
+        for table, top in tops.items():
             before = self.id_tops_before.get(table, 0)
             if top < before:
                 self.dialect.reserve_ids(
