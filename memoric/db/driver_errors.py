@@ -91,7 +91,7 @@ def failure_reason(database: peewee.Database, exc: BaseException, url: str) -> s
     reason = mask_password(first_line(exc), url)
     if isinstance(exc, UnicodeDecodeError):
         reason = f"a stored text is not UTF-8 ({reason}; written outside memoric?): correct that row"
-    elif str(exc).startswith(SQLITE_NOT_UTF8) and not NAMED_COLUMN.match(str(exc)):  # quoting memoric's SQL
+    elif reason.startswith(SQLITE_NOT_UTF8) and not NAMED_COLUMN.match(reason):  # quoting memoric's SQL
         reason = (
             "a stored text is not UTF-8 (SQLite's JSON functions make a lone surrogate escape such as "
             "\\ud800 in metadata into bytes UTF-8 does not have; written outside memoric?): correct that row"
